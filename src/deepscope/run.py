@@ -1,0 +1,347 @@
+"""The Run: the lifecycle of one training run — ``init`` → ``log`` / ``log_histogram`` / ``event`` → ``finish``."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .store import format as fmt
+from .store import runmeta
+from .store.writer import StreamWriter
+from .types import SEVERITIES
+
+DEFAULT_DIR = "deepscope-runs"
+_live_runs: list[Run] = []
+_current: Run | None = None
+_lifecycle_lock = threading.Lock()
+_handlers_installed = False
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("DEEPSCOPE_DIR", DEFAULT_DIR))
+
+
+class Run:
+    """One run of one process (one rank). Create it with :func:`deepscope.init`.
+
+    >>> run = deepscope.init(project="mnist", config={"lr": 1e-3})
+    >>> run.log({"train/loss": 0.25}, step=0)
+    >>> run.finish()
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str = "default",
+        name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        dir: str | os.PathLike[str] | None = None,
+        id: str | None = None,
+        tags: tuple[str, ...] | list[str] = (),
+        notes: str = "",
+        rank: int | None = None,
+        world_size: int | None = None,
+        resume: bool = False,
+        flush_interval: float = 0.5,
+    ) -> None:
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"deepscope.init: config must be a dict, got {type(config).__name__}")
+        for label, value in (("project", project), ("name", name), ("notes", notes)):
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"deepscope.init: {label} must be a str, got {type(value).__name__}")
+        self.project = project
+        self.name = name or id or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.id = fmt.validate_run_id(id or _new_run_id(self.name))
+        self.rank, self.world_size = _rank_and_world(rank, world_size)
+        self.root = Path(dir) if dir is not None else default_dir()
+        self.dir = self.root / self.id
+        if self.dir.exists() and not resume and self.rank == 0 and (self.dir / "run.json").exists():
+            raise FileExistsError(f"deepscope: run {self.id!r} exists in {self.root}; pass resume=True to continue it")
+        self.config = dict(config or {})
+        self._meta: dict[str, Any] = {
+            "format_version": fmt.FORMAT_VERSION,
+            "id": self.id,
+            "project": project,
+            "name": self.name,
+            "status": "running",
+            "start_time": time.time(),
+            "end_time": None,
+            "config": self.config,
+            "config_flat": runmeta.flatten_config(self.config),
+            "tags": [str(t) for t in tags],
+            "notes": notes,
+            "git_commit": runmeta.git_commit(),
+            "world_size": self.world_size,
+            **runmeta.environment(),
+        }
+        if resume and (old := runmeta.read_json(self.dir / "run.json")):
+            self._meta["start_time"] = old.get("start_time", self._meta["start_time"])
+        self._stream_dir = self.dir / "streams" / str(self.rank)
+        self._write_meta()
+        self._writer = StreamWriter(self._stream_dir, flush_interval=flush_interval, ensure_dir=self._write_meta)
+
+        self._finished = False
+        self._known_keys: set[str] = set()
+        self._next_step = 0
+        self._last_step = -1
+        self._warned_regression = False
+        self._emitted_warnings = 0
+        _register(self)
+
+    # ---- logging: the hot path -------------------------------------------------------------------
+    def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
+        """Record scalars (floats, ints, bools, NumPy scalars or 0-d tensors) at ``step``.
+
+        Returns in microseconds: tensors are gathered and copied to the host later, in batches.
+        """
+        if self._finished:
+            raise RuntimeError(f"deepscope: run {self.id!r} is finished; log() after finish() is not allowed")
+        if self._writer.warnings:
+            self._emit_writer_warnings()
+        if type(data) is dict:
+            data = data.copy()
+        elif isinstance(data, Mapping):
+            data = dict(data)
+        else:
+            raise TypeError(f"deepscope: log() takes a dict of key → number, got {type(data).__name__}")
+        if not data:
+            return
+        known = self._known_keys
+        has_tensor = False
+        for k, v in data.items():
+            if k not in known:
+                known.add(fmt.validate_key(k))
+            t = type(v)
+            if t is not float and t is not int and _check_scalar(k, v):
+                has_tensor = True
+        if has_tensor:
+            _snapshot_tensors(data)
+        step = self._next_step if step is None else _check_step(step)
+        if step < self._last_step:
+            self._flag_regression(step)
+        self._last_step = step
+        self._next_step = step + 1
+        self._writer.add_scalars((step, time.time(), data, has_tensor), len(data))
+
+    def log_histogram(
+        self,
+        key: str,
+        values: Any = None,
+        *,
+        counts: Any = None,
+        edges: Any = None,
+        step: int | None = None,
+        bins: int = 64,
+    ) -> None:
+        """Record a distribution: raw ``values`` (tensor or array, binned on its device) or ``counts`` + ``edges``."""
+        if self._finished:
+            raise RuntimeError(f"deepscope: run {self.id!r} is finished; log_histogram() after finish()")
+        fmt.validate_key(key)
+        from .store.histogram import from_counts, from_values
+
+        if values is not None:
+            if counts is not None or edges is not None:
+                raise TypeError(f"deepscope: log_histogram({key!r}) takes values or counts+edges, not both")
+            edges_, counts_ = from_values(key, values, bins)
+        elif counts is not None and edges is not None:
+            edges_, counts_ = from_counts(key, counts, edges)
+        else:
+            raise TypeError(f"deepscope: log_histogram({key!r}) needs values, or counts and edges")
+        step = self._last_step if step is None and self._last_step >= 0 else (step if step is not None else 0)
+        self._writer.add_histogram(key, _check_step(step), time.time(), edges_, counts_)
+
+    def event(
+        self,
+        kind: str,
+        text: str,
+        *,
+        step: int | None = None,
+        severity: str = "info",
+        key: str | None = None,
+    ) -> None:
+        """Record a text event (a note, an alert) with a severity: debug, info, warning or error."""
+        if self._finished:
+            raise RuntimeError(f"deepscope: run {self.id!r} is finished; event() after finish()")
+        if not isinstance(kind, str) or not kind:
+            raise TypeError("deepscope: event kind must be a non-empty str")
+        if not isinstance(text, str):
+            raise TypeError(f"deepscope: event text must be a str, got {type(text).__name__}")
+        if severity not in SEVERITIES:
+            raise ValueError(f"deepscope: severity must be one of {SEVERITIES}, got {severity!r}")
+        if key is not None:
+            fmt.validate_key(key)
+        self._writer.add_event(None if step is None else _check_step(step), time.time(), kind, severity, text, key)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Block until everything logged so far is written (or kept in memory after a write failure)."""
+        self._writer.flush()
+        self._emit_writer_warnings()
+
+    def finish(self, status: str = "finished", exit_reason: str | None = None) -> None:
+        """Flush, close the stream and mark the run ``finished`` (or ``crashed``). Idempotent."""
+        if self._finished:
+            return
+        self._finished = True
+        self._writer.close()
+        self._meta.update(status=status, end_time=time.time(), exit_reason=exit_reason, **runmeta.environment())
+        try:
+            self._write_meta()
+        except OSError as e:
+            self._writer.warnings.append(f"deepscope: could not write run metadata: {e}")
+        _unregister(self)
+        self._emit_writer_warnings()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.finish("crashed", f"{exc_type.__name__}: {exc}")
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, project={self.project!r}, dir={str(self.dir)!r}, rank={self.rank})"
+
+    # ---- internals ---------------------------------------------------------------------------------
+    def _write_meta(self) -> None:
+        self._stream_dir.mkdir(parents=True, exist_ok=True)
+        stream = {"rank": self.rank, "world_size": self.world_size, "status": self._meta["status"]}
+        stream.update(runmeta.environment(), start_time=self._meta["start_time"], end_time=self._meta["end_time"])
+        runmeta.write_json_atomic(self._stream_dir / "stream.json", stream)
+        if self.rank == 0:
+            runmeta.write_json_atomic(self.dir / "run.json", self._meta)
+
+    def _flag_regression(self, step: int) -> None:
+        text = f"step went backwards from {self._last_step} to {step} (a restart?); values are kept"
+        self._writer.add_event(step, time.time(), "step_regression", "warning", text, None)
+        if not self._warned_regression:
+            self._warned_regression = True
+            warnings.warn(f"deepscope: {text}", RuntimeWarning, stacklevel=3)
+
+    def _emit_writer_warnings(self) -> None:
+        while self._writer.warnings:
+            warnings.warn(self._writer.warnings.popleft(), RuntimeWarning, stacklevel=3)
+
+
+def _check_scalar(key: str, v: Any) -> bool:
+    """Accept a number-like ``v`` (True when it is a tensor to snapshot); raise ``TypeError`` naming ``key``."""
+    if isinstance(v, (bool, np.number, np.bool_)):
+        return False
+    if isinstance(v, np.ndarray) and v.ndim == 0 and np.issubdtype(v.dtype, np.number):
+        return False
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(v, torch.Tensor):
+        if v.numel() != 1 or v.is_complex():
+            raise TypeError(
+                f"deepscope: value for key {key!r} is a tensor of shape {tuple(v.shape)}; log() takes scalars "
+                "(use log_histogram for distributions)"
+            )
+        return True
+    raise TypeError(f"deepscope: value for key {key!r} must be a number or 0-d tensor, got {type(v).__name__}")
+
+
+def _snapshot_tensors(data: dict[str, Any]) -> None:
+    # detach() frees the autograd graph now; clone() keeps the value if the tensor is later updated in
+    # place. Both are asynchronous on accelerators: no device sync here.
+    torch = sys.modules["torch"]
+    for k, v in data.items():
+        if isinstance(v, torch.Tensor):
+            data[k] = v.detach().clone()
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
+        if step < 0:
+            raise ValueError(f"deepscope: step must be >= 0, got {step}")
+        return int(step)
+    raise TypeError(f"deepscope: step must be an int, got {type(step).__name__} ({step!r})")
+
+
+def _new_run_id(name: str) -> str:
+    slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip("-._")[:80] or "run"
+    return f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    dist = sys.modules.get("torch.distributed")
+    if rank is None and dist is not None and dist.is_available() and dist.is_initialized():
+        rank, world_size = dist.get_rank(), world_size or dist.get_world_size()
+    if rank is None:
+        rank = int(os.environ.get("RANK", 0))
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if not 0 <= rank < max(world_size, 1):
+        raise ValueError(f"deepscope.init: rank {rank} is outside world size {world_size}")
+    return rank, world_size
+
+
+# ---- process lifecycle: current run, exit and signals -----------------------------------------------
+def current() -> Run | None:
+    return _current
+
+
+def _register(run: Run) -> None:
+    global _current
+    with _lifecycle_lock:
+        _live_runs.append(run)
+        _current = run
+    _install_handlers()
+
+
+def _unregister(run: Run) -> None:
+    global _current
+    with _lifecycle_lock:
+        if run in _live_runs:
+            _live_runs.remove(run)
+        if _current is run:
+            _current = _live_runs[-1] if _live_runs else None
+
+
+def _finish_all(status: str, reason: str | None) -> None:
+    for run in list(_live_runs):
+        try:
+            run.finish(status, reason)
+        except Exception:  # at exit there is nobody left to tell
+            pass
+
+
+def _install_handlers() -> None:
+    global _handlers_installed
+    if _handlers_installed:
+        return
+    _handlers_installed = True
+    atexit.register(_finish_all, "finished", None)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        signal.signal(sig, _make_handler(sig, previous))
+
+
+def _make_handler(sig: signal.Signals, previous: Any) -> Any:
+    def handler(signum: int, frame: Any) -> None:
+        _finish_all("crashed", signal.Signals(signum).name)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    return handler

@@ -1,0 +1,126 @@
+"""On-disk format, version 1: names, schemas and the chunk framing. Spec: ``docs/store-format.md``."""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+MAGIC = b"DSCK"
+HEADER = struct.Struct("<4sQI")  # magic, payload length (u64), crc32 of payload (u32)
+SEGMENT_BYTES = 64 * 1024 * 1024  # a writer starts a new segment file past this size
+
+KINDS = ("scalars", "histograms", "events")
+MAX_KEY_LENGTH = 256
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SEGMENT = re.compile(r"^(scalars|histograms|events|layerstats)-(\d{6,})\.arrows$")
+
+
+def _schema(kind: str, *fields: pa.Field) -> pa.Schema:
+    return pa.schema(fields, metadata={"deepscope.kind": kind, "deepscope.format": str(FORMAT_VERSION)})
+
+
+SCALARS = _schema(
+    "scalars",
+    pa.field("step", pa.int64(), nullable=False),
+    pa.field("wall_time", pa.float64(), nullable=False),
+    pa.field("key", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+    pa.field("value", pa.float64(), nullable=False),
+)
+HISTOGRAMS = _schema(
+    "histograms",
+    pa.field("step", pa.int64(), nullable=False),
+    pa.field("wall_time", pa.float64(), nullable=False),
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("edges", pa.list_(pa.float64()), nullable=False),
+    pa.field("counts", pa.list_(pa.float64()), nullable=False),
+)
+EVENTS = _schema(
+    "events",
+    pa.field("step", pa.int64(), nullable=True),
+    pa.field("wall_time", pa.float64(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),
+    pa.field("severity", pa.string(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("key", pa.string(), nullable=True),
+)
+SCHEMAS = {"scalars": SCALARS, "histograms": HISTOGRAMS, "events": EVENTS}
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a valid key, else raise a ``ValueError``/``TypeError`` that names it."""
+    if not isinstance(key, str):
+        raise TypeError(f"deepscope: keys must be str, got {type(key).__name__} ({key!r})")
+    if not key or key.strip() != key:
+        raise ValueError(f"deepscope: key {key!r} is empty or has leading/trailing whitespace")
+    if len(key) > MAX_KEY_LENGTH:
+        raise ValueError(f"deepscope: key {key[:40]!r}… is {len(key)} characters, the limit is {MAX_KEY_LENGTH}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise ValueError(f"deepscope: key {key!r} contains control characters")
+    return key
+
+
+def validate_run_id(run_id: str) -> str:
+    """Run ids become directory names, so they are restricted to ``[A-Za-z0-9._-]``, 1–128 characters."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or run_id in (".", ".."):
+        raise ValueError(f"deepscope: invalid run id {run_id!r}: use letters, digits, '.', '_' or '-'")
+    return run_id
+
+
+def segment_name(kind: str, seq: int) -> str:
+    return f"{kind}-{seq:06d}.arrows"
+
+
+def parse_segment_name(name: str) -> tuple[str, int] | None:
+    m = _SEGMENT.match(name)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def encode_chunk(batch: pa.RecordBatch) -> bytes:
+    """Frame one record batch: 16-byte header, then a complete Arrow IPC stream holding the batch."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as w:
+        w.write_batch(batch)
+    payload = sink.getvalue().to_pybytes()
+    return HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+@dataclass(frozen=True)
+class Chunk:
+    table: pa.Table
+    end: int  # file offset just past this chunk
+
+
+class CorruptChunk(Exception):
+    """A chunk with a full length but a bad magic or checksum: skipped by readers."""
+
+
+def iter_chunks(buf: memoryview | bytes, offset: int = 0) -> Iterator[Chunk]:
+    """Decode complete chunks from ``buf[offset:]``; stop quietly at a torn or still-growing tail.
+
+    A chunk whose header announces more bytes than exist is a tail still being written (or torn by a
+    crash): iteration stops before it and a later call resumes at the same offset.
+    """
+    mv = memoryview(buf)
+    n = len(mv)
+    while offset + HEADER.size <= n:
+        magic, length, crc = HEADER.unpack_from(mv, offset)
+        if magic != MAGIC:
+            raise CorruptChunk(f"bad magic at offset {offset}")
+        start = offset + HEADER.size
+        if start + length > n:
+            return  # torn or growing tail
+        payload = mv[start : start + length]
+        if zlib.crc32(payload) != crc:
+            # At the very end of the data this is a write still landing: wait for it.
+            if start + length == n:
+                return
+            raise CorruptChunk(f"checksum mismatch at offset {offset}")
+        table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+        offset = start + length
+        yield Chunk(table, offset)

@@ -1,0 +1,274 @@
+"""Readers: ``Store`` lists runs; ``RunReader`` tails one run's streams incrementally.
+
+A refresh reads only the bytes appended since the last one, decodes the complete chunks among them and
+appends their columns to in-memory series. Readers never write to the store and never lock it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ..types import Downsampled, Event, Histogram, KeyInfo, RunInfo, Series, Tail
+from . import format as fmt
+from . import runmeta
+from .series import SeriesBuffer
+
+
+class Store:
+    """A directory of runs. ``deepscope.open(root)`` returns one.
+
+    >>> store = deepscope.open("deepscope-runs")
+    >>> [r.name for r in store.runs()]
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"deepscope: no runs directory at {self.root}")
+        self._meta_cache: dict[str, tuple[float, dict]] = {}
+        self._readers: dict[str, RunReader] = {}
+        self._lock = threading.Lock()
+
+    def run_ids(self) -> list[str]:
+        """Ids of the runs that have a ``run.json``, sorted."""
+        ids = []
+        with os.scandir(self.root) as it:
+            for e in it:
+                if e.is_dir() and os.path.exists(os.path.join(e.path, "run.json")):
+                    ids.append(e.name)
+        return sorted(ids)
+
+    def runs(self) -> list[RunInfo]:
+        """Every run, newest first. ``run.json`` is re-read only when its modification time changed."""
+        now = time.time()
+        out = []
+        for rid in self.run_ids():
+            meta = self._meta(rid)
+            if meta is not None:
+                out.append(runmeta.run_info(self.root / rid, meta, now))
+        out.sort(key=lambda r: r.start_time, reverse=True)
+        return out
+
+    def info(self, run_id: str) -> RunInfo:
+        meta = self._meta(self._check(run_id))
+        if meta is None:
+            raise KeyError(run_id)
+        return runmeta.run_info(self.root / run_id, meta)
+
+    def run(self, run_id: str) -> RunReader:
+        """The reader of one run (cached): ``run_id`` must name an existing run of this store."""
+        self._check(run_id)
+        with self._lock:
+            reader = self._readers.get(run_id)
+            if reader is None:
+                reader = self._readers[run_id] = RunReader(self, run_id)
+        return reader
+
+    def _check(self, run_id: str) -> str:
+        # Client strings never become paths unchecked: the id must match the pattern *and* exist.
+        try:
+            fmt.validate_run_id(run_id)
+        except ValueError:
+            raise KeyError(run_id) from None
+        if not (self.root / run_id / "run.json").is_file():
+            raise KeyError(run_id)
+        return run_id
+
+    def _meta(self, run_id: str) -> dict | None:
+        path = self.root / run_id / "run.json"
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._meta_cache.get(run_id)
+        if cached and cached[0] == mtime:
+            return cached[1]
+        meta = runmeta.read_json(path)
+        if meta is not None and "id" in meta:
+            self._meta_cache[run_id] = (mtime, meta)
+        return meta
+
+
+@dataclass
+class _Segment:
+    path: Path
+    offset: int = 0
+
+
+@dataclass
+class _RankData:
+    series: dict[str, SeriesBuffer] = field(default_factory=dict)
+    histograms: dict[str, list[Histogram]] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    segments: dict[str, _Segment] = field(default_factory=dict)  # file name -> read position
+
+
+class RunReader:
+    """Tails one run: ``refresh()`` reads what was appended; queries answer from memory."""
+
+    def __init__(self, store: Store, run_id: str) -> None:
+        self.store = store
+        self.id = run_id
+        self.dir = store.root / run_id
+        self._ranks: dict[int, _RankData] = {}
+        self._lock = threading.RLock()
+        self.corrupt_chunks = 0
+        self.max_step: int | None = None
+        self.refresh()
+
+    @property
+    def info(self) -> RunInfo:
+        return self.store.info(self.id)
+
+    def ranks(self) -> list[int]:
+        return sorted(self._ranks)
+
+    def refresh(self) -> Tail:
+        """Read every complete chunk appended since the last refresh."""
+        with self._lock:
+            new_values = 0
+            changed: set[str] = set()
+            streams = self.dir / "streams"
+            try:
+                rank_dirs = [e for e in os.scandir(streams) if e.is_dir() and e.name.isdigit()]
+            except OSError:
+                rank_dirs = []
+            for rd in rank_dirs:
+                data = self._ranks.setdefault(int(rd.name), _RankData())
+                for name in sorted(os.listdir(rd.path), key=_segment_order):
+                    parsed = fmt.parse_segment_name(name)
+                    if parsed is None:
+                        continue
+                    seg = data.segments.setdefault(name, _Segment(Path(rd.path) / name))
+                    new_values += self._read_segment(int(rd.name), data, parsed[0], seg, changed)
+            return Tail(self.id, self.max_step, new_values, tuple(sorted(changed)))
+
+    def _read_segment(self, rank: int, data: _RankData, kind: str, seg: _Segment, changed: set[str]) -> int:
+        try:
+            size = seg.path.stat().st_size
+            if size <= seg.offset:
+                return 0
+            with open(seg.path, "rb") as f:
+                f.seek(seg.offset)
+                buf = f.read(size - seg.offset)
+        except OSError:
+            return 0
+        pos, n = 0, 0
+        while True:
+            try:
+                for chunk in fmt.iter_chunks(buf, pos):
+                    n += self._ingest(rank, data, kind, chunk.table, changed)
+                    pos = chunk.end
+                break
+            except fmt.CorruptChunk:
+                self.corrupt_chunks += 1
+                nxt = buf.find(fmt.MAGIC, pos + 1)
+                if nxt < 0:
+                    break
+                pos = nxt
+        seg.offset += pos
+        return n
+
+    def _ingest(self, rank: int, data: _RankData, kind: str, table: pa.Table, changed: set[str]) -> int:
+        if table.num_rows == 0:
+            return 0
+        if kind == "scalars":
+            return self._ingest_scalars(data, table, changed)
+        if kind == "histograms":
+            for row in table.to_pylist():
+                h = Histogram(row["key"], row["step"], row["wall_time"], np.array(row["edges"]), np.array(row["counts"]))
+                data.histograms.setdefault(h.key, []).append(h)
+                changed.add(h.key)
+            self._bump(int(table["step"].to_numpy().max()))
+            return table.num_rows
+        if kind == "events":
+            for row in table.to_pylist():
+                data.events.append(Event(rank=rank, **row))
+            return table.num_rows
+        return 0
+
+    def _ingest_scalars(self, data: _RankData, table: pa.Table, changed: set[str]) -> int:
+        step = table["step"].to_numpy()
+        wall = table["wall_time"].to_numpy()
+        value = table["value"].to_numpy()
+        keycol = table["key"].combine_chunks()
+        names = keycol.dictionary.to_pylist()
+        codes = keycol.indices.to_numpy()
+        # (N,) codes → groups of equal codes, each kept in log order
+        order = np.argsort(codes, kind="stable")
+        sorted_codes = codes[order]
+        bounds = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1], True])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            name = names[sorted_codes[a]]
+            idx = order[a:b]
+            buf = data.series.get(name)
+            if buf is None:
+                buf = data.series[name] = SeriesBuffer(name)
+            buf.append(step[idx], wall[idx], value[idx])
+            changed.add(name)
+        self._bump(int(step.max()))
+        return len(step)
+
+    def _bump(self, step: int) -> None:
+        if self.max_step is None or step > self.max_step:
+            self.max_step = step
+
+    # ---- queries -----------------------------------------------------------------------------------
+    def keys(self, rank: int | None = None) -> list[KeyInfo]:
+        """Every key, scalars then histograms, in name order; of one rank or of all."""
+        out = []
+        with self._lock:
+            for r, data in sorted(self._ranks.items()):
+                if rank is not None and r != rank:
+                    continue
+                for k in sorted(data.series):
+                    s = data.series[k]
+                    out.append(KeyInfo(k, "scalar", len(s), s.max_step, r))
+                for k in sorted(data.histograms):
+                    hs = data.histograms[k]
+                    out.append(KeyInfo(k, "histogram", len(hs), max(h.step for h in hs), r))
+        return out
+
+    def series(self, key: str, rank: int = 0) -> Series:
+        """Every value of ``key`` (full fidelity), sorted by step."""
+        with self._lock:
+            return self._buffer(key, rank).series()
+
+    def downsample(
+        self, key: str, start: int | None = None, end: int | None = None, buckets: int = 1000, rank: int = 0
+    ) -> Downsampled:
+        """``key`` over steps ``[start, end]`` in at most ``buckets`` buckets: min / max / mean / last each."""
+        if not isinstance(buckets, int) or buckets < 1:
+            raise ValueError(f"deepscope: buckets must be a positive int, got {buckets!r}")
+        with self._lock:
+            return self._buffer(key, rank).downsample(start, end, buckets)
+
+    def histograms(self, key: str, rank: int = 0) -> list[Histogram]:
+        with self._lock:
+            data = self._ranks.get(rank)
+            if data is None or key not in data.histograms:
+                raise KeyError(f"no histogram {key!r} on rank {rank} of run {self.id!r}")
+            return sorted(data.histograms[key], key=lambda h: h.step)
+
+    def events(self, rank: int | None = None) -> list[Event]:
+        with self._lock:
+            out = [e for r, d in self._ranks.items() if rank is None or r == rank for e in d.events]
+        return sorted(out, key=lambda e: e.wall_time)
+
+    def _buffer(self, key: str, rank: int) -> SeriesBuffer:
+        data = self._ranks.get(rank)
+        if data is None or key not in data.series:
+            raise KeyError(f"no scalar {key!r} on rank {rank} of run {self.id!r}")
+        return data.series[key]
+
+
+def _segment_order(name: str) -> tuple[int, str]:
+    parsed = fmt.parse_segment_name(name)
+    return (parsed[1], name) if parsed else (-1, name)

@@ -1,0 +1,155 @@
+"""``run.json`` and ``streams/<rank>/stream.json``: run identity and metadata, replaced atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..types import RunInfo
+from . import format as fmt
+
+STALE_AFTER = 30.0  # seconds without a heartbeat after which a "running" run is reported as crashed
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write to a temporary file in the same directory, then ``os.replace``: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1, default=_json_default, allow_nan=True)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    item = getattr(obj, "item", None)  # numpy and torch scalars
+    if callable(item):
+        try:
+            return item()
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"opt": {"lr": 1e-3}}`` → ``{"opt.lr": 1e-3}``; values that are not JSON scalars become their repr."""
+    flat: dict[str, Any] = {}
+    for k, v in config.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            flat.update(flatten_config(v, f"{name}."))
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            flat[name] = v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, (bool, int, float, str)) for x in v):
+            flat[name] = json.dumps(list(v))
+        else:
+            flat[name] = _json_default(v)
+    return flat
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=2, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and len(sha) == 40 else None
+
+
+def environment() -> dict[str, Any]:
+    torch = sys.modules.get("torch")
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "python_version": platform.python_version(),
+        "torch_version": getattr(torch, "__version__", None) if torch else None,
+    }
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def heartbeat(run_dir: Path) -> float | None:
+    """Newest heartbeat of any rank, as the heartbeat files' modification time."""
+    newest = None
+    try:
+        ranks = os.scandir(run_dir / "streams")
+    except OSError:
+        return None
+    with ranks:
+        for r in ranks:
+            try:
+                t = os.stat(os.path.join(r.path, "heartbeat")).st_mtime
+            except OSError:
+                continue
+            newest = t if newest is None or t > newest else newest
+    return newest
+
+
+def run_info(run_dir: Path, meta: dict[str, Any], now: float | None = None) -> RunInfo:
+    """Build a ``RunInfo`` from ``run.json``; a "running" run with a stale heartbeat reads as crashed."""
+    version = int(meta.get("format_version", 1))
+    if version > fmt.FORMAT_VERSION:
+        raise ValueError(
+            f"deepscope: {run_dir} was written in store format {version}; this deepscope reads up to "
+            f"{fmt.FORMAT_VERSION}. Upgrade deepscope to read it."
+        )
+    meta = migrate(meta)
+    beat = heartbeat(run_dir)
+    status = meta.get("status", "running")
+    exit_reason = meta.get("exit_reason")
+    now = time.time() if now is None else now
+    if status == "running" and (beat is None or now - beat > STALE_AFTER):
+        last = beat if beat is not None else meta.get("start_time", 0.0)
+        if now - last > STALE_AFTER:
+            status, exit_reason = "crashed", exit_reason or "heartbeat stopped"
+    config = meta.get("config") or {}
+    return RunInfo(
+        id=meta["id"],
+        project=meta.get("project", "default"),
+        name=meta.get("name", meta["id"]),
+        status=status,
+        start_time=float(meta.get("start_time", 0.0)),
+        end_time=meta.get("end_time"),
+        heartbeat=beat,
+        config=config,
+        config_flat=meta.get("config_flat") or flatten_config(config),
+        tags=tuple(meta.get("tags") or ()),
+        notes=meta.get("notes", ""),
+        host=meta.get("host", ""),
+        git_commit=meta.get("git_commit"),
+        python_version=meta.get("python_version", ""),
+        torch_version=meta.get("torch_version"),
+        world_size=int(meta.get("world_size", 1)),
+        exit_reason=exit_reason,
+        format_version=version,
+    )
+
+
+def migrate(meta: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older ``run.json`` up to the current format. Version 1 is the first: nothing to do yet."""
+    return meta

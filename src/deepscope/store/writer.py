@@ -1,0 +1,337 @@
+"""The writer of one (run, rank) stream: a background thread that batches records into framed Arrow chunks.
+
+The training thread only appends references to a list (``add_*``); this thread converts them to columns,
+frames them (``format.encode_chunk``) and appends them to the segment files of ``streams/<rank>/``.
+It never raises into the training loop: a failed write keeps the encoded chunks in memory up to a bound
+and retries; past the bound the oldest chunks are dropped and counted. Problems become messages in
+``warnings`` that the training thread emits as Python warnings (warnings raised in a thread are lost).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import format as fmt
+
+# A scalar record as the training thread leaves it: (step, wall_time, {key: value}, holds_tensors)
+ScalarRecord = tuple[int, float, dict[str, Any], bool]
+
+
+class StreamWriter:
+    """Owns every file of one stream directory; one per (run, rank); only this thread writes them."""
+
+    def __init__(
+        self,
+        stream_dir: Path,
+        *,
+        flush_interval: float = 0.5,
+        flush_values: int = 500_000,
+        max_pending_values: int = 4_000_000,
+        max_retained_bytes: int = 64 * 1024 * 1024,
+        ensure_dir: Callable[[], None] | None = None,
+    ) -> None:
+        self.dir = Path(stream_dir)
+        self.flush_interval = flush_interval
+        self.flush_values = flush_values
+        self.max_pending_values = max_pending_values
+        self.max_retained_bytes = max_retained_bytes
+        self._ensure_dir = ensure_dir or (lambda: self.dir.mkdir(parents=True, exist_ok=True))
+
+        self._lock = threading.Condition()
+        self._scalars: list[ScalarRecord] = []
+        self._pending_values = 0
+        self._histograms: list[tuple] = []
+        self._events: list[tuple] = []
+        self._wake = threading.Event()
+        self._closing = False
+        self._flush_waiters: list[threading.Event] = []
+
+        self._key_ids: dict[str, int] = {}
+        self._keys: list[str] = []
+        self._ids_by_keyset: dict[tuple[str, ...], np.ndarray] = {}
+        self._files: dict[str, Any] = {}
+        self._seq = self._first_free_seq()
+        self._retained: deque[tuple[str, bytes, int, int | None]] = deque()  # kind, chunk, values, max step
+        self._retained_bytes = 0
+        self._failing = False
+
+        self.warnings: deque[str] = deque()
+        self.dropped_values = 0
+        self.flushed_values = 0  # scalar values known to be on disk
+        self.flushed_step = -1  # highest scalar step known to be on disk
+        self.write_errors = 0
+
+        self._heartbeat = self.dir / "heartbeat"
+        self._ensure_dir()
+        self._touch_heartbeat()
+        self._thread = threading.Thread(target=self._loop, name=f"deepscope-writer-{self.dir.name}", daemon=True)
+        self._thread.start()
+
+    # ---- training thread -------------------------------------------------------------------------
+    def add_scalars(self, record: ScalarRecord, n_values: int) -> None:
+        with self._lock:
+            self._scalars.append(record)
+            self._pending_values += n_values
+            pending = self._pending_values
+        if pending >= self.flush_values:
+            self._wake.set()
+            if pending >= self.max_pending_values:
+                self._wait_for_room()
+
+    def add_histogram(self, key: str, step: int, wall: float, edges: Any, counts: Any) -> None:
+        with self._lock:
+            self._histograms.append((key, step, wall, edges, counts))
+
+    def add_event(self, step: int | None, wall: float, kind: str, severity: str, text: str, key: str | None) -> None:
+        with self._lock:
+            self._events.append((step, wall, kind, severity, text, key))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Block until everything added so far has been handed to the OS (or retained after a failure)."""
+        done = threading.Event()
+        with self._lock:
+            self._flush_waiters.append(done)
+        self._wake.set()
+        done.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def _wait_for_room(self) -> None:
+        # Backpressure only when conversion falls behind ingestion; bounded so a stuck disk cannot hang us.
+        deadline = time.monotonic() + 5.0
+        with self._lock:
+            while self._pending_values >= self.max_pending_values and time.monotonic() < deadline:
+                if not self._thread.is_alive():
+                    return
+                self._lock.wait(0.05)
+
+    # ---- writer thread ---------------------------------------------------------------------------
+    def _loop(self) -> None:
+        last_beat = 0.0
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            closing = self._closing
+            with self._lock:
+                waiters, self._flush_waiters = self._flush_waiters, []
+            try:
+                self._drain()
+                now = time.time()
+                if now - last_beat >= 1.0:
+                    self._touch_heartbeat()
+                    last_beat = now
+            except Exception as e:  # never let the thread die: the training loop depends on it
+                self._warn(f"deepscope: writer error {type(e).__name__}: {e}")
+            for w in waiters:
+                w.set()
+            if closing:
+                self._close_files()
+                return
+
+    def _drain(self) -> None:
+        with self._lock:
+            scalars, self._scalars = self._scalars, []
+            hists, self._histograms = self._histograms, []
+            events, self._events = self._events, []
+            self._pending_values = 0
+            self._lock.notify_all()
+        if scalars:
+            batch, max_step = self._scalar_batch(scalars)
+            self._retain("scalars", fmt.encode_chunk(batch), batch.num_rows, max_step)
+        if hists:
+            self._retain("histograms", fmt.encode_chunk(_histogram_batch(hists)), 0, None)
+        if events:
+            self._retain("events", fmt.encode_chunk(_event_batch(events)), 0, None)
+        self._write_retained()
+
+    def _retain(self, kind: str, chunk: bytes, n_values: int, max_step: int | None) -> None:
+        self._retained.append((kind, chunk, n_values, max_step))
+        self._retained_bytes += len(chunk)
+        while self._retained_bytes > self.max_retained_bytes and len(self._retained) > 1:
+            _, old, n, _ = self._retained.popleft()
+            self._retained_bytes -= len(old)
+            self.dropped_values += max(n, 1)
+            self._warn(
+                f"deepscope: could not write for a while; dropped the oldest {n} buffered values "
+                f"({self.dropped_values} dropped so far)"
+            )
+
+    def _write_retained(self) -> None:
+        while self._retained:
+            kind, chunk, n, max_step = self._retained[0]
+            try:
+                self._append(kind, chunk)
+            except OSError as e:
+                self.write_errors += 1
+                if not self._failing:
+                    self._failing = True
+                    self._warn(
+                        f"deepscope: cannot write to {self.dir} ({e.strerror or e}); keeping up to "
+                        f"{self.max_retained_bytes >> 20} MiB in memory and retrying"
+                    )
+                self._close_files()
+                return
+            self._retained.popleft()
+            self._retained_bytes -= len(chunk)
+            self.flushed_values += n
+            if max_step is not None:
+                self.flushed_step = max(self.flushed_step, max_step)
+            if self._failing:
+                self._failing = False
+                self._warn(f"deepscope: writing to {self.dir} works again; buffered data written")
+
+    def _append(self, kind: str, chunk: bytes) -> None:
+        f = self._files.get(kind)
+        if f is not None and os.fstat(f.fileno()).st_nlink == 0:
+            # Someone removed the run directory: recreate it rather than write into an unlinked file.
+            self._warn(f"deepscope: {self.dir} was removed while the run was writing; recreating it")
+            self._close_files()
+            f = None
+        if f is not None and f.tell() + len(chunk) > fmt.SEGMENT_BYTES:
+            f.close()
+            del self._files[kind]
+            self._seq += 1
+            f = None
+        if f is None:
+            self._ensure_dir()
+            f = open(self.dir / fmt.segment_name(kind, self._seq), "ab", buffering=0)  # noqa: SIM115
+            self._files[kind] = f
+        view = memoryview(chunk)
+        while view:
+            view = view[f.write(view) :]
+
+    def _close_files(self) -> None:
+        for f in self._files.values():
+            try:
+                f.close()
+            except OSError:
+                pass
+        if self._files:
+            self._files = {}
+            self._seq += 1  # never append to a file that may end in a torn chunk
+
+    def _first_free_seq(self) -> int:
+        seqs = [p[1] for p in map(fmt.parse_segment_name, os.listdir(self.dir)) if p] if self.dir.exists() else []
+        return max(seqs, default=-1) + 1
+
+    def _touch_heartbeat(self) -> None:
+        try:
+            self._heartbeat.write_text(f"{time.time():.3f}\n")
+        except OSError:
+            pass
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    # ---- conversion (writer thread) --------------------------------------------------------------
+    def _scalar_batch(self, records: list[ScalarRecord]) -> tuple[pa.RecordBatch, int]:
+        steps = np.empty(len(records), np.int64)
+        walls = np.empty(len(records), np.float64)
+        lengths = np.empty(len(records), np.int64)
+        ids: list[np.ndarray] = []
+        values: list[Any] = []
+        tensor_slots: list[tuple[int, Any]] = []
+        for i, (step, wall, data, has_tensor) in enumerate(records):
+            steps[i] = step
+            walls[i] = wall
+            lengths[i] = len(data)
+            keyset = tuple(data)
+            key_ids = self._ids_by_keyset.get(keyset)
+            if key_ids is None:
+                key_ids = self._ids_by_keyset[keyset] = np.array([self._key_id(k) for k in keyset], np.int32)
+            ids.append(key_ids)
+            if has_tensor:
+                base = len(values)
+                for j, v in enumerate(data.values()):
+                    if not isinstance(v, (int, float)):
+                        tensor_slots.append((base + j, v))
+            values.extend(data.values())
+        if tensor_slots:
+            for slot, v in zip((s for s, _ in tensor_slots), _tensors_to_floats([t for _, t in tensor_slots])):
+                values[slot] = v
+        value_arr = np.array(values, dtype=np.float64)
+        batch = pa.record_batch(
+            [
+                pa.array(np.repeat(steps, lengths)),
+                pa.array(np.repeat(walls, lengths)),
+                pa.DictionaryArray.from_arrays(pa.array(np.concatenate(ids)), pa.array(self._keys, pa.string())),
+                pa.array(value_arr),
+            ],
+            schema=fmt.SCALARS,
+        )
+        return batch, int(steps.max())
+
+    def _key_id(self, key: str) -> int:
+        kid = self._key_ids.get(key)
+        if kid is None:
+            kid = self._key_ids[key] = len(self._keys)
+            self._keys.append(key)
+        return kid
+
+
+def _tensors_to_floats(tensors: list[Any]) -> list[float]:
+    """Bring many 0-d tensors to the host with one copy per device instead of one sync per value."""
+    torch = sys.modules["torch"]
+    out: list[float] = [0.0] * len(tensors)
+    by_device: dict[Any, list[int]] = {}
+    for i, t in enumerate(tensors):
+        if isinstance(t, torch.Tensor):
+            by_device.setdefault(t.device, []).append(i)
+        else:
+            out[i] = float(t)
+    for idx in by_device.values():
+        stacked = torch.stack([tensors[i].reshape(()).to(torch.float64) for i in idx]).cpu().numpy()
+        for i, v in zip(idx, stacked.tolist()):
+            out[i] = v
+    return out
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float64, copy=False)
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _histogram_batch(hists: list[tuple]) -> pa.RecordBatch:
+    keys, steps, walls, edges, counts = zip(*hists)
+    return pa.record_batch(
+        [
+            pa.array(steps, pa.int64()),
+            pa.array(walls, pa.float64()),
+            pa.array(keys, pa.string()),
+            pa.array([_to_numpy(e) for e in edges], pa.list_(pa.float64())),
+            pa.array([_to_numpy(c) for c in counts], pa.list_(pa.float64())),
+        ],
+        schema=fmt.HISTOGRAMS,
+    )
+
+
+def _event_batch(events: list[tuple]) -> pa.RecordBatch:
+    steps, walls, kinds, severities, texts, keys = zip(*events)
+    return pa.record_batch(
+        [
+            pa.array(steps, pa.int64()),
+            pa.array(walls, pa.float64()),
+            pa.array(kinds, pa.string()),
+            pa.array(severities, pa.string()),
+            pa.array(texts, pa.string()),
+            pa.array(keys, pa.string()),
+        ],
+        schema=fmt.EVENTS,
+    )
