@@ -5,6 +5,7 @@
 >>> run.log({"train/loss": 0.3}, step=0)
 >>> run.finish()
 >>> store = deepscope.open("deepscope-runs")
+>>> deepscope.serve("deepscope-runs")  # the dashboard, until Ctrl-C
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .run import Run, current, default_dir
 from .store import RunReader, Store
 
 __version__ = "0.1.0"
-__all__ = ["Run", "RunReader", "Store", "event", "finish", "init", "log", "open"]
+__all__ = ["Run", "RunReader", "Store", "event", "finish", "init", "log", "open", "serve"]
 
 
 def init(
@@ -62,3 +63,20 @@ def finish() -> None:
 def open(root: str | os.PathLike[str] | None = None) -> Store:  # noqa: A001 - the verb users expect
     """Open a runs directory for reading (default: the same as :func:`init`)."""
     return Store(root if root is not None else default_dir())
+
+
+def serve(
+    root: str | os.PathLike[str] | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    token: str | None = None,
+    open_browser: bool = False,
+) -> None:
+    """Serve the dashboard for the runs in ``root`` (default: as :func:`init`) until Ctrl-C.
+
+    Binds ``host`` (loopback by default) on ``port``, or on 6150 or the next free port. A ``host`` that
+    other machines can reach requires a token: one is generated unless given, and printed in the URL.
+    """
+    from .server.launch import serve as _serve  # the server stack loads only when asked for
+
+    _serve(root, host=host, port=port, token=token, open_browser=open_browser)

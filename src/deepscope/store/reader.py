@@ -183,7 +183,9 @@ class RunReader:
             return self._ingest_scalars(data, table, changed)
         if kind == "histograms":
             for row in table.to_pylist():
-                h = Histogram(row["key"], row["step"], row["wall_time"], np.array(row["edges"]), np.array(row["counts"]))
+                h = Histogram(
+                    row["key"], row["step"], row["wall_time"], np.array(row["edges"]), np.array(row["counts"])
+                )
                 data.histograms.setdefault(h.key, []).append(h)
                 changed.add(h.key)
             self._bump(int(table["step"].to_numpy().max()))

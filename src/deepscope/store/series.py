@@ -102,9 +102,7 @@ class SeriesBuffer:
                 new = np.empty(cap, old.dtype)
                 new[: self._n] = old[: self._n]
                 setattr(self, name, new)
-        if self._sorted and (
-            (self._n and step[0] < self._step[self._n - 1]) or (m > 1 and np.any(np.diff(step) < 0))
-        ):
+        if self._sorted and ((self._n and step[0] < self._step[self._n - 1]) or (m > 1 and np.any(np.diff(step) < 0))):
             self._sorted = False
         self._step[self._n : need] = step
         self._wall[self._n : need] = wall

@@ -47,11 +47,14 @@ class StreamWriter:
         self.max_retained_bytes = max_retained_bytes
         self._ensure_dir = ensure_dir or (lambda: self.dir.mkdir(parents=True, exist_ok=True))
 
-        self._lock = threading.Condition()
-        self._scalars: list[ScalarRecord] = []
-        self._pending_values = 0
-        self._histograms: list[tuple] = []
-        self._events: list[tuple] = []
+        # The training thread appends to deques and the writer pops from them: both are atomic under the
+        # GIL, so the hot path takes no lock (a lock here starves the writer thread: a lock convoy).
+        self._scalars: deque[ScalarRecord] = deque()
+        self._histograms: deque[tuple] = deque()
+        self._events: deque[tuple] = deque()
+        self._added_values = 0  # written by the training thread only
+        self._taken_values = 0  # written by the writer thread only
+        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
         self._flush_waiters: list[threading.Event] = []
@@ -72,6 +75,7 @@ class StreamWriter:
         self.write_errors = 0
 
         self._heartbeat = self.dir / "heartbeat"
+        _warm_up()
         self._ensure_dir()
         self._touch_heartbeat()
         self._thread = threading.Thread(target=self._loop, name=f"deepscope-writer-{self.dir.name}", daemon=True)
@@ -79,22 +83,19 @@ class StreamWriter:
 
     # ---- training thread -------------------------------------------------------------------------
     def add_scalars(self, record: ScalarRecord, n_values: int) -> None:
-        with self._lock:
-            self._scalars.append(record)
-            self._pending_values += n_values
-            pending = self._pending_values
+        self._scalars.append(record)
+        self._added_values += n_values
+        pending = self._added_values - self._taken_values
         if pending >= self.flush_values:
             self._wake.set()
             if pending >= self.max_pending_values:
                 self._wait_for_room()
 
     def add_histogram(self, key: str, step: int, wall: float, edges: Any, counts: Any) -> None:
-        with self._lock:
-            self._histograms.append((key, step, wall, edges, counts))
+        self._histograms.append((key, step, wall, edges, counts))
 
     def add_event(self, step: int | None, wall: float, kind: str, severity: str, text: str, key: str | None) -> None:
-        with self._lock:
-            self._events.append((step, wall, kind, severity, text, key))
+        self._events.append((step, wall, kind, severity, text, key))
 
     def flush(self, timeout: float = 30.0) -> None:
         """Block until everything added so far has been handed to the OS (or retained after a failure)."""
@@ -112,11 +113,10 @@ class StreamWriter:
     def _wait_for_room(self) -> None:
         # Backpressure only when conversion falls behind ingestion; bounded so a stuck disk cannot hang us.
         deadline = time.monotonic() + 5.0
-        with self._lock:
-            while self._pending_values >= self.max_pending_values and time.monotonic() < deadline:
-                if not self._thread.is_alive():
-                    return
-                self._lock.wait(0.05)
+        while self._added_values - self._taken_values >= self.max_pending_values and time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                return
+            time.sleep(0.005)
 
     # ---- writer thread ---------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -142,12 +142,10 @@ class StreamWriter:
                 return
 
     def _drain(self) -> None:
-        with self._lock:
-            scalars, self._scalars = self._scalars, []
-            hists, self._histograms = self._histograms, []
-            events, self._events = self._events, []
-            self._pending_values = 0
-            self._lock.notify_all()
+        scalars = _take(self._scalars)
+        hists = _take(self._histograms)
+        events = _take(self._events)
+        self._taken_values += sum(len(r[2]) for r in scalars)
         if scalars:
             batch, max_step = self._scalar_batch(scalars)
             self._retain("scalars", fmt.encode_chunk(batch), batch.num_rows, max_step)
@@ -280,6 +278,35 @@ class StreamWriter:
             kid = self._key_ids[key] = len(self._keys)
             self._keys.append(key)
         return kid
+
+
+_warmed_up = False
+
+
+def _warm_up() -> None:
+    """Run each conversion once in the caller's thread: pyarrow imports modules on first use, and an
+    import in the writer thread while the training loop holds the GIL takes seconds, not milliseconds."""
+    global _warmed_up
+    if _warmed_up:
+        return
+    keys = pa.array(["k"], pa.string())
+    batch = pa.record_batch(
+        [pa.array(np.zeros(1, np.int64)), pa.array(np.zeros(1)),
+         pa.DictionaryArray.from_arrays(pa.array(np.zeros(1, np.int32)), keys), pa.array(np.zeros(1))],
+        schema=fmt.SCALARS,
+    )  # fmt: skip
+    for b in (
+        batch,
+        _histogram_batch([("k", 0, 0.0, np.zeros(2), np.zeros(1))]),
+        _event_batch([(0, 0.0, "k", "info", "t", None)]),
+    ):
+        list(fmt.iter_chunks(fmt.encode_chunk(b)))
+    _warmed_up = True
+
+
+def _take(q: deque) -> list:
+    """Pop what is in ``q`` now; items appended meanwhile stay for the next drain."""
+    return [q.popleft() for _ in range(len(q))]
 
 
 def _tensors_to_floats(tensors: list[Any]) -> list[float]:

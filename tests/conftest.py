@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import pytest
+
+import deepscope
+
+
+@pytest.fixture
+def root(tmp_path):
+    """An empty runs directory."""
+    d = tmp_path / "runs"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _finish_leftover_runs():
+    yield
+    from deepscope import run as run_mod
+
+    for r in list(run_mod._live_runs):
+        r.finish()
+
+
+def reopen(root, run_id):
+    """A fresh reader (no cached state) of one run."""
+    return deepscope.open(root).run(run_id)

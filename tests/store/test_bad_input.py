@@ -1,0 +1,95 @@
+"""Bad input gets a clear error at the API boundary, naming what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+import deepscope
+
+
+@pytest.fixture
+def run(root):
+    r = deepscope.init(dir=root)
+    yield r
+    r.finish()
+
+
+@pytest.mark.parametrize("value", ["0.5", None, [1.0], {"a": 1}, object()])
+def test_non_numeric_value_names_the_key(run, value):
+    with pytest.raises(TypeError, match="'train/loss'"):
+        run.log({"train/loss": value})
+
+
+def test_multi_element_tensor_is_refused(run):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="log_histogram"):
+        run.log({"w": torch.ones(3)})
+
+
+@pytest.mark.parametrize(
+    ("key", "match"),
+    [("", "empty"), (" x", "whitespace"), ("a" * 300, "limit"), ("a\nb", "control"), ("a\x00", "control")],
+)
+def test_invalid_keys(run, key, match):
+    with pytest.raises(ValueError, match=match):
+        run.log({key: 1.0})
+
+
+def test_non_string_key(run):
+    with pytest.raises(TypeError, match="keys must be str"):
+        run.log({1: 1.0})
+
+
+def test_bad_step(run):
+    with pytest.raises(TypeError, match="step must be an int"):
+        run.log({"x": 1.0}, step=1.5)
+    with pytest.raises(ValueError, match=">= 0"):
+        run.log({"x": 1.0}, step=-1)
+
+
+def test_log_after_finish_raises(run):
+    run.finish()
+    with pytest.raises(RuntimeError, match="finished"):
+        run.log({"x": 1.0})
+    with pytest.raises(RuntimeError, match="finished"):
+        run.event("note", "late")
+
+
+def test_not_a_dict(run):
+    with pytest.raises(TypeError, match="dict"):
+        run.log([("x", 1.0)])
+
+
+def test_histogram_bad_input(run):
+    with pytest.raises(ValueError, match="len\\(edges\\)"):
+        run.log_histogram("h", counts=[1, 2], edges=[0, 1])
+    with pytest.raises(ValueError, match="increasing"):
+        run.log_histogram("h", counts=[1, 2], edges=[0, 2, 1])
+    with pytest.raises(TypeError, match="values, or counts and edges"):
+        run.log_histogram("h")
+    with pytest.raises(TypeError, match="real numbers"):
+        run.log_histogram("h", ["a", "b"])
+
+
+def test_event_bad_severity(run):
+    with pytest.raises(ValueError, match="severity"):
+        run.event("note", "x", severity="fatal")
+
+
+def test_init_bad_arguments(root):
+    with pytest.raises(TypeError, match="config must be a dict"):
+        deepscope.init(dir=root, config=[1, 2])
+    with pytest.raises(ValueError, match="invalid run id"):
+        deepscope.init(dir=root, id="../escape")
+    with pytest.raises(ValueError, match="rank"):
+        deepscope.init(dir=root, rank=3, world_size=2)
+
+
+def test_existing_run_id_needs_resume(root):
+    deepscope.init(dir=root, id="same").finish()
+    with pytest.raises(FileExistsError, match="resume=True"):
+        deepscope.init(dir=root, id="same")
+    r = deepscope.init(dir=root, id="same", resume=True)
+    r.log({"x": 1.0}, step=0)
+    r.finish()
+    assert deepscope.open(root).run("same").series("x").value.tolist() == [1.0]

@@ -1,0 +1,93 @@
+"""run.json: identity, config, status from heartbeat, environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import deepscope
+from deepscope.store import runmeta
+
+
+def test_metadata_fields(root):
+    cfg = {"lr": 1e-3, "model": {"depth": 4, "act": "relu"}, "layers": [1, 2]}
+    run = deepscope.init(project="mnist", name="cnn-bn", config=cfg, dir=root, tags=["a", "b"], notes="n")
+    info = deepscope.open(root).info(run.id)
+    assert info.status == "running" and info.end_time is None
+    run.finish()
+    info = deepscope.open(root).info(run.id)
+    assert (info.project, info.name, info.status, info.tags, info.notes) == (
+        "mnist",
+        "cnn-bn",
+        "finished",
+        ("a", "b"),
+        "n",
+    )
+    assert info.config == cfg
+    assert info.config_flat == {"lr": 1e-3, "model.depth": 4, "model.act": "relu", "layers": "[1, 2]"}
+    assert info.end_time >= info.start_time and info.host and info.python_version
+    assert info.world_size == 1
+
+
+def test_crash_in_with_block_marks_crashed(root):
+    try:
+        with deepscope.init(dir=root, name="boom") as run:
+            run.log({"x": 1.0})
+            raise ValueError("bad batch")
+    except ValueError:
+        pass
+    info = deepscope.open(root).info(run.id)
+    assert info.status == "crashed" and "bad batch" in info.exit_reason
+
+
+def test_stale_heartbeat_reads_as_crashed(root):
+    run = deepscope.init(dir=root)
+    run.finish()
+    meta = json.loads((run.dir / "run.json").read_text())
+    meta["status"] = "running"  # as if the writer died without finish()
+    (run.dir / "run.json").write_text(json.dumps(meta))
+    old = time.time() - 3600
+    os.utime(run.dir / "streams" / "0" / "heartbeat", (old, old))
+    info = deepscope.open(root).info(run.id)
+    assert info.status == "crashed" and info.exit_reason == "heartbeat stopped"
+
+
+def test_newer_format_is_refused_clearly(root):
+    run = deepscope.init(dir=root)
+    run.finish()
+    meta = json.loads((run.dir / "run.json").read_text())
+    meta["format_version"] = 99
+    (run.dir / "run.json").write_text(json.dumps(meta))
+    try:
+        deepscope.open(root).info(run.id)
+    except ValueError as e:
+        assert "format 99" in str(e)
+    else:
+        raise AssertionError("expected a ValueError")
+
+
+def test_git_commit_recorded_inside_a_repo(tmp_path):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(
+        ["git", "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "x"],
+        cwd=tmp_path,
+        check=True,
+    )
+    assert len(runmeta.git_commit(tmp_path)) == 40
+    assert runmeta.git_commit(tmp_path / "..") is None or True  # outside: whatever git says, never raises
+
+
+def test_listing_and_unknown_ids(root):
+    ids = [deepscope.init(dir=root, name=f"r{i}").id for i in range(3)]
+    deepscope.finish()
+    store = deepscope.open(root)
+    assert sorted(r.id for r in store.runs()) == sorted(ids)
+    for bad in ["nope", "..", "../x", "/etc", ""]:
+        try:
+            store.run(bad)
+        except KeyError:
+            continue
+        raise AssertionError(bad)

@@ -1,0 +1,123 @@
+"""Every logged value comes back exactly, compared against NumPy arrays kept on the side."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tests.conftest import reopen
+
+import deepscope
+
+
+def test_scalars_roundtrip_exactly(root):
+    rng = np.random.default_rng(0)
+    truth = {k: rng.normal(size=500) for k in ("train/loss", "train/acc", "lr")}
+    with deepscope.init(project="p", name="rt", dir=root) as run:
+        for i in range(500):
+            run.log({k: float(v[i]) for k, v in truth.items()}, step=i)
+    reader = reopen(root, run.id)
+    for k, v in truth.items():
+        s = reader.series(k)
+        np.testing.assert_array_equal(s.value, v)
+        np.testing.assert_array_equal(s.step, np.arange(500))
+        assert np.all(np.diff(s.wall_time) >= 0)
+
+
+def test_mixed_key_sets_and_tensors(root):
+    torch = pytest.importorskip("torch")
+    with deepscope.init(dir=root) as run:
+        for i in range(100):
+            row = {"a": i, "t": torch.tensor(i / 2)}
+            if i % 3 == 0:
+                row["b"] = np.float32(i)
+            run.log(row, step=i)
+    r = reopen(root, run.id)
+    np.testing.assert_array_equal(r.series("a").value, np.arange(100))
+    np.testing.assert_allclose(r.series("t").value, np.arange(100) / 2)
+    np.testing.assert_array_equal(r.series("b").step, np.arange(0, 100, 3))
+
+
+def test_tensor_updated_in_place_after_log_keeps_logged_value(root):
+    torch = pytest.importorskip("torch")
+    acc = torch.zeros(())
+    with deepscope.init(dir=root) as run:
+        for i in range(10):
+            acc += 1
+            run.log({"acc": acc}, step=i)
+    np.testing.assert_array_equal(reopen(root, run.id).series("acc").value, np.arange(1, 11))
+
+
+def test_nan_and_inf_are_stored_and_counted(root):
+    vals = [1.0, float("nan"), float("inf"), -float("inf"), 2.0]
+    with deepscope.init(dir=root) as run:
+        for i, v in enumerate(vals):
+            run.log({"x": v}, step=i)
+    r = reopen(root, run.id)
+    np.testing.assert_array_equal(r.series("x").value, np.array(vals))
+    d = r.downsample("x", buckets=1)
+    assert d.count.tolist() == [5] and d.nonfinite.tolist() == [3]
+    assert d.min[0] == 1.0 and d.max[0] == 2.0 and d.mean[0] == 1.5
+
+
+def test_step_defaults_to_next_step(root):
+    with deepscope.init(dir=root) as run:
+        run.log({"x": 1})
+        run.log({"x": 2})
+        run.log({"x": 3}, step=10)
+        run.log({"x": 4})
+    assert reopen(root, run.id).series("x").step.tolist() == [0, 1, 10, 11]
+
+
+def test_step_going_backwards_is_kept_and_flagged(root):
+    run = deepscope.init(dir=root)
+    run.log({"x": 1}, step=5)
+    with pytest.warns(RuntimeWarning, match="step went backwards"):
+        run.log({"x": 2}, step=3)
+    run.log({"x": 3}, step=4)
+    run.finish()
+    r = reopen(root, run.id)
+    s = r.series("x")
+    assert s.step.tolist() == [3, 4, 5] and s.value.tolist() == [2, 3, 1]
+    assert [e.kind for e in r.events()] == ["step_regression"]
+
+
+def test_histograms_from_values_match_numpy(root):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).normal(size=10_000)
+    with deepscope.init(dir=root) as run:
+        run.log_histogram("np", x, step=0, bins=32)
+        run.log_histogram("pt", torch.from_numpy(x), step=1, bins=32)
+        run.log_histogram("given", counts=[1, 2, 3], edges=[0, 1, 2, 4], step=2)
+    r = reopen(root, run.id)
+    want, edges = np.histogram(x, bins=32)
+    (h,) = r.histograms("np")
+    np.testing.assert_array_equal(h.counts, want)
+    np.testing.assert_allclose(h.edges, edges)
+    (ht,) = r.histograms("pt")
+    assert ht.counts.sum() == x.size
+    np.testing.assert_allclose(ht.edges, edges, rtol=1e-5)
+    # float32 binning on the device may move a value that lies on an edge by one bin
+    assert np.abs(ht.counts - want).sum() <= 4
+    (hg,) = r.histograms("given")
+    assert hg.counts.tolist() == [1, 2, 3] and hg.edges.tolist() == [0, 1, 2, 4]
+
+
+def test_events(root):
+    with deepscope.init(dir=root) as run:
+        run.event("note", "switched to cosine schedule", step=7)
+        run.event("alert", "loss spike", severity="warning", key="train/loss")
+    evs = reopen(root, run.id).events()
+    assert [(e.kind, e.text, e.step, e.severity, e.key) for e in evs] == [
+        ("note", "switched to cosine schedule", 7, "info", None),
+        ("alert", "loss spike", None, "warning", "train/loss"),
+    ]
+
+
+def test_module_level_api(root):
+    run = deepscope.init(dir=root, name="m")
+    deepscope.log({"x": 1.0}, step=0)
+    deepscope.event("note", "hi")
+    deepscope.finish()
+    assert run.finished
+    with pytest.raises(RuntimeError, match="no active run"):
+        deepscope.log({"x": 1.0})

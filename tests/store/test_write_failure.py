@@ -1,0 +1,81 @@
+"""A failing disk never crashes the training loop: one warning, data kept up to a bound, then counted drops."""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+import deepscope
+from deepscope.store import writer as writer_mod
+
+
+class FailingDisk:
+    """Stands in for ``open`` in the writer: while ``failing``, files open on /dev/full (writes: ENOSPC)."""
+
+    def __init__(self, error: int = errno.ENOSPC) -> None:
+        self.failing = True
+        self.error = error
+
+    def __call__(self, path, *args, **kwargs):
+        if not self.failing:
+            return builtins.open(path, *args, **kwargs)
+        if self.error == errno.ENOSPC:
+            return builtins.open("/dev/full", "wb", buffering=0)
+        raise OSError(self.error, "Read-only file system" if self.error == errno.EROFS else "denied", str(path))
+
+
+@pytest.mark.parametrize("error", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_disk_failure_then_recovery_loses_nothing(root, monkeypatch, error):
+    disk = FailingDisk(error)
+    monkeypatch.setattr(writer_mod, "open", disk, raising=False)
+    run = deepscope.init(dir=root, flush_interval=0.02)
+    with pytest.warns(RuntimeWarning, match="cannot write") as caught:
+        for i in range(200):
+            run.log({"x": i}, step=i)
+        run.flush()
+        for i in range(200, 400):
+            run.log({"x": i}, step=i)
+        run.flush()
+    assert sum("cannot write" in str(w.message) for w in caught) == 1  # one warning, not one per flush
+    assert run._writer.write_errors >= 2
+    disk.failing = False
+    with pytest.warns(RuntimeWarning, match="works again"):
+        run.flush()
+    run.finish()
+    np.testing.assert_array_equal(deepscope.open(root).run(run.id).series("x").value, np.arange(400))
+
+
+def test_beyond_the_bound_oldest_data_is_dropped_and_counted(root, monkeypatch):
+    monkeypatch.setattr(writer_mod, "open", FailingDisk(), raising=False)
+    run = deepscope.init(dir=root, flush_interval=0.02)
+    run._writer.max_retained_bytes = 20_000
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(50):
+            run.log({f"k{j}": float(j) for j in range(100)}, step=i)
+            run.flush()
+        run.finish()
+    messages = [str(w.message) for w in caught]
+    assert any("dropped the oldest" in m for m in messages)
+    assert run._writer.dropped_values > 0
+    assert run._writer._retained_bytes <= 20_000 or len(run._writer._retained) == 1
+
+
+def test_run_directory_deleted_while_writing(root):
+    run = deepscope.init(dir=root, flush_interval=0.02)
+    for i in range(100):
+        run.log({"x": i}, step=i)
+    run.flush()
+    shutil.rmtree(run.dir)
+    with pytest.warns(RuntimeWarning, match="was removed"):
+        for i in range(100, 200):
+            run.log({"x": i}, step=i)
+        run.flush()
+    run.finish()
+    # what was logged after the deletion is written into the recreated directory
+    np.testing.assert_array_equal(deepscope.open(root).run(run.id).series("x").value, np.arange(100, 200))
