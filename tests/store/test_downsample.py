@@ -64,8 +64,8 @@ def test_raw_buckets_match_reference(buckets):
     buf, step, value = make(20_000, rng, step_stride=3, nan_every=97)
     for start, end in [(0, step[-1]), (1000, 31_000)]:
         n = ((step >= start) & (step <= end)).sum()
-        # below 4 blocks per bucket no rollup is used and bucketing is exact
-        check(buf, step, value, start, end, buckets, exact_bucketing=n < 4 * BLOCK * buckets)
+        # below 2 blocks per bucket no rollup is used and bucketing is exact
+        check(buf, step, value, start, end, buckets, exact_bucketing=n < 2 * BLOCK * buckets)
 
 
 def test_rollups_keep_extremes_and_counts():
@@ -92,7 +92,7 @@ def test_rollups_keep_extremes_and_counts():
 
 
 def test_rollup_bucketing_is_close_to_exact():
-    """Rollup blocks are at most 1/4 bucket wide: each bucket's count is within a block of the exact one."""
+    """Rollup blocks are at most half a bucket wide: each bucket's count is within a block of the exact one."""
     rng = np.random.default_rng(9)
     n = 1_100_000
     buf, step, value = make(n, rng)

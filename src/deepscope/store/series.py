@@ -1,7 +1,7 @@
 """One growing scalar series in memory, with min/max/mean/last rollups for fast downsampled queries.
 
 Rollup level L summarises blocks of ``BLOCK**L`` consecutive points (in step order). A query over many
-points reduces whole blocks of the coarsest level that still gives ≥ 4 blocks per bucket, plus the raw
+points reduces whole blocks of the coarsest level that still gives ≥ 2 blocks per bucket, plus the raw
 points at both ends, so its cost depends on the bucket count, not the series length. Extremes are never
 lost: every point sits in exactly one block and every block in exactly one bucket.
 """
@@ -13,7 +13,7 @@ import numpy as np
 from ..types import Downsampled, Series
 
 BLOCK = 64
-_MIN_BLOCKS_PER_BUCKET = 4
+_MIN_BLOCKS_PER_BUCKET = 2
 
 
 class _Units:
