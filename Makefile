@@ -44,7 +44,7 @@ demo: setup
 	.venv/bin/deepscope demo
 
 bench: setup chromium
-	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+	for f in benchmarks/bench_*.py; do $(PY) -m benchmarks.$$(basename $$f .py) || exit 1; done
 
 clean:
 	rm -rf .venv web/node_modules $(STATIC)

@@ -1,20 +1,17 @@
 """Ingest: values/s through ``run.log`` (dicts of 100 scalars, until on disk) against TensorBoard's
 ``SummaryWriter.add_scalars`` and ``add_scalar`` on the same values, in the same run.
 
-    .venv/bin/python benchmarks/bench_ingest.py
+    .venv/bin/python -m benchmarks.bench_ingest
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import table  # noqa: E402
-
-import deepscope  # noqa: E402
+import deepscope
+from benchmarks.common import table
 
 KEYS = [f"layer{i // 10}/stat{i % 10}" for i in range(100)]
 

@@ -3,24 +3,21 @@
 Baselines in the same run: the same downsampling as a DuckDB ``GROUP BY`` over the in-memory Arrow
 table, and as NumPy over the raw arrays without rollups.
 
-    .venv/bin/python benchmarks/bench_query.py
+    .venv/bin/python -m benchmarks.bench_query
 """
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import best_of, table  # noqa: E402
-
-import deepscope  # noqa: E402
-from deepscope.store import runmeta  # noqa: E402
-from deepscope.store.series import SeriesBuffer  # noqa: E402
+import deepscope
+from benchmarks.common import best_of, table
+from deepscope.store import runmeta
+from deepscope.store.series import SeriesBuffer
 
 N = 1_000_000
 BUCKETS = 2000

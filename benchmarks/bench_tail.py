@@ -2,7 +2,7 @@
 
 The baseline in the same run is the writer's flush interval: the latency is mostly that wait.
 
-    .venv/bin/python benchmarks/bench_tail.py
+    .venv/bin/python -m benchmarks.bench_tail
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from common import percentiles, table  # noqa: E402
-
-import deepscope  # noqa: E402
+import deepscope
+from benchmarks.common import percentiles, table
 
 TRIALS = 30
 WRITER = """
@@ -49,7 +47,7 @@ def measure(flush_interval: float) -> list[float]:
             p.stdin.flush()
             while True:
                 reader.refresh()
-                if reader.max_step is not None and reader.max_step >= i and any(k.key == "t" for k in reader.keys()):
+                if reader.max_step is not None and reader.max_step >= i and "t" in {k.key for k in reader.keys()}:
                     s = reader.series("t")
                     if s.step[-1] >= i:
                         lat.append(time.time() - s.value[-1])
