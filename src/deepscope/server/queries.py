@@ -1,0 +1,149 @@
+"""What each route answers, as plain functions over a ``Store``: testable without HTTP.
+
+Every function raises :class:`NotFound` for an unknown run, key or rank; the app turns it into a 404.
+Run ids reach the filesystem only through ``Store.run``/``Store.info``, which check them against the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pyarrow as pa
+
+from ..store import RunReader, Store
+from ..types import Downsampled, RunInfo
+from . import schemas
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+MAX_BUCKETS = 10_000
+
+SCALARS_SCHEMA = pa.schema(
+    [
+        pa.field("step", pa.float64(), nullable=False),
+        pa.field("wall_time", pa.float64(), nullable=False),
+        pa.field("min", pa.float64(), nullable=False),
+        pa.field("max", pa.float64(), nullable=False),
+        pa.field("mean", pa.float64(), nullable=False),
+        pa.field("last", pa.float64(), nullable=False),
+        pa.field("count", pa.int32(), nullable=False),
+        pa.field("nonfinite", pa.int32(), nullable=False),
+    ]
+)
+
+
+class NotFound(LookupError):
+    """A run, key or rank that the store does not hold."""
+
+
+def reader(store: Store, run_id: str) -> RunReader:
+    try:
+        return store.run(run_id)
+    except KeyError:
+        raise NotFound(f"no run {run_id!r}") from None
+
+
+def run_info(store: Store, run_id: str) -> RunInfo:
+    try:
+        return store.info(run_id)
+    except KeyError:
+        raise NotFound(f"no run {run_id!r}") from None
+
+
+def _summary_fields(info: RunInfo, max_step: int | None) -> dict:
+    return {
+        "id": info.id,
+        "project": info.project,
+        "name": info.name,
+        "status": info.status,
+        "start_time": info.start_time,
+        "end_time": info.end_time,
+        "heartbeat": info.heartbeat,
+        "tags": list(info.tags),
+        "notes": info.notes,
+        "config_flat": info.config_flat,
+        "world_size": info.world_size,
+        "max_step": max_step,
+    }
+
+
+def list_runs(store: Store) -> schemas.RunList:
+    """Every run, newest first, with how far its data reaches."""
+    runs = [schemas.RunSummary(**_summary_fields(i, reader(store, i.id).max_step)) for i in store.runs()]
+    return schemas.RunList(runs=runs)
+
+
+def run_detail(store: Store, run_id: str) -> schemas.RunDetail:
+    info = run_info(store, run_id)
+    r = reader(store, run_id)
+    return schemas.RunDetail(
+        **_summary_fields(info, r.max_step),
+        config=info.config,
+        host=info.host,
+        git_commit=info.git_commit,
+        python_version=info.python_version,
+        torch_version=info.torch_version,
+        exit_reason=info.exit_reason,
+        ranks=r.ranks(),
+    )
+
+
+def run_keys(store: Store, run_id: str, rank: int | None = None) -> schemas.KeyList:
+    keys = reader(store, run_id).keys(rank)
+    return schemas.KeyList(keys=[schemas.KeyInfo(**asdict(k)) for k in keys])
+
+
+def scalars(
+    store: Store,
+    run_id: str,
+    key: str,
+    start: int | None = None,
+    end: int | None = None,
+    buckets: int = 1000,
+    rank: int = 0,
+) -> Downsampled:
+    """``key`` over steps ``[start, end]`` in at most ``buckets`` buckets (see ``RunReader.downsample``)."""
+    try:
+        return reader(store, run_id).downsample(key, start, end, buckets, rank)
+    except KeyError as e:
+        raise NotFound(str(e.args[0]) if e.args else key) from None
+
+
+def scalars_table(d: Downsampled) -> pa.RecordBatch:
+    """The wire form of a downsampled series: float64 steps so that JavaScript gets plain numbers."""
+    schema = SCALARS_SCHEMA.with_metadata({"key": d.key, "exact": "true" if d.exact else "false"})
+    columns = [
+        pa.array(d.step, pa.float64()),
+        pa.array(d.wall_time, pa.float64()),
+        pa.array(d.min, pa.float64()),
+        pa.array(d.max, pa.float64()),
+        pa.array(d.mean, pa.float64()),
+        pa.array(d.last, pa.float64()),
+        pa.array(d.count, pa.int32()),
+        pa.array(d.nonfinite, pa.int32()),
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def arrow_stream(batch: pa.RecordBatch) -> bytes:
+    """One record batch as an Arrow IPC stream (schema message, batch, end-of-stream marker)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def histograms(store: Store, run_id: str, key: str, rank: int = 0) -> schemas.HistogramList:
+    try:
+        hs = reader(store, run_id).histograms(key, rank)
+    except KeyError as e:
+        raise NotFound(str(e.args[0]) if e.args else key) from None
+    points = [
+        schemas.HistogramPoint(step=h.step, wall_time=h.wall_time, edges=h.edges.tolist(), counts=h.counts.tolist())
+        for h in hs
+    ]
+    return schemas.HistogramList(histograms=points)
+
+
+def events(store: Store, run_id: str, rank: int | None = None) -> schemas.EventList:
+    evs = reader(store, run_id).events(rank)
+    return schemas.EventList(events=[schemas.Event(**asdict(e)) for e in evs])

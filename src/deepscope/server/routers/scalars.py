@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Response
+
+from .. import queries
+from ..dependencies import StoreDep
+
+router = APIRouter(prefix="/api/runs", tags=["scalars"])
+
+ARROW_ANSWER = {
+    200: {
+        "description": "One Arrow record batch: step, wall_time, min, max, mean, last, count, nonfinite",
+        "content": {queries.ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+    },
+    404: {"description": "No such run, key or rank"},
+}
+
+
+@router.get("/{run_id}/scalars", response_class=Response, responses=ARROW_ANSWER)
+def get_scalars(
+    run_id: str,
+    store: StoreDep,
+    key: str = Query(..., min_length=1),
+    start: int | None = Query(None, ge=0),
+    end: int | None = Query(None, ge=0),
+    buckets: int = Query(1000, ge=1, le=queries.MAX_BUCKETS),
+    rank: int = Query(0, ge=0),
+) -> Response:
+    """A scalar series over steps ``[start, end]``, downsampled to ``buckets``, as an Arrow IPC stream."""
+    series = queries.scalars(store, run_id, key, start, end, buckets, rank)
+    body = queries.arrow_stream(queries.scalars_table(series))
+    return Response(body, media_type=queries.ARROW_STREAM)

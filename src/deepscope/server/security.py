@@ -1,0 +1,153 @@
+"""Safe-by-default middleware: token auth, loopback-only Host without a token, a request body limit.
+
+Pure ASGI middleware (not ``BaseHTTPMiddleware``) so that streamed answers such as ``/api/live`` pass
+through untouched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import secrets
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+TOKEN_COOKIE = "deepscope_token"
+MAX_BODY_BYTES = 1 << 20  # 1 MiB
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,256}")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def check_token(token: str) -> str:
+    """Tokens travel in URLs, headers and cookies: keep them to URL-safe characters."""
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise ValueError("deepscope: a token is 1-256 characters of A-Z a-z 0-9 . _ ~ -")
+    return token
+
+
+async def _send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
+
+
+class TokenAuth:
+    """Every request carries the token: ``Authorization: Bearer``, the cookie, or ``?token=`` (→ 401).
+
+    A request authenticated by ``?token=`` gets the cookie back, so the page's own requests need nothing.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = check_token(token).encode()
+
+    def _matches(self, presented: str | None) -> bool:
+        return presented is not None and secrets.compare_digest(presented.encode("utf-8", "replace"), self.token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        auth = conn.headers.get("authorization", "")
+        bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        if self._matches(bearer) or self._matches(conn.cookies.get(TOKEN_COOKIE)):
+            await self.app(scope, receive, send)
+        elif self._matches(conn.query_params.get("token")):
+            await self.app(scope, receive, self._setting_cookie(send))
+        else:
+            await _send_json(send, 401, "a token is required", [(b"www-authenticate", b"Bearer")])
+
+    def _setting_cookie(self, send: Send) -> Send:
+        cookie = f"{TOKEN_COOKIE}={self.token.decode()}; Path=/; HttpOnly; SameSite=Strict".encode()
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        return wrapped
+
+
+def is_loopback_host(host_header: str) -> bool:
+    """``localhost``, ``127.0.0.1:6150``, ``[::1]:6150`` → True; any other name or address → False."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class LoopbackHostOnly:
+    """Without a token, answer only requests addressed to a loopback name (blocks DNS rebinding → 400)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = HTTPConnection(scope).headers.get("host")
+            if host is not None and not is_loopback_host(host):
+                await _send_json(send, 400, "this server answers only requests to a loopback address")
+                return
+        await self.app(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Request bodies over ``limit`` bytes get 413, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = HTTPConnection(scope).headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                await _send_json(send, 400, "bad Content-Length")
+                return
+            if int(length) > self.limit:
+                await _send_json(send, 413, f"request bodies are limited to {self.limit} bytes")
+                return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await _send_json(send, 413, f"request bodies are limited to {self.limit} bytes")
