@@ -96,7 +96,7 @@ class Run:
         self._next_step = 0
         self._last_step = -1
         self._warned_regression = False
-        self._emitted_warnings = 0
+        self._watchers: list[Any] = []
         _register(self)
 
     # ---- logging: the hot path -------------------------------------------------------------------
@@ -183,6 +183,44 @@ class Run:
             fmt.validate_key(key)
         self._writer.add_event(None if step is None else _check_step(step), time.time(), kind, severity, text, key)
 
+    # ---- training internals ------------------------------------------------------------------------
+    def watch(
+        self,
+        model: Any,
+        optimizer: Any = None,
+        *,
+        layers: Any = None,
+        every: int = 1,
+        histograms_every: int = 100,
+        sample: int = 4096,
+        dead_window: int = 100,
+        diagnose: bool = True,
+        print_findings: bool = True,
+    ) -> Any:
+        """Record per-layer statistics of activations, gradients and weights at every step.
+
+        A step is an optimizer step when ``optimizer`` is given, else a training-mode forward pass.
+        ``layers`` selects leaf modules by glob (``"encoder.*"``), list of globs, or ``f(path, module)``.
+        Returns the watcher; ``run.unwatch()`` (or ``finish()``, or leaving ``with run.watch(...)``)
+        removes every hook.
+
+        >>> run.watch(model, optimizer=opt)
+        """
+        if self._finished:
+            raise RuntimeError(f"deepscope: run {self.id!r} is finished; watch() after finish()")
+        from .capture.watch import WatchConfig, Watcher
+
+        config = WatchConfig(every, histograms_every, sample, dead_window, diagnose, print_findings)
+        watcher = Watcher(self, model, optimizer, layers, config)
+        self._watchers.append(watcher)
+        return watcher
+
+    def unwatch(self) -> None:
+        """Remove every hook that ``watch`` registered (the last step is recorded first)."""
+        watchers, self._watchers = self._watchers, []
+        for w in watchers:
+            w.close()
+
     # ---- lifecycle ---------------------------------------------------------------------------------
     def flush(self) -> None:
         """Block until everything logged so far is written (or kept in memory after a write failure)."""
@@ -193,8 +231,11 @@ class Run:
         """Flush, close the stream and mark the run ``finished`` (or ``crashed``). Idempotent."""
         if self._finished:
             return
-        self._finished = True
-        self._writer.close()
+        try:
+            self.unwatch()
+        finally:
+            self._finished = True
+            self._writer.close()
         self._meta.update(status=status, end_time=time.time(), exit_reason=exit_reason, **runmeta.environment())
         try:
             self._write_meta()

@@ -15,7 +15,7 @@ MAGIC = b"DSCK"
 HEADER = struct.Struct("<4sQI")  # magic, payload length (u64), crc32 of payload (u32)
 SEGMENT_BYTES = 64 * 1024 * 1024  # a writer starts a new segment file past this size
 
-KINDS = ("scalars", "histograms", "events")
+KINDS = ("scalars", "histograms", "events", "layerstats")
 MAX_KEY_LENGTH = 256
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SEGMENT = re.compile(r"^(scalars|histograms|events|layerstats)-(\d{6,})\.arrows$")
@@ -49,7 +49,21 @@ EVENTS = _schema(
     pa.field("text", pa.string(), nullable=False),
     pa.field("key", pa.string(), nullable=True),
 )
-SCHEMAS = {"scalars": SCALARS, "histograms": HISTOGRAMS, "events": EVENTS}
+# Per-layer statistics recorded by ``run.watch``: one row per (step, layer, kind). Kinds: ``act`` (module
+# output), ``grad`` (gradient of the module output), ``param_grad`` and ``weight`` (one parameter tensor).
+LAYER_KINDS = ("act", "grad", "param_grad", "weight")
+LAYER_STATS = (
+    "mean", "std", "rms", "min", "max", "norm", "zero_frac", "sat_frac", "nonfinite_frac", "dead_frac", "update_ratio",
+)  # fmt: skip
+LAYERSTATS = _schema(
+    "layerstats",
+    pa.field("step", pa.int64(), nullable=False),
+    pa.field("wall_time", pa.float64(), nullable=False),
+    pa.field("layer", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+    pa.field("kind", pa.dictionary(pa.int8(), pa.string()), nullable=False),
+    *(pa.field(s, pa.float32(), nullable=False) for s in LAYER_STATS),
+)
+SCHEMAS = {"scalars": SCALARS, "histograms": HISTOGRAMS, "events": EVENTS, "layerstats": LAYERSTATS}
 
 
 def validate_key(key: object) -> str:

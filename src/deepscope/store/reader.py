@@ -18,6 +18,7 @@ import pyarrow as pa
 from ..types import Downsampled, Event, Histogram, KeyInfo, RunInfo, Series, Tail
 from . import format as fmt
 from . import runmeta
+from .layerstats import LayerMatrix, LayerStatsBuffer
 from .series import SeriesBuffer
 
 
@@ -108,6 +109,7 @@ class _RankData:
     histograms: dict[str, list[Histogram]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     segments: dict[str, _Segment] = field(default_factory=dict)  # file name -> read position
+    layerstats: LayerStatsBuffer = field(default_factory=LayerStatsBuffer)
 
 
 class RunReader:
@@ -190,6 +192,11 @@ class RunReader:
                 changed.add(h.key)
             self._bump(int(table["step"].to_numpy().max()))
             return table.num_rows
+        if kind == "layerstats":
+            data.layerstats.append(table)
+            self._bump(int(table["step"].to_numpy().max()))
+            changed.add("layerstats")
+            return table.num_rows
         if kind == "events":
             for row in table.to_pylist():
                 data.events.append(Event(rank=rank, **row))
@@ -263,6 +270,63 @@ class RunReader:
         with self._lock:
             out = [e for r, d in self._ranks.items() if rank is None or r == rank for e in d.events]
         return sorted(out, key=lambda e: e.wall_time)
+
+    # ---- layer statistics (run.watch) ---------------------------------------------------------------
+    def watch_manifest(self, rank: int = 0) -> dict | None:
+        """The layer table ``watch`` wrote for ``rank`` (layers in model order, parameters, settings)."""
+        return runmeta.read_json(self.dir / "streams" / str(rank) / "watch.json")
+
+    def layer_names(self, kind: str, rank: int = 0) -> list[str]:
+        """Rows of a layer matrix in model order: module paths for act/grad, parameter paths otherwise."""
+        manifest = self.watch_manifest(rank) or {}
+        if kind in ("act", "grad"):
+            names = [la["path"] for la in manifest.get("layers", [])]
+        else:
+            names = list(manifest.get("params", []))
+        data = self._ranks.get(rank)
+        if not names and data is not None:
+            names = list(data.layerstats.names)
+        return names
+
+    def layer_matrix(
+        self, kind: str, stat: str, start: int | None = None, end: int | None = None, buckets: int = 500, rank: int = 0
+    ) -> LayerMatrix:
+        """Layers × step buckets of one statistic of one kind: the data of the layer × step overview."""
+        names = self.layer_names(kind, rank)
+        with self._lock:
+            return self._layers(rank).matrix(kind, stat, start, end, buckets, names)
+
+    def layer_profile(
+        self, kind: str, stat: str, step: int | None = None, rank: int = 0
+    ) -> tuple[int | None, list[str], np.ndarray]:
+        """One statistic across depth at a step (the latest recorded one ≤ ``step``): gradient flow."""
+        names = self.layer_names(kind, rank)
+        with self._lock:
+            at, values = self._layers(rank).profile(kind, stat, step, names)
+        return at, names, values
+
+    def layer_series(
+        self,
+        layer: str,
+        kind: str,
+        stat: str,
+        start: int | None = None,
+        end: int | None = None,
+        buckets: int = 1000,
+        rank: int = 0,
+    ) -> Downsampled:
+        with self._lock:
+            return self._layers(rank).series(layer, kind, stat, start, end, buckets)
+
+    def layer_steps(self, rank: int = 0) -> np.ndarray:
+        with self._lock:
+            return self._layers(rank).steps()
+
+    def _layers(self, rank: int) -> LayerStatsBuffer:
+        data = self._ranks.get(rank)
+        if data is None or not len(data.layerstats):
+            raise KeyError(f"run {self.id!r} has no layer statistics on rank {rank} (was run.watch(model) called?)")
+        return data.layerstats
 
     def _buffer(self, key: str, rank: int) -> SeriesBuffer:
         data = self._ranks.get(rank)

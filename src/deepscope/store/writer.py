@@ -52,12 +52,14 @@ class StreamWriter:
         self._scalars: deque[ScalarRecord] = deque()
         self._histograms: deque[tuple] = deque()
         self._events: deque[tuple] = deque()
+        self._jobs: deque[Callable[[], list[tuple[str, pa.RecordBatch]]]] = deque()
         self._added_values = 0  # written by the training thread only
         self._taken_values = 0  # written by the writer thread only
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
         self._flush_waiters: list[threading.Event] = []
+        self._scalar_callbacks: list[Callable] = []
 
         self._key_ids: dict[str, int] = {}
         self._keys: list[str] = []
@@ -96,6 +98,10 @@ class StreamWriter:
 
     def add_event(self, step: int | None, wall: float, kind: str, severity: str, text: str, key: str | None) -> None:
         self._events.append((step, wall, kind, severity, text, key))
+
+    def add_job(self, job: Callable[[], list[tuple[str, pa.RecordBatch]]]) -> None:
+        """Run ``job`` in the writer thread and write the ``(kind, batch)`` pairs it returns."""
+        self._jobs.append(job)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Block until everything added so far has been handed to the OS (or retained after a failure)."""
@@ -142,6 +148,12 @@ class StreamWriter:
                 return
 
     def _drain(self) -> None:
+        for job in _take(self._jobs):
+            try:
+                for kind, batch in job():
+                    self._retain(kind, fmt.encode_chunk(batch), 0, None)
+            except Exception as e:  # a bad job loses its own data only
+                self._warn(f"deepscope: could not convert recorded statistics: {type(e).__name__}: {e}")
         scalars = _take(self._scalars)
         hists = _take(self._histograms)
         events = _take(self._events)
@@ -235,6 +247,10 @@ class StreamWriter:
         self.warnings.append(message)
 
     # ---- conversion (writer thread) --------------------------------------------------------------
+    def on_scalars(self, callback: Callable[[np.ndarray, list[str], np.ndarray, np.ndarray], None]) -> None:
+        """Call ``callback(step, keys, key_ids, values)`` in the writer thread for each scalar batch."""
+        self._scalar_callbacks.append(callback)
+
     def _scalar_batch(self, records: list[ScalarRecord]) -> tuple[pa.RecordBatch, int]:
         steps = np.empty(len(records), np.int64)
         walls = np.empty(len(records), np.float64)
@@ -261,6 +277,13 @@ class StreamWriter:
             for slot, v in zip((s for s, _ in tensor_slots), _tensors_to_floats([t for _, t in tensor_slots])):
                 values[slot] = v
         value_arr = np.array(values, dtype=np.float64)
+        if self._scalar_callbacks:
+            step_col, id_col = np.repeat(steps, lengths), np.concatenate(ids)
+            for cb in self._scalar_callbacks:
+                try:
+                    cb(step_col, self._keys, id_col, value_arr)
+                except Exception as e:  # an observer must never cost the user's values
+                    self._warn(f"deepscope: scalar observer failed: {type(e).__name__}: {e}")
         batch = pa.record_batch(
             [
                 pa.array(np.repeat(steps, lengths)),

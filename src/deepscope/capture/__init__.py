@@ -1,0 +1,1 @@
+"""Capture during training: scoped hooks, on-device reducers, step logic, diagnoses (``run.watch``)."""

@@ -1,0 +1,147 @@
+"""Diagnoses from per-step layer statistics, off the hot path (in the writer thread).
+
+Each rule looks at one step's statistics (and a little memory of earlier steps) and reports a finding at
+most once per (rule, layer): saturated units, dead units, vanishing or exploding gradients across depth,
+update-to-weight ratios far from ~1e-3, NaN/Inf, and loss spikes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    saturated_frac: float = 0.5  # share of a bounded activation's outputs within 2% of its limits
+    dead_frac: float = 0.25  # share of ReLU units that never fired over the window
+    vanishing_ratio: float = 1e-2  # bottom-layer / top-layer weight-gradient norm
+    exploding_ratio: float = 1e2
+    update_low: float = 1e-5  # median update-to-weight ratio
+    update_high: float = 1e-1
+    patience: int = 10  # recorded steps a condition must hold before it is reported
+    spike_factor: float = 10.0  # loss above median + factor × MAD of the recent window
+
+
+@dataclass(frozen=True)
+class Finding:
+    step: int
+    rule: str  # saturation, dead_units, vanishing_gradients, exploding_gradients, update_ratio, nonfinite, loss_spike
+    severity: str
+    layer: str | None
+    text: str
+
+
+Emit = Callable[[Finding], None]
+
+
+class Diagnoser:
+    """Feed it each recorded step (``observe``) and each scalar batch (``observe_scalars``)."""
+
+    def __init__(self, layers: list[dict], params: list[str], emit: Emit, thresholds: Thresholds | None = None) -> None:
+        self.layers = layers
+        self.params = params
+        self.emit = emit
+        self.t = thresholds or Thresholds()
+        self._reported: set[tuple[str, str | None]] = set()
+        self._streak: dict[tuple[str, str | None], int] = {}
+        self._losses: dict[str, deque[float]] = {}
+        self._last_spike: dict[str, int] = {}
+        # weight matrices in model order: the depth axis for gradient flow
+        self._depth = [i for i, p in enumerate(params) if p.endswith("weight")]
+
+    def observe(self, step: int, stats: dict[str, dict[str, np.ndarray]]) -> None:
+        act, grad, pgrad, weight = (stats.get(k, {}) for k in ("act", "grad", "param_grad", "weight"))
+        for i, layer in enumerate(self.layers):
+            role, path = layer["role"], layer["path"]
+            if role in ("sigmoid", "tanh") and "sat_frac" in act:
+                sat, mean = act["sat_frac"][i], act["mean"][i]
+                self._sustained(
+                    step, "saturation", path, bool(sat >= self.t.saturated_frac),
+                    f"{path} ({layer['type']}): {sat:.0%} of outputs saturated at the {role}'s limits "
+                    f"(mean activation {mean:.3f})",
+                )  # fmt: skip
+            if role == "relu" and "dead_frac" in act and np.isfinite(act["dead_frac"][i]):
+                dead = act["dead_frac"][i]
+                if dead >= self.t.dead_frac:
+                    self._report(step, "dead_units", path, "warning", f"{path}: {dead:.0%} of units never fired")
+        for kind, s in (("activations", act), ("output gradients", grad), ("parameter gradients", pgrad)):
+            bad = np.flatnonzero(np.nan_to_num(s.get("nonfinite_frac", np.zeros(0)), nan=0.0) > 0)
+            if bad.size:
+                names = self.params if kind == "parameter gradients" else [la["path"] for la in self.layers]
+                first = names[bad[0]]
+                self._report(step, "nonfinite", None, "error", f"NaN/Inf in {kind}, first at {first} (step {step})")
+        if "norm" in pgrad and len(self._depth) >= 2:
+            norms = pgrad["norm"][self._depth]
+            ok = np.isfinite(norms) & (norms > 0)
+            if ok.sum() >= 2:
+                n = norms[ok]
+                third = max(1, len(n) // 3)
+                ratio = float(np.median(n[:third]) / np.median(n[-third:]))
+                self._sustained(
+                    step, "vanishing_gradients", None, ratio < self.t.vanishing_ratio,
+                    f"gradients vanish toward the input: bottom-layer weight gradients are {ratio:.1e}× the top's",
+                )  # fmt: skip
+                self._sustained(
+                    step, "exploding_gradients", None, ratio > self.t.exploding_ratio,
+                    f"gradients explode toward the input: bottom-layer weight gradients are {ratio:.1e}× the top's",
+                )  # fmt: skip
+        if "update_ratio" in weight and self._depth:
+            r = weight["update_ratio"][self._depth]
+            r = r[np.isfinite(r)]
+            if r.size:
+                med = float(np.median(r))
+                self._sustained(
+                    step, "update_ratio", None, not (self.t.update_low <= med <= self.t.update_high),
+                    f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): "
+                    + ("learning rate too low?" if med < self.t.update_low else "learning rate too high?"),
+                )  # fmt: skip
+
+    def observe_scalars(self, step: np.ndarray, keys: list[str], key_ids: np.ndarray, values: np.ndarray) -> None:
+        for kid in np.unique(key_ids):
+            key = keys[kid]
+            if not key.rsplit("/", 1)[-1].endswith("loss"):
+                continue
+            window = self._losses.setdefault(key, deque(maxlen=200))
+            sel = np.flatnonzero(key_ids == kid)
+            for v, s in zip(values[sel].tolist(), step[sel].tolist()):
+                if len(window) >= 50 and np.isfinite(v):
+                    arr = np.fromiter(window, float)
+                    med = float(np.median(arr))
+                    mad = float(np.median(np.abs(arr - med))) or 1e-12
+                    if (
+                        v > med + self.t.spike_factor * mad
+                        and v > 1.5 * abs(med)
+                        and s - self._last_spike.get(key, -(10**9)) > 500
+                    ):
+                        self._last_spike[key] = s
+                        text = f"{key} spiked to {v:.4g} (recent median {med:.4g})"
+                        self.emit(Finding(s, "loss_spike", "warning", key, text))
+                if np.isfinite(v):
+                    window.append(v)
+
+    def _sustained(self, step: int, rule: str, layer: str | None, cond: bool, text: str) -> None:
+        key = (rule, layer)
+        self._streak[key] = self._streak.get(key, 0) + 1 if cond else 0
+        if self._streak[key] >= self.t.patience:
+            self._report(step, rule, layer, "warning", text)
+
+    def _report(self, step: int, rule: str, layer: str | None, severity: str, text: str) -> None:
+        if (rule, layer) in self._reported:
+            return
+        self._reported.add((rule, layer))
+        self.emit(Finding(step, rule, severity, layer, text))
+
+
+def console_printer(stream=None) -> Emit:  # noqa: ANN001
+    """Print each finding once to the training console (stderr)."""
+
+    def emit(f: Finding) -> None:
+        out = stream or sys.stderr
+        print(f"deepscope [{f.severity}] step {f.step}: {f.text}", file=out, flush=True)
+
+    return emit

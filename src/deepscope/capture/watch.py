@@ -1,0 +1,406 @@
+"""``run.watch(model)``: per-layer statistics of activations, gradients and weights at every step.
+
+Hooks reduce each tensor on its device into preallocated accumulators (``reducers``); nothing in a hook
+synchronizes with the device. At the step boundary the accumulators are copied to the host in one batch
+of non-blocking copies and handed to the writer thread, which turns them into ``layerstats`` rows,
+histograms and diagnoses. A *step* is an optimizer step when the optimizer is given, otherwise a
+training-mode forward pass of the model; passes in eval mode or under ``no_grad`` are not recorded.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..store import format as fmt
+from ..store import runmeta
+from . import reducers as R
+from .diagnose import Diagnoser, Finding, Thresholds, console_printer
+from .layers import Layer, LayerFilter, first_tensor, is_float_tensor, select_layers
+from .scope import HookScope
+from .tables import layerstats_batch, watch_histograms_batch
+
+if TYPE_CHECKING:
+    from ..run import Run
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    every: int = 1  # record every n-th step
+    histograms_every: int = 100  # histograms on every n-th step (0: never)
+    sample: int = 4096  # elements per tensor the statistics are computed from
+    dead_window: int = 100  # steps over which a ReLU unit must never fire to count as dead
+    diagnose: bool = True
+    print_findings: bool = True
+
+
+class _Buffers:
+    """Accumulators of one step on one device: rows of moments, minima, maxima, histograms."""
+
+    def __init__(self, n_layers: int, n_params: int, device: torch.device, hist: bool) -> None:
+        def z(*shape: int) -> torch.Tensor:
+            return torch.zeros(*shape, device=device)
+
+        self.acc = {k: z(n, R.MOMENTS) for k, n in _rows(n_layers, n_params).items()}
+        self.mn = {k: z(n) for k, n in _rows(n_layers, n_params).items()}
+        self.mx = {k: z(n) for k, n in _rows(n_layers, n_params).items()}
+        self.hist = {k: z(n, R.HIST_BINS) for k, n in _rows(n_layers, n_params).items()} if hist else {}
+        self.update = z(n_params, 2)  # per parameter: Σ Δ², Σ w² over the sample
+        self.reset()
+
+    def reset(self) -> None:
+        for k in self.acc:
+            self.acc[k].zero_()
+            self.mn[k].fill_(float("inf"))
+            self.mx[k].fill_(float("-inf"))
+        for h in self.hist.values():
+            h.zero_()
+        self.update.fill_(float("nan"))
+
+    def to_host(self) -> dict[str, Any]:
+        copy = lambda t: t.to("cpu", non_blocking=True, copy=True)  # noqa: E731
+        return {
+            "acc": {k: copy(v) for k, v in self.acc.items()},
+            "mn": {k: copy(v) for k, v in self.mn.items()},
+            "mx": {k: copy(v) for k, v in self.mx.items()},
+            "hist": {k: copy(v) for k, v in self.hist.items()},
+            "update": copy(self.update),
+        }
+
+
+def _rows(n_layers: int, n_params: int) -> dict[str, int]:
+    return {"act": n_layers, "grad": n_layers, "param_grad": n_params, "weight": n_params}
+
+
+class Watcher:
+    """The hooks and per-step state of one ``run.watch(model)``; ``close()`` removes every hook."""
+
+    def __init__(
+        self,
+        run: Run,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        layers: LayerFilter = None,
+        config: WatchConfig | None = None,
+        thresholds: Thresholds | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"deepscope.watch: model must be a torch.nn.Module, got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"deepscope.watch: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
+        self.config = cfg = config or WatchConfig()
+        for name in ("every", "sample", "dead_window"):
+            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+                raise ValueError(f"deepscope.watch: {name} must be a positive int, got {getattr(cfg, name)!r}")
+        if not isinstance(cfg.histograms_every, int) or cfg.histograms_every < 0:
+            raise ValueError(f"deepscope.watch: histograms_every must be an int >= 0, got {cfg.histograms_every!r}")
+        self.run = run
+        self.model = model
+        self.optimizer = optimizer
+        selected = select_layers(model, layers)
+        self.layers: list[Layer] = [la for la, _ in selected]
+        self._params: list[tuple[str, nn.Parameter]] = []
+        seen: set[int] = set()
+        for layer, module in selected:
+            for name, p in zip(layer.params, module.parameters(recurse=False)):
+                if id(p) not in seen and p.requires_grad:
+                    seen.add(id(p))
+                    self._params.append((name, p))
+        self.param_names = [n for n, _ in self._params]
+        self._sampler = R.Sampler(cfg.sample)
+        self._sat = [R.saturation_bounds(la.role) for la in self.layers]
+        self._buffers: dict[torch.device, _Buffers] = {}
+        self._units: dict[int, torch.Tensor] = {}  # layer index -> firing counts over the dead window
+        self._w_before: dict[int, torch.Tensor] = {}
+        self._warned: set[str] = set()
+        self._broken: set[str] = set()
+        self.step = 0
+        self._has_data = False
+        self._in_step = False
+        self._last_end = time.perf_counter()
+        self._set_flags()
+
+        writer = run._writer
+        self._diagnoser = None
+        if cfg.diagnose:
+            printer = console_printer() if cfg.print_findings else None
+            table = [la.to_json() for la in self.layers]
+            self._diagnoser = Diagnoser(table, self.param_names, self._emit_finding(printer), thresholds)
+            writer.on_scalars(self._diagnoser.observe_scalars)
+        self._write_manifest()
+
+        self.scope = HookScope()
+        try:
+            for layer, module in selected:
+                self.scope.add(module.register_forward_hook(self._forward_hook(layer.index, module)))
+            for j, (_, p) in enumerate(self._params):
+                self.scope.add(p.register_post_accumulate_grad_hook(self._param_hook(j)))
+            if optimizer is not None:
+                self.scope.add(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_optimizer_step)))
+                self.scope.add(optimizer.register_step_post_hook(self._guard("optimizer", self._after_optimizer_step)))
+            else:
+                self.scope.add(model.register_forward_pre_hook(self._guard("model", self._before_forward)))
+        except BaseException:
+            self.scope.close()
+            raise
+
+    # ---- step boundaries ---------------------------------------------------------------------------
+    def _set_flags(self) -> None:
+        cfg = self.config
+        self._recording = self.step % cfg.every == 0
+        self._hist_step = self._recording and cfg.histograms_every > 0 and self.step % cfg.histograms_every == 0
+        self._dead_step = (self.step + 1) % cfg.dead_window == 0
+
+    def _before_forward(self, module: nn.Module, args: Any) -> None:
+        if not (module.training and torch.is_grad_enabled()):
+            return  # evaluation passes are neither recorded nor counted as steps
+        if self._in_step:
+            self._weights_stats()
+            self.end_step()
+        self._in_step = True
+
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._recording:
+            for j, (_, p) in enumerate(self._params):
+                self._w_before[j] = self._sampler(p).clone()  # a view for small tensors: copy it
+
+    def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._weights_stats()
+        self.end_step()
+
+    def _weights_stats(self) -> None:
+        if not self._recording:
+            return
+        with torch.no_grad():
+            for j, (_, p) in enumerate(self._params):
+                s = self._sampler(p)
+                b = self._bufs(s.device)
+                self._accumulate(b, "weight", j, s, None, add=False)
+                before = self._w_before.pop(j, None)
+                if before is not None and before.shape == s.shape and before.device == s.device:
+                    d = s - before
+                    b.update[j] = torch.stack([(d * d).sum(), (before * before).sum()])
+
+    def end_step(self) -> None:
+        """Close the current step: hand its statistics to the writer thread, reset, count the step."""
+        now = time.perf_counter()
+        if self._recording and self._has_data:
+            payload = [(dev, b.to_host()) for dev, b in self._buffers.items()]
+            units = None
+            if self._dead_step and self._units:
+                units = {i: c.to("cpu", non_blocking=True, copy=True) for i, c in self._units.items()}
+                for c in self._units.values():
+                    c.zero_()
+            event = torch.cuda.Event() if any(d.type == "cuda" for d in self._buffers) else None
+            if event is not None:
+                event.record()
+            step, hist, wall = self.step, self._hist_step, time.time()
+            self.run._writer.add_job(lambda: self._convert(step, wall, payload, units, hist, event))
+            for b in self._buffers.values():
+                b.reset()
+        self.run._writer.add_scalars((self.step, time.time(), {"sys/step_time": now - self._last_end}, False), 1)
+        self._last_end = now
+        self._has_data = False
+        self.step += 1
+        self._set_flags()
+
+    # ---- hooks (training thread; no device sync) -------------------------------------------------
+    def _forward_hook(self, i: int, module: nn.Module) -> Any:
+        where = f"layer {self.layers[i].path}"
+
+        def hook(mod: nn.Module, args: Any, output: Any) -> None:
+            if not self._recording or not mod.training or not torch.is_grad_enabled() or where in self._broken:
+                return
+            try:
+                t = self._usable(first_tensor(output), where, "output")
+                if t is None:
+                    return
+                with torch.no_grad():
+                    s = self._sampler(t)
+                    b = self._bufs(s.device)
+                    self._accumulate(b, "act", i, s, self._sat[i])
+                    if self.layers[i].role == "relu" and t.ndim >= 1:
+                        self._count_units(i, R.active_units(t))
+                if t.requires_grad:
+                    t.register_hook(self._grad_hook(i, where))
+                self._has_data = True
+            except Exception as e:  # never crash training
+                self._break(where, e)
+
+        return hook
+
+    def _grad_hook(self, i: int, where: str) -> Any:
+        def hook(g: torch.Tensor) -> None:
+            if where in self._broken or not is_float_tensor(g):
+                return
+            try:
+                with torch.no_grad():
+                    s = self._sampler(g)
+                    self._accumulate(self._bufs(s.device), "grad", i, s, None)
+            except Exception as e:
+                self._break(where, e)
+
+        return hook
+
+    def _param_hook(self, j: int) -> Any:
+        where = f"parameter {self.param_names[j]}"
+
+        def hook(p: torch.Tensor) -> None:
+            if not self._recording or where in self._broken or p.grad is None or p.grad.is_sparse:
+                return
+            try:
+                with torch.no_grad():
+                    g = p.grad
+                    s = self._sampler(g)
+                    b = self._bufs(s.device)
+                    # the accumulated gradient so far: the last call of a step is the full gradient
+                    self._accumulate(b, "param_grad", j, s, None, add=False)
+                    b.acc["param_grad"][j, R.NORMSQ] = torch.linalg.vector_norm(g.to(torch.float32)) ** 2
+                self._has_data = True
+            except Exception as e:
+                self._break(where, e)
+
+        return hook
+
+    def _accumulate(self, b: _Buffers, kind: str, i: int, s: torch.Tensor, sat: Any, add: bool = True) -> None:
+        row, mn, mx = R.moments(s, sat)
+        if add:
+            b.acc[kind][i] += row
+            b.mn[kind][i] = torch.minimum(b.mn[kind][i], mn)
+            b.mx[kind][i] = torch.maximum(b.mx[kind][i], mx)
+        else:
+            b.acc[kind][i] = row
+            b.mn[kind][i], b.mx[kind][i] = mn, mx
+        if self._hist_step and kind in b.hist:
+            h = R.histogram(s)
+            if add:
+                b.hist[kind][i] += h
+            else:
+                b.hist[kind][i] = h
+
+    def _count_units(self, i: int, active: torch.Tensor) -> None:
+        counts = self._units.get(i)
+        if counts is None or counts.shape != active.shape or counts.device != active.device:
+            counts = self._units[i] = torch.zeros(active.shape, device=active.device)
+        counts += active
+
+    def _bufs(self, device: torch.device) -> _Buffers:
+        b = self._buffers.get(device)
+        if b is None:  # first use, or the model moved to another device
+            b = self._buffers[device] = _Buffers(
+                len(self.layers), len(self._params), device, self.config.histograms_every > 0
+            )
+        return b
+
+    def _usable(self, t: Any, where: str, what: str) -> torch.Tensor | None:
+        if t is None:
+            self._warn_once(where, f"deepscope.watch: {where} returned no tensor; its {what} is not recorded")
+            return None
+        if t.is_sparse or t.is_complex() or not t.is_floating_point():
+            self._warn_once(where, f"deepscope.watch: {where} returned a {t.dtype} {t.layout} tensor; skipped")
+            return None
+        return t
+
+    def _guard(self, where: str, fn: Any) -> Any:
+        def guarded(*args: Any) -> None:
+            if where in self._broken:
+                return
+            try:
+                fn(*args)
+            except Exception as e:
+                self._break(where, e)
+
+        return guarded
+
+    def _break(self, where: str, e: Exception) -> None:
+        self._broken.add(where)
+        self._warn_once(where, f"deepscope.watch: stopped recording {where} after an error: {type(e).__name__}: {e}")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    # ---- writer thread -----------------------------------------------------------------------------
+    def _convert(self, step: int, wall: float, payload: list, units: dict | None, hist: bool, event: Any) -> list:
+        if event is not None:
+            event.synchronize()  # blocks the writer thread only
+        stats = _combine(payload, len(self.layers), len(self._params), self._params)
+        if units is not None:
+            dead = np.full(len(self.layers), np.nan)
+            for i, c in units.items():
+                dead[i] = float((c.numpy() == 0).mean()) if c.numel() else np.nan
+            stats["act"]["dead_frac"] = dead
+        if self._diagnoser is not None:
+            self._diagnoser.observe(step, stats)
+        out = [("layerstats", layerstats_batch(step, wall, [la.path for la in self.layers], self.param_names, stats))]
+        if hist:
+            out.append(("histograms", watch_histograms_batch(step, wall, self.layers, self.param_names, payload)))
+        return out
+
+    def _emit_finding(self, printer: Any) -> Any:
+        def emit(f: Finding) -> None:
+            self.run._writer.add_event(f.step, time.time(), f"diagnosis/{f.rule}", f.severity, f.text, f.layer)
+            if printer is not None:
+                printer(f)
+
+        return emit
+
+    def _write_manifest(self) -> None:
+        manifest = {
+            "format_version": fmt.FORMAT_VERSION,
+            "layers": [la.to_json() for la in self.layers],
+            "params": self.param_names,
+            "step_unit": "optimizer step" if self.optimizer is not None else "training forward pass",
+            "every": self.config.every,
+            "histograms_every": self.config.histograms_every,
+            "sample": self.config.sample,
+            "dead_window": self.config.dead_window,
+            "histogram_edges": R.HIST_EDGES.tolist(),
+        }
+        runmeta.write_json_atomic(self.run._stream_dir / "watch.json", manifest)
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Record the last step if it has data, then remove every hook."""
+        try:
+            if not self.scope.closed and (self._has_data or self._in_step):
+                if self.optimizer is None:
+                    self._weights_stats()
+                self.end_step()
+        finally:
+            self.scope.close()
+
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _combine(payload: list, n_layers: int, n_params: int, params: list) -> dict[str, dict[str, np.ndarray]]:
+    """Sum the per-device accumulators (a model split over devices) and finalize the statistics."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for kind in ("act", "grad", "param_grad", "weight"):
+        acc = sum(p["acc"][kind].numpy().astype(np.float64) for _, p in payload)
+        mn = np.minimum.reduce([p["mn"][kind].numpy() for _, p in payload]).astype(np.float64)
+        mx = np.maximum.reduce([p["mx"][kind].numpy() for _, p in payload]).astype(np.float64)
+        numel = np.array([p.numel() for _, p in params], np.float64) if kind == "weight" else None
+        stats = R.finalize(acc, mn, mx, numel)
+        if kind == "param_grad":
+            stats["norm"] = np.where(acc[:, R.N] > 0, np.sqrt(acc[:, R.NORMSQ]), np.nan)
+        if kind == "weight":
+            upd = np.nansum([p["update"].numpy().astype(np.float64) for _, p in payload], axis=0)
+            has = np.any([~np.isnan(p["update"].numpy()[:, 0]) for _, p in payload], axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                stats["update_ratio"] = np.where(has, np.sqrt(upd[:, 0] / upd[:, 1]), np.nan)
+        out[kind] = stats
+    return out
