@@ -17,8 +17,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Thresholds:
-    saturated_frac: float = 0.5  # share of a bounded activation's outputs within 2% of its limits
-    dead_frac: float = 0.25  # share of ReLU units that never fired over the window
+    saturated_frac: float = 0.5  # share of a bounded activation's outputs within 5% of its limits
+    dead_frac: float = 0.5  # share of ReLU units that never fired over the window
     vanishing_ratio: float = 1e-2  # bottom-layer / top-layer weight-gradient norm
     exploding_ratio: float = 1e2
     update_low: float = 1e-5  # median update-to-weight ratio

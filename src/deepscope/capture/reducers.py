@@ -117,11 +117,12 @@ def finalize(acc: np.ndarray, mn: np.ndarray, mx: np.ndarray, numel: np.ndarray 
 
 
 def saturation_bounds(kind: str | None) -> tuple[float, float] | None:
-    """Where a bounded activation counts as saturated: within 2% of its range's ends."""
+    """Where a bounded activation counts as saturated: within 5% of its range's ends, where the
+    derivative has fallen below a fifth of its peak (sigmoid: y(1-y) < 0.05 vs 0.25)."""
     if kind == "sigmoid":
-        return (0.02, 0.98)
+        return (0.05, 0.95)
     if kind == "tanh":
-        return (-0.98, 0.98)
+        return (-0.95, 0.95)
     return None
 
 

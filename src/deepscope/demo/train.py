@@ -27,7 +27,7 @@ SATURATED_BELOW = 0.05  # a sigmoid unit whose mean output is below this is stuc
 class TrainConfig:
     steps: int = 1500
     batch_size: int = 64
-    lr: float = 0.1  # SGD with momentum, the same for both networks: only the architecture differs
+    lr: float = 0.05  # SGD with momentum, the same for both networks: only the architecture differs
     momentum: float = 0.9
     warmup_steps: int = 20
     val_every: int = 50

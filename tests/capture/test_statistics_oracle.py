@@ -1,0 +1,101 @@
+"""Recorded statistics against NumPy and autograd, on tensors small enough to be sampled whole."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import deepscope
+from deepscope.capture.reducers import HIST_EDGES
+from tests.conftest import reopen
+
+
+class Probe(nn.Module):
+    """Linear → ReLU, keeping what the oracle needs: outputs and output gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 16)
+        self.act = nn.ReLU()
+        self.kept: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        h.retain_grad()
+        a = self.act(h)
+        a.retain_grad()
+        self.kept = {"fc": h, "act": a}
+        return a
+
+
+def test_layer_statistics_match_numpy(root):
+    torch.manual_seed(0)
+    model = Probe()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, histograms_every=1, diagnose=False)
+    truth = []
+    for step in range(3):
+        x = torch.randn(32, 8)
+        out = model(x)
+        loss = (out**2).mean()
+        opt.zero_grad()
+        loss.backward()
+        w_before = model.fc.weight.detach().clone()
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        opt.step()
+        truth.append(
+            {
+                "act": {k: v.detach().numpy().astype(np.float64) for k, v in model.kept.items()},
+                "grad": {k: v.grad.numpy().astype(np.float64) for k, v in model.kept.items()},
+                "param_grad": grads,
+                "update": (model.fc.weight.detach() - w_before).norm() / w_before.norm(),
+            }
+        )
+    run.finish()
+    r = reopen(root, run.id)
+    for kind in ("act", "grad"):
+        for layer in ("fc", "act"):
+            for stat, fn in [
+                ("mean", np.mean),
+                ("min", np.min),
+                ("max", np.max),
+                ("rms", lambda a: np.sqrt((a**2).mean())),
+            ]:
+                got = r.layer_series(layer, kind, stat).last
+                want = np.array([fn(t[kind][layer]) for t in truth])
+                np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6, err_msg=f"{kind} {layer} {stat}")
+            got_std = r.layer_series(layer, kind, "std").last
+            np.testing.assert_allclose(got_std, [t[kind][layer].std(ddof=1) for t in truth], rtol=1e-4, atol=1e-6)
+    zero = r.layer_series("act", "act", "zero_frac").last
+    np.testing.assert_allclose(zero, [(t["act"]["act"] == 0).mean() for t in truth], rtol=1e-6)
+    # parameter gradient norms are exact, whatever the sample
+    norms = r.layer_series("fc.weight", "param_grad", "norm").last
+    np.testing.assert_allclose(norms, [t["param_grad"]["fc.weight"].norm().item() for t in truth], rtol=1e-5)
+    upd = r.layer_series("fc.weight", "weight", "update_ratio").last
+    np.testing.assert_allclose(upd, [t["update"].item() for t in truth], rtol=1e-4)
+    # histograms on the fixed edges, against numpy.histogram
+    (h0, *_) = r.histograms("watch/act/fc")
+    want, _ = np.histogram(truth[0]["act"]["fc"], HIST_EDGES)
+    np.testing.assert_array_equal(h0.edges, HIST_EDGES)
+    np.testing.assert_array_equal(h0.counts, want)
+
+
+def test_sampled_statistics_are_close(root):
+    """Past ``sample`` elements the moments come from a fixed random sample: close, not exact."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(100, 2000), nn.Sigmoid())
+    run = deepscope.init(dir=root)
+    run.watch(model, sample=4096, diagnose=False)
+    x = torch.randn(64, 100)
+    out = model(x)
+    out.sum().backward()
+    run.finish()
+    r = reopen(root, run.id)
+    y = out.detach().numpy()
+    assert r.layer_series("1", "act", "mean").last[0] == pytest.approx(y.mean(), abs=0.01)
+    assert r.layer_series("1", "act", "std").last[0] == pytest.approx(y.std(), rel=0.05)
+    sat = ((y <= 0.05) | (y >= 0.95)).mean()
+    assert r.layer_series("1", "act", "sat_frac").last[0] == pytest.approx(sat, abs=0.02)

@@ -1,0 +1,120 @@
+"""What a step is, and modules that return awkward things: recorded or skipped with one warning."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+import deepscope
+from tests.conftest import reopen
+
+
+def test_optimizer_steps_define_steps_and_eval_is_not_recorded(root):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, diagnose=False)
+    for _ in range(5):
+        for _ in range(2):  # gradient accumulation: two forwards per optimizer step
+            model(torch.randn(8, 4)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        model.eval()
+        with torch.no_grad():
+            model(torch.full((8, 4), 1e6))  # an eval pass with absurd inputs must not show up
+        model.train()
+    run.finish()
+    r = reopen(root, run.id)
+    s = r.layer_series("0", "act", "max")
+    assert s.step.tolist() == [0, 1, 2, 3, 4]
+    assert np.all(s.last < 100)
+    assert r.layer_series("0", "act", "mean").count.tolist() == [1] * 5
+
+
+def test_forward_passes_define_steps_without_optimizer(root):
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    run = deepscope.init(dir=root)
+    run.watch(model, every=2, diagnose=False)
+    for _ in range(6):
+        model(torch.randn(8, 4)).sum().backward()
+    run.finish()
+    r = reopen(root, run.id)
+    assert r.layer_series("0", "act", "mean").step.tolist() == [0, 2, 4]
+    assert len(r.series("sys/step_time")) == 6
+
+
+class Awkward(nn.Module):
+    """Children that return tuples, dicts, None, integer and boolean tensors, complex numbers."""
+
+    class Tuple(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return x * 2, (x, x)
+
+    class Dict(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return {"logits": x + 1, "n": 3}
+
+    class Nothing(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return None
+
+    class Integer(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return x.argmax(-1)
+
+    class Boolean(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return x > 0
+
+    class Complex(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return torch.complex(x, x)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.tup, self.dct, self.none = self.Tuple(), self.Dict(), self.Nothing()
+        self.int, self.bool, self.cplx = self.Integer(), self.Boolean(), self.Complex()
+        self.relu = nn.ReLU(inplace=True)
+        self.shared = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.relu(self.fc(x))  # in-place activation
+        h, _ = self.tup(h)
+        h = self.dct(h)["logits"]
+        self.none(h)
+        self.int(h)
+        self.bool(h)
+        self.cplx(h)
+        return self.shared(self.shared(h))  # one module, two calls per step
+
+
+def test_awkward_modules_never_crash_training(root):
+    model = Awkward()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.watch(model, opt, diagnose=False)
+        for _ in range(4):
+            model(torch.randn(8, 4)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        model.double()  # parameters change dtype mid-run: buffers follow
+        model(torch.randn(8, 4, dtype=torch.float64)).sum().backward()
+        opt.step()
+        run.finish()
+    messages = [str(w.message) for w in caught]
+    for layer in ("none", "int", "bool", "cplx"):
+        assert sum(f"layer {layer} returned" in m for m in messages) == 1, (layer, messages)
+    r = reopen(root, run.id)
+    recorded = set(r.layer_matrix("act", "mean").names)
+    assert {"tup", "dct", "relu", "shared"} <= recorded
+    # the shared module's two calls both count: 2 × 8 rows × 4 outputs per step
+    assert r.layer_series("shared", "act", "mean").step.tolist() == [0, 1, 2, 3, 4]
+    g = r.layer_series("relu", "grad", "rms").last
+    assert np.all(np.isfinite(g))
