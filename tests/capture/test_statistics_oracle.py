@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tests.conftest import reopen
 from torch import nn
 
 import deepscope
 from deepscope.capture.reducers import HIST_EDGES
-from tests.conftest import reopen
 
 
 class Probe(nn.Module):
@@ -37,7 +37,7 @@ def test_layer_statistics_match_numpy(root):
     run = deepscope.init(dir=root)
     run.watch(model, opt, histograms_every=1, diagnose=False)
     truth = []
-    for step in range(3):
+    for _ in range(3):
         x = torch.randn(32, 8)
         out = model(x)
         loss = (out**2).mean()

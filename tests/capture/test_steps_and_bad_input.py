@@ -6,10 +6,10 @@ import warnings
 
 import numpy as np
 import torch
+from tests.conftest import reopen
 from torch import nn
 
 import deepscope
-from tests.conftest import reopen
 
 
 def test_optimizer_steps_define_steps_and_eval_is_not_recorded(root):
