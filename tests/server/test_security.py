@@ -1,0 +1,147 @@
+"""Token auth, the loopback Host check, the body limit, closed CORS and paths that try to escape."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from tests.server.helpers import make_client, raw_get
+
+from deepscope.server import create_app
+from deepscope.server.launch import BackgroundServer
+from deepscope.server.security import TOKEN_COOKIE, BodyLimit, check_token, is_loopback_host
+
+TOKEN = "s3cret-token_1"
+
+
+@pytest.fixture
+def protected(store):
+    with make_client(create_app(store.root, token=TOKEN), base_url="http://example.org") as c:
+        yield c
+
+
+@pytest.mark.parametrize("path", ["/api/health", "/api/runs", "/api/live", "/api/openapi.json", "/", "/runs/x"])
+def test_without_the_token_everything_is_401(protected, path):
+    r = protected.get(path)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        {"headers": {"Authorization": "Bearer wrong"}},
+        {"params": {"token": "wrong"}},
+        {"headers": {"Authorization": TOKEN}},  # not a Bearer credential
+        {"headers": {"Authorization": f"Basic {TOKEN}"}},
+    ],
+)
+def test_a_wrong_token_is_401(protected, how):
+    assert protected.get("/api/runs", **how).status_code == 401
+
+
+def test_a_wrong_cookie_is_401(protected):
+    protected.cookies.set(TOKEN_COOKIE, "wrong")
+    assert protected.get("/api/runs").status_code == 401
+
+
+def test_the_token_as_header_cookie_or_parameter_is_200(protected):
+    assert protected.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    assert protected.get("/api/runs", params={"token": TOKEN}).status_code == 200
+    protected.cookies.clear()
+    protected.cookies.set(TOKEN_COOKIE, TOKEN)
+    assert protected.get("/api/runs").status_code == 200
+
+
+def test_opening_the_page_with_the_token_sets_the_cookie(protected):
+    r = protected.get("/", params={"token": TOKEN})
+    assert r.status_code == 200
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith(f"{TOKEN_COOKIE}={TOKEN};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert protected.get("/api/runs").status_code == 200  # the client sends the cookie back
+    assert "set-cookie" not in protected.get("/api/runs").headers
+
+
+def test_tokens_must_be_url_safe():
+    assert check_token("abc-DEF_0.9~") == "abc-DEF_0.9~"
+    for bad in ("", "has space", "semi;colon", "a" * 257, "plus+sign"):
+        with pytest.raises(ValueError):
+            check_token(bad)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True), ("localhost:6150", True), ("127.0.0.1:6150", True), ("127.1.2.3", True),
+        ("[::1]:6150", True), ("::1", True), ("app.localhost:5173", True),
+        ("evil.example", False), ("evil.example:6150", False), ("10.0.0.1", False), ("[::2]:80", False),
+        ("localhost.evil.example", False), ("", False),
+    ],
+)  # fmt: skip
+def test_loopback_host_names(host, loopback):
+    assert is_loopback_host(host) is loopback
+
+
+def test_without_a_token_only_loopback_hosts_are_answered(store):
+    # A page on another origin that rebinds its DNS name to 127.0.0.1 sends its own name as Host.
+    with make_client(create_app(store.root), base_url="http://evil.example:6150") as c:
+        assert c.get("/api/runs").status_code == 400
+    with make_client(create_app(store.root), base_url="http://localhost:6150") as c:
+        assert c.get("/api/runs").status_code == 200
+
+
+def test_request_bodies_over_one_mib_are_413(client):
+    assert client.post("/api/runs", content=b"x" * ((1 << 20) + 1)).status_code == 413
+    assert client.post("/api/runs", content=b"x" * (1 << 20)).status_code == 404  # at the limit: routed
+
+
+def test_streamed_bodies_are_counted_as_they_arrive():
+    async def echo_length(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(len(await request.body())))
+
+    app = Starlette(routes=[Route("/", echo_length, methods=["POST"])], middleware=[Middleware(BodyLimit, limit=1000)])
+
+    def chunks(n):  # no Content-Length header: the body arrives in pieces
+        yield from (b"x" * 100 for _ in range(n))
+
+    with make_client(app) as c:
+        assert c.post("/", content=chunks(10)).text == "1000"
+        assert c.post("/", content=chunks(11)).status_code == 413
+
+
+def test_cors_is_closed(client):
+    r = client.get("/api/runs", headers={"Origin": "http://evil.example"})
+    assert r.status_code == 200 and not any(h.startswith("access-control-") for h in r.headers)
+    preflight = client.options(
+        "/api/runs", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"}
+    )
+    assert preflight.status_code >= 400 and not any(h.startswith("access-control-") for h in preflight.headers)
+
+
+@pytest.fixture(scope="module")
+def live_server(store):
+    with BackgroundServer(store.root, port=0) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/api/runs/..",
+        "/api/runs/../keys",
+        "/api/runs/%2e%2e",
+        "/api/runs/%2e%2e/events",
+        "/api/runs/..%2f..%2fetc%2fpasswd/keys",
+        "/api/runs/%2fetc%2fpasswd",
+        "/api/runs//etc/passwd",
+        "/api/runs/.",
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+    ],
+)
+def test_paths_sent_verbatim_never_escape(live_server, target):
+    port = int(live_server.url.rsplit(":", 1)[1].strip("/"))
+    status, body = raw_get(port, target)
+    assert status in (400, 404) or (status == 200 and b"root:" not in body and b"deepscope" in body)

@@ -1,0 +1,90 @@
+"""The ``deepscope`` command, run as a user would: in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+import deepscope
+
+
+def deepscope_command(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "deepscope.cli", *args], stdout=subprocess.PIPE, text=True, env=env, **kwargs
+    )
+
+
+def printed_urls(proc: subprocess.Popen, n: int, timeout: float = 30) -> list[str]:
+    """The first ``n`` URLs that ``deepscope serve`` prints."""
+    urls: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(urls) < n and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        assert line, "the server exited early"
+        if line.startswith("deepscope: open "):
+            urls.append(line.removeprefix("deepscope: open ").strip())
+    return urls
+
+
+def test_serve_on_a_public_host_requires_and_prints_a_token(tmp_path):
+    with deepscope_command("serve", str(tmp_path / "runs"), "--host", "0.0.0.0", "--port", "0") as proc:
+        try:
+            urls = printed_urls(proc, 2)
+            local = urlsplit(urls[-1])
+            assert local.hostname == "127.0.0.1"
+            token = parse_qs(local.query)["token"][0]
+            assert len(token) >= 24 and all(parse_qs(urlsplit(u).query)["token"] == [token] for u in urls)
+
+            base = f"http://127.0.0.1:{local.port}"
+            assert httpx.get(f"{base}/api/health", timeout=10).status_code == 401
+            health = httpx.get(f"{base}/api/health", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert health.status_code == 200 and health.json()["root"].endswith("runs")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0  # Ctrl-C is a clean stop
+
+
+def test_serve_on_loopback_needs_no_token(tmp_path):
+    with deepscope_command("serve", str(tmp_path), "--port", "0") as proc:
+        try:
+            [url] = printed_urls(proc, 1)
+            assert "token" not in url and urlsplit(url).hostname == "127.0.0.1"
+            assert httpx.get(f"{url}api/runs", timeout=10).json() == {"runs": []}
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10) == 0
+
+
+def test_serve_rejects_an_unsafe_token(tmp_path):
+    with deepscope_command("serve", str(tmp_path), "--token", "a b", stderr=subprocess.PIPE) as proc:
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "token" in err
+
+
+@pytest.mark.slow
+def test_demo_trains_both_networks_without_serving(tmp_path):
+    runs = tmp_path / "demo"
+    with deepscope_command("demo", "--steps", "20", "--no-serve", "--dir", str(runs)) as proc:
+        out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    store = deepscope.open(runs)
+    infos = store.runs()
+    assert sorted(r.name for r in infos) == ["cnn-batchnorm-relu", "mlp-sigmoid-naive-init"]
+    for info in infos:
+        assert info.status == "finished"
+        reader = store.run(info.id)
+        keys = {(k.key, k.kind): k for k in reader.keys()}
+        for key in ("train/loss", "train/acc", "lr"):
+            assert keys[key, "scalar"].count == 20
+        for key in ("val/loss", "val/acc"):
+            assert keys[key, "scalar"].last_step == 19
+        assert ("val/top_hidden", "histogram") in keys
+        assert any(e.kind == "note" for e in reader.events())
