@@ -88,3 +88,27 @@ def test_demo_trains_both_networks_without_serving(tmp_path):
             assert keys[key, "scalar"].last_step == 19
         assert ("val/top_hidden", "histogram") in keys
         assert any(e.kind == "note" for e in reader.events())
+
+
+@pytest.mark.slow
+def test_demo_serves_live_and_stops_cleanly_on_ctrl_c(tmp_path):
+    runs = tmp_path / "demo"
+    with deepscope_command("demo", "--steps", "100000", "--port", "0", "--dir", str(runs)) as proc:
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("deepscope: dashboard at http://127.0.0.1:"), line
+            url = line.split(" at ")[1].strip()
+            assert httpx.get(f"{url}api/runs", timeout=10).status_code == 200  # up before torch is imported
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                listed = httpx.get(f"{url}api/runs", timeout=10).json()["runs"]
+                if len(listed) == 2 and all((r["max_step"] or 0) >= 5 for r in listed):
+                    break
+                time.sleep(0.5)
+            else:
+                raise AssertionError("the demo's runs did not appear")
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "stopped" in out, out
+    assert {(r.status, r.exit_reason) for r in deepscope.open(runs).runs()} == {("crashed", "SIGINT")}
