@@ -62,8 +62,8 @@ class Run:
                 raise TypeError(f"deepscope.init: {label} must be a str, got {type(value).__name__}")
         self.project = project
         self.name = name or id or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
-        self.id = fmt.validate_run_id(id or _new_run_id(self.name))
         self.rank, self.world_size = _rank_and_world(rank, world_size)
+        self.id = fmt.validate_run_id(id or _shared_run_id(_new_run_id(self.name)))
         self.root = Path(dir) if dir is not None else default_dir()
         self.dir = self.root / self.id
         if self.dir.exists() and not resume and self.rank == 0 and (self.dir / "run.json").exists():
@@ -208,10 +208,12 @@ class Run:
         """
         if self._finished:
             raise RuntimeError(f"deepscope: run {self.id!r} is finished; watch() after finish()")
+        from .capture.timing import StepTimer
         from .capture.watch import WatchConfig, Watcher
 
         config = WatchConfig(every, histograms_every, sample, dead_window, diagnose, print_findings)
         watcher = Watcher(self, model, optimizer, layers, config)
+        self._watchers.append(StepTimer(self._writer, model, optimizer, scope=watcher.scope))
         self._watchers.append(watcher)
         return watcher
 
@@ -318,6 +320,16 @@ def _check_step(step: Any) -> int:
 def _new_run_id(name: str) -> str:
     slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip("-._")[:80] or "run"
     return f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def _shared_run_id(candidate: str) -> str:
+    """Under ``torch.distributed`` every rank takes rank 0's id, so that all ranks write one run."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return os.environ.get("DEEPSCOPE_RUN_ID", candidate)
+    box = [os.environ.get("DEEPSCOPE_RUN_ID", candidate)]
+    dist.broadcast_object_list(box, src=0)
+    return str(box[0])
 
 
 def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
