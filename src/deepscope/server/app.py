@@ -100,11 +100,8 @@ def _add_fallbacks(app: FastAPI, site: StaticSite) -> None:
 def _openapi_with_live_messages(app: FastAPI) -> dict[str, Any]:
     """The generated schema, plus the models of ``/api/live``'s event data (no route returns them as JSON)."""
     if app.openapi_schema is None:
-        from fastapi.openapi.utils import get_openapi
-
-        spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        spec = FastAPI.openapi(app)  # generates and caches app.openapi_schema
         components = spec.setdefault("components", {}).setdefault("schemas", {})
         for model in schemas.LIVE_MESSAGES:
             components[model.__name__] = model.model_json_schema(ref_template="#/components/schemas/{model}")
-        app.openapi_schema = spec
     return app.openapi_schema
