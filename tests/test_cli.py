@@ -111,4 +111,4 @@ def test_demo_serves_live_and_stops_cleanly_on_ctrl_c(tmp_path):
             proc.send_signal(signal.SIGINT)
             out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "stopped" in out, out
-    assert {(r.status, r.exit_reason) for r in deepscope.open(runs).runs()} == {("crashed", "SIGINT")}
+    assert {(r.status, r.exit_reason) for r in deepscope.open(runs).runs()} == {("finished", "interrupted (SIGINT)")}

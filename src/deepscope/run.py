@@ -385,12 +385,18 @@ def _install_handlers() -> None:
         return
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
+        if previous in (signal.SIG_IGN, None):
+            continue  # the process ignores it (nohup, a background job): so do we
         signal.signal(sig, _make_handler(sig, previous))
 
 
 def _make_handler(sig: signal.Signals, previous: Any) -> Any:
     def handler(signum: int, frame: Any) -> None:
-        _finish_all("crashed", signal.Signals(signum).name)
+        # Ctrl-C is the user stopping training: finished, with the reason; SIGTERM means killed.
+        if signum == signal.SIGINT:
+            _finish_all("finished", "interrupted (SIGINT)")
+        else:
+            _finish_all("crashed", signal.Signals(signum).name)
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_DFL:

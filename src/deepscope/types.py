@@ -37,6 +37,7 @@ class RunInfo:
     world_size: int
     exit_reason: str | None = None
     format_version: int = 1
+    max_step: int | None = None  # highest step on disk, from the writers' heartbeats (None: nothing yet)
 
 
 @dataclass(frozen=True)

@@ -91,3 +91,17 @@ def test_listing_and_unknown_ids(root):
         except KeyError:
             continue
         raise AssertionError(bad)
+
+
+def test_listing_skips_a_run_in_a_newer_format_and_shows_progress(root):
+    ok = deepscope.init(dir=root, name="ok")
+    for i in range(5):
+        ok.log({"x": i}, step=i)
+    ok.finish()
+    newer = deepscope.init(dir=root, name="newer")
+    newer.finish()
+    meta = json.loads((newer.dir / "run.json").read_text())
+    meta["format_version"] = 99
+    (newer.dir / "run.json").write_text(json.dumps(meta))
+    (info,) = deepscope.open(root).runs()
+    assert info.id == ok.id and info.max_step == 4

@@ -6,6 +6,7 @@ appends their columns to in-memory series. Readers never write to the store and 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -20,6 +21,8 @@ from . import format as fmt
 from . import runmeta
 from .layerstats import LayerMatrix, LayerStatsBuffer
 from .series import SeriesBuffer
+
+log = logging.getLogger("deepscope")
 
 
 class Store:
@@ -52,8 +55,12 @@ class Store:
         out = []
         for rid in self.run_ids():
             meta = self._meta(rid)
-            if meta is not None:
+            if meta is None:
+                continue
+            try:
                 out.append(runmeta.run_info(self.root / rid, meta, now))
+            except ValueError as e:  # written by a newer deepscope: list the others
+                log.warning("%s", e)
         out.sort(key=lambda r: r.start_time, reverse=True)
         return out
 

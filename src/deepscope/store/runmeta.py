@@ -93,21 +93,26 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def heartbeat(run_dir: Path) -> float | None:
-    """Newest heartbeat of any rank, as the heartbeat files' modification time."""
-    newest = None
+def heartbeat(run_dir: Path) -> tuple[float | None, int | None]:
+    """Newest heartbeat of any rank (its file's modification time) and the highest step on disk."""
+    newest, max_step = None, None
     try:
         ranks = os.scandir(run_dir / "streams")
     except OSError:
-        return None
+        return None, None
     with ranks:
         for r in ranks:
+            path = os.path.join(r.path, "heartbeat")
             try:
-                t = os.stat(os.path.join(r.path, "heartbeat")).st_mtime
+                t = os.stat(path).st_mtime
+                with open(path, encoding="ascii") as f:
+                    fields = f.read(64).split()
             except OSError:
                 continue
             newest = t if newest is None or t > newest else newest
-    return newest
+            if len(fields) >= 2 and fields[1].lstrip("-").isdigit() and int(fields[1]) >= 0:
+                max_step = max(int(fields[1]), max_step if max_step is not None else -1)
+    return newest, max_step
 
 
 def run_info(run_dir: Path, meta: dict[str, Any], now: float | None = None) -> RunInfo:
@@ -119,7 +124,7 @@ def run_info(run_dir: Path, meta: dict[str, Any], now: float | None = None) -> R
             f"{fmt.FORMAT_VERSION}. Upgrade deepscope to read it."
         )
     meta = migrate(meta)
-    beat = heartbeat(run_dir)
+    beat, max_step = heartbeat(run_dir)
     status = meta.get("status", "running")
     exit_reason = meta.get("exit_reason")
     now = time.time() if now is None else now
@@ -147,6 +152,7 @@ def run_info(run_dir: Path, meta: dict[str, Any], now: float | None = None) -> R
         world_size=int(meta.get("world_size", 1)),
         exit_reason=exit_reason,
         format_version=version,
+        max_step=max_step,
     )
 
 

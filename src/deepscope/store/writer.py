@@ -145,13 +145,15 @@ class StreamWriter:
                 w.set()
             if closing:
                 self._close_files()
+                self._touch_heartbeat()
                 return
 
     def _drain(self) -> None:
         for job in _take(self._jobs):
             try:
                 for kind, batch in job():
-                    self._retain(kind, fmt.encode_chunk(batch), 0, None)
+                    steps = batch.column(0).to_numpy() if batch.num_rows else None  # every kind starts with step
+                    self._retain(kind, fmt.encode_chunk(batch), 0, int(steps.max()) if steps is not None else None)
             except Exception as e:  # a bad job loses its own data only
                 self._warn(f"deepscope: could not convert recorded statistics: {type(e).__name__}: {e}")
         scalars = _take(self._scalars)
@@ -239,7 +241,8 @@ class StreamWriter:
 
     def _touch_heartbeat(self) -> None:
         try:
-            self._heartbeat.write_text(f"{time.time():.3f}\n")
+            # "<unix time> <highest step on disk>": lets a run listing show progress without reading data
+            self._heartbeat.write_text(f"{time.time():.3f} {self.flushed_step}\n")
         except OSError:
             pass
 
