@@ -96,3 +96,67 @@ class LiveRuns(BaseModel):
 
 
 LIVE_MESSAGES = (LiveRun, LiveRuns)
+
+
+# ---- training internals (run.watch) -----------------------------------------------------------------
+LayerKind = Literal["act", "grad", "param_grad", "weight"]
+LayerStat = Literal[
+    "mean", "std", "rms", "min", "max", "norm", "zero_frac", "sat_frac", "nonfinite_frac", "dead_frac", "update_ratio"
+]
+
+
+class WatchedLayer(BaseModel):
+    """A watched module, in model order: ``path`` is its dotted module path (the hierarchy)."""
+
+    index: int
+    path: str
+    type: str
+    role: Literal["relu", "sigmoid", "tanh"] | None
+    params: list[str]
+    n_params: int
+
+
+class LayerTable(BaseModel):
+    """What ``run.watch`` recorded on one rank: layers, parameters and settings."""
+
+    rank: int
+    layers: list[WatchedLayer]
+    params: list[str]
+    step_unit: str
+    every: int
+    histograms_every: int
+    sample: int
+    dead_window: int
+    histogram_edges: list[float]
+    steps: int  # how many steps hold statistics
+    first_step: int | None
+    last_step: int | None
+
+
+class LayerProfile(BaseModel):
+    """One statistic across depth at one step (``null`` where a layer has no value): gradient flow."""
+
+    kind: LayerKind
+    stat: LayerStat
+    step: int | None
+    names: list[str]
+    values: list[float | None]
+
+
+class RankSummary(BaseModel):
+    rank: int
+    steps: int
+    step_time: float | None
+    data_time: float | None
+    forward_time: float | None
+    backward_time: float | None
+    busy_time: float | None
+    straggler: bool
+
+
+class RankReport(BaseModel):
+    """Per-rank step phases (medians, seconds) and the spread of the global gradient norm across ranks."""
+
+    ranks: list[RankSummary]
+    divergence_steps: list[int]
+    divergence: list[float | None]

@@ -1,0 +1,114 @@
+"""What the training-internals routes answer (``run.watch`` data), as plain functions over a ``Store``."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+
+import numpy as np
+import pyarrow as pa
+
+from ..store import Store
+from ..store.layerstats import LayerMatrix
+from ..store.ranks import gradient_divergence, rank_summaries
+from ..types import Downsampled
+from . import schemas
+from .queries import NotFound, reader
+
+
+def _finite_or_none(values: np.ndarray) -> list[float | None]:
+    return [float(v) if math.isfinite(v) else None for v in values.tolist()]
+
+
+def layer_table(store: Store, run_id: str, rank: int = 0) -> schemas.LayerTable:
+    r = reader(store, run_id)
+    manifest = r.watch_manifest(rank)
+    if manifest is None:
+        raise NotFound(f"run {run_id!r} has no watched layers on rank {rank}")
+    try:
+        steps = r.layer_steps(rank)
+    except KeyError:
+        steps = np.zeros(0, np.int64)
+    return schemas.LayerTable(
+        rank=rank,
+        layers=[schemas.WatchedLayer(**la) for la in manifest["layers"]],
+        params=manifest["params"],
+        step_unit=manifest["step_unit"],
+        every=manifest["every"],
+        histograms_every=manifest["histograms_every"],
+        sample=manifest["sample"],
+        dead_window=manifest["dead_window"],
+        histogram_edges=manifest["histogram_edges"],
+        steps=len(steps),
+        first_step=int(steps[0]) if len(steps) else None,
+        last_step=int(steps[-1]) if len(steps) else None,
+    )
+
+
+def layer_matrix(
+    store: Store, run_id: str, kind: str, stat: str, start: int | None, end: int | None, buckets: int, rank: int
+) -> LayerMatrix:
+    try:
+        return reader(store, run_id).layer_matrix(kind, stat, start, end, buckets, rank)
+    except KeyError as e:
+        raise NotFound(str(e.args[0]) if e.args else run_id) from None
+
+
+def layer_matrix_table(m: LayerMatrix) -> pa.RecordBatch:
+    """One row per layer (model order): ``name`` and ``values`` (float32 per step bucket, NaN = no value).
+
+    The bucket steps travel in the schema metadata (``steps``, a JSON list) with ``kind``, ``stat``, ``exact``.
+    """
+    metadata = {
+        "kind": m.kind,
+        "stat": m.stat,
+        "exact": "true" if m.exact else "false",
+        "steps": json.dumps(m.step.tolist()),
+    }
+    n_b = m.values.shape[1]
+    flat = pa.array(m.values.astype(np.float32).reshape(-1))
+    values = (
+        pa.FixedSizeListArray.from_arrays(flat, n_b) if n_b else pa.array([[]] * len(m.names), pa.list_(pa.float32()))
+    )
+    names = pa.array(m.names, pa.string())
+    return pa.RecordBatch.from_arrays([names, values], names=["name", "values"]).replace_schema_metadata(metadata)
+
+
+def layer_profile(store: Store, run_id: str, kind: str, stat: str, step: int | None, rank: int) -> schemas.LayerProfile:
+    try:
+        at, names, values = reader(store, run_id).layer_profile(kind, stat, step, rank)
+    except KeyError as e:
+        raise NotFound(str(e.args[0]) if e.args else run_id) from None
+    return schemas.LayerProfile(kind=kind, stat=stat, step=at, names=names, values=_finite_or_none(values))
+
+
+def layer_series(
+    store: Store,
+    run_id: str,
+    layer: str,
+    kind: str,
+    stat: str,
+    start: int | None,
+    end: int | None,
+    buckets: int,
+    rank: int,
+) -> Downsampled:
+    try:
+        return reader(store, run_id).layer_series(layer, kind, stat, start, end, buckets, rank)
+    except KeyError as e:
+        raise NotFound(str(e.args[0]) if e.args else layer) from None
+
+
+def rank_report(store: Store, run_id: str) -> schemas.RankReport:
+    r = reader(store, run_id)
+    rows = []
+    for s in rank_summaries(r):
+        d = asdict(s)
+        rows.append(
+            schemas.RankSummary(
+                **{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+            )
+        )
+    steps, spread, _ = gradient_divergence(r)
+    return schemas.RankReport(ranks=rows, divergence_steps=[int(s) for s in steps], divergence=_finite_or_none(spread))

@@ -1,0 +1,103 @@
+"""Training-internals routes over a run written by the real ``run.watch`` (two ranks, one slowed)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from tests.server.helpers import make_client
+from torch import nn
+
+import deepscope
+from deepscope.server import create_app
+
+STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory):
+    root = tmp_path_factory.mktemp("watched")
+    for rank in (0, 1):
+        torch.manual_seed(rank)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.Sigmoid(), nn.Linear(16, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        with deepscope.init(id="w", dir=root, rank=rank, world_size=2) as run:
+            run.watch(model, opt, histograms_every=5, print_findings=False)
+            for step in range(STEPS):
+                if rank == 1:
+                    time.sleep(0.02)  # a slow data loader
+                loss = model(torch.randn(32, 8)).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                run.log({"train/loss": loss}, step=step)
+    with deepscope.init(id="plain", dir=root) as run:
+        run.log({"x": 1.0}, step=0)
+    with make_client(create_app(root)) as client:
+        yield client, deepscope.open(root).run("w")
+
+
+def arrow(resp) -> pa.RecordBatch:
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    return pa.ipc.open_stream(resp.content).read_next_batch()
+
+
+def test_layer_table(watched):
+    client, reader = watched
+    t = client.get("/api/runs/w/layers").json()
+    assert [la["path"] for la in t["layers"]] == ["0", "1", "2", "3", "4"]
+    assert [la["role"] for la in t["layers"]] == [None, "relu", None, "sigmoid", None]
+    assert t["params"] == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    assert (t["steps"], t["first_step"], t["last_step"]) == (STEPS, 0, STEPS - 1)
+    assert t["step_unit"] == "optimizer step" and len(t["histogram_edges"]) == 259
+    assert client.get("/api/runs/plain/layers").status_code == 404
+    assert client.get("/api/runs/nope/layers").status_code == 404
+
+
+def test_matrix_matches_the_reader(watched):
+    client, reader = watched
+    b = arrow(client.get("/api/runs/w/layerstats/matrix", params={"kind": "act", "stat": "mean"}))
+    want = reader.layer_matrix("act", "mean")
+    meta = {k.decode(): v.decode() for k, v in b.schema.metadata.items()}
+    assert meta["kind"] == "act" and meta["stat"] == "mean" and meta["exact"] == "true"
+    assert json.loads(meta["steps"]) == list(range(STEPS))
+    assert b.column("name").to_pylist() == want.names
+    got = np.array(b.column("values").to_pylist(), dtype=np.float64)
+    np.testing.assert_allclose(got, want.values, rtol=1e-6)
+    coarse = arrow(client.get("/api/runs/w/layerstats/matrix", params={"stat": "max", "buckets": 3}))
+    assert len(json.loads(coarse.schema.metadata[b"steps"])) == 3
+    assert client.get("/api/runs/w/layerstats/matrix", params={"stat": "bogus"}).status_code == 422
+    assert client.get("/api/runs/plain/layerstats/matrix").status_code == 404
+
+
+def test_profile_and_series(watched):
+    client, reader = watched
+    p = client.get("/api/runs/w/layerstats/profile", params={"kind": "param_grad", "stat": "norm", "step": 5}).json()
+    assert p["step"] == 5 and p["names"][0] == "0.weight"
+    _, _, want = reader.layer_profile("param_grad", "norm", 5)
+    np.testing.assert_allclose(p["values"], want, rtol=1e-6)
+    s = arrow(client.get("/api/runs/w/layerstats/series", params={"layer": "3", "kind": "act", "stat": "sat_frac"}))
+    assert s.column("step").to_pylist() == list(range(STEPS))
+    np.testing.assert_allclose(s.column("last").to_numpy(), reader.layer_series("3", "act", "sat_frac").last)
+    assert client.get("/api/runs/w/layerstats/series", params={"layer": "nope"}).status_code == 404
+
+
+def test_rank_report_flags_the_slow_rank(watched):
+    client, _ = watched
+    r = client.get("/api/runs/w/ranks").json()
+    by_rank = {row["rank"]: row for row in r["ranks"]}
+    assert by_rank[1]["straggler"] and not by_rank[0]["straggler"]
+    assert by_rank[1]["data_time"] > by_rank[0]["data_time"]
+    assert r["divergence_steps"] == list(range(STEPS)) and len(r["divergence"]) == STEPS
+
+
+def test_watch_histograms_are_served_with_their_recorded_bins(watched):
+    client, reader = watched
+    h = client.get("/api/runs/w/histograms", params={"key": "watch/act/1"}).json()["histograms"]
+    assert [x["step"] for x in h] == [0, 5, 10]
+    assert len(h[0]["edges"]) == 259 and sum(h[0]["counts"]) > 0
