@@ -27,6 +27,11 @@ def test_schema_describes_every_route_and_the_live_messages(tmp_path):
         "/api/runs/{run_id}/scalars",
         "/api/runs/{run_id}/histograms",
         "/api/runs/{run_id}/events",
+        "/api/runs/{run_id}/layers",
+        "/api/runs/{run_id}/layerstats/matrix",
+        "/api/runs/{run_id}/layerstats/profile",
+        "/api/runs/{run_id}/layerstats/series",
+        "/api/runs/{run_id}/ranks",
         "/api/live",
     }
     scalars = spec["paths"]["/api/runs/{run_id}/scalars"]["get"]
