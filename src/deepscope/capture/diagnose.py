@@ -24,13 +24,14 @@ class Thresholds:
     update_low: float = 1e-5  # median update-to-weight ratio
     update_high: float = 1e-1
     patience: int = 10  # recorded steps a condition must hold before it is reported
+    early_steps: int = 500  # "learning rate too low" is only judged before this step
     spike_factor: float = 10.0  # loss above median + factor × MAD of the recent window
 
 
 @dataclass(frozen=True)
 class Finding:
     step: int
-    rule: str  # saturation, dead_units, vanishing_gradients, exploding_gradients, update_ratio, nonfinite, loss_spike
+    rule: str  # saturation, dead_units, vanishing/exploding_gradients, update_ratio_low/high, nonfinite, loss_spike
     severity: str
     layer: str | None
     text: str
@@ -96,9 +97,13 @@ class Diagnoser:
             if r.size:
                 med = float(np.median(r))
                 self._sustained(
-                    step, "update_ratio", None, not (self.t.update_low <= med <= self.t.update_high),
-                    f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): "
-                    + ("learning rate too low?" if med < self.t.update_low else "learning rate too high?"),
+                    step, "update_ratio_high", None, med > self.t.update_high,
+                    f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): learning rate too high?",
+                )  # fmt: skip
+                # Too small only early on: a schedule that anneals to 0 at the end is not a finding.
+                self._sustained(
+                    step, "update_ratio_low", None, med < self.t.update_low and step < self.t.early_steps,
+                    f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): learning rate too low?",
                 )  # fmt: skip
 
     def observe_scalars(self, step: np.ndarray, keys: list[str], key_ids: np.ndarray, values: np.ndarray) -> None:
