@@ -135,6 +135,9 @@ class StreamWriter:
                 waiters, self._flush_waiters = self._flush_waiters, []
             try:
                 self._drain()
+                # what the drain itself produced (diagnoses of this batch) goes out in the same round
+                while self._events or self._jobs or (closing and (self._scalars or self._histograms)):
+                    self._drain()
                 now = time.time()
                 if now - last_beat >= 1.0:
                     self._touch_heartbeat()

@@ -1,0 +1,109 @@
+"""Each diagnosis rule on synthetic statistics, and two end to end through a real run."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tests.conftest import reopen
+from torch import nn
+
+import deepscope
+from deepscope.capture.diagnose import Diagnoser, Thresholds
+
+LAYERS = [
+    {"path": "fc1", "type": "Linear", "role": None},
+    {"path": "act1", "type": "ReLU", "role": "relu"},
+    {"path": "fc2", "type": "Linear", "role": None},
+    {"path": "act2", "type": "Sigmoid", "role": "sigmoid"},
+]
+PARAMS = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias", "fc3.weight"]
+
+
+def stats(**over) -> dict:
+    nan = np.full(len(LAYERS), np.nan)
+    base = {
+        "act": {"mean": np.full(4, 0.5), "sat_frac": np.zeros(4), "dead_frac": nan, "nonfinite_frac": np.zeros(4)},
+        "grad": {"nonfinite_frac": np.zeros(4)},
+        "param_grad": {"norm": np.ones(5), "nonfinite_frac": np.zeros(5)},
+        "weight": {"update_ratio": np.full(5, 1e-3)},
+    }
+    for path, value in over.items():
+        kind, stat = path.split("__")
+        base[kind][stat] = value
+    return base
+
+
+def run_rule(steps: int, **over) -> list:
+    found = []
+    d = Diagnoser(LAYERS, PARAMS, found.append, Thresholds(patience=3))
+    for step in range(steps):
+        d.observe(step, stats(**over))
+    return found
+
+
+def test_healthy_statistics_give_no_finding():
+    assert run_rule(20) == []
+
+
+def test_saturation_needs_patience_and_is_reported_once():
+    sat = np.array([0, 0, 0, 0.9])
+    assert run_rule(2, act__sat_frac=sat) == []
+    (f,) = run_rule(20, act__sat_frac=sat)
+    assert (f.rule, f.layer, f.step) == ("saturation", "act2", 2)
+
+
+def test_dead_units():
+    (f,) = run_rule(5, act__dead_frac=np.array([np.nan, 0.8, np.nan, np.nan]))
+    assert (f.rule, f.layer) == ("dead_units", "act1") and "80%" in f.text
+
+
+def test_vanishing_and_exploding_gradients_across_depth():
+    (v,) = run_rule(5, param_grad__norm=np.array([1e-5, 1, 1e-3, 1, 1.0]))
+    assert v.rule == "vanishing_gradients"
+    (e,) = run_rule(5, param_grad__norm=np.array([1e4, 1, 10, 1, 1.0]))
+    assert e.rule == "exploding_gradients"
+
+
+def test_update_ratio_far_from_1e_3():
+    (hi,) = run_rule(5, weight__update_ratio=np.full(5, 0.5))
+    assert hi.rule == "update_ratio_high"
+    (lo,) = run_rule(5, weight__update_ratio=np.full(5, 1e-7))
+    assert lo.rule == "update_ratio_low"
+    late = Diagnoser(LAYERS, PARAMS, (found := []).append, Thresholds(patience=3, early_steps=10))
+    for step in range(100, 110):  # an annealed schedule late in training is not a finding
+        late.observe(step, stats(weight__update_ratio=np.full(5, 1e-7)))
+    assert found == []
+
+
+def test_nonfinite_names_the_first_layer():
+    (f,) = run_rule(3, grad__nonfinite_frac=np.array([0, 0, 0.5, 1.0]))
+    assert f.rule == "nonfinite" and f.severity == "error" and "fc2" in f.text
+
+
+def test_loss_spike_through_a_real_run(root):
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    with deepscope.init(dir=root) as run:
+        run.watch(model, print_findings=False)
+        for step in range(300):
+            loss = 1.0 + 0.01 * rng.normal() + (50.0 if step == 200 else 0.0)
+            run.log({"train/loss": loss}, step=step)
+    spikes = [e for e in reopen(root, run.id).events() if e.kind == "diagnosis/loss_spike"]
+    assert [(e.step, e.key) for e in spikes] == [(200, "train/loss")]
+
+
+def test_nan_in_activations_through_a_real_run(root, capsys):
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with deepscope.init(dir=root, name="nan") as run:
+        run.watch(model, opt)
+        for step in range(3):
+            x = torch.randn(8, 4)
+            if step == 2:
+                x[0, 0] = float("nan")
+            model(x).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    evs = [e for e in reopen(root, run.id).events() if e.kind == "diagnosis/nonfinite"]
+    assert len(evs) == 1 and evs[0].step == 2 and evs[0].severity == "error"
+    assert "NaN/Inf" in capsys.readouterr().err  # printed once to the training console
