@@ -1,0 +1,114 @@
+// A small typed client over the HTTP API (docs/http-api.md). Types come from the generated schema.
+import { tableFromIPC } from "apache-arrow";
+import type { components, paths } from "./schema";
+
+type Json<P extends keyof paths> = paths[P] extends {
+  get: { responses: { 200: { content: { "application/json": infer T } } } };
+}
+  ? T
+  : never;
+
+export type RunSummary = Json<"/api/runs">["runs"][number];
+export type RunDetail = Json<"/api/runs/{run_id}">;
+export type KeyInfo = Json<"/api/runs/{run_id}/keys">["keys"][number];
+export type RunEvent = Json<"/api/runs/{run_id}/events">["events"][number];
+export type Health = Json<"/api/health">;
+/** The data of a live `run` event. */
+export type LiveRun = components["schemas"]["LiveRun"];
+
+/** One scalar series as the server downsampled it: a column per field, one row per bucket. */
+export interface Columns {
+  step: Float64Array;
+  wall: Float64Array;
+  min: Float64Array;
+  max: Float64Array;
+  mean: Float64Array;
+  last: Float64Array;
+  count: Int32Array;
+  exact: boolean;
+}
+
+export interface ScalarQuery {
+  key: string;
+  start?: number;
+  end?: number;
+  buckets?: number;
+  rank?: number;
+}
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly url: string,
+  ) {
+    super(`HTTP ${status} for ${url}`);
+  }
+}
+
+// A page opened with ?token=… keeps the token in memory (the server also sets a cookie) and drops it from
+// the address bar, so that a copied link does not carry it.
+let token: string | null = null;
+
+export function takeTokenFromUrl(): void {
+  const url = new URL(window.location.href);
+  const t = url.searchParams.get("token");
+  if (t) {
+    token = t;
+    url.searchParams.delete("token");
+    history.replaceState(history.state, "", url);
+  }
+}
+
+function headers(): HeadersInit {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+async function get(path: string, signal?: AbortSignal): Promise<Response> {
+  const res = await fetch(path, { headers: headers(), signal, credentials: "same-origin" });
+  if (!res.ok) throw new HttpError(res.status, path);
+  return res;
+}
+
+async function getJson<T>(path: string): Promise<T> {
+  return (await (await get(path)).json()) as T;
+}
+
+const enc = encodeURIComponent;
+
+export const api = {
+  health: () => getJson<Health>("api/health"),
+  runs: async () => (await getJson<Json<"/api/runs">>("api/runs")).runs,
+  run: (id: string) => getJson<RunDetail>(`api/runs/${enc(id)}`),
+  keys: async (id: string) => (await getJson<Json<"/api/runs/{run_id}/keys">>(`api/runs/${enc(id)}/keys?rank=0`)).keys,
+  events: async (id: string) => (await getJson<Json<"/api/runs/{run_id}/events">>(`api/runs/${enc(id)}/events`)).events,
+
+  async scalars(id: string, q: ScalarQuery, signal?: AbortSignal): Promise<Columns> {
+    const p = new URLSearchParams({ key: q.key });
+    if (q.start !== undefined) p.set("start", String(Math.max(0, Math.floor(q.start))));
+    if (q.end !== undefined) p.set("end", String(Math.ceil(q.end)));
+    if (q.buckets !== undefined) p.set("buckets", String(q.buckets));
+    if (q.rank !== undefined) p.set("rank", String(q.rank));
+    const res = await get(`api/runs/${enc(id)}/scalars?${p}`, signal);
+    const table = tableFromIPC(new Uint8Array(await res.arrayBuffer()));
+    const f64 = (name: string) => {
+      const col = table.getChild(name);
+      return col ? Float64Array.from(col.toArray() as ArrayLike<number>) : new Float64Array(table.numRows);
+    };
+    const countCol = table.getChild("count");
+    return {
+      step: f64("step"),
+      wall: f64("wall_time"),
+      min: f64("min"),
+      max: f64("max"),
+      mean: f64("mean"),
+      last: f64("last"),
+      count: countCol ? Int32Array.from(countCol.toArray() as ArrayLike<number>) : new Int32Array(table.numRows),
+      exact: table.schema.metadata.get("exact") === "true",
+    };
+  },
+
+  /** The live stream; the token rides in the query because EventSource cannot send headers. */
+  live(): EventSource {
+    return new EventSource(token ? `api/live?token=${enc(token)}` : "api/live");
+  },
+};

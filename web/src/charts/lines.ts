@@ -1,0 +1,166 @@
+// From per-run columns to uPlot's aligned data and options: for each run a raw line, an EMA-smoothed line
+// and, where the server merged points into buckets, a faint min–max band.
+import type uPlot from "uplot";
+import { withAlpha } from "../core/colors";
+import { fmtClock, fmtNumber } from "../core/format";
+import type { XMode } from "../core/viewstate";
+
+export interface RunLine {
+  id: string;
+  name: string;
+  color: string;
+  x: Float64Array; // ascending
+  y: Float64Array; // NaN = gap
+  smooth: Float64Array | null;
+  lo: Float64Array | null; // band, when the series is downsampled
+  hi: Float64Array | null;
+}
+
+export const SERIES_PER_RUN = 4; // raw, smooth, lo, hi
+
+/** One shared x array (the sorted union) and each run's columns placed on it; missing points are null. */
+export function align(lines: RunLine[], log: boolean): uPlot.AlignedData {
+  const xs = unionSorted(lines.map((l) => l.x));
+  const out: (number | null)[][] = [];
+  const clean = (v: number) => (Number.isFinite(v) && (!log || v > 0) ? v : null);
+  for (const l of lines) {
+    const cols: (Float64Array | null)[] = [l.y, l.smooth, l.lo, l.hi];
+    const placed = cols.map(() => new Array<number | null>(xs.length).fill(null));
+    let j = 0;
+    for (let i = 0; i < l.x.length; i++) {
+      const x = l.x[i];
+      while (xs[j] < x) j++;
+      for (let c = 0; c < cols.length; c++) {
+        const col = cols[c];
+        if (col) placed[c][j] = clean(col[i]);
+      }
+    }
+    out.push(...placed);
+  }
+  return [xs, ...out] as uPlot.AlignedData;
+}
+
+function unionSorted(arrays: Float64Array[]): number[] {
+  if (arrays.length === 1) return Array.from(arrays[0]);
+  let n = 0;
+  for (const a of arrays) n += a.length;
+  const all = new Float64Array(n);
+  let o = 0;
+  for (const a of arrays) {
+    all.set(a, o);
+    o += a.length;
+  }
+  all.sort();
+  const out: number[] = [];
+  for (let i = 0; i < all.length; i++) if (i === 0 || all[i] !== all[i - 1]) out.push(all[i]);
+  return out;
+}
+
+export interface ChartConfig {
+  x: XMode;
+  log: boolean;
+  smoothing: number;
+  onZoom: (range: [number, number]) => void;
+  onReset: () => void;
+  onCursor: (idx: number | null, left: number, top: number) => void;
+  xRange: () => [number, number] | null;
+}
+
+const axisFont = '11px system-ui, -apple-system, "Segoe UI", sans-serif';
+
+function xValues(mode: XMode): uPlot.Axis["values"] {
+  if (mode === "relative") return (_u, splits) => splits.map(fmtClock);
+  if (mode === "step") return (_u, splits) => splits.map(fmtStep);
+  return undefined;
+}
+
+export function fmtStep(v: number): string {
+  const a = Math.abs(v);
+  if (a >= 1e6) return `${+(v / 1e6).toPrecision(3)}M`;
+  if (a >= 1e4) return `${+(v / 1e3).toPrecision(3)}k`;
+  return String(Math.round(v * 100) / 100);
+}
+
+export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options, "width" | "height"> {
+  const series: uPlot.Series[] = [{}];
+  const bands: uPlot.Band[] = [];
+  const smoothing = cfg.smoothing > 0;
+  lines.forEach((l, i) => {
+    const base = 1 + i * SERIES_PER_RUN;
+    series.push(
+      {
+        label: l.name,
+        stroke: smoothing ? withAlpha(l.color, 0.28) : l.color,
+        width: smoothing ? 1 : 1.5,
+        spanGaps: true,
+        points: { show: false },
+      },
+      { label: `${l.name} (smoothed)`, stroke: l.color, width: 1.75, spanGaps: true, points: { show: false }, show: smoothing },
+      { label: `${l.name} min`, stroke: "transparent", width: 0, spanGaps: true, points: { show: false } },
+      { label: `${l.name} max`, stroke: "transparent", width: 0, spanGaps: true, points: { show: false } },
+    );
+    if (l.lo && l.hi) bands.push({ series: [base + 3, base + 2], fill: withAlpha(l.color, 0.12) });
+  });
+  return {
+    series,
+    bands,
+    legend: { show: false },
+    padding: [10, 12, 0, 0],
+    scales: {
+      x: {
+        time: cfg.x === "wall",
+        range: (_u, min, max) => cfg.xRange() ?? (min === max ? [min - 1, max + 1] : [min, max]),
+      },
+      y: cfg.log ? { distr: 3, log: 10 } : { range: (_u, min, max) => padRange(min, max) },
+    },
+    axes: [
+      {
+        font: axisFont,
+        stroke: "#6b7280",
+        grid: { stroke: "#eef0f4", width: 1 },
+        ticks: { stroke: "#e2e5ea", width: 1, size: 4 },
+        values: xValues(cfg.x),
+        space: 70,
+      },
+      {
+        font: axisFont,
+        stroke: "#6b7280",
+        grid: { stroke: "#eef0f4", width: 1 },
+        ticks: { show: false },
+        size: 52,
+        values: (_u, splits) => splits.map((v) => fmtNumber(v)),
+      },
+    ],
+    cursor: {
+      drag: { x: true, y: false, setScale: false },
+      points: { show: false },
+      bind: { dblclick: () => null },
+    },
+    select: { show: true, left: 0, top: 0, width: 0, height: 0 },
+    hooks: {
+      setSelect: [
+        (u) => {
+          const { left, width } = u.select;
+          if (width > 4) {
+            const a = u.posToVal(left, "x");
+            const b = u.posToVal(left + width, "x");
+            cfg.onZoom([Math.min(a, b), Math.max(a, b)]);
+          }
+          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+        },
+      ],
+      setCursor: [(u) => cfg.onCursor(u.cursor.idx ?? null, u.cursor.left ?? -1, u.cursor.top ?? -1)],
+      ready: [(u) => u.over.addEventListener("dblclick", () => cfg.onReset())],
+    },
+  };
+}
+
+function padRange(min: number, max: number): uPlot.Range.MinMax {
+  if (min === null || max === null || !Number.isFinite(min) || !Number.isFinite(max)) return [0, 1];
+  if (min === max) {
+    const d = Math.abs(min) * 0.1 || 1;
+    return [min - d, max + d];
+  }
+  const pad = (max - min) * 0.06;
+  return [min - pad, max + pad];
+}

@@ -1,0 +1,54 @@
+// Display helpers: numbers, times and durations as short readable text.
+
+export function fmtNumber(v: number | null | undefined): string {
+  if (v === null || v === undefined) return "–";
+  if (Number.isNaN(v)) return "NaN";
+  if (!Number.isFinite(v)) return v > 0 ? "+Inf" : "−Inf";
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(3);
+  if (Number.isInteger(v)) return String(v);
+  return String(+v.toPrecision(5));
+}
+
+export function fmtValue(v: unknown): string {
+  if (typeof v === "number") return fmtNumber(v);
+  if (v === null || v === undefined) return "";
+  if (typeof v === "object") return JSON.stringify(v);
+  return String(v);
+}
+
+export function fmtDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return "–";
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = s % 60;
+  if (h > 0) return `${h}h ${String(m).padStart(2, "0")}m`;
+  if (m > 0) return `${m}m ${String(sec).padStart(2, "0")}s`;
+  return `${sec}s`;
+}
+
+/** Seconds as h:mm:ss, for a relative-time axis. */
+export function fmtClock(seconds: number): string {
+  const neg = seconds < 0;
+  let s = Math.abs(seconds);
+  const h = Math.floor(s / 3600);
+  s -= h * 3600;
+  const m = Math.floor(s / 60);
+  s -= m * 60;
+  const ss = s < 10 ? `0${s.toFixed(s % 1 ? 1 : 0)}` : s.toFixed(s % 1 ? 1 : 0);
+  return `${neg ? "−" : ""}${h ? `${h}:${String(m).padStart(2, "0")}` : m}:${ss}`;
+}
+
+export function fmtDate(unix: number | null | undefined): string {
+  if (!unix) return "–";
+  const d = new Date(unix * 1000);
+  const now = new Date();
+  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (d.toDateString() === now.toDateString()) return `today ${time}`;
+  return `${d.toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" })} ${time}`;
+}
+
+export function fmtDateFull(unix: number | null | undefined): string {
+  return unix ? new Date(unix * 1000).toLocaleString() : "–";
+}

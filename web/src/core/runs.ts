@@ -1,0 +1,66 @@
+// Filtering and sorting the runs list: pure functions over run summaries.
+import type { RunSummary } from "../api/client";
+import { fmtValue } from "./format";
+
+export function duration(r: RunSummary, now: number): number {
+  const end = r.status === "running" ? now : (r.end_time ?? r.heartbeat ?? r.start_time);
+  return end - r.start_time;
+}
+
+export function configKeys(runs: RunSummary[]): string[] {
+  // Keys whose values differ between runs come first: they are what tells runs apart.
+  const values = new Map<string, Set<string>>();
+  for (const r of runs)
+    for (const [k, v] of Object.entries(r.config_flat ?? {})) {
+      let s = values.get(k);
+      if (!s) values.set(k, (s = new Set()));
+      s.add(fmtValue(v));
+    }
+  const keys = [...values.keys()];
+  const varies = (k: string) => (values.get(k)!.size > 1 || runs.some((r) => !(k in (r.config_flat ?? {}))) ? 0 : 1);
+  return keys.sort((a, b) => varies(a) - varies(b) || a.localeCompare(b));
+}
+
+export function configValues(runs: RunSummary[], key: string): string[] {
+  const s = new Set<string>();
+  for (const r of runs) if (key in (r.config_flat ?? {})) s.add(fmtValue(r.config_flat[key]));
+  return [...s].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+}
+
+export function matches(r: RunSummary, text: string, cfgKey: string, cfgValue: string): boolean {
+  if (cfgKey && cfgValue && fmtValue(r.config_flat?.[cfgKey]) !== cfgValue) return false;
+  if (!text) return true;
+  const needle = text.toLowerCase();
+  const hay = [r.name, r.id, r.project, r.status, r.notes, ...r.tags, ...Object.values(r.config_flat ?? {}).map(fmtValue)];
+  return hay.some((h) => String(h).toLowerCase().includes(needle));
+}
+
+export function sortRuns(runs: RunSummary[], sort: string, now: number): RunSummary[] {
+  const desc = sort.startsWith("-");
+  const col = desc ? sort.slice(1) : sort;
+  const val = (r: RunSummary): string | number => {
+    switch (col) {
+      case "name":
+        return r.name.toLowerCase();
+      case "status":
+        return r.status;
+      case "start":
+        return r.start_time;
+      case "duration":
+        return duration(r, now);
+      case "step":
+        return r.max_step ?? -1;
+      default: {
+        const v = col.startsWith("cfg:") ? r.config_flat?.[col.slice(4)] : undefined;
+        return typeof v === "number" ? v : v === undefined || v === null ? "" : fmtValue(v);
+      }
+    }
+  };
+  const sign = desc ? -1 : 1;
+  return [...runs].sort((a, b) => {
+    const x = val(a);
+    const y = val(b);
+    if (typeof x === "number" && typeof y === "number") return sign * (x - y);
+    return sign * String(x).localeCompare(String(y), undefined, { numeric: true });
+  });
+}

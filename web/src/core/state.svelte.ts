@@ -1,0 +1,177 @@
+// Application state: the view state (mirrored in the URL) and the data the server gave us (runs, keys).
+import { api, HttpError, type KeyInfo, type LiveRun, type RunSummary } from "../api/client";
+import { runColor } from "./colors";
+import * as series from "./series";
+import { hook } from "./testhook";
+import { parse, serialize, type ViewState } from "./viewstate";
+
+const initial = parse(window.location.search);
+
+export const view: ViewState = $state({ ...initial });
+
+export const data = $state({
+  runs: [] as RunSummary[],
+  keys: {} as Record<string, KeyInfo[]>,
+  loaded: false,
+  error: null as string | null,
+  live: "connecting" as "connecting" | "open" | "reconnecting",
+  now: Date.now() / 1000,
+});
+
+/** Colour index of each run: its rank by start time, oldest first, so that new runs do not recolour others. */
+const colors = $derived.by(() => {
+  const order = [...data.runs].sort((a, b) => a.start_time - b.start_time || a.id.localeCompare(b.id));
+  return new Map(order.map((r, i) => [r.id, runColor(i)]));
+});
+
+export function colorOf(id: string): string {
+  return colors.get(id) ?? "#888";
+}
+
+export function runById(id: string): RunSummary | undefined {
+  return data.runs.find((r) => r.id === id);
+}
+
+// ---- URL ---------------------------------------------------------------------------------------------
+let lastSearch = serialize(view);
+let lastPlace = `${view.tab}|${view.detail}`;
+
+function syncUrl() {
+  const search = serialize(view);
+  if (search === lastSearch) return;
+  const place = `${view.tab}|${view.detail}`;
+  const url = `${window.location.pathname}?${search}`;
+  if (place !== lastPlace) history.pushState(null, "", url);
+  else history.replaceState(null, "", url);
+  lastSearch = search;
+  lastPlace = place;
+}
+
+window.addEventListener("popstate", () => {
+  const next = parse(window.location.search);
+  const { hasRuns: _, ...state } = next;
+  Object.assign(view, state);
+  lastSearch = serialize(view);
+  lastPlace = `${view.tab}|${view.detail}`;
+});
+
+// ---- loading -----------------------------------------------------------------------------------------
+export async function loadRuns(): Promise<void> {
+  try {
+    const runs = await api.runs();
+    data.runs = runs;
+    data.error = null;
+    if (!data.loaded) {
+      data.loaded = true;
+      const known = new Set(runs.map((r) => r.id));
+      if (!initial.hasRuns) view.runs = runs.slice(0, 5).map((r) => r.id);
+      else view.runs = view.runs.filter((id) => known.has(id));
+    }
+  } catch (e) {
+    data.error = e instanceof HttpError && e.status === 401 ? "Not authorised: open the link with its ?token=" : String(e);
+    data.loaded = true;
+  }
+}
+
+// Key lists load one request at a time per run; calls made meanwhile share the one queued behind it.
+const keysRunning = new Map<string, Promise<void>>();
+const keysQueued = new Map<string, Promise<void>>();
+
+async function fetchKeys(run: string): Promise<void> {
+  try {
+    const keys = await api.keys(run);
+    data.keys[run] = keys.filter((k) => k.kind === "scalar");
+  } catch {
+    // the run may have been removed; the runs list will drop it
+  }
+}
+
+export function loadKeys(run: string): Promise<void> {
+  const queued = keysQueued.get(run);
+  if (queued) return queued;
+  const running = keysRunning.get(run);
+  const start = () => {
+    keysQueued.delete(run);
+    const p = fetchKeys(run).finally(() => keysRunning.delete(run));
+    keysRunning.set(run, p);
+    return p;
+  };
+  if (!running) return start();
+  const next = running.then(start);
+  keysQueued.set(run, next);
+  return next;
+}
+
+// ---- live --------------------------------------------------------------------------------------------
+let runsTimer: ReturnType<typeof setTimeout> | null = null;
+
+function reloadRunsSoon() {
+  if (runsTimer) return;
+  runsTimer = setTimeout(() => {
+    runsTimer = null;
+    void loadRuns();
+  }, 100);
+}
+
+async function onRunEvent({ run, max_step: maxStep, status }: LiveRun) {
+  hook.live.events++;
+  hook.live.lastEvent = performance.now();
+  const i = data.runs.findIndex((r) => r.id === run);
+  if (i < 0) {
+    reloadRunsSoon();
+    return;
+  }
+  const r = data.runs[i];
+  if (r.max_step !== maxStep || r.status !== status) data.runs[i] = { ...r, max_step: maxStep, status };
+  if (!view.runs.includes(run)) return;
+  // One small request says which keys grew; only those fetch their tail (start = last step held + 1).
+  await loadKeys(run);
+  for (const k of data.keys[run] ?? []) {
+    const held = series.get(run, k.key);
+    const last = held?.coarse?.step.length ? held.coarse.step[held.coarse.step.length - 1] : -1;
+    if (held?.coarse && k.last_step > last) series.tail(run, k.key);
+  }
+}
+
+export function startLive(): void {
+  let es: EventSource;
+  let everOpen = false;
+  const connect = () => {
+    es = api.live();
+    es.addEventListener("open", () => {
+      if (everOpen) {
+        void loadRuns();
+        for (const run of view.runs) for (const key of series.heldKeys(run)) series.tail(run, key);
+      }
+      everOpen = true;
+      data.live = "open";
+    });
+    es.addEventListener("error", () => {
+      data.live = "reconnecting";
+    });
+    es.addEventListener("runs", () => reloadRunsSoon());
+    es.addEventListener("run", (ev) => {
+      try {
+        void onRunEvent(JSON.parse((ev as MessageEvent).data) as LiveRun);
+      } catch {
+        // malformed message: ignore
+      }
+    });
+  };
+  connect();
+  setInterval(() => (data.now = Date.now() / 1000), 1000);
+}
+
+export function initState(): void {
+  $effect.root(() => {
+    $effect(() => {
+      syncUrl();
+    });
+    // Keys of every selected run.
+    $effect(() => {
+      for (const run of view.runs) if (!(run in data.keys)) void loadKeys(run);
+    });
+  });
+  void loadRuns();
+  startLive();
+}

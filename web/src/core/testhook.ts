@@ -1,0 +1,37 @@
+// What the charts hold, published on `window.__deepscope` so that browser tests check data, not pixels.
+
+export interface ChartRunData {
+  points: number;
+  firstX: number | null;
+  lastX: number | null;
+  lastStep: number | null;
+  lastY: number | null;
+  exact: boolean;
+  zoomed: boolean;
+}
+
+export interface FetchRecord {
+  run: string;
+  key: string;
+  start: number | null;
+  end: number | null;
+  rows: number;
+  exact: boolean;
+  ms: number;
+}
+
+export interface Hook {
+  charts: Record<string, Record<string, ChartRunData>>;
+  fetches: FetchRecord[];
+  live: { events: number; lastEvent: number | null };
+  xRange: Record<string, [number, number] | null>;
+}
+
+export const hook: Hook = { charts: {}, fetches: [], live: { events: 0, lastEvent: null }, xRange: {} };
+
+(window as unknown as { __deepscope: Hook }).__deepscope = hook;
+
+export function record(f: FetchRecord): void {
+  hook.fetches.push(f);
+  if (hook.fetches.length > 5000) hook.fetches.splice(0, 1000);
+}

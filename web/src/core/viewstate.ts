@@ -1,0 +1,83 @@
+// The view state that a link reproduces, and its round trip through the URL's query string.
+
+export type XMode = "step" | "wall" | "relative";
+export type Tab = "runs" | "charts" | "run";
+
+export interface ViewState {
+  tab: Tab;
+  runs: string[]; // selected run ids
+  detail: string | null; // the run shown by the detail view
+  q: string; // key search
+  x: XMode;
+  smoothing: number; // 0 … 0.99
+  log: boolean;
+  zoom: [number, number] | null; // visible x range, in the unit of `x`
+  collapsed: string[]; // collapsed key groups
+  filter: string; // runs table text filter
+  cfgKey: string; // runs table config filter
+  cfgValue: string;
+  sort: string; // runs table sort column, "-" prefix = descending
+}
+
+export const defaults: ViewState = {
+  tab: "charts",
+  runs: [],
+  detail: null,
+  q: "",
+  x: "step",
+  smoothing: 0.6,
+  log: false,
+  zoom: null,
+  collapsed: [],
+  filter: "",
+  cfgKey: "",
+  cfgValue: "",
+  sort: "-start",
+};
+
+const list = (s: string | null) => (s ? s.split(",").filter(Boolean) : []);
+
+export function parse(search: string): ViewState & { hasRuns: boolean } {
+  const p = new URLSearchParams(search);
+  const num = (k: string, d: number) => {
+    const v = Number(p.get(k));
+    return p.has(k) && Number.isFinite(v) ? v : d;
+  };
+  const tab = p.get("tab");
+  const x = p.get("x");
+  const z = list(p.get("zoom")).map(Number);
+  return {
+    tab: tab === "runs" || tab === "run" ? tab : "charts",
+    runs: list(p.get("runs")),
+    hasRuns: p.has("runs"),
+    detail: p.get("run"),
+    q: p.get("q") ?? "",
+    x: x === "wall" || x === "relative" ? x : "step",
+    smoothing: Math.min(0.99, Math.max(0, num("smooth", defaults.smoothing))),
+    log: p.get("log") === "1",
+    zoom: z.length === 2 && z.every(Number.isFinite) && z[0] < z[1] ? [z[0], z[1]] : null,
+    collapsed: list(p.get("collapsed")),
+    filter: p.get("filter") ?? "",
+    cfgKey: p.get("cfg") ?? "",
+    cfgValue: p.get("cfgv") ?? "",
+    sort: p.get("sort") ?? defaults.sort,
+  };
+}
+
+export function serialize(s: ViewState): string {
+  const p = new URLSearchParams();
+  if (s.tab !== defaults.tab) p.set("tab", s.tab);
+  p.set("runs", s.runs.join(","));
+  if (s.detail) p.set("run", s.detail);
+  if (s.q) p.set("q", s.q);
+  if (s.x !== defaults.x) p.set("x", s.x);
+  if (s.smoothing !== defaults.smoothing) p.set("smooth", String(s.smoothing));
+  if (s.log) p.set("log", "1");
+  if (s.zoom) p.set("zoom", s.zoom.map((v) => +v.toPrecision(12)).join(","));
+  if (s.collapsed.length) p.set("collapsed", s.collapsed.join(","));
+  if (s.filter) p.set("filter", s.filter);
+  if (s.cfgKey) p.set("cfg", s.cfgKey);
+  if (s.cfgValue) p.set("cfgv", s.cfgValue);
+  if (s.sort !== defaults.sort) p.set("sort", s.sort);
+  return p.toString().replace(/%2C/g, ",");
+}
