@@ -69,3 +69,12 @@ def test_four_writers_and_a_live_reader(root):
             np.testing.assert_array_equal(b.value, rank * 1000000 + np.arange(N))
             assert len([e for e in reader.events(rank) if e.kind == "note"]) == N // 1000
     assert len(seen) >= 2  # the reader really watched the writers live
+
+
+def test_a_second_live_writer_of_a_stream_is_refused(root):
+    first = deepscope.init(dir=root, id="one")
+    with pytest.raises(RuntimeError, match="another live process"):
+        deepscope.init(dir=root, id="one", resume=True)
+    first.finish()
+    again = deepscope.init(dir=root, id="one", resume=True)  # the lock dies with its writer
+    again.finish()

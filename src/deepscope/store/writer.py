@@ -79,6 +79,7 @@ class StreamWriter:
         self._heartbeat = self.dir / "heartbeat"
         _warm_up()
         self._ensure_dir()
+        self._lock_fd = _lock_stream(self.dir)
         self._touch_heartbeat()
         self._thread = threading.Thread(target=self._loop, name=f"deepscope-writer-{self.dir.name}", daemon=True)
         self._thread.start()
@@ -149,6 +150,7 @@ class StreamWriter:
             if closing:
                 self._close_files()
                 self._touch_heartbeat()
+                _unlock_stream(self._lock_fd)
                 return
 
     def _drain(self) -> None:
@@ -222,11 +224,20 @@ class StreamWriter:
             f = None
         if f is None:
             self._ensure_dir()
-            f = open(self.dir / fmt.segment_name(kind, self._seq), "ab", buffering=0)  # noqa: SIM115
+            f = self._new_segment(kind)
             self._files[kind] = f
         view = memoryview(chunk)
         while view:
             view = view[f.write(view) :]
+
+    def _new_segment(self, kind: str) -> Any:
+        # "x": create, never append to an existing file (a torn tail, or a file of another process)
+        for _ in range(10_000):
+            try:
+                return open(self.dir / fmt.segment_name(kind, self._seq), "xb", buffering=0)  # noqa: SIM115
+            except FileExistsError:
+                self._seq += 1
+        raise OSError(f"no free segment name in {self.dir}")
 
     def _close_files(self) -> None:
         for f in self._files.values():
@@ -307,6 +318,38 @@ class StreamWriter:
             kid = self._key_ids[key] = len(self._keys)
             self._keys.append(key)
         return kid
+
+
+def _lock_stream(stream_dir: Path) -> int | None:
+    """Hold ``writer.lock`` for the writer's lifetime: a second live writer of the stream is an error.
+
+    ``flock`` locks die with their process, so a crashed writer never blocks the next one.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: no lock, one writer per stream is then the caller's promise
+        return None
+    fd = os.open(stream_dir / "writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise RuntimeError(
+            f"deepscope: {stream_dir} is being written by another live process (pid {holder}); "
+            "each (run, rank) has one writer — use another run id or rank"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _unlock_stream(fd: int | None) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)  # closing the descriptor releases the flock
+        except OSError:
+            pass
 
 
 _warmed_up = False
