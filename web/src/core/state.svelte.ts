@@ -9,6 +9,8 @@ const initial = parse(window.location.search);
 
 export const view: ViewState = $state({ ...initial });
 
+hook.view = () => $state.snapshot(view);
+
 export const data = $state({
   runs: [] as RunSummary[],
   keys: {} as Record<string, KeyInfo[]>,

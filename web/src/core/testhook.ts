@@ -25,9 +25,17 @@ export interface Hook {
   fetches: FetchRecord[];
   live: { events: number; lastEvent: number | null };
   xRange: Record<string, [number, number] | null>;
+  /** The view state (what the URL holds). */
+  view: () => unknown;
 }
 
-export const hook: Hook = { charts: {}, fetches: [], live: { events: 0, lastEvent: null }, xRange: {} };
+export const hook: Hook = {
+  charts: {},
+  fetches: [],
+  live: { events: 0, lastEvent: null },
+  xRange: {},
+  view: () => null,
+};
 
 (window as unknown as { __deepscope: Hook }).__deepscope = hook;
 

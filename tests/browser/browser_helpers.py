@@ -1,0 +1,42 @@
+"""Shared by the browser tests: Chromium's flags, the hostile string, console capture, chart queries."""
+
+from __future__ import annotations
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+XSS = "<img src=x onerror=window.__pwned=1>"
+LONG_STEPS = 5000  # more than the 1,000 buckets a chart asks for: downsampled
+SHORT_STEPS = 300  # fewer: every point is its own bucket
+
+
+class Console:
+    """Errors the page reported: console errors, uncaught exceptions, failed requests."""
+
+    def __init__(self, page) -> None:
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        page.on("requestfailed", self._failed)
+
+    def _failed(self, request) -> None:
+        # The live stream is cut when the page closes or navigates: not an error of the app.
+        if "/api/live" not in request.url:
+            self.errors.append(f"requestfailed: {request.url} {request.failure}")
+
+
+def charts(page) -> dict:
+    """What every chart holds: ``{key: {run_id: {points, firstX, lastX, lastStep, lastY, exact, zoomed}}}``."""
+    return page.evaluate("() => JSON.parse(JSON.stringify(window.__deepscope.charts))")
+
+
+def wait_for(page, predicate: str, arg=None, timeout: float = 10_000) -> None:
+    page.wait_for_function(predicate, arg=arg, timeout=timeout, polling=20)

@@ -1,0 +1,311 @@
+"""The dashboard in headless Chromium against the real server: runs, charts, live data, zoom, links."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from browser_helpers import LONG_STEPS, SHORT_STEPS, XSS, Console, charts, wait_for
+
+import deepscope
+
+pytestmark = pytest.mark.browser
+
+
+def open_page(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_function("() => window.__deepscope !== undefined")
+
+
+def chart_ready(page, key: str, run: str, last_step: int | None = None) -> None:
+    wait_for(
+        page,
+        """([key, run, last]) => {
+            const c = window.__deepscope.charts[key]?.[run];
+            return c && c.points > 0 && (last === null || c.lastStep === last);
+        }""",
+        [key, run, last_step],
+    )
+
+
+def test_dashboard_opens_without_errors_and_lists_runs(page, server, store):
+    open_page(page, f"{server}?tab=runs")
+    rows = page.locator("tbody tr[data-run]")
+    rows.first.wait_for()
+    assert rows.count() == 3
+    ids = {rows.nth(i).get_attribute("data-run") for i in range(3)}
+    assert ids == {store["long"], store["short"], store["hostile"]}
+    crashed = page.locator(f'tr[data-run="{store["hostile"]}"] .status')
+    assert crashed.inner_text().strip() == "crashed"
+    assert page.title() == "deepscope"
+
+
+def test_selecting_runs_draws_charts_with_the_points_logged(page, server, store):
+    open_page(page, f"{server}?tab=runs&runs=")
+    page.locator(f'tr[data-run="{store["long"]}"] input[type=checkbox]').check()
+    page.locator(f'tr[data-run="{store["short"]}"] input[type=checkbox]').check()
+    page.get_by_role("button", name="Compare in charts").click()
+    chart_ready(page, "train/loss", store["long"], LONG_STEPS - 1)
+    chart_ready(page, "train/loss", store["short"], SHORT_STEPS - 1)
+    chart_ready(page, "val/loss", store["short"])
+    held = charts(page)
+    assert set(held["train/loss"]) == {store["long"], store["short"]}  # only the selected runs
+    long, short = held["train/loss"][store["long"]], held["train/loss"][store["short"]]
+    assert not long["exact"] and 500 <= long["points"] <= 1000  # 5,000 steps in at most 1,000 buckets
+    assert short["exact"] and short["points"] == SHORT_STEPS  # every point
+    assert short["lastY"] == pytest.approx(2.0 / (1 + (SHORT_STEPS - 1) / 300) + 0.3)
+    assert held["val/loss"][store["short"]]["points"] == SHORT_STEPS // 100
+    assert page.locator("figure.chart canvas").count() >= 3
+    # Each run has one colour everywhere: the run list, the table swatch and the chart tooltip.
+    assert page.locator(".group[data-group=train]").is_visible()
+
+
+def test_url_reproduces_the_view(context, page, server, store):
+    open_page(page, f"{server}?runs={store['long']},{store['short']}")
+    chart_ready(page, "train/loss", store["long"])
+    page.get_by_label("Search metrics").fill("loss")
+    page.get_by_label("Log scale").check()
+    page.locator('[data-x="step"]').click()
+    drag_zoom(page, "train/loss", 0.2, 0.5)
+    wait_for(page, "(run) => window.__deepscope.charts['train/loss']?.[run]?.zoomed", store["long"])
+    view = page.evaluate("() => window.__deepscope.view()")
+    url = page.url
+    assert "zoom=" in url and "q=loss" in url and "log=1" in url
+
+    other = context.new_page()
+    console = Console(other)
+    open_page(other, url)
+    chart_ready(other, "train/loss", store["long"])
+    wait_for(other, "(run) => window.__deepscope.charts['train/loss']?.[run]?.zoomed", store["long"])
+    assert other.evaluate("() => window.__deepscope.view()") == view
+    a, b = charts(page), charts(other)
+    assert set(a) == set(b) == {"train/loss", "val/loss"}  # the search applies
+    for key in a:
+        assert set(a[key]) == set(b[key]) == {store["long"], store["short"]}
+    assert other.evaluate("() => window.__deepscope.xRange['train/loss']") == view["zoom"]
+    assert b["train/loss"][store["long"]]["points"] == a["train/loss"][store["long"]]["points"]
+    assert other.get_by_label("Log scale").is_checked()
+    assert other.get_by_label("Search metrics").input_value() == "loss"
+    assert console.errors == []
+    other.close()
+
+
+def drag_zoom(page, key: str, frac0: float, frac1: float) -> None:
+    over = page.locator(f'figure[data-key="{key}"] .u-over')
+    box = over.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * frac0, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * (frac0 + frac1) / 2, y, steps=4)
+    page.mouse.move(box["x"] + box["width"] * frac1, y, steps=4)
+    page.mouse.up()
+
+
+def test_zoom_refetches_finer_data_and_double_click_resets(page, server, store):
+    run = store["long"]
+    open_page(page, f"{server}?runs={run}&smooth=0")
+    chart_ready(page, "train/loss", run, LONG_STEPS - 1)
+    before = charts(page)["train/loss"][run]
+    assert not before["exact"]
+    drag_zoom(page, "train/loss", 0.3, 0.4)
+    wait_for(page, "(run) => window.__deepscope.charts['train/loss']?.[run]?.zoomed", run)
+    after = charts(page)["train/loss"][run]
+    z0, z1 = page.evaluate("() => window.__deepscope.xRange['train/loss']")
+    assert 0 < z0 < z1 < LONG_STEPS
+    # The visible range was asked for again: every step in it, each its own bucket.
+    fetches = page.evaluate(
+        "(run) => window.__deepscope.fetches.filter(f => f.run === run && f.key === 'train/loss' && f.start !== null)",
+        run,
+    )
+    assert fetches and fetches[-1]["start"] <= z0 + 1 and fetches[-1]["end"] >= z1 - 1
+    assert after["exact"] and after["points"] == fetches[-1]["rows"]
+    assert after["points"] == pytest.approx(z1 - z0, abs=3)
+    assert z0 - 1 <= after["firstX"] and after["lastX"] <= z1 + 1
+    # The data per step inside the window is finer than the overview's.
+    assert after["points"] / (z1 - z0) > before["points"] / LONG_STEPS
+    assert "zoom=" in page.url
+
+    page.locator('figure[data-key="train/loss"] .u-over').dblclick()
+    wait_for(page, "(run) => !window.__deepscope.charts['train/loss'][run].zoomed", run)
+    reset = charts(page)["train/loss"][run]
+    assert reset["points"] == before["points"] and reset["lastStep"] == LONG_STEPS - 1
+    assert "zoom=" not in page.url
+
+
+def test_x_axis_modes(page, server, store):
+    run = store["short"]
+    open_page(page, f"{server}?runs={run}")
+    chart_ready(page, "train/loss", run)
+    assert charts(page)["train/loss"][run]["lastX"] == SHORT_STEPS - 1
+    page.locator('[data-x="wall"]').click()
+    wait_for(page, "(run) => window.__deepscope.charts['train/loss'][run].lastX > 1e9", run)
+    page.locator('[data-x="relative"]').click()
+    wait_for(page, "(run) => window.__deepscope.charts['train/loss'][run].lastX < 1e6", run)
+    rel = charts(page)["train/loss"][run]
+    assert 0 <= rel["firstX"] <= rel["lastX"]
+    assert "x=relative" in page.url
+
+
+def test_runs_table_sorts_and_filters(page, server, store):
+    open_page(page, f"{server}?tab=runs")
+    rows = page.locator("tbody tr[data-run]")
+    rows.first.wait_for()
+
+    def shown() -> list[str]:
+        return [rows.nth(i).get_attribute("data-run") for i in range(rows.count())]
+
+    page.get_by_label("Filter runs").fill("sgd")
+    assert shown() == [store["short"]]
+    page.get_by_label("Filter runs").fill("")
+    page.get_by_label("Config key").select_option("optimizer")
+    page.get_by_label("Config value").select_option("adam")
+    assert shown() == [store["long"]]
+    page.get_by_label("Config key").select_option("")
+    page.locator("th button.sort", has_text="Step").click()  # descending first
+    assert shown()[0] == store["long"]
+    page.locator("th button.sort", has_text="Name").click()
+    names = [rows.nth(i).locator(".link").inner_text() for i in range(rows.count())]
+    assert names == sorted(names, key=str.lower)
+    assert "filter=" not in page.url and "sort=name" in page.url
+
+
+def test_run_detail_shows_config_metadata_and_events(page, server, store):
+    open_page(page, f"{server}?tab=runs")
+    page.locator(f'tr[data-run="{store["long"]}"] .link').click()
+    page.locator("h1").wait_for()
+    assert page.locator("h1").inner_text() == "baseline"
+    config = page.locator(".kv").first
+    assert "lr" in config.inner_text() and "0.001" in config.inner_text()
+    meta = page.locator("dl").inner_text()
+    for label in ("Host", "Git commit", "Python", "World size", "Started"):
+        assert label in meta
+    assert store["long"] in meta
+    events = page.locator("table.ev tbody tr")
+    assert events.count() == 1
+    assert "baseline reached step 4999" in events.first.inner_text()
+    assert events.first.locator(".sev").inner_text().lower() == "info"
+    page.get_by_role("button", name="Show metrics").click()
+    chart_ready(page, "train/loss", store["long"])
+
+
+def test_user_strings_render_as_text(page, server, store):
+    hostile = store["hostile"]
+    open_page(page, f"{server}?runs={hostile}")
+    chart_ready(page, f"val/{XSS}", hostile)
+    assert page.locator(f'figure[data-key="val/{XSS}"] .title').inner_text() == f"val/{XSS}"
+    assert page.get_by_text(XSS, exact=True).first.is_visible()  # the run list
+
+    page.locator("nav button", has_text="Runs").click()
+    row = page.locator(f'tr[data-run="{hostile}"]')
+    assert row.locator(".link").inner_text() == XSS
+    assert row.locator(".tag").inner_text() == XSS
+    assert XSS in row.inner_text()  # the config column `note`
+
+    row.locator(".link").click()
+    page.locator("h1").wait_for()
+    assert page.locator("h1").inner_text() == XSS
+    assert XSS in page.locator(".exit").inner_text()
+    assert XSS in page.locator(".kv").first.inner_text()
+    event = page.locator("table.ev tbody tr").first
+    assert event.locator(".text").inner_text() == XSS
+    assert event.locator(".sev").inner_text().lower() == "error"
+
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.locator("img").count() == 0  # nothing became markup
+
+
+def test_live_value_appears_within_a_second(page, serve, tmp_path):
+    run = deepscope.init(project="live", name="live", dir=tmp_path, config={"lr": 0.1})  # flushes every 0.5 s
+    for s in range(100):
+        run.log({"train/loss": 1.0 / (s + 1)}, step=s)
+    run.flush()
+    server = serve(tmp_path)
+    open_page(page, f"{server.url}?runs={run.id}")
+    chart_ready(page, "train/loss", run.id, 99)
+    assert page.locator(f'[data-run="{run.id}"] .live').count() == 1  # the running run's live dot
+    latencies = []
+    for i in range(5):
+        step, value = 100 + i, 1000.0 + i
+        start = time.perf_counter()
+        run.log({"train/loss": value}, step=step)
+        wait_for(
+            page,
+            "([run, step, value]) => { const c = window.__deepscope.charts['train/loss'][run];"
+            " return c.lastStep === step && c.lastY === value; }",
+            [run.id, step, value],
+            timeout=5000,
+        )
+        latencies.append(time.perf_counter() - start)
+        time.sleep(0.1)
+    assert max(latencies) < 1.0, latencies
+    # Only the tail was fetched: one request per new point, each starting after the last step held.
+    tails = page.evaluate("(run) => window.__deepscope.fetches.filter(f => f.run === run && f.start !== null)", run.id)
+    assert [t["start"] for t in tails] == [100 + i for i in range(5)]
+    assert all(t["rows"] == 1 for t in tails)
+    assert charts(page)["train/loss"][run.id]["points"] == 105
+    run.finish()
+
+
+def test_runs_that_appear_show_up_by_themselves(page, serve, tmp_path):
+    first = deepscope.init(project="live", name="first", dir=tmp_path)
+    first.log({"loss": 1.0}, step=0)
+    first.finish()
+    server = serve(tmp_path)
+    open_page(page, f"{server.url}?tab=runs")
+    page.locator("tbody tr[data-run]").first.wait_for()
+    assert page.locator("tbody tr[data-run]").count() == 1
+    second = deepscope.init(project="live", name="second", dir=tmp_path)
+    second.log({"loss": 1.0}, step=0)
+    row = page.locator(f'tr[data-run="{second.id}"]')
+    row.wait_for(timeout=5000)
+    assert row.locator(".status").inner_text().strip() == "running"
+    assert row.locator(".dot.live").count() == 1
+    second.finish()
+    page.wait_for_function(
+        "(id) => document.querySelector(`tr[data-run='${id}'] .status`)?.textContent.trim() === 'finished'",
+        arg=second.id,
+        timeout=5000,
+    )
+
+
+def get_status(url: str, headers: dict | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_token_protected_server(browser, serve, store):
+    token = "t0ken-for-the-test"
+    server = serve(store["root"], token=token)
+    base = server.url.split("?")[0]
+    assert get_status(f"{base}api/runs") == 401
+    assert get_status(base) == 401
+    assert get_status(f"{base}api/runs", {"Authorization": f"Bearer {token}"}) == 200
+    assert get_status(f"{base}api/runs?token={token}") == 200
+
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        console = Console(page)
+        open_page(page, f"{base}?token={token}&runs={store['long']}")
+        chart_ready(page, "train/loss", store["long"], LONG_STEPS - 1)
+        assert "token" not in page.url  # dropped from the address bar; the cookie carries it
+        page.reload()
+        chart_ready(page, "train/loss", store["long"], LONG_STEPS - 1)
+        assert console.errors == []
+        assert json.loads(page.evaluate("() => JSON.stringify(window.__deepscope.live)"))["events"] >= 0
+    finally:
+        ctx.close()
+
+    ctx = browser.new_context()  # no token, no cookie
+    try:
+        page = ctx.new_page()
+        response = page.goto(base)
+        assert response is not None and response.status == 401
+    finally:
+        ctx.close()
