@@ -1,0 +1,158 @@
+"""What the framework adapters share: the run they record into, its rank, and which values can be logged."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...run import Run
+from ...store import format as fmt
+
+# run.watch keywords an adapter passes through; the model and the optimizer come from the framework
+WATCH_KEYWORDS = frozenset(inspect.signature(Run.watch).parameters) - {"self", "model", "optimizer"}
+_SET_BY_ADAPTER = ("rank", "world_size")
+
+
+def watch_keywords(watch: bool | Mapping[str, Any]) -> dict[str, Any] | None:
+    """``True`` → watch with the defaults, ``False`` → don't watch, a dict → keywords for ``run.watch``."""
+    if watch is True:
+        return {}
+    if watch is False or watch is None:
+        return None
+    if not isinstance(watch, Mapping):
+        raise TypeError(f"deepscope: watch must be True, False or a dict of run.watch keywords, got {watch!r}")
+    unknown = sorted(set(watch) - WATCH_KEYWORDS)
+    if unknown:
+        raise TypeError(f"deepscope: unknown run.watch keywords {unknown}; known: {sorted(WATCH_KEYWORDS)}")
+    return dict(watch)
+
+
+def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
+    """The torch optimizer that steps: wrappers (Accelerate, Lightning) keep it as ``.optimizer``.
+
+    Step hooks registered on a wrapper that does not call ``Optimizer.__init__`` never fire, so ``watch``
+    must see the optimizer inside.
+    """
+    for _ in range(4):  # wrappers of wrappers, but never a cycle
+        inner = getattr(optimizer, "optimizer", None)
+        if not isinstance(inner, torch.optim.Optimizer):
+            break
+        optimizer = inner
+    return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+
+
+def is_number(value: Any) -> bool:
+    """Whether ``run.log`` takes ``value``: a real number, a NumPy scalar or a one-element real tensor."""
+    if isinstance(value, (bool, int, float, np.number, np.bool_)):
+        return not isinstance(value, np.complexfloating)
+    if isinstance(value, torch.Tensor):
+        return value.numel() == 1 and not value.is_complex()
+    return False
+
+
+class RunBinding:
+    """The deepscope run an adapter records into: one it creates for a training (and finishes with it),
+    or one the user gives (left open at the end, only the adapter's hooks are removed).
+
+    Every rank records into its own stream of the same run.
+    Logging and events never raise into the training loop: a failure warns once and is skipped.
+    """
+
+    def __init__(
+        self,
+        framework: str,
+        run: Run | None,
+        watch: bool | Mapping[str, Any],
+        init_kwargs: Mapping[str, Any],
+    ) -> None:
+        if run is not None and not isinstance(run, Run):
+            raise TypeError(f"deepscope: run must be a deepscope Run (deepscope.init()), got {type(run).__name__}")
+        if run is not None and init_kwargs:
+            raise TypeError(f"deepscope: pass a run or deepscope.init keywords, not both (got {sorted(init_kwargs)})")
+        for key in _SET_BY_ADAPTER:
+            if key in init_kwargs:
+                raise TypeError(f"deepscope: {key} comes from the {framework} trainer; do not pass it")
+        self.framework = framework
+        self.watch_kwargs = watch_keywords(watch)
+        self.init_kwargs = dict(init_kwargs)
+        self.given = run
+        self.run: Run | None = None
+        self.watcher: Any = None
+        self._warned: set[str] = set()
+
+    @property
+    def active(self) -> bool:
+        return self.run is not None and not self.run.finished
+
+    def start(self, rank: int, world_size: int, config: Mapping[str, Any]) -> Run:
+        """Create the run (or take the given one). Under ``torch.distributed`` every rank calls this, and
+        ``Run`` gives them all rank 0's id: each rank writes its own stream of one run."""
+        if not self.active:
+            self.run = self.given if self.given is not None else self._new_run(rank, world_size, config)
+        return self.run
+
+    def _new_run(self, rank: int, world_size: int, config: Mapping[str, Any]) -> Run:
+        kwargs = dict(self.init_kwargs)
+        merged = {**config, **(kwargs.pop("config", None) or {})}  # the user's config wins
+        return Run(config=merged, rank=rank, world_size=world_size, **kwargs)
+
+    def watch(self, model: Any, optimizer: Any) -> None:
+        if not self.active or self.watch_kwargs is None or self.watcher is not None:
+            return
+        self.watcher = self.run.watch(model, optimizer=unwrap_optimizer(optimizer), **self.watch_kwargs)
+
+    def log(self, values: Mapping[str, Any], step: int) -> None:
+        """Log the numbers in ``values`` at ``step``; other values (strings, lists) are skipped."""
+        if not self.active:
+            return
+        data = {}
+        for key, value in values.items():
+            if is_number(value) and self._valid_key(key):
+                data[key] = value
+        if data:
+            self._guard("log metrics", self.run.log, data, step=max(int(step), 0))
+
+    def event(self, kind: str, text: str, step: int | None = None, severity: str = "info") -> None:
+        if self.active:
+            self._guard(f"record the {kind} event", self.run.event, kind, text, step=step, severity=severity)
+
+    def end(self, status: str = "finished", reason: str | None = None) -> None:
+        """Finish a run the adapter created; for a given run, only remove the adapter's hooks."""
+        run, watcher = self.run, self.watcher
+        self.run, self.watcher = None, None
+        if run is None or run.finished:
+            return
+        if run is self.given:
+            if watcher is not None:
+                self._guard("remove its hooks", watcher.close)
+            return
+        self._guard("finish the run", run.finish, status, reason)
+
+    def _valid_key(self, key: Any) -> bool:
+        try:
+            fmt.validate_key(key)
+        except (TypeError, ValueError) as e:
+            self._warn_once(f"key {key!r}", f"deepscope: {self.framework} metric skipped: {e}")
+            return False
+        return True
+
+    def _guard(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # the training run never dies because of deepscope
+            self._warn_once(what, f"deepscope: {self.framework} integration could not {what}: {e}; training goes on")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def exit_reason(exception: BaseException) -> str:
+    """``"ValueError: message"``, as ``Run.__exit__`` writes it."""
+    return f"{type(exception).__name__}: {exception}"

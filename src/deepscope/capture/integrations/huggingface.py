@@ -1,0 +1,91 @@
+"""Hugging Face Transformers: ``DeepscopeCallback`` records ``Trainer.train`` into a deepscope run.
+
+>>> trainer = Trainer(model, args, train_dataset=data, callbacks=[DeepscopeCallback(project="bert")])
+
+Steps are optimizer steps counted from 0, as ``run.watch`` counts them. The Trainer counts
+``state.global_step`` after the step (the first step is 1), so what it logs at ``global_step`` N goes
+at step N - 1: the loss of the first step and the layer statistics of the first step are both at 0.
+Keys are renamed as the Trainer's other integrations rename them: ``eval_loss`` → ``eval/loss``,
+``test_*`` → ``test/*``, everything else → ``train/*``.
+
+The Trainer tells callbacks nothing when training raises: the run stays open until deepscope's exit
+handling finishes it, or until the next ``train()`` with the same callback marks it crashed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    import transformers
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "deepscope's Hugging Face integration needs Transformers: pip install 'deepscope[huggingface]'"
+    ) from e
+
+from ...run import Run
+from ._common import RunBinding
+
+__all__ = ["DeepscopeCallback"]
+
+_PREFIXES = ("eval", "test")
+
+
+class DeepscopeCallback(transformers.TrainerCallback):
+    """Record a ``Trainer.train``: everything the Trainer logs, per-layer statistics, start/end events.
+
+    ``run``: record into this run (left open at the end) instead of creating one. ``watch``: ``True``
+    (default settings), ``False`` (no layer statistics) or a dict of ``run.watch`` keywords
+    (``layers``, ``every``, ``histograms_every`` …). Other keywords go to :func:`deepscope.init` (``project``, ``name``,
+    ``dir``, ``config``, ``tags`` …); the run's config is ``{"training": args.to_dict(), "model":
+    model.config.to_dict()}`` updated with ``config``.
+
+    >>> Trainer(model, args, train_dataset=data, callbacks=[DeepscopeCallback(dir="runs")]).train()
+    """
+
+    def __init__(
+        self,
+        run: Run | None = None,
+        *,
+        watch: bool | Mapping[str, Any] = True,
+        **init_kwargs: Any,
+    ) -> None:
+        self._binding = RunBinding("Hugging Face", run, watch, init_kwargs)
+
+    @property
+    def run(self) -> Run | None:
+        """The run being recorded (``None`` before training and after it)."""
+        return self._binding.run
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if self._binding.active:  # the last train() raised: on_train_end never came
+            self._binding.end("crashed", "training stopped before on_train_end (an exception?)")
+        config: dict[str, Any] = {"training": args.to_dict()}
+        model_config = getattr(model, "config", None)
+        if hasattr(model_config, "to_dict"):
+            config["model"] = model_config.to_dict()
+        self._binding.start(args.process_index, args.world_size, config)
+        if model is not None:
+            self._binding.watch(model, kwargs.get("optimizer"))
+        text = f"training started: {type(model).__name__}, max_steps={state.max_steps}, world_size={args.world_size}"
+        self._binding.event("train_start", text, step=state.global_step)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        if logs:
+            self._binding.log({_key(k): v for k, v in logs.items()}, _last(state))
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._binding.event("train_end", f"training ended after {state.global_step} steps", step=_last(state))
+        self._binding.end("finished")
+
+
+def _key(name: str) -> str:
+    for prefix in _PREFIXES:
+        if name.startswith(prefix + "_"):
+            return f"{prefix}/{name[len(prefix) + 1 :]}"
+    return f"train/{name}"
+
+
+def _last(state: Any) -> int:
+    return max(state.global_step - 1, 0)  # the Trainer has counted the step it logs after

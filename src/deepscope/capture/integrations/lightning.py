@@ -1,0 +1,141 @@
+"""Lightning: ``DeepscopeCallback`` records ``Trainer.fit`` into a deepscope run.
+
+>>> trainer = Trainer(callbacks=[DeepscopeCallback(project="mnist", watch={"every": 10})])
+
+One callback does it all, with or without Lightning loggers (``logger=False`` included): it owns the run,
+watches the module with its optimizer, and logs what Lightning would send to a logger (the metrics of
+``self.log``, which ``trainer.logged_metrics`` holds) plus the loss ``training_step`` returned. A separate
+``Logger`` would split one run's lifecycle over two objects that must find each other, for no gain.
+
+Steps are optimizer steps counted from 0, as ``run.watch`` counts them and as Lightning's own loggers
+do: a batch's metrics go at ``trainer.global_step`` read before its optimizer step, and validation or
+epoch metrics at the last step taken, so a loss spike and the layer statistics of its step line up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+try:
+    import lightning.pytorch as pl
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("deepscope's Lightning integration needs Lightning: pip install 'deepscope[lightning]'") from e
+
+from ...run import Run
+from ._common import RunBinding, exit_reason
+
+__all__ = ["DeepscopeCallback"]
+
+
+class DeepscopeCallback(pl.Callback):
+    """Record a ``Trainer.fit``: metrics, the training loss, per-layer statistics, start/end events.
+
+    ``run``: record into this run (left open at the end) instead of creating one. ``watch``: ``True``
+    (default settings), ``False`` (no layer statistics) or a dict of ``run.watch`` keywords
+    (``layers``, ``every``, ``histograms_every`` …). ``log_loss``: log the returned loss as
+    ``train/loss``. Other keywords
+    go to :func:`deepscope.init` (``project``, ``name``, ``dir``, ``config``, ``tags`` …); the run's
+    config is ``pl_module.hparams`` updated with ``config``.
+
+    The first optimizer is watched: with several, a step is a step of ``trainer.optimizers[0]``.
+
+    >>> Trainer(max_steps=1000, callbacks=[DeepscopeCallback(project="mnist", dir="runs")]).fit(model, data)
+    """
+
+    def __init__(
+        self,
+        run: Run | None = None,
+        *,
+        watch: bool | Mapping[str, Any] = True,
+        log_loss: bool = True,
+        **init_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self._binding = RunBinding("Lightning", run, watch, init_kwargs)
+        self.log_loss = log_loss
+        self._step = 0
+        self._seen: dict[str, Any] = {}  # the metric objects already logged, by key
+
+    @property
+    def run(self) -> Run | None:
+        """The run being recorded (``None`` before ``fit`` starts and after it ends)."""
+        return self._binding.run
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        binding = self._binding
+        binding.start(trainer.global_rank, trainer.world_size, dict(pl_module.hparams))
+        binding.watch(pl_module, trainer.optimizers[0] if trainer.optimizers else None)
+        self._seen = dict(trainer.logged_metrics)  # what an earlier fit logged is not this fit's
+        self._step = trainer.global_step
+        name, world = type(pl_module).__name__, trainer.world_size
+        text = f"fit started: {name}, max_steps={trainer.max_steps}, world_size={world}"
+        binding.event("train_start", text, step=trainer.global_step)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._binding.event("train_end", f"fit ended after {trainer.global_step} steps", step=self._last(trainer))
+        self._binding.end("finished")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._binding.end("finished")  # a fit that stopped without on_fit_end (no-op after it)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        reason = exit_reason(exception)
+        self._binding.event("train_exception", reason, step=self._last(trainer), severity="error")
+        self._binding.end("crashed", reason)
+
+    # ---- metrics -----------------------------------------------------------------------------------
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        self._step = trainer.global_step  # the index of the optimizer step this batch feeds
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if not self._binding.active:
+            return
+        values = self._new_metrics(trainer)
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if self.log_loss and loss is not None:
+            values["train/loss"] = loss
+        self._binding.log(values, self._step)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # on_validation_end, not on_validation_epoch_end: the module's own epoch-end hook has logged by now
+        if not trainer.sanity_checking:
+            self._log_new_metrics(trainer)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_new_metrics(trainer)  # the previous epoch's aggregates are computed after its end hooks
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_new_metrics(trainer)
+
+    def _log_new_metrics(self, trainer: pl.Trainer) -> None:
+        if self._binding.active:
+            self._binding.log(self._new_metrics(trainer), self._last(trainer))
+
+    def _new_metrics(self, trainer: pl.Trainer) -> dict[str, Any]:
+        # Lightning keeps each metric's latest value tensor and hands out a fresh detached view of it on
+        # every read, so a value is new when its storage is: comparing storage, not numbers, keeps this
+        # free of device synchronization. Holding the last tensor keeps its storage from being reused.
+        new = {}
+        for key, value in trainer.logged_metrics.items():
+            if not _same_value(self._seen.get(key), value):
+                self._seen[key] = value
+                new[key] = value
+        return new
+
+    @staticmethod
+    def _last(trainer: pl.Trainer) -> int:
+        return max(trainer.global_step - 1, 0)  # the last optimizer step taken
+
+
+def _same_value(old: Any, new: Any) -> bool:
+    if old is new:
+        return True
+    if not isinstance(old, torch.Tensor) or not isinstance(new, torch.Tensor) or new.numel() == 0:
+        return False
+    return (old.data_ptr(), old.device, old.dtype, old.shape) == (new.data_ptr(), new.device, new.dtype, new.shape)

@@ -1,0 +1,279 @@
+"""The Lightning and Hugging Face adapters, driven by the real frameworks on tiny models built from configs."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+import deepscope
+
+pl = pytest.importorskip("lightning.pytorch")  # dev extras: pip install -e '.[dev]'
+transformers = pytest.importorskip("transformers")
+from deepscope.capture.integrations.huggingface import DeepscopeCallback as HFCallback  # noqa: E402
+from deepscope.capture.integrations.lightning import DeepscopeCallback as LightningCallback  # noqa: E402
+
+# Lightning 2.6 builds torch.utils._pytree.LeafSpec, which torch 2.13 deprecates with a FutureWarning
+# raised from inside Lightning's own loops; nothing in deepscope or in these tests can avoid it.
+LIGHTNING_PYTREE = "ignore:.isinstance.treespec, LeafSpec.. is deprecated:FutureWarning"
+
+
+def hook_count(model: nn.Module) -> int:
+    n = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    return n + sum(len(getattr(p, "_post_accumulate_grad_hooks", None) or {}) for p in model.parameters())
+
+
+def read(root):
+    store = deepscope.open(root)
+    (run_id,) = store.run_ids()
+    reader = store.run(run_id)
+    reader.refresh()
+    return store.info(run_id), reader
+
+
+def steps_of(reader, key: str) -> list[int]:
+    return reader.series(key).step.tolist()
+
+
+# ---- packaging: nothing is imported eagerly, a missing framework names its extra ---------------------
+def test_importing_deepscope_imports_no_framework():
+    code = (
+        "import sys, deepscope, deepscope.capture.integrations\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'transformers', 'accelerate'))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("adapter", "framework", "extra"),
+    [("lightning", "lightning", "deepscope[lightning]"), ("huggingface", "transformers", "deepscope[huggingface]")],
+)
+def test_missing_framework_names_the_pip_extra(monkeypatch, adapter, framework, extra):
+    module = f"deepscope.capture.integrations.{adapter}"
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    for name in [m for m in sys.modules if m == framework or m.startswith(framework + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, framework, None)  # what `import` sees when the package is absent
+    with pytest.raises(ImportError, match=re.escape(f"pip install '{extra}'")):
+        importlib.import_module(module)
+
+
+# ---- Lightning ------------------------------------------------------------------------------------
+
+
+class TinyModule(pl.LightningModule):
+    def __init__(self, lr: float = 0.05, hidden: int = 8, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.losses: list[float] = []
+
+    def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+        if batch_idx == self.hparams.fail_at:
+            raise ValueError("boom in training_step")
+        x, y = batch
+        loss = nn.functional.mse_loss(self.net(x), y)
+        self.losses.append(loss.item())
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+        x, y = batch
+        self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
+
+    def configure_optimizers(self):  # noqa: ANN201
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+def loaders(n: int = 48) -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(n, 4, generator=g), torch.randn(n, 1, generator=g))
+    return DataLoader(data, batch_size=8), DataLoader(data, batch_size=8)
+
+
+def fit(callback: LightningCallback, module: TinyModule, max_steps: int = 6) -> pl.Trainer:
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        val_check_interval=3,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        callbacks=[callback],
+    )
+    trainer.fit(module, *loaders())
+    return trainer
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_lightning_fit_is_recorded(root):
+    torch.manual_seed(0)
+    module = TinyModule()
+    callback = LightningCallback(dir=root, project="tiny", config={"note": "from the user"})
+    fit(callback, module)
+
+    info, reader = read(root)
+    assert info.status == "finished" and info.world_size == 1
+    assert info.config == {"lr": 0.05, "hidden": 8, "fail_at": None, "note": "from the user"}
+    # one value per optimizer step, counted from 0 as run.watch counts: the losses training_step computed
+    for key in ("train/loss", "train_loss"):
+        series = reader.series(key)
+        assert series.step.tolist() == [0, 1, 2, 3, 4, 5]
+        np.testing.assert_allclose(series.value, module.losses, rtol=1e-6)
+    assert steps_of(reader, "val_loss") == [2, 5]  # after the 3rd and the 6th step, where Lightning logs it
+    acts = reader.layer_matrix("act", "mean")
+    assert acts.names == ["net.0", "net.1", "net.2"]
+    assert acts.step.tolist() == [0, 1, 2, 3, 4, 5] and np.isfinite(acts.values).all()
+    assert np.isfinite(reader.layer_matrix("weight", "update_ratio").values).all()  # the optimizer was watched
+    assert [(e.kind, e.step) for e in reader.events()] == [("train_start", 0), ("train_end", 5)]
+    assert hook_count(module) == 0 and callback.run is None
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_lightning_exception_marks_the_run_crashed_and_removes_hooks(root):
+    module = TinyModule(fail_at=3)
+    with pytest.raises(ValueError, match="boom in training_step"):
+        fit(LightningCallback(dir=root), module)
+
+    info, reader = read(root)
+    assert info.status == "crashed" and info.exit_reason == "ValueError: boom in training_step"
+    assert steps_of(reader, "train/loss") == [0, 1, 2]
+    assert ("train_exception", "error") in [(e.kind, e.severity) for e in reader.events()]
+    assert hook_count(module) == 0
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_lightning_records_into_a_given_run_and_leaves_it_open(root):
+    module = TinyModule()
+    with deepscope.init(dir=root, project="given") as run:
+        fit(LightningCallback(run, watch={"layers": "net.0", "every": 2}, log_loss=False), module)
+        assert not run.finished and hook_count(module) == 0
+        run.log({"test/score": 1.0}, step=6)  # the user's run goes on after fit
+
+    info, reader = read(root)
+    assert info.status == "finished" and info.project == "given"
+    acts = reader.layer_matrix("act", "mean")
+    assert acts.names == ["net.0"] and acts.step.tolist() == [0, 2, 4]
+    assert "train/loss" not in [k.key for k in reader.keys()]
+    assert steps_of(reader, "test/score") == [6]
+
+
+def test_lightning_callback_rejects_bad_arguments(root):
+    with pytest.raises(TypeError, match="unknown run.watch keywords"):
+        LightningCallback(watch={"layer": "net.*"})
+    with pytest.raises(TypeError, match="rank comes from the Lightning trainer"):
+        LightningCallback(rank=1)
+    with deepscope.init(dir=root) as run, pytest.raises(TypeError, match="not both"):
+        LightningCallback(run, project="x")
+
+
+# ---- Hugging Face ---------------------------------------------------------------------------------
+
+
+class TokenData(Dataset):
+    """Random token sequences with binary labels, in memory."""
+
+    def __init__(self, n: int, seq: int = 8, vocab: int = 64) -> None:
+        g = torch.Generator().manual_seed(n)
+        self.ids = torch.randint(0, vocab, (n, seq), generator=g)
+        self.labels = torch.randint(0, 2, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.ids[i], "attention_mask": torch.ones_like(self.ids[i]), "labels": self.labels[i]}
+
+
+def tiny_bert() -> nn.Module:
+    config = transformers.BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(config)
+
+
+def test_huggingface_trainer_is_recorded(root, tmp_path):
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        max_steps=5,
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=2,
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=8,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    model = tiny_bert()
+    callback = HFCallback(dir=root, project="bert", watch={"histograms_every": 0})
+    trainer = transformers.Trainer(
+        model=model, args=args, train_dataset=TokenData(40), eval_dataset=TokenData(16), callbacks=[callback]
+    )
+    trainer.train()
+
+    info, reader = read(root)
+    assert info.status == "finished"
+    assert info.config["model"]["hidden_size"] == 32 and info.config["training"]["max_steps"] == 5
+    # the Trainer's own log history is the oracle; its step N (counted after the step) is our step N - 1
+    history = trainer.state.log_history
+    for ours, theirs in (("train/loss", "loss"), ("train/learning_rate", "learning_rate"), ("eval/loss", "eval_loss")):
+        series = reader.series(ours)
+        assert series.step.tolist() == [h["step"] - 1 for h in history if theirs in h]
+        assert series.value.tolist() == pytest.approx([h[theirs] for h in history if theirs in h])
+    assert steps_of(reader, "train/loss") == [0, 1, 2, 3, 4]
+    assert steps_of(reader, "train/train_runtime") == [4]  # the end-of-training summary, at the last step
+    acts = reader.layer_matrix("act", "mean")
+    assert "bert.encoder.layer.1.attention.self.query" in acts.names and "classifier" in acts.names
+    assert acts.step.tolist() == [0, 1, 2, 3, 4]
+    # the optimizer inside Accelerate's wrapper was watched: updates are measured
+    assert np.isfinite(reader.layer_matrix("weight", "update_ratio").values).any()
+    assert [e.kind for e in reader.events() if e.kind.startswith("train_")] == ["train_start", "train_end"]
+    assert hook_count(model) == 0 and callback.run is None
+
+
+def test_huggingface_on_log_keeps_numbers_only(root, tmp_path):
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True)
+    state, control = transformers.TrainerState(max_steps=10), transformers.TrainerControl()
+    callback = HFCallback(dir=root, watch=False)
+    callback.on_train_begin(args, state, control, model=None)
+    state.global_step = 3
+    logs = {"loss": 0.5, "eval_accuracy": np.float32(0.75), "grad_norm": torch.tensor(2.0), "note": "text", "x": [1]}
+    callback.on_log(args, state, control, logs=logs)
+    callback.on_train_end(args, state, control)
+
+    info, reader = read(root)
+    assert info.status == "finished" and "model" not in info.config
+    assert {k.key for k in reader.keys()} == {"train/loss", "eval/accuracy", "train/grad_norm"}
+    assert steps_of(reader, "eval/accuracy") == [2]
+    assert reader.series("train/grad_norm").value.tolist() == [2.0]
+
+
+def test_huggingface_unfinished_run_is_marked_crashed_by_the_next_train(root, tmp_path):
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True)
+    state, control = transformers.TrainerState(max_steps=10), transformers.TrainerControl()
+    callback = HFCallback(dir=root, watch=False)
+    callback.on_train_begin(args, state, control, model=None)
+    first = callback.run
+    callback.on_train_begin(args, state, control, model=None)  # the first train() raised: no on_train_end
+    assert deepscope.open(root).info(first.id).status == "crashed"
+    callback.on_train_end(args, state, control)
