@@ -174,6 +174,8 @@ def test_lightning_callback_rejects_bad_arguments(root):
         LightningCallback(watch={"layer": "net.*"})
     with pytest.raises(TypeError, match="rank comes from the Lightning trainer"):
         LightningCallback(rank=1)
+    with pytest.raises(TypeError, match="unknown deepscope.init keywords"):
+        LightningCallback(projct="typo")
     with deepscope.init(dir=root) as run, pytest.raises(TypeError, match="not both"):
         LightningCallback(run, project="x")
 

@@ -16,6 +16,7 @@ from ...store import format as fmt
 # run.watch keywords an adapter passes through; the model and the optimizer come from the framework
 WATCH_KEYWORDS = frozenset(inspect.signature(Run.watch).parameters) - {"self", "model", "optimizer"}
 _SET_BY_ADAPTER = ("rank", "world_size")
+INIT_KEYWORDS = frozenset(inspect.signature(Run.__init__).parameters) - {"self", *_SET_BY_ADAPTER}
 
 
 def watch_keywords(watch: bool | Mapping[str, Any]) -> dict[str, Any] | None:
@@ -77,6 +78,9 @@ class RunBinding:
         for key in _SET_BY_ADAPTER:
             if key in init_kwargs:
                 raise TypeError(f"deepscope: {key} comes from the {framework} trainer; do not pass it")
+        unknown = sorted(set(init_kwargs) - INIT_KEYWORDS - set(_SET_BY_ADAPTER))
+        if unknown:
+            raise TypeError(f"deepscope: unknown deepscope.init keywords {unknown}; known: {sorted(INIT_KEYWORDS)}")
         self.framework = framework
         self.watch_kwargs = watch_keywords(watch)
         self.init_kwargs = dict(init_kwargs)
