@@ -381,6 +381,15 @@ def _install_handlers() -> None:
         return
     _handlers_installed = True
     atexit.register(_finish_all, "finished", None)
+    previous_hook = sys.excepthook
+
+    def excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
+        # an uncaught exception ends the script: its runs crashed (atexit alone would say finished)
+        if not issubclass(exc_type, KeyboardInterrupt):
+            _finish_all("crashed", f"{exc_type.__name__}: {exc}")
+        previous_hook(exc_type, exc, tb)
+
+    sys.excepthook = excepthook
     if threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGTERM, signal.SIGINT):

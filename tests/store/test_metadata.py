@@ -105,3 +105,16 @@ def test_listing_skips_a_run_in_a_newer_format_and_shows_progress(root):
     (newer.dir / "run.json").write_text(json.dumps(meta))
     (info,) = deepscope.open(root).runs()
     assert info.id == ok.id and info.max_step == 4
+
+
+def test_uncaught_exception_marks_the_run_crashed(root):
+    import subprocess
+    import sys
+
+    script = f"import deepscope\nrun = deepscope.init(dir={str(root)!r}, id='dies')\nrun.log({{'x': 1.0}})\n"
+    script += "raise ValueError('bad data')\n"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "ValueError: bad data" in out.stderr
+    info = deepscope.open(root).info("dies")
+    assert info.status == "crashed" and info.exit_reason == "ValueError: bad data"
+    assert deepscope.open(root).run("dies").series("x").value.tolist() == [1.0]
