@@ -1,5 +1,4 @@
 // A small typed client over the HTTP API (docs/http-api.md). Types come from the generated schema.
-import { tableFromIPC } from "apache-arrow";
 import type { components, paths } from "./schema";
 
 type Json<P extends keyof paths> = paths[P] extends {
@@ -75,6 +74,15 @@ async function getJson<T>(path: string): Promise<T> {
 
 const enc = encodeURIComponent;
 
+// The Arrow decoder is most of the bundle: it loads as its own chunk, started at boot in parallel with the
+// first requests (the runs list needs no Arrow), and is shared by every scalar request.
+let arrow: Promise<typeof import("apache-arrow/ipc/serialization")> | null = null;
+
+export function loadArrow() {
+  arrow ??= import("apache-arrow/ipc/serialization");
+  return arrow;
+}
+
 export const api = {
   health: () => getJson<Health>("api/health"),
   runs: async () => (await getJson<Json<"/api/runs">>("api/runs")).runs,
@@ -88,7 +96,7 @@ export const api = {
     if (q.end !== undefined) p.set("end", String(Math.ceil(q.end)));
     if (q.buckets !== undefined) p.set("buckets", String(q.buckets));
     if (q.rank !== undefined) p.set("rank", String(q.rank));
-    const res = await get(`api/runs/${enc(id)}/scalars?${p}`, signal);
+    const [res, { tableFromIPC }] = await Promise.all([get(`api/runs/${enc(id)}/scalars?${p}`, signal), loadArrow()]);
     const table = tableFromIPC(new Uint8Array(await res.arrayBuffer()));
     const f64 = (name: string) => {
       const col = table.getChild(name);

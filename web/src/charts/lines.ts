@@ -121,6 +121,7 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         ticks: { stroke: "#e2e5ea", width: 1, size: 4 },
         values: xValues(cfg.x),
         space: 70,
+        size: 34,
       },
       {
         font: axisFont,

@@ -5,7 +5,7 @@ export function fmtNumber(v: number | null | undefined): string {
   if (Number.isNaN(v)) return "NaN";
   if (!Number.isFinite(v)) return v > 0 ? "+Inf" : "−Inf";
   const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(3);
+  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(3).replace(/\.?0+e/, "e");
   if (Number.isInteger(v)) return String(v);
   return String(+v.toPrecision(5));
 }

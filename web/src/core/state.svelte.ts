@@ -88,10 +88,12 @@ async function fetchKeys(run: string): Promise<void> {
   }
 }
 
-export function loadKeys(run: string): Promise<void> {
+/** Load the key list of `run`; `fresh` asks for one requested after this call (live updates). */
+export function loadKeys(run: string, fresh = true): Promise<void> {
   const queued = keysQueued.get(run);
   if (queued) return queued;
   const running = keysRunning.get(run);
+  if (running && !fresh) return running;
   const start = () => {
     keysQueued.delete(run);
     const p = fetchKeys(run).finally(() => keysRunning.delete(run));
@@ -171,7 +173,7 @@ export function initState(): void {
     });
     // Keys of every selected run.
     $effect(() => {
-      for (const run of view.runs) if (!(run in data.keys)) void loadKeys(run);
+      for (const run of view.runs) if (!(run in data.keys)) void loadKeys(run, false);
     });
   });
   void loadRuns();

@@ -25,6 +25,8 @@ export interface Hook {
   fetches: FetchRecord[];
   live: { events: number; lastEvent: number | null };
   xRange: Record<string, [number, number] | null>;
+  /** `performance.now()` when a chart first held data (first meaningful paint). */
+  firstData: number | null;
   /** The view state (what the URL holds). */
   view: () => unknown;
 }
@@ -34,6 +36,7 @@ export const hook: Hook = {
   fetches: [],
   live: { events: 0, lastEvent: null },
   xRange: {},
+  firstData: null,
   view: () => null,
 };
 
