@@ -14,11 +14,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from . import graph as _graph_package  # noqa: F401 - loaded first: the name ``graph`` below is the function
 from .run import Run, current, default_dir
 from .store import RunReader, Store
 
 __version__ = "0.1.0"
-__all__ = ["Run", "RunReader", "Store", "event", "finish", "init", "log", "open", "serve"]
+__all__ = ["Run", "RunReader", "Store", "event", "finish", "graph", "init", "log", "open", "serve"]
 
 
 def init(
@@ -58,6 +59,33 @@ def finish() -> None:
     run = current()
     if run is not None:
         run.finish()
+
+
+def graph(model: Any, example_inputs: Any = (), run: Run | str | os.PathLike[str] | None = None) -> Any:
+    """Record the computation graph of ``model`` on ``example_inputs`` into a run, and return it.
+
+    ``example_inputs``: a tuple is positional arguments, a dict keyword arguments, anything else the one
+    argument. ``model`` may also be the path of an ``.onnx`` file (then no inputs are needed). ``run`` is a
+    :class:`Run` or a run directory (default: the current run). Written to ``artifacts/graph/graph.json``.
+
+    >>> g = deepscope.graph(model, torch.randn(1, 3, 32, 32))
+    >>> g.method
+    'export'
+    """
+    from .graph.store import write_graph
+
+    target = run if run is not None else _require_run()
+    run_dir = target.dir if isinstance(target, Run) else target
+    if isinstance(model, (str, os.PathLike)):
+        from .graph.onnx_import import graph_from_onnx
+
+        result = graph_from_onnx(model)
+    else:
+        from .graph.extract import extract_graph
+
+        result = extract_graph(model, example_inputs)
+    write_graph(run_dir, result)
+    return result
 
 
 def open(root: str | os.PathLike[str] | None = None) -> Store:  # noqa: A001 - the verb users expect
