@@ -14,8 +14,8 @@ import time
 import warnings
 
 from benchmarks.common import best_of, table
-from deepscope.graph import Graph, collapse
-from deepscope.graph.hierarchy import GraphIndex
+from deepscope.graphs import Graph, collapse
+from deepscope.graphs.hierarchy import GraphIndex
 
 LAYERS = 216  # about 47 operations per block: 10,000 nodes
 
@@ -24,7 +24,7 @@ def gpt2_graph(layers: int = LAYERS) -> Graph:
     import torch
     from transformers import GPT2Config, GPT2Model
 
-    from deepscope.graph.extract import extract_graph
+    from deepscope.graphs.extract import extract_graph
 
     cfg = GPT2Config(n_embd=8, n_layer=layers, n_head=2, vocab_size=64, n_positions=16, use_cache=False,
                      bos_token_id=0, eos_token_id=0, attn_implementation="eager")  # fmt: skip

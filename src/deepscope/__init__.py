@@ -14,7 +14,6 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from . import graph as _graph_package  # noqa: F401 - loaded first: the name ``graph`` below is the function
 from .run import Run, current, default_dir
 from .store import RunReader, Store
 
@@ -72,16 +71,16 @@ def graph(model: Any, example_inputs: Any = (), run: Run | str | os.PathLike[str
     >>> g.method
     'export'
     """
-    from .graph.store import write_graph
+    from .graphs.store import write_graph
 
     target = run if run is not None else _require_run()
     run_dir = target.dir if isinstance(target, Run) else target
     if isinstance(model, (str, os.PathLike)):
-        from .graph.onnx_import import graph_from_onnx
+        from .graphs.onnx_import import graph_from_onnx
 
         result = graph_from_onnx(model)
     else:
-        from .graph.extract import extract_graph
+        from .graphs.extract import extract_graph
 
         result = extract_graph(model, example_inputs)
     write_graph(run_dir, result)

@@ -130,7 +130,7 @@ def synthetic_transformer(layers: int = 170):
     """A graph shaped like an exported GPT-2 (about 60 operations per block, residual edges, one mask feeding
     every block), built directly: collapse's speed does not depend on how a graph was obtained, and exporting
     a 10,000-node model takes half a minute here."""
-    from deepscope.graph.schema import Edge, Graph, ModuleInfo, Node
+    from deepscope.graphs.schema import Edge, Graph, ModuleInfo, Node
 
     sub = ["ln_1", "attn.c_attn", "attn.attn_dropout", "attn.c_proj", "attn.resid_dropout", "ln_2", "mlp.c_fc",
            "mlp.act", "mlp.c_proj", "mlp.dropout"]  # fmt: skip

@@ -10,8 +10,8 @@ from tests.graph import models
 from torch import nn
 
 from deepscope.demo.models import DeepSigmoidMLP, SmallCNN
-from deepscope.graph import extract_graph, from_json, to_json
-from deepscope.graph.schema import check
+from deepscope.graphs import extract_graph, from_json, to_json
+from deepscope.graphs.schema import check
 
 EXPECTED = {  # architecture → (method, sane node count range)
     "bert": ("export", (60, 400)),

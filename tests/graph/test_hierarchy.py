@@ -9,8 +9,8 @@ import torch
 from tests.graph import models
 
 from deepscope.demo.models import SmallCNN
-from deepscope.graph import collapse, extract_graph
-from deepscope.graph.hierarchy import GraphIndex
+from deepscope.graphs import collapse, extract_graph
+from deepscope.graphs.hierarchy import GraphIndex
 
 
 def small_graph():

@@ -8,9 +8,9 @@ import pytest
 import torch
 from tests.graph import models
 
-from deepscope.graph import collapse, extract_graph, from_json, to_json
-from deepscope.graph.onnx_import import graph_from_onnx, module_path_from_name
-from deepscope.graph.schema import check
+from deepscope.graphs import collapse, extract_graph, from_json, to_json
+from deepscope.graphs.onnx_import import graph_from_onnx, module_path_from_name
+from deepscope.graphs.schema import check
 
 onnx = pytest.importorskip("onnx")
 

@@ -13,8 +13,8 @@ from tests.graph import models
 
 import deepscope
 from deepscope.demo.models import SmallCNN
-from deepscope.graph import GRAPH_VERSION, from_json, read_graph, to_json
-from deepscope.graph.store import graph_path
+from deepscope.graphs import GRAPH_VERSION, from_json, read_graph, to_json
+from deepscope.graphs.store import graph_path
 
 
 def test_graph_into_the_current_run(root):
@@ -79,11 +79,11 @@ def test_versions_and_damage(tmp_path):
 
 
 def test_import_order_keeps_the_function():
-    import deepscope.graph.hierarchy  # noqa: F401 - a later import of the package must not shadow it
+    import deepscope.graphs.hierarchy  # noqa: F401 - a later import of the package must not shadow it
 
     assert callable(deepscope.graph) and "graph" in deepscope.__all__
 
 
 def test_import_deepscope_does_not_import_torch():
-    code = "import sys, deepscope, deepscope.graph.hierarchy; assert 'torch' not in sys.modules"
+    code = "import sys, deepscope, deepscope.graphs.hierarchy; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,7 +3,7 @@ collapsed views of the module hierarchy that the graph view shows.
 
 Importing this package does not import torch; ``extract_graph`` and ``graph_from_onnx`` load what they need.
 
->>> from deepscope.graph import extract_graph, collapse
+>>> from deepscope.graphs import extract_graph, collapse
 >>> g = extract_graph(model, example_inputs)
 >>> nodes, edges = collapse(g, expanded={"encoder"})
 """
