@@ -41,37 +41,110 @@ class WatchConfig:
 
 
 class _Buffers:
-    """Accumulators of one step on one device: rows of moments, minima, maxima, histograms."""
+    """One step's statistics on one device: accumulated moments, minima, maxima, histograms, and the
+    staging matrix the hooks copy their samples into.
 
-    def __init__(self, n_layers: int, n_params: int, device: torch.device, hist: bool) -> None:
-        def z(*shape: int) -> torch.Tensor:
-            return torch.zeros(*shape, device=device)
+    A hook does one copy (its sample into its row of ``stage``); ``reduce`` then computes every row's
+    statistics at once at the step's end. Rows of all four kinds live in one matrix, ``act`` first:
+    ``acc[kind]`` and the other per-kind tables are views into it.
+    """
 
-        self.acc = {k: z(n, R.MOMENTS) for k, n in _rows(n_layers, n_params).items()}
-        self.mn = {k: z(n) for k, n in _rows(n_layers, n_params).items()}
-        self.mx = {k: z(n) for k, n in _rows(n_layers, n_params).items()}
-        self.hist = {k: z(n, R.HIST_BINS) for k, n in _rows(n_layers, n_params).items()} if hist else {}
-        self.update = z(n_params, 2)  # per parameter: Σ Δ², Σ w² over the sample
+    def __init__(self, n_layers: int, n_params: int, device: torch.device, hist: bool, sample: int, sat: list) -> None:
+        self.start: dict[str, int] = {}
+        total = 0
+        for kind, n in _rows(n_layers, n_params).items():
+            self.start[kind] = total
+            total += n
+        self.device = device
+        self.n_params = n_params
+        self.acc_all = torch.zeros(total, R.MOMENTS, device=device)
+        self.mn_all = torch.zeros(total, device=device)
+        self.mx_all = torch.zeros(total, device=device)
+        self.hist_all = torch.zeros(total, R.HIST_BINS, device=device) if hist else None
+        self.acc = self._views(self.acc_all)
+        self.mn = self._views(self.mn_all)
+        self.mx = self._views(self.mx_all)
+        self.hist = self._views(self.hist_all) if hist else {}
+        self.update = torch.zeros(n_params, 2, device=device)  # per parameter: Σ Δ², Σ w² over the sample
+        # staging: row r holds lengths[r] sampled values (0: nothing staged this step)
+        self.stage = torch.full((total, sample), float("nan"), device=device)
+        self.work = torch.empty(2, total, sample, device=device)  # scratch space of reduce_rows
+        self.rows = list(self.stage.unbind(0))
+        self.lengths = [0] * total
+        self.normsq = torch.zeros(n_params, device=device)  # exact ‖param grad‖ (squared in reduce)
+        self.norms = list(self.normsq.unbind(0))
+        self.before = torch.zeros(n_params, sample, device=device)  # weight samples before the optimizer step
+        self.before_rows = list(self.before.unbind(0))
+        self.before_len = [0] * n_params
+        self.has_update = [False] * n_params
+        a = self.start["act"]
+        self.sat = R.Saturation.of([a + i for i, b in enumerate(sat) if b], [b for b in sat if b], device)
+        self._valid: tuple[tuple[int, ...], torch.Tensor] | None = None
         self.reset()
 
-    def reset(self) -> None:
-        for k in self.acc:
-            self.acc[k].zero_()
-            self.mn[k].fill_(float("inf"))
-            self.mx[k].fill_(float("-inf"))
-        for h in self.hist.values():
-            h.zero_()
-        self.update.fill_(float("nan"))
+    def _views(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        ends = [*list(self.start.values())[1:], t.shape[0]]
+        return {k: t[s:e] for (k, s), e in zip(self.start.items(), ends)}
 
-    def to_host(self) -> dict[str, Any]:
+    def staged(self, kind: str, i: int) -> bool:
+        return self.lengths[self.start[kind] + i] > 0
+
+    def reduce(self, hist: bool) -> None:
+        """Fold every staged row into the accumulators (the step's end; no device sync)."""
+        if not any(self.lengths):
+            return
+        dev = self.device
+        n = torch.tensor(self.lengths, dtype=torch.float32).to(dev, non_blocking=True)
+        row, mn, mx, h = R.reduce_rows(self.stage, n, self.sat, hist and self.hist_all is not None, self.work)
+        pg, w = self.start["param_grad"], self.start["weight"]
+        row[pg:w, R.NORMSQ] = self.normsq.square()  # exact norms; moments() leaves the column 0
+        staged = n > 0
+        self.acc_all += torch.where(staged[:, None], row, 0.0)  # a row left from an earlier step is stale
+        torch.where(staged, torch.minimum(self.mn_all, mn), self.mn_all, out=self.mn_all)
+        torch.where(staged, torch.maximum(self.mx_all, mx), self.mx_all, out=self.mx_all)
+        if h is not None:
+            self.hist_all += torch.where(staged[:, None], h, 0.0)
+        if any(self.has_update):
+            self._reduce_update(w)
+
+    def _reduce_update(self, w: int) -> None:
+        k = tuple(self.lengths[w : w + self.n_params])  # where has_update: the before samples' sizes too
+        if self._valid is None or self._valid[0] != k:
+            lengths = torch.tensor(k, device=self.device)
+            width = self.before.shape[1]
+            self._valid = k, torch.arange(width, device=self.device) < lengths[:, None]
+        valid = self._valid[1]  # (P, S) True on sampled positions
+        after = self.stage[w : w + self.n_params]
+        d = torch.where(valid, after - self.before, 0.0)  # (P, S); padding -> 0, a NaN weight stays NaN
+        b = torch.where(valid, self.before, 0.0)
+        upd = torch.stack([(d * d).sum(1), (b * b).sum(1)], dim=1)  # (P, 2)
+        has = torch.tensor(self.has_update, device=self.device)[:, None]
+        torch.where(has, upd, self.update, out=self.update)
+
+    def to_host(self, hist: bool) -> dict[str, Any]:
         copy = lambda t: t.to("cpu", non_blocking=True, copy=True)  # noqa: E731
+        acc, mn, mx = copy(self.acc_all), copy(self.mn_all), copy(self.mx_all)
         return {
-            "acc": {k: copy(v) for k, v in self.acc.items()},
-            "mn": {k: copy(v) for k, v in self.mn.items()},
-            "mx": {k: copy(v) for k, v in self.mx.items()},
-            "hist": {k: copy(v) for k, v in self.hist.items()},
+            "acc_all": acc,
+            "mn_all": mn,
+            "mx_all": mx,
+            "acc": self._views(acc),
+            "mn": self._views(mn),
+            "mx": self._views(mx),
+            "hist": self._views(copy(self.hist_all)) if hist and self.hist_all is not None else {},
             "update": copy(self.update),
         }
+
+    def reset(self, hist: bool = True) -> None:
+        self.acc_all.zero_()
+        self.mn_all.fill_(float("inf"))
+        self.mx_all.fill_(float("-inf"))
+        if hist and self.hist_all is not None:
+            self.hist_all.zero_()
+        self.update.fill_(float("nan"))
+        self.normsq.zero_()
+        self.lengths = [0] * len(self.lengths)
+        self.has_update = [False] * self.n_params
 
 
 def _rows(n_layers: int, n_params: int) -> dict[str, int]:
@@ -119,7 +192,6 @@ class Watcher:
         self._sat = [R.saturation_bounds(la.role) for la in self.layers]
         self._buffers: dict[torch.device, _Buffers] = {}
         self._units: dict[int, torch.Tensor] = {}  # layer index -> firing counts over the dead window
-        self._w_before: dict[int, torch.Tensor] = {}
         self._warned: set[str] = set()
         self._broken: set[str] = set()
         self.step = 0
@@ -170,7 +242,8 @@ class Watcher:
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._recording:
             for j, (_, p) in enumerate(self._params):
-                self._w_before[j] = self._sampler(p).clone()  # a view for small tensors: copy it
+                b = self._bufs(p.device)
+                b.before_len[j] = self._sampler.into(p, b.before_rows[j]) or -1  # -1: empty, never matches
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._weights_stats()
@@ -181,19 +254,18 @@ class Watcher:
             return
         with torch.no_grad():
             for j, (_, p) in enumerate(self._params):
-                s = self._sampler(p)
-                b = self._bufs(s.device)
-                self._accumulate(b, "weight", j, s, None, add=False)
-                before = self._w_before.pop(j, None)
-                if before is not None and before.shape == s.shape and before.device == s.device:
-                    d = s - before
-                    b.update[j] = torch.stack([(d * d).sum(), (before * before).sum()])
+                b = self._bufs(p.device)
+                k = self._stage(b, "weight", j, p, None, add=False)
+                b.has_update[j] = k == b.before_len[j]  # the sample before the step had the same size
+                b.before_len[j] = 0
 
     def end_step(self) -> None:
         """Close the current step: hand its statistics to the writer thread, reset, count the step."""
         now = time.perf_counter()
         if self._recording and self._has_data:
-            payload = [(dev, b.to_host()) for dev, b in self._buffers.items()]
+            for b in self._buffers.values():
+                b.reduce(self._hist_step)
+            payload = [(dev, b.to_host(self._hist_step)) for dev, b in self._buffers.items()]
             units = None
             if self._dead_step and self._units:
                 units = {i: c.to("cpu", non_blocking=True, copy=True) for i, c in self._units.items()}
@@ -205,7 +277,7 @@ class Watcher:
             step, hist, wall = self.step, self._hist_step, time.time()
             self.run._writer.add_job(lambda: self._convert(step, wall, payload, units, hist, event))
             for b in self._buffers.values():
-                b.reset()
+                b.reset(self._hist_step)
         self.run._writer.add_scalars((self.step, time.time(), {"sys/step_time": now - self._last_end}, False), 1)
         self._last_end = now
         self._has_data = False
@@ -215,6 +287,7 @@ class Watcher:
     # ---- hooks (training thread; no device sync) -------------------------------------------------
     def _forward_hook(self, i: int, module: nn.Module) -> Any:
         where = f"layer {self.layers[i].path}"
+        relu = self.layers[i].role == "relu"
 
         def hook(mod: nn.Module, args: Any, output: Any) -> None:
             if not self._recording or not mod.training or not torch.is_grad_enabled() or where in self._broken:
@@ -224,10 +297,8 @@ class Watcher:
                 if t is None:
                     return
                 with torch.no_grad():
-                    s = self._sampler(t)
-                    b = self._bufs(s.device)
-                    self._accumulate(b, "act", i, s, self._sat[i])
-                    if self.layers[i].role == "relu" and t.ndim >= 1:
+                    self._stage(self._bufs(t.device), "act", i, t, self._sat[i])
+                    if relu and t.ndim >= 1:
                         self._count_units(i, R.active_units(t))
                 if t.requires_grad:
                     t.register_hook(self._grad_hook(i, where))
@@ -243,8 +314,7 @@ class Watcher:
                 return
             try:
                 with torch.no_grad():
-                    s = self._sampler(g)
-                    self._accumulate(self._bufs(s.device), "grad", i, s, None)
+                    self._stage(self._bufs(g.device), "grad", i, g, None)
             except Exception as e:
                 self._break(where, e)
 
@@ -259,16 +329,29 @@ class Watcher:
             try:
                 with torch.no_grad():
                     g = p.grad
-                    s = self._sampler(g)
-                    b = self._bufs(s.device)
+                    b = self._bufs(g.device)
                     # the accumulated gradient so far: the last call of a step is the full gradient
-                    self._accumulate(b, "param_grad", j, s, None, add=False)
-                    b.acc["param_grad"][j, R.NORMSQ] = torch.linalg.vector_norm(g.to(torch.float32)) ** 2
+                    if self._stage(b, "param_grad", j, g, None, add=False):
+                        g32 = g if g.dtype == torch.float32 else g.to(torch.float32)
+                        torch.linalg.vector_norm(g32, out=b.norms[j])  # squared in _Buffers.reduce
                 self._has_data = True
             except Exception as e:
                 self._break(where, e)
 
         return hook
+
+    def _stage(self, b: _Buffers, kind: str, i: int, t: torch.Tensor, sat: Any, add: bool = True) -> int:
+        """Copy the sample of ``t`` into its staging row; returns its size (0: reduced at once instead).
+
+        A second call of an accumulating row in one step (a shared module, a recurrent cell, gradient
+        accumulation) finds the row taken and is reduced at once, the slower way.
+        """
+        r = b.start[kind] + i
+        if (add and b.lengths[r]) or t.numel() == 0:
+            self._accumulate(b, kind, i, self._sampler(t), sat, add)
+            return 0
+        k = b.lengths[r] = self._sampler.into(t, b.rows[r])
+        return k
 
     def _accumulate(self, b: _Buffers, kind: str, i: int, s: torch.Tensor, sat: Any, add: bool = True) -> None:
         row, mn, mx = R.moments(s, sat)
@@ -295,8 +378,9 @@ class Watcher:
     def _bufs(self, device: torch.device) -> _Buffers:
         b = self._buffers.get(device)
         if b is None:  # first use, or the model moved to another device
+            cfg = self.config
             b = self._buffers[device] = _Buffers(
-                len(self.layers), len(self._params), device, self.config.histograms_every > 0
+                len(self.layers), len(self._params), device, cfg.histograms_every > 0, cfg.sample, self._sat
             )
         return b
 
@@ -388,19 +472,32 @@ class Watcher:
 
 def _combine(payload: list, n_layers: int, n_params: int, params: list) -> dict[str, dict[str, np.ndarray]]:
     """Sum the per-device accumulators (a model split over devices) and finalize the statistics."""
+    one = len(payload) == 1
+    acc = _fold(np.add, [p["acc_all"] for _, p in payload], one)
+    mn = _fold(np.minimum, [p["mn_all"] for _, p in payload], one)
+    mx = _fold(np.maximum, [p["mx_all"] for _, p in payload], one)
+    rows = _rows(n_layers, n_params)
+    numel = np.concatenate([np.ones(len(acc) - n_params), [p.numel() for _, p in params]])
+    every = R.finalize(acc, mn, mx, numel)  # all four kinds at once; "norm" is kept for weights only
     out: dict[str, dict[str, np.ndarray]] = {}
-    for kind in ("act", "grad", "param_grad", "weight"):
-        acc = sum(p["acc"][kind].numpy().astype(np.float64) for _, p in payload)
-        mn = np.minimum.reduce([p["mn"][kind].numpy() for _, p in payload]).astype(np.float64)
-        mx = np.maximum.reduce([p["mx"][kind].numpy() for _, p in payload]).astype(np.float64)
-        numel = np.array([p.numel() for _, p in params], np.float64) if kind == "weight" else None
-        stats = R.finalize(acc, mn, mx, numel)
+    start = 0
+    for kind, n in rows.items():
+        stats = {k: v[start : start + n] for k, v in every.items() if k != "norm" or kind == "weight"}
         if kind == "param_grad":
-            stats["norm"] = np.where(acc[:, R.N] > 0, np.sqrt(acc[:, R.NORMSQ]), np.nan)
+            a = acc[start : start + n]
+            stats["norm"] = np.where(a[:, R.N] > 0, np.sqrt(a[:, R.NORMSQ]), np.nan)
         if kind == "weight":
             upd = np.nansum([p["update"].numpy().astype(np.float64) for _, p in payload], axis=0)
             has = np.any([~np.isnan(p["update"].numpy()[:, 0]) for _, p in payload], axis=0)
             with np.errstate(invalid="ignore", divide="ignore"):
                 stats["update_ratio"] = np.where(has, np.sqrt(upd[:, 0] / upd[:, 1]), np.nan)
         out[kind] = stats
+        start += n
     return out
+
+
+def _fold(op: Any, tensors: list[torch.Tensor], one: bool) -> np.ndarray:
+    """Per-device host tensors -> one float64 array, combined with ``op`` (a NumPy ufunc)."""
+    if one:
+        return tensors[0].numpy().astype(np.float64)
+    return op.reduce([t.numpy().astype(np.float64) for t in tensors])
