@@ -33,8 +33,10 @@ def built_app() -> Path:
     return STATIC_DIR
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # module scope: Playwright's sync API runs an event loop in this thread while it lives, which would
+    # break asyncio.run() in the tests that follow
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.fail("Chromium is missing: run `make chromium`")
     from playwright.sync_api import sync_playwright
