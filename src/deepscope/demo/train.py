@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
@@ -58,10 +59,19 @@ class LiveTraining:
         self.run = deepscope.init(
             project="demo-mnist", name=name, config=run_config, tags=["demo"], notes=description, dir=runs_dir
         )
+        self._record_graph()
         # Per-layer statistics at every step, and diagnoses: the MLP's saturated top layer is flagged.
         self.run.watch(model, optimizer=self.optimizer)
         self.run.event("note", f"training starts: {description}", step=0)
         self.reached_90 = False
+
+    def _record_graph(self) -> None:
+        """The computation graph on one real batch, for the graph view; a failure only warns."""
+        x = self.digits.train_x[: self.config.batch_size]
+        try:
+            deepscope.graph(self.model, (x,), run=self.run)
+        except Exception as e:  # noqa: BLE001 - the demo trains without a graph
+            warnings.warn(f"deepscope demo: no computation graph for {self.run.name}: {e}", stacklevel=2)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if len(self.order) < self.config.batch_size:  # a new epoch: reshuffle
