@@ -62,13 +62,13 @@ function headers(): HeadersInit {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
-async function get(path: string, signal?: AbortSignal): Promise<Response> {
+export async function get(path: string, signal?: AbortSignal): Promise<Response> {
   const res = await fetch(path, { headers: headers(), signal, credentials: "same-origin" });
   if (!res.ok) throw new HttpError(res.status, path);
   return res;
 }
 
-async function getJson<T>(path: string): Promise<T> {
+export async function getJson<T>(path: string): Promise<T> {
   return (await (await get(path)).json()) as T;
 }
 

@@ -1,7 +1,12 @@
 // The view state that a link reproduces, and its round trip through the URL's query string.
 
 export type XMode = "step" | "wall" | "relative";
-export type Tab = "runs" | "charts" | "run";
+export type Tab = "runs" | "charts" | "run" | "internals";
+/** The panels of the training-internals tab. */
+export type Panel = "overview" | "layer" | "flow" | "diagnoses" | "ranks";
+export const PANELS: Panel[] = ["overview", "layer", "flow", "diagnoses", "ranks"];
+export type LayerKind = "act" | "grad" | "param_grad" | "weight";
+export const LAYER_KINDS: LayerKind[] = ["act", "grad", "param_grad", "weight"];
 
 export interface ViewState {
   tab: Tab;
@@ -17,6 +22,16 @@ export interface ViewState {
   cfgKey: string; // runs table config filter
   cfgValue: string;
   sort: string; // runs table sort column, "-" prefix = descending
+  // Training internals (run.watch); the run is `detail`.
+  panel: Panel;
+  kind: LayerKind; // layer statistics kind
+  stat: string; // layer statistic
+  colorLog: boolean; // log colour scale in the layer × step overview
+  stepZoom: [number, number] | null; // visible step range of the layer × step overview
+  /** The selected layer (module or parameter path), shared by every view that shows layers. */
+  selectedLayer: string | null;
+  /** The selected step, shared by every view that shows one step. */
+  selectedStep: number | null;
 }
 
 export const defaults: ViewState = {
@@ -33,6 +48,13 @@ export const defaults: ViewState = {
   cfgKey: "",
   cfgValue: "",
   sort: "-start",
+  panel: "overview",
+  kind: "act",
+  stat: "mean",
+  colorLog: false,
+  stepZoom: null,
+  selectedLayer: null,
+  selectedStep: null,
 };
 
 const list = (s: string | null) => (s ? s.split(",").filter(Boolean) : []);
@@ -46,8 +68,12 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
   const tab = p.get("tab");
   const x = p.get("x");
   const z = list(p.get("zoom")).map(Number);
+  const sz = list(p.get("steps")).map(Number);
+  const panel = p.get("panel") as Panel;
+  const kind = p.get("kind") as LayerKind;
+  const step = p.has("step") ? Number(p.get("step")) : NaN;
   return {
-    tab: tab === "runs" || tab === "run" ? tab : "charts",
+    tab: tab === "runs" || tab === "run" || tab === "internals" ? tab : "charts",
     runs: list(p.get("runs")),
     hasRuns: p.has("runs"),
     detail: p.get("run"),
@@ -61,6 +87,13 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     cfgKey: p.get("cfg") ?? "",
     cfgValue: p.get("cfgv") ?? "",
     sort: p.get("sort") ?? defaults.sort,
+    panel: PANELS.includes(panel) ? panel : defaults.panel,
+    kind: LAYER_KINDS.includes(kind) ? kind : defaults.kind,
+    stat: p.get("stat") ?? defaults.stat,
+    colorLog: p.get("clog") === "1",
+    stepZoom: sz.length === 2 && sz.every(Number.isFinite) && sz[0] <= sz[1] ? [sz[0], sz[1]] : null,
+    selectedLayer: p.get("layer"),
+    selectedStep: Number.isInteger(step) && step >= 0 ? step : null,
   };
 }
 
@@ -79,5 +112,12 @@ export function serialize(s: ViewState): string {
   if (s.cfgKey) p.set("cfg", s.cfgKey);
   if (s.cfgValue) p.set("cfgv", s.cfgValue);
   if (s.sort !== defaults.sort) p.set("sort", s.sort);
+  if (s.panel !== defaults.panel) p.set("panel", s.panel);
+  if (s.kind !== defaults.kind) p.set("kind", s.kind);
+  if (s.stat !== defaults.stat) p.set("stat", s.stat);
+  if (s.colorLog) p.set("clog", "1");
+  if (s.stepZoom) p.set("steps", s.stepZoom.join(","));
+  if (s.selectedLayer) p.set("layer", s.selectedLayer);
+  if (s.selectedStep !== null) p.set("step", String(s.selectedStep));
   return p.toString().replace(/%2C/g, ",");
 }
