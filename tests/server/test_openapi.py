@@ -32,6 +32,7 @@ def test_schema_describes_every_route_and_the_live_messages(tmp_path):
         "/api/runs/{run_id}/layerstats/profile",
         "/api/runs/{run_id}/layerstats/series",
         "/api/runs/{run_id}/ranks",
+        "/api/runs/{run_id}/graph",
         "/api/live",
     }
     scalars = spec["paths"]["/api/runs/{run_id}/scalars"]["get"]

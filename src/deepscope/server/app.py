@@ -19,7 +19,7 @@ from ..store import Store
 from . import schemas
 from .live import LiveHub
 from .queries import NotFound
-from .routers import events, health, histograms, layers, live, ranks, runs, scalars
+from .routers import events, graph, health, histograms, layers, live, ranks, runs, scalars
 from .security import BodyLimit, LoopbackHostOnly, TokenAuth
 from .static_site import STATIC_DIR, StaticSite
 
@@ -64,7 +64,7 @@ def create_app(
     )
     app.state.store = store
     app.state.live = hub
-    for module in (health, runs, scalars, histograms, events, layers, ranks, live):
+    for module in (health, runs, scalars, histograms, events, layers, ranks, graph, live):
         app.include_router(module.router)
     app.add_exception_handler(NotFound, _not_found)
     _add_fallbacks(app, StaticSite(Path(static_dir) if static_dir is not None else STATIC_DIR))

@@ -160,3 +160,70 @@ class RankReport(BaseModel):
     ranks: list[RankSummary]
     divergence_steps: list[int]
     divergence: list[float | None]
+
+
+# ---- computation graph ------------------------------------------------------------------------------
+GraphShape = list[int | str]  # a symbolic dimension is a string
+
+
+class GraphNode(BaseModel):
+    """A visible item: one operation (``kind="node"``, id ``n:<node id>``) or a collapsed module (``m:<path>``)."""
+
+    id: str
+    kind: Literal["node", "module"]
+    label: str
+    module_path: str  # the owning module (an operation) or the module itself (a box)
+    type: str  # the operation's target, or the module's class
+    size: int  # graph nodes inside (1 for an operation)
+    n_params: int
+    op: str | None = None  # operations only, from here on
+    target: str | None = None
+    module_type: str | None = None
+    input_shapes: list[GraphShape | None] | None = None
+    input_dtypes: list[str | None] | None = None
+    output_shapes: list[GraphShape] | None = None
+    output_dtypes: list[str] | None = None
+
+
+class GraphEdge(BaseModel):
+    """Tensors between two visible items, merged: ``count`` of them, the first one's shape and dtype."""
+
+    src: str
+    dst: str
+    shape: GraphShape | None
+    dtype: str | None
+    count: int
+
+
+class GraphModule(BaseModel):
+    """A module of the tree; ``size``: graph nodes inside it (0: nothing to expand)."""
+
+    path: str
+    type: str
+    n_params: int
+    size: int
+    parent: str | None
+    children: list[str]
+
+
+class GraphMatch(BaseModel):
+    """A search hit: a module (``m:<path>``) or an operation (``n:<node id>``) anywhere in the graph."""
+
+    id: str
+    kind: Literal["node", "module"]
+    label: str
+    module_path: str
+    type: str
+
+
+class GraphView(BaseModel):
+    """A collapsed view of the run's computation graph with the given modules expanded."""
+
+    method: str
+    notes: list[str]
+    version: int
+    expanded: list[str]  # the asked paths that are open
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+    modules: list[GraphModule] | None  # the whole module tree, parents first (absent with tree=false)
+    matches: list[GraphMatch]  # search hits for q, in model order

@@ -104,6 +104,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/runs/{run_id}/graph": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Graph
+         * @description The computation graph collapsed to its top-level modules, with the ``expanded`` module paths open.
+         */
+        get: operations["get_graph"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/runs/{run_id}/histograms": {
         parameters: {
             query?: never;
@@ -292,6 +312,118 @@ export interface components {
         EventList: {
             /** Events */
             events: components["schemas"]["Event"][];
+        };
+        /**
+         * GraphEdge
+         * @description Tensors between two visible items, merged: ``count`` of them, the first one's shape and dtype.
+         */
+        GraphEdge: {
+            /** Count */
+            count: number;
+            /** Dst */
+            dst: string;
+            /** Dtype */
+            dtype: string | null;
+            /** Shape */
+            shape: (number | string)[] | null;
+            /** Src */
+            src: string;
+        };
+        /**
+         * GraphMatch
+         * @description A search hit: a module (``m:<path>``) or an operation (``n:<node id>``) anywhere in the graph.
+         */
+        GraphMatch: {
+            /** Id */
+            id: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "node" | "module";
+            /** Label */
+            label: string;
+            /** Module Path */
+            module_path: string;
+            /** Type */
+            type: string;
+        };
+        /**
+         * GraphModule
+         * @description A module of the tree; ``size``: graph nodes inside it (0: nothing to expand).
+         */
+        GraphModule: {
+            /** Children */
+            children: string[];
+            /** N Params */
+            n_params: number;
+            /** Parent */
+            parent: string | null;
+            /** Path */
+            path: string;
+            /** Size */
+            size: number;
+            /** Type */
+            type: string;
+        };
+        /**
+         * GraphNode
+         * @description A visible item: one operation (``kind="node"``, id ``n:<node id>``) or a collapsed module (``m:<path>``).
+         */
+        GraphNode: {
+            /** Id */
+            id: string;
+            /** Input Dtypes */
+            input_dtypes?: (string | null)[] | null;
+            /** Input Shapes */
+            input_shapes?: ((number | string)[] | null)[] | null;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "node" | "module";
+            /** Label */
+            label: string;
+            /** Module Path */
+            module_path: string;
+            /** Module Type */
+            module_type?: string | null;
+            /** N Params */
+            n_params: number;
+            /** Op */
+            op?: string | null;
+            /** Output Dtypes */
+            output_dtypes?: string[] | null;
+            /** Output Shapes */
+            output_shapes?: (number | string)[][] | null;
+            /** Size */
+            size: number;
+            /** Target */
+            target?: string | null;
+            /** Type */
+            type: string;
+        };
+        /**
+         * GraphView
+         * @description A collapsed view of the run's computation graph with the given modules expanded.
+         */
+        GraphView: {
+            /** Edges */
+            edges: components["schemas"]["GraphEdge"][];
+            /** Expanded */
+            expanded: string[];
+            /** Matches */
+            matches: components["schemas"]["GraphMatch"][];
+            /** Method */
+            method: string;
+            /** Modules */
+            modules: components["schemas"]["GraphModule"][] | null;
+            /** Nodes */
+            nodes: components["schemas"]["GraphNode"][];
+            /** Notes */
+            notes: string[];
+            /** Version */
+            version: number;
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -694,6 +826,49 @@ export interface operations {
                 };
             };
             /** @description No such run */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_graph: {
+        parameters: {
+            query?: {
+                expanded?: string[];
+                tree?: boolean;
+                q?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GraphView"];
+                };
+            };
+            /** @description No such run, or the run has no graph */
             404: {
                 headers: {
                     [name: string]: unknown;
