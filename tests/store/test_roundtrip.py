@@ -121,3 +121,24 @@ def test_module_level_api(root):
     assert run.finished
     with pytest.raises(RuntimeError, match="no active run"):
         deepscope.log({"x": 1.0})
+
+
+def test_keys_are_gathered_lazily_and_correctly_across_refreshes(root):
+    run = deepscope.init(dir=root, flush_interval=0.01)
+    reader = None
+    for part in range(4):
+        for i in range(part * 50, (part + 1) * 50):
+            run.log({"a": i, "b": -i, **({"c": 2 * i} if i % 2 else {})}, step=i)
+        run.flush()
+        reader = reader or deepscope.open(root).run(run.id)
+        reader.refresh()
+        np.testing.assert_array_equal(reader.series("a").value, np.arange((part + 1) * 50))  # "a" every time
+        if part == 1:
+            np.testing.assert_array_equal(reader.series("c").value, 2 * np.arange(1, 100, 2))
+    run.finish()
+    reader.refresh()
+    counts = {k.key: (k.count, k.last_step) for k in reader.keys()}
+    assert counts == {"a": (200, 199), "b": (200, 199), "c": (100, 199)}
+    np.testing.assert_array_equal(reader.series("b").value, -np.arange(200))  # first asked at the very end
+    np.testing.assert_array_equal(reader.series("c").value, 2 * np.arange(1, 200, 2))
+    assert reader._ranks[0].chunks == []  # every key has gathered every chunk: nothing is held twice

@@ -111,8 +111,25 @@ class _Segment:
 
 
 @dataclass
+class _ScalarChunk:
+    """The columns of one scalars chunk, key codes mapped to the rank's key ids; split per key lazily."""
+
+    step: np.ndarray
+    wall: np.ndarray
+    value: np.ndarray
+    kid: np.ndarray
+
+
+@dataclass
 class _RankData:
-    series: dict[str, SeriesBuffer] = field(default_factory=dict)
+    series: dict[str, SeriesBuffer] = field(default_factory=dict)  # materialized on first query of a key
+    key_ids: dict[str, int] = field(default_factory=dict)
+    key_names: list[str] = field(default_factory=list)
+    key_count: list[int] = field(default_factory=list)
+    key_last: list[int] = field(default_factory=list)  # step of the key's last logged value
+    chunks: list[_ScalarChunk] = field(default_factory=list)  # not yet consumed by every key
+    chunk_base: int = 0  # absolute index of chunks[0]
+    cursor: dict[str, int] = field(default_factory=dict)  # per key: absolute index of its next chunk
     histograms: dict[str, list[Histogram]] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     segments: dict[str, _Segment] = field(default_factory=dict)  # file name -> read position
@@ -211,24 +228,20 @@ class RunReader:
         return 0
 
     def _ingest_scalars(self, data: _RankData, table: pa.Table, changed: set[str]) -> int:
-        step = table["step"].to_numpy()
-        wall = table["wall_time"].to_numpy()
-        value = table["value"].to_numpy()
+        # Only counts are computed now; a key's values are gathered when it is first queried, so opening
+        # a run with many keys costs one pass over its bytes, not a sort of every value.
         keycol = table["key"].combine_chunks()
-        names = keycol.dictionary.to_pylist()
-        codes = keycol.indices.to_numpy()
-        # (N,) codes → groups of equal codes, each kept in log order
-        order = np.argsort(codes, kind="stable")
-        sorted_codes = codes[order]
-        bounds = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1], True])
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            name = names[sorted_codes[a]]
-            idx = order[a:b]
-            buf = data.series.get(name)
-            if buf is None:
-                buf = data.series[name] = SeriesBuffer(name)
-            buf.append(step[idx], wall[idx], value[idx])
-            changed.add(name)
+        remap = np.array([_key_id(data, n) for n in keycol.dictionary.to_pylist()], np.int32)
+        kid = remap[keycol.indices.to_numpy()]
+        step = table["step"].to_numpy()
+        data.chunks.append(_ScalarChunk(step, table["wall_time"].to_numpy(), table["value"].to_numpy(), kid))
+        counts = np.bincount(kid, minlength=len(data.key_names))
+        last = np.full(len(data.key_names), -1, np.int64)
+        last[kid] = np.arange(len(kid))  # with repeated indices the last assignment wins: the last row
+        for i in np.flatnonzero(counts).tolist():
+            data.key_count[i] += int(counts[i])
+            data.key_last[i] = int(step[last[i]])
+            changed.add(data.key_names[i])
         self._bump(int(step.max()))
         return len(step)
 
@@ -244,9 +257,9 @@ class RunReader:
             for r, data in sorted(self._ranks.items()):
                 if rank is not None and r != rank:
                     continue
-                for k in sorted(data.series):
-                    s = data.series[k]
-                    out.append(KeyInfo(k, "scalar", len(s), s.max_step, r))
+                for k in sorted(data.key_ids):
+                    i = data.key_ids[k]
+                    out.append(KeyInfo(k, "scalar", data.key_count[i], data.key_last[i], r))
                 for k in sorted(data.histograms):
                     hs = data.histograms[k]
                     out.append(KeyInfo(k, "histogram", len(hs), max(h.step for h in hs), r))
@@ -337,9 +350,40 @@ class RunReader:
 
     def _buffer(self, key: str, rank: int) -> SeriesBuffer:
         data = self._ranks.get(rank)
-        if data is None or key not in data.series:
+        if data is None or key not in data.key_ids:
             raise KeyError(f"no scalar {key!r} on rank {rank} of run {self.id!r}")
-        return data.series[key]
+        buf = data.series.get(key)
+        if buf is None:
+            buf = data.series[key] = SeriesBuffer(key)
+        start = data.cursor.get(key, 0)
+        kid = data.key_ids[key]
+        for chunk in data.chunks[max(start - data.chunk_base, 0) :]:
+            sel = np.flatnonzero(chunk.kid == kid)
+            if len(sel):
+                buf.append(chunk.step[sel], chunk.wall[sel], chunk.value[sel])
+        data.cursor[key] = data.chunk_base + len(data.chunks)
+        _drop_consumed(data)
+        return buf
+
+
+def _key_id(data: _RankData, name: str) -> int:
+    i = data.key_ids.get(name)
+    if i is None:
+        i = data.key_ids[name] = len(data.key_names)
+        data.key_names.append(name)
+        data.key_count.append(0)
+        data.key_last.append(-1)
+    return i
+
+
+def _drop_consumed(data: _RankData) -> None:
+    """Forget chunks that every key has gathered from (memory stays ~1× the data)."""
+    if len(data.cursor) < len(data.key_ids):
+        return
+    done = min(data.cursor.values()) - data.chunk_base
+    if done > 0:
+        del data.chunks[:done]
+        data.chunk_base += done
 
 
 def _segment_order(name: str) -> tuple[int, str]:
