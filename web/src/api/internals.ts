@@ -1,0 +1,89 @@
+// The training-internals routes (docs/http-api.md, "Training internals (run.watch)"): layer tables, the
+// layer × step matrix, depth profiles, per-layer series, watch histograms, rank reports.
+import { get, getJson, loadArrow, type Columns } from "./client";
+import type { components } from "./schema";
+
+export type LayerTable = components["schemas"]["LayerTable"];
+export type WatchedLayer = LayerTable["layers"][number];
+export type LayerProfile = components["schemas"]["LayerProfile"];
+export type RankReport = components["schemas"]["RankReport"];
+export type HistogramPoint = components["schemas"]["HistogramPoint"];
+
+/** Layers × step buckets of one statistic: `values[row * cols + col]`, NaN where a layer has no value. */
+export interface LayerMatrix {
+  kind: string;
+  stat: string;
+  names: string[];
+  steps: number[]; // each bucket's last step
+  values: Float32Array;
+  exact: boolean;
+}
+
+export interface MatrixQuery {
+  kind: string;
+  stat: string;
+  start?: number;
+  end?: number;
+  buckets: number;
+}
+
+const enc = encodeURIComponent;
+const base = (run: string) => `api/runs/${enc(run)}`;
+
+function query(q: Record<string, string | number | undefined | null>): string {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(q)) if (v !== undefined && v !== null) p.set(k, String(v));
+  return p.toString();
+}
+
+async function arrowTable(path: string, signal?: AbortSignal) {
+  const [res, { tableFromIPC }] = await Promise.all([get(path, signal), loadArrow()]);
+  return tableFromIPC(new Uint8Array(await res.arrayBuffer()));
+}
+
+export const internals = {
+  layers: (run: string, rank = 0) => getJson<LayerTable>(`${base(run)}/layers?rank=${rank}`),
+
+  async matrix(run: string, q: MatrixQuery, signal?: AbortSignal): Promise<LayerMatrix> {
+    const qs = query({ kind: q.kind, stat: q.stat, start: q.start, end: q.end, buckets: q.buckets });
+    const table = await arrowTable(`${base(run)}/layerstats/matrix?${qs}`, signal);
+    const meta = table.schema.metadata;
+    const steps = JSON.parse(meta.get("steps") ?? "[]") as number[];
+    const cols = steps.length;
+    const names = (table.getChild("name")?.toArray() ?? []) as string[];
+    const values = new Float32Array(names.length * cols).fill(NaN);
+    const list = table.getChild("values");
+    for (let r = 0; r < names.length && list; r++) {
+      const row = list.get(r);
+      if (row) values.set((row.toArray() as Float32Array).subarray(0, cols), r * cols);
+    }
+    return { kind: q.kind, stat: q.stat, names: Array.from(names), steps, values, exact: meta.get("exact") === "true" };
+  },
+
+  profile: (run: string, kind: string, stat: string, step: number | null) =>
+    getJson<LayerProfile>(`${base(run)}/layerstats/profile?${query({ kind, stat, step })}`),
+
+  async series(run: string, layer: string, kind: string, stat: string, buckets = 1000): Promise<Columns> {
+    const table = await arrowTable(`${base(run)}/layerstats/series?${query({ layer, kind, stat, buckets })}`);
+    const f64 = (name: string) => {
+      const col = table.getChild(name);
+      return col ? Float64Array.from(col.toArray() as ArrayLike<number>) : new Float64Array(table.numRows);
+    };
+    const count = table.getChild("count");
+    return {
+      step: f64("step"),
+      wall: f64("wall_time"),
+      min: f64("min"),
+      max: f64("max"),
+      mean: f64("mean"),
+      last: f64("last"),
+      count: count ? Int32Array.from(count.toArray() as ArrayLike<number>) : new Int32Array(table.numRows),
+      exact: table.schema.metadata.get("exact") === "true",
+    };
+  },
+
+  histograms: async (run: string, key: string) =>
+    (await getJson<{ histograms: HistogramPoint[] }>(`${base(run)}/histograms?${query({ key })}`)).histograms,
+
+  ranks: (run: string) => getJson<RankReport>(`${base(run)}/ranks`),
+};

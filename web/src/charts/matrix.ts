@@ -1,0 +1,138 @@
+// Draws the layer × step overview on a canvas: one pixel column per step bucket (an ImageData of rows ×
+// buckets scaled without smoothing), layer labels on the left, a step axis below, the selection on top.
+import type { ColorScale } from "../core/colorscale";
+import { rowValues, type DisplayRow } from "../core/layerrows";
+import { fmtStep } from "./lines";
+
+export interface MatrixGeometry {
+  labelW: number;
+  plotW: number;
+  rowH: number;
+  axisH: number;
+  cols: number;
+}
+
+export interface MatrixPicture extends MatrixGeometry {
+  rows: DisplayRow[];
+  values: Float32Array;
+  steps: number[];
+  scale: ColorScale;
+  selectedRow: number; // -1: none
+  selectedCol: number; // -1: none
+}
+
+const FONT = '11px system-ui, -apple-system, "Segoe UI", sans-serif';
+const EMPTY: [number, number, number] = [241, 243, 246];
+
+/** The bucket holding `step`: the first whose last step is ≥ it (−1 if beyond the last). */
+export function columnOf(steps: number[], step: number): number {
+  let lo = 0;
+  let hi = steps.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (steps[mid] < step) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo < steps.length ? lo : -1;
+}
+
+export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): void {
+  const dpr = window.devicePixelRatio || 1;
+  const width = p.labelW + p.plotW;
+  const height = p.rows.length * p.rowH + p.axisH;
+  canvas.width = Math.round(width * dpr);
+  canvas.height = Math.round(height * dpr);
+  canvas.style.width = `${width}px`;
+  canvas.style.height = `${height}px`;
+  const ctx = canvas.getContext("2d")!;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, width, height);
+  if (!p.cols || !p.rows.length) return;
+
+  // Cells: one pixel per (row, bucket), scaled up.
+  const img = new ImageData(p.cols, p.rows.length);
+  p.rows.forEach((row, r) => {
+    const header = row.kind === "header";
+    const vals = header ? null : rowValues(p.values, p.cols, row);
+    for (let c = 0; c < p.cols; c++) {
+      const rgb = header ? [255, 255, 255] : (p.scale.color(vals![c]) ?? EMPTY);
+      const o = (r * p.cols + c) * 4;
+      img.data[o] = rgb[0];
+      img.data[o + 1] = rgb[1];
+      img.data[o + 2] = rgb[2];
+      img.data[o + 3] = 255;
+    }
+  });
+  const off = document.createElement("canvas");
+  off.width = p.cols;
+  off.height = p.rows.length;
+  off.getContext("2d")!.putImageData(img, 0, 0);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(off, p.labelW, 0, p.plotW, p.rows.length * p.rowH);
+
+  // Labels: every row when rows are tall enough, else every k-th.
+  ctx.font = FONT;
+  ctx.textBaseline = "middle";
+  const every = Math.max(1, Math.ceil(12 / p.rowH));
+  p.rows.forEach((row, r) => {
+    if (row.kind === "layer" && r % every) return;
+    const y = r * p.rowH + p.rowH / 2;
+    ctx.fillStyle = row.kind === "layer" ? "#374151" : "#111827";
+    ctx.font = row.kind === "layer" ? FONT : `600 ${FONT}`;
+    fitText(ctx, row.label, row.indent ? 20 : 8, y, p.labelW - (row.indent ? 28 : 16));
+  });
+
+  // Selection: the selected row framed, the selected step as a vertical line.
+  const cw = p.plotW / p.cols;
+  if (p.selectedRow >= 0) {
+    ctx.fillStyle = "rgba(47, 91, 234, 0.10)";
+    ctx.fillRect(0, p.selectedRow * p.rowH, p.labelW, p.rowH);
+    ctx.strokeStyle = "#2f5bea";
+    ctx.lineWidth = 1.5;
+    ctx.strokeRect(p.labelW + 0.75, p.selectedRow * p.rowH + 0.75, p.plotW - 1.5, Math.max(1, p.rowH - 1.5));
+  }
+  if (p.selectedCol >= 0) {
+    ctx.strokeStyle = "rgba(17, 24, 39, 0.85)";
+    ctx.lineWidth = 1;
+    const x = Math.round(p.labelW + (p.selectedCol + 0.5) * cw) + 0.5;
+    ctx.beginPath();
+    ctx.moveTo(x, 0);
+    ctx.lineTo(x, p.rows.length * p.rowH);
+    ctx.stroke();
+  }
+
+  // Step axis.
+  const y0 = p.rows.length * p.rowH;
+  ctx.fillStyle = "#6b7280";
+  ctx.strokeStyle = "#d1d5db";
+  ctx.font = FONT;
+  ctx.textBaseline = "top";
+  ctx.textAlign = "center";
+  const ticks = Math.max(2, Math.floor(p.plotW / 90));
+  for (let t = 0; t <= ticks; t++) {
+    const c = Math.min(p.cols - 1, Math.round((t / ticks) * (p.cols - 1)));
+    const x = p.labelW + (c + 0.5) * cw;
+    ctx.beginPath();
+    ctx.moveTo(x, y0);
+    ctx.lineTo(x, y0 + 4);
+    ctx.stroke();
+    ctx.fillText(fmtStep(p.steps[c]), Math.min(Math.max(x, p.labelW + 12), width - 16), y0 + 6);
+  }
+  ctx.textAlign = "left";
+}
+
+function fitText(ctx: CanvasRenderingContext2D, text: string, x: number, y: number, max: number): void {
+  if (ctx.measureText(text).width <= max) {
+    ctx.fillText(text, x, y);
+    return;
+  }
+  let lo = 0;
+  let hi = text.length;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (ctx.measureText(`…${text.slice(text.length - mid)}`).width <= max) lo = mid;
+    else hi = mid - 1;
+  }
+  ctx.fillText(`…${text.slice(text.length - lo)}`, x, y);
+}

@@ -1,0 +1,86 @@
+// Colour scales of the layer × step overview: sequential (viridis) for magnitudes and shares, optionally on a
+// log axis, diverging (blue–white–red) around 0 for signed statistics. Domains come from the data held.
+
+export type ScaleKind = "sequential" | "diverging" | "share";
+
+const VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"];
+const DIVERGING = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582", "#d6604d", "#b2182b"];
+
+const rgb = (hex: string) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+const VIR = VIRIDIS.map(rgb);
+const DIV = DIVERGING.map(rgb);
+
+function interp(stops: number[][], t: number): [number, number, number] {
+  const x = Math.min(1, Math.max(0, t)) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x));
+  const f = x - i;
+  const a = stops[i];
+  const b = stops[i + 1];
+  return [a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, a[2] + (b[2] - a[2]) * f];
+}
+
+/** Which scale a statistic gets: signed values diverge around 0, shares run 0–1, the rest are magnitudes. */
+export function scaleKind(stat: string): ScaleKind {
+  if (stat === "mean" || stat === "min" || stat === "max") return "diverging";
+  if (stat.endsWith("_frac")) return "share";
+  return "sequential";
+}
+
+/** Statistics whose values span orders of magnitude: a log colour scale is the natural default. */
+export const LOG_DEFAULT = new Set(["norm", "update_ratio", "rms", "std"]);
+
+export interface ColorScale {
+  kind: ScaleKind;
+  log: boolean;
+  lo: number;
+  hi: number;
+  /** RGB of a value; null for NaN (drawn as the empty background). */
+  color(v: number): [number, number, number] | null;
+  /** CSS gradient for the legend, low to high. */
+  gradient: string;
+  /** Tick values for the legend. */
+  ticks: number[];
+}
+
+function quantiles(values: ArrayLike<number>, log: boolean, abs: boolean): [number, number] {
+  const xs: number[] = [];
+  for (let i = 0; i < values.length; i++) {
+    let v = values[i];
+    if (!Number.isFinite(v)) continue;
+    if (abs) v = Math.abs(v);
+    if (log && v <= 0) continue;
+    xs.push(v);
+  }
+  if (!xs.length) return [0, 1];
+  xs.sort((a, b) => a - b);
+  const q = (p: number) => xs[Math.min(xs.length - 1, Math.max(0, Math.round(p * (xs.length - 1))))];
+  return [q(0.01), q(0.99)];
+}
+
+export function makeScale(stat: string, values: ArrayLike<number>, logWanted: boolean): ColorScale {
+  const kind = scaleKind(stat);
+  const log = kind === "sequential" && logWanted;
+  let lo: number;
+  let hi: number;
+  if (kind === "share") [lo, hi] = [0, 1];
+  else if (kind === "diverging") {
+    const m = quantiles(values, false, true)[1] || 1;
+    [lo, hi] = [-m, m];
+  } else {
+    [lo, hi] = quantiles(values, log, false);
+    if (lo === hi) [lo, hi] = log ? [lo / 2, hi * 2] : [lo - 0.5, hi + 0.5];
+  }
+  const tf = (v: number) => (log ? Math.log10(v) : v);
+  const a = tf(lo);
+  const b = tf(hi);
+  const stops = kind === "diverging" ? DIV : VIR;
+  const color = (v: number): [number, number, number] | null => {
+    if (Number.isNaN(v)) return null;
+    if (log && v <= 0) return stops[0] as [number, number, number];
+    const t = v === Infinity ? 1 : v === -Infinity ? 0 : (tf(v) - a) / (b - a || 1);
+    return interp(stops, t);
+  };
+  const css = (kind === "diverging" ? DIVERGING : VIRIDIS).map((c, i, all) => `${c} ${(i / (all.length - 1)) * 100}%`);
+  const ticks = [0, 0.25, 0.5, 0.75, 1].map((t) => (log ? 10 ** (a + (b - a) * t) : a + (b - a) * t));
+  return { kind, log, lo, hi, color, gradient: `linear-gradient(to right, ${css.join(", ")})`, ticks };
+}
