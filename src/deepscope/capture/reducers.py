@@ -2,6 +2,8 @@
 
 Statistics come from a fixed random sample of at most ``sample`` elements (one ``index_select``), so a
 hook costs about the same for a 1k- or a 100M-element tensor; parameter-gradient norms are exact.
+``reduce_rows`` computes ``moments`` and ``histogram`` of many staged samples at once (what ``watch``
+does at each step's end); ``moments`` and ``histogram`` reduce one sample (a module's repeated calls).
 Moments are *added* into a preallocated row, so a module called several times in one step (shared
 weights, recurrent cells, gradient accumulation) contributes all its calls.
 """

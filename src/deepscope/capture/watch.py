@@ -1,10 +1,12 @@
 """``run.watch(model)``: per-layer statistics of activations, gradients and weights at every step.
 
-Hooks reduce each tensor on its device into preallocated accumulators (``reducers``); nothing in a hook
-synchronizes with the device. At the step boundary the accumulators are copied to the host in one batch
-of non-blocking copies and handed to the writer thread, which turns them into ``layerstats`` rows,
-histograms and diagnoses. A *step* is an optimizer step when the optimizer is given, otherwise a
-training-mode forward pass of the model; passes in eval mode or under ``no_grad`` are not recorded.
+Each hook copies a fixed sample of its tensor into its row of a preallocated staging matrix on the
+tensor's device (one gather); nothing in a hook synchronizes with the device. At the step boundary one
+batched reduction turns every row into moments, extremes and histograms (``reducers.reduce_rows``), the
+accumulators are copied to the host in a few non-blocking copies and handed to the writer thread, which
+turns them into ``layerstats`` rows, histograms and diagnoses. A *step* is an optimizer step when the
+optimizer is given, otherwise a training-mode forward pass of the model; passes in eval mode or under
+``no_grad`` are not recorded.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class _Buffers:
         self.work = torch.empty(2, total, sample, device=device)  # scratch space of reduce_rows
         self.rows = list(self.stage.unbind(0))
         self.lengths = [0] * total
-        self.normsq = torch.zeros(n_params, device=device)  # exact ‖param grad‖ (squared in reduce)
+        self.normsq = torch.zeros(n_params, device=device)  # exact ‖param grad‖²
         self.norms = list(self.normsq.unbind(0))
         self.before = torch.zeros(n_params, sample, device=device)  # weight samples before the optimizer step
         self.before_rows = list(self.before.unbind(0))
@@ -97,7 +99,7 @@ class _Buffers:
         n = torch.tensor(self.lengths, dtype=torch.float32).to(dev, non_blocking=True)
         row, mn, mx, h = R.reduce_rows(self.stage, n, self.sat, hist and self.hist_all is not None, self.work)
         pg, w = self.start["param_grad"], self.start["weight"]
-        row[pg:w, R.NORMSQ] = self.normsq.square()  # exact norms; moments() leaves the column 0
+        row[pg:w, R.NORMSQ] = self.normsq  # exact squared norms; moments() leaves the column 0
         staged = n > 0
         self.acc_all += torch.where(staged[:, None], row, 0.0)  # a row left from an earlier step is stale
         torch.where(staged, torch.minimum(self.mn_all, mn), self.mn_all, out=self.mn_all)
@@ -331,8 +333,8 @@ class Watcher:
                 b = self._bufs(g.device)
                 # the accumulated gradient so far: the last call of a step is the full gradient
                 if self._stage(b, "param_grad", j, g, None, add=False):
-                    g32 = g if g.dtype == torch.float32 else g.to(torch.float32)
-                    torch.linalg.vector_norm(g32, out=b.norms[j])  # squared in _Buffers.reduce
+                    flat = (g if g.dtype == torch.float32 else g.to(torch.float32)).reshape(-1)
+                    torch.dot(flat, flat, out=b.norms[j])  # ‖g‖²: one BLAS pass, faster than vector_norm
                 self._has_data = True
             except Exception as e:
                 self._break(where, e)
