@@ -1,0 +1,262 @@
+"""Training internals in headless Chromium: runs written by the real ``run.watch`` (a saturating sigmoid MLP,
+a ReLU net, a two-rank run with one slowed rank), checked through the data the views hold."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from browser_helpers import wait_for
+from torch import nn
+
+import deepscope
+from deepscope.server.launch import BackgroundServer
+
+pytestmark = pytest.mark.browser
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+STEPS = 50
+DDP_STEPS = 24
+RELU_STEPS = 30
+
+
+def sigmoid_mlp(depth: int = 4, hidden: int = 128) -> nn.Module:
+    """Sigmoid layers with W ~ U[−1/√n, 1/√n]: the top one saturates near 0 within a few dozen steps."""
+    layers: list[nn.Module] = []
+    n = 64
+    for _ in range(depth):
+        lin = nn.Linear(n, hidden)
+        nn.init.uniform_(lin.weight, -1 / math.sqrt(n), 1 / math.sqrt(n))
+        nn.init.zeros_(lin.bias)
+        layers += [lin, nn.Sigmoid()]
+        n = hidden
+    return nn.Sequential(nn.Sequential(*layers), nn.Linear(hidden, 10))
+
+
+def relu_net() -> nn.Module:
+    return nn.Sequential(nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 96), nn.ReLU()), nn.Linear(96, 10))
+
+
+def train(root: Path, name: str, model: nn.Module, steps: int, *, lr=0.1, rank=0, world_size=1, run_id=None, delay=0.0):
+    x = torch.randn(512, 64, generator=torch.Generator().manual_seed(rank))
+    y = x[:, :10].argmax(1)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    with deepscope.init(project="internals", name=name, dir=root, id=run_id, rank=rank, world_size=world_size) as run:
+        run.watch(model, opt, histograms_every=10, print_findings=False)
+        for step in range(steps):
+            if delay:
+                time.sleep(delay)  # a slow data loader on this rank
+            i = torch.randint(0, 512, (32,))
+            loss = nn.functional.cross_entropy(model(x[i]), y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log({"train/loss": loss}, step=step)
+    return run.id
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory):
+    root = tmp_path_factory.mktemp("internals")
+    torch.manual_seed(0)
+    sig = train(root, "sigmoid-mlp", sigmoid_mlp(), STEPS, lr=0.3)
+    torch.manual_seed(1)
+    relu = train(root, "relu-net", relu_net(), RELU_STEPS)
+    for rank in (0, 1):
+        torch.manual_seed(2)
+        model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        train(root, "ddp", model, DDP_STEPS, rank=rank, world_size=2, run_id="ddp-two-ranks", delay=0.02 * rank)
+    server = BackgroundServer(root, port=0).start()
+    yield {"url": server.url, "sig": sig, "relu": relu, "ddp": "ddp-two-ranks"}
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def server_url(watched, built_app) -> str:
+    return watched["url"]
+
+
+def api(base: str, path: str):
+    with urllib.request.urlopen(f"{base}api/{path}" if base.endswith("/") else f"{base}/api/{path}") as r:
+        return r.read(), r.headers
+
+
+def open_internals(page, base: str, query: str) -> None:
+    page.goto(f"{base}?tab=internals&{query}")
+    page.wait_for_function("() => window.__deepscope !== undefined")
+
+
+def held(page, name: str):
+    return page.evaluate(f"() => JSON.parse(JSON.stringify(window.__deepscope.internals.{name} ?? null))")
+
+
+def overview_ready(page, kind: str, stat: str, cols: int | None = None) -> dict:
+    wait_for(
+        page,
+        """([kind, stat, cols]) => { const o = window.__deepscope.internals?.overview;
+            return o && o.kind === kind && o.stat === stat && (cols === null || o.cols === cols); }""",
+        [kind, stat, cols],
+    )
+    return held(page, "overview")
+
+
+def shot(page, name: str, tmp_path: Path) -> None:
+    target = DOCS if os.environ.get("DEEPSCOPE_SCREENSHOTS") == "docs" else tmp_path
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(target / name))
+
+
+def matrix_from_server(base: str, run: str, **params):
+    import pyarrow as pa
+
+    body, _ = api(base, f"runs/{run}/layerstats/matrix?" + "&".join(f"{k}={v}" for k, v in params.items()))
+    return pa.ipc.open_stream(body).read_next_batch()
+
+
+def test_overview_draws_the_server_matrix_and_switches_kind_and_stat(page, watched, server_url, tmp_path):
+    sig = watched["sig"]
+    open_internals(page, server_url, f"runs={sig},{watched['relu']}&run={sig}&stat=sat_frac")
+    o = overview_ready(page, "act", "sat_frac")
+    assert o["rows"] == 9 and o["cols"] == STEPS and o["exact"]  # 9 modules × every step (fewer steps than pixels)
+    b = matrix_from_server(server_url, sig, kind="act", stat="sat_frac", buckets=o["plotW"])
+    assert b.column("name").to_pylist() == o["names"]
+    server_top = b.column("values")[7].as_py()[STEPS - 1]  # the top sigmoid at the last step
+    view_top = page.evaluate(f"() => window.__deepscope.internals.overview.value('0.7', {STEPS - 1})")
+    assert view_top == pytest.approx(server_top) and server_top > 0.5  # saturated
+    assert page.locator("[data-testid=color-legend]").is_visible()
+    shot(page, "internals-overview.png", tmp_path)
+
+    page.locator("[data-kind=param_grad]").click()
+    o = overview_ready(page, "param_grad", "norm")
+    assert o["rows"] == 10 and o["names"][0] == "0.0.weight"  # parameter rows
+    page.get_by_label("Statistic", exact=True).select_option("std")
+    overview_ready(page, "param_grad", "std")
+    fetches = held(page, "matrixFetches")
+    assert [(f["kind"], f["stat"]) for f in fetches][-3:] == [("act", "sat_frac"), ("param_grad", "norm"), ("param_grad", "std")]
+    page.locator("[data-kind=update_ratio]").click()
+    overview_ready(page, "weight", "update_ratio")
+    assert "stat=update_ratio" in page.url and "kind=weight" in page.url
+
+
+def test_zoom_refetches_the_range_and_a_cell_opens_the_layer(page, watched, server_url):
+    sig = watched["sig"]
+    open_internals(page, server_url, f"runs={sig}&run={sig}")
+    o = overview_ready(page, "act", "mean")
+    canvas = page.locator("[data-testid=layer-matrix]")
+    box = canvas.bounding_box()
+    y = box["y"] + 3 * o["rowH"] + o["rowH"] / 2
+    x0 = box["x"] + o["labelW"] + o["plotW"] * 0.25
+    page.mouse.move(x0, y)
+    page.mouse.down()
+    page.mouse.move(x0 + o["plotW"] * 0.25, y, steps=5)
+    page.mouse.up()
+    wait_for(page, "(n) => window.__deepscope.internals.overview?.steps.at(-1) < n", STEPS * 0.75)
+    z = held(page, "overview")
+    last = held(page, "matrixFetches")[-1]
+    assert last["start"] is not None and last["end"] is not None and last["end"] - last["start"] < STEPS / 2
+    assert z["steps"][0] >= last["start"] and z["steps"][-1] == last["end"]
+    assert "steps=" in page.url
+
+    # Click the row of layer 0.7 in the middle of the zoomed range: the layer detail of that layer and step.
+    row = z["displayRows"].index("0.7")
+    col = len(z["steps"]) // 2
+    page.mouse.click(box["x"] + o["labelW"] + (col + 0.5) * z["plotW"] / len(z["steps"]), box["y"] + (row + 0.5) * z["rowH"])
+    wait_for(page, "() => window.__deepscope.internals.layer?.layer === '0.7'")
+    view = page.evaluate("() => window.__deepscope.view()")
+    assert view["panel"] == "layer" and view["selectedLayer"] == "0.7" and view["selectedStep"] == z["steps"][col]
+    series = held(page, "layer")["series"]
+    assert series["mean"]["points"] == STEPS and series["sat_frac"]["lastStep"] == STEPS - 1
+    assert "dead_frac" not in series  # NaN for a sigmoid: no chart
+
+
+def test_layer_detail_distribution_holds_the_recorded_bins(page, watched, server_url, tmp_path):
+    sig = watched["sig"]
+    open_internals(page, server_url, f"runs={sig}&run={sig}&panel=layer&layer=0.7&step=60")
+    wait_for(page, "() => window.__deepscope.internals.distribution?.key === 'watch/act/0.7'")
+    d = held(page, "distribution")
+    body, _ = api(server_url, f"runs/{sig}/histograms?key=watch/act/0.7")
+    hists = json.loads(body)["histograms"]
+    assert d["steps"] == len(hists) == STEPS // 10 and d["bins"] == len(hists[0]["counts"]) == 258
+    assert d["edges"] == 259 and 0 < d["shownBins"] <= 258
+    wait_for(page, "() => Object.keys(window.__deepscope.internals.layer?.series ?? {}).length >= 5")
+    shot(page, "internals-layer.png", tmp_path)
+
+
+def test_gradient_flow_overlays_runs_and_scrubs(page, watched, server_url, tmp_path):
+    sig, relu = watched["sig"], watched["relu"]
+    open_internals(page, server_url, f"runs={sig},{relu}&panel=flow")
+    wait_for(page, "(n) => Object.keys(window.__deepscope.internals.flow?.runs ?? {}).length === n", 2)
+    flow = held(page, "flow")
+    assert flow["step"] == STEPS - 1
+    assert flow["runs"][sig]["points"] == 5 and flow["runs"][relu]["points"] == 3  # one per weight parameter
+    assert flow["runs"][sig]["names"] == ["0.0.weight", "0.2.weight", "0.4.weight", "0.6.weight", "1.weight"]
+    shot(page, "internals-gradient-flow.png", tmp_path)
+    slider = page.get_by_label("Step")
+    slider.fill("20")
+    wait_for(page, "() => window.__deepscope.internals.flow?.step === 20")
+    assert held(page, "flow")["runs"][sig]["step"] == 20
+    assert "step=20" in page.url
+
+
+def test_a_diagnosis_opens_its_evidence(page, watched, server_url, tmp_path):
+    sig, relu = watched["sig"], watched["relu"]
+    page.goto(f"{server_url}?runs={sig},{relu}")  # the first screen: charts with the run picker
+    badge = page.locator(f'li[data-run="{sig}"] .findings')
+    badge.wait_for()
+    badge.click()
+    wait_for(page, "() => (window.__deepscope.internals.diagnoses ?? []).some((d) => d.kind === 'diagnosis/saturation')")
+    shot(page, "internals-diagnoses.png", tmp_path)
+    finding = page.locator(f'li[data-rule=saturation][data-run="{sig}"]')
+    expected = next(d for d in held(page, "diagnoses") if d["kind"] == "diagnosis/saturation")
+    finding.locator("button.title").click()
+    o = overview_ready(page, "act", "sat_frac")
+    view = page.evaluate("() => window.__deepscope.view()")
+    assert view["panel"] == "overview" and view["detail"] == sig
+    assert view["selectedLayer"] == expected["key"] == "0.7" and view["selectedStep"] == expected["step"]
+    assert o["displayRows"].index("0.7") >= 0
+
+
+def test_ranks_view_flags_the_slow_rank(page, watched, server_url, tmp_path):
+    open_internals(page, server_url, f"runs={watched['ddp']}&run={watched['ddp']}&panel=ranks")
+    wait_for(page, "() => window.__deepscope.internals.ranks?.ranks.length === 2")
+    ranks = held(page, "ranks")["ranks"]
+    assert [r["straggler"] for r in ranks] == [False, True]
+    assert all(r["points"] == DDP_STEPS for r in ranks)
+    assert page.locator('[data-rank="1"] .flag').inner_text().strip().lower() == "straggler"
+    assert page.locator('[data-rank="0"] .flag').count() == 0
+    shot(page, "internals-ranks.png", tmp_path)
+
+
+def test_a_live_step_appears_in_the_overview(page, serve, tmp_path):
+    root = tmp_path / "live"
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = deepscope.init(project="live", name="live-watch", dir=root)
+    run.watch(model, opt, print_findings=False)
+
+    def step(s: int) -> None:
+        loss = model(torch.randn(4, 8)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.log({"train/loss": loss}, step=s)
+
+    for s in range(5):
+        step(s)
+    run.flush()
+    server = serve(root)
+    try:
+        open_internals(page, server.url, f"runs={run.id}&run={run.id}")
+        wait_for(page, "() => window.__deepscope.internals.overview?.steps.at(-1) === 4", timeout=15_000)
+        t0 = time.monotonic()
+        step(5)
+        wait_for(page, "() => window.__deepscope.internals.overview?.steps.at(-1) === 5", timeout=5_000)
+        assert time.monotonic() - t0 < 3.0  # flush interval 0.5 s + poll 0.2 s + refetch at most every 1 s
+    finally:
+        run.finish()
