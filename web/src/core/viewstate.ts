@@ -1,7 +1,9 @@
 // The view state that a link reproduces, and its round trip through the URL's query string.
 
 export type XMode = "step" | "wall" | "relative";
-export type Tab = "runs" | "charts" | "run" | "internals";
+export type Tab = "runs" | "charts" | "run" | "internals" | "graph";
+/** What colours the graph view's nodes. */
+export type GraphOverlay = "none" | "stat" | "params" | "size";
 /** The panels of the training-internals tab. */
 export type Panel = "overview" | "layer" | "flow" | "diagnoses" | "ranks";
 export const PANELS: Panel[] = ["overview", "layer", "flow", "diagnoses", "ranks"];
@@ -32,6 +34,11 @@ export interface ViewState {
   selectedLayer: string | null;
   /** The selected step, shared by every view that shows one step. */
   selectedStep: number | null;
+  // Graph view (the run is `detail`; the statistic overlay uses `kind`, `stat` and `selectedStep`).
+  expanded: string[]; // open module paths
+  graphNode: string | null; // the selected visible item ("n:<node id>" or "m:<module path>")
+  overlay: GraphOverlay;
+  overlayAgg: "max" | "mean" | "min"; // how a collapsed module combines its layers' values
 }
 
 export const defaults: ViewState = {
@@ -55,6 +62,10 @@ export const defaults: ViewState = {
   stepZoom: null,
   selectedLayer: null,
   selectedStep: null,
+  expanded: [],
+  graphNode: null,
+  overlay: "none",
+  overlayAgg: "max",
 };
 
 const list = (s: string | null) => (s ? s.split(",").filter(Boolean) : []);
@@ -73,7 +84,7 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
   const kind = p.get("kind") as LayerKind;
   const step = p.has("step") ? Number(p.get("step")) : NaN;
   return {
-    tab: tab === "runs" || tab === "run" || tab === "internals" ? tab : "charts",
+    tab: tab === "runs" || tab === "run" || tab === "internals" || tab === "graph" ? tab : "charts",
     runs: list(p.get("runs")),
     hasRuns: p.has("runs"),
     detail: p.get("run"),
@@ -94,6 +105,10 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     stepZoom: sz.length === 2 && sz.every(Number.isFinite) && sz[0] <= sz[1] ? [sz[0], sz[1]] : null,
     selectedLayer: p.get("layer"),
     selectedStep: Number.isInteger(step) && step >= 0 ? step : null,
+    expanded: p.getAll("gx"), // repeated: a module path may hold a comma
+    graphNode: p.get("gnode"),
+    overlay: (["stat", "params", "size"] as const).find((o) => o === p.get("ov")) ?? "none",
+    overlayAgg: (["mean", "min"] as const).find((a) => a === p.get("agg")) ?? "max",
   };
 }
 
@@ -119,5 +134,9 @@ export function serialize(s: ViewState): string {
   if (s.stepZoom) p.set("steps", s.stepZoom.join(","));
   if (s.selectedLayer) p.set("layer", s.selectedLayer);
   if (s.selectedStep !== null) p.set("step", String(s.selectedStep));
+  for (const path of s.expanded) p.append("gx", path);
+  if (s.graphNode) p.set("gnode", s.graphNode);
+  if (s.overlay !== defaults.overlay) p.set("ov", s.overlay);
+  if (s.overlayAgg !== defaults.overlayAgg) p.set("agg", s.overlayAgg);
   return p.toString().replace(/%2C/g, ",");
 }

@@ -1,0 +1,231 @@
+"""The graph view in Chromium: top level, expand/collapse, search, overlays, edge tooltips, linked selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from browser_helpers import XSS, wait_for
+
+import deepscope
+from deepscope.graphs import Edge, Graph, ModuleInfo, Node, write_graph
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def hostile_graph() -> Graph:
+    odd = XSS.replace(".", "_")
+    s = (1, 4)
+    f = ("float32",)
+    modules = (
+        ModuleInfo("", "Model", 8, None, (odd,)),
+        ModuleInfo(odd, f"pkg.{odd}", 8, "", ()),
+    )
+    nodes = (
+        Node("x", "x", "input", "", "", "", output_shapes=(s,), output_dtypes=f),
+        Node("op", XSS, "call_function", f"aten.{XSS}", odd, "", (s,), f, (s,), f, 8),
+        Node("out", "output", "output", "output", "", "", (s,), f),
+    )
+    edges = (Edge("x", "op", s, "float32"), Edge("op", "out", s, "float32"))
+    return Graph(method="fx", nodes=nodes, edges=edges, modules=modules), odd
+
+
+def cnn_run(root: Path, steps: int = 40) -> str:
+    import torch
+    import torch.nn.functional as F
+
+    from deepscope.demo.models import SmallCNN
+
+    torch.manual_seed(0)
+    model = SmallCNN()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x = torch.randn(32, 1, 28, 28)
+    y = torch.randint(0, 10, (32,))
+    run = deepscope.init(project="graph", name="cnn", dir=root)
+    deepscope.graph(model, (x,), run=run)
+    run.watch(model, optimizer=opt)
+    for step in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.log({"train/loss": loss.detach()}, step=step)
+    run.finish()
+    return run.id
+
+
+@pytest.fixture(scope="module")
+def graph_store(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("graph-runs")
+    cnn = cnn_run(root)
+    g, odd = hostile_graph()
+    with deepscope.init(project="graph", name="hostile", dir=root) as run:
+        write_graph(run.dir, g)
+    with deepscope.init(project="graph", name="bare", dir=root) as bare:
+        pass
+    return {"root": root, "cnn": cnn, "hostile": run.id, "odd": odd, "bare": bare.id}
+
+
+@pytest.fixture(scope="module")
+def graph_server(graph_store, built_app):
+    from deepscope.server.launch import BackgroundServer
+
+    s = BackgroundServer(graph_store["root"], port=0).start()
+    yield s.url
+    s.stop()
+
+
+def expect_404s(page, *suffixes: str) -> None:
+    """Let the page's 404s for these resources pass (an unwatched run has no /layers, a bare run no /graph)."""
+    seen: list[str] = []
+    page.on("response", lambda r: seen.append(r.url) if r.status == 404 else None)
+    page.expected_404 = (seen, suffixes)
+
+
+def forgive_404s(page) -> None:
+    seen, suffixes = page.expected_404
+    assert all(u.split("?")[0].endswith(suffixes) for u in seen), seen
+    page.console.errors = [e for e in page.console.errors if "status of 404" not in e]
+
+
+def state(page) -> dict:
+    return page.evaluate("() => JSON.parse(JSON.stringify(window.__deepscope.graph()))")
+
+
+def open_graph(page, url: str, run: str, extra: str = "") -> dict:
+    page.goto(f"{url}?tab=graph&run={quote(run)}{extra}")
+    wait_for(page, "() => window.__deepscope.graph && window.__deepscope.graph().status === 'ready'")
+    wait_for(page, "() => window.__deepscope.graph().firstPaint !== null")
+    return state(page)
+
+
+def click_at(page, x: float, y: float) -> None:
+    box = page.get_by_test_id("graph-canvas").bounding_box()
+    page.mouse.click(box["x"] + x, box["y"] + y)
+
+
+def node(st: dict, **match) -> dict:
+    return next(n for n in st["nodes"] if all(n[k] == v for k, v in match.items()))
+
+
+def test_top_level_paints_then_expands_and_collapses(page, graph_server, graph_store):
+    st = open_graph(page, graph_server, graph_store["cnn"])
+    assert [n["id"] for n in st["nodes"]] == ["n:args_0", "m:features", "m:classifier", "n:output"]
+    assert all(n["w"] > 0 and n["h"] > 0 for n in st["nodes"])
+    ys = [node(st, id=i)["y"] for i in ("n:args_0", "m:features", "m:classifier", "n:output")]
+    assert ys == sorted(ys)  # a layered layout, top to bottom
+    features = node(st, id="m:features")
+    click_at(page, features["sx"], features["sy"])
+    wait_for(page, "() => window.__deepscope.graph().expanded.includes('features')")
+    st = state(page)
+    assert len(st["nodes"]) > 4 and any(n["module_path"].startswith("features.") for n in st["nodes"])
+    assert st["selected"] == "m:features" and "gx=features" in page.url
+    assert st["lastExpand"] is not None
+    # the container's "−" collapses it again
+    c = next(c for c in st["containers"] if c["path"] == "features")
+    click_at(page, c["sx"], c["sy"])
+    wait_for(page, "() => window.__deepscope.graph().expanded.length === 0")
+    assert len(state(page)["nodes"]) == 4
+
+
+def test_url_reopens_expanded_modules(page, graph_server, graph_store):
+    st = open_graph(page, graph_server, graph_store["cnn"], "&gx=features&gx=features.0")
+    assert set(st["expanded"]) == {"features", "features.0"}
+    assert any(n["module_path"] == "features.0" and n["kind"] == "node" for n in st["nodes"])
+
+
+def test_search_reveals_a_node(page, graph_server, graph_store):
+    open_graph(page, graph_server, graph_store["cnn"])
+    page.get_by_test_id("graph-search").fill("relu")
+    wait_for(page, "() => window.__deepscope.graph().matches.length > 0")
+    target = state(page)["matches"][0]
+    page.get_by_test_id("graph-matches").locator("button").first.click()
+    wait_for(page, "(id) => window.__deepscope.graph().nodes.some((n) => n.id === id)", target)
+    st = state(page)
+    assert st["selected"] == target
+    assert "features" in st["expanded"]
+    shown = node(st, id=target)
+    canvas = page.get_by_test_id("graph-canvas").bounding_box()
+    assert 0 <= shown["sx"] <= canvas["width"] and 0 <= shown["sy"] <= canvas["height"]  # scrolled into view
+
+
+def test_overlays_recolour_and_show_a_legend(page, graph_server, graph_store):
+    open_graph(page, graph_server, graph_store["cnn"], "&gx=features")
+    page.get_by_test_id("graph-overlay").select_option("params")
+    wait_for(page, "() => window.__deepscope.graph().overlay?.mode === 'params'")
+    st = state(page)
+    coloured = {n["id"]: n["fill"] for n in st["nodes"] if n["fill"]}
+    assert coloured and all(node(st, id=i)["value"] > 0 for i in coloured)
+    assert page.get_by_test_id("graph-legend").is_visible()
+    page.get_by_test_id("graph-overlay").select_option("stat")
+    wait_for(page, "() => window.__deepscope.graph().overlay?.mode === 'stat'")
+    wait_for(page, "() => window.__deepscope.graph().nodes.some((n) => n.fill)")
+    first = state(page)
+    assert first["overlay"]["step"] == 39
+    slider = page.get_by_test_id("graph-step")
+    slider.evaluate("(el) => { el.value = '0'; el.dispatchEvent(new Event('input', {bubbles: true})); }")
+    wait_for(page, "() => window.__deepscope.graph().overlay?.step === 0")
+    second = state(page)
+    before = {n["id"]: n["value"] for n in first["nodes"] if n["value"] is not None}
+    after = {n["id"]: n["value"] for n in second["nodes"] if n["value"] is not None}
+    assert before.keys() == after.keys() and before != after  # the values (and colours) follow the step
+    assert "ov=stat" in page.url and "step=0" in page.url
+
+
+def test_edge_hover_shows_shape_and_dtype(page, graph_server, graph_store):
+    st = open_graph(page, graph_server, graph_store["cnn"])
+    e = next(e for e in st["edges"] if e["src"] == "m:features")
+    box = page.get_by_test_id("graph-canvas").bounding_box()
+    page.mouse.move(box["x"] + e["mx"], box["y"] + e["my"])
+    tip = page.get_by_test_id("graph-tooltip")
+    tip.wait_for()
+    assert f"[{', '.join(map(str, e['shape']))}]" in tip.inner_text() and "float32" in tip.inner_text()
+
+
+def test_selection_is_shared_both_ways(page, graph_server, graph_store):
+    st = open_graph(page, graph_server, graph_store["cnn"], "&gx=features")
+    conv = node(st, id="m:features.0")
+    click_at(page, conv["sx"], conv["sy"])
+    wait_for(page, "() => JSON.parse(JSON.stringify(window.__deepscope.view())).selectedLayer === 'features.0'")
+    details = page.get_by_test_id("graph-details")
+    details.get_by_test_id("sparkline").first.wait_for()
+    assert "features.0" in details.inner_text()
+    # another view selects a layer inside a collapsed module: the graph opens its parents and selects it
+    page.goto(f"{graph_server}?tab=graph&run={graph_store['cnn']}&layer=features.9.weight")
+    wait_for(page, "() => window.__deepscope.graph && window.__deepscope.graph().selected === 'm:features.9'")
+    wait_for(page, "() => window.__deepscope.graph().nodes.some((n) => n.id === 'm:features.9')")
+    assert "features" in state(page)["expanded"]
+
+
+def test_hostile_names_are_text(page, graph_server, graph_store):
+    odd = graph_store["odd"]
+    expect_404s(page, "/layers")
+    st = open_graph(page, graph_server, graph_store["hostile"], f"&gx={quote(odd)}")
+    assert odd in st["expanded"]
+    op = node(st, id="n:op")
+    assert op["label"] == XSS
+    click_at(page, op["sx"], op["sy"])
+    details = page.get_by_test_id("graph-details")
+    wait_for(page, "() => window.__deepscope.graph().selected === 'n:op'")
+    assert XSS in details.inner_text()
+    assert odd in page.get_by_test_id("graph-breadcrumb").inner_text()
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.locator("img[src=x]").count() == 0
+    forgive_404s(page)
+
+
+def test_a_run_without_graph_says_so(page, graph_server, graph_store):
+    expect_404s(page, "/layers", "/graph")
+    page.goto(f"{graph_server}?tab=graph&run={graph_store['bare']}")
+    page.get_by_text("This run has no computation graph").wait_for()
+    forgive_404s(page)
+
+
+def test_screenshot(page, graph_server, graph_store):
+    extra = "&gx=features&gx=features.0&ov=stat&kind=act&stat=std&gnode=m:features.4&layer=features.4"
+    open_graph(page, graph_server, graph_store["cnn"], extra)
+    wait_for(page, "() => window.__deepscope.graph().nodes.some((n) => n.fill)")
+    page.get_by_test_id("sparkline").first.wait_for()
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(DOCS / "graph-view.png"))

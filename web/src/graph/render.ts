@@ -1,0 +1,220 @@
+// Draws a scene on a canvas (one draw call per kind of mark, culled to the viewport, text only when legible)
+// and answers what is under the pointer. Labels are drawn with fillText: user strings never become markup.
+import type { PlacedContainer, PlacedEdge, PlacedNode, Scene } from "./types";
+import { HEADER, shortType } from "./scene";
+
+export interface Transform {
+  k: number;
+  tx: number;
+  ty: number;
+}
+
+export interface Paint {
+  fill(n: PlacedNode): string | null; // overlay colour, null: the default
+  selected: string | null; // visible id
+  selectedContainer: string | null; // module path
+  hoverNode: string | null;
+  hoverEdge: PlacedEdge | null;
+  matches: Set<string>;
+}
+
+const FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif";
+
+function luminance(css: string): number {
+  const m = css.match(/\d+(\.\d+)?/g);
+  if (!m || m.length < 3) return 1;
+  const [r, g, b] = m.slice(0, 3).map(Number);
+  return (0.299 * r + 0.587 * g + 0.114 * b) / 255;
+}
+
+function roundRect(ctx: CanvasRenderingContext2D, x: number, y: number, w: number, h: number, r: number) {
+  ctx.beginPath();
+  ctx.roundRect(x, y, w, h, r);
+}
+
+function clipText(ctx: CanvasRenderingContext2D, text: string, max: number): string {
+  if (ctx.measureText(text).width <= max) return text;
+  let lo = 0;
+  let hi = text.length;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (ctx.measureText(text.slice(0, mid) + "…").width <= max) lo = mid;
+    else hi = mid - 1;
+  }
+  return text.slice(0, lo) + "…";
+}
+
+export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, css: { w: number; h: number }, p: Paint): void {
+  const dpr = window.devicePixelRatio || 1;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, css.w, css.h);
+  ctx.setTransform(dpr * t.k, 0, 0, dpr * t.k, dpr * t.tx, dpr * t.ty);
+  const vx0 = -t.tx / t.k;
+  const vy0 = -t.ty / t.k;
+  const vx1 = vx0 + css.w / t.k;
+  const vy1 = vy0 + css.h / t.k;
+  const inView = (x: number, y: number, w: number, h: number) => x < vx1 && x + w > vx0 && y < vy1 && y + h > vy0;
+  const text = t.k >= 0.35;
+  const px = 1 / t.k;
+
+  // containers: nested tints, title bars
+  for (const c of scene.containers) {
+    if (!inView(c.x, c.y, c.w, c.h)) continue;
+    const sel = p.selectedContainer === c.path;
+    roundRect(ctx, c.x, c.y, c.w, c.h, 8);
+    ctx.fillStyle = c.depth % 2 ? "rgba(59,91,219,0.045)" : "rgba(59,91,219,0.075)";
+    ctx.fill();
+    ctx.lineWidth = (sel ? 2.2 : 1) * px;
+    ctx.strokeStyle = sel ? "#3b5bdb" : "rgba(59,91,219,0.35)";
+    ctx.stroke();
+    if (text) {
+      ctx.font = `600 12px ${FONT}`;
+      ctx.fillStyle = "#3b4a6b";
+      ctx.textBaseline = "middle";
+      const type = shortType(c.type);
+      const label = clipText(ctx, c.label, c.w - 60);
+      ctx.fillText(label, c.x + 10, c.y + HEADER / 2);
+      const lw = ctx.measureText(label).width;
+      ctx.font = `11px ${FONT}`;
+      ctx.fillStyle = "#8a93a6";
+      if (type) ctx.fillText(clipText(ctx, type, Math.max(0, c.w - lw - 48)), c.x + 16 + lw, c.y + HEADER / 2);
+      ctx.fillStyle = "#8a93a6";
+      ctx.font = `600 13px ${FONT}`;
+      ctx.fillText("−", c.x + c.w - 20, c.y + HEADER / 2);
+    }
+  }
+
+  // edges
+  ctx.lineWidth = 1.2 * px;
+  ctx.strokeStyle = "#a9b1c0";
+  ctx.beginPath();
+  const arrows: PlacedEdge[] = [];
+  for (const e of scene.edges) {
+    if (!inView(e.box.x, e.box.y, e.box.w, e.box.h)) continue;
+    ctx.moveTo(e.pts[0], e.pts[1]);
+    for (let i = 2; i < e.pts.length; i += 2) ctx.lineTo(e.pts[i], e.pts[i + 1]);
+    arrows.push(e);
+  }
+  ctx.stroke();
+  ctx.fillStyle = "#a9b1c0";
+  ctx.beginPath();
+  for (const e of arrows) arrowHead(ctx, e, 6);
+  ctx.fill();
+  if (p.hoverEdge) {
+    const e = p.hoverEdge;
+    ctx.lineWidth = 2.6 * px;
+    ctx.strokeStyle = "#f08c00";
+    ctx.beginPath();
+    ctx.moveTo(e.pts[0], e.pts[1]);
+    for (let i = 2; i < e.pts.length; i += 2) ctx.lineTo(e.pts[i], e.pts[i + 1]);
+    ctx.stroke();
+    ctx.fillStyle = "#f08c00";
+    ctx.beginPath();
+    arrowHead(ctx, e, 8);
+    ctx.fill();
+  }
+
+  // nodes
+  for (const n of scene.nodes) {
+    if (!inView(n.x, n.y, n.w, n.h)) continue;
+    const box = n.node.kind === "module";
+    const io = n.node.op === "input" || n.node.op === "output";
+    const fill = p.fill(n);
+    roundRect(ctx, n.x, n.y, n.w, n.h, box ? 6 : io ? n.h / 2 : 4);
+    ctx.fillStyle = fill ?? (box ? "#ffffff" : io ? "#eef1f6" : "#f7f8fa");
+    ctx.fill();
+    const sel = p.selected === n.node.id;
+    const hov = p.hoverNode === n.node.id;
+    const hit = p.matches.has(n.node.id);
+    ctx.lineWidth = (sel ? 2.6 : hit || hov ? 2 : box ? 1.3 : 1) * px;
+    ctx.strokeStyle = sel ? "#1c3fcc" : hit ? "#f08c00" : hov ? "#5c7cfa" : box ? "#7b8aa8" : "#c3c9d4";
+    ctx.stroke();
+    if (box && text) {
+      // a stack edge: "there is more inside"
+      ctx.beginPath();
+      ctx.moveTo(n.x + 4, n.y + n.h + 2.5);
+      ctx.lineTo(n.x + n.w - 4, n.y + n.h + 2.5);
+      ctx.lineWidth = 1.2 * px;
+      ctx.strokeStyle = "#b8c0d0";
+      ctx.stroke();
+    }
+    if (!text) continue;
+    const dark = fill ? luminance(fill) < 0.5 : false;
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "center";
+    const cx = n.x + n.w / 2;
+    if (box) {
+      ctx.font = `600 12px ${FONT}`;
+      ctx.fillStyle = dark ? "#ffffff" : "#1d2433";
+      ctx.fillText(clipText(ctx, n.node.label, n.w - 12), cx, n.y + 15);
+      ctx.font = `11px ${FONT}`;
+      ctx.fillStyle = dark ? "rgba(255,255,255,0.8)" : "#6b7385";
+      ctx.fillText(clipText(ctx, shortType(n.node.type) + (n.node.size > 1 ? `  ·  ${n.node.size} ops` : ""), n.w - 12), cx, n.y + 30);
+    } else {
+      ctx.font = `${io ? "600 " : ""}11.5px ${FONT}`;
+      ctx.fillStyle = dark ? "#ffffff" : "#2c3445";
+      ctx.fillText(clipText(ctx, io ? n.node.label : shortType(n.node.type), n.w - 10), cx, n.y + n.h / 2 + 0.5);
+    }
+    ctx.textAlign = "start";
+  }
+}
+
+function arrowHead(ctx: CanvasRenderingContext2D, e: PlacedEdge, size: number) {
+  const n = e.pts.length;
+  const x = e.pts[n - 2];
+  const y = e.pts[n - 1];
+  const dx = x - e.pts[n - 4];
+  const dy = y - e.pts[n - 3];
+  const len = Math.hypot(dx, dy) || 1;
+  const ux = dx / len;
+  const uy = dy / len;
+  ctx.moveTo(x, y);
+  ctx.lineTo(x - ux * size - uy * size * 0.5, y - uy * size + ux * size * 0.5);
+  ctx.lineTo(x - ux * size + uy * size * 0.5, y - uy * size - ux * size * 0.5);
+  ctx.closePath();
+}
+
+export type Hit =
+  | { kind: "node"; node: PlacedNode }
+  | { kind: "container"; container: PlacedContainer; collapse: boolean }
+  | { kind: "edge"; edge: PlacedEdge }
+  | null;
+
+/** What is under the world point (x, y); `tol` is the edge tolerance in world units. */
+export function hitTest(scene: Scene, x: number, y: number, tol: number): Hit {
+  for (let i = scene.nodes.length - 1; i >= 0; i--) {
+    const n = scene.nodes[i];
+    if (x >= n.x && x <= n.x + n.w && y >= n.y && y <= n.y + n.h) return { kind: "node", node: n };
+  }
+  let best: PlacedEdge | null = null;
+  let bestD = tol * tol;
+  for (const e of scene.edges) {
+    const b = e.box;
+    if (x < b.x - tol || x > b.x + b.w + tol || y < b.y - tol || y > b.y + b.h + tol) continue;
+    for (let i = 2; i < e.pts.length; i += 2) {
+      const d = segDist2(x, y, e.pts[i - 2], e.pts[i - 1], e.pts[i], e.pts[i + 1]);
+      if (d < bestD) {
+        bestD = d;
+        best = e;
+      }
+    }
+  }
+  if (best) return { kind: "edge", edge: best };
+  for (let i = scene.containers.length - 1; i >= 0; i--) {
+    const c = scene.containers[i];
+    if (x >= c.x && x <= c.x + c.w && y >= c.y && y <= c.y + HEADER) {
+      return { kind: "container", container: c, collapse: x >= c.x + c.w - 30 };
+    }
+  }
+  return null;
+}
+
+function segDist2(px: number, py: number, ax: number, ay: number, bx: number, by: number): number {
+  const dx = bx - ax;
+  const dy = by - ay;
+  const l = dx * dx + dy * dy;
+  const t = l ? Math.max(0, Math.min(1, ((px - ax) * dx + (py - ay) * dy) / l)) : 0;
+  const qx = ax + t * dx - px;
+  const qy = ay + t * dy - py;
+  return qx * qx + qy * qy;
+}
