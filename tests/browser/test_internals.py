@@ -177,7 +177,7 @@ def test_zoom_refetches_the_range_and_a_cell_opens_the_layer(page, watched, serv
 
 def test_layer_detail_distribution_holds_the_recorded_bins(page, watched, server_url, tmp_path):
     sig = watched["sig"]
-    open_internals(page, server_url, f"runs={sig}&run={sig}&panel=layer&layer=0.7&step=60")
+    open_internals(page, server_url, f"runs={sig}&run={sig}&panel=layer&layer=0.7&step=30")
     wait_for(page, "() => window.__deepscope.internals.distribution?.key === 'watch/act/0.7'")
     d = held(page, "distribution")
     body, _ = api(server_url, f"runs/{sig}/histograms?key=watch/act/0.7")

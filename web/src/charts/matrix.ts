@@ -80,7 +80,16 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): void {
     const y = r * p.rowH + p.rowH / 2;
     ctx.fillStyle = row.kind === "layer" ? "#374151" : "#111827";
     ctx.font = row.kind === "layer" ? FONT : `600 ${FONT}`;
-    fitText(ctx, row.label, row.indent ? 20 : 8, y, p.labelW - (row.indent ? 28 : 16));
+    const x = row.indent ? 20 : 8;
+    const max = p.labelW - x - 8;
+    const noteW = row.note ? Math.min(72, ctx.measureText(row.note).width + 8) : 0;
+    fitText(ctx, row.label, x, y, max - noteW);
+    if (row.note && p.rowH >= 10) {
+      ctx.fillStyle = "#9aa1ae";
+      ctx.textAlign = "right";
+      fitText(ctx, row.note, p.labelW - 8, y, 64);
+      ctx.textAlign = "left";
+    }
   });
 
   // Selection: the selected row framed, the selected step as a vertical line.
@@ -123,6 +132,7 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): void {
 }
 
 function fitText(ctx: CanvasRenderingContext2D, text: string, x: number, y: number, max: number): void {
+  if (max <= 0) return;
   if (ctx.measureText(text).width <= max) {
     ctx.fillText(text, x, y);
     return;

@@ -8,6 +8,7 @@ export interface DisplayRow {
   members: number[]; // matrix rows shown by this row (none for an expanded group's header)
   name: string | null; // the layer path of a "layer" row
   indent: boolean;
+  note?: string; // e.g. the module type, drawn muted after the label
 }
 
 /** The module a row names: itself for modules, without the parameter name for parameters. */
