@@ -283,7 +283,7 @@ def main() -> None:
             [
                 ("RSS after 1k steps", f"{at1k:.1f} MiB", ""),
                 (f"RSS after {n // 1000}k steps", f"{atn:.1f} MiB", ""),
-                ("growth", f"{atn - at1k:+.1f} MiB", "≈ 0"),
+                ("growth", f"{round(atn - at1k, 1) + 0.0:+.1f} MiB", "≈ 0"),  # + 0.0: no "-0.0"
             ],
         )
     print(f"\n(total {time.perf_counter() - t_all:.0f} s)")
