@@ -196,24 +196,31 @@ class Run:
         dead_window: int = 100,
         diagnose: bool = True,
         print_findings: bool = True,
+        start_step: int = 0,
+        graph: bool = True,
     ) -> Any:
         """Record per-layer statistics of activations, gradients and weights at every step.
 
         A step is an optimizer step when ``optimizer`` is given, else a training-mode forward pass.
         ``layers`` selects leaf modules by glob (``"encoder.*"``), list of globs, or ``f(path, module)``.
-        Returns the watcher; ``run.unwatch()`` (or ``finish()``, or leaving ``with run.watch(...)``)
+        ``start_step`` numbers the first step (a resumed training continues its count); ``graph`` records
+        the model's computation graph once, from the first training forward pass. Returns the watcher;
+        ``run.unwatch()`` (or ``finish()``, or leaving ``with run.watch(...)``)
         removes every hook.
 
         >>> run.watch(model, optimizer=opt)
         """
         if self._finished:
             raise RuntimeError(f"deepscope: run {self.id!r} is finished; watch() after finish()")
+        from .capture.graph_once import record_graph_once
         from .capture.timing import StepTimer
         from .capture.watch import WatchConfig, Watcher
 
-        config = WatchConfig(every, histograms_every, sample, dead_window, diagnose, print_findings)
+        config = WatchConfig(every, start_step, histograms_every, sample, dead_window, diagnose, print_findings)
         watcher = Watcher(self, model, optimizer, layers, config)
-        self._watchers.append(StepTimer(self._writer, model, optimizer, scope=watcher.scope))
+        if graph and self.rank == 0:
+            record_graph_once(model, self.dir, watcher.scope)
+        self._watchers.append(StepTimer(self._writer, model, optimizer, scope=watcher.scope, start_step=start_step))
         self._watchers.append(watcher)
         return watcher
 

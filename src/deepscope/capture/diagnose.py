@@ -142,11 +142,12 @@ class Diagnoser:
         self.emit(Finding(step, rule, severity, layer, text))
 
 
-def console_printer(stream=None) -> Emit:  # noqa: ANN001
-    """Print each finding once to the training console (stderr)."""
+def console_printer(run_name: str = "", stream=None) -> Emit:  # noqa: ANN001
+    """Print each finding once to the training console (stderr), naming the run."""
+    where = f" {run_name}" if run_name else ""
 
     def emit(f: Finding) -> None:
         out = stream or sys.stderr
-        print(f"deepscope [{f.severity}] step {f.step}: {f.text}", file=out, flush=True)
+        print(f"deepscope [{f.severity}]{where} step {f.step}: {f.text}", file=out, flush=True)
 
     return emit

@@ -28,10 +28,15 @@ class StepTimer:
     optimizer step and any wait in collectives) for every step; a step is defined as in ``watch``."""
 
     def __init__(
-        self, writer: StreamWriter, model: nn.Module, optimizer: Any = None, scope: HookScope | None = None
+        self,
+        writer: StreamWriter,
+        model: nn.Module,
+        optimizer: Any = None,
+        scope: HookScope | None = None,
+        start_step: int = 0,
     ) -> None:
         self.writer = writer
-        self.step = 0
+        self.step = start_step
         self._step_end = time.perf_counter()
         self._fwd_start: float | None = None
         self._fwd_end: float | None = None

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class WatchConfig:
     every: int = 1  # record every n-th step
+    start_step: int = 0  # the index of the first step (a resumed training continues its count)
     histograms_every: int = 100  # histograms on every n-th step (0: never)
     sample: int = 4096  # elements per tensor the statistics are computed from
     dead_window: int = 100  # steps over which a ReLU unit must never fire to count as dead
@@ -175,6 +176,8 @@ class Watcher:
         for name in ("every", "sample", "dead_window"):
             if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
                 raise ValueError(f"deepscope.watch: {name} must be a positive int, got {getattr(cfg, name)!r}")
+        if not isinstance(cfg.start_step, int) or cfg.start_step < 0:
+            raise ValueError(f"deepscope.watch: start_step must be an int >= 0, got {cfg.start_step!r}")
         if not isinstance(cfg.histograms_every, int) or cfg.histograms_every < 0:
             raise ValueError(f"deepscope.watch: histograms_every must be an int >= 0, got {cfg.histograms_every!r}")
         self.run = run
@@ -196,7 +199,7 @@ class Watcher:
         self._units: dict[int, torch.Tensor] = {}  # layer index -> firing counts over the dead window
         self._warned: set[str] = set()
         self._broken: set[str] = set()
-        self.step = 0
+        self.step = cfg.start_step
         self._has_data = False
         self._in_step = False
         self._last_end = time.perf_counter()
@@ -205,7 +208,7 @@ class Watcher:
         writer = run._writer
         self._diagnoser = None
         if cfg.diagnose:
-            printer = console_printer() if cfg.print_findings else None
+            printer = console_printer(run.name) if cfg.print_findings else None
             table = [la.to_json() for la in self.layers]
             self._diagnoser = Diagnoser(table, self.param_names, self._emit_finding(printer), thresholds)
             writer.on_scalars(self._diagnoser.observe_scalars)
