@@ -27,16 +27,19 @@ class Branchy(nn.Module):
 def test_graph_recorded_once_from_the_first_training_pass(root):
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    frozen = model[1]
     with deepscope.init(dir=root) as run:
         run.watch(model, opt, diagnose=False)
         with torch.no_grad():
             model.eval()
             model(torch.randn(3, 4))  # an eval pass first: not the one that records
             model.train()
+        frozen.eval()  # kept in eval on purpose: recording the graph must not change that
         for _ in range(3):
             model(torch.randn(5, 4)).sum().backward()
             opt.step()
             opt.zero_grad()
+    assert not frozen.training and model[0].training
     g = read_graph(run.dir)
     assert g is not None and g.method == "fx"
     assert {m.path for m in g.modules} >= {"0", "1", "2"}

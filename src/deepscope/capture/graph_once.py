@@ -36,7 +36,17 @@ def record_graph_once(model: nn.Module, run_dir: Path, scope: HookScope) -> None
             from ..graphs.store import write_graph
 
             inputs: Any = kwargs if kwargs and not args else (args[0] if len(args) == 1 and not kwargs else args)
-            write_graph(run_dir, extract_graph(module, inputs, methods=METHODS))
+            # eval mode without gradients: the watcher's hooks ignore the tracing passes; every module's
+            # own mode is restored after (a user may keep some submodules in eval on purpose)
+            modes = [(m, m.training) for m in module.modules()]
+            try:
+                module.eval()
+                with torch.no_grad():
+                    graph = extract_graph(module, inputs, methods=METHODS)
+            finally:
+                for m, training in modes:
+                    m.training = training
+            write_graph(run_dir, graph)
         except Exception as e:  # the graph is a nicety: training goes on
             warnings.warn(
                 f"deepscope.watch: could not record the model's graph: {type(e).__name__}: {e}",
