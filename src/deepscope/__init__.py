@@ -18,7 +18,7 @@ from .run import Run, current, default_dir
 from .store import RunReader, Store
 
 __version__ = "0.1.0"
-__all__ = ["Run", "RunReader", "Store", "event", "finish", "graph", "init", "log", "open", "serve"]
+__all__ = ["Run", "RunReader", "Store", "analyze", "event", "finish", "graph", "init", "log", "open", "serve"]
 
 
 def init(
@@ -85,6 +85,37 @@ def graph(model: Any, example_inputs: Any = (), run: Run | str | os.PathLike[str
         result = extract_graph(model, example_inputs)
     write_graph(run_dir, result)
     return result
+
+
+def analyze(
+    model: Any,
+    data: Any,
+    *,
+    layers: Any = None,
+    labels: Any = None,
+    class_names: Any = None,
+    metadata: Any = None,
+    run: Run | str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Record what ``layers`` of ``model`` do on every instance of ``data``, with predictions; return a reader.
+
+    ``data``: a Dataset, a DataLoader or an iterable of batches (tensors, tuples or dicts; a dict's
+    ``attention_mask`` is the padding mask). ``labels`` default to the batches' own; ``metadata`` is a table
+    (one row per instance) to filter on. ``run``: a :class:`Run` or a run directory (default: the current run).
+    Written under ``artifacts/`` (activations, confusion, projection); an interrupted call resumes. Other
+    keywords: ``batch_size``, ``collate_fn``, ``sequence_pooling`` (``"mean"`` or ``"last"``), ``projection``,
+    ``resume``, ``progress``.
+
+    >>> r = deepscope.analyze(model, dataset, layers=["conv2", "fc1"], class_names=names)
+    >>> r.aggregate("fc1", by="label").mean.shape  # (classes, neurons)
+    """
+    from .analyses.pipeline import analyze as _analyze  # torch loads only when asked for
+
+    target = run if run is not None else _require_run()
+    run_dir = target.dir if isinstance(target, Run) else target
+    return _analyze(model, data, run_dir, layers=layers, labels=labels, class_names=class_names,
+                    metadata=metadata, **kwargs)  # fmt: skip
 
 
 def open(root: str | os.PathLike[str] | None = None) -> Store:  # noqa: A001 - the verb users expect

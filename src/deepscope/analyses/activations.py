@@ -1,0 +1,449 @@
+"""Activations: every instance's activation of the named layers, pooled to one vector, with the model's predictions.
+
+Written to ``<run_dir>/artifacts/activations/`` (docs/store-format.md, "Artifacts: analyses"). Rows are written
+in chunks; ``progress.json`` records the rows on disk, so a run interrupted at any point resumes after them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..capture.scope import HookScope
+from ..store.runmeta import write_json_atomic
+from .base import artifact_dir, model_class, provenance, read_json, write_provenance
+from .batches import Batch, Source, current_length, source
+
+NAME = "activations"
+RESERVED_COLUMNS = ("index", "label", "prediction", "score", "scores", "correct")
+CHUNK_BYTES = 8 << 20  # rows per chunk: about 8 MiB of the widest layer
+# Modules whose 3-d outputs are (B, C, L) with channels first; other 3-d outputs are sequences (B, T, D).
+CHANNELS_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.MaxPool1d, nn.AvgPool1d,
+                     nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ActivationsConfig:
+    """``layers``: module paths as in ``model.named_modules()`` (default: the model's direct children).
+
+    ``sequence_pooling``: ``"mean"`` (over real tokens when the batch has an ``attention_mask``) or ``"last"``
+    (the last real token). ``scores``: ``"softmax"`` of the output logits, or ``"raw"`` outputs.
+    """
+
+    layers: tuple[str, ...] | None = None
+    batch_size: int = 256
+    sequence_pooling: str = "mean"
+    scores: str = "softmax"
+    chunk_rows: int | None = None
+    resume: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sequence_pooling not in ("mean", "last"):
+            raise ValueError(f"deepscope.analyze: sequence_pooling is 'mean' or 'last', not {self.sequence_pooling!r}")
+        if self.scores not in ("softmax", "raw"):
+            raise ValueError(f"deepscope.analyze: scores must be 'softmax' or 'raw', not {self.scores!r}")
+        if self.batch_size < 1 or (self.chunk_rows is not None and self.chunk_rows < 1):
+            raise ValueError("deepscope.analyze: batch_size and chunk_rows must be positive")
+
+
+def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
+    """The layers to record; an unknown name raises ``ValueError`` listing the valid ones."""
+    if layers is None:
+        names = [name for name, _ in model.named_children()]
+        return names or [""]
+    if isinstance(layers, str):
+        layers = [layers]
+    valid = [name for name, _ in model.named_modules() if name]
+    known = set(valid)
+    unknown = [name for name in layers if name not in known]
+    if unknown:
+        shown = ", ".join(valid[:60]) + (f", … ({len(valid) - 60} more)" if len(valid) > 60 else "")
+        raise ValueError(f"deepscope.analyze: no layer named {', '.join(map(repr, unknown))} in "
+                         f"{type(model).__name__}; valid layers: {shown}")  # fmt: skip
+    if len(set(layers)) != len(layers):
+        raise ValueError("deepscope.analyze: a layer is named twice")
+    return list(layers)
+
+
+def pool(x: torch.Tensor, mask: torch.Tensor | None, channels_first: bool, mode: str = "mean") -> torch.Tensor:
+    """One vector per instance: channel means of feature maps, a (masked) mean or last token of sequences.
+
+    >>> pool(torch.ones(8, 16, 7, 7), None, False).shape
+    torch.Size([8, 16])
+    """
+    if x.ndim == 1:
+        return x[:, None]  # (B,) -> (B, 1)
+    if x.ndim == 2:
+        return x
+    if x.ndim >= 4 or channels_first:
+        return x.flatten(2).mean(2)  # (B, C, H, W, ...) -> (B, C, H*W...) -> (B, C)
+    # (B, T, D): a sequence
+    if mask is not None and mask.shape == x.shape[:2]:
+        real = mask != 0
+        if mode == "last":
+            t = torch.arange(x.shape[1], device=x.device)
+            last = (t * real).argmax(1)  # index of the last real token, left or right padding alike
+            return x[torch.arange(x.shape[0], device=x.device), last]  # (B, T, D) -> (B, D)
+        m = real.to(x.dtype).unsqueeze(-1)  # (B, T) -> (B, T, 1)
+        return (x * m).sum(1) / m.sum(1).clamp(min=1)  # (B, T, D) -> (B, D)
+    return x[:, -1] if mode == "last" else x.mean(1)
+
+
+def first_tensor(out: Any) -> torch.Tensor | None:
+    """The tensor a module returned: itself, the first of a tuple, or ``logits`` / the first value of a dict."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return next((t for o in out if (t := first_tensor(o)) is not None), None)
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        if "logits" in out:
+            return first_tensor(out["logits"])
+        return next((t for k in out.keys() if (t := first_tensor(out[k])) is not None), None)
+    return None
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A digest of the parameters and buffers: a resume with other weights starts over."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        h.update(name.encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def metadata_table(metadata: Any) -> Any:
+    """The user's metadata as a ``pyarrow.Table`` (from a Table, a DataFrame, a dict of columns, rows, or texts)."""
+    import pyarrow as pa
+
+    if metadata is None or isinstance(metadata, pa.Table):
+        table = metadata
+    elif hasattr(metadata, "to_arrow"):
+        table = metadata.to_arrow()
+    elif hasattr(metadata, "iloc"):  # a pandas DataFrame
+        table = pa.Table.from_pandas(metadata, preserve_index=False)
+    elif isinstance(metadata, dict):
+        table = pa.table({str(k): list(v) if not isinstance(v, np.ndarray) else v for k, v in metadata.items()})
+    elif isinstance(metadata, Sequence) and metadata and all(isinstance(r, dict) for r in metadata):
+        table = pa.Table.from_pylist(list(metadata))
+    elif isinstance(metadata, Sequence) and all(isinstance(r, str) for r in metadata):
+        table = pa.table({"text": list(metadata)})
+    else:
+        raise TypeError(f"deepscope.analyze: metadata must be a table, a dict of columns or a list of rows, "
+                        f"got {type(metadata).__name__}")  # fmt: skip
+    if table is not None and (clash := [c for c in table.column_names if c in RESERVED_COLUMNS]):
+        raise ValueError(f"deepscope.analyze: metadata columns {clash} clash with the instance table's own "
+                         f"columns {list(RESERVED_COLUMNS)}; rename them")  # fmt: skip
+    return table
+
+
+class Activations:
+    """Record pooled activations of ``layers`` and the model's predictions for every instance of a dataset.
+
+    >>> Activations(ActivationsConfig(layers=("features",)), labels=y).run(run.dir, model, dataset)
+    """
+
+    name = NAME
+
+    def __init__(
+        self,
+        config: ActivationsConfig | None = None,
+        *,
+        labels: Any = None,
+        class_names: Sequence[str] | None = None,
+        metadata: Any = None,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> None:
+        self.config = config or ActivationsConfig()
+        self.labels = None if labels is None else np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64)
+        if self.labels is not None and self.labels.ndim != 1:
+            raise ValueError(f"deepscope.analyze: labels must be one integer per instance, not {self.labels.shape}")
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.metadata = metadata_table(metadata)
+        self.collate_fn = collate_fn
+
+    @classmethod
+    def is_compatible(cls, model: Any, data: Any) -> bool:
+        return isinstance(model, nn.Module) and (hasattr(data, "__iter__") or hasattr(data, "__getitem__"))
+
+    # ---- checks before any work ---------------------------------------------------------------------
+    def _check(self, model: nn.Module, src: Source) -> list[str]:
+        layers = validate_layers(model, self.config.layers)
+        n = src.length
+        for what, count in (("labels", None if self.labels is None else len(self.labels)),
+                            ("metadata rows", None if self.metadata is None else self.metadata.num_rows)):  # fmt: skip
+            if count is not None and n is not None and count != n:
+                raise ValueError(f"deepscope.analyze: {count} {what} for a dataset of {n} instances")
+        y, names = self.labels, self.class_names
+        if y is not None and names is not None and len(y) and (y.min() < 0 or y.max() >= len(names)):
+            raise ValueError(f"deepscope.analyze: labels range over {y.min()}…{y.max()}, "
+                             f"but there are {len(names)} class names")  # fmt: skip
+        return layers
+
+    def run(self, run_dir: str | os.PathLike[str], model: nn.Module, data: Any) -> Path:
+        """Compute (or resume) the activations; returns the artifact directory."""
+        cfg = self.config
+        src = source(data, cfg.batch_size, self.collate_fn)
+        layers = self._check(model, src)
+        out_dir = artifact_dir(run_dir, NAME)
+        fingerprint = {
+            "model_class": model_class(model),
+            "weights": weights_digest(model),
+            "layers": layers,
+            "length": src.length,
+            "sequence_pooling": cfg.sequence_pooling,
+            "scores": cfg.scores,
+        }
+        progress = read_json(out_dir / "progress.json") if cfg.resume else None
+        if progress and progress.get("fingerprint") == fingerprint and not progress.get("complete"):
+            state = _State.reopen(out_dir, progress)
+        else:
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            out_dir.mkdir(parents=True)
+            state = _State(out_dir, fingerprint, cfg.chunk_rows)
+        started = time.time()
+        modules = dict(model.named_modules())
+        _Extractor(model, [(n, modules[n]) for n in layers], cfg, src, state).extract()
+        n = state.rows_done
+        if src.length is not None and current_length(src) != src.length:
+            raise ValueError(f"deepscope.analyze: the dataset's length changed from {src.length} to "
+                             f"{current_length(src)} while it was read")  # fmt: skip
+        if src.length is not None and n != src.length:
+            raise ValueError(f"deepscope.analyze: the dataset yielded {n} instances, but its length is {src.length}")
+        for what, count in (("labels", None if self.labels is None else len(self.labels)),
+                            ("metadata rows", None if self.metadata is None else self.metadata.num_rows)):  # fmt: skip
+            if count is not None and count != n:
+                raise ValueError(f"deepscope.analyze: {count} {what} for a dataset of {n} instances")
+        self._write_instances(out_dir, n)
+        write_provenance(out_dir, provenance(NAME, asdict(cfg) | {"layers": layers}, model_class=model_class(model),
+                                             layers={k: state.widths[k] for k in layers}, length=n,
+                                             started=started, class_names=self.class_names))  # fmt: skip
+        state.finish()
+        return out_dir
+
+    def _write_instances(self, out_dir: Path, n: int) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        import zarr
+
+        cols: dict[str, Any] = {"index": pa.array(np.arange(n, dtype=np.int64))}
+        labels = self.labels
+        if labels is None and (out_dir / "outputs" / "labels.zarr").exists():
+            stored = zarr.open_array(str(out_dir / "outputs" / "labels.zarr"), mode="r")[:]
+            labels = stored if (stored >= 0).any() else None
+        if labels is not None:
+            cols["label"] = pa.array(labels, mask=labels < 0)
+        if (out_dir / "outputs" / "scores.zarr").exists():
+            scores = zarr.open_array(str(out_dir / "outputs" / "scores.zarr"), mode="r")[:]
+            pred = scores.argmax(1).astype(np.int64)
+            cols["prediction"] = pa.array(pred)
+            cols["score"] = pa.array(scores.max(1).astype(np.float32))
+            cols["scores"] = pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1)), scores.shape[1])
+            if labels is not None:
+                cols["correct"] = pa.array(pred == labels, mask=labels < 0)
+        table = pa.table(cols)
+        if self.metadata is not None:
+            for name in self.metadata.column_names:
+                table = table.append_column(name, self.metadata.column(name))
+        meta = {"deepscope.class_names": json.dumps(self.class_names), "deepscope.version": "1"}
+        table = table.replace_schema_metadata(meta)
+        tmp = out_dir / ".instances.parquet.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, out_dir / "instances.parquet")
+
+
+class _State:
+    """The arrays on disk and the rows they hold (``progress.json``)."""
+
+    def __init__(self, out_dir: Path, fingerprint: dict[str, Any], chunk_rows: int | None) -> None:
+        self.dir = out_dir
+        self.fingerprint = fingerprint
+        self.chunk_rows = chunk_rows
+        self.rows_done = 0
+        self.widths: dict[str, int] = {}
+        self.arrays: dict[str, Any] = {}
+
+    @classmethod
+    def reopen(cls, out_dir: Path, progress: dict[str, Any]) -> _State:
+        import zarr
+
+        s = cls(out_dir, progress["fingerprint"], progress["chunk_rows"])
+        s.rows_done = int(progress["rows_done"])
+        s.widths = dict(progress["widths"])
+        for key in progress["arrays"]:
+            arr = zarr.open_array(str(out_dir / key), mode="r+")
+            arr.resize((s.rows_done, *arr.shape[1:]))  # rows written after the last progress record are redone
+            s.arrays[key] = arr
+        return s
+
+    def create(self, widths: dict[str, int], outputs: dict[str, tuple[int, ...]]) -> None:
+        """Create the arrays once the first batch tells the widths."""
+        import zarr
+
+        self.widths = widths
+        if self.chunk_rows is None:
+            widest = max([*widths.values(), 1])
+            self.chunk_rows = int(min(8192, max(256, 2 ** math.floor(math.log2(max(1, CHUNK_BYTES // (4 * widest)))))))
+        specs = {f"{layer}.zarr": ((w,), "float32") for layer, w in widths.items()}
+        specs |= {f"outputs/{k}.zarr": v for k, v in outputs.items()}
+        for key, (tail, dtype) in specs.items():
+            # Uncompressed: written once, read often; zstd made extraction about 3x slower here.
+            self.arrays[key] = zarr.create_array(
+                store=str(self.dir / key), shape=(0, *tail), dtype=dtype, chunks=(self.chunk_rows, *tail),
+                compressors=None, overwrite=True,
+            )  # fmt: skip
+        self.save()
+
+    def write(self, start: int, chunk: dict[str, np.ndarray]) -> int:
+        stop = start + len(next(iter(chunk.values())))
+        for key, values in chunk.items():
+            arr = self.arrays[key]
+            arr.resize((stop, *arr.shape[1:]))
+            arr[start:stop] = values
+        return stop
+
+    def save(self, complete: bool = False) -> None:
+        write_json_atomic(self.dir / "progress.json", {
+            "version": 1, "fingerprint": self.fingerprint, "rows_done": self.rows_done, "complete": complete,
+            "chunk_rows": self.chunk_rows, "widths": self.widths, "arrays": sorted(self.arrays),
+        })  # fmt: skip
+
+    def finish(self) -> None:
+        self.save(complete=True)
+
+
+class _Extractor:
+    """The loop: forward each batch with hooks on the layers, gather chunks, write them in a second thread."""
+
+    def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]], cfg: ActivationsConfig,
+                 src: Source, state: _State) -> None:  # fmt: skip
+        self.model, self.layers, self.cfg, self.src, self.state = model, layers, cfg, src, state
+        self.mask: torch.Tensor | None = None
+        self.pooled: dict[str, torch.Tensor] = {}
+        self.buffer: dict[str, list[np.ndarray]] = {}
+        self.buffered = 0
+        self.pending: tuple[Future[int], int] | None = None
+
+    def hook(self, name: str, module: nn.Module) -> Callable[..., None]:
+        channels_first = isinstance(module, CHANNELS_FIRST_1D)
+
+        def fn(_m: nn.Module, _inputs: Any, out: Any) -> None:
+            t = first_tensor(out)
+            if t is None:
+                raise TypeError(f"deepscope.analyze: layer {name!r} returned {type(out).__name__}, not a tensor")
+            # Reduced on the device; copied to the host once per batch, after the forward pass.
+            self.pooled[name] = pool(t.detach(), self.mask, channels_first, self.cfg.sequence_pooling).float()
+
+        return fn
+
+    def extract(self) -> None:
+        from tqdm import tqdm
+
+        model, state = self.model, self.state
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        was_training = model.training
+        model.eval()
+        start = state.rows_done
+        bar = tqdm(total=self.src.length, initial=start, unit="rows", desc="analyze", disable=not self.cfg.progress)
+        row = start
+        pool_ = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepscope-analyze")
+        try:
+            with HookScope() as scope, torch.inference_mode():
+                for name, module in self.layers:
+                    scope.add(module.register_forward_hook(self.hook(name, module)))
+                for batch in self._batches(start):
+                    if self.src.length is not None and row + batch.size > self.src.length:
+                        raise ValueError(f"deepscope.analyze: the dataset yielded more than its length "
+                                         f"({self.src.length}) instances")  # fmt: skip
+                    self._add(self._forward(batch.to(device)), batch, row)
+                    row += batch.size
+                    bar.update(batch.size)
+                    if self.buffered >= state.chunk_rows:
+                        self._flush(pool_, state.chunk_rows)
+                if self.buffered:
+                    self._flush(pool_, self.buffered)
+        finally:
+            try:
+                self._wait()
+            finally:
+                pool_.shutdown(wait=True)
+                bar.close()
+                model.train(was_training)
+
+    def _batches(self, start: int):
+        try:
+            yield from self.src.batches(start)
+        except IndexError as e:
+            now = current_length(self.src)
+            if now != self.src.length:
+                raise ValueError(f"deepscope.analyze: the dataset's length changed from {self.src.length} to {now} "
+                                 f"while it was read") from e  # fmt: skip
+            raise
+
+    def _forward(self, batch: Batch) -> dict[str, np.ndarray]:
+        self.pooled = {}
+        self.mask = batch.mask
+        out = first_tensor(self.model(*batch.args, **batch.kwargs))
+        missing = [n for n, _ in self.layers if n not in self.pooled]
+        if missing:
+            raise ValueError(f"deepscope.analyze: layers {missing} were not called by the model's forward pass")
+        rows = {f"{n}.zarr": self.pooled[n].cpu().numpy() for n, _ in self.layers}
+        if out is not None and out.ndim == 2 and out.shape[0] == batch.size and out.shape[1] >= 2:
+            scores = out.float().softmax(1) if self.cfg.scores == "softmax" else out.float()
+            rows["outputs/scores.zarr"] = scores.cpu().numpy()
+        for key, values in rows.items():
+            if len(values) != batch.size:
+                raise ValueError(f"deepscope.analyze: {key[:-5]} has {len(values)} rows for a batch of {batch.size}")
+        return rows
+
+    def _add(self, rows: dict[str, np.ndarray], batch: Batch, row: int) -> None:
+        for key, values in rows.items():
+            if not np.isfinite(values).all():
+                bad = row + int(np.flatnonzero(~np.isfinite(values).all(axis=tuple(range(1, values.ndim))))[0])
+                raise ValueError(f"deepscope.analyze: {key[:-5]} is NaN or infinite for instance {bad}; "
+                                 f"fix the model or the input before analysing it")  # fmt: skip
+        labels = batch.labels.numpy() if batch.labels is not None else np.full(batch.size, -1, np.int64)
+        rows["outputs/labels.zarr"] = labels
+        if not self.state.arrays:
+            widths = {n: rows[f"{n}.zarr"].shape[1] for n, _ in self.layers}
+            outputs = {"labels": ((), "int64")}
+            if "outputs/scores.zarr" in rows:
+                outputs["scores"] = ((rows["outputs/scores.zarr"].shape[1],), "float32")
+            self.state.create(widths, outputs)
+        if set(rows) != set(self.state.arrays):
+            raise ValueError("deepscope.analyze: the model's outputs changed kind between batches")
+        for key, values in rows.items():
+            self.buffer.setdefault(key, []).append(values)
+        self.buffered += batch.size
+
+    def _flush(self, pool_: ThreadPoolExecutor, rows: int) -> None:
+        chunk: dict[str, np.ndarray] = {}
+        for key, parts in self.buffer.items():
+            joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            chunk[key] = joined[:rows]
+            self.buffer[key] = [joined[rows:]] if len(joined) > rows else []
+        self.buffered -= rows
+        self._wait()  # one chunk in flight at most: memory stays bounded
+        start = self.state.rows_done
+        self.pending = (pool_.submit(self.state.write, start, chunk), start)
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            future, _ = self.pending
+            self.pending = None
+            self.state.rows_done = future.result()
+            self.state.save()

@@ -1,0 +1,128 @@
+"""Aggregates: mean and spread of a layer's activations per class or per subset, and a neuron's top instances.
+
+Computed on demand from the activation matrix (rows = instances, columns = neurons); nothing is stored.
+A *subset* is a row mask, usually from a small filter over the instance table (see :func:`subset_mask`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SPECIAL_KEYS = ("text_contains", "contains", "index", "predicted")
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Per-group statistics of a layer: ``mean`` and ``std`` are (groups, neurons), ``count`` is (groups,)."""
+
+    groups: list[Any]
+    mean: np.ndarray
+    std: np.ndarray
+    count: np.ndarray
+
+
+def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.ndarray:
+    """Rows of the instance table (a ``pyarrow.Table``) that match ``where``, as a boolean mask.
+
+    Keys combine with *and*: a column name (``label``, ``prediction``/``predicted``, ``correct`` or any metadata
+    column) equals a value, or is one of a list; ``text_contains`` — any text column contains the string;
+    ``contains`` — ``{column: substring}``; ``index`` — a list of row indices (pinned instances).
+
+    >>> subset_mask(table, {"predicted": 3, "label": 8}).sum()
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    if where is None:
+        return np.ones(n, dtype=bool)
+    if isinstance(where, np.ndarray):
+        if where.dtype != bool or where.shape != (n,):
+            raise ValueError(f"deepscope: a row mask must be {n} booleans, got {where.dtype} {where.shape}")
+        return where
+    mask = np.ones(n, dtype=bool)
+    for key, value in where.items():
+        if key == "text_contains":
+            text_cols = [c for c in table.column_names if pa.types.is_string(table.schema.field(c).type)
+                         or pa.types.is_large_string(table.schema.field(c).type)]  # fmt: skip
+            hit = np.zeros(n, dtype=bool)
+            for c in text_cols:
+                hit |= _bools(pc.match_substring(table.column(c), str(value)))
+            mask &= hit
+        elif key == "contains":
+            for col, sub in dict(value).items():
+                mask &= _bools(pc.match_substring(_column(table, col), str(sub)))
+        elif key == "index":
+            rows = np.zeros(n, dtype=bool)
+            idx = np.asarray(value if isinstance(value, (list, tuple, np.ndarray)) else [value], dtype=np.int64)
+            if len(idx) and (idx.min() < -n or idx.max() >= n):
+                raise ValueError(f"deepscope: index out of range for {n} instances")
+            rows[idx] = True
+            mask &= rows
+        else:
+            col = _column(table, "prediction" if key == "predicted" else key)
+            values = list(value) if isinstance(value, (list, tuple, set, np.ndarray)) else [value]
+            mask &= _bools(pc.is_in(col, value_set=pa.array(values, type=col.type)))
+    return mask
+
+
+def _column(table: Any, name: str) -> Any:
+    if name not in table.column_names:
+        raise KeyError(f"deepscope: no column {name!r} to filter on; columns: {', '.join(table.column_names)}")
+    return table.column(name)
+
+
+def _bools(arr: Any) -> np.ndarray:
+    return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def subset_aggregate(x: np.ndarray, mask: np.ndarray) -> Aggregate:
+    """Mean and standard deviation of the rows of ``x`` selected by ``mask`` (NaN for an empty subset)."""
+    rows = x[mask]  # (N, D) -> (n, D)
+    if len(rows) == 0:
+        nan = np.full((1, x.shape[1]), np.nan, np.float32)
+        return Aggregate(["subset"], nan, nan.copy(), np.zeros(1, np.int64))
+    mean = rows.mean(0, dtype=np.float64)
+    std = rows.std(0, dtype=np.float64)
+    return Aggregate(["subset"], mean[None].astype(np.float32), std[None].astype(np.float32), np.array([len(rows)]))
+
+
+def group_aggregate(x: np.ndarray, groups: np.ndarray, n_groups: int | None = None) -> Aggregate:
+    """Mean and standard deviation of ``x`` per group id (``groups``: ints in ``0 … n_groups-1``, negative = none).
+
+    One pass: per-group sums of ``x`` and ``x²`` by a sparse (groups × N) product.
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    keep = groups >= 0
+    g = int(n_groups if n_groups is not None else (groups.max() + 1 if keep.any() else 0))
+    count = np.bincount(groups[keep], minlength=g).astype(np.int64)
+    onehot = np.zeros((g, len(groups)), np.float64)  # (G, N)
+    onehot[groups[keep], np.flatnonzero(keep)] = 1.0
+    xs = x.astype(np.float64, copy=False)
+    sums = onehot @ xs  # (G, N) @ (N, D) -> (G, D)
+    sq = onehot @ (xs * xs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / count[:, None]
+        var = np.maximum(sq / count[:, None] - mean * mean, 0.0)
+    return Aggregate(list(range(g)), mean.astype(np.float32), np.sqrt(var).astype(np.float32), count)
+
+
+def top_instances(
+    x: np.ndarray, neuron: int, k: int = 10, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices and values of the ``k`` instances that activate ``neuron`` most (within ``mask``), highest first."""
+    if not 0 <= neuron < x.shape[1]:
+        raise IndexError(f"deepscope: neuron {neuron} out of range for a layer of {x.shape[1]}")
+    col = np.asarray(x[:, neuron])
+    rows = np.flatnonzero(mask) if mask is not None else np.arange(len(col))
+    vals = col[rows]
+    k = min(k, len(rows))
+    if k == 0:
+        return np.zeros(0, np.int64), np.zeros(0, col.dtype)
+    part = np.argpartition(-vals, k - 1)[:k]
+    order = part[np.lexsort((rows[part], -vals[part]))]  # ties: lower index first
+    return rows[order], vals[order]

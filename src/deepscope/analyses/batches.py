@@ -1,0 +1,139 @@
+"""Data in, batches out: one canonical :class:`Batch` whatever the dataset yields (tensors, tuples or dicts)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+LABEL_KEYS = ("labels", "label", "targets", "target", "y")
+MASK_KEY = "attention_mask"
+
+
+@dataclass
+class Batch:
+    """What the model is called with (``model(*args, **kwargs)``), plus labels and a padding mask if known."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    labels: torch.Tensor | None = None
+    mask: torch.Tensor | None = None  # (B, T), 1 for real tokens
+    size: int = 0
+
+    def slice(self, start: int, stop: int) -> Batch:
+        """Rows ``start:stop`` of every tensor whose first dimension is the batch."""
+        cut = lambda v: v[start:stop] if isinstance(v, torch.Tensor) and v.ndim and len(v) == self.size else v  # noqa: E731
+        return Batch(
+            tuple(cut(a) for a in self.args),
+            {k: cut(v) for k, v in self.kwargs.items()},
+            cut(self.labels),
+            cut(self.mask),
+            max(0, min(stop, self.size) - start),
+        )
+
+    def to(self, device: torch.device) -> Batch:
+        move = lambda v: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v  # noqa: E731
+        return Batch(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()},
+                     self.labels, move(self.mask), self.size)  # fmt: skip
+
+
+def to_batch(raw: Any) -> Batch:
+    """A collated batch as the canonical :class:`Batch`.
+
+    A tensor is the input; a tuple/list is ``(input, label, ...)``; a dict is the model's keyword arguments,
+    less the label key (``labels``, ``label``, ``targets``…), with ``attention_mask`` also kept as the mask.
+    """
+    if isinstance(raw, torch.Tensor):
+        return Batch((raw,), size=_rows(raw))
+    if isinstance(raw, Mapping):
+        kwargs = dict(raw)
+        labels = next((kwargs.pop(k) for k in LABEL_KEYS if k in kwargs), None)
+        mask = kwargs.get(MASK_KEY)
+        first = next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
+        if first is None:
+            raise TypeError("deepscope.analyze: a dict batch needs at least one tensor input")
+        return Batch((), kwargs, _as_labels(labels), mask, _rows(first))
+    if isinstance(raw, (tuple, list)) and raw:
+        x = raw[0]
+        if isinstance(x, Mapping):  # (dict of inputs, labels)
+            b = to_batch(x)
+            b.labels = _as_labels(raw[1]) if len(raw) > 1 else b.labels
+            return b
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"deepscope.analyze: the first item of a batch must be a tensor, got {type(x).__name__}")
+        return Batch((x,), labels=_as_labels(raw[1]) if len(raw) > 1 else None, size=_rows(x))
+    raise TypeError(f"deepscope.analyze: cannot read a batch of type {type(raw).__name__} (tensor, tuple or dict)")
+
+
+def _rows(x: torch.Tensor) -> int:
+    if x.ndim == 0:
+        raise ValueError("deepscope.analyze: batch inputs must have a batch dimension")
+    return int(x.shape[0])
+
+
+def _as_labels(y: Any) -> torch.Tensor | None:
+    if y is None:
+        return None
+    y = torch.as_tensor(y)
+    if y.ndim != 1 or y.is_floating_point():
+        return None  # not class labels (a regression target, a sequence): correctness does not apply
+    return y.detach().cpu().to(torch.int64)
+
+
+@dataclass(frozen=True)
+class Source:
+    """How rows are read: a map-style dataset batched here, or an iterable already yielding batches."""
+
+    data: Any
+    length: int | None  # instances, when known before iterating
+    map_style: bool
+    batch_size: int
+    collate: Callable[[list[Any]], Any] | None
+
+    def batches(self, start: int) -> Iterator[Batch]:
+        """Batches from row ``start`` on (earlier rows are skipped, not computed)."""
+        if self.map_style:
+            collate = self.collate or torch.utils.data.default_collate
+            n = len(self.data)
+            for lo in range(start, n, self.batch_size):
+                yield to_batch(collate([self.data[i] for i in range(lo, min(lo + self.batch_size, n))]))
+            return
+        seen = 0
+        for raw in self.data:
+            b = to_batch(raw)
+            if seen + b.size > start:
+                yield b.slice(max(0, start - seen), b.size) if seen < start else b
+            seen += b.size
+
+
+def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any] | None = None) -> Source:
+    """Classify ``data``: a tensor, a map-style Dataset, a DataLoader, or any iterable of batches."""
+    if isinstance(data, torch.Tensor):
+        data = torch.utils.data.TensorDataset(data)
+        return Source(data, len(data), True, batch_size, lambda items: torch.stack([i[0] for i in items]))
+    if isinstance(data, torch.utils.data.DataLoader):
+        if isinstance(data.sampler, torch.utils.data.RandomSampler):
+            raise ValueError("deepscope.analyze: the DataLoader shuffles; rows must come in order (shuffle=False)")
+        ds = data.dataset
+        n = len(ds) if hasattr(ds, "__len__") and not isinstance(ds, torch.utils.data.IterableDataset) else None
+        if n is not None and data.drop_last:
+            n = (n // data.batch_size) * data.batch_size if data.batch_size else n
+        return Source(data, n, False, batch_size, None)
+    if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (Sequence, Mapping)):
+        return Source(data, len(data), True, batch_size, collate)
+    if isinstance(data, (Sequence,)) and not isinstance(data, (str, bytes)):
+        # A list of instances is batched here; a list of batches (tensors of a batch each) is iterated.
+        return Source(data, None, False, batch_size, None)
+    if isinstance(data, Iterable):
+        return Source(data, None, False, batch_size, None)
+    raise TypeError(f"deepscope.analyze: data must be a Dataset, a DataLoader or an iterable of batches, "
+                    f"got {type(data).__name__}")  # fmt: skip
+
+
+def current_length(src: Source) -> int | None:
+    """The dataset's length now (to catch a dataset that changes while it is read)."""
+    if src.map_style:
+        return len(src.data)
+    return src.length

@@ -1,0 +1,114 @@
+"""Exact nearest neighbours of instances in a layer's activation space (cosine or euclidean), blocked for memory."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import artifact_dir, provenance, write_provenance
+
+NAME = "neighbors"
+METRICS = ("cosine", "euclidean")
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms == 0, 1, norms)
+
+
+def nearest_neighbors(
+    x: np.ndarray,
+    queries: np.ndarray,
+    k: int = 10,
+    metric: str = "cosine",
+    block_rows: int = 65536,
+    exclude: np.ndarray | None = None,
+    norms: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of ``x`` nearest each query: indices and distances, (Q, k) each, nearest first.
+
+    Cosine distance is ``1 - cos``; euclidean is the L2 distance. ``x`` is scanned ``block_rows`` at a time, so
+    memory stays at ``Q × block_rows`` distances. ``exclude``: one row index per query to leave out (itself).
+
+    >>> idx, dist = nearest_neighbors(x, x[[7]], k=5, exclude=np.array([7]))
+    """
+    if metric not in METRICS:
+        raise ValueError(f"deepscope: metric must be one of {METRICS}, not {metric!r}")
+    q = np.atleast_2d(np.asarray(queries, dtype=np.float32))  # (Q, D)
+    n = len(x)
+    k = min(k, n - (1 if exclude is not None else 0))
+    if metric == "cosine":
+        q = _normalize(q)
+    else:
+        qn = (q * q).sum(1)[:, None]  # (Q, 1)
+    best_d = np.full((len(q), 0), np.inf, np.float32)
+    best_i = np.zeros((len(q), 0), np.int64)
+    for lo in range(0, n, block_rows):
+        block = np.asarray(x[lo : lo + block_rows], dtype=np.float32)  # (b, D)
+        dot = q @ block.T  # (Q, D) @ (D, b) -> (Q, b)
+        if metric == "cosine":
+            bn = norms[lo : lo + len(block)] if norms is not None else np.linalg.norm(block, axis=1)
+            d = 1.0 - dot / np.where(bn == 0, 1, bn)[None]
+        else:
+            bn2 = (norms[lo : lo + len(block)] ** 2) if norms is not None else (block * block).sum(1)
+            d = np.sqrt(np.maximum(qn - 2 * dot + bn2[None], 0))
+        if exclude is not None:
+            rows = np.asarray(exclude) - lo
+            hit = (rows >= 0) & (rows < len(block))
+            d[np.flatnonzero(hit), rows[hit]] = np.inf
+        cand_d = np.concatenate([best_d, d.astype(np.float32)], 1)
+        cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(lo, lo + len(block)), d.shape)], 1)
+        top = np.argpartition(cand_d, k - 1, axis=1)[:, :k] if cand_d.shape[1] > k else np.argsort(cand_d, 1)
+        best_d = np.take_along_axis(cand_d, top, 1)
+        best_i = np.take_along_axis(cand_i, top, 1)
+    order = np.lexsort((best_i, best_d), axis=1) if best_d.size else np.zeros_like(best_i)
+    return np.take_along_axis(best_i, order, 1), np.take_along_axis(best_d, order, 1)
+
+
+@dataclass(frozen=True)
+class NeighborsConfig:
+    layers: tuple[str, ...] | None = None
+    k: int = 10
+    metric: str = "cosine"
+    block_rows: int = 4096
+
+
+class ExactNeighbors:
+    """The k-nearest-neighbour graph of every instance of each layer (``neighbors/<layer>/{indices,distances}.npy``).
+
+    All pairs cost N² × D: meant for up to some ten thousand instances; single queries go through the reader.
+    """
+
+    name = NAME
+
+    def __init__(self, config: NeighborsConfig | None = None) -> None:
+        self.config = config or NeighborsConfig()
+
+    @classmethod
+    def is_compatible(cls, model: Any, data: Any) -> bool:
+        return True
+
+    def run(self, run_dir: str | os.PathLike[str], model: Any = None, data: Any = None) -> list[Path]:
+        from .reader import AnalysisReader
+
+        reader = AnalysisReader(run_dir)
+        cfg = self.config
+        written = []
+        for layer in cfg.layers or reader.layers:
+            x = reader.matrix(layer)
+            out = artifact_dir(run_dir, NAME, layer)
+            out.mkdir(parents=True, exist_ok=True)
+            idx = np.zeros((len(x), min(cfg.k, len(x) - 1)), np.int64)
+            dist = np.zeros(idx.shape, np.float32)
+            for lo in range(0, len(x), cfg.block_rows):
+                rows = np.arange(lo, min(lo + cfg.block_rows, len(x)))
+                idx[rows], dist[rows] = nearest_neighbors(x, x[rows], cfg.k, cfg.metric, exclude=rows)
+            np.save(out / "indices.npy", idx)
+            np.save(out / "distances.npy", dist)
+            write_provenance(out, provenance(NAME, asdict(cfg), layer=layer, rows=len(x)))
+            written.append(out)
+        return written

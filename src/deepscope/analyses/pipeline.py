@@ -1,0 +1,45 @@
+"""``deepscope.analyze``: activations first, then the analyses that read them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .activations import Activations, ActivationsConfig
+from .confusion import ConfusionMatrix
+from .projection import PCAConfig, PCAProjection
+from .reader import AnalysisReader
+
+
+def analyze(
+    model: Any,
+    data: Any,
+    run_dir: str | os.PathLike[str],
+    *,
+    layers: Sequence[str] | None = None,
+    labels: Any = None,
+    class_names: Sequence[str] | None = None,
+    metadata: Any = None,
+    batch_size: int = 256,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    sequence_pooling: str = "mean",
+    projection: bool = True,
+    resume: bool = True,
+    progress: bool = True,
+) -> AnalysisReader:
+    """Run the default analyses into ``run_dir`` and return a reader of them."""
+    config = ActivationsConfig(
+        layers=None if layers is None else tuple([layers] if isinstance(layers, str) else layers),
+        batch_size=batch_size,
+        sequence_pooling=sequence_pooling,
+        resume=resume,
+        progress=progress,
+    )
+    Activations(config, labels=labels, class_names=class_names, metadata=metadata, collate_fn=collate_fn).run(
+        run_dir, model, data
+    )
+    ConfusionMatrix().run(run_dir)
+    if projection:
+        PCAProjection(PCAConfig()).run(run_dir)
+    return AnalysisReader(run_dir)

@@ -1,0 +1,148 @@
+"""Reading analysis artifacts: lazy Zarr arrays, the instance table, and on-demand aggregates and neighbours."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .aggregates import Aggregate, group_aggregate, subset_aggregate, subset_mask, top_instances
+from .base import artifact_dir, read_json
+from .neighbors import nearest_neighbors
+
+Where = Mapping[str, Any] | np.ndarray | None
+
+
+class AnalysisReader:
+    """The analyses of one run directory. Arrays open lazily; a layer's matrix is loaded once, when first needed.
+
+    >>> r = deepscope.analyses.read(run.dir)
+    >>> r.aggregate("fc1", by="label").mean.shape      # (classes, neurons)
+    >>> r.neighbors("fc1", 42, k=5)
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], cache_layers: int = 4) -> None:
+        self.run_dir = Path(run_dir)
+        self.dir = artifact_dir(run_dir, "activations")
+        self._progress = read_json(self.dir / "progress.json")
+        if self._progress is None:
+            raise FileNotFoundError(f"deepscope: no activations in {self.run_dir}; run deepscope.analyze first")
+        self._table: Any = None
+        self._matrices: dict[str, np.ndarray] = {}
+        self._norms: dict[str, np.ndarray] = {}
+        self._cache_layers = cache_layers
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._progress.get("complete"))
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._progress["fingerprint"]["layers"])
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self._progress["widths"].items()}
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        return read_json(self.dir / "provenance.json")
+
+    @property
+    def class_names(self) -> list[str] | None:
+        meta = self.instances().schema.metadata or {}
+        return json.loads(meta.get(b"deepscope.class_names", b"null"))
+
+    def __len__(self) -> int:
+        return int(self._progress["rows_done"])
+
+    # ---- raw data ---------------------------------------------------------------------------------
+    def activations(self, layer: str) -> Any:
+        """The layer's ``zarr.Array`` (rows = instances, columns = neurons), read lazily: slice it."""
+        import zarr
+
+        self._check_layer(layer)
+        return zarr.open_array(str(self.dir / f"{layer}.zarr"), mode="r")
+
+    def matrix(self, layer: str) -> np.ndarray:
+        """The layer's whole matrix in memory (cached for the last few layers used)."""
+        if layer not in self._matrices:
+            if len(self._matrices) >= self._cache_layers:
+                old = next(iter(self._matrices))
+                self._matrices.pop(old)
+                self._norms.pop(old, None)
+            self._matrices[layer] = np.asarray(self.activations(layer)[:])
+        return self._matrices[layer]
+
+    def rows(self, layer: str, index: Any) -> np.ndarray:
+        """Activations of some instances (pinned rows), read without loading the whole layer."""
+        idx = np.asarray(index, dtype=np.int64)
+        if layer in self._matrices:
+            return self._matrices[layer][idx]
+        return np.asarray(self.activations(layer).get_orthogonal_selection((idx, slice(None))))
+
+    def instances(self) -> Any:
+        """The instance table (``pyarrow.Table``): index, label, prediction, score(s), correct, metadata."""
+        if self._table is None:
+            import pyarrow.parquet as pq
+
+            path = self.dir / "instances.parquet"
+            if not path.exists():
+                raise FileNotFoundError(f"deepscope: {path} is missing: the analysis did not finish")
+            self._table = pq.read_table(path)
+        return self._table
+
+    # ---- on demand --------------------------------------------------------------------------------
+    def mask(self, where: Where) -> np.ndarray:
+        return subset_mask(self.instances(), where)
+
+    def aggregate(self, layer: str, *, by: str | None = None, where: Where = None) -> Aggregate:
+        """Per-neuron mean and std: per class (``by="label"`` or ``"prediction"``), or of one subset (``where``)."""
+        x = self.matrix(layer)
+        if by is None:
+            return subset_aggregate(x, self.mask(where))
+        table = self.instances()
+        if by not in table.column_names:
+            raise KeyError(f"deepscope: cannot group by {by!r}; columns: {', '.join(table.column_names)}")
+        groups = table.column(by).fill_null(-1).to_numpy().astype(np.int64)
+        if where is not None:
+            groups = np.where(self.mask(where), groups, -1)
+        names = self.class_names
+        agg = group_aggregate(x, groups, max(len(names or []), int(groups.max(initial=-1)) + 1))
+        if names:
+            agg = Aggregate([names[g] if g < len(names) else str(g) for g in agg.groups], agg.mean, agg.std, agg.count)
+        return agg
+
+    def top_instances(self, layer: str, neuron: int, k: int = 10, where: Where = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` instances (indices, values) that activate ``neuron`` most."""
+        mask = None if where is None else self.mask(where)
+        return top_instances(self.matrix(layer), neuron, k, mask)
+
+    def neighbors(self, layer: str, index: int, k: int = 10, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest other instances of instance ``index`` in the layer's space (exact)."""
+        x = self.matrix(layer)
+        if layer not in self._norms:
+            self._norms[layer] = np.linalg.norm(x, axis=1)
+        idx, dist = nearest_neighbors(x, x[[index]], k, metric, exclude=np.array([index]), norms=self._norms[layer])
+        return idx[0], dist[0]
+
+    def projection(self, layer: str, method: str = "pca") -> np.ndarray | None:
+        """Stored projection coordinates (N, components), or None when not computed."""
+        path = artifact_dir(self.run_dir, "projection", layer, f"{method}.npy")
+        return np.load(path) if path.exists() else None
+
+    def confusion(self) -> dict[str, Any] | None:
+        return read_json(artifact_dir(self.run_dir, "confusion", "confusion.json"))
+
+    def _check_layer(self, layer: str) -> None:
+        if layer not in self.layers:
+            raise KeyError(f"deepscope: no activations of layer {layer!r}; recorded: {', '.join(self.layers)}")
+
+
+def read(run_dir: str | os.PathLike[str]) -> AnalysisReader:
+    """Open the analyses of a run directory for reading."""
+    return AnalysisReader(run_dir)

@@ -1,0 +1,18 @@
+"""The built-in analyses, by name. Explicit: adding one is a line here."""
+
+from __future__ import annotations
+
+from .activations import Activations
+from .confusion import ConfusionMatrix
+from .neighbors import ExactNeighbors
+from .projection import PCAProjection
+
+ANALYSES: dict[str, type] = {
+    "activations": Activations,
+    "projection": PCAProjection,
+    "confusion": ConfusionMatrix,
+    "neighbors": ExactNeighbors,
+}
+
+# What ``deepscope.analyze`` runs, in order; the others run on request.
+DEFAULT = ("activations", "confusion", "projection")

@@ -1,0 +1,177 @@
+"""Activations against a manual forward pass with hooks, pooling against ``x.mean((2, 3))``, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tests.analyses.models import FailingAt, TinyCNN, image_data
+
+import deepscope
+from deepscope.analyses import read
+from deepscope.analyses.activations import Activations, ActivationsConfig, pool
+
+
+def manual(model, x, names):
+    """The oracle: plain hooks, the whole dataset in one forward pass."""
+    seen, handles = {}, []
+    modules = dict(model.named_modules())
+    for n in names:
+        handles.append(modules[n].register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, o.detach())))
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen, out
+
+
+def test_activations_equal_a_manual_forward_pass(tmp_path):
+    torch.manual_seed(0)
+    model, data = TinyCNN(), image_data(300)
+    r = deepscope.analyze(model, data, layers=["conv2", "fc1"], run=tmp_path, batch_size=64, progress=False)
+    seen, out = manual(model, data.tensors[0], ["conv2", "fc1"])
+    np.testing.assert_allclose(r.activations("conv2")[:], seen["conv2"].mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.activations("fc1")[:], seen["fc1"].numpy(), rtol=1e-5, atol=1e-6)
+    t = r.instances()
+    probs = out.softmax(1).numpy()
+    np.testing.assert_array_equal(t.column("prediction").to_numpy(), probs.argmax(1))
+    np.testing.assert_allclose(np.stack(t.column("scores").to_numpy(zero_copy_only=False)), probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(t.column("label").to_numpy(), data.tensors[1].numpy())
+    np.testing.assert_array_equal(
+        t.column("correct").to_numpy(zero_copy_only=False), probs.argmax(1) == data.tensors[1].numpy()
+    )
+    prov = r.provenance
+    assert (
+        prov["model_class"].endswith("TinyCNN") and prov["length"] == 300 and prov["layers"] == {"conv2": 8, "fc1": 12}
+    )
+    assert prov["deepscope_version"] == deepscope.__version__
+    assert r.activations("fc1").dtype == np.float32
+
+
+def test_pooling_of_feature_maps_and_sequences():
+    x = torch.randn(5, 3, 4, 6)
+    torch.testing.assert_close(pool(x, None, False), x.mean((2, 3)))
+    seq = torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    torch.testing.assert_close(pool(seq, mask, False), torch.stack([seq[0, :2].mean(0), seq[1].mean(0)]))
+    torch.testing.assert_close(pool(seq, mask, False, "last"), torch.stack([seq[0, 1], seq[1, 3]]))
+    torch.testing.assert_close(pool(seq, None, True), seq.mean(2))  # (B, C, L) of a Conv1d
+
+
+def test_dataloader_dicts_and_plain_tensors(tmp_path):
+    model, data = TinyCNN(), image_data(100)
+    x, y = data.tensors
+    loader = torch.utils.data.DataLoader([{"x": x[i], "labels": y[i]} for i in range(100)], batch_size=32)
+
+    class Kw(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return self.inner(x)
+
+    a = deepscope.analyze(Kw(), loader, layers=["inner.fc1"], run=tmp_path / "a", progress=False)
+    b = deepscope.analyze(model, x, layers=["fc1"], run=tmp_path / "b", progress=False)
+    np.testing.assert_allclose(a.activations("inner.fc1")[:], b.activations("fc1")[:], rtol=1e-5, atol=1e-6)
+    assert "label" in a.instances().column_names  # labels from the batches
+    assert "label" not in b.instances().column_names and "correct" not in b.instances().column_names
+
+
+def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
+    torch.manual_seed(1)
+    model, data = TinyCNN(), image_data(300)
+    cfg = ActivationsConfig(layers=("conv1", "fc1"), batch_size=16, chunk_rows=32, progress=False)
+    Activations(cfg).run(tmp_path / "whole", model, data)
+    failing = FailingAt(data, fail_at=150)
+    with pytest.raises(KeyboardInterrupt):
+        Activations(cfg).run(tmp_path / "cut", model, failing)
+    progress = json.loads((tmp_path / "cut/artifacts/activations/progress.json").read_text())
+    assert progress["rows_done"] == 128 and not progress["complete"]  # whole chunks before row 150
+    failing.armed = False
+    calls = []
+    original = failing.__class__.__getitem__
+    failing.__class__.__getitem__ = lambda self, i: (calls.append(i), original(self, i))[1]
+    try:
+        Activations(cfg).run(tmp_path / "cut", model, failing)
+    finally:
+        failing.__class__.__getitem__ = original
+    assert min(calls) == 128  # rows on disk were not computed again
+    whole, cut = read(tmp_path / "whole"), read(tmp_path / "cut")
+    assert cut.complete and len(cut) == 300
+    for layer in ("conv1", "fc1"):
+        np.testing.assert_array_equal(whole.activations(layer)[:], cut.activations(layer)[:])
+    assert whole.instances().equals(cut.instances())
+
+
+def test_other_weights_start_over(tmp_path):
+    data = image_data(64)
+    cfg = ActivationsConfig(layers=("fc1",), chunk_rows=32, progress=False)
+    model = TinyCNN()
+    with pytest.raises(KeyboardInterrupt):
+        Activations(cfg).run(tmp_path, model, FailingAt(data, 40))
+    other = TinyCNN()
+    Activations(cfg).run(tmp_path, other, data)
+    _, _ = manual(other, data.tensors[0], ["fc1"])
+    seen, _ = manual(other, data.tensors[0], ["fc1"])
+    np.testing.assert_allclose(read(tmp_path).activations("fc1")[:], seen["fc1"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_layer_lists_valid_names(tmp_path):
+    with pytest.raises(ValueError, match=r"no layer named 'fc9'.*valid layers: conv1, conv2, fc1, out"):
+        deepscope.analyze(TinyCNN(), image_data(10), layers=["fc9"], run=tmp_path, progress=False)
+    assert not (tmp_path / "artifacts").exists()  # nothing was written
+
+
+def test_label_count_mismatch_fails_before_work(tmp_path):
+    with pytest.raises(ValueError, match="9 labels for a dataset of 10 instances"):
+        deepscope.analyze(TinyCNN(), image_data(10), labels=[0] * 9, run=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="11 metadata rows"):
+        deepscope.analyze(TinyCNN(), image_data(10), metadata={"t": ["a"] * 11}, run=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="class names"):
+        deepscope.analyze(TinyCNN(), image_data(10), labels=[5] * 10, class_names="abcd", run=tmp_path, progress=False)
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_nan_activations_are_an_error(tmp_path):
+    x = torch.randn(40, 1, 8, 8)
+    x[17, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite for instance 17"):
+        deepscope.analyze(TinyCNN(), x, layers=["fc1"], run=tmp_path, batch_size=8, progress=False)
+
+
+def test_a_dataset_whose_length_changes(tmp_path):
+    class Shrinking(torch.utils.data.Dataset):
+        def __init__(self):
+            self.n = 50
+
+        def __len__(self):
+            return self.n
+
+        def __getitem__(self, i):
+            if i >= self.n:
+                raise IndexError(i)
+            if i == 20:
+                self.n = 30
+            return torch.randn(1, 8, 8)
+
+    with pytest.raises(ValueError, match="length changed from 50 to 30"):
+        deepscope.analyze(TinyCNN(), Shrinking(), run=tmp_path, batch_size=8, progress=False)
+
+
+def test_shuffling_loader_is_refused(tmp_path):
+    loader = torch.utils.data.DataLoader(image_data(10), shuffle=True)
+    with pytest.raises(ValueError, match="shuffle"):
+        deepscope.analyze(TinyCNN(), loader, run=tmp_path, progress=False)
+
+
+def test_no_hook_survives_an_exception(tmp_path):
+    model = TinyCNN()
+    with pytest.raises(KeyboardInterrupt):
+        deepscope.analyze(model, FailingAt(image_data(40), 20), run=tmp_path, batch_size=8, progress=False)
+    assert all(not m._forward_hooks for m in model.modules())
+    assert model.training

@@ -1,0 +1,136 @@
+"""Aggregates, top instances, PCA, neighbours and confusion against NumPy and scikit-learn on stored activations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from sklearn.metrics import confusion_matrix as sk_confusion
+from tests.analyses.models import TinyCNN, image_data
+
+import deepscope
+from deepscope.analyses import ANALYSES
+from deepscope.analyses.aggregates import group_aggregate, top_instances
+from deepscope.analyses.neighbors import ExactNeighbors, NeighborsConfig, nearest_neighbors
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("run")
+    data = image_data(400)
+    tags = np.array(["odd" if i % 2 else "even" for i in range(400)])
+    return deepscope.analyze(TinyCNN(), data, layers=["conv2", "fc1"], class_names=list("abcd"),
+                             metadata={"tag": tags}, run=d, progress=False)  # fmt: skip
+
+
+def test_class_aggregates_equal_numpy_group_means(reader):
+    x = reader.activations("fc1")[:]
+    y = reader.instances().column("label").to_numpy()
+    agg = reader.aggregate("fc1", by="label")
+    assert agg.groups == list("abcd")
+    for c in range(4):
+        np.testing.assert_allclose(agg.mean[c], x[y == c].mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(agg.std[c], x[y == c].std(0), rtol=1e-4, atol=1e-5)
+        assert agg.count[c] == (y == c).sum()
+
+
+def test_subset_aggregates_equal_numpy(reader):
+    x = reader.activations("conv2")[:]
+    t = reader.instances()
+    pred, label = t.column("prediction").to_numpy(), t.column("label").to_numpy()
+    where = {"predicted": [int(pred[0]), int(pred[1])], "label": [0, 1, 2], "tag": "odd"}
+    mask = np.isin(pred, pred[:2]) & (label <= 2) & (np.arange(400) % 2 == 1)
+    agg = reader.aggregate("conv2", where=where)
+    assert agg.count[0] == mask.sum() > 0
+    np.testing.assert_allclose(agg.mean[0], x[mask].mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(agg.std[0], x[mask].std(0), rtol=1e-4, atol=1e-6)
+    correct = t.column("correct").to_numpy(zero_copy_only=False)
+    np.testing.assert_array_equal(reader.mask({"correct": False}), ~correct)
+    pinned = reader.rows("conv2", [5, 9, 1])
+    np.testing.assert_array_equal(pinned, x[[5, 9, 1]])
+    assert reader.aggregate("conv2", where={"index": [5, 9, 1]}).count[0] == 3
+    empty = reader.aggregate("conv2", where={"label": 99})
+    assert empty.count[0] == 0 and np.isnan(empty.mean).all()
+    with pytest.raises(KeyError, match="no column 'nope'"):
+        reader.mask({"nope": 1})
+
+
+def test_group_aggregate_by_prediction_within_a_subset(reader):
+    x = reader.activations("fc1")[:]
+    pred = reader.instances().column("prediction").to_numpy()
+    agg = reader.aggregate("fc1", by="prediction", where={"tag": "even"})
+    even = np.arange(400) % 2 == 0
+    for c in range(4):
+        if ((pred == c) & even).any():
+            np.testing.assert_allclose(agg.mean[c], x[(pred == c) & even].mean(0), rtol=1e-5, atol=1e-6)
+    raw = group_aggregate(x, pred)
+    assert raw.count.sum() == 400
+
+
+def test_top_instances_equal_a_full_sort(reader):
+    x = reader.activations("fc1")[:]
+    idx, vals = reader.top_instances("fc1", 3, k=7)
+    expected = np.argsort(-x[:, 3], kind="stable")[:7]
+    np.testing.assert_array_equal(idx, expected)
+    np.testing.assert_array_equal(vals, x[expected, 3])
+    mask = np.arange(400) < 50
+    idx, _ = top_instances(x, 3, 5, mask)
+    np.testing.assert_array_equal(idx, np.argsort(-x[:50, 3], kind="stable")[:5])
+    with pytest.raises(IndexError):
+        top_instances(x, 12, 5)
+
+
+def test_pca_equals_sklearn_up_to_sign(reader):
+    for layer in ("conv2", "fc1"):
+        x = reader.activations(layer)[:]
+        ours = reader.projection(layer)
+        ref = PCA(n_components=2, random_state=0).fit_transform(x)
+        assert ours.shape == (400, 2)
+        for j in range(2):
+            sign = np.sign(ours[:, j] @ ref[:, j])
+            np.testing.assert_allclose(ours[:, j] * sign, ref[:, j], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_neighbors_equal_brute_force(reader, metric):
+    x = reader.activations("fc1")[:].astype(np.float64)
+    if metric == "cosine":
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        d = 1 - xn @ xn.T
+    else:
+        d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    for q in (0, 17, 399):
+        idx, dist = reader.neighbors("fc1", q, k=6, metric=metric)
+        np.testing.assert_allclose(dist, np.sort(d[q])[:6], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(d[q, idx], dist, rtol=1e-4, atol=1e-5)
+    # blocked search over a small block size gives the same answer
+    idx_b, dist_b = nearest_neighbors(
+        x.astype(np.float32), x[[17]].astype(np.float32), 6, metric, block_rows=7, exclude=np.array([17])
+    )
+    np.testing.assert_allclose(dist_b[0], np.sort(d[17])[:6], rtol=1e-4, atol=1e-5)
+
+
+def test_neighbor_graph_artifact(reader):
+    ExactNeighbors(NeighborsConfig(layers=("fc1",), k=3, block_rows=64)).run(reader.run_dir)
+    idx = np.load(reader.run_dir / "artifacts/neighbors/fc1/indices.npy")
+    assert idx.shape == (400, 3)
+    for q in (0, 123):
+        np.testing.assert_array_equal(idx[q], reader.neighbors("fc1", q, k=3)[0])
+
+
+def test_confusion_equals_sklearn(reader):
+    t = reader.instances()
+    y, p = t.column("label").to_numpy(), t.column("prediction").to_numpy()
+    c = reader.confusion()
+    assert c["class_names"] == list("abcd")
+    np.testing.assert_array_equal(np.array(c["matrix"]), sk_confusion(y, p, labels=range(4)))
+
+
+def test_every_registered_analysis_has_the_same_small_surface():
+    for name, cls in ANALYSES.items():
+        assert cls.name == name
+        assert callable(cls.run) and isinstance(cls.is_compatible(TinyCNN(), image_data(4)), bool)
+        assert cls().config is not None  # a config dataclass with defaults
