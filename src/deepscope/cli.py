@@ -1,4 +1,4 @@
-"""The ``deepscope`` command: ``deepscope serve [DIR]`` and ``deepscope demo``."""
+"""The ``deepscope`` command: ``deepscope serve [DIR]``, ``deepscope demo`` and ``deepscope analyze``."""
 
 from __future__ import annotations
 
@@ -49,6 +49,50 @@ def demo(
 ) -> None:
     """Train a healthy CNN beside a saturating deep sigmoid MLP on real MNIST digits, live in the dashboard."""
     run_demo(directory, steps=steps, serve=not no_serve, port=port)
+
+
+@app.command()
+def analyze(
+    model: Annotated[str, typer.Argument(metavar="MODULE:ATTR", help="A model, or a function or class building one")],
+    data: Annotated[str, typer.Option("--data", help="MODULE:ATTR of a Dataset, DataLoader or iterable of batches")],
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Weights: .safetensors, or a torch.save file (read with weights_only)")
+    ] = None,
+    layers: Annotated[str | None, typer.Option(help="Comma-separated module paths", show_default="children")] = None,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Runs directory", show_default="$DEEPSCOPE_DIR or ./deepscope-runs")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option("--run", help="Add to this run (default: a new run)")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Instances per batch (map-style datasets)")] = 256,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar")] = False,
+) -> None:
+    """Record activations, predictions, a confusion matrix and projections of a model on a dataset into a run."""
+    import deepscope
+    from deepscope.analyses.loading import load_checkpoint, load_object
+    from deepscope.run import default_dir
+
+    try:
+        net = load_object(model, "model")
+        dataset = load_object(data, "data")
+        if checkpoint is not None:
+            load_checkpoint(net, checkpoint)
+        root = directory if directory is not None else default_dir()
+        run = None
+        if run_id is None:
+            run = deepscope.init(project="analyze", name=model.partition(":")[2], dir=root)
+        elif not (root / run_id / "run.json").exists():
+            raise ValueError(f"no run {run_id!r} in {root}")
+        layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
+        try:
+            reader = deepscope.analyze(net, dataset, layers=layer_list, run=run or root / run_id,
+                                       batch_size=batch_size, progress=not no_progress)  # fmt: skip
+        finally:
+            if run is not None:
+                run.finish()
+    except (OSError, ValueError, TypeError) as e:
+        typer.echo(f"deepscope: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{len(reader)} instances, layers {', '.join(reader.layers)} -> {reader.dir}")
 
 
 def main() -> None:

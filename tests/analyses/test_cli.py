@@ -1,0 +1,72 @@
+"""``deepscope analyze MODULE:ATTR --data MODULE:ATTR --checkpoint FILE``, run as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+import deepscope
+from deepscope.analyses import read
+
+MODULE = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def build_model():
+        return nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(90, 4, 4, generator=g), torch.randint(0, 3, (90,), generator=g)
+    dataset = torch.utils.data.TensorDataset(x, y)
+    """
+)
+
+
+def command(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run([sys.executable, "-m", "deepscope.cli", "analyze", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def test_analyze_command_with_a_checkpoint(tmp_path):
+    (tmp_path / "mymodels.py").write_text(MODULE)
+    torch.manual_seed(3)
+    trained = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    save_file(trained.state_dict(), str(tmp_path / "ckpt.safetensors"))
+    torch.save(trained.state_dict(), tmp_path / "ckpt.pt")
+    runs = tmp_path / "runs"
+    done = command("mymodels:build_model", "--data", "mymodels:dataset", "--checkpoint", "ckpt.safetensors",
+                   "--layers", "2,3", "--dir", str(runs), "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "90 instances, layers 2, 3" in done.stdout
+    (run,) = deepscope.open(runs).runs()
+    r = read(runs / run.id)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(90, 4, 4, generator=g)
+    with torch.no_grad():
+        expected = trained[:3](x).numpy()
+    np.testing.assert_allclose(r.activations("2")[:], expected, rtol=1e-5, atol=1e-6)
+    assert r.confusion() is not None
+
+    # a second analysis into the same run, from a torch.save checkpoint
+    again = command("mymodels:build_model", "--data", "mymodels:dataset", "--checkpoint", "ckpt.pt", "--layers", "1",
+                    "--dir", str(runs), "--run", run.id, "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert read(runs / run.id).layers == ["1"]
+
+
+def test_analyze_command_errors(tmp_path):
+    (tmp_path / "mymodels.py").write_text(MODULE)
+    bad_layer = command("mymodels:build_model", "--data", "mymodels:dataset", "--layers", "fc9",
+                        "--dir", str(tmp_path / "runs"), cwd=tmp_path)  # fmt: skip
+    assert bad_layer.returncode == 1 and "valid layers: 0, 1, 2, 3" in bad_layer.stderr
+    bad_spec = command("mymodels", "--data", "mymodels:dataset", cwd=tmp_path)
+    assert bad_spec.returncode == 1 and "module:attribute" in bad_spec.stderr
