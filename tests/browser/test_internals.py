@@ -138,7 +138,8 @@ def test_overview_draws_the_server_matrix_and_switches_kind_and_stat(page, watch
     page.get_by_label("Statistic", exact=True).select_option("std")
     overview_ready(page, "param_grad", "std")
     fetches = held(page, "matrixFetches")
-    assert [(f["kind"], f["stat"]) for f in fetches][-3:] == [("act", "sat_frac"), ("param_grad", "norm"), ("param_grad", "std")]
+    want = [("act", "sat_frac"), ("param_grad", "norm"), ("param_grad", "std")]
+    assert [(f["kind"], f["stat"]) for f in fetches][-3:] == want
     page.locator("[data-kind=update_ratio]").click()
     overview_ready(page, "weight", "update_ratio")
     assert "stat=update_ratio" in page.url and "kind=weight" in page.url
@@ -166,7 +167,8 @@ def test_zoom_refetches_the_range_and_a_cell_opens_the_layer(page, watched, serv
     # Click the row of layer 0.7 in the middle of the zoomed range: the layer detail of that layer and step.
     row = z["displayRows"].index("0.7")
     col = len(z["steps"]) // 2
-    page.mouse.click(box["x"] + o["labelW"] + (col + 0.5) * z["plotW"] / len(z["steps"]), box["y"] + (row + 0.5) * z["rowH"])
+    x = box["x"] + o["labelW"] + (col + 0.5) * z["plotW"] / len(z["steps"])
+    page.mouse.click(x, box["y"] + (row + 0.5) * z["rowH"])
     wait_for(page, "() => window.__deepscope.internals.layer?.layer === '0.7'")
     view = page.evaluate("() => window.__deepscope.view()")
     assert view["panel"] == "layer" and view["selectedLayer"] == "0.7" and view["selectedStep"] == z["steps"][col]
@@ -210,7 +212,8 @@ def test_a_diagnosis_opens_its_evidence(page, watched, server_url, tmp_path):
     badge = page.locator(f'li[data-run="{sig}"] .findings')
     badge.wait_for()
     badge.click()
-    wait_for(page, "() => (window.__deepscope.internals.diagnoses ?? []).some((d) => d.kind === 'diagnosis/saturation')")
+    saturation_listed = "(window.__deepscope.internals.diagnoses ?? []).some((d) => d.kind === 'diagnosis/saturation')"
+    wait_for(page, f"() => {saturation_listed}")
     shot(page, "internals-diagnoses.png", tmp_path)
     finding = page.locator(f'li[data-rule=saturation][data-run="{sig}"]')
     expected = next(d for d in held(page, "diagnoses") if d["kind"] == "diagnosis/saturation")
