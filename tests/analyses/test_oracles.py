@@ -46,6 +46,9 @@ def test_subset_aggregates_equal_numpy(reader):
     assert agg.count[0] == mask.sum() > 0
     np.testing.assert_allclose(agg.mean[0], x[mask].mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(agg.std[0], x[mask].std(0), rtol=1e-4, atol=1e-6)
+    half = reader.aggregate("conv2", where={"tag": "odd"})  # a large subset: the matrix-vector path
+    np.testing.assert_allclose(half.mean[0], x[1::2].mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(half.std[0], x[1::2].std(0), rtol=1e-4, atol=1e-5)
     correct = t.column("correct").to_numpy(zero_copy_only=False)
     np.testing.assert_array_equal(reader.mask({"correct": False}), ~correct)
     pinned = reader.rows("conv2", [5, 9, 1])

@@ -80,34 +80,60 @@ def _bools(arr: Any) -> np.ndarray:
     return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def subset_aggregate(x: np.ndarray, mask: np.ndarray) -> Aggregate:
-    """Mean and standard deviation of the rows of ``x`` selected by ``mask`` (NaN for an empty subset)."""
-    rows = x[mask]  # (N, D) -> (n, D)
-    if len(rows) == 0:
+@dataclass(frozen=True)
+class Moments:
+    """What makes aggregates one matrix-vector product: the column means and centred squares of a layer."""
+
+    center: np.ndarray  # (D,) float64
+    squares: np.ndarray  # (N, D) float32: (x - center)²; centring keeps E[x²] − E[x]² from cancelling
+
+    @classmethod
+    def of(cls, x: np.ndarray) -> Moments:
+        center = x.mean(0, dtype=np.float64)
+        return cls(center, np.square(x - center.astype(np.float32)))
+
+
+def subset_aggregate(x: np.ndarray, mask: np.ndarray, moments: Moments | None = None) -> Aggregate:
+    """Mean and standard deviation of the rows of ``x`` selected by ``mask`` (NaN for an empty subset).
+
+    With ``moments`` and a subset of more than a quarter of the rows: two matrix-vector products; otherwise the
+    selected rows are gathered.
+    """
+    n = int(mask.sum())
+    if n == 0:
         nan = np.full((1, x.shape[1]), np.nan, np.float32)
         return Aggregate(["subset"], nan, nan.copy(), np.zeros(1, np.int64))
-    mean = rows.mean(0, dtype=np.float64)
-    std = rows.std(0, dtype=np.float64)
-    return Aggregate(["subset"], mean[None].astype(np.float32), std[None].astype(np.float32), np.array([len(rows)]))
+    if moments is None or n * 4 < len(mask):  # gathering few rows beats reading every row twice
+        rows = x[mask]  # (N, D) -> (n, D)
+        mean = rows.mean(0, dtype=np.float64)
+        std = rows.std(0, dtype=np.float64)
+    else:
+        w = mask.astype(np.float32)  # (N,)
+        mean = (w @ x).astype(np.float64) / n  # (N,) @ (N, D) -> (D,)
+        var = (w @ moments.squares).astype(np.float64) / n - (mean - moments.center) ** 2
+        std = np.sqrt(np.maximum(var, 0.0))
+    return Aggregate(["subset"], mean[None].astype(np.float32), std[None].astype(np.float32), np.array([n]))
 
 
-def group_aggregate(x: np.ndarray, groups: np.ndarray, n_groups: int | None = None) -> Aggregate:
+def group_aggregate(
+    x: np.ndarray, groups: np.ndarray, n_groups: int | None = None, moments: Moments | None = None
+) -> Aggregate:
     """Mean and standard deviation of ``x`` per group id (``groups``: ints in ``0 … n_groups-1``, negative = none).
 
-    One pass: per-group sums of ``x`` and ``x²`` by a sparse (groups × N) product.
+    One pass: per-group sums of ``x`` and of centred squares by a (groups × N) indicator product.
     """
     groups = np.asarray(groups, dtype=np.int64)
     keep = groups >= 0
     g = int(n_groups if n_groups is not None else (groups.max() + 1 if keep.any() else 0))
     count = np.bincount(groups[keep], minlength=g).astype(np.int64)
-    onehot = np.zeros((g, len(groups)), np.float64)  # (G, N)
+    moments = moments or Moments.of(x)
+    onehot = np.zeros((g, len(groups)), np.float32)  # (G, N)
     onehot[groups[keep], np.flatnonzero(keep)] = 1.0
-    xs = x.astype(np.float64, copy=False)
-    sums = onehot @ xs  # (G, N) @ (N, D) -> (G, D)
-    sq = onehot @ (xs * xs)
+    sums = (onehot @ x).astype(np.float64)  # (G, N) @ (N, D) -> (G, D)
+    sq = (onehot @ moments.squares).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / count[:, None]
-        var = np.maximum(sq / count[:, None] - mean * mean, 0.0)
+        var = np.maximum(sq / count[:, None] - (mean - moments.center) ** 2, 0.0)
     return Aggregate(list(range(g)), mean.astype(np.float32), np.sqrt(var).astype(np.float32), count)
 
 

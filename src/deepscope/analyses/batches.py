@@ -97,8 +97,16 @@ class Source:
         if self.map_style:
             collate = self.collate or torch.utils.data.default_collate
             n = len(self.data)
+            tensors = _tensor_columns(self.data) if self.collate is None else None
+            many = getattr(self.data, "__getitems__", None)
             for lo in range(start, n, self.batch_size):
-                yield to_batch(collate([self.data[i] for i in range(lo, min(lo + self.batch_size, n))]))
+                hi = min(lo + self.batch_size, n)
+                if tensors is not None:  # a TensorDataset: slice its tensors, no per-item calls
+                    yield to_batch(tuple(t[lo:hi] for t in tensors) if len(tensors) > 1 else tensors[0][lo:hi])
+                elif many is not None:  # the batched-fetch protocol DataLoader uses
+                    yield to_batch(collate(many(list(range(lo, hi)))))
+                else:
+                    yield to_batch(collate([self.data[i] for i in range(lo, hi)]))
             return
         seen = 0
         for raw in self.data:
@@ -106,6 +114,12 @@ class Source:
             if seen + b.size > start:
                 yield b.slice(max(0, start - seen), b.size) if seen < start else b
             seen += b.size
+
+
+def _tensor_columns(data: Any) -> tuple[torch.Tensor, ...] | None:
+    if type(data) is torch.utils.data.TensorDataset:
+        return tuple(data.tensors)
+    return None
 
 
 def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any] | None = None) -> Source:

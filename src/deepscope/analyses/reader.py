@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .aggregates import Aggregate, group_aggregate, subset_aggregate, subset_mask, top_instances
+from .aggregates import Aggregate, Moments, group_aggregate, subset_aggregate, subset_mask, top_instances
 from .base import artifact_dir, read_json
 from .neighbors import nearest_neighbors
 
@@ -34,6 +34,7 @@ class AnalysisReader:
         self._table: Any = None
         self._matrices: dict[str, np.ndarray] = {}
         self._norms: dict[str, np.ndarray] = {}
+        self._moments: dict[str, Moments] = {}
         self._cache_layers = cache_layers
 
     @property
@@ -75,8 +76,16 @@ class AnalysisReader:
                 old = next(iter(self._matrices))
                 self._matrices.pop(old)
                 self._norms.pop(old, None)
+                self._moments.pop(old, None)
             self._matrices[layer] = np.asarray(self.activations(layer)[:])
         return self._matrices[layer]
+
+    def moments(self, layer: str) -> Moments:
+        """Column means and centred squares of the layer (cached beside its matrix: twice its memory)."""
+        x = self.matrix(layer)
+        if layer not in self._moments:
+            self._moments[layer] = Moments.of(x)
+        return self._moments[layer]
 
     def rows(self, layer: str, index: Any) -> np.ndarray:
         """Activations of some instances (pinned rows), read without loading the whole layer."""
@@ -104,7 +113,7 @@ class AnalysisReader:
         """Per-neuron mean and std: per class (``by="label"`` or ``"prediction"``), or of one subset (``where``)."""
         x = self.matrix(layer)
         if by is None:
-            return subset_aggregate(x, self.mask(where))
+            return subset_aggregate(x, self.mask(where), self.moments(layer))
         table = self.instances()
         if by not in table.column_names:
             raise KeyError(f"deepscope: cannot group by {by!r}; columns: {', '.join(table.column_names)}")
@@ -112,7 +121,7 @@ class AnalysisReader:
         if where is not None:
             groups = np.where(self.mask(where), groups, -1)
         names = self.class_names
-        agg = group_aggregate(x, groups, max(len(names or []), int(groups.max(initial=-1)) + 1))
+        agg = group_aggregate(x, groups, max(len(names or []), int(groups.max(initial=-1)) + 1), self.moments(layer))
         if names:
             agg = Aggregate([names[g] if g < len(names) else str(g) for g in agg.groups], agg.mean, agg.std, agg.count)
         return agg
