@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -112,3 +113,25 @@ def test_demo_serves_live_and_stops_cleanly_on_ctrl_c(tmp_path):
             out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "stopped" in out, out
     assert {(r.status, r.exit_reason) for r in deepscope.open(runs).runs()} == {("finished", "interrupted (SIGINT)")}
+
+
+def test_graph_command_records_an_onnx_file(tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from deepscope.cli import app
+    from deepscope.graphs.store import read_graph
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    path = tmp_path / "tiny.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        torch.onnx.export(model, (torch.randn(1, 4),), str(path), dynamo=False)
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["graph", str(path), "--dir", str(runs), "--no-serve"])
+    assert result.exit_code == 0, result.output
+    (info,) = deepscope.open(runs).runs()
+    g = read_graph(runs / info.id)
+    assert info.name == "tiny" and g.method == "onnx" and len(g.nodes) >= 3
+    bad = CliRunner().invoke(app, ["graph", str(tmp_path / "missing.onnx"), "--dir", str(runs), "--no-serve"])
+    assert bad.exit_code == 1 and "not an .onnx file" in bad.output

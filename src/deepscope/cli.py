@@ -95,6 +95,35 @@ def analyze(
     typer.echo(f"{len(reader)} instances, layers {', '.join(reader.layers)} -> {reader.dir}")
 
 
+@app.command()
+def graph(
+    onnx_file: Annotated[Path, typer.Argument(metavar="MODEL.onnx", help="An ONNX model file")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Runs directory", show_default="$DEEPSCOPE_DIR or ./deepscope-runs")
+    ] = None,
+    no_serve: Annotated[
+        bool, typer.Option("--no-serve", help="Record the graph only; do not start the dashboard")
+    ] = False,
+    port: Annotated[int | None, typer.Option(help="Dashboard port", show_default="6150, or the next free one")] = None,
+) -> None:
+    """Open an ONNX model's graph in the dashboard (recorded as a run of its own)."""
+    import deepscope
+
+    if onnx_file.suffix.lower() != ".onnx" or not onnx_file.is_file():
+        typer.echo(f"deepscope: {onnx_file} is not an .onnx file", err=True)
+        raise typer.Exit(1)
+    try:
+        run = deepscope.init(project="graphs", name=onnx_file.stem, dir=directory, config={"onnx": str(onnx_file)})
+        g = deepscope.graph(str(onnx_file), run=run)
+        run.finish()
+    except (OSError, ValueError, ImportError) as e:
+        typer.echo(f"deepscope: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"deepscope: {len(g.nodes)} operations of {onnx_file.name} recorded in run {run.id}")
+    if not no_serve:
+        serve(run.root, port=port)
+
+
 def main() -> None:
     app()
 
