@@ -142,3 +142,16 @@ def test_keys_are_gathered_lazily_and_correctly_across_refreshes(root):
     np.testing.assert_array_equal(reader.series("b").value, -np.arange(200))  # first asked at the very end
     np.testing.assert_array_equal(reader.series("c").value, 2 * np.arange(1, 200, 2))
     assert reader._ranks[0].chunks == []  # every key has gathered every chunk: nothing is held twice
+
+
+def test_events_are_read_without_loading_the_run(root):
+    with deepscope.init(dir=root) as run:
+        run.log({"x": 1.0}, step=0)
+        run.event("note", "hi", step=0)
+    store = deepscope.open(root)
+    assert [e.text for e in store.events(run.id)] == ["hi"]
+    assert run.id not in store._readers  # the scalars were never read
+    assert store._event_readers[run.id]._ranks[0].key_ids == {}
+    with deepscope.init(dir=root, id=run.id, resume=True) as again:
+        again.event("note", "later")
+    assert [e.text for e in store.events(run.id)] == ["hi", "later"]  # tailed like any reader

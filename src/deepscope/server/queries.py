@@ -146,5 +146,8 @@ def histograms(store: Store, run_id: str, key: str, rank: int = 0) -> schemas.Hi
 
 
 def events(store: Store, run_id: str, rank: int | None = None) -> schemas.EventList:
-    evs = reader(store, run_id).events(rank)
+    try:
+        evs = store.events(run_id, rank)
+    except KeyError:
+        raise NotFound(f"no run {run_id!r}") from None
     return schemas.EventList(events=[schemas.Event(**asdict(e)) for e in evs])

@@ -38,6 +38,8 @@ class Store:
             raise FileNotFoundError(f"deepscope: no runs directory at {self.root}")
         self._meta_cache: dict[str, tuple[float, dict]] = {}
         self._readers: dict[str, RunReader] = {}
+        self._event_readers: dict[str, RunReader] = {}
+        self._run_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def run_ids(self) -> list[str]:
@@ -75,9 +77,27 @@ class Store:
         self._check(run_id)
         with self._lock:
             reader = self._readers.get(run_id)
+            if reader is not None:
+                return reader
+            run_lock = self._run_locks.setdefault(run_id, threading.Lock())
+        with run_lock:  # opening one run (reading its files) never holds up requests for another
+            reader = self._readers.get(run_id)
             if reader is None:
-                reader = self._readers[run_id] = RunReader(self, run_id)
+                reader = RunReader(self, run_id)
+                with self._lock:
+                    self._readers[run_id] = reader
         return reader
+
+    def events(self, run_id: str, rank: int | None = None) -> list[Event]:
+        """A run's events without loading its other data (a runs table asks this of every run)."""
+        self._check(run_id)
+        with self._lock:
+            reader = self._readers.get(run_id) or self._event_readers.get(run_id)
+            if reader is None:
+                reader = self._event_readers[run_id] = RunReader(self, run_id, kinds=("events",))
+                return reader.events(rank)
+        reader.refresh()
+        return reader.events(rank)
 
     def _check(self, run_id: str) -> str:
         # Client strings never become paths unchecked: the id must match the pattern *and* exist.
@@ -139,8 +159,9 @@ class _RankData:
 class RunReader:
     """Tails one run: ``refresh()`` reads what was appended; queries answer from memory."""
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    def __init__(self, store: Store, run_id: str, kinds: tuple[str, ...] = fmt.KINDS) -> None:
         self.store = store
+        self.kinds = kinds  # the record kinds this reader reads (all, or only events for a cheap listing)
         self.id = run_id
         self.dir = store.root / run_id
         self._ranks: dict[int, _RankData] = {}
@@ -170,7 +191,7 @@ class RunReader:
                 data = self._ranks.setdefault(int(rd.name), _RankData())
                 for name in sorted(os.listdir(rd.path), key=_segment_order):
                     parsed = fmt.parse_segment_name(name)
-                    if parsed is None:
+                    if parsed is None or parsed[0] not in self.kinds:
                         continue
                     seg = data.segments.setdefault(name, _Segment(Path(rd.path) / name))
                     new_values += self._read_segment(int(rd.name), data, parsed[0], seg, changed)
