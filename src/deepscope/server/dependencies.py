@@ -10,11 +10,11 @@ from ..store import Store
 from .live import LiveHub
 
 
-def get_store(request: Request) -> Store:
-    return request.app.state.store
+async def get_store(request: Request) -> Store:
+    return request.app.state.store  # async: a dependency this small should not hop to a worker thread
 
 
-def get_live_hub(request: Request) -> LiveHub:
+async def get_live_hub(request: Request) -> LiveHub:
     return request.app.state.live
 
 

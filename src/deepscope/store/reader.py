@@ -88,6 +88,10 @@ class Store:
                     self._readers[run_id] = reader
         return reader
 
+    def is_open(self, run_id: str) -> bool:
+        """Whether a reader of ``run_id`` is already in memory (queries on it are cheap)."""
+        return run_id in self._readers
+
     def events(self, run_id: str, rank: int | None = None) -> list[Event]:
         """A run's events without loading its other data (a runs table asks this of every run)."""
         self._check(run_id)
