@@ -78,6 +78,25 @@ const enc = encodeURIComponent;
 // first requests (the runs list needs no Arrow), and is shared by every scalar request.
 let arrow: Promise<typeof import("apache-arrow/ipc/serialization")> | null = null;
 
+/** The columns of a downsampled series (`/scalars`, `/layerstats/series`): one Arrow record batch. */
+export function seriesColumns(table: import("apache-arrow").Table): Columns {
+  const f64 = (name: string) => {
+    const col = table.getChild(name);
+    return col ? Float64Array.from(col.toArray() as ArrayLike<number>) : new Float64Array(table.numRows);
+  };
+  const count = table.getChild("count");
+  return {
+    step: f64("step"),
+    wall: f64("wall_time"),
+    min: f64("min"),
+    max: f64("max"),
+    mean: f64("mean"),
+    last: f64("last"),
+    count: count ? Int32Array.from(count.toArray() as ArrayLike<number>) : new Int32Array(table.numRows),
+    exact: table.schema.metadata.get("exact") === "true",
+  };
+}
+
 export function loadArrow() {
   arrow ??= import("apache-arrow/ipc/serialization");
   return arrow;
@@ -97,22 +116,7 @@ export const api = {
     if (q.buckets !== undefined) p.set("buckets", String(q.buckets));
     if (q.rank !== undefined) p.set("rank", String(q.rank));
     const [res, { tableFromIPC }] = await Promise.all([get(`api/runs/${enc(id)}/scalars?${p}`, signal), loadArrow()]);
-    const table = tableFromIPC(new Uint8Array(await res.arrayBuffer()));
-    const f64 = (name: string) => {
-      const col = table.getChild(name);
-      return col ? Float64Array.from(col.toArray() as ArrayLike<number>) : new Float64Array(table.numRows);
-    };
-    const countCol = table.getChild("count");
-    return {
-      step: f64("step"),
-      wall: f64("wall_time"),
-      min: f64("min"),
-      max: f64("max"),
-      mean: f64("mean"),
-      last: f64("last"),
-      count: countCol ? Int32Array.from(countCol.toArray() as ArrayLike<number>) : new Int32Array(table.numRows),
-      exact: table.schema.metadata.get("exact") === "true",
-    };
+    return seriesColumns(tableFromIPC(new Uint8Array(await res.arrayBuffer())));
   },
 
   /** The live stream; the token rides in the query because EventSource cannot send headers. */

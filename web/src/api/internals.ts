@@ -1,6 +1,6 @@
 // The training-internals routes (docs/http-api.md, "Training internals (run.watch)"): layer tables, the
 // layer × step matrix, depth profiles, per-layer series, watch histograms, rank reports.
-import { get, getJson, loadArrow, type Columns } from "./client";
+import { get, getJson, loadArrow, seriesColumns, type Columns } from "./client";
 import type { components } from "./schema";
 
 export type LayerTable = components["schemas"]["LayerTable"];
@@ -64,22 +64,7 @@ export const internals = {
     getJson<LayerProfile>(`${base(run)}/layerstats/profile?${query({ kind, stat, step })}`),
 
   async series(run: string, layer: string, kind: string, stat: string, buckets = 1000): Promise<Columns> {
-    const table = await arrowTable(`${base(run)}/layerstats/series?${query({ layer, kind, stat, buckets })}`);
-    const f64 = (name: string) => {
-      const col = table.getChild(name);
-      return col ? Float64Array.from(col.toArray() as ArrayLike<number>) : new Float64Array(table.numRows);
-    };
-    const count = table.getChild("count");
-    return {
-      step: f64("step"),
-      wall: f64("wall_time"),
-      min: f64("min"),
-      max: f64("max"),
-      mean: f64("mean"),
-      last: f64("last"),
-      count: count ? Int32Array.from(count.toArray() as ArrayLike<number>) : new Int32Array(table.numRows),
-      exact: table.schema.metadata.get("exact") === "true",
-    };
+    return seriesColumns(await arrowTable(`${base(run)}/layerstats/series?${query({ layer, kind, stat, buckets })}`));
   },
 
   histograms: async (run: string, key: string) =>
