@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from .. import __version__
 from ..store import Store
-from . import schemas
+from . import graph_queries, schemas
 from .live import LiveHub
 from .queries import NotFound
 from .routers import events, graph, health, histograms, layers, live, ranks, runs, scalars
@@ -45,11 +45,14 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         poller = asyncio.create_task(hub.run())
+        # parse the newest runs' graphs in the background: the graph view's first paint needs no parse
+        warming = asyncio.create_task(asyncio.to_thread(graph_queries.warm, store))
         try:
             yield
         finally:
             hub.close()
             poller.cancel()
+            warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
 

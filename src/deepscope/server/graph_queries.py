@@ -6,6 +6,7 @@ so an expansion costs one ``collapse`` (about a millisecond on a 10,000-node gra
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from ..graphs.schema import Graph
 from ..graphs.store import graph_path, read_graph
 from ..store import Store
 from . import schemas
-from .queries import NotFound, reader
+from .queries import NotFound, run_info
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,27 @@ class _Cached:
     haystack: list[tuple[str, schemas.GraphMatch]]  # (lower-cased searchable text, what it finds)
 
 
+log = logging.getLogger("deepscope")
 _cache: dict[tuple[str, str], _Cached] = {}
 _lock = threading.Lock()
 _MAX_CACHED = 16  # graphs held at once (a 10k-node graph is a few tens of MB parsed)
 
 
+def warm(store: Store) -> None:
+    """Parse the graphs of the newest runs ahead of the first request (run in the background at start)."""
+    try:
+        for info in store.runs()[:_MAX_CACHED]:
+            if graph_path(store.root / info.id).exists():
+                try:
+                    _load(store, info.id)
+                except NotFound:
+                    pass
+    except Exception:  # a head start only: requests load what they need anyway
+        log.warning("deepscope: could not pre-load graphs", exc_info=True)
+
+
 def _load(store: Store, run_id: str) -> _Cached:
-    reader(store, run_id)  # validates the id against the store (NotFound otherwise)
+    run_info(store, run_id)  # validates the id against the store (NotFound otherwise) without reading data
     path = graph_path(store.root / run_id)
     try:
         st = path.stat()
