@@ -31,6 +31,7 @@ class _Cached:
 log = logging.getLogger("deepscope")
 _cache: dict[tuple[str, str], _Cached] = {}
 _lock = threading.Lock()
+_loading: dict[tuple[str, str], threading.Lock] = {}
 _MAX_CACHED = 16  # graphs held at once (a 10k-node graph is a few tens of MB parsed)
 
 
@@ -57,8 +58,18 @@ def _load(store: Store, run_id: str) -> _Cached:
     key, stamp = (str(store.root), run_id), (st.st_mtime_ns, st.st_size)
     with _lock:
         hit = _cache.get(key)
+        loading = _loading.setdefault(key, threading.Lock())
     if hit is not None and hit.stamp == stamp:
         return hit
+    with loading:  # one parse per graph: a request arriving mid-way waits for the background one
+        with _lock:
+            hit = _cache.get(key)
+        if hit is not None and hit.stamp == stamp:
+            return hit
+        return _parse(store, run_id, key, stamp)
+
+
+def _parse(store: Store, run_id: str, key: tuple[str, str], stamp: tuple[int, int]) -> _Cached:
     try:
         graph = read_graph(store.root / run_id)
     except ValueError as e:
