@@ -107,3 +107,15 @@ def test_nan_in_activations_through_a_real_run(root, capsys):
     evs = [e for e in reopen(root, run.id).events() if e.kind == "diagnosis/nonfinite"]
     assert len(evs) == 1 and evs[0].step == 2 and evs[0].severity == "error"
     assert "NaN/Inf" in capsys.readouterr().err  # printed once to the training console
+
+
+def test_a_tiny_late_blip_is_not_a_loss_spike():
+    found = []
+    d = Diagnoser(LAYERS, PARAMS, found.append, Thresholds())
+    rng = np.random.default_rng(1)
+    early = 2.3 * np.exp(-np.arange(300) / 30) + 0.002 + 0.0002 * rng.random(300)
+    values = np.append(early, [0.02])  # late in training: 10× the median, but 1% of the loss's scale
+    d.observe_scalars(np.arange(301), ["train/loss"], np.zeros(301, np.int32), values)
+    assert found == []
+    d.observe_scalars(np.array([900]), ["train/loss"], np.zeros(1, np.int32), np.array([1.5]))
+    assert [f.rule for f in found] == ["loss_spike"]

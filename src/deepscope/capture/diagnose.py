@@ -25,7 +25,8 @@ class Thresholds:
     update_high: float = 1e-1
     patience: int = 10  # recorded steps a condition must hold before it is reported
     early_steps: int = 500  # "learning rate too low" is only judged before this step
-    spike_factor: float = 10.0  # loss above median + factor × MAD of the recent window
+    spike_factor: float = 10.0  # loss above median + factor × MAD of the recent window …
+    spike_min_share: float = 0.05  # … and above it by at least this share of the loss's early scale
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Diagnoser:
         self._streak: dict[tuple[str, str | None], int] = {}
         self._losses: dict[str, deque[float]] = {}
         self._last_spike: dict[str, int] = {}
+        self._loss_scale: dict[str, float] = {}  # the largest |loss| of the first full window
         # weight matrices in model order: the depth axis for gradient flow
         self._depth = [i for i, p in enumerate(params) if p.endswith("weight")]
 
@@ -118,9 +120,12 @@ class Diagnoser:
                     arr = np.fromiter(window, float)
                     med = float(np.median(arr))
                     mad = float(np.median(np.abs(arr - med))) or 1e-12
+                    # relative to the loss's own scale too: 0.002 → 0.02 late in training is noise, not a spike
+                    scale = self._loss_scale.setdefault(key, float(np.max(np.abs(arr))))
                     if (
                         v > med + self.t.spike_factor * mad
                         and v > 1.5 * abs(med)
+                        and v - med > self.t.spike_min_share * scale
                         and s - self._last_spike.get(key, -(10**9)) > 500
                     ):
                         self._last_spike[key] = s
