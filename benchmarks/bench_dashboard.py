@@ -29,21 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.browser.browser_helpers import CHROMIUM, CHROMIUM_ARGS  # noqa: E402 - the browser tests' flags
+
 import deepscope  # noqa: E402
 from benchmarks.common import percentiles, table  # noqa: E402
 from deepscope.server.static_site import STATIC_DIR  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 KEYS = [f"{group}/metric_{i}" for group in ("train", "val", "grad", "sys") for i in range(5)]
 TRIALS = 30
 

@@ -16,14 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.browser.browser_helpers import CHROMIUM, CHROMIUM_ARGS
+
 import deepscope
 from benchmarks.bench_graph_collapse import LAYERS, gpt2_graph
 from benchmarks.common import table
 from deepscope.graphs.store import write_graph
 from deepscope.server.launch import BackgroundServer
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
 STATE = "() => JSON.parse(JSON.stringify(window.__deepscope.graph()))"
 
 
@@ -63,7 +63,7 @@ def main() -> None:
     rows = []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             paints, expands_h, expands_block, expands_attn = [], [], [], []
             levels_seen: list[dict] = []
             for _ in range(3):

@@ -162,38 +162,24 @@ def graph_view(
     open_paths = [p for p in asked if p in c.index.pos and rep[c.index.pos[p]] < 0]
     nodes = []
     for v in nodes_v:
-        if v.kind == "node":
-            n = c.graph.node(v.id[2:])
-            nodes.append(
-                schemas.GraphNode(
-                    id=v.id,
-                    kind="node",
-                    label=v.label,
-                    module_path=v.module_path,
-                    type=v.type,
-                    size=v.size,
-                    n_params=v.n_params,
-                    op=n.op,
-                    target=n.target,
-                    module_type=n.module_type,
-                    input_shapes=[_shape(s) for s in n.input_shapes],
-                    input_dtypes=list(n.input_dtypes),
-                    output_shapes=[_shape(s) for s in n.output_shapes],
-                    output_dtypes=list(n.output_dtypes),
-                )
+        common = dict(id=v.id, kind=v.kind, label=v.label, module_path=v.module_path, type=v.type, size=v.size)
+        if v.kind != "node":
+            nodes.append(schemas.GraphNode(**common, n_params=v.n_params))
+            continue
+        n = c.graph.node(v.id[2:])
+        nodes.append(
+            schemas.GraphNode(
+                **common,
+                n_params=v.n_params,
+                op=n.op,
+                target=n.target,
+                module_type=n.module_type,
+                input_shapes=[_shape(x) for x in n.input_shapes],
+                input_dtypes=list(n.input_dtypes),
+                output_shapes=[_shape(x) for x in n.output_shapes],
+                output_dtypes=list(n.output_dtypes),
             )
-        else:
-            nodes.append(
-                schemas.GraphNode(
-                    id=v.id,
-                    kind="module",
-                    label=v.label,
-                    module_path=v.module_path,
-                    type=v.type,
-                    size=v.size,
-                    n_params=v.n_params,
-                )
-            )
+        )
     edges = [
         schemas.GraphEdge(src=e.src, dst=e.dst, shape=_shape(e.shape), dtype=e.dtype, count=e.count) for e in edges_v
     ]

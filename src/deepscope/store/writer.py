@@ -294,8 +294,8 @@ class StreamWriter:
             for slot, v in zip((s for s, _ in tensor_slots), _tensors_to_floats([t for _, t in tensor_slots])):
                 values[slot] = v
         value_arr = np.array(values, dtype=np.float64)
+        step_col, id_col = np.repeat(steps, lengths), np.concatenate(ids)
         if self._scalar_callbacks:
-            step_col, id_col = np.repeat(steps, lengths), np.concatenate(ids)
             for cb in self._scalar_callbacks:
                 try:
                     cb(step_col, self._keys, id_col, value_arr)
@@ -303,9 +303,9 @@ class StreamWriter:
                     self._warn(f"deepscope: scalar observer failed: {type(e).__name__}: {e}")
         batch = pa.record_batch(
             [
-                pa.array(np.repeat(steps, lengths)),
+                pa.array(step_col),
                 pa.array(np.repeat(walls, lengths)),
-                pa.DictionaryArray.from_arrays(pa.array(np.concatenate(ids)), pa.array(self._keys, pa.string())),
+                pa.DictionaryArray.from_arrays(pa.array(id_col), pa.array(self._keys, pa.string())),
                 pa.array(value_arr),
             ],
             schema=fmt.SCALARS,
