@@ -33,10 +33,9 @@ def test_sigkill_never_loses_flushed_values(root):
         assert first.startswith("flushed"), first
         lines = [first]
         deadline = time.monotonic() + 30
-        while (
-            lines[-1] and int(lines[-1].split()[1]) < 0 and time.monotonic() < deadline
-        ):  # a loaded machine starts slowly:
-            lines.append(p.stdout.readline())  # kill only once writing is under way
+        # a loaded machine starts slowly: kill only once writing is under way
+        while lines[-1] and int(lines[-1].split()[1]) < 0 and time.monotonic() < deadline:
+            lines.append(p.stdout.readline())
         time.sleep(rng.uniform(0.05, 0.8))
         p.send_signal(signal.SIGKILL)
         out, _ = p.communicate()
