@@ -33,6 +33,15 @@ def test_schema_describes_every_route_and_the_live_messages(tmp_path):
         "/api/runs/{run_id}/layerstats/series",
         "/api/runs/{run_id}/ranks",
         "/api/runs/{run_id}/graph",
+        "/api/runs/{run_id}/analysis",
+        "/api/runs/{run_id}/analysis/instances",
+        "/api/runs/{run_id}/analysis/instances/{index}",
+        "/api/runs/{run_id}/analysis/subset",
+        "/api/runs/{run_id}/analysis/matrix",
+        "/api/runs/{run_id}/analysis/top",
+        "/api/runs/{run_id}/analysis/neighbors",
+        "/api/runs/{run_id}/analysis/projection",
+        "/api/runs/{run_id}/analysis/confusion",
         "/api/live",
     }
     scalars = spec["paths"]["/api/runs/{run_id}/scalars"]["get"]

@@ -17,9 +17,11 @@ from starlette.responses import Response
 from .. import __version__
 from ..store import Store
 from . import graph_queries, schemas
+from .analysis_queries import BadRequest
 from .live import LiveHub
+from .projection_jobs import ProjectionJobs
 from .queries import NotFound
-from .routers import events, graph, health, histograms, layers, live, ranks, runs, scalars
+from .routers import analysis, events, graph, health, histograms, layers, live, ranks, runs, scalars
 from .security import BodyLimit, LoopbackHostOnly, TokenAuth
 from .static_site import STATIC_DIR, StaticSite
 
@@ -41,6 +43,7 @@ def create_app(
     """
     store = Store(root)
     hub = live_hub or LiveHub(store)
+    jobs = ProjectionJobs()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +54,7 @@ def create_app(
             yield
         finally:
             hub.close()
+            jobs.close()
             poller.cancel()
             warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -67,9 +71,11 @@ def create_app(
     )
     app.state.store = store
     app.state.live = hub
-    for module in (health, runs, scalars, histograms, events, layers, ranks, graph, live):
+    app.state.projection_jobs = jobs
+    for module in (health, runs, scalars, histograms, events, layers, ranks, graph, analysis, live):
         app.include_router(module.router)
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(BadRequest, _bad_request)
     _add_fallbacks(app, StaticSite(Path(static_dir) if static_dir is not None else STATIC_DIR))
     app.openapi = lambda: _openapi_with_live_messages(app)
 
@@ -88,6 +94,10 @@ def _operation_id(route: APIRoute) -> str:
 
 async def _not_found(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"detail": str(exc)}, status_code=400)
 
 
 def _add_fallbacks(app: FastAPI, site: StaticSite) -> None:

@@ -227,3 +227,129 @@ class GraphView(BaseModel):
     edges: list[GraphEdge]
     modules: list[GraphModule] | None  # the whole module tree, parents first (absent with tree=false)
     matches: list[GraphMatch]  # search hits for q, in model order
+
+
+# ---- analyses (deepscope.analyze) --------------------------------------------------------------------
+ProjectionMethod = Literal["pca", "umap", "tsne"]
+ProjectionState = Literal["ready", "running", "failed", "missing"]
+InputKind = Literal["image", "text", "table"]
+
+
+class ProjectionStatus(BaseModel):
+    """One projection of one layer: ``ready`` on disk, ``running`` in the background (``progress`` 0…1)."""
+
+    layer: str
+    method: ProjectionMethod
+    state: ProjectionState
+    progress: float
+    message: str
+
+
+class AnalysisLayer(BaseModel):
+    name: str
+    width: int  # neurons (channels)
+    projections: list[ProjectionStatus]
+
+
+class InstanceColumn(BaseModel):
+    """A column of the instance table; ``kind`` says how it can be filtered."""
+
+    name: str
+    kind: Literal["int", "float", "bool", "string", "other"]
+
+
+class AnalysisSummary(BaseModel):
+    """What ``deepscope.analyze`` recorded for a run: layers, the instance table's columns, classes."""
+
+    complete: bool
+    rows: int
+    layers: list[AnalysisLayer]
+    class_names: list[str] | None
+    columns: list[InstanceColumn]
+    has_labels: bool
+    has_scores: bool
+    input_kind: InputKind
+    has_images: bool
+    accuracy: float | None
+
+
+class Subset(BaseModel):
+    """Instances chosen by a filter (``where``, as ``deepscope.analyses.subset_mask`` reads it) and/or a row mask.
+
+    ``mask``: base64 of the packed bits of a boolean row mask, least significant bit first (NumPy's
+    ``packbits(bitorder="little")``) — how a lasso selection travels. Both given: the rows in both.
+    """
+
+    name: str = "subset"
+    where: dict[str, Any] | None = None
+    mask: str | None = None
+
+
+class SubsetRows(BaseModel):
+    """The rows of a subset, as a packed row mask (see ``Subset.mask``) and a count."""
+
+    count: int
+    mask: str
+
+
+class MatrixRequest(BaseModel):
+    """Rows of a neuron activation matrix: per class (``group_by``), per subset, per pinned instance."""
+
+    layer: str
+    group_by: Literal["label", "prediction"] | None = "label"
+    subsets: list[Subset] = []
+    pinned: list[int] = []
+
+
+class MatrixRow(BaseModel):
+    kind: Literal["class", "subset", "instance"]
+    name: str
+    count: int
+    mean: list[float | None]  # one per neuron; null where undefined (an empty subset)
+    std: list[float | None]
+
+
+class ActivationMatrix(BaseModel):
+    layer: str
+    neurons: int
+    rows: list[MatrixRow]
+
+
+class ClassScore(BaseModel):
+    index: int
+    name: str
+    score: float
+
+
+class InstanceImage(BaseModel):
+    """The stored preview: ``data`` is base64 of uint8 pixels, row-major ``height × width × channels``."""
+
+    width: int
+    height: int
+    channels: int
+    data: str
+
+
+class InstanceDetail(BaseModel):
+    index: int
+    label: int | None
+    label_name: str | None
+    prediction: int | None
+    prediction_name: str | None
+    correct: bool | None
+    scores: list[ClassScore]  # highest first
+    fields: dict[str, Any]  # the metadata columns
+    text: str | None  # the text input (``input_kind == "text"``)
+    image: InstanceImage | None
+
+
+class InstanceList(BaseModel):
+    """Instances with one value each: a neuron's top activations, or an instance's nearest neighbours."""
+
+    indices: list[int]
+    values: list[float]
+
+
+class ConfusionMatrix(BaseModel):
+    class_names: list[str] | None
+    matrix: list[list[int]]  # matrix[i][j]: instances of class i predicted as j

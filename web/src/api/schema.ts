@@ -84,6 +84,190 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/runs/{run_id}/analysis": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Analysis
+         * @description Layers, instance columns, classes and projection states of the run's ``deepscope.analyze`` results.
+         */
+        get: operations["get_analysis"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/runs/{run_id}/analysis/confusion": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Confusion
+         * @description How often each true class was predicted as each class.
+         */
+        get: operations["get_confusion"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/runs/{run_id}/analysis/instances": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Instances
+         * @description Instance table columns as an Arrow IPC stream (default: index, label, prediction, correct, score).
+         */
+        get: operations["get_instances"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/runs/{run_id}/analysis/instances/{index}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Instance
+         * @description One instance: label, prediction, sorted scores, metadata and its input (text or image preview).
+         */
+        get: operations["get_instance"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/runs/{run_id}/analysis/matrix": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Post Matrix
+         * @description The neuron activation matrix of a layer: rows per class, subset and pinned instance.
+         */
+        post: operations["post_matrix"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/runs/{run_id}/analysis/neighbors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Neighbors
+         * @description The ``k`` nearest other instances of ``index`` in the layer's space (exact), nearest first, with distances.
+         */
+        get: operations["get_neighbors"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/runs/{run_id}/analysis/projection": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Projection
+         * @description A stored 2-D projection of the layer's activations: ``x0, y0, x1, y1, …`` as float32.
+         */
+        get: operations["get_projection"];
+        put?: never;
+        /**
+         * Post Projection
+         * @description Start computing a projection in the background (no-op while it runs); poll the summary for progress.
+         */
+        post: operations["post_projection"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/runs/{run_id}/analysis/subset": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Post Subset
+         * @description The rows a filter selects, as a packed row mask.
+         */
+        post: operations["post_subset"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/runs/{run_id}/analysis/top": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Top
+         * @description The instances that activate ``neuron`` most, highest first.
+         */
+        get: operations["get_top"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/runs/{run_id}/events": {
         parameters: {
             query?: never;
@@ -288,6 +472,69 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** ActivationMatrix */
+        ActivationMatrix: {
+            /** Layer */
+            layer: string;
+            /** Neurons */
+            neurons: number;
+            /** Rows */
+            rows: components["schemas"]["MatrixRow"][];
+        };
+        /** AnalysisLayer */
+        AnalysisLayer: {
+            /** Name */
+            name: string;
+            /** Projections */
+            projections: components["schemas"]["ProjectionStatus"][];
+            /** Width */
+            width: number;
+        };
+        /**
+         * AnalysisSummary
+         * @description What ``deepscope.analyze`` recorded for a run: layers, the instance table's columns, classes.
+         */
+        AnalysisSummary: {
+            /** Accuracy */
+            accuracy: number | null;
+            /** Class Names */
+            class_names: string[] | null;
+            /** Columns */
+            columns: components["schemas"]["InstanceColumn"][];
+            /** Complete */
+            complete: boolean;
+            /** Has Images */
+            has_images: boolean;
+            /** Has Labels */
+            has_labels: boolean;
+            /** Has Scores */
+            has_scores: boolean;
+            /**
+             * Input Kind
+             * @enum {string}
+             */
+            input_kind: "image" | "text" | "table";
+            /** Layers */
+            layers: components["schemas"]["AnalysisLayer"][];
+            /** Rows */
+            rows: number;
+        };
+        /** ClassScore */
+        ClassScore: {
+            /** Index */
+            index: number;
+            /** Name */
+            name: string;
+            /** Score */
+            score: number;
+        };
+        /** ConfusionMatrix */
+        ConfusionMatrix: {
+            /** Class Names */
+            class_names: string[] | null;
+            /** Matrix */
+            matrix: number[][];
+        };
         /** Event */
         Event: {
             /** Key */
@@ -456,6 +703,67 @@ export interface components {
             /** Wall Time */
             wall_time: number;
         };
+        /**
+         * InstanceColumn
+         * @description A column of the instance table; ``kind`` says how it can be filtered.
+         */
+        InstanceColumn: {
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "int" | "float" | "bool" | "string" | "other";
+            /** Name */
+            name: string;
+        };
+        /** InstanceDetail */
+        InstanceDetail: {
+            /** Correct */
+            correct: boolean | null;
+            /** Fields */
+            fields: {
+                [key: string]: unknown;
+            };
+            image: components["schemas"]["InstanceImage"] | null;
+            /** Index */
+            index: number;
+            /** Label */
+            label: number | null;
+            /** Label Name */
+            label_name: string | null;
+            /** Prediction */
+            prediction: number | null;
+            /** Prediction Name */
+            prediction_name: string | null;
+            /** Scores */
+            scores: components["schemas"]["ClassScore"][];
+            /** Text */
+            text: string | null;
+        };
+        /**
+         * InstanceImage
+         * @description The stored preview: ``data`` is base64 of uint8 pixels, row-major ``height × width × channels``.
+         */
+        InstanceImage: {
+            /** Channels */
+            channels: number;
+            /** Data */
+            data: string;
+            /** Height */
+            height: number;
+            /** Width */
+            width: number;
+        };
+        /**
+         * InstanceList
+         * @description Instances with one value each: a neuron's top activations, or an instance's nearest neighbours.
+         */
+        InstanceList: {
+            /** Indices */
+            indices: number[];
+            /** Values */
+            values: number[];
+        };
         /** KeyInfo */
         KeyInfo: {
             /** Count */
@@ -549,6 +857,67 @@ export interface components {
          * @description ``data`` of an ``event: runs`` on ``/api/live``: reload ``/api/runs``.
          */
         LiveRuns: Record<string, never>;
+        /**
+         * MatrixRequest
+         * @description Rows of a neuron activation matrix: per class (``group_by``), per subset, per pinned instance.
+         */
+        MatrixRequest: {
+            /**
+             * Group By
+             * @default label
+             */
+            group_by: ("label" | "prediction") | null;
+            /** Layer */
+            layer: string;
+            /**
+             * Pinned
+             * @default []
+             */
+            pinned: number[];
+            /**
+             * Subsets
+             * @default []
+             */
+            subsets: components["schemas"]["Subset"][];
+        };
+        /** MatrixRow */
+        MatrixRow: {
+            /** Count */
+            count: number;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "class" | "subset" | "instance";
+            /** Mean */
+            mean: (number | null)[];
+            /** Name */
+            name: string;
+            /** Std */
+            std: (number | null)[];
+        };
+        /**
+         * ProjectionStatus
+         * @description One projection of one layer: ``ready`` on disk, ``running`` in the background (``progress`` 0…1).
+         */
+        ProjectionStatus: {
+            /** Layer */
+            layer: string;
+            /** Message */
+            message: string;
+            /**
+             * Method
+             * @enum {string}
+             */
+            method: "pca" | "umap" | "tsne";
+            /** Progress */
+            progress: number;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "ready" | "running" | "failed" | "missing";
+        };
         /**
          * RankReport
          * @description Per-rank step phases (medians, seconds) and the spread of the global gradient norm across ranks.
@@ -664,6 +1033,36 @@ export interface components {
             tags: string[];
             /** World Size */
             world_size: number;
+        };
+        /**
+         * Subset
+         * @description Instances chosen by a filter (``where``, as ``deepscope.analyses.subset_mask`` reads it) and/or a row mask.
+         *
+         *     ``mask``: base64 of the packed bits of a boolean row mask, least significant bit first (NumPy's
+         *     ``packbits(bitorder="little")``) — how a lasso selection travels. Both given: the rows in both.
+         */
+        Subset: {
+            /** Mask */
+            mask?: string | null;
+            /**
+             * Name
+             * @default subset
+             */
+            name: string;
+            /** Where */
+            where?: {
+                [key: string]: unknown;
+            } | null;
+        };
+        /**
+         * SubsetRows
+         * @description The rows of a subset, as a packed row mask (see ``Subset.mask``) and a count.
+         */
+        SubsetRows: {
+            /** Count */
+            count: number;
+            /** Mask */
+            mask: string;
         };
         /** ValidationError */
         ValidationError: {
@@ -786,6 +1185,426 @@ export interface operations {
                 };
             };
             /** @description No such run */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_analysis: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnalysisSummary"];
+                };
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_confusion: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ConfusionMatrix"];
+                };
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_instances: {
+        parameters: {
+            query?: {
+                columns?: string[];
+            };
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The instance table's columns, one Arrow record batch */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/vnd.apache.arrow.stream": string;
+                };
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_instance: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+                index: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InstanceDetail"];
+                };
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    post_matrix: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MatrixRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ActivationMatrix"];
+                };
+            };
+            /** @description A filter, mask or index the analysis cannot answer */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_neighbors: {
+        parameters: {
+            query: {
+                layer: string;
+                index: number;
+                k?: number;
+                metric?: "cosine" | "euclidean";
+            };
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InstanceList"];
+                };
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_projection: {
+        parameters: {
+            query: {
+                layer: string;
+                method?: "pca" | "umap" | "tsne";
+            };
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description float32 little-endian x, y per instance */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    post_projection: {
+        parameters: {
+            query: {
+                layer: string;
+                method?: "pca" | "umap" | "tsne";
+            };
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProjectionStatus"];
+                };
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    post_subset: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Subset"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubsetRows"];
+                };
+            };
+            /** @description A filter, mask or index the analysis cannot answer */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_top: {
+        parameters: {
+            query: {
+                layer: string;
+                neuron: number;
+                k?: number;
+            };
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InstanceList"];
+                };
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
             404: {
                 headers: {
                     [name: string]: unknown;

@@ -1,0 +1,323 @@
+"""What the analysis routes answer: a run's ``deepscope.analyze`` results, through a cached ``AnalysisReader``.
+
+Readers are cached per run and replaced when the activations' ``progress.json`` or the instance table changes
+(a new analysis of the same run). A reader holds up to a few layers' matrices in memory, so requests of one run
+go through its lock: aggregates, neighbours and top instances take milliseconds once a layer is loaded.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..analyses import AnalysisReader
+from ..analyses.base import artifact_dir
+from ..store import Store
+from . import schemas
+from .queries import NotFound, run_info
+
+INSTANCE_COLUMNS = ("index", "label", "prediction", "correct", "score")
+MAX_PINNED = 64
+
+
+@dataclass
+class _Entry:
+    stamp: tuple[int, ...]
+    reader: AnalysisReader
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_cache: dict[tuple[str, str], _Entry] = {}
+_lock = threading.Lock()
+_MAX_CACHED = 4  # readers hold layer matrices: a 100k × 512 layer is 200 MB with its moments
+
+
+def _stamp(run_dir: Any) -> tuple[int, ...]:
+    base = artifact_dir(run_dir, "activations")
+    out: list[int] = []
+    for name in ("progress.json", "instances.parquet"):
+        try:
+            st = (base / name).stat()
+            out += [st.st_mtime_ns, st.st_size]
+        except OSError:
+            out += [0, 0]
+    return tuple(out)
+
+
+def entry(store: Store, run_id: str) -> _Entry:
+    """The run's reader (validated against the store's index), reopened when its analysis changed."""
+    run_info(store, run_id)
+    run_dir = store.root / run_id
+    stamp = _stamp(run_dir)
+    key = (str(store.root), run_id)
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None and hit.stamp == stamp:
+            return hit
+    try:
+        reader = AnalysisReader(run_dir)
+        reader.instances()
+    except FileNotFoundError:
+        raise NotFound(f"run {run_id!r} has no finished analysis: run deepscope.analyze on it") from None
+    with _lock:
+        if len(_cache) >= _MAX_CACHED and key not in _cache:
+            _cache.pop(next(iter(_cache)))
+        hit = _cache[key] = _Entry(stamp, reader)
+    return hit
+
+
+def check_layer(reader: AnalysisReader, layer: str) -> None:
+    if layer not in reader.layers:
+        raise NotFound(f"no activations of layer {layer!r}; recorded: {', '.join(reader.layers)}")
+
+
+def _kind(t: pa.DataType) -> str:
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t):
+        return "float"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    return "other"
+
+
+def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionStatus] = ()) -> schemas.AnalysisSummary:
+    """The run's analysis at a glance; ``projections``: the background jobs' states, over what is on disk."""
+    e = entry(store, run_id)
+    r = e.reader
+    table = r.instances()
+    jobs = {(p.layer, p.method): p for p in projections}
+    layers = []
+    for name, width in ((n, r.widths[n]) for n in r.layers):
+        stored = r.projection_info(name)
+        statuses = []
+        for method in ("pca", "umap", "tsne"):
+            job = jobs.get((name, method))
+            if method in stored:
+                statuses.append(schemas.ProjectionStatus(layer=name, method=method, state="ready", progress=1.0,
+                                                         message=""))  # fmt: skip
+            elif job is not None:
+                statuses.append(job)
+            else:
+                statuses.append(schemas.ProjectionStatus(layer=name, method=method, state="missing", progress=0.0,
+                                                         message=""))  # fmt: skip
+        layers.append(schemas.AnalysisLayer(name=name, width=width, projections=statuses))
+    correct = table.column("correct").drop_null().to_numpy() if "correct" in table.column_names else None
+    return schemas.AnalysisSummary(
+        complete=r.complete,
+        rows=table.num_rows,
+        layers=layers,
+        class_names=r.class_names,
+        columns=[schemas.InstanceColumn(name=f.name, kind=_kind(f.type)) for f in table.schema],
+        has_labels="label" in table.column_names,
+        has_scores="prediction" in table.column_names,
+        input_kind=r.input_kind,
+        has_images=r.has_images,
+        accuracy=float(correct.mean()) if correct is not None and len(correct) else None,
+    )
+
+
+def instances(store: Store, run_id: str, columns: list[str] | None = None) -> bytes:
+    """The instance table's columns (default: index, label, prediction, correct, score) as an Arrow IPC stream."""
+    table = entry(store, run_id).reader.instances()
+    wanted = columns or [c for c in INSTANCE_COLUMNS if c in table.column_names]
+    missing = [c for c in wanted if c not in table.column_names]
+    if missing:
+        raise NotFound(f"no instance column {missing[0]!r}; columns: {', '.join(table.column_names)}")
+    picked = table.select(wanted).combine_chunks()
+    batches = picked.to_batches()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, picked.schema) as writer:
+        for b in batches:
+            writer.write_batch(b)
+    return sink.getvalue().to_pybytes()
+
+
+TEXT_NAMES = ("text", "sentence", "prompt", "input", "document")
+
+
+def text_column(schema: pa.Schema) -> str | None:
+    """The column that holds a text input: one named like text / sentence / prompt, else the first string one."""
+    strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    named = [c for c in strings if c.lower() in TEXT_NAMES]
+    return (named or strings or [None])[0]
+
+
+def _check_index(reader: AnalysisReader, index: int) -> None:
+    if not 0 <= index < len(reader):
+        raise NotFound(f"no instance {index}: the analysis holds {len(reader)}")
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (bytes, bytearray)):
+        return base64.b64encode(v).decode()
+    if isinstance(v, (list, tuple)):
+        return [_json_value(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    return str(v)  # dates, decimals…: shown as text
+
+
+def instance(store: Store, run_id: str, index: int) -> schemas.InstanceDetail:
+    e = entry(store, run_id)
+    r = e.reader
+    _check_index(r, index)
+    row = r.instances().slice(index, 1).to_pylist()[0]
+    names = r.class_names or []
+
+    def name(i: int | None) -> str | None:
+        return None if i is None else (names[i] if 0 <= i < len(names) else str(i))
+
+    scores = row.pop("scores", None) or []
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable") if scores else []
+    label, pred = row.pop("label", None), row.pop("prediction", None)
+    correct = row.pop("correct", None)
+    for c in ("index", "score"):
+        row.pop(c, None)
+    text = None
+    if r.input_kind == "text":
+        column = text_column(r.instances().schema)
+        text = None if column is None else row.get(column)
+    image = None
+    if r.has_images:
+        with e.lock:
+            pixels = r.image(index)
+        if pixels is not None:
+            h, w, c = pixels.shape
+            data = base64.b64encode(np.ascontiguousarray(pixels).tobytes()).decode()
+            image = schemas.InstanceImage(width=w, height=h, channels=c, data=data)
+    return schemas.InstanceDetail(
+        index=index,
+        label=label,
+        label_name=name(label),
+        prediction=pred,
+        prediction_name=name(pred),
+        correct=correct,
+        scores=[schemas.ClassScore(index=int(i), name=name(int(i)) or "", score=float(scores[i])) for i in order],
+        fields={k: _json_value(v) for k, v in row.items()},
+        text=text,
+        image=image,
+    )
+
+
+def subset_mask(reader: AnalysisReader, subset: schemas.Subset) -> np.ndarray:
+    """The rows of ``subset``: its filter and its packed mask, combined with *and*."""
+    n = len(reader)
+    try:
+        mask = reader.mask(subset.where) if subset.where else np.ones(n, dtype=bool)
+    except (KeyError, ValueError, TypeError) as e:
+        raise BadRequest(str(e.args[0]) if e.args else str(e)) from None
+    if subset.mask is not None:
+        mask &= unpack_mask(subset.mask, n)
+    return mask
+
+
+def unpack_mask(packed: str, n: int) -> np.ndarray:
+    try:
+        raw = base64.b64decode(packed, validate=True)
+    except ValueError:
+        raise BadRequest("a subset mask must be base64") from None
+    if len(raw) != (n + 7) // 8:
+        raise BadRequest(f"a subset mask of {n} rows is {(n + 7) // 8} bytes, not {len(raw)}")
+    return np.unpackbits(np.frombuffer(raw, np.uint8), count=n, bitorder="little").astype(bool)
+
+
+def pack_mask(mask: np.ndarray) -> str:
+    return base64.b64encode(np.packbits(mask, bitorder="little").tobytes()).decode()
+
+
+class BadRequest(ValueError):
+    """A request the analysis cannot answer as asked (a bad filter, mask or index): 400 with the reason."""
+
+
+def subset(store: Store, run_id: str, s: schemas.Subset) -> schemas.SubsetRows:
+    e = entry(store, run_id)
+    with e.lock:
+        mask = subset_mask(e.reader, s)
+    return schemas.SubsetRows(count=int(mask.sum()), mask=pack_mask(mask))
+
+
+def _floats(a: np.ndarray) -> list[float | None]:
+    return [None if not math.isfinite(v) else v for v in a.astype(np.float64).tolist()]
+
+
+def matrix(store: Store, run_id: str, req: schemas.MatrixRequest) -> schemas.ActivationMatrix:
+    """Mean and std of each neuron of ``req.layer``: per class, per subset, and each pinned instance's values."""
+    e = entry(store, run_id)
+    r = e.reader
+    check_layer(r, req.layer)
+    if len(req.pinned) > MAX_PINNED:
+        raise BadRequest(f"at most {MAX_PINNED} pinned instances")
+    for i in req.pinned:
+        _check_index(r, i)
+    rows: list[schemas.MatrixRow] = []
+    with e.lock:
+        table = r.instances()
+        if req.group_by is not None and req.group_by in table.column_names:
+            agg = r.aggregate(req.layer, by=req.group_by)
+            for g, mean, std, count in zip(agg.groups, agg.mean, agg.std, agg.count):
+                rows.append(schemas.MatrixRow(kind="class", name=str(g), count=int(count), mean=_floats(mean),
+                                              std=_floats(std)))  # fmt: skip
+        for s in req.subsets:
+            agg = r.aggregate(req.layer, where=subset_mask(r, s))
+            rows.append(schemas.MatrixRow(kind="subset", name=s.name, count=int(agg.count[0]),
+                                          mean=_floats(agg.mean[0]), std=_floats(agg.std[0])))  # fmt: skip
+        if req.pinned:
+            values = r.rows(req.layer, req.pinned)
+            zeros = [0.0] * values.shape[1]
+            for i, v in zip(req.pinned, values):
+                rows.append(schemas.MatrixRow(kind="instance", name=f"#{i}", count=1, mean=_floats(v), std=zeros))
+    return schemas.ActivationMatrix(layer=req.layer, neurons=r.widths[req.layer], rows=rows)
+
+
+def top(store: Store, run_id: str, layer: str, neuron: int, k: int) -> schemas.InstanceList:
+    e = entry(store, run_id)
+    check_layer(e.reader, layer)
+    if not 0 <= neuron < e.reader.widths[layer]:
+        raise NotFound(f"layer {layer!r} has {e.reader.widths[layer]} neurons, not {neuron + 1}")
+    with e.lock:
+        idx, vals = e.reader.top_instances(layer, neuron, k)
+    return schemas.InstanceList(indices=idx.tolist(), values=_floats(vals))  # type: ignore[arg-type]
+
+
+def neighbors(store: Store, run_id: str, layer: str, index: int, k: int, metric: str) -> schemas.InstanceList:
+    e = entry(store, run_id)
+    check_layer(e.reader, layer)
+    _check_index(e.reader, index)
+    with e.lock:
+        idx, dist = e.reader.neighbors(layer, index, k, metric)
+    return schemas.InstanceList(indices=idx.tolist(), values=_floats(dist))  # type: ignore[arg-type]
+
+
+def projection(store: Store, run_id: str, layer: str, method: str) -> bytes:
+    """The stored 2-D coordinates as little-endian float32, ``x0, y0, x1, y1, …`` (one pair per instance)."""
+    e = entry(store, run_id)
+    check_layer(e.reader, layer)
+    coords = e.reader.projection(layer, method)
+    if coords is None:
+        raise NotFound(f"no {method} projection of layer {layer!r} yet")
+    if coords.ndim != 2 or coords.shape[0] != len(e.reader):
+        raise NotFound(f"the {method} projection of layer {layer!r} does not match the instances: recompute it")
+    xy = np.zeros((len(coords), 2), "<f4")
+    xy[:, : min(2, coords.shape[1])] = coords[:, :2]
+    return xy.tobytes()
+
+
+def confusion(store: Store, run_id: str) -> schemas.ConfusionMatrix:
+    found = entry(store, run_id).reader.confusion()
+    if found is None:
+        raise NotFound(f"run {run_id!r} has no confusion matrix (the analysis had no labels or no scores)")
+    return schemas.ConfusionMatrix(class_names=found.get("class_names"), matrix=found["matrix"])

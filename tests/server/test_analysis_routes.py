@@ -1,0 +1,209 @@
+"""``/api/runs/{run}/analysis…``: the routes over ``deepscope.analyze`` results, checked against NumPy."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from tests.server.helpers import make_client
+
+import deepscope
+from deepscope.analyses import read
+from deepscope.server import create_app
+
+N = 240
+ODD = '<img src=x onerror="alert(1)">'
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 8 * 8, 3)
+    )
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analysis-runs")
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(N, 1, 8, 8, generator=g)
+    y = torch.randint(0, 3, (N,), generator=g)
+    data = torch.utils.data.TensorDataset(x, y)
+    note = [ODD if i % 7 == 0 else f"item {i}" for i in range(N)]
+    with deepscope.init(project="p", name="analysed", dir=root) as run:
+        run.log({"loss": 1.0}, step=0)
+        deepscope.analyze(_model(), data, run=run, layers=["0", "3"], labels=y, class_names=["a", "b", ODD],
+                          metadata={"note": note, "even": [i % 2 == 0 for i in range(N)]}, progress=False)  # fmt: skip
+        run_id, run_dir = run.id, run.dir
+    with deepscope.init(project="p", name="plain", dir=root) as run:
+        run.log({"loss": 1.0}, step=0)
+        plain = run.id
+    return root, run_id, run_dir, plain
+
+
+@pytest.fixture(scope="module")
+def client(analysed):
+    with make_client(create_app(analysed[0])) as c:
+        yield c
+
+
+def _url(analysed, tail: str = "") -> str:
+    return f"/api/runs/{analysed[1]}/analysis{tail}"
+
+
+def test_summary(client, analysed):
+    r = client.get(_url(analysed))
+    assert r.status_code == 200
+    s = r.json()
+    assert s["rows"] == N and s["complete"] and s["has_labels"] and s["has_scores"]
+    assert [(layer["name"], layer["width"]) for layer in s["layers"]] == [("0", 4), ("3", 3)]
+    pca = {p["method"]: p["state"] for p in s["layers"][0]["projections"]}
+    assert pca["pca"] == "ready" and pca["umap"] == "missing"
+    assert s["class_names"] == ["a", "b", ODD]
+    cols = {c["name"]: c["kind"] for c in s["columns"]}
+    assert cols["note"] == "string" and cols["even"] == "bool" and cols["label"] == "int"
+    table = read(analysed[2]).instances()
+    acc = np.mean(table.column("correct").to_numpy())
+    assert s["accuracy"] == pytest.approx(acc)
+    assert s["input_kind"] == "image" and s["has_images"]
+
+
+def test_no_analysis_is_404(client, analysed):
+    r = client.get(f"/api/runs/{analysed[3]}/analysis")
+    assert r.status_code == 404 and "deepscope.analyze" in r.json()["detail"]
+    assert client.get("/api/runs/../analysis").status_code == 404
+    assert client.get("/api/runs/nope/analysis").status_code == 404
+
+
+def test_instances_arrow(client, analysed):
+    r = client.get(_url(analysed, "/instances"))
+    assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    got = pa.ipc.open_stream(r.content).read_all()
+    want = read(analysed[2]).instances()
+    assert got.column_names == ["index", "label", "prediction", "correct", "score"]
+    for c in got.column_names:
+        assert got.column(c).to_pylist() == want.column(c).to_pylist()
+    r = client.get(_url(analysed, "/instances"), params={"columns": ["index", "note"]})
+    assert pa.ipc.open_stream(r.content).read_all().column("note").to_pylist()[0] == ODD
+    assert client.get(_url(analysed, "/instances"), params={"columns": ["nope"]}).status_code == 404
+
+
+def test_instance_detail(client, analysed):
+    table = read(analysed[2]).instances()
+    d = client.get(_url(analysed, "/instances/7")).json()
+    scores = np.asarray(table.column("scores")[7].as_py())
+    assert [s["index"] for s in d["scores"]] == np.argsort(-scores, kind="stable").tolist()
+    assert d["scores"][0]["score"] == pytest.approx(scores.max())
+    assert d["label"] == table.column("label")[7].as_py()
+    assert d["fields"] == {"note": ODD, "even": False}  # a user string travels as data, unchanged
+    img = d["image"]
+    assert (img["height"], img["width"], img["channels"]) == (8, 8, 1)
+    pixels = np.frombuffer(base64.b64decode(img["data"]), np.uint8).reshape(8, 8, 1)
+    assert np.array_equal(pixels, read(analysed[2]).image(7))
+    assert client.get(_url(analysed, f"/instances/{N}")).status_code == 404
+
+
+def _mask(packed: str) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(base64.b64decode(packed), np.uint8), count=N, bitorder="little").astype(bool)
+
+
+def _pack(mask: np.ndarray) -> str:
+    return base64.b64encode(np.packbits(mask, bitorder="little").tobytes()).decode()
+
+
+def test_subset_filters_and_masks(client, analysed):
+    table = read(analysed[2]).instances()
+    label = table.column("label").to_numpy()
+    pred = table.column("prediction").to_numpy()
+    r = client.post(_url(analysed, "/subset"), json={"where": {"label": 2, "predicted": [0, 1]}})
+    assert r.status_code == 200
+    want = (label == 2) & np.isin(pred, [0, 1])
+    assert r.json()["count"] == want.sum() and np.array_equal(_mask(r.json()["mask"]), want)
+    lasso = np.arange(N) < 50
+    r = client.post(_url(analysed, "/subset"), json={"where": {"text_contains": "onerror"}, "mask": _pack(lasso)})
+    assert r.json()["count"] == sum(1 for i in range(50) if i % 7 == 0)
+    assert client.post(_url(analysed, "/subset"), json={"where": {"nope": 1}}).status_code == 400
+    assert client.post(_url(analysed, "/subset"), json={"mask": "AAAA"}).status_code == 400
+    assert client.post(_url(analysed, "/subset"), json={"mask": "not base64!"}).status_code == 400
+
+
+def test_matrix_rows_match_numpy(client, analysed):
+    reader = read(analysed[2])
+    x = reader.matrix("0")
+    label = reader.instances().column("label").to_numpy()
+    pred = reader.instances().column("prediction").to_numpy()
+    wrong = (label == 1) & (pred != 1)
+    body = {"layer": "0", "subsets": [{"name": "b, wrong", "where": {"label": 1, "correct": False}},
+                                       {"name": "empty", "where": {"index": [0]}, "mask": _pack(np.zeros(N, bool))}],
+            "pinned": [3, 9]}  # fmt: skip
+    r = client.post(_url(analysed, "/matrix"), json=body)
+    assert r.status_code == 200
+    m = r.json()
+    assert m["neurons"] == 4
+    rows = {row["name"]: row for row in m["rows"]}
+    assert [row["kind"] for row in m["rows"]] == ["class"] * 3 + ["subset"] * 2 + ["instance"] * 2
+    for c, name in enumerate(["a", "b", ODD]):
+        np.testing.assert_allclose(rows[name]["mean"], x[label == c].mean(0), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(rows[name]["std"], x[label == c].std(0), rtol=1e-3, atol=1e-5)
+        assert rows[name]["count"] == (label == c).sum()
+    np.testing.assert_allclose(rows["b, wrong"]["mean"], x[wrong].mean(0), rtol=1e-4, atol=1e-6)
+    assert rows["empty"]["count"] == 0 and rows["empty"]["mean"] == [None] * 4
+    np.testing.assert_allclose(rows["#9"]["mean"], x[9], rtol=1e-6)
+    r = client.post(_url(analysed, "/matrix"), json={"layer": "3", "group_by": "prediction"})
+    assert [row["count"] for row in r.json()["rows"]] == np.bincount(pred, minlength=3).tolist()
+    assert client.post(_url(analysed, "/matrix"), json={"layer": "nope"}).status_code == 404
+    assert client.post(_url(analysed, "/matrix"), json={"layer": "0", "pinned": [N]}).status_code == 404
+
+
+def test_top_and_neighbors_match_numpy(client, analysed):
+    x = read(analysed[2]).matrix("0")
+    r = client.get(_url(analysed, "/top"), params={"layer": "0", "neuron": 2, "k": 5}).json()
+    assert r["indices"] == np.argsort(-x[:, 2], kind="stable")[:5].tolist()
+    np.testing.assert_allclose(r["values"], np.sort(x[:, 2])[::-1][:5], rtol=1e-6)
+    assert client.get(_url(analysed, "/top"), params={"layer": "0", "neuron": 4}).status_code == 404
+    r = client.get(_url(analysed, "/neighbors"), params={"layer": "0", "index": 11, "k": 4, "metric": "euclidean"})
+    d = np.linalg.norm(x - x[11], axis=1)
+    d[11] = np.inf
+    assert r.json()["indices"] == np.argsort(d, kind="stable")[:4].tolist()
+    np.testing.assert_allclose(r.json()["values"], np.sort(d)[:4], rtol=1e-4, atol=1e-5)
+    assert client.get(_url(analysed, "/neighbors"), params={"layer": "0", "index": N}).status_code == 404
+    assert client.get(_url(analysed, "/neighbors"), params={"layer": "0", "index": 1, "metric": "x"}).status_code == 422
+
+
+def test_projection_binary(client, analysed):
+    r = client.get(_url(analysed, "/projection"), params={"layer": "3", "method": "pca"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    xy = np.frombuffer(r.content, "<f4").reshape(-1, 2)
+    np.testing.assert_array_equal(xy, read(analysed[2]).projection("3", "pca")[:, :2])
+    assert client.get(_url(analysed, "/projection"), params={"layer": "3", "method": "umap"}).status_code == 404
+
+
+def test_background_projection(client, analysed):
+    r = client.post(_url(analysed, "/projection"), params={"layer": "3", "method": "umap"})
+    assert r.status_code == 200 and r.json()["state"] in ("running", "ready")
+    deadline = time.monotonic() + 120
+    state = None
+    while time.monotonic() < deadline:
+        layer = client.get(_url(analysed)).json()["layers"][1]
+        state = {p["method"]: p for p in layer["projections"]}["umap"]
+        if state["state"] != "running":
+            break
+        time.sleep(0.2)
+    assert state is not None and state["state"] == "ready", state
+    xy = np.frombuffer(
+        client.get(_url(analysed, "/projection"), params={"layer": "3", "method": "umap"}).content, "<f4"
+    )
+    assert xy.shape == (2 * N,) and np.isfinite(xy).all()
+
+
+def test_confusion(client, analysed):
+    table = read(analysed[2]).instances()
+    label, pred = table.column("label").to_numpy(), table.column("prediction").to_numpy()
+    m = client.get(_url(analysed, "/confusion")).json()
+    want = np.zeros((3, 3), int)
+    np.add.at(want, (label, pred), 1)
+    assert m["matrix"] == want.tolist() and m["class_names"] == ["a", "b", ODD]
