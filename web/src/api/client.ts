@@ -72,6 +72,38 @@ export async function getJson<T>(path: string): Promise<T> {
   return (await (await get(path)).json()) as T;
 }
 
+/** An error answer with the server's reason (`detail`), for views that show it. */
+export class ApiError extends HttpError {
+  constructor(
+    status: number,
+    url: string,
+    readonly detail: string,
+  ) {
+    super(status, url);
+    this.message = detail;
+  }
+}
+
+export async function postJson<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+  const res = await fetch(path, {
+    method: "POST",
+    headers: { ...headers(), "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+    credentials: "same-origin",
+    signal,
+  });
+  if (!res.ok) {
+    let detail = `HTTP ${res.status}`;
+    try {
+      detail = ((await res.json()) as { detail?: unknown }).detail?.toString() ?? detail;
+    } catch {
+      /* not JSON */
+    }
+    throw new ApiError(res.status, path, detail);
+  }
+  return (await res.json()) as T;
+}
+
 const enc = encodeURIComponent;
 
 // The Arrow decoder is most of the bundle: it loads as its own chunk, started at boot in parallel with the

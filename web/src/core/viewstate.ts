@@ -1,7 +1,16 @@
 // The view state that a link reproduces, and its round trip through the URL's query string.
 
 export type XMode = "step" | "wall" | "relative";
-export type Tab = "runs" | "charts" | "run" | "internals" | "graph";
+export type Tab = "runs" | "charts" | "run" | "internals" | "graph" | "analysis";
+export type ProjMethod = "pca" | "umap" | "tsne";
+export const PROJ_METHODS: ProjMethod[] = ["pca", "umap", "tsne"];
+/** What colours instances in the analysis views. */
+export type ColorBy = "label" | "prediction" | "correct" | "neuron";
+/** A user-defined subset of instances: a filter over the instance table (see `Subset` in the API schema). */
+export interface SubsetDef {
+  name: string;
+  where: Record<string, unknown>;
+}
 /** What colours the graph view's nodes. */
 export type GraphOverlay = "none" | "stat" | "params" | "size";
 /** The panels of the training-internals tab. */
@@ -39,6 +48,17 @@ export interface ViewState {
   graphNode: string | null; // the selected visible item ("n:<node id>" or "m:<module path>")
   overlay: GraphOverlay;
   overlayAgg: "max" | "mean" | "min"; // how a collapsed module combines its layers' values
+  // Instances and neurons (deepscope.analyze; the run is `detail`). Selections are shared by every view.
+  aLayer: string | null; // the analysed layer shown by the matrix, projection and neighbours
+  aInstance: number | null; // the selected instance
+  aNeuron: number | null; // the selected neuron of `aLayer`
+  aClass: number | null; // the selected class
+  aSubset: string | null; // the selected subset (by name)
+  aPinned: number[]; // instances pinned as rows of the activation matrix
+  aSubsets: SubsetDef[]; // subsets defined by filters (lasso subsets live in memory only)
+  aProj: ProjMethod;
+  aColor: ColorBy;
+  aSort: string | null; // the matrix row whose values order the neuron columns
 }
 
 export const defaults: ViewState = {
@@ -66,7 +86,38 @@ export const defaults: ViewState = {
   graphNode: null,
   overlay: "none",
   overlayAgg: "max",
+  aLayer: null,
+  aInstance: null,
+  aNeuron: null,
+  aClass: null,
+  aSubset: null,
+  aPinned: [],
+  aSubsets: [],
+  aProj: "pca",
+  aColor: "label",
+  aSort: null,
 };
+
+const COLOR_BY: ColorBy[] = ["label", "prediction", "correct", "neuron"];
+
+function intOrNull(v: string | null): number | null {
+  const n = v === null ? NaN : Number(v);
+  return Number.isInteger(n) && n >= 0 ? n : null;
+}
+
+function subsets(raw: string | null): SubsetDef[] {
+  if (!raw) return [];
+  try {
+    const parsed = JSON.parse(raw) as unknown;
+    if (!Array.isArray(parsed)) return [];
+    return parsed.filter(
+      (s): s is SubsetDef =>
+        typeof s === "object" && s !== null && typeof s.name === "string" && typeof s.where === "object" && s.where !== null && !Array.isArray(s.where),
+    );
+  } catch {
+    return [];
+  }
+}
 
 const list = (s: string | null) => (s ? s.split(",").filter(Boolean) : []);
 
@@ -84,7 +135,7 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
   const kind = p.get("kind") as LayerKind;
   const step = p.has("step") ? Number(p.get("step")) : NaN;
   return {
-    tab: tab === "runs" || tab === "run" || tab === "internals" || tab === "graph" ? tab : "charts",
+    tab: tab === "runs" || tab === "run" || tab === "internals" || tab === "graph" || tab === "analysis" ? tab : "charts",
     runs: list(p.get("runs")),
     hasRuns: p.has("runs"),
     detail: p.get("run"),
@@ -109,6 +160,16 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     graphNode: p.get("gnode"),
     overlay: (["stat", "params", "size"] as const).find((o) => o === p.get("ov")) ?? "none",
     overlayAgg: (["mean", "min"] as const).find((a) => a === p.get("agg")) ?? "max",
+    aLayer: p.get("alayer"),
+    aInstance: intOrNull(p.get("inst")),
+    aNeuron: intOrNull(p.get("neuron")),
+    aClass: intOrNull(p.get("cls")),
+    aSubset: p.get("sub"),
+    aPinned: list(p.get("pin")).map(Number).filter((n) => Number.isInteger(n) && n >= 0),
+    aSubsets: subsets(p.get("subs")),
+    aProj: PROJ_METHODS.find((m) => m === p.get("proj")) ?? "pca",
+    aColor: COLOR_BY.find((c) => c === p.get("color")) ?? "label",
+    aSort: p.get("asort"),
   };
 }
 
@@ -138,5 +199,15 @@ export function serialize(s: ViewState): string {
   if (s.graphNode) p.set("gnode", s.graphNode);
   if (s.overlay !== defaults.overlay) p.set("ov", s.overlay);
   if (s.overlayAgg !== defaults.overlayAgg) p.set("agg", s.overlayAgg);
+  if (s.aLayer) p.set("alayer", s.aLayer);
+  if (s.aInstance !== null) p.set("inst", String(s.aInstance));
+  if (s.aNeuron !== null) p.set("neuron", String(s.aNeuron));
+  if (s.aClass !== null) p.set("cls", String(s.aClass));
+  if (s.aSubset) p.set("sub", s.aSubset);
+  if (s.aPinned.length) p.set("pin", s.aPinned.join(","));
+  if (s.aSubsets.length) p.set("subs", JSON.stringify(s.aSubsets));
+  if (s.aProj !== defaults.aProj) p.set("proj", s.aProj);
+  if (s.aColor !== defaults.aColor) p.set("color", s.aColor);
+  if (s.aSort) p.set("asort", s.aSort);
   return p.toString().replace(/%2C/g, ",");
 }

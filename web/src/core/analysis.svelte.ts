@@ -1,0 +1,278 @@
+// Shared state of the analysis views (deepscope.analyze): which selected runs have an analysis, the focused
+// run's summary and instance table, the subsets (filters in the URL, lasso selections in memory) with their
+// resolved row masks, a neuron's top instances, and the *focus* — the instances every view highlights.
+//
+// Linking: a selection anywhere writes `view` (aClass, aSubset, aNeuron, aInstance); every view reads it. The
+// focus mask follows the newest of class / subset / neuron selections.
+import { analysis, packMask, unpackMask, type AnalysisSummary, type Instances, type SubsetRequest } from "../api/analysis";
+import { view } from "./state.svelte";
+import { hook } from "./testhook";
+import type { SubsetDef } from "./viewstate";
+
+/** Ten categorical colours (Tableau 10), one per class; more classes repeat them. */
+const CLASS_PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+const SUBSET_PALETTE = ["#7048e8", "#0c8599", "#c2255c", "#5c940d", "#e67700", "#1c7ed6"];
+export const CORRECT_COLOR = "#2f9e44";
+export const WRONG_COLOR = "#e03131";
+export const UNKNOWN_COLOR = "#adb5bd";
+export const FOCUS_COLOR = "#f59f00";
+
+export function classColor(c: number): string {
+  return c < 0 ? UNKNOWN_COLOR : CLASS_PALETTE[c % CLASS_PALETTE.length];
+}
+
+export function subsetColor(i: number): string {
+  return SUBSET_PALETTE[i % SUBSET_PALETTE.length];
+}
+
+/** A subset with its rows resolved: `rows[i] === 1` for members. */
+export interface LiveSubset {
+  name: string;
+  where: Record<string, unknown> | null; // a filter (kept in the URL), or null for a lasso selection
+  rows: Uint8Array;
+  count: number;
+  color: string;
+}
+
+// ---- which runs have an analysis ---------------------------------------------------------------------
+export const summaries = $state<Record<string, AnalysisSummary | "none">>({});
+const summaryLoading = new Set<string>();
+
+export async function loadSummary(run: string, fresh = false): Promise<void> {
+  if (summaryLoading.has(run) || (!fresh && run in summaries)) return;
+  summaryLoading.add(run);
+  try {
+    summaries[run] = await analysis.summary(run);
+  } catch {
+    summaries[run] = "none";
+  } finally {
+    summaryLoading.delete(run);
+  }
+}
+
+export function summaryOf(run: string | null): AnalysisSummary | null {
+  const s = run ? summaries[run] : undefined;
+  return s && s !== "none" ? s : null;
+}
+
+// ---- the focused run's data --------------------------------------------------------------------------
+export const an = $state({
+  run: null as string | null,
+  error: null as string | null,
+  /** Subsets of the focused run, filter subsets first (in `view.aSubsets` order), then lasso ones. */
+  subsets: [] as LiveSubset[],
+  /** The selected neuron's top instances (of `view.aLayer`). */
+  top: null as { layer: string; neuron: number; indices: number[]; values: number[] } | null,
+});
+/** The instance table's core columns (typed arrays: not deeply reactive). */
+let instances = $state.raw<Instances | null>(null);
+export function instancesOf(): Instances | null {
+  return instances;
+}
+
+const lasso = new Map<string, LiveSubset>(); // lasso subsets of the focused run, by name
+
+/** Make `run` the focused run: load its instance table and resolve its subsets. */
+export async function focusRun(run: string | null): Promise<void> {
+  if (run === an.run) return;
+  an.run = run;
+  an.error = null;
+  an.subsets = [];
+  an.top = null;
+  instances = null;
+  lasso.clear();
+  if (!run) return;
+  try {
+    const table = await analysis.instances(run);
+    if (an.run !== run) return;
+    instances = table;
+    await resolveSubsets();
+  } catch (e) {
+    if (an.run === run) an.error = String((e as Error).message ?? e);
+  }
+}
+
+/** Resolve every filter subset of the URL (server-side filters) and keep the lasso ones. */
+export async function resolveSubsets(): Promise<void> {
+  const run = an.run;
+  const table = instances;
+  if (!run || !table) return;
+  const defs = view.aSubsets;
+  const out: LiveSubset[] = [];
+  for (const [i, def] of defs.entries()) {
+    const known = an.subsets.find((s) => s.name === def.name && JSON.stringify(s.where) === JSON.stringify(def.where));
+    if (known) {
+      out.push({ ...known, color: subsetColor(i) });
+      continue;
+    }
+    try {
+      const res = await analysis.subset(run, { name: def.name, where: def.where });
+      out.push({ name: def.name, where: def.where, rows: unpackMask(res.mask, table.n), count: res.count, color: subsetColor(i) });
+    } catch (e) {
+      an.error = `Subset “${def.name}”: ${(e as Error).message}`;
+    }
+  }
+  let i = out.length;
+  for (const s of lasso.values()) out.push({ ...s, color: subsetColor(i++) });
+  if (an.run === run) an.subsets = out;
+}
+
+function uniqueName(base: string): string {
+  const taken = new Set([...view.aSubsets.map((s) => s.name), ...lasso.keys()]);
+  if (!taken.has(base)) return base;
+  let k = 2;
+  while (taken.has(`${base} ${k}`)) k++;
+  return `${base} ${k}`;
+}
+
+/** Add a subset defined by a filter (checked by the server first); it becomes the selected subset. */
+export async function addFilterSubset(name: string, where: Record<string, unknown>): Promise<void> {
+  if (!an.run) return;
+  await analysis.subset(an.run, { name, where }); // throws the server's reason for a bad filter
+  const def: SubsetDef = { name: uniqueName(name || "subset"), where };
+  view.aSubsets = [...view.aSubsets, def];
+  await resolveSubsets();
+  selectSubset(def.name);
+}
+
+/** Add a subset of explicit rows (a lasso selection, a confusion cell's instances, …). */
+export function addRowsSubset(name: string, rows: Uint8Array): string {
+  const s: LiveSubset = { name: uniqueName(name), where: null, rows, count: rows.reduce((a, b) => a + b, 0), color: "" };
+  lasso.set(s.name, s);
+  void resolveSubsets().then(() => selectSubset(s.name));
+  return s.name;
+}
+
+export function removeSubset(name: string): void {
+  lasso.delete(name);
+  view.aSubsets = view.aSubsets.filter((s) => s.name !== name);
+  if (view.aSubset === name) view.aSubset = null;
+  if (view.aSort === `subset:${name}`) view.aSort = null;
+  void resolveSubsets();
+}
+
+/** What the matrix route needs to aggregate a subset: its filter, or its rows as a packed mask. */
+export function subsetRequest(s: LiveSubset): SubsetRequest {
+  return s.where ? { name: s.name, where: s.where } : { name: s.name, mask: packMask(s.rows) };
+}
+
+// ---- selections, shared by every view -----------------------------------------------------------------
+let focusKind = $state<"class" | "subset" | "neuron" | null>(null);
+
+export function selectClass(c: number | null): void {
+  view.aClass = view.aClass === c ? null : c;
+  focusKind = view.aClass === null ? null : "class";
+}
+
+export function selectSubset(name: string | null): void {
+  view.aSubset = view.aSubset === name ? null : name;
+  focusKind = view.aSubset === null ? null : "subset";
+}
+
+export function selectInstance(i: number | null): void {
+  view.aInstance = i;
+}
+
+export function selectNeuron(n: number | null): void {
+  view.aNeuron = view.aNeuron === n ? null : n;
+  focusKind = view.aNeuron === null ? null : "neuron";
+}
+
+export function togglePin(i: number): void {
+  view.aPinned = view.aPinned.includes(i) ? view.aPinned.filter((p) => p !== i) : [...view.aPinned, i].slice(-16);
+}
+
+/** Load the selected neuron's top instances when the neuron or layer changes. */
+export async function loadTop(k = 24): Promise<void> {
+  const run = an.run;
+  const layer = view.aLayer;
+  const neuron = view.aNeuron;
+  if (!run || !layer || neuron === null) {
+    an.top = null;
+    return;
+  }
+  if (an.top && an.top.layer === layer && an.top.neuron === neuron) return;
+  try {
+    const res = await analysis.top(run, layer, neuron, k);
+    if (an.run === run && view.aLayer === layer && view.aNeuron === neuron) an.top = { layer, neuron, ...res };
+  } catch {
+    an.top = null;
+  }
+}
+
+/** The instances every view highlights (1 = in focus), or null when nothing is selected. */
+export const focus = {
+  get mask(): Uint8Array | null {
+    return focusMask();
+  },
+  get label(): string {
+    return focusLabel();
+  },
+};
+
+function classMask(c: number): Uint8Array | null {
+  const t = instances;
+  if (!t) return null;
+  const m = new Uint8Array(t.n);
+  for (let i = 0; i < t.n; i++) m[i] = t.label[i] === c ? 1 : 0;
+  return m;
+}
+
+const focusState = $derived.by((): { mask: Uint8Array | null; label: string } => {
+  const t = instances;
+  if (!t) return { mask: null, label: "" };
+  const pick = (kind: typeof focusKind) => {
+    if (kind === "subset" && view.aSubset !== null) {
+      const s = an.subsets.find((x) => x.name === view.aSubset);
+      if (s) return { mask: s.rows, label: `subset “${s.name}”` };
+    }
+    if (kind === "class" && view.aClass !== null) return { mask: classMask(view.aClass), label: `class ${className(view.aClass)}` };
+    if (kind === "neuron" && view.aNeuron !== null && an.top && an.top.neuron === view.aNeuron) {
+      const m = new Uint8Array(t.n);
+      for (const i of an.top.indices) m[i] = 1;
+      return { mask: m, label: `top instances of neuron ${view.aNeuron}` };
+    }
+    return null;
+  };
+  // the newest selection first, then the others (after a reload only the URL's selections are known)
+  for (const kind of [focusKind, "subset", "class", "neuron"] as const) {
+    const got = pick(kind);
+    if (got) return got;
+  }
+  return { mask: null, label: "" };
+});
+
+function focusMask(): Uint8Array | null {
+  return focusState.mask;
+}
+
+function focusLabel(): string {
+  return focusState.label;
+}
+
+/** The display name of class `c` of the focused run. */
+export function className(c: number): string {
+  const names = summaryOf(an.run)?.class_names;
+  return c < 0 ? "—" : (names?.[c] ?? String(c));
+}
+
+/** The analysed layer a view should show: the URL's, else the last layer before the output. */
+export function currentLayer(summary: AnalysisSummary | null): string | null {
+  if (!summary || !summary.layers.length) return null;
+  if (view.aLayer && summary.layers.some((l) => l.name === view.aLayer)) return view.aLayer;
+  const layers = summary.layers;
+  return layers[Math.max(0, layers.length - 2)].name;
+}
+
+// ---- test hook: each view publishes what it shows under `window.__deepscope.analysis[view]` -------------
+export const analysisHook: Record<string, unknown> = {};
+(hook as unknown as { analysis: Record<string, unknown> }).analysis = analysisHook;
+analysisHook.state = () => ({
+  run: an.run,
+  n: instances?.n ?? 0,
+  subsets: an.subsets.map((s) => ({ name: s.name, count: s.count, filter: s.where !== null })),
+  focus: focusState.label,
+  focusCount: focusState.mask ? focusState.mask.reduce((a, b) => a + b, 0) : 0,
+  top: an.top ? an.top.indices.slice() : null,
+  error: an.error,
+});
