@@ -207,3 +207,11 @@ def test_confusion(client, analysed):
     want = np.zeros((3, 3), int)
     np.add.at(want, (label, pred), 1)
     assert m["matrix"] == want.tolist() and m["class_names"] == ["a", "b", ODD]
+
+
+def test_column_binary(client, analysed):
+    r = client.get(_url(analysed, "/column"), params={"layer": "0", "neuron": 3})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    np.testing.assert_array_equal(np.frombuffer(r.content, "<f4"), read(analysed[2]).matrix("0")[:, 3])
+    assert client.get(_url(analysed, "/column"), params={"layer": "0", "neuron": 4}).status_code == 404
+    assert client.get(_url(analysed, "/column"), params={"layer": "nope", "neuron": 0}).status_code == 404

@@ -293,6 +293,17 @@ def top(store: Store, run_id: str, layer: str, neuron: int, k: int) -> schemas.I
     return schemas.InstanceList(indices=idx.tolist(), values=_floats(vals))  # type: ignore[arg-type]
 
 
+def column(store: Store, run_id: str, layer: str, neuron: int) -> bytes:
+    """One neuron's activation on every instance, as little-endian float32 (for colouring a projection)."""
+    e = entry(store, run_id)
+    check_layer(e.reader, layer)
+    if not 0 <= neuron < e.reader.widths[layer]:
+        raise NotFound(f"layer {layer!r} has {e.reader.widths[layer]} neurons, not {neuron + 1}")
+    with e.lock:
+        values = e.reader.matrix(layer)[:, neuron]
+    return np.ascontiguousarray(values, dtype="<f4").tobytes()
+
+
 def neighbors(store: Store, run_id: str, layer: str, index: int, k: int, metric: str) -> schemas.InstanceList:
     e = entry(store, run_id)
     check_layer(e.reader, layer)

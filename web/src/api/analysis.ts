@@ -107,6 +107,12 @@ export const analysis = {
     }
   },
 
+  /** One neuron's activation on every instance (float32, instance order). */
+  async column(run: string, layer: string, neuron: number, signal?: AbortSignal): Promise<Float32Array> {
+    const res = await get(`${base(run)}/column?layer=${enc(layer)}&neuron=${neuron}`, signal);
+    return new Float32Array(await res.arrayBuffer());
+  },
+
   startProjection: (run: string, layer: string, method: string) =>
     post<ProjectionStatus>(`${base(run)}/projection?layer=${enc(layer)}&method=${method}`, null),
 

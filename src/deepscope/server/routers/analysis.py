@@ -82,6 +82,16 @@ def get_top(
     return q.top(store, run_id, layer, neuron, k)
 
 
+@router.get(
+    "/column",
+    response_class=Response,
+    responses=NOT_FOUND | binary(BINARY, "float32 little-endian, one value per instance"),
+)
+def get_column(run_id: str, store: StoreDep, layer: Layer, neuron: int = Query(..., ge=0)) -> Response:
+    """One neuron's activation on every instance, as float32 in instance order."""
+    return Response(q.column(store, run_id, layer, neuron), media_type=BINARY)
+
+
 @router.get("/neighbors", response_model=InstanceList, responses=NOT_FOUND)
 def get_neighbors(
     run_id: str,
