@@ -137,3 +137,36 @@ def test_every_registered_analysis_has_the_same_small_surface():
         assert cls.name == name
         assert callable(cls.run) and isinstance(cls.is_compatible(TinyCNN(), image_data(4)), bool)
         assert cls().config is not None  # a config dataclass with defaults
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_faiss_index_and_numpy_scan_give_the_same_neighbours(reader, metric):
+    pytest.importorskip("faiss")
+    from deepscope.analyses.neighbors import FlatIndex
+
+    x = reader.activations("conv2")[:]
+    queries = np.array([0, 5, 17, 256, 399])
+    want_i, want_d = nearest_neighbors(x, x[queries], 8, metric, exclude=queries)
+    got_i, got_d = FlatIndex(x, metric).search(x[queries], 8, exclude=queries)
+    np.testing.assert_array_equal(got_i, want_i)
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-4, atol=1e-5)
+    # through the reader: a threshold of 0 rows sends every query to FAISS, the index is built once and kept
+    numpy_answer = reader.neighbors("conv2", 17, k=8, metric=metric)
+    reader.faiss_min_rows = 0
+    try:
+        faiss_answer = reader.neighbors("conv2", 17, k=8, metric=metric)
+        assert ("conv2", metric) in reader._indices
+    finally:
+        reader.faiss_min_rows = 10**9
+    np.testing.assert_array_equal(faiss_answer[0], numpy_answer[0])
+    np.testing.assert_allclose(faiss_answer[1], numpy_answer[1], rtol=1e-4, atol=1e-5)
+
+
+def test_faiss_search_drops_a_duplicate_not_found_as_itself():
+    pytest.importorskip("faiss")
+    from deepscope.analyses.neighbors import FlatIndex
+
+    x = np.array([[1, 0], [1, 0], [1, 0], [0, 1]], np.float32)  # rows 0-2 identical: distance 0 to each other
+    idx, dist = FlatIndex(x, "euclidean").search(x[[2]], 2, exclude=np.array([2]))
+    assert 2 not in idx[0] and idx.shape == (1, 2)
+    np.testing.assert_allclose(dist[0], [0, 0])

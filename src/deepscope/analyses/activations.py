@@ -24,12 +24,13 @@ from torch import nn
 
 from ..capture.scope import HookScope
 from ..store.runmeta import write_json_atomic
-from .base import artifact_dir, model_class, provenance, read_json, write_provenance
+from .base import RESERVED_COLUMNS, artifact_dir, model_class, provenance, read_json, write_provenance
 from .batches import Batch, Source, current_length, source
 
 NAME = "activations"
-RESERVED_COLUMNS = ("index", "label", "prediction", "score", "scores", "correct")
-CHUNK_BYTES = 8 << 20  # rows per chunk: about 8 MiB of the widest layer
+CHUNK_BYTES = 8 << 20  # rows per chunk: about 8 MiB of the widest array
+PREVIEW_SIDE = 64  # image previews: the longer side at most this many pixels
+PREVIEW_KWARGS = ("pixel_values", "images", "image", "x")  # dict batches: where an image input is looked for
 # Modules whose 3-d outputs are (B, C, L) with channels first; other 3-d outputs are sequences (B, T, D).
 CHANNELS_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.MaxPool1d, nn.AvgPool1d,
                      nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)  # fmt: skip
@@ -50,6 +51,7 @@ class ActivationsConfig:
     chunk_rows: int | None = None
     resume: bool = True
     progress: bool = True
+    previews: bool = True
 
     def __post_init__(self) -> None:
         if self.sequence_pooling not in ("mean", "last"):
@@ -114,6 +116,45 @@ def first_tensor(out: Any) -> torch.Tensor | None:
             return first_tensor(out["logits"])
         return next((t for k in out.keys() if (t := first_tensor(out[k])) is not None), None)
     return None
+
+
+def image_input(batch: Batch) -> torch.Tensor | None:
+    """The batch's input when it looks like images: (B, C, H, W) with C of 1 or 3, or (B, H, W), of floats or bytes.
+
+    The first positional input, else a keyword input named like ``pixel_values``; sides of at least 4 pixels.
+    """
+    x = batch.args[0] if batch.args else next((batch.kwargs[k] for k in PREVIEW_KWARGS if k in batch.kwargs), None)
+    if not isinstance(x, torch.Tensor) or not (x.is_floating_point() or x.dtype == torch.uint8):
+        return None
+    if x.ndim == 4 and x.shape[1] in (1, 3) and min(x.shape[2:]) >= 4:
+        return x
+    if x.ndim == 3 and min(x.shape[1:]) >= 4:
+        return x[:, None]  # (B, H, W) -> (B, 1, H, W)
+    return None
+
+
+def preview_size(height: int, width: int, side: int = PREVIEW_SIDE) -> tuple[int, int]:
+    """The preview's (h, w): the image scaled down so that its longer side is at most ``side``."""
+    scale = min(1.0, side / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def preview(x: torch.Tensor, size: tuple[int, int], channels: int) -> torch.Tensor:
+    """Images (B, C, H, W) as small uint8 previews (B, h, w, channels): area-downscaled to ``size``, then each
+    instance min–max scaled to 0…255 on its own (a constant image is black).
+
+    >>> preview(torch.randn(2, 3, 224, 224), (64, 64), 3).shape
+    torch.Size([2, 64, 64, 3])
+    """
+    x = x.detach().float().nan_to_num()
+    if tuple(x.shape[2:]) != size:
+        x = torch.nn.functional.interpolate(x, size=size, mode="area")  # (B, C, H, W) -> (B, C, h, w)
+    if x.shape[1] != channels:  # a later batch in the other mode: grey <-> colour
+        x = x.expand(-1, channels, -1, -1) if x.shape[1] == 1 else x.mean(1, keepdim=True)
+    lo = x.amin((1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    span = x.amax((1, 2, 3), keepdim=True) - lo
+    x = (x - lo) / torch.where(span > 0, span, torch.ones_like(span))
+    return (x * 255).round_().to(torch.uint8).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -206,6 +247,7 @@ class Activations:
             "length": src.length,
             "sequence_pooling": cfg.sequence_pooling,
             "scores": cfg.scores,
+            "previews": cfg.previews,
         }
         progress = read_json(out_dir / "progress.json") if cfg.resume else None
         if progress and progress.get("fingerprint") == fingerprint and not progress.get("complete"):
@@ -295,11 +337,11 @@ class _State:
         import zarr
 
         self.widths = widths
-        if self.chunk_rows is None:
-            widest = max([*widths.values(), 1])
-            self.chunk_rows = int(min(8192, max(256, 2 ** math.floor(math.log2(max(1, CHUNK_BYTES // (4 * widest)))))))
         specs = {f"{layer}.zarr": ((w,), "float32") for layer, w in widths.items()}
-        specs |= {f"outputs/{k}.zarr": v for k, v in outputs.items()}
+        specs |= {f"{k}.zarr": v for k, v in outputs.items()}
+        if self.chunk_rows is None:
+            widest = max(math.prod(tail) * np.dtype(dtype).itemsize for tail, dtype in specs.values())
+            self.chunk_rows = int(min(8192, max(256, 2 ** math.floor(math.log2(max(1, CHUNK_BYTES // widest))))))
         for key, (tail, dtype) in specs.items():
             # Uncompressed: written once, read often; zstd made extraction about 3x slower here.
             self.arrays[key] = zarr.create_array(
@@ -337,6 +379,8 @@ class _Extractor:
         self.buffer: dict[str, list[np.ndarray]] = {}
         self.buffered = 0
         self.pending: tuple[Future[int], int] | None = None
+        images = state.arrays.get("inputs/images.zarr")
+        self.preview_shape: tuple[int, int, int] | None = None if images is None else tuple(images.shape[1:])
 
     def hook(self, name: str, module: nn.Module) -> Callable[..., None]:
         channels_first = isinstance(module, CHANNELS_FIRST_1D)
@@ -405,6 +449,11 @@ class _Extractor:
         if out is not None and out.ndim == 2 and out.shape[0] == batch.size and out.shape[1] >= 2:
             scores = out.float().softmax(1) if self.cfg.scores == "softmax" else out.float()
             rows["outputs/scores.zarr"] = scores.cpu().numpy()
+        if self.cfg.previews and (images := image_input(batch)) is not None:
+            if self.preview_shape is None:
+                self.preview_shape = (*preview_size(*images.shape[2:]), images.shape[1])
+            h, w, c = self.preview_shape
+            rows["inputs/images.zarr"] = preview(images, (h, w), c).cpu().numpy()
         for key, values in rows.items():
             if len(values) != batch.size:
                 raise ValueError(f"deepscope.analyze: {key[:-5]} has {len(values)} rows for a batch of {batch.size}")
@@ -412,7 +461,7 @@ class _Extractor:
 
     def _add(self, rows: dict[str, np.ndarray], batch: Batch, row: int) -> None:
         for key, values in rows.items():
-            if not np.isfinite(values).all():
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
                 bad = row + int(np.flatnonzero(~np.isfinite(values).all(axis=tuple(range(1, values.ndim))))[0])
                 raise ValueError(f"deepscope.analyze: {key[:-5]} is NaN or infinite for instance {bad}; "
                                  f"fix the model or the input before analysing it")  # fmt: skip
@@ -420,9 +469,11 @@ class _Extractor:
         rows["outputs/labels.zarr"] = labels
         if not self.state.arrays:
             widths = {n: rows[f"{n}.zarr"].shape[1] for n, _ in self.layers}
-            outputs = {"labels": ((), "int64")}
+            outputs = {"outputs/labels": ((), "int64")}
             if "outputs/scores.zarr" in rows:
-                outputs["scores"] = ((rows["outputs/scores.zarr"].shape[1],), "float32")
+                outputs["outputs/scores"] = ((rows["outputs/scores.zarr"].shape[1],), "float32")
+            if "inputs/images.zarr" in rows:
+                outputs["inputs/images"] = (rows["inputs/images.zarr"].shape[1:], "uint8")
             self.state.create(widths, outputs)
         if set(rows) != set(self.state.arrays):
             raise ValueError("deepscope.analyze: the model's outputs changed kind between batches")

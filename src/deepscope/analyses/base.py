@@ -13,6 +13,8 @@ from ..store.runmeta import write_json_atomic
 
 ARTIFACTS = "artifacts"
 FORMAT_VERSION = 1
+# The instance table's own columns; metadata columns may not take these names.
+RESERVED_COLUMNS = ("index", "label", "prediction", "score", "scores", "correct")
 
 
 class Analysis(Protocol):

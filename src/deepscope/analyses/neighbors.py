@@ -1,4 +1,9 @@
-"""Exact nearest neighbours of instances in a layer's activation space (cosine or euclidean), blocked for memory."""
+"""Exact nearest neighbours of instances in a layer's activation space (cosine or euclidean).
+
+Two exact searches: a blocked NumPy scan (:func:`nearest_neighbors`), and FAISS flat indices (:class:`FlatIndex`:
+inner products of unit vectors for cosine, L2 for euclidean) when ``faiss-cpu`` is installed. Both return the same
+neighbours; which one the reader uses for a layer depends on its size (``FAISS_MIN_ROWS``).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from .base import artifact_dir, provenance, write_provenance
 
 NAME = "neighbors"
 METRICS = ("cosine", "euclidean")
+# Rows from which the reader answers single queries from a FAISS index (BENCHMARKS.md, "Analyses").
+FAISS_MIN_ROWS = 200_000
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:
@@ -67,6 +74,61 @@ def nearest_neighbors(
         best_i = np.take_along_axis(cand_i, top, 1)
     order = np.lexsort((best_i, best_d), axis=1) if best_d.size else np.zeros_like(best_i)
     return np.take_along_axis(best_i, order, 1), np.take_along_axis(best_d, order, 1)
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class FlatIndex:
+    """An exact FAISS index of the rows of ``x``: built once (a copy of ``x``), then queried many times.
+
+    >>> FlatIndex(x, "cosine").search(x[[7]], 5, exclude=np.array([7]))
+    """
+
+    def __init__(self, x: np.ndarray, metric: str = "cosine") -> None:
+        import faiss
+
+        if metric not in METRICS:
+            raise ValueError(f"deepscope: metric must be one of {METRICS}, not {metric!r}")
+        self.metric = metric
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if metric == "cosine":
+            self.index = faiss.IndexFlatIP(x.shape[1])
+            self.index.add(_normalize(x))
+        else:
+            self.index = faiss.IndexFlatL2(x.shape[1])
+            self.index.add(x)
+        self.rows = len(x)
+
+    def search(
+        self, queries: np.ndarray, k: int = 10, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and distances (Q, k) of the nearest rows, nearest first, as :func:`nearest_neighbors`."""
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if self.metric == "cosine":
+            q = _normalize(q)
+        k = min(k, self.rows - (1 if exclude is not None else 0))
+        extra = 1 if exclude is not None else 0
+        found = min(k + extra, self.rows)
+        scores, idx = self.index.search(q, found)  # (Q, found) each; inner products or squared L2
+        if self.metric == "cosine":
+            dist = 1.0 - scores
+        else:
+            dist = np.sqrt(np.maximum(scores, 0))
+        dist = dist.astype(np.float32)
+        if exclude is not None:
+            drop = idx == np.asarray(exclude)[:, None]
+            drop[~drop.any(1), -1] = True  # itself not among the nearest (duplicates): drop the farthest
+            keep = ~drop
+            idx = idx[keep].reshape(len(q), found - 1)
+            dist = dist[keep].reshape(len(q), found - 1)
+        order = np.lexsort((idx, dist), axis=1)  # ties: lower index first, as the NumPy search
+        return np.take_along_axis(idx, order, 1)[:, :k].astype(np.int64), np.take_along_axis(dist, order, 1)[:, :k]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,16 @@
-"""PCA projection of a layer's activations (scikit-learn), written as ``projection/<layer>/pca.npy``."""
+"""Projections of a layer's activations to 2-D: PCA (written by ``deepscope.analyze``), UMAP and t-SNE on request.
+
+Each is written as ``projection/<layer>/<method>.npy`` (N, 2) float32 and ``<method>.json`` (docs/store-format.md,
+"Artifacts: analyses"). UMAP and t-SNE take seconds to minutes: :func:`compute_projection` reports its progress
+through a callback, so that a server can run it in the background.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +21,8 @@ from ..store.runmeta import write_json_atomic
 from .base import artifact_dir, provenance, write_provenance
 
 NAME = "projection"
+METHODS = ("pca", "umap", "tsne")
+Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,39 @@ def pca(x: np.ndarray, components: int = 2, seed: int = 0) -> tuple[np.ndarray, 
     k = min(components, x.shape[0], x.shape[1])
     model = PCA(n_components=k, random_state=seed)
     return model.fit_transform(x).astype(np.float32), model
+
+
+def reduce_dims(x: np.ndarray, dims: int | None, seed: int = 0) -> np.ndarray:
+    """``x`` reduced to its first ``dims`` principal components when it is wider (the usual step before UMAP and
+    t-SNE: neighbour search in 50 dimensions is faster and loses little); otherwise ``x`` itself, as float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if dims is None or x.shape[1] <= dims or x.shape[0] <= dims:
+        return x
+    return pca(x, dims, seed)[0]
+
+
+def write_projection(
+    run_dir: str | os.PathLike[str], layer: str, method: str, coords: np.ndarray, config: dict[str, Any], **info: Any
+) -> Path:
+    """Write ``<method>.npy`` then ``<method>.json`` atomically (a reader sees the old pair or the new array)."""
+    out = artifact_dir(run_dir, NAME, layer)
+    out.mkdir(parents=True, exist_ok=True)
+    coords = np.ascontiguousarray(coords, dtype=np.float32)
+    path = out / f"{method}.npy"
+    tmp = out / f".{method}.npy.{os.getpid()}.{threading.get_ident()}.tmp"  # unique: jobs may run side by side
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, coords)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    record = provenance(NAME, config, layer=layer, method=method, rows=len(coords))
+    write_json_atomic(out / f"{method}.json", {
+        "version": 1, "layer": layer, "method": method, "components": int(coords.shape[1]), "rows": len(coords),
+        **info, "params": config, "provenance": record,
+    })  # fmt: skip
+    write_provenance(out, record)
+    return path
 
 
 class PCAProjection:
@@ -54,17 +97,60 @@ class PCAProjection:
             x = reader.matrix(layer)
             if x.shape[0] < 2:
                 continue
+            started = time.perf_counter()
             coords, fitted = pca(x, self.config.components, self.config.seed)
-            out = artifact_dir(run_dir, NAME, layer)
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = out / ".pca.npy.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, coords)
-            os.replace(tmp, out / "pca.npy")
-            write_json_atomic(out / "pca.json", {
-                "version": 1, "layer": layer, "components": int(coords.shape[1]),
-                "explained_variance_ratio": fitted.explained_variance_ratio_.tolist(),
-            })  # fmt: skip
-            write_provenance(out, provenance(NAME, asdict(self.config), layer=layer, method="pca", rows=len(x)))
-            written.append(out)
+            path = write_projection(
+                run_dir, layer, "pca", coords, asdict(self.config) | {"layers": None},
+                seconds=time.perf_counter() - started,
+                explained_variance_ratio=fitted.explained_variance_ratio_.tolist(),
+            )  # fmt: skip
+            written.append(path.parent)
         return written
+
+
+def compute_projection(
+    run_dir: str | os.PathLike[str],
+    layer: str,
+    method: str,
+    *,
+    on_progress: Progress | None = None,
+    seed: int | None = 0,
+) -> Path:
+    """Compute one 2-D projection of a stored layer and write it; returns the ``.npy`` path.
+
+    ``method``: ``"pca"``, ``"umap"`` (umap-learn) or ``"tsne"`` (openTSNE). UMAP and t-SNE first reduce layers
+    wider than 50 neurons to their 50 principal components. ``on_progress(fraction, message)`` is called now and
+    then, possibly from another thread. ``seed=None`` lets UMAP use every core, at the price of reproducibility.
+
+    >>> compute_projection(run.dir, "fc1", "umap", on_progress=lambda f, m: print(f"{f:.0%} {m}"))
+    """
+    from .reader import AnalysisReader
+
+    if method not in METHODS:
+        raise ValueError(f"deepscope: projection method must be one of {METHODS}, not {method!r}")
+    report = on_progress or (lambda fraction, message: None)
+    report(0.0, "loading activations")
+    x = AnalysisReader(run_dir).matrix(layer)
+    if len(x) < 3:
+        raise ValueError(f"deepscope: {len(x)} instances are too few to project")
+    started = time.perf_counter()
+    if method == "pca":
+        coords, fitted = pca(x, 2, seed or 0)
+        info: dict[str, Any] = {"explained_variance_ratio": fitted.explained_variance_ratio_.tolist()}
+        config: dict[str, Any] = asdict(PCAConfig(seed=seed or 0)) | {"layers": None}
+    elif method == "umap":
+        from .umap_projection import UMAPConfig, umap
+
+        cfg = UMAPConfig(seed=seed)
+        coords, info = umap(x, cfg, report)
+        config = asdict(cfg)
+    else:
+        from .tsne_projection import TSNEConfig, tsne
+
+        tcfg = TSNEConfig(seed=seed)
+        coords, info = tsne(x, tcfg, report)
+        config = asdict(tcfg)
+    report(0.99, "writing")
+    path = write_projection(run_dir, layer, method, coords, config, seconds=time.perf_counter() - started, **info)
+    report(1.0, "done")
+    return path

@@ -11,10 +11,14 @@ from typing import Any
 import numpy as np
 
 from .aggregates import Aggregate, Moments, group_aggregate, subset_aggregate, subset_mask, top_instances
-from .base import artifact_dir, read_json
-from .neighbors import nearest_neighbors
+from .base import RESERVED_COLUMNS, artifact_dir, read_json
+from .neighbors import FAISS_MIN_ROWS, FlatIndex, faiss_available, nearest_neighbors
 
 Where = Mapping[str, Any] | np.ndarray | None
+IMAGES = "inputs/images.zarr"
+# A string metadata column by one of these names (or with "text" in it) holds the inputs as text.
+TEXT_NAMES = ("text", "sentence", "prompt", "question", "document", "caption", "review", "content", "utterance",
+              "query")  # fmt: skip
 
 
 class AnalysisReader:
@@ -35,7 +39,10 @@ class AnalysisReader:
         self._matrices: dict[str, np.ndarray] = {}
         self._norms: dict[str, np.ndarray] = {}
         self._moments: dict[str, Moments] = {}
+        self._indices: dict[tuple[str, str], FlatIndex] = {}
+        self._images: Any = None
         self._cache_layers = cache_layers
+        self.faiss_min_rows = FAISS_MIN_ROWS
 
     @property
     def complete(self) -> bool:
@@ -77,6 +84,8 @@ class AnalysisReader:
                 self._matrices.pop(old)
                 self._norms.pop(old, None)
                 self._moments.pop(old, None)
+                for metric in ("cosine", "euclidean"):
+                    self._indices.pop((old, metric), None)
             self._matrices[layer] = np.asarray(self.activations(layer)[:])
         return self._matrices[layer]
 
@@ -105,6 +114,67 @@ class AnalysisReader:
             self._table = pq.read_table(path)
         return self._table
 
+    # ---- inputs -----------------------------------------------------------------------------------
+    @property
+    def has_images(self) -> bool:
+        """Whether image previews of the inputs were stored (image-like input tensors)."""
+        return IMAGES in self._progress.get("arrays", ())
+
+    def image(self, index: int) -> np.ndarray | None:
+        """The stored preview of instance ``index``: (h, w, c) uint8, c = 1 or 3; None without previews."""
+        if not self.has_images:
+            return None
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"deepscope: instance {index} out of range for {n} instances")
+        return np.asarray(self._image_array()[index])
+
+    def images(self, index: Any) -> np.ndarray | None:
+        """Previews of several instances: (k, h, w, c) uint8; None without previews."""
+        if not self.has_images:
+            return None
+        idx = np.asarray(index, dtype=np.int64)
+        arr = self._image_array()
+        return arr[idx] if isinstance(arr, np.ndarray) else np.asarray(arr.get_orthogonal_selection(idx))
+
+    def _image_array(self) -> Any:
+        if self._images is None:
+            import zarr
+
+            arr = zarr.open_array(str(self.dir / IMAGES), mode="r")
+            # Small enough (MNIST-sized previews of 100k instances are 78 MB): held in memory; else read per call.
+            self._images = np.asarray(arr[: len(self)]) if arr.nbytes <= 128 << 20 else arr
+        return self._images
+
+    @property
+    def text_column(self) -> str | None:
+        """The metadata column holding the inputs as text: the first string column named like ``text``,
+        ``sentence``, ``prompt``, ``question``… (``TEXT_NAMES``, or containing "text"), else the first string column
+        in which most values have a space; None when there is none."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        table = self.instances()
+        strings = [f.name for f in table.schema if f.name not in RESERVED_COLUMNS
+                   and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]  # fmt: skip
+        for name in strings:
+            if name.lower() in TEXT_NAMES or "text" in name.lower():
+                return name
+        for name in strings:
+            col = table.column(name)
+            valid = len(col) - col.null_count
+            if valid and pc.sum(pc.match_substring(col, " ")).as_py() * 2 > valid:
+                return name
+        return None
+
+    @property
+    def input_kind(self) -> str:
+        """How an instance's input is shown: ``"image"`` (stored previews), ``"text"`` (a text column, see
+        :attr:`text_column`) or ``"table"`` (its row of the instance table)."""
+        if self.has_images:
+            return "image"
+        return "text" if self.text_column is not None else "table"
+
     # ---- on demand --------------------------------------------------------------------------------
     def mask(self, where: Where) -> np.ndarray:
         return subset_mask(self.instances(), where)
@@ -132,8 +202,21 @@ class AnalysisReader:
         return top_instances(self.matrix(layer), neuron, k, mask)
 
     def neighbors(self, layer: str, index: int, k: int = 10, metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` nearest other instances of instance ``index`` in the layer's space (exact)."""
+        """The ``k`` nearest other instances of instance ``index`` in the layer's space (exact).
+
+        Layers of ``faiss_min_rows`` rows or more are searched with a FAISS flat index (built on the first query of
+        the layer and metric, then kept), when faiss is installed; smaller ones by a NumPy scan.
+        """
         x = self.matrix(layer)
+        n = len(x)
+        if not -n <= index < n:
+            raise IndexError(f"deepscope: instance {index} out of range for {n} instances")
+        index = int(index) % n
+        if n >= self.faiss_min_rows and faiss_available():
+            if (layer, metric) not in self._indices:
+                self._indices[layer, metric] = FlatIndex(x, metric)
+            idx, dist = self._indices[layer, metric].search(x[[index]], k, exclude=np.array([index]))
+            return idx[0], dist[0]
         if layer not in self._norms:
             self._norms[layer] = np.linalg.norm(x, axis=1)
         idx, dist = nearest_neighbors(x, x[[index]], k, metric, exclude=np.array([index]), norms=self._norms[layer])
@@ -142,7 +225,21 @@ class AnalysisReader:
     def projection(self, layer: str, method: str = "pca") -> np.ndarray | None:
         """Stored projection coordinates (N, components), or None when not computed."""
         path = artifact_dir(self.run_dir, "projection", layer, f"{method}.npy")
-        return np.load(path) if path.exists() else None
+        try:
+            return np.load(path)
+        except FileNotFoundError:
+            return None
+
+    def projection_info(self, layer: str) -> dict[str, dict[str, Any]]:
+        """The stored projections of a layer, by method: their ``<method>.json`` (components, seconds, params…)."""
+        from .projection import METHODS
+
+        found = {}
+        for method in METHODS:
+            info = read_json(artifact_dir(self.run_dir, "projection", layer, f"{method}.json"))
+            if info is not None and artifact_dir(self.run_dir, "projection", layer, f"{method}.npy").exists():
+                found[method] = info
+        return found
 
     def confusion(self) -> dict[str, Any] | None:
         return read_json(artifact_dir(self.run_dir, "confusion", "confusion.json"))

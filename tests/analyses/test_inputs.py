@@ -1,0 +1,98 @@
+"""Inputs as they are shown: image previews stored during extraction (and resumed), text and table kinds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from tests.analyses.models import FailingAt, TinyCNN, image_data
+
+import deepscope
+from deepscope.analyses import read
+from deepscope.analyses.activations import Activations, ActivationsConfig, preview, preview_size
+
+
+def oracle_preview(img: np.ndarray) -> np.ndarray:
+    """Per-instance min–max to 0…255, channels last: the documented rule, in NumPy."""
+    lo, hi = img.min(), img.max()
+    scaled = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    return np.round(scaled * 255).astype(np.uint8).transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
+
+
+def test_grey_images_are_stored_as_uint8_previews(tmp_path):
+    data = image_data(50)
+    r = deepscope.analyze(TinyCNN(), data, layers=["fc1"], run=tmp_path, batch_size=16, progress=False)
+    assert r.has_images and r.input_kind == "image"
+    x = data.tensors[0].numpy()
+    for i in (0, 17, 49):
+        img = r.image(i)
+        assert img.shape == (8, 8, 1) and img.dtype == np.uint8
+        np.testing.assert_allclose(img.astype(int), oracle_preview(x[i]).astype(int), atol=1)
+        assert img.min() == 0 and img.max() == 255
+    np.testing.assert_array_equal(r.images([3, 1]), np.stack([r.image(3), r.image(1)]))
+    with pytest.raises(IndexError):
+        r.image(50)
+
+
+def test_large_colour_images_are_downscaled_to_64_pixels(tmp_path):
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 96, 128)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    r = deepscope.analyze(model, x, layers=["0"], run=tmp_path, progress=False)
+    assert preview_size(96, 128) == (48, 64)
+    expected = torch.nn.functional.interpolate(x, size=(48, 64), mode="area").numpy()
+    for i in range(6):
+        assert r.image(i).shape == (48, 64, 3)
+        np.testing.assert_allclose(r.image(i).astype(int), oracle_preview(expected[i]).astype(int), atol=1)
+
+
+def test_constant_image_is_black_and_bhw_inputs_count_as_grey():
+    p = preview(torch.full((2, 1, 5, 5), 3.0), (5, 5), 1)
+    assert p.shape == (2, 5, 5, 1) and int(p.max()) == 0
+    bhw = torch.rand(3, 10, 12)
+    from deepscope.analyses.activations import image_input
+    from deepscope.analyses.batches import to_batch
+
+    assert image_input(to_batch(bhw)).shape == (3, 1, 10, 12)
+    assert image_input(to_batch(torch.rand(3, 16))) is None  # a table row
+    assert image_input(to_batch(torch.randint(0, 9, (3, 7, 7)))) is None  # integer ids are not pixels
+
+
+def test_previews_survive_a_resume(tmp_path):
+    torch.manual_seed(1)
+    model, data = TinyCNN(), image_data(200)
+    cfg = ActivationsConfig(layers=("fc1",), batch_size=16, chunk_rows=32, progress=False)
+    Activations(cfg).run(tmp_path / "whole", model, data)
+    failing = FailingAt(data, fail_at=100)
+    with pytest.raises(KeyboardInterrupt):
+        Activations(cfg).run(tmp_path / "cut", model, failing)
+    progress = json.loads((tmp_path / "cut/artifacts/activations/progress.json").read_text())
+    assert "inputs/images.zarr" in progress["arrays"] and progress["rows_done"] == 96
+    failing.armed = False
+    Activations(cfg).run(tmp_path / "cut", model, failing)
+    whole, cut = read(tmp_path / "whole"), read(tmp_path / "cut")
+    np.testing.assert_array_equal(whole.images(np.arange(200)), cut.images(np.arange(200)))
+
+
+def test_previews_can_be_turned_off(tmp_path):
+    cfg = ActivationsConfig(layers=("fc1",), previews=False, progress=False)
+    Activations(cfg).run(tmp_path, TinyCNN(), image_data(20))
+    r = read(tmp_path)
+    assert not r.has_images and r.image(0) is None and r.input_kind == "table"
+
+
+def test_table_rows_are_a_table_and_text_columns_are_found(tmp_path):
+    x = torch.randn(30, 6)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    tags = pa.table({"city": ["Oslo", "Lima", "Pune"] * 10, "age": list(range(30))})
+    r = deepscope.analyze(model, x, layers=["1"], metadata=tags, run=tmp_path / "a", progress=False)
+    assert not r.has_images and r.input_kind == "table" and r.text_column is None
+    notes = pa.table({"tag": ["a"] * 30, "note": ["a few words here"] * 30})
+    r = deepscope.analyze(model, x, layers=["1"], metadata=notes, run=tmp_path / "b", progress=False)
+    assert r.input_kind == "text" and r.text_column == "note"  # no text-like name: the first with spaces
+    named = pa.table({"label_text": ["x"] * 30, "note": ["a b"] * 30})
+    r = deepscope.analyze(model, x, layers=["1"], metadata=named, run=tmp_path / "c", progress=False)
+    assert r.text_column == "label_text"
