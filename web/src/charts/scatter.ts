@@ -1,0 +1,101 @@
+// The projection's points for regl-scatterplot (WebGL): coordinates scaled into its [-1, 1] square (aspect kept),
+// and one categorical colour per point — a class, correctness, or a bin of a neuron's activation — with a faded
+// copy of every colour for the points outside the focus. The library loads lazily, as its own chunk.
+import type { ColorScale } from "../core/colorscale";
+
+type ScatterLib = typeof import("regl-scatterplot");
+export type Scatterplot = ReturnType<ScatterLib["default"]>;
+
+let lib: Promise<ScatterLib> | null = null;
+export function loadScatter(): Promise<ScatterLib> {
+  lib ??= import("regl-scatterplot");
+  return lib;
+}
+
+/** `xy` (x0, y0, x1, y1, …) scaled into [-0.95, 0.95], both axes by the same factor. */
+export function toNdc(xy: Float32Array): { x: Float32Array; y: Float32Array } {
+  const n = xy.length >> 1;
+  let x0 = Infinity;
+  let x1 = -Infinity;
+  let y0 = Infinity;
+  let y1 = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const a = xy[2 * i];
+    const b = xy[2 * i + 1];
+    if (a < x0) x0 = a;
+    if (a > x1) x1 = a;
+    if (b < y0) y0 = b;
+    if (b > y1) y1 = b;
+  }
+  const cx = (x0 + x1) / 2;
+  const cy = (y0 + y1) / 2;
+  const half = Math.max(x1 - x0, y1 - y0) / 2 || 1;
+  const k = 0.95 / half;
+  const x = new Float32Array(n);
+  const y = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    x[i] = Number.isFinite(xy[2 * i]) ? (xy[2 * i] - cx) * k : 0;
+    y[i] = Number.isFinite(xy[2 * i + 1]) ? (xy[2 * i + 1] - cy) * k : 0;
+  }
+  return { x, y };
+}
+
+/** A colour `share` of the way from `hex` to white. */
+export function fade(hex: string, share = 0.82): string {
+  const c = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  return `#${c.map((v) => Math.round(v + (255 - v) * share).toString(16).padStart(2, "0")).join("")}`;
+}
+
+export const NEURON_BINS = 48;
+
+/** The palette of a neuron's activation: NEURON_BINS colours from low to high along `scale`. */
+export function binPalette(scale: ColorScale): string[] {
+  const hex = (v: number) => Math.round(v).toString(16).padStart(2, "0");
+  return Array.from({ length: NEURON_BINS }, (_, b) => {
+    const v = scale.lo + ((b + 0.5) / NEURON_BINS) * (scale.hi - scale.lo);
+    const [r, g, bl] = scale.color(v) ?? [200, 200, 200];
+    return `#${hex(r)}${hex(g)}${hex(bl)}`;
+  });
+}
+
+/** The bin of each value along `scale` (0 … NEURON_BINS - 1). */
+export function bins(values: Float32Array, scale: ColorScale): Int32Array {
+  const out = new Int32Array(values.length);
+  const span = scale.hi - scale.lo || 1;
+  for (let i = 0; i < values.length; i++) {
+    const t = (values[i] - scale.lo) / span;
+    out[i] = Number.isFinite(t) ? Math.min(NEURON_BINS - 1, Math.max(0, Math.floor(t * NEURON_BINS))) : 0;
+  }
+  return out;
+}
+
+/**
+ * Category per point (`palette[z]`): `cat[i]` for points in `focus` (or all, without a focus), `cat[i] + k`
+ * for the others, where `palette` holds the k colours then their faded copies. Points outside the focus are
+ * drawn first (`order`), so that the focus stays on top.
+ */
+export function categories(cat: Int32Array, colors: string[], focus: Uint8Array | null) {
+  const k = colors.length;
+  const z = new Float32Array(cat.length);
+  let order: number[] | null = null;
+  if (focus) {
+    const inside: number[] = [];
+    order = [];
+    for (let i = 0; i < cat.length; i++) {
+      if (focus[i]) {
+        z[i] = cat[i];
+        inside.push(i);
+      } else {
+        z[i] = cat[i] + k;
+        order.push(i);
+      }
+    }
+    for (const i of inside) order.push(i);
+  } else for (let i = 0; i < cat.length; i++) z[i] = cat[i];
+  return { z, palette: [...colors, ...colors.map((c) => fade(c))], order };
+}
+
+/** A point's size in pixels: large for a few hundred points, one pixel for a million. */
+export function pointSize(n: number): number {
+  return n <= 2000 ? 5 : n <= 20000 ? 3.5 : n <= 200000 ? 2 : 1;
+}
