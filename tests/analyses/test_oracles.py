@@ -170,3 +170,53 @@ def test_faiss_search_drops_a_duplicate_not_found_as_itself():
     idx, dist = FlatIndex(x, "euclidean").search(x[[2]], 2, exclude=np.array([2]))
     assert 2 not in idx[0] and idx.shape == (1, 2)
     np.testing.assert_allclose(dist[0], [0, 0])
+
+
+def test_label_and_prediction_filters_read_cell_sums_and_equal_numpy(reader):
+    x = reader.activations("fc1")[:].astype(np.float64)
+    t = reader.instances()
+    y, p = t.column("label").to_numpy(), t.column("prediction").to_numpy()
+    cases = {
+        "two labels": ({"label": [0, 1]}, np.isin(y, [0, 1])),
+        "a confusion cell": ({"label": 2, "predicted": int(p[0])}, (y == 2) & (p == p[0])),
+        "errors": ({"correct": False}, y != p),
+        "errors of a class": ({"correct": False, "label": 3}, (y != p) & (y == 3)),
+        "nothing": ({"label": 99}, np.zeros(len(y), bool)),
+    }
+    assert reader.cells("fc1") is not None
+    for name, (where, mask) in cases.items():
+        agg = reader.aggregate("fc1", where=where)
+        assert agg.count[0] == mask.sum(), name
+        if mask.any():
+            np.testing.assert_allclose(agg.mean[0], x[mask].mean(0), rtol=1e-5, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(agg.std[0], x[mask].std(0), rtol=1e-4, atol=1e-5, err_msg=name)
+        else:
+            assert np.isnan(agg.mean).all()
+    by_pred = reader.aggregate("fc1", by="prediction", where={"correct": True})
+    for c in range(4):
+        sel = (p == c) & (y == p)
+        assert by_pred.count[c] == sel.sum()
+        if sel.any():
+            np.testing.assert_allclose(by_pred.mean[c], x[sel].mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_cells_with_missing_labels(tmp_path):
+    torch.manual_seed(2)
+    data = image_data(120)
+    labels = data.tensors[1].clone()
+    labels[::3] = -1  # a third unlabelled
+    r = deepscope.analyze(TinyCNN(), data.tensors[0], labels=labels, layers=["fc1"], run=tmp_path, progress=False)
+    x = r.activations("fc1")[:].astype(np.float64)
+    t = r.instances()
+    assert t.column("label").null_count == 40
+    p = t.column("prediction").to_numpy()
+    y = labels.numpy()
+    for where, mask in (
+        ({"predicted": int(p[0])}, p == p[0]),
+        ({"correct": True}, (y >= 0) & (y == p)),
+        ({"label": [1, 2]}, np.isin(y, [1, 2])),
+    ):
+        agg = r.aggregate("fc1", where=where)
+        assert agg.count[0] == mask.sum()
+        np.testing.assert_allclose(agg.mean[0], x[mask].mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(r.aggregate("fc1", by="label").count, np.bincount(y[y >= 0], minlength=4))

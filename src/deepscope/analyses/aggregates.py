@@ -96,23 +96,92 @@ class Moments:
 def subset_aggregate(x: np.ndarray, mask: np.ndarray, moments: Moments | None = None) -> Aggregate:
     """Mean and standard deviation of the rows of ``x`` selected by ``mask`` (NaN for an empty subset).
 
-    With ``moments`` and a subset of more than a quarter of the rows: two matrix-vector products; otherwise the
-    selected rows are gathered.
+    With ``moments``: subsets of more than an eighth of the rows are two matrix-vector products over every row
+    (float32 BLAS, reading ``x`` and the centred squares once each); smaller ones gather their rows.
     """
     n = int(mask.sum())
     if n == 0:
         nan = np.full((1, x.shape[1]), np.nan, np.float32)
         return Aggregate(["subset"], nan, nan.copy(), np.zeros(1, np.int64))
-    if moments is None or n * 4 < len(mask):  # gathering few rows beats reading every row twice
+    if moments is None:
         rows = x[mask]  # (N, D) -> (n, D)
         mean = rows.mean(0, dtype=np.float64)
         std = rows.std(0, dtype=np.float64)
+    elif n * 8 < len(mask):  # few rows: gathering them beats reading every row
+        idx = np.flatnonzero(mask)
+        mean = x[idx].sum(0, dtype=np.float64) / n  # (n, D) -> (D,)
+        var = moments.squares[idx].sum(0, dtype=np.float64) / n - (mean - moments.center) ** 2
+        std = np.sqrt(np.maximum(var, 0.0))
     else:
         w = mask.astype(np.float32)  # (N,)
         mean = (w @ x).astype(np.float64) / n  # (N,) @ (N, D) -> (D,)
         var = (w @ moments.squares).astype(np.float64) / n - (mean - moments.center) ** 2
         std = np.sqrt(np.maximum(var, 0.0))
     return Aggregate(["subset"], mean[None].astype(np.float32), std[None].astype(np.float32), np.array([n]))
+
+
+CELL_COLUMNS = ("label", "prediction", "correct")
+CELL_KEYS = (*CELL_COLUMNS, "predicted")
+
+
+@dataclass(frozen=True)
+class Cells:
+    """A layer summed per cell of (label, prediction): filters on those columns (and ``correct``) select whole
+    cells, so their aggregates are sums of a few cell rows instead of passes over every instance.
+
+    ``table`` holds one instance table row per cell (the label, prediction and correct columns, as stored), so
+    :func:`subset_mask` decides which cells a filter keeps exactly as it would for the instances.
+    """
+
+    table: Any  # pyarrow.Table, K rows
+    count: np.ndarray  # (K,) int64
+    sums: np.ndarray  # (K, D) float64: sums of x
+    squares: np.ndarray  # (K, D) float64: sums of (x - moments.center)²
+
+    @classmethod
+    def of(cls, table: Any, x: np.ndarray, moments: Moments) -> Cells | None:
+        """The cells of an instance table (None without label or prediction columns)."""
+        cols = [c for c in CELL_COLUMNS if c in table.column_names]
+        if "label" not in cols and "prediction" not in cols:
+            return None
+        key = np.zeros(table.num_rows, np.int64)
+        for c in ("label", "prediction"):
+            if c in cols:
+                v = table.column(c).fill_null(-1).to_numpy().astype(np.int64) + 1  # null -> 0
+                key = key * (int(v.max(initial=0)) + 1) + v
+        cells, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+        onehot = np.zeros((len(cells), len(key)), np.float32)  # (K, N)
+        onehot[inverse, np.arange(len(key))] = 1.0
+        return cls(
+            table.select(cols).take(first),
+            np.bincount(inverse, minlength=len(cells)).astype(np.int64),
+            (onehot @ x).astype(np.float64),  # (K, N) @ (N, D) -> (K, D)
+            (onehot @ moments.squares).astype(np.float64),
+        )
+
+    @staticmethod
+    def answers(where: Any) -> bool:
+        """Whether ``where`` filters on cell columns only."""
+        return isinstance(where, Mapping) and bool(where) and all(k in CELL_KEYS for k in where)
+
+    def subset(self, where: Mapping[str, Any], moments: Moments) -> Aggregate:
+        keep = subset_mask(self.table, where)
+        return self._stats(keep[None], moments, ["subset"])
+
+    def groups(self, by: str, n_groups: int, where: Mapping[str, Any] | None, moments: Moments) -> Aggregate:
+        """Per-group statistics, groups being the values ``0 … n_groups-1`` of ``by`` (label or prediction)."""
+        keep = subset_mask(self.table, where) if where else np.ones(self.table.num_rows, bool)
+        g = self.table.column(by).fill_null(-1).to_numpy().astype(np.int64)
+        member = (g[None] == np.arange(n_groups)[:, None]) & keep[None]  # (G, K)
+        return self._stats(member, moments, list(range(n_groups)))
+
+    def _stats(self, member: np.ndarray, moments: Moments, names: list[Any]) -> Aggregate:
+        m = member.astype(np.float64)  # (G, K)
+        count = (m @ self.count).astype(np.int64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = (m @ self.sums) / count[:, None]  # (G, K) @ (K, D) -> (G, D)
+            var = np.maximum((m @ self.squares) / count[:, None] - (mean - moments.center) ** 2, 0.0)
+        return Aggregate(names, mean.astype(np.float32), np.sqrt(var).astype(np.float32), count)
 
 
 def group_aggregate(

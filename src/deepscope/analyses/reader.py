@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .aggregates import Aggregate, Moments, group_aggregate, subset_aggregate, subset_mask, top_instances
+from .aggregates import Aggregate, Cells, Moments, group_aggregate, subset_aggregate, subset_mask, top_instances
 from .base import RESERVED_COLUMNS, artifact_dir, read_json
 from .neighbors import FAISS_MIN_ROWS, FlatIndex, faiss_available, nearest_neighbors
 
@@ -39,6 +39,7 @@ class AnalysisReader:
         self._matrices: dict[str, np.ndarray] = {}
         self._norms: dict[str, np.ndarray] = {}
         self._moments: dict[str, Moments] = {}
+        self._cells: dict[str, Cells | None] = {}
         self._indices: dict[tuple[str, str], FlatIndex] = {}
         self._images: Any = None
         self._cache_layers = cache_layers
@@ -84,6 +85,7 @@ class AnalysisReader:
                 self._matrices.pop(old)
                 self._norms.pop(old, None)
                 self._moments.pop(old, None)
+                self._cells.pop(old, None)
                 for metric in ("cosine", "euclidean"):
                     self._indices.pop((old, metric), None)
             self._matrices[layer] = np.asarray(self.activations(layer)[:])
@@ -95,6 +97,12 @@ class AnalysisReader:
         if layer not in self._moments:
             self._moments[layer] = Moments.of(x)
         return self._moments[layer]
+
+    def cells(self, layer: str) -> Cells | None:
+        """The layer summed per (label, prediction) cell, computed once: label and prediction filters read these."""
+        if layer not in self._cells:
+            self._cells[layer] = Cells.of(self.instances(), self.matrix(layer), self.moments(layer))
+        return self._cells[layer]
 
     def rows(self, layer: str, index: Any) -> np.ndarray:
         """Activations of some instances (pinned rows), read without loading the whole layer."""
@@ -182,16 +190,23 @@ class AnalysisReader:
     def aggregate(self, layer: str, *, by: str | None = None, where: Where = None) -> Aggregate:
         """Per-neuron mean and std: per class (``by="label"`` or ``"prediction"``), or of one subset (``where``)."""
         x = self.matrix(layer)
+        cellwise = where is None or Cells.answers(where)
         if by is None:
+            if cellwise and where is not None and (cells := self.cells(layer)) is not None:
+                return cells.subset(where, self.moments(layer))
             return subset_aggregate(x, self.mask(where), self.moments(layer))
         table = self.instances()
         if by not in table.column_names:
             raise KeyError(f"deepscope: cannot group by {by!r}; columns: {', '.join(table.column_names)}")
         groups = table.column(by).fill_null(-1).to_numpy().astype(np.int64)
-        if where is not None:
-            groups = np.where(self.mask(where), groups, -1)
         names = self.class_names
-        agg = group_aggregate(x, groups, max(len(names or []), int(groups.max(initial=-1)) + 1), self.moments(layer))
+        n_groups = max(len(names or []), int(groups.max(initial=-1)) + 1)
+        if cellwise and by in ("label", "prediction") and (cells := self.cells(layer)) is not None:
+            agg = cells.groups(by, n_groups, where, self.moments(layer))
+        else:
+            if where is not None:
+                groups = np.where(self.mask(where), groups, -1)
+            agg = group_aggregate(x, groups, n_groups, self.moments(layer))
         if names:
             agg = Aggregate([names[g] if g < len(names) else str(g) for g in agg.groups], agg.mean, agg.std, agg.count)
         return agg
