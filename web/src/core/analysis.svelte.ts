@@ -4,6 +4,7 @@
 //
 // Linking: a selection anywhere writes `view` (aClass, aSubset, aNeuron, aInstance); every view reads it. The
 // focus mask follows the newest of class / subset / neuron selections.
+import { untrack } from "svelte";
 import { analysis, packMask, unpackMask, type AnalysisSummary, type Instances, type SubsetRequest } from "../api/analysis";
 import { view } from "./state.svelte";
 import { hook } from "./testhook";
@@ -98,9 +99,11 @@ export async function resolveSubsets(): Promise<void> {
   const table = instances;
   if (!run || !table) return;
   const defs = view.aSubsets;
+  // read without tracking: an effect that calls this must not re-run because this writes `an.subsets`
+  const held = untrack(() => an.subsets);
   const out: LiveSubset[] = [];
   for (const [i, def] of defs.entries()) {
-    const known = an.subsets.find((s) => s.name === def.name && JSON.stringify(s.where) === JSON.stringify(def.where));
+    const known = held.find((s) => s.name === def.name && JSON.stringify(s.where) === JSON.stringify(def.where));
     if (known) {
       out.push({ ...known, color: subsetColor(i) });
       continue;
