@@ -1,0 +1,208 @@
+"""The Instances tab's instance views in headless Chromium, over a real analysed run (a small CNN on 1,000 MNIST
+digits): instance grids, instance detail with neighbours, subsets, the confusion matrix — each checked against
+the analysis read back with ``deepscope.analyses.read``."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import numpy as np
+import pytest
+from analysis_data import write_analysed
+from browser_helpers import XSS, wait_for
+
+from deepscope.analyses import read
+from deepscope.server.launch import BackgroundServer
+
+pytestmark = pytest.mark.browser
+
+LAYER = "features.10"  # the default layer: the last one before the output
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory, built_app):
+    data = write_analysed(tmp_path_factory.mktemp("analysed"))
+    server = BackgroundServer(data.root, port=0).start()
+    table = read(data.root / data.run).instances().to_pydict()
+    yield {"url": server.url, "data": data, "table": table}
+    server.stop()
+
+
+def api(base: str, path: str):
+    with urllib.request.urlopen(f"{base.rstrip('/')}/api/{path}") as r:
+        return json.loads(r.read())
+
+
+def open_tab(page, analysed, query: str = "") -> None:
+    run = analysed["data"].run
+    page.goto(f"{analysed['url']}?tab=analysis&runs={run}{query}")
+    wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
+
+
+def held(page, name: str, *args):
+    call = f"window.__deepscope.analysis.{name}({', '.join(json.dumps(a) for a in args)})"
+    return page.evaluate(f"() => JSON.parse(JSON.stringify({call} ?? null))")
+
+
+def click_instance(page, index: int) -> None:
+    at = held(page, "grid().locate", index)
+    assert at is not None, f"instance {index} is not in the grid"
+    page.mouse.click(at["x"], at["y"])
+
+
+def detail_of(page, index: int) -> dict:
+    wait_for(page, "(i) => window.__deepscope.analysis.detail?.()?.index === i", index)
+    return held(page, "detail")
+
+
+def test_grids_hold_each_class_correct_and_misclassified(page, analysed):
+    open_tab(page, analysed)
+    t = analysed["table"]
+    label, correct = np.array(t["label"]), np.array(t["correct"])
+    grid = held(page, "grid")
+    assert grid["hasLabels"] and grid["selected"] is None and grid["highlighted"] == 0
+    assert [c["name"] for c in grid["classes"]] == [str(c) for c in range(10)]
+    for c in grid["classes"]:
+        rows = label == c["class"]
+        assert (c["correct"], c["wrong"]) == (int((rows & correct).sum()), int((rows & ~correct).sum()))
+    assert all(c["correct"] > 0 for c in grid["classes"]) and sum(c["wrong"] for c in grid["classes"]) > 20
+
+    # a class name selects the class: its instances are highlighted in the grid and in the tab's focus
+    page.locator("[data-testid=instance-grid] ~ button[data-class='3']").click()
+    wait_for(page, "(n) => window.__deepscope.analysis.grid().highlighted === n", int((label == 3).sum()))
+    assert held(page, "state")["focus"] == "class 3"
+    assert "cls=3" in page.url
+
+
+def test_a_square_shows_its_instance_scores_image_and_neighbours(page, analysed):
+    open_tab(page, analysed)
+    t = analysed["table"]
+    wrong = [i for i, ok in enumerate(t["correct"]) if not ok]
+    index = wrong[3]
+    click_instance(page, index)
+    d = detail_of(page, index)
+    assert (d["label"], d["prediction"], d["correct"]) == (t["label"][index], t["prediction"][index], False)
+    scores = np.array(t["scores"][index])
+    assert d["scores"] == 10
+    assert [s["index"] for s in d["shownScores"]] == np.argsort(-scores, kind="stable").tolist()
+    assert [s["score"] for s in d["shownScores"]] == pytest.approx(np.sort(scores)[::-1].tolist(), rel=1e-5)
+    assert page.get_by_test_id("detail-label").inner_text().strip() == str(t["label"][index])
+    assert page.get_by_test_id("detail-prediction").inner_text().strip() == str(t["prediction"][index])
+    assert held(page, "grid")["selected"] == index
+    assert f"inst={index}" in page.url
+
+    # the image preview: 28 × 28 grey pixels drawn, not a blank canvas
+    img = page.get_by_test_id("instance-image")
+    assert img.get_attribute("data-drawn") == "28x28x1"
+    red = "c => c.getContext('2d').getImageData(0, 0, c.width, c.height).data.filter((v, k) => k % 4 === 0)"
+    lit = img.evaluate(f"c => ({red})(c).filter((v) => v > 128).length")
+    assert 30 < lit < 28 * 28 / 2  # a digit's strokes
+
+    # neighbours: the server's, and the exact cosine neighbours of the layer's activations
+    wait_for(page, "() => window.__deepscope.analysis.detail()?.neighborPreviews === 12")
+    d = held(page, "detail")
+    assert d["layer"] == LAYER
+    server = api(analysed["url"], f"runs/{analysed['data'].run}/analysis/neighbors?layer={LAYER}&index={index}&k=12")
+    assert d["neighbors"] == server["indices"]
+    x = read(analysed["data"].root / analysed["data"].run).matrix(LAYER).astype(np.float64)
+    unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    dist = 1 - unit @ unit[index]
+    dist[index] = np.inf
+    assert sorted(d["neighbors"]) == sorted(np.argsort(dist, kind="stable")[:12].tolist())
+    assert d["distances"] == pytest.approx(np.sort(dist)[:12].tolist(), abs=1e-4)
+    assert page.locator("[data-testid=neighbors] canvas[data-drawn]").count() == 12
+
+    # a neighbour is selected by a click; pinning adds it to the URL
+    nb = d["neighbors"][0]
+    page.locator(f"[data-testid=neighbors] button[data-index='{nb}']").click()
+    assert detail_of(page, nb)["label"] == t["label"][nb]
+    page.get_by_role("button", name="Pin as matrix row").click()
+    wait_for(page, "(i) => window.__deepscope.view().aPinned.includes(i)", nb)
+    assert held(page, "detail")["pinned"]
+
+
+def test_subsets_from_the_form_and_from_a_confusion_cell(page, analysed):
+    open_tab(page, analysed)
+    t = analysed["table"]
+    notes = analysed["data"].notes
+    page.get_by_role("button", name="+ Subset").click()
+    page.get_by_label("Text contains").fill("How")
+    page.get_by_role("button", name="Add subset").click()
+    want = sum("How" in n for n in notes)
+    wait_for(page, "(n) => window.__deepscope.analysis.state().subsets.some(s => s.count === n)", want)
+    s = held(page, "state")
+    assert s["subsets"] == [{"name": "text has How", "count": want, "filter": True}]
+    assert s["focus"] == "subset “text has How”" and s["focusCount"] == want
+    wait_for(page, "(n) => window.__deepscope.analysis.grid().highlighted === n", want)
+
+    # a bad value is refused inline, before it reaches the server
+    page.get_by_role("button", name="+ Subset").click()
+    page.get_by_label("Column", exact=True).select_option("odd")
+    page.get_by_label("Column value").fill("maybe")
+    page.get_by_role("button", name="Add subset").click()
+    assert "true or false" in page.get_by_test_id("subset-error").inner_text()
+    page.get_by_label("Column value").fill("true")
+    page.get_by_label("Label is").select_option("7")
+    page.get_by_role("button", name="Add subset").click()
+    odd7 = sum(1 for i, y in enumerate(t["label"]) if y == 7 and t["odd"][i])
+    wait_for(page, "(n) => window.__deepscope.analysis.state().subsets.length === 2", 2)
+    assert held(page, "state")["subsets"][1]["count"] == odd7
+
+    # the largest confusion: a cell click makes its subset
+    conf = held(page, "confusion")
+    m = np.array(conf["matrix"])
+    label, pred = np.array(t["label"]), np.array(t["prediction"])
+    assert m.tolist() == [[int(((label == i) & (pred == j)).sum()) for j in range(10)] for i in range(10)]
+    off = m - np.diag(np.diag(m))
+    i, j = np.unravel_index(off.argmax(), off.shape)
+    at = held(page, "confusion().locate", int(i), int(j))
+    page.mouse.click(at["x"], at["y"])
+    wait_for(page, "() => window.__deepscope.analysis.state().subsets.length === 3")
+    s = held(page, "state")["subsets"][2]
+    assert s == {"name": f"labelled {i}, predicted {j}", "count": int(m[i, j]), "filter": True}
+    assert held(page, "grid")["highlighted"] == int(m[i, j])
+
+    # removing a subset drops its chip and its filter from the URL
+    page.get_by_role("button", name=f"Remove subset labelled {i}, predicted {j}").click()
+    wait_for(page, "() => window.__deepscope.analysis.state().subsets.length === 2")
+    assert "predicted" not in json.dumps(page.evaluate("() => window.__deepscope.view().aSubsets"))
+
+
+def test_metadata_is_shown_as_text_never_as_markup(page, analysed):
+    notes = analysed["data"].notes
+    index = notes.index(XSS)
+    open_tab(page, analysed, f"&inst={index}")
+    d = detail_of(page, index)
+    assert d["fields"]["note"] == XSS
+    cell = page.get_by_test_id("detail-fields").locator("tr", has_text="note").locator("td")
+    assert cell.inner_text() == XSS
+    assert page.get_by_test_id("detail-fields").locator("img").count() == 0
+    assert page.evaluate("() => window.__pwned") is None
+
+
+def test_the_url_reproduces_the_selection(page, analysed):
+    open_tab(page, analysed)
+    t = analysed["table"]
+    index = next(i for i, ok in enumerate(t["correct"]) if not ok and t["label"][i] == 8)
+    click_instance(page, index)
+    detail_of(page, index)
+    page.locator("[data-testid=instance-grid] ~ button[data-class='8']").click()
+    wait_for(page, "() => window.__deepscope.view().aClass === 8")
+    page.reload()
+    wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
+    assert detail_of(page, index)["prediction"] == t["prediction"][index]
+    grid = held(page, "grid")
+    assert grid["selected"] == index and grid["highlighted"] == sum(1 for y in t["label"] if y == 8)
+
+
+def test_a_run_without_analysis_says_so(page, analysed):
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    plain = analysed["data"].plain
+    page.goto(f"{analysed['url']}?tab=analysis&runs={plain}")
+    page.get_by_text("None of the selected runs has an analysis.").wait_for()
+    assert page.evaluate("() => typeof window.__deepscope.analysis?.grid") == "undefined"
+    # asking for the plain run's analysis summary is how the tab learns there is none: its 404 is expected
+    assert [u.split("/api/")[1] for u in missing] == [f"runs/{plain}/analysis"]
+    page.console.errors[:] = [e for e in page.console.errors if "status of 404" not in e]
