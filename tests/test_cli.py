@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 import deepscope
+from deepscope.analyses import read as read_analyses
 
 
 def deepscope_command(*args: str, **kwargs) -> subprocess.Popen:
@@ -89,6 +90,9 @@ def test_demo_trains_both_networks_without_serving(tmp_path):
             assert keys[key, "scalar"].last_step == 19
         assert ("val/top_hidden", "histogram") in keys
         assert any(e.kind == "note" for e in reader.events())
+        analysis = read_analyses(runs / info.id)  # analysed before it was marked finished
+        assert analysis.complete and len(analysis) == 5000 and analysis.input_kind == "image"
+        assert analysis.projection("classifier").shape == (5000, 2) and analysis.confusion() is not None
 
 
 @pytest.mark.slow

@@ -30,7 +30,8 @@ def run_demo(
         server = BackgroundServer(runs_dir, port=port).start()
         print(f"deepscope: dashboard at {server.url}", flush=True)
     try:
-        _train(runs_dir, steps)
+        # UMAP only while the dashboard stays up to show it; without one, the views compute it on request.
+        _train(runs_dir, steps, umap=server is not None)
         if server is not None:
             print("deepscope: training done; the dashboard stays up (Ctrl-C to stop)", flush=True)
             while True:
@@ -42,7 +43,7 @@ def run_demo(
             server.stop()
 
 
-def _train(runs_dir: Path, steps: int) -> None:
+def _train(runs_dir: Path, steps: int, umap: bool) -> None:
     start = time.perf_counter()
     print("deepscope: loading 5,000 MNIST digits and building the networks…", flush=True)
     from .data import load_mnist
@@ -50,8 +51,13 @@ def _train(runs_dir: Path, steps: int) -> None:
 
     digits = load_mnist()
     config = TrainConfig(steps=steps, val_every=max(1, min(50, steps // 4)))
-    print(f"deepscope: training both networks for {steps} steps each, interleaved", flush=True)
+    print(f"deepscope: training both networks for {steps} steps each, interleaved, then analysing them", flush=True)
     trainings = train_both(runs_dir, config, digits)
     for training in trainings:
         print(f"deepscope:   {training.run.name}: run {training.run.id}", flush=True)
-    print(f"deepscope: trained in {time.perf_counter() - start:.0f} s; runs in {runs_dir.resolve()}", flush=True)
+    print(f"deepscope: trained and analysed in {time.perf_counter() - start:.0f} s; runs in {runs_dir.resolve()}",
+          flush=True)  # fmt: skip
+    if umap:
+        from .analysis import project_in_background
+
+        project_in_background({type(t.model).__name__: Path(t.run.dir) for t in trainings})

@@ -113,13 +113,24 @@ class LiveTraining:
             self.reached_90 = True
             self.run.event("milestone", f"val/acc reached {accuracy:.1%} at step {step}", step=step, key="val/acc")
 
+    def analyze(self) -> None:
+        """Activations, predictions, confusion and PCA of all 5,000 digits (``deepscope.analyze``), into the run."""
+        from .analysis import analyze_model
+
+        reader = analyze_model(self.model, self.run.dir, self.digits)
+        accuracy = reader.instances().column("correct").to_numpy(zero_copy_only=False).mean()
+        self.run.event("note", f"analysed {len(reader):,} digits ({accuracy:.1%} correct)", step=self.config.steps - 1)
+
     def finish(self) -> None:
         self.run.event("note", "training finished", step=self.config.steps - 1)
         self.run.finish()
 
 
-def train_both(runs_dir: os.PathLike, config: TrainConfig, digits: Digits) -> list[LiveTraining]:
-    """Train the CNN and the sigmoid MLP in lockstep, so that both curves grow side by side."""
+def train_both(
+    runs_dir: os.PathLike, config: TrainConfig, digits: Digits, *, analyze: bool = True
+) -> list[LiveTraining]:
+    """Train the CNN and the sigmoid MLP in lockstep, so that both curves grow side by side; then, with
+    ``analyze``, record every digit's activations into each run before it is marked finished."""
     torch.manual_seed(config.seed)
     trainings = [
         LiveTraining("cnn-batchnorm-relu", CNN_DESCRIPTION, SmallCNN(), digits, config, runs_dir),
@@ -129,5 +140,7 @@ def train_both(runs_dir: os.PathLike, config: TrainConfig, digits: Digits) -> li
         for training in trainings:
             training.step(step)
     for training in trainings:
+        if analyze:
+            training.analyze()
         training.finish()
     return trainings
