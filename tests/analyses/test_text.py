@@ -1,0 +1,63 @@
+"""A small text dataset: an embedding-bag classifier over short sentences, with string metadata to filter by."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+import deepscope
+
+SENTENCES = [
+    "How do plants grow", "How far is the moon", "How old is this tree", "What is a comet",
+    "What time is sunset", "Why is the sky blue", "Why do cats purr", "Where do rivers start",
+    "Where is the nearest star", "When does spring begin", "How are clouds made", "What makes thunder",
+]  # fmt: skip
+
+
+class BagClassifier(nn.Module):
+    """Mean of word embeddings (``nn.EmbeddingBag``) → a hidden layer → 3 classes."""
+
+    def __init__(self, vocab: int, dim: int = 12) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab, dim, mode="mean")
+        self.hidden = nn.Sequential(nn.Linear(dim, 8), nn.ReLU())
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, words: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden(self.bag(words)))  # (B, T) ids -> (B, dim) -> (B, 8) -> (B, 3)
+
+
+def test_text_inputs_are_text_and_filter_like_numpy(tmp_path):
+    torch.manual_seed(0)
+    texts = [SENTENCES[i % len(SENTENCES)] + ("?" if i % 3 else " today?") for i in range(96)]
+    vocab = sorted({w for t in texts for w in t.split()})
+    width = max(len(t.split()) for t in texts)
+    ids = torch.tensor([[vocab.index(w) + 1 for w in t.split()] + [0] * (width - len(t.split())) for t in texts])
+    labels = torch.tensor([("How" in t) + 2 * ("Why" in t) for t in texts])
+    model = BagClassifier(len(vocab) + 1)
+    opt = torch.optim.Adam(model.parameters(), 0.05)
+    for _ in range(60):  # a little training: "How" and "Why" questions are told apart
+        loss = nn.functional.cross_entropy(model(ids), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    meta = pa.table({"sentence": texts, "source": ["quiz" if i % 2 else "chat" for i in range(96)]})
+    r = deepscope.analyze(model, torch.utils.data.TensorDataset(ids, labels), layers=["bag", "hidden"],
+                          metadata=meta, class_names=["other", "how", "why"], run=tmp_path, progress=False)  # fmt: skip
+    assert r.input_kind == "text" and r.text_column == "sentence" and not r.has_images
+    x = r.activations("hidden")[:].astype(np.float64)
+    how = np.array(["How" in t for t in texts])
+    np.testing.assert_array_equal(r.mask({"text_contains": "How"}), how)
+    agg = r.aggregate("hidden", where={"text_contains": "How"})
+    assert agg.count[0] == how.sum() == 32
+    np.testing.assert_allclose(agg.mean[0], x[how].mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(agg.std[0], x[how].std(0), rtol=1e-4, atol=1e-5)
+    quiz_today = np.array([i % 2 == 1 and "today" in t for i, t in enumerate(texts)])
+    agg = r.aggregate("bag", where={"source": "quiz", "contains": {"sentence": "today"}})
+    assert agg.count[0] == quiz_today.sum() > 0
+    np.testing.assert_allclose(agg.mean[0], r.activations("bag")[:][quiz_today].mean(0), rtol=1e-5, atol=1e-6)
+    accuracy = r.instances().column("correct").to_numpy(zero_copy_only=False).mean()
+    assert accuracy > 0.9
+    assert r.aggregate("hidden", by="label").groups == ["other", "how", "why"]
