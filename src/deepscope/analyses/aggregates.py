@@ -121,6 +121,7 @@ def subset_aggregate(x: np.ndarray, mask: np.ndarray, moments: Moments | None = 
 
 
 CELL_COLUMNS = ("label", "prediction", "correct")
+INDICATOR_LIMIT = 1 << 25  # cells × rows of the indicator matrix (128 MB); beyond it, cells are summed by sorting
 CELL_KEYS = (*CELL_COLUMNS, "predicted")
 
 
@@ -150,14 +151,18 @@ class Cells:
                 v = table.column(c).fill_null(-1).to_numpy().astype(np.int64) + 1  # null -> 0
                 key = key * (int(v.max(initial=0)) + 1) + v
         cells, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        onehot = np.zeros((len(cells), len(key)), np.float32)  # (K, N)
-        onehot[inverse, np.arange(len(key))] = 1.0
-        return cls(
-            table.select(cols).take(first),
-            np.bincount(inverse, minlength=len(cells)).astype(np.int64),
-            (onehot @ x).astype(np.float64),  # (K, N) @ (N, D) -> (K, D)
-            (onehot @ moments.squares).astype(np.float64),
-        )
+        count = np.bincount(inverse, minlength=len(cells)).astype(np.int64)
+        if len(cells) * len(key) <= INDICATOR_LIMIT:  # a small (K, N) indicator: one matrix product each
+            onehot = np.zeros((len(cells), len(key)), np.float32)  # (K, N)
+            onehot[inverse, np.arange(len(key))] = 1.0
+            sums = (onehot @ x).astype(np.float64)  # (K, N) @ (N, D) -> (K, D)
+            squares = (onehot @ moments.squares).astype(np.float64)
+        else:  # many classes: rows sorted by cell, summed per run of equal cells
+            order = np.argsort(inverse, kind="stable")
+            starts = np.concatenate([[0], np.cumsum(count)[:-1]])
+            sums = np.add.reduceat(x[order], starts, axis=0, dtype=np.float64)
+            squares = np.add.reduceat(moments.squares[order], starts, axis=0, dtype=np.float64)
+        return cls(table.select(cols).take(first), count, sums, squares)
 
     @staticmethod
     def answers(where: Any) -> bool:
