@@ -63,6 +63,17 @@ LAYERSTATS = _schema(
     pa.field("kind", pa.dictionary(pa.int8(), pa.string()), nullable=False),
     *(pa.field(s, pa.float32(), nullable=False) for s in LAYER_STATS),
 )
+# The key index of a scalars segment (``scalars-<seq>.index`` beside ``scalars-<seq>.arrows``): one chunk per
+# data chunk, one row per key that chunk holds, so that listing keys never reads the values.
+SCALARS_INDEX = _schema(
+    "scalars_index",
+    pa.field("offset", pa.int64(), nullable=False),
+    pa.field("length", pa.int64(), nullable=False),
+    pa.field("key", pa.string(), nullable=False),
+    pa.field("count", pa.int64(), nullable=False),
+    pa.field("max_step", pa.int64(), nullable=False),
+    pa.field("last_step", pa.int64(), nullable=False),
+)
 SCHEMAS = {"scalars": SCALARS, "histograms": HISTOGRAMS, "events": EVENTS, "layerstats": LAYERSTATS}
 
 
@@ -88,6 +99,11 @@ def validate_run_id(run_id: str) -> str:
 
 def segment_name(kind: str, seq: int) -> str:
     return f"{kind}-{seq:06d}.arrows"
+
+
+def index_name(segment: str) -> str:
+    """The key index of a scalars segment: ``scalars-000000.arrows`` -> ``scalars-000000.index``."""
+    return segment.removesuffix(".arrows") + ".index"
 
 
 def parse_segment_name(name: str) -> tuple[str, int] | None:

@@ -2,6 +2,10 @@
 
 A refresh reads only the bytes appended since the last one, decodes the complete chunks among them and
 appends their columns to in-memory series. Readers never write to the store and never lock it.
+
+Scalar values are read when the first scalar query needs them: until then a reader knows a run's keys from
+the segments' key indexes (``scalars-<seq>.index``), so listing keys costs kilobytes, not the whole run.
+Stores without indexes, or with data the index does not describe yet, are read whole as before.
 """
 
 from __future__ import annotations
@@ -89,8 +93,9 @@ class Store:
         return reader
 
     def is_open(self, run_id: str) -> bool:
-        """Whether a reader of ``run_id`` is already in memory (queries on it are cheap)."""
-        return run_id in self._readers
+        """Whether a reader of ``run_id`` is in memory with its values read (queries on it are cheap)."""
+        reader = self._readers.get(run_id)
+        return reader is not None and reader.loaded
 
     def events(self, run_id: str, rank: int | None = None) -> list[Event]:
         """A run's events without loading its other data (a runs table asks this of every run)."""
@@ -131,7 +136,9 @@ class Store:
 @dataclass
 class _Segment:
     path: Path
-    offset: int = 0
+    offset: int = 0  # data read up to here
+    deferred_end: int = 0  # scalars: data up to here is known from the key index but not read yet
+    index_offset: int = 0  # scalars: key index read up to here
 
 
 @dataclass
@@ -146,6 +153,7 @@ class _ScalarChunk:
 
 @dataclass
 class _RankData:
+    rank: int
     series: dict[str, SeriesBuffer] = field(default_factory=dict)  # materialized on first query of a key
     key_ids: dict[str, int] = field(default_factory=dict)
     key_names: list[str] = field(default_factory=list)
@@ -158,6 +166,7 @@ class _RankData:
     events: list[Event] = field(default_factory=list)
     segments: dict[str, _Segment] = field(default_factory=dict)  # file name -> read position
     layerstats: LayerStatsBuffer = field(default_factory=LayerStatsBuffer)
+    indexed_values: int = 0  # scalar values counted from key indexes, not read yet
 
 
 class RunReader:
@@ -169,7 +178,12 @@ class RunReader:
         self.id = run_id
         self.dir = store.root / run_id
         self._ranks: dict[int, _RankData] = {}
+        # Two locks: ``_refresh`` orders the readers of files (one refresh or load at a time) and is never
+        # taken under ``_lock``; ``_lock`` guards the in-memory data and is held only while it changes or is
+        # queried, never while files are read, so that queries never wait for the disk.
+        self._refresh = threading.Lock()
         self._lock = threading.RLock()
+        self._deferred = True  # scalar values are still only known from key indexes
         self.corrupt_chunks = 0
         self.max_step: int | None = None
         self.refresh()
@@ -178,45 +192,98 @@ class RunReader:
     def info(self) -> RunInfo:
         return self.store.info(self.id)
 
+    @property
+    def loaded(self) -> bool:
+        """Whether every scalar value on disk at the last refresh is in memory (queries read no file)."""
+        return not self._deferred
+
     def ranks(self) -> list[int]:
         return sorted(self._ranks)
 
     def refresh(self) -> Tail:
         """Read every complete chunk appended since the last refresh."""
-        with self._lock:
-            new_values = 0
+        with self._refresh:
             changed: set[str] = set()
+            reads: list[tuple[_RankData, str, _Segment, list[tuple[pa.Table, int]], int]] = []
+            indexes: list[tuple[_RankData, list[pa.Table]]] = []
+            complete = True  # every scalars segment is described by its key index
             streams = self.dir / "streams"
             try:
                 rank_dirs = [e for e in os.scandir(streams) if e.is_dir() and e.name.isdigit()]
             except OSError:
                 rank_dirs = []
             for rd in rank_dirs:
-                data = self._ranks.setdefault(int(rd.name), _RankData())
+                with self._lock:
+                    data = self._ranks.setdefault(int(rd.name), _RankData(int(rd.name)))
                 for name in sorted(os.listdir(rd.path), key=_segment_order):
                     parsed = fmt.parse_segment_name(name)
                     if parsed is None or parsed[0] not in self.kinds:
                         continue
                     seg = data.segments.setdefault(name, _Segment(Path(rd.path) / name))
-                    new_values += self._read_segment(int(rd.name), data, parsed[0], seg, changed)
+                    if parsed[0] == "scalars" and self._deferred:
+                        tables, described = self._read_index(seg)
+                        indexes.append((data, tables))
+                        complete &= described
+                    else:
+                        tables, end = self._read_chunks(seg, seg.offset)
+                        reads.append((data, parsed[0], seg, tables, end))
+            new_values = 0
+            with self._lock:
+                for data, tables in indexes:
+                    new_values += sum(self._ingest_index(data, t, changed) for t in tables)
+                for data, kind, seg, tables, end in reads:
+                    new_values += sum(self._ingest(data, kind, t, changed) for t, _ in tables)
+                    seg.offset = end
+            if not complete:  # an old store, or data not indexed (yet): read the values now
+                new_values += self._load(changed)
             return Tail(self.id, self.max_step, new_values, tuple(sorted(changed)))
 
-    def _read_segment(self, rank: int, data: _RankData, kind: str, seg: _Segment, changed: set[str]) -> int:
+    def _read_index(self, seg: _Segment) -> tuple[list[pa.Table], bool]:
+        """New entries of a scalars segment's key index, and whether they describe all of its data."""
         try:
             size = seg.path.stat().st_size
-            if size <= seg.offset:
-                return 0
-            with open(seg.path, "rb") as f:
-                f.seek(seg.offset)
-                buf = f.read(size - seg.offset)
         except OSError:
-            return 0
-        pos, n = 0, 0
+            return [], True
+        try:
+            with open(seg.path.with_name(fmt.index_name(seg.path.name)), "rb") as f:
+                f.seek(seg.index_offset)
+                buf = f.read()
+        except OSError:
+            buf = b""
+        tables, used, trusted = [], 0, True
+        try:
+            for chunk in fmt.iter_chunks(buf):
+                t = chunk.table
+                offset = t["offset"][0].as_py() if t.num_rows else -1
+                if offset != seg.deferred_end or offset + t["length"][0].as_py() > size:
+                    trusted = False  # not the chunk that follows: stop trusting this index
+                    break
+                tables.append(t)
+                seg.deferred_end = offset + t["length"][0].as_py()
+                used = chunk.end
+        except fmt.CorruptChunk:
+            trusted = False
+        seg.index_offset += used
+        return tables, trusted and size <= seg.deferred_end
+
+    def _read_chunks(self, seg: _Segment, offset: int) -> tuple[list[tuple[pa.Table, int]], int]:
+        """The complete chunks of a segment from ``offset`` on (each with the offset just past it), and
+        the offset just past the last one."""
+        try:
+            size = seg.path.stat().st_size
+            if size <= offset:
+                return [], offset
+            with open(seg.path, "rb") as f:
+                f.seek(offset)
+                buf = f.read(size - offset)
+        except OSError:
+            return [], offset
+        pos, tables = 0, []
         while True:
             try:
                 for chunk in fmt.iter_chunks(buf, pos):
-                    n += self._ingest(rank, data, kind, chunk.table, changed)
                     pos = chunk.end
+                    tables.append((chunk.table, offset + pos))
                 break
             except fmt.CorruptChunk:
                 self.corrupt_chunks += 1
@@ -224,10 +291,55 @@ class RunReader:
                 if nxt < 0:
                     break
                 pos = nxt
-        seg.offset += pos
+        return tables, offset + pos
+
+    def _load(self, changed: set[str]) -> int:
+        """Read the scalar values known so far only from key indexes (the caller holds ``_refresh``)."""
+        reads = []
+        for data in list(self._ranks.values()):
+            for name in sorted(data.segments, key=_segment_order):
+                if fmt.parse_segment_name(name)[0] != "scalars":
+                    continue
+                seg = data.segments[name]
+                tables, end = self._read_chunks(seg, seg.offset)
+                reads.append((data, seg, tables, end, seg.deferred_end))
+        new_values = 0
+        with self._lock:
+            known = {id(data): 0 for data in self._ranks.values()}
+            for data, seg, tables, end, deferred_end in reads:
+                for t, chunk_end in tables:
+                    if chunk_end <= deferred_end:  # counted from the index already
+                        known[id(data)] += self._ingest_scalars(data, t, changed, count=False)
+                    else:
+                        new_values += self._ingest_scalars(data, t, changed)
+                seg.offset = end
+                seg.deferred_end = 0
+            for data in self._ranks.values():
+                if known[id(data)] != data.indexed_values:  # an index that does not match its data
+                    _recount(data)
+                data.indexed_values = 0
+            self._deferred = False
+        return new_values
+
+    def _ensure_loaded(self) -> None:
+        if self._deferred:
+            with self._refresh:
+                if self._deferred:
+                    self._load(set())
+
+    def _ingest_index(self, data: _RankData, t: pa.Table, changed: set[str]) -> int:
+        counts = t["count"].to_numpy()
+        for name, count, last in zip(t["key"].to_pylist(), counts.tolist(), t["last_step"].to_pylist()):
+            i = _key_id(data, name)
+            data.key_count[i] += count
+            data.key_last[i] = last
+            changed.add(name)
+        self._bump(int(t["max_step"].to_numpy().max()))
+        n = int(counts.sum())
+        data.indexed_values += n
         return n
 
-    def _ingest(self, rank: int, data: _RankData, kind: str, table: pa.Table, changed: set[str]) -> int:
+    def _ingest(self, data: _RankData, kind: str, table: pa.Table, changed: set[str]) -> int:
         if table.num_rows == 0:
             return 0
         if kind == "scalars":
@@ -248,26 +360,23 @@ class RunReader:
             return table.num_rows
         if kind == "events":
             for row in table.to_pylist():
-                data.events.append(Event(rank=rank, **row))
+                data.events.append(Event(rank=data.rank, **row))
             return table.num_rows
         return 0
 
-    def _ingest_scalars(self, data: _RankData, table: pa.Table, changed: set[str]) -> int:
+    def _ingest_scalars(self, data: _RankData, table: pa.Table, changed: set[str], count: bool = True) -> int:
         # Only counts are computed now; a key's values are gathered when it is first queried, so opening
         # a run with many keys costs one pass over its bytes, not a sort of every value.
+        if table.num_rows == 0:
+            return 0
         keycol = table["key"].combine_chunks()
         remap = np.array([_key_id(data, n) for n in keycol.dictionary.to_pylist()], np.int32)
         kid = remap[keycol.indices.to_numpy()]
         step = table["step"].to_numpy()
         data.chunks.append(_ScalarChunk(step, table["wall_time"].to_numpy(), table["value"].to_numpy(), kid))
-        counts = np.bincount(kid, minlength=len(data.key_names))
-        last = np.full(len(data.key_names), -1, np.int64)
-        last[kid] = np.arange(len(kid))  # with repeated indices the last assignment wins: the last row
-        for i in np.flatnonzero(counts).tolist():
-            data.key_count[i] += int(counts[i])
-            data.key_last[i] = int(step[last[i]])
-            changed.add(data.key_names[i])
-        self._bump(int(step.max()))
+        if count:
+            _count(data, kid, step, changed)
+            self._bump(int(step.max()))
         return len(step)
 
     def _bump(self, step: int) -> None:
@@ -292,6 +401,7 @@ class RunReader:
 
     def series(self, key: str, rank: int = 0) -> Series:
         """Every value of ``key`` (full fidelity), sorted by step."""
+        self._ensure_loaded()
         with self._lock:
             return self._buffer(key, rank).series()
 
@@ -301,6 +411,7 @@ class RunReader:
         """``key`` over steps ``[start, end]`` in at most ``buckets`` buckets: min / max / mean / last each."""
         if not isinstance(buckets, int) or buckets < 1:
             raise ValueError(f"deepscope: buckets must be a positive int, got {buckets!r}")
+        self._ensure_loaded()
         with self._lock:
             return self._buffer(key, rank).downsample(start, end, buckets)
 
@@ -399,6 +510,25 @@ def _key_id(data: _RankData, name: str) -> int:
         data.key_count.append(0)
         data.key_last.append(-1)
     return i
+
+
+def _count(data: _RankData, kid: np.ndarray, step: np.ndarray, changed: set[str]) -> None:
+    """Add one chunk's values to the keys' counts and last steps."""
+    counts = np.bincount(kid, minlength=len(data.key_names))
+    last = np.full(len(data.key_names), -1, np.int64)
+    last[kid] = np.arange(len(kid))  # with repeated indices the last assignment wins: the last row
+    for i in np.flatnonzero(counts).tolist():
+        data.key_count[i] += int(counts[i])
+        data.key_last[i] = int(step[last[i]])
+        changed.add(data.key_names[i])
+
+
+def _recount(data: _RankData) -> None:
+    """Count every key again from the chunks in memory (none consumed yet when this is called)."""
+    data.key_count[:] = [0] * len(data.key_count)
+    data.key_last[:] = [-1] * len(data.key_last)
+    for chunk in data.chunks:
+        _count(data, chunk.kid, chunk.step, set())
 
 
 def _drop_consumed(data: _RankData) -> None:

@@ -25,6 +25,8 @@ from . import format as fmt
 
 # A scalar record as the training thread leaves it: (step, wall_time, {key: value}, holds_tensors)
 ScalarRecord = tuple[int, float, dict[str, Any], bool]
+# What the key index says of one scalars chunk: (keys, count, max_step, last_step), one item per key
+KeyStats = tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
 
 
 class StreamWriter:
@@ -65,8 +67,10 @@ class StreamWriter:
         self._keys: list[str] = []
         self._ids_by_keyset: dict[tuple[str, ...], np.ndarray] = {}
         self._files: dict[str, Any] = {}
+        self._indexes: dict[str, Any] = {}  # kind -> key index of the open segment (None: given up on it)
         self._seq = self._first_free_seq()
-        self._retained: deque[tuple[str, bytes, int, int | None]] = deque()  # kind, chunk, values, max step
+        # kind, chunk, values, max step, key stats (scalars)
+        self._retained: deque[tuple[str, bytes, int, int | None, KeyStats | None]] = deque()
         self._retained_bytes = 0
         self._failing = False
 
@@ -158,7 +162,8 @@ class StreamWriter:
             try:
                 for kind, batch in job():
                     steps = batch.column(0).to_numpy() if batch.num_rows else None  # every kind starts with step
-                    self._retain(kind, fmt.encode_chunk(batch), 0, int(steps.max()) if steps is not None else None)
+                    max_step = int(steps.max()) if steps is not None else None
+                    self._retain(kind, fmt.encode_chunk(batch), 0, max_step, None)
             except Exception as e:  # a bad job loses its own data only
                 self._warn(f"deepscope: could not convert recorded statistics: {type(e).__name__}: {e}")
         scalars = _take(self._scalars)
@@ -166,19 +171,19 @@ class StreamWriter:
         events = _take(self._events)
         self._taken_values += sum(len(r[2]) for r in scalars)
         if scalars:
-            batch, max_step = self._scalar_batch(scalars)
-            self._retain("scalars", fmt.encode_chunk(batch), batch.num_rows, max_step)
+            batch, max_step, stats = self._scalar_batch(scalars)
+            self._retain("scalars", fmt.encode_chunk(batch), batch.num_rows, max_step, stats)
         if hists:
-            self._retain("histograms", fmt.encode_chunk(_histogram_batch(hists)), 0, None)
+            self._retain("histograms", fmt.encode_chunk(_histogram_batch(hists)), 0, None, None)
         if events:
-            self._retain("events", fmt.encode_chunk(_event_batch(events)), 0, None)
+            self._retain("events", fmt.encode_chunk(_event_batch(events)), 0, None, None)
         self._write_retained()
 
-    def _retain(self, kind: str, chunk: bytes, n_values: int, max_step: int | None) -> None:
-        self._retained.append((kind, chunk, n_values, max_step))
+    def _retain(self, kind: str, chunk: bytes, n_values: int, max_step: int | None, stats: KeyStats | None) -> None:
+        self._retained.append((kind, chunk, n_values, max_step, stats))
         self._retained_bytes += len(chunk)
         while self._retained_bytes > self.max_retained_bytes and len(self._retained) > 1:
-            _, old, n, _ = self._retained.popleft()
+            _, old, n, _, _ = self._retained.popleft()
             self._retained_bytes -= len(old)
             self.dropped_values += max(n, 1)
             self._warn(
@@ -188,9 +193,9 @@ class StreamWriter:
 
     def _write_retained(self) -> None:
         while self._retained:
-            kind, chunk, n, max_step = self._retained[0]
+            kind, chunk, n, max_step, stats = self._retained[0]
             try:
-                self._append(kind, chunk)
+                offset = self._append(kind, chunk)
             except OSError as e:
                 self.write_errors += 1
                 if not self._failing:
@@ -203,6 +208,8 @@ class StreamWriter:
                 return
             self._retained.popleft()
             self._retained_bytes -= len(chunk)
+            if stats is not None:
+                self._append_index(kind, offset, len(chunk), stats)
             self.flushed_values += n
             if max_step is not None:
                 self.flushed_step = max(self.flushed_step, max_step)
@@ -210,7 +217,8 @@ class StreamWriter:
                 self._failing = False
                 self._warn(f"deepscope: writing to {self.dir} works again; buffered data written")
 
-    def _append(self, kind: str, chunk: bytes) -> None:
+    def _append(self, kind: str, chunk: bytes) -> int:
+        """Append ``chunk`` to the open segment of ``kind`` (a new one when needed); return its offset."""
         f = self._files.get(kind)
         if f is not None and os.fstat(f.fileno()).st_nlink == 0:
             # Someone removed the run directory: recreate it rather than write into an unlinked file.
@@ -220,26 +228,68 @@ class StreamWriter:
         if f is not None and f.tell() + len(chunk) > fmt.SEGMENT_BYTES:
             f.close()
             del self._files[kind]
+            self._close_index(kind)
             self._seq += 1
             f = None
         if f is None:
             self._ensure_dir()
             f = self._new_segment(kind)
             self._files[kind] = f
+        offset = f.tell()
         view = memoryview(chunk)
         while view:
             view = view[f.write(view) :]
+        return offset
+
+    def _append_index(self, kind: str, offset: int, length: int, stats: KeyStats) -> None:
+        """Describe the chunk just written in the segment's key index (after it: the index never runs ahead).
+
+        A failure here loses only the index: the segment's remaining chunks go unindexed and readers scan them.
+        """
+        if kind in self._indexes and self._indexes[kind] is None:
+            return
+        keys, count, max_step, last_step = stats
+        n = len(keys)
+        batch = pa.record_batch(
+            [pa.array(np.full(n, offset, np.int64)), pa.array(np.full(n, length, np.int64)),
+             pa.array(keys, pa.string()), pa.array(count), pa.array(max_step), pa.array(last_step)],
+            schema=fmt.SCALARS_INDEX,
+        )  # fmt: skip
+        try:
+            f = self._indexes.get(kind)
+            if f is None:
+                name = fmt.index_name(os.path.basename(self._files[kind].name))
+                f = self._indexes[kind] = open(self.dir / name, "xb", buffering=0)  # noqa: SIM115
+            view = memoryview(fmt.encode_chunk(batch))
+            while view:
+                view = view[f.write(view) :]
+        except OSError:
+            self._close_index(kind)
+            self._indexes[kind] = None
+
+    def _close_index(self, kind: str) -> None:
+        f = self._indexes.pop(kind, None)
+        if f is not None:
+            try:
+                f.close()
+            except OSError:
+                pass
 
     def _new_segment(self, kind: str) -> Any:
         # "x": create, never append to an existing file (a torn tail, or a file of another process)
         for _ in range(10_000):
+            name = fmt.segment_name(kind, self._seq)
             try:
-                return open(self.dir / fmt.segment_name(kind, self._seq), "xb", buffering=0)  # noqa: SIM115
+                if os.path.exists(self.dir / fmt.index_name(name)):  # a stale index must never describe it
+                    raise FileExistsError(name)
+                return open(self.dir / name, "xb", buffering=0)  # noqa: SIM115
             except FileExistsError:
                 self._seq += 1
         raise OSError(f"no free segment name in {self.dir}")
 
     def _close_files(self) -> None:
+        for kind in list(self._indexes):
+            self._close_index(kind)
         for f in self._files.values():
             try:
                 f.close()
@@ -268,7 +318,7 @@ class StreamWriter:
         """Call ``callback(step, keys, key_ids, values)`` in the writer thread for each scalar batch."""
         self._scalar_callbacks.append(callback)
 
-    def _scalar_batch(self, records: list[ScalarRecord]) -> tuple[pa.RecordBatch, int]:
+    def _scalar_batch(self, records: list[ScalarRecord]) -> tuple[pa.RecordBatch, int, KeyStats]:
         steps = np.empty(len(records), np.int64)
         walls = np.empty(len(records), np.float64)
         lengths = np.empty(len(records), np.int64)
@@ -310,7 +360,7 @@ class StreamWriter:
             ],
             schema=fmt.SCALARS,
         )
-        return batch, int(steps.max())
+        return batch, int(steps.max()), _key_stats(self._keys, id_col, step_col)
 
     def _key_id(self, key: str) -> int:
         kid = self._key_ids.get(key)
@@ -318,6 +368,18 @@ class StreamWriter:
             kid = self._key_ids[key] = len(self._keys)
             self._keys.append(key)
         return kid
+
+
+def _key_stats(keys: list[str], id_col: np.ndarray, step_col: np.ndarray) -> KeyStats:
+    """Per key of one chunk: how many values, the highest step, the step of the last value logged."""
+    n = len(keys)
+    count = np.bincount(id_col, minlength=n)
+    max_step = np.full(n, np.iinfo(np.int64).min, np.int64)
+    np.maximum.at(max_step, id_col, step_col)
+    last = np.zeros(n, np.int64)
+    last[id_col] = np.arange(len(id_col))  # with repeated indices the last assignment wins: the last row
+    present = np.flatnonzero(count)
+    return [keys[i] for i in present], count[present], max_step[present], step_col[last[present]]
 
 
 def _lock_stream(stream_dir: Path) -> int | None:
