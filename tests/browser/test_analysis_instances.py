@@ -9,9 +9,11 @@ import urllib.request
 
 import numpy as np
 import pytest
+import torch
 from analysis_data import write_analysed
 from browser_helpers import XSS, wait_for
 
+import deepscope
 from deepscope.analyses import read
 from deepscope.server.launch import BackgroundServer
 
@@ -20,12 +22,25 @@ pytestmark = pytest.mark.browser
 LAYER = "features.10"  # the default layer: the last one before the output
 
 
+def write_unlabelled(root) -> str:
+    """An MLP over random vectors analysed without labels, its inputs described by a text column."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    texts = [f"review {i}: " + ("a great film" if i % 2 else "a dull plot") for i in range(300)]
+    data = torch.utils.data.TensorDataset(torch.randn(300, 16))
+    with deepscope.init(project="browser", name="unlabelled-text", dir=root) as run:
+        deepscope.analyze(model, data, layers=["1", "2"], class_names=list("abcd"), metadata={"text": texts}, run=run,
+                          progress=False)  # fmt: skip
+    return run.id
+
+
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory, built_app):
     data = write_analysed(tmp_path_factory.mktemp("analysed"))
+    unlabelled = write_unlabelled(data.root)
     server = BackgroundServer(data.root, port=0).start()
     table = read(data.root / data.run).instances().to_pydict()
-    yield {"url": server.url, "data": data, "table": table}
+    yield {"url": server.url, "data": data, "table": table, "unlabelled": unlabelled}
     server.stop()
 
 
@@ -206,3 +221,24 @@ def test_a_run_without_analysis_says_so(page, analysed):
     # asking for the plain run's analysis summary is how the tab learns there is none: its 404 is expected
     assert [u.split("/api/")[1] for u in missing] == [f"runs/{plain}/analysis"]
     page.console.errors[:] = [e for e in page.console.errors if "status of 404" not in e]
+
+
+def test_without_labels_rows_are_predicted_classes_and_inputs_are_texts(page, analysed):
+    run = analysed["unlabelled"]
+    table = read(analysed["data"].root / run).instances().to_pydict()
+    page.goto(f"{analysed['url']}?tab=analysis&runs={run}&inst=5")
+    wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
+    grid = held(page, "grid")
+    pred = np.array(table["prediction"])
+    assert not grid["hasLabels"]
+    assert {c["name"]: (c["correct"], c["wrong"]) for c in grid["classes"]} == {
+        name: (None, int((pred == c).sum())) for c, name in enumerate("abcd")
+    }
+    page.get_by_text("correctness unknown").wait_for()
+    page.get_by_test_id("confusion-unavailable").wait_for()
+    d = detail_of(page, 5)
+    assert d["text"] == table["text"][5] and not d["image"] and d["label"] is None and d["correct"] is None
+    assert page.get_by_test_id("instance-text").inner_text() == table["text"][5]
+    wait_for(page, "() => window.__deepscope.analysis.detail()?.neighborPreviews === 12")
+    first = held(page, "detail")["neighbors"][0]
+    assert table["text"][first] in page.get_by_test_id("neighbors").inner_text()
