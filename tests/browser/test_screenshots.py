@@ -109,3 +109,29 @@ def test_screenshots(context, serve, tmp_path):
     for name in ("dashboard-runs.png", "dashboard-charts.png", "run-detail.png"):
         assert (out / name).stat().st_size > 10_000
     assert console.errors == []
+
+
+def test_screenshot_analysis_instances(context, serve, tmp_path):
+    import json
+    import urllib.parse
+
+    from analysis_data import write_analysed
+
+    from deepscope.analyses import read
+
+    out = DOCS if os.environ.get("DEEPSCOPE_SCREENSHOTS") == "docs" else tmp_path
+    data = write_analysed(tmp_path / "runs")
+    table = read(data.root / data.run).instances().to_pydict()
+    wrong = next(i for i, ok in enumerate(table["correct"]) if not ok and table["label"][i] == 8)
+    server = serve(data.root)
+    page = context.new_page()
+    console = Console(page)
+    subset = [{"name": "text has How", "where": {"text_contains": "How"}}]
+    query = {"tab": "analysis", "runs": data.run, "inst": wrong, "subs": json.dumps(subset), "sub": "text has How"}
+    page.goto(f"{server.url}?{urllib.parse.urlencode(query)}")
+    wait_for(page, "() => window.__deepscope?.analysis?.detail?.()?.neighborPreviews === 12", timeout=20_000)
+    wait_for(page, "() => window.__deepscope.analysis.grid().highlighted > 0")
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(out / "analysis-instances.png"))
+    assert (out / "analysis-instances.png").stat().st_size > 10_000
+    assert console.errors == []
