@@ -95,6 +95,11 @@ def test_a_square_shows_its_instance_scores_image_and_neighbours(page, analysed)
     t = analysed["table"]
     wrong = [i for i, ok in enumerate(t["correct"]) if not ok]
     index = wrong[3]
+    at = held(page, "grid().locate", index)
+    page.mouse.move(at["x"], at["y"])
+    tip = page.locator(".grid-view .tip")
+    label, pred, score = t["label"][index], t["prediction"][index], t["score"][index]
+    assert tip.inner_text().split() == f"#{index} label {label} predicted {pred} ✗ score {score:.3f}".split()
     click_instance(page, index)
     d = detail_of(page, index)
     assert (d["label"], d["prediction"], d["correct"]) == (t["label"][index], t["prediction"][index], False)
