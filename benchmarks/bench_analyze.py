@@ -59,7 +59,8 @@ def projections(model: nn.Module, data: torch.utils.data.TensorDataset, umap_row
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # umap-learn's import and fit warnings
-        umap_learn(np.random.default_rng(0).normal(size=(500, 8)).astype(np.float32))  # numba compiles, once
+        # numba compiles once; 5,000 rows, so that umap-learn's approximate neighbour search (≥ 4,096 rows) compiles too
+        umap_learn(np.random.default_rng(0).normal(size=(5000, 8)).astype(np.float32))
     for what, n in (("umap", umap_rows), ("tsne", tsne_rows)):
         with tempfile.TemporaryDirectory() as d:
             subset = torch.utils.data.TensorDataset(*(t[:n] for t in data.tensors))

@@ -305,7 +305,9 @@ class Activations:
         meta = {"deepscope.class_names": json.dumps(self.class_names), "deepscope.version": "1"}
         table = table.replace_schema_metadata(meta)
         tmp = out_dir / ".instances.parquet.tmp"
-        pq.write_table(table, tmp)
+        # Dictionary-encoding floats (scores) is slow and saves nothing: only the other columns are.
+        plain = lambda t: pa.types.is_floating(t) or pa.types.is_fixed_size_list(t)  # noqa: E731
+        pq.write_table(table, tmp, use_dictionary=[f.name for f in table.schema if not plain(f.type)])
         os.replace(tmp, out_dir / "instances.parquet")
 
 

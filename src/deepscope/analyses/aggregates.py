@@ -155,8 +155,9 @@ class Cells:
         if len(cells) * len(key) <= INDICATOR_LIMIT:  # a small (K, N) indicator: one matrix product each
             onehot = np.zeros((len(cells), len(key)), np.float32)  # (K, N)
             onehot[inverse, np.arange(len(key))] = 1.0
-            sums = (onehot @ x).astype(np.float64)  # (K, N) @ (N, D) -> (K, D)
-            squares = (onehot @ moments.squares).astype(np.float64)
+            # (D, N) @ (N, K) -> (D, K): BLAS took 3-4x longer for the same product as (K, N) @ (N, D) here.
+            sums = (x.T @ onehot.T).T.astype(np.float64)  # (K, D)
+            squares = (moments.squares.T @ onehot.T).T.astype(np.float64)
         else:  # many classes: rows sorted by cell, summed per run of equal cells
             order = np.argsort(inverse, kind="stable")
             starts = np.concatenate([[0], np.cumsum(count)[:-1]])
