@@ -7,8 +7,8 @@ import type { ColorScale } from "../core/colorscale";
 export interface NeuronRows {
   neurons: number;
   keys: string[]; // "class:3", "subset:name", "instance:17" — what `view.aSort` names
-  mean: Float32Array;
-  std: Float32Array;
+  mean: Float64Array;
+  std: Float64Array;
 }
 
 export interface NeuronPicture {

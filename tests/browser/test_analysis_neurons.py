@@ -1,0 +1,237 @@
+"""The neuron activation matrix and the projection in headless Chromium, over a real analysed run (a small CNN on
+MNIST digits), checked against NumPy over the stored activations: class means, column orders, top instances,
+projection coordinates, lasso subsets, and a UMAP computed in the background."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from analysis_data import Analysed, write_analysed
+from browser_helpers import wait_for
+
+from deepscope.analyses import read
+from deepscope.server.launch import BackgroundServer
+
+pytestmark = pytest.mark.browser
+
+LAYER = "features.10"  # the hidden ReLU layer: 128 neurons
+TOP_K = 24  # what the matrix asks for
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory) -> Analysed:
+    return write_analysed(tmp_path_factory.mktemp("analysed-neurons"))
+
+
+@pytest.fixture(scope="module")
+def server_url(analysed, built_app) -> Iterator[str]:
+    s = BackgroundServer(analysed.root, port=0).start()
+    yield s.url
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def reader(analysed):
+    return read(analysed.root / analysed.run)
+
+
+def open_analysis(page, base: str, run: str, query: str = "") -> None:
+    page.goto(f"{base}?tab=analysis&runs={run}&run={run}&alayer={LAYER}{'&' + query if query else ''}")
+    page.wait_for_function("() => window.__deepscope?.analysis?.matrix !== undefined", timeout=15_000)
+
+
+def held(page, name: str):
+    return page.evaluate(f"() => JSON.parse(JSON.stringify(window.__deepscope.analysis.{name}?.() ?? null))")
+
+
+def matrix_ready(page, rows: int = 10) -> dict:
+    wait_for(
+        page,
+        "([layer, rows]) => { const m = window.__deepscope.analysis.matrix(); "
+        "return m.layer === layer && m.rows.length === rows && !m.loading && m.width > 0; }",
+        [LAYER, rows],
+        timeout=15_000,
+    )
+    return held(page, "matrix")
+
+
+def projection_ready(page, method: str = "pca", timeout: float = 20_000) -> dict:
+    wait_for(
+        page,
+        "(m) => { const p = window.__deepscope.analysis.projection?.(); return p && p.method === m && p.drawn; }",
+        method,
+        timeout=timeout,
+    )
+    return held(page, "projection")
+
+
+def class_means(reader) -> tuple[np.ndarray, np.ndarray]:
+    x = reader.matrix(LAYER).astype(np.float64)
+    labels = reader.instances().column("label").to_numpy()
+    means = np.stack([x[labels == c].mean(0) for c in range(10)])
+    return means, np.bincount(labels, minlength=10)
+
+
+def ndc(xy: np.ndarray) -> np.ndarray:
+    """What the view draws: coordinates centred and scaled into [-0.95, 0.95], aspect kept."""
+    lo, hi = xy.min(0), xy.max(0)
+    return (xy - (lo + hi) / 2) * (0.95 / ((hi - lo).max() / 2))
+
+
+def test_matrix_rows_sorting_and_top_instances(page, analysed, server_url, reader):
+    open_analysis(page, server_url, analysed.run)
+    m = matrix_ready(page)
+    means, counts = class_means(reader)
+    assert m["rows"] == [str(c) for c in range(10)] and m["keys"] == [f"class:{c}" for c in range(10)]
+    assert m["counts"] == counts.tolist() and m["neurons"] == 128
+    np.testing.assert_allclose(m["values"], means[0], rtol=1e-5, atol=1e-6)
+    assert m["order"] == list(range(20)) and m["sortedBy"] is None
+    assert page.locator("[data-testid=color-legend]").first.is_visible()
+
+    # a row header orders the neurons by that row, highest first; a second click restores model order
+    page.locator("[data-row='class:3']").click()
+    wait_for(page, "() => window.__deepscope.analysis.matrix().sortedBy === 'class:3'")
+    m = held(page, "matrix")
+    np.testing.assert_allclose(means[3][m["order"]], np.sort(means[3])[::-1][:20], rtol=1e-5, atol=1e-6)
+    assert "asort=class%3A3" in page.url or "asort=class:3" in page.url
+    page.locator("[data-row='class:3']").click()
+    wait_for(page, "() => window.__deepscope.analysis.matrix().sortedBy === null")
+    assert held(page, "matrix")["order"] == list(range(20))
+
+    # a cell selects its neuron; the neuron's top instances are listed, highest first, with their digits
+    neuron = int(np.argmax((reader.matrix(LAYER) > 0).sum(0)))  # the most active one: no ties among its top
+    box = page.locator("[data-testid=neuron-matrix]").bounding_box()
+    page.mouse.click(box["x"] + (neuron + 0.5) * box["width"] / 128, box["y"] + 20)
+    wait_for(page, "(n) => window.__deepscope.analysis.matrix().selectedNeuron === n", neuron)
+    wait_for(page, "(n) => window.__deepscope.analysis.matrixTop().neuron === n", neuron)
+    top = held(page, "matrixTop")
+    column = reader.matrix(LAYER)[:, neuron]
+    assert top["indices"] == np.argsort(-column, kind="stable")[:TOP_K].tolist()
+    np.testing.assert_allclose(top["values"], np.sort(column)[::-1][:TOP_K], rtol=1e-5)
+    items = page.locator("[data-testid=neuron-top] button.item")
+    assert items.count() == TOP_K
+    wait_for(page, "() => document.querySelectorAll('[data-testid=neuron-top] img').length >= 24", timeout=15_000)
+    second = top["indices"][1]
+    items.nth(1).click()
+    wait_for(page, "(i) => window.__deepscope.analysis.matrix && new URL(location.href).searchParams.get('inst') == i",
+             second)  # fmt: skip
+
+
+def test_matrix_subset_and_pinned_rows(page, analysed, server_url, reader):
+    open_analysis(page, server_url, analysed.run, 'subs=[{"name":"odd","where":{"odd":true}}]&pin=5,42&sub=odd')
+    m = matrix_ready(page, rows=13)
+    assert m["rows"][10:] == ["odd", "#5", "#42"] and m["keys"][10:] == ["subset:odd", "instance:5", "instance:42"]
+    assert m["selectedRows"] == ["odd"]
+    x = reader.matrix(LAYER).astype(np.float64)
+    odd = np.arange(len(x)) % 2 == 1
+    assert m["counts"][10:] == [int(odd.sum()), 1, 1]
+    page.locator("[data-row='subset:odd']").click()
+    wait_for(page, "() => window.__deepscope.analysis.matrix().sortedBy === 'subset:odd'")
+    order = held(page, "matrix")["order"]
+    np.testing.assert_allclose(x[odd].mean(0)[order], np.sort(x[odd].mean(0))[::-1][:20], rtol=1e-5, atol=1e-6)
+    page.locator("[data-row='instance:42']").click()
+    wait_for(page, "() => window.__deepscope.analysis.matrix().sortedBy === 'instance:42'")
+    order = held(page, "matrix")["order"]
+    np.testing.assert_allclose(x[42][order], np.sort(x[42])[::-1][:20], rtol=1e-6)
+
+
+def settled(page, locator) -> dict:
+    """The element's box once it stays put for 300 ms (views above it may still be growing)."""
+    box = None
+    while box != (box := locator.bounding_box()):
+        page.wait_for_timeout(300)
+    return box
+
+
+def non_white(png: bytes) -> int:
+    from io import BytesIO
+
+    from PIL import Image
+
+    img = np.asarray(Image.open(BytesIO(png)).convert("RGB")).astype(int)
+    return int((img.sum(-1) < 700).sum())
+
+
+def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, reader):
+    open_analysis(page, server_url, analysed.run)
+    p = projection_ready(page)
+    assert p["points"] == 1000 and p["colorBy"] == "label" and not p["unsupported"]
+    coords = held(page, "projectionCoords")
+    want = ndc(reader.projection(LAYER, "pca")[:, :2].astype(np.float64))
+    np.testing.assert_allclose(np.c_[coords["x"], coords["y"]], want, rtol=1e-4, atol=1e-5)
+    canvas = page.locator("[data-testid=projection]")
+    assert non_white(canvas.screenshot()) > 2000  # WebGL drew the points
+
+    for colour in ("prediction", "correct", "label"):
+        page.get_by_label("Colour by").select_option(colour)
+        wait_for(page, "(c) => window.__deepscope.analysis.projection().colorBy === c", colour)
+    # by neuron: select one in the matrix, then colour by its activation
+    matrix_ready(page)
+    box = page.locator("[data-testid=neuron-matrix]").bounding_box()
+    page.mouse.click(box["x"] + 5.5 * box["width"] / 128, box["y"] + 10)
+    wait_for(page, "() => window.__deepscope.analysis.matrix().selectedNeuron === 5")
+    page.get_by_label("Colour by").select_option("neuron")
+    wait_for(page, "() => window.__deepscope.analysis.projection().colorBy === 'neuron'")
+    assert page.locator(".proj [data-testid=color-legend]").is_visible()
+    page.get_by_label("Colour by").select_option("label")
+
+    # a lasso drawn with the mouse becomes a subset of exactly the points inside (once the layout has settled:
+    # the neuron's top instances above push the projection down)
+    wait_for(page, "() => window.__deepscope.analysis.matrixTop().neuron === 5")
+    cb = settled(page, canvas)
+    left, right = cb["x"] + cb["width"] * 0.3, cb["x"] + cb["width"] * 0.7
+    top, bottom = cb["y"] + cb["height"] * 0.3, cb["y"] + cb["height"] * 0.7
+    # where the points are now: the new subset adds a matrix row, which moves the projection afterwards
+    screen = np.array(page.evaluate("() => window.__deepscope.analysis.projectionScreen([...Array(1000).keys()])"))
+    page.get_by_role("button", name="Lasso").click()
+    page.mouse.move(left, top)
+    page.mouse.down()
+    at = (left, top)
+    for corner in ((right, top), (right, bottom), (left, bottom), (left, top + 2)):
+        for t in np.linspace(0, 1, 13)[1:]:  # slowly: the lasso samples the path at most every 10 ms
+            page.mouse.move(at[0] + (corner[0] - at[0]) * t, at[1] + (corner[1] - at[1]) * t)
+            page.wait_for_timeout(15)
+        at = corner
+    page.mouse.up()
+    wait_for(page, "() => window.__deepscope.analysis.projection().lassoCount > 0")
+    p = held(page, "projection")
+    margin = 3  # the lasso's path is sampled: points this close to its edge may fall either way
+    inside = (screen[:, 0] > left + margin) & (screen[:, 0] < right - margin)
+    inside &= (screen[:, 1] > top + margin) & (screen[:, 1] < bottom - margin)
+    outside = (screen[:, 0] < left - margin) | (screen[:, 0] > right + margin)
+    outside |= (screen[:, 1] < top - margin) | (screen[:, 1] > bottom + margin)
+    picked = np.zeros(1000, bool)
+    picked[p["lasso"]] = True
+    assert inside.sum() > 10
+    assert picked[inside].all(), (screen[inside & ~picked] - [left, top]).round().tolist()
+    assert not picked[outside].any(), np.flatnonzero(outside & picked)
+    wait_for(page, "() => window.__deepscope.analysis.state().subsets.some((s) => s.name === 'lasso')")
+    state = held(page, "state")
+    assert {"name": "lasso", "count": p["lassoCount"], "filter": False} in state["subsets"]
+    wait_for(page, "(n) => window.__deepscope.analysis.projection().focusCount === n", p["lassoCount"])
+    # the subset is a row of the matrix too
+    wait_for(page, "() => window.__deepscope.analysis.matrix().keys.includes('subset:lasso')")
+
+    # clicking a point selects its instance
+    settled(page, canvas)
+    screen = np.array(page.evaluate("() => window.__deepscope.analysis.projectionScreen([...Array(1000).keys()])"))
+    assert screen[:, 1].max() < page.viewport_size["height"]  # the projection fits the window
+    i = int(np.flatnonzero(inside)[0])
+    page.mouse.click(*screen[i])
+    wait_for(page, "() => window.__deepscope.analysis.projection().selected !== null")
+    j = held(page, "projection")["selected"]
+    assert np.hypot(*(screen[j] - screen[i])) < 6  # the point under the pointer (or one drawn over it)
+
+
+def test_umap_computes_in_the_background_and_shows_when_ready(page, analysed, server_url, reader):
+    open_analysis(page, server_url, analysed.run)
+    projection_ready(page)
+    page.locator("[data-method=umap]").click()
+    assert "proj=umap" in page.url
+    p = projection_ready(page, "umap", timeout=180_000)
+    assert p["points"] == 1000
+    coords = held(page, "projectionCoords")
+    want = ndc(read(analysed.root / analysed.run).projection(LAYER, "umap")[:, :2].astype(np.float64))
+    np.testing.assert_allclose(np.c_[coords["x"], coords["y"]], want, rtol=1e-4, atol=1e-5)
