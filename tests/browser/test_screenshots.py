@@ -135,3 +135,33 @@ def test_screenshot_analysis_instances(context, serve, tmp_path):
     page.screenshot(path=str(out / "analysis-instances.png"))
     assert (out / "analysis-instances.png").stat().st_size > 10_000
     assert console.errors == []
+
+
+def test_screenshot_analysis_neurons(context, serve, tmp_path):
+    import json
+    import urllib.parse
+
+    import numpy as np
+    from analysis_data import write_analysed
+
+    from deepscope.analyses import read
+
+    out = DOCS if os.environ.get("DEEPSCOPE_SCREENSHOTS") == "docs" else tmp_path
+    data = write_analysed(tmp_path / "runs")
+    layer = "features.10"
+    neuron = int(np.argmax(read(data.root / data.run).matrix(layer).mean(0)))
+    server = serve(data.root)
+    page = context.new_page()
+    console = Console(page)
+    subset = [{"name": "misclassified", "where": {"correct": False}}]
+    query = {"tab": "analysis", "runs": data.run, "alayer": layer, "asort": "class:3", "neuron": neuron,
+             "subs": json.dumps(subset), "sub": "misclassified"}  # fmt: skip
+    page.goto(f"{server.url}?{urllib.parse.urlencode(query)}")
+    wait_for(page, "() => window.__deepscope?.analysis?.matrix?.().sortedBy === 'class:3'", timeout=20_000)
+    wait_for(page, "() => document.querySelectorAll('[data-testid=neuron-top] img').length >= 12", timeout=20_000)
+    wait_for(page, "() => window.__deepscope.analysis.projection?.().drawn && "
+                   "window.__deepscope.analysis.projection().focusCount > 0", timeout=20_000)  # fmt: skip
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(out / "analysis-neurons.png"))
+    assert (out / "analysis-neurons.png").stat().st_size > 10_000
+    assert console.errors == []
