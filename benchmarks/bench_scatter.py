@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tests.browser.browser_helpers import CHROMIUM, CHROMIUM_ARGS
 from torch import nn
