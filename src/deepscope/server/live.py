@@ -73,6 +73,10 @@ class LiveHub:
         except KeyError:  # removed since the last run-list check
             return []
         tail = reader.refresh()
+        if status == "running" and not reader.loaded:
+            # A running run's tail is what dashboards poll: read its values here, in the poller's thread,
+            # so that every tail query is answered from memory on the event loop.
+            reader.load()
         max_step = reader.max_step
         if not (force or tail.new_values or self._announced.get(run_id, -1) != max_step):
             return []

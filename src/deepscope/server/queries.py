@@ -6,8 +6,10 @@ Run ids reach the filesystem only through ``Store.run``/``Store.info``, which ch
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict
 
+import numpy as np
 import pyarrow as pa
 
 from ..store import RunReader, Store
@@ -112,17 +114,59 @@ def scalars(
 def scalars_table(d: Downsampled) -> pa.RecordBatch:
     """The wire form of a downsampled series: float64 steps so that JavaScript gets plain numbers."""
     schema = SCALARS_SCHEMA.with_metadata({"key": d.key, "exact": "true" if d.exact else "false"})
-    columns = [
-        pa.array(d.step, pa.float64()),
-        pa.array(d.wall_time, pa.float64()),
-        pa.array(d.min, pa.float64()),
-        pa.array(d.max, pa.float64()),
-        pa.array(d.mean, pa.float64()),
-        pa.array(d.last, pa.float64()),
-        pa.array(d.count, pa.int32()),
-        pa.array(d.nonfinite, pa.int32()),
-    ]
+    # NumPy casts, then Arrow arrays of the same type: several times faster than Arrow casting (a live
+    # tail answer is a few points, where the per-column overhead is what costs)
+    f64 = [d.step, d.wall_time, d.min, d.max, d.mean, d.last]
+    columns = [pa.array(np.asarray(c, np.float64), pa.float64()) for c in f64]
+    columns += [pa.array(np.asarray(c, np.int32), pa.int32()) for c in (d.count, d.nonfinite)]
     return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+class _Answers:
+    """Encoded ``/scalars`` answers of one store, each valid while its run's data has not grown.
+
+    Clients polling the same live tail ask the same question between two writes: they share one answer,
+    computed once. Bounded: past ``size`` entries the cache starts over.
+    """
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._entries: dict[tuple, tuple[int, bytes]] = {}
+
+    def get(self, key: tuple, generation: int) -> bytes | None:
+        hit = self._entries.get(key)
+        return hit[1] if hit is not None and hit[0] == generation else None
+
+    def put(self, key: tuple, generation: int, answer: bytes) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key] = (generation, answer)
+
+
+_answers: weakref.WeakKeyDictionary[Store, _Answers] = weakref.WeakKeyDictionary()
+
+
+def scalars_answer(
+    store: Store,
+    run_id: str,
+    key: str,
+    start: int | None = None,
+    end: int | None = None,
+    buckets: int = 1000,
+    rank: int = 0,
+) -> bytes:
+    """``scalars(...)`` as the Arrow IPC stream the route sends, shared by identical questions."""
+    r = reader(store, run_id)
+    generation = r.generation  # read before the answer: a refresh meanwhile makes it stale, never wrong
+    answers = _answers.get(store)
+    if answers is None:
+        answers = _answers.setdefault(store, _Answers())
+    question = (run_id, key, start, end, buckets, rank)
+    answer = answers.get(question, generation)
+    if answer is None:
+        answer = arrow_stream(scalars_table(scalars(store, run_id, key, start, end, buckets, rank)))
+        answers.put(question, generation, answer)
+    return answer
 
 
 def arrow_stream(batch: pa.RecordBatch) -> bytes:

@@ -184,6 +184,7 @@ class RunReader:
         self._refresh = threading.Lock()
         self._lock = threading.RLock()
         self._deferred = True  # scalar values are still only known from key indexes
+        self.generation = 0  # grows whenever a refresh finds new data: answers computed before are stale
         self.corrupt_chunks = 0
         self.max_step: int | None = None
         self.refresh()
@@ -236,6 +237,8 @@ class RunReader:
                     seg.offset = end
             if not complete:  # an old store, or data not indexed (yet): read the values now
                 new_values += self._load(changed)
+            if new_values or changed:
+                self.generation += 1
             return Tail(self.id, self.max_step, new_values, tuple(sorted(changed)))
 
     def _read_index(self, seg: _Segment) -> tuple[list[pa.Table], bool]:
@@ -320,6 +323,10 @@ class RunReader:
                 data.indexed_values = 0
             self._deferred = False
         return new_values
+
+    def load(self) -> None:
+        """Read the scalar values now (queries do it when first needed; a live poller does it ahead)."""
+        self._ensure_loaded()
 
     def _ensure_loaded(self) -> None:
         if self._deferred:
