@@ -335,14 +335,14 @@ class RunReader:
                     self._load(set())
 
     def _ingest_index(self, data: _RankData, t: pa.Table, changed: set[str]) -> int:
-        counts = t["count"].to_numpy()
-        for name, count, last in zip(t["key"].to_pylist(), counts.tolist(), t["last_step"].to_pylist()):
+        counts = t["count"].to_pylist()
+        for name, count, last in zip(t["key"].to_pylist(), counts, t["last_step"].to_pylist()):
             i = _key_id(data, name)
             data.key_count[i] += count
             data.key_last[i] = last
             changed.add(name)
-        self._bump(int(t["max_step"].to_numpy().max()))
-        n = int(counts.sum())
+        self._bump(max(t["max_step"].to_pylist()))
+        n = sum(counts)
         data.indexed_values += n
         return n
 
@@ -378,9 +378,9 @@ class RunReader:
             return 0
         keycol = table["key"].combine_chunks()
         remap = np.array([_key_id(data, n) for n in keycol.dictionary.to_pylist()], np.int32)
-        kid = remap[keycol.indices.to_numpy()]
-        step = table["step"].to_numpy()
-        data.chunks.append(_ScalarChunk(step, table["wall_time"].to_numpy(), table["value"].to_numpy(), kid))
+        kid = remap[_numpy(keycol.indices)]
+        step = _numpy(table["step"])
+        data.chunks.append(_ScalarChunk(step, _numpy(table["wall_time"]), _numpy(table["value"]), kid))
         if count:
             _count(data, kid, step, changed)
             self._bump(int(step.max()))
@@ -517,6 +517,23 @@ def _key_id(data: _RankData, name: str) -> int:
         data.key_count.append(0)
         data.key_last.append(-1)
     return i
+
+
+_NUMPY_TYPES = {pa.int32(): np.int32, pa.int64(): np.int64, pa.float64(): np.float64}
+
+
+def _numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A column of a decoded chunk as NumPy, without copying.
+
+    ``to_numpy`` would do, but its first call imports pandas (half a second): a cold server paid it on the
+    first query of every kind of record.
+    """
+    arr = column.chunk(0) if isinstance(column, pa.ChunkedArray) and column.num_chunks == 1 else column
+    dtype = _NUMPY_TYPES.get(arr.type) if isinstance(arr, pa.Array) and arr.null_count == 0 else None
+    if dtype is None:
+        return column.to_numpy()
+    itemsize = np.dtype(dtype).itemsize
+    return np.frombuffer(arr.buffers()[1], dtype, count=len(arr), offset=arr.offset * itemsize)
 
 
 def _count(data: _RankData, kid: np.ndarray, step: np.ndarray, changed: set[str]) -> None:
