@@ -18,7 +18,8 @@ from .run import Run, current, default_dir
 from .store import RunReader, Store
 
 __version__ = "0.1.0"
-__all__ = ["Run", "RunReader", "Store", "analyze", "event", "finish", "graph", "init", "log", "open", "serve"]
+__all__ = ["Run", "RunReader", "Store", "analyze", "event", "feature_maps", "finish", "graph", "init", "log", "open",
+           "serve"]  # fmt: skip
 
 
 def init(
@@ -105,7 +106,8 @@ def analyze(
     (one row per instance) to filter on. ``run``: a :class:`Run` or a run directory (default: the current run).
     Written under ``artifacts/`` (activations, confusion, projection); an interrupted call resumes. Other
     keywords: ``batch_size``, ``collate_fn``, ``sequence_pooling`` (``"mean"`` or ``"last"``), ``projection``,
-    ``resume``, ``progress``.
+    ``resume``, ``progress``, ``full_maps`` (the whole feature maps of convolutional layers for some instances:
+    ``"auto"`` — a few per class, at most 16 MiB —, a number of instances, a list of indices, or ``False``).
 
     >>> r = deepscope.analyze(model, dataset, layers=["conv2", "fc1"], class_names=names)
     >>> r.aggregate("fc1", by="label").mean.shape  # (classes, neurons)
@@ -116,6 +118,32 @@ def analyze(
     run_dir = target.dir if isinstance(target, Run) else target
     return _analyze(model, data, run_dir, layers=layers, labels=labels, class_names=class_names,
                     metadata=metadata, **kwargs)  # fmt: skip
+
+
+def feature_maps(
+    model: Any,
+    data: Any,
+    *,
+    layer: str | list[str] | None = None,
+    indices: Any = "auto",
+    run: Run | str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Store the full feature maps (C × H × W) of a convolutional ``layer`` for instances ``indices`` of an analysed
+    run, appending to those stored; return them as ``{layer: array (k, C, H, W)}``.
+
+    ``model`` and ``data`` are those given to :func:`analyze`; ``layer`` defaults to every analysed layer whose
+    output is a feature map; ``indices`` is a list of instance indices, a number of instances spread over the
+    classes, or ``"auto"``. Other keywords: ``dtype`` (``"float32"`` or ``"float16"``), ``batch_size``,
+    ``collate_fn``. The dashboard's instance view shows them.
+
+    >>> deepscope.feature_maps(model, dataset, run="runs/abc123", layer="features.4", indices=[7, 42])
+    """
+    from .analyses.feature_maps import feature_maps as _feature_maps
+
+    target = run if run is not None else _require_run()
+    run_dir = target.dir if isinstance(target, Run) else target
+    return _feature_maps(model, data, run_dir, layer=layer, indices=indices, **kwargs)
 
 
 def open(root: str | os.PathLike[str] | None = None) -> Store:  # noqa: A001 - the verb users expect

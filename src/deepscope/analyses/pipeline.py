@@ -8,6 +8,7 @@ from typing import Any
 
 from .activations import Activations, ActivationsConfig
 from .confusion import ConfusionMatrix
+from .feature_maps import analyze_maps
 from .projection import PCAConfig, PCAProjection
 from .reader import AnalysisReader
 
@@ -25,6 +26,7 @@ def analyze(
     collate_fn: Callable[[list[Any]], Any] | None = None,
     sequence_pooling: str = "mean",
     projection: bool = True,
+    full_maps: Any = "auto",
     resume: bool = True,
     progress: bool = True,
 ) -> AnalysisReader:
@@ -40,6 +42,7 @@ def analyze(
         run_dir, model, data
     )
     ConfusionMatrix().run(run_dir)
+    analyze_maps(run_dir, model, data, full_maps, collate_fn, batch_size)
     if projection:
         PCAProjection(PCAConfig()).run(run_dir)
     return AnalysisReader(run_dir)

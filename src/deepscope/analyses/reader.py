@@ -12,6 +12,7 @@ import numpy as np
 
 from .aggregates import Aggregate, Cells, Moments, group_aggregate, subset_aggregate, subset_mask, top_instances
 from .base import RESERVED_COLUMNS, artifact_dir, read_json
+from .feature_maps import FeatureMapInfo, analysis_key, read_index, read_maps
 from .neighbors import FAISS_MIN_ROWS, FlatIndex, faiss_available, nearest_neighbors
 
 Where = Mapping[str, Any] | np.ndarray | None
@@ -56,6 +57,11 @@ class AnalysisReader:
     @property
     def widths(self) -> dict[str, int]:
         return {k: int(v) for k, v in self._progress["widths"].items()}
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """What the activations were computed from: model class, weights digest, layers, length (``progress.json``)."""
+        return dict(self._progress["fingerprint"])
 
     @property
     def provenance(self) -> dict[str, Any] | None:
@@ -255,6 +261,22 @@ class AnalysisReader:
             if info is not None and artifact_dir(self.run_dir, "projection", layer, f"{method}.npy").exists():
                 found[method] = info
         return found
+
+    # ---- full feature maps (stored for some instances) -------------------------------------------------
+    def feature_map_layers(self) -> dict[str, FeatureMapInfo]:
+        """The layers with stored full feature maps, each with its map shape and instances (read afresh: maps
+        are appended by ``deepscope.feature_maps`` while a server reads)."""
+        return read_index(self.run_dir, analysis_key(self))
+
+    def feature_maps(self, layer: str, index: int) -> np.ndarray:
+        """The full maps of instance ``index`` in ``layer``: float32 (C, H, W), or (C, L) for 1-d layers.
+
+        ``KeyError`` when none are stored for that layer or instance (``deepscope.feature_maps`` stores them).
+        """
+        info = self.feature_map_layers().get(layer)
+        if info is None:
+            raise KeyError(f"deepscope: no feature maps stored for layer {layer!r}")
+        return read_maps(self.run_dir, info, int(index))
 
     def confusion(self) -> dict[str, Any] | None:
         return read_json(artifact_dir(self.run_dir, "confusion", "confusion.json"))
