@@ -215,3 +215,46 @@ def test_column_binary(client, analysed):
     np.testing.assert_array_equal(np.frombuffer(r.content, "<f4"), read(analysed[2]).matrix("0")[:, 3])
     assert client.get(_url(analysed, "/column"), params={"layer": "0", "neuron": 4}).status_code == 404
     assert client.get(_url(analysed, "/column"), params={"layer": "nope", "neuron": 0}).status_code == 404
+
+
+def _maps(client, analysed, index: int, layer: str = "0"):
+    return client.get(_url(analysed, f"/instances/{index}/maps"), params={"layer": layer})
+
+
+def test_feature_maps_binary_match_the_layer_output(client, analysed):
+    s = client.get(_url(analysed)).json()
+    reader = read(analysed[2])
+    [maps] = s["feature_maps"]  # layer "0" is a convolution; "3" outputs logits
+    assert maps["layer"] == "0" and maps["shape"] == [4, 8, 8] and maps["dtype"] == "float32"
+    assert maps["instances"] == list(reader.feature_map_layers()["0"].indices) and len(maps["instances"]) == 9
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(N, 1, 8, 8, generator=g)  # the fixture's inputs
+    with torch.no_grad():
+        conv = _model()[0](x).numpy()  # the oracle: the layer applied directly
+    for i in maps["instances"][:3]:
+        r = _maps(client, analysed, i)
+        assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+        assert r.headers["x-deepscope-shape"] == "4,8,8" and r.headers["x-deepscope-stored-dtype"] == "float32"
+        np.testing.assert_allclose(np.frombuffer(r.content, "<f4").reshape(4, 8, 8), conv[i], rtol=1e-5, atol=1e-6)
+    missing = next(i for i in range(N) if i not in maps["instances"])
+    r = _maps(client, analysed, missing)
+    assert r.status_code == 404 and "deepscope.feature_maps" in r.json()["detail"]
+    assert _maps(client, analysed, 0, "3").status_code == 404  # no maps of the logits
+    assert _maps(client, analysed, 0, "../0").status_code == 404
+    assert _maps(client, analysed, N).status_code == 404
+    assert client.get(_url(analysed, "/instances/0/maps")).status_code == 422  # the layer is required
+
+
+def test_feature_maps_appended_later_are_served(client, analysed):
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(N, 1, 8, 8, generator=g)
+    y = torch.randint(0, 3, (N,), generator=g)
+    before = client.get(_url(analysed)).json()["feature_maps"][0]["instances"]
+    new = [i for i in (N - 1, 100, 101) if i not in before]
+    deepscope.feature_maps(_model(), torch.utils.data.TensorDataset(x, y), run=analysed[2], layer="0", indices=new)
+    assert client.get(_url(analysed)).json()["feature_maps"][0]["instances"] == before + sorted(new)
+    with torch.no_grad():
+        conv = _model()[0](x[new]).numpy()
+    for k, i in enumerate(new):
+        got = np.frombuffer(_maps(client, analysed, i).content, "<f4").reshape(4, 8, 8)
+        np.testing.assert_allclose(got, conv[k], rtol=1e-5, atol=1e-6)

@@ -36,6 +36,7 @@ def test_schema_describes_every_route_and_the_live_messages(tmp_path):
         "/api/runs/{run_id}/analysis",
         "/api/runs/{run_id}/analysis/instances",
         "/api/runs/{run_id}/analysis/instances/{index}",
+        "/api/runs/{run_id}/analysis/instances/{index}/maps",
         "/api/runs/{run_id}/analysis/subset",
         "/api/runs/{run_id}/analysis/matrix",
         "/api/runs/{run_id}/analysis/top",

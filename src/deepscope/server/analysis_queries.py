@@ -123,6 +123,10 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
         input_kind=r.input_kind,
         has_images=r.has_images,
         accuracy=float(correct.mean()) if correct is not None and len(correct) else None,
+        feature_maps=[
+            schemas.FeatureMapLayer(layer=m.layer, shape=list(m.shape), dtype=m.dtype, instances=list(m.indices))
+            for m in r.feature_map_layers().values()
+        ],
     )
 
 
@@ -211,6 +215,20 @@ def instance(store: Store, run_id: str, index: int) -> schemas.InstanceDetail:
         text=text,
         image=image,
     )
+
+
+def feature_maps(store: Store, run_id: str, index: int, layer: str) -> tuple[bytes, tuple[int, ...], str]:
+    """The stored full maps of one instance in one layer: little-endian float32 bytes in C order, their shape
+    ((C, H, W) or (C, L)) and the stored dtype."""
+    r = entry(store, run_id).reader
+    _check_index(r, index)
+    info = r.feature_map_layers().get(layer)
+    if info is None:
+        raise NotFound(f"no feature maps stored for layer {layer!r}; deepscope.feature_maps stores them")
+    if index not in info.indices:
+        raise NotFound(f"no feature maps of instance {index} in layer {layer!r}; deepscope.feature_maps stores them")
+    maps = r.feature_maps(layer, index)
+    return np.ascontiguousarray(maps, dtype="<f4").tobytes(), tuple(maps.shape), info.dtype
 
 
 def subset_mask(reader: AnalysisReader, subset: schemas.Subset) -> np.ndarray:

@@ -251,6 +251,15 @@ class AnalysisLayer(BaseModel):
     projections: list[ProjectionStatus]
 
 
+class FeatureMapLayer(BaseModel):
+    """Full feature maps stored for some instances of one layer (``deepscope.feature_maps``)."""
+
+    layer: str
+    shape: list[int]  # one instance's maps: [channels, height, width], or [channels, length] for 1-d layers
+    dtype: Literal["float32", "float16"]  # as stored; the maps route always sends float32
+    instances: list[int]  # in the order they were stored
+
+
 class InstanceColumn(BaseModel):
     """A column of the instance table; ``kind`` says how it can be filtered."""
 
@@ -271,6 +280,7 @@ class AnalysisSummary(BaseModel):
     input_kind: InputKind
     has_images: bool
     accuracy: float | None
+    feature_maps: list[FeatureMapLayer]  # layers with full maps for some instances
 
 
 class Subset(BaseModel):

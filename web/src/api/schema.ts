@@ -184,6 +184,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/runs/{run_id}/analysis/instances/{index}/maps": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Feature Maps
+         * @description The stored full feature maps of one instance in a convolutional layer (``deepscope.feature_maps``).
+         */
+        get: operations["get_feature_maps"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/runs/{run_id}/analysis/matrix": {
         parameters: {
             query?: never;
@@ -523,6 +543,8 @@ export interface components {
             columns: components["schemas"]["InstanceColumn"][];
             /** Complete */
             complete: boolean;
+            /** Feature Maps */
+            feature_maps: components["schemas"]["FeatureMapLayer"][];
             /** Has Images */
             has_images: boolean;
             /** Has Labels */
@@ -579,6 +601,23 @@ export interface components {
         EventList: {
             /** Events */
             events: components["schemas"]["Event"][];
+        };
+        /**
+         * FeatureMapLayer
+         * @description Full feature maps stored for some instances of one layer (``deepscope.feature_maps``).
+         */
+        FeatureMapLayer: {
+            /**
+             * Dtype
+             * @enum {string}
+             */
+            dtype: "float32" | "float16";
+            /** Instances */
+            instances: number[];
+            /** Layer */
+            layer: string;
+            /** Shape */
+            shape: number[];
         };
         /**
          * GraphEdge
@@ -1398,6 +1437,47 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["InstanceDetail"];
+                };
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_feature_maps: {
+        parameters: {
+            query: {
+                layer: string;
+            };
+            header?: never;
+            path: {
+                run_id: string;
+                index: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description float32 little-endian, C order; the X-Deepscope-Shape header gives C,H,W (or C,L) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
                 };
             };
             /** @description No such run, no analysis, or no such layer / instance */

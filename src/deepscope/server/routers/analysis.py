@@ -62,6 +62,19 @@ def get_instance(run_id: str, index: int, store: StoreDep) -> InstanceDetail:
     return q.instance(store, run_id, index)
 
 
+@router.get(
+    "/instances/{index}/maps",
+    response_class=Response,
+    responses=NOT_FOUND
+    | binary(BINARY, "float32 little-endian, C order; the X-Deepscope-Shape header gives C,H,W (or C,L)"),
+)
+def get_feature_maps(run_id: str, index: int, store: StoreDep, layer: Layer) -> Response:
+    """The stored full feature maps of one instance in a convolutional layer (``deepscope.feature_maps``)."""
+    data, shape, dtype = q.feature_maps(store, run_id, index, layer)
+    headers = {"X-Deepscope-Shape": ",".join(map(str, shape)), "X-Deepscope-Stored-Dtype": dtype}
+    return Response(data, media_type=BINARY, headers=headers)
+
+
 @router.post("/subset", response_model=SubsetRows, responses=BAD)
 def post_subset(run_id: str, subset: Subset, store: StoreDep) -> SubsetRows:
     """The rows a filter selects, as a packed row mask."""
