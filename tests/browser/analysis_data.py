@@ -18,6 +18,8 @@ from deepscope.demo.data import load_mnist
 from deepscope.demo.models import SmallCNN
 
 N = 1000
+# words, not digits: views must show class names as text, never parse them as numbers
+CLASS_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 LAYERS = ["features.4", "features.10", "classifier"]  # conv2 (32 channels), hidden (128), logits (10)
 
 
@@ -48,8 +50,7 @@ def write_analysed(root: Path) -> Analysed:
                  for i, y in enumerate(digits.val_y)]  # fmt: skip
         data = torch.utils.data.TensorDataset(digits.val_x, digits.val_y)
         metadata = {"note": notes, "odd": [bool(i % 2) for i in range(N)]}
-        names = [str(c) for c in range(10)]
-        deepscope.analyze(model, data, layers=LAYERS, labels=digits.val_y, class_names=names, metadata=metadata,
+        deepscope.analyze(model, data, layers=LAYERS, labels=digits.val_y, class_names=CLASS_NAMES, metadata=metadata,
                           run=run, progress=False)  # fmt: skip
         analysed = run.id
     with deepscope.init(project="browser", name="not-analysed", dir=root) as run:

@@ -10,7 +10,7 @@ import urllib.request
 import numpy as np
 import pytest
 import torch
-from analysis_data import write_analysed
+from analysis_data import CLASS_NAMES, write_analysed
 from browser_helpers import XSS, wait_for
 
 import deepscope
@@ -77,7 +77,7 @@ def test_grids_hold_each_class_correct_and_misclassified(page, analysed):
     label, correct = np.array(t["label"]), np.array(t["correct"])
     grid = held(page, "grid")
     assert grid["hasLabels"] and grid["selected"] is None and grid["highlighted"] == 0
-    assert [c["name"] for c in grid["classes"]] == [str(c) for c in range(10)]
+    assert [c["name"] for c in grid["classes"]] == CLASS_NAMES
     for c in grid["classes"]:
         rows = label == c["class"]
         assert (c["correct"], c["wrong"]) == (int((rows & correct).sum()), int((rows & ~correct).sum()))
@@ -86,7 +86,7 @@ def test_grids_hold_each_class_correct_and_misclassified(page, analysed):
     # a class name selects the class: its instances are highlighted in the grid and in the tab's focus
     page.locator("[data-testid=instance-grid] ~ button[data-class='3']").click()
     wait_for(page, "(n) => window.__deepscope.analysis.grid().highlighted === n", int((label == 3).sum()))
-    assert held(page, "state")["focus"] == "class 3"
+    assert held(page, "state")["focus"] == "class three"
     assert "cls=3" in page.url
 
 
@@ -99,7 +99,10 @@ def test_a_square_shows_its_instance_scores_image_and_neighbours(page, analysed)
     page.mouse.move(at["x"], at["y"])
     tip = page.locator(".grid-view .tip")
     label, pred, score = t["label"][index], t["prediction"][index], t["score"][index]
-    assert tip.inner_text().split() == f"#{index} label {label} predicted {pred} ✗ score {score:.3f}".split()
+    assert (
+        tip.inner_text().split()
+        == f"#{index} label {CLASS_NAMES[label]} predicted {CLASS_NAMES[pred]} ✗ score {score:.3f}".split()
+    )
     click_instance(page, index)
     d = detail_of(page, index)
     assert (d["label"], d["prediction"], d["correct"]) == (t["label"][index], t["prediction"][index], False)
@@ -107,8 +110,8 @@ def test_a_square_shows_its_instance_scores_image_and_neighbours(page, analysed)
     assert d["scores"] == 10
     assert [s["index"] for s in d["shownScores"]] == np.argsort(-scores, kind="stable").tolist()
     assert [s["score"] for s in d["shownScores"]] == pytest.approx(np.sort(scores)[::-1].tolist(), rel=1e-5)
-    assert page.get_by_test_id("detail-label").inner_text().strip() == str(t["label"][index])
-    assert page.get_by_test_id("detail-prediction").inner_text().strip() == str(t["prediction"][index])
+    assert page.get_by_test_id("detail-label").inner_text().strip() == CLASS_NAMES[t["label"][index]]
+    assert page.get_by_test_id("detail-prediction").inner_text().strip() == CLASS_NAMES[t["prediction"][index]]
     assert held(page, "grid")["selected"] == index
     assert f"inst={index}" in page.url
 
@@ -180,11 +183,15 @@ def test_subsets_from_the_form_and_from_a_confusion_cell(page, analysed):
     page.mouse.click(at["x"], at["y"])
     wait_for(page, "() => window.__deepscope.analysis.state().subsets.length === 3")
     s = held(page, "state")["subsets"][2]
-    assert s == {"name": f"labelled {i}, predicted {j}", "count": int(m[i, j]), "filter": True}
+    assert s == {
+        "name": f"labelled {CLASS_NAMES[i]}, predicted {CLASS_NAMES[j]}",
+        "count": int(m[i, j]),
+        "filter": True,
+    }
     assert held(page, "grid")["highlighted"] == int(m[i, j])
 
     # removing a subset drops its chip and its filter from the URL
-    page.get_by_role("button", name=f"Remove subset labelled {i}, predicted {j}").click()
+    page.get_by_role("button", name=f"Remove subset labelled {CLASS_NAMES[i]}, predicted {CLASS_NAMES[j]}").click()
     wait_for(page, "() => window.__deepscope.analysis.state().subsets.length === 2")
     assert "predicted" not in json.dumps(page.evaluate("() => window.__deepscope.view().aSubsets"))
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from analysis_data import Analysed, write_analysed
+from analysis_data import CLASS_NAMES, Analysed, write_analysed
 from browser_helpers import wait_for
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
@@ -85,7 +85,7 @@ def test_matrix_rows_sorting_and_top_instances(page, analysed, server_url, reade
     open_analysis(page, server_url, analysed.run)
     m = matrix_ready(page)
     means, counts = class_means(reader)
-    assert m["rows"] == [str(c) for c in range(10)] and m["keys"] == [f"class:{c}" for c in range(10)]
+    assert m["rows"] == CLASS_NAMES and m["keys"] == [f"class:{c}" for c in range(10)]
     assert m["counts"] == counts.tolist() and m["neurons"] == 128
     np.testing.assert_allclose(m["values"], means[0], rtol=1e-5, atol=1e-6)
     assert m["order"] == list(range(20)) and m["sortedBy"] is None
