@@ -26,6 +26,8 @@ from . import reducers as R
 from .diagnose import Diagnoser, Finding, Thresholds, console_printer
 from .layers import Layer, LayerFilter, first_tensor, is_float_tensor, select_layers
 from .scope import HookScope
+from .step_buffers import StepBuffers
+from .step_stats import combine
 from .tables import layerstats_batch, watch_histograms_batch
 
 if TYPE_CHECKING:
@@ -41,117 +43,6 @@ class WatchConfig:
     dead_window: int = 100  # steps over which a ReLU unit must never fire to count as dead
     diagnose: bool = True
     print_findings: bool = True
-
-
-class _Buffers:
-    """One step's statistics on one device: accumulated moments, minima, maxima, histograms, and the
-    staging matrix the hooks copy their samples into.
-
-    A hook does one copy (its sample into its row of ``stage``); ``reduce`` then computes every row's
-    statistics at once at the step's end. Rows of all four kinds live in one matrix, ``act`` first:
-    ``acc[kind]`` and the other per-kind tables are views into it.
-    """
-
-    def __init__(self, n_layers: int, n_params: int, device: torch.device, hist: bool, sample: int, sat: list) -> None:
-        self.start: dict[str, int] = {}
-        total = 0
-        for kind, n in _rows(n_layers, n_params).items():
-            self.start[kind] = total
-            total += n
-        self.device = device
-        self.n_params = n_params
-        self.acc_all = torch.zeros(total, R.MOMENTS, device=device)
-        self.mn_all = torch.zeros(total, device=device)
-        self.mx_all = torch.zeros(total, device=device)
-        self.hist_all = torch.zeros(total, R.HIST_BINS, device=device) if hist else None
-        self.acc = self._views(self.acc_all)
-        self.mn = self._views(self.mn_all)
-        self.mx = self._views(self.mx_all)
-        self.hist = self._views(self.hist_all) if hist else {}
-        self.update = torch.zeros(n_params, 2, device=device)  # per parameter: Σ Δ², Σ w² over the sample
-        # staging: row r holds lengths[r] sampled values (0: nothing staged this step)
-        self.stage = torch.full((total, sample), float("nan"), device=device)
-        self.work = torch.empty(2, total, sample, device=device)  # scratch space of reduce_rows
-        self.rows = list(self.stage.unbind(0))
-        self.lengths = [0] * total
-        self.normsq = torch.zeros(n_params, device=device)  # exact ‖param grad‖²
-        self.norms = list(self.normsq.unbind(0))
-        self.before = torch.zeros(n_params, sample, device=device)  # weight samples before the optimizer step
-        self.before_rows = list(self.before.unbind(0))
-        self.before_len = [0] * n_params
-        self.has_update = [False] * n_params
-        a = self.start["act"]
-        self.sat = R.Saturation.of([a + i for i, b in enumerate(sat) if b], [b for b in sat if b], device)
-        self._valid: tuple[tuple[int, ...], torch.Tensor] | None = None
-        self.reset()
-
-    def _views(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
-        ends = [*list(self.start.values())[1:], t.shape[0]]
-        return {k: t[s:e] for (k, s), e in zip(self.start.items(), ends)}
-
-    def staged(self, kind: str, i: int) -> bool:
-        return self.lengths[self.start[kind] + i] > 0
-
-    def reduce(self, hist: bool) -> None:
-        """Fold every staged row into the accumulators (the step's end; no device sync)."""
-        if not any(self.lengths):
-            return
-        dev = self.device
-        n = torch.tensor(self.lengths, dtype=torch.float32).to(dev, non_blocking=True)
-        row, mn, mx, h = R.reduce_rows(self.stage, n, self.sat, hist and self.hist_all is not None, self.work)
-        pg, w = self.start["param_grad"], self.start["weight"]
-        row[pg:w, R.NORMSQ] = self.normsq  # exact squared norms; moments() leaves the column 0
-        staged = n > 0
-        self.acc_all += torch.where(staged[:, None], row, 0.0)  # a row left from an earlier step is stale
-        torch.where(staged, torch.minimum(self.mn_all, mn), self.mn_all, out=self.mn_all)
-        torch.where(staged, torch.maximum(self.mx_all, mx), self.mx_all, out=self.mx_all)
-        if h is not None:
-            self.hist_all += torch.where(staged[:, None], h, 0.0)
-        if any(self.has_update):
-            self._reduce_update(w)
-
-    def _reduce_update(self, w: int) -> None:
-        k = tuple(self.lengths[w : w + self.n_params])  # where has_update: the before samples' sizes too
-        if self._valid is None or self._valid[0] != k:
-            lengths = torch.tensor(k, device=self.device)
-            width = self.before.shape[1]
-            self._valid = k, torch.arange(width, device=self.device) < lengths[:, None]
-        valid = self._valid[1]  # (P, S) True on sampled positions
-        after = self.stage[w : w + self.n_params]
-        d = torch.where(valid, after - self.before, 0.0)  # (P, S); padding -> 0, a NaN weight stays NaN
-        b = torch.where(valid, self.before, 0.0)
-        upd = torch.stack([(d * d).sum(1), (b * b).sum(1)], dim=1)  # (P, 2)
-        has = torch.tensor(self.has_update, device=self.device)[:, None]
-        torch.where(has, upd, self.update, out=self.update)
-
-    def to_host(self, hist: bool) -> dict[str, Any]:
-        copy = lambda t: t.to("cpu", non_blocking=True, copy=True)  # noqa: E731
-        acc, mn, mx = copy(self.acc_all), copy(self.mn_all), copy(self.mx_all)
-        return {
-            "acc_all": acc,
-            "mn_all": mn,
-            "mx_all": mx,
-            "acc": self._views(acc),
-            "mn": self._views(mn),
-            "mx": self._views(mx),
-            "hist": self._views(copy(self.hist_all)) if hist and self.hist_all is not None else {},
-            "update": copy(self.update),
-        }
-
-    def reset(self, hist: bool = True) -> None:
-        self.acc_all.zero_()
-        self.mn_all.fill_(float("inf"))
-        self.mx_all.fill_(float("-inf"))
-        if hist and self.hist_all is not None:
-            self.hist_all.zero_()
-        self.update.fill_(float("nan"))
-        self.normsq.zero_()
-        self.lengths = [0] * len(self.lengths)
-        self.has_update = [False] * self.n_params
-
-
-def _rows(n_layers: int, n_params: int) -> dict[str, int]:
-    return {"act": n_layers, "grad": n_layers, "param_grad": n_params, "weight": n_params}
 
 
 class Watcher:
@@ -195,7 +86,7 @@ class Watcher:
         self.param_names = [n for n, _ in self._params]
         self._sampler = R.Sampler(cfg.sample)
         self._sat = [R.saturation_bounds(la.role) for la in self.layers]
-        self._buffers: dict[torch.device, _Buffers] = {}
+        self._buffers: dict[torch.device, StepBuffers] = {}
         self._units: dict[int, torch.Tensor] = {}  # layer index -> firing counts over the dead window
         self._warned: set[str] = set()
         self._broken: set[str] = set()
@@ -344,7 +235,7 @@ class Watcher:
 
         return hook
 
-    def _stage(self, b: _Buffers, kind: str, i: int, t: torch.Tensor, sat: Any, add: bool = True) -> int:
+    def _stage(self, b: StepBuffers, kind: str, i: int, t: torch.Tensor, sat: Any, add: bool = True) -> int:
         """Copy the sample of ``t`` into its staging row; returns its size (0: reduced at once instead).
 
         A second call of an accumulating row in one step (a shared module, a recurrent cell, gradient
@@ -357,7 +248,7 @@ class Watcher:
         k = b.lengths[r] = self._sampler.into(t, b.rows[r])
         return k
 
-    def _accumulate(self, b: _Buffers, kind: str, i: int, s: torch.Tensor, sat: Any, add: bool = True) -> None:
+    def _accumulate(self, b: StepBuffers, kind: str, i: int, s: torch.Tensor, sat: Any, add: bool = True) -> None:
         row, mn, mx = R.moments(s, sat)
         if add:
             b.acc[kind][i] += row
@@ -379,11 +270,11 @@ class Watcher:
             counts = self._units[i] = torch.zeros(active.shape, device=active.device)
         counts += active
 
-    def _bufs(self, device: torch.device) -> _Buffers:
+    def _bufs(self, device: torch.device) -> StepBuffers:
         b = self._buffers.get(device)
         if b is None:  # first use, or the model moved to another device
             cfg = self.config
-            b = self._buffers[device] = _Buffers(
+            b = self._buffers[device] = StepBuffers(
                 len(self.layers), len(self._params), device, cfg.histograms_every > 0, cfg.sample, self._sat
             )
         return b
@@ -421,7 +312,7 @@ class Watcher:
     def _convert(self, step: int, wall: float, payload: list, units: dict | None, hist: bool, event: Any) -> list:
         if event is not None:
             event.synchronize()  # blocks the writer thread only
-        stats = _combine(payload, len(self.layers), len(self._params), self._params)
+        stats = combine(payload, len(self.layers), len(self._params), self._params)
         if units is not None:
             dead = np.full(len(self.layers), np.nan)
             for i, c in units.items():
@@ -472,36 +363,3 @@ class Watcher:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def _combine(payload: list, n_layers: int, n_params: int, params: list) -> dict[str, dict[str, np.ndarray]]:
-    """Sum the per-device accumulators (a model split over devices) and finalize the statistics."""
-    one = len(payload) == 1
-    acc = _fold(np.add, [p["acc_all"] for _, p in payload], one)
-    mn = _fold(np.minimum, [p["mn_all"] for _, p in payload], one)
-    mx = _fold(np.maximum, [p["mx_all"] for _, p in payload], one)
-    rows = _rows(n_layers, n_params)
-    numel = np.concatenate([np.ones(len(acc) - n_params), [p.numel() for _, p in params]])
-    every = R.finalize(acc, mn, mx, numel)  # all four kinds at once; "norm" is kept for weights only
-    out: dict[str, dict[str, np.ndarray]] = {}
-    start = 0
-    for kind, n in rows.items():
-        stats = {k: v[start : start + n] for k, v in every.items() if k != "norm" or kind == "weight"}
-        if kind == "param_grad":
-            a = acc[start : start + n]
-            stats["norm"] = np.where(a[:, R.N] > 0, np.sqrt(a[:, R.NORMSQ]), np.nan)
-        if kind == "weight":
-            upd = np.nansum([p["update"].numpy().astype(np.float64) for _, p in payload], axis=0)
-            has = np.any([~np.isnan(p["update"].numpy()[:, 0]) for _, p in payload], axis=0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                stats["update_ratio"] = np.where(has, np.sqrt(upd[:, 0] / upd[:, 1]), np.nan)
-        out[kind] = stats
-        start += n
-    return out
-
-
-def _fold(op: Any, tensors: list[torch.Tensor], one: bool) -> np.ndarray:
-    """Per-device host tensors -> one float64 array, combined with ``op`` (a NumPy ufunc)."""
-    if one:
-        return tensors[0].numpy().astype(np.float64)
-    return op.reduce([t.numpy().astype(np.float64) for t in tensors])
