@@ -1,6 +1,6 @@
 // The analysis routes (docs/http-api.md, "Analyses"): a run's deepscope.analyze results — summary, instance
 // table (Arrow), instance detail, subsets as packed row masks, the activation matrix, top instances,
-// neighbours, projections (float32 x, y pairs) and the confusion matrix.
+// neighbours, projections (float32 x, y pairs), an instance's full feature maps and the confusion matrix.
 import { get, getJson, HttpError, loadArrow, postJson as post } from "./client";
 import type { components } from "./schema";
 
@@ -16,6 +16,13 @@ export type InstanceList = S["InstanceList"];
 export type ConfusionMatrix = S["ConfusionMatrix"];
 export type SubsetRequest = S["Subset"];
 export type SubsetRows = S["SubsetRows"];
+export type FeatureMapLayer = S["FeatureMapLayer"];
+
+/** An instance's full feature maps in one layer: `shape` [C, H, W] (or [C, L]), float32 values in C order. */
+export interface FeatureMapValues {
+  shape: number[];
+  values: Float32Array;
+}
 
 /** The instance table's core columns: one entry per instance; -1 where there is no label / prediction. */
 export interface Instances {
@@ -111,6 +118,13 @@ export const analysis = {
   async column(run: string, layer: string, neuron: number, signal?: AbortSignal): Promise<Float32Array> {
     const res = await get(`${base(run)}/column?layer=${enc(layer)}&neuron=${neuron}`, signal);
     return new Float32Array(await res.arrayBuffer());
+  },
+
+  /** The stored full feature maps of instance `index` in `layer` (the summary's `feature_maps` lists them). */
+  async featureMaps(run: string, layer: string, index: number, signal?: AbortSignal): Promise<FeatureMapValues> {
+    const res = await get(`${base(run)}/instances/${index}/maps?layer=${enc(layer)}`, signal);
+    const shape = (res.headers.get("X-Deepscope-Shape") ?? "").split(",").map(Number);
+    return { shape, values: new Float32Array(await res.arrayBuffer()) };
   },
 
   startProjection: (run: string, layer: string, method: string) =>
