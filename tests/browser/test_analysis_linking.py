@@ -1,0 +1,176 @@
+"""Linking in the Instances tab, in headless Chromium over a real analysed run: a class, a subset, a neuron or an
+instance selected in one view is highlighted in every other view, and what each view highlights is checked
+against the stored analysis (instance table, activations) with NumPy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from analysis_data import CLASS_NAMES, Analysed, write_analysed
+from browser_helpers import wait_for
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+from deepscope.analyses import read
+from deepscope.server.launch import BackgroundServer
+
+pytestmark = pytest.mark.browser
+
+LAYER = "features.10"  # the hidden ReLU layer: 128 neurons
+TOP_K = 24  # the neuron's top instances the matrix asks for
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory) -> Analysed:
+    return write_analysed(tmp_path_factory.mktemp("analysed-linking"))
+
+
+@pytest.fixture(scope="module")
+def server_url(analysed, built_app) -> Iterator[str]:
+    s = BackgroundServer(analysed.root, port=0).start()
+    yield s.url
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def table(analysed) -> dict[str, np.ndarray]:
+    t = read(analysed.root / analysed.run).instances()
+    return {name: t.column(name).to_numpy(zero_copy_only=False) for name in ("label", "prediction", "correct")}
+
+
+def held(page, name: str):
+    return page.evaluate(f"() => JSON.parse(JSON.stringify(window.__deepscope.analysis.{name}?.() ?? null))")
+
+
+def open_ready(page, analysed: Analysed, base: str) -> None:
+    """The tab with every view drawn: the grid, the matrix (10 class rows), the confusion matrix, the projection."""
+    page.goto(f"{base}?tab=analysis&runs={analysed.run}&run={analysed.run}&alayer={LAYER}")
+    wait_for(
+        page,
+        "() => { const a = window.__deepscope?.analysis; if (!a?.matrix || !a.projection || !a.confusion) return false;"
+        " const m = a.matrix(), p = a.projection(), g = a.grid?.();"
+        " return m.rows.length === 10 && !m.loading && p.drawn && a.confusion() && g && g.classes.length === 10; }",
+        timeout=30_000,
+    )
+
+
+def highlighted_everywhere(page, count: int, label: str) -> None:
+    """The grid and the projection emphasise exactly `count` instances; the header names the selection."""
+    wait_for(
+        page,
+        "([n, label]) => { const a = window.__deepscope.analysis;"
+        " return a.grid().highlighted === n && a.projection().focusCount === n && a.state().focus === label; }",
+        [count, label],
+        timeout=15_000,
+    )
+    assert page.get_by_test_id("focus-label").inner_text() == f"Highlighted: {label}"
+
+
+def test_a_class_picked_in_the_grid_is_highlighted_in_every_view(page, analysed, server_url, table):
+    open_ready(page, analysed, server_url)
+    c = 7
+    page.locator(f".grid-view button.cls[data-class='{c}']").click()
+    highlighted_everywhere(page, int((table["label"] == c).sum()), f"class {CLASS_NAMES[c]}")
+    wait_for(page, "() => window.__deepscope.analysis.matrix().selectedRows.length === 1")
+    assert held(page, "matrix")["selectedRows"] == [CLASS_NAMES[c]]
+    assert held(page, "confusion")["selectedClass"] == c
+
+    # the other way round: a class picked in the confusion matrix (a row label) is the grid's selection
+    box = page.locator(".confusion canvas").bounding_box()
+    at = page.evaluate("([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [2, 0])
+    page.mouse.click(box["x"] + 10, at["y"])  # in the label column, level with row 2
+    highlighted_everywhere(page, int((table["label"] == 2).sum()), f"class {CLASS_NAMES[2]}")
+    wait_for(page, "() => window.__deepscope.analysis.matrix().selectedRows.join() === 'two'")
+
+
+def test_a_confusion_cell_becomes_a_subset_highlighted_in_every_view(page, analysed, server_url, table):
+    open_ready(page, analysed, server_url)
+    label, pred = table["label"], table["prediction"]
+    m = np.array([[int(((label == i) & (pred == j)).sum()) for j in range(10)] for i in range(10)])
+    off = m - np.diag(np.diag(m))
+    i, j = (int(v) for v in np.unravel_index(off.argmax(), off.shape))
+    at = page.evaluate("([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [i, j])
+    page.mouse.click(at["x"], at["y"])
+    name = f"labelled {CLASS_NAMES[i]}, predicted {CLASS_NAMES[j]}"
+    highlighted_everywhere(page, int(m[i, j]), f"subset “{name}”")
+    # the subset is a row of the neuron matrix, selected there; the confusion matrix outlines its cell
+    wait_for(page, "(name) => window.__deepscope.analysis.matrix().selectedRows.includes(name)", name, timeout=15_000)
+    matrix = held(page, "matrix")
+    assert matrix["counts"][matrix["rows"].index(name)] == m[i, j]
+    assert held(page, "confusion")["subsetCell"] == {"i": i, "j": j}
+    assert held(page, "subsets")["chips"] == [{"name": name, "count": int(m[i, j]), "selected": True}]
+
+
+def test_a_neuron_picked_in_the_matrix_highlights_its_top_instances(page, analysed, server_url):
+    open_ready(page, analysed, server_url)
+    x = read(analysed.root / analysed.run).matrix(LAYER)
+    neuron = int(np.argmax((x > 0).sum(0)))  # the most often active neuron: no ties among its top instances
+    box = page.locator("[data-testid=neuron-matrix]").bounding_box()
+    page.mouse.click(box["x"] + (neuron + 0.5) * box["width"] / 128, box["y"] + 20)
+    wait_for(page, "(n) => window.__deepscope.analysis.matrix().selectedNeuron === n", neuron)
+    highlighted_everywhere(page, TOP_K, f"top instances of neuron {neuron}")
+    want = np.argsort(-x[:, neuron], kind="stable")[:TOP_K]
+    assert held(page, "state")["top"] == want.tolist()
+    # the projection can be coloured by that neuron's activation
+    page.get_by_label("Colour by").select_option("neuron")
+    wait_for(page, "() => window.__deepscope.analysis.projection().colorBy === 'neuron'")
+    assert f"neuron={neuron}" in page.url
+
+
+def test_an_instance_picked_anywhere_is_selected_in_every_view(page, analysed, server_url, table):
+    open_ready(page, analysed, server_url)
+    x = read(analysed.root / analysed.run).matrix(LAYER)
+
+    def selected_everywhere(i: int) -> None:
+        wait_for(
+            page,
+            "(i) => { const a = window.__deepscope.analysis; const m = a.matrix(), d = a.detail?.();"
+            " return a.grid().selected === i && a.projection().selected === i && d && d.index === i"
+            " && !m.loading && m.selectedRows.includes('#' + i); }",
+            i,
+            timeout=15_000,
+        )
+        assert held(page, "confusion")["instanceCell"] == {
+            "i": int(table["label"][i]),
+            "j": int(table["prediction"][i]),
+        }
+        m = held(page, "matrix")
+        assert m["keys"][-1] == f"instance:{i}" and f"inst={i}" in page.url
+
+    # from the projection: a click on a point
+    canvas = page.locator("[data-testid=projection]")
+    screen = np.array(page.evaluate("() => window.__deepscope.analysis.projectionScreen([...Array(1000).keys()])"))
+    box = canvas.bounding_box()
+    inside = (screen[:, 0] > box["x"] + 20) & (screen[:, 0] < box["x"] + box["width"] - 20)
+    inside &= (screen[:, 1] > box["y"] + 20) & (screen[:, 1] < box["y"] + box["height"] - 20)
+    target = int(np.flatnonzero(inside)[0])
+    page.mouse.click(*screen[target])
+    try:
+        wait_for(page, "() => window.__deepscope.analysis.projection().selected !== null", timeout=3000)
+    except PlaywrightTimeout:  # a click that lands while the points are being redrawn is ignored: click again
+        page.mouse.click(*screen[target])
+    wait_for(page, "() => window.__deepscope.analysis.projection().selected !== null")
+    i = held(page, "projection")["selected"]
+    assert np.hypot(*(screen[i] - screen[target])) < 6  # the point under the pointer (or one drawn over it)
+    selected_everywhere(i)
+    # the selected instance's row in the matrix holds its activations
+    np.testing.assert_allclose(held(page, "matrix")["instances"][f"instance:{i}"], x[i], rtol=1e-6)
+
+    # from the grid: a misclassified square
+    wrong = int(np.flatnonzero(~table["correct"].astype(bool))[5])
+    at = page.evaluate("(i) => window.__deepscope.analysis.grid().locate(i)", wrong)
+    page.mouse.click(at["x"], at["y"])
+    selected_everywhere(wrong)
+
+    # from the detail: a neighbour; pinning keeps its matrix row after the selection moves on
+    wait_for(page, "() => (window.__deepscope.analysis.detail()?.neighbors ?? []).length > 0", timeout=15_000)
+    nb = held(page, "detail")["neighbors"][0]
+    page.locator(f"[data-testid=neighbors] button[data-index='{nb}']").click()
+    selected_everywhere(nb)
+    assert f"#{wrong}" not in held(page, "matrix")["rows"]  # the previous selection's row is gone
+    page.get_by_role("button", name="Pin as matrix row").click()
+    at = page.evaluate("(i) => window.__deepscope.analysis.grid().locate(i)", wrong)
+    page.mouse.click(at["x"], at["y"])
+    selected_everywhere(wrong)
+    assert held(page, "matrix")["rows"][-2:] == [f"#{nb}", f"#{wrong}"]
