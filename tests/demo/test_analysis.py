@@ -42,6 +42,9 @@ def test_each_network_is_analysed_into_its_run(tmp_path, digits, model_class):
         assert r.projection(layer).shape == (5000, 2)
     val = r.aggregate("classifier", where={"split": "validation"})
     assert val.count[0] == 1000
+    maps = {name: (info.shape, len(info.indices)) for name, info in r.feature_map_layers().items()}
+    cnn = {"features.3": ((16, 14, 14), 30), "features.7": ((32, 7, 7), 30)}
+    assert maps == (cnn if model_class is SmallCNN else {})  # three digits of each class; the MLP has no maps
 
 
 @pytest.mark.slow

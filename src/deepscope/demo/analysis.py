@@ -2,6 +2,8 @@
 
 Each digit gets its split (``train`` or ``validation``) and how much ink it has (the fraction of lit pixels,
 and a ``thin`` / ``medium`` / ``thick`` stroke by tertiles of it): real properties to filter and compare by.
+The CNN's pooled feature maps (``features.3``, ``features.7``) are also kept whole for three digits of each class
+(``full_maps="auto"``), which the instance view draws as channel heatmaps.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def analyze_model(model: torch.nn.Module, run_dir: str | Path, digits: Digits) -
     names = [str(d) for d in range(CLASSES)]
     layers = LAYERS[type(model).__name__]
     return analyze(model, data, run_dir, layers=layers, class_names=names, metadata=metadata, batch_size=500,
-                   progress=False)  # fmt: skip
+                   full_maps="auto", progress=False)  # fmt: skip
 
 
 def project_in_background(run_dirs: dict[str, Path]) -> threading.Thread | None:
