@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--steps", type=int, default=100_000, help="steps of the five newest runs")
     parser.add_argument("--other-steps", type=int, default=100_000, help="steps of the other runs")
+    parser.add_argument("--cold", type=int, default=3, help="cold servers to start (their median is reported)")
     args = parser.parse_args()
     if not (STATIC_DIR / "index.html").is_file():
         sys.exit("the web app is not built: run `make web`")
@@ -172,9 +173,16 @@ def main() -> None:
         root.mkdir()
         wrote = write_store(root, args.runs, args.steps, args.other_steps)
         size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+        colds = []
+        for _ in range(args.cold - 1):  # a new server process each time: it reads the runs for the first time
+            server = Server(root)
+            try:
+                colds.append(first_paint(browser, server.url))
+            finally:
+                server.stop()
         server = Server(root)
         try:
-            cold = first_paint(browser, server.url)  # the server reads the runs for the first time
+            colds.append(first_paint(browser, server.url))
             warm = [first_paint(browser, server.url) for _ in range(3)]
         finally:
             server.stop()
@@ -189,6 +197,8 @@ def main() -> None:
             ("max", f"{max(latencies) * 1000:.0f} ms", ""),
         ],
     )
+    cold = (sorted(c[0] for c in colds)[len(colds) // 2], sorted(c[1] for c in colds)[len(colds) // 2])
+    cold_all = ", ".join(f"{c[0] * 1000:.0f}" for c in colds)
     warm_first = sorted(w[0] for w in warm)[1]
     warm_every = sorted(w[1] for w in warm)[1]
     table(
@@ -196,8 +206,12 @@ def main() -> None:
         f"{args.runs - 5} × {args.other_steps:,}; {size / 1e9:.2f} GB, written in {wrote:.0f} s); "
         "the page opens on the 5 newest runs",
         [
-            ("first chart holds data, cold server", f"{cold[0] * 1000:.0f} ms", "< 2 s"),
-            ("all 20 charts hold data, cold server", f"{cold[1] * 1000:.0f} ms", ""),
+            (
+                f"first chart holds data, cold server (median of {len(colds)}: {cold_all} ms)",
+                f"{cold[0] * 1000:.0f} ms",
+                "< 2 s",
+            ),
+            (f"all 20 charts hold data, cold server (median of {len(colds)})", f"{cold[1] * 1000:.0f} ms", ""),
             ("first chart holds data, warm server (median of 3)", f"{warm_first * 1000:.0f} ms", "< 2 s"),
             ("all 20 charts hold data, warm server (median of 3)", f"{warm_every * 1000:.0f} ms", ""),
         ],

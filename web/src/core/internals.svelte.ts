@@ -88,13 +88,24 @@ export const findings = $state<Record<string, RunEvent[]>>({});
 const findingsSeen = new Map<string, number | null>(); // max_step at the last load
 const findingsTimers = new Map<string, ReturnType<typeof setTimeout>>();
 
+// Findings load two at a time: a runs table of a hundred runs asks for all of them at once, and the browser's six
+// connections must stay free for what the page shows first (keys, series).
+const FINDINGS_AT_ONCE = 2;
+let findingsLoading = 0;
+const findingsQueue: (() => void)[] = [];
+
 async function fetchFindings(run: string): Promise<void> {
   findingsSeen.set(run, runById(run)?.max_step ?? null);
+  if (findingsLoading >= FINDINGS_AT_ONCE) await new Promise<void>((go) => findingsQueue.push(go));
+  findingsLoading++;
   try {
     const events = await api.events(run);
     findings[run] = events.filter((e) => e.kind.startsWith("diagnosis/"));
   } catch {
     // the run may have gone; the runs list drops it
+  } finally {
+    findingsLoading--;
+    findingsQueue.shift()?.();
   }
 }
 
