@@ -179,8 +179,9 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
     page.get_by_label("Colour by").select_option("label")
 
     # a lasso drawn with the mouse becomes a subset of exactly the points inside (once the layout has settled:
-    # the neuron's top instances above push the projection down)
+    # the neuron's top instances above push the projection down; and once the worker has indexed the points)
     wait_for(page, "() => window.__deepscope.analysis.matrixTop().neuron === 5")
+    wait_for(page, "() => window.__deepscope.analysis.projection().indexed")
     cb = settled(page, canvas)
     left, right = cb["x"] + cb["width"] * 0.3, cb["x"] + cb["width"] * 0.7
     top, bottom = cb["y"] + cb["height"] * 0.3, cb["y"] + cb["height"] * 0.7

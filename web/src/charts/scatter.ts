@@ -1,15 +1,51 @@
 // The projection's points for regl-scatterplot (WebGL): coordinates scaled into its [-1, 1] square (aspect kept),
 // and one categorical colour per point — a class, correctness, or a bin of a neuron's activation — with a faded
-// copy of every colour for the points outside the focus. The library loads lazily, as its own chunk.
+// copy of every colour for the points outside the focus. The library loads lazily, as its own chunk; the spatial
+// index it searches is built in a worker (kdindex.ts).
 import type { ColorScale } from "../core/colorscale";
 
 type ScatterLib = typeof import("regl-scatterplot");
 export type Scatterplot = ReturnType<ScatterLib["default"]>;
+export type Renderer = ReturnType<ScatterLib["createRenderer"]>;
+
+/** The points' colour before the instance table (which the colours need) has arrived. */
+export const PENDING_COLOR = "#8d99ae";
 
 let lib: Promise<ScatterLib> | null = null;
 export function loadScatter(): Promise<ScatterLib> {
   lib ??= import("regl-scatterplot");
   return lib;
+}
+
+let worker: Worker | null = null;
+let nextJob = 0;
+const jobs = new Map<number, (index: ArrayBuffer) => void>();
+
+/** The k-d tree of the points (`x[i]`, `y[i]`) in KDBush's layout, built off the main thread. */
+export function indexInWorker(x: Float32Array, y: Float32Array): Promise<ArrayBuffer> {
+  if (!worker) {
+    worker = new Worker(new URL("./kdindex.worker.ts", import.meta.url), { type: "module" });
+    worker.onmessage = (ev: MessageEvent<{ id: number; buffer: ArrayBuffer }>) => {
+      jobs.get(ev.data.id)?.(ev.data.buffer);
+      jobs.delete(ev.data.id);
+    };
+  }
+  const id = nextJob++;
+  const [xs, ys] = [x.slice(), y.slice()]; // the worker takes these copies
+  return new Promise((resolve) => {
+    jobs.set(id, resolve);
+    worker!.postMessage({ id, x: xs, y: ys }, [xs.buffer, ys.buffer]);
+  });
+}
+
+/**
+ * The points as regl-scatterplot keeps them (`[x, y, category]` each), made once per projection: the library
+ * reads them for hover, click and the lasso, and a new colouring only rewrites the third entries.
+ */
+export function pointArrays(x: Float32Array, y: Float32Array): [number, number, number][] {
+  const pts = new Array<[number, number, number]>(x.length);
+  for (let i = 0; i < x.length; i++) pts[i] = [x[i], y[i], 0];
+  return pts;
 }
 
 /** `xy` (x0, y0, x1, y1, …) scaled into [-0.95, 0.95], both axes by the same factor. */
