@@ -120,6 +120,20 @@ def test_tiles_show_the_stored_maps(page, analysed):
     want = viridis((maps[5, 7, 7] - lo) / (hi - lo), DIVERGING)
     np.testing.assert_allclose(pixel(page, at["x"], at["y"]), want, atol=3)
 
+    # one range per channel: each tile on its own scale
+    page.get_by_label("Feature map colour range").select_option("channel")
+    wait_for(page, "() => window.__deepscope.analysis.maps().range === 'channel'")
+    for ch in (5, int(np.argmin(np.abs(maps).max((1, 2))))):  # the weakest channel too
+        own = maps[ch]
+        kind = "diverging" if own.min() < 0 else "sequential"
+        clo, chi = (-np.abs(own).max(), np.abs(own).max()) if kind == "diverging" else (own.min(), own.max())
+        assert held(page, "maps().scaleOf", ch) == {"kind": kind, "lo": pytest.approx(clo), "hi": pytest.approx(chi)}
+        for y, x in ((0, 0), (7, 7), np.unravel_index(int(own.argmax()), own.shape)):
+            at = held(page, "maps().locate", ch, int(y), int(x))
+            want = viridis((own[y, x] - clo) / (chi - clo), DIVERGING if kind == "diverging" else VIRIDIS)
+            np.testing.assert_allclose(pixel(page, at["x"], at["y"]), want, atol=3)
+    page.get_by_label("Feature map colour range").select_option("shared")
+
     out = DOCS if os.environ.get("DEEPSCOPE_SCREENSHOTS") == "docs" else Path(data.root)
     page.get_by_label("Feature map order").select_option("mean")
     page.mouse.move(*(lambda p: (p["x"], p["y"]))(held(page, "maps().locate", c, row, col)))

@@ -1,5 +1,6 @@
 // An instance's full feature maps (C × H × W, or C × L) as a grid of small heatmaps on one canvas: one tile per
-// channel, ordered by the channel's mean (or by index), all on one colour scale so that tiles compare. Each tile is
+// channel, ordered by the channel's mean (or by index), all on one colour scale so that tiles compare (or each on
+// its own, so that the patterns of weak channels show). Each tile is
 // drawn from a one-pixel-per-value image, scaled up crisply (integer factors) or down smoothly.
 
 export interface Maps {
@@ -51,6 +52,18 @@ export function mapScale(values: Float32Array): MapScale {
   };
   const css = hexes.map((c, i) => `${c} ${(i / (hexes.length - 1)) * 100}%`);
   return { kind, lo, hi, color, gradient: `linear-gradient(to right, ${css.join(", ")})` };
+}
+
+/** A scale per channel (each tile on its own range: patterns of weak channels show), or the one shared scale. */
+export function tileScales(m: Maps, shared: MapScale | null): (c: number) => MapScale {
+  if (shared) return () => shared;
+  const size = m.height * m.width;
+  const cache = new Map<number, MapScale>();
+  return (c) => {
+    let s = cache.get(c);
+    if (!s) cache.set(c, (s = mapScale(m.values.subarray(c * size, (c + 1) * size))));
+    return s;
+  };
 }
 
 /** Each channel's mean over its positions (the value the activation matrix shows for this instance). */
@@ -122,7 +135,13 @@ export function tileAt(l: TileLayout, m: Maps, x: number, y: number): { slot: nu
   };
 }
 
-export function drawFeatureMaps(canvas: HTMLCanvasElement, m: Maps, l: TileLayout, scale: MapScale, selected: number | null): void {
+export function drawFeatureMaps(
+  canvas: HTMLCanvasElement,
+  m: Maps,
+  l: TileLayout,
+  scaleOf: (c: number) => MapScale,
+  selected: number | null,
+): void {
   const dpr = window.devicePixelRatio || 1;
   canvas.width = Math.round(l.width * dpr);
   canvas.height = Math.round(l.height * dpr);
@@ -138,6 +157,7 @@ export function drawFeatureMaps(canvas: HTMLCanvasElement, m: Maps, l: TileLayou
   const img = new ImageData(atlas.width, atlas.height);
   const size = m.height * m.width;
   l.shown.forEach((c, s) => {
+    const scale = scaleOf(c);
     for (let y = 0; y < m.height; y++)
       for (let x = 0; x < m.width; x++) {
         const [r, g, b] = scale.color(m.values[c * size + y * m.width + x]);
