@@ -12,7 +12,7 @@ import numpy as np
 
 from .aggregates import Aggregate, Cells, Moments, group_aggregate, subset_aggregate, subset_mask, top_instances
 from .base import RESERVED_COLUMNS, artifact_dir, read_json
-from .feature_maps import FeatureMapInfo, analysis_key, read_index, read_maps
+from .feature_maps import INDEX, FeatureMapInfo, analysis_key, maps_dir, read_index, read_maps
 from .neighbors import FAISS_MIN_ROWS, FlatIndex, faiss_available, nearest_neighbors
 
 Where = Mapping[str, Any] | np.ndarray | None
@@ -44,6 +44,7 @@ class AnalysisReader:
         self._indices: dict[tuple[str, str], FlatIndex] = {}
         self._images: Any = None
         self._cache_layers = cache_layers
+        self._maps: tuple[Any, dict[str, FeatureMapInfo], dict[str, Any]] | None = None
         self.faiss_min_rows = FAISS_MIN_ROWS
 
     @property
@@ -264,19 +265,31 @@ class AnalysisReader:
 
     # ---- full feature maps (stored for some instances) -------------------------------------------------
     def feature_map_layers(self) -> dict[str, FeatureMapInfo]:
-        """The layers with stored full feature maps, each with its map shape and instances (read afresh: maps
-        are appended by ``deepscope.feature_maps`` while a server reads)."""
-        return read_index(self.run_dir, analysis_key(self))
+        """The layers with stored full feature maps, each with its map shape and instances (re-read when
+        ``maps.json`` changed: ``deepscope.feature_maps`` appends while a server reads)."""
+        return self._maps_state()[1]
+
+    def _maps_state(self) -> tuple[Any, dict[str, FeatureMapInfo], dict[str, Any]]:
+        try:
+            st = (maps_dir(self.run_dir) / INDEX).stat()
+            stamp: Any = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if self._maps is None or self._maps[0] != stamp:
+            layers = {} if stamp is None else read_index(self.run_dir, analysis_key(self))
+            self._maps = (stamp, layers, {})  # arrays opened for this version of the index
+        return self._maps
 
     def feature_maps(self, layer: str, index: int) -> np.ndarray:
         """The full maps of instance ``index`` in ``layer``: float32 (C, H, W), or (C, L) for 1-d layers.
 
         ``KeyError`` when none are stored for that layer or instance (``deepscope.feature_maps`` stores them).
         """
-        info = self.feature_map_layers().get(layer)
+        _, layers, arrays = self._maps_state()
+        info = layers.get(layer)
         if info is None:
             raise KeyError(f"deepscope: no feature maps stored for layer {layer!r}")
-        return read_maps(self.run_dir, info, int(index))
+        return read_maps(self.run_dir, info, int(index), arrays)
 
     def confusion(self) -> dict[str, Any] | None:
         return read_json(artifact_dir(self.run_dir, "confusion", "confusion.json"))
