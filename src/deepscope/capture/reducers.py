@@ -1,11 +1,10 @@
 """On-device reductions: a tensor becomes a few accumulated moments, without a device sync.
 
-Statistics come from a fixed random sample of at most ``sample`` elements (one ``index_select``), so a
-hook costs about the same for a 1k- or a 100M-element tensor; parameter-gradient norms are exact.
-``reduce_rows`` computes ``moments`` and ``histogram`` of many staged samples at once (what ``watch``
-does at each step's end); ``moments`` and ``histogram`` reduce one sample (a module's repeated calls).
-Moments are *added* into a preallocated row, so a module called several times in one step (shared
-weights, recurrent cells, gradient accumulation) contributes all its calls.
+Statistics come from a sample of at most ``sample`` elements (``sampling.Sampler``), so a hook costs
+about the same for a 1k- or a 100M-element tensor; parameter-gradient norms are exact. ``reduce_rows``
+computes the moments, minimum and maximum of many staged samples at once (what ``watch`` does at each
+step's end); ``moments`` and ``histogram`` reduce one sample (a module's repeated calls in one step,
+added to its row). ``histogram_rows`` bins staged samples on the host, in the writer thread.
 """
 
 from __future__ import annotations
@@ -29,48 +28,6 @@ _POS = 2.0 ** (np.arange(_K_MIN, _K_MAX + 1) / _OCTAVE_BINS)
 HIST_EDGES = np.concatenate([-_POS[::-1], [0.0], _POS])  # 259 edges, 258 bins
 HIST_BINS = len(HIST_EDGES) - 1
 _N_POS = len(_POS)  # edges on each side of zero
-
-
-class Sampler:
-    """A fixed random subset of a tensor's elements, the same at every step (per size and device)."""
-
-    def __init__(self, sample: int, seed: int = 0) -> None:
-        self.sample = sample
-        self.seed = seed
-        self._cache: dict[tuple[int, torch.device], torch.Tensor] = {}
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (any shape) → 1-D float32 sample of at most ``sample`` elements."""
-        flat = x.detach().reshape(-1)
-        n = flat.numel()
-        if n > self.sample:
-            flat = flat.index_select(0, self._index(n, flat.device))
-        return flat.to(torch.float32)
-
-    def into(self, x: torch.Tensor, out: torch.Tensor) -> int:
-        """Write the sample of ``x`` into ``out[:k]`` (1-D float32, ``sample`` long) and NaN into the rest;
-        returns ``k``. The same values as ``self(x)``, in one copy instead of two or three."""
-        flat = x.detach().reshape(-1)
-        n = flat.numel()
-        if n > self.sample:
-            idx = self._index(n, flat.device)
-            if flat.dtype == out.dtype:
-                torch.index_select(flat, 0, idx, out=out)
-            else:
-                out.copy_(flat.index_select(0, idx))
-            return self.sample
-        out[:n].copy_(flat)
-        out[n:].fill_(float("nan"))  # padding: reduce_rows counts it as non-finite and takes it back out
-        return n
-
-    def _index(self, n: int, device: torch.device) -> torch.Tensor:
-        idx = self._cache.get((n, device))
-        if idx is None:
-            g = torch.Generator().manual_seed(self.seed + n)
-            idx = torch.randint(n, (self.sample,), generator=g)
-            # sorted: the same sample, gathered in memory order (fewer cache misses than a random walk)
-            idx = self._cache[(n, device)] = idx.sort().values.to(device)
-        return idx
 
 
 def moments(s: torch.Tensor, saturation: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -107,74 +64,121 @@ def moments(s: torch.Tensor, saturation: tuple[float, float] | None) -> tuple[to
 class Saturation:
     """The rows of a staging matrix that hold bounded activations, and each one's saturation bounds."""
 
-    rows: torch.Tensor  # (k,) int64 row indices
-    lo: torch.Tensor  # (k, 1)
-    hi: torch.Tensor  # (k, 1)
-    zero_counts: torch.Tensor  # (k,) 1.0 where 0 itself counts as saturated (padding must be taken back out)
+    rows: np.ndarray  # (k,) int64 row indices
+    lo: np.ndarray  # (k, 1)
+    hi: np.ndarray  # (k, 1)
 
     @staticmethod
-    def of(rows: list[int], bounds: list[tuple[float, float]], device: torch.device) -> Saturation | None:
+    def of(rows: list[int], bounds: list[tuple[float, float]]) -> Saturation | None:
         if not rows:
             return None
-        lo = torch.tensor([b[0] for b in bounds], device=device)
-        hi = torch.tensor([b[1] for b in bounds], device=device)
-        return Saturation(
-            torch.tensor(rows, device=device), lo[:, None], hi[:, None], ((lo >= 0) | (hi <= 0)).to(torch.float32)
-        )
+        lo = np.array([b[0] for b in bounds], np.float32)[:, None]
+        hi = np.array([b[1] for b in bounds], np.float32)[:, None]
+        return Saturation(np.array(rows, np.int64), lo, hi)
 
 
-def reduce_rows(
-    x: torch.Tensor, n: torch.Tensor, saturation: Saturation | None, hist: bool, work: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Staged samples → per-row (moments, min, max, histogram or None): ``moments`` and ``histogram`` of
-    every row at once, in a dozen passes over the matrix instead of a dozen kernels per row.
+# Columns of a reduced row (``reduce_rows``): the moments, then the minimum and the maximum.
+MIN, MAX = MOMENTS, MOMENTS + 1
+ROW = MOMENTS + 2
 
-    ``x`` (R, S) float32: row r holds ``n[r]`` sampled values, then NaN padding. ``work`` (2, R, S) is
-    scratch space: allocating temporaries this size every step costs more than the arithmetic. Only
-    arithmetic and reductions here: on CPU, ops that produce bool tensors cost 5-10× more than float ones.
+
+def reduce_rows(x: torch.Tensor, valid: torch.Tensor, sat: Saturation | None) -> torch.Tensor:
+    """Staged samples on an accelerator -> per-row statistics (R, ROW): ``moments``, min and max.
+
+    ``x`` (R, S) float32: row r holds ``n[r]`` sampled values, then stale ones; ``valid`` (R, S) bool marks
+    the sampled positions. A dozen batched kernels, whatever the number of rows, and no device sync.
+    ``reduce_rows_host`` is the same on the host (the CPU's staged samples, in the writer thread).
     """
-    clean, tmp = work[0], work[1]
-    pad = x.shape[1] - n  # (R,) padding counted as non-finite (and as zero) below, then taken back out
-    torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0, out=clean)  # non-finite -> 0, as moments()
-    total = clean.sum(1)
-    sumsq = torch.linalg.vector_norm(clean, dim=1).square()
-    nonzero = torch.linalg.vector_norm(torch.sign(clean, out=tmp), dim=1).square().round()  # √count² -> count
-    nonfinite = torch.mul(x, 0.0, out=tmp).nan_to_num_(nan=1.0).sum(1) - pad  # x·0: 0 if finite, NaN if not
-    row = torch.stack(
+    finite = torch.isfinite(x).logical_and_(valid)
+    clean = torch.where(finite, x, 0.0)  # non-finite values and padding -> 0, as moments()
+    n = valid.sum(1, dtype=torch.float32)
+    saturated = torch.zeros_like(n)
+    if sat is not None:
+        rows = torch.from_numpy(sat.rows).to(x.device)
+        c = clean.index_select(0, rows)
+        lo, hi = torch.from_numpy(sat.lo).to(x.device), torch.from_numpy(sat.hi).to(x.device)
+        hit = ((c <= lo) | (c >= hi)).logical_and_(valid.index_select(0, rows))
+        saturated.index_copy_(0, rows, hit.sum(1, dtype=torch.float32))
+    big = torch.finfo(torch.float32).max
+    return torch.stack(
         [
             n,
-            total,
-            sumsq,
-            n - nonzero,  # zeros: non-finite values count as zeros, as in moments()
-            torch.zeros_like(n) if saturation is None else _saturated(clean, n, pad, saturation),
-            nonfinite,
+            clean.sum(1),
+            (clean * clean).sum(1),
+            n - (clean != 0).sum(1, dtype=torch.float32),  # zeros: non-finite values count as zeros
+            saturated,
+            n - finite.sum(1, dtype=torch.float32),
             torch.zeros_like(n),
+            torch.where(finite, x, big).amin(1),
+            torch.where(finite, x, -big).amax(1),
         ],
         dim=1,
-    )  # (R, MOMENTS)
-    big = torch.finfo(torch.float32).max
-    mn = torch.nan_to_num(x, nan=big, posinf=big, neginf=big, out=tmp).amin(1)
-    mx = torch.nan_to_num(x, nan=-big, posinf=-big, neginf=-big, out=tmp).amax(1)
-    return row, mn, mx, _histogram_rows(x, clean) if hist else None
+    )
 
 
-def _saturated(clean: torch.Tensor, n: torch.Tensor, pad: torch.Tensor, sat: Saturation) -> torch.Tensor:
-    c = clean.index_select(0, sat.rows)  # (k, S): only the bounded activations' rows
-    count = ((c <= sat.lo) | (c >= sat.hi)).sum(1).to(torch.float32) - pad[sat.rows] * sat.zero_counts
-    return torch.zeros_like(n).index_copy_(0, sat.rows, count)
+def reduce_rows_host(x: np.ndarray, lengths: np.ndarray, sat: Saturation | None) -> np.ndarray:
+    """``reduce_rows`` on the host: (R, S) float32 samples, row r's first ``lengths[r]`` values valid.
+
+    All rows are reduced together as if full, then the rows of each shorter length (small tensors taken
+    whole: biases, norms) again, over their valid values only: a few blocks, whatever the row count.
+    """
+    rows, width = x.shape
+    bounds = np.full((rows, 2), [-np.inf, np.inf], np.float32)  # no saturation: nothing is beyond ±inf
+    if sat is not None:
+        bounds[sat.rows] = np.concatenate([sat.lo, sat.hi], 1)
+    out = np.zeros((rows, ROW))
+    out[:, N] = lengths
+    out[:, N + 1 :] = _reduce_block(x, bounds)
+    for k in np.unique(lengths[(lengths > 0) & (lengths < width)]).tolist():
+        idx = np.flatnonzero(lengths == k)
+        out[idx, N + 1 :] = _reduce_block(x[idx, :k], bounds[idx])
+    return out
 
 
-def _histogram_rows(x: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """``histogram`` of every row of ``x`` (R, S) -> (R, HIST_BINS), in one scatter."""
-    rows = x.shape[0]
-    mag = clean.abs().clamp_min(2.0 ** (_K_MIN / _OCTAVE_BINS - 1))
-    j = (torch.floor(torch.log2(mag) * _OCTAVE_BINS).to(torch.int64) - _K_MIN + 1).clamp(0, _N_POS - 1)
-    idx = torch.where(clean >= 0, _N_POS + j, _N_POS - 1 - j)  # (R, S) bin in the row
-    idx += torch.arange(rows, device=x.device)[:, None] * HIST_BINS  # bin in the flattened (R, HIST_BINS)
-    finite = torch.nan_to_num(x * 0.0, nan=1.0).neg_().add_(1.0)  # 1 if finite, 0 if not (or padding)
-    counts = torch.zeros(rows * HIST_BINS, dtype=torch.float32, device=x.device)
-    counts.scatter_add_(0, idx.reshape(-1), finite.reshape(-1))
-    return counts.view(rows, HIST_BINS)
+def _reduce_block(v: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """(m, k) float32, every value valid -> (m, ROW - 1): the columns of ``reduce_rows`` after N."""
+    out = np.zeros((v.shape[0], ROW - 1))
+    finite = None if np.isfinite(v).all() else np.isfinite(v)
+    clean = v if finite is None else np.where(finite, v, np.float32(0))  # non-finite -> 0, as moments()
+    k = v.shape[1]
+    out[:, SUM - 1] = clean.sum(1)
+    out[:, SUMSQ - 1] = np.square(clean).sum(1)
+    out[:, ZEROS - 1] = k - np.count_nonzero(clean, axis=1)  # non-finite values count as zeros
+    bounded = np.flatnonzero(np.isfinite(bounds[:, 0]))
+    if bounded.size:
+        c, lo, hi = clean[bounded], bounds[bounded, :1], bounds[bounded, 1:]
+        out[bounded, SAT - 1] = np.count_nonzero((c <= lo) | (c >= hi), axis=1)
+    if finite is None:
+        out[:, MIN - 1], out[:, MAX - 1] = v.min(1), v.max(1)
+    else:
+        big = np.finfo(np.float32).max
+        out[:, NONFINITE - 1] = k - np.count_nonzero(finite, axis=1)
+        out[:, MIN - 1] = np.where(finite, v, big).min(1)
+        out[:, MAX - 1] = np.where(finite, v, -big).max(1)
+    return out
+
+
+def update_sums_host(after: np.ndarray, before: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(P, 2): Σ Δ² and Σ w² over each parameter's weight sample (the same positions before and after)."""
+    out = np.stack([np.square(after - before).sum(1), np.square(before).sum(1)], 1).astype(np.float64)
+    for k in np.unique(lengths[lengths < after.shape[1]]).tolist():  # short rows: only their first values
+        idx = np.flatnonzero(lengths == k)
+        a, b = after[idx, :k], before[idx, :k]
+        out[idx] = np.stack([np.square(a - b).sum(1), np.square(b).sum(1)], 1)
+    return out
+
+
+def histogram_rows(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Host side: ``histogram`` of each row's first ``lengths[r]`` values, (R, S) -> (R, HIST_BINS)."""
+    rows, width = x.shape
+    keep = (np.arange(width) < lengths[:, None]) & np.isfinite(x)
+    v = x[keep].astype(np.float64)
+    r = np.broadcast_to(np.arange(rows)[:, None], x.shape)[keep]
+    with np.errstate(divide="ignore"):
+        mag = np.maximum(np.abs(v), 2.0 ** (_K_MIN / _OCTAVE_BINS - 1))
+        j = np.clip(np.floor(np.log2(mag) * _OCTAVE_BINS).astype(np.int64) - _K_MIN + 1, 0, _N_POS - 1)
+    idx = np.where(v >= 0, _N_POS + j, _N_POS - 1 - j) + r * HIST_BINS
+    return np.bincount(idx, minlength=rows * HIST_BINS).astype(np.float64).reshape(rows, HIST_BINS)
 
 
 def histogram(s: torch.Tensor) -> torch.Tensor:

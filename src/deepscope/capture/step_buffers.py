@@ -1,29 +1,36 @@
-"""The batched-reduction path of ``watch``: one step's staging matrix and accumulators on one device.
+"""The batched-reduction path of ``watch``: one step's staged samples on one device.
 
-Hooks copy a sample of their tensor into a row of ``StepBuffers.stage``; at the step's end ``reduce``
-computes every row's moments, extremes and histogram in one batched pass (``reducers.reduce_rows``) and
-``to_host`` starts the non-blocking copies the writer thread finalizes (``step_stats.combine``).
+Hooks copy a sample of their tensor into a row of ``StepBuffers.stage`` (``stage_row``); rows are grouped
+by kind, ``act`` first (``rows_per_kind``). At the step's end ``collect`` hands over what the writer
+thread finalizes (``step_stats.combine``):
+
+- on an accelerator, the statistics of every row from one batched reduction on the device
+  (``reducers.reduce_rows``), copied to the host without a sync, and on histogram steps the samples;
+- on the CPU, the staged samples themselves: the training thread's core is the device, so the
+  reduction runs in the writer thread (``reducers.reduce_rows_host``, in NumPy, which releases the GIL)
+  and the training thread only swaps in a spare set of buffers (``BufferPool``).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import reducers as R
+from .sampling import Sampler
+
+
+def rows_per_kind(n_layers: int, n_params: int) -> dict[str, int]:
+    return {"act": n_layers, "grad": n_layers, "param_grad": n_params, "weight": n_params}
 
 
 class StepBuffers:
-    """One step's statistics on one device: accumulated moments, minima, maxima, histograms, and the
-    staging matrix the hooks copy their samples into.
+    """One step's staged samples on one device, and the rarer second calls of a row (``accumulate``)."""
 
-    A hook does one copy (its sample into its row of ``stage``); ``reduce`` then computes every row's
-    statistics at once at the step's end. Rows of all four kinds live in one matrix, ``act`` first:
-    ``acc[kind]`` and the other per-kind tables are views into it.
-    """
-
-    def __init__(self, n_layers: int, n_params: int, device: torch.device, hist: bool, sample: int, sat: list) -> None:
+    def __init__(self, n_layers: int, n_params: int, device: torch.device, sampler: Sampler, sat: list) -> None:
         self.start: dict[str, int] = {}
         total = 0
         for kind, n in rows_per_kind(n_layers, n_params).items():
@@ -31,95 +38,145 @@ class StepBuffers:
             total += n
         self.device = device
         self.n_params = n_params
-        self.acc_all = torch.zeros(total, R.MOMENTS, device=device)
-        self.mn_all = torch.zeros(total, device=device)
-        self.mx_all = torch.zeros(total, device=device)
-        self.hist_all = torch.zeros(total, R.HIST_BINS, device=device) if hist else None
-        self.acc = self._views(self.acc_all)
-        self.mn = self._views(self.mn_all)
-        self.mx = self._views(self.mx_all)
-        self.hist = self._views(self.hist_all) if hist else {}
-        self.update = torch.zeros(n_params, 2, device=device)  # per parameter: Σ Δ², Σ w² over the sample
-        # staging: row r holds lengths[r] sampled values (0: nothing staged this step)
-        self.stage = torch.full((total, sample), float("nan"), device=device)
-        self.work = torch.empty(2, total, sample, device=device)  # scratch space of reduce_rows
+        self.sampler = sampler
+        width = sampler.sample
+        self.stage = torch.zeros(total, width, device=device)  # row r: lengths[r] values, then stale ones
         self.rows = list(self.stage.unbind(0))
+        self.rows2d = [r.view(sampler.clusters, sampler.width) for r in self.rows]
         self.lengths = [0] * total
-        self.normsq = torch.zeros(n_params, device=device)  # exact ‖param grad‖²
+        self.normsq = torch.zeros(n_params, device=device)  # exact ‖param grad‖², valid where staged
         self.norms = list(self.normsq.unbind(0))
-        self.before = torch.zeros(n_params, sample, device=device)  # weight samples before the optimizer step
+        self.before = torch.zeros(n_params, width, device=device)  # weight samples before the optimizer step
         self.before_rows = list(self.before.unbind(0))
         self.before_len = [0] * n_params
         self.has_update = [False] * n_params
         a = self.start["act"]
-        self.sat = R.Saturation.of([a + i for i, b in enumerate(sat) if b], [b for b in sat if b], device)
-        self._valid: tuple[tuple[int, ...], torch.Tensor] | None = None
-        self.reset()
+        self.sat = R.Saturation.of([a + i for i, b in enumerate(sat) if b], [b for b in sat if b])
+        self.extra: dict[str, torch.Tensor] | None = None  # second calls of a row this step
+        self.nbytes = (self.stage.numel() + self.before.numel()) * 4
+        self._masks: dict[tuple[int, ...], torch.Tensor] = {}
 
-    def _views(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
-        ends = [*list(self.start.values())[1:], t.shape[0]]
-        return {k: t[s:e] for (k, s), e in zip(self.start.items(), ends)}
+    def stage_row(self, r: int, x: torch.Tensor, start: int | None = None) -> int:
+        """Copy the sample of ``x`` into row ``r``; returns its size (0 for an empty tensor)."""
+        k = self.lengths[r] = self.sampler.into(x, self.rows[r], start, self.rows2d[r])
+        return k
 
-    def staged(self, kind: str, i: int) -> bool:
-        return self.lengths[self.start[kind] + i] > 0
-
-    def reduce(self, hist: bool) -> None:
-        """Fold every staged row into the accumulators (the step's end; no device sync)."""
-        if not any(self.lengths):
+    def accumulate(self, r: int, s: torch.Tensor, sat: Any, hist: bool) -> None:
+        """Add the moments of sample ``s`` (1-D float32) of a row's second call in this step."""
+        if s.numel() == 0:
             return
-        dev = self.device
-        n = torch.tensor(self.lengths, dtype=torch.float32).to(dev, non_blocking=True)
-        row, mn, mx, h = R.reduce_rows(self.stage, n, self.sat, hist and self.hist_all is not None, self.work)
+        e = self.extra
+        if e is None:
+            rows = self.stage.shape[0]
+            e = self.extra = {
+                "acc": torch.zeros(rows, R.MOMENTS, device=self.device),
+                "mn": torch.full((rows,), float("inf"), device=self.device),
+                "mx": torch.full((rows,), float("-inf"), device=self.device),
+                "hist": torch.zeros(rows, R.HIST_BINS, device=self.device),
+            }
+        row, mn, mx = R.moments(s, sat)
+        e["acc"][r] += row
+        e["mn"][r] = torch.minimum(e["mn"][r], mn)
+        e["mx"][r] = torch.maximum(e["mx"][r], mx)
+        if hist:
+            e["hist"][r] += R.histogram(s)
+
+    def collect(self, hist: bool) -> dict[str, Any]:
+        """What the writer thread needs to finalize this step (see the module's docstring)."""
+        out: dict[str, Any] = {"lengths": np.array(self.lengths), "has_update": np.array(self.has_update)}
+        if self.extra is not None:
+            out["extra"] = {k: _host(v) for k, v in self.extra.items() if hist or k != "hist"}
         pg, w = self.start["param_grad"], self.start["weight"]
-        row[pg:w, R.NORMSQ] = self.normsq  # exact squared norms; moments() leaves the column 0
-        staged = n > 0
-        self.acc_all += torch.where(staged[:, None], row, 0.0)  # a row left from an earlier step is stale
-        torch.where(staged, torch.minimum(self.mn_all, mn), self.mn_all, out=self.mn_all)
-        torch.where(staged, torch.maximum(self.mx_all, mx), self.mx_all, out=self.mx_all)
-        if h is not None:
-            self.hist_all += torch.where(staged[:, None], h, 0.0)
+        if self.device.type == "cpu":
+            out["buffers"] = self  # reduced by the writer thread, then handed back to the pool
+            return out
+        valid = self._valid()
+        rows = R.reduce_rows(self.stage, valid, self.sat)
+        rows[pg:w, R.NORMSQ] = self.normsq  # exact squared norms; reduce_rows leaves the column 0
+        out["rows"] = _host(rows)
         if any(self.has_update):
-            self._reduce_update(w)
+            v = valid[w : w + self.n_params]
+            d = torch.where(v, self.stage[w : w + self.n_params] - self.before, 0.0)  # a NaN weight stays NaN
+            b = torch.where(v, self.before, 0.0)
+            out["update"] = _host(torch.stack([(d * d).sum(1), (b * b).sum(1)], dim=1))
+        if hist:
+            out["samples"] = _host(self.stage)
+        return out
 
-    def _reduce_update(self, w: int) -> None:
-        k = tuple(self.lengths[w : w + self.n_params])  # where has_update: the before samples' sizes too
-        if self._valid is None or self._valid[0] != k:
-            lengths = torch.tensor(k, device=self.device)
-            width = self.before.shape[1]
-            self._valid = k, torch.arange(width, device=self.device) < lengths[:, None]
-        valid = self._valid[1]  # (P, S) True on sampled positions
-        after = self.stage[w : w + self.n_params]
-        d = torch.where(valid, after - self.before, 0.0)  # (P, S); padding -> 0, a NaN weight stays NaN
-        b = torch.where(valid, self.before, 0.0)
-        upd = torch.stack([(d * d).sum(1), (b * b).sum(1)], dim=1)  # (P, 2)
-        has = torch.tensor(self.has_update, device=self.device)[:, None]
-        torch.where(has, upd, self.update, out=self.update)
+    def reduce_on_host(self, out: dict[str, Any], hist: bool) -> None:
+        """The CPU's reduction (writer thread): fills ``out`` as ``collect`` does on an accelerator."""
+        x = self.stage.numpy()
+        lengths = out["lengths"]
+        rows = R.reduce_rows_host(x, lengths, self.sat)
+        pg, w = self.start["param_grad"], self.start["weight"]
+        rows[pg:w, R.NORMSQ] = self.normsq.numpy()
+        out["rows"] = rows
+        if out["has_update"].any():
+            out["update"] = R.update_sums_host(x[w : w + self.n_params], self.before.numpy(), lengths[w:])
+        if hist:
+            out["histograms"] = R.histogram_rows(x, lengths)
 
-    def to_host(self, hist: bool) -> dict[str, Any]:
-        copy = lambda t: t.to("cpu", non_blocking=True, copy=True)  # noqa: E731
-        acc, mn, mx = copy(self.acc_all), copy(self.mn_all), copy(self.mx_all)
-        return {
-            "acc_all": acc,
-            "mn_all": mn,
-            "mx_all": mx,
-            "acc": self._views(acc),
-            "mn": self._views(mn),
-            "mx": self._views(mx),
-            "hist": self._views(copy(self.hist_all)) if hist and self.hist_all is not None else {},
-            "update": copy(self.update),
-        }
+    def _valid(self) -> torch.Tensor:
+        """(R, S) bool: the sampled positions of each row (cached: lengths rarely change)."""
+        key = tuple(self.lengths)
+        m = self._masks.get(key)
+        if m is None:
+            if len(self._masks) > 16:
+                self._masks.clear()
+            n = torch.tensor(key, device=self.device)
+            m = self._masks[key] = torch.arange(self.stage.shape[1], device=self.device) < n[:, None]
+        return m
 
-    def reset(self, hist: bool = True) -> None:
-        self.acc_all.zero_()
-        self.mn_all.fill_(float("inf"))
-        self.mx_all.fill_(float("-inf"))
-        if hist and self.hist_all is not None:
-            self.hist_all.zero_()
-        self.update.fill_(float("nan"))
-        self.normsq.zero_()
+    def reset(self) -> None:
         self.lengths = [0] * len(self.lengths)
         self.has_update = [False] * self.n_params
+        self.before_len = [0] * self.n_params
+        self.extra = None
 
 
-def rows_per_kind(n_layers: int, n_params: int) -> dict[str, int]:
-    return {"act": n_layers, "grad": n_layers, "param_grad": n_params, "weight": n_params}
+class BufferPool:
+    """Spare CPU buffers: a step's buffers go to the writer thread and come back once it has reduced them.
+
+    At most ``budget`` bytes are out at once; past that a step is reduced in the training thread itself
+    (a writer that falls behind costs time, never unbounded memory).
+    """
+
+    def __init__(self, budget: int = 64 << 20) -> None:
+        self.budget = budget
+        self._spare: list[StepBuffers] = []
+        self._out = 0  # bytes handed to the writer thread and not back yet
+        self._lock = threading.Lock()
+
+    def swap(self, b: StepBuffers) -> StepBuffers | None:
+        """A clean set of buffers like ``b`` to stage the next step into, or None past the budget."""
+        with self._lock:
+            if self._out + b.nbytes > self.budget:
+                return None
+            self._out += b.nbytes
+            nxt = self._spare.pop() if self._spare else None
+        if nxt is None or nxt.stage.shape != b.stage.shape or nxt.device != b.device:
+            nxt = StepBuffers.__new__(StepBuffers)
+            nxt.__dict__.update(b.__dict__)  # same layout and sampler; fresh tensors below
+            nxt.stage = torch.zeros_like(b.stage)
+            nxt.rows = list(nxt.stage.unbind(0))
+            nxt.rows2d = [r.view(b.sampler.clusters, b.sampler.width) for r in nxt.rows]
+            nxt.normsq = torch.zeros_like(b.normsq)
+            nxt.norms = list(nxt.normsq.unbind(0))
+            nxt.before = torch.zeros_like(b.before)
+            nxt.before_rows = list(nxt.before.unbind(0))
+            nxt._masks = {}
+        nxt.reset()
+        return nxt
+
+    def give_back(self, b: StepBuffers) -> None:
+        with self._lock:
+            self._out -= b.nbytes
+            if len(self._spare) < 4:
+                self._spare.append(b)
+
+
+def _host(t: torch.Tensor) -> torch.Tensor:
+    """A copy of ``t`` on the host: non-blocking from an accelerator (the writer waits for an event)."""
+    if t.device.type == "cpu":
+        return t.clone()
+    return t.to("cpu", non_blocking=True, copy=True)

@@ -47,19 +47,20 @@ def histogram_key(kind: str, name: str) -> str:
 
 
 def watch_histograms_batch(
-    step: int, wall: float, layers: list[Layer], params: list[str], payload: list
+    step: int, wall: float, layers: list[Layer], params: list[str], counts_all: np.ndarray
 ) -> pa.RecordBatch:
-    """The step's histograms of every layer and parameter (all on the fixed ``HIST_EDGES`` bins)."""
+    """The step's histograms of every layer and parameter (all on the fixed ``HIST_EDGES`` bins);
+    ``counts_all`` holds one row per layer and kind, in ``step_buffers.rows_per_kind`` order."""
     keys, counts = [], []
+    start = 0
     for kind, names in (("act", [la.path for la in layers]), ("grad", [la.path for la in layers]),
                         ("param_grad", params), ("weight", params)):  # fmt: skip
-        if not any(kind in p["hist"] for _, p in payload):
-            continue
-        total = sum(p["hist"][kind].numpy().astype(np.float64) for _, p in payload)
         for i, name in enumerate(names):
-            if total[i].sum() > 0:
+            row = counts_all[start + i]
+            if row.sum() > 0:
                 keys.append(histogram_key(kind, name)[: fmt.MAX_KEY_LENGTH])
-                counts.append(total[i])
+                counts.append(row)
+        start += len(names)
     edges = R.HIST_EDGES
     n = len(keys)
     return pa.record_batch(

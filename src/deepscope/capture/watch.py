@@ -1,18 +1,20 @@
 """``run.watch(model)``: per-layer statistics of activations, gradients and weights at every step.
 
-Each hook copies a fixed sample of its tensor into its row of a preallocated staging matrix on the
-tensor's device (one gather); nothing in a hook synchronizes with the device. At the step boundary one
-batched reduction turns every row into moments, extremes and histograms (``reducers.reduce_rows``), the
-accumulators are copied to the host in a few non-blocking copies and handed to the writer thread, which
-turns them into ``layerstats`` rows, histograms and diagnoses. A *step* is an optimizer step when the
-optimizer is given, otherwise a training-mode forward pass of the model; passes in eval mode or under
-``no_grad`` are not recorded.
+One forward hook per watched module copies a sample of its output into its row of a preallocated staging
+matrix (``step_buffers``) and registers the hook that does the same for the output's gradient; one hook
+per parameter stages its gradient and computes its exact norm while the gradient is still in cache.
+Nothing in a hook synchronizes with the device. At the step boundary one batched reduction turns every
+row into moments and extremes; the results (and, on histogram steps, the samples themselves) go to the
+writer thread, which finalizes them (``step_stats``) into ``layerstats`` rows, histograms and diagnoses.
+A *step* is an optimizer step when the optimizer is given, otherwise a training-mode forward pass of the
+model; passes in eval mode or under ``no_grad`` are not recorded.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +27,10 @@ from ..store import runmeta
 from . import reducers as R
 from .diagnose import Diagnoser, Finding, Thresholds, console_printer
 from .layers import Layer, LayerFilter, first_tensor, is_float_tensor, select_layers
+from .sampling import Sampler
 from .scope import HookScope
-from .step_buffers import StepBuffers
-from .step_stats import combine
+from .step_buffers import BufferPool, StepBuffers
+from .step_stats import combine, histograms
 from .tables import layerstats_batch, watch_histograms_batch
 
 if TYPE_CHECKING:
@@ -84,10 +87,15 @@ class Watcher:
                     seen.add(id(p))
                     self._params.append((name, p))
         self.param_names = [n for n, _ in self._params]
-        self._sampler = R.Sampler(cfg.sample)
+        self._sampler = Sampler(cfg.sample)
         self._sat = [R.saturation_bounds(la.role) for la in self.layers]
         self._buffers: dict[torch.device, StepBuffers] = {}
-        self._units: dict[int, torch.Tensor] = {}  # layer index -> firing counts over the dead window
+        self._units: dict[int, torch.Tensor] = {}  # layer index -> Σ per-unit maxima over the dead window
+        self._starts = [0] * len(self._params)  # this step's sample positions of each weight
+        self._numels = [p.numel() for _, p in self._params]
+        self._pending: deque = deque()  # recorded steps the writer thread has not converted yet
+        self._job_queued = False
+        self._pool = BufferPool()
         self._warned: set[str] = set()
         self._broken: set[str] = set()
         self.step = cfg.start_step
@@ -137,9 +145,11 @@ class Watcher:
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._recording:
+            sampler = self._sampler
             for j, (_, p) in enumerate(self._params):
                 b = self._bufs(p.device)
-                b.before_len[j] = self._sampler.into(p, b.before_rows[j]) or -1  # -1: empty, never matches
+                start = self._starts[j] = sampler.start(self._numels[j]) if self._numels[j] > sampler.sample else 0
+                b.before_len[j] = sampler.into(p.detach(), b.before_rows[j], start) or -1  # -1: never matches
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._weights_stats()
@@ -148,55 +158,74 @@ class Watcher:
     def _weights_stats(self) -> None:
         if not self._recording:
             return
-        with torch.no_grad():
-            for j, (_, p) in enumerate(self._params):
-                b = self._bufs(p.device)
-                k = self._stage(b, "weight", j, p, None, add=False)
-                b.has_update[j] = k == b.before_len[j]  # the sample before the step had the same size
-                b.before_len[j] = 0
+        for j, (_, p) in enumerate(self._params):
+            b = self._bufs(p.device)
+            start = self._starts[j] if b.before_len[j] else None  # the positions sampled before the step
+            k = b.stage_row(b.start["weight"] + j, p.detach(), start)
+            b.has_update[j] = k == b.before_len[j]  # the sample before the step had the same size
+            b.before_len[j] = 0
 
     def end_step(self) -> None:
         """Close the current step: hand its statistics to the writer thread, reset, count the step."""
         now = time.perf_counter()
         if self._recording and self._has_data:
-            for b in self._buffers.values():
-                b.reduce(self._hist_step)
-            payload = [(dev, b.to_host(self._hist_step)) for dev, b in self._buffers.items()]
+            hist = self._hist_step
+            payload = [(dev, self._collect(dev, b, hist)) for dev, b in list(self._buffers.items())]
             units = None
             if self._dead_step and self._units:
-                units = {i: c.to("cpu", non_blocking=True, copy=True) for i, c in self._units.items()}
+                units = {i: c.to("cpu", copy=True) if c.device.type == "cpu" else c.to("cpu", non_blocking=True)
+                         for i, c in self._units.items()}  # fmt: skip
                 for c in self._units.values():
                     c.zero_()
             event = torch.cuda.Event() if any(d.type == "cuda" for d in self._buffers) else None
             if event is not None:
                 event.record()
-            step, hist, wall = self.step, self._hist_step, time.time()
-            self.run._writer.add_job(lambda: self._convert(step, wall, payload, units, hist, event))
-            for b in self._buffers.values():
-                b.reset(self._hist_step)
+            self._pending.append((self.step, time.time(), payload, units, hist, event))
+            if not self._job_queued:  # one job converts every step recorded until it runs
+                self._job_queued = True
+                self.run._writer.add_job(self._convert_pending)
         self.run._writer.add_scalars((self.step, time.time(), {"sys/step_time": now - self._last_end}, False), 1)
         self._last_end = now
         self._has_data = False
         self.step += 1
         self._set_flags()
 
+    def _collect(self, dev: torch.device, b: StepBuffers, hist: bool) -> dict[str, Any]:
+        """The step's statistics of one device; stages the next step into clean buffers."""
+        out = b.collect(hist)
+        if "buffers" in out:  # CPU: reduced in the writer thread while the next step is staged elsewhere
+            nxt = self._pool.swap(b)
+            if nxt is None:  # too much handed over already: reduce here
+                del out["buffers"]
+                b.reduce_on_host(out, hist)
+                b.reset()
+            else:
+                self._buffers[dev] = nxt
+        else:
+            b.reset()
+        return out
+
     # ---- hooks (training thread; no device sync) -------------------------------------------------
     def _forward_hook(self, i: int, module: nn.Module) -> Any:
         where = f"layer {self.layers[i].path}"
         relu = self.layers[i].role == "relu"
         grad_hook = self._grad_hook(i, where)
+        sat = self._sat[i]
+        broken = self._broken
 
         def hook(mod: nn.Module, args: Any, output: Any) -> None:
-            if not self._recording or not mod.training or not torch.is_grad_enabled() or where in self._broken:
+            if not (self._recording and mod.training) or where in broken or not torch.is_grad_enabled():
                 return
             try:
-                t = self._usable(first_tensor(output), where, "output")
+                t = output if type(output) is torch.Tensor else first_tensor(output)
+                t = self._usable(t, where, "output")
                 if t is None:
                     return
                 # no torch.no_grad() needed (it costs a few µs per call): every op here reads a detached view
-                self._stage(self._bufs(t.device), "act", i, t, self._sat[i])
-                if relu and t.ndim >= 1:
-                    self._count_units(i, R.active_units(t))
+                d = t.detach()
+                self._stage(self._bufs(t.device), "act", i, d, sat)
+                if relu and d.ndim >= 1:
+                    self._count_units(i, d)
                 if t.requires_grad:
                     t.register_hook(grad_hook)
                 self._has_data = True
@@ -206,8 +235,10 @@ class Watcher:
         return hook
 
     def _grad_hook(self, i: int, where: str) -> Any:
+        broken = self._broken
+
         def hook(g: torch.Tensor) -> None:
-            if where in self._broken or not is_float_tensor(g):
+            if where in broken or not is_float_tensor(g):
                 return
             try:
                 self._stage(self._bufs(g.device), "grad", i, g, None)
@@ -218,65 +249,53 @@ class Watcher:
 
     def _param_hook(self, j: int) -> Any:
         where = f"parameter {self.param_names[j]}"
+        broken = self._broken
 
         def hook(p: torch.Tensor) -> None:
-            if not self._recording or where in self._broken or p.grad is None or p.grad.is_sparse:
+            g = p.grad
+            if not self._recording or where in broken or g is None or g.is_sparse:
                 return
             try:
-                g = p.grad.detach()
+                g = g.detach()
                 b = self._bufs(g.device)
                 # the accumulated gradient so far: the last call of a step is the full gradient
-                if self._stage(b, "param_grad", j, g, None, add=False):
+                if b.stage_row(b.start["param_grad"] + j, g):
                     flat = (g if g.dtype == torch.float32 else g.to(torch.float32)).reshape(-1)
-                    torch.dot(flat, flat, out=b.norms[j])  # ‖g‖²: one BLAS pass, faster than vector_norm
+                    torch.dot(flat, flat, out=b.norms[j])  # ‖g‖² while g is in cache: one BLAS pass
                 self._has_data = True
             except Exception as e:
                 self._break(where, e)
 
         return hook
 
-    def _stage(self, b: StepBuffers, kind: str, i: int, t: torch.Tensor, sat: Any, add: bool = True) -> int:
+    def _stage(self, b: StepBuffers, kind: str, i: int, t: torch.Tensor, sat: Any) -> int:
         """Copy the sample of ``t`` into its staging row; returns its size (0: reduced at once instead).
 
-        A second call of an accumulating row in one step (a shared module, a recurrent cell, gradient
-        accumulation) finds the row taken and is reduced at once, the slower way.
+        A second call of a row in one step (a shared module, a recurrent cell, gradient accumulation)
+        finds the row taken and is reduced at once, the slower way.
         """
         r = b.start[kind] + i
-        if (add and b.lengths[r]) or t.numel() == 0:
-            self._accumulate(b, kind, i, self._sampler(t), sat, add)
+        if b.lengths[r]:
+            b.accumulate(r, self._sampler(t), sat, self._hist_step)
             return 0
-        k = b.lengths[r] = self._sampler.into(t, b.rows[r])
-        return k
+        return b.stage_row(r, t)
 
-    def _accumulate(self, b: StepBuffers, kind: str, i: int, s: torch.Tensor, sat: Any, add: bool = True) -> None:
-        row, mn, mx = R.moments(s, sat)
-        if add:
-            b.acc[kind][i] += row
-            b.mn[kind][i] = torch.minimum(b.mn[kind][i], mn)
-            b.mx[kind][i] = torch.maximum(b.mx[kind][i], mx)
-        else:
-            b.acc[kind][i] = row
-            b.mn[kind][i], b.mx[kind][i] = mn, mx
-        if self._hist_step and kind in b.hist:
-            h = R.histogram(s)
-            if add:
-                b.hist[kind][i] += h
-            else:
-                b.hist[kind][i] = h
-
-    def _count_units(self, i: int, active: torch.Tensor) -> None:
+    def _count_units(self, i: int, t: torch.Tensor) -> None:
+        """Add each unit's maximum over the first inputs of the batch (ReLU outputs: > 0 iff it fired)."""
+        x = t[:4] if t.ndim >= 2 else t  # (B, …) -> (≤4, …)
+        d = R.unit_dim(x.ndim) if x.ndim >= 2 else 0
+        dims = [k for k in range(x.ndim) if k != d]
+        peak = x.amax(dim=dims) if dims else x
         counts = self._units.get(i)
-        if counts is None or counts.shape != active.shape or counts.device != active.device:
-            counts = self._units[i] = torch.zeros(active.shape, device=active.device)
-        counts += active
+        if counts is None or counts.shape != peak.shape or counts.device != peak.device:
+            counts = self._units[i] = torch.zeros(peak.shape, device=peak.device)
+        counts += peak
 
     def _bufs(self, device: torch.device) -> StepBuffers:
         b = self._buffers.get(device)
         if b is None:  # first use, or the model moved to another device
-            cfg = self.config
-            b = self._buffers[device] = StepBuffers(
-                len(self.layers), len(self._params), device, cfg.histograms_every > 0, cfg.sample, self._sat
-            )
+            n_layers, n_params = len(self.layers), len(self._params)
+            b = self._buffers[device] = StepBuffers(n_layers, n_params, device, self._sampler, self._sat)
         return b
 
     def _usable(self, t: Any, where: str, what: str) -> torch.Tensor | None:
@@ -309,10 +328,24 @@ class Watcher:
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     # ---- writer thread -----------------------------------------------------------------------------
+    def _convert_pending(self) -> list:
+        self._job_queued = False  # before taking: a step added from now on queues a new job
+        out: list = []
+        while self._pending:
+            out += self._convert(*self._pending.popleft())
+        return out
+
     def _convert(self, step: int, wall: float, payload: list, units: dict | None, hist: bool, event: Any) -> list:
         if event is not None:
             event.synchronize()  # blocks the writer thread only
-        stats = combine(payload, len(self.layers), len(self._params), self._params)
+        for _, p in payload:
+            b = p.pop("buffers", None)
+            if b is not None:
+                try:
+                    b.reduce_on_host(p, hist)
+                finally:
+                    self._pool.give_back(b)
+        stats = combine(payload, len(self.layers), len(self._params), self._numels)
         if units is not None:
             dead = np.full(len(self.layers), np.nan)
             for i, c in units.items():
@@ -322,7 +355,8 @@ class Watcher:
             self._diagnoser.observe(step, stats)
         out = [("layerstats", layerstats_batch(step, wall, [la.path for la in self.layers], self.param_names, stats))]
         if hist:
-            out.append(("histograms", watch_histograms_batch(step, wall, self.layers, self.param_names, payload)))
+            counts = histograms(payload)
+            out.append(("histograms", watch_histograms_batch(step, wall, self.layers, self.param_names, counts)))
         return out
 
     def _emit_finding(self, printer: Any) -> Any:
