@@ -135,3 +135,62 @@ export function categories(cat: Int32Array, colors: string[], focus: Uint8Array 
 export function pointSize(n: number): number {
   return n <= 2000 ? 5 : n <= 20000 ? 3.5 : n <= 200000 ? 2 : 1;
 }
+
+/** Projections this large are first drawn on the CPU (`rasterize`), then by WebGL. */
+export const RASTER_MIN = 100_000;
+
+/** What `rasterize` draws: the points, a colour index per point (none: all `palette[0]`), the drawing order. */
+export interface RasterPoints {
+  x: Float32Array;
+  y: Float32Array;
+  z: Float32Array | null;
+  palette: string[];
+  order: number[] | null;
+}
+
+/**
+ * The picture of the points that the WebGL plot draws through its camera `view` (a column-major 4 × 4 matrix,
+ * the plot's `cameraView`) on a `w` × `h` canvas: squares of `size` device pixels in the colour `palette[z[i]]`,
+ * in `order`, on a transparent background. Made on the CPU in one pass over the points — a million take tens of
+ * milliseconds, where a software WebGL frame (no GPU) takes seconds — so that a large projection is on screen
+ * while the plot's own frame, which replaces this picture, is still being rendered.
+ */
+export function rasterize(w: number, h: number, pts: RasterPoints, view: ArrayLike<number>, size: number): ImageData {
+  const img = new ImageData(Math.max(1, w), Math.max(1, h));
+  const px = new Uint32Array(img.data.buffer);
+  const rgba = pts.palette.map((c) => {
+    const [r, g, b] = [1, 3, 5].map((i) => parseInt(c.slice(i, i + 2), 16));
+    return ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0; // bytes r, g, b, a (little-endian)
+  });
+  // clip = projection (x / aspect, y) · view · (x, y, 0, 1); pixels from the top left: x / aspect · w / 2 = x · h / 2
+  const k = 0.5 * h;
+  const [a, b, c, d, e, f] = [view[0], view[1], view[4], view[5], view[12], view[13]];
+  const s = Math.max(1, Math.round(size));
+  const half = (s - 1) >> 1;
+  const { x, y, z, order } = pts;
+  const put = (i: number) => {
+    const col = Math.floor(0.5 * w + (a * x[i] + c * y[i] + e) * k) - half;
+    const row = Math.floor(0.5 * h - (b * x[i] + d * y[i] + f) * k) - half;
+    const colour = rgba[z ? z[i] : 0];
+    if (s === 1) {
+      if (col >= 0 && col < w && row >= 0 && row < h) px[row * w + col] = colour;
+      return;
+    }
+    for (let r = Math.max(0, row); r < Math.min(h, row + s); r++)
+      for (let q = Math.max(0, col); q < Math.min(w, col + s); q++) px[r * w + q] = colour;
+  };
+  if (order) for (let j = 0; j < order.length; j++) put(order[j]);
+  else for (let i = 0; i < x.length; i++) put(i);
+  return img;
+}
+
+/** Resolves once what was drawn so far has been painted (the next rendering update has passed). */
+export function painted(): Promise<number> {
+  return new Promise((resolve) =>
+    requestAnimationFrame(() => {
+      const ch = new MessageChannel();
+      ch.port1.onmessage = () => resolve(performance.now());
+      ch.port2.postMessage(0);
+    }),
+  );
+}
