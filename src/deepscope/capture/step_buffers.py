@@ -55,11 +55,37 @@ class StepBuffers:
         self.extra: dict[str, torch.Tensor] | None = None  # second calls of a row this step
         self.nbytes = (self.stage.numel() + self.before.numel()) * 4
         self._masks: dict[tuple[int, ...], torch.Tensor] = {}
+        self._whole: dict[tuple, torch.Tensor] = {}  # row prefixes shaped like the parameters taken whole
+        self.whole_grad = np.zeros(n_params, bool)  # gradients taken whole: their norm is the sample's
 
     def stage_row(self, r: int, x: torch.Tensor, start: int | None = None) -> int:
         """Copy the sample of ``x`` into row ``r``; returns its size (0 for an empty tensor)."""
         k = self.lengths[r] = self.sampler.into(x, self.rows[r], start, self.rows2d[r])
         return k
+
+    def stage_whole(self, kind: str, js: list[int], params: list[torch.Tensor]) -> None:
+        """Copy whole parameters (``kind`` "weight" or "before") or their gradients ("param_grad") into
+        the rows of parameters ``js``, in one copy; they must fit a row."""
+        start = self.start["weight" if kind == "before" else kind]
+        src = [p.grad if kind == "param_grad" else p for p in params]
+        dst = []
+        for j, t in zip(js, src):
+            key = (kind, j, t.shape)
+            view = self._whole.get(key)
+            if view is None:
+                row = self.before_rows[j] if kind == "before" else self.rows[start + j]
+                view = self._whole[key] = row[: t.numel()].view(t.shape)
+            dst.append(view)
+        torch._foreach_copy_(dst, src)
+        lengths = self.before_len if kind == "before" else self.lengths
+        for j, t in zip(js, src):
+            lengths[j if kind == "before" else start + j] = t.numel()
+        if kind == "weight":
+            for j in js:
+                self.has_update[j] = self.before_len[j] == self.lengths[start + j]
+                self.before_len[j] = 0
+        elif kind == "param_grad":
+            self.whole_grad[js] = True
 
     def accumulate(self, r: int, s: torch.Tensor, sat: Any, hist: bool) -> None:
         """Add the moments of sample ``s`` (1-D float32) of a row's second call in this step."""
@@ -93,6 +119,9 @@ class StepBuffers:
         valid = self._valid()
         rows = R.reduce_rows(self.stage, valid, self.sat)
         rows[pg:w, R.NORMSQ] = self.normsq  # exact squared norms; reduce_rows leaves the column 0
+        if self.whole_grad.any():
+            whole = torch.from_numpy(np.flatnonzero(self.whole_grad) + pg).to(self.device)
+            rows[whole, R.NORMSQ] = rows[whole, R.SUMSQ]
         out["rows"] = _host(rows)
         if any(self.has_update):
             v = valid[w : w + self.n_params]
@@ -109,7 +138,7 @@ class StepBuffers:
         lengths = out["lengths"]
         rows = R.reduce_rows_host(x, lengths, self.sat)
         pg, w = self.start["param_grad"], self.start["weight"]
-        rows[pg:w, R.NORMSQ] = self.normsq.numpy()
+        rows[pg:w, R.NORMSQ] = np.where(self.whole_grad, rows[pg:w, R.SUMSQ], self.normsq.numpy())
         out["rows"] = rows
         if out["has_update"].any():
             out["update"] = R.update_sums_host(x[w : w + self.n_params], self.before.numpy(), lengths[w:])
@@ -131,6 +160,7 @@ class StepBuffers:
         self.lengths = [0] * len(self.lengths)
         self.has_update = [False] * self.n_params
         self.before_len = [0] * self.n_params
+        self.whole_grad[:] = False
         self.extra = None
 
 
@@ -165,6 +195,8 @@ class BufferPool:
             nxt.before = torch.zeros_like(b.before)
             nxt.before_rows = list(nxt.before.unbind(0))
             nxt._masks = {}
+            nxt._whole = {}
+            nxt.whole_grad = np.zeros(b.n_params, bool)
         nxt.reset()
         return nxt
 

@@ -93,6 +93,11 @@ class Watcher:
         self._units: dict[int, torch.Tensor] = {}  # layer index -> Σ per-unit maxima over the dead window
         self._starts = [0] * len(self._params)  # this step's sample positions of each weight
         self._numels = [p.numel() for _, p in self._params]
+        # Parameters of at most `sample` elements (biases, norms, small kernels) are taken whole: with an
+        # optimizer, all of them in one copy per step and kind, and their exact norms come from the sample.
+        small = [j for j, n in enumerate(self._numels) if n <= cfg.sample] if optimizer is not None else []
+        self._small = small
+        self._large = [j for j in range(len(self._params)) if j not in set(small)]
         self._pending: deque = deque()  # recorded steps the writer thread has not converted yet
         self._job_queued = False
         self._pool = BufferPool()
@@ -117,8 +122,8 @@ class Watcher:
         try:
             for layer, module in selected:
                 self.scope.add(module.register_forward_hook(self._forward_hook(layer.index, module)))
-            for j, (_, p) in enumerate(self._params):
-                self.scope.add(p.register_post_accumulate_grad_hook(self._param_hook(j)))
+            for j in self._large:
+                self.scope.add(self._params[j][1].register_post_accumulate_grad_hook(self._param_hook(j)))
             if optimizer is not None:
                 self.scope.add(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_optimizer_step)))
                 self.scope.add(optimizer.register_step_post_hook(self._guard("optimizer", self._after_optimizer_step)))
@@ -144,12 +149,29 @@ class Watcher:
         self._in_step = True
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._recording:
-            sampler = self._sampler
-            for j, (_, p) in enumerate(self._params):
-                b = self._bufs(p.device)
-                start = self._starts[j] = sampler.start(self._numels[j]) if self._numels[j] > sampler.sample else 0
-                b.before_len[j] = sampler.into(p.detach(), b.before_rows[j], start) or -1  # -1: never matches
+        if not self._recording:
+            return
+        sampler, params = self._sampler, self._params
+        for j in self._large:
+            p = params[j][1]
+            b = self._bufs(p.device)
+            start = self._starts[j] = sampler.start(self._numels[j])
+            b.before_len[j] = sampler.into(p.detach(), b.before_rows[j], start) or -1  # -1: never matches
+        if self._small:
+            with torch.no_grad():
+                self._stage_small("before", self._small)
+                grads = [j for j in self._small if params[j][1].grad is not None and not params[j][1].grad.is_sparse]
+                if self._stage_small("param_grad", grads):
+                    self._has_data = True
+
+    def _stage_small(self, kind: str, js: list[int]) -> int:
+        """Copy the small parameters ``js`` (or their gradients) whole into their rows, one copy per device."""
+        by_device: dict[torch.device, list[int]] = {}
+        for j in js:
+            by_device.setdefault(self._params[j][1].device, []).append(j)
+        for dev, group in by_device.items():
+            self._bufs(dev).stage_whole(kind, group, [self._params[j][1] for j in group])
+        return len(js)
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._weights_stats()
@@ -158,12 +180,16 @@ class Watcher:
     def _weights_stats(self) -> None:
         if not self._recording:
             return
-        for j, (_, p) in enumerate(self._params):
+        for j in self._large:
+            p = self._params[j][1]
             b = self._bufs(p.device)
             start = self._starts[j] if b.before_len[j] else None  # the positions sampled before the step
             k = b.stage_row(b.start["weight"] + j, p.detach(), start)
             b.has_update[j] = k == b.before_len[j]  # the sample before the step had the same size
             b.before_len[j] = 0
+        if self._small:
+            with torch.no_grad():
+                self._stage_small("weight", self._small)
 
     def end_step(self) -> None:
         """Close the current step: hand its statistics to the writer thread, reset, count the step."""
