@@ -241,3 +241,45 @@ def test_umap_computes_in_the_background_and_shows_when_ready(page, analysed, se
     coords = held(page, "projectionCoords")
     want = ndc(read(analysed.root / analysed.run).projection(LAYER, "umap")[:, :2].astype(np.float64))
     np.testing.assert_allclose(np.c_[coords["x"], coords["y"]], want, rtol=1e-4, atol=1e-5)
+
+
+def test_large_projection_drawn_on_the_cpu_first_then_indexed_for_the_lasso(page, built_app, tmp_path):
+    """120,000 points: drawn on the CPU before WebGL (the two pictures alike), the index built in the worker with
+    32-bit ids (over 65,536 points), and a lasso through the plot's own search picks exactly the points inside."""
+    import torch
+    from torch import nn
+
+    import deepscope
+
+    rows = 120_000
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (rows,), generator=g)
+    x = (torch.randn(10, 8, generator=g) * 3)[labels] + torch.randn(rows, 8, generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 10))
+    with deepscope.init(project="browser", name="large-projection", dir=tmp_path) as run:
+        data = torch.utils.data.TensorDataset(x, labels)
+        deepscope.analyze(model, data, layers=["1"], labels=labels, run=run, batch_size=65536, progress=False)
+    server = BackgroundServer(tmp_path, port=0).start()
+    try:
+        page.goto(f"{server.url}?tab=analysis&runs={run.id}&run={run.id}&alayer=1")
+        for state in ("drawn", "colored", "indexed"):
+            wait_for(page, f"() => window.__deepscope.analysis.projection?.()?.{state}", timeout=60_000)
+        p = held(page, "projection")
+        assert p["points"] == rows and p["colorBy"] == "label"
+        t = p["timing"]
+        assert 0 < t["shownAt"] <= t["drawnAt"] and t["coloredAt"] > 0 and t["indexedAt"] >= t["drawnAt"]
+        same = held(page, "projectionPreview")
+        assert same["preview"] > 10_000 and abs(same["drawn"] - same["preview"]) < 0.05 * same["preview"], same
+        assert same["agree"] > 0.9, same  # pixels at the edge of a square may fall either way
+
+        coords = held(page, "projectionCoords")
+        cx, cy = np.asarray(coords["x"], np.float32), np.asarray(coords["y"], np.float32)
+        x0, y0, x1, y1 = -0.3, -0.2, 0.25, 0.4
+        page.evaluate("(p) => window.__deepscope.analysis.projectionLasso(p)", [[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+        wait_for(page, "() => window.__deepscope.analysis.projection().lassoCount > 0")
+        want = np.flatnonzero((cx > x0) & (cx < x1) & (cy > y0) & (cy < y1))
+        assert len(want) > 1000
+        assert held(page, "projection")["lasso"] == want.tolist()
+    finally:
+        server.stop()

@@ -136,7 +136,7 @@ export function pointSize(n: number): number {
   return n <= 2000 ? 5 : n <= 20000 ? 3.5 : n <= 200000 ? 2 : 1;
 }
 
-/** Projections this large are first drawn on the CPU (`rasterize`), then by WebGL. */
+/** Projections this large are first drawn on the CPU (`rasterize`), then by WebGL, as squares without blending. */
 export const RASTER_MIN = 100_000;
 
 /** What `rasterize` draws: the points, a colour index per point (none: all `palette[0]`), the drawing order. */
@@ -166,11 +166,11 @@ export function rasterize(w: number, h: number, pts: RasterPoints, view: ArrayLi
   const k = 0.5 * h;
   const [a, b, c, d, e, f] = [view[0], view[1], view[4], view[5], view[12], view[13]];
   const s = Math.max(1, Math.round(size));
-  const half = (s - 1) >> 1;
+  const off = 0.5 - s / 2; // a square covers the pixels whose centres it contains
   const { x, y, z, order } = pts;
   const put = (i: number) => {
-    const col = Math.floor(0.5 * w + (a * x[i] + c * y[i] + e) * k) - half;
-    const row = Math.floor(0.5 * h - (b * x[i] + d * y[i] + f) * k) - half;
+    const col = Math.floor(0.5 * w + (a * x[i] + c * y[i] + e) * k + off);
+    const row = Math.floor(0.5 * h - (b * x[i] + d * y[i] + f) * k + off);
     const colour = rgba[z ? z[i] : 0];
     if (s === 1) {
       if (col >= 0 && col < w && row >= 0 && row < h) px[row * w + col] = colour;
