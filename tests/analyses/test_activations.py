@@ -10,7 +10,7 @@ import torch
 from tests.analyses.models import FailingAt, TinyCNN, image_data
 
 import deepscope
-from deepscope.analyses import read
+from deepscope.analyses import extraction, read
 from deepscope.analyses.activations import Activations, ActivationsConfig, pool
 
 
@@ -175,3 +175,36 @@ def test_no_hook_survives_an_exception(tmp_path):
         deepscope.analyze(model, FailingAt(image_data(40), 20), run=tmp_path, batch_size=8, progress=False)
     assert all(not m._forward_hooks for m in model.modules())
     assert model.training
+
+
+def test_a_layer_followed_by_an_in_place_op_keeps_its_own_output(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(inplace=True), torch.nn.Linear(8, 3))
+    x = torch.randn(100, 4)
+    r = deepscope.analyze(model, x, layers=["0"], run=tmp_path, batch_size=16, progress=False)
+    with torch.no_grad():
+        want = model[0](x).numpy()
+    assert want.min() < 0  # what the in-place ReLU overwrites
+    np.testing.assert_allclose(r.activations("0")[:], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("writer_thread", [False, True])
+def test_batches_of_any_size_across_chunk_boundaries(tmp_path, monkeypatch, writer_thread):
+    monkeypatch.setattr(extraction, "WRITER_THREAD", writer_thread)  # the thread writes when a GPU computes
+    torch.manual_seed(0)
+    model = TinyCNN()
+    x, y = image_data(300).tensors
+    sizes = [7, 100, 1, 64, 90, 38]  # a batch bigger than a chunk, batches that straddle chunks
+    edges = np.cumsum([0, *sizes])
+    batches = [(x[a:b], y[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    # batch_size: the gathering arrays' room beyond a chunk (32 + 8 rows), which the 100-row batch outgrows
+    cfg = ActivationsConfig(layers=("conv2", "fc1"), batch_size=8, chunk_rows=32, progress=False)
+    Activations(cfg).run(tmp_path, model, batches)
+    seen, out = manual(model, x, ["conv2", "fc1"])
+    r = read(tmp_path)
+    assert r.complete and len(r) == 300
+    np.testing.assert_allclose(r.activations("conv2")[:], seen["conv2"].mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.activations("fc1")[:], seen["fc1"].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(r.instances().column("label").to_numpy(), y.numpy())
+    scores = np.stack(r.instances().column("scores").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(scores, out.softmax(1).numpy(), rtol=1e-5, atol=1e-6)

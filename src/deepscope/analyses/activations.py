@@ -14,7 +14,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..capture.scope import HookScope
 from ..store.runmeta import write_json_atomic
 from .base import RESERVED_COLUMNS, artifact_dir, model_class, provenance, read_json, write_provenance
 from .batches import Batch, Source, current_length, source
@@ -259,8 +257,10 @@ class Activations:
             out_dir.mkdir(parents=True)
             state = _State(out_dir, fingerprint, cfg.chunk_rows)
         started = time.time()
+        from .extraction import Extractor
+
         modules = dict(model.named_modules())
-        _Extractor(model, [(n, modules[n]) for n in layers], cfg, src, state).extract()
+        Extractor(model, [(n, modules[n]) for n in layers], cfg, src, state).extract()
         n = state.rows_done
         if src.length is not None and current_length(src) != src.length:
             raise ValueError(f"deepscope.analyze: the dataset's length changed from {src.length} to "
@@ -386,138 +386,3 @@ class _State:
 
     def finish(self) -> None:
         self.save(complete=True)
-
-
-class _Extractor:
-    """The loop: forward each batch with hooks on the layers, gather chunks, write them in a second thread."""
-
-    def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]], cfg: ActivationsConfig,
-                 src: Source, state: _State) -> None:  # fmt: skip
-        self.model, self.layers, self.cfg, self.src, self.state = model, layers, cfg, src, state
-        self.mask: torch.Tensor | None = None
-        self.pooled: dict[str, torch.Tensor] = {}
-        self.buffer: dict[str, list[np.ndarray]] = {}
-        self.buffered = 0
-        self.pending: tuple[Future[int], int] | None = None
-        images = state.arrays.get("inputs/images.zarr")
-        self.preview_shape: tuple[int, int, int] | None = None if images is None else tuple(images.shape[1:])
-
-    def hook(self, name: str, module: nn.Module) -> Callable[..., None]:
-        channels_first = isinstance(module, CHANNELS_FIRST_1D)
-
-        def fn(_m: nn.Module, _inputs: Any, out: Any) -> None:
-            t = first_tensor(out)
-            if t is None:
-                raise TypeError(f"deepscope.analyze: layer {name!r} returned {type(out).__name__}, not a tensor")
-            # Reduced on the device; copied to the host once per batch, after the forward pass.
-            self.pooled[name] = pool(t.detach(), self.mask, channels_first, self.cfg.sequence_pooling).float()
-
-        return fn
-
-    def extract(self) -> None:
-        from tqdm import tqdm
-
-        model, state = self.model, self.state
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        was_training = model.training
-        model.eval()
-        start = state.rows_done
-        bar = tqdm(total=self.src.length, initial=start, unit="rows", desc="analyze", disable=not self.cfg.progress)
-        row = start
-        pool_ = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepscope-analyze")
-        try:
-            with HookScope() as scope, torch.inference_mode():
-                for name, module in self.layers:
-                    scope.add(module.register_forward_hook(self.hook(name, module)))
-                for batch in self._batches(start):
-                    if self.src.length is not None and row + batch.size > self.src.length:
-                        raise ValueError(f"deepscope.analyze: the dataset yielded more than its length "
-                                         f"({self.src.length}) instances")  # fmt: skip
-                    self._add(self._forward(batch.to(device)), batch, row)
-                    row += batch.size
-                    bar.update(batch.size)
-                    if self.buffered >= state.chunk_rows:
-                        self._flush(pool_, state.chunk_rows)
-                if self.buffered:
-                    self._flush(pool_, self.buffered)
-        finally:
-            try:
-                self._wait()
-            finally:
-                pool_.shutdown(wait=True)
-                bar.close()
-                model.train(was_training)
-
-    def _batches(self, start: int):
-        try:
-            yield from self.src.batches(start)
-        except IndexError as e:
-            now = current_length(self.src)
-            if now != self.src.length:
-                raise ValueError(f"deepscope.analyze: the dataset's length changed from {self.src.length} to {now} "
-                                 f"while it was read") from e  # fmt: skip
-            raise
-
-    def _forward(self, batch: Batch) -> dict[str, np.ndarray]:
-        self.pooled = {}
-        self.mask = batch.mask
-        out = first_tensor(self.model(*batch.args, **batch.kwargs))
-        missing = [n for n, _ in self.layers if n not in self.pooled]
-        if missing:
-            raise ValueError(f"deepscope.analyze: layers {missing} were not called by the model's forward pass")
-        rows = {f"{n}.zarr": self.pooled[n].cpu().numpy() for n, _ in self.layers}
-        if out is not None and out.ndim == 2 and out.shape[0] == batch.size and out.shape[1] >= 2:
-            scores = out.float().softmax(1) if self.cfg.scores == "softmax" else out.float()
-            rows["outputs/scores.zarr"] = scores.cpu().numpy()
-        if self.cfg.previews and (images := image_input(batch)) is not None:
-            if self.preview_shape is None:
-                self.preview_shape = (*preview_size(*images.shape[2:]), images.shape[1])
-            h, w, c = self.preview_shape
-            rows["inputs/images.zarr"] = preview(images, (h, w), c).cpu().numpy()
-        for key, values in rows.items():
-            if len(values) != batch.size:
-                raise ValueError(f"deepscope.analyze: {key[:-5]} has {len(values)} rows for a batch of {batch.size}")
-        return rows
-
-    def _add(self, rows: dict[str, np.ndarray], batch: Batch, row: int) -> None:
-        for key, values in rows.items():
-            # A sum is NaN or infinite when a value is (a sum that overflows is looked at closely, and passes):
-            # one cheap reduction instead of an elementwise test and a boolean array per batch.
-            if values.dtype.kind != "f" or np.isfinite(values.sum()) or np.isfinite(values).all():
-                continue
-            bad = row + int(np.flatnonzero(~np.isfinite(values).all(axis=tuple(range(1, values.ndim))))[0])
-            raise ValueError(f"deepscope.analyze: {key[:-5]} is NaN or infinite for instance {bad}; "
-                             f"fix the model or the input before analysing it")  # fmt: skip
-        labels = batch.labels.numpy() if batch.labels is not None else np.full(batch.size, -1, np.int64)
-        rows["outputs/labels.zarr"] = labels
-        if not self.state.arrays:
-            widths = {n: rows[f"{n}.zarr"].shape[1] for n, _ in self.layers}
-            outputs = {"outputs/labels": ((), "int64")}
-            if "outputs/scores.zarr" in rows:
-                outputs["outputs/scores"] = ((rows["outputs/scores.zarr"].shape[1],), "float32")
-            if "inputs/images.zarr" in rows:
-                outputs["inputs/images"] = (rows["inputs/images.zarr"].shape[1:], "uint8")
-            self.state.create(widths, outputs)
-        if set(rows) != set(self.state.arrays):
-            raise ValueError("deepscope.analyze: the model's outputs changed kind between batches")
-        for key, values in rows.items():
-            self.buffer.setdefault(key, []).append(values)
-        self.buffered += batch.size
-
-    def _flush(self, pool_: ThreadPoolExecutor, rows: int) -> None:
-        chunk: dict[str, np.ndarray] = {}
-        for key, parts in self.buffer.items():
-            joined = np.concatenate(parts) if len(parts) > 1 else parts[0]
-            chunk[key] = joined[:rows]
-            self.buffer[key] = [joined[rows:]] if len(joined) > rows else []
-        self.buffered -= rows
-        self._wait()  # one chunk in flight at most: memory stays bounded
-        start = self.state.rows_done
-        self.pending = (pool_.submit(self.state.write, start, chunk), start)
-
-    def _wait(self) -> None:
-        if self.pending is not None:
-            future, _ = self.pending
-            self.pending = None
-            self.state.rows_done = future.result()
-            self.state.save()

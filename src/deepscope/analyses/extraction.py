@@ -1,0 +1,234 @@
+"""The extraction loop of :mod:`.activations`: forward each batch with hooks, gather rows in place, write chunks.
+
+Each pooled activation is copied once, by its hook, into a preallocated host array that gathers the next chunk
+(no per-batch arrays to join later); full chunks go straight to their files. With the model on an accelerator a
+second thread writes a chunk while the next one fills the other set of arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..capture.scope import HookScope
+from .activations import CHANNELS_FIRST_1D, ActivationsConfig, first_tensor, image_input, pool, preview, preview_size
+from .batches import Batch, Source, current_length
+
+LABELS = "outputs/labels.zarr"
+SCORES = "outputs/scores.zarr"
+IMAGES = "inputs/images.zarr"
+WRITER_THREAD: bool | None = None  # None: only with the model on an accelerator (see ``Extractor._flush``)
+
+
+class ChunkRows:
+    """Host arrays (one per stored array) that gather rows until a chunk is full; they grow only for big batches."""
+
+    def __init__(self, specs: dict[str, tuple[tuple[int, ...], Any]], capacity: int) -> None:
+        self.specs = specs
+        self.arrays = {k: np.empty((capacity, *tail), dtype) for k, (tail, dtype) in specs.items()}
+        self.tensors = {k: torch.from_numpy(a) for k, a in self.arrays.items()}  # the same memory, for copy_
+        self.capacity, self.n = capacity, 0
+
+    def reserve(self, rows: int) -> None:
+        """Room for ``rows`` more rows after the ``n`` gathered."""
+        if self.n + rows <= self.capacity:
+            return
+        self.capacity = max(self.n + rows, 2 * self.capacity)
+        for k, a in self.arrays.items():
+            grown = np.empty((self.capacity, *a.shape[1:]), a.dtype)
+            grown[: self.n] = a[: self.n]
+            self.arrays[k], self.tensors[k] = grown, torch.from_numpy(grown)
+
+    def slot(self, key: str, rows: int) -> np.ndarray:
+        """Where the next batch's ``rows`` rows of ``key`` go."""
+        return self.arrays[key][self.n : self.n + rows]
+
+
+class Extractor:
+    """The loop: forward each batch with hooks on the layers, gather chunks, write them in a second thread."""
+
+    def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]], cfg: ActivationsConfig,
+                 src: Source, state: Any) -> None:  # fmt: skip
+        self.model, self.layers, self.cfg, self.src, self.state = model, layers, cfg, src, state
+        self.mask: torch.Tensor | None = None
+        self.batch_rows = 0
+        self.pooled: dict[str, torch.Tensor] = {}  # rows not yet copied into ``rows`` (first batch, accelerators)
+        self.called: set[str] = set()
+        self.direct = False  # hooks copy straight into ``rows`` (host tensors, once the arrays exist)
+        self.rows: ChunkRows | None = None
+        self.spare: ChunkRows | None = None  # the other set: written by the second thread, or free
+        self.pending: Future[int] | None = None
+        self.device = torch.device("cpu")
+        images = state.arrays.get(IMAGES)
+        self.preview_shape: tuple[int, int, int] | None = None if images is None else tuple(images.shape[1:])
+
+    def hook(self, name: str, module: nn.Module) -> Callable[..., None]:
+        channels_first = isinstance(module, CHANNELS_FIRST_1D)
+        key = f"{name}.zarr"
+
+        def fn(_m: nn.Module, _inputs: Any, out: Any) -> None:
+            t = first_tensor(out)
+            if t is None:
+                raise TypeError(f"deepscope.analyze: layer {name!r} returned {type(out).__name__}, not a tensor")
+            pooled = pool(t.detach(), self.mask, channels_first, self.cfg.sequence_pooling)
+            if len(pooled) != self.batch_rows:
+                raise ValueError(f"deepscope.analyze: {name} has {len(pooled)} rows for a batch of {self.batch_rows}")
+            self.called.add(name)
+            if self.direct:
+                dest = self.rows.tensors[key][self.rows.n : self.rows.n + self.batch_rows]
+                if dest.shape != pooled.shape:
+                    raise ValueError(f"deepscope.analyze: layer {name!r} changed width between batches")
+                # Copied now, not after the forward pass: a later in-place op (ReLU(inplace=True)) would change it.
+                dest.copy_(pooled)
+            else:
+                aliased = pooled.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
+                self.pooled[name] = (pooled.clone() if aliased else pooled).float()
+
+        return fn
+
+    def extract(self) -> None:
+        from tqdm import tqdm
+
+        model, state = self.model, self.state
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        was_training = model.training
+        model.eval()
+        start = state.rows_done
+        self.device = device
+        if state.arrays:  # resumed
+            self._allocate()
+        bar = tqdm(total=self.src.length, initial=start, unit="rows", desc="analyze", disable=not self.cfg.progress)
+        row = start
+        pool_ = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepscope-analyze")
+        try:
+            with HookScope() as scope, torch.inference_mode():
+                for name, module in self.layers:
+                    scope.add(module.register_forward_hook(self.hook(name, module)))
+                for batch in self._batches(start):
+                    if self.src.length is not None and row + batch.size > self.src.length:
+                        raise ValueError(f"deepscope.analyze: the dataset yielded more than its length "
+                                         f"({self.src.length}) instances")  # fmt: skip
+                    self._step(batch.to(device), row)
+                    row += batch.size
+                    bar.update(batch.size)
+                    while self.rows.n >= state.chunk_rows:
+                        self._flush(pool_, state.chunk_rows)
+                if self.rows is not None and self.rows.n:
+                    self._flush(pool_, self.rows.n)
+        finally:
+            try:
+                self._wait()
+            finally:
+                pool_.shutdown(wait=True)
+                bar.close()
+                model.train(was_training)
+
+    def _batches(self, start: int) -> Iterator[Batch]:
+        try:
+            yield from self.src.batches(start)
+        except IndexError as e:
+            now = current_length(self.src)
+            if now != self.src.length:
+                raise ValueError(f"deepscope.analyze: the dataset's length changed from {self.src.length} to {now} "
+                                 f"while it was read") from e  # fmt: skip
+            raise
+
+    def _allocate(self) -> None:
+        specs = {k: (tuple(a.shape[1:]), a.dtype) for k, a in self.state.arrays.items()}
+        self.rows = ChunkRows(specs, self.state.chunk_rows + self.cfg.batch_size)
+        self.direct = self.device.type == "cpu"
+
+    def _step(self, batch: Batch, row: int) -> None:
+        """One forward pass; its rows end up in ``self.rows`` (checked for NaN), ``n`` advanced."""
+        b = batch.size
+        self.pooled, self.called = {}, set()
+        self.mask, self.batch_rows = batch.mask, b
+        if self.rows is not None:
+            self.rows.reserve(b)
+        out = first_tensor(self.model(*batch.args, **batch.kwargs))
+        missing = [n for n, _ in self.layers if n not in self.called]
+        if missing:
+            raise ValueError(f"deepscope.analyze: layers {missing} were not called by the model's forward pass")
+        extra: dict[str, np.ndarray] = {}
+        if out is not None and out.ndim == 2 and out.shape[0] == b and out.shape[1] >= 2:
+            extra[SCORES] = scores(out.detach().float().cpu().numpy(), self.cfg.scores == "softmax")
+        if self.cfg.previews and (images := image_input(batch)) is not None:
+            if self.preview_shape is None:
+                self.preview_shape = (*preview_size(*images.shape[2:]), images.shape[1])
+            h, w, c = self.preview_shape
+            extra[IMAGES] = preview(images, (h, w), c).cpu().numpy()
+        extra[LABELS] = batch.labels.numpy() if batch.labels is not None else np.full(b, -1, np.int64)
+        for key, values in extra.items():
+            if len(values) != b:
+                raise ValueError(f"deepscope.analyze: {key[:-5]} has {len(values)} rows for a batch of {b}")
+        if self.rows is None:  # the first batch tells the widths
+            widths = {n: int(self.pooled[n].shape[1]) for n, _ in self.layers}
+            dtypes = {LABELS: "int64", SCORES: "float32", IMAGES: "uint8"}
+            self.state.create(widths, {k[:-5]: (tuple(v.shape[1:]), dtypes[k]) for k, v in extra.items()})
+            self._allocate()
+            self.rows.reserve(b)
+        rows = self.rows
+        if {f"{n}.zarr" for n, _ in self.layers} | set(extra) != set(rows.arrays):
+            raise ValueError("deepscope.analyze: the model's outputs changed kind between batches")
+        for name, pooled in self.pooled.items():  # not copied by the hook
+            dest = rows.tensors[f"{name}.zarr"][rows.n : rows.n + b]
+            if dest.shape != pooled.shape:
+                raise ValueError(f"deepscope.analyze: layer {name!r} changed width between batches")
+            dest.copy_(pooled)
+        for key, values in extra.items():
+            rows.slot(key, b)[...] = values
+        for key in rows.arrays:
+            check_finite(key, rows.slot(key, b), row)
+        rows.n += b
+
+    def _flush(self, pool_: ThreadPoolExecutor, n: int) -> None:
+        """Hand the first ``n`` gathered rows to the writer; rows past them move to the other set of arrays."""
+        self._wait()  # one chunk in flight at most: the other set is free again
+        full = self.rows
+        spare = self.spare or ChunkRows(full.specs, full.capacity)
+        left = full.n - n
+        spare.n = 0
+        spare.reserve(left)
+        for key, a in full.arrays.items():
+            spare.arrays[key][:left] = a[n : full.n]
+        spare.n = left
+        chunk = {key: a[:n] for key, a in full.arrays.items()}
+        self.rows, self.spare = spare, full
+        if not (self.device.type != "cpu" if WRITER_THREAD is None else WRITER_THREAD):
+            # torch's threads already keep every core busy: a writer thread would only interrupt them (measured:
+            # no faster, more CPU time). With an accelerator the host is idle meanwhile, and the thread writes.
+            self.state.rows_done = self.state.write(self.state.rows_done, chunk)
+            self.state.save()
+            return
+        self.pending = pool_.submit(self.state.write, self.state.rows_done, chunk)
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            future, self.pending = self.pending, None
+            self.state.rows_done = future.result()
+            self.state.save()
+
+
+def scores(logits: np.ndarray, softmax: bool) -> np.ndarray:
+    """Softmax of each row (NumPy: for a (B, classes) matrix, torch's threaded kernel cost more here), or the rows."""
+    if not softmax:
+        return logits
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    e /= e.sum(1, keepdims=True)
+    return e
+
+
+def check_finite(key: str, values: np.ndarray, row: int) -> None:
+    """A ``ValueError`` naming the first instance whose values are NaN or infinite."""
+    # A sum is NaN or infinite when a value is (a sum that overflows is looked at closely, and passes):
+    # one cheap reduction instead of an elementwise test and a boolean array per batch.
+    if values.dtype.kind != "f" or np.isfinite(values.sum()) or np.isfinite(values).all():
+        return
+    bad = row + int(np.flatnonzero(~np.isfinite(values).all(axis=tuple(range(1, values.ndim))))[0])
+    raise ValueError(f"deepscope.analyze: {key[:-5]} is NaN or infinite for instance {bad}; "
+                     f"fix the model or the input before analysing it")  # fmt: skip
