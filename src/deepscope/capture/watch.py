@@ -98,6 +98,9 @@ class Watcher:
         small = [j for j, n in enumerate(self._numels) if n <= cfg.sample] if optimizer is not None else []
         self._small = small
         self._large = [j for j in range(len(self._params)) if j not in set(small)]
+        # With an optimizer every gradient is read just before its step: exact norms in one batched
+        # `_foreach_norm` and no hook per parameter. Without one, each parameter's hook reads its own.
+        self._hooked = [] if optimizer is not None else self._large
         self._pending: deque = deque()  # recorded steps the writer thread has not converted yet
         self._job_queued = False
         self._pool = BufferPool()
@@ -122,7 +125,7 @@ class Watcher:
         try:
             for layer, module in selected:
                 self.scope.add(module.register_forward_hook(self._forward_hook(layer.index, module)))
-            for j in self._large:
+            for j in self._hooked:
                 self.scope.add(self._params[j][1].register_post_accumulate_grad_hook(self._param_hook(j)))
             if optimizer is not None:
                 self.scope.add(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_optimizer_step)))
@@ -157,12 +160,29 @@ class Watcher:
             b = self._bufs(p.device)
             start = self._starts[j] = sampler.start(self._numels[j])
             b.before_len[j] = sampler.into(p.detach(), b.before_rows[j], start) or -1  # -1: never matches
-        if self._small:
-            with torch.no_grad():
+        with torch.no_grad():
+            if self._small:
                 self._stage_small("before", self._small)
-                grads = [j for j in self._small if params[j][1].grad is not None and not params[j][1].grad.is_sparse]
+                grads = [j for j in self._small if _dense_grad(params[j][1])]
                 if self._stage_small("param_grad", grads):
                     self._has_data = True
+            grads = [j for j in self._large if _dense_grad(params[j][1])]
+            if grads:
+                self._stage_large_grads(grads)
+                self._has_data = True
+
+    def _stage_large_grads(self, js: list[int]) -> None:
+        """Samples and exact norms of the gradients of parameters ``js`` (one ``_foreach_norm`` per device)."""
+        by_device: dict[torch.device, list[int]] = {}
+        for j in js:
+            by_device.setdefault(self._params[j][1].device, []).append(j)
+        for dev, group in by_device.items():
+            b = self._bufs(dev)
+            grads = [self._params[j][1].grad for j in group]
+            b.set_norms(group, torch._foreach_norm(grads))
+            pg = b.start["param_grad"]
+            for j, g in zip(group, grads):
+                b.stage_row(pg + j, g)
 
     def _stage_small(self, kind: str, js: list[int]) -> int:
         """Copy the small parameters ``js`` (or their gradients) whole into their rows, one copy per device."""
@@ -423,3 +443,7 @@ class Watcher:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _dense_grad(p: torch.Tensor) -> bool:
+    return p.grad is not None and not p.grad.is_sparse
