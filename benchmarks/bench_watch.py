@@ -109,16 +109,20 @@ class Variant:
         self.model = copy.deepcopy(w.model).train()
         self.opt = w.optimizer(self.model)
         self.n = 0
+        # the training thread's own CPU time per step: blind to other processes' load, and to the work of
+        # background threads (deepscope's writer thread), which shows in the step times only
+        self.cpu: list[float] = []
 
     def step(self) -> float:
         x, y = self.w.batches[self.n % len(self.w.batches)]
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.thread_time()
         loss = self.w.loss(self.model, x, y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.log(loss)
         dt = time.perf_counter() - t
+        self.cpu.append(time.thread_time() - cpu)
         self.n += 1
         return dt
 
@@ -185,15 +189,20 @@ class Wandb(Variant):
 
 
 # ---- measurement -----------------------------------------------------------------------------------
-def measure(w: Workload, variants: list[type[Variant]], rounds: int, steps: dict[str, int], warmup: int) -> dict:
-    """Per-variant lists of step seconds, from ``rounds`` interleaved blocks after a warm-up."""
+def measure(
+    w: Workload, variants: list[type[Variant]], rounds: int, steps: dict[str, int], warmup: int
+) -> tuple[dict, dict]:
+    """Per-variant lists of step seconds and of training-thread CPU seconds, from ``rounds`` interleaved
+    blocks after a warm-up."""
     times: dict[str, list[float]] = {v.name: [] for v in variants}
+    cpu: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as d:
         vs = [v(w, Path(d)) for v in variants]
         try:
             for v in vs:
                 for _ in range(warmup):
                     v.step()
+                v.cpu.clear()
             for r in range(rounds):
                 order = vs[r % len(vs) :] + vs[: r % len(vs)]  # rotate: nobody always follows the same peer
                 for v in order:
@@ -201,7 +210,8 @@ def measure(w: Workload, variants: list[type[Variant]], rounds: int, steps: dict
         finally:
             for v in vs:
                 v.close()
-    return times
+                cpu[v.name] = v.cpu
+    return times, cpu
 
 
 def rss_bytes() -> int:
@@ -259,7 +269,7 @@ def main() -> None:
     for key in chosen:
         w = workloads[key]()
         t0 = time.perf_counter()
-        times = measure(w, variants, rounds, steps, warmup=3 if q else 10)
+        times, cpu = measure(w, variants, rounds, steps, warmup=3 if q else 10)
         med = {k: statistics.median(v) for k, v in times.items()}
         mean = {k: statistics.fmean(v) for k, v in times.items()}
         over = {k: med[k] / med["plain"] - 1 for k in med}
@@ -269,6 +279,8 @@ def main() -> None:
         ]
         rows.append(("deepscope / plain, median", f"{med['deepscope'] / med['plain']:.3f}×", "≤ 1.05×"))
         rows.append(("deepscope / plain, mean", f"{mean['deepscope'] / mean['plain']:.3f}×", "≤ 1.05×"))
+        c = {k: statistics.median(cpu[k]) for k in ("plain", "deepscope")}
+        rows.append(("deepscope / plain, training-thread CPU time, median", f"{c['deepscope'] / c['plain']:.3f}×", ""))
         for p in peers:
             rows.append((f"{p.name} / plain, median", f"{med[p.name] / med['plain']:.2f}×", ""))
             ratio = over[p.name] / over["deepscope"] if over["deepscope"] > 0 else float("inf")
