@@ -40,7 +40,7 @@ def pca(x: np.ndarray, components: int = 2, seed: int = 0) -> tuple[np.ndarray, 
 
     k = min(components, x.shape[0], x.shape[1])
     model = PCA(n_components=k, random_state=seed)
-    return model.fit_transform(x).astype(np.float32), model
+    return np.asarray(model.fit_transform(x), dtype=np.float32), model  # float32 in, float32 out: no copy
 
 
 def reduce_dims(x: np.ndarray, dims: int | None, seed: int = 0) -> np.ndarray:
