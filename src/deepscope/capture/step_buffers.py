@@ -176,23 +176,26 @@ class StepBuffers:
 class BufferPool:
     """Spare CPU buffers: a step's buffers go to the writer thread and come back once it has reduced them.
 
-    At most ``budget`` bytes are out at once; past that a step is reduced in the training thread itself
-    (a writer that falls behind costs time, never unbounded memory).
+    At most ``budget`` bytes of buffers exist besides the ones being staged into; past that a step is
+    reduced in the training thread itself (a writer that falls behind costs time, never unbounded memory).
+    Buffers that come back are kept for reuse, not freed: freeing and allocating megabytes at every burst
+    fragments the heap and grows the resident set.
     """
 
-    def __init__(self, budget: int = 64 << 20) -> None:
+    def __init__(self, budget: int = 32 << 20) -> None:
         self.budget = budget
         self._spare: list[StepBuffers] = []
-        self._out = 0  # bytes handed to the writer thread and not back yet
+        self._allocated = 0  # bytes of buffers handed to the writer thread or spare
         self._lock = threading.Lock()
 
     def swap(self, b: StepBuffers) -> StepBuffers | None:
         """A clean set of buffers like ``b`` to stage the next step into, or None past the budget."""
         with self._lock:
-            if self._out + b.nbytes > self.budget:
-                return None
-            self._out += b.nbytes
             nxt = self._spare.pop() if self._spare else None
+            if nxt is None:
+                if self._allocated + b.nbytes > self.budget:
+                    return None
+                self._allocated += b.nbytes
         if nxt is None or nxt.stage.shape != b.stage.shape or nxt.device != b.device:
             nxt = StepBuffers.__new__(StepBuffers)
             nxt.__dict__.update(b.__dict__)  # same layout and sampler; fresh tensors below
@@ -212,9 +215,7 @@ class BufferPool:
 
     def give_back(self, b: StepBuffers) -> None:
         with self._lock:
-            self._out -= b.nbytes
-            if len(self._spare) < 4:
-                self._spare.append(b)
+            self._spare.append(b)
 
 
 def _host(t: torch.Tensor) -> torch.Tensor:
