@@ -144,6 +144,7 @@ def main() -> None:
             ("page → index ready (hover, click, lasso)", f"{med(lambda t: t['indexedAt']) / 1000:.2f} s", ""),
             ("projection request → points on screen", f"{request_ms:.0f} ms", ""),
             ("  of which fetch + decode + scale to the view", f"{med(lambda t: t['fetch']):.0f} ms", ""),
+            ("  of which the CPU picture of the points", f"{med(lambda t: t['raster']):.0f} ms", ""),
             ("points arrived → first WebGL frame", f"{med(lambda t: t['firstDraw']):.0f} ms", ""),
             ("index built in the worker", f"{med(lambda t: t['index']):.0f} ms", ""),
             ("baseline: fetch + decode the same buffer alone", f"{base:.0f} ms", ""),
