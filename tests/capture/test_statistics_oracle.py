@@ -9,6 +9,7 @@ from tests.conftest import reopen
 from torch import nn
 
 import deepscope
+from deepscope.capture import watch
 from deepscope.capture.reducers import HIST_EDGES
 
 
@@ -30,7 +31,10 @@ class Probe(nn.Module):
         return a
 
 
-def test_layer_statistics_match_numpy(root):
+@pytest.mark.parametrize("in_writer_thread", [False, True])
+def test_layer_statistics_match_numpy(root, monkeypatch, in_writer_thread):
+    """Both places a CPU step is reduced: the training thread (small models) and the writer thread."""
+    monkeypatch.setattr(watch, "OFFLOAD_AFTER_STEP_TIME", 0.0 if in_writer_thread else float("inf"))
     torch.manual_seed(0)
     model = Probe()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

@@ -37,6 +37,13 @@ if TYPE_CHECKING:
     from ..run import Run
 
 
+MAX_PENDING = 256  # recorded steps waiting for the writer thread before the training thread waits for it
+# On CPU a step's samples are reduced in the writer thread after steps at least this long (seconds); after
+# shorter ones (small models) in the training thread: handing them over saves little there, and such steps
+# outrun the writer thread, which then held hundreds of staging matrices at once.
+OFFLOAD_AFTER_STEP_TIME = 0.005
+
+
 @dataclass(frozen=True)
 class WatchConfig:
     every: int = 1  # record every n-th step
@@ -216,7 +223,8 @@ class Watcher:
         now = time.perf_counter()
         if self._recording and self._has_data:
             hist = self._hist_step
-            payload = [(dev, self._collect(dev, b, hist)) for dev, b in list(self._buffers.items())]
+            offload = now - self._last_end >= OFFLOAD_AFTER_STEP_TIME
+            payload = [(dev, self._collect(dev, b, hist, offload)) for dev, b in list(self._buffers.items())]
             units = None
             if self._dead_step and self._units:
                 units = {i: c.to("cpu", copy=True) if c.device.type == "cpu" else c.to("cpu", non_blocking=True)
@@ -230,18 +238,28 @@ class Watcher:
             if not self._job_queued:  # one job converts every step recorded until it runs
                 self._job_queued = True
                 self.run._writer.add_job(self._convert_pending)
+            self._wait_for_writer()
         self.run._writer.add_scalars((self.step, time.time(), {"sys/step_time": now - self._last_end}, False), 1)
         self._last_end = now
         self._has_data = False
         self.step += 1
         self._set_flags()
 
-    def _collect(self, dev: torch.device, b: StepBuffers, hist: bool) -> dict[str, Any]:
+    def _wait_for_writer(self) -> None:
+        """Backpressure: a model whose steps take less time than their conversion (a tiny one) waits for
+        the writer thread past ``MAX_PENDING`` steps, so memory stays bounded; never more than 5 s."""
+        if len(self._pending) <= MAX_PENDING:
+            return
+        deadline = time.monotonic() + 5.0
+        while len(self._pending) > MAX_PENDING // 2 and time.monotonic() < deadline:
+            time.sleep(0.002)
+
+    def _collect(self, dev: torch.device, b: StepBuffers, hist: bool, offload: bool) -> dict[str, Any]:
         """The step's statistics of one device; stages the next step into clean buffers."""
         out = b.collect(hist)
         if "buffers" in out:  # CPU: reduced in the writer thread while the next step is staged elsewhere
-            nxt = self._pool.swap(b)
-            if nxt is None:  # too much handed over already: reduce here
+            nxt = self._pool.swap(b) if offload else None
+            if nxt is None:  # a short step (a small model), or too much handed over already: reduce here
                 del out["buffers"]
                 b.reduce_on_host(out, hist)
                 b.reset()
