@@ -139,7 +139,10 @@ def test_overview_draws_the_server_matrix_and_switches_kind_and_stat(page, watch
     overview_ready(page, "param_grad", "std")
     fetches = held(page, "matrixFetches")
     want = [("act", "sat_frac"), ("param_grad", "norm"), ("param_grad", "std")]
-    assert [(f["kind"], f["stat"]) for f in fetches][-3:] == want
+    # a width change (a scrollbar, a wider select) legitimately refetches the same matrix at the new bucket count
+    changes = [(f["kind"], f["stat"]) for f in fetches]
+    changes = [c for i, c in enumerate(changes) if i == 0 or c != changes[i - 1]]
+    assert changes[-3:] == want
     page.locator("[data-kind=update_ratio]").click()
     overview_ready(page, "weight", "update_ratio")
     assert "stat=update_ratio" in page.url and "kind=weight" in page.url
