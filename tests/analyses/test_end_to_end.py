@@ -47,6 +47,7 @@ def test_last_token_pooling(tmp_path):
     with torch.no_grad():
         e = model.embed(batch["input_ids"])
     np.testing.assert_allclose(r.activations("embed")[:], pool(e, batch["attention_mask"], False, "last").numpy())
+    assert r.outputs["embed"]["maps"] is False and len(r.outputs["embed"]["shape"]) == 2  # (T, D): a sequence
     np.testing.assert_allclose(r.activations("embed")[3], e[3, len(texts[3]) - 1].numpy())
 
 
@@ -73,6 +74,11 @@ def test_mnist_demo_cnn_on_1000_digits(tmp_path):
     model.eval()
     assert r.run_dir == run.dir and len(r) == 1000
     assert r.widths == {"features.4": 32, "features.9": 128, "classifier": 10}
+    assert r.outputs == {
+        "features.4": {"shape": [32, 14, 14], "maps": True},  # before pooling, from the model
+        "features.9": {"shape": [128], "maps": False},
+        "classifier": {"shape": [10], "maps": False},
+    }
     with torch.no_grad():
         conv = model.features[:5](digits.val_x)  # (N, 32, 14, 14)
         logits = model(digits.val_x)

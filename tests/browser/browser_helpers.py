@@ -28,8 +28,9 @@ class Console:
         page.on("requestfailed", self._failed)
 
     def _failed(self, request) -> None:
-        # The live stream is cut when the page closes or navigates: not an error of the app.
-        if "/api/live" not in request.url:
+        # The live stream is cut when the page closes or navigates, and the app cancels requests whose answer is no
+        # longer wanted (a superseded activation matrix, say): neither is an error of the app.
+        if "/api/live" not in request.url and request.failure != "net::ERR_ABORTED":
             self.errors.append(f"requestfailed: {request.url} {request.failure}")
 
 

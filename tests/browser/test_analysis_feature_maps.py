@@ -158,10 +158,16 @@ def test_without_maps_the_view_shows_the_call_that_stores_them(page, analysed):
     hint.get_by_role("button", name=f"#{info.indices[0]}").click()
     wait_for(page, "(i) => window.__deepscope.analysis.maps().shape !== null && "
                    "window.__deepscope.analysis.maps().index === i", info.indices[0])  # fmt: skip
-    # a layer without maps (a linear layer) says so too
+    # a linear layer has no maps to store: it says what it outputs instead of offering the call
     page.get_by_label("Layer").select_option("features.10")
     wait_for(page, "() => window.__deepscope.analysis.maps().layer === 'features.10'")
-    assert "in this layer" in page.get_by_test_id("feature-maps-hint").inner_text()
+    width = reader.widths["features.10"]
+    assert reader.outputs["features.10"] == {"shape": [width], "maps": False}
+    none = page.get_by_test_id("feature-maps-none")
+    none.wait_for()
+    assert f"outputs {width} per instance" in none.inner_text()
+    m = held(page, "maps")
+    assert m["hasMaps"] is False and m["hint"] is None and page.get_by_test_id("feature-maps-hint").count() == 0
 
 
 def test_the_shown_call_stores_maps_that_check_again_finds(page, analysed, tmp_path):

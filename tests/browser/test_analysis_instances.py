@@ -82,6 +82,14 @@ def test_grids_hold_each_class_correct_and_misclassified(page, analysed):
         rows = label == c["class"]
         assert (c["correct"], c["wrong"]) == (int((rows & correct).sum()), int((rows & ~correct).sum()))
     assert all(c["correct"] > 0 for c in grid["classes"]) and sum(c["wrong"] for c in grid["classes"]) > 20
+    # drawing order: most confident first; the misclassified by predicted class, then most confident first
+    score, pred = np.asarray(t["score"], dtype=np.float32), np.array(t["prediction"])
+    for r, c in enumerate(grid["classes"]):
+        members = page.evaluate("(r) => window.__deepscope.analysis.grid().members(r)", r)
+        right = np.flatnonzero((label == c["class"]) & correct)
+        wrong = np.flatnonzero((label == c["class"]) & ~correct)
+        assert members["correct"] == right[np.lexsort((right, -score[right]))].tolist()
+        assert members["wrong"] == wrong[np.lexsort((wrong, -score[wrong], pred[wrong]))].tolist()
 
     # a class name selects the class: its instances are highlighted in the grid and in the tab's focus
     page.locator("[data-testid=instance-grid] ~ button[data-class='3']").click()

@@ -320,6 +320,7 @@ class _State:
         self.chunk_rows = chunk_rows
         self.rows_done = 0
         self.widths: dict[str, int] = {}
+        self.outputs: dict[str, dict[str, Any]] = {}  # layer -> {"shape": unpooled per-instance shape, "maps": bool}
         self.arrays: dict[str, Any] = {}
 
     @classmethod
@@ -329,17 +330,20 @@ class _State:
         s = cls(out_dir, progress["fingerprint"], progress["chunk_rows"])
         s.rows_done = int(progress["rows_done"])
         s.widths = dict(progress["widths"])
+        s.outputs = dict(progress.get("outputs", {}))
         for key in progress["arrays"]:
             arr = zarr.open_array(str(out_dir / key), mode="r+")
             arr.resize((s.rows_done, *arr.shape[1:]))  # rows written after the last progress record are redone
             s.arrays[key] = arr
         return s
 
-    def create(self, widths: dict[str, int], outputs: dict[str, tuple[int, ...]]) -> None:
-        """Create the arrays once the first batch tells the widths."""
+    def create(self, widths: dict[str, int], outputs: dict[str, tuple[int, ...]],
+               layer_outputs: dict[str, dict[str, Any]]) -> None:  # fmt: skip
+        """Create the arrays once the first batch tells the widths (and each layer's unpooled output shape)."""
         import zarr
 
         self.widths = widths
+        self.outputs = layer_outputs
         specs = {f"{layer}.zarr": ((w,), "float32") for layer, w in widths.items()}
         specs |= {f"{k}.zarr": v for k, v in outputs.items()}
         if self.chunk_rows is None:
@@ -381,7 +385,8 @@ class _State:
     def save(self, complete: bool = False) -> None:
         write_json_atomic(self.dir / "progress.json", {
             "version": 1, "fingerprint": self.fingerprint, "rows_done": self.rows_done, "complete": complete,
-            "chunk_rows": self.chunk_rows, "widths": self.widths, "arrays": sorted(self.arrays),
+            "chunk_rows": self.chunk_rows, "widths": self.widths, "outputs": self.outputs,
+            "arrays": sorted(self.arrays),
         })  # fmt: skip
 
     def finish(self) -> None:

@@ -59,6 +59,7 @@ class Extractor:
         self.batch_rows = 0
         self.pooled: dict[str, torch.Tensor] = {}  # rows not yet copied into ``rows`` (first batch, accelerators)
         self.called: set[str] = set()
+        self.outputs: dict[str, dict[str, Any]] = {}  # first batch: each layer's per-instance output shape
         self.direct = False  # hooks copy straight into ``rows`` (host tensors, once the arrays exist)
         self.rows: ChunkRows | None = None
         self.spare: ChunkRows | None = None  # the other set: written by the second thread, or free
@@ -86,6 +87,9 @@ class Extractor:
                 # Copied now, not after the forward pass: a later in-place op (ReLU(inplace=True)) would change it.
                 dest.copy_(pooled)
             else:
+                if name not in self.outputs:
+                    maps = t.ndim == 4 or (t.ndim == 3 and channels_first)
+                    self.outputs[name] = {"shape": list(t.shape[1:]), "maps": maps}
                 aliased = pooled.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
                 self.pooled[name] = (pooled.clone() if aliased else pooled).float()
 
@@ -169,7 +173,7 @@ class Extractor:
         if self.rows is None:  # the first batch tells the widths
             widths = {n: int(self.pooled[n].shape[1]) for n, _ in self.layers}
             dtypes = {LABELS: "int64", SCORES: "float32", IMAGES: "uint8"}
-            self.state.create(widths, {k[:-5]: (tuple(v.shape[1:]), dtypes[k]) for k, v in extra.items()})
+            self.state.create(widths, {k[:-5]: (tuple(v.shape[1:]), dtypes[k]) for k, v in extra.items()}, self.outputs)
             self._allocate()
             self.rows.reserve(b)
         rows = self.rows

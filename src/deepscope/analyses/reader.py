@@ -60,6 +60,11 @@ class AnalysisReader:
         return {k: int(v) for k, v in self._progress["widths"].items()}
 
     @property
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        """Each layer's output before pooling: ``{"shape": [...], "maps": bool}``; empty for older analyses."""
+        return dict(self._progress.get("outputs", {}))
+
+    @property
     def fingerprint(self) -> dict[str, Any]:
         """What the activations were computed from: model class, weights digest, layers, length (``progress.json``)."""
         return dict(self._progress["fingerprint"])

@@ -97,6 +97,7 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
     table = r.instances()
     jobs = {(p.layer, p.method): p for p in projections}
     layers = []
+    outputs = r.outputs
     for name, width in ((n, r.widths[n]) for n in r.layers):
         stored = r.projection_info(name)
         statuses = []
@@ -110,7 +111,9 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
             else:
                 statuses.append(schemas.ProjectionStatus(layer=name, method=method, state="missing", progress=0.0,
                                                          message=""))  # fmt: skip
-        layers.append(schemas.AnalysisLayer(name=name, width=width, projections=statuses))
+        out = outputs.get(name, {})
+        layers.append(schemas.AnalysisLayer(name=name, width=width, output_shape=out.get("shape"),
+                                            feature_maps=out.get("maps"), projections=statuses))  # fmt: skip
     correct = table.column("correct").drop_null().to_numpy() if "correct" in table.column_names else None
     return schemas.AnalysisSummary(
         complete=r.complete,

@@ -248,6 +248,8 @@ class ProjectionStatus(BaseModel):
 class AnalysisLayer(BaseModel):
     name: str
     width: int  # neurons (channels)
+    output_shape: list[int] | None = None  # one instance's output before pooling; null when not recorded
+    feature_maps: bool | None = None  # whether that output is feature maps (C, H, W) or (C, L); null: not recorded
     projections: list[ProjectionStatus]
 
 

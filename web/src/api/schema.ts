@@ -523,8 +523,12 @@ export interface components {
         };
         /** AnalysisLayer */
         AnalysisLayer: {
+            /** Feature Maps */
+            feature_maps?: boolean | null;
             /** Name */
             name: string;
+            /** Output Shape */
+            output_shape?: number[] | null;
             /** Projections */
             projections: components["schemas"]["ProjectionStatus"][];
             /** Width */
