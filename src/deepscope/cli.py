@@ -64,6 +64,14 @@ def analyze(
     ] = None,
     run_id: Annotated[str | None, typer.Option("--run", help="Add to this run (default: a new run)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Instances per batch (map-style datasets)")] = 256,
+    full_maps: Annotated[
+        str,
+        typer.Option(
+            "--full-maps",
+            metavar="auto|off|N",
+            help="Full feature maps of conv layers: a few per class, none, or N instances",
+        ),
+    ] = "auto",
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar")] = False,
 ) -> None:
     """Record activations, predictions, a confusion matrix and projections of a model on a dataset into a run."""
@@ -82,10 +90,11 @@ def analyze(
             run = deepscope.init(project="analyze", name=model.partition(":")[2], dir=root)
         elif not (root / run_id / "run.json").exists():
             raise ValueError(f"no run {run_id!r} in {root}")
+        maps = full_maps_option(full_maps)
         layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
         try:
             reader = deepscope.analyze(net, dataset, layers=layer_list, run=run or root / run_id,
-                                       batch_size=batch_size, progress=not no_progress)  # fmt: skip
+                                       batch_size=batch_size, full_maps=maps, progress=not no_progress)  # fmt: skip
         finally:
             if run is not None:
                 run.finish()
@@ -93,6 +102,16 @@ def analyze(
         typer.echo(f"deepscope: {e}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"{len(reader)} instances, layers {', '.join(reader.layers)} -> {reader.dir}")
+
+
+def full_maps_option(value: str) -> str | int | bool:
+    """``--full-maps``: ``auto``, ``off`` or a number of instances."""
+    v = value.strip().lower()
+    if v in ("auto", "off"):
+        return "auto" if v == "auto" else False
+    if v.isdigit():
+        return int(v)
+    raise ValueError(f"--full-maps is auto, off or a number of instances, not {value!r}")
 
 
 @app.command()

@@ -23,6 +23,9 @@ MODULE = textwrap.dedent(
     def build_model():
         return nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
 
+    def build_conv():
+        return nn.Sequential(nn.Unflatten(1, (1, 4)), nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(32, 3))
+
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(90, 4, 4, generator=g), torch.randint(0, 3, (90,), generator=g)
     dataset = torch.utils.data.TensorDataset(x, y)
@@ -70,3 +73,30 @@ def test_analyze_command_errors(tmp_path):
     assert bad_layer.returncode == 1 and "valid layers: 0, 1, 2, 3" in bad_layer.stderr
     bad_spec = command("mymodels", "--data", "mymodels:dataset", cwd=tmp_path)
     assert bad_spec.returncode == 1 and "module:attribute" in bad_spec.stderr
+
+
+def test_analyze_command_full_maps(tmp_path):
+    (tmp_path / "mymodels.py").write_text(MODULE)
+    runs = tmp_path / "runs"
+    common = (
+        "mymodels:build_conv",
+        "--data",
+        "mymodels:dataset",
+        "--layers",
+        "1,3",
+        "--dir",
+        str(runs),
+        "--no-progress",
+    )
+    done = command(*common, "--full-maps", "5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (run,) = deepscope.open(runs).runs()
+    info = read(runs / run.id).feature_map_layers()
+    assert list(info) == ["1"] and info["1"].shape == (2, 4, 4) and len(info["1"].indices) == 5  # the conv only
+    other = tmp_path / "other"
+    off = command(*common[:-3], "--dir", str(other), "--no-progress", "--full-maps", "off", cwd=tmp_path)
+    assert off.returncode == 0, off.stderr
+    (run,) = deepscope.open(other).runs()
+    assert read(other / run.id).layers == ["1", "3"] and read(other / run.id).feature_map_layers() == {}
+    bad = command(*common, "--full-maps", "many", cwd=tmp_path)
+    assert bad.returncode == 1 and "--full-maps is auto, off or a number" in bad.stderr
