@@ -61,9 +61,17 @@ def held(page, name: str, *args):
 
 
 def click_instance(page, index: int) -> None:
-    at = held(page, "grid().locate", index)
-    assert at is not None, f"instance {index} is not in the grid"
-    page.mouse.click(at["x"], at["y"])
+    """Click the instance's square; once more if the panels were still settling (a moved layout) when clicked."""
+    for attempt in range(3):
+        at = held(page, "grid().locate", index)
+        assert at is not None, f"instance {index} is not in the grid"
+        page.mouse.click(at["x"], at["y"])
+        try:
+            wait_for(page, "(i) => window.__deepscope.view().aInstance === i", index, timeout=3_000)
+            return
+        except Exception:
+            if attempt == 2:
+                raise
 
 
 def detail_of(page, index: int) -> dict:
