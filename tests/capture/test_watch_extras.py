@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tests.conftest import reopen
 from torch import nn
@@ -74,3 +75,42 @@ def test_start_step_and_run_name_in_findings(root, capsys):
     assert r.series("sys/step_time").step.tolist() == [1000, 1001]
     assert "deepscope [error] resumed-run step 1001" in capsys.readouterr().err
     assert read_graph(run.dir) is None
+
+
+@pytest.mark.parametrize(
+    ("every", "window", "checked", "closed"),
+    [
+        # recorded steps 0, 3, …, 39; windows end after steps 9, 19, 29, 39: closed on the first recorded step at or
+        # after that (21 for 19); a window of 10 steps checks every recorded step, on the first 4 inputs
+        (3, 10, 4, [9, 21, 30, 39]),
+        # every step recorded, windows of 20: every 5th step is checked, on the first 20 inputs
+        (1, 20, 20, [19, 39]),
+    ],
+)
+def test_dead_units_are_the_units_that_never_fired_in_the_window(root, every, window, checked, closed):
+    """A ReLU layer of 16 units: 6 with a bias of −100 never fire, 2 fire only on the last input checked (alive),
+    2 only on inputs past the ones checked (dead as far as watch can see): dead_frac is 8/16 at each window's
+    end, NaN between, and the finding names the layer."""
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    with torch.no_grad():
+        model[0].weight.zero_()
+        model[0].bias.fill_(1.0)
+        model[0].bias[:6] = -100.0
+        model[0].weight[6:8, 0] = 1.0  # units 6, 7: fire where x[:, 0] is large
+        model[0].weight[8:10, 1] = 1.0  # units 8, 9: where x[:, 1] is
+        model[0].bias[6:10] = -50.0
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # the weights stay as set
+    with deepscope.init(dir=root) as run:
+        run.watch(model, opt, every=every, dead_window=window, print_findings=False)
+        for _ in range(40):
+            x = torch.randn(32, 4)
+            x[checked - 1, 0] = 100.0  # the last row checked
+            x[checked:, 1] = 100.0  # rows past the ones checked
+            model(x).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    r = reopen(root, run.id)
+    s = r.layer_series("1", "act", "dead_frac")
+    reported = {int(step): float(v) for step, v in zip(s.step, s.last) if v == v}
+    assert reported == dict.fromkeys(closed, 0.5)
+    assert [e.key for e in r.events() if e.kind == "diagnosis/dead_units"] == ["1"]

@@ -42,6 +42,10 @@ MAX_PENDING = 256  # recorded steps waiting for the writer thread before the tra
 # shorter ones (small models) in the training thread: handing them over saves little there, and such steps
 # outrun the writer thread, which then held hundreds of staging matrices at once.
 OFFLOAD_AFTER_STEP_TIME = 0.005
+# Dead units: every k-th recorded step, each ReLU-like unit's maximum over the first 4·k inputs of the batch —
+# the evidence of checking 4 inputs every step, at 1/k of the ops; k ≤ DEAD_EVERY, and small enough for at
+# least 4 checks per dead window.
+DEAD_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,9 @@ class Watcher:
         self._sat = [R.saturation_bounds(la.role) for la in self.layers]
         self._buffers: dict[torch.device, StepBuffers] = {}
         self._units: dict[int, torch.Tensor] = {}  # layer index -> Σ per-unit maxima over the dead window
+        self._units_seen = False  # whether the current dead window has had a check
+        self._window_end = (cfg.start_step // cfg.dead_window + 1) * cfg.dead_window  # its last step + 1
+        self._dead_every = min(DEAD_EVERY, max(1, cfg.dead_window // cfg.every // 4))  # recorded steps per check
         self._starts = [0] * len(self._params)  # this step's sample positions of each weight
         self._numels = [p.numel() for _, p in self._params]
         # Parameters of at most `sample` elements (biases, norms, small kernels) are taken whole: with an
@@ -148,7 +155,8 @@ class Watcher:
         cfg = self.config
         self._recording = self.step % cfg.every == 0
         self._hist_step = self._recording and cfg.histograms_every > 0 and self.step % cfg.histograms_every == 0
-        self._dead_step = (self.step + 1) % cfg.dead_window == 0
+        self._dead_step = self.step + 1 >= self._window_end
+        self._dead_check = self._recording and (self.step // cfg.every) % self._dead_every == 0
 
     def _before_forward(self, module: nn.Module, args: Any) -> None:
         if not (module.training and torch.is_grad_enabled()):
@@ -226,11 +234,15 @@ class Watcher:
             offload = now - self._last_end >= OFFLOAD_AFTER_STEP_TIME
             payload = [(dev, self._collect(dev, b, hist, offload)) for dev, b in list(self._buffers.items())]
             units = None
-            if self._dead_step and self._units:
-                units = {i: c.to("cpu", copy=True) if c.device.type == "cpu" else c.to("cpu", non_blocking=True)
-                         for i, c in self._units.items()}  # fmt: skip
-                for c in self._units.values():
-                    c.zero_()
+            if self._dead_step:  # the first recorded step at or after the window's end closes it
+                if self._units and self._units_seen:
+                    units = {i: c.to("cpu", copy=True) if c.device.type == "cpu" else c.to("cpu", non_blocking=True)
+                             for i, c in self._units.items()}  # fmt: skip
+                    for c in self._units.values():
+                        c.zero_()
+                self._units_seen = False
+                w = self.config.dead_window
+                self._window_end = ((self.step + 1) // w + 1) * w
             event = torch.cuda.Event() if any(d.type == "cuda" for d in self._buffers) else None
             if event is not None:
                 event.record()
@@ -288,7 +300,7 @@ class Watcher:
                 # no torch.no_grad() needed (it costs a few µs per call): every op here reads a detached view
                 d = t.detach()
                 self._stage(self._bufs(t.device), "act", i, d, sat)
-                if relu and d.ndim >= 1:
+                if relu and self._dead_check and d.ndim >= 1:
                     self._count_units(i, d)
                 if t.requires_grad:
                     t.register_hook(grad_hook)
@@ -346,7 +358,8 @@ class Watcher:
 
     def _count_units(self, i: int, t: torch.Tensor) -> None:
         """Add each unit's maximum over the first inputs of the batch (ReLU outputs: > 0 iff it fired)."""
-        x = t[:4] if t.ndim >= 2 else t  # (B, …) -> (≤4, …)
+        self._units_seen = True
+        x = t[: 4 * self._dead_every] if t.ndim >= 2 else t  # (B, …) -> (≤4k, …)
         d = R.unit_dim(x.ndim) if x.ndim >= 2 else 0
         dims = [k for k in range(x.ndim) if k != d]
         peak = x.amax(dim=dims) if dims else x
