@@ -26,6 +26,7 @@ _live_runs: list[Run] = []
 _current: Run | None = None
 _lifecycle_lock = threading.Lock()
 _handlers_installed = False
+_signal_handlers: dict[int, tuple[Any, Any]] = {}  # signal -> (the handler ours replaced, ours), while installed
 
 
 def default_dir() -> Path:
@@ -363,6 +364,7 @@ def _register(run: Run) -> None:
         _live_runs.append(run)
         _current = run
     _install_handlers()
+    _install_signal_handlers()
 
 
 def _unregister(run: Run) -> None:
@@ -372,6 +374,9 @@ def _unregister(run: Run) -> None:
             _live_runs.remove(run)
         if _current is run:
             _current = _live_runs[-1] if _live_runs else None
+        last = not _live_runs
+    if last:
+        _restore_signal_handlers()
 
 
 def _finish_all(status: str, reason: str | None) -> None:
@@ -397,13 +402,31 @@ def _install_handlers() -> None:
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook
-    if threading.current_thread() is not threading.main_thread():
+
+
+def _install_signal_handlers() -> None:
+    """SIGTERM and SIGINT finish the live runs first, while there are any (main thread only, as Python requires)."""
+    if _signal_handlers or threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
         if previous in (signal.SIG_IGN, None):
             continue  # the process ignores it (nohup, a background job): so do we
-        signal.signal(sig, _make_handler(sig, previous))
+        ours = _make_handler(sig, previous)
+        signal.signal(sig, ours)
+        _signal_handlers[sig] = (previous, ours)
+
+
+def _restore_signal_handlers() -> None:
+    """Put back the handlers ours replaced once no run is live. A Python handler runs only when the main thread
+    returns to the interpreter: left installed, it would keep a process whose main thread then blocks in C (a
+    pool worker waiting for its next task) from ending on SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # stays installed; with no live run it only passes the signal on
+    for sig, (previous, ours) in list(_signal_handlers.items()):
+        if signal.getsignal(sig) is ours:  # not replaced by someone else since
+            signal.signal(sig, previous)
+        del _signal_handlers[sig]
 
 
 def _make_handler(sig: signal.Signals, previous: Any) -> Any:

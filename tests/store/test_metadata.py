@@ -118,3 +118,44 @@ def test_uncaught_exception_marks_the_run_crashed(root):
     info = deepscope.open(root).info("dies")
     assert info.status == "crashed" and info.exit_reason == "ValueError: bad data"
     assert deepscope.open(root).run("dies").series("x").value.tolist() == [1.0]
+
+
+def test_signal_handlers_are_installed_while_a_run_is_live_and_restored_after(root):
+    import signal
+
+    def mine(signum, frame):  # the user's own handler, in place before deepscope
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        first = deepscope.init(dir=root, name="a")
+        second = deepscope.init(dir=root, name="b")
+        assert signal.getsignal(signal.SIGTERM) is not mine  # finishes the live runs, then calls `mine`
+        first.finish()
+        assert signal.getsignal(signal.SIGTERM) is not mine  # "b" is still live
+        second.finish()
+        assert signal.getsignal(signal.SIGTERM) is mine
+        third = deepscope.init(dir=root, name="c")  # and again for the next run
+        assert signal.getsignal(signal.SIGTERM) is not mine
+        third.finish()
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_sigterm_marks_a_live_run_crashed_and_ends_the_process(root):
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        f"import deepscope, sys, time\nrun = deepscope.init(dir={str(root)!r}, id='killed')\nrun.log({{'x': 1.0}})\n"
+    )
+    script += "print('ready', flush=True)\ntime.sleep(60)\n"
+    with subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == -signal.SIGTERM
+    info = deepscope.open(root).info("killed")
+    assert info.status == "crashed" and info.exit_reason == "SIGTERM"
+    assert deepscope.open(root).run("killed").series("x").value.tolist() == [1.0]
