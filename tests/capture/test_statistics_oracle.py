@@ -11,6 +11,7 @@ from torch import nn
 import deepscope
 from deepscope.capture import watch
 from deepscope.capture.reducers import HIST_EDGES
+from deepscope.capture.sampling import Sampler
 
 
 class Probe(nn.Module):
@@ -103,3 +104,30 @@ def test_sampled_statistics_are_close(root):
     assert r.layer_series("1", "act", "std").last[0] == pytest.approx(y.std(), rel=0.05)
     sat = ((y <= 0.05) | (y >= 0.95)).mean()
     assert r.layer_series("1", "act", "sat_frac").last[0] == pytest.approx(sat, abs=0.02)
+
+
+def test_update_ratio_of_a_sampled_weight_every_step(root, monkeypatch):
+    """A weight larger than the sample, shrunk by weight decay alone at a learning rate that changes every step:
+    Δw = −lr·wd·w on every element, so each step's ratio is exactly lr·wd, whichever positions are sampled — across
+    the steps where the sample after one step serves as the sample before the next, and where positions change."""
+    torch.manual_seed(2)
+    model = nn.Linear(64, 64, bias=False)  # 4,096 elements > the sample of 256
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, weight_decay=0.1)
+    starts = []  # steps whose weight sample before the update was drawn anew, not carried over
+    draw = Sampler.start
+    monkeypatch.setattr(Sampler, "start", lambda self, n: starts.append(len(want)) or draw(self, n))
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, sample=256, diagnose=False)
+    want = []
+    for step in range(40):
+        lr = 0.01 * (1 + step % 5)
+        opt.param_groups[0]["lr"] = lr
+        (model(torch.randn(4, 64)) * 0).sum().backward()  # zero gradients: the decay is the whole update
+        opt.step()
+        opt.zero_grad()
+        want.append(lr * 0.1)
+    run.finish()
+    got = reopen(root, run.id).layer_series("weight", "weight", "update_ratio")
+    assert got.step.tolist() == list(range(40))
+    np.testing.assert_allclose(got.last, want, rtol=1e-4)
+    assert starts == [0, 16, 32]  # new positions every WEIGHT_POSITIONS_STEPS; carried over in between

@@ -88,6 +88,14 @@ class StepBuffers:
         elif kind == "param_grad":
             self.whole_grad[js] = True
 
+    def carry_weights(self, prev: StepBuffers, js: list[int], lengths: np.ndarray) -> None:
+        """Take ``prev``'s weight samples (``lengths``: its row lengths) of parameters ``js`` as this step's samples
+        before the optimizer step, in one copy; ``prev`` may be this set itself (its rows are still in place)."""
+        w = prev.start["weight"]
+        self.before.copy_(prev.stage[w : w + self.n_params])
+        for j in js:
+            self.before_len[j] = int(lengths[w + j])
+
     def set_norms(self, js: list[int], norms: list[torch.Tensor]) -> None:
         """Exact gradient norms of parameters ``js`` (0-d tensors, as ``torch._foreach_norm`` returns them)."""
         key = tuple(js)

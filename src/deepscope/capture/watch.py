@@ -46,6 +46,9 @@ OFFLOAD_AFTER_STEP_TIME = 0.005
 # the evidence of checking 4 inputs every step, at 1/k of the ops; k ≤ DEAD_EVERY, and small enough for at
 # least 4 checks per dead window.
 DEAD_EVERY = 5
+# A large weight keeps its sample positions for this many steps: its sample after one optimizer step is then
+# its sample before the next (one copy for all weights instead of one strided read each).
+WEIGHT_POSITIONS_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ class Watcher:
         for j in self._large:
             p = params[j][1]
             b = self._bufs(p.device)
+            if b.before_len[j]:
+                continue  # carried over: the previous step's sample after its update, at the same positions
             start = self._starts[j] = sampler.start(self._numels[j])
             b.before_len[j] = sampler.into(p.detach(), b.before_rows[j], start) or -1  # -1: never matches
         with torch.no_grad():
@@ -269,17 +274,26 @@ class Watcher:
     def _collect(self, dev: torch.device, b: StepBuffers, hist: bool, offload: bool) -> dict[str, Any]:
         """The step's statistics of one device; stages the next step into clean buffers."""
         out = b.collect(hist)
+        nxt = b
         if "buffers" in out:  # CPU: reduced in the writer thread while the next step is staged elsewhere
-            nxt = self._pool.swap(b) if offload else None
-            if nxt is None:  # a short step (a small model), or too much handed over already: reduce here
+            swapped = self._pool.swap(b) if offload else None
+            if swapped is None:  # a short step (a small model), or too much handed over already: reduce here
                 del out["buffers"]
                 b.reduce_on_host(out, hist)
                 b.reset()
             else:
-                self._buffers[dev] = nxt
+                nxt = self._buffers[dev] = swapped
         else:
             b.reset()
+        if self._carry_weights():
+            nxt.carry_weights(b, self._large, out["lengths"])
         return out
+
+    def _carry_weights(self) -> bool:
+        """Whether the next step (recorded, positions unchanged) takes this step's weight samples as its before."""
+        nxt = self.step + 1
+        return (self.optimizer is not None and bool(self._large) and self.config.every == 1
+                and nxt % WEIGHT_POSITIONS_STEPS != 0)  # fmt: skip
 
     # ---- hooks (training thread; no device sync) -------------------------------------------------
     def _forward_hook(self, i: int, module: nn.Module) -> Any:
