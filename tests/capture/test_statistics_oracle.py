@@ -131,3 +131,23 @@ def test_update_ratio_of_a_sampled_weight_every_step(root, monkeypatch):
     assert got.step.tolist() == list(range(40))
     np.testing.assert_allclose(got.last, want, rtol=1e-4)
     assert starts == [0, 16, 32]  # new positions every WEIGHT_POSITIONS_STEPS; carried over in between
+
+
+def test_exact_gradient_norm_of_a_sampled_weight_with_accumulation(root):
+    """A gradient larger than the sample: its norm is still exact, that of the gradient the optimizer steps with
+    (two backward passes accumulated per step)."""
+    torch.manual_seed(3)
+    model = nn.Linear(64, 64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, sample=256, diagnose=False)
+    want = []
+    for _ in range(4):
+        for _ in range(2):
+            (model(torch.randn(8, 64)) ** 2).mean().backward()
+        want.append(model.weight.grad.norm().item())
+        opt.step()
+        opt.zero_grad()
+    run.finish()
+    got = reopen(root, run.id).layer_series("weight", "param_grad", "norm").last
+    np.testing.assert_allclose(got, want, rtol=1e-5)

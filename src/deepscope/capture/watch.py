@@ -115,9 +115,9 @@ class Watcher:
         small = [j for j, n in enumerate(self._numels) if n <= cfg.sample] if optimizer is not None else []
         self._small = small
         self._large = [j for j in range(len(self._params)) if j not in set(small)]
-        # With an optimizer every gradient is read just before its step: exact norms in one batched
-        # `_foreach_norm` and no hook per parameter. Without one, each parameter's hook reads its own.
-        self._hooked = [] if optimizer is not None else self._large
+        # Each larger gradient is sampled, and its exact norm taken, by its parameter's hook, while the gradient
+        # is still in cache (a batched `_foreach_norm` before the optimizer step, reading them all cold, measured
+        # slower); the small ones are copied whole before the optimizer step.
         self._pending: deque = deque()  # recorded steps the writer thread has not converted yet
         self._job_queued = False
         self._pool = BufferPool()
@@ -142,7 +142,7 @@ class Watcher:
         try:
             for layer, module in selected:
                 self.scope.add(module.register_forward_hook(self._forward_hook(layer.index, module)))
-            for j in self._hooked:
+            for j in self._large:
                 self.scope.add(self._params[j][1].register_post_accumulate_grad_hook(self._param_hook(j)))
             if optimizer is not None:
                 self.scope.add(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_optimizer_step)))
@@ -186,23 +186,6 @@ class Watcher:
                 grads = [j for j in self._small if _dense_grad(params[j][1])]
                 if self._stage_small("param_grad", grads):
                     self._has_data = True
-            grads = [j for j in self._large if _dense_grad(params[j][1])]
-            if grads:
-                self._stage_large_grads(grads)
-                self._has_data = True
-
-    def _stage_large_grads(self, js: list[int]) -> None:
-        """Samples and exact norms of the gradients of parameters ``js`` (one ``_foreach_norm`` per device)."""
-        by_device: dict[torch.device, list[int]] = {}
-        for j in js:
-            by_device.setdefault(self._params[j][1].device, []).append(j)
-        for dev, group in by_device.items():
-            b = self._bufs(dev)
-            grads = [self._params[j][1].grad for j in group]
-            b.set_norms(group, torch._foreach_norm(grads))
-            pg = b.start["param_grad"]
-            for j, g in zip(group, grads):
-                b.stage_row(pg + j, g)
 
     def _stage_small(self, kind: str, js: list[int]) -> int:
         """Copy the small parameters ``js`` (or their gradients) whole into their rows, one copy per device."""
