@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -222,10 +223,12 @@ def test_a_run_without_graph_says_so(page, graph_server, graph_store):
     forgive_404s(page)
 
 
-def test_screenshot(page, graph_server, graph_store):
+def test_screenshot(page, graph_server, graph_store, tmp_path):
     extra = "&gx=features&gx=features.0&ov=stat&kind=act&stat=std&gnode=m:features.4&layer=features.4"
     open_graph(page, graph_server, graph_store["cnn"], extra)
     wait_for(page, "() => window.__deepscope.graph().nodes.some((n) => n.fill)")
     page.get_by_test_id("sparkline").first.wait_for()
     page.wait_for_timeout(300)
-    page.screenshot(path=str(DOCS / "graph-view.png"))
+    # into docs/ only when asked (DEEPSCOPE_SCREENSHOTS=docs): a test run leaves the checkout as it was
+    target = DOCS if os.environ.get("DEEPSCOPE_SCREENSHOTS") == "docs" else tmp_path
+    page.screenshot(path=str(target / "graph-view.png"))
