@@ -317,11 +317,14 @@ class _State:
     def __init__(self, out_dir: Path, fingerprint: dict[str, Any], chunk_rows: int | None) -> None:
         self.dir = out_dir
         self.fingerprint = fingerprint
+        self.length: int | None = fingerprint.get("length")  # None: an iterable of unknown length
         self.chunk_rows = chunk_rows
         self.rows_done = 0
         self.widths: dict[str, int] = {}
         self.outputs: dict[str, dict[str, Any]] = {}  # layer -> {"shape": unpooled per-instance shape, "maps": bool}
         self.arrays: dict[str, Any] = {}
+        self._dirs: set[Path] = set()  # chunk directories known to exist
+        self._saved = 0.0  # when progress.json was last written (time.monotonic())
 
     @classmethod
     def reopen(cls, out_dir: Path, progress: dict[str, Any]) -> _State:
@@ -334,6 +337,8 @@ class _State:
         for key in progress["arrays"]:
             arr = zarr.open_array(str(out_dir / key), mode="r+")
             arr.resize((s.rows_done, *arr.shape[1:]))  # rows written after the last progress record are redone
+            if s.length:
+                arr.resize((s.length, *arr.shape[1:]))  # back to the full length, without their chunks
             s.arrays[key] = arr
         return s
 
@@ -351,9 +356,10 @@ class _State:
             self.chunk_rows = int(min(8192, max(256, 2 ** math.floor(math.log2(max(1, CHUNK_BYTES // widest))))))
         for key, (tail, dtype) in specs.items():
             # Uncompressed: written once, read often; zstd made extraction about 3x slower here.
+            # The full length at once, when known: growing an array writes its metadata (1–2 ms) at every chunk.
             self.arrays[key] = zarr.create_array(
-                store=str(self.dir / key), shape=(0, *tail), dtype=dtype, chunks=(self.chunk_rows, *tail),
-                compressors=None, overwrite=True,
+                store=str(self.dir / key), shape=(self.length or 0, *tail), dtype=dtype,
+                chunks=(self.chunk_rows, *tail), compressors=None, overwrite=True,
             )  # fmt: skip
         self.save()
 
@@ -361,7 +367,8 @@ class _State:
         stop = start + len(next(iter(chunk.values())))
         for key, values in chunk.items():
             arr = self.arrays[key]
-            arr.resize((stop, *arr.shape[1:]))
+            if arr.shape[0] < stop:  # a dataset of unknown length
+                arr.resize((stop, *arr.shape[1:]))
             if not self._write_whole_chunk(key, arr, start, values):
                 arr[start:stop] = values
         return stop
@@ -378,11 +385,19 @@ class _State:
         if values.dtype.itemsize > 1 and endian != sys.byteorder:
             return False
         path = self.dir / key / arr.metadata.encode_chunk_key((start // rows,) + (0,) * (arr.ndim - 1))
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._dirs:  # one directory per chunk row: made once, not asked again per chunk
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
         np.ascontiguousarray(values, dtype=arr.dtype).tofile(path)
         return True
 
+    def save_progress(self) -> None:
+        """Record the rows on disk at most twice a second: a resumed run redoes the rows after the last record."""
+        if time.monotonic() - self._saved >= 0.5:
+            self.save()
+
     def save(self, complete: bool = False) -> None:
+        self._saved = time.monotonic()
         write_json_atomic(self.dir / "progress.json", {
             "version": 1, "fingerprint": self.fingerprint, "rows_done": self.rows_done, "complete": complete,
             "chunk_rows": self.chunk_rows, "widths": self.widths, "outputs": self.outputs,
@@ -390,4 +405,7 @@ class _State:
         })  # fmt: skip
 
     def finish(self) -> None:
+        for arr in self.arrays.values():
+            if arr.shape[0] != self.rows_done:
+                arr.resize((self.rows_done, *arr.shape[1:]))
         self.save(complete=True)

@@ -127,6 +127,7 @@ class Extractor:
         finally:
             try:
                 self._wait()
+                self.state.save()  # interrupted or done: the rows on disk, for a resume
             finally:
                 pool_.shutdown(wait=True)
                 bar.close()
@@ -207,7 +208,7 @@ class Extractor:
             # torch's threads already keep every core busy: a writer thread would only interrupt them (measured:
             # no faster, more CPU time). With an accelerator the host is idle meanwhile, and the thread writes.
             self.state.rows_done = self.state.write(self.state.rows_done, chunk)
-            self.state.save()
+            self.state.save_progress()
             return
         self.pending = pool_.submit(self.state.write, self.state.rows_done, chunk)
 
@@ -215,7 +216,7 @@ class Extractor:
         if self.pending is not None:
             future, self.pending = self.pending, None
             self.state.rows_done = future.result()
-            self.state.save()
+            self.state.save_progress()
 
 
 def scores(logits: np.ndarray, softmax: bool) -> np.ndarray:
