@@ -84,9 +84,10 @@ def test_instances_arrow(client, analysed):
     assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.arrow.stream"
     got = pa.ipc.open_stream(r.content).read_all()
     want = read(analysed[2]).instances()
-    assert got.column_names == ["index", "label", "prediction", "correct", "score"]
+    assert got.column_names == ["label", "prediction", "correct", "score"]  # the row number is the index
     for c in got.column_names:
         assert got.column(c).to_pylist() == want.column(c).to_pylist()
+    assert got.schema.field("label").type == pa.int8() and got.schema.field("prediction").type == pa.int8()
     r = client.get(_url(analysed, "/instances"), params={"columns": ["index", "note"]})
     assert pa.ipc.open_stream(r.content).read_all().column("note").to_pylist()[0] == ODD
     assert client.get(_url(analysed, "/instances"), params={"columns": ["nope"]}).status_code == 404

@@ -23,7 +23,7 @@ from ..store import Store
 from . import schemas
 from .queries import NotFound, run_info
 
-INSTANCE_COLUMNS = ("index", "label", "prediction", "correct", "score")
+INSTANCE_COLUMNS = ("label", "prediction", "correct", "score")  # the row number is the index
 MAX_PINNED = 64
 
 
@@ -134,19 +134,37 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
 
 
 def instances(store: Store, run_id: str, columns: list[str] | None = None) -> bytes:
-    """The instance table's columns (default: index, label, prediction, correct, score) as an Arrow IPC stream."""
+    """The instance table's columns (default: label, prediction, correct, score) as an Arrow IPC stream.
+
+    Labels and predictions (class indices) travel in the narrowest integer type that holds them: for a million
+    instances of under 128 classes, 6 MB instead of 28 with int64 and the index column."""
     table = entry(store, run_id).reader.instances()
     wanted = columns or [c for c in INSTANCE_COLUMNS if c in table.column_names]
     missing = [c for c in wanted if c not in table.column_names]
     if missing:
         raise NotFound(f"no instance column {missing[0]!r}; columns: {', '.join(table.column_names)}")
     picked = table.select(wanted).combine_chunks()
+    for name in ("label", "prediction"):
+        if name in wanted and pa.types.is_integer(picked.schema.field(name).type):
+            picked = picked.set_column(picked.schema.get_field_index(name), name, narrow(picked.column(name)))
     batches = picked.to_batches()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, picked.schema) as writer:
         for b in batches:
             writer.write_batch(b)
     return sink.getvalue().to_pybytes()
+
+
+def narrow(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Class indices in the narrowest signed integer type that holds them (nulls kept)."""
+    import pyarrow.compute as pc
+
+    lo, hi = pc.min_max(col).values()
+    lo, hi = (lo.as_py() or 0), (hi.as_py() or 0)
+    for t, bound in ((pa.int8(), 1 << 7), (pa.int16(), 1 << 15), (pa.int32(), 1 << 31)):
+        if -bound <= lo and hi < bound:
+            return col.cast(t)
+    return col
 
 
 TEXT_NAMES = ("text", "sentence", "prompt", "input", "document")

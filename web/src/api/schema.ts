@@ -153,7 +153,7 @@ export interface paths {
         };
         /**
          * Get Instances
-         * @description Instance table columns as an Arrow IPC stream (default: index, label, prediction, correct, score).
+         * @description Instance table columns as an Arrow IPC stream (default: label, prediction, correct, score; row i: instance i).
          */
         get: operations["get_instances"];
         put?: never;

@@ -52,7 +52,7 @@ def get_analysis(run_id: str, store: StoreDep, jobs: JobsDep) -> AnalysisSummary
     responses=NOT_FOUND | binary(ARROW_STREAM, "The instance table's columns, one Arrow record batch"),
 )
 def get_instances(run_id: str, store: StoreDep, columns: list[str] = Query([])) -> Response:
-    """Instance table columns as an Arrow IPC stream (default: index, label, prediction, correct, score)."""
+    """Instance table columns as an Arrow IPC stream (default: label, prediction, correct, score; row i: instance i)."""
     return Response(q.instances(store, run_id, columns or None), media_type=ARROW_STREAM)
 
 
