@@ -151,3 +151,44 @@ def test_exact_gradient_norm_of_a_sampled_weight_with_accumulation(root):
     run.finish()
     got = reopen(root, run.id).layer_series("weight", "param_grad", "norm").last
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_a_weight_changed_between_steps_is_sampled_again(root):
+    """A weight clamped after every optimizer step that itself changes nothing (lr 0): each step's update is 0.
+    Carrying the sample taken after a step over to the next would count the clamp as the next step's update."""
+    torch.manual_seed(4)
+    model = nn.Linear(64, 64, bias=False)  # larger than the sample: its samples are carried between steps
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, sample=256, diagnose=False)
+    for _ in range(4):
+        model(torch.randn(4, 64)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        with torch.no_grad():
+            model.weight.clamp_(-0.01, 0.01)
+    run.finish()
+    got = reopen(root, run.id).layer_series("weight", "weight", "update_ratio").last
+    np.testing.assert_array_equal(got, np.zeros(4))
+
+
+def test_gradients_are_the_ones_the_optimizer_steps_with(root):
+    """Clipped (as GradScaler's unscaling or DDP's averaging also change them) before the step: the recorded norms
+    are those of the clipped gradients, large parameters and small ones alike."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))  # 4,096 and 128 weights
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, sample=256, diagnose=False)
+    want = {"0.weight": [], "2.weight": []}
+    for _ in range(3):
+        (model(torch.randn(8, 64)) * 1000).sum().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for name in want:
+            want[name].append(model.get_parameter(name).grad.norm().item())
+        opt.step()
+        opt.zero_grad()
+    run.finish()
+    r = reopen(root, run.id)
+    for name, norms in want.items():
+        np.testing.assert_allclose(r.layer_series(name, "param_grad", "norm").last, norms, rtol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from tests.conftest import reopen
@@ -114,3 +115,40 @@ def test_dead_units_are_the_units_that_never_fired_in_the_window(root, every, wi
     reported = {int(step): float(v) for step, v in zip(s.step, s.last) if v == v}
     assert reported == dict.fromkeys(closed, 0.5)
     assert [e.key for e in r.events() if e.kind == "diagnosis/dead_units"] == ["1"]
+
+
+class Sometimes(nn.Module):
+    """Two ReLU branches; the second runs only while ``use_b`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.relu_a = nn.Linear(4, 8), nn.ReLU()
+        self.b, self.relu_b = nn.Linear(4, 8), nn.ReLU()
+        self.use_b = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu_a(self.a(x)).sum(1)
+        if self.use_b:
+            out = out + self.relu_b(self.b(x)).sum(1)
+        return out
+
+
+def test_a_layer_never_checked_in_a_window_has_no_dead_share(root):
+    """Checks fall on every 5th step (windows of 20): in the second window the branch that skips those steps was
+    never looked at, so its share of dead units there is unknown (NaN), not 100 %."""
+    model = Sometimes()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    with deepscope.init(dir=root) as run:
+        run.watch(model, opt, dead_window=20, print_findings=False)
+        for step in range(40):
+            model.use_b = step < 20 or step % 5 != 0  # from step 20 on, not on the steps that are checked
+            model(torch.randn(8, 4)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    r = reopen(root, run.id)
+    a = r.layer_series("relu_a", "act", "dead_frac")
+    b = r.layer_series("relu_b", "act", "dead_frac")
+    assert np.isfinite(a.last).sum() == 2  # windows closed at steps 19 and 39
+    reported = {int(t): float(v) for t, v in zip(b.step, b.last) if np.isfinite(v)}
+    assert list(reported) == [19] and 39 in b.step.tolist()  # window 1 only: at step 39 it ran, unchecked
+    assert not [e for e in r.events() if e.kind == "diagnosis/dead_units"]

@@ -55,6 +55,7 @@ class StepBuffers:
         self.extra: dict[str, torch.Tensor] | None = None  # second calls of a row this step
         self.nbytes = (self.stage.numel() + self.before.numel()) * 4
         self._masks: dict[tuple[int, ...], torch.Tensor] = {}
+        self._norm_index: dict[tuple[int, ...], torch.Tensor] = {}
         self._whole: dict[tuple, torch.Tensor] = {}  # row prefixes shaped like the parameters taken whole
         self.whole_grad = np.zeros(n_params, bool)  # gradients taken whole: their norm is the sample's
 
@@ -94,6 +95,14 @@ class StepBuffers:
         self.before.copy_(prev.stage[w : w + self.n_params])
         for j in js:
             self.before_len[j] = int(lengths[w + j])
+
+    def set_norms(self, js: list[int], norms: list[torch.Tensor]) -> None:
+        """Exact gradient norms of parameters ``js`` (0-d tensors, as ``torch._foreach_norm`` returns them)."""
+        key = tuple(js)
+        idx = self._norm_index.get(key)
+        if idx is None:
+            idx = self._norm_index[key] = torch.tensor(js, device=self.device)
+        self.normsq.index_copy_(0, idx, torch.stack(norms).to(torch.float32).square_())
 
     def accumulate(self, r: int, s: torch.Tensor, sat: Any, hist: bool) -> None:
         """Add the moments of sample ``s`` (1-D float32) of a row's second call in this step."""
@@ -207,6 +216,7 @@ class BufferPool:
             nxt.before_rows = list(nxt.before.unbind(0))
             nxt._masks = {}
             nxt._whole = {}
+            nxt._norm_index = {}
             nxt.whole_grad = np.zeros(b.n_params, bool)
         nxt.reset()
         return nxt

@@ -105,19 +105,23 @@ class Watcher:
         self._sat = [R.saturation_bounds(la.role) for la in self.layers]
         self._buffers: dict[torch.device, StepBuffers] = {}
         self._units: dict[int, torch.Tensor] = {}  # layer index -> Σ per-unit maxima over the dead window
-        self._units_seen = False  # whether the current dead window has had a check
+        self._units_seen: set[int] = set()  # layers checked in the current dead window (others report NaN)
         self._window_end = (cfg.start_step // cfg.dead_window + 1) * cfg.dead_window  # its last step + 1
         self._dead_every = min(DEAD_EVERY, max(1, cfg.dead_window // cfg.every // 4))  # recorded steps per check
         self._starts = [0] * len(self._params)  # this step's sample positions of each weight
+        self._after: list[tuple[int, int] | None] = [None] * len(self._params)  # (version, address) when sampled
         self._numels = [p.numel() for _, p in self._params]
         # Parameters of at most `sample` elements (biases, norms, small kernels) are taken whole: with an
         # optimizer, all of them in one copy per step and kind, and their exact norms come from the sample.
         small = [j for j, n in enumerate(self._numels) if n <= cfg.sample] if optimizer is not None else []
         self._small = small
         self._large = [j for j in range(len(self._params)) if j not in set(small)]
-        # Each larger gradient is sampled, and its exact norm taken, by its parameter's hook, while the gradient
-        # is still in cache (a batched `_foreach_norm` before the optimizer step, reading them all cold, measured
-        # slower); the small ones are copied whole before the optimizer step.
+        # With an optimizer every gradient is read just before its step — after clipping, a GradScaler's
+        # unscaling and DDP's averaging, i.e. the gradient the step uses —: exact norms in one batched
+        # `_foreach_norm` and no hook per parameter. Reading large ones in their hooks while in cache was 4–5 %
+        # of an MLP step cheaper, but saw raw gradients (65536× too large under AMP). Without an optimizer,
+        # each parameter's hook reads its own.
+        self._hooked = [] if optimizer is not None else self._large
         self._pending: deque = deque()  # recorded steps the writer thread has not converted yet
         self._job_queued = False
         self._pool = BufferPool()
@@ -142,7 +146,7 @@ class Watcher:
         try:
             for layer, module in selected:
                 self.scope.add(module.register_forward_hook(self._forward_hook(layer.index, module)))
-            for j in self._large:
+            for j in self._hooked:
                 self.scope.add(self._params[j][1].register_post_accumulate_grad_hook(self._param_hook(j)))
             if optimizer is not None:
                 self.scope.add(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_optimizer_step)))
@@ -176,8 +180,8 @@ class Watcher:
         for j in self._large:
             p = params[j][1]
             b = self._bufs(p.device)
-            if b.before_len[j]:
-                continue  # carried over: the previous step's sample after its update, at the same positions
+            if b.before_len[j] and self._after[j] == (p._version, p.data_ptr()):
+                continue  # carried over: the previous step's sample after its update, and nothing changed since
             start = self._starts[j] = sampler.start(self._numels[j])
             b.before_len[j] = sampler.into(p.detach(), b.before_rows[j], start) or -1  # -1: never matches
         with torch.no_grad():
@@ -186,6 +190,23 @@ class Watcher:
                 grads = [j for j in self._small if _dense_grad(params[j][1])]
                 if self._stage_small("param_grad", grads):
                     self._has_data = True
+            grads = [j for j in self._large if _dense_grad(params[j][1])]
+            if grads:
+                self._stage_large_grads(grads)
+                self._has_data = True
+
+    def _stage_large_grads(self, js: list[int]) -> None:
+        """Samples and exact norms of the gradients of parameters ``js`` (one ``_foreach_norm`` per device)."""
+        by_device: dict[torch.device, list[int]] = {}
+        for j in js:
+            by_device.setdefault(self._params[j][1].device, []).append(j)
+        for dev, group in by_device.items():
+            b = self._bufs(dev)
+            grads = [self._params[j][1].grad for j in group]
+            b.set_norms(group, torch._foreach_norm(grads))
+            pg = b.start["param_grad"]
+            for j, g in zip(group, grads):
+                b.stage_row(pg + j, g)
 
     def _stage_small(self, kind: str, js: list[int]) -> int:
         """Copy the small parameters ``js`` (or their gradients) whole into their rows, one copy per device."""
@@ -206,6 +227,7 @@ class Watcher:
         for j in self._large:
             p = self._params[j][1]
             b = self._bufs(p.device)
+            self._after[j] = (p._version, p.data_ptr())  # a later in-place change or a move voids the carry
             start = self._starts[j] if b.before_len[j] else None  # the positions sampled before the step
             k = b.stage_row(b.start["weight"] + j, p.detach(), start)
             b.has_update[j] = k == b.before_len[j]  # the sample before the step had the same size
@@ -223,12 +245,12 @@ class Watcher:
             payload = [(dev, self._collect(dev, b, hist, offload)) for dev, b in list(self._buffers.items())]
             units = None
             if self._dead_step:  # the first recorded step at or after the window's end closes it
-                if self._units and self._units_seen:
+                if self._units_seen:
                     units = {i: c.to("cpu", copy=True) if c.device.type == "cpu" else c.to("cpu", non_blocking=True)
-                             for i, c in self._units.items()}  # fmt: skip
+                             for i, c in self._units.items() if i in self._units_seen}  # fmt: skip
                     for c in self._units.values():
                         c.zero_()
-                self._units_seen = False
+                self._units_seen = set()
                 w = self.config.dead_window
                 self._window_end = ((self.step + 1) // w + 1) * w
             event = torch.cuda.Event() if any(d.type == "cuda" for d in self._buffers) else None
@@ -355,7 +377,7 @@ class Watcher:
 
     def _count_units(self, i: int, t: torch.Tensor) -> None:
         """Add each unit's maximum over the first inputs of the batch (ReLU outputs: > 0 iff it fired)."""
-        self._units_seen = True
+        self._units_seen.add(i)
         x = t[: 4 * self._dead_every] if t.ndim >= 2 else t  # (B, …) -> (≤4k, …)
         d = R.unit_dim(x.ndim) if x.ndim >= 2 else 0
         dims = [k for k in range(x.ndim) if k != d]
