@@ -33,38 +33,42 @@ export function byScore(score: Float32Array): Int32Array {
   return out;
 }
 
+/** `order` stably sorted by `key(i)` in 0 … `range` − 1 (a counting sort); also the start of each key's run. */
+function countingSort(order: Int32Array, key: (i: number) => number, range: number): { out: Int32Array; starts: Int32Array } {
+  const starts = new Int32Array(range + 1);
+  for (const i of order) starts[key(i) + 1]++;
+  for (let k = 1; k <= range; k++) starts[k] += starts[k - 1];
+  const next = starts.slice(0, range);
+  const out = new Int32Array(order.length);
+  for (const i of order) out[next[key(i)]++] = i;
+  return { out, starts };
+}
+
 /**
  * One group per class (the true class, or the prediction without labels) up to `nClasses` or the largest class
- * seen, then one for instances without any (only when there are such).
+ * seen, then one for instances without any (only when there are such). Linear in instances + classes: by score,
+ * then stably by prediction (misclassified ones are shown by predicted class), then stably by class and
+ * correctness.
  */
 export function groupInstances(t: Instances, hasLabels: boolean, nClasses: number): InstanceGroup[] {
   const key = hasLabels ? t.label : t.prediction;
   let k = nClasses;
-  let preds = 1; // sub-slots of a class's misclassified block: one per prediction (+1 for none) with labels
+  let preds = 0;
   for (let i = 0; i < t.n; i++) {
     if (key[i] + 1 > k) k = key[i] + 1;
-    if (hasLabels && t.prediction[i] + 2 > preds) preds = t.prediction[i] + 2;
+    if (t.prediction[i] + 1 > preds) preds = t.prediction[i] + 1;
   }
-  // slot of instance i: its class's correct block, or the misclassified block's sub-slot of its prediction
-  const stride = 1 + preds;
-  const slotOf = (i: number) => {
-    const c = key[i] < 0 ? k : key[i];
-    if (hasLabels && t.correct[i] === 1) return c * stride;
-    return c * stride + 1 + (hasLabels ? t.prediction[i] + 1 : 0);
-  };
-  const starts = new Int32Array((k + 1) * stride + 1);
-  for (let i = 0; i < t.n; i++) starts[slotOf(i) + 1]++;
-  for (let s = 1; s < starts.length; s++) starts[s] += starts[s - 1];
-  const placed = new Int32Array(t.n);
-  const next = starts.slice(0, -1);
-  for (const i of byScore(t.score)) placed[next[slotOf(i)]++] = i; // in score order: each slot stays sorted
+  let order = byScore(t.score);
+  if (hasLabels) order = countingSort(order, (i) => t.prediction[i] + 1, preds + 1).out; // −1 (none) first
+  // slot 2c: class c's correct instances, 2c + 1: the others (every instance without labels); c = k: no class
+  const slot = (i: number) => 2 * (key[i] < 0 ? k : key[i]) + (hasLabels && t.correct[i] === 1 ? 0 : 1);
+  const { out, starts } = countingSort(order, slot, 2 * (k + 1));
   const groups: InstanceGroup[] = [];
   for (let c = 0; c <= k; c++) {
-    const at = c * stride;
     const g = {
       cls: c === k ? -1 : c,
-      correct: placed.subarray(starts[at], starts[at + 1]),
-      wrong: placed.subarray(starts[at + 1], starts[at + stride]),
+      correct: out.subarray(starts[2 * c], starts[2 * c + 1]),
+      wrong: out.subarray(starts[2 * c + 1], starts[2 * c + 2]),
     };
     if (g.cls >= 0 || g.correct.length + g.wrong.length > 0) groups.push(g);
   }
