@@ -24,7 +24,7 @@ from .types import SEVERITIES
 DEFAULT_DIR = "deepscope-runs"
 _live_runs: list[Run] = []
 _current: Run | None = None
-_lifecycle_lock = threading.Lock()
+_lifecycle_lock = threading.RLock()  # reentrant: a signal handler finishing runs may interrupt a holder
 _handlers_installed = False
 _signal_handlers: dict[int, tuple[Any, Any]] = {}  # signal -> (the handler ours replaced, ours), while installed
 

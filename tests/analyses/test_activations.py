@@ -92,6 +92,9 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
         Activations(cfg).run(tmp_path / "cut", model, failing)
     progress = json.loads((tmp_path / "cut/artifacts/activations/progress.json").read_text())
     assert progress["rows_done"] == 128 and not progress["complete"]  # whole chunks before row 150
+    unfinished = read(tmp_path / "cut")  # its arrays already have 300 rows; the rows done are what it reads
+    assert len(unfinished) == 128 and unfinished.matrix("fc1").shape[0] == 128
+    np.testing.assert_array_equal(unfinished.matrix("fc1"), read(tmp_path / "whole").activations("fc1")[:128])
     failing.armed = False
     calls = []
     original = failing.__class__.__getitem__

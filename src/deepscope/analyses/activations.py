@@ -354,13 +354,15 @@ class _State:
         if self.chunk_rows is None:
             widest = max(math.prod(tail) * np.dtype(dtype).itemsize for tail, dtype in specs.values())
             self.chunk_rows = int(min(8192, max(256, 2 ** math.floor(math.log2(max(1, CHUNK_BYTES // widest))))))
+        arrays = {}  # all or none: an interrupted creation must not leave a progress record of some of them
         for key, (tail, dtype) in specs.items():
             # Uncompressed: written once, read often; zstd made extraction about 3x slower here.
             # The full length at once, when known: growing an array writes its metadata (1–2 ms) at every chunk.
-            self.arrays[key] = zarr.create_array(
+            arrays[key] = zarr.create_array(
                 store=str(self.dir / key), shape=(self.length or 0, *tail), dtype=dtype,
                 chunks=(self.chunk_rows, *tail), compressors=None, overwrite=True,
             )  # fmt: skip
+        self.arrays = arrays
         self.save()
 
     def write(self, start: int, chunk: dict[str, np.ndarray]) -> int:

@@ -83,7 +83,9 @@ class AnalysisReader:
 
     # ---- raw data ---------------------------------------------------------------------------------
     def activations(self, layer: str) -> Any:
-        """The layer's ``zarr.Array`` (rows = instances, columns = neurons), read lazily: slice it."""
+        """The layer's ``zarr.Array`` (rows = instances, columns = neurons), read lazily: slice it. While an analysis
+        is unfinished, the array may already have the dataset's length: only its first ``len(reader)`` rows hold
+        values."""
         import zarr
 
         self._check_layer(layer)
@@ -100,7 +102,7 @@ class AnalysisReader:
                 self._cells.pop(old, None)
                 for metric in ("cosine", "euclidean"):
                     self._indices.pop((old, metric), None)
-            self._matrices[layer] = np.asarray(self.activations(layer)[:])
+            self._matrices[layer] = np.asarray(self.activations(layer)[: len(self)])
         return self._matrices[layer]
 
     def moments(self, layer: str) -> Moments:
