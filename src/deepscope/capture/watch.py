@@ -1,8 +1,9 @@
 """``run.watch(model)``: per-layer statistics of activations, gradients and weights at every step.
 
 One forward hook per watched module copies a sample of its output into its row of a preallocated staging
-matrix (``step_buffers``) and registers the hook that does the same for the output's gradient; one hook
-per parameter stages its gradient and computes its exact norm while the gradient is still in cache.
+matrix (``step_buffers``) and registers the hook that does the same for the output's gradient. Parameter
+gradients are staged, with their exact norms, just before the optimizer's step when it is given (the gradients
+it steps with), otherwise by one hook per parameter while each gradient is still in cache.
 Nothing in a hook synchronizes with the device. At the step boundary one batched reduction turns every
 row into moments and extremes; the results (and, on histogram steps, the samples themselves) go to the
 writer thread, which finalizes them (``step_stats``) into ``layerstats`` rows, histograms and diagnoses.
