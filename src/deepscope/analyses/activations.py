@@ -35,6 +35,11 @@ CHANNELS_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceN
                      nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)  # fmt: skip
 
 
+def is_feature_map(t: torch.Tensor, module: nn.Module) -> bool:
+    """Feature maps: (B, C, H, W) outputs, and (B, C, L) outputs of 1-d convolutions, pooling and norms."""
+    return t.ndim == 4 or (t.ndim == 3 and isinstance(module, CHANNELS_FIRST_1D))
+
+
 @dataclass(frozen=True)
 class ActivationsConfig:
     """``layers``: module paths as in ``model.named_modules()`` (default: the model's direct children).

@@ -16,7 +16,16 @@ import torch
 from torch import nn
 
 from ..capture.scope import HookScope
-from .activations import CHANNELS_FIRST_1D, ActivationsConfig, first_tensor, image_input, pool, preview, preview_size
+from .activations import (
+    CHANNELS_FIRST_1D,
+    ActivationsConfig,
+    first_tensor,
+    image_input,
+    is_feature_map,
+    pool,
+    preview,
+    preview_size,
+)
 from .batches import Batch, Source, current_length
 
 LABELS = "outputs/labels.zarr"
@@ -88,8 +97,7 @@ class Extractor:
                 dest.copy_(pooled)
             else:
                 if name not in self.outputs:
-                    maps = t.ndim == 4 or (t.ndim == 3 and channels_first)
-                    self.outputs[name] = {"shape": list(t.shape[1:]), "maps": maps}
+                    self.outputs[name] = {"shape": list(t.shape[1:]), "maps": is_feature_map(t, module)}
                 aliased = pooled.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
                 self.pooled[name] = (pooled.clone() if aliased else pooled).float()
 

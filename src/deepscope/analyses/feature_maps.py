@@ -325,11 +325,13 @@ class _Computer:
     def shapes(self, layers: list[str], probe: int, named: bool) -> dict[str, tuple[int, ...]]:
         """Each layer's map shape from one instance; layers without feature maps raise when ``named``, else
         are left out."""
+        from .activations import is_feature_map
+
         _, out = next(self._outputs(layers, [probe]))
         shapes = {}
         for name in layers:
             t = out[name]
-            if not _is_map(t, self.modules[name]):
+            if not is_feature_map(t, self.modules[name]):
                 if named:
                     raise ValueError(f"deepscope.feature_maps: layer {name!r} outputs {_shape(t)}, not feature "
                                      f"maps (B, C, H, W) or (B, C, L); name a convolutional layer")  # fmt: skip
@@ -390,13 +392,6 @@ class _Computer:
                     yield rows, dict(seen)
         finally:
             model.train(was_training)
-
-
-def _is_map(t: Any, module: Any) -> bool:
-    """Feature maps: (B, C, H, W) outputs, and (B, C, L) outputs of 1-d convolutions, pooling and norms."""
-    from .activations import CHANNELS_FIRST_1D
-
-    return t.ndim == 4 or (t.ndim == 3 and isinstance(module, CHANNELS_FIRST_1D))
 
 
 def _shape(t: Any) -> str:
