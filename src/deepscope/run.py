@@ -98,6 +98,7 @@ class Run:
         self._last_step = -1
         self._warned_regression = False
         self._watchers: list[Any] = []
+        self._next_watch_step = 0
         _register(self)
 
     # ---- logging: the hot path -------------------------------------------------------------------
@@ -197,39 +198,53 @@ class Run:
         dead_window: int = 100,
         diagnose: bool = True,
         print_findings: bool = True,
-        start_step: int = 0,
+        start_step: int | None = None,
         graph: bool = True,
+        scaler: Any = None,
     ) -> Any:
         """Record per-layer statistics of activations, gradients and weights at every step.
 
         A step is an optimizer step when ``optimizer`` is given, else a training-mode forward pass.
         ``layers`` selects leaf modules by glob (``"encoder.*"``), list of globs, or ``f(path, module)``.
-        ``start_step`` numbers the first step (a resumed training continues its count); ``graph`` records
-        the model's computation graph once, from the first training forward pass. Returns the watcher;
-        ``run.unwatch()`` (or ``finish()``, or leaving ``with run.watch(...)``)
-        removes every hook.
+        ``start_step`` numbers the first step: by default 0, or the step after the last one recorded by an
+        earlier ``watch`` of this run object; a training resumed in a new process passes its own count.
+        ``graph`` records the model's computation graph once, from the first training forward pass.
+        ``scaler``: the ``torch.amp.GradScaler`` of mixed-precision training, so output gradients (which
+        come from the scaled loss) are recorded unscaled. Returns the watcher; ``run.unwatch()`` (or
+        ``finish()``, or leaving ``with run.watch(...)``) removes every hook. One model at a time per run:
+        give a second model watched at the same time (a GAN's discriminator) a run of its own.
 
         >>> run.watch(model, optimizer=opt)
         """
         if self._finished:
             raise RuntimeError(f"deepscope: run {self.id!r} is finished; watch() after finish()")
+        if self._watchers:
+            raise RuntimeError(
+                f"deepscope.watch: run {self.id!r} already watches a model; call run.unwatch() first. To watch "
+                "two models at the same time (a GAN's generator and discriminator), give each a run of its own: "
+                "deepscope.init(name=...)"
+            )
         from .capture.graph_once import record_graph_once
         from .capture.timing import StepTimer
         from .capture.watch import WatchConfig, Watcher
 
+        if start_step is None:
+            start_step = self._next_watch_step
         config = WatchConfig(every, start_step, histograms_every, sample, dead_window, diagnose, print_findings)
-        watcher = Watcher(self, model, optimizer, layers, config)
+        watcher = Watcher(self, model, optimizer, layers, config, scaler=scaler)
         if graph and self.rank == 0:
             record_graph_once(model, self.dir, watcher.scope)
-        self._watchers.append(StepTimer(self._writer, model, optimizer, scope=watcher.scope, start_step=start_step))
-        self._watchers.append(watcher)
+        timer = StepTimer(self._writer, model, optimizer, scope=watcher.scope, start_step=start_step)
+        watcher.on_skipped_step.append(timer.end_step)
+        self._watchers += [timer, watcher]
         return watcher
 
     def unwatch(self) -> None:
         """Remove every hook that ``watch`` registered (the last step is recorded first)."""
         watchers, self._watchers = self._watchers, []
         for w in watchers:
-            w.close()
+            w.close()  # the watcher's and the timer's `step` is then the next step: a later watch() goes on from it
+            self._next_watch_step = max(self._next_watch_step, w.step)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def flush(self) -> None:

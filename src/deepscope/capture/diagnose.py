@@ -32,7 +32,8 @@ class Thresholds:
 @dataclass(frozen=True)
 class Finding:
     step: int
-    rule: str  # saturation, dead_units, vanishing/exploding_gradients, update_ratio_low/high, nonfinite, loss_spike
+    rule: str  # saturation, dead_units, vanishing/exploding_gradients, update_ratio_low/high, nonfinite, loss_spike,
+    # skipped_step
     severity: str
     layer: str | None
     text: str
@@ -57,8 +58,14 @@ class Diagnoser:
         # weight matrices in model order: the depth axis for gradient flow
         self._depth = [i for i, p in enumerate(params) if p.endswith("weight")]
 
-    def observe(self, step: int, stats: dict[str, dict[str, np.ndarray]]) -> None:
+    def observe(self, step: int, stats: dict[str, dict[str, np.ndarray]], skipped: bool = False) -> None:
+        """One recorded step; ``skipped``: its optimizer step did not happen (a GradScaler found its gradients
+        non-finite and skipped it: the scaler's own remedy, so no NaN/Inf finding for the gradients)."""
         act, grad, pgrad, weight = (stats.get(k, {}) for k in ("act", "grad", "param_grad", "weight"))
+        if skipped:
+            self._report(step, "skipped_step", None, "info",
+                         f"optimizer step skipped at step {step} (non-finite gradients, as a GradScaler skips "
+                         "steps that overflowed); later skips are recorded without a finding")  # fmt: skip
         for i, layer in enumerate(self.layers):
             role, path = layer["role"], layer["path"]
             if role in ("sigmoid", "tanh") and "sat_frac" in act:
@@ -72,12 +79,14 @@ class Diagnoser:
                 dead = act["dead_frac"][i]
                 if dead >= self.t.dead_frac:
                     self._report(step, "dead_units", path, "warning", f"{path}: {dead:.0%} of units never fired")
-        for kind, s in (("activations", act), ("output gradients", grad), ("parameter gradients", pgrad)):
+        kinds = (("activations", act), ("output gradients", grad), ("parameter gradients", pgrad))
+        for kind, s in kinds[:1] if skipped else kinds:
             bad = np.flatnonzero(np.nan_to_num(s.get("nonfinite_frac", np.zeros(0)), nan=0.0) > 0)
             if bad.size:
                 names = self.params if kind == "parameter gradients" else [la["path"] for la in self.layers]
                 first = names[bad[0]]
-                self._report(step, "nonfinite", None, "error", f"NaN/Inf in {kind}, first at {first} (step {step})")
+                text = f"NaN/Inf in {kind}, first at {first} (step {step})"
+                self._report(step, "nonfinite", first, "error", text, once=("nonfinite", None))
         if "norm" in pgrad and len(self._depth) >= 2:
             norms = pgrad["norm"][self._depth]
             ok = np.isfinite(norms) & (norms > 0)
@@ -140,10 +149,13 @@ class Diagnoser:
         if self._streak[key] >= self.t.patience:
             self._report(step, rule, layer, "warning", text)
 
-    def _report(self, step: int, rule: str, layer: str | None, severity: str, text: str) -> None:
-        if (rule, layer) in self._reported:
+    def _report(self, step: int, rule: str, layer: str | None, severity: str, text: str,
+                once: tuple[str, str | None] | None = None) -> None:  # fmt: skip
+        """Emit a finding unless one with the same ``once`` key (default: rule and layer) was emitted."""
+        key = once or (rule, layer)
+        if key in self._reported:
             return
-        self._reported.add((rule, layer))
+        self._reported.add(key)
         self.emit(Finding(step, rule, severity, layer, text))
 
 

@@ -64,6 +64,10 @@ class StepTimer:
         if self._training(module) and self._fwd_start is not None:
             self._fwd_end = time.perf_counter()
 
+    def end_step(self) -> None:
+        """Close the current step now (an optimizer step that was skipped: no post-step hook comes)."""
+        self._end()
+
     def _end(self, now: float | None = None) -> None:
         now = now or time.perf_counter()
         if self._fwd_start is not None and self._fwd_end is not None:

@@ -74,6 +74,7 @@ class Watcher:
         layers: LayerFilter = None,
         config: WatchConfig | None = None,
         thresholds: Thresholds | None = None,
+        scaler: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"deepscope.watch: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -81,6 +82,8 @@ class Watcher:
             raise TypeError(
                 f"deepscope.watch: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
             )
+        if scaler is not None and not callable(getattr(scaler, "get_scale", None)):
+            raise TypeError(f"deepscope.watch: scaler must be a torch.amp.GradScaler, got {type(scaler).__name__}")
         self.config = cfg = config or WatchConfig()
         for name in ("every", "sample", "dead_window"):
             if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
@@ -92,6 +95,11 @@ class Watcher:
         self.run = run
         self.model = model
         self.optimizer = optimizer
+        self.scaler = scaler
+        self._inv_scale: torch.Tensor | None = None  # 1 / the loss scale of this step's backward pass
+        self._backward_seen = False  # an output gradient arrived in this step
+        self._skipped = False  # this step's optimizer step was skipped (its gradients were not finite)
+        self.on_skipped_step: list[Any] = []  # called when a skipped optimizer step is closed
         selected = select_layers(model, layers)
         self.layers: list[Layer] = [la for la, _ in selected]
         self._params: list[tuple[str, nn.Parameter]] = []
@@ -134,6 +142,7 @@ class Watcher:
         self._last_end = time.perf_counter()
         self._set_flags()
 
+        self._write_manifest()  # first: it refuses a run that recorded other layers
         writer = run._writer
         self._diagnoser = None
         if cfg.diagnose:
@@ -141,7 +150,6 @@ class Watcher:
             table = [la.to_json() for la in self.layers]
             self._diagnoser = Diagnoser(table, self.param_names, self._emit_finding(printer), thresholds)
             writer.on_scalars(self._diagnoser.observe_scalars)
-        self._write_manifest()
 
         self.scope = HookScope()
         try:
@@ -152,6 +160,7 @@ class Watcher:
             if optimizer is not None:
                 self.scope.add(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_optimizer_step)))
                 self.scope.add(optimizer.register_step_post_hook(self._guard("optimizer", self._after_optimizer_step)))
+                self.scope.add(model.register_forward_pre_hook(self._guard("model", self._detect_skipped_step)))
             else:
                 self.scope.add(model.register_forward_pre_hook(self._guard("model", self._before_forward)))
         except BaseException:
@@ -173,6 +182,18 @@ class Watcher:
             self._weights_stats()
             self.end_step()
         self._in_step = True
+
+    def _detect_skipped_step(self, module: nn.Module, args: Any) -> None:
+        """A training forward pass after a backward pass whose optimizer step never came, with the gradients
+        cleared since (``zero_grad``): a GradScaler skipped that step. It is closed as a step of its own, so
+        steps keep counting the training loop's iterations; without the clearing it is gradient accumulation."""
+        if not self._backward_seen or not (module.training and torch.is_grad_enabled()):
+            return
+        if self._params and all(p.grad is None for _, p in self._params):
+            self._skipped = True
+            self.end_step()
+            for f in self.on_skipped_step:
+                f()
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if not self._recording:
@@ -257,14 +278,15 @@ class Watcher:
             event = torch.cuda.Event() if any(d.type == "cuda" for d in self._buffers) else None
             if event is not None:
                 event.record()
-            self._pending.append((self.step, time.time(), payload, units, hist, event))
+            self._pending.append((self.step, time.time(), payload, units, hist, event, self._skipped))
             if not self._job_queued:  # one job converts every step recorded until it runs
                 self._job_queued = True
                 self.run._writer.add_job(self._convert_pending)
             self._wait_for_writer()
         self.run._writer.add_scalars((self.step, time.time(), {"sys/step_time": now - self._last_end}, False), 1)
         self._last_end = now
-        self._has_data = False
+        self._has_data = self._backward_seen = self._skipped = False
+        self._inv_scale = None
         self.step += 1
         self._set_flags()
 
@@ -337,11 +359,25 @@ class Watcher:
             if where in broken or not is_float_tensor(g):
                 return
             try:
-                self._stage(self._bufs(g.device), "grad", i, g, None)
+                self._backward_seen = True
+                b = self._bufs(g.device)
+                scale = self._unscale() if self.scaler is not None else None
+                k = self._stage(b, "grad", i, g, None, scale)
+                if k and scale is not None:
+                    b.rows[b.start["grad"] + i][:k].mul_(scale)
             except Exception as e:
                 self._break(where, e)
 
         return hook
+
+    def _unscale(self) -> torch.Tensor | None:
+        """1 / the GradScaler's current scale, as a tensor on its device (no sync); None when it does not scale.
+        Output gradients come from the scaled loss: recorded unscaled, as the parameter gradients the step uses."""
+        if self._inv_scale is None:
+            scale = getattr(self.scaler, "_scale", None)  # the scale tensor scale() multiplied the loss by
+            if isinstance(scale, torch.Tensor) and self.scaler.is_enabled():
+                self._inv_scale = scale.double().reciprocal().float()
+        return self._inv_scale
 
     def _param_hook(self, j: int) -> Any:
         where = f"parameter {self.param_names[j]}"
@@ -364,15 +400,16 @@ class Watcher:
 
         return hook
 
-    def _stage(self, b: StepBuffers, kind: str, i: int, t: torch.Tensor, sat: Any) -> int:
+    def _stage(self, b: StepBuffers, kind: str, i: int, t: torch.Tensor, sat: Any, scale: Any = None) -> int:
         """Copy the sample of ``t`` into its staging row; returns its size (0: reduced at once instead).
 
         A second call of a row in one step (a shared module, a recurrent cell, gradient accumulation)
-        finds the row taken and is reduced at once, the slower way.
+        finds the row taken and is reduced at once, the slower way (its sample times ``scale``, if given).
         """
         r = b.start[kind] + i
         if b.lengths[r]:
-            b.accumulate(r, self._sampler(t), sat, self._hist_step)
+            sample = self._sampler(t)
+            b.accumulate(r, sample if scale is None else sample.mul_(scale), sat, self._hist_step)
             return 0
         return b.stage_row(r, t)
 
@@ -432,7 +469,9 @@ class Watcher:
             out += self._convert(*self._pending.popleft())
         return out
 
-    def _convert(self, step: int, wall: float, payload: list, units: dict | None, hist: bool, event: Any) -> list:
+    def _convert(
+        self, step: int, wall: float, payload: list, units: dict | None, hist: bool, event: Any, skipped: bool
+    ) -> list:
         if event is not None:
             event.synchronize()  # blocks the writer thread only
         for _, p in payload:
@@ -449,7 +488,7 @@ class Watcher:
                 dead[i] = float((c.numpy() == 0).mean()) if c.numel() else np.nan
             stats["act"]["dead_frac"] = dead
         if self._diagnoser is not None:
-            self._diagnoser.observe(step, stats)
+            self._diagnoser.observe(step, stats, skipped)
         out = [("layerstats", layerstats_batch(step, wall, [la.path for la in self.layers], self.param_names, stats))]
         if hist:
             counts = histograms(payload)
@@ -465,9 +504,19 @@ class Watcher:
         return emit
 
     def _write_manifest(self) -> None:
+        path = self.run._stream_dir / "watch.json"
+        layers = [la.to_json() for la in self.layers]
+        old = runmeta.read_json(path)
+        if old and [(la["path"], la["type"]) for la in old.get("layers", [])] != [
+            (la["path"], la["type"]) for la in layers
+        ]:
+            raise ValueError(
+                f"deepscope.watch: run {self.run.id!r} has recorded the statistics of other layers (another model, "
+                "or another `layers` selection); watch this one in a new run: deepscope.init(...)"
+            )
         manifest = {
             "format_version": fmt.FORMAT_VERSION,
-            "layers": [la.to_json() for la in self.layers],
+            "layers": layers,
             "params": self.param_names,
             "step_unit": "optimizer step" if self.optimizer is not None else "training forward pass",
             "every": self.config.every,
@@ -476,7 +525,7 @@ class Watcher:
             "dead_window": self.config.dead_window,
             "histogram_edges": R.HIST_EDGES.tolist(),
         }
-        runmeta.write_json_atomic(self.run._stream_dir / "watch.json", manifest)
+        runmeta.write_json_atomic(path, manifest)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:

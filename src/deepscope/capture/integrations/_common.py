@@ -106,8 +106,8 @@ class RunBinding:
         return Run(config=merged, rank=rank, world_size=world_size, **kwargs)
 
     def watch(self, model: Any, optimizer: Any) -> None:
-        if not self.active or self.watch_kwargs is None or self.watcher is not None:
-            return
+        if not self.active or self.watch_kwargs is None or self.watcher is not None or self.run._watchers:
+            return  # not asked for, or the run is watched already (by its owner, who gave it)
         self.watcher = self.run.watch(model, optimizer=unwrap_optimizer(optimizer), **self.watch_kwargs)
 
     def log(self, values: Mapping[str, Any], step: int) -> None:

@@ -1,0 +1,148 @@
+"""Mixed precision (a GradScaler's loss scale and skipped steps) and a run watched more than once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import reopen
+from torch import nn
+
+import deepscope
+
+
+def _model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3))  # 4,096 weights: larger than the sample
+
+
+def test_gradients_unscaled_by_a_grad_scaler_are_recorded_unscaled(root):
+    """Parameter gradients are read after the scaler's unscaling (its kernel bumps no version counter); output
+    gradients, which come from the scaled loss, are divided by the scale when the scaler is given."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, sample=256, diagnose=False, scaler=scaler)
+    norms, out_rms = [], []
+    for _ in range(3):
+        out = model(torch.randn(8, 64))
+        out.retain_grad()
+        scaler.scale(out.square().sum()).backward()
+        out_rms.append((out.grad / scaler.get_scale()).square().mean().sqrt().item())
+        scaler.unscale_(opt)
+        norms.append(model[0].weight.grad.norm().item())
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+    run.finish()
+    r = reopen(root, run.id)
+    np.testing.assert_allclose(r.layer_series("0.weight", "param_grad", "norm").last, norms, rtol=1e-5)
+    np.testing.assert_allclose(r.layer_series("2", "grad", "rms").last, out_rms, rtol=1e-5)
+
+
+def test_gradients_changed_behind_autograd_are_the_ones_recorded(root):
+    """A write through ``.data`` bumps no version counter: the norms are still those the step uses."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, sample=256, diagnose=False)
+    want = []
+    for step in range(4):
+        model(torch.randn(8, 64)).sum().backward()
+        if step % 2:
+            model[0].weight.grad.data.mul_(0.5)
+        want.append(model[0].weight.grad.norm().item())
+        opt.step()
+        opt.zero_grad()
+    run.finish()
+    np.testing.assert_allclose(
+        reopen(root, run.id).layer_series("0.weight", "param_grad", "norm").last, want, rtol=1e-5
+    )
+
+
+def test_a_step_the_scaler_skips_is_a_step_of_its_own(root, capsys):
+    """An overflow makes the GradScaler skip the optimizer step: that iteration is still one step (steps keep
+    counting the loop, as the user's own step numbers do), with an info finding and no NaN/Inf error."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)
+    run = deepscope.init(dir=root, name="amp")
+    run.watch(model, opt, scaler=scaler)
+    skipped = []
+    for step in range(5):
+        opt.zero_grad()
+        loss = model(torch.randn(8, 64)).square().mean()
+        before = scaler.get_scale()
+        scaler.scale(loss * (1e35 if step == 0 else 1.0)).backward()  # the first backward overflows float32
+        scaler.step(opt)
+        scaler.update()
+        if scaler.get_scale() < before:
+            skipped.append(step)
+        run.log({"train/loss": loss}, step=step)
+    run.finish()
+    assert skipped == [0]
+    r = reopen(root, run.id)
+    assert r.layer_steps().tolist() == [0, 1, 2, 3, 4]
+    assert r.series("sys/step_time").step.tolist() == [0, 1, 2, 3, 4]
+    assert sorted(set(r.series("sys/forward_time").step.tolist())) == [0, 1, 2, 3, 4]
+    kinds = [(e.kind, e.severity, e.step) for e in r.events() if e.kind.startswith("diagnosis/")]
+    assert ("diagnosis/skipped_step", "info", 0) in kinds
+    assert not [k for k in kinds if k[0] == "diagnosis/nonfinite"]
+    assert "[error]" not in capsys.readouterr().err
+    norms = r.layer_series("0.weight", "param_grad", "norm")
+    assert norms.step.tolist() == [1, 2, 3, 4] and np.isfinite(norms.last).all()  # a skipped step reads no gradients
+
+
+def test_accumulated_micro_batches_stay_one_step(root):
+    """Forward passes after a backward with the gradients still there are gradient accumulation, not a skip."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, diagnose=False)
+    for _ in range(3):
+        for _ in range(4):
+            model(torch.randn(8, 64)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    run.finish()
+    assert reopen(root, run.id).layer_steps().tolist() == [0, 1, 2]
+
+
+def test_watch_again_continues_the_step_count(root):
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def train(n: int) -> None:
+        for _ in range(n):
+            model(torch.randn(8, 64)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, diagnose=False)
+    train(3)
+    run.unwatch()
+    train(2)  # not watched, not counted
+    run.watch(model, opt, diagnose=False)
+    train(3)
+    run.finish()
+    r = reopen(root, run.id)
+    assert r.layer_steps().tolist() == [0, 1, 2, 3, 4, 5]
+    assert r.series("sys/step_time").step.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_second_model_at_once_or_other_layers_later_are_refused(root):
+    g, d = _model(), nn.Sequential(nn.Linear(3, 1))
+    run = deepscope.init(dir=root)
+    run.watch(g)
+    with pytest.raises(RuntimeError, match="already watches a model.*run of its own"):
+        run.watch(d)
+    run.unwatch()
+    with pytest.raises(ValueError, match="other layers.*new run"):
+        run.watch(d)
+    assert not g[0]._forward_hooks and not d[0]._forward_hooks  # a refused watch leaves no hook
+    run.watch(g)  # the same model again is fine
+    g(torch.randn(2, 64)).sum().backward()
+    run.finish()
+    assert not g[0]._forward_hooks
