@@ -25,3 +25,9 @@ def _finish_leftover_runs():
 def reopen(root, run_id):
     """A fresh reader (no cached state) of one run."""
     return deepscope.open(root).run(run_id)
+
+
+def new_dir(path):
+    """``path``, made (a directory for ``deepscope.analyze(..., run=path)``, which must exist)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -101,10 +101,12 @@ def analyze(
 ) -> Any:
     """Record what ``layers`` of ``model`` do on every instance of ``data``, with predictions; return a reader.
 
-    ``data``: a Dataset, a DataLoader or an iterable of batches (tensors, tuples or dicts; a dict's
-    ``attention_mask`` is the padding mask). ``labels`` default to the batches' own; ``metadata`` is a table
-    (one row per instance) to filter on. ``run``: a :class:`Run` or a run directory (default: the current run).
-    Written under ``artifacts/`` (activations, confusion, projection); an interrupted call resumes. Other
+    ``data``: a Dataset, a DataLoader, or an iterable of batches (tensors, tuples or dicts — a dict's entries
+    are the model's keyword arguments, its ``attention_mask`` the padding mask); a list of labelled instances
+    (``[(x, 3), …]``, ``[{"x": x, "label": 3}, …]``) is batched here. ``labels`` (integer classes) default to
+    the batches' own; ``metadata`` is a table (one row per instance) to filter on. ``run``: a :class:`Run` or an
+    existing run directory (default: the current run). Written under ``artifacts/`` (activations, confusion,
+    projection); an interrupted call resumes; a run's finished analysis is replaced once a new one is complete. Other
     keywords: ``batch_size``, ``collate_fn``, ``sequence_pooling`` (``"mean"`` or ``"last"``), ``projection``,
     ``resume``, ``progress``, ``full_maps`` (the whole feature maps of convolutional layers for some instances:
     ``"auto"`` — a few per class, at most 16 MiB —, a number of instances, a list of indices, or ``False``).
@@ -116,6 +118,9 @@ def analyze(
 
     target = run if run is not None else _require_run()
     run_dir = target.dir if isinstance(target, Run) else target
+    if not isinstance(target, Run) and not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"deepscope.analyze: no run directory {os.fspath(run_dir)!r}; pass a Run "
+                                "(deepscope.init(...)) or the directory of an existing run")  # fmt: skip
     return _analyze(model, data, run_dir, layers=layers, labels=labels, class_names=class_names,
                     metadata=metadata, **kwargs)  # fmt: skip
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -14,6 +14,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: the rich one shows a "<bool>" value for flags, which take none
 )
 
 
@@ -34,8 +35,7 @@ def serve(
     try:
         run_server(directory, host=host, port=port, token=token, open_browser=open_browser)
     except (OSError, ValueError) as e:
-        typer.echo(f"deepscope: {e}", err=True)
-        raise typer.Exit(1) from None
+        _fail(e)
 
 
 @app.command()
@@ -76,32 +76,43 @@ def analyze(
 ) -> None:
     """Record activations, predictions, a confusion matrix and projections of a model on a dataset into a run."""
     import deepscope
+    from deepscope.analyses.activations import validate_layers
     from deepscope.analyses.loading import load_checkpoint, load_object
     from deepscope.run import default_dir
 
-    try:
+    try:  # everything that can be checked before a run is made
+        maps = full_maps_option(full_maps)
+        layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
         net = load_object(model, "model")
         dataset = load_object(data, "data")
         if checkpoint is not None:
             load_checkpoint(net, checkpoint)
+        validate_layers(net, layer_list)
         root = directory if directory is not None else default_dir()
-        run = None
-        if run_id is None:
-            run = deepscope.init(project="analyze", name=model.partition(":")[2], dir=root)
-        elif not (root / run_id / "run.json").exists():
+        if run_id is not None and not (root / run_id / "run.json").exists():
             raise ValueError(f"no run {run_id!r} in {root}")
-        maps = full_maps_option(full_maps)
-        layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
-        try:
-            reader = deepscope.analyze(net, dataset, layers=layer_list, run=run or root / run_id,
-                                       batch_size=batch_size, full_maps=maps, progress=not no_progress)  # fmt: skip
-        finally:
-            if run is not None:
-                run.finish()
     except (OSError, ValueError, TypeError) as e:
-        typer.echo(f"deepscope: {e}", err=True)
-        raise typer.Exit(1) from None
+        _fail(e)
+    run = deepscope.init(project="analyze", name=model.partition(":")[2], dir=root) if run_id is None else None
+    try:
+        reader = deepscope.analyze(net, dataset, layers=layer_list, run=run or root / run_id,
+                                   batch_size=batch_size, full_maps=maps, progress=not no_progress)  # fmt: skip
+    except BaseException as e:
+        if run is not None:  # the run this command made says it failed, and why
+            run.finish("crashed", f"{type(e).__name__}: {e}")
+        if isinstance(e, (OSError, ValueError, TypeError)):
+            _fail(e)
+        raise
+    if run is not None:
+        run.finish()
     typer.echo(f"{len(reader)} instances, layers {', '.join(reader.layers)} -> {reader.dir}")
+
+
+def _fail(e: BaseException) -> NoReturn:
+    """Print an error message (with one ``deepscope`` prefix) and exit with status 1."""
+    text = str(e)
+    typer.echo(text if text.startswith("deepscope") else f"deepscope: {text}", err=True)
+    raise typer.Exit(1) from None
 
 
 def full_maps_option(value: str) -> str | int | bool:
@@ -136,8 +147,7 @@ def graph(
         g = deepscope.graph(str(onnx_file), run=run)
         run.finish()
     except (OSError, ValueError, ImportError) as e:
-        typer.echo(f"deepscope: {e}", err=True)
-        raise typer.Exit(1) from None
+        _fail(e)
     typer.echo(f"deepscope: {len(g.nodes)} operations of {onnx_file.name} recorded in run {run.id}")
     if not no_serve:
         serve(run.root, port=port)

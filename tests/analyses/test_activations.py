@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from tests.analyses.models import FailingAt, TinyCNN, image_data
+from tests.conftest import new_dir
 
 import deepscope
 from deepscope.analyses import extraction, read
@@ -75,8 +76,8 @@ def test_dataloader_dicts_and_plain_tensors(tmp_path):
         def forward(self, x):
             return self.inner(x)
 
-    a = deepscope.analyze(Kw(), loader, layers=["inner.fc1"], run=tmp_path / "a", progress=False)
-    b = deepscope.analyze(model, x, layers=["fc1"], run=tmp_path / "b", progress=False)
+    a = deepscope.analyze(Kw(), loader, layers=["inner.fc1"], run=new_dir(tmp_path / "a"), progress=False)
+    b = deepscope.analyze(model, x, layers=["fc1"], run=new_dir(tmp_path / "b"), progress=False)
     np.testing.assert_allclose(a.activations("inner.fc1")[:], b.activations("fc1")[:], rtol=1e-5, atol=1e-6)
     assert "label" in a.instances().column_names  # labels from the batches
     assert "label" not in b.instances().column_names and "correct" not in b.instances().column_names

@@ -26,6 +26,9 @@ MODULE = textwrap.dedent(
     def build_conv():
         return nn.Sequential(nn.Unflatten(1, (1, 4)), nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(32, 3))
 
+    def build_broken():
+        return nn.Sequential(nn.Flatten(), nn.Linear(5, 3))  # does not fit the data
+
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(90, 4, 4, generator=g), torch.randint(0, 3, (90,), generator=g)
     dataset = torch.utils.data.TensorDataset(x, y)
@@ -71,8 +74,15 @@ def test_analyze_command_errors(tmp_path):
     bad_layer = command("mymodels:build_model", "--data", "mymodels:dataset", "--layers", "fc9",
                         "--dir", str(tmp_path / "runs"), cwd=tmp_path)  # fmt: skip
     assert bad_layer.returncode == 1 and "valid layers: 0, 1, 2, 3" in bad_layer.stderr
+    assert bad_layer.stderr.count("deepscope") == 1  # one prefix, not "deepscope: deepscope.analyze: …"
     bad_spec = command("mymodels", "--data", "mymodels:dataset", cwd=tmp_path)
     assert bad_spec.returncode == 1 and "module:attribute" in bad_spec.stderr
+    assert not (tmp_path / "runs").exists() or not deepscope.open(tmp_path / "runs").runs()  # no run made for these
+    crash = command("mymodels:build_broken", "--data", "mymodels:dataset", "--dir", str(tmp_path / "runs"),
+                    "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert crash.returncode != 0 and "mat1 and mat2 shapes cannot be multiplied" in crash.stderr
+    (run,) = deepscope.open(tmp_path / "runs").runs()
+    assert run.status == "crashed" and "RuntimeError" in run.exit_reason  # not "finished"
 
 
 def test_analyze_command_full_maps(tmp_path):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from tests.analyses.models import TinyCNN, image_data
+from tests.conftest import new_dir
 
 import deepscope
 from deepscope.analyses import read
@@ -197,12 +198,12 @@ def test_maps_from_a_dataloader_a_list_of_batches_and_dict_datasets(tmp_path):
     kw = Keyword()
     kw.load_state_dict(model.state_dict())
     for k, (m, source) in enumerate([(model, loader), (model, batches), (kw, Dicts())]):
-        run_dir = tmp_path / str(k)
+        run_dir = new_dir(tmp_path / str(k))
         deepscope.analyze(m, source, layers=["conv1"], run=run_dir, progress=False, full_maps=False)
         got = deepscope.feature_maps(m, source, run=run_dir, layer="conv1", indices=want)
         np.testing.assert_allclose(got["conv1"], oracle[want], rtol=1e-5, atol=1e-6)
     with pytest.raises(IndexError, match="yielded 120 instances; instance 149 is beyond"):
-        deepscope.feature_maps(model, batches[:3], run=tmp_path / "1", layer="conv1", indices=[149])
+        deepscope.feature_maps(model, batches[:3], run=new_dir(tmp_path / "1"), layer="conv1", indices=[149])
 
 
 def test_conv1d_maps_and_a_one_shot_iterator(tmp_path):
@@ -219,5 +220,5 @@ def test_conv1d_maps_and_a_one_shot_iterator(tmp_path):
     i = layers["0"].indices[0]
     np.testing.assert_allclose(r.feature_maps("0", i), layer_outputs(model, x, ["0"])["0"][i], rtol=1e-5, atol=1e-6)
     with pytest.warns(UserWarning, match="one-shot iterator"):
-        deepscope.analyze(model, iter([x[:30], x[30:]]), layers=["0"], run=tmp_path / "it", progress=False,
+        deepscope.analyze(model, iter([x[:30], x[30:]]), layers=["0"], run=new_dir(tmp_path / "it"), progress=False,
                           full_maps=[1])  # fmt: skip

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 from tests.analyses.models import FailingAt, TinyCNN, image_data
+from tests.conftest import new_dir
 
 import deepscope
 from deepscope.analyses import read
@@ -88,11 +89,11 @@ def test_table_rows_are_a_table_and_text_columns_are_found(tmp_path):
     x = torch.randn(30, 6)
     model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
     tags = pa.table({"city": ["Oslo", "Lima", "Pune"] * 10, "age": list(range(30))})
-    r = deepscope.analyze(model, x, layers=["1"], metadata=tags, run=tmp_path / "a", progress=False)
+    r = deepscope.analyze(model, x, layers=["1"], metadata=tags, run=new_dir(tmp_path / "a"), progress=False)
     assert not r.has_images and r.input_kind == "table" and r.text_column is None
     notes = pa.table({"tag": ["a"] * 30, "note": ["a few words here"] * 30})
-    r = deepscope.analyze(model, x, layers=["1"], metadata=notes, run=tmp_path / "b", progress=False)
+    r = deepscope.analyze(model, x, layers=["1"], metadata=notes, run=new_dir(tmp_path / "b"), progress=False)
     assert r.input_kind == "text" and r.text_column == "note"  # no text-like name: the first with spaces
     named = pa.table({"label_text": ["x"] * 30, "note": ["a b"] * 30})
-    r = deepscope.analyze(model, x, layers=["1"], metadata=named, run=tmp_path / "c", progress=False)
+    r = deepscope.analyze(model, x, layers=["1"], metadata=named, run=new_dir(tmp_path / "c"), progress=False)
     assert r.text_column == "label_text"

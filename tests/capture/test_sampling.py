@@ -132,3 +132,12 @@ def test_host_histograms_match_numpy():
         inside = np.clip(x[r, :k].astype(np.float64), R.HIST_EDGES[0], R.HIST_EDGES[-1])  # outermost bins hold the rest
         want, _ = np.histogram(inside, R.HIST_EDGES)
         np.testing.assert_array_equal(got[r], want)
+
+
+def test_squares_beyond_float32_are_summed_in_float64(recwarn):
+    """|values| ≈ 1e20: their squares overflow float32; the host reduction neither returns inf nor warns."""
+    x = np.full((2, 64), 1e20, np.float32)
+    x[1] = 1.0
+    rows = R.reduce_rows_host(x, np.array([64, 64]), None)
+    assert rows[0, R.SUMSQ] == pytest.approx(64 * 1e40, rel=1e-6) and rows[1, R.SUMSQ] == 64
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -59,6 +59,27 @@ def test_graph_falls_back_to_hooks_and_training_is_untouched(root):
     assert read_graph(run.dir).method == "hooks"
 
 
+def test_graph_sees_keyword_arguments_beside_positional_ones(root):
+    """``model(x, mask=m)``: the graph is traced with the mask, not with its default (None)."""
+
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+            h = self.fc(x)
+            return h if mask is None else h * mask
+
+    model = Masked()
+    with deepscope.init(dir=root) as run:
+        run.watch(model, diagnose=False)
+        model(torch.randn(2, 4), mask=torch.ones(2, 4)).sum().backward()
+    g = read_graph(run.dir)
+    names = [n.name for n in g.nodes]
+    assert "mask" in names and any(n.op == "mul" or "mul" in n.name for n in g.nodes), names
+
+
 def test_start_step_and_run_name_in_findings(root, capsys):
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

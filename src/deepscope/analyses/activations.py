@@ -27,6 +27,7 @@ from .base import RESERVED_COLUMNS, artifact_dir, model_class, provenance, read_
 from .batches import Batch, Source, current_length, source
 
 NAME = "activations"
+NEXT_SUFFIX = ".next"  # a new analysis computed beside a finished one, which it replaces when complete
 CHUNK_BYTES = 8 << 20  # rows per chunk: about 8 MiB of the widest array
 PREVIEW_SIDE = 64  # image previews: the longer side at most this many pixels
 PREVIEW_KWARGS = ("pixel_values", "images", "image", "x")  # dict batches: where an image input is looked for
@@ -161,6 +162,30 @@ def preview(x: torch.Tensor, size: tuple[int, int], channels: int) -> torch.Tens
     return (x * 255).round_().to(torch.uint8).permute(0, 2, 3, 1)  # (B, C, h, w) -> (B, h, w, C)
 
 
+def integer_labels(labels: Any) -> np.ndarray:
+    """One integer class per instance (int64), or a ``ValueError`` (floats with fractions are not classes)."""
+    y = np.asarray(torch.as_tensor(labels).cpu())
+    if y.ndim != 1:
+        raise ValueError(f"deepscope.analyze: labels must be one integer per instance, not an array of shape {y.shape}")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise ValueError("deepscope.analyze: labels must be integer class indices; got non-integer floats "
+                             "(a regression target is no class: leave labels out, or pass it as metadata)")  # fmt: skip
+    elif y.dtype.kind not in "iub":
+        raise ValueError(f"deepscope.analyze: labels must be integer class indices, got {y.dtype}")
+    return y.astype(np.int64)
+
+
+def replace_dir(new: Path, old: Path) -> None:
+    """Put directory ``new`` in the place of ``old``: renames, then the old one is removed."""
+    trash = old.with_name(old.name + ".old")
+    if trash.exists():
+        shutil.rmtree(trash)
+    os.rename(old, trash)
+    os.rename(new, old)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def weights_digest(model: nn.Module) -> str:
     """A digest of the parameters and buffers: a resume with other weights starts over."""
     h = hashlib.blake2b(digest_size=16)
@@ -213,9 +238,7 @@ class Activations:
         collate_fn: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         self.config = config or ActivationsConfig()
-        self.labels = None if labels is None else np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64)
-        if self.labels is not None and self.labels.ndim != 1:
-            raise ValueError(f"deepscope.analyze: labels must be one integer per instance, not {self.labels.shape}")
+        self.labels = None if labels is None else integer_labels(labels)
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.metadata = metadata_table(metadata)
         self.collate_fn = collate_fn
@@ -253,6 +276,12 @@ class Activations:
             "scores": cfg.scores,
             "previews": cfg.previews,
         }
+        # A finished analysis stays in place, and in the dashboard, until the new one is complete: the new one is
+        # computed beside it (and resumed there after an interruption), then takes its place.
+        final = out_dir
+        done = read_json(final / "progress.json")
+        if done and done.get("complete"):
+            out_dir = final.with_name(final.name + NEXT_SUFFIX)
         progress = read_json(out_dir / "progress.json") if cfg.resume else None
         if progress and progress.get("fingerprint") == fingerprint and not progress.get("complete"):
             state = _State.reopen(out_dir, progress)
@@ -265,7 +294,10 @@ class Activations:
         from .extraction import Extractor
 
         modules = dict(model.named_modules())
-        Extractor(model, [(n, modules[n]) for n in layers], cfg, src, state).extract()
+        limit = min((c for c in (len(self.labels) if self.labels is not None else None,
+                                 self.metadata.num_rows if self.metadata is not None else None) if c is not None),
+                    default=None)  # fmt: skip
+        Extractor(model, [(n, modules[n]) for n in layers], cfg, src, state, limit).extract()
         n = state.rows_done
         if src.length is not None and current_length(src) != src.length:
             raise ValueError(f"deepscope.analyze: the dataset's length changed from {src.length} to "
@@ -281,7 +313,9 @@ class Activations:
                                              layers={k: state.widths[k] for k in layers}, length=n,
                                              started=started, class_names=self.class_names))  # fmt: skip
         state.finish()
-        return out_dir
+        if out_dir != final:
+            replace_dir(out_dir, final)
+        return final
 
     def _write_instances(self, out_dir: Path, n: int) -> None:
         import pyarrow as pa

@@ -123,7 +123,8 @@ def _tensor_columns(data: Any) -> tuple[torch.Tensor, ...] | None:
 
 
 def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any] | None = None) -> Source:
-    """Classify ``data``: a tensor, a map-style Dataset, a DataLoader, or any iterable of batches."""
+    """Classify ``data``: a tensor, a map-style Dataset, a list of labelled instances, a DataLoader, or any other
+    iterable of batches."""
     if isinstance(data, torch.Tensor):
         data = torch.utils.data.TensorDataset(data)
         return Source(data, len(data), True, batch_size, lambda items: torch.stack([i[0] for i in items]))
@@ -137,13 +138,26 @@ def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any]
         return Source(data, n, False, batch_size, None)
     if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (Sequence, Mapping)):
         return Source(data, len(data), True, batch_size, collate)
-    if isinstance(data, (Sequence,)) and not isinstance(data, (str, bytes)):
-        # A list of instances is batched here; a list of batches (tensors of a batch each) is iterated.
-        return Source(data, None, False, batch_size, None)
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        if len(data) and _is_instance(data[0]):  # batched here, as a DataLoader would
+            return Source(data, len(data), True, batch_size, collate)
+        return Source(data, None, False, batch_size, None)  # a list of batches
     if isinstance(data, Iterable):
         return Source(data, None, False, batch_size, None)
     raise TypeError(f"deepscope.analyze: data must be a Dataset, a DataLoader or an iterable of batches, "
                     f"got {type(data).__name__}")  # fmt: skip
+
+
+def _is_instance(item: Any) -> bool:
+    """Whether a list's item is one instance, not a batch: its label is a single number (``(x, 3)``,
+    ``{"x": x, "label": 3}``). Unlabelled items are read as batches."""
+    if isinstance(item, Mapping):
+        label = next((item[k] for k in LABEL_KEYS if k in item), None)
+    elif isinstance(item, (tuple, list)) and len(item) > 1:
+        label = item[1]
+    else:
+        return False
+    return isinstance(label, (int, float)) or (isinstance(label, torch.Tensor) and label.ndim == 0)
 
 
 def current_length(src: Source) -> int | None:

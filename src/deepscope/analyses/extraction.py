@@ -62,8 +62,9 @@ class Extractor:
     """The loop: forward each batch with hooks on the layers, gather chunks, write them in a second thread."""
 
     def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]], cfg: ActivationsConfig,
-                 src: Source, state: Any) -> None:  # fmt: skip
+                 src: Source, state: Any, limit: int | None = None) -> None:  # fmt: skip
         self.model, self.layers, self.cfg, self.src, self.state = model, layers, cfg, src, state
+        self.limit = limit  # the labels or metadata rows given: data of unknown length may not yield more
         self.mask: torch.Tensor | None = None
         self.batch_rows = 0
         self.pooled: dict[str, torch.Tensor] = {}  # rows not yet copied into ``rows`` (first batch, accelerators)
@@ -125,6 +126,9 @@ class Extractor:
                     if self.src.length is not None and row + batch.size > self.src.length:
                         raise ValueError(f"deepscope.analyze: the dataset yielded more than its length "
                                          f"({self.src.length}) instances")  # fmt: skip
+                    if self.limit is not None and row + batch.size > self.limit:
+                        raise ValueError(f"deepscope.analyze: the data yielded more instances than the {self.limit} "
+                                         f"labels or metadata rows given")  # fmt: skip
                     self._step(batch.to(device), row)
                     row += batch.size
                     bar.update(batch.size)

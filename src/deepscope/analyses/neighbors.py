@@ -59,7 +59,7 @@ def nearest_neighbors(
         dot = q @ block.T  # (Q, D) @ (D, b) -> (Q, b)
         if metric == "cosine":
             bn = norms[lo : lo + len(block)] if norms is not None else np.linalg.norm(block, axis=1)
-            d = 1.0 - dot / np.where(bn == 0, 1, bn)[None]
+            d = np.maximum(1.0 - dot / np.where(bn == 0, 1, bn)[None], 0)  # rounding: -1e-7 for a duplicate
         else:
             bn2 = (norms[lo : lo + len(block)] ** 2) if norms is not None else (block * block).sum(1)
             d = np.sqrt(np.maximum(qn - 2 * dot + bn2[None], 0))

@@ -215,6 +215,8 @@ class AnalysisReader:
         groups = table.column(by).fill_null(-1).to_numpy().astype(np.int64)
         names = self.class_names
         n_groups = max(len(names or []), int(groups.max(initial=-1)) + 1)
+        if by in ("label", "prediction") and "scores" in table.column_names:
+            n_groups = max(n_groups, table.schema.field("scores").type.list_size)  # every class the model has
         if cellwise and by in ("label", "prediction") and (cells := self.cells(layer)) is not None:
             agg = cells.groups(by, n_groups, where, self.moments(layer))
         else:

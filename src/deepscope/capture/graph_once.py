@@ -35,14 +35,13 @@ def record_graph_once(model: nn.Module, run_dir: Path, scope: HookScope) -> None
             from ..graphs.extract import extract_graph
             from ..graphs.store import write_graph
 
-            inputs: Any = kwargs if kwargs and not args else (args[0] if len(args) == 1 and not kwargs else args)
             # eval mode without gradients: the watcher's hooks ignore the tracing passes; every module's
             # own mode is restored after (a user may keep some submodules in eval on purpose)
             modes = [(m, m.training) for m in module.modules()]
             try:
                 module.eval()
                 with torch.no_grad():
-                    graph = extract_graph(module, inputs, methods=METHODS)
+                    graph = extract_graph(module, tuple(args), example_kwargs=kwargs, methods=METHODS)
             finally:
                 for m, training in modes:
                     m.training = training

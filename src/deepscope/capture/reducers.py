@@ -142,7 +142,12 @@ def _reduce_block(v: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     clean = v if finite is None else np.where(finite, v, np.float32(0))  # non-finite -> 0, as moments()
     k = v.shape[1]
     out[:, SUM - 1] = clean.sum(1)
-    out[:, SUMSQ - 1] = np.square(clean).sum(1)
+    with np.errstate(over="ignore"):  # |values| above ~1e19: their squares overflow float32; again in float64
+        sumsq = np.square(clean).sum(1).astype(np.float64)
+    big = np.flatnonzero(np.isinf(sumsq))
+    if big.size:
+        sumsq[big] = np.square(clean[big].astype(np.float64)).sum(1)
+    out[:, SUMSQ - 1] = sumsq
     out[:, ZEROS - 1] = k - np.count_nonzero(clean, axis=1)  # non-finite values count as zeros
     bounded = np.flatnonzero(np.isfinite(bounds[:, 0]))
     if bounded.size:

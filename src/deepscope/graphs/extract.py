@@ -35,14 +35,22 @@ _NOISY_LOGGERS = ("torch.fx.experimental.symbolic_shapes", "torch._dynamo", "tor
 Tracer = Callable[[nn.Module, tuple[Any, ...], dict[str, Any], "ModuleTable"], tuple[list[Node], list[Any], list[str]]]
 
 
-def extract_graph(model: nn.Module, example_inputs: Any = (), *, methods: tuple[str, ...] = METHOD_ORDER) -> Graph:
+def extract_graph(
+    model: nn.Module,
+    example_inputs: Any = (),
+    *,
+    methods: tuple[str, ...] = METHOD_ORDER,
+    example_kwargs: Mapping[str, Any] | None = None,
+) -> Graph:
     """Trace ``model`` on ``example_inputs``: a tuple is positional arguments, a dict keyword arguments,
-    anything else (a tensor) the single argument. Never raises for a model that cannot be traced: the
-    result's ``method`` says what worked and ``notes`` why the others did not.
+    anything else (a tensor) the single argument; ``example_kwargs`` adds keyword arguments to positional ones
+    (a call ``model(x, mask=m)``). Never raises for a model that cannot be traced: the result's ``method`` says
+    what worked and ``notes`` why the others did not.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"deepscope: extract_graph takes an nn.Module, got {type(model).__name__}")
     args, kwargs = split_inputs(example_inputs)
+    kwargs.update(example_kwargs or {})
     table = ModuleTable(model)
     notes: list[str] = []
     for method in methods:

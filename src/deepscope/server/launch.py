@@ -58,7 +58,7 @@ def bind(host: str, port: int | None) -> socket.socket:
         except OSError as e:
             sock.close()
             if e.errno != errno.EADDRINUSE or i == len(candidates) - 1:
-                raise
+                raise OSError(e.errno, f"cannot listen on {host}:{candidate}: {e.strerror}") from None
     raise AssertionError("unreachable")
 
 
@@ -93,7 +93,9 @@ class Prepared:
 
 def prepare(root: str | os.PathLike[str] | None, host: str, port: int | None, token: str | None) -> Prepared:
     """Everything short of running: the runs directory (created if missing), token, socket, app, URLs."""
-    root = Path(root) if root is not None else default_dir()
+    root = (Path(root) if root is not None else default_dir()).resolve()
+    if not root.exists():
+        print(f"deepscope: {root} does not exist yet; created it (runs written there will appear)", flush=True)
     root.mkdir(parents=True, exist_ok=True)
     token = choose_token(host, token)
     sock = bind(host, port)
