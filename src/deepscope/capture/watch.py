@@ -3,7 +3,8 @@
 One forward hook per watched module copies a sample of its output into its row of a preallocated staging
 matrix (``step_buffers``) and registers the hook that does the same for the output's gradient. Parameter
 gradients are staged, with their exact norms, just before the optimizer's step when it is given (the gradients
-it steps with), otherwise by one hook per parameter while each gradient is still in cache.
+it steps with; on CPU in a second thread while the optimizer steps), otherwise by one hook per parameter while
+each gradient is still in cache.
 Nothing in a hook synchronizes with the device. At the step boundary one batched reduction turns every
 row into moments and extremes; the results (and, on histogram steps, the samples themselves) go to the
 writer thread, which finalizes them (``step_stats``) into ``layerstats`` rows, histograms and diagnoses.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +133,10 @@ class Watcher:
         # of an MLP step cheaper, but saw raw gradients (65536× too large under AMP). Without an optimizer,
         # each parameter's hook reads its own.
         self._hooked = [] if optimizer is not None else self._large
+        # On CPU the large gradients are read in a second thread while the optimizer steps (it reads them too,
+        # and changes none of them); the post-step hook waits for it.
+        self._side: ThreadPoolExecutor | None = None
+        self._side_job: Future | None = None
         self._pending: deque = deque()  # recorded steps the writer thread has not converted yet
         self._job_queued = False
         self._pool = BufferPool()
@@ -214,8 +220,24 @@ class Watcher:
                     self._has_data = True
             grads = [j for j in self._large if _dense_grad(params[j][1])]
             if grads:
-                self._stage_large_grads(grads)
+                self._join_side()
+                if all(params[j][1].grad.device.type == "cpu" for j in grads):
+                    # While the optimizer steps, on the other core: it reads the gradients and leaves them be.
+                    self._side_job = self._side_pool().submit(self._stage_large_grads, grads)
+                else:  # an accelerator queues the kernels without waiting anyway
+                    self._stage_large_grads(grads)
                 self._has_data = True
+
+    def _side_pool(self) -> ThreadPoolExecutor:
+        if self._side is None:
+            self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepscope-watch")
+        return self._side
+
+    def _join_side(self) -> None:
+        """Wait for the gradient norms and samples taken during the optimizer's step (their errors surface here)."""
+        job, self._side_job = self._side_job, None
+        if job is not None:
+            job.result()
 
     def _stage_large_grads(self, js: list[int]) -> None:
         """Samples and exact norms of the gradients of parameters ``js`` (one ``_foreach_norm`` per device)."""
@@ -240,6 +262,7 @@ class Watcher:
         return len(js)
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._join_side()
         self._weights_stats()
         self.end_step()
 
@@ -260,6 +283,7 @@ class Watcher:
 
     def end_step(self) -> None:
         """Close the current step: hand its statistics to the writer thread, reset, count the step."""
+        self._join_side()
         now = time.perf_counter()
         if self._recording and self._has_data:
             hist = self._hist_step
@@ -531,6 +555,12 @@ class Watcher:
     def close(self) -> None:
         """Record the last step if it has data, then remove every hook."""
         try:
+            try:
+                self._join_side()
+            finally:
+                if self._side is not None:
+                    self._side.shutdown(wait=True)
+                    self._side = None
             if not self.scope.closed and (self._has_data or self._in_step):
                 if self.optimizer is None:
                     self._weights_stats()
