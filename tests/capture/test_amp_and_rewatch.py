@@ -146,3 +146,29 @@ def test_a_second_model_at_once_or_other_layers_later_are_refused(root):
     g(torch.randn(2, 64)).sum().backward()
     run.finish()
     assert not g[0]._forward_hooks
+
+
+def test_tied_weights_are_recorded_once_and_named_where_recorded(root):
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            self.head = nn.Linear(16, 50, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(self.emb(ids))
+
+    model = Tied()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, diagnose=False)
+    model(torch.randint(50, (4, 8))).sum().backward()
+    want = model.emb.weight.grad.norm().item()
+    opt.step()
+    run.finish()
+    r = reopen(root, run.id)
+    manifest = r.watch_manifest()
+    assert manifest["params"] == ["emb.weight"]
+    assert {la["path"]: la["params"] for la in manifest["layers"]} == {"emb": ["emb.weight"], "head": ["emb.weight"]}
+    assert r.layer_series("emb.weight", "param_grad", "norm").last[0] == pytest.approx(want, rel=1e-5)

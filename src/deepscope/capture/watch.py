@@ -14,6 +14,7 @@ model; passes in eval mode or under ``no_grad`` are not recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections import deque
@@ -102,15 +103,19 @@ class Watcher:
         self._backward_seen = False  # an output gradient arrived in this step
         self._skipped = False  # this step's optimizer step was skipped (its gradients were not finite)
         self.on_skipped_step: list[Any] = []  # called when a skipped optimizer step is closed
-        selected = select_layers(model, layers)
-        self.layers: list[Layer] = [la for la, _ in selected]
+        selected = list(select_layers(model, layers))
         self._params: list[tuple[str, nn.Parameter]] = []
-        seen: set[int] = set()
-        for layer, module in selected:
+        seen: dict[int, str] = {}  # a parameter shared by several modules (tied weights) is recorded once
+        for k, (layer, module) in enumerate(selected):
+            names = []
             for name, p in zip(layer.params, module.parameters(recurse=False)):
                 if id(p) not in seen and p.requires_grad:
-                    seen.add(id(p))
                     self._params.append((name, p))
+                seen.setdefault(id(p), name)
+                names.append(seen[id(p)])
+            if tuple(names) != layer.params:  # the layer table names where the shared one is recorded
+                selected[k] = (dataclasses.replace(layer, params=tuple(names)), module)
+        self.layers: list[Layer] = [la for la, _ in selected]
         self.param_names = [n for n, _ in self._params]
         self._sampler = Sampler(cfg.sample)
         self._sat = [R.saturation_bounds(la.role) for la in self.layers]
