@@ -210,9 +210,10 @@ class Run:
         earlier ``watch`` of this run object; a training resumed in a new process passes its own count.
         ``graph`` records the model's computation graph once, from the first training forward pass.
         ``scaler``: the ``torch.amp.GradScaler`` of mixed-precision training, so output gradients (which
-        come from the scaled loss) are recorded unscaled. Returns the watcher; ``run.unwatch()`` (or
-        ``finish()``, or leaving ``with run.watch(...)``) removes every hook. One model at a time per run:
-        give a second model watched at the same time (a GAN's discriminator) a run of its own.
+        come from the scaled loss) are recorded unscaled and a step it skips stays a step of its own.
+        Returns the watcher; ``run.unwatch()`` (or ``finish()``, or leaving ``with run.watch(...)``) removes
+        every hook. One model at a time per run: give a second model watched at the same time (a GAN's
+        discriminator) a run of its own.
 
         >>> run.watch(model, optimizer=opt)
         """

@@ -69,7 +69,7 @@ def test_a_list_of_labelled_instances_is_batched(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     x = torch.randn(10, 6)
-    tuples = [(x[i], i % 3) for i in range(10)]
+    tuples = list(zip(x, np.arange(10) % 3))  # NumPy integer labels
     dicts = [{"input": x[i], "label": torch.tensor(i % 3)} for i in range(10)]
     for k, data in enumerate([tuples, dicts]):
         run_dir = tmp_path / str(k)
@@ -106,3 +106,36 @@ def test_groups_by_prediction_cover_every_class_and_duplicates_are_at_distance_0
     assert agg.mean.shape == (3, 3) and agg.count.tolist() == [12, 0, 0]
     idx, dist = deepscope.analyses.read(tmp_path).neighbors("0", 0, k=3)
     assert (dist >= 0).all()
+
+
+def test_a_crash_between_the_renames_is_recovered(tmp_path, monkeypatch):
+    """``replace_dir`` renames the finished analysis away, then the new one into place: a crash between the two leaves
+    no ``activations``; the next call puts the complete new one in place before anything else."""
+    from deepscope.analyses import activations
+
+    data = image_data(32)
+    cfg = ActivationsConfig(layers=("fc1",), progress=False)
+    Activations(cfg).run(tmp_path, TinyCNN(), data)
+    renames = []
+    real = activations.os.rename
+
+    def crash_on_second(src, dst):
+        renames.append(dst)
+        if len(renames) == 2:
+            raise KeyboardInterrupt("killed between the renames")
+        real(src, dst)
+
+    monkeypatch.setattr(activations.os, "rename", crash_on_second)
+    new = TinyCNN()
+    with pytest.raises(KeyboardInterrupt):
+        Activations(cfg).run(tmp_path, new, data)
+    monkeypatch.setattr(activations.os, "rename", real)
+    assert not (tmp_path / "artifacts" / "activations").exists()
+    activations.recover_swap(tmp_path / "artifacts" / "activations")
+    got = np.stack(read(tmp_path).instances().column("scores").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(got, _forward(new, data.tensors[0]), rtol=1e-5)
+    assert not (tmp_path / "artifacts" / "activations.old").exists()
+    Activations(cfg).run(tmp_path, new, data)  # and a run after it works as usual
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir() if p.name.startswith("activations")) == [
+        "activations"
+    ]

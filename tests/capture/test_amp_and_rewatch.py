@@ -94,6 +94,67 @@ def test_a_step_the_scaler_skips_is_a_step_of_its_own(root, capsys):
     assert norms.step.tolist() == [1, 2, 3, 4] and np.isfinite(norms.last).all()  # a skipped step reads no gradients
 
 
+def test_a_skip_is_only_what_the_scaler_skips(root):
+    """Without a scaler's skip nothing is closed early: a discriminator whose gradients the generator's backward
+    reached and then cleared (a GAN), or a recomputing checkpoint, are ordinary steps."""
+    d = _model()
+    opt = torch.optim.SGD(d.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(d, opt, diagnose=False)
+    for _ in range(4):
+        d(torch.randn(8, 64)).sum().backward()  # the discriminator's own step
+        opt.step()
+        opt.zero_grad()
+        fake = torch.randn(8, 64, requires_grad=True)
+        d(fake).sum().backward()  # the generator's loss goes through d: its gradients appear …
+        opt.zero_grad()  # … and are cleared
+        torch.utils.checkpoint.checkpoint(d, torch.randn(8, 64), use_reentrant=False).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    run.finish()
+    assert reopen(root, run.id).layer_steps().tolist() == list(range(8))
+
+
+def test_nesterov_changes_gradients_in_place_and_norms_stay_right(root):
+    """Foreach Nesterov SGD adds to the gradients in place during its step: read meanwhile in a second thread they
+    would be half changed. That step's parameter-gradient statistics are dropped, later ones read before the step."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, foreach=True)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, sample=256, diagnose=False)
+    want = []
+    for _ in range(6):
+        model(torch.randn(8, 64)).square().sum().backward()
+        want.append(model[0].weight.grad.norm().item())
+        opt.step()
+        opt.zero_grad()
+    run.finish()
+    got = reopen(root, run.id).layer_series("0.weight", "param_grad", "norm")
+    assert got.step.tolist()[-5:] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(got.last[-5:], want[1:], rtol=1e-5)
+    if got.step[0] == 0:  # read before the step changed it (a thread may finish first)
+        assert got.last[0] == pytest.approx(want[0], rel=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # torch's own advice
+def test_second_order_gradients_are_recorded(root):
+    """``backward(create_graph=True)`` leaves gradients that require grad; reading them must not build a graph."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, sample=256, diagnose=False)
+    want = []
+    for _ in range(3):
+        model(torch.randn(8, 64)).square().sum().backward(create_graph=True)
+        want.append(model[0].weight.grad.norm().item())
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    run.finish()
+    r = reopen(root, run.id)
+    np.testing.assert_allclose(r.layer_series("0.weight", "param_grad", "norm").last, want, rtol=1e-5)
+    assert np.isfinite(r.layer_series("2", "grad", "rms").last).all()  # output gradients that require grad
+
+
 def test_accumulated_micro_batches_stay_one_step(root):
     """Forward passes after a backward with the gradients still there are gradient accumulation, not a skip."""
     model = _model()

@@ -25,6 +25,7 @@ from torch import nn
 from ..store.runmeta import write_json_atomic
 from .base import RESERVED_COLUMNS, artifact_dir, model_class, provenance, read_json, write_provenance
 from .batches import Batch, Source, current_length, source
+from .chunk_files import write_chunk_file
 
 NAME = "activations"
 NEXT_SUFFIX = ".next"  # a new analysis computed beside a finished one, which it replaces when complete
@@ -177,12 +178,25 @@ def integer_labels(labels: Any) -> np.ndarray:
 
 
 def replace_dir(new: Path, old: Path) -> None:
-    """Put directory ``new`` in the place of ``old``: renames, then the old one is removed."""
+    """Put directory ``new`` in the place of ``old``: renames, then the old one is removed (``recover_swap`` finishes
+    the job after a crash between the renames)."""
     trash = old.with_name(old.name + ".old")
     if trash.exists():
         shutil.rmtree(trash)
     os.rename(old, trash)
     os.rename(new, old)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover_swap(final: Path) -> None:
+    """After a crash inside ``replace_dir``: the complete new analysis, else the old one, back in place."""
+    trash = final.with_name(final.name + ".old")
+    if not final.exists():
+        for candidate in (final.with_name(final.name + NEXT_SUFFIX), trash):
+            progress = read_json(candidate / "progress.json")
+            if progress and progress.get("complete"):
+                os.rename(candidate, final)
+                break
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -279,6 +293,7 @@ class Activations:
         # A finished analysis stays in place, and in the dashboard, until the new one is complete: the new one is
         # computed beside it (and resumed there after an interruption), then takes its place.
         final = out_dir
+        recover_swap(final)
         done = read_json(final / "progress.json")
         if done and done.get("complete"):
             out_dir = final.with_name(final.name + NEXT_SUFFIX)
@@ -429,7 +444,7 @@ class _State:
         if path.parent not in self._dirs:  # one directory per chunk row: made once, not asked again per chunk
             path.parent.mkdir(parents=True, exist_ok=True)
             self._dirs.add(path.parent)
-        np.ascontiguousarray(values, dtype=arr.dtype).tofile(path)
+        write_chunk_file(path, values if values.dtype == arr.dtype else values.astype(arr.dtype))
         return True
 
     def save_progress(self) -> None:

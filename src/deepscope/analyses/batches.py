@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 LABEL_KEYS = ("labels", "label", "targets", "target", "y")
@@ -76,7 +78,8 @@ def _rows(x: torch.Tensor) -> int:
 def _as_labels(y: Any) -> torch.Tensor | None:
     if y is None:
         return None
-    y = torch.as_tensor(y)
+    if not isinstance(y, torch.Tensor):
+        y = torch.as_tensor(y)
     if y.ndim != 1 or y.is_floating_point():
         return None  # not class labels (a regression target, a sequence): correctness does not apply
     return y.detach().cpu().to(torch.int64)
@@ -157,7 +160,9 @@ def _is_instance(item: Any) -> bool:
         label = item[1]
     else:
         return False
-    return isinstance(label, (int, float)) or (isinstance(label, torch.Tensor) and label.ndim == 0)
+    if isinstance(label, torch.Tensor):
+        return label.ndim == 0
+    return isinstance(label, (numbers.Number, np.generic)) or (isinstance(label, np.ndarray) and label.ndim == 0)
 
 
 def current_length(src: Source) -> int | None:

@@ -7,6 +7,7 @@ second thread writes a chunk while the next one fills the other set of arrays.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -27,11 +28,22 @@ from .activations import (
     preview_size,
 )
 from .batches import Batch, Source, current_length
+from .chunk_files import direct_io
 
 LABELS = "outputs/labels.zarr"
 SCORES = "outputs/scores.zarr"
 IMAGES = "inputs/images.zarr"
-WRITER_THREAD: bool | None = None  # None: only with the model on an accelerator (see ``Extractor._flush``)
+WRITER_THREAD: bool | None = None  # None: with an accelerator, or where chunks bypass the page cache (``_flush``)
+PAGE = 4096
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``np.empty`` starting on a page boundary: whole chunks can then be written with ``O_DIRECT``."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + PAGE, np.uint8)
+    start = -raw.ctypes.data % PAGE
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 class ChunkRows:
@@ -39,7 +51,7 @@ class ChunkRows:
 
     def __init__(self, specs: dict[str, tuple[tuple[int, ...], Any]], capacity: int) -> None:
         self.specs = specs
-        self.arrays = {k: np.empty((capacity, *tail), dtype) for k, (tail, dtype) in specs.items()}
+        self.arrays = {k: aligned_empty((capacity, *tail), dtype) for k, (tail, dtype) in specs.items()}
         self.tensors = {k: torch.from_numpy(a) for k, a in self.arrays.items()}  # the same memory, for copy_
         self.capacity, self.n = capacity, 0
 
@@ -49,7 +61,7 @@ class ChunkRows:
             return
         self.capacity = max(self.n + rows, 2 * self.capacity)
         for k, a in self.arrays.items():
-            grown = np.empty((self.capacity, *a.shape[1:]), a.dtype)
+            grown = aligned_empty((self.capacity, *a.shape[1:]), a.dtype)
             grown[: self.n] = a[: self.n]
             self.arrays[k], self.tensors[k] = grown, torch.from_numpy(grown)
 
@@ -216,9 +228,11 @@ class Extractor:
         spare.n = left
         chunk = {key: a[:n] for key, a in full.arrays.items()}
         self.rows, self.spare = spare, full
-        if not (self.device.type != "cpu" if WRITER_THREAD is None else WRITER_THREAD):
-            # torch's threads already keep every core busy: a writer thread would only interrupt them (measured:
-            # no faster, more CPU time). With an accelerator the host is idle meanwhile, and the thread writes.
+        threaded = self.device.type != "cpu" or direct_io() if WRITER_THREAD is None else WRITER_THREAD
+        if not threaded:
+            # torch's threads already keep every core busy: a writer thread copying chunks into the page cache
+            # only interrupted them (measured: no faster, more CPU time). With an accelerator the host is idle
+            # meanwhile; with O_DIRECT the disk copies the chunk, not a core: then the thread writes.
             self.state.rows_done = self.state.write(self.state.rows_done, chunk)
             self.state.save_progress()
             return

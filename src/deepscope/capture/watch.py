@@ -100,7 +100,6 @@ class Watcher:
         self.optimizer = optimizer
         self.scaler = scaler
         self._inv_scale: torch.Tensor | None = None  # 1 / the loss scale of this step's backward pass
-        self._backward_seen = False  # an output gradient arrived in this step
         self._skipped = False  # this step's optimizer step was skipped (its gradients were not finite)
         self.on_skipped_step: list[Any] = []  # called when a skipped optimizer step is closed
         selected = list(select_layers(model, layers))
@@ -141,7 +140,9 @@ class Watcher:
         # On CPU the large gradients are read in a second thread while the optimizer steps (it reads them too,
         # and changes none of them); the post-step hook waits for it.
         self._side: ThreadPoolExecutor | None = None
-        self._side_job: Future | None = None
+        self._side_job: tuple[Future, list[int], list[torch.Tensor], list[int]] | None = None
+        self._side_unsafe = False  # the optimizer changed gradients in place during its step: read them before
+        self._optimizer_steps = 0
         self._pending: deque = deque()  # recorded steps the writer thread has not converted yet
         self._job_queued = False
         self._pool = BufferPool()
@@ -171,7 +172,8 @@ class Watcher:
             if optimizer is not None:
                 self.scope.add(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_optimizer_step)))
                 self.scope.add(optimizer.register_step_post_hook(self._guard("optimizer", self._after_optimizer_step)))
-                self.scope.add(model.register_forward_pre_hook(self._guard("model", self._detect_skipped_step)))
+                if scaler is not None:
+                    self.scope.add(ScalerStepHook(scaler, self._scaler_step))
             else:
                 self.scope.add(model.register_forward_pre_hook(self._guard("model", self._before_forward)))
         except BaseException:
@@ -194,17 +196,20 @@ class Watcher:
             self.end_step()
         self._in_step = True
 
-    def _detect_skipped_step(self, module: nn.Module, args: Any) -> None:
-        """A training forward pass after a backward pass whose optimizer step never came, with the gradients
-        cleared since (``zero_grad``): a GradScaler skipped that step. It is closed as a step of its own, so
-        steps keep counting the training loop's iterations; without the clearing it is gradient accumulation."""
-        if not self._backward_seen or not (module.training and torch.is_grad_enabled()):
-            return
-        if self._params and all(p.grad is None for _, p in self._params):
-            self._skipped = True
-            self.end_step()
-            for f in self.on_skipped_step:
-                f()
+    def _scaler_step(self, step: Any, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+        """``scaler.step(optimizer)``: when it skips the optimizer's step (non-finite gradients), that iteration is
+        closed as a step of its own — steps keep counting the training loop's iterations."""
+        before = self._optimizer_steps
+        result = step(optimizer, *args, **kwargs)
+        if optimizer is self.optimizer and self._optimizer_steps == before and "optimizer" not in self._broken:
+            try:
+                self._skipped = True
+                self.end_step()
+                for f in self.on_skipped_step:
+                    f()
+            except Exception as e:  # never crash training
+                self._break("optimizer", e)
+        return result
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if not self._recording:
@@ -226,9 +231,12 @@ class Watcher:
             grads = [j for j in self._large if _dense_grad(params[j][1])]
             if grads:
                 self._join_side()
-                if all(params[j][1].grad.device.type == "cpu" for j in grads):
-                    # While the optimizer steps, on the other core: it reads the gradients and leaves them be.
-                    self._side_job = self._side_pool().submit(self._stage_large_grads, grads)
+                if not self._side_unsafe and all(params[j][1].grad.device.type == "cpu" for j in grads):
+                    # While the optimizer steps, on the other core: most optimizers only read the gradients. One that
+                    # changes them in place (Nesterov momentum) bumps their versions: see `_join_side`.
+                    tensors = [params[j][1].grad for j in grads]
+                    job = self._side_pool().submit(self._stage_large_grads, grads)
+                    self._side_job = (job, grads, tensors, [g._version for g in tensors])
                 else:  # an accelerator queues the kernels without waiting anyway
                     self._stage_large_grads(grads)
                 self._has_data = True
@@ -239,23 +247,37 @@ class Watcher:
         return self._side
 
     def _join_side(self) -> None:
-        """Wait for the gradient norms and samples taken during the optimizer's step (their errors surface here)."""
-        job, self._side_job = self._side_job, None
-        if job is not None:
-            job.result()
+        """Wait for the gradient norms and samples taken during the optimizer's step (their errors surface here).
+
+        Gradients the step changed in place meanwhile may have been read half changed: this step drops their
+        statistics, and from now on they are read before the step, in the training thread."""
+        side, self._side_job = self._side_job, None
+        if side is None:
+            return
+        job, js, tensors, versions = side
+        job.result()
+        changed = [j for j, g, v in zip(js, tensors, versions) if g._version != v]
+        if changed:
+            self._side_unsafe = True
+            b = self._bufs(tensors[0].device)
+            pg = b.start["param_grad"]
+            for j in changed:
+                b.lengths[pg + j] = 0
+                b.normsq[j] = float("nan")
 
     def _stage_large_grads(self, js: list[int]) -> None:
         """Samples and exact norms of the gradients of parameters ``js`` (one ``_foreach_norm`` per device)."""
         by_device: dict[torch.device, list[int]] = {}
         for j in js:
             by_device.setdefault(self._params[j][1].device, []).append(j)
-        for dev, group in by_device.items():
-            b = self._bufs(dev)
-            grads = [self._params[j][1].grad for j in group]
-            b.set_norms(group, torch._foreach_norm(grads))
-            pg = b.start["param_grad"]
-            for j, g in zip(group, grads):
-                b.stage_row(pg + j, g)
+        with torch.no_grad():  # per thread: this may run in the side thread (a create_graph backward's gradients)
+            for dev, group in by_device.items():
+                b = self._bufs(dev)
+                grads = [self._params[j][1].grad.detach() for j in group]
+                b.set_norms(group, torch._foreach_norm(grads))
+                pg = b.start["param_grad"]
+                for j, g in zip(group, grads):
+                    b.stage_row(pg + j, g)
 
     def _stage_small(self, kind: str, js: list[int]) -> int:
         """Copy the small parameters ``js`` (or their gradients) whole into their rows, one copy per device."""
@@ -267,6 +289,7 @@ class Watcher:
         return len(js)
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._optimizer_steps += 1
         self._join_side()
         self._weights_stats()
         self.end_step()
@@ -314,7 +337,7 @@ class Watcher:
             self._wait_for_writer()
         self.run._writer.add_scalars((self.step, time.time(), {"sys/step_time": now - self._last_end}, False), 1)
         self._last_end = now
-        self._has_data = self._backward_seen = self._skipped = False
+        self._has_data = self._skipped = False
         self._inv_scale = None
         self.step += 1
         self._set_flags()
@@ -388,10 +411,9 @@ class Watcher:
             if where in broken or not is_float_tensor(g):
                 return
             try:
-                self._backward_seen = True
                 b = self._bufs(g.device)
                 scale = self._unscale() if self.scaler is not None else None
-                k = self._stage(b, "grad", i, g, None, scale)
+                k = self._stage(b, "grad", i, g.detach(), None, scale)  # requires grad after create_graph=True
                 if k and scale is not None:
                     b.rows[b.start["grad"] + i][:k].mul_(scale)
             except Exception as e:
@@ -578,6 +600,27 @@ class Watcher:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class ScalerStepHook:
+    """``scaler.step`` of one GradScaler instance routed through ``fn(step, optimizer, ...)``; ``remove()`` puts the
+    instance back as it was (a handle for ``HookScope``). GradScaler has no hooks of its own."""
+
+    def __init__(self, scaler: Any, fn: Any) -> None:
+        self.scaler = scaler
+        self._own = vars(scaler).get("step")  # an instance attribute already there (another wrapper), if any
+        step = scaler.step
+
+        def wrapped(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            return fn(step, optimizer, *args, **kwargs)
+
+        scaler.step = wrapped
+
+    def remove(self) -> None:
+        if self._own is not None:
+            self.scaler.step = self._own
+        else:
+            vars(self.scaler).pop("step", None)
 
 
 def _dense_grad(p: torch.Tensor) -> bool:
