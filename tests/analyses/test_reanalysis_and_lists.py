@@ -139,3 +139,16 @@ def test_a_crash_between_the_renames_is_recovered(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir() if p.name.startswith("activations")) == [
         "activations"
     ]
+
+
+def test_projections_of_an_earlier_analysis_are_not_shown(tmp_path):
+    from deepscope.analyses.projection import compute_projection
+
+    data = image_data(40)
+    deepscope.analyze(TinyCNN(), data, layers=["fc1"], run=tmp_path, progress=False)
+    assert read(tmp_path).projection("fc1", "pca") is not None
+    deepscope.analyze(TinyCNN(), data, layers=["fc1"], run=tmp_path, progress=False, projection=False)
+    r = read(tmp_path)
+    assert r.projection("fc1", "pca") is None and r.projection_info("fc1") == {}  # other weights: stale
+    compute_projection(tmp_path, "fc1", "pca")
+    assert read(tmp_path).projection("fc1", "pca").shape == (40, 2)

@@ -67,10 +67,14 @@ def write_projection(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    from .feature_maps import analysis_key
+    from .reader import AnalysisReader
+
     record = provenance(NAME, config, layer=layer, method=method, rows=len(coords))
     write_json_atomic(out / f"{method}.json", {
         "version": 1, "layer": layer, "method": method, "components": int(coords.shape[1]), "rows": len(coords),
         **info, "params": config, "provenance": record,
+        "analysis": analysis_key(AnalysisReader(run_dir)),  # a projection of these activations, not older ones
     })  # fmt: skip
     write_provenance(out, record)
     return path

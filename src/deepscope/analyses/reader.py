@@ -254,21 +254,27 @@ class AnalysisReader:
         return idx[0], dist[0]
 
     def projection(self, layer: str, method: str = "pca") -> np.ndarray | None:
-        """Stored projection coordinates (N, components), or None when not computed."""
-        path = artifact_dir(self.run_dir, "projection", layer, f"{method}.npy")
+        """Stored projection coordinates (N, components), or None when not computed (for these activations)."""
+        if method not in self.projection_info(layer):
+            return None
         try:
-            return np.load(path)
+            return np.load(artifact_dir(self.run_dir, "projection", layer, f"{method}.npy"))
         except FileNotFoundError:
             return None
 
     def projection_info(self, layer: str) -> dict[str, dict[str, Any]]:
-        """The stored projections of a layer, by method: their ``<method>.json`` (components, seconds, params…)."""
+        """The stored projections of a layer, by method: their ``<method>.json`` (components, seconds, params…).
+        Projections of an earlier analysis of the run (other weights, or started at another time) are left out."""
+        from .feature_maps import analysis_key
         from .projection import METHODS
 
         found = {}
+        key = analysis_key(self)
         for method in METHODS:
             info = read_json(artifact_dir(self.run_dir, "projection", layer, f"{method}.json"))
-            if info is not None and artifact_dir(self.run_dir, "projection", layer, f"{method}.npy").exists():
+            if info is None or not artifact_dir(self.run_dir, "projection", layer, f"{method}.npy").exists():
+                continue
+            if info.get("analysis", key) == key and info.get("rows") == len(self):
                 found[method] = info
         return found
 
