@@ -72,9 +72,24 @@ def analyze(
             help="Full feature maps of conv layers: a few per class, none, or N instances",
         ),
     ] = "auto",
+    labels: Annotated[
+        str | None, typer.Option(metavar="MODULE:ATTR", help="Integer class per instance (default: the batches' own)")
+    ] = None,
+    class_names: Annotated[
+        str | None, typer.Option(metavar="A,B,…|MODULE:ATTR", help="Class names: comma-separated, or a list")
+    ] = None,
+    metadata: Annotated[
+        str | None, typer.Option(metavar="MODULE:ATTR", help="A table, one row per instance, to filter on")
+    ] = None,
+    sequence_pooling: Annotated[
+        str, typer.Option(metavar="mean|last", help="How sequence outputs become one row per instance")
+    ] = "mean",
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar")] = False,
 ) -> None:
-    """Record activations, predictions, a confusion matrix and projections of a model on a dataset into a run."""
+    """Record activations, predictions, a confusion matrix and projections of a model on a dataset into a run.
+
+    A second analysis of a run replaces its first once complete (activations, instance table, projections).
+    """
     import deepscope
     from deepscope.analyses.activations import validate_layers
     from deepscope.analyses.loading import load_checkpoint, load_object
@@ -85,6 +100,12 @@ def analyze(
         layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
         net = load_object(model, "model")
         dataset = load_object(data, "data")
+        extra = {
+            "labels": load_object(labels, "labels", call=False) if labels else None,
+            "metadata": load_object(metadata, "metadata", call=False) if metadata else None,
+            "class_names": class_names_option(class_names),
+            "sequence_pooling": sequence_pooling,
+        }
         if checkpoint is not None:
             load_checkpoint(net, checkpoint)
         validate_layers(net, layer_list)
@@ -95,8 +116,8 @@ def analyze(
         _fail(e)
     run = deepscope.init(project="analyze", name=model.partition(":")[2], dir=root) if run_id is None else None
     try:
-        reader = deepscope.analyze(net, dataset, layers=layer_list, run=run or root / run_id,
-                                   batch_size=batch_size, full_maps=maps, progress=not no_progress)  # fmt: skip
+        reader = deepscope.analyze(net, dataset, layers=layer_list, run=run or root / run_id, batch_size=batch_size,
+                                   full_maps=maps, progress=not no_progress, **extra)  # fmt: skip
     except BaseException as e:
         if run is not None:  # the run this command made says it failed, and why
             run.finish("crashed", f"{type(e).__name__}: {e}")
@@ -113,6 +134,20 @@ def _fail(e: BaseException) -> NoReturn:
     text = str(e)
     typer.echo(text if text.startswith("deepscope") else f"deepscope: {text}", err=True)
     raise typer.Exit(1) from None
+
+
+def class_names_option(value: str | None) -> list[str] | None:
+    """``--class-names``: ``MODULE:ATTR`` of a sequence of names, or the names themselves, comma-separated."""
+    from deepscope.analyses.loading import load_object
+
+    if not value:
+        return None
+    if ":" in value and "," not in value:
+        names = load_object(value, "class names", call=False)
+        if isinstance(names, (str, bytes)) or not hasattr(names, "__iter__"):
+            raise ValueError(f"--class-names {value} is not a sequence of names")
+        return [str(n) for n in names]
+    return [n.strip() for n in value.split(",")]
 
 
 def full_maps_option(value: str) -> str | int | bool:

@@ -32,6 +32,9 @@ MODULE = textwrap.dedent(
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(90, 4, 4, generator=g), torch.randint(0, 3, (90,), generator=g)
     dataset = torch.utils.data.TensorDataset(x, y)
+    inputs_only = torch.utils.data.TensorDataset(x)
+    other_labels = (torch.arange(90) % 3).numpy()
+    table = {"tag": ["even" if i % 2 == 0 else "odd" for i in range(90)]}
     """
 )
 
@@ -110,3 +113,22 @@ def test_analyze_command_full_maps(tmp_path):
     assert read(other / run.id).layers == ["1", "3"] and read(other / run.id).feature_map_layers() == {}
     bad = command(*common, "--full-maps", "many", cwd=tmp_path)
     assert bad.returncode == 1 and "--full-maps is auto, off or a number" in bad.stderr
+
+
+def test_analyze_command_labels_class_names_metadata(tmp_path):
+    (tmp_path / "mymodels.py").write_text(MODULE)
+    runs = tmp_path / "runs"
+    done = command("mymodels:build_model", "--data", "mymodels:inputs_only", "--labels", "mymodels:other_labels",
+                   "--class-names", "cat, dog,bird", "--metadata", "mymodels:table", "--dir", str(runs),
+                   "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (run,) = deepscope.open(runs).runs()
+    r = read(runs / run.id)
+    t = r.instances()
+    assert t.column("label").to_pylist() == [i % 3 for i in range(90)]
+    assert t.column("tag").to_pylist()[:3] == ["even", "odd", "even"]
+    assert r.class_names == ["cat", "dog", "bird"]
+    bad = command("mymodels:build_model", "--data", "mymodels:inputs_only", "--class-names", "mymodels:g",
+                  "--dir", str(runs), "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 1 and "not a sequence of names" in bad.stderr  # refused before any run is made
+    assert len(deepscope.open(runs).runs()) == 1

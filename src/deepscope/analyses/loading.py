@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 
-def load_object(spec: str, what: str) -> Any:
-    """``pkg.module:attr`` (dots in ``attr`` walk attributes); a function or class is called without arguments.
+def load_object(spec: str, what: str, call: bool = True) -> Any:
+    """``pkg.module:attr`` (dots in ``attr`` walk attributes); a function or class is called without arguments
+    (with ``call``; a plain value — labels, a table — is taken as it is either way).
 
     The working directory is importable, as for ``python -m``.
     """
@@ -29,7 +30,7 @@ def load_object(spec: str, what: str) -> Any:
             obj = getattr(obj, part)
         except AttributeError:
             raise ValueError(f"deepscope analyze: {module_name!r} has no attribute {attr!r}") from None
-    if inspect.isfunction(obj) or inspect.isclass(obj):
+    if inspect.isfunction(obj) or (call and inspect.isclass(obj)):
         obj = obj()
     return obj
 
