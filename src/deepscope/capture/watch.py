@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..store import format as fmt
-from ..store import runmeta
 from . import reducers as R
 from .diagnose import Diagnoser, Finding, Thresholds, console_printer
 from .layers import Layer, LayerFilter, first_tensor, is_float_tensor, select_layers
+from .manifest import write_manifest
 from .sampling import Sampler
+from .scaler_hook import ScalerStepHook
 from .scope import HookScope
 from .step_buffers import BufferPool, StepBuffers
 from .step_stats import combine, histograms
@@ -555,28 +555,7 @@ class Watcher:
         return emit
 
     def _write_manifest(self) -> None:
-        path = self.run._stream_dir / "watch.json"
-        layers = [la.to_json() for la in self.layers]
-        old = runmeta.read_json(path)
-        if old and [(la["path"], la["type"]) for la in old.get("layers", [])] != [
-            (la["path"], la["type"]) for la in layers
-        ]:
-            raise ValueError(
-                f"deepscope.watch: run {self.run.id!r} has recorded the statistics of other layers (another model, "
-                "or another `layers` selection); watch this one in a new run: deepscope.init(...)"
-            )
-        manifest = {
-            "format_version": fmt.FORMAT_VERSION,
-            "layers": layers,
-            "params": self.param_names,
-            "step_unit": "optimizer step" if self.optimizer is not None else "training forward pass",
-            "every": self.config.every,
-            "histograms_every": self.config.histograms_every,
-            "sample": self.config.sample,
-            "dead_window": self.config.dead_window,
-            "histogram_edges": R.HIST_EDGES.tolist(),
-        }
-        runmeta.write_json_atomic(path, manifest)
+        write_manifest(self.run, self.layers, self.param_names, self.optimizer is not None, self.config)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -600,27 +579,6 @@ class Watcher:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-class ScalerStepHook:
-    """``scaler.step`` of one GradScaler instance routed through ``fn(step, optimizer, ...)``; ``remove()`` puts the
-    instance back as it was (a handle for ``HookScope``). GradScaler has no hooks of its own."""
-
-    def __init__(self, scaler: Any, fn: Any) -> None:
-        self.scaler = scaler
-        self._own = vars(scaler).get("step")  # an instance attribute already there (another wrapper), if any
-        step = scaler.step
-
-        def wrapped(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
-            return fn(step, optimizer, *args, **kwargs)
-
-        scaler.step = wrapped
-
-    def remove(self) -> None:
-        if self._own is not None:
-            self.scaler.step = self._own
-        else:
-            vars(self.scaler).pop("step", None)
 
 
 def _dense_grad(p: torch.Tensor) -> bool:
