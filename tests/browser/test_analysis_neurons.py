@@ -283,3 +283,20 @@ def test_large_projection_drawn_on_the_cpu_first_then_indexed_for_the_lasso(page
         assert held(page, "projection")["lasso"] == want.tolist()
     finally:
         server.stop()
+
+
+def test_top_instances_of_the_default_layer(page, analysed, server_url, reader):
+    """Without a layer in the URL the views show the default one (the last before the output): a neuron clicked
+    there lists its top instances too (they once waited for a layer named in the URL, forever)."""
+    page.goto(f"{server_url}?tab=analysis&runs={analysed.run}&run={analysed.run}")
+    wait_for(page, "() => window.__deepscope?.analysis?.matrix?.()?.width > 0", timeout=15_000)
+    layer = held(page, "matrix")["layer"]
+    assert "alayer" not in page.url
+    width = reader.matrix(layer).shape[1]
+    box = page.locator("[data-testid=neuron-matrix]").bounding_box()
+    page.mouse.click(box["x"] + 2.5 * box["width"] / min(width, 128), box["y"] + 20)
+    wait_for(page, "() => window.__deepscope.analysis.matrix().selectedNeuron !== null")
+    neuron = held(page, "matrix")["selectedNeuron"]
+    wait_for(page, "(n) => window.__deepscope.analysis.matrixTop()?.neuron === n", neuron, timeout=15_000)
+    column = reader.matrix(layer)[:, neuron]
+    assert held(page, "matrixTop")["values"][0] == pytest.approx(column.max(), rel=1e-5)

@@ -309,3 +309,27 @@ def test_token_protected_server(browser, serve, store):
         assert response is not None and response.status == 401
     finally:
         ctx.close()
+
+
+def test_constant_metrics_draw_and_log_scale_toggles(page, serve, tmp_path):
+    """A metric that never changes (a fixed learning rate) is a flat line with a y range around it — its smoothed
+    copy differs from it by rounding only, which once made a 1e-19-wide axis and a page error; "Log scale" switches
+    the y scale both ways."""
+    run = deepscope.init(dir=tmp_path, name="constant")
+    for s in range(300):
+        run.log({"lr": 1e-3, "const": 1.0, "loss": 1.0 / (s + 1)}, step=s)
+    run.finish()
+    server = serve(tmp_path)
+    console = Console(page)
+    open_page(page, f"{server.url}?runs={run.id}&smooth=0.9")
+    for key in ("lr", "const", "loss"):
+        chart_ready(page, key, run.id, 299)
+    wait_for(page, "() => ['lr', 'const', 'loss'].every((k) => window.__deepscope.yScale[k])")
+    scale = page.evaluate("() => window.__deepscope.yScale")
+    assert scale["lr"]["min"] < 1e-3 < scale["lr"]["max"] and scale["lr"]["max"] - scale["lr"]["min"] > 1e-5
+    assert scale["const"]["min"] < 1.0 < scale["const"]["max"] and scale["loss"]["distr"] == 1
+    page.get_by_label("Log scale").check()
+    wait_for(page, "() => window.__deepscope.yScale['loss'].distr === 3")
+    page.get_by_label("Log scale").uncheck()
+    wait_for(page, "() => window.__deepscope.yScale['loss'].distr === 1")
+    assert console.errors == []

@@ -201,6 +201,7 @@ def test_gradient_flow_overlays_runs_and_scrubs(page, watched, server_url, tmp_p
     assert flow["step"] == STEPS - 1
     assert flow["runs"][sig]["points"] == 5 and flow["runs"][relu]["points"] == 3  # one per weight parameter
     assert flow["runs"][sig]["names"] == ["0.0.weight", "0.2.weight", "0.4.weight", "0.6.weight", "1.weight"]
+    assert flow["axis"] == "relative depth"  # two models: no run's values under another's parameter names
     shot(page, "internals-gradient-flow.png", tmp_path)
     slider = page.get_by_label("Step")
     slider.fill("20")

@@ -64,6 +64,7 @@ export interface ChartConfig {
   onReset: () => void;
   onCursor: (idx: number | null, left: number, top: number) => void;
   xRange: () => [number, number] | null;
+  onYScale?: (min: number | null, max: number | null, distr: number) => void;
 }
 
 const axisFont = '11px system-ui, -apple-system, "Segoe UI", sans-serif';
@@ -151,14 +152,22 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         },
       ],
       setCursor: [(u) => cfg.onCursor(u.cursor.idx ?? null, u.cursor.left ?? -1, u.cursor.top ?? -1)],
+      setScale: [
+        (u, key) => {
+          const s = u.scales[key];
+          if (key === "y" && cfg.onYScale) cfg.onYScale(s.min ?? null, s.max ?? null, s.distr ?? 1);
+        },
+      ],
       ready: [(u) => u.over.addEventListener("dblclick", () => cfg.onReset())],
     },
   };
 }
 
-function padRange(min: number, max: number): uPlot.Range.MinMax {
+export function padRange(min: number, max: number): uPlot.Range.MinMax {
   if (min === null || max === null || !Number.isFinite(min) || !Number.isFinite(max)) return [0, 1];
-  if (min === max) {
+  // A constant up to rounding (a smoothed 0.001 is 0.0010000000000000002 here and there): drawn as a constant.
+  // A range of 1e-19 would make ticks 1e-20 apart — uPlot then fails to allocate their array.
+  if (max - min <= Math.max(Math.abs(min), Math.abs(max)) * 1e-9) {
     const d = Math.abs(min) * 0.1 || 1;
     return [min - d, max + d];
   }

@@ -62,7 +62,7 @@ export const an = $state({
   error: null as string | null,
   /** Subsets of the focused run, filter subsets first (in `view.aSubsets` order), then lasso ones. */
   subsets: [] as LiveSubset[],
-  /** The selected neuron's top instances (of `view.aLayer`). */
+  /** The selected neuron's top instances (of the layer the views show). */
   top: null as { layer: string; neuron: number; indices: number[]; values: number[] } | null,
 });
 /** The instance table's core columns (typed arrays: not deeply reactive). */
@@ -188,7 +188,7 @@ export function togglePin(i: number): void {
 /** Load the selected neuron's top instances when the neuron or layer changes. */
 export async function loadTop(k = 24): Promise<void> {
   const run = an.run;
-  const layer = view.aLayer;
+  const layer = currentLayer(summaryOf(run)); // the URL's layer, else the default one the views show
   const neuron = view.aNeuron;
   if (!run || !layer || neuron === null) {
     an.top = null;
@@ -197,7 +197,7 @@ export async function loadTop(k = 24): Promise<void> {
   if (an.top && an.top.layer === layer && an.top.neuron === neuron) return;
   try {
     const res = await analysis.top(run, layer, neuron, k);
-    if (an.run === run && view.aLayer === layer && view.aNeuron === neuron) an.top = { layer, neuron, ...res };
+    if (an.run === run && currentLayer(summaryOf(run)) === layer && view.aNeuron === neuron) an.top = { layer, neuron, ...res };
   } catch {
     an.top = null;
   }

@@ -25,6 +25,8 @@ export interface Hook {
   fetches: FetchRecord[];
   live: { events: number; lastEvent: number | null };
   xRange: Record<string, [number, number] | null>;
+  /** Each chart's y scale as uPlot last set it: its range and distribution (1 linear, 3 logarithmic). */
+  yScale: Record<string, { min: number | null; max: number | null; distr: number }>;
   /** `performance.now()` when a chart first held data (first meaningful paint). */
   firstData: number | null;
   /** The view state (what the URL holds). */
@@ -36,6 +38,7 @@ export const hook: Hook = {
   fetches: [],
   live: { events: 0, lastEvent: null },
   xRange: {},
+  yScale: {},
   firstData: null,
   view: () => null,
 };
