@@ -317,17 +317,22 @@ def test_constant_metrics_draw_and_log_scale_toggles(page, serve, tmp_path):
     the y scale both ways."""
     run = deepscope.init(dir=tmp_path, name="constant")
     for s in range(300):
-        run.log({"lr": 1e-3, "const": 1.0, "loss": 1.0 / (s + 1)}, step=s)
+        spike = 1e35 if s == 100 else 1.0 + 0.1 * (s % 7)  # a mixed-precision overflow's loss at one step
+        run.log({"lr": 1e-3, "const": 1.0, "loss": 1.0 / (s + 1), "spiky": spike}, step=s)
     run.finish()
     server = serve(tmp_path)
     console = Console(page)
     open_page(page, f"{server.url}?runs={run.id}&smooth=0.9")
-    for key in ("lr", "const", "loss"):
+    for key in ("lr", "const", "loss", "spiky"):
         chart_ready(page, key, run.id, 299)
     wait_for(page, "() => ['lr', 'const', 'loss'].every((k) => window.__deepscope.yScale[k])")
     scale = page.evaluate("() => window.__deepscope.yScale")
     assert scale["lr"]["min"] < 1e-3 < scale["lr"]["max"] and scale["lr"]["max"] - scale["lr"]["min"] > 1e-5
     assert scale["const"]["min"] < 1.0 < scale["const"]["max"] and scale["loss"]["distr"] == 1
+    assert scale["loss"]["max"] > 0.9  # an ordinary curve keeps its early values in range
+    wait_for(page, "() => window.__deepscope.yScale['spiky']")
+    spiky = page.evaluate("() => window.__deepscope.yScale['spiky']")
+    assert 0.9 < spiky["min"] < 1.0 and 1.6 < spiky["max"] < 2.0  # the one outlier leaves the plot, not the rest
     page.get_by_label("Log scale").check()
     wait_for(page, "() => window.__deepscope.yScale['loss'].distr === 3")
     page.get_by_label("Log scale").uncheck()

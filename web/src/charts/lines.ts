@@ -112,7 +112,7 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         time: cfg.x === "wall",
         range: (_u, min, max) => cfg.xRange() ?? (min === max ? [min - 1, max + 1] : [min, max]),
       },
-      y: cfg.log ? { distr: 3, log: 10 } : { range: (_u, min, max) => padRange(min, max) },
+      y: cfg.log ? { distr: 3, log: 10 } : { range: (u, min, max) => robustRange(u, min, max) },
     },
     axes: [
       {
@@ -130,6 +130,7 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         grid: { stroke: "#eef0f4", width: 1 },
         ticks: { show: false },
         size: 52,
+        incrs: Y_INCRS, // uPlot's own stop near 1e16: a 1e35 spike left the axis without labels
         values: (_u, splits) => splits.map((v) => fmtNumber(v)),
       },
     ],
@@ -161,6 +162,28 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
       ready: [(u) => u.over.addEventListener("dblclick", () => cfg.onReset())],
     },
   };
+}
+
+const Y_INCRS = Array.from({ length: 81 }, (_, k) => [1, 2, 5].map((m) => m * 10 ** (k - 40))).flat();
+
+/**
+ * The y range: the data's, padded — unless a few raw values (a loss of 1e35 at a step a mixed-precision scaler
+ * skipped) stretch it more than 1000× beyond where 98 % of the raw values lie; then those 98 % (and whatever the
+ * smoothed lines carry of the outliers) leave the plot at its edge. Ordinary curves, early losses included,
+ * stay whole.
+ */
+export function robustRange(u: uPlot, min: number, max: number): uPlot.Range.MinMax {
+  if (!Number.isFinite(min) || !Number.isFinite(max) || max - min <= 0) return padRange(min, max);
+  const values: number[] = [];
+  for (let s = 1; s < u.data.length; s += SERIES_PER_RUN) {
+    for (const v of u.data[s] as (number | null)[]) if (v !== null && Number.isFinite(v)) values.push(v);
+  }
+  if (values.length < 20) return padRange(min, max);
+  values.sort((a, b) => a - b);
+  const lo = values[Math.floor(values.length * 0.01)];
+  const hi = values[Math.ceil(values.length * 0.99) - 1];
+  if (hi - lo > 0 && max - min > 1000 * (hi - lo)) return padRange(lo, hi);
+  return padRange(min, max);
 }
 
 export function padRange(min: number, max: number): uPlot.Range.MinMax {
