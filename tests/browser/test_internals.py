@@ -218,6 +218,8 @@ def test_a_diagnosis_opens_its_evidence(page, watched, server_url, tmp_path):
     badge.click()
     saturation_listed = "(window.__deepscope.internals.diagnoses ?? []).some((d) => d.kind === 'diagnosis/saturation')"
     wait_for(page, f"() => {saturation_listed}")
+    assert {d["run"] for d in held(page, "diagnoses")} == {sig}  # the badge's run only, and it says so
+    assert page.locator(".diagnoses .only").is_visible()
     shot(page, "internals-diagnoses.png", tmp_path)
     finding = page.locator(f'li[data-rule=saturation][data-run="{sig}"]')
     expected = next(d for d in held(page, "diagnoses") if d["kind"] == "diagnosis/saturation")

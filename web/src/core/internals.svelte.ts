@@ -85,6 +85,8 @@ export function selectLayer(path: string | null, step?: number | null): void {
 
 // ---- findings ----------------------------------------------------------------------------------------
 export const findings = $state<Record<string, RunEvent[]>>({});
+/** The run whose findings badge was clicked: the diagnoses list shows only its findings until asked for all. */
+export const findingsFocus = $state<{ run: string | null }>({ run: null });
 const findingsSeen = new Map<string, number | null>(); // max_step at the last load
 const findingsTimers = new Map<string, ReturnType<typeof setTimeout>>();
 
