@@ -289,7 +289,11 @@ def test_top_instances_of_the_default_layer(page, analysed, server_url, reader):
     """Without a layer in the URL the views show the default one (the last before the output): a neuron clicked
     there lists its top instances too (they once waited for a layer named in the URL, forever)."""
     page.goto(f"{server_url}?tab=analysis&runs={analysed.run}&run={analysed.run}")
-    wait_for(page, "() => window.__deepscope?.analysis?.matrix?.()?.width > 0", timeout=15_000)
+    wait_for(
+        page,
+        "() => { const m = window.__deepscope?.analysis?.matrix?.(); return m && m.layer && m.width > 0 && !m.loading; }",
+        timeout=15_000,
+    )
     layer = held(page, "matrix")["layer"]
     assert "alayer" not in page.url
     width = reader.matrix(layer).shape[1]

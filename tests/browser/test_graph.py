@@ -150,6 +150,23 @@ def test_search_reveals_a_node(page, graph_server, graph_store):
     canvas = page.get_by_test_id("graph-canvas").bounding_box()
     assert 0 <= shown["sx"] <= canvas["width"] and 0 <= shown["sy"] <= canvas["height"]  # scrolled into view
 
+    # a node already laid out (its module open) but off-screen: the search centres it too
+    page.mouse.move(canvas["x"] + 5, canvas["y"] + 5)
+    for _ in range(12):
+        page.mouse.wheel(0, -400)  # zoom in on the top-left corner: the nodes leave the view
+    page.wait_for_timeout(200)
+    page.get_by_test_id("graph-search").fill("relu")
+    wait_for(page, "() => window.__deepscope.graph().matches.length > 0")
+    st = state(page)
+    laid_out = {n["id"] for n in st["nodes"]}
+    index, other = next((i, m) for i, m in enumerate(st["matches"]) if m in laid_out and m != target)
+    before = node(st, id=other)
+    assert not (0 <= before["sx"] <= canvas["width"] and 0 <= before["sy"] <= canvas["height"])
+    page.get_by_test_id("graph-matches").locator("button").nth(index).click()
+    wait_for(page, "(id) => window.__deepscope.graph().selected === id", other)
+    after = node(state(page), id=other)
+    assert 0 <= after["sx"] <= canvas["width"] and 0 <= after["sy"] <= canvas["height"]
+
 
 def test_overlays_recolour_and_show_a_legend(page, graph_server, graph_store):
     open_graph(page, graph_server, graph_store["cnn"], "&gx=features")
