@@ -291,7 +291,8 @@ def test_top_instances_of_the_default_layer(page, analysed, server_url, reader):
     page.goto(f"{server_url}?tab=analysis&runs={analysed.run}&run={analysed.run}")
     wait_for(
         page,
-        "() => { const m = window.__deepscope?.analysis?.matrix?.(); return m && m.layer && m.width > 0 && !m.loading; }",
+        "() => { const m = window.__deepscope?.analysis?.matrix?.(); "
+        "return m && m.layer && m.width > 0 && !m.loading; }",
         timeout=15_000,
     )
     layer = held(page, "matrix")["layer"]
