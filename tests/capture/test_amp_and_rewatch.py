@@ -115,9 +115,12 @@ def test_a_skip_is_only_what_the_scaler_skips(root):
     assert reopen(root, run.id).layer_steps().tolist() == list(range(8))
 
 
-def test_nesterov_changes_gradients_in_place_and_norms_stay_right(root):
+def test_nesterov_changes_gradients_in_place_and_norms_stay_right(root, monkeypatch):
     """Foreach Nesterov SGD adds to the gradients in place during its step: read meanwhile in a second thread they
     would be half changed. That step's parameter-gradient statistics are dropped, later ones read before the step."""
+    from deepscope.capture import watch
+
+    monkeypatch.setattr(watch, "SIDE_MIN_BYTES", 0)  # these gradients are small: read in the side thread anyway
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, foreach=True)
     run = deepscope.init(dir=root)
@@ -137,8 +140,12 @@ def test_nesterov_changes_gradients_in_place_and_norms_stay_right(root):
 
 
 @pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")  # torch's own advice
-def test_second_order_gradients_are_recorded(root):
-    """``backward(create_graph=True)`` leaves gradients that require grad; reading them must not build a graph."""
+def test_second_order_gradients_are_recorded(root, monkeypatch):
+    """``backward(create_graph=True)`` leaves gradients that require grad; reading them must not build a graph (grad
+    mode is per thread: the side thread has its own)."""
+    from deepscope.capture import watch
+
+    monkeypatch.setattr(watch, "SIDE_MIN_BYTES", 0)
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     run = deepscope.init(dir=root)
