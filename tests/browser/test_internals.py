@@ -269,3 +269,27 @@ def test_a_live_step_appears_in_the_overview(page, serve, tmp_path):
         assert time.monotonic() - t0 < 3.0  # flush interval 0.5 s + poll 0.2 s + refetch at most every 1 s
     finally:
         run.finish()
+
+
+def test_layer_detail_says_where_statistics_stop_being_finite(page, serve, tmp_path):
+    """A NaN input at step 20 makes the weights NaN with that step's update: from step 21 every statistic is NaN (step
+    20's leave the NaN values out and count them), and the charts say from which step on instead of just ending."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=tmp_path, name="nan")
+    run.watch(model, opt, print_findings=False)
+    for step in range(30):
+        x = torch.randn(4, 8)
+        if step == 20:
+            x[0, 0] = float("nan")
+        model(x).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    run.finish()
+    server = serve(tmp_path)
+    open_internals(page, server.url, f"runs={run.id}&run={run.id}&panel=layer&layer=0&kind=act")
+    note = page.locator("figure[data-stat=mean] [data-testid=not-finite]")
+    note.wait_for(timeout=15_000)
+    assert note.inner_text() == "not finite from step 21"
+    assert page.locator("figure[data-stat=std] [data-testid=not-finite]").inner_text() == "not finite from step 21"

@@ -80,8 +80,8 @@ def _numpy_rows(x: np.ndarray, lengths: np.ndarray, bounds: dict[int, tuple[floa
             k,
             c.sum(),
             (c * c).sum(),
-            (c == 0).sum(),
-            ((c <= lo) | (c >= hi)).sum(),
+            ((c == 0) & fin).sum(),  # NaN/Inf are neither zeros nor saturated
+            (((c <= lo) | (c >= hi)) & fin).sum(),
             (~fin).sum(),
             0,
         ]

@@ -42,13 +42,13 @@ def moments(s: torch.Tensor, saturation: tuple[float, float] | None) -> tuple[to
         sat = torch.zeros((), device=s.device)
     else:
         lo, hi = saturation
-        sat = ((clean <= lo) | (clean >= hi)).sum()
+        sat = ((clean <= lo) | (clean >= hi)).logical_and_(finite).sum()
     row = torch.stack(
         [
             n,
             clean.sum(),
             (clean * clean).sum(),
-            (clean == 0).sum().to(torch.float32),
+            ((clean == 0) & finite).sum().to(torch.float32),
             sat.to(torch.float32),
             (~finite).sum().to(torch.float32),
             torch.zeros((), device=s.device),
@@ -97,7 +97,7 @@ def reduce_rows(x: torch.Tensor, valid: torch.Tensor, sat: Saturation | None) ->
         rows = torch.from_numpy(sat.rows).to(x.device)
         c = clean.index_select(0, rows)
         lo, hi = torch.from_numpy(sat.lo).to(x.device), torch.from_numpy(sat.hi).to(x.device)
-        hit = ((c <= lo) | (c >= hi)).logical_and_(valid.index_select(0, rows))
+        hit = ((c <= lo) | (c >= hi)).logical_and_(finite.index_select(0, rows))
         saturated.index_copy_(0, rows, hit.sum(1, dtype=torch.float32))
     big = torch.finfo(torch.float32).max
     return torch.stack(
@@ -105,7 +105,7 @@ def reduce_rows(x: torch.Tensor, valid: torch.Tensor, sat: Saturation | None) ->
             n,
             clean.sum(1),
             (clean * clean).sum(1),
-            n - (clean != 0).sum(1, dtype=torch.float32),  # zeros: non-finite values count as zeros
+            finite.sum(1, dtype=torch.float32) - (clean != 0).sum(1, dtype=torch.float32),  # finite zeros
             saturated,
             n - finite.sum(1, dtype=torch.float32),
             torch.zeros_like(n),
@@ -148,11 +148,15 @@ def _reduce_block(v: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     if big.size:
         sumsq[big] = np.square(clean[big].astype(np.float64)).sum(1)
     out[:, SUMSQ - 1] = sumsq
-    out[:, ZEROS - 1] = k - np.count_nonzero(clean, axis=1)  # non-finite values count as zeros
+    finite_n = k if finite is None else np.count_nonzero(finite, axis=1)
+    out[:, ZEROS - 1] = finite_n - np.count_nonzero(clean, axis=1)  # zeros among the finite values
     bounded = np.flatnonzero(np.isfinite(bounds[:, 0]))
     if bounded.size:
         c, lo, hi = clean[bounded], bounds[bounded, :1], bounds[bounded, 1:]
-        out[bounded, SAT - 1] = np.count_nonzero((c <= lo) | (c >= hi), axis=1)
+        hit = (c <= lo) | (c >= hi)
+        if finite is not None:  # a NaN is no saturated value (it is 0 in `clean`)
+            hit &= finite[bounded]
+        out[bounded, SAT - 1] = np.count_nonzero(hit, axis=1)
     if finite is None:
         out[:, MIN - 1], out[:, MAX - 1] = v.min(1), v.max(1)
     else:
