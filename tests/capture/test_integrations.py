@@ -141,6 +141,32 @@ def test_lightning_fit_is_recorded(root):
 
 
 @pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_lightning_mixed_precision_passes_its_grad_scaler(root):
+    """ "16-mixed": Lightning steps through its GradScaler. The callback hands it to watch, so the step the scaler
+    skips (its first: the scale overflows float16) stays a step of its own, and output gradients are unscaled."""
+    from lightning.pytorch.plugins import MixedPrecision
+
+    torch.manual_seed(0)
+    module = TinyModule()
+    # float16 gradients overflow at 2^40: the first step is skipped, and the scale falls to 2^10 at once
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**40, backoff_factor=2.0**-30)
+    callback = LightningCallback(dir=root, project="amp")
+    trainer = pl.Trainer(
+        max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, callbacks=[callback],
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+    )  # fmt: skip
+    trainer.fit(module, *loaders())
+    _, reader = read(root)
+    steps = reader.layer_steps().tolist()
+    assert steps == list(range(len(module.losses)))  # one watch step per training iteration, skipped ones too
+    assert [e.step for e in reader.events() if e.kind == "diagnosis/skipped_step"] == [0]
+    rms = reader.layer_series("net.2", "grad", "rms").last
+    assert np.isfinite(rms[1:]).all() and (rms[1:] < 10).all()  # unscaled: not 2^10 times the gradient
+    assert hook_count(module) == 0 and "step" not in vars(scaler)  # the scaler is put back as it was
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
 def test_lightning_exception_marks_the_run_crashed_and_removes_hooks(root):
     module = TinyModule(fail_at=3)
     with pytest.raises(ValueError, match="boom in training_step"):

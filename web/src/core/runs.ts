@@ -18,7 +18,7 @@ export function configKeys(runs: RunSummary[]): string[] {
     }
   const keys = [...values.keys()];
   const varies = (k: string) => (values.get(k)!.size > 1 || runs.some((r) => !(k in (r.config_flat ?? {}))) ? 0 : 1);
-  return keys.sort((a, b) => varies(a) - varies(b) || a.localeCompare(b));
+  return keys.sort((a, b) => varies(a) - varies(b) || a.localeCompare(b, undefined, { numeric: true }));
 }
 
 export function configValues(runs: RunSummary[], key: string): string[] {

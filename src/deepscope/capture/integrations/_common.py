@@ -105,10 +105,14 @@ class RunBinding:
         merged = {**config, **(kwargs.pop("config", None) or {})}  # the user's config wins
         return Run(config=merged, rank=rank, world_size=world_size, **kwargs)
 
-    def watch(self, model: Any, optimizer: Any) -> None:
+    def watch(self, model: Any, optimizer: Any, scaler: Any = None) -> None:
+        """Watch ``model``; ``scaler``: the framework's GradScaler under mixed precision (the user's own wins)."""
         if not self.active or self.watch_kwargs is None or self.watcher is not None or self.run._watchers:
             return  # not asked for, or the run is watched already (by its owner, who gave it)
-        self.watcher = self.run.watch(model, optimizer=unwrap_optimizer(optimizer), **self.watch_kwargs)
+        kwargs = dict(self.watch_kwargs)
+        if scaler is not None and callable(getattr(scaler, "get_scale", None)):
+            kwargs.setdefault("scaler", scaler)
+        self.watcher = self.run.watch(model, optimizer=unwrap_optimizer(optimizer), **kwargs)
 
     def log(self, values: Mapping[str, Any], step: int) -> None:
         """Log the numbers in ``values`` at ``step``; other values (strings, lists) are skipped."""

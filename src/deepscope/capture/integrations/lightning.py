@@ -68,7 +68,8 @@ class DeepscopeCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         binding = self._binding
         binding.start(trainer.global_rank, trainer.world_size, dict(pl_module.hparams))
-        binding.watch(pl_module, trainer.optimizers[0] if trainer.optimizers else None)
+        scaler = getattr(trainer.precision_plugin, "scaler", None)  # "16-mixed": a GradScaler
+        binding.watch(pl_module, trainer.optimizers[0] if trainer.optimizers else None, scaler)
         self._seen = dict(trainer.logged_metrics)  # what an earlier fit logged is not this fit's
         self._step = trainer.global_step
         name, world = type(pl_module).__name__, trainer.world_size
