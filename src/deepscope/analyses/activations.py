@@ -29,6 +29,7 @@ from .chunk_files import write_chunk_file
 
 NAME = "activations"
 NEXT_SUFFIX = ".next"  # a new analysis computed beside a finished one, which it replaces when complete
+OLD_SUFFIX = ".old"  # the finished one, between the renames that swap the new one in
 CHUNK_BYTES = 8 << 20  # rows per chunk: about 8 MiB of the widest array
 PREVIEW_SIDE = 64  # image previews: the longer side at most this many pixels
 PREVIEW_KWARGS = ("pixel_values", "images", "image", "x")  # dict batches: where an image input is looked for
@@ -180,7 +181,7 @@ def integer_labels(labels: Any) -> np.ndarray:
 def replace_dir(new: Path, old: Path) -> None:
     """Put directory ``new`` in the place of ``old``: renames, then the old one is removed (``recover_swap`` finishes
     the job after a crash between the renames)."""
-    trash = old.with_name(old.name + ".old")
+    trash = old.with_name(old.name + OLD_SUFFIX)
     if trash.exists():
         shutil.rmtree(trash)
     os.rename(old, trash)
@@ -190,7 +191,7 @@ def replace_dir(new: Path, old: Path) -> None:
 
 def recover_swap(final: Path) -> None:
     """After a crash inside ``replace_dir``: the complete new analysis, else the old one, back in place."""
-    trash = final.with_name(final.name + ".old")
+    trash = final.with_name(final.name + OLD_SUFFIX)
     if not final.exists():
         for candidate in (final.with_name(final.name + NEXT_SUFFIX), trash):
             progress = read_json(candidate / "progress.json")
@@ -262,12 +263,20 @@ class Activations:
         return isinstance(model, nn.Module) and (hasattr(data, "__iter__") or hasattr(data, "__getitem__"))
 
     # ---- checks before any work ---------------------------------------------------------------------
+    def _given_counts(self) -> dict[str, int]:
+        """How many labels and metadata rows were given (each must match the instances)."""
+        counts = {}
+        if self.labels is not None:
+            counts["labels"] = len(self.labels)
+        if self.metadata is not None:
+            counts["metadata rows"] = self.metadata.num_rows
+        return counts
+
     def _check(self, model: nn.Module, src: Source) -> list[str]:
         layers = validate_layers(model, self.config.layers)
         n = src.length
-        for what, count in (("labels", None if self.labels is None else len(self.labels)),
-                            ("metadata rows", None if self.metadata is None else self.metadata.num_rows)):  # fmt: skip
-            if count is not None and n is not None and count != n:
+        for what, count in self._given_counts().items():
+            if n is not None and count != n:
                 raise ValueError(f"deepscope.analyze: {count} {what} for a dataset of {n} instances")
         y, names = self.labels, self.class_names
         if y is not None and names is not None and len(y) and (y.min() < 0 or y.max() >= len(names)):
@@ -309,9 +318,7 @@ class Activations:
         from .extraction import Extractor
 
         modules = dict(model.named_modules())
-        limit = min((c for c in (len(self.labels) if self.labels is not None else None,
-                                 self.metadata.num_rows if self.metadata is not None else None) if c is not None),
-                    default=None)  # fmt: skip
+        limit = min(self._given_counts().values(), default=None)  # data of unknown length may not yield more
         Extractor(model, [(n, modules[n]) for n in layers], cfg, src, state, limit).extract()
         n = state.rows_done
         if src.length is not None and current_length(src) != src.length:
@@ -319,9 +326,8 @@ class Activations:
                              f"{current_length(src)} while it was read")  # fmt: skip
         if src.length is not None and n != src.length:
             raise ValueError(f"deepscope.analyze: the dataset yielded {n} instances, but its length is {src.length}")
-        for what, count in (("labels", None if self.labels is None else len(self.labels)),
-                            ("metadata rows", None if self.metadata is None else self.metadata.num_rows)):  # fmt: skip
-            if count is not None and count != n:
+        for what, count in self._given_counts().items():
+            if count != n:
                 raise ValueError(f"deepscope.analyze: {count} {what} for a dataset of {n} instances")
         self._write_instances(out_dir, n)
         write_provenance(out_dir, provenance(NAME, asdict(cfg) | {"layers": layers}, model_class=model_class(model),

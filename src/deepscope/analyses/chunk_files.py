@@ -10,8 +10,10 @@ buffers or sizes) the bytes go through the page cache as before.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +24,15 @@ _direct_ok: bool | None = None  # learned at the first attempt: refused once, no
 def direct_io() -> bool:
     """Whether chunk files may bypass the page cache here (``O_DIRECT`` exists and was not refused)."""
     return hasattr(os, "O_DIRECT") and _direct_ok is not False and not os.environ.get("DEEPSCOPE_NO_DIRECT_IO")
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """``np.empty`` starting on an ``ALIGN`` boundary: its whole chunks can be written with ``O_DIRECT``."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 def write_chunk_file(path: Path, values: np.ndarray) -> None:

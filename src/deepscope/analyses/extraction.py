@@ -7,7 +7,6 @@ second thread writes a chunk while the next one fills the other set of arrays.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -28,22 +27,12 @@ from .activations import (
     preview_size,
 )
 from .batches import Batch, Source, current_length
-from .chunk_files import direct_io
+from .chunk_files import aligned_empty, direct_io
 
 LABELS = "outputs/labels.zarr"
 SCORES = "outputs/scores.zarr"
 IMAGES = "inputs/images.zarr"
 WRITER_THREAD: bool | None = None  # None: with an accelerator, or where chunks bypass the page cache (``_flush``)
-PAGE = 4096
-
-
-def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """``np.empty`` starting on a page boundary: whole chunks can then be written with ``O_DIRECT``."""
-    dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    raw = np.empty(nbytes + PAGE, np.uint8)
-    start = -raw.ctypes.data % PAGE
-    return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
 class ChunkRows:

@@ -53,9 +53,17 @@ def reduce_dims(x: np.ndarray, dims: int | None, seed: int = 0) -> np.ndarray:
 
 
 def write_projection(
-    run_dir: str | os.PathLike[str], layer: str, method: str, coords: np.ndarray, config: dict[str, Any], **info: Any
+    run_dir: str | os.PathLike[str],
+    layer: str,
+    method: str,
+    coords: np.ndarray,
+    config: dict[str, Any],
+    *,
+    analysis: dict[str, Any] | None = None,
+    **info: Any,
 ) -> Path:
-    """Write ``<method>.npy`` then ``<method>.json`` atomically (a reader sees the old pair or the new array)."""
+    """Write ``<method>.npy`` then ``<method>.json`` atomically (a reader sees the old pair or the new array).
+    ``analysis``: the activations' ``analysis_key`` (read from ``run_dir`` when not given)."""
     out = artifact_dir(run_dir, NAME, layer)
     out.mkdir(parents=True, exist_ok=True)
     coords = np.ascontiguousarray(coords, dtype=np.float32)
@@ -74,7 +82,8 @@ def write_projection(
     write_json_atomic(out / f"{method}.json", {
         "version": 1, "layer": layer, "method": method, "components": int(coords.shape[1]), "rows": len(coords),
         **info, "params": config, "provenance": record,
-        "analysis": analysis_key(AnalysisReader(run_dir)),  # a projection of these activations, not older ones
+        # a projection of these activations, not of an earlier analysis of the run
+        "analysis": analysis if analysis is not None else analysis_key(AnalysisReader(run_dir)),
     })  # fmt: skip
     write_provenance(out, record)
     return path
@@ -93,6 +102,7 @@ class PCAProjection:
         return True  # any layer with at least one neuron
 
     def run(self, run_dir: str | os.PathLike[str], model: Any = None, data: Any = None) -> list[Path]:
+        from .feature_maps import analysis_key
         from .reader import AnalysisReader
 
         reader = AnalysisReader(run_dir)
@@ -104,7 +114,7 @@ class PCAProjection:
             started = time.perf_counter()
             coords, fitted = pca(x, self.config.components, self.config.seed)
             path = write_projection(
-                run_dir, layer, "pca", coords, asdict(self.config) | {"layers": None},
+                run_dir, layer, "pca", coords, asdict(self.config) | {"layers": None}, analysis=analysis_key(reader),
                 seconds=time.perf_counter() - started,
                 explained_variance_ratio=fitted.explained_variance_ratio_.tolist(),
             )  # fmt: skip
@@ -128,13 +138,15 @@ def compute_projection(
 
     >>> compute_projection(run.dir, "fc1", "umap", on_progress=lambda f, m: print(f"{f:.0%} {m}"))
     """
+    from .feature_maps import analysis_key
     from .reader import AnalysisReader
 
     if method not in METHODS:
         raise ValueError(f"deepscope: projection method must be one of {METHODS}, not {method!r}")
     report = on_progress or (lambda fraction, message: None)
     report(0.0, "loading activations")
-    x = AnalysisReader(run_dir).matrix(layer)
+    reader = AnalysisReader(run_dir)
+    x = reader.matrix(layer)
     if len(x) < 3:
         raise ValueError(f"deepscope: {len(x)} instances are too few to project")
     started = time.perf_counter()
@@ -155,6 +167,9 @@ def compute_projection(
         coords, info = tsne(x, tcfg, report)
         config = asdict(tcfg)
     report(0.99, "writing")
-    path = write_projection(run_dir, layer, method, coords, config, seconds=time.perf_counter() - started, **info)
+    seconds = time.perf_counter() - started
+    path = write_projection(
+        run_dir, layer, method, coords, config, analysis=analysis_key(reader), seconds=seconds, **info
+    )
     report(1.0, "done")
     return path

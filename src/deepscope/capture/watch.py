@@ -140,8 +140,8 @@ class Watcher:
         # of an MLP step cheaper, but saw raw gradients (65536× too large under AMP). Without an optimizer,
         # each parameter's hook reads its own.
         self._hooked = [] if optimizer is not None else self._large
-        # On CPU the large gradients are read in a second thread while the optimizer steps (it reads them too,
-        # and changes none of them); the post-step hook waits for it.
+        # On CPU large gradients are read in a second thread while the optimizer steps (which reads them too);
+        # `end_step` waits for it. One that changes them in place meanwhile is caught by their versions.
         self._side: ThreadPoolExecutor | None = None
         self._side_job: tuple[Future, list[int], list[torch.Tensor], list[int]] | None = None
         self._side_unsafe = False  # the optimizer changed gradients in place during its step: read them before
@@ -300,8 +300,7 @@ class Watcher:
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._optimizer_steps += 1
-        self._join_side()
-        self._weights_stats()
+        self._weights_stats()  # other rows than the side thread's: it is waited for in end_step
         self.end_step()
 
     def _weights_stats(self) -> None:
@@ -421,11 +420,9 @@ class Watcher:
             if where in broken or not is_float_tensor(g):
                 return
             try:
-                b = self._bufs(g.device)
                 scale = self._unscale() if self.scaler is not None else None
-                k = self._stage(b, "grad", i, g.detach(), None, scale)  # requires grad after create_graph=True
-                if k and scale is not None:
-                    b.rows[b.start["grad"] + i][:k].mul_(scale)
+                # detached: the gradient requires grad after a create_graph=True backward
+                self._stage(self._bufs(g.device), "grad", i, g.detach(), None, scale)
             except Exception as e:
                 self._break(where, e)
 
@@ -462,17 +459,21 @@ class Watcher:
         return hook
 
     def _stage(self, b: StepBuffers, kind: str, i: int, t: torch.Tensor, sat: Any, scale: Any = None) -> int:
-        """Copy the sample of ``t`` into its staging row; returns its size (0: reduced at once instead).
+        """Copy the sample of ``t`` (times ``scale``, if given) into its staging row; returns its size (0: reduced
+        at once instead).
 
         A second call of a row in one step (a shared module, a recurrent cell, gradient accumulation)
-        finds the row taken and is reduced at once, the slower way (its sample times ``scale``, if given).
+        finds the row taken and is reduced at once, the slower way.
         """
         r = b.start[kind] + i
         if b.lengths[r]:
             sample = self._sampler(t)
             b.accumulate(r, sample if scale is None else sample.mul_(scale), sat, self._hist_step)
             return 0
-        return b.stage_row(r, t)
+        k = b.stage_row(r, t)
+        if k and scale is not None:
+            b.rows[r][:k].mul_(scale)
+        return k
 
     def _count_units(self, i: int, t: torch.Tensor) -> None:
         """Add each unit's maximum over the first inputs of the batch (ReLU outputs: > 0 iff it fired)."""

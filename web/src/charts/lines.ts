@@ -3,6 +3,7 @@
 import type uPlot from "uplot";
 import { withAlpha } from "../core/colors";
 import { fmtClock, fmtNumber } from "../core/format";
+import { middleRange } from "../core/smooth";
 import type { XMode } from "../core/viewstate";
 
 export interface RunLine {
@@ -168,22 +169,16 @@ const Y_INCRS = Array.from({ length: 81 }, (_, k) => [1, 2, 5].map((m) => m * 10
 
 /**
  * The y range: the data's, padded — unless a few raw values (a loss of 1e35 at a step a mixed-precision scaler
- * skipped) stretch it more than 1000× beyond where 98 % of the raw values lie; then those 98 % (and whatever the
- * smoothed lines carry of the outliers) leave the plot at its edge. Ordinary curves, early losses included,
- * stay whole.
+ * skipped) lie far beyond where 98 % of them do (`middleRange`); then those 98 % (and whatever the smoothed lines
+ * carry of the outliers) leave the plot at its edge. Ordinary curves, early losses included, stay whole.
  */
 export function robustRange(u: uPlot, min: number, max: number): uPlot.Range.MinMax {
   if (!Number.isFinite(min) || !Number.isFinite(max) || max - min <= 0) return padRange(min, max);
-  const values: number[] = [];
-  for (let s = 1; s < u.data.length; s += SERIES_PER_RUN) {
-    for (const v of u.data[s] as (number | null)[]) if (v !== null && Number.isFinite(v)) values.push(v);
+  function* raw() {
+    for (let s = 1; s < u.data.length; s += SERIES_PER_RUN) yield* u.data[s] as (number | null)[];
   }
-  if (values.length < 20) return padRange(min, max);
-  values.sort((a, b) => a - b);
-  const lo = values[Math.floor(values.length * 0.01)];
-  const hi = values[Math.ceil(values.length * 0.99) - 1];
-  if (hi - lo > 0 && max - min > 1000 * (hi - lo)) return padRange(lo, hi);
-  return padRange(min, max);
+  const m = middleRange(raw());
+  return m?.outliers ? padRange(m.lo, m.hi) : padRange(min, max);
 }
 
 export function padRange(min: number, max: number): uPlot.Range.MinMax {

@@ -20,18 +20,32 @@ export function ema(values: ArrayLike<number>, weight: number): Float64Array {
   return out;
 }
 
+/** How far beyond the middle 98 % of a series' values (in multiples of its spread) a value is an absurd outlier. */
+export const OUTLIER_REACH = 1000;
+
 /**
- * `values` with its absurd outliers as NaN, for smoothing: values more than 1000 × the spread of the middle 98 %
- * away from it (a loss of 1e35 at one step) would otherwise dominate an average for hundreds of steps. Ordinary
- * series come back unchanged (the same array).
+ * The 1st and 99th percentiles of the finite values, and whether some value lies more than `OUTLIER_REACH` ×
+ * their spread beyond them (a loss of 1e35 at one step); null for fewer than 20 values or no spread.
+ */
+export function middleRange(values: Iterable<number | null>): { lo: number; hi: number; outliers: boolean } | null {
+  const finite: number[] = [];
+  for (const v of values) if (v !== null && Number.isFinite(v)) finite.push(v);
+  if (finite.length < 20) return null;
+  finite.sort((a, b) => a - b);
+  const lo = finite[Math.floor(finite.length * 0.01)];
+  const hi = finite[Math.ceil(finite.length * 0.99) - 1];
+  const reach = OUTLIER_REACH * (hi - lo);
+  if (!(reach > 0)) return null;
+  return { lo, hi, outliers: finite[0] < lo - reach || finite[finite.length - 1] > hi + reach };
+}
+
+/**
+ * `values` with its absurd outliers (`middleRange`) as NaN, for smoothing: one would otherwise dominate an
+ * average for hundreds of steps. Ordinary series come back unchanged (the same array).
  */
 export function withoutOutliers(values: Float64Array): Float64Array {
-  const finite = values.filter((v) => Number.isFinite(v));
-  if (finite.length < 20) return values;
-  const sorted = Float64Array.from(finite).sort();
-  const lo = sorted[Math.floor(sorted.length * 0.01)];
-  const hi = sorted[Math.ceil(sorted.length * 0.99) - 1];
-  const reach = 1000 * (hi - lo);
-  if (!(reach > 0) || (sorted[0] >= lo - reach && sorted[sorted.length - 1] <= hi + reach)) return values;
-  return values.map((v) => (v < lo - reach || v > hi + reach ? NaN : v));
+  const m = middleRange(values);
+  if (!m || !m.outliers) return values;
+  const reach = OUTLIER_REACH * (m.hi - m.lo);
+  return values.map((v) => (v < m.lo - reach || v > m.hi + reach ? NaN : v));
 }
