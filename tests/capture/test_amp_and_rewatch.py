@@ -41,6 +41,40 @@ def test_gradients_unscaled_by_a_grad_scaler_are_recorded_unscaled(root):
     np.testing.assert_allclose(r.layer_series("2", "grad", "rms").last, out_rms, rtol=1e-5)
 
 
+@pytest.mark.parametrize("unscale_first", [False, True])
+def test_a_fused_optimizer_under_a_grad_scaler_is_recorded_unscaled_and_its_skips_seen(root, unscale_first):
+    """A fused optimizer unscales and skips by itself: the GradScaler always calls its step, with the gradients
+    still scaled (unless the user unscaled them first, to clip). Recorded gradients are unscaled all the same, and
+    the step whose gradients overflowed is a skipped step (an info finding, no NaN/Inf error)."""
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, sample=256, scaler=scaler, print_findings=False)  # 0.weight sampled, the rest whole
+    big, small = [], []
+    for step in range(4):
+        scale = scaler.get_scale()
+        loss = model(torch.randn(8, 64)).square().mean()
+        scaler.scale(loss * (1e35 if step == 0 else 1.0)).backward()  # the first backward overflows float32
+        if unscale_first:
+            scaler.unscale_(opt)
+            scale = 1.0
+        big.append(model[0].weight.grad.norm().item() / scale)
+        small.append(model[2].weight.grad.norm().item() / scale)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+    run.finish()
+    assert scaler.get_scale() < 2.0**20  # the first step was skipped
+    r = reopen(root, run.id)
+    assert r.layer_steps().tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(r.layer_series("0.weight", "param_grad", "norm").last[1:], big[1:], rtol=1e-5)
+    np.testing.assert_allclose(r.layer_series("2.weight", "param_grad", "norm").last[1:], small[1:], rtol=1e-5)
+    kinds = [(e.kind, e.step) for e in r.events() if e.kind.startswith("diagnosis/")]
+    assert ("diagnosis/skipped_step", 0) in kinds
+    assert not [k for k in kinds if k[0] == "diagnosis/nonfinite"]
+
+
 def test_gradients_changed_behind_autograd_are_the_ones_recorded(root):
     """A write through ``.data`` bumps no version counter: the norms are still those the step uses."""
     model = _model()

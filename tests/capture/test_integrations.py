@@ -305,3 +305,33 @@ def test_huggingface_unfinished_run_is_marked_crashed_by_the_next_train(root, tm
     callback.on_train_begin(args, state, control, model=None)  # the first train() raised: no on_train_end
     assert deepscope.open(root).info(first.id).status == "crashed"
     callback.on_train_end(args, state, control)
+
+
+def test_huggingface_fp16_grad_scaler_is_handed_to_watch(root, tmp_path):
+    """Under fp16 (an accelerator) Accelerate's optimizer wrapper steps through a GradScaler. On this CPU the
+    Trainer's Accelerator gets one by hand — the same objects and calls as fp16 on a GPU: the loss is scaled, the
+    wrapper calls ``scaler.step(optimizer)``. The step the scaler skips (its first: the loss overflows) stays a step
+    of its own, and output gradients are recorded unscaled."""
+
+    class FirstLossOverflows(transformers.Trainer):
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            loss = super().compute_loss(model, inputs, *args, **kwargs)
+            return loss * 1e35 if self.state.global_step == 0 else loss
+
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=4, logging_steps=1, per_device_train_batch_size=8,
+        report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True, max_grad_norm=0,
+    )  # fmt: skip
+    model = tiny_bert()
+    callback = HFCallback(dir=root, project="fp16", watch={"histograms_every": 0})
+    trainer = FirstLossOverflows(model=model, args=args, train_dataset=TokenData(40), callbacks=[callback])
+    scaler = trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)
+    trainer.train()
+
+    _, reader = read(root)
+    assert scaler.get_scale() < 2.0**20  # the scaler did skip a step
+    assert reader.layer_steps().tolist() == [0, 1, 2, 3]  # four iterations, four steps: the skipped one too
+    assert [e.step for e in reader.events() if e.kind == "diagnosis/skipped_step"] == [0]
+    rms = reader.layer_series("classifier", "grad", "rms").last
+    assert np.isfinite(rms[1:]).all() and (rms[1:] < 1).all()  # unscaled: not 2^19 times the gradient
+    assert hook_count(model) == 0 and "step" not in vars(scaler)

@@ -103,7 +103,10 @@ class Watcher:
         self.optimizer = optimizer
         self.scaler = scaler
         self._inv_scale: torch.Tensor | None = None  # 1 / the loss scale of this step's backward pass
-        self._skipped = False  # this step's optimizer step was skipped (its gradients were not finite)
+        # this step's optimizer step was skipped (its gradients were not finite); or, for an optimizer that skips by
+        # itself (fused Adam under a GradScaler), the scaler's found-inf tensor, read in the writer thread (no sync)
+        self._skipped: bool | torch.Tensor = False
+        self._grad_scale: torch.Tensor | None = None  # the scale the stepped gradients still carry (fused steps)
         self.on_skipped_step: list[Any] = []  # called when a skipped optimizer step is closed
         selected = list(select_layers(model, layers))
         self._params: list[tuple[str, nn.Parameter]] = []
@@ -215,6 +218,13 @@ class Watcher:
         return result
 
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        found_inf = getattr(optimizer, "found_inf", None)
+        if isinstance(found_inf, torch.Tensor):
+            # A GradScaler steps an optimizer that unscales and skips by itself (fused Adam, SGD): the gradients still
+            # carry the loss scale (``grad_scale``; None when the user unscaled them), and the step always runs.
+            self._skipped = found_inf
+            grad_scale = getattr(optimizer, "grad_scale", None)
+            self._grad_scale = grad_scale if isinstance(grad_scale, torch.Tensor) else None
         if not self._recording:
             return
         sampler, params = self._sampler, self._params
@@ -321,6 +331,8 @@ class Watcher:
     def end_step(self) -> None:
         """Close the current step: hand its statistics to the writer thread, reset, count the step."""
         self._join_side()
+        if self._grad_scale is not None:
+            self._unscale_param_grads(self._grad_scale)
         now = time.perf_counter()
         if self._recording and self._has_data:
             hist = self._hist_step
@@ -347,9 +359,17 @@ class Watcher:
         self.run._writer.add_scalars((self.step, time.time(), {"sys/step_time": now - self._last_end}, False), 1)
         self._last_end = now
         self._has_data = self._skipped = False
-        self._inv_scale = None
+        self._inv_scale = self._grad_scale = None
         self.step += 1
         self._set_flags()
+
+    def _unscale_param_grads(self, grad_scale: torch.Tensor) -> None:
+        """Divide this step's parameter-gradient samples and norms by the loss scale they were read with."""
+        for b in self._buffers.values():
+            inv = grad_scale.to(b.device, torch.float64).reciprocal()
+            pg = b.start["param_grad"]
+            b.stage[pg : pg + b.n_params].mul_(inv.float())
+            b.normsq.mul_(inv.square().float())
 
     def _wait_for_writer(self) -> None:
         """Backpressure: a model whose steps take less time than their conversion (a tiny one) waits for
@@ -532,10 +552,12 @@ class Watcher:
         return out
 
     def _convert(
-        self, step: int, wall: float, payload: list, units: dict | None, hist: bool, event: Any, skipped: bool
+        self, step: int, wall: float, payload: list, units: dict | None, hist: bool, event: Any, skipped: Any
     ) -> list:
         if event is not None:
             event.synchronize()  # blocks the writer thread only
+        if isinstance(skipped, torch.Tensor):  # a fused optimizer's step, skipped by itself when this is > 0
+            skipped = bool(skipped.item())
         for _, p in payload:
             b = p.pop("buffers", None)
             if b is not None:

@@ -8,6 +8,9 @@ at step N - 1: the loss of the first step and the layer statistics of the first 
 Keys are renamed as the Trainer's other integrations rename them: ``eval_loss`` → ``eval/loss``,
 ``test_*`` → ``test/*``, everything else → ``train/*``.
 
+Under ``fp16`` the GradScaler that Accelerate steps through is handed to ``watch`` (output gradients recorded
+unscaled; a step it skips stays a step of its own).
+
 The Trainer tells callbacks nothing when training raises: the run stays open until deepscope's exit
 handling finishes it, or until the next ``train()`` with the same callback marks it crashed.
 """
@@ -67,7 +70,9 @@ class DeepscopeCallback(transformers.TrainerCallback):
             config["model"] = model_config.to_dict()
         self._binding.start(args.process_index, args.world_size, config)
         if model is not None:
-            self._binding.watch(model, kwargs.get("optimizer"))
+            optimizer = kwargs.get("optimizer")
+            # fp16 on an accelerator: Accelerate's optimizer wrapper steps through its GradScaler
+            self._binding.watch(model, optimizer, getattr(optimizer, "scaler", None))
         text = f"training started: {type(model).__name__}, max_steps={state.max_steps}, world_size={args.world_size}"
         self._binding.event("train_start", text, step=state.global_step)
 
