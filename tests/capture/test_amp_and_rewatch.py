@@ -152,9 +152,9 @@ def test_a_skip_is_only_what_the_scaler_skips(root):
 def test_nesterov_changes_gradients_in_place_and_norms_stay_right(root, monkeypatch):
     """Foreach Nesterov SGD adds to the gradients in place during its step: read meanwhile in a second thread they
     would be half changed. That step's parameter-gradient statistics are dropped, later ones read before the step."""
-    from deepscope.capture import watch
+    from deepscope.capture import param_stats
 
-    monkeypatch.setattr(watch, "SIDE_MIN_BYTES", 0)  # these gradients are small: read in the side thread anyway
+    monkeypatch.setattr(param_stats, "SIDE_MIN_BYTES", 0)  # these gradients are small: read in the side thread anyway
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, foreach=True)
     run = deepscope.init(dir=root)
@@ -177,9 +177,9 @@ def test_nesterov_changes_gradients_in_place_and_norms_stay_right(root, monkeypa
 def test_second_order_gradients_are_recorded(root, monkeypatch):
     """``backward(create_graph=True)`` leaves gradients that require grad; reading them must not build a graph (grad
     mode is per thread: the side thread has its own)."""
-    from deepscope.capture import watch
+    from deepscope.capture import param_stats
 
-    monkeypatch.setattr(watch, "SIDE_MIN_BYTES", 0)
+    monkeypatch.setattr(param_stats, "SIDE_MIN_BYTES", 0)
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     run = deepscope.init(dir=root)

@@ -18,7 +18,6 @@ import dataclasses
 import time
 import warnings
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from . import reducers as R
 from .diagnose import Diagnoser, Finding, Thresholds, console_printer
 from .layers import Layer, LayerFilter, first_tensor, is_float_tensor, select_layers
 from .manifest import write_manifest
+from .param_stats import ParamStager
 from .sampling import Sampler
 from .scaler_hook import ScalerStepHook
 from .scope import HookScope
@@ -53,9 +53,6 @@ DEAD_EVERY = 5
 # A large weight keeps its sample positions for this many steps: its sample after one optimizer step is then
 # its sample before the next (one copy for all weights instead of one strided read each).
 WEIGHT_POSITIONS_STEPS = 16
-# Large gradients are read in a second thread while the optimizer steps (CPU) from this many bytes on: a cold
-# `_foreach_norm` over 13 MB took 1.15 ms on the 12-layer MLP; handing a job to a thread costs tens of µs.
-SIDE_MIN_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -129,25 +126,9 @@ class Watcher:
         self._units_seen: set[int] = set()  # layers checked in the current dead window (others report NaN)
         self._window_end = (cfg.start_step // cfg.dead_window + 1) * cfg.dead_window  # its last step + 1
         self._dead_every = min(DEAD_EVERY, max(1, cfg.dead_window // cfg.every // 4))  # recorded steps per check
-        self._starts = [0] * len(self._params)  # this step's sample positions of each weight
-        self._after: list[tuple[int, int] | None] = [None] * len(self._params)  # (version, address) when sampled
-        self._numels = [p.numel() for _, p in self._params]
-        # Parameters of at most `sample` elements (biases, norms, small kernels) are taken whole: with an
-        # optimizer, all of them in one copy per step and kind, and their exact norms come from the sample.
-        small = [j for j, n in enumerate(self._numels) if n <= cfg.sample] if optimizer is not None else []
-        self._small = small
-        self._large = [j for j in range(len(self._params)) if j not in set(small)]
-        # With an optimizer every gradient is read just before its step — after clipping, a GradScaler's
-        # unscaling and DDP's averaging, i.e. the gradient the step uses —: exact norms in one batched
-        # `_foreach_norm` and no hook per parameter. Reading large ones in their hooks while in cache was 4–5 %
-        # of an MLP step cheaper, but saw raw gradients (65536× too large under AMP). Without an optimizer,
-        # each parameter's hook reads its own.
-        self._hooked = [] if optimizer is not None else self._large
-        # On CPU large gradients are read in a second thread while the optimizer steps (which reads them too);
-        # `end_step` waits for it. One that changes them in place meanwhile is caught by their versions.
-        self._side: ThreadPoolExecutor | None = None
-        self._side_job: tuple[Future, list[int], list[torch.Tensor], list[int]] | None = None
-        self._side_unsafe = False  # the optimizer changed gradients in place during its step: read them before
+        self._p = ParamStager(self._params, self._sampler, self._bufs, optimizer is not None)
+        self._numels = self._p.numels
+        self._large = self._p.large
         self._optimizer_steps = 0
         self._pending: deque = deque()  # recorded steps the writer thread has not converted yet
         self._job_queued = False
@@ -173,7 +154,7 @@ class Watcher:
         try:
             for layer, module in selected:
                 self.scope.add(module.register_forward_hook(self._forward_hook(layer.index, module)))
-            for j in self._hooked:
+            for j in self._p.hooked:
                 self.scope.add(self._params[j][1].register_post_accumulate_grad_hook(self._param_hook(j)))
             if optimizer is not None:
                 self.scope.add(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_optimizer_step)))
@@ -227,86 +208,8 @@ class Watcher:
             self._grad_scale = grad_scale if isinstance(grad_scale, torch.Tensor) else None
         if not self._recording:
             return
-        sampler, params = self._sampler, self._params
-        for j in self._large:
-            p = params[j][1]
-            b = self._bufs(p.device)
-            if b.before_len[j] and self._after[j] == (p._version, p.data_ptr()):
-                continue  # carried over: the previous step's sample after its update, and nothing changed since
-            start = self._starts[j] = sampler.start(self._numels[j])
-            b.before_len[j] = sampler.into(p.detach(), b.before_rows[j], start) or -1  # -1: never matches
-        with torch.no_grad():
-            if self._small:
-                self._stage_small("before", self._small)
-                grads = [j for j in self._small if _dense_grad(params[j][1])]
-                if self._stage_small("param_grad", grads):
-                    self._has_data = True
-            grads = [j for j in self._large if _dense_grad(params[j][1])]
-            if grads:
-                self._join_side()
-                if self._side_worth(grads):
-                    # While the optimizer steps, on the other core: most optimizers only read the gradients. One that
-                    # changes them in place (Nesterov momentum) bumps their versions: see `_join_side`.
-                    tensors = [params[j][1].grad for j in grads]
-                    job = self._side_pool().submit(self._stage_large_grads, grads)
-                    self._side_job = (job, grads, tensors, [g._version for g in tensors])
-                else:  # an accelerator queues the kernels without waiting anyway
-                    self._stage_large_grads(grads)
-                self._has_data = True
-
-    def _side_worth(self, js: list[int]) -> bool:
-        """Whether gradients ``js`` are read in the side thread: on CPU, unless the optimizer changes them in place,
-        and when they are large enough (``SIDE_MIN_BYTES``) for the norm to cost more than handing it over."""
-        if self._side_unsafe or sum(self._numels[j] for j in js) * 4 < SIDE_MIN_BYTES:
-            return False
-        return all(self._params[j][1].grad.device.type == "cpu" for j in js)
-
-    def _side_pool(self) -> ThreadPoolExecutor:
-        if self._side is None:
-            self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepscope-watch")
-        return self._side
-
-    def _join_side(self) -> None:
-        """Wait for the gradient norms and samples taken during the optimizer's step (their errors surface here).
-
-        Gradients the step changed in place meanwhile may have been read half changed: this step drops their
-        statistics, and from now on they are read before the step, in the training thread."""
-        side, self._side_job = self._side_job, None
-        if side is None:
-            return
-        job, js, tensors, versions = side
-        job.result()
-        changed = [j for j, g, v in zip(js, tensors, versions) if g._version != v]
-        if changed:
-            self._side_unsafe = True
-            b = self._bufs(tensors[0].device)
-            pg = b.start["param_grad"]
-            for j in changed:
-                b.lengths[pg + j] = 0
-                b.normsq[j] = float("nan")
-
-    def _stage_large_grads(self, js: list[int]) -> None:
-        """Samples and exact norms of the gradients of parameters ``js`` (one ``_foreach_norm`` per device)."""
-        by_device: dict[torch.device, list[int]] = {}
-        for j in js:
-            by_device.setdefault(self._params[j][1].device, []).append(j)
-        with torch.no_grad():  # per thread: this may run in the side thread (a create_graph backward's gradients)
-            for dev, group in by_device.items():
-                b = self._bufs(dev)
-                grads = [self._params[j][1].grad.detach() for j in group]
-                b.set_norms(group, torch._foreach_norm(grads))
-                pg = b.start["param_grad"]
-                for j, g in zip(group, grads):
-                    b.stage_row(pg + j, g)
-
-    def _stage_small(self, kind: str, js: list[int]) -> int:
-        """Copy the small parameters ``js`` (or their gradients) whole into their rows, one copy per device."""
-        by_device: dict[torch.device, list[int]] = {}
-        for j in js:
-            by_device.setdefault(self._params[j][1].device, []).append(j)
-        for dev, group in by_device.items():
-            self._bufs(dev).stage_whole(kind, group, [self._params[j][1] for j in group])
-        return len(js)
+        if self._p.before_step():
+            self._has_data = True
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._optimizer_steps += 1
@@ -314,23 +217,12 @@ class Watcher:
         self.end_step()
 
     def _weights_stats(self) -> None:
-        if not self._recording:
-            return
-        for j in self._large:
-            p = self._params[j][1]
-            b = self._bufs(p.device)
-            self._after[j] = (p._version, p.data_ptr())  # a later in-place change or a move voids the carry
-            start = self._starts[j] if b.before_len[j] else None  # the positions sampled before the step
-            k = b.stage_row(b.start["weight"] + j, p.detach(), start)
-            b.has_update[j] = k == b.before_len[j]  # the sample before the step had the same size
-            b.before_len[j] = 0
-        if self._small:
-            with torch.no_grad():
-                self._stage_small("weight", self._small)
+        if self._recording:
+            self._p.after_step()
 
     def end_step(self) -> None:
         """Close the current step: hand its statistics to the writer thread, reset, count the step."""
-        self._join_side()
+        self._p.join()
         if self._grad_scale is not None:
             self._unscale_param_grads(self._grad_scale)
         now = time.perf_counter()
@@ -594,12 +486,7 @@ class Watcher:
     def close(self) -> None:
         """Record the last step if it has data, then remove every hook."""
         try:
-            try:
-                self._join_side()
-            finally:
-                if self._side is not None:
-                    self._side.shutdown(wait=True)
-                    self._side = None
+            self._p.close()
             if not self.scope.closed and (self._has_data or self._in_step):
                 if self.optimizer is None:
                     self._weights_stats()
@@ -613,6 +500,3 @@ class Watcher:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-
-def _dense_grad(p: torch.Tensor) -> bool:
-    return p.grad is not None and not p.grad.is_sparse
