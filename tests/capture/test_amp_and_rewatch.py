@@ -211,6 +211,25 @@ def test_accumulated_micro_batches_stay_one_step(root):
     assert reopen(root, run.id).layer_steps().tolist() == [0, 1, 2]
 
 
+def test_an_optimizer_that_never_steps_draws_one_warning(root, monkeypatch):
+    """The optimizer given to watch is not the one that trains (a new one was made): steps never end. One warning
+    says so, instead of statistics silently pooled into a step that never comes."""
+    from deepscope.capture import watch
+
+    monkeypatch.setattr(watch, "STALLED_PASSES", 20)
+    model = _model()
+    run = deepscope.init(dir=root)
+    run.watch(model, torch.optim.SGD(model.parameters(), lr=0.01), diagnose=False)
+    new = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.warns(RuntimeWarning, match="20 training forward passes without a step") as caught:
+        for _ in range(60):
+            model(torch.randn(8, 64)).sum().backward()
+            new.step()
+            new.zero_grad()
+    assert len([w for w in caught if "forward passes" in str(w.message)]) == 1
+    run.finish()
+
+
 def test_watch_again_continues_the_step_count(root):
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -55,6 +55,10 @@ DEAD_EVERY = 5
 WEIGHT_POSITIONS_STEPS = 16
 
 
+# With an optimizer, this many training forward passes in one step draw a warning: it seems never to step.
+STALLED_PASSES = 1000
+
+
 @dataclass(frozen=True)
 class WatchConfig:
     every: int = 1  # record every n-th step
@@ -138,6 +142,7 @@ class Watcher:
         self.step = cfg.start_step
         self._has_data = False
         self._in_step = False
+        self._passes = 1  # training forward passes in this step (counted from the second one on)
         self._last_end = time.perf_counter()
         self._set_flags()
 
@@ -252,6 +257,7 @@ class Watcher:
         self._last_end = now
         self._has_data = self._skipped = False
         self._inv_scale = self._grad_scale = None
+        self._passes = 1
         self.step += 1
         self._set_flags()
 
@@ -379,6 +385,8 @@ class Watcher:
         """
         r = b.start[kind] + i
         if b.lengths[r]:
+            if i == 0 and kind == "act":
+                self._count_pass()
             sample = self._sampler(t)
             b.accumulate(r, sample if scale is None else sample.mul_(scale), sat, self._hist_step)
             return 0
@@ -386,6 +394,19 @@ class Watcher:
         if k and scale is not None:
             b.rows[r][:k].mul_(scale)
         return k
+
+    def _count_pass(self) -> None:
+        """One more training forward pass in the same step; warns once when the optimizer never seems to step."""
+        self._passes += 1
+        if self._passes == STALLED_PASSES and self.optimizer is not None:
+            self._warn_once(
+                "stalled",
+                f"deepscope.watch: {STALLED_PASSES} training forward passes without a step of the optimizer given to "
+                "watch: their statistics are pooled into one step, written when it steps. Is it the optimizer that "
+                "trains the model? A new optimizer needs a new watch (run.unwatch(), then run.watch(model, "
+                "optimizer=new)); a wrapper that does not call torch.optim.Optimizer.__init__ runs no step hooks: "
+                "pass the optimizer inside it.",
+            )
 
     def _count_units(self, i: int, t: torch.Tensor) -> None:
         """Add each unit's maximum over the first inputs of the batch (ReLU outputs: > 0 iff it fired)."""
@@ -499,4 +520,3 @@ class Watcher:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
