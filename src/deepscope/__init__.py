@@ -23,7 +23,7 @@ __all__ = ["Run", "RunReader", "Store", "analyze", "event", "feature_maps", "fin
 
 
 def init(
-    project: str = "default",
+    project: str | None = None,
     name: str | None = None,
     config: Mapping[str, Any] | None = None,
     dir: str | os.PathLike[str] | None = None,

@@ -44,7 +44,7 @@ class Run:
     def __init__(
         self,
         *,
-        project: str = "default",
+        project: str | None = None,
         name: str | None = None,
         config: Mapping[str, Any] | None = None,
         dir: str | os.PathLike[str] | None = None,
@@ -61,7 +61,7 @@ class Run:
         for label, value in (("project", project), ("name", name), ("notes", notes)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"deepscope.init: {label} must be a str, got {type(value).__name__}")
-        self.project = project
+        self.project = project or "default"
         self.name = name or id or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
         self.rank, self.world_size = _rank_and_world(rank, world_size)
         self.id = fmt.validate_run_id(id or _shared_run_id(_new_run_id(self.name)))
@@ -73,7 +73,7 @@ class Run:
         self._meta: dict[str, Any] = {
             "format_version": fmt.FORMAT_VERSION,
             "id": self.id,
-            "project": project,
+            "project": self.project,
             "name": self.name,
             "status": "running",
             "start_time": time.time(),
@@ -87,7 +87,7 @@ class Run:
             **runmeta.environment(),
         }
         if resume and (old := runmeta.read_json(self.dir / "run.json")):
-            self._meta["start_time"] = old.get("start_time", self._meta["start_time"])
+            self._keep_metadata(old, project, name, config, tags, notes)
         self._stream_dir = self.dir / "streams" / str(self.rank)
         self._write_meta()
         self._writer = StreamWriter(self._stream_dir, flush_interval=flush_interval, ensure_dir=self._write_meta)
@@ -99,7 +99,37 @@ class Run:
         self._warned_regression = False
         self._watchers: list[Any] = []
         self._next_watch_step = 0
+        if resume and self._writer.flushed_step >= 0:
+            # A resumed run continues its steps: run.log without a step, and watch, count on from the last one on
+            # disk (a training that resumes from an earlier checkpoint passes its own step; going back is flagged).
+            self._last_step = self._writer.flushed_step
+            self._next_step = self._next_watch_step = self._last_step + 1
         _register(self)
+
+    def _keep_metadata(
+        self,
+        old: dict[str, Any],
+        project: str | None,
+        name: str | None,
+        config: Mapping[str, Any] | None,
+        tags: Any,
+        notes: str,
+    ) -> None:
+        """A resumed run keeps its start time, project, name, tags and notes unless new ones are given; its config
+        is updated with the given one."""
+        meta = self._meta
+        meta["start_time"] = old.get("start_time", meta["start_time"])
+        if project is None and isinstance(old.get("project"), str):
+            self.project = meta["project"] = old["project"]
+        if name is None and isinstance(old.get("name"), str):
+            self.name = meta["name"] = old["name"]
+        if isinstance(old.get("config"), dict):
+            self.config = meta["config"] = {**old["config"], **self.config}
+            meta["config_flat"] = runmeta.flatten_config(self.config)
+        if not tags and isinstance(old.get("tags"), list):
+            meta["tags"] = old["tags"]
+        if not notes and isinstance(old.get("notes"), str):
+            meta["notes"] = old["notes"]
 
     # ---- logging: the hot path -------------------------------------------------------------------
     def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
@@ -206,8 +236,9 @@ class Run:
 
         A step is an optimizer step when ``optimizer`` is given, else a training-mode forward pass.
         ``layers`` selects leaf modules by glob (``"encoder.*"``), list of globs, or ``f(path, module)``.
-        ``start_step`` numbers the first step: by default 0, or the step after the last one recorded by an
-        earlier ``watch`` of this run object; a training resumed in a new process passes its own count.
+        ``start_step`` numbers the first step: by default the step after the last one on disk (a resumed run) or
+        after the last one of an earlier ``watch`` of this run object, else 0; a training resumed from an earlier
+        checkpoint passes its own count.
         ``graph`` records the model's computation graph once, from the first training forward pass.
         ``scaler``: the ``torch.amp.GradScaler`` of mixed-precision training, so output gradients (which
         come from the scaled loss) are recorded unscaled and a step it skips stays a step of its own.

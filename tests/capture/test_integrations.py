@@ -141,6 +141,48 @@ def test_lightning_fit_is_recorded(root):
 
 
 @pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_lightning_accumulated_batches_log_one_loss_per_step(root):
+    """Lightning divides the loss it hands back by the batches accumulated: the step's loss is the mean of its
+    micro-batches' losses, as training_step computed them, logged once at the step."""
+    torch.manual_seed(0)
+    module = TinyModule()
+    trainer = pl.Trainer(
+        max_steps=3, accumulate_grad_batches=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        callbacks=[LightningCallback(dir=root)],
+    )  # fmt: skip
+    trainer.fit(module, *loaders())
+    _, reader = read(root)
+    loss = reader.series("train/loss")
+    assert loss.step.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(loss.value, np.reshape(module.losses, (3, 2)).mean(1), rtol=1e-6)
+    assert steps_of(reader, "train_loss") == [0, 1, 2]
+    assert reader.layer_steps().tolist() == [0, 1, 2]
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_lightning_fit_resumed_from_a_checkpoint_continues_its_steps(root, tmp_path):
+    torch.manual_seed(0)
+    module = TinyModule()
+    kwargs = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  enable_checkpointing=False, limit_val_batches=0, num_sanity_val_steps=0,
+                  default_root_dir=str(tmp_path))  # fmt: skip
+    first = pl.Trainer(max_steps=6, callbacks=[LightningCallback(dir=root, id="pl")], **kwargs)
+    first.fit(module, *loaders())  # one epoch: 48 rows, batches of 8
+    ckpt = str(tmp_path / "epoch1.ckpt")
+    first.save_checkpoint(ckpt)
+    again = pl.Trainer(max_steps=9, callbacks=[LightningCallback(dir=root, id="pl", resume=True)], **kwargs)
+    again.fit(TinyModule(), *loaders(), ckpt_path=ckpt)
+    _, reader = read(root)
+    assert reader.layer_steps().tolist() == list(range(9))  # 6–8 after 0–5, not over them
+    assert reader.series("train/loss").step.tolist() == list(range(9))
+    assert [(e.kind, e.step) for e in reader.events() if e.kind == "train_start"] == [
+        ("train_start", 0),
+        ("train_start", 6),
+    ]
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
 def test_lightning_mixed_precision_passes_its_grad_scaler(root):
     """ "16-mixed": Lightning steps through its GradScaler. The callback hands it to watch, so the step the scaler
     skips (its first: the scale overflows float16) stays a step of its own, and output gradients are unscaled."""
@@ -277,6 +319,26 @@ def test_huggingface_trainer_is_recorded(root, tmp_path):
     assert np.isfinite(reader.layer_matrix("weight", "update_ratio").values).any()
     assert [e.kind for e in reader.events() if e.kind.startswith("train_")] == ["train_start", "train_end"]
     assert hook_count(model) == 0 and callback.run is None
+
+
+def test_huggingface_training_resumed_from_a_checkpoint_continues_its_steps(root, tmp_path):
+    def args(steps: int) -> transformers.TrainingArguments:
+        return transformers.TrainingArguments(
+            output_dir=str(tmp_path / "out"), max_steps=steps, logging_steps=1, per_device_train_batch_size=8,
+            report_to=[], use_cpu=True, save_strategy="steps", save_steps=3, disable_tqdm=True,
+        )  # fmt: skip
+
+    torch.manual_seed(0)
+    watch = {"histograms_every": 0}
+    first = transformers.Trainer(model=tiny_bert(), args=args(3), train_dataset=TokenData(40),
+                                 callbacks=[HFCallback(dir=root, id="hf", watch=watch)])  # fmt: skip
+    first.train()
+    again = transformers.Trainer(model=tiny_bert(), args=args(5), train_dataset=TokenData(40),
+                                 callbacks=[HFCallback(dir=root, id="hf", resume=True, watch=watch)])  # fmt: skip
+    again.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-3"))
+    _, reader = read(root)
+    assert reader.layer_steps().tolist() == [0, 1, 2, 3, 4]  # 3–4 after 0–2
+    assert steps_of(reader, "train/loss") == [0, 1, 2, 3, 4]
 
 
 def test_huggingface_on_log_keeps_numbers_only(root, tmp_path):

@@ -77,10 +77,11 @@ class StreamWriter:
         self.warnings: deque[str] = deque()
         self.dropped_values = 0
         self.flushed_values = 0  # scalar values known to be on disk
-        self.flushed_step = -1  # highest scalar step known to be on disk
+        self.flushed_step = -1  # highest step known to be on disk (a resumed stream's: from its heartbeat)
         self.write_errors = 0
 
         self._heartbeat = self.dir / "heartbeat"
+        self.flushed_step = _heartbeat_step(self._heartbeat)
         _warm_up()
         self._ensure_dir()
         self._lock_fd = _lock_stream(self.dir)
@@ -496,3 +497,12 @@ def _event_batch(events: list[tuple]) -> pa.RecordBatch:
         ],
         schema=fmt.EVENTS,
     )
+
+
+def _heartbeat_step(path: Path) -> int:
+    """The highest step on disk an earlier writer of this stream recorded in its heartbeat; -1 if none."""
+    try:
+        fields = path.read_text(encoding="ascii", errors="replace").split()
+    except OSError:
+        return -1
+    return int(fields[1]) if len(fields) >= 2 and fields[1].lstrip("-").isdigit() else -1

@@ -105,13 +105,16 @@ class RunBinding:
         merged = {**config, **(kwargs.pop("config", None) or {})}  # the user's config wins
         return Run(config=merged, rank=rank, world_size=world_size, **kwargs)
 
-    def watch(self, model: Any, optimizer: Any, scaler: Any = None) -> None:
-        """Watch ``model``; ``scaler``: the framework's GradScaler under mixed precision (the user's own wins)."""
+    def watch(self, model: Any, optimizer: Any, scaler: Any = None, step: int | None = None) -> None:
+        """Watch ``model``; ``scaler``: the framework's GradScaler under mixed precision; ``step``: the trainer's count
+        of optimizer steps taken (a training resumed from a checkpoint). The user's own keywords win."""
         if not self.active or self.watch_kwargs is None or self.watcher is not None or self.run._watchers:
             return  # not asked for, or the run is watched already (by its owner, who gave it)
         kwargs = dict(self.watch_kwargs)
         if scaler is not None and callable(getattr(scaler, "get_scale", None)):
             kwargs.setdefault("scaler", scaler)
+        if step is not None:
+            kwargs.setdefault("start_step", int(step))
         self.watcher = self.run.watch(model, optimizer=unwrap_optimizer(optimizer), **kwargs)
 
     def log(self, values: Mapping[str, Any], step: int) -> None:

@@ -72,7 +72,7 @@ class DeepscopeCallback(transformers.TrainerCallback):
         if model is not None:
             optimizer = kwargs.get("optimizer")
             # fp16 on an accelerator: Accelerate's optimizer wrapper steps through its GradScaler
-            self._binding.watch(model, optimizer, getattr(optimizer, "scaler", None))
+            self._binding.watch(model, optimizer, getattr(optimizer, "scaler", None), state.global_step)
         text = f"training started: {type(model).__name__}, max_steps={state.max_steps}, world_size={args.world_size}"
         self._binding.event("train_start", text, step=state.global_step)
 

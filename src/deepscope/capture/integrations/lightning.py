@@ -8,8 +8,10 @@ watches the module with its optimizer, and logs what Lightning would send to a l
 ``Logger`` would split one run's lifecycle over two objects that must find each other, for no gain.
 
 Steps are optimizer steps counted from 0, as ``run.watch`` counts them and as Lightning's own loggers
-do: a batch's metrics go at ``trainer.global_step`` read before its optimizer step, and validation or
-epoch metrics at the last step taken, so a loss spike and the layer statistics of its step line up.
+do: a step's metrics go at ``trainer.global_step`` read before its optimizer step (logged once, after it: with
+accumulated batches the loss is the mean of the micro-batches'), and validation or epoch metrics at the last
+step taken, so a loss spike and the layer statistics of its step line up. A fit resumed from a checkpoint
+watches from its restored step count on.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class DeepscopeCallback(pl.Callback):
         self._binding = RunBinding("Lightning", run, watch, init_kwargs)
         self.log_loss = log_loss
         self._step = 0
+        self._losses: list[torch.Tensor] = []  # the losses of this step's micro-batches so far
         self._seen: dict[str, Any] = {}  # the metric objects already logged, by key
 
     @property
@@ -68,10 +71,15 @@ class DeepscopeCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         binding = self._binding
         binding.start(trainer.global_rank, trainer.world_size, dict(pl_module.hparams))
-        scaler = getattr(trainer.precision_plugin, "scaler", None)  # "16-mixed": a GradScaler
-        binding.watch(pl_module, trainer.optimizers[0] if trainer.optimizers else None, scaler)
         self._seen = dict(trainer.logged_metrics)  # what an earlier fit logged is not this fit's
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Here, not in on_fit_start: a fit resumed from a checkpoint has restored its step count by now.
+        binding = self._binding
+        scaler = getattr(trainer.precision_plugin, "scaler", None)  # "16-mixed": a GradScaler
+        binding.watch(pl_module, trainer.optimizers[0] if trainer.optimizers else None, scaler, trainer.global_step)
         self._step = trainer.global_step
+        self._losses = []
         name, world = type(pl_module).__name__, trainer.world_size
         text = f"fit started: {name}, max_steps={trainer.max_steps}, world_size={world}"
         binding.event("train_start", text, step=trainer.global_step)
@@ -97,10 +105,17 @@ class DeepscopeCallback(pl.Callback):
     ) -> None:
         if not self._binding.active:
             return
-        values = self._new_metrics(trainer)
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if self.log_loss and loss is not None:
-            values["train/loss"] = loss
+        if self.log_loss and isinstance(loss, torch.Tensor):
+            if pl_module.automatic_optimization:  # Lightning divided it by the batches accumulated, for backward
+                loss = loss.detach() * trainer.accumulate_grad_batches
+            self._losses.append(loss.detach())
+        if trainer.global_step == self._step:
+            return  # gradients accumulate: the step is logged once, after its optimizer step
+        values = self._new_metrics(trainer)
+        if self._losses:  # the step's loss: the mean over its micro-batches
+            values["train/loss"] = self._losses[0] if len(self._losses) == 1 else torch.stack(self._losses).mean()
+            self._losses = []
         self._binding.log(values, self._step)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -1,0 +1,58 @@
+"""A run resumed in a new ``deepscope.init(id=..., resume=True)``: its steps continue, its metadata stays."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.conftest import reopen
+from torch import nn
+
+import deepscope
+
+
+def _train(run: deepscope.Run, model: nn.Module, steps: int, step0: int | None = None) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run.watch(model, opt, histograms_every=0, diagnose=False, **({} if step0 is None else {"start_step": step0}))
+    for _ in range(steps):
+        loss = model(torch.randn(4, 8)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.log({"train/loss": loss})  # no step given: counted by the run
+    run.finish()
+
+
+def test_a_resumed_run_continues_its_steps(root):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    _train(deepscope.init(dir=root, id="r"), model, 5)
+    _train(deepscope.init(dir=root, id="r", resume=True), model, 3)
+    r = reopen(root, "r")
+    assert r.layer_steps().tolist() == list(range(8))  # not 0–2 again, over the first session's statistics
+    assert r.series("train/loss").step.tolist() == list(range(8))
+    assert r.series("sys/step_time").step.tolist() == list(range(8))
+    assert not [e for e in r.events() if e.kind == "step_regression"]
+
+
+def test_resuming_from_an_earlier_checkpoint_is_flagged(root):
+    """A training that resumes from an earlier checkpoint passes its own step: going back is an event."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 2))
+    _train(deepscope.init(dir=root, id="r"), model, 6)
+    run = deepscope.init(dir=root, id="r", resume=True)
+    with pytest.warns(RuntimeWarning, match="step went backwards from 5 to 3"):
+        run.log({"train/loss": 1.0}, step=3)
+    run.finish()
+    assert [e.step for e in reopen(root, "r").events() if e.kind == "step_regression"] == [3]
+
+
+def test_a_resumed_run_keeps_its_metadata(root):
+    deepscope.init(dir=root, id="m", project="p", name="nice name", config={"lr": 1, "depth": 4},
+                   tags=["a"], notes="first").finish()  # fmt: skip
+    deepscope.init(dir=root, id="m", resume=True, config={"lr": 0.5}).finish()
+    info = deepscope.open(root).info("m")
+    assert (info.project, info.name, info.tags, info.notes) == ("p", "nice name", ("a",), "first")
+    assert info.config == {"lr": 0.5, "depth": 4}  # updated with the new values
+    deepscope.init(dir=root, id="m", resume=True, name="renamed", tags=["b"]).finish()
+    info = deepscope.open(root).info("m")
+    assert (info.name, info.tags) == ("renamed", ("b",))
