@@ -230,6 +230,23 @@ def test_an_optimizer_that_never_steps_draws_one_warning(root, monkeypatch):
     run.finish()
 
 
+def test_forward_passes_after_the_last_optimizer_step_are_no_step(root):
+    """A training-mode forward after the last step (accuracy measured in train mode) is not closed as a step."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, diagnose=False)
+    for _ in range(3):
+        model(torch.randn(8, 64)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    model(torch.randn(8, 64))  # grad enabled, train mode, no step follows
+    run.finish()
+    r = reopen(root, run.id)
+    assert r.layer_steps().tolist() == [0, 1, 2]
+    assert r.series("sys/step_time").step.tolist() == [0, 1, 2]
+
+
 def test_watch_again_continues_the_step_count(root):
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -505,12 +505,14 @@ class Watcher:
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
-        """Record the last step if it has data, then remove every hook."""
+        """Record the last step if it has data, then remove every hook.
+
+        With an optimizer, passes after its last step (a training-mode forward to measure accuracy) are not a step:
+        no optimizer step closed them."""
         try:
             self._p.close()
-            if not self.scope.closed and (self._has_data or self._in_step):
-                if self.optimizer is None:
-                    self._weights_stats()
+            if not self.scope.closed and self.optimizer is None and (self._has_data or self._in_step):
+                self._weights_stats()
                 self.end_step()
         finally:
             self.scope.close()
