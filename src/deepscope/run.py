@@ -235,7 +235,8 @@ class Run:
         """Record per-layer statistics of activations, gradients and weights at every step.
 
         A step is an optimizer step when ``optimizer`` is given, else a training-mode forward pass.
-        ``layers`` selects leaf modules by glob (``"encoder.*"``), list of globs, or ``f(path, module)``.
+        ``layers`` selects leaf modules by glob (``"encoder.*"``), list of globs, or ``f(path, module)``; every
+        parameter is recorded, those owned by containers (``pos_embed``) too, matched on their own path.
         ``start_step`` numbers the first step: by default the step after the last one on disk (a resumed run) or
         after the last one of an earlier ``watch`` of this run object, else 0; a training resumed from an earlier
         checkpoint passes its own count.

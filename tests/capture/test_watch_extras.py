@@ -173,3 +173,52 @@ def test_a_layer_never_checked_in_a_window_has_no_dead_share(root):
     reported = {int(t): float(v) for t, v in zip(b.step, b.last) if np.isfinite(v)}
     assert list(reported) == [19] and 39 in b.step.tolist()  # window 1 only: at step 39 it ran, unchecked
     assert not [e for e in r.events() if e.kind == "diagnosis/dead_units"]
+
+
+class _Attention(nn.Module):
+    """A learned position table on the container, and a MultiheadAttention (which calls its out_proj's weights
+    as a function, never the module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pos = nn.Parameter(torch.randn(5, 16) * 0.1)
+        self.emb = nn.Linear(4, 16)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x) + self.pos
+        a, _ = self.attn(h, h, h)
+        return self.head(a.mean(1))
+
+
+def test_every_parameter_is_recorded_and_attention_is_one_layer(root):
+    torch.manual_seed(0)
+    model = _Attention()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, print_findings=False)
+    norms, outs = [], []
+    model.attn.register_forward_hook(lambda m, i, o: outs.append(o[0].detach().mean().item()))
+    for _ in range(3):
+        loss = model(torch.randn(2, 5, 4)).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        norms.append([p.grad.norm().item() for p in model.parameters()])
+        opt.step()
+    run.finish()
+    r = reopen(root, run.id)
+    assert r.layer_matrix("act", "mean").names == ["emb", "attn", "head"]  # no row for the never-called out_proj
+    # (the graph, recorded from the first pass, traced the model once more)
+    np.testing.assert_allclose(r.layer_series("attn", "act", "mean").last, outs[-3:], rtol=1e-5)
+    grads = r.layer_matrix("param_grad", "norm")
+    assert grads.names == [n for n, _ in model.named_parameters()]  # pos and in_proj_weight too, in model order
+    np.testing.assert_allclose(grads.values.T, norms, rtol=1e-5)
+
+
+def test_a_glob_selects_container_parameters_by_their_own_path(root):
+    model = _Attention()
+    run = deepscope.init(dir=root)
+    watcher = run.watch(model, layers=["pos", "head*"])
+    assert watcher.param_names == ["pos", "head.weight", "head.bias"]
+    run.finish()

@@ -48,8 +48,29 @@ def activation_role(module: nn.Module) -> str | None:
     return None
 
 
+# Modules whose children are not called as modules (MultiheadAttention uses its out_proj's weights in a function
+# call): watched as one layer, with all their parameters.
+OPAQUE = (nn.MultiheadAttention,)
+
+
+def own_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The parameters a watched module stands for: its own, and its children's when it is opaque."""
+    return list(module.named_parameters(recurse=isinstance(module, OPAQUE)))
+
+
+def _matches(layers: LayerFilter, patterns: list[str] | None, path: str, module: nn.Module) -> bool:
+    if patterns is not None:
+        return any(fnmatch.fnmatchcase(path, p) for p in patterns)
+    return layers is None or bool(layers(path, module))
+
+
+def _inside_opaque(path: str, opaque: list[str]) -> bool:
+    return any(path.startswith(o + ".") if o else path != "" for o in opaque)
+
+
 def select_layers(model: nn.Module, layers: LayerFilter = None) -> list[tuple[Layer, nn.Module]]:
-    """Leaf modules of ``model`` (those without children), in definition order, filtered by ``layers``.
+    """Leaf modules of ``model`` (those without children) and opaque ones (``OPAQUE``), in definition order,
+    filtered by ``layers``.
 
     ``layers`` is a glob on module paths (``"encoder.*"``), a list of globs, or ``f(path, module) -> bool``.
     The root module itself is used when it has no children.
@@ -58,16 +79,19 @@ def select_layers(model: nn.Module, layers: LayerFilter = None) -> list[tuple[La
         raise TypeError(f"deepscope.watch: layers must be a glob, a list of globs or a callable, got {layers!r}")
     patterns = [layers] if isinstance(layers, str) else list(layers) if isinstance(layers, (list, tuple)) else None
     seen: set[int] = set()
+    opaque: list[str] = []
     out: list[tuple[Layer, nn.Module]] = []
     for path, module in model.named_modules():
-        if next(module.children(), None) is not None or id(module) in seen:
-            continue  # containers repeat their children's outputs; a shared module is watched once
-        if patterns is not None and not any(fnmatch.fnmatchcase(path, p) for p in patterns):
+        if _inside_opaque(path, opaque):
             continue
-        if callable(layers) and not isinstance(layers, (str, list, tuple)) and not layers(path, module):
+        if isinstance(module, OPAQUE):
+            opaque.append(path)
+        elif next(module.children(), None) is not None or id(module) in seen:
+            continue  # containers repeat their children's outputs; a shared module is watched once
+        if id(module) in seen or not _matches(layers, patterns, path, module):
             continue
         seen.add(id(module))
-        own = [(f"{path}.{n}" if path else n, p) for n, p in module.named_parameters(recurse=False)]
+        own = [(f"{path}.{n}" if path else n, p) for n, p in own_parameters(module)]
         layer = Layer(
             index=len(out),
             path=path or type(module).__name__,
@@ -80,6 +104,28 @@ def select_layers(model: nn.Module, layers: LayerFilter = None) -> list[tuple[La
     if not out:
         names = [n for n, m in model.named_modules() if n and next(m.children(), None) is None][:20]
         raise ValueError(f"deepscope.watch: no layer matches {layers!r}; leaf modules include {names}")
+    return out
+
+
+def loose_parameters(
+    model: nn.Module, layers: LayerFilter, selected: list[nn.Module]
+) -> list[tuple[str, nn.Parameter]]:
+    """Parameters no watched layer stands for: owned by a container (a ViT's ``pos_embed`` and ``cls_token``, a
+    block's layer-scale ``gamma``), matched by ``layers`` on their own path (a callable sees the owner)."""
+    patterns = [layers] if isinstance(layers, str) else list(layers) if isinstance(layers, (list, tuple)) else None
+    chosen = {id(m) for m in selected}
+    opaque = [path for path, m in model.named_modules() if isinstance(m, OPAQUE)]
+    out = []
+    for path, module in model.named_modules():
+        if id(module) in chosen or _inside_opaque(path, opaque) or next(module.children(), None) is None:
+            continue  # a leaf that was not selected was filtered out, with its parameters
+        for name, p in module.named_parameters(recurse=False):
+            full = f"{path}.{name}" if path else name
+            if patterns is not None and not any(fnmatch.fnmatchcase(full, pat) for pat in patterns):
+                continue
+            if patterns is None and layers is not None and not layers(path, module):
+                continue
+            out.append((full, p))
     return out
 
 

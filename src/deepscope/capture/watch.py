@@ -27,7 +27,15 @@ from torch import nn
 
 from . import reducers as R
 from .diagnose import Diagnoser, Finding, Thresholds, console_printer
-from .layers import Layer, LayerFilter, first_tensor, is_float_tensor, select_layers
+from .layers import (
+    Layer,
+    LayerFilter,
+    first_tensor,
+    is_float_tensor,
+    loose_parameters,
+    own_parameters,
+    select_layers,
+)
 from .manifest import write_manifest
 from .param_stats import ParamStager
 from .sampling import Sampler
@@ -114,13 +122,19 @@ class Watcher:
         seen: dict[int, str] = {}  # a parameter shared by several modules (tied weights) is recorded once
         for k, (layer, module) in enumerate(selected):
             names = []
-            for name, p in zip(layer.params, module.parameters(recurse=False)):
+            for name, (_, p) in zip(layer.params, own_parameters(module)):
                 if id(p) not in seen and p.requires_grad:
                     self._params.append((name, p))
                 seen.setdefault(id(p), name)
                 names.append(seen[id(p)])
             if tuple(names) != layer.params:  # the layer table names where the shared one is recorded
                 selected[k] = (dataclasses.replace(layer, params=tuple(names)), module)
+        for name, p in loose_parameters(model, layers, [m for _, m in selected]):
+            if id(p) not in seen and p.requires_grad:
+                self._params.append((name, p))
+                seen[id(p)] = name
+        order = {id(p): k for k, p in enumerate(model.parameters())}
+        self._params.sort(key=lambda item: order.get(id(item[1]), len(order)))  # model order
         self.layers: list[Layer] = [la for la, _ in selected]
         self.param_names = [n for n, _ in self._params]
         self._sampler = Sampler(cfg.sample)
