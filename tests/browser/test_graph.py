@@ -240,6 +240,13 @@ def test_a_run_without_graph_says_so(page, graph_server, graph_store):
     forgive_404s(page)
 
 
+def test_the_graph_tab_opens_the_run_selected_in_the_sidebar(page, graph_server, graph_store):
+    """Not the newest run of the store (here "bare", without a graph): the one the user is looking at."""
+    page.goto(f"{graph_server}?tab=graph&runs={graph_store['cnn']}")
+    wait_for(page, "() => window.__deepscope.graph && window.__deepscope.graph().status === 'ready'")
+    assert f"run={graph_store['cnn']}" in page.url
+
+
 def test_screenshot(page, graph_server, graph_store, tmp_path):
     extra = "&gx=features&gx=features.0&ov=stat&kind=act&stat=std&gnode=m:features.4&layer=features.4"
     open_graph(page, graph_server, graph_store["cnn"], extra)
