@@ -141,6 +141,30 @@ def test_label_count_mismatch_fails_before_work(tmp_path):
     assert not (tmp_path / "artifacts").exists()
 
 
+def test_labels_and_class_names_must_fit_the_model_outputs(tmp_path):
+    """Checked at the first batch, once the output width is known, before any row is stored."""
+    x = torch.randn(10, 1, 8, 8)  # TinyCNN: 4 outputs
+    with pytest.raises(ValueError, match="3 class names for a model with 4 outputs"):
+        deepscope.analyze(TinyCNN(), x, labels=[0] * 10, class_names="abc", run=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"labels range up to 9, but the model has 4 outputs \(classes 0…3\)"):
+        deepscope.analyze(TinyCNN(), x, labels=list(range(10)), run=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="instance 4 has label 4, but the model has 4 outputs"):
+        data = torch.utils.data.TensorDataset(x, torch.arange(10) % 8)  # labels in the data
+        deepscope.analyze(TinyCNN(), data, run=tmp_path, batch_size=4, progress=False)
+
+
+def test_unlabelled_instances(tmp_path):
+    """-1 (or None) is an unlabelled instance, with class names too; all unlabelled is no labels at all."""
+    x = torch.randn(6, 1, 8, 8)
+    labels = [0, None, 3, -1, 2, 1]
+    deepscope.analyze(TinyCNN(), x, labels=labels, class_names="abcd", run=new_dir(tmp_path / "a"), progress=False)
+    table = read(tmp_path / "a").instances()
+    assert table.column("label").to_pylist() == [0, None, 3, None, 2, 1]
+    assert table.column("correct").null_count == 2
+    deepscope.analyze(TinyCNN(), x, labels=[-1] * 6, run=new_dir(tmp_path / "b"), progress=False)
+    assert "label" not in read(tmp_path / "b").instances().column_names
+
+
 def test_nan_activations_are_an_error(tmp_path):
     x = torch.randn(40, 1, 8, 8)
     x[17, 0, 0, 0] = float("nan")

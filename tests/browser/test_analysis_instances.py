@@ -34,13 +34,25 @@ def write_unlabelled(root) -> str:
     return run.id
 
 
+def write_partly_labelled(root) -> str:
+    """The same kind of MLP, every third instance without a label (-1)."""
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    labels = [-1 if i % 3 == 0 else i % 4 for i in range(300)]
+    with deepscope.init(project="browser", name="partly-labelled", dir=root) as run:
+        deepscope.analyze(model, torch.randn(300, 16), layers=["1"], labels=labels, class_names=list("abcd"), run=run,
+                          progress=False)  # fmt: skip
+    return run.id
+
+
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory, built_app):
     data = write_analysed(tmp_path_factory.mktemp("analysed"))
     unlabelled = write_unlabelled(data.root)
+    partly = write_partly_labelled(data.root)
     server = BackgroundServer(data.root, port=0).start()
     table = read(data.root / data.run).instances().to_pydict()
-    yield {"url": server.url, "data": data, "table": table, "unlabelled": unlabelled}
+    yield {"url": server.url, "data": data, "table": table, "unlabelled": unlabelled, "partly": partly}
     server.stop()
 
 
@@ -270,3 +282,15 @@ def test_without_labels_rows_are_predicted_classes_and_inputs_are_texts(page, an
     wait_for(page, "() => window.__deepscope.analysis.detail()?.neighborPreviews === 12")
     first = held(page, "detail")["neighbors"][0]
     assert table["text"][first] in page.get_by_test_id("neighbors").inner_text()
+
+
+def test_unlabelled_instances_are_neither_correct_nor_misclassified(page, analysed):
+    run = analysed["partly"]
+    page.goto(f"{analysed['url']}?tab=analysis&runs={run}")
+    wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
+    grid = held(page, "grid")
+    none = [c for c in grid["classes"] if c["class"] == -1]
+    assert len(none) == 1 and none[0]["correct"] + none[0]["wrong"] == 100
+    row = page.locator(".rowlabel[data-class='-1'], [data-class='-1']").first
+    assert "unlabelled" in row.inner_text() and "100" in row.inner_text()
+    assert row.locator(".bad").count() == 0  # not counted as misclassified

@@ -165,7 +165,10 @@ def preview(x: torch.Tensor, size: tuple[int, int], channels: int) -> torch.Tens
 
 
 def integer_labels(labels: Any) -> np.ndarray:
-    """One integer class per instance (int64), or a ``ValueError`` (floats with fractions are not classes)."""
+    """One integer class per instance (int64; -1, or None in a list, for an unlabelled instance), or a ``ValueError``
+    (floats with fractions are not classes)."""
+    if isinstance(labels, (list, tuple)) and any(v is None for v in labels):
+        labels = [-1 if v is None else v for v in labels]
     y = np.asarray(torch.as_tensor(labels).cpu())
     if y.ndim != 1:
         raise ValueError(f"deepscope.analyze: labels must be one integer per instance, not an array of shape {y.shape}")
@@ -254,6 +257,9 @@ class Activations:
     ) -> None:
         self.config = config or ActivationsConfig()
         self.labels = None if labels is None else integer_labels(labels)
+        if self.labels is not None and len(self.labels) and (self.labels < 0).all():
+            self.labels = None  # every instance unlabelled: no labels (-1 stands for "no label")
+        self._unlabelled_only = labels is not None and self.labels is None
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.metadata = metadata_table(metadata)
         self.collate_fn = collate_fn
@@ -279,10 +285,20 @@ class Activations:
             if n is not None and count != n:
                 raise ValueError(f"deepscope.analyze: {count} {what} for a dataset of {n} instances")
         y, names = self.labels, self.class_names
-        if y is not None and names is not None and len(y) and (y.min() < 0 or y.max() >= len(names)):
-            raise ValueError(f"deepscope.analyze: labels range over {y.min()}…{y.max()}, "
+        if y is not None and names is not None and len(y) and y.max() >= len(names):
+            raise ValueError(f"deepscope.analyze: labels range up to {y.max()}, "
                              f"but there are {len(names)} class names")  # fmt: skip
         return layers
+
+    def _check_outputs(self, classes: int, data_labels: np.ndarray) -> None:
+        """At the first batch, once the model's output width is known: labels and class names must fit it."""
+        names = self.class_names
+        if names is not None and len(names) != classes:
+            raise ValueError(f"deepscope.analyze: {len(names)} class names for a model with {classes} outputs")
+        y = self.labels if self.labels is not None else data_labels
+        if len(y) and y.max() >= classes:
+            raise ValueError(f"deepscope.analyze: labels range up to {y.max()}, but the model has {classes} outputs "
+                             "(classes 0…{}); -1 marks an unlabelled instance".format(classes - 1))  # fmt: skip
 
     def run(self, run_dir: str | os.PathLike[str], model: nn.Module, data: Any) -> Path:
         """Compute (or resume) the activations; returns the artifact directory."""
@@ -319,7 +335,7 @@ class Activations:
 
         modules = dict(model.named_modules())
         limit = min(self._given_counts().values(), default=None)  # data of unknown length may not yield more
-        Extractor(model, [(n, modules[n]) for n in layers], cfg, src, state, limit).extract()
+        Extractor(model, [(n, modules[n]) for n in layers], cfg, src, state, limit, self._check_outputs).extract()
         n = state.rows_done
         if src.length is not None and current_length(src) != src.length:
             raise ValueError(f"deepscope.analyze: the dataset's length changed from {src.length} to "
@@ -345,7 +361,7 @@ class Activations:
 
         cols: dict[str, Any] = {"index": pa.array(np.arange(n, dtype=np.int64))}
         labels = self.labels
-        if labels is None and (out_dir / "outputs" / "labels.zarr").exists():
+        if labels is None and not self._unlabelled_only and (out_dir / "outputs" / "labels.zarr").exists():
             stored = zarr.open_array(str(out_dir / "outputs" / "labels.zarr"), mode="r")[:]
             labels = stored if (stored >= 0).any() else None
         if labels is not None:

@@ -63,8 +63,10 @@ class Extractor:
     """The loop: forward each batch with hooks on the layers, gather chunks, write them in a second thread."""
 
     def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]], cfg: ActivationsConfig,
-                 src: Source, state: Any, limit: int | None = None) -> None:  # fmt: skip
+                 src: Source, state: Any, limit: int | None = None,
+                 check_outputs: Callable[[int, np.ndarray], None] | None = None) -> None:  # fmt: skip
         self.model, self.layers, self.cfg, self.src, self.state = model, layers, cfg, src, state
+        self.check_outputs = check_outputs  # (output width, the batch's labels): labels and class names must fit
         self.limit = limit  # the labels or metadata rows given: data of unknown length may not yield more
         self.mask: torch.Tensor | None = None
         self.batch_rows = 0
@@ -184,6 +186,15 @@ class Extractor:
         for key, values in extra.items():
             if len(values) != b:
                 raise ValueError(f"deepscope.analyze: {key[:-5]} has {len(values)} rows for a batch of {b}")
+        if SCORES in extra:
+            classes = extra[SCORES].shape[1]
+            if self.rows is None and self.check_outputs is not None:
+                self.check_outputs(classes, extra[LABELS])  # before any row is stored
+            if len(extra[LABELS]) and int(extra[LABELS].max()) >= classes:
+                i = int(np.argmax(extra[LABELS] >= classes))
+                raise ValueError(f"deepscope.analyze: instance {row + i} has label {extra[LABELS][i]}, but the model "
+                                 f"has {classes} "
+                                 f"outputs (classes 0…{classes - 1}); -1 marks an unlabelled instance")  # fmt: skip
         if self.rows is None:  # the first batch tells the widths
             widths = {n: int(self.pooled[n].shape[1]) for n, _ in self.layers}
             dtypes = {LABELS: "int64", SCORES: "float32", IMAGES: "uint8"}
