@@ -294,3 +294,25 @@ def test_unlabelled_instances_are_neither_correct_nor_misclassified(page, analys
     row = page.locator(".rowlabel[data-class='-1'], [data-class='-1']").first
     assert "unlabelled" in row.inner_text() and "100" in row.inner_text()
     assert row.locator(".bad").count() == 0  # not counted as misclassified
+
+
+def test_a_new_analysis_of_the_open_run_is_offered_for_reload(page, serve, tmp_path):
+    """The run is analysed again while its views are open: they say so, and load the new analysis on request."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    x, y = torch.randn(200, 16), torch.randint(0, 4, (200,))
+    with deepscope.init(project="browser", name="again", dir=tmp_path) as run:
+        deepscope.analyze(model, x, layers=["1"], labels=y, run=run, progress=False)
+    server = serve(tmp_path)
+    page.goto(f"{server.url}?tab=analysis&runs={run.id}")
+    wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
+    assert page.get_by_test_id("analysis-stale").count() == 0
+    with torch.no_grad():
+        model[2].weight.mul_(-1)  # other weights: another analysis
+    deepscope.analyze(model, x, layers=["1", "2"], labels=y, run=tmp_path / run.id, progress=False)
+    page.get_by_test_id("analysis-stale").wait_for(timeout=15_000)
+    page.get_by_role("button", name="Load the new analysis").click()
+    wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
+    page.get_by_role("combobox", name="Layer").wait_for()
+    assert page.get_by_test_id("analysis-stale").count() == 0
+    assert "2 (4)" in page.get_by_role("combobox", name="Layer").inner_text()  # the new analysis' second layer

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from ..analyses import AnalysisReader
 from ..analyses.base import artifact_dir
+from ..analyses.feature_maps import analysis_key
 from ..store import Store
 from . import schemas
 from .queries import NotFound, run_info
@@ -126,6 +127,7 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
         input_kind=r.input_kind,
         has_images=r.has_images,
         accuracy=float(correct.mean()) if correct is not None and len(correct) else None,
+        version=_version(r),
         feature_maps=[
             schemas.FeatureMapLayer(layer=m.layer, shape=list(m.shape), dtype=m.dtype, instances=list(m.indices))
             for m in r.feature_map_layers().values()
@@ -371,3 +373,9 @@ def confusion(store: Store, run_id: str) -> schemas.ConfusionMatrix:
     if found is None:
         raise NotFound(f"run {run_id!r} has no confusion matrix (the analysis had no labels or no scores)")
     return schemas.ConfusionMatrix(class_names=found.get("class_names"), matrix=found["matrix"])
+
+
+def _version(r: Any) -> str:
+    """Which analysis a reader reads: its weights digest and the time it was started."""
+    key = analysis_key(r)
+    return f"{key['weights']}@{key['started']}"

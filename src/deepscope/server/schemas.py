@@ -283,6 +283,7 @@ class AnalysisSummary(BaseModel):
     has_images: bool
     accuracy: float | None
     feature_maps: list[FeatureMapLayer]  # layers with full maps for some instances
+    version: str  # which analysis this is (its weights and start time): a new analyze of the run changes it
 
 
 class Subset(BaseModel):

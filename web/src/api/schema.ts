@@ -564,6 +564,8 @@ export interface components {
             layers: components["schemas"]["AnalysisLayer"][];
             /** Rows */
             rows: number;
+            /** Version */
+            version: string;
         };
         /** ClassScore */
         ClassScore: {

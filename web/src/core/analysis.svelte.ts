@@ -62,6 +62,8 @@ export const an = $state({
   error: null as string | null,
   /** Subsets of the focused run, filter subsets first (in `view.aSubsets` order), then lasso ones. */
   subsets: [] as LiveSubset[],
+  /** The version of the analysis the views loaded (a new `deepscope.analyze` of the run changes the summary's). */
+  version: null as string | null,
   /** The selected neuron's top instances (of the layer the views show). */
   top: null as { layer: string; neuron: number; indices: number[]; values: number[] } | null,
 });
@@ -77,6 +79,7 @@ const lasso = new Map<string, LiveSubset>(); // lasso subsets of the focused run
 export async function focusRun(run: string | null): Promise<void> {
   if (run === an.run) return;
   an.run = run;
+  an.version = summaryOf(run)?.version ?? null;
   an.error = null;
   an.subsets = [];
   an.top = null;
