@@ -97,3 +97,25 @@ def test_table_rows_are_a_table_and_text_columns_are_found(tmp_path):
     named = pa.table({"label_text": ["x"] * 30, "note": ["a b"] * 30})
     r = deepscope.analyze(model, x, layers=["1"], metadata=named, run=new_dir(tmp_path / "c"), progress=False)
     assert r.text_column == "label_text"
+
+
+class _Instances(torch.utils.data.IterableDataset):
+    """Yields single ``(image, label)`` instances, as a DataLoader expects of an iterable dataset."""
+
+    def __init__(self, data: torch.utils.data.TensorDataset) -> None:
+        self.data = data
+
+    def __iter__(self):
+        return iter(self.data)
+
+
+def test_an_iterable_dataset_of_instances_is_batched(tmp_path):
+    data = image_data(70)
+    model = TinyCNN().eval()
+    deepscope.analyze(model, _Instances(data), layers=["fc1"], run=tmp_path, batch_size=32, progress=False)
+    x = data.tensors[0]
+    with torch.no_grad():
+        want = model.fc1(torch.relu(model.conv2(torch.relu(model.conv1(x)))).mean((2, 3)))  # fc1's output
+    r = read(tmp_path)
+    np.testing.assert_allclose(r.activations("fc1")[:], want.numpy(), rtol=1e-5, atol=1e-6)
+    assert r.instances().column("label").to_pylist() == data.tensors[1].tolist()

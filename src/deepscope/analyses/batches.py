@@ -139,6 +139,11 @@ def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any]
         if n is not None and data.drop_last:
             n = (n // data.batch_size) * data.batch_size if data.batch_size else n
         return Source(data, n, False, batch_size, None)
+    if isinstance(data, torch.utils.data.IterableDataset):
+        first = next(iter(data), None)
+        if first is not None and _is_instance(first):  # yields instances, as a DataLoader expects: batched here
+            return Source(_Batched(data, batch_size, collate), None, False, batch_size, None)
+        return Source(data, None, False, batch_size, None)
     if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (Sequence, Mapping)):
         return Source(data, len(data), True, batch_size, collate)
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
@@ -149,6 +154,23 @@ def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any]
         return Source(data, None, False, batch_size, None)
     raise TypeError(f"deepscope.analyze: data must be a Dataset, a DataLoader or an iterable of batches, "
                     f"got {type(data).__name__}")  # fmt: skip
+
+
+class _Batched:
+    """An iterable dataset's instances, collated into batches of ``size`` (as a DataLoader would); re-iterable."""
+
+    def __init__(self, data: Iterable[Any], size: int, collate: Callable[[list[Any]], Any] | None) -> None:
+        self.data, self.size, self.collate = data, size, collate or torch.utils.data.default_collate
+
+    def __iter__(self) -> Iterator[Any]:
+        items: list[Any] = []
+        for item in self.data:
+            items.append(item)
+            if len(items) == self.size:
+                yield self.collate(items)
+                items = []
+        if items:
+            yield self.collate(items)
 
 
 def _is_instance(item: Any) -> bool:
