@@ -91,7 +91,7 @@ def analyze(
     A second analysis of a run replaces its first once complete (activations, instance table, projections).
     """
     import deepscope
-    from deepscope.analyses.activations import validate_layers
+    from deepscope.analyses.activations import Activations, ActivationsConfig
     from deepscope.analyses.loading import load_checkpoint, load_object
     from deepscope.run import default_dir
 
@@ -108,7 +108,9 @@ def analyze(
         }
         if checkpoint is not None:
             load_checkpoint(net, checkpoint)
-        validate_layers(net, layer_list)
+        config = ActivationsConfig(layers=None if layer_list is None else tuple(layer_list), batch_size=batch_size,
+                                   sequence_pooling=sequence_pooling)  # fmt: skip
+        Activations(config, **{k: v for k, v in extra.items() if k != "sequence_pooling"}).check(net, dataset)
         root = directory if directory is not None else default_dir()
         if run_id is not None and not (root / run_id / "run.json").exists():
             raise ValueError(f"no run {run_id!r} in {root}")
@@ -119,10 +121,14 @@ def analyze(
         reader = deepscope.analyze(net, dataset, layers=layer_list, run=run or root / run_id, batch_size=batch_size,
                                    full_maps=maps, progress=not no_progress, **extra)  # fmt: skip
     except BaseException as e:
-        if run is not None:  # the run this command made says it failed, and why
+        if run is not None and not run.finished:  # the run this command made says it failed, and why
             run.finish("crashed", f"{type(e).__name__}: {e}")
         if isinstance(e, (OSError, ValueError, TypeError)):
             _fail(e)
+        if isinstance(e, KeyboardInterrupt):
+            rid = run.id if run is not None else run_id
+            typer.echo(f"deepscope: interrupted; the rows done are kept: run the same command with --run {rid} "
+                       "to resume", err=True)  # fmt: skip
         raise
     if run is not None:
         run.finish()

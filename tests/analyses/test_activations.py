@@ -165,6 +165,18 @@ def test_unlabelled_instances(tmp_path):
     assert "label" not in read(tmp_path / "b").instances().column_names
 
 
+def test_a_loader_over_part_of_the_dataset_counts_that_part(tmp_path):
+    data = image_data(10)
+    part = torch.utils.data.DataLoader(data, sampler=list(range(0, 10, 2)), batch_size=2)
+    with pytest.raises(ValueError, match="10 labels for a dataset of 5 instances"):
+        deepscope.analyze(TinyCNN(), part, labels=[0] * 10, run=tmp_path, progress=False)
+    deepscope.analyze(TinyCNN(), part, labels=[0] * 5, run=tmp_path, progress=False)
+    assert len(read(tmp_path)) == 5
+    shuffled = torch.utils.data.DataLoader(data, sampler=torch.utils.data.SubsetRandomSampler(range(5)))
+    with pytest.raises(ValueError, match="shuffles"):
+        deepscope.analyze(TinyCNN(), shuffled, run=tmp_path, progress=False)
+
+
 def test_nan_activations_are_an_error(tmp_path):
     x = torch.randn(40, 1, 8, 8)
     x[17, 0, 0, 0] = float("nan")

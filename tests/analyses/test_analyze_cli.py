@@ -34,6 +34,18 @@ MODULE = textwrap.dedent(
     dataset = torch.utils.data.TensorDataset(x, y)
     inputs_only = torch.utils.data.TensorDataset(x)
     other_labels = (torch.arange(90) % 3).numpy()
+    few_labels = other_labels[:10]
+
+    class Interrupted(torch.utils.data.Dataset):  # Ctrl-C while item 50 is read
+        def __len__(self):
+            return 90
+
+        def __getitem__(self, i):
+            if i == 50:
+                raise KeyboardInterrupt
+            return dataset[i]
+
+    interrupted = Interrupted()
     table = {"tag": ["even" if i % 2 == 0 else "odd" for i in range(90)]}
     """
 )
@@ -80,6 +92,9 @@ def test_analyze_command_errors(tmp_path):
     assert bad_layer.stderr.count("deepscope") == 1  # one prefix, not "deepscope: deepscope.analyze: …"
     bad_spec = command("mymodels", "--data", "mymodels:dataset", cwd=tmp_path)
     assert bad_spec.returncode == 1 and "module:attribute" in bad_spec.stderr
+    bad_labels = command("mymodels:build_model", "--data", "mymodels:dataset", "--labels", "mymodels:few_labels",
+                         "--dir", str(tmp_path / "runs"), cwd=tmp_path)  # fmt: skip
+    assert bad_labels.returncode == 1 and "10 labels for a dataset of 90 instances" in bad_labels.stderr
     assert not (tmp_path / "runs").exists() or not deepscope.open(tmp_path / "runs").runs()  # no run made for these
     crash = command("mymodels:build_broken", "--data", "mymodels:dataset", "--dir", str(tmp_path / "runs"),
                     "--no-progress", cwd=tmp_path)  # fmt: skip
@@ -132,3 +147,13 @@ def test_analyze_command_labels_class_names_metadata(tmp_path):
                   "--dir", str(runs), "--no-progress", cwd=tmp_path)  # fmt: skip
     assert bad.returncode == 1 and "not a sequence of names" in bad.stderr  # refused before any run is made
     assert len(deepscope.open(runs).runs()) == 1
+
+
+def test_an_interrupted_analysis_says_how_to_resume(tmp_path):
+    (tmp_path / "mymodels.py").write_text(MODULE)
+    runs = tmp_path / "runs"
+    done = command("mymodels:build_model", "--data", "mymodels:interrupted", "--batch-size", "16", "--dir", str(runs),
+                   "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert done.returncode != 0
+    (run,) = deepscope.open(runs).runs()
+    assert f"run the same command with --run {run.id} to resume" in done.stderr

@@ -300,6 +300,11 @@ class Activations:
             raise ValueError(f"deepscope.analyze: labels range up to {y.max()}, but the model has {classes} outputs "
                              "(classes 0…{}); -1 marks an unlabelled instance".format(classes - 1))  # fmt: skip
 
+    def check(self, model: nn.Module, data: Any) -> list[str]:
+        """What can be checked before any work (layers, counts of labels and metadata rows, class names); returns
+        the layers."""
+        return self._check(model, source(data, self.config.batch_size, self.collate_fn))
+
     def run(self, run_dir: str | os.PathLike[str], model: nn.Module, data: Any) -> Path:
         """Compute (or resume) the activations; returns the artifact directory."""
         cfg = self.config

@@ -132,10 +132,14 @@ def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any]
         data = torch.utils.data.TensorDataset(data)
         return Source(data, len(data), True, batch_size, lambda items: torch.stack([i[0] for i in items]))
     if isinstance(data, torch.utils.data.DataLoader):
-        if isinstance(data.sampler, torch.utils.data.RandomSampler):
+        random = (torch.utils.data.RandomSampler, torch.utils.data.SubsetRandomSampler,
+                  torch.utils.data.WeightedRandomSampler)  # fmt: skip
+        if isinstance(data.sampler, random):
             raise ValueError("deepscope.analyze: the DataLoader shuffles; rows must come in order (shuffle=False)")
         ds = data.dataset
         n = len(ds) if hasattr(ds, "__len__") and not isinstance(ds, torch.utils.data.IterableDataset) else None
+        if n is not None and hasattr(data.sampler, "__len__"):
+            n = len(data.sampler)  # a sampler over part of the dataset yields that part
         if n is not None and data.drop_last:
             n = (n // data.batch_size) * data.batch_size if data.batch_size else n
         return Source(data, n, False, batch_size, None)
