@@ -77,7 +77,8 @@ def test_tokens_must_be_url_safe():
         ("localhost", True), ("localhost:6150", True), ("127.0.0.1:6150", True), ("127.1.2.3", True),
         ("[::1]:6150", True), ("::1", True), ("app.localhost:5173", True),
         ("evil.example", False), ("evil.example:6150", False), ("10.0.0.1", False), ("[::2]:80", False),
-        ("localhost.evil.example", False), ("", False),
+        ("localhost.evil.example", False), ("", False), ("127.0.0.1:8801@evil.example", False),
+        ("localhost:abc", False), ("[::1]:80x", False), ("127.0.0.1/evil", False),
     ],
 )  # fmt: skip
 def test_loopback_host_names(host, loopback):

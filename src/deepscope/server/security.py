@@ -75,13 +75,15 @@ class TokenAuth:
         return wrapped
 
 
+_HOST = re.compile(r"\[(?P<v6>[0-9a-f:.]+)\](?::\d{1,5})?|(?P<name>[a-z0-9.-]+)(?::\d{1,5})?|(?P<bare>[0-9a-f:.]+)")
+
+
 def is_loopback_host(host_header: str) -> bool:
     """``localhost``, ``127.0.0.1:6150``, ``[::1]:6150`` → True; any other name or address → False."""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        host = host[1 : host.find("]")] if "]" in host else host
-    elif host.count(":") == 1:
-        host = host.split(":")[0]
+    m = _HOST.fullmatch(host_header.strip().lower())  # anything else (userinfo, a path, a bad port) is refused
+    if m is None:
+        return False
+    host = m["v6"] or m["name"] or m["bare"]
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
