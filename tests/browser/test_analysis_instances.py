@@ -316,3 +316,28 @@ def test_a_new_analysis_of_the_open_run_is_offered_for_reload(page, serve, tmp_p
     page.get_by_role("combobox", name="Layer").wait_for()
     assert page.get_by_test_id("analysis-stale").count() == 0
     assert "2 (4)" in page.get_by_role("combobox", name="Layer").inner_text()  # the new analysis' second layer
+
+
+def test_long_names_and_values_keep_their_counts_and_fold(page, serve, tmp_path):
+    """A long subset name is cut, never its count; a long metadata value folds behind "show all"."""
+    from urllib.parse import quote
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    long_name = "source=" + "very long source name " * 8
+    meta = {"source": ["a" if i % 2 else "b" for i in range(60)], "caption": ["word " * 700] + ["short"] * 59}
+    with deepscope.init(project="browser", name="long", dir=tmp_path) as run:
+        deepscope.analyze(model, torch.randn(60, 16), layers=["1"], metadata=meta, run=run, progress=False)
+    server = serve(tmp_path)
+    subs = quote(json.dumps([{"name": long_name, "where": {"source": "a"}}]))
+    page.goto(f"{server.url}?tab=analysis&runs={run.id}&inst=0&subs={subs}")
+    chip = page.locator(f"[data-subset='{long_name}']")
+    chip.wait_for()
+    count, box = chip.locator(".n").bounding_box(), chip.bounding_box()
+    assert chip.locator(".n").inner_text() == "30" and count["x"] + count["width"] <= box["x"] + box["width"]
+    fields = page.get_by_test_id("detail-fields")
+    more = fields.get_by_role("button", name="show all 3,500 characters")
+    more.wait_for()
+    assert fields.bounding_box()["height"] < 150
+    more.click()
+    assert fields.bounding_box()["height"] > 150
