@@ -338,3 +338,40 @@ def test_constant_metrics_draw_and_log_scale_toggles(page, serve, tmp_path):
     page.get_by_label("Log scale").uncheck()
     wait_for(page, "() => window.__deepscope.yScale['loss'].distr === 1")
     assert console.errors == []
+
+
+def _coloured_pixels(page, key: str) -> int:
+    """Pixels of the chart's plot canvas that are neither background nor grey (axes, grid): what the series drew."""
+    return page.evaluate(
+        """(key) => {
+            const c = document.querySelector(`figure[data-key="${key}"] canvas`);
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0;
+            for (let i = 0; i < d.length; i += 4) {
+                const [r, g, b, a] = [d[i], d[i + 1], d[i + 2], d[i + 3]];
+                if (a > 200 && Math.max(r, g, b) - Math.min(r, g, b) > 60) n++;
+            }
+            return n;
+        }""",
+        key,
+    )
+
+
+def test_a_metric_of_one_or_a_few_points_is_drawn(page, serve, tmp_path):
+    """A final test metric (one point) draws no line: its point is shown. Two evaluations are not smoothed into a
+    line that ends away from the last value."""
+    run = deepscope.init(dir=tmp_path, name="sparse")
+    for s in range(100):
+        run.log({"loss": 1.0 / (s + 1)}, step=s)
+        if s % 50 == 0:
+            run.log({"eval/loss": 2.0 - s / 100}, step=s)
+    run.log({"test/acc": 0.9}, step=99)
+    run.finish()
+    server = serve(tmp_path)
+    open_page(page, f"{server.url}?runs={run.id}&smooth=0.6")
+    for key, last in (("loss", 99), ("eval/loss", 50), ("test/acc", 99)):
+        chart_ready(page, key, run.id, last)
+    page.wait_for_timeout(300)
+    assert _coloured_pixels(page, "test/acc") > 10  # the one point, drawn
+    assert _coloured_pixels(page, "eval/loss") > 10
+    assert _coloured_pixels(page, "loss") > 10

@@ -83,19 +83,37 @@ export function fmtStep(v: number): string {
   return String(Math.round(v * 100) / 100);
 }
 
+/** Series with at most this many points in view show them as dots (a single point draws no line at all). */
+export const SPARSE_POINTS = 12;
+
+function hasValues(col: uPlot.AlignedData[number] | undefined): boolean {
+  if (!col) return false;
+  for (let i = 0; i < col.length; i++) if (col[i] != null) return true;
+  return false;
+}
+
+function fewValues(col: uPlot.AlignedData[number] | undefined, i0: number, i1: number): boolean {
+  if (!col) return false;
+  let n = 0;
+  for (let i = i0; i <= i1; i++) if (col[i] != null && ++n > SPARSE_POINTS) return false;
+  return n > 0;
+}
+
 export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options, "width" | "height"> {
   const series: uPlot.Series[] = [{}];
   const bands: uPlot.Band[] = [];
   const smoothing = cfg.smoothing > 0;
   lines.forEach((l, i) => {
     const base = 1 + i * SERIES_PER_RUN;
+    const faint = withAlpha(l.color, 0.28);
     series.push(
       {
         label: l.name,
-        stroke: smoothing ? withAlpha(l.color, 0.28) : l.color,
+        // faint behind its smoothed line; a series too short to smooth is drawn as it is, with its points
+        stroke: (u) => (smoothing && hasValues(u.data[base + 1]) ? faint : l.color),
         width: smoothing ? 1 : 1.5,
         spanGaps: true,
-        points: { show: false },
+        points: { show: (u, si, i0, i1) => fewValues(u.data[si], i0, i1), size: 6, fill: l.color, stroke: l.color },
       },
       { label: `${l.name} (smoothed)`, stroke: l.color, width: 1.75, spanGaps: true, points: { show: false }, show: smoothing },
       { label: `${l.name} min`, stroke: "transparent", width: 0, spanGaps: true, points: { show: false } },
