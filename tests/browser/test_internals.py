@@ -293,3 +293,18 @@ def test_layer_detail_says_where_statistics_stop_being_finite(page, serve, tmp_p
     note.wait_for(timeout=15_000)
     assert note.inner_text() == "not finite from step 21"
     assert page.locator("figure[data-stat=std] [data-testid=not-finite]").inner_text() == "not finite from step 21"
+
+
+def test_gradient_flow_says_which_gradients_are_zero(page, serve, tmp_path):
+    """Every unit of the first layer dead (a large negative bias): the weights below get a gradient of exactly 0,
+    which a log axis cannot draw — the view says so; the diagnosis names it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))
+    with torch.no_grad():
+        model[0].bias.fill_(-100.0)
+    run = train(tmp_path, "dead", model, 20)
+    open_internals(page, serve(tmp_path).url, f"runs={run}&panel=flow")
+    wait_for(page, "() => Object.keys(window.__deepscope.internals.flow?.runs ?? {}).length === 1")
+    note = page.get_by_test_id("flow-zero")
+    note.wait_for()
+    assert "2 weights with a gradient norm of exactly 0" in note.inner_text()  # 2.weight: its input is all 0

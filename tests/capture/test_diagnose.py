@@ -54,7 +54,8 @@ def test_saturation_needs_patience_and_is_reported_once():
 
 def test_dead_units():
     (f,) = run_rule(5, act__dead_frac=np.array([np.nan, 0.8, np.nan, np.nan]))
-    assert (f.rule, f.layer) == ("dead_units", "act1") and "80%" in f.text
+    assert (f.rule, f.layer) == ("dead_units", "act1")
+    assert f.text == "layer act1 (ReLU): 80% of its units never fired in the last 100 steps"
 
 
 def test_vanishing_and_exploding_gradients_across_depth():
@@ -73,6 +74,25 @@ def test_update_ratio_far_from_1e_3():
     for step in range(100, 110):  # an annealed schedule late in training is not a finding
         late.observe(step, stats(weight__update_ratio=np.full(5, 1e-7)))
     assert found == []
+
+
+def test_a_warming_up_or_decayed_learning_rate_is_no_low_update_finding():
+    low = np.full(5, 1e-7)
+    for lrs, expected in (
+        ([0.1] * 8, ["update_ratio_low"]),  # a steady learning rate: too low indeed
+        ([0.01 * (k + 1) for k in range(8)], []),  # warm-up: rising
+        ([0.1, 0.1] + [0.1 * 0.3**k for k in range(1, 7)], []),  # decayed below half its peak
+    ):
+        d = Diagnoser(LAYERS, PARAMS, (found := []).append, Thresholds(patience=3))
+        for step, lr in enumerate(lrs):
+            d.observe(step, stats(weight__update_ratio=low), lr=lr)
+        assert [f.rule for f in found] == expected, lrs
+
+
+def test_all_zero_weight_gradients():
+    (f,) = run_rule(5, param_grad__norm=np.array([0.0, 0.1, 0.0, 0.1, 0.0]))  # biases may still move
+    assert f.rule == "zero_gradients" and "exactly 0" in f.text
+    assert run_rule(5, param_grad__norm=np.array([0.0, 0.1, 1e-9, 0.1, 0.0])) == []
 
 
 def test_nonfinite_names_the_first_layer():

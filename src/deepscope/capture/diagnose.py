@@ -32,8 +32,10 @@ class Thresholds:
 @dataclass(frozen=True)
 class Finding:
     step: int
-    rule: str  # saturation, dead_units, vanishing/exploding_gradients, update_ratio_low/high, nonfinite, loss_spike,
-    # skipped_step
+    rule: (
+        str  # saturation, dead_units, vanishing/exploding_gradients, zero_gradients, update_ratio_low/high, nonfinite,
+    )
+    # loss_spike, skipped_step
     severity: str
     layer: str | None
     text: str
@@ -45,9 +47,12 @@ Emit = Callable[[Finding], None]
 class Diagnoser:
     """Feed it each recorded step (``observe``) and each scalar batch (``observe_scalars``)."""
 
-    def __init__(self, layers: list[dict], params: list[str], emit: Emit, thresholds: Thresholds | None = None) -> None:
+    def __init__(self, layers: list[dict], params: list[str], emit: Emit, thresholds: Thresholds | None = None,
+                 dead_window: int = 100) -> None:  # fmt: skip
         self.layers = layers
         self.params = params
+        self.dead_window = dead_window
+        self._lr: tuple[float, float] | None = None  # the learning rate at the last step, and the largest so far
         self.emit = emit
         self.t = thresholds or Thresholds()
         self._reported: set[tuple[str, str | None]] = set()
@@ -58,9 +63,13 @@ class Diagnoser:
         # weight matrices in model order: the depth axis for gradient flow
         self._depth = [i for i, p in enumerate(params) if p.endswith("weight")]
 
-    def observe(self, step: int, stats: dict[str, dict[str, np.ndarray]], skipped: bool = False) -> None:
+    def observe(
+        self, step: int, stats: dict[str, dict[str, np.ndarray]], skipped: bool = False, lr: float | None = None
+    ) -> None:
         """One recorded step; ``skipped``: its optimizer step did not happen (a GradScaler found its gradients
-        non-finite and skipped it: the scaler's own remedy, so no NaN/Inf finding for the gradients)."""
+        non-finite and skipped it: the scaler's own remedy, so no NaN/Inf finding for the gradients); ``lr``: the
+        optimizer's learning rate at the step, when known (a warm-up or a decayed schedule is no finding)."""
+        steady_lr = self._steady_lr(lr)
         act, grad, pgrad, weight = (stats.get(k, {}) for k in ("act", "grad", "param_grad", "weight"))
         if skipped:
             self._report(step, "skipped_step", None, "info",
@@ -78,7 +87,9 @@ class Diagnoser:
             if role == "relu" and "dead_frac" in act and np.isfinite(act["dead_frac"][i]):
                 dead = act["dead_frac"][i]
                 if dead >= self.t.dead_frac:
-                    self._report(step, "dead_units", path, "warning", f"{path}: {dead:.0%} of units never fired")
+                    text = (f"layer {path} ({layer['type']}): {dead:.0%} of its units never fired in the last "
+                            f"{self.dead_window} steps")  # fmt: skip
+                    self._report(step, "dead_units", path, "warning", text)
         kinds = (("activations", act), ("output gradients", grad), ("parameter gradients", pgrad))
         for kind, s in kinds[:1] if skipped else kinds:
             bad = np.flatnonzero(np.nan_to_num(s.get("nonfinite_frac", np.zeros(0)), nan=0.0) > 0)
@@ -87,6 +98,13 @@ class Diagnoser:
                 first = names[bad[0]]
                 text = f"NaN/Inf in {kind}, first at {first} (step {step})"
                 self._report(step, "nonfinite", first, "error", text, once=("nonfinite", None))
+        if "norm" in pgrad and self._depth and not skipped:
+            norms = pgrad["norm"][self._depth]
+            self._sustained(
+                step, "zero_gradients", None, bool((norms == 0).all()),
+                "every weight gradient is exactly 0: the network no longer learns (every unit of a layer dead? "
+                "a detached graph?)",
+            )  # fmt: skip
         if "norm" in pgrad and len(self._depth) >= 2:
             norms = pgrad["norm"][self._depth]
             ok = np.isfinite(norms) & (norms > 0)
@@ -111,9 +129,10 @@ class Diagnoser:
                     step, "update_ratio_high", None, med > self.t.update_high,
                     f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): learning rate too high?",
                 )  # fmt: skip
-                # Too small only early on: a schedule that anneals to 0 at the end is not a finding.
+                # Too small only early on, and not while the learning rate warms up or has decayed: a schedule that
+                # anneals to 0 at the end is not a finding.
                 self._sustained(
-                    step, "update_ratio_low", None, med < self.t.update_low and step < self.t.early_steps,
+                    step, "update_ratio_low", None, med < self.t.update_low and step < self.t.early_steps and steady_lr,
                     f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): learning rate too low?",
                 )  # fmt: skip
 
@@ -142,6 +161,15 @@ class Diagnoser:
                         self.emit(Finding(s, "loss_spike", "warning", key, text))
                 if np.isfinite(v):
                     window.append(v)
+
+    def _steady_lr(self, lr: float | None) -> bool:
+        """Whether the learning rate holds (unknown counts as holding): not rising (a warm-up), not below half its
+        peak (a decay)."""
+        if lr is None or not np.isfinite(lr):
+            return True
+        last, peak = self._lr if self._lr is not None else (lr, lr)
+        self._lr = (lr, max(peak, lr))
+        return lr <= last * (1 + 1e-9) and lr >= 0.5 * max(peak, lr)
 
     def _sustained(self, step: int, rule: str, layer: str | None, cond: bool, text: str) -> None:
         key = (rule, layer)

@@ -166,7 +166,8 @@ class Watcher:
         if cfg.diagnose:
             printer = console_printer(run.name) if cfg.print_findings else None
             table = [la.to_json() for la in self.layers]
-            self._diagnoser = Diagnoser(table, self.param_names, self._emit_finding(printer), thresholds)
+            emit = self._emit_finding(printer)
+            self._diagnoser = Diagnoser(table, self.param_names, emit, thresholds, cfg.dead_window)
             writer.on_scalars(self._diagnoser.observe_scalars)
 
         self.scope = HookScope()
@@ -262,7 +263,7 @@ class Watcher:
             event = torch.cuda.Event() if any(d.type == "cuda" for d in self._buffers) else None
             if event is not None:
                 event.record()
-            self._pending.append((self.step, time.time(), payload, units, hist, event, self._skipped))
+            self._pending.append((self.step, time.time(), payload, units, hist, event, self._skipped, self._lr()))
             if not self._job_queued:  # one job converts every step recorded until it runs
                 self._job_queued = True
                 self.run._writer.add_job(self._convert_pending)
@@ -282,6 +283,12 @@ class Watcher:
             pg = b.start["param_grad"]
             b.stage[pg : pg + b.n_params].mul_(inv.float())
             b.normsq.mul_(inv.square().float())
+
+    def _lr(self) -> float | None:
+        """The optimizer's (first group's) learning rate, when it is a plain number (a tensor one would need a sync)."""
+        groups = getattr(self.optimizer, "param_groups", None)
+        lr = groups[0].get("lr") if groups else None
+        return float(lr) if isinstance(lr, (int, float)) else None
 
     def _wait_for_writer(self) -> None:
         """Backpressure: a model whose steps take less time than their conversion (a tiny one) waits for
@@ -479,7 +486,15 @@ class Watcher:
         return out
 
     def _convert(
-        self, step: int, wall: float, payload: list, units: dict | None, hist: bool, event: Any, skipped: Any
+        self,
+        step: int,
+        wall: float,
+        payload: list,
+        units: dict | None,
+        hist: bool,
+        event: Any,
+        skipped: Any,
+        lr: float | None,
     ) -> list:
         if event is not None:
             event.synchronize()  # blocks the writer thread only
@@ -499,7 +514,7 @@ class Watcher:
                 dead[i] = float((c.numpy() == 0).mean()) if c.numel() else np.nan
             stats["act"]["dead_frac"] = dead
         if self._diagnoser is not None:
-            self._diagnoser.observe(step, stats, skipped)
+            self._diagnoser.observe(step, stats, skipped, lr)
         out = [("layerstats", layerstats_batch(step, wall, [la.path for la in self.layers], self.param_names, stats))]
         if hist:
             counts = histograms(payload)
