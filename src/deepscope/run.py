@@ -266,7 +266,7 @@ class Run:
         config = WatchConfig(every, start_step, histograms_every, sample, dead_window, diagnose, print_findings)
         watcher = Watcher(self, model, optimizer, layers, config, scaler=scaler)
         if graph and self.rank == 0:
-            record_graph_once(model, self.dir, watcher.scope)
+            record_graph_once(model, self.dir, watcher.scope)  # (a compiled model: traced as its inner module)
         timer = StepTimer(self._writer, model, optimizer, scope=watcher.scope, start_step=start_step)
         watcher.on_skipped_step.append(timer.end_step)
         self._watchers += [timer, watcher]

@@ -222,3 +222,30 @@ def test_a_glob_selects_container_parameters_by_their_own_path(root):
     watcher = run.watch(model, layers=["pos", "head*"])
     assert watcher.param_names == ["pos", "head.weight", "head.bias"]
     run.finish()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch.compile's own
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf:UserWarning")  # Dynamo's own
+def test_a_compiled_model_is_watched_under_its_own_layer_names(root):
+    """torch.compile: layer paths without the "_orig_mod." prefix (compiled and eager runs line up), one warning
+    about the graph breaks, and the same statistics as the eager model's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    compiled = torch.compile(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = deepscope.init(dir=root)
+    with pytest.warns(RuntimeWarning, match="the model is compiled"):
+        run.watch(compiled, opt, print_findings=False, graph=False)
+    x = torch.randn(4, 8)
+    means = []
+    for _ in range(3):
+        loss = compiled(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        means.append(model[0](x).mean().item())  # the first layer's output, before this step's update
+        opt.step()
+    run.finish()
+    r = reopen(root, run.id)
+    acts = r.layer_matrix("act", "mean")
+    assert acts.names == ["0", "1", "2"] and acts.step.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(r.layer_series("0", "act", "mean").last, means, rtol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,6 +52,18 @@ def activation_role(module: nn.Module) -> str | None:
 # Modules whose children are not called as modules (MultiheadAttention uses its out_proj's weights in a function
 # call): watched as one layer, with all their parameters.
 OPAQUE = (nn.MultiheadAttention,)
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module ``torch.compile(model)`` wraps (its layer paths have no ``_orig_mod.`` prefix), else ``model``."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) and type(model).__name__ == "OptimizedModule" else model
+
+
+def eager(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as a hook that ``torch.compile`` never traces: it runs as Python between compiled graphs (traced, its
+    random sample positions were specialised as constants and recompiled at every step). 0.3 µs a call in eager mode."""
+    return torch.compiler.disable(fn)
 
 
 def own_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:

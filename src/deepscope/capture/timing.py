@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .layers import eager
 from .scope import HookScope
 
 if TYPE_CHECKING:
@@ -43,8 +44,8 @@ class StepTimer:
         self._by_optimizer = optimizer is not None
         self._owns_scope = scope is None
         self.scope = scope if scope is not None else HookScope()  # share a watcher's scope: removed together
-        self.scope.add(model.register_forward_pre_hook(self._pre))
-        self.scope.add(model.register_forward_hook(self._post))
+        self.scope.add(model.register_forward_pre_hook(eager(self._pre)))
+        self.scope.add(model.register_forward_hook(eager(self._post)))
         if optimizer is not None:
             self.scope.add(optimizer.register_step_post_hook(lambda *a: self._end()))
 

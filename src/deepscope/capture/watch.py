@@ -30,11 +30,13 @@ from .diagnose import Diagnoser, Finding, Thresholds, console_printer
 from .layers import (
     Layer,
     LayerFilter,
+    eager,
     first_tensor,
     is_float_tensor,
     loose_parameters,
     own_parameters,
     select_layers,
+    uncompiled,
 )
 from .manifest import write_manifest
 from .param_stats import ParamStager
@@ -117,7 +119,16 @@ class Watcher:
         self._skipped: bool | torch.Tensor = False
         self._grad_scale: torch.Tensor | None = None  # the scale the stepped gradients still carry (fused steps)
         self.on_skipped_step: list[Any] = []  # called when a skipped optimizer step is closed
-        selected = list(select_layers(model, layers))
+        inner = uncompiled(model)  # layer paths without torch.compile's "_orig_mod." prefix
+        if inner is not model:
+            warnings.warn(
+                "deepscope.watch: the model is compiled (torch.compile): watch's hooks run between compiled graphs, "
+                "so the graph breaks at every watched module and steps run closer to eager speed; watch fewer "
+                "layers (layers=...) to keep more of it compiled",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        selected = list(select_layers(inner, layers))
         self._params: list[tuple[str, nn.Parameter]] = []
         seen: dict[int, str] = {}  # a parameter shared by several modules (tied weights) is recorded once
         for k, (layer, module) in enumerate(selected):
@@ -129,11 +140,11 @@ class Watcher:
                 names.append(seen[id(p)])
             if tuple(names) != layer.params:  # the layer table names where the shared one is recorded
                 selected[k] = (dataclasses.replace(layer, params=tuple(names)), module)
-        for name, p in loose_parameters(model, layers, [m for _, m in selected]):
+        for name, p in loose_parameters(inner, layers, [m for _, m in selected]):
             if id(p) not in seen and p.requires_grad:
                 self._params.append((name, p))
                 seen[id(p)] = name
-        order = {id(p): k for k, p in enumerate(model.parameters())}
+        order = {id(p): k for k, p in enumerate(inner.parameters())}
         self._params.sort(key=lambda item: order.get(id(item[1]), len(order)))  # model order
         self.layers: list[Layer] = [la for la, _ in selected]
         self.param_names = [n for n, _ in self._params]
@@ -173,16 +184,16 @@ class Watcher:
         self.scope = HookScope()
         try:
             for layer, module in selected:
-                self.scope.add(module.register_forward_hook(self._forward_hook(layer.index, module)))
+                self.scope.add(module.register_forward_hook(eager(self._forward_hook(layer.index, module))))
             for j in self._p.hooked:
-                self.scope.add(self._params[j][1].register_post_accumulate_grad_hook(self._param_hook(j)))
+                self.scope.add(self._params[j][1].register_post_accumulate_grad_hook(eager(self._param_hook(j))))
             if optimizer is not None:
                 self.scope.add(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_optimizer_step)))
                 self.scope.add(optimizer.register_step_post_hook(self._guard("optimizer", self._after_optimizer_step)))
                 if scaler is not None:
                     self.scope.add(ScalerStepHook(scaler, self._scaler_step))
             else:
-                self.scope.add(model.register_forward_pre_hook(self._guard("model", self._before_forward)))
+                self.scope.add(model.register_forward_pre_hook(eager(self._guard("model", self._before_forward))))
         except BaseException:
             self.scope.close()
             raise
@@ -327,7 +338,7 @@ class Watcher:
     def _forward_hook(self, i: int, module: nn.Module) -> Any:
         where = f"layer {self.layers[i].path}"
         relu = self.layers[i].role == "relu"
-        grad_hook = self._grad_hook(i, where)
+        grad_hook = eager(self._grad_hook(i, where))
         sat = self._sat[i]
         broken = self._broken
 
