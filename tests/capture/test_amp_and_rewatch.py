@@ -42,10 +42,16 @@ def test_gradients_unscaled_by_a_grad_scaler_are_recorded_unscaled(root):
 
 
 @pytest.mark.parametrize("unscale_first", [False, True])
-def test_a_fused_optimizer_under_a_grad_scaler_is_recorded_unscaled_and_its_skips_seen(root, unscale_first):
+def test_a_fused_optimizer_under_a_grad_scaler_is_recorded_unscaled_and_its_skips_seen(
+    root, unscale_first, monkeypatch
+):
     """A fused optimizer unscales and skips by itself: the GradScaler always calls its step, with the gradients
     still scaled (unless the user unscaled them first, to clip). Recorded gradients are unscaled all the same, and
-    the step whose gradients overflowed is a skipped step (an info finding, no NaN/Inf error)."""
+    the step whose gradients overflowed is a skipped step (an info finding, no NaN/Inf error). The step rewrites the
+    gradients in place without a version bump: they are read before it, never beside it in the side thread."""
+    from deepscope.capture import param_stats
+
+    monkeypatch.setattr(param_stats, "SIDE_MIN_BYTES", 0)  # what the side thread would take, it is offered
     model = _model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)
@@ -73,6 +79,27 @@ def test_a_fused_optimizer_under_a_grad_scaler_is_recorded_unscaled_and_its_skip
     kinds = [(e.kind, e.step) for e in r.events() if e.kind.startswith("diagnosis/")]
     assert ("diagnosis/skipped_step", 0) in kinds
     assert not [k for k in kinds if k[0] == "diagnosis/nonfinite"]
+
+
+def test_a_fused_step_never_races_the_side_thread(root):
+    """Large gradients (read beside the optimizer's step on CPU) of a fused step: it unscales them in place during
+    the step, without a version bump — read in the side thread, they came out half unscaled, then divided again."""
+    torch.manual_seed(0)
+    model = nn.Linear(1200, 1200)  # 5.8 MB of gradient: above the side thread's threshold
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, scaler=scaler, diagnose=False, histograms_every=0)
+    want = []
+    for _ in range(4):
+        scaler.scale(model(torch.randn(16, 1200)).square().mean()).backward()
+        want.append(model.weight.grad.norm().item() / scaler.get_scale())
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+    run.finish()
+    got = reopen(root, run.id).layer_series("weight", "param_grad", "norm").last
+    np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
 def test_gradients_changed_behind_autograd_are_the_ones_recorded(root):

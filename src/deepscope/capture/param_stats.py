@@ -54,8 +54,10 @@ class ParamStager:
         self._side_job: tuple[Future, list[int], list[torch.Tensor], list[int]] | None = None
         self._side_unsafe = False  # the optimizer changed gradients in place during its step: read them before
 
-    def before_step(self) -> bool:
-        """Weights and gradients just before the optimizer's step; whether any gradient was staged."""
+    def before_step(self, side: bool = True) -> bool:
+        """Weights and gradients just before the optimizer's step; whether any gradient was staged. ``side``: large
+        gradients may be read in the side thread during the step (not when the step rewrites them in place without a
+        version bump, as a fused optimizer unscaling them does)."""
         sampler, params, staged = self.sampler, self.params, False
         for j in self.large:
             p = params[j][1]
@@ -71,7 +73,7 @@ class ParamStager:
             grads = [j for j in self.large if _dense_grad(params[j][1])]
             if grads:
                 self.join()
-                if self._side_worth(grads):
+                if side and self._side_worth(grads):
                     # While the optimizer steps, on the other core: most optimizers only read the gradients. One that
                     # changes them in place (Nesterov momentum) bumps their versions: see `join`.
                     tensors = [params[j][1].grad for j in grads]

@@ -239,7 +239,8 @@ class Watcher:
             self._grad_scale = grad_scale if isinstance(grad_scale, torch.Tensor) else None
         if not self._recording:
             return
-        if self._p.before_step():
+        # a fused step unscales the gradients in place, without a version bump: read them before it, not during it
+        if self._p.before_step(side=not isinstance(found_inf, torch.Tensor)):
             self._has_data = True
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
