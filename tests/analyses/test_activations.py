@@ -141,16 +141,20 @@ def test_label_count_mismatch_fails_before_work(tmp_path):
     assert not (tmp_path / "artifacts").exists()
 
 
-def test_labels_and_class_names_must_fit_the_model_outputs(tmp_path):
-    """Checked at the first batch, once the output width is known, before any row is stored."""
+def test_outputs_that_are_no_class_scores_give_no_predictions(tmp_path):
+    """Class names or labels that do not fit the output width (an embedding model, a regressor, a padded head): one
+    warning at the first batch, and no predictions, scores or accuracy — the activations all the same."""
     x = torch.randn(10, 1, 8, 8)  # TinyCNN: 4 outputs
-    with pytest.raises(ValueError, match="3 class names for a model with 4 outputs"):
-        deepscope.analyze(TinyCNN(), x, labels=[0] * 10, class_names="abc", run=tmp_path, progress=False)
-    with pytest.raises(ValueError, match=r"labels range up to 9, but the model has 4 outputs \(classes 0…3\)"):
-        deepscope.analyze(TinyCNN(), x, labels=list(range(10)), run=tmp_path, progress=False)
+    for k, (labels, names, why) in enumerate((([0] * 10, "abc", "3 class names"),
+                                              (list(range(10)), None, "labels up to 9"))):  # fmt: skip
+        with pytest.warns(RuntimeWarning, match=f"4 outputs are no scores of its classes \\({why}\\)"):
+            deepscope.analyze(TinyCNN(), x, labels=labels, class_names=names, run=new_dir(tmp_path / str(k)),
+                              progress=False)  # fmt: skip
+        r = read(tmp_path / str(k))
+        assert "prediction" not in r.instances().column_names and r.activations("fc1").shape == (10, 12)
     with pytest.raises(ValueError, match="instance 4 has label 4, but the model has 4 outputs"):
-        data = torch.utils.data.TensorDataset(x, torch.arange(10) % 8)  # labels in the data
-        deepscope.analyze(TinyCNN(), data, run=tmp_path, batch_size=4, progress=False)
+        data = torch.utils.data.TensorDataset(x, torch.arange(10) % 8)  # labels in the data: past 3 in batch 2
+        deepscope.analyze(TinyCNN(), data, run=new_dir(tmp_path / "late"), batch_size=4, progress=False)
 
 
 def test_unlabelled_instances(tmp_path):

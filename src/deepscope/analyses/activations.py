@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -290,15 +291,22 @@ class Activations:
                              f"but there are {len(names)} class names")  # fmt: skip
         return layers
 
-    def _check_outputs(self, classes: int, data_labels: np.ndarray) -> None:
-        """At the first batch, once the model's output width is known: labels and class names must fit it."""
+    def _outputs_are_scores(self, width: int, data_labels: np.ndarray) -> bool:
+        """At the first batch, once the model's output width is known: whether its outputs are scores of the classes
+        (one per class name, one for every label). If not (an embedding model, a regressor, a padded head), one
+        warning, and predictions, scores and accuracy are left out."""
         names = self.class_names
-        if names is not None and len(names) != classes:
-            raise ValueError(f"deepscope.analyze: {len(names)} class names for a model with {classes} outputs")
         y = self.labels if self.labels is not None else data_labels
-        if len(y) and y.max() >= classes:
-            raise ValueError(f"deepscope.analyze: labels range up to {y.max()}, but the model has {classes} outputs "
-                             "(classes 0…{}); -1 marks an unlabelled instance".format(classes - 1))  # fmt: skip
+        why = None
+        if names is not None and len(names) != width:
+            why = f"{len(names)} class names"
+        elif len(y) and y.max() >= width:
+            why = f"labels up to {y.max()}"
+        if why is None:
+            return True
+        warnings.warn(f"deepscope.analyze: the model's {width} outputs are no scores of its classes ({why}): "
+                      "predictions, scores and accuracy are left out", RuntimeWarning, stacklevel=2)  # fmt: skip
+        return False
 
     def check(self, model: nn.Module, data: Any) -> list[str]:
         """What can be checked before any work (layers, counts of labels and metadata rows, class names); returns
@@ -340,7 +348,7 @@ class Activations:
 
         modules = dict(model.named_modules())
         limit = min(self._given_counts().values(), default=None)  # data of unknown length may not yield more
-        Extractor(model, [(n, modules[n]) for n in layers], cfg, src, state, limit, self._check_outputs).extract()
+        Extractor(model, [(n, modules[n]) for n in layers], cfg, src, state, limit, self._outputs_are_scores).extract()
         n = state.rows_done
         if src.length is not None and current_length(src) != src.length:
             raise ValueError(f"deepscope.analyze: the dataset's length changed from {src.length} to "

@@ -64,9 +64,10 @@ class Extractor:
 
     def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]], cfg: ActivationsConfig,
                  src: Source, state: Any, limit: int | None = None,
-                 check_outputs: Callable[[int, np.ndarray], None] | None = None) -> None:  # fmt: skip
+                 are_scores: Callable[[int, np.ndarray], bool] | None = None) -> None:  # fmt: skip
         self.model, self.layers, self.cfg, self.src, self.state = model, layers, cfg, src, state
-        self.check_outputs = check_outputs  # (output width, the batch's labels): labels and class names must fit
+        self.are_scores = are_scores  # (output width, the first batch's labels) -> whether outputs are class scores
+        self.scores: bool | None = SCORES in state.arrays if state.arrays else None  # decided at the first batch
         self.limit = limit  # the labels or metadata rows given: data of unknown length may not yield more
         self.mask: torch.Tensor | None = None
         self.batch_rows = 0
@@ -186,10 +187,12 @@ class Extractor:
         for key, values in extra.items():
             if len(values) != b:
                 raise ValueError(f"deepscope.analyze: {key[:-5]} has {len(values)} rows for a batch of {b}")
+        if SCORES in extra and self.scores is None:  # the first batch: before any row is stored
+            self.scores = self.are_scores is None or self.are_scores(extra[SCORES].shape[1], extra[LABELS])
+        if SCORES in extra and not self.scores:
+            del extra[SCORES]
         if SCORES in extra:
             classes = extra[SCORES].shape[1]
-            if self.rows is None and self.check_outputs is not None:
-                self.check_outputs(classes, extra[LABELS])  # before any row is stored
             if len(extra[LABELS]) and int(extra[LABELS].max()) >= classes:
                 i = int(np.argmax(extra[LABELS] >= classes))
                 raise ValueError(f"deepscope.analyze: instance {row + i} has label {extra[LABELS][i]}, but the model "
