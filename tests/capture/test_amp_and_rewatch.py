@@ -246,7 +246,7 @@ def test_an_optimizer_that_never_steps_draws_one_warning(root, monkeypatch):
     monkeypatch.setattr(watch, "STALLED_PASSES", 20)
     model = _model()
     run = deepscope.init(dir=root)
-    run.watch(model, torch.optim.SGD(model.parameters(), lr=0.01), diagnose=False)
+    run.watch(model, torch.optim.SGD(model.parameters(), lr=0.01), diagnose=False, every=10)  # unrecorded steps too
     new = torch.optim.SGD(model.parameters(), lr=0.01)
     with pytest.warns(RuntimeWarning, match="20 training forward passes without a step") as caught:
         for _ in range(60):
@@ -272,6 +272,34 @@ def test_forward_passes_after_the_last_optimizer_step_are_no_step(root):
     r = reopen(root, run.id)
     assert r.layer_steps().tolist() == [0, 1, 2]
     assert r.series("sys/step_time").step.tolist() == [0, 1, 2]
+
+
+def test_a_module_called_many_times_in_one_pass_is_no_stalled_optimizer(root, monkeypatch):
+    """A recurrent cell looped over 30 time steps inside one forward pass: one pass, not 30."""
+    from deepscope.capture import watch
+
+    monkeypatch.setattr(watch, "STALLED_PASSES", 20)
+
+    class Loop(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = nn.GRUCell(4, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.zeros(x.shape[0], 4)
+            for t in range(x.shape[1]):
+                h = self.cell(x[:, t], h)
+            return h
+
+    model = Loop()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, diagnose=False)  # a warning would fail this test
+    for _ in range(3):
+        model(torch.randn(2, 30, 4)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    run.finish()
 
 
 def test_watch_again_continues_the_step_count(root):

@@ -167,7 +167,7 @@ class Watcher:
         self.step = cfg.start_step
         self._has_data = False
         self._in_step = False
-        self._passes = 1  # training forward passes in this step (counted from the second one on)
+        self._passes = 0  # training forward passes of the model in this step (with an optimizer)
         self._last_end = time.perf_counter()
         self._set_flags()
 
@@ -192,6 +192,7 @@ class Watcher:
                 self.scope.add(optimizer.register_step_post_hook(self._guard("optimizer", self._after_optimizer_step)))
                 if scaler is not None:
                     self.scope.add(ScalerStepHook(scaler, self._scaler_step))
+                self.scope.add(model.register_forward_pre_hook(eager(self._guard("passes", self._count_pass))))
             else:
                 self.scope.add(model.register_forward_pre_hook(eager(self._guard("model", self._before_forward))))
         except BaseException:
@@ -284,7 +285,7 @@ class Watcher:
         self._last_end = now
         self._has_data = self._skipped = False
         self._inv_scale = self._grad_scale = None
-        self._passes = 1
+        self._passes = 0
         self.step += 1
         self._set_flags()
 
@@ -418,8 +419,6 @@ class Watcher:
         """
         r = b.start[kind] + i
         if b.lengths[r]:
-            if i == 0 and kind == "act":
-                self._count_pass()
             sample = self._sampler(t)
             b.accumulate(r, sample if scale is None else sample.mul_(scale), sat, self._hist_step)
             return 0
@@ -428,10 +427,13 @@ class Watcher:
             b.rows[r][:k].mul_(scale)
         return k
 
-    def _count_pass(self) -> None:
-        """One more training forward pass in the same step; warns once when the optimizer never seems to step."""
+    def _count_pass(self, module: nn.Module, args: Any) -> None:
+        """A training forward pass of the model (with an optimizer); warns once when the optimizer never seems to
+        step. Counted on every step, recorded or not."""
+        if not (module.training and torch.is_grad_enabled()):
+            return
         self._passes += 1
-        if self._passes == STALLED_PASSES and self.optimizer is not None:
+        if self._passes == STALLED_PASSES:
             self._warn_once(
                 "stalled",
                 f"deepscope.watch: {STALLED_PASSES} training forward passes without a step of the optimizer given to "
