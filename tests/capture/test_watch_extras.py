@@ -249,3 +249,18 @@ def test_a_compiled_model_is_watched_under_its_own_layer_names(root):
     acts = r.layer_matrix("act", "mean")
     assert acts.names == ["0", "1", "2"] and acts.step.tolist() == [0, 1, 2]
     np.testing.assert_allclose(r.layer_series("0", "act", "mean").last, means, rtol=1e-5)
+
+
+def test_filters_see_attention_as_one_layer(root):
+    """A glob on a path inside MultiheadAttention selects it; a callable written for leaf modules that raises on
+    another module does not select it (and does not fail watch)."""
+    model = _Attention()
+    run = deepscope.init(dir=root)
+    w = run.watch(model, layers="*out_proj*")
+    assert [la.path for la in w.layers] == ["attn"]
+    run.unwatch()
+    run.finish()
+    other = deepscope.init(dir=root)
+    w = other.watch(model, layers=lambda path, m: m.out_features >= 3)  # MultiheadAttention has no out_features
+    assert [la.path for la in w.layers] == ["emb", "head"] and "pos" not in w.param_names
+    other.finish()

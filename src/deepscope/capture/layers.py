@@ -72,9 +72,17 @@ def own_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def _matches(layers: LayerFilter, patterns: list[str] | None, path: str, module: nn.Module) -> bool:
+    """Whether the filter selects ``module``; an opaque module also when it selects one of its children's paths.
+    A callable that raises (it expected leaf modules: ``m.out_features``) does not select it."""
     if patterns is not None:
-        return any(fnmatch.fnmatchcase(path, p) for p in patterns)
-    return layers is None or bool(layers(path, module))
+        paths = [path] + ([f"{path}.{n}" for n, _ in module.named_modules() if n] if isinstance(module, OPAQUE) else [])
+        return any(fnmatch.fnmatchcase(q, p) for q in paths for p in patterns)
+    if layers is None:
+        return True
+    try:
+        return bool(layers(path, module))
+    except Exception:
+        return False
 
 
 def _inside_opaque(path: str, opaque: list[str]) -> bool:
@@ -115,7 +123,8 @@ def select_layers(model: nn.Module, layers: LayerFilter = None) -> list[tuple[La
         )
         out.append((layer, module))
     if not out:
-        names = [n for n, m in model.named_modules() if n and next(m.children(), None) is None][:20]
+        names = [n for n, m in model.named_modules() if n and not _inside_opaque(n, opaque)
+                 and (next(m.children(), None) is None or isinstance(m, OPAQUE))][:20]  # fmt: skip
         raise ValueError(f"deepscope.watch: no layer matches {layers!r}; leaf modules include {names}")
     return out
 
@@ -130,13 +139,15 @@ def loose_parameters(
     opaque = [path for path, m in model.named_modules() if isinstance(m, OPAQUE)]
     out = []
     for path, module in model.named_modules():
-        if id(module) in chosen or _inside_opaque(path, opaque) or next(module.children(), None) is None:
+        if id(module) in chosen or isinstance(module, OPAQUE) or _inside_opaque(path, opaque):
+            continue  # an opaque module's parameters are its layer's: with it, or not at all
+        if next(module.children(), None) is None:
             continue  # a leaf that was not selected was filtered out, with its parameters
         for name, p in module.named_parameters(recurse=False):
             full = f"{path}.{name}" if path else name
             if patterns is not None and not any(fnmatch.fnmatchcase(full, pat) for pat in patterns):
                 continue
-            if patterns is None and layers is not None and not layers(path, module):
+            if patterns is None and not _matches(layers, None, path, module):
                 continue
             out.append((full, p))
     return out
