@@ -99,11 +99,13 @@ class Run:
         self._warned_regression = False
         self._watchers: list[Any] = []
         self._next_watch_step = 0
-        if resume and self._writer.flushed_step >= 0:
+        last = max(self._writer.flushed_step, runmeta.heartbeat(self.dir)[1] or -1) if resume else -1
+        if last >= 0:
             # A resumed run continues its steps: run.log without a step, and watch, count on from the last one on
-            # disk (a training that resumes from an earlier checkpoint passes its own step; going back is flagged).
-            self._last_step = self._writer.flushed_step
-            self._next_step = self._next_watch_step = self._last_step + 1
+            # disk, of any rank — ranks stay aligned (a training that resumes from an earlier checkpoint passes its
+            # own step; going back is flagged).
+            self._last_step = last
+            self._next_step = self._next_watch_step = last + 1
         _register(self)
 
     def _keep_metadata(

@@ -56,3 +56,18 @@ def test_a_resumed_run_keeps_its_metadata(root):
     deepscope.init(dir=root, id="m", resume=True, name="renamed", tags=["b"]).finish()
     info = deepscope.open(root).info("m")
     assert (info.name, info.tags) == ("renamed", ("b",))
+
+
+def test_ranks_resume_from_the_highest_step_of_any_rank(root):
+    """Rank 0 logged one step more than rank 1 (a final evaluation): both resume after it, aligned."""
+    for rank, steps in ((0, 6), (1, 5)):
+        run = deepscope.init(dir=root, id="d", rank=rank, world_size=2)
+        for s in range(steps):
+            run.log({"x": float(s)}, step=s)
+        run.finish()
+    runs = [deepscope.init(dir=root, id="d", rank=rank, world_size=2, resume=True) for rank in (0, 1)]  # together
+    for run in runs:
+        run.log({"x": 9.0})  # no step: the next one
+        run.finish()
+    r = reopen(root, "d")
+    assert r.series("x", rank=0).step.tolist()[-1] == 6 and r.series("x", rank=1).step.tolist()[-1] == 6
