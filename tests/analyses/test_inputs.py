@@ -119,3 +119,28 @@ def test_an_iterable_dataset_of_instances_is_batched(tmp_path):
     r = read(tmp_path)
     np.testing.assert_allclose(r.activations("fc1")[:], want.numpy(), rtol=1e-5, atol=1e-6)
     assert r.instances().column("label").to_pylist() == data.tensors[1].tolist()
+
+
+class _OnePass(torch.utils.data.IterableDataset):
+    """Yields its instances once: a second iteration yields nothing (a stream)."""
+
+    def __init__(self, data: torch.utils.data.TensorDataset) -> None:
+        self.it = iter(data)
+
+    def __iter__(self):
+        return self.it
+
+
+def test_a_single_pass_iterable_dataset_loses_no_instance(tmp_path):
+    data = image_data(40)
+    with pytest.warns(RuntimeWarning, match="no feature maps were stored"):  # they need a second pass
+        deepscope.analyze(TinyCNN(), _OnePass(data), layers=["conv2", "fc1"], run=tmp_path, batch_size=16,
+                          progress=False)  # fmt: skip
+    assert read(tmp_path).instances().column("label").to_pylist() == data.tensors[1].tolist()
+
+
+def test_a_shuffling_distributed_sampler_is_refused(tmp_path):
+    data = image_data(8)
+    sampler = torch.utils.data.DistributedSampler(data, num_replicas=1, rank=0, shuffle=True)
+    with pytest.raises(ValueError, match="shuffles"):
+        deepscope.analyze(TinyCNN(), torch.utils.data.DataLoader(data, sampler=sampler), run=tmp_path, progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -134,7 +135,8 @@ def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any]
     if isinstance(data, torch.utils.data.DataLoader):
         random = (torch.utils.data.RandomSampler, torch.utils.data.SubsetRandomSampler,
                   torch.utils.data.WeightedRandomSampler)  # fmt: skip
-        if isinstance(data.sampler, random):
+        shuffled = isinstance(data.sampler, torch.utils.data.DistributedSampler) and data.sampler.shuffle
+        if isinstance(data.sampler, random) or shuffled:
             raise ValueError("deepscope.analyze: the DataLoader shuffles; rows must come in order (shuffle=False)")
         ds = data.dataset
         n = len(ds) if hasattr(ds, "__len__") and not isinstance(ds, torch.utils.data.IterableDataset) else None
@@ -143,11 +145,8 @@ def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any]
         if n is not None and data.drop_last:
             n = (n // data.batch_size) * data.batch_size if data.batch_size else n
         return Source(data, n, False, batch_size, None)
-    if isinstance(data, torch.utils.data.IterableDataset):
-        first = next(iter(data), None)
-        if first is not None and _is_instance(first):  # yields instances, as a DataLoader expects: batched here
-            return Source(_Batched(data, batch_size, collate), None, False, batch_size, None)
-        return Source(data, None, False, batch_size, None)
+    if isinstance(data, torch.utils.data.IterableDataset):  # instances (as a DataLoader expects) or batches
+        return Source(_Batched(data, batch_size, collate), None, False, batch_size, None)
     if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (Sequence, Mapping)):
         return Source(data, len(data), True, batch_size, collate)
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
@@ -161,20 +160,33 @@ def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any]
 
 
 class _Batched:
-    """An iterable dataset's instances, collated into batches of ``size`` (as a DataLoader would); re-iterable."""
+    """An iterable dataset's items: collated into batches of ``size`` when they are instances (as a DataLoader would),
+    passed on as they are when they are batches. Decided on the first item of each pass, which is read once (a
+    single-pass dataset loses nothing)."""
 
     def __init__(self, data: Iterable[Any], size: int, collate: Callable[[list[Any]], Any] | None) -> None:
         self.data, self.size, self.collate = data, size, collate or torch.utils.data.default_collate
 
     def __iter__(self) -> Iterator[Any]:
+        it = iter(self.data)
+        first = next(it, _END)
+        if first is _END:
+            return
+        if not _is_instance(first):
+            yield first
+            yield from it
+            return
         items: list[Any] = []
-        for item in self.data:
+        for item in itertools.chain([first], it):
             items.append(item)
             if len(items) == self.size:
                 yield self.collate(items)
                 items = []
         if items:
             yield self.collate(items)
+
+
+_END = object()
 
 
 def _is_instance(item: Any) -> bool:

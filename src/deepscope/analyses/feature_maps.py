@@ -478,4 +478,11 @@ def analyze_maps(run_dir: str | os.PathLike[str], model: Any, data: Any, full_ma
 
     weights = AnalysisReader(run_dir).fingerprint["weights"]  # just computed by the activations
     cfg = FeatureMapsConfig(indices=full_maps, batch_size=min(batch_size, 64))
-    return FeatureMaps(cfg, collate_fn).run(run_dir, model, data, weights=weights)
+    try:
+        return FeatureMaps(cfg, collate_fn).run(run_dir, model, data, weights=weights)
+    except IndexError as e:  # data that yields its instances once (a stream): "auto" does without maps
+        if full_maps != "auto":
+            raise
+        warnings.warn(f"deepscope.analyze: no feature maps were stored: the data could not be read again ({e})",
+                      RuntimeWarning, stacklevel=3)  # fmt: skip
+        return {}
