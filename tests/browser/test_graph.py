@@ -256,3 +256,13 @@ def test_screenshot(page, graph_server, graph_store, tmp_path):
     # into docs/ only when asked (DEEPSCOPE_SCREENSHOTS=docs): a test run leaves the checkout as it was
     target = DOCS if os.environ.get("DEEPSCOPE_SCREENSHOTS") == "docs" else tmp_path
     page.screenshot(path=str(target / "graph-view.png"))
+
+
+def test_back_leaves_the_graph_tab(page, graph_server, graph_store):
+    """The graph tab puts its run in the URL in place: Back returns to the page before it, not to the graph again."""
+    page.goto(f"{graph_server}?tab=runs")
+    page.goto(f"{graph_server}?tab=graph&runs={graph_store['cnn']}")
+    wait_for(page, "() => window.__deepscope.graph && window.__deepscope.graph().status === 'ready'")
+    assert f"run={graph_store['cnn']}" in page.url
+    page.go_back()
+    wait_for(page, "() => new URLSearchParams(location.search).get('tab') === 'runs'")

@@ -49,6 +49,13 @@ function syncUrl() {
   lastPlace = place;
 }
 
+/** Put `id` in focus on behalf of the user — a view that picked a run by itself: the URL is updated in place, not
+ * pushed as a new history entry (Back would land on the view, which would pick it again). */
+export function adoptDetail(id: string): void {
+  lastPlace = `${view.tab}|${id}`;
+  view.detail = id;
+}
+
 window.addEventListener("popstate", () => {
   const next = parse(window.location.search);
   const { hasRuns: _, ...state } = next;
