@@ -46,7 +46,8 @@ def test_ddp_ranks_and_straggler(root):
     assert reader.ranks() == [0, 1]
     for rank in (0, 1):
         assert len(reader.series("train/loss", rank)) == 40
-        assert len(reader.layer_matrix("act", "mean", rank=rank).step) == 40
+        acts = reader.layer_matrix("act", "mean", rank=rank)
+        assert len(acts.step) == 40 and acts.names == ["0", "1", "2"]  # the paths of the model inside DDP
     summaries = {s.rank: s for s in rank_summaries(reader)}
     assert summaries[1].straggler and not summaries[0].straggler
     assert summaries[1].data_time > summaries[0].data_time + 0.02

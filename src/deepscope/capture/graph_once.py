@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import eager, uncompiled
+from .layers import eager, unwrapped
 from .scope import HookScope
 
 METHODS = ("fx", "hooks")  # cheap and side-effect free; torch.export is for deepscope.graph(...) on demand
@@ -42,7 +42,7 @@ def record_graph_once(model: nn.Module, run_dir: Path, scope: HookScope) -> None
             try:
                 module.eval()
                 with torch.no_grad():
-                    graph = extract_graph(uncompiled(module), tuple(args), example_kwargs=kwargs, methods=METHODS)
+                    graph = extract_graph(unwrapped(module), tuple(args), example_kwargs=kwargs, methods=METHODS)
             finally:
                 for m, training in modes:
                     m.training = training

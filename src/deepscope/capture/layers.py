@@ -60,6 +60,19 @@ def uncompiled(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) and type(model).__name__ == "OptimizedModule" else model
 
 
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The model inside ``torch.compile``, ``DistributedDataParallel`` and ``DataParallel`` wrappers: its layer paths
+    are those of the same model trained in one process, uncompiled (no ``_orig_mod.`` or ``module.`` prefix)."""
+    for _ in range(4):
+        inner = uncompiled(model)
+        if inner is model and isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            inner = model.module
+        if inner is model:
+            return model
+        model = inner
+    return model
+
+
 def eager(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` as a hook that ``torch.compile`` never traces: it runs as Python between compiled graphs (traced, its
     random sample positions were specialised as constants and recompiled at every step). 0.3 µs a call in eager mode."""

@@ -37,6 +37,7 @@ from .layers import (
     own_parameters,
     select_layers,
     uncompiled,
+    unwrapped,
 )
 from .manifest import write_manifest
 from .param_stats import ParamStager
@@ -119,8 +120,8 @@ class Watcher:
         self._skipped: bool | torch.Tensor = False
         self._grad_scale: torch.Tensor | None = None  # the scale the stepped gradients still carry (fused steps)
         self.on_skipped_step: list[Any] = []  # called when a skipped optimizer step is closed
-        inner = uncompiled(model)  # layer paths without torch.compile's "_orig_mod." prefix
-        if inner is not model:
+        inner = unwrapped(model)  # layer paths without torch.compile's "_orig_mod." or DDP's "module." prefix
+        if uncompiled(model) is not model:
             warnings.warn(
                 "deepscope.watch: the model is compiled (torch.compile): watch's hooks run between compiled graphs, "
                 "so the graph breaks at every watched module and steps run closer to eager speed; watch fewer "
