@@ -49,13 +49,14 @@ class Run:
         config: Mapping[str, Any] | None = None,
         dir: str | os.PathLike[str] | None = None,
         id: str | None = None,
-        tags: tuple[str, ...] | list[str] = (),
-        notes: str = "",
+        tags: tuple[str, ...] | list[str] | None = (),
+        notes: str | None = "",
         rank: int | None = None,
         world_size: int | None = None,
         resume: bool = False,
         flush_interval: float = 0.5,
     ) -> None:
+        tags, notes = tags or (), notes or ""  # None: none, as W&B takes them
         if config is not None and not isinstance(config, Mapping):
             raise TypeError(f"deepscope.init: config must be a dict, got {type(config).__name__}")
         for label, value in (("project", project), ("name", name), ("notes", notes)):

@@ -139,3 +139,33 @@ def test_a_tiny_late_blip_is_not_a_loss_spike():
     assert found == []
     d.observe_scalars(np.array([900]), ["train/loss"], np.zeros(1, np.int32), np.array([1.5]))
     assert [f.rule for f in found] == ["loss_spike"]
+
+
+def test_diverged_gradients_are_nan_not_zero(root):
+    """A gradient with NaN/Inf has no norm (the moments skip non-finite values: it read as 0 and drew a "zero
+    gradients" finding); the overflowing squares of a diverged weight warn nothing in the training console."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=50.0)
+    with deepscope.init(dir=root) as run, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run.watch(model, opt, print_findings=False)
+        for _ in range(25):
+            loss = nn.functional.cross_entropy(model(torch.randn(16, 8)), torch.randint(0, 2, (16,)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    r = reopen(root, run.id)
+    norms = r.layer_series("0.weight", "param_grad", "norm").last
+    nonfinite = r.layer_series("0.weight", "param_grad", "nonfinite_frac").last
+    assert (nonfinite > 0).any() and np.isnan(norms[nonfinite > 0]).all()
+    kinds = {e.kind for e in r.events()}
+    assert "diagnosis/nonfinite" in kinds and "diagnosis/zero_gradients" not in kinds
+
+
+def test_zero_updates_are_no_learning_rate_finding():
+    assert [f.rule for f in run_rule(6, weight__update_ratio=np.zeros(5), param_grad__norm=np.zeros(5))] == [
+        "zero_gradients"
+    ]

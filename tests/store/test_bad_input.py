@@ -93,3 +93,24 @@ def test_existing_run_id_needs_resume(root):
     r.log({"x": 1.0}, step=0)
     r.finish()
     assert deepscope.open(root).run("same").series("x").value.tolist() == [1.0]
+
+
+def test_none_tags_and_notes_are_none_and_a_bad_run_json_hides_no_other_run(root, tmp_path):
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from deepscope.server.app import create_app
+
+    deepscope.init(dir=root, id="a", tags=None, notes=None).finish()  # as W&B takes them
+    info = deepscope.open(root).info("a")
+    assert info.tags == () and info.notes == ""
+    deepscope.init(dir=root, id="b").finish()
+    meta = json.loads((root / "b" / "run.json").read_text())
+    (root / "b" / "run.json").write_text(json.dumps({**meta, "notes": None, "tags": None}))  # by hand, or older
+    deepscope.init(dir=root, id="c").finish()
+    meta = json.loads((root / "c" / "run.json").read_text())
+    (root / "c" / "run.json").write_text(json.dumps({**meta, "name": 5}))  # not a string: left out of the list
+    with TestClient(create_app(root)) as client:
+        runs = client.get("/api/runs", headers={"host": "127.0.0.1"}).json()["runs"]
+    assert sorted(r["id"] for r in runs) == ["a", "b"]

@@ -131,8 +131,10 @@ class Diagnoser:
                 )  # fmt: skip
                 # Too small only early on, and not while the learning rate warms up or has decayed: a schedule that
                 # anneals to 0 at the end is not a finding.
+                # zero updates with zero gradients are that finding's, not the learning rate's
                 self._sustained(
-                    step, "update_ratio_low", None, med < self.t.update_low and step < self.t.early_steps and steady_lr,
+                    step, "update_ratio_low", None,
+                    0 < med < self.t.update_low and step < self.t.early_steps and steady_lr,
                     f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): learning rate too low?",
                 )  # fmt: skip
 

@@ -168,12 +168,14 @@ def _reduce_block(v: np.ndarray, bounds: np.ndarray) -> np.ndarray:
 
 
 def update_sums_host(after: np.ndarray, before: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """(P, 2): Σ Δ² and Σ w² over each parameter's weight sample (the same positions before and after)."""
-    out = np.stack([np.square(after - before).sum(1), np.square(before).sum(1)], 1).astype(np.float64)
-    for k in np.unique(lengths[lengths < after.shape[1]]).tolist():  # short rows: only their first values
-        idx = np.flatnonzero(lengths == k)
-        a, b = after[idx, :k], before[idx, :k]
-        out[idx] = np.stack([np.square(a - b).sum(1), np.square(b).sum(1)], 1)
+    """(P, 2): Σ Δ² and Σ w² over each parameter's weight sample (the same positions before and after); a diverged
+    weight's sums are inf or NaN, without a warning in the training console."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.stack([np.square(after - before).sum(1), np.square(before).sum(1)], 1).astype(np.float64)
+        for k in np.unique(lengths[lengths < after.shape[1]]).tolist():  # short rows: only their first values
+            idx = np.flatnonzero(lengths == k)
+            a, b = after[idx, :k], before[idx, :k]
+            out[idx] = np.stack([np.square(a - b).sum(1), np.square(b).sum(1)], 1)
     return out
 
 

@@ -24,7 +24,8 @@ def combine(payload: list, n_layers: int, n_params: int, numels: list[int]) -> d
         stats = {k: v[start : start + n] for k, v in every.items() if k != "norm" or kind == "weight"}
         if kind == "param_grad":
             a = acc[start : start + n]
-            stats["norm"] = np.where(a[:, R.N] > 0, np.sqrt(a[:, R.NORMSQ]), np.nan)
+            # a gradient with a NaN/Inf has no finite norm (the moments skip non-finite values: it read as 0)
+            stats["norm"] = np.where((a[:, R.N] > 0) & (a[:, R.NONFINITE] == 0), np.sqrt(a[:, R.NORMSQ]), np.nan)
         if kind == "weight":
             stats["update_ratio"] = _update_ratio([p for _, p in payload], n_params)
         out[kind] = stats

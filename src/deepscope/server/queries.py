@@ -6,6 +6,7 @@ Run ids reach the filesystem only through ``Store.run``/``Store.info``, which ch
 
 from __future__ import annotations
 
+import logging
 import weakref
 from dataclasses import asdict
 
@@ -15,6 +16,8 @@ import pyarrow as pa
 from ..store import RunReader, Store
 from ..types import Downsampled, RunInfo
 from . import schemas
+
+log = logging.getLogger(__name__)
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 MAX_BUCKETS = 10_000
@@ -71,7 +74,12 @@ def _summary_fields(info: RunInfo, max_step: int | None) -> dict:
 def list_runs(store: Store) -> schemas.RunList:
     """Every run, newest first, with how far its data reaches."""
     # max_step comes from the writers' heartbeats: listing never loads a run's data
-    runs = [schemas.RunSummary(**_summary_fields(i, i.max_step)) for i in store.runs()]
+    runs = []
+    for i in store.runs():
+        try:
+            runs.append(schemas.RunSummary(**_summary_fields(i, i.max_step)))
+        except ValueError as e:  # a run.json written by hand, or damaged: that run is left out, not every run
+            log.warning("run %s left out of the list: %s", i.id, e)
     return schemas.RunList(runs=runs)
 
 
