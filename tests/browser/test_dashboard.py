@@ -375,3 +375,31 @@ def test_a_metric_of_one_or_a_few_points_is_drawn(page, serve, tmp_path):
     assert _coloured_pixels(page, "test/acc") > 10  # the one point, drawn
     assert _coloured_pixels(page, "eval/loss") > 10
     assert _coloured_pixels(page, "loss") > 10
+
+
+def test_comparing_many_runs_colours_hover_and_interrupted(page, serve, tmp_path):
+    """Selected runs never share a colour (the palette repeats past 12 runs); the hover lists no value of a run past
+    its last step; a run stopped with Ctrl-C reads "interrupted" in the runs table, not "finished"."""
+    import time as _time
+
+    ids = []
+    for k in range(14):
+        run = deepscope.init(dir=tmp_path, name=f"r{k}")
+        for s in range(100 if k == 0 else 20):
+            run.log({"loss": 1.0 / (s + 1) + k}, step=s)
+        run.finish("finished", "interrupted (SIGINT)" if k == 1 else None)
+        ids.append(run.id)
+        _time.sleep(0.01)  # distinct start times: the colour order
+    server = serve(tmp_path)
+    open_page(page, f"{server.url}?runs={ids[0]},{ids[12]}&smooth=0")
+    chart_ready(page, "loss", ids[0], 99)
+    chart_ready(page, "loss", ids[12], 19)
+    swatch = "(id) => getComputedStyle(document.querySelector(`li[data-run='${id}'] .swatch`)).backgroundColor"
+    assert page.evaluate(swatch, ids[0]) != page.evaluate(swatch, ids[12])  # run 12 would repeat run 0's colour
+    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
+    page.mouse.move(plot["x"] + plot["width"] * 0.9, plot["y"] + plot["height"] / 2)  # step ≈ 90: r12 ended at 19
+    tip = page.locator("figure[data-key='loss'] .tip")
+    tip.wait_for()
+    assert "r0" in tip.inner_text() and "r12" not in tip.inner_text()
+    open_page(page, f"{server.url}?tab=runs")
+    page.locator(f"tr[data-run='{ids[1]}']").get_by_text("interrupted").wait_for()

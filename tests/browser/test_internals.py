@@ -308,3 +308,20 @@ def test_gradient_flow_says_which_gradients_are_zero(page, serve, tmp_path):
     note = page.get_by_test_id("flow-zero")
     note.wait_for()
     assert "2 weights with a gradient norm of exactly 0" in note.inner_text()  # 2.weight: its input is all 0
+
+
+def test_errors_lead_the_findings_and_a_shorter_run_is_named_in_the_flow(page, serve, tmp_path):
+    long = train(tmp_path, "long", relu_net(), 20)
+    short = train(tmp_path, "short", relu_net(), 10)
+    with deepscope.init(dir=tmp_path, id=short, resume=True) as run:  # findings written as a run would write them
+        run.event("diagnosis/nonfinite", "NaN/Inf in activations, first at 0 (step 3)", step=3, severity="error")
+        run.event("diagnosis/dead_units", "layer 1 (ReLU): 80% of its units never fired", step=9, severity="warning")
+    base = serve(tmp_path).url
+    open_internals(page, base, f"runs={long},{short}&panel=diagnoses")
+    wait_for(page, "() => (window.__deepscope.internals.diagnoses ?? []).length >= 2")
+    kinds = [d["kind"] for d in held(page, "diagnoses")]
+    assert kinds.index("diagnosis/nonfinite") < kinds.index("diagnosis/dead_units")  # the error first, though older
+    open_internals(page, base, f"runs={long},{short}&panel=flow")
+    note = page.get_by_test_id("flow-behind")
+    note.wait_for()
+    assert "short: drawn at step 9, the last it recorded up to step 19" in note.inner_text()

@@ -68,6 +68,7 @@ def _summary_fields(info: RunInfo, max_step: int | None) -> dict:
         "config_flat": info.config_flat,
         "world_size": info.world_size,
         "max_step": max_step,
+        "exit_reason": info.exit_reason,
     }
 
 
@@ -93,7 +94,6 @@ def run_detail(store: Store, run_id: str) -> schemas.RunDetail:
         git_commit=info.git_commit,
         python_version=info.python_version,
         torch_version=info.torch_version,
-        exit_reason=info.exit_reason,
         ranks=r.ranks(),
     )
 

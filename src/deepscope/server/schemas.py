@@ -28,6 +28,7 @@ class RunSummary(BaseModel):
     config_flat: dict[str, Any]
     world_size: int
     max_step: int | None
+    exit_reason: str | None  # why a run crashed, or "interrupted (SIGINT)" for a finished one stopped with Ctrl-C
 
 
 class RunDetail(RunSummary):
@@ -36,7 +37,6 @@ class RunDetail(RunSummary):
     git_commit: str | None
     python_version: str
     torch_version: str | None
-    exit_reason: str | None
     ranks: list[int]
 
 

@@ -1075,6 +1075,8 @@ export interface components {
             };
             /** End Time */
             end_time: number | null;
+            /** Exit Reason */
+            exit_reason: string | null;
             /** Heartbeat */
             heartbeat: number | null;
             /** Id */

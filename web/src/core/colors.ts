@@ -1,11 +1,25 @@
 // One colour per run, the same in every chart and list. A run keeps its colour as new runs arrive:
-// the index is the run's rank by start time, oldest first.
+// the index is the run's rank by start time, oldest first; the selected runs never share one.
 
+// Twelve hues far enough apart to tell lines apart (no two blues or greens of nearly the same shade).
 const PALETTE = [
-  "#2563eb", "#e8590c", "#0f9960", "#d6336c", "#7048e8",
-  "#0c8599", "#c2255c", "#5c940d", "#e67700", "#1c7ed6",
-  "#ae3ec9", "#2b8a3e", "#f03e3e", "#364fc7", "#087f5b",
+  "#2563eb", "#e8590c", "#2b8a3e", "#d6336c", "#7048e8", "#0c8599",
+  "#a16207", "#e03131", "#5c940d", "#ae3ec9", "#1e293b", "#f59f00",
 ];
+
+/** Distinct colours for `selected` (ids in start order, each with its own colour index): a run keeps its own
+ * colour unless a run before it in the selection has it already; then it takes the next free one. */
+export function distinctColors(selected: { id: string; index: number }[]): Map<string, string> {
+  const out = new Map<string, string>();
+  const used = new Set<number>();
+  for (const { id, index } of selected) {
+    let k = ((index % PALETTE.length) + PALETTE.length) % PALETTE.length;
+    for (let tries = 0; used.has(k) && tries < PALETTE.length; tries++) k = (k + 1) % PALETTE.length;
+    used.add(k);
+    out.set(id, PALETTE[k]);
+  }
+  return out;
+}
 
 export function runColor(index: number): string {
   return PALETTE[((index % PALETTE.length) + PALETTE.length) % PALETTE.length];

@@ -1,6 +1,6 @@
 // Application state: the view state (mirrored in the URL) and the data the server gave us (runs, keys).
 import { api, HttpError, type KeyInfo, type LiveRun, type RunSummary } from "../api/client";
-import { runColor } from "./colors";
+import { distinctColors, runColor } from "./colors";
 import * as series from "./series";
 import { hook } from "./testhook";
 import { parse, serialize, type ViewState } from "./viewstate";
@@ -23,7 +23,12 @@ export const data = $state({
 /** Colour index of each run: its rank by start time, oldest first, so that new runs do not recolour others. */
 const colors = $derived.by(() => {
   const order = [...data.runs].sort((a, b) => a.start_time - b.start_time || a.id.localeCompare(b.id));
-  return new Map(order.map((r, i) => [r.id, runColor(i)]));
+  const all = new Map(order.map((r, i) => [r.id, runColor(i)]));
+  // the selected runs (and the one in focus) in start order, each with its own index: they never share a colour
+  const chosen = new Set([...view.runs, ...(view.detail ? [view.detail] : [])]);
+  const picked = order.flatMap((r, i) => (chosen.has(r.id) ? [{ id: r.id, index: i }] : []));
+  for (const [id, c] of distinctColors(picked)) all.set(id, c);
+  return all;
 });
 
 export function colorOf(id: string): string {
