@@ -373,6 +373,11 @@ def test_a_metric_of_one_or_a_few_points_is_drawn(page, serve, tmp_path):
         chart_ready(page, key, run.id, last)
     page.wait_for_timeout(300)
     assert _coloured_pixels(page, "test/acc") > 10  # the one point, drawn
+    plot = page.locator("figure[data-key='test/acc'] .u-over").bounding_box()
+    page.mouse.move(plot["x"] + plot["width"] - 3, plot["y"] + plot["height"] / 2)  # near the point, at step 99
+    tip = page.locator("figure[data-key='test/acc'] .tip")
+    tip.wait_for()
+    assert "0.9" in tip.inner_text()  # a single point is listed when the cursor is near it
     assert _coloured_pixels(page, "eval/loss") > 10
     assert _coloured_pixels(page, "loss") > 10
 
