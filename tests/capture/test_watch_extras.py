@@ -264,3 +264,24 @@ def test_filters_see_attention_as_one_layer(root):
     w = other.watch(model, layers=lambda path, m: m.out_features >= 3)  # MultiheadAttention has no out_features
     assert [la.path for la in w.layers] == ["emb", "head"] and "pos" not in w.param_names
     other.finish()
+
+
+def test_a_run_watched_before_attention_was_one_layer_can_be_watched_again(root):
+    """Its watch.json lists the attention's children (out_proj); the same model is accepted, other layers not."""
+    import json
+
+    model = _Attention()
+    run = deepscope.init(dir=root, id="old")
+    run.watch(model)
+    run.finish()
+    path = root / "old" / "streams" / "0" / "watch.json"
+    manifest = json.loads(path.read_text())
+    layers = [la for la in manifest["layers"] if la["path"] != "attn"]
+    layers.insert(1, {**layers[0], "path": "attn.out_proj", "type": "NonDynamicallyQuantizableLinear"})
+    path.write_text(json.dumps({**manifest, "layers": layers}))  # as an earlier version wrote it
+    again = deepscope.init(dir=root, id="old", resume=True)
+    again.watch(model)
+    again.unwatch()
+    with pytest.raises(ValueError, match="other layers"):
+        again.watch(nn.Sequential(nn.Linear(2, 2)))
+    again.finish()

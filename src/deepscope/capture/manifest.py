@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..store import format as fmt
 from ..store import runmeta
 from . import reducers as R
-from .layers import Layer
+from .layers import OPAQUE, Layer
 
 if TYPE_CHECKING:
     from ..run import Run
@@ -18,7 +18,7 @@ def write_manifest(run: Run, layers: list[Layer], params: list[str], by_optimize
     path = run._stream_dir / "watch.json"
     table = [la.to_json() for la in layers]
     old = runmeta.read_json(path)
-    if old and _signature(old.get("layers", [])) != _signature(table):
+    if old and not _same_model(old.get("layers", []), table):
         raise ValueError(
             f"deepscope.watch: run {run.id!r} has recorded the statistics of other layers (another model, "
             "or another `layers` selection); watch this one in a new run: deepscope.init(...)"
@@ -37,5 +37,15 @@ def write_manifest(run: Run, layers: list[Layer], params: list[str], by_optimize
     runmeta.write_json_atomic(path, manifest)
 
 
-def _signature(layers: list[dict]) -> list[tuple[str, str]]:
-    return [(la["path"], la["type"]) for la in layers]
+def _signature(layers: list[dict], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    inside = lambda p: any(p == o or p.startswith(o + ".") for o in skip)  # noqa: E731
+    return [(la["path"], la["type"]) for la in layers if not inside(la["path"])]
+
+
+def _same_model(old: list[dict], new: list[dict]) -> bool:
+    """The same layers; a table written before MultiheadAttention was one layer (its children were) is the same
+    model too."""
+    if _signature(old) == _signature(new):
+        return True
+    opaque = tuple(la["path"] for la in new if la["type"] in {t.__name__ for t in OPAQUE})
+    return bool(opaque) and _signature(old, opaque) == _signature(new, opaque)
