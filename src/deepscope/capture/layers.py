@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -98,6 +99,11 @@ def _matches(layers: LayerFilter, patterns: list[str] | None, path: str, module:
         return False
 
 
+def _patterns(layers: LayerFilter) -> list[str] | None:
+    """The globs of a filter (None for a callable or no filter)."""
+    return [layers] if isinstance(layers, str) else list(layers) if isinstance(layers, (list, tuple)) else None
+
+
 def _inside_opaque(path: str, opaque: list[str]) -> bool:
     return any(path.startswith(o + ".") if o else path != "" for o in opaque)
 
@@ -111,7 +117,7 @@ def select_layers(model: nn.Module, layers: LayerFilter = None) -> list[tuple[La
     """
     if layers is not None and not (callable(layers) or isinstance(layers, (str, list, tuple))):
         raise TypeError(f"deepscope.watch: layers must be a glob, a list of globs or a callable, got {layers!r}")
-    patterns = [layers] if isinstance(layers, str) else list(layers) if isinstance(layers, (list, tuple)) else None
+    patterns = _patterns(layers)
     seen: set[int] = set()
     opaque: list[str] = []
     out: list[tuple[Layer, nn.Module]] = []
@@ -147,7 +153,7 @@ def loose_parameters(
 ) -> list[tuple[str, nn.Parameter]]:
     """Parameters no watched layer stands for: owned by a container (a ViT's ``pos_embed`` and ``cls_token``, a
     block's layer-scale ``gamma``), matched by ``layers`` on their own path (a callable sees the owner)."""
-    patterns = [layers] if isinstance(layers, str) else list(layers) if isinstance(layers, (list, tuple)) else None
+    patterns = _patterns(layers)
     chosen = {id(m) for m in selected}
     opaque = [path for path, m in model.named_modules() if isinstance(m, OPAQUE)]
     out = []
@@ -164,6 +170,34 @@ def loose_parameters(
                 continue
             out.append((full, p))
     return out
+
+
+def watched_parameters(
+    model: nn.Module, layers: LayerFilter, selected: list[tuple[Layer, nn.Module]]
+) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[Layer, nn.Module]]]:
+    """The parameters to record, in model order: the selected layers' and the loose ones (``loose_parameters``). A
+    parameter shared by several modules (tied weights) is recorded once, under its first name; the layers are
+    returned with their ``params`` naming where each shared one is recorded."""
+    params: list[tuple[str, nn.Parameter]] = []
+    seen: dict[int, str] = {}
+    named = []
+    for layer, module in selected:
+        names = []
+        for name, (_, p) in zip(layer.params, own_parameters(module)):
+            if id(p) not in seen and p.requires_grad:
+                params.append((name, p))
+            seen.setdefault(id(p), name)
+            names.append(seen[id(p)])
+        named.append(
+            (dataclasses.replace(layer, params=tuple(names)) if tuple(names) != layer.params else layer, module)
+        )
+    for name, p in loose_parameters(model, layers, [m for _, m in selected]):
+        if id(p) not in seen and p.requires_grad:
+            params.append((name, p))
+            seen[id(p)] = name
+    order = {id(p): k for k, p in enumerate(model.parameters())}
+    params.sort(key=lambda item: order.get(id(item[1]), len(order)))
+    return params, named
 
 
 def is_float_tensor(x: object) -> bool:

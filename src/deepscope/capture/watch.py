@@ -14,7 +14,6 @@ model; passes in eval mode or under ``no_grad`` are not recorded.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from collections import deque
@@ -33,11 +32,10 @@ from .layers import (
     eager,
     first_tensor,
     is_float_tensor,
-    loose_parameters,
-    own_parameters,
     select_layers,
     uncompiled,
     unwrapped,
+    watched_parameters,
 )
 from .manifest import write_manifest
 from .param_stats import ParamStager
@@ -129,24 +127,7 @@ class Watcher:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        selected = list(select_layers(inner, layers))
-        self._params: list[tuple[str, nn.Parameter]] = []
-        seen: dict[int, str] = {}  # a parameter shared by several modules (tied weights) is recorded once
-        for k, (layer, module) in enumerate(selected):
-            names = []
-            for name, (_, p) in zip(layer.params, own_parameters(module)):
-                if id(p) not in seen and p.requires_grad:
-                    self._params.append((name, p))
-                seen.setdefault(id(p), name)
-                names.append(seen[id(p)])
-            if tuple(names) != layer.params:  # the layer table names where the shared one is recorded
-                selected[k] = (dataclasses.replace(layer, params=tuple(names)), module)
-        for name, p in loose_parameters(inner, layers, [m for _, m in selected]):
-            if id(p) not in seen and p.requires_grad:
-                self._params.append((name, p))
-                seen[id(p)] = name
-        order = {id(p): k for k, p in enumerate(inner.parameters())}
-        self._params.sort(key=lambda item: order.get(id(item[1]), len(order)))  # model order
+        self._params, selected = watched_parameters(inner, layers, select_layers(inner, layers))
         self.layers: list[Layer] = [la for la, _ in selected]
         self.param_names = [n for n, _ in self._params]
         self._sampler = Sampler(cfg.sample)

@@ -114,9 +114,15 @@ def heartbeat(run_dir: Path) -> tuple[float | None, int | None]:
             finally:
                 os.close(fd)
             newest = t if newest is None or t > newest else newest
-            if len(fields) >= 2 and fields[1].lstrip("-").isdigit() and int(fields[1]) >= 0:
-                max_step = max(int(fields[1]), max_step if max_step is not None else -1)
+            step = heartbeat_step(fields)
+            if step >= 0:
+                max_step = max(step, max_step if max_step is not None else -1)
     return newest, max_step
+
+
+def heartbeat_step(fields: list[str]) -> int:
+    """The highest step a heartbeat's fields (``"<unix time> <highest step on disk>"``, split) record; -1 if none."""
+    return int(fields[1]) if len(fields) >= 2 and fields[1].lstrip("-").isdigit() else -1
 
 
 def run_info(run_dir: Path, meta: dict[str, Any], now: float | None = None) -> RunInfo:

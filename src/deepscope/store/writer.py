@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import format as fmt
+from . import runmeta
 
 # A scalar record as the training thread leaves it: (step, wall_time, {key: value}, holds_tensors)
 ScalarRecord = tuple[int, float, dict[str, Any], bool]
@@ -502,7 +503,6 @@ def _event_batch(events: list[tuple]) -> pa.RecordBatch:
 def _heartbeat_step(path: Path) -> int:
     """The highest step on disk an earlier writer of this stream recorded in its heartbeat; -1 if none."""
     try:
-        fields = path.read_text(encoding="ascii", errors="replace").split()
+        return runmeta.heartbeat_step(path.read_text(encoding="ascii", errors="replace").split())
     except OSError:
         return -1
-    return int(fields[1]) if len(fields) >= 2 and fields[1].lstrip("-").isdigit() else -1
