@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import zarr
 from tests.analyses.models import FailingAt, TinyCNN, image_data
 from tests.conftest import new_dir
 
@@ -186,6 +187,29 @@ def test_nan_activations_are_an_error(tmp_path):
     x[17, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite for instance 17"):
         deepscope.analyze(TinyCNN(), x, layers=["fc1"], run=tmp_path, batch_size=8, progress=False)
+
+
+def test_nan_in_a_later_chunk_names_its_instance_and_keeps_the_chunks_before(tmp_path):
+    x = torch.randn(60, 1, 8, 8)
+    x[37, 0, 0, 0] = float("inf")
+    cfg = ActivationsConfig(layers=("fc1",), batch_size=8, chunk_rows=16, progress=False)
+    with pytest.raises(ValueError, match="fc1 is NaN or infinite for instance 37"):
+        Activations(cfg).run(tmp_path, TinyCNN(), x)
+    progress = json.loads((tmp_path / "artifacts/activations/progress.json").read_text())
+    assert progress["rows_done"] == 32  # the two whole chunks before it
+
+
+def test_the_last_partial_chunk_is_stored_whole_as_zarr_stores_it(tmp_path):
+    torch.manual_seed(0)
+    model, data = TinyCNN(), image_data(40)
+    cfg = ActivationsConfig(layers=("fc1",), batch_size=8, chunk_rows=16, progress=False)
+    Activations(cfg).run(tmp_path, model, data)
+    arr = zarr.open_array(str(tmp_path / "artifacts/activations/fc1.zarr"), mode="r")
+    width = arr.shape[1]
+    last = tmp_path / "artifacts/activations/fc1.zarr/c/2/0"
+    assert last.stat().st_size == 16 * width * 4  # rows 32..47 of a 40-row array: padded, as zarr pads it
+    seen, _ = manual(model, data.tensors[0], ["fc1"])
+    np.testing.assert_allclose(arr[:], seen["fc1"].numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_a_dataset_whose_length_changes(tmp_path):

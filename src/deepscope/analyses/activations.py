@@ -26,7 +26,7 @@ from torch import nn
 from ..store.runmeta import write_json_atomic
 from .base import RESERVED_COLUMNS, artifact_dir, model_class, provenance, read_json, write_provenance
 from .batches import Batch, Source, current_length, source
-from .chunk_files import write_chunk_file
+from .chunk_files import aligned_empty, write_chunk_file
 
 NAME = "activations"
 NEXT_SUFFIX = ".next"  # a new analysis computed beside a finished one, which it replaces when complete
@@ -348,7 +348,10 @@ class Activations:
 
         modules = dict(model.named_modules())
         limit = min(self._given_counts().values(), default=None)  # data of unknown length may not yield more
-        Extractor(model, [(n, modules[n]) for n in layers], cfg, src, state, limit, self._outputs_are_scores).extract()
+        extractor = Extractor(
+            model, [(n, modules[n]) for n in layers], cfg, src, state, limit, self._outputs_are_scores
+        )
+        extractor.extract()
         n = state.rows_done
         if src.length is not None and current_length(src) != src.length:
             raise ValueError(f"deepscope.analyze: the dataset's length changed from {src.length} to "
@@ -358,7 +361,7 @@ class Activations:
         for what, count in self._given_counts().items():
             if count != n:
                 raise ValueError(f"deepscope.analyze: {count} {what} for a dataset of {n} instances")
-        self._write_instances(out_dir, n)
+        self._write_instances(out_dir, n, extractor.outputs_in_memory())
         write_provenance(out_dir, provenance(NAME, asdict(cfg) | {"layers": layers}, model_class=model_class(model),
                                              layers={k: state.widths[k] for k in layers}, length=n,
                                              started=started, class_names=self.class_names))  # fmt: skip
@@ -367,20 +370,25 @@ class Activations:
             replace_dir(out_dir, final)
         return final
 
-    def _write_instances(self, out_dir: Path, n: int) -> None:
+    def _write_instances(self, out_dir: Path, n: int, outputs: dict[str, np.ndarray] | None = None) -> None:
+        """The instance table; ``outputs``: the stored labels and scores, if still in memory (else read back)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
         import zarr
 
+        def stored(name: str) -> np.ndarray | None:
+            if outputs is not None:
+                return outputs.get(name)
+            path = out_dir / "outputs" / f"{name}.zarr"
+            return zarr.open_array(str(path), mode="r")[:] if path.exists() else None
+
         cols: dict[str, Any] = {"index": pa.array(np.arange(n, dtype=np.int64))}
         labels = self.labels
-        if labels is None and not self._unlabelled_only and (out_dir / "outputs" / "labels.zarr").exists():
-            stored = zarr.open_array(str(out_dir / "outputs" / "labels.zarr"), mode="r")[:]
-            labels = stored if (stored >= 0).any() else None
+        if labels is None and not self._unlabelled_only and (data_labels := stored("labels")) is not None:
+            labels = data_labels if (data_labels >= 0).any() else None
         if labels is not None:
             cols["label"] = pa.array(labels, mask=labels < 0)
-        if (out_dir / "outputs" / "scores.zarr").exists():
-            scores = zarr.open_array(str(out_dir / "outputs" / "scores.zarr"), mode="r")[:]
+        if (scores := stored("scores")) is not None:
             pred = scores.argmax(1).astype(np.int64)
             cols["prediction"] = pa.array(pred)
             cols["score"] = pa.array(scores.max(1).astype(np.float32))
@@ -465,16 +473,24 @@ class _State:
         return stop
 
     def _write_whole_chunk(self, key: str, arr: Any, start: int, values: np.ndarray) -> bool:
-        """Write one whole chunk straight to its file: an uncompressed Zarr v3 chunk is the C-order bytes of its
-        values (the ``bytes`` codec alone). Half the CPU time of ``arr[...] = values``, which competes with the
-        forward pass for the same cores. False (nothing written) for anything else: zarr writes those."""
+        """Write one whole chunk (or the array's last one, padded) straight to its file: an uncompressed Zarr v3
+        chunk is the C-order bytes of its values (the ``bytes`` codec alone). Half the CPU time of
+        ``arr[...] = values``, which competes with the forward pass for the same cores. False (nothing written) for
+        anything else: zarr writes those."""
         rows = arr.chunks[0]
         codecs = arr.metadata.codecs
-        if start % rows or len(values) != rows or len(codecs) != 1 or type(codecs[0]).__name__ != "BytesCodec":
+        n = len(values)
+        edge = n < rows and start + n == arr.shape[0]  # the array's last chunk: stored whole, padded, as zarr does
+        if start % rows or (n != rows and not edge) or len(codecs) != 1 or type(codecs[0]).__name__ != "BytesCodec":
             return False
         endian = getattr(codecs[0].endian, "value", codecs[0].endian)
         if values.dtype.itemsize > 1 and endian != sys.byteorder:
             return False
+        if edge:
+            padded = aligned_empty((rows, *values.shape[1:]), arr.dtype)
+            padded[:n] = values
+            padded[n:] = arr.fill_value
+            values = padded
         path = self.dir / key / arr.metadata.encode_chunk_key((start // rows,) + (0,) * (arr.ndim - 1))
         if path.parent not in self._dirs:  # one directory per chunk row: made once, not asked again per chunk
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ second thread writes a chunk while the next one fills the other set of arrays.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -79,6 +80,8 @@ class Extractor:
         self.spare: ChunkRows | None = None  # the other set: written by the second thread, or free
         self.pending: Future[int] | None = None
         self.device = torch.device("cpu")
+        # Labels and scores of every row, for the instance table (not read back from the disk); None when resumed.
+        self.kept: dict[str, list[np.ndarray]] | None = None if state.rows_done else {LABELS: [], SCORES: []}
         images = state.arrays.get(IMAGES)
         self.preview_shape: tuple[int, int, int] | None = None if images is None else tuple(images.shape[1:])
 
@@ -165,7 +168,7 @@ class Extractor:
         self.direct = self.device.type == "cpu"
 
     def _step(self, batch: Batch, row: int) -> None:
-        """One forward pass; its rows end up in ``self.rows`` (checked for NaN), ``n`` advanced."""
+        """One forward pass; its rows end up in ``self.rows``, ``n`` advanced."""
         b = batch.size
         self.pooled, self.called = {}, set()
         self.mask, self.batch_rows = batch.mask, b
@@ -177,7 +180,7 @@ class Extractor:
             raise ValueError(f"deepscope.analyze: layers {missing} were not called by the model's forward pass")
         extra: dict[str, np.ndarray] = {}
         if out is not None and out.ndim == 2 and out.shape[0] == b and out.shape[1] >= 2:
-            extra[SCORES] = scores(out.detach().float().cpu().numpy(), self.cfg.scores == "softmax")
+            extra[SCORES] = out.detach().float().cpu().numpy()  # logits: turned into scores a chunk at a time
         if self.cfg.previews and (images := image_input(batch)) is not None:
             if self.preview_shape is None:
                 self.preview_shape = (*preview_size(*images.shape[2:]), images.shape[1])
@@ -214,14 +217,27 @@ class Extractor:
             dest.copy_(pooled)
         for key, values in extra.items():
             rows.slot(key, b)[...] = values
-        for key in rows.arrays:
-            check_finite(key, rows.slot(key, b), row)
         rows.n += b
 
+    def outputs_in_memory(self) -> dict[str, np.ndarray] | None:
+        """Every row's labels and (if stored) scores, when all rows went through this extractor."""
+        if self.kept is None or self.rows is None:
+            return None
+        return {k.removeprefix("outputs/").removesuffix(".zarr"): np.concatenate(v) for k, v in self.kept.items() if v}
+
     def _flush(self, pool_: ThreadPoolExecutor, n: int) -> None:
-        """Hand the first ``n`` gathered rows to the writer; rows past them move to the other set of arrays."""
+        """Hand the first ``n`` gathered rows to the writer (scores made, checked for NaN: a chunk at a time, not
+        a batch, costs a quarter of the calls); rows past them move to the other set of arrays."""
         self._wait()  # one chunk in flight at most: the other set is free again
         full = self.rows
+        if SCORES in full.arrays and self.cfg.scores == "softmax":
+            softmax_rows(full.arrays[SCORES][:n])
+        for key, a in full.arrays.items():
+            check_finite(key, a[:n], self.state.rows_done)
+        if self.kept is not None:
+            for key, kept in self.kept.items():
+                if key in full.arrays:
+                    kept.append(full.arrays[key][:n].copy())
         spare = self.spare or ChunkRows(full.specs, full.capacity)
         left = full.n - n
         spare.n = 0
@@ -248,20 +264,19 @@ class Extractor:
             self.state.save_progress()
 
 
-def scores(logits: np.ndarray, softmax: bool) -> np.ndarray:
-    """Softmax of each row (NumPy: for a (B, classes) matrix, torch's threaded kernel cost more here), or the rows."""
-    if not softmax:
-        return logits
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    e /= e.sum(1, keepdims=True)
-    return e
+def softmax_rows(logits: np.ndarray) -> None:
+    """Softmax of each row, in place (NumPy: for a (rows, classes) matrix, torch's threaded kernel cost more)."""
+    logits -= logits.max(1, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(1, keepdims=True)
 
 
 def check_finite(key: str, values: np.ndarray, row: int) -> None:
     """A ``ValueError`` naming the first instance whose values are NaN or infinite."""
     # A sum is NaN or infinite when a value is (a sum that overflows is looked at closely, and passes):
-    # one cheap reduction instead of an elementwise test and a boolean array per batch.
-    if values.dtype.kind != "f" or np.isfinite(values.sum()) or np.isfinite(values).all():
+    # one cheap reduction instead of an elementwise test and a boolean array per batch; torch's, threaded, takes
+    # a third of NumPy's time on a (1024, 512) batch.
+    if values.dtype.kind != "f" or math.isfinite(torch.from_numpy(values).sum()) or np.isfinite(values).all():
         return
     bad = row + int(np.flatnonzero(~np.isfinite(values).all(axis=tuple(range(1, values.ndim))))[0])
     raise ValueError(f"deepscope.analyze: {key[:-5]} is NaN or infinite for instance {bad}; "
