@@ -130,6 +130,12 @@ def test_overview_draws_the_server_matrix_and_switches_kind_and_stat(page, watch
     view_top = page.evaluate(f"() => window.__deepscope.internals.overview.value('0.7', {STEPS - 1})")
     assert view_top == pytest.approx(server_top) and server_top > 0.5  # saturated
     assert page.locator("[data-testid=color-legend]").is_visible()
+    ticks = o["ticks"]  # round steps, evenly spaced, each under its own column's centre
+    gaps = {b["step"] - a["step"] for a, b in zip(ticks, ticks[1:])}
+    assert len(ticks) >= 5 and len(gaps) == 1 and gaps.pop() in (1, 2, 5, 10, 20, 50)
+    cw = o["plotW"] / o["cols"]
+    for t in ticks:
+        assert t["x"] == pytest.approx(o["labelW"] + (o["steps"].index(t["step"]) + 0.5) * cw)
     shot(page, "internals-overview.png", tmp_path)
 
     page.locator("[data-kind=param_grad]").click()

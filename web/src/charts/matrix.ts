@@ -36,7 +36,8 @@ export function columnOf(steps: number[], step: number): number {
   return lo < steps.length ? lo : -1;
 }
 
-export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): void {
+/** Draws the picture; returns the step axis's ticks (step, x in CSS pixels). */
+export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): { step: number; x: number }[] {
   const dpr = window.devicePixelRatio || 1;
   const width = p.labelW + p.plotW;
   const height = p.rows.length * p.rowH + p.axisH;
@@ -48,7 +49,7 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): void {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, width, height);
-  if (!p.cols || !p.rows.length) return;
+  if (!p.cols || !p.rows.length) return [];
 
   // Cells: one pixel per (row, bucket), scaled up.
   const img = new ImageData(p.cols, p.rows.length);
@@ -118,17 +119,39 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): void {
   ctx.font = FONT;
   ctx.textBaseline = "top";
   ctx.textAlign = "center";
-  const ticks = Math.max(2, Math.floor(p.plotW / 90));
-  for (let t = 0; t <= ticks; t++) {
-    const c = Math.min(p.cols - 1, Math.round((t / ticks) * (p.cols - 1)));
-    const x = p.labelW + (c + 0.5) * cw;
+  const ticks = stepTicks(p.steps[0], p.steps[p.cols - 1], Math.max(2, Math.floor(p.plotW / 90))).map((s) => ({
+    step: s,
+    x: p.labelW + stepColumn(p.steps, s) * cw,
+  }));
+  for (const { step: s, x } of ticks) {
     ctx.beginPath();
     ctx.moveTo(x, y0);
     ctx.lineTo(x, y0 + 4);
     ctx.stroke();
-    ctx.fillText(fmtStep(p.steps[c]), Math.min(Math.max(x, p.labelW + 12), width - 16), y0 + 6);
+    ctx.fillText(fmtStep(s), Math.min(Math.max(x, p.labelW + 12), width - 16), y0 + 6);
   }
   ctx.textAlign = "left";
+  return ticks;
+}
+
+/** Round steps for the axis: multiples of 1, 2 or 5 × 10^k (at least 1), at most about `count` of them. */
+export function stepTicks(first: number, last: number, count: number): number[] {
+  if (!(last > first)) return [first];
+  const raw = Math.max(1, (last - first) / Math.max(1, count));
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const spacing = [1, 2, 5, 10].map((m) => m * mag).find((x) => x >= raw - 1e-9) ?? 10 * mag;
+  const out: number[] = [];
+  for (let s = Math.ceil(first / spacing) * spacing; s <= last; s += spacing) out.push(s);
+  return out;
+}
+
+/** Where step `s` falls, in columns from the plot's left edge: a column's centre is its (last) step; a step
+ * between two columns' steps (not recorded, or inside a bucket) falls between their centres. */
+export function stepColumn(steps: number[], s: number): number {
+  const c = columnOf(steps, s);
+  if (c < 0) return steps.length - 0.5;
+  if (c === 0 || steps[c] === s) return c + 0.5;
+  return c - 0.5 + (s - steps[c - 1]) / (steps[c] - steps[c - 1]);
 }
 
 function fitText(ctx: CanvasRenderingContext2D, text: string, x: number, y: number, max: number): void {
