@@ -17,10 +17,10 @@ import deepscope
 from deepscope.analyses import read as read_analyses
 
 
-def deepscope_command(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def deepscope_command(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen(
-        [sys.executable, "-m", "deepscope.cli", *args], stdout=subprocess.PIPE, text=True, env=env, **kwargs
+        [sys.executable, "-m", "deepscope", *args], stdout=subprocess.PIPE, text=True, env=env, **kwargs
     )
 
 
@@ -74,8 +74,8 @@ def test_serve_rejects_an_unsafe_token(tmp_path):
 @pytest.mark.slow
 def test_demo_trains_both_networks_without_serving(tmp_path):
     runs = tmp_path / "demo"
-    with deepscope_command("demo", "--steps", "20", "--no-serve", "--dir", str(runs)) as proc:
-        out, _ = proc.communicate(timeout=240)
+    with deepscope_command("demo", "--steps", "20", "--no-serve", env={"DEEPSCOPE_DIR": str(runs)}) as proc:
+        out, _ = proc.communicate(timeout=240)  # the runs go where DEEPSCOPE_DIR says, as for every command
     assert proc.returncode == 0, out
     store = deepscope.open(runs)
     infos = store.runs()

@@ -108,8 +108,9 @@ def analyze(
     existing run directory (default: the current run). Written under ``artifacts/`` (activations, confusion,
     projection); an interrupted call resumes; a run's finished analysis is replaced once a new one is complete. Other
     keywords: ``batch_size``, ``collate_fn``, ``sequence_pooling`` (``"mean"`` or ``"last"``), ``projection``,
-    ``resume``, ``progress``, ``full_maps`` (the whole feature maps of convolutional layers for some instances:
-    ``"auto"`` — a few per class, at most 16 MiB —, a number of instances, a list of indices, or ``False``).
+    ``resume``, ``progress``, ``previews`` (small images of image inputs, on by default), ``full_maps`` (the
+    whole feature maps of convolutional layers for some instances: ``"auto"`` — a few per class, at most 16 MiB
+    —, a number of instances, a list of indices, or ``False``).
 
     >>> r = deepscope.analyze(model, dataset, layers=["conv2", "fc1"], class_names=names)
     >>> r.aggregate("fc1", by="label").mean.shape  # (classes, neurons)

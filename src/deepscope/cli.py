@@ -10,7 +10,7 @@ import typer
 from .demo.script import DEFAULT_STEPS, run_demo  # light: the demo imports torch only when it runs
 
 app = typer.Typer(
-    help="See inside neural networks: serve the dashboard, or train the demo models live.",
+    help="See inside neural networks: serve the dashboard, analyse a model, open an ONNX graph, or run the demo.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -40,15 +40,20 @@ def serve(
 
 @app.command()
 def demo(
-    directory: Annotated[Path, typer.Option("--dir", help="Where the demo's runs are written")] = Path(
-        "deepscope-runs"
-    ),
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="Where the demo's runs are written", show_default="$DEEPSCOPE_DIR or ./deepscope-runs"
+        ),
+    ] = None,
     steps: Annotated[int, typer.Option(min=1, help="Training steps per model")] = DEFAULT_STEPS,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Train only; do not start the dashboard")] = False,
     port: Annotated[int | None, typer.Option(help="Dashboard port", show_default="6150, or the next free one")] = None,
 ) -> None:
     """Train a healthy CNN beside a saturating deep sigmoid MLP on real MNIST digits, live in the dashboard."""
-    run_demo(directory, steps=steps, serve=not no_serve, port=port)
+    from deepscope.run import default_dir
+
+    run_demo(directory if directory is not None else default_dir(), steps=steps, serve=not no_serve, port=port)
 
 
 @app.command()
@@ -85,6 +90,7 @@ def analyze(
         str, typer.Option(metavar="mean|last", help="How sequence outputs become one row per instance")
     ] = "mean",
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar")] = False,
+    no_previews: Annotated[bool, typer.Option("--no-previews", help="No small copies of image inputs")] = False,
 ) -> None:
     """Record activations, predictions, a confusion matrix and projections of a model on a dataset into a run.
 
@@ -119,7 +125,8 @@ def analyze(
     run = deepscope.init(project="analyze", name=model.partition(":")[2], dir=root) if run_id is None else None
     try:
         reader = deepscope.analyze(net, dataset, layers=layer_list, run=run or root / run_id, batch_size=batch_size,
-                                   full_maps=maps, progress=not no_progress, **extra)  # fmt: skip
+                                   full_maps=maps, progress=not no_progress, previews=not no_previews,
+                                   **extra)  # fmt: skip
     except BaseException as e:
         if run is not None and not run.finished:  # the run this command made says it failed, and why
             run.finish("crashed", f"{type(e).__name__}: {e}")

@@ -63,9 +63,14 @@ class Run:
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"deepscope.init: {label} must be a str, got {type(value).__name__}")
         self.project = project or "default"
-        self.name = name or id or f"run-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.name = name or id or f"run-{stamp}"
         self.rank, self.world_size = _rank_and_world(rank, world_size)
-        self.id = fmt.validate_run_id(id or _shared_run_id(_new_run_id(self.name)))
+        # an unnamed run's name already holds the time: its id does not repeat it
+        self.id = fmt.validate_run_id(id or _shared_run_id(_new_run_id(name or "run", stamp)))
+        if resume and id is None and "DEEPSCOPE_RUN_ID" not in os.environ:
+            warnings.warn("deepscope.init: resume=True without an id starts a new run; pass the id of the run to "
+                          "continue (its run.id, the name of its directory)", RuntimeWarning, stacklevel=2)  # fmt: skip
         self.root = Path(dir) if dir is not None else default_dir()
         self.dir = self.root / self.id
         if self.dir.exists() and not resume and self.rank == 0 and (self.dir / "run.json").exists():
@@ -376,9 +381,9 @@ def _check_step(step: Any) -> int:
     raise TypeError(f"deepscope: step must be an int, got {type(step).__name__} ({step!r})")
 
 
-def _new_run_id(name: str) -> str:
+def _new_run_id(name: str, stamp: str) -> str:
     slug = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip("-._")[:80] or "run"
-    return f"{slug}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    return f"{slug}-{stamp}-{secrets.token_hex(2)}"
 
 
 def _shared_run_id(candidate: str) -> str:

@@ -47,6 +47,11 @@ MODULE = textwrap.dedent(
 
     interrupted = Interrupted()
     table = {"tag": ["even" if i % 2 == 0 else "odd" for i in range(90)]}
+
+    def build_image_model():
+        return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+
+    images = torch.utils.data.TensorDataset(torch.rand(20, 1, 8, 8, generator=g), torch.randint(0, 3, (20,)))
     """
 )
 
@@ -157,3 +162,14 @@ def test_an_interrupted_analysis_says_how_to_resume(tmp_path):
     assert done.returncode != 0
     (run,) = deepscope.open(runs).runs()
     assert f"run the same command with --run {run.id} to resume" in done.stderr
+
+
+def test_analyze_command_without_previews(tmp_path):
+    (tmp_path / "mymodels.py").write_text(MODULE)
+    runs = tmp_path / "runs"
+    for flags in ((), ("--no-previews",)):
+        done = command("mymodels:build_image_model", "--data", "mymodels:images", "--dir", str(runs), "--no-progress",
+                       *flags, cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    second, first = deepscope.open(runs).runs()  # newest first
+    assert read(runs / first.id).has_images and not read(runs / second.id).has_images

@@ -80,9 +80,13 @@ def test_previews_survive_a_resume(tmp_path):
 
 def test_previews_can_be_turned_off(tmp_path):
     cfg = ActivationsConfig(layers=("fc1",), previews=False, progress=False)
-    Activations(cfg).run(tmp_path, TinyCNN(), image_data(20))
-    r = read(tmp_path)
+    Activations(cfg).run(tmp_path / "a", TinyCNN(), image_data(20))
+    r = read(tmp_path / "a")
     assert not r.has_images and r.image(0) is None and r.input_kind == "table"
+    (tmp_path / "b").mkdir()
+    r = deepscope.analyze(TinyCNN(), image_data(20), layers=["fc1"], run=tmp_path / "b", previews=False,
+                          progress=False)  # fmt: skip
+    assert not r.has_images
 
 
 def test_table_rows_are_a_table_and_text_columns_are_found(tmp_path):

@@ -259,3 +259,15 @@ def test_feature_maps_appended_later_are_served(client, analysed):
     for k, i in enumerate(new):
         got = np.frombuffer(_maps(client, analysed, i).content, "<f4").reshape(4, 8, 8)
         np.testing.assert_allclose(got, conv[k], rtol=1e-5, atol=1e-6)
+
+
+def test_instance_text_is_the_column_the_reader_calls_text(tmp_path):
+    """A short string column first ("source"), the text later under a name from the reader's list ("review"):
+    the detail shows the review, as the summary's input kind says."""
+    x = torch.randn(30, 5)
+    meta = {"source": ["web"] * 30, "review": [f"this is review {i}" for i in range(30)]}
+    with deepscope.init(project="p", name="texts", dir=tmp_path) as run:
+        deepscope.analyze(torch.nn.Linear(5, 3), x, run=run, metadata=meta, progress=False)
+    with make_client(create_app(tmp_path)) as c:
+        assert c.get(f"/api/runs/{run.id}/analysis").json()["input_kind"] == "text"
+        assert c.get(f"/api/runs/{run.id}/analysis/instances/4").json()["text"] == "this is review 4"

@@ -71,3 +71,12 @@ def test_ranks_resume_from_the_highest_step_of_any_rank(root):
         run.finish()
     r = reopen(root, "d")
     assert r.series("x", rank=0).step.tolist()[-1] == 6 and r.series("x", rank=1).step.tolist()[-1] == 6
+
+
+def test_resume_without_an_id_warns_and_an_unnamed_run_id_holds_the_time_once(root):
+    with pytest.warns(RuntimeWarning, match="resume=True without an id"):
+        run = deepscope.init(dir=root, resume=True)
+    run.finish()
+    stamp = run.name.removeprefix("run-")  # YYYYmmdd-HHMMSS
+    assert run.name.startswith("run-") and run.id.count(stamp) == 1
+    assert run.id.startswith(run.name) and len(run.id) == len(run.name) + 5  # "-" and 4 hex digits

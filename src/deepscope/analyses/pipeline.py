@@ -29,6 +29,7 @@ def analyze(
     full_maps: Any = "auto",
     resume: bool = True,
     progress: bool = True,
+    previews: bool = True,
 ) -> AnalysisReader:
     """Run the default analyses into ``run_dir`` and return a reader of them."""
     config = ActivationsConfig(
@@ -37,6 +38,7 @@ def analyze(
         sequence_pooling=sequence_pooling,
         resume=resume,
         progress=progress,
+        previews=previews,
     )
     Activations(config, labels=labels, class_names=class_names, metadata=metadata, collate_fn=collate_fn).run(
         run_dir, model, data

@@ -19,7 +19,7 @@ Where = Mapping[str, Any] | np.ndarray | None
 IMAGES = "inputs/images.zarr"
 # A string metadata column by one of these names (or with "text" in it) holds the inputs as text.
 TEXT_NAMES = ("text", "sentence", "prompt", "question", "document", "caption", "review", "content", "utterance",
-              "query")  # fmt: skip
+              "query", "input")  # fmt: skip
 
 
 class AnalysisReader:
@@ -43,6 +43,7 @@ class AnalysisReader:
         self._cells: dict[str, Cells | None] = {}
         self._indices: dict[tuple[str, str], FlatIndex] = {}
         self._images: Any = None
+        self._text_column: str | None | bool = False  # False: not looked for yet
         self._cache_layers = cache_layers
         self._maps: tuple[Any, dict[str, FeatureMapInfo], dict[str, Any]] | None = None
         self.faiss_min_rows = FAISS_MIN_ROWS
@@ -173,6 +174,11 @@ class AnalysisReader:
         """The metadata column holding the inputs as text: the first string column named like ``text``,
         ``sentence``, ``prompt``, ``question``… (``TEXT_NAMES``, or containing "text"), else the first string column
         in which most values have a space; None when there is none."""
+        if self._text_column is False:
+            self._text_column = self._find_text_column()
+        return self._text_column
+
+    def _find_text_column(self) -> str | None:
         import pyarrow as pa
         import pyarrow.compute as pc
 

@@ -1,4 +1,5 @@
-"""The built-in analyses, by name. Explicit: adding one is a line here."""
+"""The built-in analyses, by name. Explicit: adding one is a line here. What ``deepscope.analyze`` runs, and in
+which order, is ``pipeline.py``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,3 @@ ANALYSES: dict[str, type] = {
     "confusion": ConfusionMatrix,
     "neighbors": ExactNeighbors,
 }
-
-# What ``deepscope.analyze`` runs, in order; the others run on request.
-DEFAULT = ("activations", "confusion", "projection")

@@ -169,16 +169,6 @@ def narrow(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return col
 
 
-TEXT_NAMES = ("text", "sentence", "prompt", "input", "document")
-
-
-def text_column(schema: pa.Schema) -> str | None:
-    """The column that holds a text input: one named like text / sentence / prompt, else the first string one."""
-    strings = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
-    named = [c for c in strings if c.lower() in TEXT_NAMES]
-    return (named or strings or [None])[0]
-
-
 def _check_index(reader: AnalysisReader, index: int) -> None:
     if not 0 <= index < len(reader):
         raise NotFound(f"no instance {index}: the analysis holds {len(reader)}")
@@ -216,8 +206,7 @@ def instance(store: Store, run_id: str, index: int) -> schemas.InstanceDetail:
         row.pop(c, None)
     text = None
     if r.input_kind == "text":
-        column = text_column(r.instances().schema)
-        text = None if column is None else row.get(column)
+        text = row.get(r.text_column)
     image = None
     if r.has_images:
         with e.lock:

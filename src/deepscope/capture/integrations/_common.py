@@ -86,6 +86,7 @@ class RunBinding:
         self.init_kwargs = dict(init_kwargs)
         self.given = run
         self.run: Run | None = None
+        self.last: Run | None = None  # the run of the last training, once it ended
         self.watcher: Any = None
         self._warned: set[str] = set()
 
@@ -136,6 +137,7 @@ class RunBinding:
         """Finish a run the adapter created; for a given run, only remove the adapter's hooks."""
         run, watcher = self.run, self.watcher
         self.run, self.watcher = None, None
+        self.last = run or self.last
         if run is None or run.finished:
             return
         if run is self.given:

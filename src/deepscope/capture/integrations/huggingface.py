@@ -58,8 +58,8 @@ class DeepscopeCallback(transformers.TrainerCallback):
 
     @property
     def run(self) -> Run | None:
-        """The run being recorded (``None`` before training and after it)."""
-        return self._binding.run
+        """The run being recorded, or after training the run it recorded (``run.id``); ``None`` before training."""
+        return self._binding.run or self._binding.last
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self._binding.active:  # the last train() raised: on_train_end never came

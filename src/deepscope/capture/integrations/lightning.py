@@ -64,8 +64,8 @@ class DeepscopeCallback(pl.Callback):
 
     @property
     def run(self) -> Run | None:
-        """The run being recorded (``None`` before ``fit`` starts and after it ends)."""
-        return self._binding.run
+        """The run being recorded, or after ``fit`` the run it recorded (``run.id``); ``None`` before ``fit``."""
+        return self._binding.run or self._binding.last
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
