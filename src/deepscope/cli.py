@@ -68,6 +68,8 @@ def analyze(
         Path | None, typer.Option("--dir", help="Runs directory", show_default="$DEEPSCOPE_DIR or ./deepscope-runs")
     ] = None,
     run_id: Annotated[str | None, typer.Option("--run", help="Add to this run (default: a new run)")] = None,
+    name: Annotated[str | None, typer.Option(help="The new run's name", show_default="the model's attribute")] = None,
+    project: Annotated[str, typer.Option(help="The new run's project")] = "analyze",
     batch_size: Annotated[int, typer.Option(min=1, help="Instances per batch (map-style datasets)")] = 256,
     full_maps: Annotated[
         str,
@@ -120,9 +122,11 @@ def analyze(
         root = directory if directory is not None else default_dir()
         if run_id is not None and not (root / run_id / "run.json").exists():
             raise ValueError(f"no run {run_id!r} in {root}")
+        if run_id is not None and name is not None:
+            raise ValueError("--name names a new run; --run adds to an existing one: give one of them")
     except (OSError, ValueError, TypeError) as e:
         _fail(e)
-    run = deepscope.init(project="analyze", name=model.partition(":")[2], dir=root) if run_id is None else None
+    run = deepscope.init(project=project, name=name or model.partition(":")[2], dir=root) if run_id is None else None
     try:
         reader = deepscope.analyze(net, dataset, layers=layer_list, run=run or root / run_id, batch_size=batch_size,
                                    full_maps=maps, progress=not no_progress, previews=not no_previews,

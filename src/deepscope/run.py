@@ -429,7 +429,9 @@ def _unregister(run: Run) -> None:
         if run in _live_runs:
             _live_runs.remove(run)
         if _current is run:
-            _current = _live_runs[-1] if _live_runs else None
+            # no older run, maybe left open by an error, becomes current: deepscope.log or analyze without a run
+            # must not write into it unnoticed
+            _current = None
         last = not _live_runs
     if last:
         _restore_signal_handlers()

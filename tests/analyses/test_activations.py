@@ -126,6 +126,14 @@ def test_other_weights_start_over(tmp_path):
     np.testing.assert_allclose(read(tmp_path).activations("fc1")[:], seen["fc1"].numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_no_layers_and_mixed_metadata_are_clear_errors_before_work(tmp_path):
+    with pytest.raises(ValueError, match="no layers given; name some"):
+        deepscope.analyze(TinyCNN(), image_data(10), layers=[], run=tmp_path, progress=False)
+    with pytest.raises(TypeError, match="metadata column 'tag' mixes types"):
+        deepscope.analyze(TinyCNN(), image_data(4), metadata={"tag": [1, "a", 2, "b"]}, run=tmp_path, progress=False)
+    assert not (tmp_path / "artifacts").exists()
+
+
 def test_unknown_layer_lists_valid_names(tmp_path):
     with pytest.raises(ValueError, match=r"no layer named 'fc9'.*valid layers: conv1, conv2, fc1, out"):
         deepscope.analyze(TinyCNN(), image_data(10), layers=["fc9"], run=tmp_path, progress=False)

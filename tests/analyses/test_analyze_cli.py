@@ -167,9 +167,11 @@ def test_an_interrupted_analysis_says_how_to_resume(tmp_path):
 def test_analyze_command_without_previews(tmp_path):
     (tmp_path / "mymodels.py").write_text(MODULE)
     runs = tmp_path / "runs"
-    for flags in ((), ("--no-previews",)):
+    for flags in (("--name", "with-previews"), ("--no-previews", "--project", "images")):
         done = command("mymodels:build_image_model", "--data", "mymodels:images", "--dir", str(runs), "--no-progress",
                        *flags, cwd=tmp_path)  # fmt: skip
         assert done.returncode == 0, done.stderr
     second, first = deepscope.open(runs).runs()  # newest first
     assert read(runs / first.id).has_images and not read(runs / second.id).has_images
+    assert (first.name, first.project) == ("with-previews", "analyze")
+    assert (second.name, second.project) == ("build_image_model", "images")

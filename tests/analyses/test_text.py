@@ -48,13 +48,13 @@ def test_text_inputs_are_text_and_filter_like_numpy(tmp_path):
                           metadata=meta, class_names=["other", "how", "why"], run=tmp_path, progress=False)  # fmt: skip
     assert r.input_kind == "text" and r.text_column == "sentence" and not r.has_images
     x = r.activations("hidden")[:].astype(np.float64)
-    how = np.array(["How" in t for t in texts])
+    how = np.array(["how" in t.lower() for t in texts])  # any case
     np.testing.assert_array_equal(r.mask({"text_contains": "How"}), how)
     agg = r.aggregate("hidden", where={"text_contains": "How"})
     assert agg.count[0] == how.sum() == 32
     np.testing.assert_allclose(agg.mean[0], x[how].mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(agg.std[0], x[how].std(0), rtol=1e-4, atol=1e-5)
-    quiz_today = np.array([i % 2 == 1 and "today" in t for i, t in enumerate(texts)])
+    quiz_today = np.array([i % 2 == 1 and "today" in t.lower() for i, t in enumerate(texts)])
     agg = r.aggregate("bag", where={"source": "quiz", "contains": {"sentence": "today"}})
     assert agg.count[0] == quiz_today.sum() > 0
     np.testing.assert_allclose(agg.mean[0], r.activations("bag")[:][quiz_today].mean(0), rtol=1e-5, atol=1e-6)

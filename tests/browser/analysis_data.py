@@ -49,7 +49,8 @@ def write_analysed(root: Path) -> Analysed:
         notes = [XSS if i % 97 == 0 else f"How is digit {int(y)} written?" if i % 3 == 0 else f"sample {i}"
                  for i, y in enumerate(digits.val_y)]  # fmt: skip
         data = torch.utils.data.TensorDataset(digits.val_x, digits.val_y)
-        metadata = {"note": notes, "odd": [bool(i % 2) for i in range(N)]}
+        ink = digits.val_x.flatten(1).mean(1).numpy().round(4)  # a numeric column: the mean pixel value
+        metadata = {"note": notes, "odd": [bool(i % 2) for i in range(N)], "ink": ink}
         deepscope.analyze(model, data, layers=LAYERS, labels=digits.val_y, class_names=CLASS_NAMES, metadata=metadata,
                           run=run, progress=False)  # fmt: skip
         analysed = run.id

@@ -45,14 +45,34 @@ def write_partly_labelled(root) -> str:
     return run.id
 
 
+def write_hidden_only(root) -> str:
+    """An MLP analysed on its two hidden layers, not on its output."""
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 24), torch.nn.Linear(24, 4)
+    )
+    with deepscope.init(project="browser", name="hidden-only", dir=root) as run:
+        deepscope.analyze(model, torch.randn(200, 16), layers=["1", "2"], labels=[i % 4 for i in range(200)],
+                          class_names=list("abcd"), run=run, progress=False)  # fmt: skip
+    return run.id
+
+
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory, built_app):
     data = write_analysed(tmp_path_factory.mktemp("analysed"))
     unlabelled = write_unlabelled(data.root)
     partly = write_partly_labelled(data.root)
+    hidden_only = write_hidden_only(data.root)
     server = BackgroundServer(data.root, port=0).start()
     table = read(data.root / data.run).instances().to_pydict()
-    yield {"url": server.url, "data": data, "table": table, "unlabelled": unlabelled, "partly": partly}
+    yield {
+        "url": server.url,
+        "data": data,
+        "table": table,
+        "unlabelled": unlabelled,
+        "partly": partly,
+        "hidden_only": hidden_only,
+    }
     server.stop()
 
 
@@ -180,7 +200,7 @@ def test_subsets_from_the_form_and_from_a_confusion_cell(page, analysed):
     page.get_by_role("button", name="+ Subset").click()
     page.get_by_label("Text contains").fill("How")
     page.get_by_role("button", name="Add subset").click()
-    want = sum("How" in n for n in notes)
+    want = sum("how" in n.lower() for n in notes)  # any case
     wait_for(page, "(n) => window.__deepscope.analysis.state().subsets.some(s => s.count === n)", want)
     s = held(page, "state")
     assert s["subsets"] == [{"name": "text has How", "count": want, "filter": True}]
@@ -199,6 +219,24 @@ def test_subsets_from_the_form_and_from_a_confusion_cell(page, analysed):
     odd7 = sum(1 for i, y in enumerate(t["label"]) if y == 7 and t["odd"][i])
     wait_for(page, "(n) => window.__deepscope.analysis.state().subsets.length === 2", 2)
     assert held(page, "state")["subsets"][1]["count"] == odd7
+
+    # a numeric column by range (an equality on floats would rarely match anything); no match is refused
+    ink = np.array(t["ink"])
+    lo, hi = np.quantile(ink, [0.25, 0.5]).round(3)
+    page.get_by_role("button", name="+ Subset").click()
+    page.get_by_label("Column", exact=True).select_option("ink")
+    page.get_by_label("Column condition").select_option("range")
+    page.get_by_label("Column from").fill(str(hi + 1))
+    page.get_by_role("button", name="Add subset").click()
+    page.get_by_test_id("subset-error").wait_for()
+    assert "No instance matches" in page.get_by_test_id("subset-error").inner_text()
+    page.get_by_label("Column from").fill(str(lo))
+    page.get_by_label("Column to").fill(str(hi))
+    page.get_by_role("button", name="Add subset").click()
+    wait_for(page, "() => window.__deepscope.analysis.state().subsets.length === 3")
+    s = held(page, "state")["subsets"][2]
+    assert s["name"] == f"ink {lo}–{hi}" and s["count"] == int(((ink >= lo) & (ink <= hi)).sum())
+    page.get_by_role("button", name=f"Remove subset ink {lo}–{hi}").click()
 
     # the largest confusion: a cell click makes its subset
     conf = held(page, "confusion")
@@ -283,6 +321,14 @@ def test_without_labels_rows_are_predicted_classes_and_inputs_are_texts(page, an
     first = held(page, "detail")["neighbors"][0]
     assert table["text"][first] in page.get_by_test_id("neighbors").inner_text()
 
+    # a neuron's top instances show the start of their texts too
+    page.goto(f"{analysed['url']}?tab=analysis&runs={run}&alayer=1&neuron=3")
+    wait_for(page, "() => window.__deepscope?.analysis?.matrixTop?.().indices.length > 0", timeout=20_000)
+    top = held(page, "matrixTop")["indices"]
+    page.get_by_test_id("top-text").nth(len(top) - 1).wait_for()
+    shown = page.get_by_test_id("top-text").all_inner_texts()
+    assert shown == [table["text"][i] for i in top]  # short texts: whole
+
 
 def test_unlabelled_instances_are_neither_correct_nor_misclassified(page, analysed):
     run = analysed["partly"]
@@ -325,7 +371,7 @@ def test_long_names_and_values_keep_their_counts_and_fold(page, serve, tmp_path)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     long_name = "source=" + "very long source name " * 8
-    meta = {"source": ["a" if i % 2 else "b" for i in range(60)], "caption": ["word " * 700] + ["short"] * 59}
+    meta = {"source": ["a" if i % 2 else "b" for i in range(60)], "details": ["word " * 700] + ["short"] * 59}
     with deepscope.init(project="browser", name="long", dir=tmp_path) as run:
         deepscope.analyze(model, torch.randn(60, 16), layers=["1"], metadata=meta, run=run, progress=False)
     server = serve(tmp_path)
@@ -341,3 +387,11 @@ def test_long_names_and_values_keep_their_counts_and_fold(page, serve, tmp_path)
     assert fields.bounding_box()["height"] < 150
     more.click()
     assert fields.bounding_box()["height"] > 150
+
+
+def test_the_default_layer_is_the_last_one_that_is_not_the_output(page, analysed):
+    """Layers 1, 2 of an MLP whose output (4 classes) was not analysed: the last, 2, not the one before it."""
+    page.goto(f"{analysed['url']}?tab=analysis&runs={analysed['hidden_only']}")
+    wait_for(page, "() => window.__deepscope?.analysis?.state?.().n === 200", timeout=20_000)
+    page.get_by_label("Layer", exact=True).wait_for()
+    assert page.get_by_label("Layer", exact=True).input_value() == "2"

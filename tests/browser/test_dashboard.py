@@ -408,3 +408,19 @@ def test_comparing_many_runs_colours_hover_and_interrupted(page, serve, tmp_path
     assert "r0" in tip.inner_text() and "r12" not in tip.inner_text()
     open_page(page, f"{server.url}?tab=runs")
     page.locator(f"tr[data-run='{ids[1]}']").get_by_text("interrupted").wait_for()
+
+
+def test_a_run_without_metrics_says_so_and_points_to_the_other_tabs(page, serve, tmp_path):
+    """A run made by ``deepscope analyze`` logs no metric: Charts says so (it used to say "Loading…" forever)."""
+    import torch
+
+    with deepscope.init(dir=tmp_path, name="no-metrics") as run:  # as `deepscope analyze` makes one
+        deepscope.analyze(torch.nn.Linear(4, 3), torch.randn(20, 4), run=run, progress=False)
+    server = serve(tmp_path)
+    open_page(page, f"{server.url}?runs={run.id}")
+    empty = page.get_by_test_id("no-metrics")
+    empty.wait_for()
+    assert "This run logged no metrics" in empty.inner_text()
+    empty.get_by_role("button", name="Instances").click()
+    page.wait_for_function("() => location.search.includes('tab=analysis')")
+    page.get_by_label("Layer", exact=True).wait_for()  # the analysis it holds

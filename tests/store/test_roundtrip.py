@@ -123,6 +123,16 @@ def test_module_level_api(root):
         deepscope.log({"x": 1.0})
 
 
+def test_an_older_open_run_does_not_become_current_when_the_newer_finishes(root):
+    left_open = deepscope.init(dir=root, name="left-open")  # e.g. an exception skipped its finish
+    newer = deepscope.init(dir=root, name="newer")
+    newer.finish()
+    with pytest.raises(RuntimeError, match="no active run"):
+        deepscope.log({"x": 1.0})  # not silently into left-open
+    left_open.finish()
+    assert not deepscope.open(root).run(left_open.id).keys()
+
+
 def test_keys_are_gathered_lazily_and_correctly_across_refreshes(root):
     run = deepscope.init(dir=root, flush_interval=0.01)
     reader = None

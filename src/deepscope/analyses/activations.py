@@ -78,6 +78,10 @@ def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]
     if isinstance(layers, str):
         layers = [layers]
     valid = [name for name, _ in model.named_modules() if name]
+    if not layers:
+        shown = ", ".join(valid[:60]) + (", …" if len(valid) > 60 else "")
+        raise ValueError(f"deepscope.analyze: no layers given; name some (valid layers: {shown}) or leave layers "
+                         "out for the model's children")  # fmt: skip
     known = set(valid)
     unknown = [name for name in layers if name not in known]
     if unknown:
@@ -214,25 +218,40 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def _metadata_column(name: Any, values: Any) -> Any:
+    """One column of a dict of columns, as Arrow; a column of mixed types is named in the error."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values if isinstance(values, np.ndarray) else list(values))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise TypeError(f"deepscope.analyze: metadata column {str(name)!r} mixes types ({e}); give it values of "
+                        f"one type (all numbers, or all strings)") from None  # fmt: skip
+
+
 def metadata_table(metadata: Any) -> Any:
     """The user's metadata as a ``pyarrow.Table`` (from a Table, a DataFrame, a dict of columns, rows, or texts)."""
     import pyarrow as pa
 
-    if metadata is None or isinstance(metadata, pa.Table):
-        table = metadata
-    elif hasattr(metadata, "to_arrow"):
-        table = metadata.to_arrow()
-    elif hasattr(metadata, "iloc"):  # a pandas DataFrame
-        table = pa.Table.from_pandas(metadata, preserve_index=False)
-    elif isinstance(metadata, dict):
-        table = pa.table({str(k): list(v) if not isinstance(v, np.ndarray) else v for k, v in metadata.items()})
-    elif isinstance(metadata, Sequence) and metadata and all(isinstance(r, dict) for r in metadata):
-        table = pa.Table.from_pylist(list(metadata))
-    elif isinstance(metadata, Sequence) and all(isinstance(r, str) for r in metadata):
-        table = pa.table({"text": list(metadata)})
-    else:
-        raise TypeError(f"deepscope.analyze: metadata must be a table, a dict of columns or a list of rows, "
-                        f"got {type(metadata).__name__}")  # fmt: skip
+    try:
+        if metadata is None or isinstance(metadata, pa.Table):
+            table = metadata
+        elif hasattr(metadata, "to_arrow"):
+            table = metadata.to_arrow()
+        elif hasattr(metadata, "iloc"):  # a pandas DataFrame
+            table = pa.Table.from_pandas(metadata, preserve_index=False)
+        elif isinstance(metadata, dict):
+            table = pa.table({str(k): _metadata_column(k, v) for k, v in metadata.items()})
+        elif isinstance(metadata, Sequence) and metadata and all(isinstance(r, dict) for r in metadata):
+            table = pa.Table.from_pylist(list(metadata))
+        elif isinstance(metadata, Sequence) and all(isinstance(r, str) for r in metadata):
+            table = pa.table({"text": list(metadata)})
+        else:
+            raise TypeError(f"deepscope.analyze: metadata must be a table, a dict of columns or a list of rows, "
+                            f"got {type(metadata).__name__}")  # fmt: skip
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise TypeError(f"deepscope.analyze: metadata cannot be stored as a table ({e}); each column needs one "
+                        f"value per instance, all of one type (all numbers, or all strings)") from None  # fmt: skip
     if table is not None and (clash := [c for c in table.column_names if c in RESERVED_COLUMNS]):
         raise ValueError(f"deepscope.analyze: metadata columns {clash} clash with the instance table's own "
                          f"columns {list(RESERVED_COLUMNS)}; rename them")  # fmt: skip

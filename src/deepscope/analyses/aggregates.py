@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-SPECIAL_KEYS = ("text_contains", "contains", "index", "predicted")
+SPECIAL_KEYS = ("text_contains", "contains", "range", "index", "predicted")
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.
 
     Keys combine with *and*: a column name (``label``, ``prediction``/``predicted``, ``correct`` or any metadata
     column) equals a value, or is one of a list; ``text_contains`` — any text column contains the string;
-    ``contains`` — ``{column: substring}``; ``index`` — a list of row indices (pinned instances).
+    ``contains`` — ``{column: substring}`` (both ignore case); ``range`` — ``{column: [low, high]}``, both ends
+    included, either one ``None`` for no bound; ``index`` — a list of row indices (pinned instances).
 
     >>> subset_mask(table, {"predicted": 3, "label": 8}).sum()
     """
@@ -51,11 +52,14 @@ def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.
                          or pa.types.is_large_string(table.schema.field(c).type)]  # fmt: skip
             hit = np.zeros(n, dtype=bool)
             for c in text_cols:
-                hit |= _bools(pc.match_substring(table.column(c), str(value)))
+                hit |= _bools(pc.match_substring(table.column(c), str(value), ignore_case=True))
             mask &= hit
         elif key == "contains":
             for col, sub in dict(value).items():
-                mask &= _bools(pc.match_substring(_column(table, col), str(sub)))
+                mask &= _bools(pc.match_substring(_column(table, col), str(sub), ignore_case=True))
+        elif key == "range":
+            for col, bounds in dict(value).items():
+                mask &= _in_range(_column(table, col), col, bounds)
         elif key == "index":
             rows = np.zeros(n, dtype=bool)
             idx = np.asarray(value if isinstance(value, (list, tuple, np.ndarray)) else [value], dtype=np.int64)
@@ -68,6 +72,25 @@ def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.
             values = list(value) if isinstance(value, (list, tuple, set, np.ndarray)) else [value]
             mask &= _bools(pc.is_in(col, value_set=pa.array(values, type=col.type)))
     return mask
+
+
+def _in_range(col: Any, name: str, bounds: Any) -> np.ndarray:
+    """Rows whose numeric value lies in ``[low, high]`` (a ``None`` end: unbounded); nulls and NaN never do."""
+    import pyarrow as pa
+
+    t = col.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        raise ValueError(f"deepscope: a range needs a numeric column; {name!r} holds {t}")
+    if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
+        raise ValueError(f"deepscope: the range of {name!r} must be [low, high] (null for an open end)")
+    low, high = (None if b is None else float(b) for b in bounds)
+    x = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
+    hit = ~np.isnan(x)
+    if low is not None:
+        hit &= x >= low
+    if high is not None:
+        hit &= x <= high
+    return hit
 
 
 def _column(table: Any, name: str) -> Any:

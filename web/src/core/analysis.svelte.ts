@@ -134,7 +134,8 @@ function uniqueName(base: string): string {
 /** Add a subset defined by a filter (checked by the server first); it becomes the selected subset. */
 export async function addFilterSubset(name: string, where: Record<string, unknown>): Promise<void> {
   if (!an.run) return;
-  await analysis.subset(an.run, { name, where }); // throws the server's reason for a bad filter
+  const rows = await analysis.subset(an.run, { name, where }); // throws the server's reason for a bad filter
+  if (rows.count === 0) throw new Error("No instance matches these conditions");
   const def: SubsetDef = { name: uniqueName(name || "subset"), where };
   view.aSubsets = [...view.aSubsets, def];
   await resolveSubsets();
@@ -262,12 +263,16 @@ export function className(c: number): string {
   return c < 0 ? "—" : (names?.[c] ?? String(c));
 }
 
-/** The analysed layer a view should show: the URL's, else the last layer before the output. */
+/** The analysed layer a view should show: the URL's, else the last layer before the output — the last layer,
+ * when it is not the output (as wide as there are classes; without class names, assumed to be). */
 export function currentLayer(summary: AnalysisSummary | null): string | null {
   if (!summary || !summary.layers.length) return null;
   if (view.aLayer && summary.layers.some((l) => l.name === view.aLayer)) return view.aLayer;
   const layers = summary.layers;
-  return layers[Math.max(0, layers.length - 2)].name;
+  const last = layers[layers.length - 1];
+  const classes = summary.class_names?.length ?? null;
+  const lastIsOutput = layers.length > 1 && (classes === null || last.width === classes);
+  return (lastIsOutput ? layers[layers.length - 2] : last).name;
 }
 
 // ---- test hook: each view publishes what it shows under `window.__deepscope.analysis[view]` -------------

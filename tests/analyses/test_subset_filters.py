@@ -1,0 +1,39 @@
+"""Subset filters (``subset_mask``) against NumPy: equality, any-case text, numeric ranges, combinations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from deepscope.analyses.aggregates import subset_mask
+
+TEXTS = ["How are you", "how old", "Why not", "SHOW me", None, "no"]
+BRIGHT = [0.05123, 0.2, float("nan"), 0.9, 0.5, None]
+
+
+def table() -> pa.Table:
+    return pa.table({"text": pa.array(TEXTS), "brightness": pa.array(BRIGHT, pa.float64()), "n": [1, 2, 3, 4, 5, 6]})
+
+
+def test_text_filters_ignore_case():
+    want = np.array([t is not None and "how" in t.lower() for t in TEXTS])
+    np.testing.assert_array_equal(subset_mask(table(), {"text_contains": "HOW"}), want)
+    np.testing.assert_array_equal(subset_mask(table(), {"contains": {"text": "how"}}), want)
+
+
+def test_numeric_ranges_include_their_ends_and_skip_missing_values():
+    b = np.array([np.nan if v is None else v for v in BRIGHT])
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(subset_mask(table(), {"range": {"brightness": [0.05, 0.5]}}),
+                                      (b >= 0.05) & (b <= 0.5))  # fmt: skip
+        np.testing.assert_array_equal(subset_mask(table(), {"range": {"brightness": [None, 0.2]}}), b <= 0.2)
+    np.testing.assert_array_equal(subset_mask(table(), {"range": {"n": [3, None]}, "text_contains": "o"}),
+                                  [False, False, True, True, False, True])  # fmt: skip
+
+
+def test_bad_ranges_say_why():
+    with pytest.raises(ValueError, match="numeric column"):
+        subset_mask(table(), {"range": {"text": [0, 1]}})
+    with pytest.raises(ValueError, match=r"\[low, high\]"):
+        subset_mask(table(), {"range": {"n": 3}})
