@@ -395,3 +395,17 @@ def test_the_default_layer_is_the_last_one_that_is_not_the_output(page, analysed
     wait_for(page, "() => window.__deepscope?.analysis?.state?.().n === 200", timeout=20_000)
     page.get_by_label("Layer", exact=True).wait_for()
     assert page.get_by_label("Layer", exact=True).input_value() == "2"
+
+
+def test_a_sequence_layer_says_it_was_pooled_over_positions(page, serve, tmp_path):
+    """A (B, T, D) output: no spatial maps, and T (the first batch's padded length) is not shown as its shape."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(20, 8), torch.nn.Linear(8, 3))
+    with deepscope.init(project="browser", name="tokens", dir=tmp_path) as run:
+        deepscope.analyze(model, torch.randint(0, 20, (30, 6)), layers=["0"], run=run, progress=False)
+    server = serve(tmp_path)
+    page.goto(f"{server.url}?tab=analysis&runs={run.id}&inst=2")
+    none = page.get_by_test_id("feature-maps-none")
+    none.wait_for()
+    assert "outputs 8 values for each position of a sequence" in " ".join(none.inner_text().split())
+    assert "6 × 8" not in none.inner_text()
