@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import deepscope
+
+# deepscope's warnings inside a training loop are printed, not raised, under an "error" filter; here they raise,
+# so that an unexpected one fails its test (pyproject.toml: filterwarnings = error)
+os.environ["DEEPSCOPE_RAISE_NOTICES"] = "1"
 
 
 @pytest.fixture

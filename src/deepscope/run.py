@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .notices import notice
 from .store import format as fmt
 from .store import runmeta
 from .store.writer import StreamWriter
@@ -340,11 +341,11 @@ class Run:
         self._writer.add_event(step, time.time(), "step_regression", "warning", text, None)
         if not self._warned_regression:
             self._warned_regression = True
-            warnings.warn(f"deepscope: {text}", RuntimeWarning, stacklevel=3)
+            notice(f"deepscope: {text}", stacklevel=3)
 
     def _emit_writer_warnings(self) -> None:
         while self._writer.warnings:
-            warnings.warn(self._writer.warnings.popleft(), RuntimeWarning, stacklevel=3)
+            notice(self._writer.warnings.popleft(), stacklevel=3)
 
 
 def _check_scalar(key: str, v: Any) -> bool:

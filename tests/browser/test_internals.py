@@ -10,6 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from browser_helpers import wait_for
@@ -314,6 +315,22 @@ def test_gradient_flow_says_which_gradients_are_zero(page, serve, tmp_path):
     note = page.get_by_test_id("flow-zero")
     note.wait_for()
     assert "2 weights with a gradient norm of exactly 0" in note.inner_text()  # 2.weight: its input is all 0
+
+
+def test_gradient_flow_says_which_values_are_not_finite(page, serve, tmp_path):
+    """A diverged run (a learning rate of 1e4): at its last step the gradient norms are NaN. The flow says so
+    instead of showing empty axes."""
+    torch.manual_seed(0)
+    run = train(tmp_path, "diverged", relu_net(), 12, lr=1e4)
+    r = deepscope.open(tmp_path).run(run)
+    last = r.layer_matrix("param_grad", "norm").values[:, -1]
+    weights = [n.endswith("weight") for n in r.layer_matrix("param_grad", "norm").names]
+    assert not np.isfinite(last[weights]).any()  # the premise: diverged
+    open_internals(page, serve(tmp_path).url, f"runs={run}&panel=flow")
+    note = page.get_by_test_id("flow-gaps")
+    note.wait_for()
+    n = sum(weights)
+    assert f"{n} weights without a finite gradient norm (NaN or Inf)" in " ".join(note.inner_text().split())
 
 
 def test_errors_lead_the_findings_and_a_shorter_run_is_named_in_the_flow(page, serve, tmp_path):

@@ -65,6 +65,36 @@ def test_vanishing_and_exploding_gradients_across_depth():
     assert e.rule == "exploding_gradients"
 
 
+def test_a_sudden_divergence_is_an_error_at_once():
+    """Healthy for 20 steps, then the gradient norm 700× and updates larger than the weights: both errors at that
+    step, not ten steps later (by then a diverging training is NaN)."""
+    found = []
+    d = Diagnoser(LAYERS, PARAMS, found.append, Thresholds(patience=10))
+    for step in range(20):
+        d.observe(step, stats(param_grad__norm=np.full(5, 2.0 + 0.1 * (step % 3))))
+    d.observe(20, stats(param_grad__norm=np.full(5, 1.5e3), weight__update_ratio=np.full(5, 300.0)))
+    d.observe(21, stats(param_grad__norm=np.full(5, np.nan), weight__update_ratio=np.full(5, np.nan)))
+    assert sorted((f.rule, f.step, f.severity) for f in found) == [
+        ("exploding_gradients", 20, "error"),
+        ("update_ratio_high", 20, "error"),
+    ]
+    jump = next(f.text for f in found if f.rule == "exploding_gradients")
+    assert "jumped to 2.60e+03" in jump  # √3 × 1.5e3: the three weight matrices
+    # an overflow with no jump before it is reported too
+    found.clear()
+    d = Diagnoser(LAYERS, PARAMS, found.append)
+    for step in range(12):
+        d.observe(step, stats())
+    d.observe(12, stats(param_grad__norm=np.array([np.inf, 1, 1, 1, 1.0])))
+    assert [(f.rule, f.step) for f in found] == [("exploding_gradients", 12)] and "overflowed" in found[0].text
+    # a noisy but healthy norm is no finding
+    found.clear()
+    d = Diagnoser(LAYERS, PARAMS, found.append)
+    for step in range(200):
+        d.observe(step, stats(param_grad__norm=np.full(5, 1.0 + 9.0 * (step % 7 == 0))))
+    assert found == []
+
+
 def test_update_ratio_far_from_1e_3():
     (hi,) = run_rule(5, weight__update_ratio=np.full(5, 0.5))
     assert hi.rule == "update_ratio_high"

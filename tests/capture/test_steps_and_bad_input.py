@@ -118,3 +118,33 @@ def test_awkward_modules_never_crash_training(root):
     assert r.layer_series("shared", "act", "mean").step.tolist() == [0, 1, 2, 3, 4]
     g = r.layer_series("relu", "grad", "rms").last
     assert np.all(np.isfinite(g))
+
+
+def test_a_diverging_training_is_recorded_without_numpy_warnings_or_dying_under_w_error(root, monkeypatch, capsys):
+    """Weights blown up to ~1e38: float32 sums of the samples overflow — reduced in float64, no numpy warning
+    (filterwarnings = error would raise it here); and a deepscope notice under an "error" filter is printed, never
+    raised into the training loop."""
+    from deepscope.notices import notice
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = deepscope.init(dir=root, name="diverged")
+    run.watch(model, opt, histograms_every=0, diagnose=False)
+    for step in range(4):
+        if step == 2:
+            with torch.no_grad():
+                model[0].weight.fill_(3e37)  # outputs and their sums beyond float32
+        loss = model(torch.randn(16, 8)).float().pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        run.log({"loss": loss}, step=step)
+    run.finish()
+    r = reopen(root, run.id)
+    assert r.layer_steps().tolist() == [0, 1, 2, 3]  # no step's statistics dropped
+    monkeypatch.delenv("DEEPSCOPE_RAISE_NOTICES")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        notice("deepscope: a notice")  # not raised
+    assert "RuntimeWarning: deepscope: a notice" in capsys.readouterr().err

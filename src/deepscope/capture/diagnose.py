@@ -27,6 +27,8 @@ class Thresholds:
     early_steps: int = 500  # "learning rate too low" is only judged before this step
     spike_factor: float = 10.0  # loss above median + factor × MAD of the recent window …
     spike_min_share: float = 0.05  # … and above it by at least this share of the loss's early scale
+    norm_jump: float = 1e2  # the weight-gradient norm above this many times its recent median: diverging, at once
+    diverging_update: float = 1.0  # a median update/weight ratio above this: each step rewrites the weights
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Diagnoser:
         self._losses: dict[str, deque[float]] = {}
         self._last_spike: dict[str, int] = {}
         self._loss_scale: dict[str, float] = {}  # the largest |loss| of the first full window
+        self._norms: deque[float] = deque(maxlen=50)  # the total weight-gradient norm of recent healthy steps
         # weight matrices in model order: the depth axis for gradient flow
         self._depth = [i for i, p in enumerate(params) if p.endswith("weight")]
 
@@ -105,6 +108,8 @@ class Diagnoser:
                 "every weight gradient is exactly 0: the network no longer learns (every unit of a layer dead? "
                 "a detached graph?)",
             )  # fmt: skip
+        if "norm" in pgrad and self._depth and not skipped:
+            self._watch_norm(step, float(np.sqrt(np.sum(np.square(pgrad["norm"][self._depth].astype(np.float64))))))
         if "norm" in pgrad and len(self._depth) >= 2:
             norms = pgrad["norm"][self._depth]
             ok = np.isfinite(norms) & (norms > 0)
@@ -125,6 +130,11 @@ class Diagnoser:
             r = r[np.isfinite(r)]
             if r.size:
                 med = float(np.median(r))
+                if med > self.t.diverging_update and not skipped:
+                    self._report(step, "update_ratio_high", None, "error",
+                                 f"updates are larger than the weights themselves (median update/weight ratio "
+                                 f"{med:.1e}; healthy is about 1e-3): training is diverging — learning rate far "
+                                 "too high?", once=("diverging_update", None))  # fmt: skip
                 self._sustained(
                     step, "update_ratio_high", None, med > self.t.update_high,
                     f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): learning rate too high?",
@@ -163,6 +173,22 @@ class Diagnoser:
                         self.emit(Finding(s, "loss_spike", "warning", key, text))
                 if np.isfinite(v):
                     window.append(v)
+
+    def _watch_norm(self, step: int, total: float) -> None:
+        """A sudden jump of the total weight-gradient norm (or its overflow) is reported at once, not after
+        ``patience`` steps: a diverging training may have no ten steps left before everything is NaN."""
+        history = self._norms
+        if len(history) >= 10:
+            med = float(np.median(np.fromiter(history, float)))
+            if not np.isfinite(total) or (med > 0 and total > self.t.norm_jump * med):
+                what = "overflowed (inf/NaN)" if not np.isfinite(total) else f"jumped to {total:.2e}"
+                self._report(step, "exploding_gradients", None, "error",
+                             f"the weight-gradient norm {what} (its recent median: {med:.2e}): training is "
+                             "diverging (learning rate too high? no gradient clipping?)",
+                             once=("gradient_norm_jump", None))  # fmt: skip
+                return
+        if np.isfinite(total):
+            history.append(total)
 
     def _steady_lr(self, lr: float | None) -> bool:
         """Whether the learning rate holds (unknown counts as holding): not rising (a warm-up), not below half its

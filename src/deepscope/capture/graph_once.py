@@ -7,13 +7,13 @@ runs. It happens once, is skipped when the run already holds a graph, and a fail
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..notices import notice
 from .layers import eager, unwrapped
 from .scope import HookScope
 
@@ -48,10 +48,6 @@ def record_graph_once(model: nn.Module, run_dir: Path, scope: HookScope) -> None
                     m.training = training
             write_graph(run_dir, graph)
         except Exception as e:  # the graph is a nicety: training goes on
-            warnings.warn(
-                f"deepscope.watch: could not record the model's graph: {type(e).__name__}: {e}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            notice(f"deepscope.watch: could not record the model's graph: {type(e).__name__}: {e}")
 
     scope.add(model.register_forward_pre_hook(eager(hook), with_kwargs=True))

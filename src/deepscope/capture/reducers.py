@@ -141,7 +141,7 @@ def _reduce_block(v: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     finite = None if np.isfinite(v).all() else np.isfinite(v)
     clean = v if finite is None else np.where(finite, v, np.float32(0))  # non-finite -> 0, as moments()
     k = v.shape[1]
-    out[:, SUM - 1] = clean.sum(1)
+    out[:, SUM - 1] = clean.sum(1, dtype=np.float64)  # float32 sums of diverged values overflow
     with np.errstate(over="ignore"):  # |values| above ~1e19: their squares overflow float32; again in float64
         sumsq = np.square(clean).sum(1).astype(np.float64)
     big = np.flatnonzero(np.isinf(sumsq))

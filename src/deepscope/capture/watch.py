@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..notices import notice
 from . import reducers as R
 from .diagnose import Diagnoser, Finding, Thresholds, console_printer
 from .layers import (
@@ -471,14 +472,17 @@ class Watcher:
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            notice(message, stacklevel=3)
 
     # ---- writer thread -----------------------------------------------------------------------------
     def _convert_pending(self) -> list:
         self._job_queued = False  # before taking: a step added from now on queues a new job
         out: list = []
-        while self._pending:
-            out += self._convert(*self._pending.popleft())
+        # Diverged values (inf, NaN, beyond float32) are data to record, not numpy warnings: overflows in sums and
+        # casts are expected here (errstate is per thread: the training thread's settings are untouched).
+        with np.errstate(all="ignore"):
+            while self._pending:
+                out += self._convert(*self._pending.popleft())
         return out
 
     def _convert(

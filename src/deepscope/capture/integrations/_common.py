@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import inspect
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from ...notices import notice
 from ...run import Run
 from ...store import format as fmt
 
@@ -163,7 +163,7 @@ class RunBinding:
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            notice(message, stacklevel=3)
 
 
 def exit_reason(exception: BaseException) -> str:
