@@ -362,6 +362,9 @@ def _check_scalar(key: str, v: Any) -> bool:
                 "(use log_histogram for distributions)"
             )
         return True
+    if isinstance(v, np.ndarray):
+        hint = "; pass a number (value.item())" if v.size == 1 else " (use log_histogram for distributions)"
+        raise TypeError(f"deepscope: value for key {key!r} is an array of shape {v.shape}; log() takes scalars{hint}")
     raise TypeError(f"deepscope: value for key {key!r} must be a number or 0-d tensor, got {type(v).__name__}")
 
 

@@ -170,6 +170,10 @@ def test_runs_table_sorts_and_filters(page, server, store):
     names = [rows.nth(i).locator(".link").inner_text() for i in range(rows.count())]
     assert names == sorted(names, key=str.lower)
     assert "filter=" not in page.url and "sort=name" in page.url
+    note = page.locator("th.cfgcol button.sort", has_text="note")
+    for _ in range(2):  # runs without the key come last, in either direction
+        note.click()
+        assert shown()[0] == store["hostile"]
 
 
 def test_run_detail_shows_config_metadata_and_events(page, server, store):
@@ -424,3 +428,15 @@ def test_a_run_without_metrics_says_so_and_points_to_the_other_tabs(page, serve,
     empty.get_by_role("button", name="Instances").click()
     page.wait_for_function("() => location.search.includes('tab=analysis')")
     page.get_by_label("Layer", exact=True).wait_for()  # the analysis it holds
+
+
+def test_an_empty_directory_says_how_runs_get_there(page, serve, tmp_path):
+    server = serve(tmp_path)
+    open_page(page, server.url)
+    empty = page.get_by_test_id("no-runs")
+    empty.wait_for()
+    assert "deepscope.init()" in empty.inner_text()
+    run = deepscope.init(dir=tmp_path, name="arrives")  # the hint goes once a run appears
+    run.log({"loss": 1.0}, step=0)
+    run.finish()
+    empty.wait_for(state="detached", timeout=10_000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import deepscope
@@ -18,6 +19,13 @@ def run(root):
 def test_non_numeric_value_names_the_key(run, value):
     with pytest.raises(TypeError, match="'train/loss'"):
         run.log({"train/loss": value})
+
+
+def test_arrays_say_what_to_pass_instead(run):
+    with pytest.raises(TypeError, match=r"shape \(1,\); log\(\) takes scalars; pass a number \(value.item\(\)\)"):
+        run.log({"x": np.array([1.5])})
+    with pytest.raises(TypeError, match="log_histogram"):
+        run.log({"x": np.ones(3)})
 
 
 def test_multi_element_tensor_is_refused(run):

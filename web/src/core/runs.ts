@@ -38,7 +38,7 @@ export function matches(r: RunSummary, text: string, cfgKey: string, cfgValue: s
 export function sortRuns(runs: RunSummary[], sort: string, now: number): RunSummary[] {
   const desc = sort.startsWith("-");
   const col = desc ? sort.slice(1) : sort;
-  const val = (r: RunSummary): string | number => {
+  const val = (r: RunSummary): string | number | null => {
     switch (col) {
       case "name":
         return r.name.toLowerCase();
@@ -52,7 +52,7 @@ export function sortRuns(runs: RunSummary[], sort: string, now: number): RunSumm
         return r.max_step ?? -1;
       default: {
         const v = col.startsWith("cfg:") ? r.config_flat?.[col.slice(4)] : undefined;
-        return typeof v === "number" ? v : v === undefined || v === null ? "" : fmtValue(v);
+        return typeof v === "number" ? v : v === undefined || v === null ? null : fmtValue(v);
       }
     }
   };
@@ -60,6 +60,7 @@ export function sortRuns(runs: RunSummary[], sort: string, now: number): RunSumm
   return [...runs].sort((a, b) => {
     const x = val(a);
     const y = val(b);
+    if (x === null || y === null) return x === y ? 0 : x === null ? 1 : -1; // runs without the key: last, either way
     if (typeof x === "number" && typeof y === "number") return sign * (x - y);
     return sign * String(x).localeCompare(String(y), undefined, { numeric: true });
   });
