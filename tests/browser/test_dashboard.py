@@ -337,6 +337,11 @@ def test_constant_metrics_draw_and_log_scale_toggles(page, serve, tmp_path):
     wait_for(page, "() => window.__deepscope.yScale['spiky']")
     spiky = page.evaluate("() => window.__deepscope.yScale['spiky']")
     assert 0.9 < spiky["min"] < 1.0 and 1.6 < spiky["max"] < 2.0  # the one outlier leaves the plot, not the rest
+    # zoomed onto it, the outlier is what is in view: the axis reaches it (only the points in view count)
+    open_page(page, f"{server.url}?runs={run.id}&smooth=0&zoom=97,103")
+    wait_for(page, "() => (window.__deepscope.yScale['spiky']?.max ?? 0) > 1e34")
+    open_page(page, f"{server.url}?runs={run.id}&smooth=0&zoom=150,250")  # a window without it: fits its values
+    wait_for(page, "() => { const y = window.__deepscope.yScale['spiky']; return y && y.max < 2 && y.min > 0.9; }")
     page.get_by_label("Log scale").check()
     wait_for(page, "() => window.__deepscope.yScale['loss'].distr === 3")
     page.get_by_label("Log scale").uncheck()

@@ -131,7 +131,7 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         time: cfg.x === "wall",
         range: (_u, min, max) => cfg.xRange() ?? (min === max ? [min - 1, max + 1] : [min, max]),
       },
-      y: cfg.log ? { distr: 3, log: 10 } : { range: (u, min, max) => robustRange(u, min, max) },
+      y: cfg.log ? { distr: 3, log: 10 } : { range: (u, min, max) => robustRange(u, min, max, cfg.xRange()) },
     },
     axes: [
       {
@@ -188,12 +188,19 @@ const Y_INCRS = Array.from({ length: 81 }, (_, k) => [1, 2, 5].map((m) => m * 10
 /**
  * The y range: the data's, padded — unless a few raw values (a loss of 1e35 at a step a mixed-precision scaler
  * skipped) lie far beyond where 98 % of them do (`middleRange`); then those 98 % (and whatever the smoothed lines
- * carry of the outliers) leave the plot at its edge. Ordinary curves, early losses included, stay whole.
+ * carry of the outliers) leave the plot at its edge. Ordinary curves, early losses included, stay whole. Only the
+ * points in view count: zoomed onto a spike, the spike is the data.
  */
-export function robustRange(u: uPlot, min: number, max: number): uPlot.Range.MinMax {
+export function robustRange(u: uPlot, min: number, max: number, zoom: [number, number] | null = null): uPlot.Range.MinMax {
   if (!Number.isFinite(min) || !Number.isFinite(max) || max - min <= 0) return padRange(min, max);
+  const xs = u.data[0] as number[];
+  // the zoom, not u.scales.x: uPlot ranges y before it stores the new x range
+  const [x0, x1] = zoom ?? [-Infinity, Infinity];
   function* raw() {
-    for (let s = 1; s < u.data.length; s += SERIES_PER_RUN) yield* u.data[s] as (number | null)[];
+    for (let s = 1; s < u.data.length; s += SERIES_PER_RUN) {
+      const ys = u.data[s] as (number | null)[];
+      for (let i = 0; i < ys.length; i++) if (xs[i] >= x0 && xs[i] <= x1) yield ys[i];
+    }
   }
   const m = middleRange(raw());
   return m?.outliers ? padRange(m.lo, m.hi) : padRange(min, max);
