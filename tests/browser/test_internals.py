@@ -238,6 +238,28 @@ def test_a_diagnosis_opens_its_evidence(page, watched, server_url, tmp_path):
     assert o["displayRows"].index("0.7") >= 0
 
 
+def test_a_loss_spike_opens_the_chart_zoomed_onto_it(page, serve, tmp_path):
+    torch.manual_seed(0)
+    model = relu_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with deepscope.init(dir=tmp_path, name="spiky") as run:
+        run.watch(model, opt, histograms_every=0, print_findings=False)
+        for step in range(300):
+            loss = model(torch.randn(8, 64)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log({"train/loss": 400.0 if step == 250 else 1.0 + 0.01 * (step % 5)}, step=step)
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&panel=diagnoses")
+    finding = page.locator("li[data-rule=loss_spike]")
+    finding.wait_for()
+    finding.get_by_role("button", name="Show evidence →").click()
+    wait_for(page, "() => window.__deepscope.view().tab === 'charts'")
+    view = page.evaluate("() => window.__deepscope.view()")
+    assert view["zoom"] == [190, 265] and view["q"] == "train/loss" and view["x"] == "step"
+    wait_for(page, "() => (window.__deepscope.yScale['train/loss']?.max ?? 0) > 400")  # the spike, on the chart
+
+
 def test_ranks_view_flags_the_slow_rank(page, watched, server_url, tmp_path):
     open_internals(page, server_url, f"runs={watched['ddp']}&run={watched['ddp']}&panel=ranks")
     wait_for(page, "() => window.__deepscope.internals.ranks?.ranks.length === 2")
