@@ -40,7 +40,11 @@ def init(
 def _require_run() -> Run:
     run = current()
     if run is None:
-        raise RuntimeError("deepscope: no active run; call deepscope.init() first")
+        from .run import _live_runs
+
+        open_ids = [r.id for r in _live_runs]
+        hint = f" (open, but not current: {', '.join(open_ids)}; use its run.log, or pass run=)" if open_ids else ""
+        raise RuntimeError(f"deepscope: no active run; call deepscope.init() first{hint}")
     return run
 
 

@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,8 +69,8 @@ class Run:
         # an unnamed run's name already holds the time: its id does not repeat it
         self.id = fmt.validate_run_id(id or _shared_run_id(_new_run_id(name or "run", stamp)))
         if resume and id is None and "DEEPSCOPE_RUN_ID" not in os.environ:
-            warnings.warn("deepscope.init: resume=True without an id starts a new run; pass the id of the run to "
-                          "continue (its run.id, the name of its directory)", RuntimeWarning, stacklevel=2)  # fmt: skip
+            notice("deepscope.init: resume=True without an id starts a new run; pass the id of the run to continue "
+                   "(its run.id, the name of its directory)", stacklevel=2)  # fmt: skip
         self.root = Path(dir) if dir is not None else default_dir()
         self.dir = self.root / self.id
         if self.dir.exists() and not resume and self.rank == 0 and (self.dir / "run.json").exists():

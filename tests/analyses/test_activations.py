@@ -129,9 +129,15 @@ def test_other_weights_start_over(tmp_path):
 def test_no_layers_and_mixed_metadata_are_clear_errors_before_work(tmp_path):
     with pytest.raises(ValueError, match="no layers given; name some"):
         deepscope.analyze(TinyCNN(), image_data(10), layers=[], run=tmp_path, progress=False)
-    with pytest.raises(TypeError, match="metadata column 'tag' mixes types"):
+    with pytest.raises(TypeError, match="metadata column 'tag' cannot be stored"):
         deepscope.analyze(TinyCNN(), image_data(4), metadata={"tag": [1, "a", 2, "b"]}, run=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"metadata columns \['range'\] are words of subset filters"):
+        deepscope.analyze(TinyCNN(), image_data(4), metadata={"range": [1, 2, 3, 4]}, run=tmp_path, progress=False)
+    with pytest.raises(TypeError, match="metadata column 'grid' cannot be stored"):
+        deepscope.analyze(TinyCNN(), image_data(4), metadata={"grid": np.zeros((4, 2))}, run=tmp_path, progress=False)
     assert not (tmp_path / "artifacts").exists()
+    r = deepscope.analyze(TinyCNN(), image_data(4), metadata={"t": torch.arange(4)}, run=tmp_path, progress=False)
+    assert r.instances().column("t").to_pylist() == [0, 1, 2, 3]  # a tensor column is its values
 
 
 def test_unknown_layer_lists_valid_names(tmp_path):
@@ -207,11 +213,18 @@ def test_nan_in_a_later_chunk_names_its_instance_and_keeps_the_chunks_before(tmp
     assert progress["rows_done"] == 32  # the two whole chunks before it
 
 
-def test_the_last_partial_chunk_is_stored_whole_as_zarr_stores_it(tmp_path):
+def test_the_last_partial_chunk_is_stored_whole_as_zarr_stores_it(tmp_path, monkeypatch):
+    from deepscope.analyses import activations
+
+    written = []
+    direct = activations.write_chunk_file
+    monkeypatch.setattr(activations, "write_chunk_file", lambda path, v: (written.append(path), direct(path, v)))
     torch.manual_seed(0)
     model, data = TinyCNN(), image_data(40)
     cfg = ActivationsConfig(layers=("fc1",), batch_size=8, chunk_rows=16, progress=False)
     Activations(cfg).run(tmp_path, model, data)
+    # every chunk of the layer by the direct writer, the last one (rows 32..39 of 40) too — not by zarr's own write
+    assert sorted(p.parent.name for p in written if "fc1.zarr" in str(p)) == ["0", "1", "2"]
     arr = zarr.open_array(str(tmp_path / "artifacts/activations/fc1.zarr"), mode="r")
     width = arr.shape[1]
     last = tmp_path / "artifacts/activations/fc1.zarr/c/2/0"

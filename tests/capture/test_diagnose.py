@@ -87,6 +87,12 @@ def test_a_sudden_divergence_is_an_error_at_once():
         d.observe(step, stats())
     d.observe(12, stats(param_grad__norm=np.array([np.inf, 1, 1, 1, 1.0])))
     assert [(f.rule, f.step) for f in found] == [("exploding_gradients", 12)] and "overflowed" in found[0].text
+    # a weight without a gradient at a step (an unused head: its norm is NaN, its sample empty) is no overflow
+    found.clear()
+    d = Diagnoser(LAYERS, PARAMS, found.append)
+    for step in range(30):
+        d.observe(step, stats(param_grad__norm=np.array([1, 1, 1, 1, np.nan if step % 2 else 1.0])))
+    assert found == []
     # a noisy but healthy norm is no finding
     found.clear()
     d = Diagnoser(LAYERS, PARAMS, found.append)

@@ -127,8 +127,8 @@ def test_an_older_open_run_does_not_become_current_when_the_newer_finishes(root)
     left_open = deepscope.init(dir=root, name="left-open")  # e.g. an exception skipped its finish
     newer = deepscope.init(dir=root, name="newer")
     newer.finish()
-    with pytest.raises(RuntimeError, match="no active run"):
-        deepscope.log({"x": 1.0})  # not silently into left-open
+    with pytest.raises(RuntimeError, match=f"no active run.*open, but not current: {left_open.id}"):
+        deepscope.log({"x": 1.0})  # not silently into left-open, which the message names
     left_open.finish()
     assert not deepscope.open(root).run(left_open.id).keys()
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..store.runmeta import write_json_atomic
+from .aggregates import SPECIAL_KEYS
 from .base import RESERVED_COLUMNS, artifact_dir, model_class, provenance, read_json, write_provenance
 from .batches import Batch, Source, current_length, source
 from .chunk_files import aligned_empty, write_chunk_file
@@ -218,15 +219,21 @@ def weights_digest(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+# Keys of a subset filter that are not column names (aggregates.subset_mask): no metadata column may be one.
+FILTER_WORDS = tuple(k for k in SPECIAL_KEYS if k not in RESERVED_COLUMNS)
+
+
 def _metadata_column(name: Any, values: Any) -> Any:
     """One column of a dict of columns, as Arrow; a column of mixed types is named in the error."""
     import pyarrow as pa
 
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
     try:
         return pa.array(values if isinstance(values, np.ndarray) else list(values))
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
-        raise TypeError(f"deepscope.analyze: metadata column {str(name)!r} mixes types ({e}); give it values of "
-                        f"one type (all numbers, or all strings)") from None  # fmt: skip
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise TypeError(f"deepscope.analyze: metadata column {str(name)!r} cannot be stored ({e}); give it one "
+                        f"value per instance, all of one type (all numbers, or all strings)") from None  # fmt: skip
 
 
 def metadata_table(metadata: Any) -> Any:
@@ -255,6 +262,9 @@ def metadata_table(metadata: Any) -> Any:
     if table is not None and (clash := [c for c in table.column_names if c in RESERVED_COLUMNS]):
         raise ValueError(f"deepscope.analyze: metadata columns {clash} clash with the instance table's own "
                          f"columns {list(RESERVED_COLUMNS)}; rename them")  # fmt: skip
+    if table is not None and (clash := [c for c in table.column_names if c in FILTER_WORDS]):
+        raise ValueError(f"deepscope.analyze: metadata columns {clash} are words of subset filters "
+                         f"({', '.join(FILTER_WORDS)}); rename them")  # fmt: skip
     return table
 
 

@@ -109,7 +109,12 @@ class Diagnoser:
                 "a detached graph?)",
             )  # fmt: skip
         if "norm" in pgrad and self._depth and not skipped:
-            self._watch_norm(step, float(np.sqrt(np.sum(np.square(pgrad["norm"][self._depth].astype(np.float64))))))
+            norms = pgrad["norm"][self._depth].astype(np.float64)
+            bad = np.nan_to_num(pgrad.get("nonfinite_frac", np.zeros(len(self.params)))[self._depth], nan=0.0) > 0
+            finite = np.isfinite(norms)  # a NaN norm may only mean no gradient at this step (an unused head)
+            if finite.any() or bad.any() or np.isinf(norms).any():
+                overflow = bool(bad.any() or np.isinf(norms).any())
+                self._watch_norm(step, np.inf if overflow else float(np.sqrt(np.sum(np.square(norms[finite])))))
         if "norm" in pgrad and len(self._depth) >= 2:
             norms = pgrad["norm"][self._depth]
             ok = np.isfinite(norms) & (norms > 0)

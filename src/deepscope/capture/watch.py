@@ -15,7 +15,6 @@ model; passes in eval mode or under ``no_grad`` are not recorded.
 from __future__ import annotations
 
 import time
-import warnings
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -121,11 +120,10 @@ class Watcher:
         self.on_skipped_step: list[Any] = []  # called when a skipped optimizer step is closed
         inner = unwrapped(model)  # layer paths without torch.compile's "_orig_mod." or DDP's "module." prefix
         if uncompiled(model) is not model:
-            warnings.warn(
+            notice(
                 "deepscope.watch: the model is compiled (torch.compile): watch's hooks run between compiled graphs, "
                 "so the graph breaks at every watched module and steps run closer to eager speed; watch fewer "
                 "layers (layers=...) to keep more of it compiled",
-                RuntimeWarning,
                 stacklevel=3,
             )
         self._params, selected = watched_parameters(inner, layers, select_layers(inner, layers))

@@ -186,24 +186,34 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
 const Y_INCRS = Array.from({ length: 81 }, (_, k) => [1, 2, 5].map((m) => m * 10 ** (k - 40))).flat();
 
 /**
- * The y range: the data's, padded — unless a few raw values (a loss of 1e35 at a step a mixed-precision scaler
- * skipped) lie far beyond where 98 % of them do (`middleRange`); then those 98 % (and whatever the smoothed lines
- * carry of the outliers) leave the plot at its edge. Ordinary curves, early losses included, stay whole. Only the
- * points in view count: zoomed onto a spike, the spike is the data.
+ * The y range: the data's, padded — unless a few raw values of a run (a loss of 1e35 at a step a mixed-precision
+ * scaler skipped) lie far beyond where 98 % of that run's values do (`middleRange`, judged run by run); then what
+ * each run's 98 % span (and whatever the smoothed lines carry of the outliers) leaves the plot at its edge.
+ * Ordinary curves, early losses included, stay whole. Only the points in view count: zoomed onto a spike (fewer
+ * than 100 points of its run), the spike is the data.
  */
 export function robustRange(u: uPlot, min: number, max: number, zoom: [number, number] | null = null): uPlot.Range.MinMax {
   if (!Number.isFinite(min) || !Number.isFinite(max) || max - min <= 0) return padRange(min, max);
   const xs = u.data[0] as number[];
   // the zoom, not u.scales.x: uPlot ranges y before it stores the new x range
   const [x0, x1] = zoom ?? [-Infinity, Infinity];
-  function* raw() {
-    for (let s = 1; s < u.data.length; s += SERIES_PER_RUN) {
-      const ys = u.data[s] as (number | null)[];
-      for (let i = 0; i < ys.length; i++) if (xs[i] >= x0 && xs[i] <= x1) yield ys[i];
+  let lo = Infinity;
+  let hi = -Infinity;
+  let clipped = false;
+  for (let s = 1; s < u.data.length; s += SERIES_PER_RUN) {
+    const ys = u.data[s] as (number | null)[];
+    const shown: (number | null)[] = [];
+    for (let i = 0; i < ys.length; i++) if (xs[i] >= x0 && xs[i] <= x1) shown.push(ys[i]);
+    const m = middleRange(shown);
+    if (m?.outliers) {
+      clipped = true;
+      lo = Math.min(lo, m.lo);
+      hi = Math.max(hi, m.hi);
+    } else {
+      for (const v of shown) if (v !== null && Number.isFinite(v)) (lo = Math.min(lo, v)), (hi = Math.max(hi, v));
     }
   }
-  const m = middleRange(raw());
-  return m?.outliers ? padRange(m.lo, m.hi) : padRange(min, max);
+  return clipped && hi >= lo ? padRange(lo, hi) : padRange(min, max);
 }
 
 export function padRange(min: number, max: number): uPlot.Range.MinMax {

@@ -271,7 +271,8 @@ export function currentLayer(summary: AnalysisSummary | null): string | null {
   const layers = summary.layers;
   const last = layers[layers.length - 1];
   const classes = summary.class_names?.length ?? null;
-  const lastIsOutput = layers.length > 1 && (classes === null || last.width === classes);
+  // a binary classifier may have one logit for two classes
+  const lastIsOutput = layers.length > 1 && (classes === null || last.width === classes || (classes === 2 && last.width === 1));
   return (lastIsOutput ? layers[layers.length - 2] : last).name;
 }
 
