@@ -378,3 +378,17 @@ def test_errors_lead_the_findings_and_a_shorter_run_is_named_in_the_flow(page, s
     note = page.get_by_test_id("flow-behind")
     note.wait_for()
     assert "short: drawn at step 9, the last it recorded up to step 19" in note.inner_text()
+
+
+def test_a_link_to_norms_opens_their_log_colour_scale(page, watched, server_url):
+    """A link without `clog` gives the statistic's own default (norms: log), as choosing it in the view does; a
+    scale turned linear is kept in the link."""
+    sig = watched["sig"]
+    open_internals(page, server_url, f"runs={sig}&run={sig}&kind=param_grad&stat=norm")
+    overview_ready(page, "param_grad", "norm")
+    assert page.evaluate("() => window.__deepscope.view().colorLog") is True
+    page.get_by_label("Log colour scale").uncheck()
+    wait_for(page, "() => location.search.includes('clog=0')")
+    page.reload()
+    overview_ready(page, "param_grad", "norm")
+    assert page.evaluate("() => window.__deepscope.view().colorLog") is False

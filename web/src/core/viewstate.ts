@@ -1,5 +1,6 @@
 // The view state that a link reproduces, and its round trip through the URL's query string.
 
+import { LOG_DEFAULT } from "./colorscale";
 export type XMode = "step" | "wall" | "relative";
 export type Tab = "runs" | "charts" | "run" | "internals" | "graph" | "analysis";
 export type ProjMethod = "pca" | "umap" | "tsne";
@@ -152,7 +153,8 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     panel: PANELS.includes(panel) ? panel : defaults.panel,
     kind: LAYER_KINDS.includes(kind) ? kind : defaults.kind,
     stat: p.get("stat") ?? defaults.stat,
-    colorLog: p.get("clog") === "1",
+    // absent: the statistic's own default (norms log, shares linear), as choosing it in the view gives
+    colorLog: p.has("clog") ? p.get("clog") === "1" : LOG_DEFAULT.has(p.get("stat") ?? defaults.stat),
     stepZoom: sz.length === 2 && sz.every(Number.isFinite) && sz[0] <= sz[1] ? [sz[0], sz[1]] : null,
     selectedLayer: p.get("layer"),
     selectedStep: Number.isInteger(step) && step >= 0 ? step : null,
@@ -191,7 +193,7 @@ export function serialize(s: ViewState): string {
   if (s.panel !== defaults.panel) p.set("panel", s.panel);
   if (s.kind !== defaults.kind) p.set("kind", s.kind);
   if (s.stat !== defaults.stat) p.set("stat", s.stat);
-  if (s.colorLog) p.set("clog", "1");
+  if (s.colorLog !== LOG_DEFAULT.has(s.stat)) p.set("clog", s.colorLog ? "1" : "0");
   if (s.stepZoom) p.set("steps", s.stepZoom.join(","));
   if (s.selectedLayer) p.set("layer", s.selectedLayer);
   if (s.selectedStep !== null) p.set("step", String(s.selectedStep));
