@@ -445,3 +445,20 @@ def test_an_empty_directory_says_how_runs_get_there(page, serve, tmp_path):
     run.log({"loss": 1.0}, step=0)
     run.finish()
     empty.wait_for(state="detached", timeout=10_000)
+
+
+def test_a_step_logged_twice_shows_its_last_value_in_the_tooltip_as_the_line_does(page, serve, tmp_path):
+    run = deepscope.init(dir=tmp_path, name="relogged")
+    for s in range(21):
+        run.log({"loss": 1.0}, step=s)
+    with pytest.warns(RuntimeWarning, match="step went backwards"):
+        run.log({"loss": 7.25}, step=10)  # a restart that logs step 10 again
+    run.finish()
+    server = serve(tmp_path)
+    open_page(page, f"{server.url}?runs={run.id}&smooth=0")
+    chart_ready(page, "loss", run.id, 20)
+    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
+    page.mouse.move(plot["x"] + plot["width"] * 0.5, plot["y"] + plot["height"] / 2)  # step 10 of 0…20
+    tip = page.locator("figure[data-key='loss'] .tip")
+    tip.wait_for()
+    assert "step 10" in tip.inner_text() and "7.25" in tip.inner_text()
