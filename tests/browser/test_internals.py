@@ -236,6 +236,9 @@ def test_a_diagnosis_opens_its_evidence(page, watched, server_url, tmp_path):
     assert view["panel"] == "overview" and view["detail"] == sig
     assert view["selectedLayer"] == expected["key"] == "0.7" and view["selectedStep"] == expected["step"]
     assert o["displayRows"].index("0.7") >= 0
+    page.go_back()  # from the evidence back to the findings
+    wait_for(page, "() => window.__deepscope.view().panel === 'diagnoses'")
+    page.locator(f'li[data-rule=saturation][data-run="{sig}"]').wait_for()
 
 
 def test_a_loss_spike_opens_the_chart_zoomed_onto_it(page, serve, tmp_path):

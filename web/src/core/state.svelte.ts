@@ -41,12 +41,15 @@ export function runById(id: string): RunSummary | undefined {
 
 // ---- URL ---------------------------------------------------------------------------------------------
 let lastSearch = serialize(view);
-let lastPlace = `${view.tab}|${view.detail}`;
+/** Where the user is: a tab, its run, the internals' panel. Going elsewhere is a history entry (Back returns, e.g.
+ * from a finding's evidence to the findings); a change within one place (a selection, a zoom) replaces the URL. */
+const placeOf = (detail: string | null = view.detail) => `${view.tab}|${detail}|${view.tab === "internals" ? view.panel : ""}`;
+let lastPlace = placeOf();
 
 function syncUrl() {
   const search = serialize(view);
   if (search === lastSearch) return;
-  const place = `${view.tab}|${view.detail}`;
+  const place = placeOf();
   const url = `${window.location.pathname}?${search}`;
   if (place !== lastPlace) history.pushState(null, "", url);
   else history.replaceState(null, "", url);
@@ -57,7 +60,7 @@ function syncUrl() {
 /** Put `id` in focus on behalf of the user — a view that picked a run by itself: the URL is updated in place, not
  * pushed as a new history entry (Back would land on the view, which would pick it again). */
 export function adoptDetail(id: string): void {
-  lastPlace = `${view.tab}|${id}`;
+  lastPlace = placeOf(id);
   view.detail = id;
 }
 
@@ -66,7 +69,7 @@ window.addEventListener("popstate", () => {
   const { hasRuns: _, ...state } = next;
   Object.assign(view, state);
   lastSearch = serialize(view);
-  lastPlace = `${view.tab}|${view.detail}`;
+  lastPlace = placeOf();
 });
 
 // ---- loading -----------------------------------------------------------------------------------------
