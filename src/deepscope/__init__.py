@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .run import Run, current, default_dir
+from .run import Run, current, default_dir, open_runs
 from .store import RunReader, Store
 
 __version__ = "0.1.0"
@@ -40,9 +40,7 @@ def init(
 def _require_run() -> Run:
     run = current()
     if run is None:
-        from .run import _live_runs
-
-        open_ids = [r.id for r in _live_runs]
+        open_ids = [r.id for r in open_runs()]
         hint = f" (open, but not current: {', '.join(open_ids)}; use its run.log, or pass run=)" if open_ids else ""
         raise RuntimeError(f"deepscope: no active run; call deepscope.init() first{hint}")
     return run

@@ -417,6 +417,11 @@ def current() -> Run | None:
     return _current
 
 
+def open_runs() -> list[Run]:
+    """The runs of this process that are not finished, oldest first."""
+    return list(_live_runs)
+
+
 def _register(run: Run) -> None:
     global _current
     with _lifecycle_lock:

@@ -16,6 +16,15 @@ def _model() -> nn.Sequential:
     return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3))  # 4,096 weights: larger than the sample
 
 
+def _watched(root, model: nn.Module | None = None, **watch_kwargs):
+    """A model (default ``_model()``), its SGD optimizer and a new run watching both, without diagnoses."""
+    model = _model() if model is None else model
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, diagnose=False, **watch_kwargs)
+    return model, opt, run
+
+
 def test_gradients_unscaled_by_a_grad_scaler_are_recorded_unscaled(root):
     """Parameter gradients are read after the scaler's unscaling (its kernel bumps no version counter); output
     gradients, which come from the scaled loss, are divided by the scale when the scaler is given."""
@@ -104,10 +113,7 @@ def test_a_fused_step_never_races_the_side_thread(root):
 
 def test_gradients_changed_behind_autograd_are_the_ones_recorded(root):
     """A write through ``.data`` bumps no version counter: the norms are still those the step uses."""
-    model = _model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    run = deepscope.init(dir=root)
-    run.watch(model, opt, sample=256, diagnose=False)
+    model, opt, run = _watched(root, sample=256)
     want = []
     for step in range(4):
         model(torch.randn(8, 64)).sum().backward()
@@ -207,10 +213,7 @@ def test_second_order_gradients_are_recorded(root, monkeypatch):
     from deepscope.capture import param_stats
 
     monkeypatch.setattr(param_stats, "SIDE_MIN_BYTES", 0)
-    model = _model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    run = deepscope.init(dir=root)
-    run.watch(model, opt, sample=256, diagnose=False)
+    model, opt, run = _watched(root, sample=256)
     want = []
     for _ in range(3):
         model(torch.randn(8, 64)).square().sum().backward(create_graph=True)
@@ -225,10 +228,7 @@ def test_second_order_gradients_are_recorded(root, monkeypatch):
 
 def test_accumulated_micro_batches_stay_one_step(root):
     """Forward passes after a backward with the gradients still there are gradient accumulation, not a skip."""
-    model = _model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    run = deepscope.init(dir=root)
-    run.watch(model, opt, diagnose=False)
+    model, opt, run = _watched(root)
     for _ in range(3):
         for _ in range(4):
             model(torch.randn(8, 64)).sum().backward()
@@ -259,10 +259,7 @@ def test_an_optimizer_that_never_steps_draws_one_warning(root, monkeypatch):
 
 def test_forward_passes_after_the_last_optimizer_step_are_no_step(root):
     """A training-mode forward after the last step (accuracy measured in train mode) is not closed as a step."""
-    model = _model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    run = deepscope.init(dir=root)
-    run.watch(model, opt, diagnose=False)
+    model, opt, run = _watched(root)
     for _ in range(3):
         model(torch.randn(8, 64)).sum().backward()
         opt.step()
@@ -291,10 +288,7 @@ def test_a_module_called_many_times_in_one_pass_is_no_stalled_optimizer(root, mo
                 h = self.cell(x[:, t], h)
             return h
 
-    model = Loop()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    run = deepscope.init(dir=root)
-    run.watch(model, opt, diagnose=False)  # a warning would fail this test
+    model, opt, run = _watched(root, Loop())  # a warning would fail this test
     for _ in range(3):
         model(torch.randn(2, 30, 4)).sum().backward()
         opt.step()

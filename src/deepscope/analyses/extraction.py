@@ -81,7 +81,7 @@ class Extractor:
         self.pending: Future[int] | None = None
         self.device = torch.device("cpu")
         # Labels and scores of every row, for the instance table (not read back from the disk); None when resumed.
-        self.kept: dict[str, list[np.ndarray]] | None = None if state.rows_done else {LABELS: [], SCORES: []}
+        self.kept: dict[str, list[np.ndarray]] | None = None if state.rows_done else {"labels": [], "scores": []}
         images = state.arrays.get(IMAGES)
         self.preview_shape: tuple[int, int, int] | None = None if images is None else tuple(images.shape[1:])
 
@@ -223,7 +223,7 @@ class Extractor:
         """Every row's labels and (if stored) scores, when all rows went through this extractor."""
         if self.kept is None or self.rows is None:
             return None
-        return {k.removeprefix("outputs/").removesuffix(".zarr"): np.concatenate(v) for k, v in self.kept.items() if v}
+        return {name: np.concatenate(parts) for name, parts in self.kept.items() if parts}
 
     def _flush(self, pool_: ThreadPoolExecutor, n: int) -> None:
         """Hand the first ``n`` gathered rows to the writer (scores made, checked for NaN: a chunk at a time, not
@@ -235,8 +235,8 @@ class Extractor:
         for key, a in full.arrays.items():
             check_finite(key, a[:n], self.state.rows_done)
         if self.kept is not None:
-            for key, kept in self.kept.items():
-                if key in full.arrays:
+            for name, kept in self.kept.items():
+                if (key := f"outputs/{name}.zarr") in full.arrays:
                     kept.append(full.arrays[key][:n].copy())
         spare = self.spare or ChunkRows(full.specs, full.capacity)
         left = full.n - n

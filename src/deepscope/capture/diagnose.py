@@ -34,10 +34,9 @@ class Thresholds:
 @dataclass(frozen=True)
 class Finding:
     step: int
-    rule: (
-        str  # saturation, dead_units, vanishing/exploding_gradients, zero_gradients, update_ratio_low/high, nonfinite,
-    )
+    # saturation, dead_units, vanishing/exploding_gradients, zero_gradients, update_ratio_low/high, nonfinite,
     # loss_spike, skipped_step
+    rule: str
     severity: str
     layer: str | None
     text: str
@@ -102,19 +101,14 @@ class Diagnoser:
                 text = f"NaN/Inf in {kind}, first at {first} (step {step})"
                 self._report(step, "nonfinite", first, "error", text, once=("nonfinite", None))
         if "norm" in pgrad and self._depth and not skipped:
-            norms = pgrad["norm"][self._depth]
+            norms = pgrad["norm"][self._depth].astype(np.float64)
             self._sustained(
                 step, "zero_gradients", None, bool((norms == 0).all()),
                 "every weight gradient is exactly 0: the network no longer learns (every unit of a layer dead? "
                 "a detached graph?)",
             )  # fmt: skip
-        if "norm" in pgrad and self._depth and not skipped:
-            norms = pgrad["norm"][self._depth].astype(np.float64)
             bad = np.nan_to_num(pgrad.get("nonfinite_frac", np.zeros(len(self.params)))[self._depth], nan=0.0) > 0
-            finite = np.isfinite(norms)  # a NaN norm may only mean no gradient at this step (an unused head)
-            if finite.any() or bad.any() or np.isinf(norms).any():
-                overflow = bool(bad.any() or np.isinf(norms).any())
-                self._watch_norm(step, np.inf if overflow else float(np.sqrt(np.sum(np.square(norms[finite])))))
+            self._watch_norm(step, norms, bool(bad.any()))
         if "norm" in pgrad and len(self._depth) >= 2:
             norms = pgrad["norm"][self._depth]
             ok = np.isfinite(norms) & (norms > 0)
@@ -179,9 +173,15 @@ class Diagnoser:
                 if np.isfinite(v):
                     window.append(v)
 
-    def _watch_norm(self, step: int, total: float) -> None:
-        """A sudden jump of the total weight-gradient norm (or its overflow) is reported at once, not after
-        ``patience`` steps: a diverging training may have no ten steps left before everything is NaN."""
+    def _watch_norm(self, step: int, norms: np.ndarray, nonfinite: bool) -> None:
+        """A sudden jump of the total weight-gradient norm (or its overflow: an infinite norm, non-finite values in
+        the gradients) is reported at once, not after ``patience`` steps: a diverging training may have no ten steps
+        left before everything is NaN. A NaN norm alone may only mean no gradient at this step (an unused head)."""
+        finite = np.isfinite(norms)
+        overflow = nonfinite or bool(np.isinf(norms).any())
+        if not (overflow or finite.any()):
+            return
+        total = np.inf if overflow else float(np.sqrt(np.sum(np.square(norms[finite]))))
         history = self._norms
         if len(history) >= 10:
             med = float(np.median(np.fromiter(history, float)))
