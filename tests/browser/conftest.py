@@ -55,7 +55,7 @@ def store(tmp_path_factory) -> dict:
     short = write_run(root, "short-sgd", SHORT_STEPS, config={"lr": 0.01, "optimizer": "sgd"}, seed=0.3)
     hostile = deepscope.init(project="browser", name=XSS, config={"note": XSS, "lr": 0.1}, dir=root, tags=[XSS])
     for s in range(50):
-        hostile.log({f"val/{XSS}": float(s), "train/loss": 1.0 / (s + 1)}, step=s)
+        hostile.log({f"val/{XSS}": float(s), "train/loss": 1.0 / (s + 1), "sys/step_time": 0.01, "lr": 0.1}, step=s)
     hostile.event("alert", XSS, severity="error", step=3)
     hostile.finish(status="crashed", exit_reason=XSS)
     return {"root": root, "long": long.id, "short": short.id, "hostile": hostile.id}

@@ -195,6 +195,14 @@ def test_run_detail_shows_config_metadata_and_events(page, server, store):
     chart_ready(page, "train/loss", store["long"])
 
 
+def test_metric_groups_put_the_users_first_and_sys_last(page, server, store):
+    hostile = store["hostile"]
+    open_page(page, f"{server}?runs={hostile}")
+    chart_ready(page, "sys/step_time", hostile)
+    groups = page.locator(".group").evaluate_all("(els) => els.map((e) => e.dataset.group)")
+    assert groups == ["train", "val", "", "sys"]  # named groups, then keys without one, then deepscope's timings
+
+
 def test_user_strings_render_as_text(page, server, store):
     hostile = store["hostile"]
     open_page(page, f"{server}?runs={hostile}")
