@@ -38,6 +38,7 @@ class RunInfo:
     exit_reason: str | None = None
     format_version: int = 1
     max_step: int | None = None  # highest step on disk, from the writers' heartbeats (None: nothing yet)
+    contents: tuple[str, ...] = ()  # what the run holds beside its logged values: "watch", "graph", "analysis"
 
 
 @dataclass(frozen=True)

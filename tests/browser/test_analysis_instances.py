@@ -296,9 +296,20 @@ def test_a_run_without_analysis_says_so(page, analysed):
     page.goto(f"{analysed['url']}?tab=analysis&runs={plain}")
     page.get_by_text("None of the selected runs has an analysis.").wait_for()
     assert page.evaluate("() => typeof window.__deepscope.analysis?.grid") == "undefined"
-    # asking for the plain run's analysis summary is how the tab learns there is none: its 404 is expected
-    assert [u.split("/api/")[1] for u in missing] == [f"runs/{plain}/analysis"]
-    page.console.errors[:] = [e for e in page.console.errors if "status of 404" not in e]
+    assert missing == []  # the run list says the plain run has no analysis: the summary is not asked for
+
+
+def test_the_runs_table_says_what_a_run_holds_and_opens_it(page, analysed):
+    run, plain = analysed["data"].run, analysed["data"].plain
+    page.goto(f"{analysed['url']}?tab=runs&runs={plain}")
+    chip = page.locator(f'tr[data-run="{run}"] [data-recorded]')
+    chip.first.wait_for()
+    assert chip.evaluate_all("(els) => els.map((e) => e.dataset.recorded)") == ["analysis"]
+    assert page.locator(f'tr[data-run="{plain}"] [data-recorded]').count() == 0  # logged values only
+    chip.click()
+    wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
+    view = page.evaluate("() => window.__deepscope.view()")
+    assert view["tab"] == "analysis" and view["detail"] == run and run in view["runs"]
 
 
 def test_without_labels_rows_are_predicted_classes_and_inputs_are_texts(page, analysed):

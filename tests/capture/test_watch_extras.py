@@ -251,6 +251,30 @@ def test_a_compiled_model_is_watched_under_its_own_layer_names(root):
     np.testing.assert_allclose(r.layer_series("0", "act", "mean").last, means, rtol=1e-5)
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_exporting_a_watched_model_is_no_step_and_breaks_nothing(root, strict):
+    """torch.export (and deepscope.graph, which exports) traces a watched model in training mode: its pass over
+    fake tensors is not recorded, not counted as a step, and a strict export is not stopped by the hooks."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = deepscope.init(dir=root)
+    run.watch(model, print_findings=False, graph=False)  # steps are training passes: an export would be one
+    x = torch.randn(4, 8)
+    for i in range(3):
+        if i == 1:
+            torch.export.export(model, (x,), strict=strict)
+            deepscope.graph(model, x, run=run)
+        loss = model(x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    run.finish()  # a fake tensor in the statistics would fail their conversion here, with a warning (an error here)
+    r = reopen(root, run.id)
+    assert r.layer_matrix("act", "mean").step.tolist() == [0, 1, 2]
+    assert read_graph(r.dir) is not None
+
+
 def test_filters_see_attention_as_one_layer(root):
     """A glob on a path inside MultiheadAttention selects it; a callable written for leaf modules that raises on
     another module does not select it (and does not fail watch)."""

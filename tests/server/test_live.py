@@ -127,3 +127,24 @@ def test_the_server_stops_promptly_while_a_browser_listens(root):
         server.stop()
         assert time.monotonic() - started < 2.0
         assert list(lines) == [""]  # the stream ended cleanly
+
+
+def test_a_run_that_now_holds_a_watch_or_a_graph_is_announced(root):
+    """The run list says what each run holds (``contents``): the views ask for a layer table, a graph or an
+    analysis only when it is there, so a run that gains one must reach them."""
+    from torch import nn
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with deepscope.init(project="p", name="a", dir=root) as run:
+        hub = LiveHub(deepscope.open(root))
+        hub.poll_runs()
+        assert deepscope.open(root).info(run.id).contents == ()
+        run.watch(model)
+        assert [parse(m) for m in hub.poll_runs()] == [("runs", {})]
+        assert hub.poll_runs() == []  # announced once
+        assert deepscope.open(root).info(run.id).contents == ("watch",)
+        import torch
+
+        deepscope.graph(model, torch.zeros(1, 3), run=run)
+        assert [parse(m) for m in hub.poll_runs()] == [("runs", {})]
+        assert deepscope.open(root).info(run.id).contents == ("watch", "graph")

@@ -76,8 +76,19 @@ def unwrapped(model: nn.Module) -> nn.Module:
 
 def eager(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` as a hook that ``torch.compile`` never traces: it runs as Python between compiled graphs (traced, its
-    random sample positions were specialised as constants and recompiled at every step). 0.3 µs a call in eager mode."""
-    return torch.compiler.disable(fn)
+    random sample positions were specialised as constants and recompiled at every step). 0.3 µs a call in eager mode.
+
+    Under ``torch.export`` it does nothing: an export's pass over fake tensors is no training step, and a
+    ``torch.compiler.disable``-d function would stop a strict export.
+    """
+    inner = torch.compiler.disable(fn)
+
+    def hook(*args: Any, **kwargs: Any) -> Any:
+        if torch.compiler.is_exporting():
+            return None
+        return inner(*args, **kwargs)
+
+    return hook
 
 
 def own_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def write_manifest(run: Run, layers: list[Layer], params: list[str], by_optimizer: bool, config: Any) -> None:
     """Write the manifest; a run that recorded other layers (another model, another selection) is refused."""
-    path = run._stream_dir / "watch.json"
+    path = run._stream_dir / fmt.WATCH_MANIFEST
     table = [la.to_json() for la in layers]
     old = runmeta.read_json(path)
     if old and not _same_model(old.get("layers", []), table):

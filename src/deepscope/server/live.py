@@ -42,16 +42,21 @@ class LiveHub:
         self.keepalive_interval = keepalive_interval
         self._subscribers: set[asyncio.Queue[bytes]] = set()
         self._status: dict[str, str] | None = None  # run id -> status at the last run-list check
+        self._contents: dict[str, tuple[str, ...]] = {}  # run id -> what it held at the last run-list check
         self._announced: dict[str, int | None] = {}  # run id -> max_step last announced
         self._closed = False
         self._failing = False
 
     # ---- polling (plain functions, run in a worker thread) ------------------------------------------
     def poll_runs(self) -> list[bytes]:
-        """Re-read the run list: a new, vanished or re-statused run gives one ``runs`` event."""
-        status = {info.id: info.status for info in self.store.runs()}
+        """Re-read the run list: a new, vanished or re-statused run, or one that now holds more (a watch, a graph,
+        an analysis), gives one ``runs`` event."""
+        infos = self.store.runs()
+        status = {info.id: info.status for info in infos}
+        contents = {info.id: info.contents for info in infos}
         previous, self._status = self._status, status
-        if previous is None or previous == status:
+        held, self._contents = self._contents, contents
+        if previous is None or (previous == status and held == contents):
             return []
         messages = []
         for run_id, now in status.items():

@@ -69,6 +69,7 @@ def _summary_fields(info: RunInfo, max_step: int | None) -> dict:
         "world_size": info.world_size,
         "max_step": max_step,
         "exit_reason": info.exit_reason,
+        "contents": list(info.contents),
     }
 
 

@@ -16,6 +16,10 @@ HEADER = struct.Struct("<4sQI")  # magic, payload length (u64), crc32 of payload
 SEGMENT_BYTES = 64 * 1024 * 1024  # a writer starts a new segment file past this size
 
 KINDS = ("scalars", "histograms", "events", "layerstats")
+# What a run holds beside its streams, told by a file's presence (``RunInfo.contents``); "watch" is any rank's
+# ``streams/<rank>/watch.json``.
+CONTENT_FILES = {"graph": "artifacts/graph/graph.json", "analysis": "artifacts/activations/instances.parquet"}
+WATCH_MANIFEST = "watch.json"
 MAX_KEY_LENGTH = 256
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _SEGMENT = re.compile(r"^(scalars|histograms|events|layerstats)-(\d{6,})\.arrows$")

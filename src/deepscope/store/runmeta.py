@@ -93,15 +93,17 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def heartbeat(run_dir: Path) -> tuple[float | None, int | None]:
-    """Newest heartbeat of any rank (its file's modification time) and the highest step on disk."""
-    newest, max_step = None, None
+def heartbeat(run_dir: Path) -> tuple[float | None, int | None, bool]:
+    """Newest heartbeat of any rank (its file's modification time), the highest step on disk, and whether any
+    rank was watched (its ``watch.json``)."""
+    newest, max_step, watched = None, None, False
     try:
         ranks = os.scandir(run_dir / "streams")
     except OSError:
-        return None, None
+        return None, None, False
     with ranks:
         for r in ranks:
+            watched = watched or os.path.exists(os.path.join(r.path, fmt.WATCH_MANIFEST))
             try:  # one open, fstat and read per rank: listing 1,000 runs stays fast
                 fd = os.open(os.path.join(r.path, "heartbeat"), os.O_RDONLY)
             except OSError:
@@ -117,7 +119,7 @@ def heartbeat(run_dir: Path) -> tuple[float | None, int | None]:
             step = heartbeat_step(fields)
             if step >= 0:
                 max_step = max(step, max_step if max_step is not None else -1)
-    return newest, max_step
+    return newest, max_step, watched
 
 
 def heartbeat_step(fields: list[str]) -> int:
@@ -134,7 +136,9 @@ def run_info(run_dir: Path, meta: dict[str, Any], now: float | None = None) -> R
             f"{fmt.FORMAT_VERSION}. Upgrade deepscope to read it."
         )
     meta = migrate(meta)
-    beat, max_step = heartbeat(run_dir)
+    beat, max_step, watched = heartbeat(run_dir)
+    contents = ("watch",) if watched else ()
+    contents += tuple(name for name, path in fmt.CONTENT_FILES.items() if os.path.exists(os.path.join(run_dir, path)))
     status = meta.get("status", "running")
     exit_reason = meta.get("exit_reason")
     now = time.time() if now is None else now
@@ -163,6 +167,7 @@ def run_info(run_dir: Path, meta: dict[str, Any], now: float | None = None) -> R
         exit_reason=exit_reason,
         format_version=version,
         max_step=max_step,
+        contents=contents,
     )
 
 

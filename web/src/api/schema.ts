@@ -1024,6 +1024,8 @@ export interface components {
             config_flat: {
                 [key: string]: unknown;
             };
+            /** Contents */
+            contents: string[];
             /** End Time */
             end_time: number | null;
             /** Exit Reason */
@@ -1073,6 +1075,8 @@ export interface components {
             config_flat: {
                 [key: string]: unknown;
             };
+            /** Contents */
+            contents: string[];
             /** End Time */
             end_time: number | null;
             /** Exit Reason */

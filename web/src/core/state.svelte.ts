@@ -35,6 +35,14 @@ export function colorOf(id: string): string {
   return colors.get(id) ?? "#888";
 }
 
+/** Whether run `id` holds `what` (a watch, a graph, a finished analysis), by the run list: null until the list
+ * has loaded (wait for it), true for a run it does not list (the server tells what is wrong). */
+export function holds(id: string, what: "watch" | "graph" | "analysis"): boolean | null {
+  if (!data.loaded) return null;
+  const r = runById(id);
+  return r ? r.contents.includes(what) : true;
+}
+
 export function runById(id: string): RunSummary | undefined {
   return data.runs.find((r) => r.id === id);
 }
