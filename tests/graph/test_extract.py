@@ -82,6 +82,51 @@ def test_demo_models(cls):
         assert final_shapes(other) == [(2, 10)]
 
 
+def test_torch_nn_composites_are_opened_and_attention_stays_one_node():
+    """fx keeps torch.nn's own modules whole; a TransformerEncoder is layers, not one box (fx cannot trace its
+    code: the hooks show them), while MultiheadAttention, the watched layer, stays one node."""
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Linear(8, 32)
+            self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2)
+            self.head = nn.Linear(32, 3)
+
+        def forward(self, x):
+            return self.head(self.enc(self.emb(x)).mean(1))
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.att = nn.MultiheadAttention(32, 4, batch_first=True)
+            self.out = nn.Sequential(nn.Linear(32, 32), nn.ReLU())
+
+        def forward(self, x):
+            return self.out(self.att(x, x, x)[0] + x)
+
+    model = Encoder()
+    graph = extract_graph(model, torch.randn(2, 5, 8), methods=("fx", "hooks"))
+    assert_sound(graph, model)
+    inside = {n.module_path for n in graph.nodes if n.module_path.startswith("enc.")}
+    assert {"enc.layers.0.linear1", "enc.layers.1.norm2"} <= inside
+    model = Block()
+    graph = extract_graph(model, torch.randn(2, 5, 32), methods=("fx", "hooks"))
+    assert graph.method == "fx"  # the residual add is there
+    assert [n.module_path for n in graph.nodes if n.module_path.startswith("att")] == ["att"]
+    assert {"out.0", "out.1"} <= {n.module_path for n in graph.nodes}
+
+
+def test_fx_shapes_come_from_fake_tensors_without_a_real_pass():
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.BatchNorm1d(4))
+    seen: list[type] = []
+    model[0].register_forward_hook(lambda m, a, out: seen.append(type(out)))
+    graph = extract_graph(model, torch.zeros(2, 3), methods=("fx",))
+    assert graph.method == "fx" and graph.notes == ()  # no "shapes from a real forward pass"
+    assert seen and torch.Tensor not in seen  # the weights were never read: fake tensors only
+    assert int(model[2].num_batches_tracked) == 0
+
+
 def test_training_mode_is_left_alone():
     model = SmallCNN().train()
     bn = model.features[1]

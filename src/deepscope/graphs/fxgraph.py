@@ -76,13 +76,25 @@ def trace_export(
     return nodes, edges, []
 
 
+class _OpenTracer(fx.Tracer):
+    """fx's tracer, except that ``torch.nn`` modules made of other modules (``TransformerEncoder``, ``Transformer``,
+    their layers) are opened, as the user's own modules are: their layers are nodes of the graph, not one box.
+    Attention stays one node (the watched layer). A module whose code fx cannot trace fails the whole trace:
+    the next method (forward hooks) shows its layers then."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if not super().is_leaf_module(m, module_qualified_name):
+            return False
+        return isinstance(m, nn.MultiheadAttention) or next(m.children(), None) is None
+
+
 def trace_fx(
     model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], table: ModuleTable
 ) -> tuple[list[Node], list[Edge], list[str]]:
     bound = bind_inputs(model, args, kwargs)
     concrete = _defaults_not_given(model, bound)
-    # Tracer().trace, not symbolic_trace: no Python code is generated, so any module name works.
-    graph = fx.Tracer().trace(model, concrete_args=concrete or None)
+    # trace, not symbolic_trace: no Python code is generated, so any module name works.
+    graph = _OpenTracer().trace(model, concrete_args=concrete or None)
     values, note = _propagate(model, graph, bound)
     params = {id(p) for p in model.parameters()}
 
@@ -282,7 +294,8 @@ def _propagate(model: nn.Module, graph: fx.Graph, bound: dict[str, Any]) -> tupl
         fake = [mode.from_tensor(x) if isinstance(x, torch.Tensor) else x for x in inputs]
         rec = _Recorder(model, graph)
         with mode, torch.no_grad(), fake_state(model, mode) as state:
-            torch.func.functional_call(_Interpret(rec), state, tuple(fake))
+            held = {f"model.{name}": t for name, t in state.items()}  # the wrapper holds the model as `model`
+            torch.func.functional_call(_Interpret(rec), held, tuple(fake))
         return rec.values, ""
     except Exception as fake_error:  # noqa: BLE001 - data-dependent code: try for real
         reason = f"{type(fake_error).__name__}"
