@@ -293,6 +293,7 @@ def test_huggingface_trainer_is_recorded(root, tmp_path):
         use_cpu=True,
         save_strategy="no",
         disable_tqdm=True,
+        run_name="tiny-bert-lr5e-5",
     )
     model = tiny_bert()
     callback = HFCallback(dir=root, project="bert", watch={"histograms_every": 0})
@@ -302,7 +303,7 @@ def test_huggingface_trainer_is_recorded(root, tmp_path):
     trainer.train()
 
     info, reader = read(root)
-    assert info.status == "finished"
+    assert info.status == "finished" and info.name == "tiny-bert-lr5e-5"  # TrainingArguments.run_name
     assert info.config["model"]["hidden_size"] == 32 and info.config["training"]["max_steps"] == 5
     # the Trainer's own log history is the oracle; its step N (counted after the step) is our step N - 1
     history = trainer.state.log_history

@@ -94,15 +94,18 @@ class RunBinding:
     def active(self) -> bool:
         return self.run is not None and not self.run.finished
 
-    def start(self, rank: int, world_size: int, config: Mapping[str, Any]) -> Run:
+    def start(self, rank: int, world_size: int, config: Mapping[str, Any], name: str | None = None) -> Run:
         """Create the run (or take the given one). Under ``torch.distributed`` every rank calls this, and
-        ``Run`` gives them all rank 0's id: each rank writes its own stream of one run."""
+        ``Run`` gives them all rank 0's id: each rank writes its own stream of one run. ``name``: the framework's
+        name for this training, used unless the user gave ``name=``."""
         if not self.active:
-            self.run = self.given if self.given is not None else self._new_run(rank, world_size, config)
+            self.run = self.given if self.given is not None else self._new_run(rank, world_size, config, name)
         return self.run
 
-    def _new_run(self, rank: int, world_size: int, config: Mapping[str, Any]) -> Run:
+    def _new_run(self, rank: int, world_size: int, config: Mapping[str, Any], name: str | None) -> Run:
         kwargs = dict(self.init_kwargs)
+        if name:
+            kwargs.setdefault("name", name)
         merged = {**config, **(kwargs.pop("config", None) or {})}  # the user's config wins
         return Run(config=merged, rank=rank, world_size=world_size, **kwargs)
 

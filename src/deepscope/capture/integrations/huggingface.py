@@ -41,8 +41,8 @@ class DeepscopeCallback(transformers.TrainerCallback):
     ``run``: record into this run (left open at the end) instead of creating one. ``watch``: ``True``
     (default settings), ``False`` (no layer statistics) or a dict of ``run.watch`` keywords
     (``layers``, ``every``, ``histograms_every`` …). Other keywords go to :func:`deepscope.init` (``project``, ``name``,
-    ``dir``, ``config``, ``tags`` …); the run's config is ``{"training": args.to_dict(), "model":
-    model.config.to_dict()}`` updated with ``config``.
+    ``dir``, ``config``, ``tags`` …); the run's name is ``name``, else ``TrainingArguments.run_name``; its config is
+    ``{"training": args.to_dict(), "model": model.config.to_dict()}`` updated with ``config``.
 
     >>> Trainer(model, args, train_dataset=data, callbacks=[DeepscopeCallback(dir="runs")]).train()
     """
@@ -68,7 +68,9 @@ class DeepscopeCallback(transformers.TrainerCallback):
         model_config = getattr(model, "config", None)
         if hasattr(model_config, "to_dict"):
             config["model"] = model_config.to_dict()
-        self._binding.start(args.process_index, args.world_size, config)
+        # the name a user gave this training (a hyperparameter search's trial, or TrainingArguments.run_name)
+        name = getattr(state, "trial_name", None) or getattr(args, "run_name", None)
+        self._binding.start(args.process_index, args.world_size, config, str(name) if name else None)
         if model is not None:
             optimizer = kwargs.get("optimizer")
             # fp16 on an accelerator: Accelerate's optimizer wrapper steps through its GradScaler
