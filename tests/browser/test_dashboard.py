@@ -470,3 +470,26 @@ def test_a_step_logged_twice_shows_its_last_value_in_the_tooltip_as_the_line_doe
     tip = page.locator("figure[data-key='loss'] .tip")
     tip.wait_for()
     assert "step 10" in tip.inner_text() and "7.25" in tip.inner_text()
+
+
+def test_runs_of_several_projects_a_sweeps_keys_first_and_the_newest_project_selected(page, serve, tmp_path):
+    """A store shared by a sweep and another kind of run: the project column appears, the sweep's varied key is
+    the first config column (not the other runs' many settings), and the first view selects the newest project's
+    runs only."""
+    other = {f"training.setting_{i:02d}": i for i in range(20)}
+    with deepscope.init(project="hf", name="bert", dir=tmp_path, config=other) as run:
+        run.log({"loss": 1.0}, step=0)
+    sweep = []
+    for opt in ("adam", "sgd", "adam"):
+        with deepscope.init(project="sweep", name=f"mlp-{opt}", dir=tmp_path, config={"opt": opt, "lr": 0.1}) as run:
+            run.log({"loss": 1.0}, step=0)
+        sweep.append(run.id)
+    server = serve(tmp_path)
+    open_page(page, f"{server.url}?tab=runs")
+    page.locator("tbody tr[data-run]").nth(3).wait_for()
+    heads = page.locator("thead th").evaluate_all("(els) => els.map((e) => e.innerText.trim())")
+    assert "Project" in heads
+    assert page.locator("th.cfgcol").first.inner_text().strip() == "opt"
+    assert sorted(page.evaluate("() => window.__deepscope.view().runs")) == sorted(sweep)
+    page.get_by_label("Filter runs").fill("hf")  # one project shown: its settings become the columns
+    wait_for(page, "() => document.querySelector('th.cfgcol')?.innerText.trim() === 'training.setting_00'")

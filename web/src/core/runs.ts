@@ -8,17 +8,27 @@ export function duration(r: RunSummary, now: number): number {
 }
 
 export function configKeys(runs: RunSummary[]): string[] {
-  // Keys whose values differ between runs come first: they are what tells runs apart.
+  // What tells runs apart first: keys whose values differ between the runs that have them (a sweep's), the
+  // more runs have them the sooner; then keys only some runs have (another kind of run's settings); then the
+  // keys every run shares with one value.
   const values = new Map<string, Set<string>>();
+  const count = new Map<string, number>();
   for (const r of runs)
     for (const [k, v] of Object.entries(r.config_flat ?? {})) {
       let s = values.get(k);
       if (!s) values.set(k, (s = new Set()));
       s.add(fmtValue(v));
+      count.set(k, (count.get(k) ?? 0) + 1);
     }
-  const keys = [...values.keys()];
-  const varies = (k: string) => (values.get(k)!.size > 1 || runs.some((r) => !(k in (r.config_flat ?? {}))) ? 0 : 1);
-  return keys.sort((a, b) => varies(a) - varies(b) || a.localeCompare(b, undefined, { numeric: true }));
+  const rank = (k: string) => (values.get(k)!.size > 1 ? 0 : count.get(k)! < runs.length ? 1 : 2);
+  return [...values.keys()].sort(
+    (a, b) => rank(a) - rank(b) || count.get(b)! - count.get(a)! || a.localeCompare(b, undefined, { numeric: true }),
+  );
+}
+
+/** The projects of `runs`, newest run's first. */
+export function projects(runs: RunSummary[]): string[] {
+  return [...new Set([...runs].sort((a, b) => b.start_time - a.start_time).map((r) => r.project))];
 }
 
 export function configValues(runs: RunSummary[], key: string): string[] {
@@ -50,6 +60,8 @@ export function sortRuns(runs: RunSummary[], sort: string, now: number): RunSumm
         return duration(r, now);
       case "step":
         return r.max_step ?? -1;
+      case "project":
+        return r.project.toLowerCase();
       default: {
         const v = col.startsWith("cfg:") ? r.config_flat?.[col.slice(4)] : undefined;
         return typeof v === "number" ? v : v === undefined || v === null ? null : fmtValue(v);

@@ -89,7 +89,8 @@ export async function loadRuns(): Promise<void> {
     if (!data.loaded) {
       data.loaded = true;
       const known = new Set(runs.map((r) => r.id));
-      if (!initial.hasRuns) view.runs = runs.slice(0, 5).map((r) => r.id);
+      // the newest run's project: its five newest runs (runs of another project rarely compare with them)
+      if (!initial.hasRuns) view.runs = runs.filter((r) => r.project === runs[0]?.project).slice(0, 5).map((r) => r.id);
       else view.runs = view.runs.filter((id) => known.has(id));
     }
   } catch (e) {
