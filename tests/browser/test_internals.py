@@ -253,7 +253,7 @@ def test_a_loss_spike_opens_the_chart_zoomed_onto_it(page, serve, tmp_path):
             loss.backward()
             opt.step()
             run.log({"train/loss": 400.0 if step == 250 else 1.0 + 0.01 * (step % 5)}, step=step)
-    with deepscope.init(dir=tmp_path, name="calm") as calm:  # another run on the chart: outliers are per run
+    with deepscope.init(dir=tmp_path, name="calm") as calm:  # another selected run, of another scale
         tiny = nn.Linear(4, 1)
         calm.watch(tiny, histograms_every=0, print_findings=False)
         for step in range(300):
@@ -266,7 +266,11 @@ def test_a_loss_spike_opens_the_chart_zoomed_onto_it(page, serve, tmp_path):
     wait_for(page, "() => window.__deepscope.view().tab === 'charts'")
     view = page.evaluate("() => window.__deepscope.view()")
     assert view["zoom"] == [190, 265] and view["q"] == "train/loss" and view["x"] == "step"
+    assert view["runs"] == [run.id]  # the finding's run alone: another run's scale cannot flatten its spike
     wait_for(page, "() => (window.__deepscope.yScale['train/loss']?.max ?? 0) > 400")  # the spike, on the chart
+    page.go_back()  # the findings again, of both runs
+    wait_for(page, "() => window.__deepscope.view().tab === 'internals'")
+    assert page.evaluate("() => window.__deepscope.view().runs") == [run.id, calm.id]
 
 
 def test_ranks_view_flags_the_slow_rank(page, watched, server_url, tmp_path):
