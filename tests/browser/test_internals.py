@@ -138,6 +138,7 @@ def test_overview_draws_the_server_matrix_and_switches_kind_and_stat(page, watch
     for t in ticks:
         assert t["x"] == pytest.approx(o["labelW"] + (o["steps"].index(t["step"]) + 0.5) * cw)
     shot(page, "internals-overview.png", tmp_path)
+    assert page.get_by_test_id("color-legend").get_attribute("data-above") is None  # a share: 0…1, nothing beyond
 
     page.locator("[data-kind=param_grad]").click()
     o = overview_ready(page, "param_grad", "norm")
@@ -153,6 +154,23 @@ def test_overview_draws_the_server_matrix_and_switches_kind_and_stat(page, watch
     page.locator("[data-kind=update_ratio]").click()
     overview_ready(page, "weight", "update_ratio")
     assert "stat=update_ratio" in page.url and "kind=weight" in page.url
+
+
+def test_the_colour_legend_says_what_lies_beyond_its_percentiles(page, watched, server_url):
+    """The overview's colours span the 1st–99th percentile of what is shown; the legend marks its ends ≤ / ≥ and
+    names the extremes the end colours stand for."""
+    sig = watched["sig"]
+    open_internals(page, server_url, f"runs={sig}&run={sig}&kind=grad&stat=max&clog=0")
+    o = overview_ready(page, "grad", "max")
+    b = matrix_from_server(server_url, sig, kind="grad", stat="max", buckets=o["plotW"])
+    values = np.array([v for row in b.column("values").to_pylist() for v in row if v is not None], float)
+    values = np.sort(values[np.isfinite(values)])
+    q99 = values[round(0.99 * (len(values) - 1))]
+    assert values[-1] > q99  # the gradients' largest value is an outlier of its own
+    legend = page.get_by_test_id("color-legend")
+    assert float(legend.get_attribute("data-above")) == pytest.approx(values[-1], rel=1e-6)
+    assert legend.locator(".ticks span").last.inner_text().startswith("≥")
+    assert "values up to" in legend.get_attribute("title")
 
 
 def test_zoom_refetches_the_range_and_a_cell_opens_the_layer(page, watched, server_url):
