@@ -37,3 +37,28 @@ def test_bad_ranges_say_why():
         subset_mask(table(), {"range": {"text": [0, 1]}})
     with pytest.raises(ValueError, match=r"\[low, high\]"):
         subset_mask(table(), {"range": {"n": 3}})
+
+
+def test_categorical_metadata_filters_as_text(tmp_path):
+    """A pandas Categorical column (Arrow dictionary) is stored and filtered like the strings it holds."""
+    import pandas as pd
+    import torch
+    from tests.analyses.models import TinyCNN, image_data
+
+    import deepscope
+
+    rng = np.random.default_rng(0)
+    levels = np.array(["bsc", "msc", "phd"])[rng.integers(0, 3, 120)]
+    meta = pd.DataFrame({"education": pd.Categorical(levels), "age": rng.integers(20, 60, 120)})
+    torch.manual_seed(0)
+    r = deepscope.analyze(TinyCNN(), image_data(120), layers=["fc1"], metadata=meta, run=tmp_path, progress=False)
+    table = r.instances()
+    assert pa.types.is_string(table.schema.field("education").type) or pa.types.is_large_string(
+        table.schema.field("education").type
+    )
+    np.testing.assert_array_equal(subset_mask(table, {"education": "phd"}), levels == "phd")
+    np.testing.assert_array_equal(subset_mask(table, {"education": ["bsc", "msc"]}), levels != "phd")
+    np.testing.assert_array_equal(subset_mask(table, {"contains": {"education": "SC"}}), levels != "phd")
+    x = r.activations("fc1")[:]
+    agg = r.aggregate("fc1", where={"education": "phd"})
+    np.testing.assert_allclose(agg.mean[0], x[levels == "phd"].mean(0), rtol=1e-5, atol=1e-6)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..store.runmeta import write_json_atomic
 from .aggregates import SPECIAL_KEYS
-from .base import RESERVED_COLUMNS, artifact_dir, model_class, provenance, read_json, write_provenance
+from .base import RESERVED_COLUMNS, artifact_dir, decoded, model_class, provenance, read_json, write_provenance
 from .batches import Batch, Source, current_length, source
 from .chunk_files import aligned_empty, write_chunk_file
 
@@ -259,6 +259,8 @@ def metadata_table(metadata: Any) -> Any:
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise TypeError(f"deepscope.analyze: metadata cannot be stored as a table ({e}); each column needs one "
                         f"value per instance, all of one type (all numbers, or all strings)") from None  # fmt: skip
+    if table is not None:
+        table = decoded(table)
     if table is not None and (clash := [c for c in table.column_names if c in RESERVED_COLUMNS]):
         raise ValueError(f"deepscope.analyze: metadata columns {clash} clash with the instance table's own "
                          f"columns {list(RESERVED_COLUMNS)}; rename them")  # fmt: skip

@@ -74,3 +74,14 @@ def read_json(path: Path) -> dict[str, Any] | None:
     if isinstance(data, dict) and int(data.get("version", 1)) > FORMAT_VERSION:
         raise ValueError(f"deepscope: {path} has version {data['version']}; this deepscope reads {FORMAT_VERSION}")
     return data
+
+
+def decoded(table: Any) -> Any:
+    """``table`` (``pyarrow.Table``) with dictionary-encoded columns (a pandas ``Categorical``) as plain ones: the
+    subset filters compare and search values, which Arrow does not do on dictionaries."""
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return table

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .aggregates import Aggregate, Cells, Moments, group_aggregate, subset_aggregate, subset_mask, top_instances
-from .base import RESERVED_COLUMNS, artifact_dir, read_json
+from .base import RESERVED_COLUMNS, artifact_dir, decoded, read_json
 from .feature_maps import INDEX, FeatureMapInfo, analysis_key, maps_dir, read_index, read_maps
 from .neighbors import FAISS_MIN_ROWS, FlatIndex, faiss_available, nearest_neighbors
 
@@ -134,7 +134,7 @@ class AnalysisReader:
             path = self.dir / "instances.parquet"
             if not path.exists():
                 raise FileNotFoundError(f"deepscope: {path} is missing: the analysis did not finish")
-            self._table = pq.read_table(path)
+            self._table = decoded(pq.read_table(path))  # a store written with categorical columns as they were
         return self._table
 
     # ---- inputs -----------------------------------------------------------------------------------
