@@ -112,7 +112,8 @@ def analyze(
     keywords: ``batch_size``, ``collate_fn``, ``sequence_pooling`` (``"mean"`` or ``"last"``), ``projection``,
     ``resume``, ``progress``, ``previews`` (small images of image inputs, on by default), ``full_maps`` (the
     whole feature maps of convolutional layers for some instances: ``"auto"`` — a few per class, at most 16 MiB
-    —, a number of instances, a list of indices, or ``False``).
+    —, a number of instances, a list of indices, or ``False``), ``scores`` (``"softmax"`` of the outputs, ``"raw"``
+    outputs, or ``"none"`` for a model whose outputs are no class scores: no predictions or accuracy).
 
     >>> r = deepscope.analyze(model, dataset, layers=["conv2", "fc1"], class_names=names)
     >>> r.aggregate("fc1", by="label").mean.shape  # (classes, neurons)

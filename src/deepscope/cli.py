@@ -91,6 +91,10 @@ def analyze(
     sequence_pooling: Annotated[
         str, typer.Option(metavar="mean|last", help="How sequence outputs become one row per instance")
     ] = "mean",
+    scores: Annotated[
+        str,
+        typer.Option(metavar="softmax|raw|none", help="The outputs as class scores: softmax, as they are, or none"),
+    ] = "softmax",
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar")] = False,
     no_previews: Annotated[bool, typer.Option("--no-previews", help="No small copies of image inputs")] = False,
 ) -> None:
@@ -98,8 +102,13 @@ def analyze(
 
     A second analysis of a run replaces its first once complete (activations, instance table, projections).
     """
+    import warnings
+
     import deepscope
     from deepscope.analyses.activations import Activations, ActivationsConfig
+
+    # a command's warnings are messages to its user, not Python's "file:line: RuntimeWarning" and source line
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"{message}\n"
     from deepscope.analyses.loading import load_checkpoint, load_object
     from deepscope.run import default_dir
 
@@ -117,7 +126,7 @@ def analyze(
         if checkpoint is not None:
             load_checkpoint(net, checkpoint)
         config = ActivationsConfig(layers=None if layer_list is None else tuple(layer_list), batch_size=batch_size,
-                                   sequence_pooling=sequence_pooling)  # fmt: skip
+                                   sequence_pooling=sequence_pooling, scores=scores)  # fmt: skip
         Activations(config, **{k: v for k, v in extra.items() if k != "sequence_pooling"}).check(net, dataset)
         root = directory if directory is not None else default_dir()
         if run_id is not None and not (root / run_id / "run.json").exists():
@@ -126,10 +135,20 @@ def analyze(
             raise ValueError("--name names a new run; --run adds to an existing one: give one of them")
     except (OSError, ValueError, TypeError) as e:
         _fail(e)
-    run = deepscope.init(project=project, name=name or model.partition(":")[2], dir=root) if run_id is None else None
+    # the command's own run: a new one, or one it made before (an interrupted analysis, resumed: running again,
+    # then finished); a training run it is added to stays as its training left it
+    made = {"command": "deepscope analyze", "model": model, "data": data,
+            "checkpoint": None if checkpoint is None else str(checkpoint)}  # fmt: skip
+    if run_id is None:
+        run = deepscope.init(project=project, name=name or model.partition(":")[2], dir=root, config=made)
+    elif deepscope.open(root).info(run_id).config.get("command") == made["command"]:
+        run = deepscope.init(id=run_id, resume=True, dir=root, config=made)
+    else:
+        run = None
     try:
-        reader = deepscope.analyze(net, dataset, layers=layer_list, run=run or root / run_id, batch_size=batch_size,
-                                   full_maps=maps, progress=not no_progress, previews=not no_previews,
+        reader = deepscope.analyze(net, dataset, layers=layer_list, run=run if run is not None else root / run_id,
+                                   batch_size=batch_size,
+                                   full_maps=maps, progress=not no_progress, previews=not no_previews, scores=scores,
                                    **extra)  # fmt: skip
     except BaseException as e:
         if run is not None and not run.finished:  # the run this command made says it failed, and why
@@ -138,7 +157,8 @@ def analyze(
             _fail(e)
         if isinstance(e, KeyboardInterrupt):
             rid = run.id if run is not None else run_id
-            typer.echo(f"deepscope: interrupted; the rows done are kept: run the same command with --run {rid} "
+            how = f"--run {rid} in place of --name {name}" if name else f"--run {rid}"
+            typer.echo(f"deepscope: interrupted; the rows done are kept: run the same command with {how} "
                        "to resume", err=True)  # fmt: skip
         raise
     if run is not None:

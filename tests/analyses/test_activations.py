@@ -172,6 +172,25 @@ def test_outputs_that_are_no_class_scores_give_no_predictions(tmp_path):
         deepscope.analyze(TinyCNN(), data, run=new_dir(tmp_path / "late"), batch_size=4, progress=False)
 
 
+def test_an_embedding_wider_than_the_classes_is_flagged_and_scores_none_says_so(tmp_path):
+    """Labels 0…1 and 4 outputs: taken as scores (a subset of a classifier's classes is ordinary), with a
+    warning that names scores='none'; with scores='none', no predictions and no warning."""
+    import warnings
+
+    x = torch.randn(10, 1, 8, 8)  # TinyCNN: 4 outputs
+    labels = [0, 1] * 5
+    with pytest.warns(RuntimeWarning, match=r"4 outputs are taken as scores of classes.*scores='none'"):
+        deepscope.analyze(TinyCNN(), x, labels=labels, run=new_dir(tmp_path / "a"), progress=False)
+    assert "prediction" in read(tmp_path / "a").instances().column_names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        deepscope.analyze(TinyCNN(), x, labels=labels, scores="none", run=new_dir(tmp_path / "b"), progress=False)
+    table = read(tmp_path / "b").instances()
+    assert "prediction" not in table.column_names and table.column("label").to_pylist() == labels
+    with pytest.raises(ValueError, match="'softmax', 'raw' or 'none'"):
+        deepscope.analyze(TinyCNN(), x, scores="logits", run=new_dir(tmp_path / "c"), progress=False)
+
+
 def test_unlabelled_instances(tmp_path):
     """-1 (or None) is an unlabelled instance, with class names too; all unlabelled is no labels at all."""
     x = torch.randn(6, 1, 8, 8)

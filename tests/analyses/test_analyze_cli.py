@@ -88,6 +88,22 @@ def test_analyze_command_with_a_checkpoint(tmp_path):
     assert again.returncode == 0, again.stderr
     assert read(runs / run.id).layers == ["1"]
 
+    # weights saved under a wrapper's prefix: DistributedDataParallel's module., a LightningModule's model.
+    torch.save({f"module.{k}": v for k, v in trained.state_dict().items()}, tmp_path / "ddp.pt")
+    lightning = {f"model.{k}": v for k, v in trained.state_dict().items()} | {"loss_fn.pos_weight": torch.ones(1)}
+    torch.save({"state_dict": lightning, "epoch": 3}, tmp_path / "lightning.ckpt")
+    for ckpt in ("ddp.pt", "lightning.ckpt"):
+        done = command("mymodels:build_model", "--data", "mymodels:dataset", "--checkpoint", ckpt, "--layers", "2",
+                       "--dir", str(runs), "--run", run.id, "--no-progress", cwd=tmp_path)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        np.testing.assert_allclose(read(runs / run.id).activations("2")[:], expected, rtol=1e-5, atol=1e-6)
+
+    # a whole pickled model is refused in one line: unpickling could run code
+    torch.save(trained, tmp_path / "whole.pt")
+    whole = command("mymodels:build_model", "--data", "mymodels:dataset", "--checkpoint", "whole.pt",
+                    "--dir", str(runs), cwd=tmp_path)  # fmt: skip
+    assert whole.returncode == 1 and "state_dict()" in whole.stderr and "Traceback" not in whole.stderr
+
 
 def test_analyze_command_errors(tmp_path):
     (tmp_path / "mymodels.py").write_text(MODULE)
@@ -162,6 +178,17 @@ def test_an_interrupted_analysis_says_how_to_resume(tmp_path):
     assert done.returncode != 0
     (run,) = deepscope.open(runs).runs()
     assert f"run the same command with --run {run.id} to resume" in done.stderr
+    assert run.status != "finished" or run.exit_reason  # stopped, and says so
+    resumed = command("mymodels:build_model", "--data", "mymodels:dataset", "--batch-size", "16", "--dir", str(runs),
+                      "--run", run.id, "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    info = deepscope.open(runs).info(run.id)
+    assert info.status == "finished" and info.exit_reason is None  # the command's own run, complete now
+    assert info.config["model"] == "mymodels:build_model" and len(read(runs / run.id)) == 90
+    named = command("mymodels:build_model", "--data", "mymodels:interrupted", "--batch-size", "16", "--dir", str(runs),
+                    "--name", "first-try", "--no-progress", cwd=tmp_path)  # fmt: skip
+    rid = next(r.id for r in deepscope.open(runs).runs() if r.name == "first-try")
+    assert f"with --run {rid} in place of --name first-try to resume" in named.stderr
 
 
 def test_analyze_command_without_previews(tmp_path):

@@ -148,3 +148,11 @@ def test_a_shuffling_distributed_sampler_is_refused(tmp_path):
     sampler = torch.utils.data.DistributedSampler(data, num_replicas=1, rank=0, shuffle=True)
     with pytest.raises(ValueError, match="shuffles"):
         deepscope.analyze(TinyCNN(), torch.utils.data.DataLoader(data, sampler=sampler), run=tmp_path, progress=False)
+
+
+def test_dict_items_whose_keys_are_not_forwards_parameters_say_so(tmp_path):
+    """Dict items are forward()'s keyword arguments: a key it does not take is named, with what to do."""
+    base = image_data(20)
+    items = [{"image": x, "label": y} for x, y in base]  # TinyCNN.forward(x)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'image'.*entries \(here: image\)"):
+        deepscope.analyze(TinyCNN(), items, run=tmp_path, progress=False)

@@ -50,7 +50,8 @@ class ActivationsConfig:
     """``layers``: module paths as in ``model.named_modules()`` (default: the model's direct children).
 
     ``sequence_pooling``: ``"mean"`` (over real tokens when the batch has an ``attention_mask``) or ``"last"``
-    (the last real token). ``scores``: ``"softmax"`` of the output logits, or ``"raw"`` outputs.
+    (the last real token). ``scores``: ``"softmax"`` of the output logits, ``"raw"`` outputs, or ``"none"``: the
+    outputs are no class scores (an embedding model, a regressor): no predictions, scores or accuracy.
     """
 
     layers: tuple[str, ...] | None = None
@@ -65,8 +66,8 @@ class ActivationsConfig:
     def __post_init__(self) -> None:
         if self.sequence_pooling not in ("mean", "last"):
             raise ValueError(f"deepscope.analyze: sequence_pooling is 'mean' or 'last', not {self.sequence_pooling!r}")
-        if self.scores not in ("softmax", "raw"):
-            raise ValueError(f"deepscope.analyze: scores must be 'softmax' or 'raw', not {self.scores!r}")
+        if self.scores not in ("softmax", "raw", "none"):
+            raise ValueError(f"deepscope.analyze: scores must be 'softmax', 'raw' or 'none', not {self.scores!r}")
         if self.batch_size < 1 or (self.chunk_rows is not None and self.chunk_rows < 1):
             raise ValueError("deepscope.analyze: batch_size and chunk_rows must be positive")
 
@@ -326,6 +327,8 @@ class Activations:
         """At the first batch, once the model's output width is known: whether its outputs are scores of the classes
         (one per class name, one for every label). If not (an embedding model, a regressor, a padded head), one
         warning, and predictions, scores and accuracy are left out."""
+        if self.config.scores == "none":
+            return False  # the user says so: no warning
         names = self.class_names
         y = self.labels if self.labels is not None else data_labels
         why = None
@@ -334,6 +337,12 @@ class Activations:
         elif len(y) and y.max() >= width:
             why = f"labels up to {y.max()}"
         if why is None:
+            classes = int(y.max()) + 1 if len(y) else 0  # the labels name classes 0 … classes - 1
+            if names is None and classes >= 2 and width >= 2 * classes:
+                warnings.warn(f"deepscope.analyze: the model's {width} outputs are taken as scores of classes, though "
+                              f"the labels name only {classes} (0 to {classes - 1}); if they are no class scores "
+                              "(an embedding), pass scores='none' (--scores none)", RuntimeWarning,
+                              stacklevel=2)  # fmt: skip
             return True
         warnings.warn(f"deepscope.analyze: the model's {width} outputs are no scores of its classes ({why}): "
                       "predictions, scores and accuracy are left out", RuntimeWarning, stacklevel=2)  # fmt: skip

@@ -174,7 +174,15 @@ class Extractor:
         self.mask, self.batch_rows = batch.mask, b
         if self.rows is not None:
             self.rows.reserve(b)
-        out = first_tensor(self.model(*batch.args, **batch.kwargs))
+        try:
+            out = first_tensor(self.model(*batch.args, **batch.kwargs))
+        except TypeError as e:
+            if not batch.kwargs or "argument" not in str(e):
+                raise
+            keys = ", ".join(batch.kwargs)
+            raise TypeError(f"deepscope.analyze: {e} — the data's items are dicts, whose entries (here: {keys}) are "
+                            "forward()'s keyword arguments: name them as its parameters (the label as 'label' or "
+                            "'labels'), or give the items as (input, label) tuples") from e  # fmt: skip
         missing = [n for n, _ in self.layers if n not in self.called]
         if missing:
             raise ValueError(f"deepscope.analyze: layers {missing} were not called by the model's forward pass")

@@ -45,10 +45,34 @@ def load_checkpoint(model: Any, path: str | os.PathLike[str]) -> None:
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        import pickle
+
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise ValueError(f"deepscope analyze: {path} holds pickled objects (a whole model saved with "
+                             "torch.save(model)?), which are not loaded: unpickling can run any code. Save the "
+                             "weights instead: torch.save(model.state_dict(), path), or safetensors") from None  # fmt: skip
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]  # a Lightning-style checkpoint
+    if not isinstance(state, dict):
+        raise ValueError(f"deepscope analyze: {path} holds a {type(state).__name__}, not a state dict")
+    state = without_prefix(state, set(model.state_dict()))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise ValueError(f"deepscope analyze: {path} does not fit {type(model).__name__}: {e}") from None
+
+
+def without_prefix(state: dict[str, Any], wanted: set[str]) -> dict[str, Any]:
+    """``state`` as the model names its weights: when its keys carry a prefix (``module.`` from
+    DistributedDataParallel, ``_orig_mod.`` from ``torch.compile``, ``model.`` from a LightningModule that holds
+    the model), the entries under the one prefix whose keys are exactly the model's, renamed; else ``state``."""
+    if set(state) >= wanted:
+        return state
+    prefixes = {".".join(k.split(".")[:i]) + "." for k in state for i in range(1, min(4, k.count(".") + 1))}
+    for p in sorted(prefixes, key=len):
+        under = {k[len(p) :]: v for k, v in state.items() if k.startswith(p)}
+        if set(under) == wanted:
+            return under
+    return state

@@ -30,6 +30,7 @@ def analyze(
     resume: bool = True,
     progress: bool = True,
     previews: bool = True,
+    scores: str = "softmax",
 ) -> AnalysisReader:
     """Run the default analyses into ``run_dir`` and return a reader of them."""
     config = ActivationsConfig(
@@ -39,6 +40,7 @@ def analyze(
         resume=resume,
         progress=progress,
         previews=previews,
+        scores=scores,
     )
     Activations(config, labels=labels, class_names=class_names, metadata=metadata, collate_fn=collate_fn).run(
         run_dir, model, data
