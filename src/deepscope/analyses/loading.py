@@ -51,8 +51,9 @@ def load_checkpoint(model: Any, path: str | os.PathLike[str]) -> None:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             raise ValueError(f"deepscope analyze: {path} holds pickled objects (a whole model saved with "
-                             "torch.save(model)?), which are not loaded: unpickling can run any code. Save the "
-                             "weights instead: torch.save(model.state_dict(), path), or safetensors") from None  # fmt: skip
+                             "torch.save(model)?), which are not loaded: unpickling can run any code. Save "
+                             "the weights instead: torch.save(model.state_dict(), path), or safetensors"
+                             ) from None  # fmt: skip
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]  # a Lightning-style checkpoint
     if not isinstance(state, dict):
