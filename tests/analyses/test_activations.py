@@ -222,7 +222,9 @@ def test_nan_activations_are_an_error(tmp_path):
         deepscope.analyze(TinyCNN(), x, layers=["fc1"], run=tmp_path, batch_size=8, progress=False)
 
 
-def test_nan_in_a_later_chunk_names_its_instance_and_keeps_the_chunks_before(tmp_path):
+@pytest.mark.parametrize("writer_thread", [False, True])
+def test_nan_in_a_later_chunk_names_its_instance_and_keeps_the_chunks_before(tmp_path, monkeypatch, writer_thread):
+    monkeypatch.setattr(extraction, "WRITER_THREAD", writer_thread)  # chunks in flight are on disk before the error
     x = torch.randn(60, 1, 8, 8)
     x[37, 0, 0, 0] = float("inf")
     cfg = ActivationsConfig(layers=("fc1",), batch_size=8, chunk_rows=16, progress=False)

@@ -2,12 +2,13 @@
 
 Each pooled activation is copied once, by its hook, into a preallocated host array that gathers the next chunk
 (no per-batch arrays to join later); full chunks go straight to their files. With the model on an accelerator a
-second thread writes a chunk while the next one fills the other set of arrays.
+second thread writes chunks (up to ``IN_FLIGHT`` at once) while the next one fills a free set of arrays.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -34,6 +35,7 @@ LABELS = "outputs/labels.zarr"
 SCORES = "outputs/scores.zarr"
 IMAGES = "inputs/images.zarr"
 WRITER_THREAD: bool | None = None  # None: with an accelerator, or where chunks bypass the page cache (``_flush``)
+IN_FLIGHT = 2  # chunks handed to the writer thread and not yet on disk, at most: the disk's pace varies
 
 
 class ChunkRows:
@@ -77,8 +79,9 @@ class Extractor:
         self.outputs: dict[str, dict[str, Any]] = {}  # first batch: each layer's per-instance output shape
         self.direct = False  # hooks copy straight into ``rows`` (host tensors, once the arrays exist)
         self.rows: ChunkRows | None = None
-        self.spare: ChunkRows | None = None  # the other set: written by the second thread, or free
-        self.pending: Future[int] | None = None
+        self.free: list[ChunkRows] = []  # sets of arrays no chunk is gathered in or written from
+        self.pending: deque[tuple[Future[int], ChunkRows]] = deque()  # chunks being written, oldest first
+        self.handed = 0  # rows handed to the writer so far (``state.rows_done`` once they are on disk)
         self.device = torch.device("cpu")
         # Labels and scores of every row, for the instance table (not read back from the disk); None when resumed.
         self.kept: dict[str, list[np.ndarray]] | None = None if state.rows_done else {"labels": [], "scores": []}
@@ -118,7 +121,7 @@ class Extractor:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         was_training = model.training
         model.eval()
-        start = state.rows_done
+        start = self.handed = state.rows_done
         self.device = device
         if state.arrays:  # resumed
             self._allocate()
@@ -235,18 +238,19 @@ class Extractor:
 
     def _flush(self, pool_: ThreadPoolExecutor, n: int) -> None:
         """Hand the first ``n`` gathered rows to the writer (scores made, checked for NaN: a chunk at a time, not
-        a batch, costs a quarter of the calls); rows past them move to the other set of arrays."""
-        self._wait()  # one chunk in flight at most: the other set is free again
+        a batch, costs a quarter of the calls); rows past them move to a free set of arrays."""
+        while len(self.pending) >= IN_FLIGHT:  # its arrays are free again once written
+            self._wait_one()
         full = self.rows
         if SCORES in full.arrays and self.cfg.scores == "softmax":
             softmax_rows(full.arrays[SCORES][:n])
         for key, a in full.arrays.items():
-            check_finite(key, a[:n], self.state.rows_done)
+            check_finite(key, a[:n], self.handed)
         if self.kept is not None:
             for name, kept in self.kept.items():
                 if (key := f"outputs/{name}.zarr") in full.arrays:
                     kept.append(full.arrays[key][:n].copy())
-        spare = self.spare or ChunkRows(full.specs, full.capacity)
+        spare = self.free.pop() if self.free else ChunkRows(full.specs, full.capacity)
         left = full.n - n
         spare.n = 0
         spare.reserve(left)
@@ -254,22 +258,29 @@ class Extractor:
             spare.arrays[key][:left] = a[n : full.n]
         spare.n = left
         chunk = {key: a[:n] for key, a in full.arrays.items()}
-        self.rows, self.spare = spare, full
+        self.rows = spare
         threaded = self.device.type != "cpu" or direct_io() if WRITER_THREAD is None else WRITER_THREAD
         if not threaded:
             # torch's threads already keep every core busy: a writer thread copying chunks into the page cache
             # only interrupted them (measured: no faster, more CPU time). With an accelerator the host is idle
             # meanwhile; with O_DIRECT the disk copies the chunk, not a core: then the thread writes.
-            self.state.rows_done = self.state.write(self.state.rows_done, chunk)
+            self.state.rows_done = self.handed = self.state.write(self.state.rows_done, chunk)
             self.state.save_progress()
+            self.free.append(full)
             return
-        self.pending = pool_.submit(self.state.write, self.state.rows_done, chunk)
+        self.pending.append((pool_.submit(self.state.write, self.handed, chunk), full))
+        self.handed += n
+
+    def _wait_one(self) -> None:
+        """The oldest chunk in flight is on disk (one writer thread: in order); its arrays are free."""
+        future, rows = self.pending.popleft()
+        self.state.rows_done = future.result()
+        self.state.save_progress()
+        self.free.append(rows)
 
     def _wait(self) -> None:
-        if self.pending is not None:
-            future, self.pending = self.pending, None
-            self.state.rows_done = future.result()
-            self.state.save_progress()
+        while self.pending:
+            self._wait_one()
 
 
 def softmax_rows(logits: np.ndarray) -> None:
