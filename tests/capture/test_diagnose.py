@@ -112,6 +112,19 @@ def test_update_ratio_far_from_1e_3():
     assert found == []
 
 
+def test_small_updates_after_a_divergence_or_while_gradients_vanish_are_not_blamed_on_the_learning_rate():
+    """After "learning rate far too high" (updates larger than the weights), the dead units and tiny updates that
+    follow are no "too low?"; small updates while gradients vanish toward the input are the vanishing's."""
+    found = []
+    d = Diagnoser(LAYERS, PARAMS, found.append, Thresholds(patience=3))
+    d.observe(0, stats(weight__update_ratio=np.full(5, 300.0)))
+    for step in range(1, 20):
+        d.observe(step, stats(weight__update_ratio=np.full(5, 1e-7)))
+    assert [f.rule for f in found] == ["update_ratio_high"]
+    vanishing = run_rule(10, param_grad__norm=np.array([1e-5, 1, 1e-3, 1, 1.0]), weight__update_ratio=np.full(5, 1e-7))
+    assert [f.rule for f in vanishing] == ["vanishing_gradients"]
+
+
 def test_a_warming_up_or_decayed_learning_rate_is_no_low_update_finding():
     low = np.full(5, 1e-7)
     for lrs, expected in (

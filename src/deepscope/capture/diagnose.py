@@ -109,6 +109,7 @@ class Diagnoser:
             )  # fmt: skip
             bad = np.nan_to_num(pgrad.get("nonfinite_frac", np.zeros(len(self.params)))[self._depth], nan=0.0) > 0
             self._watch_norm(step, norms, bool(bad.any()))
+        vanishing = False  # this step: then small updates are the gradients', not the learning rate's
         if "norm" in pgrad and len(self._depth) >= 2:
             norms = pgrad["norm"][self._depth]
             ok = np.isfinite(norms) & (norms > 0)
@@ -116,6 +117,7 @@ class Diagnoser:
                 n = norms[ok]
                 third = max(1, len(n) // 3)
                 ratio = float(np.median(n[:third]) / np.median(n[-third:]))
+                vanishing = ratio < self.t.vanishing_ratio
                 self._sustained(
                     step, "vanishing_gradients", None, ratio < self.t.vanishing_ratio,
                     f"gradients vanish toward the input: bottom-layer weight gradients are {ratio:.1e}× the top's",
@@ -139,11 +141,14 @@ class Diagnoser:
                     f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): learning rate too high?",
                 )  # fmt: skip
                 # Too small only early on, and not while the learning rate warms up or has decayed: a schedule that
-                # anneals to 0 at the end is not a finding.
-                # zero updates with zero gradients are that finding's, not the learning rate's
+                # anneals to 0 at the end is not a finding. Zero updates with zero gradients are that finding's,
+                # small ones while gradients vanish are the vanishing's, and after a divergence (dead units, tiny
+                # gradients) the learning rate was too high, not too low.
+                diverged = {("diverging_update", None), ("gradient_norm_jump", None)} & self._reported
                 self._sustained(
                     step, "update_ratio_low", None,
-                    0 < med < self.t.update_low and step < self.t.early_steps and steady_lr,
+                    0 < med < self.t.update_low and step < self.t.early_steps and steady_lr and not vanishing
+                    and not diverged,
                     f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): learning rate too low?",
                 )  # fmt: skip
 
