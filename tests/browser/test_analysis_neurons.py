@@ -106,6 +106,9 @@ def test_matrix_rows_sorting_and_top_instances(page, analysed, server_url, reade
     box = page.locator("[data-testid=neuron-matrix]").bounding_box()
     page.mouse.click(box["x"] + (neuron + 0.5) * box["width"] / 128, box["y"] + 20)
     wait_for(page, "(n) => window.__deepscope.analysis.matrix().selectedNeuron === n", neuron)
+    tip = page.locator(".tip").first
+    tip.wait_for()
+    assert f"neuron {neuron}: " in tip.inner_text() and " ± " in tip.inner_text()  # a class row: mean ± std
     wait_for(page, "(n) => window.__deepscope.analysis.matrixTop().neuron === n", neuron)
     top = held(page, "matrixTop")
     column = reader.matrix(LAYER)[:, neuron]
