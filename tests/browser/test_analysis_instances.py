@@ -191,6 +191,11 @@ def test_a_square_shows_its_instance_scores_image_and_neighbours(page, analysed)
     page.get_by_role("button", name="Pin as matrix row").click()
     wait_for(page, "(i) => window.__deepscope.view().aPinned.includes(i)", nb)
     assert held(page, "detail")["pinned"]
+    page.go_back()  # from the neighbour back to the instance it was found from (as the URL was then)
+    detail_of(page, index)
+    page.go_forward()  # and on to the neighbour, pinned
+    detail_of(page, nb)
+    assert nb in page.evaluate("() => window.__deepscope.view().aPinned")
 
 
 def test_subsets_from_the_form_and_from_a_confusion_cell(page, analysed):

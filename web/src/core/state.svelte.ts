@@ -49,9 +49,11 @@ export function runById(id: string): RunSummary | undefined {
 
 // ---- URL ---------------------------------------------------------------------------------------------
 let lastSearch = serialize(view);
-/** Where the user is: a tab, its run, the internals' panel. Going elsewhere is a history entry (Back returns, e.g.
- * from a finding's evidence to the findings); a change within one place (a selection, a zoom) replaces the URL. */
-const placeOf = (detail: string | null = view.detail) => `${view.tab}|${detail}|${view.tab === "internals" ? view.panel : ""}`;
+/** Where the user is: a tab, its run, the internals' panel, the instance whose detail is open. Going elsewhere is a
+ * history entry (Back returns, e.g. from a finding's evidence to the findings, from a neighbour to the instance it
+ * was found from); a change within one place (a selection, a zoom) replaces the URL. */
+const placeOf = (detail: string | null = view.detail) =>
+  `${view.tab}|${detail}|${view.tab === "internals" ? view.panel : ""}|${view.tab === "analysis" ? view.aInstance : ""}`;
 let lastPlace = placeOf();
 
 function syncUrl() {
