@@ -113,7 +113,9 @@ def analyze(
     ``resume``, ``progress``, ``previews`` (small images of image inputs, on by default), ``full_maps`` (the
     whole feature maps of convolutional layers for some instances: ``"auto"`` — a few per class, at most 16 MiB
     —, a number of instances, a list of indices, or ``False``), ``scores`` (``"softmax"`` of the outputs, ``"raw"``
-    outputs, or ``"none"`` for a model whose outputs are no class scores: no predictions or accuracy).
+    outputs, or ``"none"`` for a model whose outputs are no class scores: no predictions or accuracy),
+    ``text_column`` (the metadata column of texts the inputs are shown as — found by name or content when left out
+    —, or ``False`` when they are no text).
 
     >>> r = deepscope.analyze(model, dataset, layers=["conv2", "fc1"], class_names=names)
     >>> r.aggregate("fc1", by="label").mean.shape  # (classes, neurons)

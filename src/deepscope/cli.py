@@ -95,6 +95,14 @@ def analyze(
         str,
         typer.Option(metavar="softmax|raw|none", help="The outputs as class scores: softmax, as they are, or none"),
     ] = "softmax",
+    text_column: Annotated[
+        str | None,
+        typer.Option(
+            metavar="COLUMN|none",
+            help="The metadata column of texts the inputs are shown as, or none",
+            show_default="found by name or content",
+        ),  # fmt: skip
+    ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar")] = False,
     no_previews: Annotated[bool, typer.Option("--no-previews", help="No small copies of image inputs")] = False,
 ) -> None:
@@ -122,6 +130,7 @@ def analyze(
             "metadata": load_object(metadata, "metadata", call=False) if metadata else None,
             "class_names": class_names_option(class_names),
             "sequence_pooling": sequence_pooling,
+            "text_column": False if text_column == "none" else text_column,
         }
         if checkpoint is not None:
             load_checkpoint(net, checkpoint)

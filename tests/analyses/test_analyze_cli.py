@@ -155,11 +155,12 @@ def test_analyze_command_labels_class_names_metadata(tmp_path):
     (tmp_path / "mymodels.py").write_text(MODULE)
     runs = tmp_path / "runs"
     done = command("mymodels:build_model", "--data", "mymodels:inputs_only", "--labels", "mymodels:other_labels",
-                   "--class-names", "cat, dog,bird", "--metadata", "mymodels:table", "--dir", str(runs),
-                   "--no-progress", cwd=tmp_path)  # fmt: skip
+                   "--class-names", "cat, dog,bird", "--metadata", "mymodels:table", "--text-column", "tag",
+                   "--dir", str(runs), "--no-progress", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     (run,) = deepscope.open(runs).runs()
     r = read(runs / run.id)
+    assert r.text_column == "tag"  # named: its values have no spaces
     t = r.instances()
     assert t.column("label").to_pylist() == [i % 3 for i in range(90)]
     assert t.column("tag").to_pylist()[:3] == ["even", "odd", "even"]

@@ -101,6 +101,17 @@ def test_table_rows_are_a_table_and_text_columns_are_found(tmp_path):
     named = pa.table({"label_text": ["x"] * 30, "note": ["a b"] * 30})
     r = deepscope.analyze(model, x, layers=["1"], metadata=named, run=new_dir(tmp_path / "c"), progress=False)
     assert r.text_column == "label_text"
+    # the user's choice wins: a tabular model's free-text note is no input, and a column can be named
+    r = deepscope.analyze(model, x, layers=["1"], metadata=notes, text_column=False, run=new_dir(tmp_path / "d"),
+                          progress=False)  # fmt: skip
+    assert r.input_kind == "table" and r.text_column is None
+    r = deepscope.analyze(model, x, layers=["1"], metadata=named, text_column="note", run=new_dir(tmp_path / "e"),
+                          progress=False)  # fmt: skip
+    assert r.text_column == "note"
+    with pytest.raises(ValueError, match=r"'age' holds int64, not text"):
+        deepscope.analyze(model, x, metadata=tags, text_column="age", run=new_dir(tmp_path / "f"), progress=False)
+    with pytest.raises(ValueError, match=r"'words' is no metadata column \(city, age\)"):
+        deepscope.analyze(model, x, metadata=tags, text_column="words", run=new_dir(tmp_path / "g"), progress=False)
 
 
 class _Instances(torch.utils.data.IterableDataset):

@@ -271,6 +271,26 @@ def metadata_table(metadata: Any) -> Any:
     return table
 
 
+def checked_text_column(text_column: str | bool | None, metadata: Any) -> str | bool | None:
+    """``text_column``: None (found by the reader), False (the inputs are no text), or a metadata column of
+    strings, which the inputs are shown as."""
+    import pyarrow as pa
+
+    if text_column is None or text_column is False:
+        return text_column
+    if not isinstance(text_column, str):
+        raise TypeError(f"deepscope.analyze: text_column is a metadata column's name, False or None, not "
+                        f"{text_column!r}")  # fmt: skip
+    names = [] if metadata is None else metadata.column_names
+    if text_column not in names:
+        raise ValueError(f"deepscope.analyze: text_column {text_column!r} is no metadata column "
+                         f"({', '.join(names) or 'no metadata given'})")  # fmt: skip
+    kind = metadata.schema.field(text_column).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise ValueError(f"deepscope.analyze: text_column {text_column!r} holds {kind}, not text")
+    return text_column
+
+
 class Activations:
     """Record pooled activations of ``layers`` and the model's predictions for every instance of a dataset.
 
@@ -287,6 +307,7 @@ class Activations:
         class_names: Sequence[str] | None = None,
         metadata: Any = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
+        text_column: str | bool | None = None,
     ) -> None:
         self.config = config or ActivationsConfig()
         self.labels = None if labels is None else integer_labels(labels)
@@ -296,6 +317,7 @@ class Activations:
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.metadata = metadata_table(metadata)
         self.collate_fn = collate_fn
+        self.text_column = checked_text_column(text_column, self.metadata)
 
     @classmethod
     def is_compatible(cls, model: Any, data: Any) -> bool:
@@ -440,6 +462,8 @@ class Activations:
             for name in self.metadata.column_names:
                 table = table.append_column(name, self.metadata.column(name))
         meta = {"deepscope.class_names": json.dumps(self.class_names), "deepscope.version": "1"}
+        if self.text_column is not None:  # the user's choice; else the reader finds one
+            meta["deepscope.text_column"] = json.dumps(self.text_column)
         table = table.replace_schema_metadata(meta)
         tmp = out_dir / ".instances.parquet.tmp"
         # Dictionary-encoding floats (scores) is slow and saves nothing: only the other columns are.

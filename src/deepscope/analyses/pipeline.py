@@ -31,6 +31,7 @@ def analyze(
     progress: bool = True,
     previews: bool = True,
     scores: str = "softmax",
+    text_column: str | bool | None = None,
 ) -> AnalysisReader:
     """Run the default analyses into ``run_dir`` and return a reader of them."""
     config = ActivationsConfig(
@@ -42,9 +43,8 @@ def analyze(
         previews=previews,
         scores=scores,
     )
-    Activations(config, labels=labels, class_names=class_names, metadata=metadata, collate_fn=collate_fn).run(
-        run_dir, model, data
-    )
+    Activations(config, labels=labels, class_names=class_names, metadata=metadata, collate_fn=collate_fn,
+                text_column=text_column).run(run_dir, model, data)  # fmt: skip
     ConfusionMatrix().run(run_dir)
     analyze_maps(run_dir, model, data, full_maps, collate_fn, batch_size)
     if projection:

@@ -171,9 +171,10 @@ class AnalysisReader:
 
     @property
     def text_column(self) -> str | None:
-        """The metadata column holding the inputs as text: the first string column named like ``text``,
-        ``sentence``, ``prompt``, ``question``… (``TEXT_NAMES``, or containing "text"), else the first string column
-        in which most values have a space; None when there is none."""
+        """The metadata column holding the inputs as text: the one given as ``text_column`` to ``analyze`` (or none,
+        given ``False``), else the first string column named like ``text``, ``sentence``, ``prompt``, ``question``…
+        (``TEXT_NAMES``, or containing "text"), else the first string column in which most values have a space;
+        None when there is none."""
         if self._text_column is False:
             self._text_column = self._find_text_column()
         return self._text_column
@@ -183,6 +184,9 @@ class AnalysisReader:
         import pyarrow.compute as pc
 
         table = self.instances()
+        chosen = json.loads((table.schema.metadata or {}).get(b"deepscope.text_column", b"null"))
+        if chosen is not None:  # the user's: a column, or False for none
+            return chosen or None
         strings = [f.name for f in table.schema if f.name not in RESERVED_COLUMNS
                    and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]  # fmt: skip
         for name in strings:
