@@ -7,7 +7,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import torch
 from browser_helpers import XSS, wait_for
+from torch import nn
 
 import deepscope
 from deepscope.graphs import Edge, Graph, ModuleInfo, Node, write_graph
@@ -60,12 +62,29 @@ def cnn_run(root: Path, steps: int = 40) -> str:
 def graph_store(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("graph-runs")
     cnn = cnn_run(root)
+    with deepscope.init(project="graph", name="residual", dir=root) as residual:
+        deepscope.graph(residual_net(), torch.randn(1, 2, 6, 6), run=residual)
     g, odd = hostile_graph()
     with deepscope.init(project="graph", name="hostile", dir=root) as run:
         write_graph(run.dir, g)
     with deepscope.init(project="graph", name="bare", dir=root) as bare:
         pass
-    return {"root": root, "cnn": cnn, "hostile": run.id, "odd": odd, "bare": bare.id}
+    return {"root": root, "cnn": cnn, "hostile": run.id, "odd": odd, "bare": bare.id, "residual": residual.id}
+
+
+def residual_net() -> nn.Module:
+    """A residual block that applies its ReLU twice, as torchvision's BasicBlock does."""
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.conv2(self.relu(self.conv1(x))) + x)
+
+    return nn.Sequential(nn.Conv2d(2, 2, 1), Block(), nn.Flatten())
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +244,17 @@ def test_hostile_names_are_text(page, graph_server, graph_store):
     assert page.evaluate("() => window.__pwned") is None
     assert page.locator("img[src=x]").count() == 0
     assert missing == []
+
+
+def test_a_shared_relu_is_a_box_per_call_and_operations_read_their_names(page, graph_server, graph_store):
+    st = open_graph(page, graph_server, graph_store["residual"], "&gx=1")
+    relus = [n for n in st["nodes"] if n["module_path"] == "1.relu"]
+    assert sorted(n["id"] for n in relus) == ["m:1.relu", "m:1.relu@1"]
+    edges = {(e["src"], e["dst"]) for e in st["edges"]}
+    assert ("m:1.conv1", "m:1.relu") in edges and ("m:1.relu", "m:1.conv2") in edges
+    assert not any(d == "m:1.relu" and s != "m:1.conv1" for s, d in edges)  # no loop back into the first call
+    add = next(n for n in st["nodes"] if n["kind"] == "node" and n["shown"].startswith("add"))
+    assert add["shown"] == "add"  # aten.add.Tensor, without its overload
 
 
 def test_a_run_without_graph_says_so(page, graph_server, graph_store):

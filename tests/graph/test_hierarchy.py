@@ -65,9 +65,40 @@ def test_edges_merged_with_counts():
     shared = models.Shared()
     sg = extract_graph(shared, torch.randn(2, 4))
     nodes, edges = collapse(sg, set())
-    # block is called twice: one box, in and out twice (relu sits between the calls: a cycle, on purpose)
+    # block (a leaf: Linear) is called twice: a box per call, so that no false loop runs through relu
     pairs = {(e.src, e.dst): e.count for e in edges}
-    assert pairs[("m:block", "n:relu")] == 1 and pairs[("n:relu", "m:block")] == 1
+    assert pairs[("m:block", "n:relu")] == 1 and pairs[("n:relu", "m:block@1")] == 1
+    assert ("n:relu", "m:block") not in pairs and pairs[("m:block@1", "m:out")] == 1
+    calls = {n.id: n for n in nodes if n.module_path == "block"}
+    assert set(calls) == {"m:block", "m:block@1"} and all(n.size >= 1 and n.label == "block" for n in calls.values())
+    assert sum(n.size for n in calls.values()) == sum(n.module_path == "block" for n in sg.nodes)
+    assert_no_dangling(nodes, edges)
+    # opened, the module shows both calls' operations, as one container
+    nodes, edges = collapse(sg, {"block"})
+    assert not any(n.kind == "module" and n.module_path == "block" for n in nodes)
+
+
+def test_a_block_reusing_its_relu_draws_no_loop():
+    """torchvision's BasicBlock applies self.relu twice: collapsed inside the open block, the two calls are two
+    boxes, each between its own neighbours."""
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.conv2(self.relu(self.conv1(x))) + x)
+
+    model = nn.Sequential(Block())
+    g = extract_graph(model, torch.randn(1, 2, 5, 5))
+    nodes, edges = collapse(g, {"0"})
+    pairs = {(e.src, e.dst) for e in edges}
+    assert ("m:0.conv1", "m:0.relu") in pairs and ("m:0.relu", "m:0.conv2") in pairs
+    assert not any(d == "m:0.relu" for s, d in pairs if s != "m:0.conv1")  # only conv1 feeds the first call
+    assert any(s == "m:0.relu@1" for s, _ in pairs) and not any(s == "m:0.relu" and d != "m:0.conv2" for s, d in pairs)
     assert_no_dangling(nodes, edges)
 
 

@@ -3,7 +3,9 @@
 The top level (the root module) is always open. A module whose parent is open is shown as one box unless it
 is expanded; inside an expanded module its own operations are shown, and its child modules as boxes. Edges
 between boxes are merged (``count`` of them, the shape of the first as representative); edges inside a box
-disappear. A module called twice (shared) is one box, so a collapsed view may hold a cycle.
+disappear. A leaf module called more than once (a ReLU a block applies twice) is one box per call — its
+operations fall into separate connected pieces, each a box (``m:<path>``, then ``m:<path>@1`` …) — so that
+a collapsed view draws no false loop through it; a shared module with children stays one box.
 
 The work per call is a few NumPy passes over the node and edge arrays, which are built once per graph.
 
@@ -75,18 +77,64 @@ class GraphIndex:
         size = np.bincount(self.node_module, minlength=len(self.paths))
         for level in reversed(self.levels):  # nodes inside each module, descendants included
             np.add.at(size, self.parent[level], size[level])
-        self.module_views = [
-            VisibleNode(
-                f"m:{p}",
-                "module",
-                p.rpartition(".")[2],
-                p,
-                info[p].type if info.get(p) else "",
-                int(size[i]),
-                info[p].n_params if info.get(p) else 0,
-            )
-            for i, p in enumerate(self.paths)
-        ]
+        box = lambda i, k, n: VisibleNode(  # noqa: E731 - module i's box of call k, holding n graph nodes
+            f"m:{self.paths[i]}" + (f"@{k}" if k else ""), "module", self.paths[i].rpartition(".")[2], self.paths[i],
+            info[self.paths[i]].type if info.get(self.paths[i]) else "", n,
+            info[self.paths[i]].n_params if info.get(self.paths[i]) else 0,
+        )  # fmt: skip
+        self.module_views = [box(i, 0, int(size[i])) for i in range(len(self.paths))]
+        # leaf modules called more than once: the graph nodes of their later calls, and a box for each call
+        self.call, pieces = self._calls(self.paths, self.node_module)  # per node: its extra box (-1: none)
+        extra = [(int(self.node_module[n]), k) for n, k in pieces]
+        self.extra_views = [box(i, k, int(np.sum(self.call == j))) for j, (i, k) in enumerate(extra)]
+        if self.extra_views:  # the first call's box holds only its own nodes
+            counts = np.bincount(self.node_module[self.call < 0], minlength=len(self.paths))
+            leaves = {i for i, _ in extra}
+            self.module_views = [
+                box(i, 0, int(counts[i])) if i in leaves else v for i, v in enumerate(self.module_views)
+            ]
+
+    def _calls(self, paths: list[str], node_module: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Per graph node of a leaf module: -1 for the first call's piece, else the index of its extra box; and per
+        extra box, (its first node, its call number k >= 1). The pieces are the connected components of the
+        module's nodes under the edges between them; a module's pieces after the first, in graph order, are its
+        later calls."""
+        has_child = np.zeros(len(paths), dtype=bool)
+        has_child[self.parent[self.parent >= 0]] = True
+        call = np.full(len(node_module), -1, dtype=np.int64)
+        extra: list[tuple[int, int]] = []
+        leaf_node = ~has_child[node_module]
+        if not leaf_node.any():
+            return call, extra
+        # union-find over the edges inside one leaf module
+        root = np.arange(len(node_module))
+
+        def find(a: int) -> int:
+            while root[a] != a:
+                root[a] = root[root[a]]
+                a = int(root[a])
+            return a
+
+        inside = (node_module[self.src] == node_module[self.dst]) & leaf_node[self.src]
+        for a, b in zip(self.src[inside].tolist(), self.dst[inside].tolist()):
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                root[max(ra, rb)] = min(ra, rb)
+        pieces: dict[int, list[int]] = {}  # module -> roots of its pieces, in graph order
+        for n in np.flatnonzero(leaf_node).tolist():
+            r = find(n)
+            seen = pieces.setdefault(int(node_module[n]), [])
+            if r not in seen:
+                seen.append(r)
+        slot: dict[int, int] = {}
+        for roots in pieces.values():
+            for k, r in enumerate(roots[1:], start=1):
+                slot[r] = len(extra)
+                extra.append((r, k))
+        if slot:
+            for n in np.flatnonzero(leaf_node).tolist():
+                call[n] = slot.get(find(n), -1)
+        return call, extra
 
     def _parent_path(self, p: str) -> str:
         parent = p.rpartition(".")[0]
@@ -115,15 +163,18 @@ class GraphIndex:
     def collapse(self, expanded: Iterable[str]) -> tuple[list[VisibleNode], list[VisibleEdge]]:
         rep = self.representatives(expanded)
         node_rep = rep[self.node_module]
-        # visible index: a node's own index when its module is open, else n_nodes + the box's module index
+        # visible index: a node's own index when its module is open, else n_nodes + the box's module index, or,
+        # for a later call of a collapsed leaf module, n_nodes + modules + its extra box
         vis = np.where(node_rep < 0, np.arange(self.n_nodes), self.n_nodes + node_rep)
+        later = (self.call >= 0) & (node_rep == self.node_module)
+        vis[later] = self.n_nodes + len(self.paths) + self.call[later]
         uniq, first = np.unique(vis, return_index=True)
         shown = uniq[np.argsort(first, kind="stable")]  # in graph order (first node of each box)
-        nodes = [self.node_views[v] if v < self.n_nodes else self.module_views[v - self.n_nodes] for v in shown]
+        nodes = [self._view(int(v)) for v in shown]
 
         s, d = vis[self.src], vis[self.dst]
         keep = np.flatnonzero(s != d)
-        span = self.n_nodes + len(self.paths)
+        span = self.n_nodes + len(self.paths) + len(self.extra_views)
         key = s[keep] * span + d[keep]
         _, first_e, counts = np.unique(key, return_index=True, return_counts=True)
         order = np.argsort(first_e, kind="stable")
@@ -133,8 +184,14 @@ class GraphIndex:
             edges.append(VisibleEdge(self._vid(int(s[j])), self._vid(int(d[j])), e.shape, e.dtype, c))
         return nodes, edges
 
+    def _view(self, v: int) -> VisibleNode:
+        if v < self.n_nodes:
+            return self.node_views[v]
+        v -= self.n_nodes
+        return self.module_views[v] if v < len(self.paths) else self.extra_views[v - len(self.paths)]
+
     def _vid(self, v: int) -> str:
-        return self.node_views[v].id if v < self.n_nodes else self.module_views[v - self.n_nodes].id
+        return self._view(v).id
 
 
 def index(graph: Graph) -> GraphIndex:

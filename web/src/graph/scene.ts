@@ -24,8 +24,9 @@ export function nodeSize(n: GNode): [number, number] {
 }
 
 export function shortType(t: string): string {
-  const s = t.replace(/^aten\./, "").replace(/\.default$/, "");
-  return s.slice(s.lastIndexOf(".", s.length - 1) + 1) || s;
+  // an ATen operation without its overload (aten.add.Tensor → add), a class without its module path
+  if (t.startsWith("aten.")) return t.slice(5).split(".")[0] || t;
+  return t.slice(t.lastIndexOf(".") + 1) || t;
 }
 
 /** The tree as maps, and the open modules (the root always). */
