@@ -309,3 +309,20 @@ def test_a_run_watched_before_attention_was_one_layer_can_be_watched_again(root)
     with pytest.raises(ValueError, match="other layers"):
         again.watch(nn.Sequential(nn.Linear(2, 2)))
     again.finish()
+
+
+def test_histograms_every_n_steps_and_at_1_2_5_before(root):
+    """Early training gets histograms at steps 1, 2, 5, 10, 20, 50 before the first 100th: a short run has a
+    distribution over time, not one histogram."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, print_findings=False, graph=False)  # histograms_every=100
+    for _ in range(120):
+        model(torch.randn(8, 4)).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    run.finish()
+    r = reopen(root, run.id)
+    assert [h.step for h in r.histograms("watch/act/0")] == [0, 1, 2, 5, 10, 20, 50, 100]

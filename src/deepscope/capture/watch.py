@@ -68,11 +68,28 @@ WEIGHT_POSITIONS_STEPS = 16
 STALLED_PASSES = 1000
 
 
+def histogram_step(step: int, every: int) -> bool:
+    """Whether ``step`` records histograms: every ``every``-th step, and, before the first of them, steps 1, 2, 5,
+    10, 20, 50 … — early training, where distributions move fastest, and a short run, get more than one.
+
+    >>> [s for s in range(300) if histogram_step(s, 100)]
+    [0, 1, 2, 5, 10, 20, 50, 100, 200]
+    """
+    if every <= 0:
+        return False
+    if step % every == 0:
+        return True
+    if step >= every or step <= 0:
+        return False
+    decade = 10 ** (len(str(step)) - 1)
+    return step in (decade, 2 * decade, 5 * decade)
+
+
 @dataclass(frozen=True)
 class WatchConfig:
     every: int = 1  # record every n-th step
     start_step: int = 0  # the index of the first step (a resumed training continues its count)
-    histograms_every: int = 100  # histograms on every n-th step (0: never)
+    histograms_every: int = 100  # histograms on every n-th step, and before it at 1, 2, 5, 10, 20, 50 … (0: never)
     sample: int = 4096  # elements per tensor the statistics are computed from
     dead_window: int = 100  # steps over which a ReLU unit must never fire to count as dead
     diagnose: bool = True
@@ -184,7 +201,7 @@ class Watcher:
     def _set_flags(self) -> None:
         cfg = self.config
         self._recording = self.step % cfg.every == 0
-        self._hist_step = self._recording and cfg.histograms_every > 0 and self.step % cfg.histograms_every == 0
+        self._hist_step = self._recording and histogram_step(self.step, cfg.histograms_every)
         self._dead_step = self.step + 1 >= self._window_end
         self._dead_check = self._recording and (self.step // cfg.every) % self._dead_every == 0
 
