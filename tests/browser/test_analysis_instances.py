@@ -425,3 +425,17 @@ def test_a_sequence_layer_says_it_was_pooled_over_positions(page, serve, tmp_pat
     none.wait_for()
     assert "outputs 8 values for each position of a sequence" in " ".join(none.inner_text().split())
     assert "6 × 8" not in none.inner_text()
+
+
+def test_two_columns_below_1240_pixels_keep_every_panel_whole(page, analysed):
+    """At 1,100 px the views take two columns and the page scrolls: the projection stays inside its panel and the
+    instance grid keeps room for its rows."""
+    page.set_viewport_size({"width": 1100, "height": 900})
+    open_tab(page, analysed)
+    projection = page.get_by_test_id("projection")
+    projection.wait_for()
+    canvas = projection.bounding_box()
+    panel = projection.evaluate("(c) => c.closest('.panel').getBoundingClientRect().toJSON()")
+    assert canvas["y"] + canvas["height"] <= panel["bottom"] + 1 and canvas["height"] >= 250
+    grid = page.get_by_test_id("instance-grid").evaluate("(c) => c.closest('.body').clientHeight")
+    assert grid >= 300
