@@ -395,6 +395,7 @@ def test_a_metric_of_one_or_a_few_points_is_drawn(page, serve, tmp_path):
     tip = page.locator("figure[data-key='test/acc'] .tip")
     tip.wait_for()
     assert "0.9" in tip.inner_text()  # a single point is listed when the cursor is near it
+    assert tip.locator(".tip-cols").inner_text().split() == ["smoothed", "raw"]  # smoothing on: two columns, named
     assert _coloured_pixels(page, "eval/loss") > 10
     assert _coloured_pixels(page, "loss") > 10
 

@@ -212,7 +212,9 @@ def test_layer_detail_distribution_holds_the_recorded_bins(page, watched, server
     d = held(page, "distribution")
     body, _ = api(server_url, f"runs/{sig}/histograms?key=watch/act/0.7")
     hists = json.loads(body)["histograms"]
-    assert d["steps"] == len(hists) == STEPS // 10 and d["bins"] == len(hists[0]["counts"]) == 258
+    # every 10th step, and 1, 2, 5 before the first
+    assert [h["step"] for h in hists] == [0, 1, 2, 5] + list(range(10, STEPS, 10))
+    assert d["steps"] == len(hists) and d["bins"] == len(hists[0]["counts"]) == 258
     assert d["edges"] == 259 and 0 < d["shownBins"] <= 258
     wait_for(page, "() => Object.keys(window.__deepscope.internals.layer?.series ?? {}).length >= 5")
     shot(page, "internals-layer.png", tmp_path)

@@ -326,3 +326,7 @@ def test_histograms_every_n_steps_and_at_1_2_5_before(root):
     run.finish()
     r = reopen(root, run.id)
     assert [h.step for h in r.histograms("watch/act/0")] == [0, 1, 2, 5, 10, 20, 50, 100]
+    assert r.layer_names("act") == ["0", "1", "2"] and r.layer_names("weight") == ["0.weight", "0.bias", "2.weight",
+                                                                                   "2.bias"]  # fmt: skip
+    with pytest.raises(ValueError, match="kinds: act, grad, param_grad, weight"):
+        r.layer_names("activations")  # a kind of statistics, not a stream kind

@@ -83,7 +83,7 @@ class Diagnoser:
                 sat, mean = act["sat_frac"][i], act["mean"][i]
                 self._sustained(
                     step, "saturation", path, bool(sat >= self.t.saturated_frac),
-                    f"{path} ({layer['type']}): {sat:.0%} of outputs saturated at the {role}'s limits "
+                    f"layer {path} ({layer['type']}): {sat:.0%} of outputs saturated at the {role}'s limits "
                     f"(mean activation {mean:.3f})",
                 )  # fmt: skip
             if role == "relu" and "dead_frac" in act and np.isfinite(act["dead_frac"][i]):

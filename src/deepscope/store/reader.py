@@ -441,6 +441,8 @@ class RunReader:
 
     def layer_names(self, kind: str, rank: int = 0) -> list[str]:
         """Rows of a layer matrix in model order: module paths for act/grad, parameter paths otherwise."""
+        if kind not in fmt.LAYER_KINDS:
+            raise ValueError(f"deepscope: no layer statistics of kind {kind!r}; kinds: {', '.join(fmt.LAYER_KINDS)}")
         manifest = self.watch_manifest(rank) or {}
         if kind in ("act", "grad"):
             names = [la["path"] for la in manifest.get("layers", [])]
