@@ -352,6 +352,13 @@ def test_constant_metrics_draw_and_log_scale_toggles(page, serve, tmp_path):
     wait_for(page, "() => { const y = window.__deepscope.yScale['spiky']; return y && y.max < 2 && y.min > 0.9; }")
     page.get_by_label("Log scale").check()
     wait_for(page, "() => window.__deepscope.yScale['loss'].distr === 3")
+    open_page(page, f"{server.url}?runs={run.id}&smooth=0&log=1")  # 1 … 1/300: two and a half decades
+    wait_for(page, "() => window.__deepscope.yScale['loss']?.distr === 3 && window.__deepscope.yLabels['loss']")
+    labels = page.evaluate("() => window.__deepscope.yLabels['loss']")
+    shown = [label for label in labels if label]
+    assert shown and {float(label) for label in shown} <= {1e-3, 1e-2, 1e-1, 1.0, 10.0}  # powers of ten
+    assert len({"e" in label for label in shown}) == 1  # in one notation (not 1e+7 beside 100000)
+    assert len(shown) < len(labels)  # the splits between them keep their grid lines, unlabelled
     page.get_by_label("Log scale").uncheck()
     wait_for(page, "() => window.__deepscope.yScale['loss'].distr === 1")
     assert console.errors == []
@@ -395,7 +402,11 @@ def test_a_metric_of_one_or_a_few_points_is_drawn(page, serve, tmp_path):
     tip = page.locator("figure[data-key='test/acc'] .tip")
     tip.wait_for()
     assert "0.9" in tip.inner_text()  # a single point is listed when the cursor is near it
-    assert tip.locator(".tip-cols").inner_text().split() == ["smoothed", "raw"]  # smoothing on: two columns, named
+    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
+    page.mouse.move(plot["x"] + plot["width"] / 2, plot["y"] + plot["height"] / 2)
+    tip = page.locator("figure[data-key='loss'] .tip")
+    tip.wait_for()
+    assert tip.locator(".tip-cols").inner_text().split() == ["smoothed", "raw"]  # a smoothed line: both, named
     assert _coloured_pixels(page, "eval/loss") > 10
     assert _coloured_pixels(page, "loss") > 10
 

@@ -99,5 +99,5 @@ def test_rank_report_flags_the_slow_rank(watched):
 def test_watch_histograms_are_served_with_their_recorded_bins(watched):
     client, reader = watched
     h = client.get("/api/runs/w/histograms", params={"key": "watch/act/1"}).json()["histograms"]
-    assert [x["step"] for x in h] == [0, 5, 10]
+    assert [x["step"] for x in h] == [0, 1, 2, 5, 10]  # every 5th step, and 1, 2 before the first
     assert len(h[0]["edges"]) == 259 and sum(h[0]["counts"]) > 0

@@ -20,6 +20,25 @@ export interface RunLine {
 export const SERIES_PER_RUN = 4; // raw, smooth, lo, hi
 
 /** One shared x array (the sorted union) and each run's columns placed on it; missing points are null. */
+/** A log axis's labels: its powers of ten (and 2, 5 between them over two decades or fewer), all in one notation —
+ * `1e-4 … 1e6` when the axis reaches past 10,000 or below 0.01, plain numbers otherwise; the other splits keep
+ * their grid line, unlabelled. */
+export function logLabels(_u: unknown, splits: number[]): string[] {
+  const shown = splits.filter((v) => v > 0);
+  if (!shown.length) return splits.map(() => "");
+  const lo = Math.min(...shown);
+  const hi = Math.max(...shown);
+  const narrow = Math.log10(hi / lo) <= 2;
+  const exp = hi >= 1e4 || lo < 1e-2;
+  return splits.map((v) => {
+    if (!(v > 0)) return "";
+    const k = Math.floor(Math.log10(v) + 1e-9);
+    const mant = Math.round(v / 10 ** k);
+    if (!(mant === 1 || (narrow && (mant === 2 || mant === 5)))) return "";
+    return exp ? `${mant}e${k}` : fmtNumber(+v.toPrecision(6));
+  });
+}
+
 export function align(lines: RunLine[], log: boolean): uPlot.AlignedData {
   const xs = unionSorted(lines.map((l) => l.x));
   const out: (number | null)[][] = [];
@@ -66,6 +85,7 @@ export interface ChartConfig {
   onCursor: (idx: number | null, left: number, top: number) => void;
   xRange: () => [number, number] | null;
   onYScale?: (min: number | null, max: number | null, distr: number) => void;
+  onYLabels?: (labels: string[]) => void; // the y axis's labels as drawn (for the browser tests)
 }
 
 const axisFont = '11px system-ui, -apple-system, "Segoe UI", sans-serif';
@@ -150,7 +170,11 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         ticks: { show: false },
         size: 52,
         incrs: Y_INCRS, // uPlot's own stop near 1e16: a 1e35 spike left the axis without labels
-        values: (_u, splits) => splits.map((v) => fmtNumber(v)),
+        values: (u, splits) => {
+          const labels = cfg.log ? logLabels(u, splits) : splits.map((v) => fmtNumber(v));
+          cfg.onYLabels?.(labels);
+          return labels;
+        },
       },
     ],
     cursor: {

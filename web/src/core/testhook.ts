@@ -27,6 +27,7 @@ export interface Hook {
   xRange: Record<string, [number, number] | null>;
   /** Each chart's y scale as uPlot last set it: its range and distribution (1 linear, 3 logarithmic). */
   yScale: Record<string, { min: number | null; max: number | null; distr: number }>;
+  yLabels: Record<string, string[]>;
   /** `performance.now()` when a chart first held data (first meaningful paint). */
   firstData: number | null;
   /** The view state (what the URL holds). */
@@ -39,6 +40,7 @@ export const hook: Hook = {
   live: { events: 0, lastEvent: null },
   xRange: {},
   yScale: {},
+  yLabels: {},
   firstData: null,
   view: () => null,
 };
