@@ -21,8 +21,7 @@ export const SERIES_PER_RUN = 4; // raw, smooth, lo, hi
 
 /** One shared x array (the sorted union) and each run's columns placed on it; missing points are null. */
 /** A log axis's labels: its powers of ten (and 2, 5 between them over two decades or fewer), all in one notation —
- * `1e-4 … 1e6` when the axis reaches past 10,000 or below 0.01, plain numbers otherwise; the other splits keep
- * their grid line, unlabelled. */
+ * `1e-4 … 1e6` when the axis reaches past 10,000 or below 0.01, plain numbers otherwise. */
 export function logLabels(_u: unknown, splits: number[]): string[] {
   const shown = splits.filter((v) => v > 0);
   if (!shown.length) return splits.map(() => "");
@@ -36,6 +35,14 @@ export function logLabels(_u: unknown, splits: number[]): string[] {
     const mant = Math.round(v / 10 ** k);
     if (!(mant === 1 || (narrow && (mant === 2 || mant === 5)))) return "";
     return exp ? `${mant}e${k}` : fmtNumber(+v.toPrecision(6));
+  });
+}
+
+/** A log axis's grid lines: at 1, 2 and 5 of each decade, not at every digit. */
+function logSplits(_u: uPlot, splits: number[]): (number | null)[] {
+  return splits.map((v) => {
+    const mant = Math.round(v / 10 ** Math.floor(Math.log10(v) + 1e-9));
+    return v > 0 && (mant === 1 || mant === 2 || mant === 5) ? v : null;
   });
 }
 
@@ -166,7 +173,7 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
       {
         font: axisFont,
         stroke: "#6b7280",
-        grid: { stroke: "#eef0f4", width: 1 },
+        grid: { stroke: "#eef0f4", width: 1, filter: cfg.log ? logSplits : undefined },
         ticks: { show: false },
         size: 52,
         incrs: Y_INCRS, // uPlot's own stop near 1e16: a 1e35 spike left the axis without labels
