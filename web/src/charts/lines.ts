@@ -173,7 +173,7 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
       {
         font: axisFont,
         stroke: "#6b7280",
-        grid: { stroke: "#eef0f4", width: 1, filter: cfg.log ? logSplits : undefined },
+        grid: { stroke: "#eef0f4", width: 1, ...(cfg.log ? { filter: logSplits } : {}) }, // undefined would unset uPlot's own
         ticks: { show: false },
         size: 52,
         incrs: Y_INCRS, // uPlot's own stop near 1e16: a 1e35 spike left the axis without labels
