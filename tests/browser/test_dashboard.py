@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from browser_helpers import LONG_STEPS, SHORT_STEPS, XSS, Console, charts, wait_for
 
@@ -191,6 +192,11 @@ def test_run_detail_shows_config_metadata_and_events(page, server, store):
     assert events.count() == 1
     assert "baseline reached step 4999" in events.first.inner_text()
     assert events.first.locator(".sev").inner_text().lower() == "info"
+    # each scalar's last value, minimum and maximum (train/loss = 2 / (1 + s/300) over steps 0…4999)
+    loss = 2.0 / (1 + np.arange(LONG_STEPS) / 300)
+    cells = page.locator("tr[data-key='train/loss'] td.num").all_inner_texts()
+    assert cells[:3] == [f"{loss[-1]:.5g}", f"{loss.min():.5g}", f"{loss.max():.5g}"]
+    assert page.locator("tr[data-key='val/loss'] td.num").all_inner_texts()[3] == str(LONG_STEPS // 100)
     page.get_by_role("button", name="Show metrics").click()
     chart_ready(page, "train/loss", store["long"])
 

@@ -24,6 +24,7 @@ def test_schema_describes_every_route_and_the_live_messages(tmp_path):
         "/api/runs",
         "/api/runs/{run_id}",
         "/api/runs/{run_id}/keys",
+        "/api/runs/{run_id}/summary",
         "/api/runs/{run_id}/scalars",
         "/api/runs/{run_id}/histograms",
         "/api/runs/{run_id}/events",

@@ -134,3 +134,19 @@ def test_unknown_key_or_rank_is_404(client, store):
     assert client.get(f"/api/runs/{store.main}/scalars", params={"key": "nope"}).status_code == 404
     assert client.get(f"/api/runs/{store.main}/scalars", params={"key": "lr", "rank": 3}).status_code == 404
     assert client.get(f"/api/runs/{store.main}/histograms", params={"key": "train/loss"}).status_code == 404
+
+
+def test_summary_is_each_scalars_last_value_and_finite_range(client, store):
+    """The run detail's metric table: last value, minimum, maximum — against NumPy over the values logged (NaN and
+    ±Inf among them: out of the range, counted apart)."""
+    rows = {s["key"]: s for s in client.get(f"/api/runs/{store.main}/summary", params={"rank": 0}).json()["scalars"]}
+    loss = rows["train/loss"]
+    finite = store.loss[np.isfinite(store.loss)]
+    assert (loss["count"], loss["last_step"], loss["rank"]) == (STEPS, STEPS - 1, 0)
+    assert loss["min"] == finite.min() and loss["max"] == finite.max()
+    assert loss["nonfinite"] == int((~np.isfinite(store.loss)).sum()) > 0
+    assert loss["last"] == (float(store.loss[-1]) if np.isfinite(store.loss[-1]) else None)
+    keys = {k["key"] for k in client.get(f"/api/runs/{store.main}/keys", params={"rank": 0}).json()["keys"]
+            if k["kind"] == "scalar"}  # fmt: skip
+    assert set(rows) == keys  # every scalar, no histogram
+    assert client.get("/api/runs/nope/summary").status_code == 404

@@ -99,6 +99,25 @@ def run_detail(store: Store, run_id: str) -> schemas.RunDetail:
     )
 
 
+def scalar_summaries(store: Store, run_id: str, rank: int | None = None) -> schemas.ScalarSummaryList:
+    """Each scalar key's last value, minimum and maximum: one bucket of the rollups per key, no full read."""
+    r = reader(store, run_id)
+    out = []
+    for k in r.keys(rank):
+        if k.kind != "scalar":
+            continue
+        d = r.downsample(k.key, buckets=1, rank=k.rank)
+        if not len(d):
+            continue
+        finite = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731
+        out.append(schemas.ScalarSummary(
+            key=k.key, rank=k.rank, count=int(d.count.sum()), last_step=int(d.step[-1]), last=finite(d.last[-1]),
+            min=finite(np.nanmin(d.min)) if np.isfinite(d.min).any() else None,
+            max=finite(np.nanmax(d.max)) if np.isfinite(d.max).any() else None, nonfinite=int(d.nonfinite.sum()),
+        ))  # fmt: skip
+    return schemas.ScalarSummaryList(scalars=out)
+
+
 def run_keys(store: Store, run_id: str, rank: int | None = None) -> schemas.KeyList:
     keys = reader(store, run_id).keys(rank)
     return schemas.KeyList(keys=[schemas.KeyInfo(**asdict(k)) for k in keys])

@@ -57,6 +57,23 @@ class KeyList(BaseModel):
     keys: list[KeyInfo]
 
 
+class ScalarSummary(BaseModel):
+    """One scalar key of a run at a glance: its last value and its range (NaN/±Inf are null, counted apart)."""
+
+    key: str
+    rank: int
+    count: int
+    last_step: int
+    last: float | None  # the value at the last step (the last one logged there)
+    min: float | None  # over the finite values; null when there is none
+    max: float | None
+    nonfinite: int  # NaN and ±Inf values
+
+
+class ScalarSummaryList(BaseModel):
+    scalars: list[ScalarSummary]
+
+
 class HistogramPoint(BaseModel):
     """One distribution: ``counts[i]`` values fell in ``[edges[i], edges[i+1])``."""
 

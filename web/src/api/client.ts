@@ -10,6 +10,7 @@ type Json<P extends keyof paths> = paths[P] extends {
 export type RunSummary = Json<"/api/runs">["runs"][number];
 export type RunDetail = Json<"/api/runs/{run_id}">;
 export type KeyInfo = Json<"/api/runs/{run_id}/keys">["keys"][number];
+export type ScalarSummary = Json<"/api/runs/{run_id}/summary">["scalars"][number];
 export type RunEvent = Json<"/api/runs/{run_id}/events">["events"][number];
 export type Health = Json<"/api/health">;
 /** The data of a live `run` event. */
@@ -139,6 +140,8 @@ export const api = {
   runs: async () => (await getJson<Json<"/api/runs">>("api/runs")).runs,
   run: (id: string) => getJson<RunDetail>(`api/runs/${enc(id)}`),
   keys: async (id: string) => (await getJson<Json<"/api/runs/{run_id}/keys">>(`api/runs/${enc(id)}/keys?rank=0`)).keys,
+  summary: async (id: string) =>
+    (await getJson<Json<"/api/runs/{run_id}/summary">>(`api/runs/${enc(id)}/summary?rank=0`)).scalars,
   events: async (id: string) => (await getJson<Json<"/api/runs/{run_id}/events">>(`api/runs/${enc(id)}/events`)).events,
 
   async scalars(id: string, q: ScalarQuery, signal?: AbortSignal): Promise<Columns> {

@@ -508,6 +508,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/runs/{run_id}/summary": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Summary
+         * @description Each scalar key's last value, minimum and maximum (all ranks when ``rank`` is absent).
+         */
+        get: operations["summary"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1104,6 +1124,33 @@ export interface components {
             tags: string[];
             /** World Size */
             world_size: number;
+        };
+        /**
+         * ScalarSummary
+         * @description One scalar key of a run at a glance: its last value and its range (NaN/±Inf are null, counted apart).
+         */
+        ScalarSummary: {
+            /** Count */
+            count: number;
+            /** Key */
+            key: string;
+            /** Last */
+            last: number | null;
+            /** Last Step */
+            last_step: number;
+            /** Max */
+            max: number | null;
+            /** Min */
+            min: number | null;
+            /** Nonfinite */
+            nonfinite: number;
+            /** Rank */
+            rank: number;
+        };
+        /** ScalarSummaryList */
+        ScalarSummaryList: {
+            /** Scalars */
+            scalars: components["schemas"]["ScalarSummary"][];
         };
         /**
          * Subset
@@ -2178,6 +2225,46 @@ export interface operations {
                 };
             };
             /** @description No such run, key or rank */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    summary: {
+        parameters: {
+            query?: {
+                rank?: number | null;
+            };
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScalarSummaryList"];
+                };
+            };
+            /** @description No such run */
             404: {
                 headers: {
                     [name: string]: unknown;
