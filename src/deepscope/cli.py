@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -110,13 +113,26 @@ def analyze(
 
     A second analysis of a run replaces its first once complete (activations, instance table, projections).
     """
-    import warnings
+    with plain_warnings():
+        _analyze(model, data, checkpoint, layers, directory, run_id, name, project, batch_size, full_maps, labels,
+                 class_names, metadata, sequence_pooling, scores, text_column, no_progress, no_previews)  # fmt: skip
 
+
+@contextmanager
+def plain_warnings() -> Iterator[None]:
+    """A command's warnings are messages to its user: their text only, not Python's "file:line: RuntimeWarning"
+    and source line (restored after the command, for a caller in the same process)."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_args, **_kwargs: typer.echo(str(message), err=True)
+        yield
+
+
+def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None, directory: Path | None,
+             run_id: str | None, name: str | None, project: str, batch_size: int, full_maps: str, labels: str | None,
+             class_names: str | None, metadata: str | None, sequence_pooling: str, scores: str,
+             text_column: str | None, no_progress: bool, no_previews: bool) -> None:  # fmt: skip
     import deepscope
     from deepscope.analyses.activations import Activations, ActivationsConfig
-
-    # a command's warnings are messages to its user, not Python's "file:line: RuntimeWarning" and source line
-    warnings.formatwarning = lambda message, *_args, **_kwargs: f"{message}\n"
     from deepscope.analyses.loading import load_checkpoint, load_object
     from deepscope.run import default_dir
 
@@ -142,15 +158,16 @@ def analyze(
             raise ValueError(f"no run {run_id!r} in {root}")
         if run_id is not None and name is not None:
             raise ValueError("--name names a new run; --run adds to an existing one: give one of them")
+        # the command's own run: a new one, or one it made before (an interrupted analysis, resumed: running
+        # again, then finished); a training run it is added to stays as its training left it
+        made = {"command": "deepscope analyze", "model": model, "data": data,
+                "checkpoint": None if checkpoint is None else str(checkpoint)}  # fmt: skip
+        own = run_id is not None and deepscope.open(root).info(run_id).config.get("command") == made["command"]
     except (OSError, ValueError, TypeError) as e:
         _fail(e)
-    # the command's own run: a new one, or one it made before (an interrupted analysis, resumed: running again,
-    # then finished); a training run it is added to stays as its training left it
-    made = {"command": "deepscope analyze", "model": model, "data": data,
-            "checkpoint": None if checkpoint is None else str(checkpoint)}  # fmt: skip
     if run_id is None:
         run = deepscope.init(project=project, name=name or model.partition(":")[2], dir=root, config=made)
-    elif deepscope.open(root).info(run_id).config.get("command") == made["command"]:
+    elif own:
         run = deepscope.init(id=run_id, resume=True, dir=root, config=made)
     else:
         run = None

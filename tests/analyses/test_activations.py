@@ -179,7 +179,7 @@ def test_an_embedding_wider_than_the_classes_is_flagged_and_scores_none_says_so(
 
     x = torch.randn(10, 1, 8, 8)  # TinyCNN: 4 outputs
     labels = [0, 1] * 5
-    with pytest.warns(RuntimeWarning, match=r"4 outputs are taken as scores of classes.*scores='none'"):
+    with pytest.warns(RuntimeWarning, match=r"4 outputs were taken as scores of classes.*scores='none'"):
         deepscope.analyze(TinyCNN(), x, labels=labels, run=new_dir(tmp_path / "a"), progress=False)
     assert "prediction" in read(tmp_path / "a").instances().column_names
     with warnings.catch_warnings():
@@ -189,6 +189,19 @@ def test_an_embedding_wider_than_the_classes_is_flagged_and_scores_none_says_so(
     assert "prediction" not in table.column_names and table.column("label").to_pylist() == labels
     with pytest.raises(ValueError, match="'softmax', 'raw' or 'none'"):
         deepscope.analyze(TinyCNN(), x, scores="logits", run=new_dir(tmp_path / "c"), progress=False)
+
+
+def test_a_dataset_sorted_by_class_is_no_embedding(tmp_path):
+    """The labels of the first batch (classes 0 and 1 of a dataset sorted by class) do not make a 10-way classifier
+    look like an embedding: the width is judged against every label."""
+    import warnings
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    data = torch.utils.data.TensorDataset(torch.randn(100, 1, 8, 8), torch.arange(100) // 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        deepscope.analyze(model, data, batch_size=20, run=tmp_path, progress=False)
+    assert "prediction" in read(tmp_path).instances().column_names
 
 
 def test_unlabelled_instances(tmp_path):

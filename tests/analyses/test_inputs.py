@@ -167,3 +167,25 @@ def test_dict_items_whose_keys_are_not_forwards_parameters_say_so(tmp_path):
     items = [{"image": x, "label": y} for x, y in base]  # TinyCNN.forward(x)
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'image'.*entries \(here: image\)"):
         deepscope.analyze(TinyCNN(), items, run=tmp_path, progress=False)
+
+
+def test_a_type_error_inside_forward_is_not_blamed_on_the_data(tmp_path):
+    class Picky(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x, mask=None):
+            return self.fc(x) + torch.ones(2, dtype=torch.int64).foo()  # a bug of the model's own
+
+    items = [{"x": torch.randn(4), "mask": torch.ones(4), "label": 1} for _ in range(8)]
+    with pytest.raises(AttributeError):  # raised as it is, not as a data problem
+        deepscope.analyze(Picky(), items, run=tmp_path, progress=False)
+
+    class Typed(Picky):
+        def forward(self, x, mask=None):
+            return torch.nn.functional.linear(x, None)  # a TypeError inside: the arguments fit
+
+    with pytest.raises(TypeError) as e:
+        deepscope.analyze(Typed(), items, run=new_dir(tmp_path / "t"), progress=False)
+    assert "keyword arguments" not in str(e.value)

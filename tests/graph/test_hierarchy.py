@@ -78,6 +78,31 @@ def test_edges_merged_with_counts():
     assert not any(n.kind == "module" and n.module_path == "block" for n in nodes)
 
 
+def test_a_leaf_whose_operations_read_one_tensor_is_one_call():
+    """A leaf module called once whose operations do not connect to each other (two slices of its input) is one
+    box, not two calls."""
+    from torch import nn
+
+    class Split(nn.Module):
+        def forward(self, x):
+            return x[:, :2], x[:, 2:]
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.split = nn.Linear(4, 4), Split()
+
+        def forward(self, x):
+            a, b = self.split(self.fc(x))
+            return a * b
+
+    g = extract_graph(Model(), torch.randn(2, 4))
+    assert sum(n.module_path == "split" for n in g.nodes) >= 2
+    nodes, edges = collapse(g, set())
+    assert [n.id for n in nodes if n.module_path == "split"] == ["m:split"]
+    assert_no_dangling(nodes, edges)
+
+
 def test_a_block_reusing_its_relu_draws_no_loop():
     """torchvision's BasicBlock applies self.relu twice: collapsed inside the open block, the two calls are two
     boxes, each between its own neighbours."""

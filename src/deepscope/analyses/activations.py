@@ -359,16 +359,24 @@ class Activations:
         elif len(y) and y.max() >= width:
             why = f"labels up to {y.max()}"
         if why is None:
-            classes = int(y.max()) + 1 if len(y) else 0  # the labels name classes 0 … classes - 1
-            if names is None and classes >= 2 and width >= 2 * classes:
-                warnings.warn(f"deepscope.analyze: the model's {width} outputs are taken as scores of classes, though "
-                              f"the labels name only {classes} (0 to {classes - 1}); if they are no class scores "
-                              "(an embedding), pass scores='none' (--scores none)", RuntimeWarning,
-                              stacklevel=2)  # fmt: skip
             return True
         warnings.warn(f"deepscope.analyze: the model's {width} outputs are no scores of its classes ({why}): "
                       "predictions, scores and accuracy are left out", RuntimeWarning, stacklevel=2)  # fmt: skip
         return False
+
+    def _warn_if_wide(self, outputs: dict[str, np.ndarray] | None) -> None:
+        """Once every label is known: outputs taken as class scores that far outnumber the classes the labels name
+        may be no class scores at all (an embedding) — one warning that names ``scores='none'``."""
+        scores = None if outputs is None else outputs.get("scores")
+        y = self.labels if self.labels is not None else (None if outputs is None else outputs.get("labels"))
+        if scores is None or y is None or not len(y) or self.class_names is not None:
+            return
+        width, classes = scores.shape[1], int(y.max()) + 1  # the labels name classes 0 … classes - 1
+        if classes >= 2 and width >= 2 * classes:
+            warnings.warn(f"deepscope.analyze: the model's {width} outputs were taken as scores of classes, though "
+                          f"the labels name only {classes} (0 to {classes - 1}); if they are no class scores (an "
+                          "embedding), analyse with scores='none' (--scores none)", RuntimeWarning,
+                          stacklevel=3)  # fmt: skip
 
     def check(self, model: nn.Module, data: Any) -> list[str]:
         """What can be checked before any work (layers, counts of labels and metadata rows, class names); returns
@@ -423,7 +431,9 @@ class Activations:
         for what, count in self._given_counts().items():
             if count != n:
                 raise ValueError(f"deepscope.analyze: {count} {what} for a dataset of {n} instances")
-        self._write_instances(out_dir, n, extractor.outputs_in_memory())
+        kept = extractor.outputs_in_memory()
+        self._warn_if_wide(kept)
+        self._write_instances(out_dir, n, kept)
         write_provenance(out_dir, provenance(NAME, asdict(cfg) | {"layers": layers}, model_class=model_class(model),
                                              layers={k: state.widths[k] for k in layers}, length=n,
                                              started=started, class_names=self.class_names))  # fmt: skip

@@ -180,8 +180,8 @@ class Extractor:
         try:
             out = first_tensor(self.model(*batch.args, **batch.kwargs))
         except TypeError as e:
-            if not batch.kwargs or "argument" not in str(e):
-                raise
+            if not batch.kwargs or fits_signature(self.model, batch):
+                raise  # the arguments fit forward(): an error inside the model, not in the data
             keys = ", ".join(batch.kwargs)
             raise TypeError(f"deepscope.analyze: {e} — the data's items are dicts, whose entries (here: {keys}) are "
                             "forward()'s keyword arguments: name them as its parameters (the label as 'label' or "
@@ -281,6 +281,19 @@ class Extractor:
     def _wait(self) -> None:
         while self.pending:
             self._wait_one()
+
+
+def fits_signature(model: nn.Module, batch: Batch) -> bool:
+    """Whether ``model.forward`` takes the batch's arguments (True when its signature cannot be read)."""
+    import inspect
+
+    try:
+        inspect.signature(model.forward).bind(*batch.args, **batch.kwargs)
+    except TypeError:
+        return False
+    except ValueError:  # no signature (a builtin, some wrappers)
+        return True
+    return True
 
 
 def softmax_rows(logits: np.ndarray) -> None:

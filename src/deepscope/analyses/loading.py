@@ -49,7 +49,9 @@ def load_checkpoint(model: Any, path: str | os.PathLike[str]) -> None:
 
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
+        except pickle.UnpicklingError as e:
+            if "weights only load failed" not in str(e).lower():
+                raise ValueError(f"deepscope analyze: {path} is no checkpoint torch can read: {e}") from None
             raise ValueError(f"deepscope analyze: {path} holds pickled objects (a whole model saved with "
                              "torch.save(model)?), which are not loaded: unpickling can run any code. Save "
                              "the weights instead: torch.save(model.state_dict(), path), or safetensors"

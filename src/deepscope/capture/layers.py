@@ -84,11 +84,15 @@ def eager(fn: Callable[..., Any]) -> Callable[..., Any]:
     inner = torch.compiler.disable(fn)
 
     def hook(*args: Any, **kwargs: Any) -> Any:
-        if torch.compiler.is_exporting():
+        if _exporting():
             return None
         return inner(*args, **kwargs)
 
     return hook
+
+
+# torch.compiler.is_exporting: torch 2.6 and later; before, an export ran the hooks as any pass
+_exporting: Callable[[], bool] = getattr(torch.compiler, "is_exporting", lambda: False)
 
 
 def own_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -97,8 +97,8 @@ class GraphIndex:
     def _calls(self, paths: list[str], node_module: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Per graph node of a leaf module: -1 for the first call's piece, else the index of its extra box; and per
         extra box, (its first node, its call number k >= 1). The pieces are the connected components of the
-        module's nodes under the edges between them; a module's pieces after the first, in graph order, are its
-        later calls."""
+        module's nodes under the edges between them and the tensors they read in common; a module's pieces after
+        the first, in graph order, are its later calls (two calls on the same tensor read as one)."""
         has_child = np.zeros(len(paths), dtype=bool)
         has_child[self.parent[self.parent >= 0]] = True
         call = np.full(len(node_module), -1, dtype=np.int64)
@@ -115,11 +115,21 @@ class GraphIndex:
                 a = int(root[a])
             return a
 
-        inside = (node_module[self.src] == node_module[self.dst]) & leaf_node[self.src]
-        for a, b in zip(self.src[inside].tolist(), self.dst[inside].tolist()):
+        def union(a: int, b: int) -> None:
             ra, rb = find(a), find(b)
             if ra != rb:
                 root[max(ra, rb)] = min(ra, rb)
+
+        inside = (node_module[self.src] == node_module[self.dst]) & leaf_node[self.src]
+        for a, b in zip(self.src[inside].tolist(), self.dst[inside].tolist()):
+            union(a, b)
+        # operations of one call that share nothing inside (a split: x[:, :2], x[:, 2:]) read the same tensor
+        reader_of: dict[tuple[int, int], int] = {}  # (outside source, module) -> a node of the module it feeds
+        entering = (node_module[self.src] != node_module[self.dst]) & leaf_node[self.dst]
+        for a, b in zip(self.src[entering].tolist(), self.dst[entering].tolist()):
+            first = reader_of.setdefault((a, int(node_module[b])), b)
+            if first != b:
+                union(first, b)
         pieces: dict[int, list[int]] = {}  # module -> roots of its pieces, in graph order
         for n in np.flatnonzero(leaf_node).tolist():
             r = find(n)

@@ -19,9 +19,9 @@ export interface RunLine {
 
 export const SERIES_PER_RUN = 4; // raw, smooth, lo, hi
 
-/** One shared x array (the sorted union) and each run's columns placed on it; missing points are null. */
-/** A log axis's labels: its powers of ten (and 2, 5 between them over two decades or fewer), all in one notation —
- * `1e-4 … 1e6` when the axis reaches past 10,000 or below 0.01, plain numbers otherwise. */
+/** A log axis's labels: its powers of ten (and 2, 5 between them over two decades or fewer; every split when that
+ * leaves fewer than two, within a decade), all in one notation — `1e-4 … 1e6` when the axis reaches past 10,000 or
+ * below 0.01, plain numbers otherwise. */
 export function logLabels(_u: unknown, splits: number[]): string[] {
   const shown = splits.filter((v) => v > 0);
   if (!shown.length) return splits.map(() => "");
@@ -29,21 +29,26 @@ export function logLabels(_u: unknown, splits: number[]): string[] {
   const hi = Math.max(...shown);
   const narrow = Math.log10(hi / lo) <= 2;
   const exp = hi >= 1e4 || lo < 1e-2;
+  const every = shown.filter((v) => major(v, narrow)).length < 2;
   return splits.map((v) => {
-    if (!(v > 0)) return "";
+    if (!(v > 0) || !(every || major(v, narrow))) return "";
     const k = Math.floor(Math.log10(v) + 1e-9);
-    const mant = Math.round(v / 10 ** k);
-    if (!(mant === 1 || (narrow && (mant === 2 || mant === 5)))) return "";
-    return exp ? `${mant}e${k}` : fmtNumber(+v.toPrecision(6));
+    return exp ? `${+(v / 10 ** k).toPrecision(3)}e${k}` : fmtNumber(+v.toPrecision(6));
   });
 }
 
-/** A log axis's grid lines: at 1, 2 and 5 of each decade, not at every digit. */
+/** Whether a log split is a power of ten, or (``more``) 2 or 5 times one. */
+function major(v: number, more: boolean): boolean {
+  const mant = Math.round(v / 10 ** Math.floor(Math.log10(v) + 1e-9));
+  return mant === 1 || (more && (mant === 2 || mant === 5));
+}
+
+/** One shared x array (the sorted union) and each run's columns placed on it; missing points are null. */
+
+/** A log axis's grid lines: at 1, 2 and 5 of each decade, not at every digit (at every split within a decade). */
 function logSplits(_u: uPlot, splits: number[]): (number | null)[] {
-  return splits.map((v) => {
-    const mant = Math.round(v / 10 ** Math.floor(Math.log10(v) + 1e-9));
-    return v > 0 && (mant === 1 || mant === 2 || mant === 5) ? v : null;
-  });
+  const kept = splits.filter((v) => v > 0 && major(v, true));
+  return kept.length < 2 ? splits : splits.map((v) => (v > 0 && major(v, true) ? v : null));
 }
 
 export function align(lines: RunLine[], log: boolean): uPlot.AlignedData {

@@ -45,13 +45,13 @@ export interface ColorScale {
   above: number | null;
 }
 
-/** The finite values' smallest and largest (NaN, NaN when there is none). */
-function extent(values: ArrayLike<number>): [number, number] {
+/** The finite values' smallest and largest — the positive ones' on a log scale — (NaN, NaN when there is none). */
+function extent(values: ArrayLike<number>, positive: boolean): [number, number] {
   let min = Infinity;
   let max = -Infinity;
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
-    if (!Number.isFinite(v)) continue;
+    if (!Number.isFinite(v) || (positive && v <= 0)) continue;
     if (v < min) min = v;
     if (v > max) max = v;
   }
@@ -99,8 +99,8 @@ export function makeScale(stat: string, values: ArrayLike<number>, logWanted: bo
   const css = (kind === "diverging" ? DIVERGING : VIRIDIS).map((c, i, all) => `${c} ${(i / (all.length - 1)) * 100}%`);
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((t) => (log ? 10 ** (a + (b - a) * t) : a + (b - a) * t));
   // the scale spans the 1st to 99th percentile, so that one outlier does not wash out the rest: say what lies beyond
-  const [min, max] = extent(values);
-  const below = min < lo && !(log && min <= 0) ? min : null;
+  const [min, max] = extent(values, log);
+  const below = min < lo ? min : null;
   const above = max > hi ? max : null;
   return { kind, log, lo, hi, color, gradient: `linear-gradient(to right, ${css.join(", ")})`, ticks, below, above };
 }

@@ -70,6 +70,8 @@ class DeepscopeCallback(transformers.TrainerCallback):
             config["model"] = model_config.to_dict()
         # the name a user gave this training (a hyperparameter search's trial, or TrainingArguments.run_name)
         name = getattr(state, "trial_name", None) or getattr(args, "run_name", None)
+        if name is not None and name == getattr(args, "output_dir", None):
+            name = None  # transformers 4 fills run_name in with output_dir: no name the user chose
         self._binding.start(args.process_index, args.world_size, config, str(name) if name else None)
         if model is not None:
             optimizer = kwargs.get("optimizer")
