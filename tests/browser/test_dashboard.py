@@ -511,3 +511,26 @@ def test_runs_of_several_projects_a_sweeps_keys_first_and_the_newest_project_sel
     assert sorted(page.evaluate("() => window.__deepscope.view().runs")) == sorted(sweep)
     page.get_by_label("Filter runs").fill("hf")  # one project shown: its settings become the columns
     wait_for(page, "() => document.querySelector('th.cfgcol')?.innerText.trim() === 'training.setting_00'")
+
+
+def test_a_metric_column_sorts_a_sweep_by_its_last_value(page, serve, tmp_path):
+    """Runs compared by a metric: the column holds each run's last value (its min and max on hover), and sorts."""
+    finals = {"lr-0.1": 0.62, "lr-0.01": 0.91, "lr-0.001": 0.78}
+    ids = {}
+    for name, final in finals.items():
+        with deepscope.init(project="sweep", name=name, dir=tmp_path, config={"lr": float(name[3:])}) as run:
+            for s in range(50):
+                run.log({"val/acc": final * (s + 1) / 50, "train/loss": 1.0 / (s + 1)}, step=s)
+        ids[name] = run.id
+    server = serve(tmp_path)
+    open_page(page, f"{server.url}?tab=runs&runs={','.join(ids.values())}")
+    page.get_by_label("Metric column").select_option("val/acc")
+    wait_for(page, "() => document.querySelectorAll('td.metric[data-metric]:not([data-metric=\"\"])').length === 3")
+    for name, final in finals.items():
+        cell = page.locator(f'tr[data-run="{ids[name]}"] td.metric')
+        assert float(cell.get_attribute("data-metric")) == pytest.approx(final)
+        assert cell.get_attribute("title").startswith(f"min {final / 50:.5g}".rstrip("0"))
+    page.locator("th.metric button.sort").click()  # highest first
+    order = page.locator("tbody tr[data-run]").evaluate_all("(rows) => rows.map((r) => r.dataset.run)")
+    assert order == [ids["lr-0.01"], ids["lr-0.001"], ids["lr-0.1"]]
+    assert "metric=val%2Facc" in page.url or "metric=val/acc" in page.url

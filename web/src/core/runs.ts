@@ -45,7 +45,12 @@ export function matches(r: RunSummary, text: string, cfgKey: string, cfgValue: s
   return hay.some((h) => String(h).toLowerCase().includes(needle));
 }
 
-export function sortRuns(runs: RunSummary[], sort: string, now: number): RunSummary[] {
+export function sortRuns(
+  runs: RunSummary[],
+  sort: string,
+  now: number,
+  metric: (id: string) => number | null = () => null,
+): RunSummary[] {
   const desc = sort.startsWith("-");
   const col = desc ? sort.slice(1) : sort;
   const val = (r: RunSummary): string | number | null => {
@@ -62,6 +67,8 @@ export function sortRuns(runs: RunSummary[], sort: string, now: number): RunSumm
         return r.max_step ?? -1;
       case "project":
         return r.project.toLowerCase();
+      case "metric":
+        return metric(r.id);
       default: {
         const v = col.startsWith("cfg:") ? r.config_flat?.[col.slice(4)] : undefined;
         return typeof v === "number" ? v : v === undefined || v === null ? null : fmtValue(v);

@@ -34,6 +34,7 @@ export interface ViewState {
   cfgKey: string; // runs table config filter
   cfgValue: string;
   sort: string; // runs table sort column, "-" prefix = descending
+  metric: string; // runs table metric column: a scalar key, its last value per run ("" for none)
   // Training internals (run.watch); the run is `detail`.
   panel: Panel;
   kind: LayerKind; // layer statistics kind
@@ -74,6 +75,7 @@ export const defaults: ViewState = {
   collapsed: [],
   filter: "",
   cfgKey: "",
+  metric: "",
   cfgValue: "",
   sort: "-start",
   panel: "overview",
@@ -148,6 +150,7 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     collapsed: list(p.get("collapsed")),
     filter: p.get("filter") ?? "",
     cfgKey: p.get("cfg") ?? "",
+    metric: p.get("metric") ?? "",
     cfgValue: p.get("cfgv") ?? "",
     sort: p.get("sort") ?? defaults.sort,
     panel: PANELS.includes(panel) ? panel : defaults.panel,
@@ -188,6 +191,7 @@ export function serialize(s: ViewState): string {
   if (s.collapsed.length) p.set("collapsed", s.collapsed.join(","));
   if (s.filter) p.set("filter", s.filter);
   if (s.cfgKey) p.set("cfg", s.cfgKey);
+  if (s.metric) p.set("metric", s.metric);
   if (s.cfgValue) p.set("cfgv", s.cfgValue);
   if (s.sort !== defaults.sort) p.set("sort", s.sort);
   if (s.panel !== defaults.panel) p.set("panel", s.panel);
