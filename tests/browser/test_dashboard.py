@@ -520,7 +520,8 @@ def test_a_metric_column_sorts_a_sweep_by_its_last_value(page, serve, tmp_path):
     for name, final in finals.items():
         with deepscope.init(project="sweep", name=name, dir=tmp_path, config={"lr": float(name[3:])}) as run:
             for s in range(50):
-                run.log({"val/acc": final * (s + 1) / 50, "train/loss": 1.0 / (s + 1)}, step=s)
+                loss = float("nan") if name == "lr-0.1" and s == 10 else 1.0 / (s + 1)
+                run.log({"val/acc": final * (s + 1) / 50, "train/loss": loss}, step=s)
         ids[name] = run.id
     server = serve(tmp_path)
     open_page(page, f"{server.url}?tab=runs&runs={','.join(ids.values())}")
@@ -534,3 +535,8 @@ def test_a_metric_column_sorts_a_sweep_by_its_last_value(page, serve, tmp_path):
     order = page.locator("tbody tr[data-run]").evaluate_all("(rows) => rows.map((r) => r.dataset.run)")
     assert order == [ids["lr-0.01"], ids["lr-0.001"], ids["lr-0.1"]]
     assert "metric=val%2Facc" in page.url or "metric=val/acc" in page.url
+    # the run detail says a metric held a NaN, beside its count
+    page.locator(f'tr[data-run="{ids["lr-0.1"]}"] .link').click()
+    page.locator("tr[data-key='train/loss'] .nonfinite").wait_for()
+    assert page.locator("tr[data-key='train/loss'] .nonfinite").get_attribute("data-nonfinite") == "1"
+    assert page.locator("tr[data-key='val/acc'] .nonfinite").count() == 0

@@ -73,9 +73,11 @@ def test_edges_merged_with_counts():
     assert set(calls) == {"m:block", "m:block@1"} and all(n.size >= 1 and n.label == "block" for n in calls.values())
     assert sum(n.size for n in calls.values()) == sum(n.module_path == "block" for n in sg.nodes)
     assert_no_dangling(nodes, edges)
-    # opened, the module shows both calls' operations, as one container
-    nodes, edges = collapse(sg, {"block"})
-    assert not any(n.kind == "module" and n.module_path == "block" for n in nodes)
+    # it stays one box per call when asked open (one container for both calls would draw the loop again)
+    assert [n.id for n in collapse(sg, {"block"})[0]] == [n.id for n in nodes]
+    # the module itself counts every call's operations (its details); each box its own call's
+    idx = GraphIndex(sg)
+    assert idx.module_views[idx.pos["block"]].size == sum(n.size for n in calls.values())
 
 
 def test_a_leaf_whose_operations_read_one_tensor_is_one_call():

@@ -87,12 +87,11 @@ class GraphIndex:
         self.call, pieces = self._calls(self.paths, self.node_module)  # per node: its extra box (-1: none)
         extra = [(int(self.node_module[n]), k) for n, k in pieces]
         self.extra_views = [box(i, k, int(np.sum(self.call == j))) for j, (i, k) in enumerate(extra)]
-        if self.extra_views:  # the first call's box holds only its own nodes
-            counts = np.bincount(self.node_module[self.call < 0], minlength=len(self.paths))
-            leaves = {i for i, _ in extra}
-            self.module_views = [
-                box(i, 0, int(counts[i])) if i in leaves else v for i, v in enumerate(self.module_views)
-            ]
+        # such a module stays closed (opened, its calls would share one container, drawn as a loop); its
+        # module_views entry keeps every call's nodes (the module's own size), its first box only the first call's
+        self.shared_leaves = {i for i, _ in extra}
+        counts = np.bincount(self.node_module[self.call < 0], minlength=len(self.paths))
+        self.first_call_views = {i: box(i, 0, int(counts[i])) for i in self.shared_leaves}
 
     def _calls(self, paths: list[str], node_module: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """Per graph node of a leaf module: -1 for the first call's piece, else the index of its extra box; and per
@@ -158,6 +157,8 @@ class GraphIndex:
         want = np.zeros(m, dtype=bool)
         for p in expanded:
             i = self.pos.get(p)
+            if i in self.shared_leaves:
+                continue  # a leaf called more than once stays one box per call
             if i is not None:
                 want[i] = True
         is_open = np.zeros(m, dtype=bool)
@@ -198,7 +199,9 @@ class GraphIndex:
         if v < self.n_nodes:
             return self.node_views[v]
         v -= self.n_nodes
-        return self.module_views[v] if v < len(self.paths) else self.extra_views[v - len(self.paths)]
+        if v >= len(self.paths):
+            return self.extra_views[v - len(self.paths)]
+        return self.first_call_views.get(v) or self.module_views[v]
 
     def _vid(self, v: int) -> str:
         return self._view(v).id
