@@ -524,7 +524,11 @@ def test_a_metric_column_sorts_a_sweep_by_its_last_value(page, serve, tmp_path):
                 run.log({"val/acc": final * (s + 1) / 50, "train/loss": loss}, step=s)
         ids[name] = run.id
     server = serve(tmp_path)
-    open_page(page, f"{server.url}?tab=runs&runs={','.join(ids.values())}")
+    open_page(page, f"{server.url}?tab=runs&runs=")  # none selected: the shown runs' metrics are offered
+    page.locator("tbody tr[data-run]").nth(2).wait_for()
+    page.get_by_label("Metric column").focus()
+    wait_for(page, "() => [...document.querySelectorAll('select[aria-label=\"Metric column\"] option')]"
+                   ".some((o) => o.value === 'val/acc')")  # fmt: skip
     page.get_by_label("Metric column").select_option("val/acc")
     wait_for(page, "() => document.querySelectorAll('td.metric[data-metric]:not([data-metric=\"\"])').length === 3")
     for name, final in finals.items():
