@@ -9,6 +9,7 @@ from urllib.parse import quote
 import pytest
 import torch
 from browser_helpers import XSS, wait_for
+from tests.graph.models import ReusedReLU
 from torch import nn
 
 import deepscope
@@ -63,28 +64,14 @@ def graph_store(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("graph-runs")
     cnn = cnn_run(root)
     with deepscope.init(project="graph", name="residual", dir=root) as residual:
-        deepscope.graph(residual_net(), torch.randn(1, 2, 6, 6), run=residual)
+        model = nn.Sequential(nn.Conv2d(2, 2, 1), ReusedReLU(), nn.Flatten())
+        deepscope.graph(model, torch.randn(1, 2, 6, 6), run=residual)
     g, odd = hostile_graph()
     with deepscope.init(project="graph", name="hostile", dir=root) as run:
         write_graph(run.dir, g)
     with deepscope.init(project="graph", name="bare", dir=root) as bare:
         pass
     return {"root": root, "cnn": cnn, "hostile": run.id, "odd": odd, "bare": bare.id, "residual": residual.id}
-
-
-def residual_net() -> nn.Module:
-    """A residual block that applies its ReLU twice, as torchvision's BasicBlock does."""
-
-    class Block(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1, self.conv2 = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1)
-            self.relu = nn.ReLU()
-
-        def forward(self, x):
-            return self.relu(self.conv2(self.relu(self.conv1(x))) + x)
-
-    return nn.Sequential(nn.Conv2d(2, 2, 1), Block(), nn.Flatten())
 
 
 @pytest.fixture(scope="module")

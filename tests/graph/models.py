@@ -95,6 +95,19 @@ class Shared(nn.Module):
         return self.out(self.block(torch.relu(self.block(x))))
 
 
+class ReusedReLU(nn.Module):
+    """A residual block that applies its ReLU twice, as torchvision's BasicBlock does."""
+
+    def __init__(self, channels: int = 2) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.conv2(self.relu(self.conv1(x))) + x)
+
+
 class DictAndTuple(nn.Module):
     """Takes a dict and returns a tuple with a dict inside."""
 

@@ -110,16 +110,7 @@ def test_a_block_reusing_its_relu_draws_no_loop():
     boxes, each between its own neighbours."""
     from torch import nn
 
-    class Block(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1, self.conv2 = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1)
-            self.relu = nn.ReLU()
-
-        def forward(self, x):
-            return self.relu(self.conv2(self.relu(self.conv1(x))) + x)
-
-    model = nn.Sequential(Block())
+    model = nn.Sequential(models.ReusedReLU())
     g = extract_graph(model, torch.randn(1, 2, 5, 5))
     nodes, edges = collapse(g, {"0"})
     pairs = {(e.src, e.dst) for e in edges}

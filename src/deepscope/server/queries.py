@@ -106,16 +106,18 @@ def scalar_summaries(store: Store, run_id: str, rank: int | None = None) -> sche
     for k in r.keys(rank):
         if k.kind != "scalar":
             continue
-        d = r.downsample(k.key, buckets=1, rank=k.rank)
-        if not len(d):
-            continue
-        finite = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731
-        out.append(schemas.ScalarSummary(
-            key=k.key, rank=k.rank, count=int(d.count.sum()), last_step=int(d.step[-1]), last=finite(d.last[-1]),
-            min=finite(np.nanmin(d.min)) if np.isfinite(d.min).any() else None,
-            max=finite(np.nanmax(d.max)) if np.isfinite(d.max).any() else None, nonfinite=int(d.nonfinite.sum()),
-        ))  # fmt: skip
+        d = r.downsample(k.key, buckets=1, rank=k.rank)  # one row: the whole series (min/max over finite values)
+        if len(d):
+            out.append(schemas.ScalarSummary(
+                key=k.key, rank=k.rank, count=int(d.count[0]), last_step=int(d.step[0]), last=_finite(d.last[0]),
+                min=_finite(d.min[0]), max=_finite(d.max[0]), nonfinite=int(d.nonfinite[0]),
+            ))  # fmt: skip
     return schemas.ScalarSummaryList(scalars=out)
+
+
+def _finite(v: float) -> float | None:
+    """A number for JSON: NaN and ±Inf become null."""
+    return float(v) if np.isfinite(v) else None
 
 
 def run_keys(store: Store, run_id: str, rank: int | None = None) -> schemas.KeyList:

@@ -6,7 +6,7 @@
 // focus mask follows the newest of class / subset / neuron selections.
 import { untrack } from "svelte";
 import { analysis, packMask, unpackMask, type AnalysisSummary, type Instances, type SubsetRequest } from "../api/analysis";
-import { holds, view } from "./state.svelte";
+import { perRunLoader, view } from "./state.svelte";
 import { hook } from "./testhook";
 import type { SubsetDef } from "./viewstate";
 
@@ -37,28 +37,7 @@ export interface LiveSubset {
 
 // ---- which runs have an analysis ---------------------------------------------------------------------
 export const summaries = $state<Record<string, AnalysisSummary | "none">>({});
-const summaryLoading = new Set<string>();
-const unanalysed = new Set<string>(); // "none" because the run list said so: asked again once it says otherwise
-
-export async function loadSummary(run: string, fresh = false): Promise<void> {
-  const has = holds(run, "analysis");
-  if (has === null) return; // called again once the run list is in
-  if (!has) {
-    if (summaries[run] !== "none") summaries[run] = "none"; // nothing to ask the server for
-    unanalysed.add(run);
-    return;
-  }
-  if (summaryLoading.has(run) || (!fresh && run in summaries && !unanalysed.has(run))) return;
-  unanalysed.delete(run);
-  summaryLoading.add(run);
-  try {
-    summaries[run] = await analysis.summary(run);
-  } catch {
-    summaries[run] = "none";
-  } finally {
-    summaryLoading.delete(run);
-  }
-}
+export const loadSummary = perRunLoader(summaries, "analysis", (run) => analysis.summary(run));
 
 export function summaryOf(run: string | null): AnalysisSummary | null {
   const s = run ? summaries[run] : undefined;

@@ -4,7 +4,7 @@
 import { type RunEvent } from "../api/client";
 import { api } from "../api/client";
 import { internals, type LayerTable } from "../api/internals";
-import { holds, runById, view } from "./state.svelte";
+import { perRunLoader, runById, view } from "./state.svelte";
 import { hook } from "./testhook";
 import type { LayerKind } from "./viewstate";
 
@@ -40,29 +40,9 @@ export const STAT_LABELS: Record<string, string> = {
 
 // ---- layer tables ------------------------------------------------------------------------------------
 export const tables = $state<Record<string, LayerTable | "none">>({});
-const tableLoading = new Set<string>();
-const unwatched = new Set<string>(); // "none" because the run list said so: asked again once it says otherwise
 
 /** Load (or reload, for a live run) the layer table of `run`; "none" when the run was not watched. */
-export async function loadTable(run: string, fresh = false): Promise<void> {
-  const has = holds(run, "watch");
-  if (has === null) return; // called again once the run list is in
-  if (!has) {
-    if (tables[run] !== "none") tables[run] = "none"; // nothing to ask the server for
-    unwatched.add(run);
-    return;
-  }
-  if (tableLoading.has(run) || (!fresh && run in tables && !unwatched.has(run))) return;
-  unwatched.delete(run);
-  tableLoading.add(run);
-  try {
-    tables[run] = await internals.layers(run);
-  } catch {
-    tables[run] = "none";
-  } finally {
-    tableLoading.delete(run);
-  }
-}
+export const loadTable = perRunLoader(tables, "watch", (run) => internals.layers(run));
 
 export function tableOf(run: string | null): LayerTable | null {
   const t = run ? tables[run] : undefined;

@@ -37,10 +37,42 @@ export function colorOf(id: string): string {
 
 /** Whether run `id` holds `what` (a watch, a graph, a finished analysis), by the run list: null until the list
  * has loaded (wait for it), true for a run it does not list (the server tells what is wrong). */
-export function holds(id: string, what: "watch" | "graph" | "analysis"): boolean | null {
+export function holds(id: string, what: Holding): boolean | null {
   if (!data.loaded) return null;
   const r = runById(id);
   return r ? r.contents.includes(what) : true;
+}
+
+export type Holding = "watch" | "graph" | "analysis";
+
+/** A loader of what runs may hold into `store` (by run id): the server's answer, or "none" — not asked for when
+ * the run list says the run holds no `what` (asked again once it says otherwise), nor before the list is in. */
+export function perRunLoader<T>(
+  store: Record<string, T | "none">,
+  what: Holding,
+  fetch: (run: string) => Promise<T>,
+): (run: string, fresh?: boolean) => Promise<void> {
+  const loading = new Set<string>();
+  const listedNone = new Set<string>(); // "none" because the run list said so
+  return async (run, fresh = false) => {
+    const has = holds(run, what);
+    if (has === null) return; // called again once the run list is in
+    if (!has) {
+      if (store[run] !== "none") store[run] = "none"; // nothing to ask the server for
+      listedNone.add(run);
+      return;
+    }
+    if (loading.has(run) || (!fresh && run in store && !listedNone.has(run))) return;
+    listedNone.delete(run);
+    loading.add(run);
+    try {
+      store[run] = await fetch(run);
+    } catch {
+      store[run] = "none";
+    } finally {
+      loading.delete(run);
+    }
+  };
 }
 
 export function runById(id: string): RunSummary | undefined {
