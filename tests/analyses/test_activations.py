@@ -10,10 +10,12 @@ import torch
 import zarr
 from tests.analyses.models import FailingAt, TinyCNN, image_data
 from tests.conftest import new_dir
+from torch import nn
 
 import deepscope
 from deepscope.analyses import extraction, read
 from deepscope.analyses.activations import Activations, ActivationsConfig, pool
+from deepscope.analyses.class_scores import softmax_rows, top_class
 
 
 def manual(model, x, names):
@@ -41,7 +43,14 @@ def test_activations_equal_a_manual_forward_pass(tmp_path):
     t = r.instances()
     probs = out.softmax(1).numpy()
     np.testing.assert_array_equal(t.column("prediction").to_numpy(), probs.argmax(1))
-    np.testing.assert_allclose(np.stack(t.column("scores").to_numpy(zero_copy_only=False)), probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.scores(np.arange(len(r))), probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.scores(7), probs[7], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.scores(-1), probs[-1], rtol=1e-5, atol=1e-6)
+    assert (
+        r.classes == probs.shape[1] and "scores" not in t.column_names
+    )  # all scores in their array, not the table too
+    with pytest.raises(IndexError, match="instance 300 out of range"):
+        r.scores(300)
     np.testing.assert_array_equal(t.column("label").to_numpy(), data.tensors[1].numpy())
     np.testing.assert_array_equal(
         t.column("correct").to_numpy(zero_copy_only=False), probs.argmax(1) == data.tensors[1].numpy()
@@ -247,6 +256,44 @@ def test_nan_in_a_later_chunk_names_its_instance_and_keeps_the_chunks_before(tmp
     assert progress["rows_done"] == 32  # the two whole chunks before it
 
 
+def test_nan_in_a_batch_that_straddles_two_chunks_is_found_in_the_second(tmp_path):
+    """Rows 12…23 are one batch, chunks hold 16: its NaN at row 20 is checked with the chunk that stores it."""
+    x = torch.randn(48, 1, 8, 8)
+    x[20, 0, 0, 0] = float("nan")
+    cfg = ActivationsConfig(layers=("fc1",), batch_size=12, chunk_rows=16, progress=False)
+    with pytest.raises(ValueError, match="fc1 is NaN or infinite for instance 20"):
+        Activations(cfg).run(tmp_path, TinyCNN(), x)
+
+
+def test_activations_whose_sum_overflows_are_finite_and_stored(tmp_path):
+    """Values near float32's largest sum to infinity; every one is finite, so the analysis goes on."""
+    big = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
+    nn.init.constant_(big[1].weight, 0.0)
+    nn.init.constant_(big[1].bias, 3e38)
+    Activations(ActivationsConfig(layers=("1",), batch_size=8, chunk_rows=16, progress=False)).run(
+        tmp_path, big, torch.randn(40, 1, 8, 8)
+    )
+    assert np.all(read(tmp_path).matrix("1") == np.float32(3e38))
+
+
+@pytest.mark.parametrize("classes", [2, 10, 33, 200])
+def test_softmax_rows_matches_torch(classes):
+    logits = torch.randn(300, classes) * 20
+    got = logits.numpy().copy()
+    softmax_rows(got)
+    np.testing.assert_allclose(got, logits.softmax(1).numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("classes", [1, 2, 10, 33, 200])
+def test_top_class_is_numpys_argmax_and_max(classes):
+    scores = np.random.default_rng(classes).integers(0, 4, (500, classes)).astype(np.float32)  # ties
+    scores[7, -1] = np.nan
+    pred, top = top_class(scores)
+    np.testing.assert_array_equal(pred, scores.argmax(1))
+    np.testing.assert_array_equal(top, scores.max(1))
+    assert pred.dtype == np.int64 and top.dtype == np.float32
+
+
 def test_the_last_partial_chunk_is_stored_whole_as_zarr_stores_it(tmp_path, monkeypatch):
     from deepscope.analyses import activations
 
@@ -329,5 +376,5 @@ def test_batches_of_any_size_across_chunk_boundaries(tmp_path, monkeypatch, writ
     np.testing.assert_allclose(r.activations("conv2")[:], seen["conv2"].mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(r.activations("fc1")[:], seen["fc1"].numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(r.instances().column("label").to_numpy(), y.numpy())
-    scores = np.stack(r.instances().column("scores").to_numpy(zero_copy_only=False))
+    scores = r.scores(np.arange(len(r)))
     np.testing.assert_allclose(scores, out.softmax(1).numpy(), rtol=1e-5, atol=1e-6)

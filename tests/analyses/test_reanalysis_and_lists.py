@@ -36,15 +36,13 @@ def test_a_failed_new_analysis_keeps_the_finished_one(tmp_path):
         Activations(cfg).run(tmp_path, new, FailingAt(data, 40))
     r = read(tmp_path)
     assert r.complete and len(r) == 64
-    np.testing.assert_allclose(
-        np.stack(r.instances().column("scores").to_numpy(zero_copy_only=False)), want_old, rtol=1e-5
-    )
+    np.testing.assert_allclose(r.scores(np.arange(len(r))), want_old, rtol=1e-5)
     assert (tmp_path / "artifacts" / "activations.next" / "progress.json").exists()  # the interrupted one, resumable
 
     Activations(cfg).run(tmp_path, new, data)  # resumes beside the old one, then replaces it
     r = read(tmp_path)
     assert r.complete and len(r) == 64
-    got = np.stack(r.instances().column("scores").to_numpy(zero_copy_only=False))
+    got = r.scores(np.arange(len(r)))
     np.testing.assert_allclose(got, _forward(new, data.tensors[0]), rtol=1e-5)
     assert sorted(p.name for p in (tmp_path / "artifacts").iterdir() if p.name.startswith("activations")) == [
         "activations"
@@ -132,7 +130,8 @@ def test_a_crash_between_the_renames_is_recovered(tmp_path, monkeypatch):
     monkeypatch.setattr(activations.os, "rename", real)
     assert not (tmp_path / "artifacts" / "activations").exists()
     activations.recover_swap(tmp_path / "artifacts" / "activations")
-    got = np.stack(read(tmp_path).instances().column("scores").to_numpy(zero_copy_only=False))
+    r = read(tmp_path)
+    got = r.scores(np.arange(len(r)))
     np.testing.assert_allclose(got, _forward(new, data.tensors[0]), rtol=1e-5)
     assert not (tmp_path / "artifacts" / "activations.old").exists()
     Activations(cfg).run(tmp_path, new, data)  # and a run after it works as usual

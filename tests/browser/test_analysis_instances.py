@@ -69,6 +69,7 @@ def analysed(tmp_path_factory, built_app):
         "url": server.url,
         "data": data,
         "table": table,
+        "scores": read(data.root / data.run).scores(np.arange(len(table["index"]))),
         "unlabelled": unlabelled,
         "partly": partly,
         "hidden_only": hidden_only,
@@ -154,7 +155,7 @@ def test_a_square_shows_its_instance_scores_image_and_neighbours(page, analysed)
     click_instance(page, index)
     d = detail_of(page, index)
     assert (d["label"], d["prediction"], d["correct"]) == (t["label"][index], t["prediction"][index], False)
-    scores = np.array(t["scores"][index])
+    scores = analysed["scores"][index]
     assert d["scores"] == 10
     assert [s["index"] for s in d["shownScores"]] == np.argsort(-scores, kind="stable").tolist()
     assert [s["score"] for s in d["shownScores"]] == pytest.approx(np.sort(scores)[::-1].tolist(), rel=1e-5)

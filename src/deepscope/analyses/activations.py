@@ -28,6 +28,7 @@ from .aggregates import SPECIAL_KEYS
 from .base import RESERVED_COLUMNS, artifact_dir, decoded, model_class, provenance, read_json, write_provenance
 from .batches import Batch, Source, current_length, source
 from .chunk_files import aligned_empty, write_chunk_file
+from .class_scores import top_class
 
 NAME = "activations"
 NEXT_SUFFIX = ".next"  # a new analysis computed beside a finished one, which it replaces when complete
@@ -461,10 +462,9 @@ class Activations:
         if labels is not None:
             cols["label"] = pa.array(labels, mask=labels < 0)
         if (scores := stored("scores")) is not None:
-            pred = scores.argmax(1).astype(np.int64)
+            pred, top = top_class(scores)
             cols["prediction"] = pa.array(pred)
-            cols["score"] = pa.array(scores.max(1).astype(np.float32))
-            cols["scores"] = pa.FixedSizeListArray.from_arrays(pa.array(scores.reshape(-1)), scores.shape[1])
+            cols["score"] = pa.array(top)
             if labels is not None:
                 cols["correct"] = pa.array(pred == labels, mask=labels < 0)
         table = pa.table(cols)
@@ -476,9 +476,11 @@ class Activations:
             meta["deepscope.text_column"] = json.dumps(self.text_column)
         table = table.replace_schema_metadata(meta)
         tmp = out_dir / ".instances.parquet.tmp"
-        # Dictionary-encoding floats (scores) is slow and saves nothing: only the other columns are.
-        plain = lambda t: pa.types.is_floating(t) or pa.types.is_fixed_size_list(t)  # noqa: E731
-        pq.write_table(table, tmp, use_dictionary=[f.name for f in table.schema if not plain(f.type)])
+        # Dictionary-encoding floats (scores) and the row numbers is slow and saves nothing (half the write time,
+        # for 100k rows): the row numbers are delta-encoded (1 kB instead of 400), the other columns dictionaries.
+        plain = lambda f: f.name == "index" or pa.types.is_floating(f.type)  # noqa: E731
+        pq.write_table(table, tmp, use_dictionary=[f.name for f in table.schema if not plain(f)],
+                       column_encoding={"index": "DELTA_BINARY_PACKED"})  # fmt: skip
         os.replace(tmp, out_dir / "instances.parquet")
 
 

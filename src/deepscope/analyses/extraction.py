@@ -30,6 +30,7 @@ from .activations import (
 )
 from .batches import Batch, Source, current_length
 from .chunk_files import aligned_empty, direct_io
+from .class_scores import softmax_rows
 
 LABELS = "outputs/labels.zarr"
 SCORES = "outputs/scores.zarr"
@@ -78,6 +79,8 @@ class Extractor:
         self.called: set[str] = set()
         self.outputs: dict[str, dict[str, Any]] = {}  # first batch: each layer's per-instance output shape
         self.direct = False  # hooks copy straight into ``rows`` (host tensors, once the arrays exist)
+        self.summed: set[str] = set()  # layers whose hook sums their rows (NaN or infinity shows in the sum)
+        self.suspect: set[str] = set()  # ...and whose sum was not finite: the gathered rows get the exact check
         self.rows: ChunkRows | None = None
         self.free: list[ChunkRows] = []  # sets of arrays no chunk is gathered in or written from
         self.pending: deque[tuple[Future[int], ChunkRows]] = deque()  # chunks being written, oldest first
@@ -106,6 +109,7 @@ class Extractor:
                     raise ValueError(f"deepscope.analyze: layer {name!r} changed width between batches")
                 # Copied now, not after the forward pass: a later in-place op (ReLU(inplace=True)) would change it.
                 dest.copy_(pooled)
+                self._sum(key, pooled)
             else:
                 if name not in self.outputs:
                     self.outputs[name] = {"shape": list(t.shape[1:]), "maps": is_feature_map(t, module)}
@@ -113,6 +117,16 @@ class Extractor:
                 self.pooled[name] = (pooled.clone() if aliased else pooled).float()
 
         return fn
+
+    def _sum(self, key: str, rows: torch.Tensor) -> None:
+        """Check host rows for NaN and infinity while they are in the cache: a sum is NaN or infinite when a value
+        is (or when it overflows: the exact check then passes). At the chunk, reading them again cost twice as
+        much. Rows on an accelerator are checked on the host, a chunk at a time (a sum here would wait for it)."""
+        if rows.is_complex():
+            return  # its real part is stored: checked at the chunk
+        if rows.is_floating_point() and not math.isfinite(rows.sum()):
+            self.suspect.add(key)
+        self.summed.add(key)
 
     def extract(self) -> None:
         from tqdm import tqdm
@@ -226,6 +240,8 @@ class Extractor:
             if dest.shape != pooled.shape:
                 raise ValueError(f"deepscope.analyze: layer {name!r} changed width between batches")
             dest.copy_(pooled)
+            if pooled.device.type == "cpu":
+                self._sum(f"{name}.zarr", pooled)
         for key, values in extra.items():
             rows.slot(key, b)[...] = values
         rows.n += b
@@ -245,7 +261,10 @@ class Extractor:
         if SCORES in full.arrays and self.cfg.scores == "softmax":
             softmax_rows(full.arrays[SCORES][:n])
         for key, a in full.arrays.items():
-            check_finite(key, a[:n], self.handed)
+            if key not in self.summed or key in self.suspect:
+                check_finite(key, a[:n], self.handed)
+        if full.n == n:  # a suspect's rows were all checked; with rows left over, they are checked with the next
+            self.suspect.clear()
         if self.kept is not None:
             for name, kept in self.kept.items():
                 if (key := f"outputs/{name}.zarr") in full.arrays:
@@ -294,13 +313,6 @@ def fits_signature(model: nn.Module, batch: Batch) -> bool:
     except ValueError:  # no signature (a builtin, some wrappers)
         return True
     return True
-
-
-def softmax_rows(logits: np.ndarray) -> None:
-    """Softmax of each row, in place (NumPy: for a (rows, classes) matrix, torch's threaded kernel cost more)."""
-    logits -= logits.max(1, keepdims=True)
-    np.exp(logits, out=logits)
-    logits /= logits.sum(1, keepdims=True)
 
 
 def check_finite(key: str, values: np.ndarray, row: int) -> None:

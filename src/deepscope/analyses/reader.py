@@ -17,6 +17,7 @@ from .neighbors import FAISS_MIN_ROWS, FlatIndex, faiss_available, nearest_neigh
 
 Where = Mapping[str, Any] | np.ndarray | None
 IMAGES = "inputs/images.zarr"
+SCORES = "outputs/scores.zarr"
 # A string metadata column by one of these names (or with "text" in it) holds the inputs as text.
 TEXT_NAMES = ("text", "sentence", "prompt", "question", "document", "caption", "review", "content", "utterance",
               "query", "input")  # fmt: skip
@@ -43,6 +44,7 @@ class AnalysisReader:
         self._cells: dict[str, Cells | None] = {}
         self._indices: dict[tuple[str, str], FlatIndex] = {}
         self._images: Any = None
+        self._scores: Any = None
         self._text_column: str | None | bool = False  # False: not looked for yet
         self._cache_layers = cache_layers
         self._maps: tuple[Any, dict[str, FeatureMapInfo], dict[str, Any]] | None = None
@@ -127,7 +129,8 @@ class AnalysisReader:
         return np.asarray(self.activations(layer).get_orthogonal_selection((idx, slice(None))))
 
     def instances(self) -> Any:
-        """The instance table (``pyarrow.Table``): index, label, prediction, score(s), correct, metadata."""
+        """The instance table (``pyarrow.Table``): index, label, prediction, score, correct, metadata (all class
+        scores: :meth:`scores`)."""
         if self._table is None:
             import pyarrow.parquet as pq
 
@@ -136,6 +139,33 @@ class AnalysisReader:
                 raise FileNotFoundError(f"deepscope: {path} is missing: the analysis did not finish")
             self._table = decoded(pq.read_table(path))  # a store written with categorical columns as they were
         return self._table
+
+    @property
+    def classes(self) -> int | None:
+        """How many classes the model scores (its output's width); None when no scores were stored."""
+        if SCORES not in self._progress.get("arrays", ()):
+            return None
+        return int(self._scores_array().shape[1])
+
+    def scores(self, index: Any) -> np.ndarray | None:
+        """The stored class scores (softmax of the model's outputs) of one instance, (C,), or several, (k, C);
+        None when none were stored."""
+        if self.classes is None:
+            return None
+        n = len(self)
+        idx = np.asarray(index, dtype=np.int64)
+        outside = idx[(idx < -n) | (idx >= n)]
+        if outside.size:
+            raise IndexError(f"deepscope: instance {outside.flat[0]} out of range for {n} instances")
+        arr = self._scores_array()
+        return np.asarray(arr[int(idx)]) if idx.ndim == 0 else np.asarray(arr.get_orthogonal_selection(idx % n))
+
+    def _scores_array(self) -> Any:
+        if self._scores is None:
+            import zarr
+
+            self._scores = zarr.open_array(str(self.dir / SCORES), mode="r")
+        return self._scores
 
     # ---- inputs -----------------------------------------------------------------------------------
     @property
@@ -225,8 +255,8 @@ class AnalysisReader:
         groups = table.column(by).fill_null(-1).to_numpy().astype(np.int64)
         names = self.class_names
         n_groups = max(len(names or []), int(groups.max(initial=-1)) + 1)
-        if by in ("label", "prediction") and "scores" in table.column_names:
-            n_groups = max(n_groups, table.schema.field("scores").type.list_size)  # every class the model has
+        if by in ("label", "prediction") and self.classes is not None:
+            n_groups = max(n_groups, self.classes)  # every class the model has
         if cellwise and by in ("label", "prediction") and (cells := self.cells(layer)) is not None:
             agg = cells.groups(by, n_groups, where, self.moments(layer))
         else:

@@ -198,8 +198,11 @@ def instance(store: Store, run_id: str, index: int) -> schemas.InstanceDetail:
     def name(i: int | None) -> str | None:
         return None if i is None else (names[i] if 0 <= i < len(names) else str(i))
 
-    scores = row.pop("scores", None) or []
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable") if scores else []
+    row.pop("scores", None)  # a column of stores written before the scores were read from their array alone
+    with e.lock:
+        stored = r.scores(index)
+    scores = [] if stored is None else stored.astype(np.float64)
+    order = np.argsort(-scores, kind="stable") if len(scores) else []
     label, pred = row.pop("label", None), row.pop("prediction", None)
     correct = row.pop("correct", None)
     for c in ("index", "score"):
