@@ -294,6 +294,32 @@ def test_top_class_is_numpys_argmax_and_max(classes):
     assert pred.dtype == np.int64 and top.dtype == np.float32
 
 
+def test_direct_io_refused_at_the_first_chunk_keeps_every_row_in_place(tmp_path, monkeypatch):
+    """A file system that refuses O_DIRECT says so at the writer thread's first chunk; the rows of the chunks after
+    it, in flight or not, still land where they belong."""
+    import os
+
+    from deepscope.analyses import chunk_files
+
+    real_open = os.open
+
+    def refusing(path, flags, *args, **kwargs):
+        if flags & getattr(os, "O_DIRECT", 0):
+            raise OSError(22, "Invalid argument")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(chunk_files, "_direct_ok", None)
+    monkeypatch.setattr(chunk_files.os, "open", refusing)
+    monkeypatch.setattr(extraction, "WRITER_THREAD", None)
+    torch.manual_seed(0)
+    model, data = TinyCNN(), image_data(600)
+    cfg = ActivationsConfig(layers=("fc1",), batch_size=16, chunk_rows=64, progress=False)  # previews: 4 kB chunks
+    Activations(cfg).run(tmp_path, model, data)
+    assert not chunk_files.direct_io()  # it was tried, and refused
+    seen, _ = manual(model, data.tensors[0], ["fc1"])
+    np.testing.assert_allclose(read(tmp_path).matrix("fc1"), seen["fc1"].numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_the_last_partial_chunk_is_stored_whole_as_zarr_stores_it(tmp_path, monkeypatch):
     from deepscope.analyses import activations
 
@@ -305,10 +331,10 @@ def test_the_last_partial_chunk_is_stored_whole_as_zarr_stores_it(tmp_path, monk
     cfg = ActivationsConfig(layers=("fc1",), batch_size=8, chunk_rows=16, progress=False)
     Activations(cfg).run(tmp_path, model, data)
     # every chunk of the layer by the direct writer, the last one (rows 32..39 of 40) too — not by zarr's own write
-    assert sorted(p.parent.name for p in written if "fc1.zarr" in str(p)) == ["0", "1", "2"]
+    assert sorted(p.name for p in written if "fc1.zarr" in str(p)) == ["c.0.0", "c.1.0", "c.2.0"]
     arr = zarr.open_array(str(tmp_path / "artifacts/activations/fc1.zarr"), mode="r")
     width = arr.shape[1]
-    last = tmp_path / "artifacts/activations/fc1.zarr/c/2/0"
+    last = tmp_path / "artifacts/activations/fc1.zarr/c.2.0"  # chunk files side by side: no directory each
     assert last.stat().st_size == 16 * width * 4  # rows 32..47 of a 40-row array: padded, as zarr pads it
     seen, _ = manual(model, data.tensors[0], ["fc1"])
     np.testing.assert_allclose(arr[:], seen["fc1"].numpy(), rtol=1e-5, atol=1e-6)

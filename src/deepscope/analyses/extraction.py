@@ -85,6 +85,9 @@ class Extractor:
         self.free: list[ChunkRows] = []  # sets of arrays no chunk is gathered in or written from
         self.pending: deque[tuple[Future[int], ChunkRows]] = deque()  # chunks being written, oldest first
         self.handed = 0  # rows handed to the writer so far (``state.rows_done`` once they are on disk)
+        self.pool: ThreadPoolExecutor | None = None  # the writer thread
+        self.threaded = False  # whether it writes (decided once: ``_flush``), else the loop does
+        self.creating: Future[None] | None = None  # the arrays being created by the writer thread
         self.device = torch.device("cpu")
         # Labels and scores of every row, for the instance table (not read back from the disk); None when resumed.
         self.kept: dict[str, list[np.ndarray]] | None = None if state.rows_done else {"labels": [], "scores": []}
@@ -137,11 +140,15 @@ class Extractor:
         model.eval()
         start = self.handed = state.rows_done
         self.device = device
+        # With an accelerator, or where chunks bypass the page cache. Decided once: a chunk written here while
+        # others are in flight would land at the wrong rows (if O_DIRECT is refused later, the thread writes through
+        # the page cache).
+        self.threaded = device.type != "cpu" or direct_io() if WRITER_THREAD is None else WRITER_THREAD
         if state.arrays:  # resumed
-            self._allocate()
+            self._allocate({k: (tuple(a.shape[1:]), a.dtype) for k, a in state.arrays.items()})
         bar = tqdm(total=self.src.length, initial=start, unit="rows", desc="analyze", disable=not self.cfg.progress)
         row = start
-        pool_ = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepscope-analyze")
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepscope-analyze")
         try:
             with HookScope() as scope, torch.inference_mode():
                 for name, module in self.layers:
@@ -157,15 +164,15 @@ class Extractor:
                     row += batch.size
                     bar.update(batch.size)
                     while self.rows.n >= state.chunk_rows:
-                        self._flush(pool_, state.chunk_rows)
+                        self._flush(state.chunk_rows)
                 if self.rows is not None and self.rows.n:
-                    self._flush(pool_, self.rows.n)
+                    self._flush(self.rows.n)
         finally:
             try:
                 self._wait()
                 self.state.save()  # interrupted or done: the rows on disk, for a resume
             finally:
-                pool_.shutdown(wait=True)
+                self.pool.shutdown(wait=True)
                 bar.close()
                 model.train(was_training)
 
@@ -179,8 +186,7 @@ class Extractor:
                                  f"while it was read") from e  # fmt: skip
             raise
 
-    def _allocate(self) -> None:
-        specs = {k: (tuple(a.shape[1:]), a.dtype) for k, a in self.state.arrays.items()}
+    def _allocate(self, specs: dict[str, tuple[tuple[int, ...], Any]]) -> None:
         self.rows = ChunkRows(specs, self.state.chunk_rows + self.cfg.batch_size)
         self.direct = self.device.type == "cpu"
 
@@ -229,8 +235,13 @@ class Extractor:
         if self.rows is None:  # the first batch tells the widths
             widths = {n: int(self.pooled[n].shape[1]) for n, _ in self.layers}
             dtypes = {LABELS: "int64", SCORES: "float32", IMAGES: "uint8"}
-            self.state.create(widths, {k[:-5]: (tuple(v.shape[1:]), dtypes[k]) for k, v in extra.items()}, self.outputs)
-            self._allocate()
+            outputs = {k[:-5]: (tuple(v.shape[1:]), dtypes[k]) for k, v in extra.items()}
+            specs = self.state.plan(widths, outputs, self.outputs)
+            if self.threaded:  # made while the next batches run (zarr's calls wait for its own thread)
+                self.creating = self.pool.submit(self.state.create, specs)
+            else:
+                self.state.create(specs)
+            self._allocate(specs)
             self.rows.reserve(b)
         rows = self.rows
         if {f"{n}.zarr" for n, _ in self.layers} | set(extra) != set(rows.arrays):
@@ -252,7 +263,7 @@ class Extractor:
             return None
         return {name: np.concatenate(parts) for name, parts in self.kept.items() if parts}
 
-    def _flush(self, pool_: ThreadPoolExecutor, n: int) -> None:
+    def _flush(self, n: int) -> None:
         """Hand the first ``n`` gathered rows to the writer (scores made, checked for NaN: a chunk at a time, not
         a batch, costs a quarter of the calls); rows past them move to a free set of arrays."""
         while len(self.pending) >= IN_FLIGHT:  # its arrays are free again once written
@@ -278,8 +289,7 @@ class Extractor:
         spare.n = left
         chunk = {key: a[:n] for key, a in full.arrays.items()}
         self.rows = spare
-        threaded = self.device.type != "cpu" or direct_io() if WRITER_THREAD is None else WRITER_THREAD
-        if not threaded:
+        if not self.threaded:
             # torch's threads already keep every core busy: a writer thread copying chunks into the page cache
             # only interrupted them (measured: no faster, more CPU time). With an accelerator the host is idle
             # meanwhile; with O_DIRECT the disk copies the chunk, not a core: then the thread writes.
@@ -287,7 +297,7 @@ class Extractor:
             self.state.save_progress()
             self.free.append(full)
             return
-        self.pending.append((pool_.submit(self.state.write, self.handed, chunk), full))
+        self.pending.append((self.pool.submit(self.state.write, self.handed, chunk), full))
         self.handed += n
 
     def _wait_one(self) -> None:
@@ -298,6 +308,8 @@ class Extractor:
         self.free.append(rows)
 
     def _wait(self) -> None:
+        if self.creating is not None:
+            self.creating.result()  # its error, if any (the writes after it failed with it)
         while self.pending:
             self._wait_one()
 
