@@ -217,7 +217,7 @@ def weights_digest(model: nn.Module) -> str:
     h = hashlib.blake2b(digest_size=16)
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         h.update(name.encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        h.update(memoryview(t.detach().to("cpu", torch.float32).contiguous().numpy()).cast("B"))  # no copy
     return h.hexdigest()
 
 
@@ -422,8 +422,30 @@ class Activations:
         extractor = Extractor(
             model, [(n, modules[n]) for n in layers], cfg, src, state, limit, self._outputs_are_scores
         )
-        extractor.extract()
+        tabled: list[int] = []
+
+        def table_while_writing(n: int) -> None:
+            self._check_rows(src, n)
+            if (kept := extractor.outputs_in_memory()) is not None:  # else read back, once on disk
+                self._write_instances(out_dir, n, kept)
+                tabled.append(n)
+
+        extractor.extract(table_while_writing)
         n = state.rows_done
+        self._check_rows(src, n)
+        self._warn_if_wide(extractor.outputs_in_memory())
+        if tabled != [n]:
+            self._write_instances(out_dir, n)
+        write_provenance(out_dir, provenance(NAME, asdict(cfg) | {"layers": layers}, model_class=model_class(model),
+                                             layers={k: state.widths[k] for k in layers}, length=n,
+                                             started=started, class_names=self.class_names))  # fmt: skip
+        state.finish()
+        if out_dir != final:
+            replace_dir(out_dir, final)
+        return final
+
+    def _check_rows(self, src: Source, n: int) -> None:
+        """The ``n`` rows extracted are the dataset's length, and as many as the labels and metadata rows given."""
         if src.length is not None and current_length(src) != src.length:
             raise ValueError(f"deepscope.analyze: the dataset's length changed from {src.length} to "
                              f"{current_length(src)} while it was read")  # fmt: skip
@@ -432,16 +454,6 @@ class Activations:
         for what, count in self._given_counts().items():
             if count != n:
                 raise ValueError(f"deepscope.analyze: {count} {what} for a dataset of {n} instances")
-        kept = extractor.outputs_in_memory()
-        self._warn_if_wide(kept)
-        self._write_instances(out_dir, n, kept)
-        write_provenance(out_dir, provenance(NAME, asdict(cfg) | {"layers": layers}, model_class=model_class(model),
-                                             layers={k: state.widths[k] for k in layers}, length=n,
-                                             started=started, class_names=self.class_names))  # fmt: skip
-        state.finish()
-        if out_dir != final:
-            replace_dir(out_dir, final)
-        return final
 
     def _write_instances(self, out_dir: Path, n: int, outputs: dict[str, np.ndarray] | None = None) -> None:
         """The instance table; ``outputs``: the stored labels and scores, if still in memory (else read back)."""

@@ -131,7 +131,9 @@ class Extractor:
             self.suspect.add(key)
         self.summed.add(key)
 
-    def extract(self) -> None:
+    def extract(self, while_writing: Callable[[int], None] | None = None) -> None:
+        """Every batch; ``while_writing(rows)`` runs once the last rows are handed to the writer, before they are
+        on disk (the instance table is written meanwhile)."""
         from tqdm import tqdm
 
         model, state = self.model, self.state
@@ -167,6 +169,8 @@ class Extractor:
                         self._flush(state.chunk_rows)
                 if self.rows is not None and self.rows.n:
                     self._flush(self.rows.n)
+            if while_writing is not None:
+                while_writing(self.handed)
         finally:
             try:
                 self._wait()
