@@ -490,6 +490,63 @@ def test_a_step_logged_twice_shows_its_last_value_in_the_tooltip_as_the_line_doe
     assert "step 10" in tip.inner_text() and "7.25" in tip.inner_text()
 
 
+def _column_has_line(page, key: str, frac: float) -> bool:
+    """Whether the chart's canvas has coloured pixels in the plot's column at ``frac`` of its width (below the row of
+    NaN marks along its top)."""
+    return page.evaluate(
+        """([key, frac]) => {
+            const fig = document.querySelector(`figure[data-key="${key}"]`);
+            const c = fig.querySelector('canvas'), over = fig.querySelector('.u-over');
+            const cr = c.getBoundingClientRect(), o = over.getBoundingClientRect();
+            const k = c.width / cr.width;
+            const x = Math.round((o.left + o.width * frac - cr.left) * k);
+            const y0 = Math.round((o.top + 14 - cr.top) * k), y1 = Math.round((o.bottom - cr.top) * k);
+            const d = c.getContext('2d').getImageData(x, y0, 1, y1 - y0).data;
+            for (let i = 0; i < d.length; i += 4) {
+                const [r, g, b, a] = [d[i], d[i + 1], d[i + 2], d[i + 3]];
+                if (a > 200 && Math.max(r, g, b) - Math.min(r, g, b) > 60) return true;
+            }
+            return false;
+        }""",
+        [key, frac],
+    )
+
+
+def test_nan_and_inf_values_break_the_line_and_are_marked(page, serve, tmp_path):
+    """A loss that is NaN at step 20 and Inf at 30 leaves a gap there (the line was drawn across them as if nothing
+    happened), a mark above the plot, and says NaN / +Inf in the tooltip; another run logged every other step is
+    drawn across the steps it did not log."""
+    run = deepscope.init(dir=tmp_path, name="diverging")
+    for s in range(41):
+        run.log({"loss": {20: float("nan"), 30: float("inf")}.get(s, 1.0)}, step=s)
+    run.finish()
+    other = deepscope.init(dir=tmp_path, name="sparser")
+    for s in range(0, 41, 2):
+        other.log({"loss": 1.0}, step=s)
+    other.finish()
+    server = serve(tmp_path)
+    console = Console(page)
+    open_page(page, f"{server.url}?runs={run.id}&smooth=0")
+    chart_ready(page, "loss", run.id, 40)
+    page.wait_for_timeout(300)
+    assert _column_has_line(page, "loss", 10 / 40) and _column_has_line(page, "loss", 25 / 40)
+    assert not _column_has_line(page, "loss", 20 / 40) and not _column_has_line(page, "loss", 30 / 40)
+    assert page.evaluate(f"() => window.__deepscope.charts['loss']['{run.id}'].nonfinite") == 2
+    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
+    tip = page.locator("figure[data-key='loss'] .tip")
+    for frac, said in ((20 / 40, "NaN"), (30 / 40, "+Inf")):
+        page.mouse.move(plot["x"] + plot["width"] * frac, plot["y"] + plot["height"] / 2)
+        tip.wait_for()
+        wait_for(
+            page, "([s]) => document.querySelector(\"figure[data-key='loss'] .tip\")?.innerText.includes(s)", [said]
+        )
+    open_page(page, f"{server.url}?runs={other.id}&smooth=0")
+    chart_ready(page, "loss", other.id, 40)
+    page.wait_for_timeout(300)
+    assert _column_has_line(page, "loss", 21 / 40)  # between its points: joined
+    assert console.errors == []
+
+
 def test_runs_of_several_projects_a_sweeps_keys_first_and_the_newest_project_selected(page, serve, tmp_path):
     """A store shared by a sweep and another kind of run: the project column appears, the sweep's varied key is
     the first config column (not the other runs' many settings), and the first view selects the newest project's

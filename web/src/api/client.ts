@@ -25,6 +25,7 @@ export interface Columns {
   mean: Float64Array;
   last: Float64Array;
   count: Int32Array;
+  nonfinite: Int32Array; // NaN and ±Inf values in each bucket (the mean, min and max are of the others)
   exact: boolean;
 }
 
@@ -117,7 +118,10 @@ export function seriesColumns(table: import("apache-arrow").Table): Columns {
     const col = table.getChild(name);
     return col ? Float64Array.from(col.toArray() as ArrayLike<number>) : new Float64Array(table.numRows);
   };
-  const count = table.getChild("count");
+  const i32 = (name: string) => {
+    const col = table.getChild(name);
+    return col ? Int32Array.from(col.toArray() as ArrayLike<number>) : new Int32Array(table.numRows);
+  };
   return {
     step: f64("step"),
     wall: f64("wall_time"),
@@ -125,7 +129,8 @@ export function seriesColumns(table: import("apache-arrow").Table): Columns {
     max: f64("max"),
     mean: f64("mean"),
     last: f64("last"),
-    count: count ? Int32Array.from(count.toArray() as ArrayLike<number>) : new Int32Array(table.numRows),
+    count: i32("count"),
+    nonfinite: i32("nonfinite"),
     exact: table.schema.metadata.get("exact") === "true",
   };
 }

@@ -15,6 +15,8 @@ export interface RunLine {
   smooth: Float64Array | null;
   lo: Float64Array | null; // band, when the series is downsampled
   hi: Float64Array | null;
+  bad: Int32Array | null; // NaN/±Inf values behind each point (marked above the plot)
+  last?: Float64Array | null; // each point's raw value, when exact (which of NaN, Inf, −Inf)
 }
 
 export const SERIES_PER_RUN = 4; // raw, smooth, lo, hi
@@ -43,7 +45,6 @@ function major(v: number, more: boolean): boolean {
   return mant === 1 || (more && (mant === 2 || mant === 5));
 }
 
-/** One shared x array (the sorted union) and each run's columns placed on it; missing points are null. */
 
 /** A log axis's grid lines: at 1, 2 and 5 of each decade, not at every digit (at every split within a decade). */
 function logSplits(_u: uPlot, splits: number[]): (number | null)[] {
@@ -51,25 +52,58 @@ function logSplits(_u: uPlot, splits: number[]): (number | null)[] {
   return kept.length < 2 ? splits : splits.map((v) => (v > 0 && major(v, true) ? v : null));
 }
 
+/**
+ * One shared x array (the sorted union) and each run's columns placed on it. Where a run has no point (another
+ * run's x) the value is `undefined`, which uPlot draws across; where its value is NaN or ±Inf (or not positive, on a
+ * log axis) it is `null`, a gap in all four of its lines — a diverged step is not drawn as if nothing happened.
+ * A smoothed value left out for being an absurd outlier (`withoutOutliers`) is drawn across.
+ */
 export function align(lines: RunLine[], log: boolean): uPlot.AlignedData {
   const xs = unionSorted(lines.map((l) => l.x));
-  const out: (number | null)[][] = [];
-  const clean = (v: number) => (Number.isFinite(v) && (!log || v > 0) ? v : null);
+  const out: (number | null | undefined)[][] = [];
+  const drawable = (v: number) => Number.isFinite(v) && (!log || v > 0);
   for (const l of lines) {
     const cols: (Float64Array | null)[] = [l.y, l.smooth, l.lo, l.hi];
-    const placed = cols.map(() => new Array<number | null>(xs.length).fill(null));
+    const placed = cols.map(() => new Array<number | null | undefined>(xs.length).fill(undefined));
     let j = 0;
     for (let i = 0; i < l.x.length; i++) {
       const x = l.x[i];
       while (xs[j] < x) j++;
+      const gap = !drawable(l.y[i]);
       for (let c = 0; c < cols.length; c++) {
         const col = cols[c];
-        if (col) placed[c][j] = clean(col[i]);
+        if (!col) continue;
+        placed[c][j] = gap ? null : drawable(col[i]) ? col[i] : undefined;
       }
     }
     out.push(...placed);
   }
   return [xs, ...out] as uPlot.AlignedData;
+}
+
+/** Where each run held NaN/±Inf values: small marks of its colour along the top of the plot. */
+function drawNonFinite(u: uPlot, lines: RunLine[]): void {
+  const ctx = u.ctx;
+  const { left, top, width } = u.bbox;
+  const px = devicePixelRatio || 1;
+  ctx.save();
+  lines.forEach((l, k) => {
+    if (!l.bad || !u.series[1 + k * SERIES_PER_RUN].show) return;
+    ctx.fillStyle = l.color;
+    for (let i = 0; i < l.x.length; i++) {
+      if (!(l.bad[i] > 0)) continue;
+      const x = u.valToPos(l.x[i], "x", true);
+      if (x < left - 1 || x > left + width + 1) continue;
+      const y = top + (2 + 5 * k) * px; // one row per run: two runs' marks at one step stay apart
+      ctx.beginPath();
+      ctx.moveTo(x - 3.5 * px, y);
+      ctx.lineTo(x + 3.5 * px, y);
+      ctx.lineTo(x, y + 5 * px);
+      ctx.closePath();
+      ctx.fill();
+    }
+  });
+  ctx.restore();
 }
 
 function unionSorted(arrays: Float64Array[]): number[] {
@@ -98,6 +132,7 @@ export interface ChartConfig {
   xRange: () => [number, number] | null;
   onYScale?: (min: number | null, max: number | null, distr: number) => void;
   onYLabels?: (labels: string[]) => void; // the y axis's labels as drawn (for the browser tests)
+  lines?: () => RunLine[]; // the lines now (the options outlive the data they were made with)
 }
 
 const axisFont = '11px system-ui, -apple-system, "Segoe UI", sans-serif';
@@ -144,12 +179,12 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         // faint behind its smoothed line; a series too short to smooth is drawn as it is, with its points
         stroke: (u) => (smoothing && hasValues(u.data[base + 1]) ? faint : l.color),
         width: smoothing ? 1 : 1.5,
-        spanGaps: true,
+        spanGaps: false,
         points: { show: (u, si, i0, i1) => fewValues(u.data[si], i0, i1), size: 6, fill: l.color, stroke: l.color },
       },
-      { label: `${l.name} (smoothed)`, stroke: l.color, width: 1.75, spanGaps: true, points: { show: false }, show: smoothing },
-      { label: `${l.name} min`, stroke: "transparent", width: 0, spanGaps: true, points: { show: false } },
-      { label: `${l.name} max`, stroke: "transparent", width: 0, spanGaps: true, points: { show: false } },
+      { label: `${l.name} (smoothed)`, stroke: l.color, width: 1.75, spanGaps: false, points: { show: false }, show: smoothing },
+      { label: `${l.name} min`, stroke: "transparent", width: 0, spanGaps: false, points: { show: false } },
+      { label: `${l.name} max`, stroke: "transparent", width: 0, spanGaps: false, points: { show: false } },
     );
     if (l.lo && l.hi) bands.push({ series: [base + 3, base + 2], fill: withAlpha(l.color, 0.12) });
   });
@@ -215,6 +250,7 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         },
       ],
       ready: [(u) => u.over.addEventListener("dblclick", () => cfg.onReset())],
+      draw: [(u) => drawNonFinite(u, cfg.lines?.() ?? lines)],
     },
   };
 }

@@ -181,6 +181,7 @@ export function append(a: Columns, b: Columns): Columns {
     mean: concat(a.mean, b.mean),
     last: concat(a.last, b.last),
     count: concat(a.count, b.count),
+    nonfinite: concat(a.nonfinite, b.nonfinite),
     exact: a.exact && b.exact,
   };
 }
@@ -198,6 +199,7 @@ export function compact(c: Columns): Columns {
     mean: new Float64Array(m),
     last: new Float64Array(m),
     count: new Int32Array(m),
+    nonfinite: new Int32Array(m),
     exact: false,
   };
   for (let j = 0; j < m; j++) {
@@ -211,9 +213,12 @@ export function compact(c: Columns): Columns {
     const ca = c.count[a];
     const cb = b === a ? 0 : c.count[b];
     out.count[j] = ca + cb;
+    out.nonfinite[j] = c.nonfinite[a] + (b === a ? 0 : c.nonfinite[b]);
     const ma = c.mean[a];
     const mb = c.mean[b];
-    out.mean[j] = Number.isNaN(ma) ? mb : Number.isNaN(mb) || b === a ? ma : (ma * ca + mb * cb) / (ca + cb || 1);
+    const fa = ca - c.nonfinite[a]; // each mean is of its bucket's finite values
+    const fb = b === a ? 0 : cb - c.nonfinite[b];
+    out.mean[j] = Number.isNaN(ma) ? mb : Number.isNaN(mb) || b === a ? ma : (ma * fa + mb * fb) / (fa + fb || 1);
   }
   return out;
 }

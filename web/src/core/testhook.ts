@@ -8,6 +8,7 @@ export interface ChartRunData {
   lastY: number | null;
   exact: boolean;
   zoomed: boolean;
+  nonfinite: number; // points marked as holding NaN/±Inf
 }
 
 export interface FetchRecord {
