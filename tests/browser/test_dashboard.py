@@ -44,6 +44,23 @@ def test_dashboard_opens_without_errors_and_lists_runs(page, server, store):
     assert page.title() == "deepscope"
 
 
+@pytest.mark.parametrize("tab", ["charts", "internals", "graph", "analysis", "run"])
+def test_a_link_to_a_run_the_store_does_not_hold_says_so_and_asks_nothing_for_it(page, server, store, tab):
+    """A stale link (the run removed, or recorded elsewhere): a notice names it, no view asks the server for it (each
+    such request was a 404 in the console), and the runs it does hold are shown."""
+    console = Console(page)
+    open_page(page, f"{server}?tab={tab}&runs={store['long']},gone-123&run=gone-123")
+    notice = page.locator(".banner.notice")
+    notice.wait_for()
+    assert "gone-123" in notice.inner_text()
+    page.wait_for_timeout(500)
+    if tab == "charts":
+        chart_ready(page, "train/loss", store["long"])
+    assert console.errors == []
+    notice.get_by_role("button", name="Dismiss").click()
+    assert notice.count() == 0
+
+
 def test_selecting_runs_draws_charts_with_the_points_logged(page, server, store):
     open_page(page, f"{server}?tab=runs&runs=")
     page.locator(f'tr[data-run="{store["long"]}"] input[type=checkbox]').check()

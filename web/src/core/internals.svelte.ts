@@ -102,6 +102,7 @@ async function fetchFindings(run: string): Promise<void> {
 
 /** Diagnoses of `run`, loaded once and reloaded (at most every 3 s) while the run grows. */
 export function needFindings(run: string): RunEvent[] {
+  if (!runById(run)) return findings[run] ?? []; // asked for once the run list names it (not a stale link's run)
   const step = runById(run)?.max_step ?? null;
   if (!findingsSeen.has(run)) void fetchFindings(run);
   else if (findingsSeen.get(run) !== step && !findingsTimers.has(run)) {

@@ -16,6 +16,7 @@ export const data = $state({
   keys: {} as Record<string, KeyInfo[]>,
   loaded: false,
   error: null as string | null,
+  missing: [] as string[], // run ids of the link this store does not hold (left out of the view)
   live: "connecting" as "connecting" | "open" | "reconnecting",
   now: Date.now() / 1000,
 });
@@ -36,11 +37,12 @@ export function colorOf(id: string): string {
 }
 
 /** Whether run `id` holds `what` (a watch, a graph, a finished analysis), by the run list: null until the list
- * has loaded (wait for it), true for a run it does not list (the server tells what is wrong). */
+ * has loaded (wait for it); false for a run it does not list (a stale link: nothing to ask the server for — asked
+ * once the list names it). */
 export function holds(id: string, what: Holding): boolean | null {
   if (!data.loaded) return null;
   const r = runById(id);
-  return r ? r.contents.includes(what) : true;
+  return r ? r.contents.includes(what) : false;
 }
 
 export type Holding = "watch" | "graph" | "analysis";
@@ -101,7 +103,7 @@ function syncUrl() {
 
 /** Put `id` in focus on behalf of the user — a view that picked a run by itself: the URL is updated in place, not
  * pushed as a new history entry (Back would land on the view, which would pick it again). */
-export function adoptDetail(id: string): void {
+export function adoptDetail(id: string | null): void {
   lastPlace = placeOf(id);
   view.detail = id;
 }
@@ -124,8 +126,14 @@ export async function loadRuns(): Promise<void> {
       data.loaded = true;
       const known = new Set(runs.map((r) => r.id));
       // the newest run's project: its five newest runs (runs of another project rarely compare with them)
+      const missing = [...view.runs, ...(view.detail ? [view.detail] : [])].filter((id) => !known.has(id));
+      data.missing = [...new Set(missing)];
       if (!initial.hasRuns) view.runs = runs.filter((r) => r.project === runs[0]?.project).slice(0, 5).map((r) => r.id);
       else view.runs = view.runs.filter((id) => known.has(id));
+      if (view.detail && !known.has(view.detail)) {
+        adoptDetail(null); // each view picks a run of its own, as without one in the link
+        if (view.tab === "run") view.tab = "runs";
+      }
     }
   } catch (e) {
     data.error = e instanceof HttpError && e.status === 401 ? "Not authorised: open the link with its ?token=" : String(e);
@@ -229,9 +237,10 @@ export function initState(): void {
     $effect(() => {
       syncUrl();
     });
-    // Keys of every selected run.
+    // Keys of every selected run the run list names (a stale link's unknown id is dropped when the list loads).
     $effect(() => {
-      for (const run of view.runs) if (!(run in data.keys)) void loadKeys(run, false);
+      if (!data.loaded) return;
+      for (const run of view.runs) if (!(run in data.keys) && runById(run)) void loadKeys(run, false);
     });
   });
   void loadRuns();
