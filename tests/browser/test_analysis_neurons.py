@@ -4,6 +4,7 @@ projection coordinates, lasso subsets, and a UMAP computed in the background."""
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterator
 
 import numpy as np
@@ -214,10 +215,16 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
     assert not picked[outside].any(), np.flatnonzero(outside & picked)
     wait_for(page, "() => window.__deepscope.analysis.state().subsets.some((s) => s.name === 'lasso')")
     state = held(page, "state")
-    assert {"name": "lasso", "count": p["lassoCount"], "filter": False} in state["subsets"]
+    # a filter: its polygon, in the projection's coordinates, decided by the server — the same instances
+    assert {"name": "lasso", "count": p["lassoCount"], "filter": True} in state["subsets"]
     wait_for(page, "(n) => window.__deepscope.analysis.projection().focusCount === n", p["lassoCount"])
     # the subset is a row of the matrix too
     wait_for(page, "() => window.__deepscope.analysis.matrix().keys.includes('subset:lasso')")
+    assert "lasso" in urllib.parse.unquote(page.url)  # kept in the link: a reload selects it again
+    page.reload()
+    wait_for(page, "() => window.__deepscope.analysis?.state?.().subsets?.some((s) => s.name === 'lasso')")
+    assert {"name": "lasso", "count": p["lassoCount"], "filter": True} in held(page, "state")["subsets"]
+    projection_ready(page)
 
     # clicking a point selects its instance
     settled(page, canvas)

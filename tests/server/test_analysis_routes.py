@@ -128,6 +128,18 @@ def test_subset_filters_and_masks(client, analysed):
     r = client.post(_url(analysed, "/subset"), json={"where": {"text_contains": "onerror"}, "mask": _pack(lasso)})
     assert r.json()["count"] == sum(1 for i in range(50) if i % 7 == 0)
     assert client.post(_url(analysed, "/subset"), json={"where": {"nope": 1}}).status_code == 400
+    # a lasso: a polygon on a stored projection, the instances inside it
+    xy = read(analysed[2]).projection("3", "pca")[:, :2].astype(np.float64)
+    (x0, y0), (x1, y1) = np.percentile(xy, 20, axis=0), np.percentile(xy, 70, axis=0)
+    square = [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+    r = client.post(
+        _url(analysed, "/subset"), json={"where": {"lasso": {"layer": "3", "method": "pca", "polygon": square}}}
+    )
+    want = (xy[:, 0] > x0) & (xy[:, 0] < x1) & (xy[:, 1] > y0) & (xy[:, 1] < y1)
+    assert r.status_code == 200 and want.sum() > 5 and np.array_equal(_mask(r.json()["mask"]), want)
+    bad = {"lasso": {"layer": "3", "method": "tsne", "polygon": square}}
+    r = client.post(_url(analysed, "/subset"), json={"where": bad})
+    assert r.status_code == 400 and "not computed" in r.json()["detail"]
     assert client.post(_url(analysed, "/subset"), json={"mask": "AAAA"}).status_code == 400
     assert client.post(_url(analysed, "/subset"), json={"mask": "not base64!"}).status_code == 400
 

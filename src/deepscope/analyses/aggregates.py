@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-SPECIAL_KEYS = ("text_contains", "contains", "range", "index", "predicted")
+SPECIAL_KEYS = ("text_contains", "contains", "range", "index", "predicted", "lasso")  # lasso: AnalysisReader.mask
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.
     Keys combine with *and*: a column name (``label``, ``prediction``/``predicted``, ``correct`` or any metadata
     column) equals a value, or is one of a list; ``text_contains`` — any text column contains the string;
     ``contains`` — ``{column: substring}`` (both ignore case); ``range`` — ``{column: [low, high]}``, both ends
-    included, either one ``None`` for no bound; ``index`` — a list of row indices (pinned instances).
+    included, either one ``None`` for no bound; ``index`` — a list of row indices (pinned instances); ``lasso`` —
+    a polygon on a stored projection (:meth:`AnalysisReader.mask`, which reads it).
 
     >>> subset_mask(table, {"predicted": 3, "label": 8}).sum()
     """
@@ -60,6 +61,8 @@ def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.
         elif key == "range":
             for col, bounds in dict(value).items():
                 mask &= _in_range(_column(table, col), col, bounds)
+        elif key == "lasso":
+            raise ValueError("deepscope: a lasso is read with the projection it was drawn on: AnalysisReader.mask")
         elif key == "index":
             rows = np.zeros(n, dtype=bool)
             idx = np.asarray(value if isinstance(value, (list, tuple, np.ndarray)) else [value], dtype=np.int64)

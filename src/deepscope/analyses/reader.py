@@ -239,7 +239,23 @@ class AnalysisReader:
 
     # ---- on demand --------------------------------------------------------------------------------
     def mask(self, where: Where) -> np.ndarray:
+        """Rows matching ``where`` (see :func:`subset_mask`); also ``lasso`` — ``{"layer", "method", "polygon"}``:
+        the instances whose stored projection lies inside the polygon (its vertices in the projection's own
+        coordinates), as a lasso drawn on the projection selects them."""
+        if isinstance(where, Mapping) and "lasso" in where:
+            rest = {k: v for k, v in where.items() if k != "lasso"}
+            return self._lasso(where["lasso"]) & subset_mask(self.instances(), rest or None)
         return subset_mask(self.instances(), where)
+
+    def _lasso(self, spec: Any) -> np.ndarray:
+        from .lasso import inside_polygon, lasso_polygon
+
+        layer, method, polygon = lasso_polygon(spec)
+        self._check_layer(layer)
+        xy = self.projection(layer, method)
+        if xy is None:
+            raise ValueError(f"deepscope: a lasso on the {method} projection of {layer!r}, which is not computed")
+        return inside_polygon(xy[:, :2], polygon)
 
     def aggregate(self, layer: str, *, by: str | None = None, where: Where = None) -> Aggregate:
         """Per-neuron mean and std: per class (``by="label"`` or ``"prediction"``), or of one subset (``where``)."""

@@ -35,7 +35,7 @@ export interface PlotColours {
 /** What the view hears from the plot. */
 export interface PlotEvents {
   select(i: number | null): void;
-  lasso(picked: number[]): void;
+  lasso(picked: number[], polygon: [number, number][]): void; // the polygon in the plot's coordinates
   hover(i: number | null): void;
   /** The drawn points (`key`) changed, or their colours, or their index became ready. */
   state(s: PlotState): void;
@@ -208,9 +208,10 @@ export class ProjectionPlot {
       return;
     }
     p.subscribe("lassoStart", () => (this.lassoing = true));
-    p.subscribe("lassoEnd", () => {
+    p.subscribe("lassoEnd", ({ coordinates }) => {
       this.lassoing = false;
-      this.on.lasso([...(p.get("selectedPoints") as number[])].sort((a, b) => a - b));
+      const polygon = pairs((coordinates ?? []) as unknown as number[] | [number, number][]);
+      this.on.lasso([...(p.get("selectedPoints") as number[])].sort((a, b) => a - b), polygon);
       this.setSelected(this.selected);
     });
     p.subscribe("select", ({ points }) => {
@@ -353,4 +354,11 @@ export class ProjectionPlot {
   private view(): ArrayLike<number> {
     return this.plot ? (this.plot.get("cameraView") as ArrayLike<number>) : IDENTITY;
   }
+}
+
+/** A polygon as [x, y] pairs, whether given as pairs or flat (x0, y0, x1, y1, …). */
+function pairs(p: number[] | [number, number][]): [number, number][] {
+  if (!p.length || Array.isArray(p[0])) return p as [number, number][];
+  const flat = p as number[];
+  return Array.from({ length: flat.length >> 1 }, (_, i) => [flat[2 * i], flat[2 * i + 1]] as [number, number]);
 }

@@ -48,8 +48,8 @@ export function pointArrays(x: Float32Array, y: Float32Array): [number, number, 
   return pts;
 }
 
-/** `xy` (x0, y0, x1, y1, …) scaled into [-0.95, 0.95], both axes by the same factor. */
-export function toNdc(xy: Float32Array): { x: Float32Array; y: Float32Array } {
+/** `xy` (x0, y0, x1, y1, …) scaled into [-0.95, 0.95], both axes by the same factor: `x = (data - c) · k`. */
+export function toNdc(xy: Float32Array): { x: Float32Array; y: Float32Array; ndc: Ndc } {
   const n = xy.length >> 1;
   let x0 = Infinity;
   let x1 = -Infinity;
@@ -73,7 +73,25 @@ export function toNdc(xy: Float32Array): { x: Float32Array; y: Float32Array } {
     x[i] = Number.isFinite(xy[2 * i]) ? (xy[2 * i] - cx) * k : 0;
     y[i] = Number.isFinite(xy[2 * i + 1]) ? (xy[2 * i + 1] - cy) * k : 0;
   }
-  return { x, y };
+  return { x, y, ndc: { cx, cy, k } };
+}
+
+/** How data coordinates were scaled into the plot's: `ndc = (data - c) · k`. */
+export interface Ndc {
+  cx: number;
+  cy: number;
+  k: number;
+}
+
+export const LASSO_VERTICES = 200; // at most, in a lasso kept as a filter (in the URL)
+
+/** A polygon drawn in the plot's coordinates, in the data's (7 significant digits), thinned to at most
+ * `LASSO_VERTICES` vertices: what a lasso filter holds. */
+export function polygonToData(polygon: [number, number][], t: Ndc): [number, number][] {
+  const every = Math.ceil(polygon.length / LASSO_VERTICES);
+  const kept = polygon.filter((_, i) => i % every === 0);
+  const round = (v: number) => +v.toPrecision(7);
+  return kept.map(([x, y]) => [round(x / t.k + t.cx), round(y / t.k + t.cy)]);
 }
 
 /** A colour `share` of the way from `hex` to white. */

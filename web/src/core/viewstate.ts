@@ -57,7 +57,7 @@ export interface ViewState {
   aClass: number | null; // the selected class
   aSubset: string | null; // the selected subset (by name)
   aPinned: number[]; // instances pinned as rows of the activation matrix
-  aSubsets: SubsetDef[]; // subsets defined by filters (lasso subsets live in memory only)
+  aSubsets: SubsetDef[]; // subsets defined by filters (a lasso's: its polygon on a projection)
   aProj: ProjMethod;
   aColor: ColorBy;
   aSort: string | null; // the matrix row whose values order the neuron columns
