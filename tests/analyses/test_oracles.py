@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from sklearn.decomposition import PCA
@@ -238,3 +239,29 @@ def test_cells_of_many_classes():
         agg = cells.subset(where, moments)
         np.testing.assert_allclose(agg.mean[0], x[mask].mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(agg.std[0], x[mask].std(0), rtol=1e-4, atol=1e-5)
+
+
+def test_a_unit_dead_in_one_class_has_no_spread_there_by_every_path():
+    """A ReLU unit that is 0 on every instance of class 0 (and large elsewhere) has standard deviation exactly 0 for
+    class 0 — by cell sums, by a gathered subset, by a large subset, by groups —, as NumPy says; the float32 sums
+    against the global centre left ~1e-4 of its square there."""
+    from deepscope.analyses.aggregates import Cells, Moments, group_aggregate, subset_aggregate
+
+    rng = np.random.default_rng(0)
+    n, d = 20_000, 8
+    label = rng.integers(0, 10, n)
+    x = rng.uniform(0, 1, (n, d)).astype(np.float32)
+    x[:, 3] = np.where(label == 0, 0.0, 50 + rng.uniform(0, 1, n)).astype(np.float32)  # dead for class 0 only
+    x[:, 5] = np.where(label == 0, 0.0, -30 + rng.uniform(0, 1, n)).astype(np.float32)  # signed: no shortcut
+    assert x[label == 0, 3].std() == 0
+    m = Moments.of(x)
+    table = pa.table({"label": label, "prediction": label})
+    by_cells = Cells.of(table, x, m).groups("label", 10, None, m)
+    by_groups = group_aggregate(x, label, 10, m)
+    big = subset_aggregate(x, label != 9, m)  # a large subset: one matrix product
+    small = subset_aggregate(x, (label == 0) & (np.arange(n) < 1000), m)  # a small one: gathered rows
+    for agg in (by_cells, by_groups):
+        assert agg.std[0, 3] == 0 and agg.mean[0, 3] == 0
+        np.testing.assert_allclose(agg.std[1:], np.stack([x[label == c].std(0) for c in range(1, 10)]), rtol=1e-2)
+    assert small.std[0, 3] == 0
+    np.testing.assert_allclose(big.std[0], x[label != 9].std(0), rtol=2e-3)

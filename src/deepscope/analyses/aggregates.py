@@ -112,12 +112,22 @@ class Moments:
 
     center: np.ndarray  # (D,) float64
     squares: np.ndarray  # (N, D) float32: (x - center)²; centring keeps E[x²] − E[x]² from cancelling
+    nonnegative: np.ndarray | None = None  # (D,) bool: neurons never below 0 (ReLU-like), see ``exact_zeros``
 
     @classmethod
     def of(cls, x: np.ndarray) -> Moments:
         center = x.mean(0, dtype=np.float64)
+        nonnegative = x.min(0) >= 0 if len(x) else np.zeros(x.shape[1], bool)
         squares = x - center.astype(np.float32)
-        return cls(center, np.square(squares, out=squares))  # squared in place: one (N, D) array, not two
+        return cls(center, np.square(squares, out=squares), nonnegative)  # squared in place: one (N, D) array
+
+    def exact_zeros(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+        """``var`` with 0 where a never-negative neuron's mean is 0: it is 0 on every row of the group (dead there).
+        The float32 sums behind ``var`` leave about 1e-4 of the centre's square there instead (a dead unit's
+        standard deviation read 0.0003 beside a mean of 0)."""
+        if self.nonnegative is None:
+            return var
+        return np.where(self.nonnegative & (mean == 0), 0.0, var)
 
 
 def subset_aggregate(x: np.ndarray, mask: np.ndarray, moments: Moments | None = None) -> Aggregate:
@@ -138,12 +148,12 @@ def subset_aggregate(x: np.ndarray, mask: np.ndarray, moments: Moments | None = 
         idx = np.flatnonzero(mask)
         mean = x[idx].sum(0, dtype=np.float64) / n  # (n, D) -> (D,)
         var = moments.squares[idx].sum(0, dtype=np.float64) / n - (mean - moments.center) ** 2
-        std = np.sqrt(np.maximum(var, 0.0))
+        std = np.sqrt(np.maximum(moments.exact_zeros(mean, var), 0.0))
     else:
         w = mask.astype(np.float32)  # (N,)
         mean = (w @ x).astype(np.float64) / n  # (N,) @ (N, D) -> (D,)
         var = (w @ moments.squares).astype(np.float64) / n - (mean - moments.center) ** 2
-        std = np.sqrt(np.maximum(var, 0.0))
+        std = np.sqrt(np.maximum(moments.exact_zeros(mean, var), 0.0))
     return Aggregate(["subset"], mean[None].astype(np.float32), std[None].astype(np.float32), np.array([n]))
 
 
@@ -207,6 +217,7 @@ class Cells:
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = (m @ self.sums) / count[:, None]  # (G, K) @ (K, D) -> (G, D)
             var = np.maximum((m @ self.squares) / count[:, None] - (mean - moments.center) ** 2, 0.0)
+        var = moments.exact_zeros(mean, var)
         return Aggregate(names, mean.astype(np.float32), np.sqrt(var).astype(np.float32), count)
 
 
@@ -238,7 +249,7 @@ def group_aggregate(
     sq = (onehot @ moments.squares).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / count[:, None]
-        var = np.maximum(sq / count[:, None] - (mean - moments.center) ** 2, 0.0)
+        var = moments.exact_zeros(mean, np.maximum(sq / count[:, None] - (mean - moments.center) ** 2, 0.0))
     return Aggregate(list(range(g)), mean.astype(np.float32), np.sqrt(var).astype(np.float32), count)
 
 
