@@ -182,10 +182,13 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
         if isinstance(e, (OSError, ValueError, TypeError)):
             _fail(e)
         if isinstance(e, KeyboardInterrupt):
+            from deepscope.analyses.activations import rows_kept
+
             rid = run.id if run is not None else run_id
             how = f"--run {rid} in place of --name {name}" if name else f"--run {rid}"
-            typer.echo(f"deepscope: interrupted; the rows done are kept: run the same command with {how} "
-                       "to resume", err=True)  # fmt: skip
+            kept = rows_kept(run.dir if run is not None else root / run_id)
+            typer.echo(f"deepscope: interrupted; {kept:,} rows are kept: run the same command with {how} "
+                       "to resume after them", err=True)  # fmt: skip
         raise
     if run is not None:
         run.finish()

@@ -102,10 +102,11 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         Activations(cfg).run(tmp_path / "cut", model, failing)
     progress = json.loads((tmp_path / "cut/artifacts/activations/progress.json").read_text())
-    assert progress["rows_done"] == 128 and not progress["complete"]  # whole chunks before row 150
+    # every batch before row 150 is kept: four whole chunks and the 16 rows gathered of the fifth
+    assert progress["rows_done"] == 144 and not progress["complete"]
     unfinished = read(tmp_path / "cut")  # its arrays already have 300 rows; the rows done are what it reads
-    assert len(unfinished) == 128 and unfinished.matrix("fc1").shape[0] == 128
-    np.testing.assert_array_equal(unfinished.matrix("fc1"), read(tmp_path / "whole").activations("fc1")[:128])
+    assert len(unfinished) == 144 and unfinished.matrix("fc1").shape[0] == 144
+    np.testing.assert_array_equal(unfinished.matrix("fc1"), read(tmp_path / "whole").activations("fc1")[:144])
     failing.armed = False
     calls = []
     original = failing.__class__.__getitem__
@@ -114,7 +115,7 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
         Activations(cfg).run(tmp_path / "cut", model, failing)
     finally:
         failing.__class__.__getitem__ = original
-    assert min(calls) == 128  # rows on disk were not computed again
+    assert min(calls) == 144  # rows on disk were not computed again (the resume ends the part-written chunk first)
     whole, cut = read(tmp_path / "whole"), read(tmp_path / "cut")
     assert cut.complete and len(cut) == 300
     for layer in ("conv1", "fc1"):

@@ -178,7 +178,7 @@ def test_an_interrupted_analysis_says_how_to_resume(tmp_path):
                    "--no-progress", cwd=tmp_path)  # fmt: skip
     assert done.returncode != 0
     (run,) = deepscope.open(runs).runs()
-    assert f"run the same command with --run {run.id} to resume" in done.stderr
+    assert f"interrupted; 48 rows are kept: run the same command with --run {run.id} to resume" in done.stderr
     assert run.status != "finished" or run.exit_reason  # stopped, and says so
     resumed = command("mymodels:build_model", "--data", "mymodels:dataset", "--batch-size", "16", "--dir", str(runs),
                       "--run", run.id, "--no-progress", cwd=tmp_path)  # fmt: skip

@@ -200,6 +200,16 @@ def replace_dir(new: Path, old: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def rows_kept(run_dir: str | os.PathLike[str]) -> int:
+    """Rows of an unfinished analysis of the run on disk (what a resume starts after): 0 when none."""
+    final = artifact_dir(run_dir, NAME)
+    for d in (final.with_name(final.name + NEXT_SUFFIX), final):
+        progress = read_json(d / "progress.json")
+        if progress and not progress.get("complete"):
+            return int(progress.get("rows_done", 0))
+    return 0
+
+
 def recover_swap(final: Path) -> None:
     """After a crash inside ``replace_dir``: the complete new analysis, else the old one, back in place."""
     trash = final.with_name(final.name + OLD_SUFFIX)

@@ -165,12 +165,15 @@ class Extractor:
                     self._step(batch.to(device), row)
                     row += batch.size
                     bar.update(batch.size)
-                    while self.rows.n >= state.chunk_rows:
-                        self._flush(state.chunk_rows)
+                    while self.rows.n >= (due := self._chunk_left()):
+                        self._flush(due)
                 if self.rows is not None and self.rows.n:
                     self._flush(self.rows.n)
             if while_writing is not None:
                 while_writing(self.handed)
+        except KeyboardInterrupt:
+            self._keep_gathered()
+            raise
         finally:
             try:
                 self._wait()
@@ -189,6 +192,28 @@ class Extractor:
                 raise ValueError(f"deepscope.analyze: the dataset's length changed from {self.src.length} to {now} "
                                  f"while it was read") from e  # fmt: skip
             raise
+
+    def _chunk_left(self) -> int:
+        """Rows that complete the chunk being gathered (a whole chunk, unless a run resumed mid-chunk)."""
+        rows = self.state.chunk_rows
+        return rows - self.handed % rows
+
+    def _keep_gathered(self) -> None:
+        """Interrupted: the rows gathered since the last chunk are written too (through zarr: a part of a chunk), so
+        that a resume starts after them — with chunks of 8,192 narrow rows, an expensive model's hours of rows."""
+        if self.rows is None or not self.rows.n:
+            return
+        try:
+            self._wait()
+            n = self.rows.n
+            for key, a in self.rows.arrays.items():
+                check_finite(key, a[:n], self.handed)
+            if SCORES in self.rows.arrays and self.cfg.scores == "softmax":
+                softmax_rows(self.rows.arrays[SCORES][:n])
+            chunk = {key: a[:n] for key, a in self.rows.arrays.items()}
+            self.state.rows_done = self.handed = self.state.write(self.handed, chunk)
+        except Exception:  # noqa: BLE001 — NaN rows, a full disk: the rows on disk before them stay the ones kept
+            pass
 
     def _allocate(self, specs: dict[str, tuple[tuple[int, ...], Any]]) -> None:
         self.rows = ChunkRows(specs, self.state.chunk_rows + self.cfg.batch_size)
