@@ -405,3 +405,23 @@ def test_batches_of_any_size_across_chunk_boundaries(tmp_path, monkeypatch, writ
     np.testing.assert_array_equal(r.instances().column("label").to_numpy(), y.numpy())
     scores = r.scores(np.arange(len(r)))
     np.testing.assert_allclose(scores, out.softmax(1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_empty_data_and_layer_names_that_cannot_name_files_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="the data has no instances"):
+        deepscope.analyze(TinyCNN(), torch.zeros(0, 1, 8, 8), run=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="the data has no instances"):
+        deepscope.analyze(TinyCNN(), iter([]), run=new_dir(tmp_path / "b"), progress=False)
+    model = nn.Sequential()
+    model.add_module("outputs/scores", nn.Linear(4, 3))  # a "/" in a module name: allowed by torch
+    with pytest.raises(ValueError, match="'outputs/scores' cannot name their arrays' files"):
+        deepscope.analyze(
+            model, torch.zeros(8, 4), layers=["outputs/scores"], run=new_dir(tmp_path / "c"), progress=False
+        )
+
+
+def test_labels_in_the_batches_beyond_the_class_names_are_an_error(tmp_path):
+    """Class names for 2 classes, batches labelled 0…3: the names would be mixed with numbers everywhere."""
+    with pytest.raises(ValueError, match="instance 3 has label 3, but there are 2 class names"):
+        deepscope.analyze(TinyCNN(), [(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 1, 3]))], class_names=["a", "b"],
+                          run=tmp_path, progress=False)  # fmt: skip

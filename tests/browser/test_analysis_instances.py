@@ -57,12 +57,23 @@ def write_hidden_only(root) -> str:
     return run.id
 
 
+def write_no_scores(root) -> str:
+    """Labelled instances through a model whose outputs are no class scores (scores='none'): no predictions."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 6))
+    with deepscope.init(project="browser", name="no-scores", dir=root) as run:
+        deepscope.analyze(model, torch.randn(150, 16), layers=["1"], labels=[i % 3 for i in range(150)],
+                          class_names=list("xyz"), scores="none", run=run, progress=False)  # fmt: skip
+    return run.id
+
+
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory, built_app):
     data = write_analysed(tmp_path_factory.mktemp("analysed"))
     unlabelled = write_unlabelled(data.root)
     partly = write_partly_labelled(data.root)
     hidden_only = write_hidden_only(data.root)
+    no_scores = write_no_scores(data.root)
     server = BackgroundServer(data.root, port=0).start()
     table = read(data.root / data.run).instances().to_pydict()
     yield {
@@ -73,6 +84,7 @@ def analysed(tmp_path_factory, built_app):
         "unlabelled": unlabelled,
         "partly": partly,
         "hidden_only": hidden_only,
+        "no_scores": no_scores,
     }
     server.stop()
 
@@ -331,6 +343,10 @@ def test_without_labels_rows_are_predicted_classes_and_inputs_are_texts(page, an
     }
     page.get_by_text("correctness unknown").wait_for()
     page.get_by_test_id("confusion-unavailable").wait_for()
+    # coloured by what there is: the predictions (labels and correctness cannot be chosen)
+    colour = page.get_by_label("Colour by")
+    assert colour.input_value() == "prediction"
+    assert colour.locator("option[value=label]").is_disabled() and colour.locator("option[value=correct]").is_disabled()
     d = detail_of(page, 5)
     assert d["text"] == table["text"][5] and not d["image"] and d["label"] is None and d["correct"] is None
     assert page.get_by_test_id("instance-text").inner_text() == table["text"][5]
@@ -345,6 +361,22 @@ def test_without_labels_rows_are_predicted_classes_and_inputs_are_texts(page, an
     page.get_by_test_id("top-text").nth(len(top) - 1).wait_for()
     shown = page.get_by_test_id("top-text").all_inner_texts()
     assert shown == [table["text"][i] for i in top]  # short texts: whole
+
+
+def test_labels_without_predictions_are_rows_of_their_class_with_correctness_unknown(page, analysed):
+    """Outputs that are no class scores: the rows are the labels, with no correct / misclassified blocks (every
+    instance was drawn as misclassified), coloured by label; the confusion panel says why it has nothing."""
+    run = analysed["no_scores"]
+    page.goto(f"{analysed['url']}?tab=analysis&runs={run}")
+    wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
+    grid = held(page, "grid")
+    assert {c["name"]: (c["correct"], c["wrong"]) for c in grid["classes"]} == {"x": (None, 50), "y": (None, 50),
+                                                                               "z": (None, 50)}  # fmt: skip
+    page.get_by_text("no predictions (the outputs are no class scores)").wait_for()
+    assert page.locator(".grid-view .heads").count() == 0
+    assert "not taken as scores" in page.get_by_test_id("confusion-unavailable").inner_text()
+    colour = page.get_by_label("Colour by")
+    assert colour.input_value() == "label" and colour.locator("option[value=prediction]").is_disabled()
 
 
 def test_unlabelled_instances_are_neither_correct_nor_misclassified(page, analysed):

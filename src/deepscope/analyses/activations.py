@@ -93,6 +93,13 @@ def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]
                          f"{type(model).__name__}; valid layers: {shown}")  # fmt: skip
     if len(set(layers)) != len(layers):
         raise ValueError("deepscope.analyze: a layer is named twice")
+    # A module name may hold "/" (add_module allows it): each layer's array is the file "<name>.zarr", which must not
+    # be the scores', labels' or previews' arrays, nor lie outside the analysis.
+    clash = [n for n in layers if n.startswith(("outputs/", "inputs/", "/")) or ".." in n.split("/") or "\\" in n]
+    if clash:
+        raise ValueError(f"deepscope.analyze: layer names {', '.join(map(repr, clash))} cannot name their arrays' "
+                         "files (outputs/ and inputs/ hold the scores, labels and previews); record their parent "
+                         "modules, or rename them")  # fmt: skip
     return list(layers)
 
 
@@ -347,6 +354,8 @@ class Activations:
     def _check(self, model: nn.Module, src: Source) -> list[str]:
         layers = validate_layers(model, self.config.layers)
         n = src.length
+        if n == 0:
+            raise ValueError("deepscope.analyze: the data has no instances")
         for what, count in self._given_counts().items():
             if n is not None and count != n:
                 raise ValueError(f"deepscope.analyze: {count} {what} for a dataset of {n} instances")
@@ -429,8 +438,9 @@ class Activations:
 
         modules = dict(model.named_modules())
         limit = min(self._given_counts().values(), default=None)  # data of unknown length may not yield more
+        names = None if self.class_names is None else len(self.class_names)
         extractor = Extractor(
-            model, [(n, modules[n]) for n in layers], cfg, src, state, limit, self._outputs_are_scores
+            model, [(n, modules[n]) for n in layers], cfg, src, state, limit, self._outputs_are_scores, names
         )
         tabled: list[int] = []
 
@@ -442,6 +452,8 @@ class Activations:
 
         extractor.extract(table_while_writing)
         n = state.rows_done
+        if n == 0:
+            raise ValueError("deepscope.analyze: the data has no instances")
         self._check_rows(src, n)
         self._warn_if_wide(extractor.outputs_in_memory())
         if tabled != [n]:

@@ -68,11 +68,13 @@ class Extractor:
 
     def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]], cfg: ActivationsConfig,
                  src: Source, state: Any, limit: int | None = None,
-                 are_scores: Callable[[int, np.ndarray], bool] | None = None) -> None:  # fmt: skip
+                 are_scores: Callable[[int, np.ndarray], bool] | None = None,
+                 named_classes: int | None = None) -> None:  # fmt: skip
         self.model, self.layers, self.cfg, self.src, self.state = model, layers, cfg, src, state
         self.are_scores = are_scores  # (output width, the first batch's labels) -> whether outputs are class scores
         self.scores: bool | None = SCORES in state.arrays if state.arrays else None  # decided at the first batch
         self.limit = limit  # the labels or metadata rows given: data of unknown length may not yield more
+        self.named_classes = named_classes  # class names given: the batches' labels must name one of them
         self.mask: torch.Tensor | None = None
         self.batch_rows = 0
         self.pooled: dict[str, torch.Tensor] = {}  # rows not yet copied into ``rows`` (first batch, accelerators)
@@ -250,6 +252,11 @@ class Extractor:
         for key, values in extra.items():
             if len(values) != b:
                 raise ValueError(f"deepscope.analyze: {key[:-5]} has {len(values)} rows for a batch of {b}")
+        named = self.named_classes
+        if named is not None and len(extra[LABELS]) and int(extra[LABELS].max()) >= named:
+            i = int(np.argmax(extra[LABELS] >= named))
+            raise ValueError(f"deepscope.analyze: instance {row + i} has label {extra[LABELS][i]}, but there are "
+                             f"{named} class names (classes 0…{named - 1})")  # fmt: skip
         if SCORES in extra and self.scores is None:  # the first batch: before any row is stored
             self.scores = self.are_scores is None or self.are_scores(extra[SCORES].shape[1], extra[LABELS])
         if SCORES in extra and not self.scores:

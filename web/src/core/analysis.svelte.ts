@@ -8,7 +8,7 @@ import { untrack } from "svelte";
 import { analysis, packMask, unpackMask, type AnalysisSummary, type Instances, type SubsetRequest } from "../api/analysis";
 import { perRunLoader, view } from "./state.svelte";
 import { hook } from "./testhook";
-import type { SubsetDef } from "./viewstate";
+import type { ColorBy, SubsetDef } from "./viewstate";
 
 /** Ten categorical colours (Tableau 10), one per class; more classes repeat them. */
 const CLASS_PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
@@ -276,3 +276,13 @@ analysisHook.state = () => ({
   top: an.top ? an.top.indices.slice() : null,
   error: an.error,
 });
+
+/** The colouring a choice gives for this analysis: what it lacks falls back — labels to predictions and the other
+ * way round, correctness (which needs both) to whichever there is. */
+export function colorChoice(choice: ColorBy, summary: Pick<AnalysisSummary, "has_labels" | "has_scores">): ColorBy {
+  const { has_labels: labels, has_scores: scores } = summary;
+  if (choice === "correct" && !(labels && scores)) choice = labels ? "label" : "prediction";
+  if (choice === "label" && !labels && scores) return "prediction";
+  if (choice === "prediction" && !scores) return "label";
+  return choice;
+}

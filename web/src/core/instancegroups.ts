@@ -50,7 +50,7 @@ function countingSort(order: Int32Array, key: (i: number) => number, range: numb
  * then stably by prediction (misclassified ones are shown by predicted class), then stably by class and
  * correctness.
  */
-export function groupInstances(t: Instances, hasLabels: boolean, nClasses: number): InstanceGroup[] {
+export function groupInstances(t: Instances, hasLabels: boolean, split: boolean, nClasses: number): InstanceGroup[] {
   const key = hasLabels ? t.label : t.prediction;
   let k = nClasses;
   let preds = 0;
@@ -60,8 +60,8 @@ export function groupInstances(t: Instances, hasLabels: boolean, nClasses: numbe
   }
   let order = byScore(t.score);
   if (hasLabels) order = countingSort(order, (i) => t.prediction[i] + 1, preds + 1).out; // −1 (none) first
-  // slot 2c: class c's correct instances, 2c + 1: the others (every instance without labels); c = k: no class
-  const slot = (i: number) => 2 * (key[i] < 0 ? k : key[i]) + (hasLabels && t.correct[i] === 1 ? 0 : 1);
+  // slot 2c: class c's correct instances, 2c + 1: the others (every instance when not `split`); c = k: no class
+  const slot = (i: number) => 2 * (key[i] < 0 ? k : key[i]) + (split && t.correct[i] === 1 ? 0 : 1);
   const { out, starts } = countingSort(order, slot, 2 * (k + 1));
   const groups: InstanceGroup[] = [];
   for (let c = 0; c <= k; c++) {
