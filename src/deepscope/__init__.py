@@ -177,3 +177,13 @@ def serve(
     from .server.launch import serve as _serve  # the server stack loads only when asked for
 
     _serve(root, host=host, port=port, token=token, open_browser=open_browser)
+
+
+def __getattr__(name: str) -> Any:
+    """``deepscope.analyses`` (and the other subpackages) without importing them first: imported when first named,
+    so that ``import deepscope`` stays light."""
+    if name in ("analyses", "graphs", "capture"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'deepscope' has no attribute {name!r}")

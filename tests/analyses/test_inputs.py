@@ -97,11 +97,13 @@ def test_table_rows_are_a_table_and_text_columns_are_found(tmp_path):
     assert not r.has_images and r.input_kind == "table" and r.text_column is None
     notes = pa.table({"tag": ["a"] * 30, "note": ["a few words here"] * 30})
     r = deepscope.analyze(model, x, layers=["1"], metadata=notes, run=new_dir(tmp_path / "b"), progress=False)
-    assert r.input_kind == "text" and r.text_column == "note"  # no text-like name: the first with spaces
+    # no text-like name, and a model over numbers: its free-text note is metadata, not its input (text_column= says
+    # otherwise; a model over token ids takes the first column with spaces: test_text.py)
+    assert r.input_kind == "table" and r.text_column is None
     named = pa.table({"label_text": ["x"] * 30, "note": ["a b"] * 30})
     r = deepscope.analyze(model, x, layers=["1"], metadata=named, run=new_dir(tmp_path / "c"), progress=False)
     assert r.text_column == "label_text"
-    # the user's choice wins: a tabular model's free-text note is no input, and a column can be named
+    # the user's choice wins: no text column at all, or the one named
     r = deepscope.analyze(model, x, layers=["1"], metadata=notes, text_column=False, run=new_dir(tmp_path / "d"),
                           progress=False)  # fmt: skip
     assert r.input_kind == "table" and r.text_column is None

@@ -62,3 +62,22 @@ def test_categorical_metadata_filters_as_text(tmp_path):
     x = r.activations("fc1")[:]
     agg = r.aggregate("fc1", where={"education": "phd"})
     np.testing.assert_allclose(agg.mean[0], x[levels == "phd"].mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_classes_filter_by_name_or_index_and_an_unknown_name_says_which_there_are(tmp_path):
+    import torch
+    from tests.analyses.models import TinyCNN, image_data
+
+    import deepscope
+
+    torch.manual_seed(0)
+    r = deepscope.analyze(TinyCNN(), image_data(80), layers=["fc1"], class_names=["cat", "dog", "eel", "fox"],
+                          run=tmp_path, progress=False)  # fmt: skip
+    np.testing.assert_array_equal(r.mask({"label": "dog"}), r.mask({"label": 1}))
+    np.testing.assert_array_equal(r.mask({"predicted": ["cat", 3]}), r.mask({"predicted": [0, 3]}))
+    assert r.mask({"label": "dog"}).sum() > 0
+    with pytest.raises(ValueError, match="no class named 'emu' \\(class names: 'cat', 'dog', 'eel', 'fox'\\)"):
+        r.mask({"label": "emu"})
+    np.testing.assert_array_equal(
+        r.aggregate("fc1", where={"label": "dog"}).mean, r.aggregate("fc1", where={"label": 1}).mean
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import torch
+from tests.conftest import new_dir
 from torch import nn
 
 import deepscope
@@ -61,3 +62,20 @@ def test_text_inputs_are_text_and_filter_like_numpy(tmp_path):
     accuracy = r.instances().column("correct").to_numpy(zero_copy_only=False).mean()
     assert accuracy > 0.9
     assert r.aggregate("hidden", by="label").groups == ["other", "how", "why"]
+
+
+def test_a_column_of_sentences_is_the_input_only_for_a_model_that_reads_token_ids(tmp_path):
+    """A comment column (most values with a space, named like nothing textual) is the input of a model over token ids,
+    but only metadata beside a model over numbers (a table): its instances are shown as their rows."""
+    comments = [f"note {i} about it" for i in range(24)]
+    words = torch.randint(0, 40, (24, 5))
+    tokens = deepscope.analyze(BagClassifier(40), words, layers=["hidden"], metadata={"comment": comments},
+                               run=new_dir(tmp_path / "tokens"), progress=False)  # fmt: skip
+    assert tokens.input_kind == "text" and tokens.text_column == "comment"
+    tabular = deepscope.analyze(nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)), torch.randn(24, 6),
+                                layers=["1"], metadata={"comment": comments}, run=new_dir(tmp_path / "table"),
+                                progress=False)  # fmt: skip
+    assert tabular.input_kind == "table" and tabular.text_column is None
+    named = deepscope.analyze(nn.Sequential(nn.Linear(6, 3)), torch.randn(24, 6), metadata={"text": comments},
+                              run=new_dir(tmp_path / "named"), progress=False)  # fmt: skip
+    assert named.text_column == "text"  # a column named as text stays the input, whatever the model read

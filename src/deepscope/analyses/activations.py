@@ -155,6 +155,17 @@ def image_input(batch: Batch) -> torch.Tensor | None:
     return None
 
 
+def input_kind(batch: Batch) -> str:
+    """What the model reads: ``"images"`` (see :func:`image_input`), ``"tokens"`` (integer ids: text) or
+    ``"features"`` (numbers of a table, an embedding…)."""
+    if image_input(batch) is not None:
+        return "images"
+    x = batch.args[0] if batch.args else batch.kwargs.get("input_ids", next(iter(batch.kwargs.values()), None))
+    if isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool:
+        return "tokens"
+    return "features"
+
+
 def preview_size(height: int, width: int, side: int = PREVIEW_SIDE) -> tuple[int, int]:
     """The preview's (h, w): the image scaled down so that its longer side is at most ``side``."""
     scale = min(1.0, side / max(height, width))
@@ -529,6 +540,7 @@ class _State:
         self.rows_done = 0
         self.widths: dict[str, int] = {}
         self.outputs: dict[str, dict[str, Any]] = {}  # layer -> {"shape": unpooled per-instance shape, "maps": bool}
+        self.inputs: str | None = None  # what the model read: "images", "tokens" (integer ids) or "features"
         self.arrays: dict[str, Any] = {}
         self._dirs: set[Path] = set()  # chunk directories known to exist
         self._saved = 0.0  # when progress.json was last written (time.monotonic())
@@ -541,6 +553,7 @@ class _State:
         s.rows_done = int(progress["rows_done"])
         s.widths = dict(progress["widths"])
         s.outputs = dict(progress.get("outputs", {}))
+        s.inputs = progress.get("inputs")
         for key in progress["arrays"]:
             arr = zarr.open_array(str(out_dir / key), mode="r+")
             arr.resize((s.rows_done, *arr.shape[1:]))  # rows written after the last progress record are redone
@@ -626,7 +639,7 @@ class _State:
         write_json_atomic(self.dir / "progress.json", {
             "version": 1, "fingerprint": self.fingerprint, "rows_done": self.rows_done, "complete": complete,
             "chunk_rows": self.chunk_rows, "widths": self.widths, "outputs": self.outputs,
-            "arrays": sorted(self.arrays),
+            "arrays": sorted(self.arrays), "inputs": self.inputs,
         })  # fmt: skip
 
     def finish(self) -> None:

@@ -23,6 +23,7 @@ from .activations import (
     ActivationsConfig,
     first_tensor,
     image_input,
+    input_kind,
     is_feature_map,
     pool,
     preview,
@@ -272,6 +273,7 @@ class Extractor:
             widths = {n: int(self.pooled[n].shape[1]) for n, _ in self.layers}
             dtypes = {LABELS: "int64", SCORES: "float32", IMAGES: "uint8"}
             outputs = {k[:-5]: (tuple(v.shape[1:]), dtypes[k]) for k, v in extra.items()}
+            self.state.inputs = input_kind(batch)
             specs = self.state.plan(widths, outputs, self.outputs)
             if self.threaded:  # made while the next batches run (zarr's calls wait for its own thread)
                 self.creating = self.pool.submit(self.state.create, specs)

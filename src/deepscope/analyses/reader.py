@@ -203,8 +203,8 @@ class AnalysisReader:
     def text_column(self) -> str | None:
         """The metadata column holding the inputs as text: the one given as ``text_column`` to ``analyze`` (or none,
         given ``False``), else the first string column named like ``text``, ``sentence``, ``prompt``, ``question``…
-        (``TEXT_NAMES``, or containing "text"), else the first string column in which most values have a space;
-        None when there is none."""
+        (``TEXT_NAMES``, or containing "text"), else — for a model that read token ids — the first string column in
+        which most values have a space; None when there is none."""
         if self._text_column is False:
             self._text_column = self._find_text_column()
         return self._text_column
@@ -222,6 +222,8 @@ class AnalysisReader:
         for name in strings:
             if name.lower() in TEXT_NAMES or "text" in name.lower():
                 return name
+        if self._progress.get("inputs") not in (None, "tokens"):
+            return None  # a model of numbers or images: a column of sentences describes it, it is not its input
         for name in strings:
             col = table.column(name)
             valid = len(col) - col.null_count
@@ -242,10 +244,33 @@ class AnalysisReader:
         """Rows matching ``where`` (see :func:`subset_mask`); also ``lasso`` — ``{"layer", "method", "polygon"}``:
         the instances whose stored projection lies inside the polygon (its vertices in the projection's own
         coordinates), as a lasso drawn on the projection selects them."""
+        if isinstance(where, Mapping):
+            where = self._class_indices(where)
         if isinstance(where, Mapping) and "lasso" in where:
             rest = {k: v for k, v in where.items() if k != "lasso"}
             return self._lasso(where["lasso"]) & subset_mask(self.instances(), rest or None)
         return subset_mask(self.instances(), where)
+
+    def _class_indices(self, where: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``where`` with classes given by name (``{"label": "cat"}``) as their indices."""
+        keys = [k for k in ("label", "prediction", "predicted") if k in where]
+        if not keys:
+            return where
+        names = self.class_names or []
+
+        def index(v: Any) -> Any:
+            if not isinstance(v, str):
+                return v
+            if v not in names:
+                known = ", ".join(map(repr, names[:30])) if names else "none: the analysis has no class names"
+                raise ValueError(f"deepscope: no class named {v!r} (class names: {known}); or give its index")
+            return names.index(v)
+
+        out = dict(where)
+        for k in keys:
+            v = where[k]
+            out[k] = [index(x) for x in v] if isinstance(v, (list, tuple)) else index(v)
+        return out
 
     def _lasso(self, spec: Any) -> np.ndarray:
         from .lasso import inside_polygon, lasso_polygon
@@ -260,6 +285,8 @@ class AnalysisReader:
     def aggregate(self, layer: str, *, by: str | None = None, where: Where = None) -> Aggregate:
         """Per-neuron mean and std: per class (``by="label"`` or ``"prediction"``), or of one subset (``where``)."""
         x = self.matrix(layer)
+        if isinstance(where, Mapping):
+            where = self._class_indices(where)
         cellwise = where is None or Cells.answers(where)
         if by is None:
             if cellwise and where is not None and (cells := self.cells(layer)) is not None:

@@ -320,7 +320,7 @@ def top(store: Store, run_id: str, layer: str, neuron: int, k: int) -> schemas.I
     e = entry(store, run_id)
     check_layer(e.reader, layer)
     if not 0 <= neuron < e.reader.widths[layer]:
-        raise NotFound(f"layer {layer!r} has {e.reader.widths[layer]} neurons, not {neuron + 1}")
+        raise NotFound(f"no neuron {neuron} in layer {layer!r}: its neurons are 0…{e.reader.widths[layer] - 1}")
     with e.lock:
         idx, vals = e.reader.top_instances(layer, neuron, k)
     return schemas.InstanceList(indices=idx.tolist(), values=_floats(vals))  # type: ignore[arg-type]
@@ -331,7 +331,7 @@ def column(store: Store, run_id: str, layer: str, neuron: int) -> bytes:
     e = entry(store, run_id)
     check_layer(e.reader, layer)
     if not 0 <= neuron < e.reader.widths[layer]:
-        raise NotFound(f"layer {layer!r} has {e.reader.widths[layer]} neurons, not {neuron + 1}")
+        raise NotFound(f"no neuron {neuron} in layer {layer!r}: its neurons are 0…{e.reader.widths[layer] - 1}")
     with e.lock:
         values = e.reader.matrix(layer)[:, neuron]
     return np.ascontiguousarray(values, dtype="<f4").tobytes()
