@@ -283,3 +283,23 @@ def test_instance_text_is_the_column_the_reader_calls_text(tmp_path):
     with make_client(create_app(tmp_path)) as c:
         assert c.get(f"/api/runs/{run.id}/analysis").json()["input_kind"] == "text"
         assert c.get(f"/api/runs/{run.id}/analysis/instances/4").json()["text"] == "this is review 4"
+
+
+def test_a_head_of_many_classes_gives_rows_only_to_the_classes_with_instances(tmp_path):
+    """60 outputs, labels 0…2: the matrix by prediction and by label has a row for each class that holds instances
+    (with its index), not 60 mostly empty ones; few classes keep their empty rows."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(40, 1, 8, 8, generator=g), torch.randint(0, 3, (40,), generator=g)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 60))
+    names = [f"class_{c}" for c in range(60)]  # a head of 60 named classes, over instances of three
+    with deepscope.init(project="p", name="wide", dir=tmp_path) as run:
+        deepscope.analyze(model, torch.utils.data.TensorDataset(x, y), layers=["1"], class_names=names, run=run,
+                          progress=False)  # fmt: skip
+    with make_client(create_app(tmp_path)) as client:
+        for by in ("label", "prediction"):
+            r = client.post(f"/api/runs/{run.id}/analysis/matrix", json={"layer": "1", "group_by": by})
+            rows = [row for row in r.json()["rows"] if row["kind"] == "class"]
+            column = read(run.dir).instances().column(by).to_numpy()
+            assert [row["index"] for row in rows] == sorted(set(column.tolist()))
+            assert all(row["count"] == int((column == row["index"]).sum()) for row in rows)

@@ -301,9 +301,12 @@ def matrix(store: Store, run_id: str, req: schemas.MatrixRequest) -> schemas.Act
         table = r.instances()
         if req.group_by is not None and req.group_by in table.column_names:
             agg = r.aggregate(req.layer, by=req.group_by)
-            for g, mean, std, count in zip(agg.groups, agg.mean, agg.std, agg.count):
-                rows.append(schemas.MatrixRow(kind="class", name=str(g), count=int(count), mean=_floats(mean),
-                                              std=_floats(std)))  # fmt: skip
+            many = len(agg.groups) > MANY_CLASSES  # a 5,000-class head over a few classes: 255 MB of empty rows
+            for c, (g, mean, std, count) in enumerate(zip(agg.groups, agg.mean, agg.std, agg.count)):
+                if many and count == 0:
+                    continue
+                rows.append(schemas.MatrixRow(kind="class", name=str(g), index=c, count=int(count),
+                                              mean=_floats(mean), std=_floats(std)))  # fmt: skip
         for s in req.subsets:
             agg = r.aggregate(req.layer, where=subset_mask(r, s))
             rows.append(schemas.MatrixRow(kind="subset", name=s.name, count=int(agg.count[0]),
@@ -314,6 +317,9 @@ def matrix(store: Store, run_id: str, req: schemas.MatrixRequest) -> schemas.Act
             for i, v in zip(req.pinned, values):
                 rows.append(schemas.MatrixRow(kind="instance", name=f"#{i}", count=1, mean=_floats(v), std=zeros))
     return schemas.ActivationMatrix(layer=req.layer, neurons=r.widths[req.layer], rows=rows)
+
+
+MANY_CLASSES = 50  # above it, classes without instances get no row of the matrix
 
 
 def top(store: Store, run_id: str, layer: str, neuron: int, k: int) -> schemas.InstanceList:

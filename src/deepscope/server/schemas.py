@@ -335,6 +335,7 @@ class MatrixRequest(BaseModel):
 class MatrixRow(BaseModel):
     kind: Literal["class", "subset", "instance"]
     name: str
+    index: int | None = None  # a class row's class
     count: int
     mean: list[float | None]  # one per neuron; null where undefined (an empty subset)
     std: list[float | None]

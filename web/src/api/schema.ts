@@ -969,6 +969,8 @@ export interface components {
         MatrixRow: {
             /** Count */
             count: number;
+            /** Index */
+            index?: number | null;
             /**
              * Kind
              * @enum {string}
