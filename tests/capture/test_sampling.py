@@ -56,6 +56,29 @@ def test_every_element_is_equally_likely_over_steps():
     assert np.abs(blocks / expected - 1).max() < 0.12
 
 
+def test_a_tensor_a_little_larger_than_the_sample_is_read_at_new_positions_each_call():
+    """Too small for spaced clusters: a random subset of positions, rotated anew at each call. The same subset at every
+    call (and for every tensor of that size) made sampled means of LayerNorm outputs — whose hidden positions differ
+    in mean — one shared, made-up pattern; rotated, a feature-position bias averages out over steps."""
+    s = Sampler(4096)
+    n = 2 * 6 * 512  # (batch, tokens, hidden): 6,144 elements
+    assert s.plan(n)[0] == 0  # the subset path
+    x = torch.arange(n, dtype=torch.float32)
+    out = torch.empty(4096)
+    seen = []
+    for _ in range(2):
+        s.into(x, out)
+        seen.append(set(out.numpy().astype(np.int64).tolist()))
+    assert len(seen[0]) == 4096 and len(seen[0] & seen[1]) < 3800  # other positions (a random subset overlaps 2/3)
+    features = torch.randn(512)  # a per-feature offset, as a LayerNorm's bias gives
+    y = features.repeat(12) + 0.01 * torch.randn(n)
+    means = [s(y).mean().item() for _ in range(400)]
+    assert abs(np.mean(means) - y.mean().item()) < 0.01 * y.std().item() * 3
+    kept = torch.empty(4096), torch.empty(4096)
+    s.into(x, kept[0], start=0), s.into(x, kept[1], start=0)  # a weight's before / after: the same positions
+    assert torch.equal(kept[0], kept[1])
+
+
 def test_permuted_and_expanded_tensors():
     s = Sampler(1024)
     base = torch.randn(64, 32, 16)

@@ -7,8 +7,9 @@ cache lines, where a random gather touches ``sample`` of them. Over steps every 
 to be seen (the start is uniform), and within a step the sample spans the whole tensor: every sample of a
 batch, every channel. The stride is prime so that it shares no period with the tensor's dimensions (a
 stride of 4 × 28 × 28 would see the same pixel of every feature map). Tensors only a little larger than
-``sample`` (too small for clusters spaced apart) use a fixed random subset, gathered with one
-``index_select``.
+``sample`` (too small for clusters spaced apart) use a random subset, gathered with one ``index_select``,
+rotated by a random offset at every call: a fixed subset made every step's sample — and every tensor of the same
+size — read the same positions (the LayerNorm outputs of a transformer showed one shared, made-up pattern).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Sampler:
         self._random = random.Random(seed).random
         self._plans: dict[int, tuple[int, int]] = {}  # numel -> (stride, highest start); stride 0: index
         self._index: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._rotated: dict[tuple[int, torch.device], torch.Tensor] = {}  # the index, rotated this call
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (any shape) -> a new 1-D float32 tensor holding its sample."""
@@ -82,17 +84,24 @@ class Sampler:
             (out.view(self.clusters, self.width) if out2d is None else out2d).copy_(view)
         else:
             flat = base.as_strided((n,), (1,), base.storage_offset())
-            out.copy_(flat.index_select(0, self._idx(n, flat.device)))
+            out.copy_(flat.index_select(0, self._idx(n, flat.device, start)))
         return self.sample
 
-    def _idx(self, n: int, device: torch.device) -> torch.Tensor:
+    def _idx(self, n: int, device: torch.device, start: int | None = None) -> torch.Tensor:
+        """The positions to gather: a random subset (sorted: gathered in memory order), rotated by ``start`` —
+        a random one when None; 0 keeps a weight's positions between the samples before and after its update."""
         idx = self._index.get((n, device))
         if idx is None:
             g = torch.Generator().manual_seed(self.seed + n)
-            # sorted: the same sample, gathered in memory order (fewer cache misses than a random walk)
             idx = torch.randperm(n, generator=g)[: self.sample].sort().values
             idx = self._index[(n, device)] = idx.to(device)
-        return idx
+            self._rotated[(n, device)] = torch.empty_like(idx)
+        shift = int(self._random() * n) if start is None else start
+        if not shift:
+            return idx
+        rotated = self._rotated[(n, device)]
+        torch.add(idx, shift, out=rotated)
+        return torch.remainder(rotated, n, out=rotated)
 
 
 _DENSE: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}
