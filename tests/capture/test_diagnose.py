@@ -218,3 +218,17 @@ def test_zero_updates_are_no_learning_rate_finding():
     assert [f.rule for f in run_rule(6, weight__update_ratio=np.zeros(5), param_grad__norm=np.zeros(5))] == [
         "zero_gradients"
     ]
+
+
+def test_an_early_spike_is_reported_at_its_own_step_and_value():
+    """A spike at step 49 (of a run judged from step 50 on, before) was missed, and the step after it — still high,
+    on its tail — was reported in its place. Judged from 20 values on, at its peak."""
+    rng = np.random.default_rng(0)
+    for peak_step in (25, 49):
+        found = []
+        d = Diagnoser(LAYERS, PARAMS, found.append, Thresholds())
+        loss = 0.7 + 0.02 * rng.standard_normal(80)
+        loss[peak_step], loss[peak_step + 1] = 2.969, 1.716  # the peak, then its tail
+        d.observe_scalars(np.arange(80), ["train/loss"], np.zeros(80, np.int32), loss)
+        assert [(f.rule, f.step) for f in found] == [("loss_spike", peak_step)]
+        assert "spiked to 2.969" in found[0].text

@@ -31,6 +31,10 @@ class Thresholds:
     diverging_update: float = 1.0  # a median update/weight ratio above this: each step rewrites the weights
 
 
+SPIKE_HISTORY = 20  # loss values before one is judged a spike against them
+SPIKE_LOOKBACK = 5  # values before the one judged that may be the spike's peak
+
+
 @dataclass(frozen=True)
 class Finding:
     step: int
@@ -60,6 +64,7 @@ class Diagnoser:
         self._streak: dict[tuple[str, str | None], int] = {}
         self._losses: dict[str, deque[float]] = {}
         self._last_spike: dict[str, int] = {}
+        self._recent_losses: dict[str, deque[tuple[int, float]]] = {}
         self._loss_scale: dict[str, float] = {}  # the largest |loss| of the first full window
         self._norms: deque[float] = deque(maxlen=50)  # the total weight-gradient norm of recent healthy steps
         # weight matrices in model order: the depth axis for gradient flow
@@ -158,25 +163,30 @@ class Diagnoser:
             if not key.rsplit("/", 1)[-1].endswith("loss"):
                 continue
             window = self._losses.setdefault(key, deque(maxlen=200))
+            recent = self._recent_losses.setdefault(key, deque(maxlen=SPIKE_LOOKBACK))  # (step, value)
             sel = np.flatnonzero(key_ids == kid)
             for v, s in zip(values[sel].tolist(), step[sel].tolist()):
-                if len(window) >= 50 and np.isfinite(v):
+                if len(window) >= SPIKE_HISTORY and np.isfinite(v):
                     arr = np.fromiter(window, float)
                     med = float(np.median(arr))
                     mad = float(np.median(np.abs(arr - med))) or 1e-12
                     # relative to the loss's own scale too: 0.002 → 0.02 late in training is noise, not a spike
                     scale = self._loss_scale.setdefault(key, float(np.max(np.abs(arr))))
-                    if (
-                        v > med + self.t.spike_factor * mad
-                        and v > 1.5 * abs(med)
-                        and v - med > self.t.spike_min_share * scale
-                        and s - self._last_spike.get(key, -(10**9)) > 500
-                    ):
-                        self._last_spike[key] = s
-                        text = f"{key} spiked to {v:.4g} (recent median {med:.4g})"
-                        self.emit(Finding(s, "loss_spike", "warning", key, text))
+
+                    def spiked(x: float) -> bool:
+                        return (x > med + self.t.spike_factor * mad and x > 1.5 * abs(med)
+                                and x - med > self.t.spike_min_share * scale)  # fmt: skip
+
+                    if spiked(v) and s - self._last_spike.get(key, -(10**9)) > 500:
+                        # the peak, not the first value judged after it: a spike just before the history was long
+                        # enough (or its tail) is reported at its own step and value
+                        peak_s, peak_v = max([*recent, (s, v)], key=lambda sv: sv[1] if spiked(sv[1]) else -np.inf)
+                        self._last_spike[key] = peak_s
+                        text = f"{key} spiked to {peak_v:.4g} (recent median {med:.4g})"
+                        self.emit(Finding(peak_s, "loss_spike", "warning", key, text))
                 if np.isfinite(v):
                     window.append(v)
+                    recent.append((s, v))
 
     def _watch_norm(self, step: int, norms: np.ndarray, nonfinite: bool) -> None:
         """A sudden jump of the total weight-gradient norm (or its overflow: an infinite norm, non-finite values in
