@@ -173,7 +173,7 @@ class Diagnoser:
                     # relative to the loss's own scale too: 0.002 → 0.02 late in training is noise, not a spike
                     scale = self._loss_scale.setdefault(key, float(np.max(np.abs(arr))))
 
-                    def spiked(x: float) -> bool:
+                    def spiked(x: float, med: float = med, mad: float = mad, scale: float = scale) -> bool:
                         return (x > med + self.t.spike_factor * mad and x > 1.5 * abs(med)
                                 and x - med > self.t.spike_min_share * scale)  # fmt: skip
 
