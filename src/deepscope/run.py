@@ -245,9 +245,10 @@ class Run:
         A step is an optimizer step when ``optimizer`` is given, else a training-mode forward pass.
         ``layers`` selects leaf modules by glob (``"encoder.*"``), list of globs, or ``f(path, module)``; every
         parameter is recorded, those owned by containers (``pos_embed``) too, matched on their own path.
-        ``start_step`` numbers the first step: by default the step after the last one on disk (a resumed run) or
-        after the last one of an earlier ``watch`` of this run object, else 0; a training resumed from an earlier
-        checkpoint passes its own count.
+        ``start_step`` numbers the first step: by default the step after the last one this run recorded — on disk (a
+        resumed run), by ``run.log``, or by an earlier ``watch`` of this run object —, else 0: a model watched again
+        after ``unwatch()``, or first watched mid-training, lines up with the metrics logged meanwhile. A training
+        resumed from an earlier checkpoint, or whose logged steps count something else (samples), passes its own.
         ``graph`` records the model's computation graph once, from the first training forward pass.
         ``scaler``: the ``torch.amp.GradScaler`` of mixed-precision training, so output gradients (which
         come from the scaled loss) are recorded unscaled and a step it skips stays a step of its own.
@@ -270,7 +271,7 @@ class Run:
         from .capture.watch import WatchConfig, Watcher
 
         if start_step is None:
-            start_step = self._next_watch_step
+            start_step = max(self._next_watch_step, self._last_step + 1)
         config = WatchConfig(every, start_step, histograms_every, sample, dead_window, diagnose, print_findings)
         watcher = Watcher(self, model, optimizer, layers, config, scaler=scaler)
         if graph and self.rank == 0:

@@ -319,6 +319,32 @@ def test_watch_again_continues_the_step_count(root):
     assert r.series("sys/step_time").step.tolist() == [0, 1, 2, 3, 4, 5]
 
 
+def test_watch_again_after_logged_steps_lines_up_with_them(root):
+    """Steps 0–9 watched, 10–19 only logged, then watched again: the layer statistics of steps 20–29 are stored at
+    20–29, beside the loss logged there (they were stored at 10–19, and diagnoses pointed at the wrong steps)."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+
+    def train(steps: range) -> None:
+        for s in steps:
+            loss = model(torch.randn(8, 64)).sum()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            run.log({"loss": loss.item()}, step=s)
+
+    run.watch(model, opt, diagnose=False)
+    train(range(10))
+    run.unwatch()
+    train(range(10, 20))
+    run.watch(model, opt, diagnose=False)
+    train(range(20, 30))
+    run.finish()
+    r = reopen(root, run.id)
+    assert r.layer_steps().tolist() == [*range(10), *range(20, 30)]
+
+
 def test_a_second_model_at_once_or_other_layers_later_are_refused(root):
     g, d = _model(), nn.Sequential(nn.Linear(3, 1))
     run = deepscope.init(dir=root)
