@@ -249,7 +249,10 @@ class Run:
         resumed run), by ``run.log``, or by an earlier ``watch`` of this run object —, else 0: a model watched again
         after ``unwatch()``, or first watched mid-training, lines up with the metrics logged meanwhile. A training
         resumed from an earlier checkpoint, or whose logged steps count something else (samples), passes its own.
-        ``graph`` records the model's computation graph once, from the first training forward pass.
+        ``graph`` records the model's computation graph once, from the first training forward pass: traced by
+        ``torch.fx`` on fake weights, or — where fx cannot trace the model (many Hugging Face models) — by one extra
+        forward pass in eval mode without gradients, which forward hooks of your own see too (``graph=False``
+        leaves it out; ``deepscope.graph(model, inputs)`` records a graph on demand).
         ``scaler``: the ``torch.amp.GradScaler`` of mixed-precision training, so output gradients (which
         come from the scaled loss) are recorded unscaled and a step it skips stays a step of its own.
         Returns the watcher; ``run.unwatch()`` (or ``finish()``, or leaving ``with run.watch(...)``) removes
