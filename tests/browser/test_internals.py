@@ -419,3 +419,34 @@ def test_a_link_to_norms_opens_their_log_colour_scale(page, watched, server_url)
     page.reload()
     overview_ready(page, "param_grad", "norm")
     assert page.evaluate("() => window.__deepscope.view().colorLog") is False
+
+
+def test_dead_unit_shares_fill_their_window_in_the_overview(page, serve, tmp_path):
+    """The dead-unit share is recorded once per window (at its end), about the whole window: the overview spreads
+    each value over its window's columns (it was one column in ten, a faint line on an empty row)."""
+    root = tmp_path / "dead"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with deepscope.init(project="dead", name="windows", dir=root) as run:
+        run.watch(model, opt, dead_window=10, print_findings=False)
+        for _ in range(40):
+            loss = model(torch.randn(8, 16)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    server = serve(root)
+    open_internals(page, server.url, f"runs={run.id}&run={run.id}&stat=dead_frac")
+    o = overview_ready(page, "act", "dead_frac")
+    values = np.array(
+        page.evaluate(
+            "() => Array.from({length: window.__deepscope.internals.overview.cols}, (_, c) => "
+            "window.__deepscope.internals.overview.value('1', c))"
+        ),  # fmt: skip
+        dtype=float,
+    )
+    recorded = deepscope.open(root).run(run.id).layer_matrix("act", "dead_frac")
+    row = recorded.values[recorded.names.index("1")]
+    assert np.isfinite(row).sum() == 4  # the store holds one value per window of 10
+    assert o["cols"] == 40 and np.isfinite(values).all()  # shown: every window's columns
+    np.testing.assert_array_equal(values, np.repeat(row[9::10], 10))

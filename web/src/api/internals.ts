@@ -57,6 +57,7 @@ export const internals = {
       const row = list.get(r);
       if (row) values.set((row.toArray() as Float32Array).subarray(0, cols), r * cols);
     }
+    if (WINDOWED.has(q.stat)) fillWindows(values, names.length, cols);
     return { kind: q.kind, stat: q.stat, names: Array.from(names), steps, values, exact: meta.get("exact") === "true" };
   },
 
@@ -72,3 +73,20 @@ export const internals = {
 
   ranks: (run: string) => getJson<RankReport>(`${base(run)}/ranks`),
 };
+
+/** Statistics recorded once per window of steps (at its end), about the whole window. */
+const WINDOWED = new Set(["dead_frac"]);
+
+/** Each row's windowed values spread over the buckets of their window — from the previous value's bucket on —, so
+ * that zoomed in a value is a band, not a one-bucket line on an empty row; the window in progress stays empty. */
+export function fillWindows(values: Float32Array, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    let next = NaN;
+    for (let c = cols - 1; c >= 0; c--) {
+      const v = values[o + c];
+      if (Number.isNaN(v)) values[o + c] = next;
+      else next = v;
+    }
+  }
+}
