@@ -177,6 +177,10 @@ def test_runs_table_sorts_and_filters(page, server, store):
 
     page.get_by_label("Filter runs").fill("sgd")
     assert shown() == [store["short"]]
+    # "select all" with a filter selects what it shows — the runs it hides were compared too, unseen
+    page.get_by_label("Select all shown runs").uncheck()  # all three were selected: the shown one is dropped
+    page.get_by_label("Select all shown runs").check()
+    wait_for(page, "(id) => new URLSearchParams(location.search).get('runs') === id", store["short"])
     page.get_by_label("Filter runs").fill("")
     page.get_by_label("Config key").select_option("optimizer")
     page.get_by_label("Config value").select_option("adam")
@@ -214,6 +218,8 @@ def test_run_detail_shows_config_metadata_and_events(page, server, store):
     cells = page.locator("tr[data-key='train/loss'] td.num").all_inner_texts()
     assert cells[:3] == [f"{loss[-1]:.5g}", f"{loss.min():.5g}", f"{loss.max():.5g}"]
     assert page.locator("tr[data-key='val/loss'] td.num").all_inner_texts()[3] == str(LONG_STEPS // 100)
+    keys = page.locator(".metrics table.kv tbody tr").evaluate_all("(rows) => rows.map((r) => r.dataset.key)")
+    assert keys == sorted(keys, key=lambda k: (k.startswith("sys/"), k))  # the user's scalars, then sys/
     page.get_by_role("button", name="Show metrics").click()
     chart_ready(page, "train/loss", store["long"])
 
