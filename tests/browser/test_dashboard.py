@@ -624,3 +624,29 @@ def test_a_metric_column_sorts_a_sweep_by_its_last_value(page, serve, tmp_path):
     page.locator("tr[data-key='train/loss'] .nonfinite").wait_for()
     assert page.locator("tr[data-key='train/loss'] .nonfinite").get_attribute("data-nonfinite") == "1"
     assert page.locator("tr[data-key='val/acc'] .nonfinite").count() == 0
+
+
+def test_runs_of_one_name_are_told_apart_by_their_start(page, serve, tmp_path):
+    """Two runs named alike: the run list and the chart tooltip add each one's start time (the tooltip, keyed by
+    name, failed on the second one)."""
+    ids = []
+    for k in range(2):
+        run = deepscope.init(dir=tmp_path, name="hf-bf16")
+        for s in range(20):
+            run.log({"loss": 1.0 + k + s / 100}, step=s)
+        run.finish()
+        ids.append(run.id)
+        time.sleep(1.1)  # started in different seconds
+    server = serve(tmp_path)
+    console = Console(page)
+    open_page(page, f"{server.url}?runs={','.join(ids)}&smooth=0")
+    for rid in ids:
+        chart_ready(page, "loss", rid, 19)
+    names = page.locator(".picker li .name").all_inner_texts()
+    assert len(set(names)) == 2 and all(n.startswith("hf-bf16 · ") for n in names)
+    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
+    page.mouse.move(plot["x"] + plot["width"] / 2, plot["y"] + plot["height"] / 2)
+    tip = page.locator("figure[data-key='loss'] .tip")
+    tip.wait_for()
+    assert sorted(tip.locator(".tip-name").all_inner_texts()) == sorted(names)
+    assert console.errors == []

@@ -81,6 +81,28 @@ export function runById(id: string): RunSummary | undefined {
   return data.runs.find((r) => r.id === id);
 }
 
+/** Each run's name as the views show it: names that several runs share get their start time (and, started in the
+ * same second, the end of their id) — twenty "hf-bf16" runs could not be told apart. */
+const labels = $derived.by(() => {
+  const byName = new Map<string, RunSummary[]>();
+  for (const r of data.runs) byName.set(r.name, [...(byName.get(r.name) ?? []), r]);
+  const out = new Map<string, string>();
+  for (const [name, runs] of byName) {
+    const times = runs.map((r) => new Date(r.start_time * 1000).toLocaleTimeString([], { hour12: false }));
+    runs.forEach((r, i) => {
+      if (runs.length === 1) out.set(r.id, name);
+      else if (times.filter((t) => t === times[i]).length === 1) out.set(r.id, `${name} · ${times[i]}`);
+      else out.set(r.id, `${name} · ${times[i]} · ${r.id.slice(-4)}`);
+    });
+  }
+  return out;
+});
+
+/** How the views name run `id` (see `labels`); its id while the run list does not know it. */
+export function runLabel(id: string): string {
+  return labels.get(id) ?? runById(id)?.name ?? id;
+}
+
 // ---- URL ---------------------------------------------------------------------------------------------
 let lastSearch = serialize(view);
 /** Where the user is: a tab, its run, the internals' panel, the instance whose detail is open. Going elsewhere is a
