@@ -425,3 +425,10 @@ def test_labels_in_the_batches_beyond_the_class_names_are_an_error(tmp_path):
     with pytest.raises(ValueError, match="instance 3 has label 3, but there are 2 class names"):
         deepscope.analyze(TinyCNN(), [(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 1, 3]))], class_names=["a", "b"],
                           run=tmp_path, progress=False)  # fmt: skip
+
+
+def test_a_dataloader_that_drops_its_last_batch_says_how_many_instances_are_left_out(tmp_path):
+    loader = torch.utils.data.DataLoader(image_data(20), batch_size=8, drop_last=True)
+    with pytest.warns(RuntimeWarning, match="drop_last=True.*4 of 20 instances are left out"):
+        r = deepscope.analyze(TinyCNN(), loader, layers=["fc1"], run=tmp_path, progress=False)
+    assert len(r) == 16

@@ -142,8 +142,13 @@ def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any]
         n = len(ds) if hasattr(ds, "__len__") and not isinstance(ds, torch.utils.data.IterableDataset) else None
         if n is not None and hasattr(data.sampler, "__len__"):
             n = len(data.sampler)  # a sampler over part of the dataset yields that part
-        if n is not None and data.drop_last:
-            n = (n // data.batch_size) * data.batch_size if data.batch_size else n
+        if n is not None and data.drop_last and data.batch_size and n % data.batch_size:
+            import warnings
+
+            kept = (n // data.batch_size) * data.batch_size
+            warnings.warn(f"deepscope.analyze: the DataLoader drops its last, partial batch (drop_last=True): "
+                          f"{n - kept} of {n} instances are left out", RuntimeWarning, stacklevel=3)  # fmt: skip
+            n = kept
         return Source(data, n, False, batch_size, None)
     if isinstance(data, torch.utils.data.IterableDataset):  # instances (as a DataLoader expects) or batches
         return Source(_Batched(data, batch_size, collate), None, False, batch_size, None)
