@@ -248,6 +248,21 @@ def test_subsets_from_the_form_and_from_a_confusion_cell(page, analysed):
     page.get_by_role("button", name="Add subset").click()
     page.get_by_test_id("subset-error").wait_for()
     assert "No instance matches" in page.get_by_test_id("subset-error").inner_text()
+    # with a second condition, the error says which one matches nothing by itself
+    page.get_by_label("Label is").select_option("7")
+    page.get_by_role("button", name="Add subset").click()
+    wait_for(
+        page, "() => document.querySelector('[data-testid=subset-error]')?.innerText.includes('no instance is ink')"
+    )
+    # Cancel empties the form: its conditions do not join the next subset unseen
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_role("button", name="+ Subset").click()
+    assert (
+        page.get_by_label("Label is").input_value() == ""
+        and page.get_by_label("Column", exact=True).input_value() == ""
+    )
+    page.get_by_label("Column", exact=True).select_option("ink")
+    page.get_by_label("Column condition").select_option("range")
     page.get_by_label("Column from").fill(str(lo))
     page.get_by_label("Column to").fill(str(hi))
     page.get_by_role("button", name="Add subset").click()
