@@ -303,3 +303,11 @@ def test_a_head_of_many_classes_gives_rows_only_to_the_classes_with_instances(tm
             column = read(run.dir).instances().column(by).to_numpy()
             assert [row["index"] for row in rows] == sorted(set(column.tolist()))
             assert all(row["count"] == int((column == row["index"]).sum()) for row in rows)
+        # the confusion matrix too: the classes some instance is labelled or predicted as, each count as sklearn's
+        from sklearn.metrics import confusion_matrix
+
+        c = client.get(f"/api/runs/{run.id}/analysis/confusion").json()
+        t = read(run.dir).instances()
+        label, pred = t.column("label").to_numpy(), t.column("prediction").to_numpy()
+        assert c["classes"] == sorted(set(label.tolist()) | set(pred.tolist())) and len(c["classes"]) < 60
+        np.testing.assert_array_equal(c["matrix"], confusion_matrix(label, pred, labels=c["classes"]))

@@ -13,6 +13,7 @@ from ..store.runmeta import write_json_atomic
 from .base import artifact_dir, provenance, write_provenance
 
 NAME = "confusion"
+MANY_CLASSES = 50  # above it, the matrix keeps the classes that occur (a 5,000-class head: 141 MB of zeros)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int | None = None) -> np.ndarray:
@@ -54,7 +55,12 @@ class ConfusionMatrix:
         if n is not None and max(labels.max(initial=-1), preds.max(initial=-1)) >= n:
             n = None  # outputs beyond the named classes: size from the data
         m = confusion_matrix(labels, preds, n)
+        classes = np.arange(len(m))
+        if len(m) > MANY_CLASSES:  # the classes some instance is labelled or predicted as
+            classes = np.flatnonzero(m.sum(0) + m.sum(1))
+            m = m[np.ix_(classes, classes)]
         out = artifact_dir(run_dir, NAME)
         write_provenance(out, provenance(NAME, asdict(self.config), source="activations/instances.parquet"))
-        write_json_atomic(out / "confusion.json", {"version": 1, "class_names": names, "matrix": m.tolist()})
+        write_json_atomic(out / "confusion.json", {"version": 1, "class_names": names, "classes": classes.tolist(),
+                                                   "matrix": m.tolist()})  # fmt: skip
         return out

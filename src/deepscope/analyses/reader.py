@@ -390,7 +390,12 @@ class AnalysisReader:
         return read_maps(self.run_dir, info, int(index), arrays)
 
     def confusion(self) -> dict[str, Any] | None:
-        return read_json(artifact_dir(self.run_dir, "confusion", "confusion.json"))
+        """``{"class_names", "classes", "matrix"}``: ``matrix[i][j]`` counts instances of class ``classes[i]``
+        predicted as ``classes[j]`` (every class, or — of more than 50 — those that occur)."""
+        found = read_json(artifact_dir(self.run_dir, "confusion", "confusion.json"))
+        if found is not None and "classes" not in found:  # written before the classes were listed: all of them
+            found["classes"] = list(range(len(found["matrix"])))
+        return found
 
     def _check_layer(self, layer: str) -> None:
         if layer not in self.layers:

@@ -370,7 +370,8 @@ def confusion(store: Store, run_id: str) -> schemas.ConfusionMatrix:
     found = entry(store, run_id).reader.confusion()
     if found is None:
         raise NotFound(f"run {run_id!r} has no confusion matrix (the analysis had no labels or no scores)")
-    return schemas.ConfusionMatrix(class_names=found.get("class_names"), matrix=found["matrix"])
+    return schemas.ConfusionMatrix(class_names=found.get("class_names"), classes=found["classes"],
+                                   matrix=found["matrix"])  # fmt: skip
 
 
 def _version(r: Any) -> str:

@@ -384,4 +384,5 @@ class InstanceList(BaseModel):
 
 class ConfusionMatrix(BaseModel):
     class_names: list[str] | None
-    matrix: list[list[int]]  # matrix[i][j]: instances of class i predicted as j
+    classes: list[int]  # the class of each row and column: every class, or (of more than 50) those that occur
+    matrix: list[list[int]]  # matrix[i][j]: instances of class classes[i] predicted as classes[j]

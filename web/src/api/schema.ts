@@ -600,6 +600,8 @@ export interface components {
         ConfusionMatrix: {
             /** Class Names */
             class_names: string[] | null;
+            /** Classes */
+            classes: number[];
             /** Matrix */
             matrix: number[][];
         };
