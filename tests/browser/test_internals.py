@@ -203,6 +203,10 @@ def test_zoom_refetches_the_range_and_a_cell_opens_the_layer(page, watched, serv
     series = held(page, "layer")["series"]
     assert series["mean"]["points"] == STEPS and series["sat_frac"]["lastStep"] == STEPS - 1
     assert "dead_frac" not in series  # NaN for a sigmoid: no chart
+    # an activation's min and max are of the values read: a sample of a large tensor, and said so
+    caption = page.locator("figure[data-stat=max] figcaption")
+    assert caption.inner_text().split() == ["max", "of", "the", "sample"]
+    assert "sample of 4,096" in caption.locator(".sampled").get_attribute("title")
 
 
 def test_layer_detail_distribution_holds_the_recorded_bins(page, watched, server_url, tmp_path):
