@@ -192,7 +192,9 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
         raise
     if run is not None:
         run.finish()
-    typer.echo(f"{len(reader)} instances, layers {', '.join(reader.layers)} -> {reader.dir}")
+    accuracy = reader.accuracy
+    scored = "" if accuracy is None else f", accuracy {accuracy:.1%}"
+    typer.echo(f"{len(reader)} instances{scored}, layers {', '.join(reader.layers)} -> {reader.dir}")
 
 
 def _fail(e: BaseException) -> NoReturn:

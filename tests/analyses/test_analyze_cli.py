@@ -72,9 +72,11 @@ def test_analyze_command_with_a_checkpoint(tmp_path):
     done = command("mymodels:build_model", "--data", "mymodels:dataset", "--checkpoint", "ckpt.safetensors",
                    "--layers", "2,3", "--dir", str(runs), "--no-progress", cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "90 instances, layers 2, 3" in done.stdout
     (run,) = deepscope.open(runs).runs()
     r = read(runs / run.id)
+    correct = r.instances().column("correct").to_numpy(zero_copy_only=False)
+    assert f"90 instances, accuracy {correct.mean():.1%}, layers 2, 3" in done.stdout
+    assert repr(r).startswith("<AnalysisReader 90 instances, layers 2, 3: ")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(90, 4, 4, generator=g)
     with torch.no_grad():

@@ -84,6 +84,19 @@ class AnalysisReader:
     def __len__(self) -> int:
         return int(self._progress["rows_done"])
 
+    def __repr__(self) -> str:
+        state = "" if self.complete else ", incomplete"
+        return f"<AnalysisReader {len(self):,} instances, layers {', '.join(self.layers)}{state}: {self.run_dir}>"
+
+    @property
+    def accuracy(self) -> float | None:
+        """The share of labelled instances predicted right; None without labels or predictions."""
+        table = self.instances()
+        if "correct" not in table.column_names:
+            return None
+        correct = table.column("correct").drop_null().to_numpy()
+        return float(correct.mean()) if len(correct) else None
+
     # ---- raw data ---------------------------------------------------------------------------------
     def activations(self, layer: str) -> Any:
         """The layer's ``zarr.Array`` (rows = instances, columns = neurons), read lazily: slice it. While an analysis

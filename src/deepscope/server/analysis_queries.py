@@ -115,7 +115,6 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
         out = outputs.get(name, {})
         layers.append(schemas.AnalysisLayer(name=name, width=width, output_shape=out.get("shape"),
                                             feature_maps=out.get("maps"), projections=statuses))  # fmt: skip
-    correct = table.column("correct").drop_null().to_numpy() if "correct" in table.column_names else None
     return schemas.AnalysisSummary(
         complete=r.complete,
         rows=table.num_rows,
@@ -126,7 +125,7 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
         has_scores="prediction" in table.column_names,
         input_kind=r.input_kind,
         has_images=r.has_images,
-        accuracy=float(correct.mean()) if correct is not None and len(correct) else None,
+        accuracy=r.accuracy,
         version=_version(r),
         feature_maps=[
             schemas.FeatureMapLayer(layer=m.layer, shape=list(m.shape), dtype=m.dtype, instances=list(m.indices))
