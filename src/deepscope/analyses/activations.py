@@ -465,7 +465,6 @@ class Activations:
         n = state.rows_done
         if n == 0:
             raise ValueError("deepscope.analyze: the data has no instances")
-        self._check_rows(src, n)
         self._warn_if_wide(extractor.outputs_in_memory())
         if tabled != [n]:
             self._write_instances(out_dir, n)

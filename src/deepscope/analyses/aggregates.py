@@ -112,7 +112,7 @@ class Moments:
 
     center: np.ndarray  # (D,) float64
     squares: np.ndarray  # (N, D) float32: (x - center)²; centring keeps E[x²] − E[x]² from cancelling
-    nonnegative: np.ndarray | None = None  # (D,) bool: neurons never below 0 (ReLU-like), see ``exact_zeros``
+    nonnegative: np.ndarray | None = None  # (D,) bool: neurons never below 0 (ReLU-like), see ``std``
 
     @classmethod
     def of(cls, x: np.ndarray) -> Moments:
@@ -121,13 +121,16 @@ class Moments:
         squares = x - center.astype(np.float32)
         return cls(center, np.square(squares, out=squares), nonnegative)  # squared in place: one (N, D) array
 
-    def exact_zeros(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-        """``var`` with 0 where a never-negative neuron's mean is 0: it is 0 on every row of the group (dead there).
-        The float32 sums behind ``var`` leave about 1e-4 of the centre's square there instead (a dead unit's
-        standard deviation read 0.0003 beside a mean of 0)."""
-        if self.nonnegative is None:
-            return var
-        return np.where(self.nonnegative & (mean == 0), 0.0, var)
+    def std(self, mean: np.ndarray, mean_square: np.ndarray) -> np.ndarray:
+        """A group's standard deviation from its ``mean`` and the mean of its centred squares, ``E[(x − center)²]``.
+
+        0 where a never-negative neuron's mean is 0: it is 0 on every row of the group (dead there). The float32 sums
+        behind ``mean_square`` leave about 1e-4 of the centre's square there instead (a dead unit's standard
+        deviation read up to 0.1 beside a mean of 0)."""
+        var = np.maximum(mean_square - (mean - self.center) ** 2, 0.0)
+        if self.nonnegative is not None:
+            var = np.where(self.nonnegative & (mean == 0), 0.0, var)
+        return np.sqrt(var)
 
 
 def subset_aggregate(x: np.ndarray, mask: np.ndarray, moments: Moments | None = None) -> Aggregate:
@@ -147,13 +150,11 @@ def subset_aggregate(x: np.ndarray, mask: np.ndarray, moments: Moments | None = 
     elif n * 8 < len(mask):  # few rows: gathering them beats reading every row
         idx = np.flatnonzero(mask)
         mean = x[idx].sum(0, dtype=np.float64) / n  # (n, D) -> (D,)
-        var = moments.squares[idx].sum(0, dtype=np.float64) / n - (mean - moments.center) ** 2
-        std = np.sqrt(np.maximum(moments.exact_zeros(mean, var), 0.0))
+        std = moments.std(mean, moments.squares[idx].sum(0, dtype=np.float64) / n)
     else:
         w = mask.astype(np.float32)  # (N,)
         mean = (w @ x).astype(np.float64) / n  # (N,) @ (N, D) -> (D,)
-        var = (w @ moments.squares).astype(np.float64) / n - (mean - moments.center) ** 2
-        std = np.sqrt(np.maximum(moments.exact_zeros(mean, var), 0.0))
+        std = moments.std(mean, (w @ moments.squares).astype(np.float64) / n)
     return Aggregate(["subset"], mean[None].astype(np.float32), std[None].astype(np.float32), np.array([n]))
 
 
@@ -216,9 +217,8 @@ class Cells:
         count = (m @ self.count).astype(np.int64)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = (m @ self.sums) / count[:, None]  # (G, K) @ (K, D) -> (G, D)
-            var = np.maximum((m @ self.squares) / count[:, None] - (mean - moments.center) ** 2, 0.0)
-        var = moments.exact_zeros(mean, var)
-        return Aggregate(names, mean.astype(np.float32), np.sqrt(var).astype(np.float32), count)
+            std = moments.std(mean, (m @ self.squares) / count[:, None])
+        return Aggregate(names, mean.astype(np.float32), std.astype(np.float32), count)
 
 
 def _sparse_indicator(group: np.ndarray, n_groups: int) -> Any:
@@ -249,8 +249,8 @@ def group_aggregate(
     sq = (onehot @ moments.squares).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sums / count[:, None]
-        var = moments.exact_zeros(mean, np.maximum(sq / count[:, None] - (mean - moments.center) ** 2, 0.0))
-    return Aggregate(list(range(g)), mean.astype(np.float32), np.sqrt(var).astype(np.float32), count)
+        std = moments.std(mean, sq / count[:, None])
+    return Aggregate(list(range(g)), mean.astype(np.float32), std.astype(np.float32), count)
 
 
 def top_instances(

@@ -208,12 +208,7 @@ class Extractor:
             return
         try:
             self._wait()
-            n = self.rows.n
-            for key, a in self.rows.arrays.items():
-                check_finite(key, a[:n], self.handed)
-            if SCORES in self.rows.arrays and self.cfg.scores == "softmax":
-                softmax_rows(self.rows.arrays[SCORES][:n])
-            chunk = {key: a[:n] for key, a in self.rows.arrays.items()}
+            chunk = self._finished_rows(self.rows, self.rows.n)
             self.state.rows_done = self.handed = self.state.write(self.handed, chunk)
         except Exception:  # noqa: BLE001 — NaN rows, a full disk: the rows on disk before them stay the ones kept
             pass
@@ -307,13 +302,7 @@ class Extractor:
         while len(self.pending) >= IN_FLIGHT:  # its arrays are free again once written
             self._wait_one()
         full = self.rows
-        if SCORES in full.arrays and self.cfg.scores == "softmax":
-            softmax_rows(full.arrays[SCORES][:n])
-        for key, a in full.arrays.items():
-            if key not in self.summed or key in self.suspect:
-                check_finite(key, a[:n], self.handed)
-        if full.n == n:  # a suspect's rows were all checked; with rows left over, they are checked with the next
-            self.suspect.clear()
+        chunk = self._finished_rows(full, n)
         if self.kept is not None:
             for name, kept in self.kept.items():
                 if (key := f"outputs/{name}.zarr") in full.arrays:
@@ -325,7 +314,6 @@ class Extractor:
         for key, a in full.arrays.items():
             spare.arrays[key][:left] = a[n : full.n]
         spare.n = left
-        chunk = {key: a[:n] for key, a in full.arrays.items()}
         self.rows = spare
         if not self.threaded:
             # torch's threads already keep every core busy: a writer thread copying chunks into the page cache
@@ -337,6 +325,18 @@ class Extractor:
             return
         self.pending.append((self.pool.submit(self.state.write, self.handed, chunk), full))
         self.handed += n
+
+    def _finished_rows(self, rows: ChunkRows, n: int) -> dict[str, np.ndarray]:
+        """The first ``n`` gathered rows as they are stored: scores made from the logits, every value checked for NaN
+        and infinity (the hooks' sums stand for the layers' exact check, unless one was not finite)."""
+        if SCORES in rows.arrays and self.cfg.scores == "softmax":
+            softmax_rows(rows.arrays[SCORES][:n])
+        for key, a in rows.arrays.items():
+            if key not in self.summed or key in self.suspect:
+                check_finite(key, a[:n], self.handed)
+        if rows.n == n:  # a suspect's rows were all checked; with rows left over, they are checked with the next
+            self.suspect.clear()
+        return {key: a[:n] for key, a in rows.arrays.items()}
 
     def _wait_one(self) -> None:
         """The oldest chunk in flight is on disk (one writer thread: in order); its arrays are free."""
