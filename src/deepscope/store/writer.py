@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import format as fmt
 from . import runmeta
@@ -160,14 +161,22 @@ class StreamWriter:
                 return
 
     def _drain(self) -> None:
+        by_kind: dict[str, list[pa.RecordBatch]] = {}
         for job in _take(self._jobs):
             try:
                 for kind, batch in job():
-                    steps = batch.column(0).to_numpy() if batch.num_rows else None  # every kind starts with step
-                    max_step = int(steps.max()) if steps is not None else None
-                    self._retain(kind, fmt.encode_chunk(batch), 0, max_step, None)
+                    by_kind.setdefault(kind, []).append(batch)
             except Exception as e:  # a bad job loses its own data only
                 self._warn(f"deepscope: could not convert recorded statistics: {type(e).__name__}: {e}")
+        for kind, batches in by_kind.items():  # the steps converted since the last drain: one chunk per kind
+            try:
+                batch = _concat(batches)
+            except Exception as e:
+                self._warn(f"deepscope: could not convert recorded statistics: {type(e).__name__}: {e}")
+                continue
+            if batch.num_rows:
+                max_step = int(pc.max(batch.column(0)).as_py())  # every kind starts with step
+                self._retain(kind, fmt.encode_chunk(batch, kind in fmt.COMPRESSED_KINDS), 0, max_step, None)
         scalars = _take(self._scalars)
         hists = _take(self._histograms)
         events = _take(self._events)
@@ -176,7 +185,7 @@ class StreamWriter:
             batch, max_step, stats = self._scalar_batch(scalars)
             self._retain("scalars", fmt.encode_chunk(batch), batch.num_rows, max_step, stats)
         if hists:
-            self._retain("histograms", fmt.encode_chunk(_histogram_batch(hists)), 0, None, None)
+            self._retain("histograms", fmt.encode_chunk(_histogram_batch(hists), compress=True), 0, None, None)
         if events:
             self._retain("events", fmt.encode_chunk(_event_batch(events)), 0, None, None)
         self._write_retained()
@@ -436,8 +445,19 @@ def _warm_up() -> None:
         _histogram_batch([("k", 0, 0.0, np.zeros(2), np.zeros(1))]),
         _event_batch([(0, 0.0, "k", "info", "t", None)]),
     ):
-        list(fmt.iter_chunks(fmt.encode_chunk(b)))
+        for compress in (False, True):
+            list(fmt.iter_chunks(fmt.encode_chunk(b, compress)))
+    pc.max(batch.column(0))
+    _concat([batch, batch])
     _warmed_up = True
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """One record batch of ``batches`` (same schema; dictionary columns unified)."""
+    if len(batches) == 1:
+        return batches[0]
+    table = pa.Table.from_batches(batches).unify_dictionaries().combine_chunks()
+    return table.to_batches()[0] if table.num_rows else batches[0]
 
 
 def _take(q: deque) -> list:
