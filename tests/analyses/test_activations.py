@@ -432,3 +432,23 @@ def test_a_dataloader_that_drops_its_last_batch_says_how_many_instances_are_left
     with pytest.warns(RuntimeWarning, match="drop_last=True.*4 of 20 instances are left out"):
         r = deepscope.analyze(TinyCNN(), loader, layers=["fc1"], run=tmp_path, progress=False)
     assert len(r) == 16
+
+
+def test_a_layer_called_twice_per_pass_records_its_last_call_and_says_so(tmp_path):
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.shared, self.head = nn.Linear(6, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.head(self.shared(torch.relu(self.shared(x))))
+
+    torch.manual_seed(0)
+    model, x = Twice(), torch.randn(10, 6)
+    data = torch.utils.data.TensorDataset(x, torch.arange(10) % 3)
+    with pytest.warns(UserWarning, match="'shared' is called more than once in a forward pass.*last call") as seen:
+        r = deepscope.analyze(model, data, layers=["shared"], run=tmp_path, batch_size=4, progress=False)
+    assert sum("more than once" in str(w.message) for w in seen) == 1  # once, not once per batch
+    with torch.no_grad():
+        last = model.shared(torch.relu(model.shared(x)))
+    np.testing.assert_allclose(r.activations("shared"), last.numpy(), rtol=1e-6, atol=1e-6)

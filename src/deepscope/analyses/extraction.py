@@ -8,6 +8,7 @@ second thread writes chunks (up to ``IN_FLIGHT`` at once) while the next one fil
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -80,6 +81,7 @@ class Extractor:
         self.batch_rows = 0
         self.pooled: dict[str, torch.Tensor] = {}  # rows not yet copied into ``rows`` (first batch, accelerators)
         self.called: set[str] = set()
+        self.repeated: set[str] = set()  # layers called more than once in a forward pass (warned once each)
         self.outputs: dict[str, dict[str, Any]] = {}  # first batch: each layer's per-instance output shape
         self.direct = False  # hooks copy straight into ``rows`` (host tensors, once the arrays exist)
         self.summed: set[str] = set()  # layers whose hook sums their rows (NaN or infinity shows in the sum)
@@ -108,6 +110,13 @@ class Extractor:
             pooled = pool(t.detach(), self.mask, channels_first, self.cfg.sequence_pooling)
             if len(pooled) != self.batch_rows:
                 raise ValueError(f"deepscope.analyze: {name} has {len(pooled)} rows for a batch of {self.batch_rows}")
+            if name in self.called and name not in self.repeated:
+                self.repeated.add(name)
+                warnings.warn(
+                    f"deepscope.analyze: layer {name!r} is called more than once in a forward pass (a shared "
+                    "module, a recurrent cell); its last call's output is recorded",
+                    stacklevel=2,
+                )
             self.called.add(name)
             if self.direct:
                 dest = self.rows.tensors[key][self.rows.n : self.rows.n + self.batch_rows]
