@@ -100,6 +100,7 @@ class Run:
 
         self._finished = False
         self._known_keys: set[str] = set()
+        self._bad_keys: set[str] = set()  # keys whose values log() left out (warned once each)
         self._next_step = 0
         self._last_step = -1
         self._warned_regression = False
@@ -141,7 +142,10 @@ class Run:
 
     # ---- logging: the hot path -------------------------------------------------------------------
     def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
-        """Record scalars (floats, ints, bools, NumPy scalars or 0-d tensors) at ``step``.
+        """Record scalars (floats, ints, bools, NumPy scalars, 0-d or one-element tensors and arrays) at ``step``.
+
+        A value that is none of these (a string, None, a tensor of several values) or an invalid key is left out with
+        one warning per key — a training loop never stops for it; the other values are recorded.
 
         Returns in microseconds: tensors are gathered and copied to the host later, in batches.
         """
@@ -159,12 +163,23 @@ class Run:
             return
         known = self._known_keys
         has_tensor = False
+        bad: list[tuple[Any, str]] | None = None
         for k, v in data.items():
-            if k not in known:
-                known.add(fmt.validate_key(k))
             t = type(v)
-            if t is not float and t is not int and _check_scalar(k, v):
-                has_tensor = True
+            try:
+                if k not in known:
+                    known.add(fmt.validate_key(k))
+                if t is not float and t is not int and _check_scalar(k, v):
+                    has_tensor = True
+                elif t is np.ndarray and v.ndim:
+                    data[k] = v.reshape(())  # a one-element array
+            except (TypeError, ValueError) as e:  # in a training loop: one warning per key, the rest is logged
+                bad = bad or []
+                bad.append((k, str(e)))
+        if bad:
+            self._skip_bad_values(data, bad)
+            if not data:
+                return
         if has_tensor:
             _snapshot_tensors(data)
         step = self._next_step if step is None else _check_step(step)
@@ -173,6 +188,16 @@ class Run:
         self._last_step = step
         self._next_step = step + 1
         self._writer.add_scalars((step, time.time(), data, has_tensor), len(data))
+
+    def _skip_bad_values(self, data: dict[Any, Any], bad: list[tuple[Any, str]]) -> None:
+        """Leave out what ``log`` cannot record, with one warning per key: a value that is no number (a string,
+        None, a list, a tensor of several values), or an invalid key. One-element arrays are taken as scalars."""
+        for k, message in bad:
+            del data[k]
+            key = k if isinstance(k, str) else repr(k)
+            if key not in self._bad_keys:
+                self._bad_keys.add(key)
+                notice(f"{message} — not recorded (this warning is shown once per key)", stacklevel=4)
 
     def log_histogram(
         self,
@@ -256,13 +281,19 @@ class Run:
         ``scaler``: the ``torch.amp.GradScaler`` of mixed-precision training, so output gradients (which
         come from the scaled loss) are recorded unscaled and a step it skips stays a step of its own.
         Returns the watcher; ``run.unwatch()`` (or ``finish()``, or leaving ``with run.watch(...)``) removes
-        every hook. One model at a time per run: give a second model watched at the same time (a GAN's
+        every hook. Watching the watched model again (same optimizer) keeps the running watch, with a warning. One model
+        at a time per run: give a second model watched at the same time (a GAN's
         discriminator) a run of its own.
 
         >>> run.watch(model, optimizer=opt)
         """
         if self._finished:
             raise RuntimeError(f"deepscope: run {self.id!r} is finished; watch() after finish()")
+        watched = next((w for w in self._watchers if getattr(w, "model", None) is model), None)
+        if watched is not None and watched.optimizer is optimizer:
+            notice(f"deepscope.watch: run {self.id!r} already watches this model; the running watch goes on (to "
+                   "change its settings: run.unwatch(), then run.watch(...))", stacklevel=2)  # fmt: skip
+            return watched
         if self._watchers:
             raise RuntimeError(
                 f"deepscope.watch: run {self.id!r} already watches a model; call run.unwatch() first. To watch "
@@ -364,10 +395,12 @@ def _check_scalar(key: str, v: Any) -> bool:
                 f"deepscope: value for key {key!r} is a tensor of shape {tuple(v.shape)}; log() takes scalars "
                 "(use log_histogram for distributions)"
             )
-        return True
+        return True  # a one-element tensor of any shape: a scalar (``_snapshot_tensors``)
     if isinstance(v, np.ndarray):
-        hint = "; pass a number (value.item())" if v.size == 1 else " (use log_histogram for distributions)"
-        raise TypeError(f"deepscope: value for key {key!r} is an array of shape {v.shape}; log() takes scalars{hint}")
+        if v.size == 1 and np.issubdtype(v.dtype, np.number):
+            return False  # a one-element array: a scalar (``log`` takes it as its 0-d view)
+        raise TypeError(f"deepscope: value for key {key!r} is an array of shape {v.shape}; log() takes scalars "
+                        "(use log_histogram for distributions)")  # fmt: skip
     raise TypeError(f"deepscope: value for key {key!r} must be a number or 0-d tensor, got {type(v).__name__}")
 
 
@@ -377,7 +410,7 @@ def _snapshot_tensors(data: dict[str, Any]) -> None:
     torch = sys.modules["torch"]
     for k, v in data.items():
         if isinstance(v, torch.Tensor):
-            data[k] = v.detach().clone()
+            data[k] = v.detach().reshape(()).clone()
 
 
 def _check_step(step: Any) -> int:

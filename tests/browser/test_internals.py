@@ -276,7 +276,9 @@ def test_a_loss_spike_opens_the_chart_zoomed_onto_it(page, serve, tmp_path):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            run.log({"train/loss": 400.0 if step == 250 else 1.0 + 0.01 * (step % 5)}, step=step)
+            # the spike at 250, then a divergence (1e16) that must not flatten it on the evidence's chart
+            value = 400.0 if step == 250 else 1e16 if 252 <= step < 255 else 1.0 + 0.01 * (step % 5)
+            run.log({"train/loss": value}, step=step)
     with deepscope.init(dir=tmp_path, name="calm") as calm:  # another selected run, of another scale
         tiny = nn.Linear(4, 1)
         calm.watch(tiny, histograms_every=0, print_findings=False)
@@ -289,12 +291,19 @@ def test_a_loss_spike_opens_the_chart_zoomed_onto_it(page, serve, tmp_path):
     finding.get_by_role("button", name="Show evidence →").click()
     wait_for(page, "() => window.__deepscope.view().tab === 'charts'")
     view = page.evaluate("() => window.__deepscope.view()")
-    assert view["zoom"] == [190, 265] and view["q"] == "train/loss" and view["x"] == "step"
+    assert view["zoom"] == [190, 250.5] and view["q"] == "train/loss" and view["x"] == "step"
     assert view["runs"] == [run.id]  # the finding's run alone: another run's scale cannot flatten its spike
     wait_for(page, "() => (window.__deepscope.yScale['train/loss']?.max ?? 0) > 400")  # the spike, on the chart
+    assert page.evaluate("() => window.__deepscope.yScale['train/loss'].max") < 1e4  # not the divergence after it
     page.go_back()  # the findings again, of both runs
     wait_for(page, "() => window.__deepscope.view().tab === 'internals'")
     assert page.evaluate("() => window.__deepscope.view().runs") == [run.id, calm.id]
+    finding.get_by_role("button", name="Show evidence →").click()  # and from the chart, without the browser's Back
+    note = page.get_by_test_id("spike-evidence")
+    assert "The loss spike of spiky at step 250" in note.inner_text()
+    note.get_by_role("button", name="Show the 2 runs selected before").click()
+    wait_for(page, f"() => window.__deepscope.view().runs.join() === '{run.id},{calm.id}'")
+    assert page.get_by_test_id("spike-evidence").count() == 0
 
 
 def test_ranks_view_flags_the_slow_rank(page, watched, server_url, tmp_path):
@@ -398,7 +407,7 @@ def test_errors_lead_the_findings_and_a_shorter_run_is_named_in_the_flow(page, s
     long = train(tmp_path, "long", relu_net(), 20)
     short = train(tmp_path, "short", relu_net(), 10)
     with deepscope.init(dir=tmp_path, id=short, resume=True) as run:  # findings written as a run would write them
-        run.event("diagnosis/nonfinite", "NaN/Inf in activations, first at 0 (step 3)", step=3, severity="error")
+        run.event("diagnosis/nonfinite", "NaN/Inf in activations, first at layer 0 (step 3)", step=3, severity="error")
         run.event("diagnosis/dead_units", "layer 1 (ReLU): 80% of its units never fired", step=9, severity="warning")
     base = serve(tmp_path).url
     open_internals(page, base, f"runs={long},{short}&panel=diagnoses")

@@ -385,3 +385,18 @@ def test_tied_weights_are_recorded_once_and_named_where_recorded(root):
     assert manifest["params"] == ["emb.weight"]
     assert {la["path"]: la["params"] for la in manifest["layers"]} == {"emb": ["emb.weight"], "head": ["emb.weight"]}
     assert r.layer_series("emb.weight", "param_grad", "norm").last[0] == pytest.approx(want, rel=1e-5)
+
+
+def test_watching_the_watched_model_again_keeps_the_running_watch_with_a_warning(root):
+    """A loop that calls watch at every epoch (or a callback that does) must not end the training."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = deepscope.init(dir=root)
+    first = run.watch(model, opt, diagnose=False)
+    with pytest.warns(RuntimeWarning, match="already watches this model; the running watch goes on"):
+        again = run.watch(model, opt, diagnose=False)
+    assert again is first
+    assert len(model[0]._forward_hooks) == 1  # no second set of hooks
+    with pytest.raises(RuntimeError, match="already watches a model"):  # with another optimizer: another watch
+        run.watch(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    run.finish()

@@ -125,6 +125,20 @@ def test_small_updates_after_a_divergence_or_while_gradients_vanish_are_not_blam
     assert [f.rule for f in vanishing] == ["vanishing_gradients"]
 
 
+def test_updates_found_too_large_then_dying_out_with_zero_gradients_are_no_too_low_finding():
+    """lr too high (ratio 0.3, sustained), the network dies (every weight gradient 0), momentum's updates decay:
+    "too low?" after "too high?" would contradict it; zero gradients alone (momentum decaying) are not it either."""
+    found = []
+    d = Diagnoser(LAYERS, PARAMS, found.append, Thresholds(patience=3))
+    for step in range(5):
+        d.observe(step, stats(weight__update_ratio=np.full(5, 0.3)))
+    for step in range(5, 30):
+        d.observe(step, stats(weight__update_ratio=np.full(5, 1e-7), param_grad__norm=np.zeros(5)))
+    assert [f.rule for f in found] == ["update_ratio_high", "zero_gradients"]
+    zero_only = run_rule(10, param_grad__norm=np.zeros(5), weight__update_ratio=np.full(5, 1e-7))
+    assert [f.rule for f in zero_only] == ["zero_gradients"]
+
+
 def test_a_warming_up_or_decayed_learning_rate_is_no_low_update_finding():
     low = np.full(5, 1e-7)
     for lrs, expected in (

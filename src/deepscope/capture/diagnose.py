@@ -103,12 +103,15 @@ class Diagnoser:
             if bad.size:
                 names = self.params if kind == "parameter gradients" else [la["path"] for la in self.layers]
                 first = names[bad[0]]
-                text = f"NaN/Inf in {kind}, first at {first} (step {step})"
+                where = "parameter" if kind == "parameter gradients" else "layer"
+                text = f"NaN/Inf in {kind}, first at {where} {first} (step {step})"
                 self._report(step, "nonfinite", first, "error", text, once=("nonfinite", None))
+        zero = False  # every weight gradient is exactly 0 this step: then updates are momentum's, decaying
         if "norm" in pgrad and self._depth and not skipped:
             norms = pgrad["norm"][self._depth].astype(np.float64)
+            zero = bool((norms == 0).all())
             self._sustained(
-                step, "zero_gradients", None, bool((norms == 0).all()),
+                step, "zero_gradients", None, zero,
                 "every weight gradient is exactly 0: the network no longer learns (every unit of a layer dead? "
                 "a detached graph?)",
             )  # fmt: skip
@@ -146,14 +149,16 @@ class Diagnoser:
                     f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): learning rate too high?",
                 )  # fmt: skip
                 # Too small only early on, and not while the learning rate warms up or has decayed: a schedule that
-                # anneals to 0 at the end is not a finding. Zero updates with zero gradients are that finding's,
-                # small ones while gradients vanish are the vanishing's, and after a divergence (dead units, tiny
-                # gradients) the learning rate was too high, not too low.
-                diverged = {("diverging_update", None), ("gradient_norm_jump", None)} & self._reported
+                # anneals to 0 at the end is not a finding. Small updates with zero gradients (momentum decaying) are
+                # that finding's, small ones while gradients vanish are the vanishing's, and after a divergence or
+                # updates found too large (dead units, tiny gradients follow) the learning rate was too high, not too
+                # low.
+                too_high = {("diverging_update", None), ("gradient_norm_jump", None), ("update_ratio_high", None),
+                            ("zero_gradients", None)} & self._reported  # fmt: skip
                 self._sustained(
                     step, "update_ratio_low", None,
                     0 < med < self.t.update_low and step < self.t.early_steps and steady_lr and not vanishing
-                    and not diverged,
+                    and not zero and not too_high,
                     f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): learning rate too low?",
                 )  # fmt: skip
 
