@@ -138,4 +138,16 @@ def test_graph_command_records_an_onnx_file(tmp_path):
     g = read_graph(runs / info.id)
     assert info.name == "tiny" and g.method == "onnx" and len(g.nodes) >= 3
     bad = CliRunner().invoke(app, ["graph", str(tmp_path / "missing.onnx"), "--dir", str(runs), "--no-serve"])
+    assert bad.exit_code == 1 and "missing.onnx does not exist" in bad.output
+    (tmp_path / "model.txt").write_text("x")
+    bad = CliRunner().invoke(app, ["graph", str(tmp_path / "model.txt"), "--dir", str(runs), "--no-serve"])
     assert bad.exit_code == 1 and "not an .onnx file" in bad.output
+
+
+def test_version():
+    from typer.testing import CliRunner
+
+    from deepscope.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"deepscope {deepscope.__version__}"

@@ -21,6 +21,23 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"deepscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit")
+    ] = False,
+) -> None:
+    """See inside neural networks: serve the dashboard, analyse a model, open an ONNX graph, or run the demo."""
+
+
 @app.command()
 def serve(
     directory: Annotated[
@@ -242,7 +259,11 @@ def graph(
     """Open an ONNX model's graph in the dashboard (recorded as a run of its own)."""
     import deepscope
 
-    if onnx_file.suffix.lower() != ".onnx" or not onnx_file.is_file():
+    if not onnx_file.is_file():
+        typer.echo(f"deepscope: {onnx_file} does not exist" if not onnx_file.exists() else
+                   f"deepscope: {onnx_file} is not a file", err=True)  # fmt: skip
+        raise typer.Exit(1)
+    if onnx_file.suffix.lower() != ".onnx":
         typer.echo(f"deepscope: {onnx_file} is not an .onnx file", err=True)
         raise typer.Exit(1)
     try:

@@ -452,3 +452,22 @@ def test_a_layer_called_twice_per_pass_records_its_last_call_and_says_so(tmp_pat
     with torch.no_grad():
         last = model.shared(torch.relu(model.shared(x)))
     np.testing.assert_allclose(r.activations("shared"), last.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_default_layers_stand_a_container_for_its_children_and_never_write_outside_the_analysis(tmp_path):
+    class Blocks(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleDict({"a": nn.Linear(4, 4), "b": nn.Linear(4, 3)})  # never called itself
+
+        def forward(self, x):
+            return self.blocks["b"](torch.relu(self.blocks["a"](x)))
+
+    data = torch.utils.data.TensorDataset(torch.randn(10, 4), torch.arange(10) % 3)
+    r = deepscope.analyze(Blocks(), data, run=new_dir(tmp_path / "a"), progress=False)
+    assert r.layers == ["blocks.a", "blocks.b"]
+    escaping = nn.Sequential()
+    escaping.add_module(str(tmp_path / "escaped"), nn.Linear(4, 3))  # add_module takes an absolute path as a name
+    with pytest.raises(ValueError, match="cannot name their arrays' files.*outside the analysis"):
+        deepscope.analyze(escaping, data, run=new_dir(tmp_path / "b"), progress=False)
+    assert not list(tmp_path.glob("escaped*"))

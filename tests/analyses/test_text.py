@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import torch
 from tests.conftest import new_dir
 from torch import nn
@@ -79,3 +80,38 @@ def test_a_column_of_sentences_is_the_input_only_for_a_model_that_reads_token_id
     named = deepscope.analyze(nn.Sequential(nn.Linear(6, 3)), torch.randn(24, 6), metadata={"text": comments},
                               run=new_dir(tmp_path / "named"), progress=False)  # fmt: skip
     assert named.text_column == "text"  # a column named as text stays the input, whatever the model read
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")  # torch's own, from its fast path
+def test_a_transformer_encoder_whose_fast_path_drops_padding_is_pooled_over_its_real_tokens(tmp_path):
+    """In eval mode nn.TransformerEncoder (nested tensors) hands its layers' hooks nested tensors without the padding
+    tokens: padded back to the mask, their mean over real tokens equals the dense path's."""
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2, enable_nested_tensor=True)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc, self.head = enc, nn.Linear(32, 3)
+
+        def forward(self, x, attention_mask):
+            return self.head(self.enc(x, src_key_padding_mask=attention_mask == 0)[:, 0])
+
+    model = Model().eval()
+    mask = torch.ones(8, 6, dtype=torch.long)
+    mask[:4, 3:] = 0  # four instances of three real tokens
+    mask[4:, 5:] = 0
+    x = torch.randn(8, 6, 32)
+    r = deepscope.analyze(model, [{"x": x, "attention_mask": mask}], layers=["enc.layers.0"], run=tmp_path,
+                          progress=False)  # fmt: skip
+    seen = {}
+    h = model.enc.layers[0].register_forward_hook(lambda m, i, o: seen.__setitem__("out", o))
+    model.enc.enable_nested_tensor = False  # the dense path, the oracle
+    model.enc.use_nested_tensor = False
+    with torch.no_grad():
+        model(x, mask)
+    h.remove()
+    assert not seen["out"].is_nested
+    m = mask.unsqueeze(-1).float()
+    expected = (seen["out"] * m).sum(1) / m.sum(1)
+    np.testing.assert_allclose(r.activations("enc.layers.0"), expected.numpy(), rtol=1e-4, atol=1e-5)

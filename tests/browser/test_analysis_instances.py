@@ -252,7 +252,7 @@ def test_subsets_from_the_form_and_from_a_confusion_cell(page, analysed):
     page.get_by_label("Label is").select_option("7")
     page.get_by_role("button", name="Add subset").click()
     wait_for(
-        page, "() => document.querySelector('[data-testid=subset-error]')?.innerText.includes('no instance is ink')"
+        page, "() => document.querySelector('[data-testid=subset-error]')?.innerText.includes('none matches “ink')"
     )
     # Cancel empties the form: its conditions do not join the next subset unseen
     page.get_by_role("button", name="Cancel").click()

@@ -84,6 +84,8 @@ def test_watch_argument_errors(root):
         run.watch("not a model")
     with pytest.raises(ValueError, match="no layer matches"):
         run.watch(Net(), layers="encoder.*")
+    with pytest.raises(ValueError, match=r"no layer matches 'x\.\*'; the model \(Linear\) has no submodules"):
+        run.watch(nn.Linear(2, 2), layers="x.*")
     with pytest.raises(ValueError, match="every"):
         run.watch(Net(), every=0)
     with pytest.raises(TypeError, match="Optimizer"):

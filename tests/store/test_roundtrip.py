@@ -165,3 +165,11 @@ def test_events_are_read_without_loading_the_run(root):
     with deepscope.init(dir=root, id=run.id, resume=True) as again:
         again.event("note", "later")
     assert [e.text for e in store.events(run.id)] == ["hi", "later"]  # tailed like any reader
+
+
+def test_store_and_reader_say_what_they_hold(root):
+    with deepscope.init(dir=root, id="r1") as run:
+        run.log({"x": 1.0}, step=4)
+    store = deepscope.open(root)
+    assert repr(store) == f"<deepscope.Store {str(root)!r}: 1 runs>"
+    assert repr(store.run("r1")) == "<deepscope.RunReader 'r1': 1 rank(s), steps to 4>"

@@ -48,7 +48,8 @@ def is_feature_map(t: torch.Tensor, module: nn.Module) -> bool:
 
 @dataclass(frozen=True)
 class ActivationsConfig:
-    """``layers``: module paths as in ``model.named_modules()`` (default: the model's direct children).
+    """``layers``: module paths as in ``model.named_modules()`` (default: the model's children; a ``ModuleList`` or
+    ``ModuleDict`` child stands for its own).
 
     ``sequence_pooling``: ``"mean"`` (over real tokens when the batch has an ``attention_mask``) or ``"last"``
     (the last real token). ``scores``: ``"softmax"`` of the output logits, ``"raw"`` outputs, or ``"none"``: the
@@ -76,8 +77,7 @@ class ActivationsConfig:
 def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
     """The layers to record; an unknown name raises ``ValueError`` listing the valid ones."""
     if layers is None:
-        names = [name for name, _ in model.named_children()]
-        return names or [""]
+        return _unclashing(default_layers(model))
     if isinstance(layers, str):
         layers = [layers]
     valid = [name for name, _ in model.named_modules() if name]
@@ -93,14 +93,36 @@ def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]
                          f"{type(model).__name__}; valid layers: {shown}")  # fmt: skip
     if len(set(layers)) != len(layers):
         raise ValueError("deepscope.analyze: a layer is named twice")
-    # A module name may hold "/" (add_module allows it): each layer's array is the file "<name>.zarr", which must not
-    # be the scores', labels' or previews' arrays, nor lie outside the analysis.
+    return _unclashing(list(layers))
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """The model's children — a container that is never called itself (``ModuleList``, ``ModuleDict``) stands for its
+    own children, recursively —, or the model itself (``""``) when it has none."""
+    out: list[str] = []
+
+    def walk(prefix: str, module: nn.Module) -> None:
+        for name, child in module.named_children():
+            path = f"{prefix}.{name}" if prefix else name
+            if type(child).forward is nn.Module.forward and next(child.children(), None) is not None:
+                walk(path, child)
+            else:
+                out.append(path)
+
+    walk("", model)
+    return out or [""]
+
+
+def _unclashing(layers: list[str]) -> list[str]:
+    """``layers``, if each can name its array's file. A module name may hold "/" (``add_module`` allows it): each
+    layer's array is the file "<name>.zarr", which must not be the scores', labels' or previews' arrays, nor lie
+    outside the analysis (an absolute path, "..")."""
     clash = [n for n in layers if n.startswith(("outputs/", "inputs/", "/")) or ".." in n.split("/") or "\\" in n]
     if clash:
         raise ValueError(f"deepscope.analyze: layer names {', '.join(map(repr, clash))} cannot name their arrays' "
-                         "files (outputs/ and inputs/ hold the scores, labels and previews); record their parent "
-                         "modules, or rename them")  # fmt: skip
-    return list(layers)
+                         "files (outputs/ and inputs/ hold the scores, labels and previews; a name must not be a path "
+                         "outside the analysis); record other modules (layers=...), or rename them")  # fmt: skip
+    return layers
 
 
 def pool(x: torch.Tensor, mask: torch.Tensor | None, channels_first: bool, mode: str = "mean") -> torch.Tensor:
@@ -125,6 +147,16 @@ def pool(x: torch.Tensor, mask: torch.Tensor | None, channels_first: bool, mode:
         m = real.to(x.dtype).unsqueeze(-1)  # (B, T) -> (B, T, 1)
         return (x * m).sum(1) / m.sum(1).clamp(min=1)  # (B, T, D) -> (B, D)
     return x[:, -1] if mode == "last" else x.mean(1)
+
+
+def padded(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``x`` as a regular tensor: a nested one (``nn.TransformerEncoder``'s fast path in eval mode drops the padding
+    tokens) padded back with zeros to the batch's ``(B, T)`` mask, so that its rows line up with the mask."""
+    if not x.is_nested:
+        return x
+    if mask is not None and mask.ndim == 2:
+        return x.to_padded_tensor(0.0, output_size=(mask.shape[0], mask.shape[1], x.size(-1)))
+    return x.to_padded_tensor(0.0)
 
 
 def first_tensor(out: Any) -> torch.Tensor | None:

@@ -26,6 +26,7 @@ from .activations import (
     image_input,
     input_kind,
     is_feature_map,
+    padded,
     pool,
     preview,
     preview_size,
@@ -107,7 +108,8 @@ class Extractor:
             t = first_tensor(out)
             if t is None:
                 raise TypeError(f"deepscope.analyze: layer {name!r} returned {type(out).__name__}, not a tensor")
-            pooled = pool(t.detach(), self.mask, channels_first, self.cfg.sequence_pooling)
+            t = padded(t.detach(), self.mask)
+            pooled = pool(t, self.mask, channels_first, self.cfg.sequence_pooling)
             if len(pooled) != self.batch_rows:
                 raise ValueError(f"deepscope.analyze: {name} has {len(pooled)} rows for a batch of {self.batch_rows}")
             if name in self.called and name not in self.repeated:

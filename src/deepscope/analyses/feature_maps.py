@@ -354,7 +354,7 @@ class _Computer:
         import torch
 
         from ..capture.scope import HookScope
-        from .activations import first_tensor
+        from .activations import first_tensor, padded
 
         model = self.model
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -366,7 +366,7 @@ class _Computer:
                 if t is None:
                     raise TypeError(f"deepscope.feature_maps: layer {name!r} returned {type(output).__name__}, "
                                     f"not a tensor")  # fmt: skip
-                seen[name] = t.detach()
+                seen[name] = padded(t.detach(), None)  # a nested tensor (no feature map) gets a shape
 
             return fn
 

@@ -159,6 +159,9 @@ def select_layers(model: nn.Module, layers: LayerFilter = None) -> list[tuple[La
     if not out:
         names = [n for n, m in model.named_modules() if n and not _inside_opaque(n, opaque)
                  and (next(m.children(), None) is None or isinstance(m, OPAQUE))][:20]  # fmt: skip
+        if not names:  # the model is its only layer
+            raise ValueError(f"deepscope.watch: no layer matches {layers!r}; the model ({type(model).__name__}) has no "
+                             "submodules: it is one layer, watched with layers=None")  # fmt: skip
         raise ValueError(f"deepscope.watch: no layer matches {layers!r}; leaf modules include {names}")
     return out
 

@@ -46,6 +46,9 @@ class Store:
         self._run_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
+    def __repr__(self) -> str:
+        return f"<deepscope.Store {str(self.root)!r}: {len(self.run_ids())} runs>"
+
     def run_ids(self) -> list[str]:
         """Ids of the runs that have a ``run.json``, sorted."""
         ids = []
@@ -188,6 +191,10 @@ class RunReader:
         self.corrupt_chunks = 0
         self.max_step: int | None = None
         self.refresh()
+
+    def __repr__(self) -> str:
+        steps = "no steps yet" if self.max_step is None else f"steps to {self.max_step}"
+        return f"<deepscope.RunReader {self.id!r}: {len(self._ranks)} rank(s), {steps}>"
 
     @property
     def info(self) -> RunInfo:
