@@ -487,3 +487,31 @@ def test_two_columns_below_1240_pixels_keep_every_panel_whole(page, analysed):
     assert canvas["y"] + canvas["height"] <= panel["bottom"] + 1 and canvas["height"] >= 250
     grid = page.get_by_test_id("instance-grid").evaluate("(c) => c.closest('.body').clientHeight")
     assert grid >= 300
+
+
+def test_a_hundred_classes_are_told_apart_and_their_confusion_matrix_is_drawn(page, serve, tmp_path):
+    """Names sharing "class_" and "_name" keep their distinct middle where they are cut; a hundred classes draw a
+    scrolling confusion matrix of 5-pixel cells (of 1 pixel, it drew nothing)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 100))
+    names = [f"class_{c:03d}_name" for c in range(100)]
+    labels = np.arange(400) % 100
+    with deepscope.init(project="browser", name="hundred", dir=tmp_path) as run:
+        deepscope.analyze(model, torch.randn(400, 16), labels=labels, class_names=names, layers=["1"], run=run,
+                          progress=False)  # fmt: skip
+    page.set_viewport_size({"width": 1500, "height": 950})
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run.id}")
+    page.get_by_test_id("confusion-matrix").wait_for()
+    rows = page.locator(".nm").all_inner_texts()
+    assert rows[:3] == ["…000…", "…001…", "…002…"]
+    drawn = page.evaluate(
+        """() => {
+          const c = document.querySelector('[data-testid=confusion-matrix]');
+          const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          let coloured = 0;
+          for (let i = 0; i < px.length; i += 4) if (px[i + 3] > 0 && (px[i] < 240 || px[i + 1] < 240)) coloured++;
+          return { coloured, width: c.clientWidth, panel: c.parentElement.clientWidth };
+        }"""
+    )
+    assert drawn["coloured"] > 400  # the 400 instances' cells, at least a pixel each
+    assert drawn["width"] > drawn["panel"]  # wider than its panel: it scrolls

@@ -251,6 +251,51 @@ export function className(c: number): string {
   return c < 0 ? "—" : (names?.[c] ?? String(c));
 }
 
+/** Where names are long, the part every class name shares at its start or end ("class_", "_name") elided to "…":
+ * cut at a fixed width, "class_017_name" and "class_018_name" both read "class_0…". Per class-name list. */
+const shortNames = new WeakMap<string[], string[]>();
+export function shortClassName(c: number): string {
+  const names = summaryOf(an.run)?.class_names;
+  if (c < 0 || !names?.[c]) return className(c);
+  let short = shortNames.get(names);
+  if (!short) {
+    short = elideShared(names);
+    shortNames.set(names, short);
+  }
+  return short[c];
+}
+
+/** `names` with their common prefix and suffix (of 3 characters or more) replaced by "…", when the longest name has
+ * more than 10 characters and at least 2 of its own would remain. */
+export function elideShared(names: string[]): string[] {
+  if (names.length < 2 || Math.max(...names.map((n) => n.length)) <= 10) return names;
+  const first = names[0];
+  let pre = first.length;
+  let suf = first.length;
+  for (const n of names) {
+    let i = 0;
+    while (i < pre && i < n.length && n[i] === first[i]) i++;
+    pre = i;
+    let j = 0;
+    while (j < suf && j < n.length && n[n.length - 1 - j] === first[first.length - 1 - j]) j++;
+    suf = j;
+  }
+  // at a word's edge: "class_0" shared by class_000 … class_099 is elided as "class_", keeping "000" whole
+  const SEP = /[_\-\s.:/]/;
+  const cutPre = [...first.slice(0, pre)].reverse().findIndex((ch) => SEP.test(ch));
+  if (cutPre > 0) pre -= cutPre;
+  const tail = first.slice(first.length - suf);
+  const cutSuf = [...tail].findIndex((ch) => SEP.test(ch));
+  if (cutSuf > 0) suf -= cutSuf;
+  const shortest = Math.min(...names.map((n) => n.length));
+  if (pre + suf > shortest - 2) suf = Math.max(0, shortest - 2 - pre); // keep at least 2 characters of each
+  if (pre + suf > shortest - 2) pre = Math.max(0, shortest - 2);
+  if (pre < 3) pre = 0;
+  if (suf < 3) suf = 0;
+  if (!pre && !suf) return names;
+  return names.map((n) => (pre ? "…" : "") + n.slice(pre, n.length - suf) + (suf ? "…" : ""));
+}
+
 /** The analysed layer a view should show: the URL's, else the last layer before the output — the last layer,
  * when it is not the output (as wide as there are classes; without class names, assumed to be). */
 export function currentLayer(summary: AnalysisSummary | null): string | null {
