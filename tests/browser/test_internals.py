@@ -314,7 +314,11 @@ def test_ranks_view_flags_the_slow_rank(page, watched, server_url, tmp_path):
     assert all(r["points"] == DDP_STEPS for r in ranks)
     assert page.locator('[data-rank="1"] .flag').inner_text().strip().lower() == "straggler"
     assert page.locator('[data-rank="0"] .flag').count() == 0
+    assert page.get_by_test_id("no-divergence").count() == 0  # two ranks: the divergence chart
     shot(page, "internals-ranks.png", tmp_path)
+    one = watched["relu"]
+    open_internals(page, server_url, f"runs={one}&run={one}&panel=ranks")
+    assert page.get_by_test_id("no-divergence").inner_text() == "One rank: nothing to diverge from."
 
 
 def test_a_live_step_appears_in_the_overview(page, serve, tmp_path):
@@ -463,3 +467,37 @@ def test_dead_unit_shares_fill_their_window_in_the_overview(page, serve, tmp_pat
     assert np.isfinite(row).sum() == 4  # the store holds one value per window of 10
     assert o["cols"] == 40 and np.isfinite(values).all()  # shown: every window's columns
     np.testing.assert_array_equal(values, np.repeat(row[9::10], 10))
+
+
+def test_exact_zeros_on_a_log_colour_scale_have_their_own_colour(page, serve, tmp_path):
+    """A weight gradient that is exactly 0 (a layer cut off from the loss) is no shade of the ramp's low end."""
+
+    class CutOff(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dead, self.live = nn.Linear(4, 4), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.live(x) + 0.0 * self.dead(x).sum()
+
+    model = CutOff()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with deepscope.init(dir=tmp_path, name="cut") as run:
+        run.watch(model, opt, histograms_every=0, print_findings=False)
+        for _ in range(12):
+            loss = model(torch.randn(8, 4)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}&kind=param_grad&stat=norm")
+    overview_ready(page, "param_grad", "norm")
+    page.get_by_test_id("zero-swatch").wait_for()
+    grey = page.evaluate(
+        """() => { const c = document.querySelector('[data-testid=layer-matrix]');
+          const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+          for (let i = 0; i < px.length; i += 4) if (px[i] === 141 && px[i + 1] === 147 && px[i + 2] === 156) n++;
+          return n; }"""
+    )
+    assert grey > 0
+    page.get_by_label("Log colour scale").uncheck()
+    wait_for(page, "() => !document.querySelector('[data-testid=zero-swatch]')")

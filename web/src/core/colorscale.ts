@@ -6,9 +6,12 @@ export type ScaleKind = "sequential" | "diverging" | "share";
 const VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"];
 const DIVERGING = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582", "#d6604d", "#b2182b"];
 
+/** A log scale's exact zeros (and negatives): a grey outside the ramp — dark purple made 0 read as "smallest". */
+export const ZERO_COLOR = "#8d939c";
 const rgb = (hex: string) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
 const VIR = VIRIDIS.map(rgb);
 const DIV = DIVERGING.map(rgb);
+const ZERO = rgb(ZERO_COLOR) as [number, number, number];
 
 function interp(stops: number[][], t: number): [number, number, number] {
   const x = Math.min(1, Math.max(0, t)) * (stops.length - 1);
@@ -92,7 +95,7 @@ export function makeScale(stat: string, values: ArrayLike<number>, logWanted: bo
   const stops = kind === "diverging" ? DIV : VIR;
   const color = (v: number): [number, number, number] | null => {
     if (Number.isNaN(v)) return null;
-    if (log && v <= 0) return stops[0] as [number, number, number];
+    if (log && v <= 0) return ZERO; // exactly 0 (a dead layer's gradient): no colour of the ramp, whose low end is small
     const t = v === Infinity ? 1 : v === -Infinity ? 0 : (tf(v) - a) / (b - a || 1);
     return interp(stops, t);
   };
