@@ -471,3 +471,20 @@ def test_default_layers_stand_a_container_for_its_children_and_never_write_outsi
     with pytest.raises(ValueError, match="cannot name their arrays' files.*outside the analysis"):
         deepscope.analyze(escaping, data, run=new_dir(tmp_path / "b"), progress=False)
     assert not list(tmp_path.glob("escaped*"))
+
+
+def test_a_binary_classifier_with_one_logit_gets_scores_predictions_and_accuracy(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 1))
+    x, y = torch.randn(50, 8), (torch.arange(50) % 2)
+    r = deepscope.analyze(model, torch.utils.data.TensorDataset(x, y), layers=["1"], run=new_dir(tmp_path / "a"),
+                          progress=False)  # fmt: skip
+    with torch.no_grad():
+        p = torch.sigmoid(model(x)).squeeze(1).numpy()
+    np.testing.assert_allclose(r.scores(np.arange(50)), np.stack([1 - p, p], 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(r.instances().column("prediction").to_numpy(), (p > 0.5).astype(np.int64))
+    assert r.accuracy == pytest.approx(float(((p > 0.5) == y.numpy().astype(bool)).mean()))
+    # a regressor's single output (targets beyond 0 and 1) is no class score
+    r = deepscope.analyze(model, torch.utils.data.TensorDataset(x, torch.arange(50) % 5), layers=["1"],
+                          run=new_dir(tmp_path / "b"), progress=False)  # fmt: skip
+    assert r.accuracy is None

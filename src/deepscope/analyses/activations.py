@@ -408,6 +408,17 @@ class Activations:
                              f"but there are {len(names)} class names")  # fmt: skip
         return layers
 
+    def _one_logit_is_binary(self, data_labels: np.ndarray) -> bool:
+        """At the first batch of a model with one output per instance: whether it is a binary classifier's logit
+        (scores then 1 - σ(z) and σ(z)) — with two class names, or labels of 0 and 1 only —, not a regressor's value."""
+        if self.config.scores == "none":
+            return False
+        if self.class_names is not None:
+            return len(self.class_names) == 2
+        y = self.labels if self.labels is not None else data_labels
+        known = y[y >= 0]
+        return bool(len(known)) and int(known.max()) <= 1
+
     def _outputs_are_scores(self, width: int, data_labels: np.ndarray) -> bool:
         """At the first batch, once the model's output width is known: whether its outputs are scores of the classes
         (one per class name, one for every label). If not (an embedding model, a regressor, a padded head), one
@@ -483,7 +494,15 @@ class Activations:
         limit = min(self._given_counts().values(), default=None)  # data of unknown length may not yield more
         names = None if self.class_names is None else len(self.class_names)
         extractor = Extractor(
-            model, [(n, modules[n]) for n in layers], cfg, src, state, limit, self._outputs_are_scores, names
+            model,
+            [(n, modules[n]) for n in layers],
+            cfg,
+            src,
+            state,
+            limit,
+            self._outputs_are_scores,
+            names,
+            self._one_logit_is_binary,
         )
         tabled: list[int] = []
 

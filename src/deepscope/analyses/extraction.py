@@ -72,12 +72,15 @@ class Extractor:
     def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]], cfg: ActivationsConfig,
                  src: Source, state: Any, limit: int | None = None,
                  are_scores: Callable[[int, np.ndarray], bool] | None = None,
-                 named_classes: int | None = None) -> None:  # fmt: skip
+                 named_classes: int | None = None,
+                 one_logit_is_binary: Callable[[np.ndarray], bool] | None = None) -> None:  # fmt: skip
         self.model, self.layers, self.cfg, self.src, self.state = model, layers, cfg, src, state
         self.are_scores = are_scores  # (output width, the first batch's labels) -> whether outputs are class scores
         self.scores: bool | None = SCORES in state.arrays if state.arrays else None  # decided at the first batch
         self.limit = limit  # the labels or metadata rows given: data of unknown length may not yield more
         self.named_classes = named_classes  # class names given: the batches' labels must name one of them
+        self.one_logit_is_binary = one_logit_is_binary
+        self.binary: bool | None = None  # one output per instance: a binary classifier's logit (decided once)
         self.mask: torch.Tensor | None = None
         self.batch_rows = 0
         self.pooled: dict[str, torch.Tensor] = {}  # rows not yet copied into ``rows`` (first batch, accelerators)
@@ -250,6 +253,14 @@ class Extractor:
         extra: dict[str, np.ndarray] = {}
         if out is not None and out.ndim == 2 and out.shape[0] == b and out.shape[1] >= 2:
             extra[SCORES] = out.detach().float().cpu().numpy()  # logits: turned into scores a chunk at a time
+        elif out is not None and out.ndim in (1, 2) and out.shape[0] == b and out.numel() == b:
+            if self.binary is None:  # resumed with scores: it was; else the labels or class names tell
+                given = batch.labels.numpy() if batch.labels is not None else np.full(b, -1, np.int64)
+                self.binary = bool(self.scores) or (self.one_logit_is_binary is not None
+                                                    and self.one_logit_is_binary(given))  # fmt: skip
+            if self.binary:
+                z = out.detach().float().reshape(b, 1).cpu().numpy()
+                extra[SCORES] = np.concatenate([np.zeros_like(z), z], 1)  # softmax of (0, z): (1 - σ(z), σ(z))
         if self.cfg.previews and (images := image_input(batch)) is not None:
             if self.preview_shape is None:
                 self.preview_shape = (*preview_size(*images.shape[2:]), images.shape[1])
