@@ -488,3 +488,14 @@ def test_a_binary_classifier_with_one_logit_gets_scores_predictions_and_accuracy
     r = deepscope.analyze(model, torch.utils.data.TensorDataset(x, torch.arange(50) % 5), layers=["1"],
                           run=new_dir(tmp_path / "b"), progress=False)  # fmt: skip
     assert r.accuracy is None
+
+
+def test_bad_labels_and_full_maps_are_refused_before_any_work_with_what_to_pass(tmp_path):
+    x = torch.randn(6, 1, 8, 8)
+    with pytest.raises(ValueError, match="got strings \\(class names\\?\\).*class_names"):
+        deepscope.analyze(TinyCNN(), x, labels=["cat", "dog"] * 3, run=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="label -3 of instance 2 is no class index"):
+        deepscope.analyze(TinyCNN(), x, labels=[0, 1, -3, 0, 1, 0], run=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="full_maps is 'auto', False, a number.*not 'lots'"):
+        deepscope.analyze(TinyCNN(), x, full_maps="lots", run=tmp_path, progress=False)
+    assert not (tmp_path / "artifacts").exists()  # refused before anything was written

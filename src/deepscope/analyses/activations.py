@@ -227,7 +227,13 @@ def integer_labels(labels: Any) -> np.ndarray:
     (floats with fractions are not classes)."""
     if isinstance(labels, (list, tuple)) and any(v is None for v in labels):
         labels = [-1 if v is None else v for v in labels]
-    y = np.asarray(torch.as_tensor(labels).cpu())
+    if isinstance(labels, (list, tuple)) and any(isinstance(v, str) for v in labels):
+        raise ValueError("deepscope.analyze: labels must be integer class indices, got strings (class names?): pass "
+                         "the indices as labels and the names as class_names")  # fmt: skip
+    try:
+        y = np.asarray(torch.as_tensor(labels).cpu())
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"deepscope.analyze: labels must be one integer class index per instance ({e})") from e
     if y.ndim != 1:
         raise ValueError(f"deepscope.analyze: labels must be one integer per instance, not an array of shape {y.shape}")
     if y.dtype.kind == "f":
@@ -236,6 +242,10 @@ def integer_labels(labels: Any) -> np.ndarray:
                              "(a regression target is no class: leave labels out, or pass it as metadata)")  # fmt: skip
     elif y.dtype.kind not in "iub":
         raise ValueError(f"deepscope.analyze: labels must be integer class indices, got {y.dtype}")
+    if len(y) and y.min() < -1:
+        i = int(np.argmax(y < -1))
+        raise ValueError(f"deepscope.analyze: label {int(y[i])} of instance {i} is no class index (0 and up; -1 marks "
+                         "an unlabelled instance)")  # fmt: skip
     return y.astype(np.int64)
 
 

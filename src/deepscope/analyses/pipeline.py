@@ -34,6 +34,9 @@ def analyze(
     text_column: str | bool | None = None,
 ) -> AnalysisReader:
     """Run the default analyses into ``run_dir`` and return a reader of them."""
+    if (isinstance(full_maps, str) and full_maps != "auto") or isinstance(full_maps, float):  # before the work
+        raise ValueError(f"deepscope.analyze: full_maps is 'auto', False, a number of instances or a list of indices, "
+                         f"not {full_maps!r}")  # fmt: skip
     config = ActivationsConfig(
         layers=None if layers is None else tuple([layers] if isinstance(layers, str) else layers),
         batch_size=batch_size,
