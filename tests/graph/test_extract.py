@@ -219,3 +219,21 @@ def test_bad_arguments():
         extract_graph(lambda x: x, torch.randn(2))
     with pytest.raises(TypeError, match="keys must be str"):
         extract_graph(nn.Linear(2, 2), {0: torch.randn(2)})
+
+
+def test_one_tensor_given_as_two_inputs_flows_from_its_first_name():
+    """A causal LM called as model(input_ids=x, labels=x): the embedding reads input_ids, not labels."""
+
+    class LM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = nn.Embedding(10, 4), nn.Linear(4, 10)
+
+        def forward(self, input_ids, labels=None):
+            logits = self.head(self.embed(input_ids))
+            return logits if labels is None else (logits, labels.float().mean())
+
+    ids = torch.randint(10, (2, 5))
+    graph = extract_graph(LM(), {"input_ids": ids, "labels": ids}, methods=("hooks",))
+    into_embed = [e.src for e in graph.edges if e.dst.endswith("embed")]
+    assert into_embed == ["in:input_ids"]

@@ -94,7 +94,8 @@ def _record(
         if not isinstance(t, torch.Tensor):
             continue
         node_id = f"in:{leaf_name(path)}"
-        prov.mark(t, frozenset([node_id]))
+        if id(t) not in prov.sources:  # one tensor given twice (input_ids=x, labels=x): its first name carries it
+            prov.mark(t, frozenset([node_id]))
         name = node_id.removeprefix("in:")
         nodes.append(Node(node_id, name, "input", name, "", "", (), (), (dims(t.shape),), (dtype_name(t.dtype),)))
 
