@@ -55,6 +55,9 @@ def cnn_run(root: Path, steps: int = 40) -> str:
         loss.backward()
         opt.step()
         run.log({"train/loss": loss.detach()}, step=step)
+    # analysed too: a box selected in the graph is the Instances tab's layer
+    deepscope.analyze(model, x, labels=y, layers=["features.2", "features.6"], run=run, progress=False,
+                      projection=False, full_maps=False)  # fmt: skip
     run.finish()
     return run.id
 
@@ -209,6 +212,17 @@ def test_selection_is_shared_both_ways(page, graph_server, graph_store):
     details = page.get_by_test_id("graph-details")
     details.get_by_test_id("sparkline").first.wait_for()
     assert "features.0" in details.inner_text()
+    # an analysed layer selected in the graph is the Instances tab's layer too (and the Instances tab's, the graph's)
+    for _ in range(3):  # where it is now: the first click opened features.0, and the layout may still be moving
+        relu = node(state(page), id="m:features.6")
+        click_at(page, relu["sx"], relu["sy"])
+        if page.evaluate("() => window.__deepscope.graph().selected") == "m:features.6":
+            break
+        page.wait_for_timeout(300)
+    wait_for(page, "() => window.__deepscope.view().aLayer === 'features.6'")
+    page.get_by_role("link", name="Instances").or_(page.get_by_role("button", name="Instances")).first.click()
+    page.get_by_label("Layer", exact=True).select_option("features.2")
+    wait_for(page, "() => window.__deepscope.view().selectedLayer === 'features.2'")
     # another view selects a layer inside a collapsed module: the graph opens its parents and selects it
     page.goto(f"{graph_server}?tab=graph&run={graph_store['cnn']}&layer=features.9.weight")
     wait_for(page, "() => window.__deepscope.graph && window.__deepscope.graph().selected === 'm:features.9'")

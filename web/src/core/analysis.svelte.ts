@@ -246,6 +246,17 @@ function focusLabel(): string {
 }
 
 /** The display name of class `c` of the focused run. */
+/** A layer selected in another view (a box of the graph): the Instances tab shows it too, when the run analysed it. */
+export async function selectAnalysedLayer(run: string | null, layer: string | null): Promise<void> {
+  if (!run || !layer) return;
+  await loadSummary(run);
+  if (summaryOf(run)?.layers.some((l) => l.name === layer) && view.aLayer !== layer) {
+    view.aLayer = layer;
+    view.aNeuron = null;
+    view.aSort = null;
+  }
+}
+
 export function className(c: number): string {
   const names = summaryOf(an.run)?.class_names;
   return c < 0 ? "—" : (names?.[c] ?? String(c));
