@@ -102,17 +102,18 @@ def test_start_step_and_run_name_in_findings(root, capsys):
 @pytest.mark.parametrize(
     ("every", "window", "checked", "closed"),
     [
-        # recorded steps 0, 3, …, 39; windows end after steps 9, 19, 29, 39: closed on the first recorded step at or
-        # after that (21 for 19); a window of 10 steps checks every recorded step, on the first 4 inputs
-        (3, 10, 4, [9, 21, 30, 39]),
-        # every step recorded, windows of 20: every 5th step is checked, on the first 20 inputs
-        (1, 20, 20, [19, 39]),
+        # recorded steps 0, 3, …, 39; a window of 10 steps is 3 parts of one recorded step each, checked on the first
+        # 4 inputs: each recorded step from the third part's end (9) on gives the share over its last 3 parts
+        (3, 10, 4, list(range(9, 40, 3))),
+        # every step recorded, windows of 20 in 4 parts of 5 steps, each with one check (every 5th step, on the first
+        # 20 inputs): from the first whole window (step 19) on, every part's end (24, 29 …)
+        (1, 20, 20, [19, 24, 29, 34, 39]),
     ],
 )
 def test_dead_units_are_the_units_that_never_fired_in_the_window(root, every, window, checked, closed):
     """A ReLU layer of 16 units: 6 with a bias of −100 never fire, 2 fire only on the last input checked (alive),
-    2 only on inputs past the ones checked (dead as far as watch can see): dead_frac is 8/16 at each window's
-    end, NaN between, and the finding names the layer."""
+    2 only on inputs past the ones checked (dead as far as watch can see): dead_frac is 8/16 at the end of each
+    part of the sliding window once a whole window has passed, NaN between, and the finding names the layer."""
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
     with torch.no_grad():
         model[0].weight.zero_()
@@ -155,8 +156,8 @@ class Sometimes(nn.Module):
 
 
 def test_a_layer_never_checked_in_a_window_has_no_dead_share(root):
-    """Checks fall on every 5th step (windows of 20): in the second window the branch that skips those steps was
-    never looked at, so its share of dead units there is unknown (NaN), not 100 %."""
+    """Checks fall on every 5th step (windows of 20 in parts of 5): from step 20 on the branch that skips those steps
+    is never looked at, so its share of dead units there is unknown (NaN), not 100 %."""
     model = Sometimes()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     with deepscope.init(dir=root) as run:
@@ -169,9 +170,9 @@ def test_a_layer_never_checked_in_a_window_has_no_dead_share(root):
     r = reopen(root, run.id)
     a = r.layer_series("relu_a", "act", "dead_frac")
     b = r.layer_series("relu_b", "act", "dead_frac")
-    assert np.isfinite(a.last).sum() == 2  # windows closed at steps 19 and 39
+    assert a.step[np.isfinite(a.last)].tolist() == [19, 24, 29, 34, 39]  # each part's end, from a whole window on
     reported = {int(t): float(v) for t, v in zip(b.step, b.last) if np.isfinite(v)}
-    assert list(reported) == [19] and 39 in b.step.tolist()  # window 1 only: at step 39 it ran, unchecked
+    assert list(reported) == [19] and 39 in b.step.tolist()  # the first window only: later it ran, unchecked
     assert not [e for e in r.events() if e.kind == "diagnosis/dead_units"]
 
 
@@ -330,3 +331,25 @@ def test_histograms_every_n_steps_and_at_1_2_5_before(root):
                                                                                    "2.bias"]  # fmt: skip
     with pytest.raises(ValueError, match="kinds: act, grad, param_grad, weight"):
         r.layer_names("activations")  # a kind of statistics, not a stream kind
+
+
+def test_a_layer_that_dies_is_reported_a_window_after_it_died_not_at_the_next_fixed_window(root):
+    """Units that stop firing at step 10 (window 100, in quarters): dead over steps 25–124, reported at step 124 —
+    a fixed window reported them at 199, the end of the first window wholly after their death."""
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    with deepscope.init(dir=root) as run:
+        run.watch(model, opt, print_findings=False)
+        for step in range(200):
+            if step == 10:
+                with torch.no_grad():
+                    model[0].bias.fill_(-100.0)  # every unit dies
+            model(torch.randn(8, 4)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    r = reopen(root, run.id)
+    (finding,) = [e for e in r.events() if e.kind == "diagnosis/dead_units"]
+    assert finding.step == 124
+    s = r.layer_series("1", "act", "dead_frac")
+    shares = {int(t): float(v) for t, v in zip(s.step, s.last) if v == v}
+    assert shares[99] < 1.0 and shares[124] == 1.0 and list(shares) == list(range(99, 200, 25))

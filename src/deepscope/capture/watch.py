@@ -25,6 +25,7 @@ from torch import nn
 
 from ..notices import notice
 from . import reducers as R
+from .dead_units import DeadUnits
 from .diagnose import Diagnoser, Finding, Thresholds, console_printer
 from .layers import (
     Layer,
@@ -56,8 +57,8 @@ MAX_PENDING = 256  # recorded steps waiting for the writer thread before the tra
 # outrun the writer thread, which then held hundreds of staging matrices at once.
 OFFLOAD_AFTER_STEP_TIME = 0.005
 # Dead units: every k-th recorded step, each ReLU-like unit's maximum over the first 4·k inputs of the batch —
-# the evidence of checking 4 inputs every step, at 1/k of the ops; k ≤ DEAD_EVERY, and small enough for at
-# least 4 checks per dead window.
+# the evidence of checking 4 inputs every step, at 1/k of the ops; k ≤ DEAD_EVERY, and small enough for a
+# check in every quarter of the dead window (``dead_units.PARTS``).
 DEAD_EVERY = 5
 # A large weight keeps its sample positions for this many steps: its sample after one optimizer step is then
 # its sample before the next (one copy for all weights instead of one strided read each).
@@ -149,9 +150,7 @@ class Watcher:
         self._sampler = Sampler(cfg.sample)
         self._sat = [R.saturation_bounds(la.role) for la in self.layers]
         self._buffers: dict[torch.device, StepBuffers] = {}
-        self._units: dict[int, torch.Tensor] = {}  # layer index -> Σ per-unit maxima over the dead window
-        self._units_seen: set[int] = set()  # layers checked in the current dead window (others report NaN)
-        self._window_end = (cfg.start_step // cfg.dead_window + 1) * cfg.dead_window  # its last step + 1
+        self._dead = DeadUnits(cfg.dead_window, cfg.start_step, cfg.every)  # ReLU units' activity over a sliding window
         self._dead_every = min(DEAD_EVERY, max(1, cfg.dead_window // cfg.every // 4))  # recorded steps per check
         self._p = ParamStager(self._params, self._sampler, self._bufs, optimizer is not None)
         self._numels = self._p.numels
@@ -202,7 +201,7 @@ class Watcher:
         cfg = self.config
         self._recording = self.step % cfg.every == 0
         self._hist_step = self._recording and histogram_step(self.step, cfg.histograms_every)
-        self._dead_step = self.step + 1 >= self._window_end
+        self._dead_step = self._dead.due(self.step)
         self._dead_check = self._recording and (self.step // cfg.every) % self._dead_every == 0
 
     def _before_forward(self, module: nn.Module, args: Any) -> None:
@@ -261,16 +260,8 @@ class Watcher:
             hist = self._hist_step
             offload = now - self._last_end >= OFFLOAD_AFTER_STEP_TIME
             payload = [(dev, self._collect(dev, b, hist, offload)) for dev, b in list(self._buffers.items())]
-            units = None
-            if self._dead_step:  # the first recorded step at or after the window's end closes it
-                if self._units_seen:
-                    units = {i: c.to("cpu", copy=True) if c.device.type == "cpu" else c.to("cpu", non_blocking=True)
-                             for i, c in self._units.items() if i in self._units_seen}  # fmt: skip
-                    for c in self._units.values():
-                        c.zero_()
-                self._units_seen = set()
-                w = self.config.dead_window
-                self._window_end = ((self.step + 1) // w + 1) * w
+            # the first recorded step at or after a part's end closes it: the dead share over the last window
+            units = self._dead.close_part(self.step) if self._dead_step else None
             event = torch.cuda.Event() if any(d.type == "cuda" for d in self._buffers) else None
             if event is not None:
                 event.record()
@@ -443,15 +434,10 @@ class Watcher:
 
     def _count_units(self, i: int, t: torch.Tensor) -> None:
         """Add each unit's maximum over the first inputs of the batch (ReLU outputs: > 0 iff it fired)."""
-        self._units_seen.add(i)
         x = t[: 4 * self._dead_every] if t.ndim >= 2 else t  # (B, …) -> (≤4k, …)
         d = R.unit_dim(x.ndim) if x.ndim >= 2 else 0
         dims = [k for k in range(x.ndim) if k != d]
-        peak = x.amax(dim=dims) if dims else x
-        counts = self._units.get(i)
-        if counts is None or counts.shape != peak.shape or counts.device != peak.device:
-            counts = self._units[i] = torch.zeros(peak.shape, device=peak.device)
-        counts += peak
+        self._dead.add(i, x.amax(dim=dims) if dims else x)
 
     def _bufs(self, device: torch.device) -> StepBuffers:
         b = self._buffers.get(device)
