@@ -168,6 +168,9 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
     np.testing.assert_allclose(np.c_[coords["x"], coords["y"]], want, rtol=1e-4, atol=1e-5)
     canvas = page.locator("[data-testid=projection]")
     assert non_white(canvas.screenshot()) > 2000  # WebGL drew the points
+    ratio = reader.projection_info(LAYER)["pca"]["explained_variance_ratio"]  # the shares PCA computed, as said
+    said = page.get_by_test_id("pca-explained").inner_text()
+    assert said == f"PC1 {ratio[0] * 100:.1f} % · PC2 {ratio[1] * 100:.1f} % of the variance"
 
     for colour in ("prediction", "correct", "label"):
         page.get_by_label("Colour by").select_option(colour)

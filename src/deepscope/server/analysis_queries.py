@@ -105,8 +105,10 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
         for method in ("pca", "umap", "tsne"):
             job = jobs.get((name, method))
             if method in stored:
+                ratio = stored[method].get("explained_variance_ratio")
+                explained = [float(v) for v in ratio] if isinstance(ratio, list) else None
                 statuses.append(schemas.ProjectionStatus(layer=name, method=method, state="ready", progress=1.0,
-                                                         message=""))  # fmt: skip
+                                                         message="", explained=explained))  # fmt: skip
             elif job is not None:
                 statuses.append(job)
             else:

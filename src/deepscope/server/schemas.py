@@ -261,6 +261,8 @@ class ProjectionStatus(BaseModel):
     state: ProjectionState
     progress: float
     message: str
+    # PCA, ready: the share of the layer's variance each component explains (a flat cloud is PC1 explaining ~all)
+    explained: list[float] | None = None
 
 
 class AnalysisLayer(BaseModel):

@@ -990,6 +990,8 @@ export interface components {
          * @description One projection of one layer: ``ready`` on disk, ``running`` in the background (``progress`` 0…1).
          */
         ProjectionStatus: {
+            /** Explained */
+            explained?: number[] | null;
             /** Layer */
             layer: string;
             /** Message */
