@@ -439,8 +439,9 @@ def test_a_link_to_norms_opens_their_log_colour_scale(page, watched, server_url)
 
 
 def test_dead_unit_shares_fill_their_window_in_the_overview(page, serve, tmp_path):
-    """The dead-unit share is recorded once per window (at its end), about the whole window: the overview spreads
-    each value over its window's columns (it was one column in ten, a faint line on an empty row)."""
+    """The dead-unit share is recorded at the end of each quarter of the (sliding) window, about the whole window: the
+    overview spreads each value over the columns since the one before (it was one column in ten, a faint line on an
+    empty row)."""
     root = tmp_path / "dead"
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
@@ -464,9 +465,10 @@ def test_dead_unit_shares_fill_their_window_in_the_overview(page, serve, tmp_pat
     )
     recorded = deepscope.open(root).run(run.id).layer_matrix("act", "dead_frac")
     row = recorded.values[recorded.names.index("1")]
-    assert np.isfinite(row).sum() == 4  # the store holds one value per window of 10
-    assert o["cols"] == 40 and np.isfinite(values).all()  # shown: every window's columns
-    np.testing.assert_array_equal(values, np.repeat(row[9::10], 10))
+    at = np.flatnonzero(np.isfinite(row))
+    assert at.tolist() == list(range(9, 40, 2))  # a value per quarter window (2 steps) once a window has passed
+    assert o["cols"] == 40 and np.isfinite(values).all()  # shown: every column, each value back to the one before
+    np.testing.assert_array_equal(values, [row[at[at >= c][0]] for c in range(40)])
 
 
 def test_exact_zeros_on_a_log_colour_scale_have_their_own_colour(page, serve, tmp_path):
@@ -501,3 +503,81 @@ def test_exact_zeros_on_a_log_colour_scale_have_their_own_colour(page, serve, tm
     assert grey > 0
     page.get_by_label("Log colour scale").uncheck()
     wait_for(page, "() => !document.querySelector('[data-testid=zero-swatch]')")
+
+
+def test_layers_nest_by_module_and_any_level_collapses(page, serve, tmp_path):
+    """A transformer-like model: rows nest block › attention › projection; a whole block collapses into one row."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = nn.LayerNorm(8)
+            self.attn = nn.ModuleDict({"q": nn.Linear(8, 8), "k": nn.Linear(8, 8)})
+            self.ln_2 = nn.LayerNorm(8)
+            self.mlp = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+
+        def forward(self, x):
+            h = self.ln_1(x)
+            x = x + self.attn["q"](h) * self.attn["k"](h)
+            return x + self.mlp(self.ln_2(x))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.h = nn.ModuleList([Block(), Block()])
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            for b in self.h:
+                x = b(x)
+            return self.head(x)
+
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with deepscope.init(dir=tmp_path, name="nested") as run:
+        run.watch(model, opt, histograms_every=0, print_findings=False)
+        for _ in range(5):
+            loss = model(torch.randn(4, 8)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}")
+    o = overview_ready(page, "act", "mean")
+    block = ["h.0", "h.0.ln_1", "h.0.attn", "h.0.attn.q", "h.0.attn.k", "h.0.ln_2", "h.0.mlp", "h.0.mlp.0", "h.0.mlp.1"]
+    assert o["displayRows"] == ["h", *block, *[r.replace("h.0", "h.1") for r in block], "head"]
+    row = o["displayRows"].index("h.1")  # its header: a click collapses the whole block into one row
+    page.get_by_test_id("layer-matrix").click(position={"x": 30, "y": row * o["rowH"] + o["rowH"] / 2})
+    wait_for(page, "() => window.__deepscope.internals.overview.displayRows.length === 12")
+    assert held(page, "overview")["displayRows"] == ["h", *block, "h.1", "head"]
+
+
+def test_a_per_row_scale_shows_a_small_layer_beside_a_huge_one(page, serve, tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2))
+    with torch.no_grad():
+        model[1].weight.mul_(1e4)  # its outputs dwarf the first layer's
+    with deepscope.init(dir=tmp_path, name="scales") as run:
+        run.watch(model, histograms_every=0, print_findings=False)
+        for _ in range(30):
+            model(torch.randn(16, 4) + 0.5).sum().backward()
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}&stat=mean")  # linear, around 0
+    o = overview_ready(page, "act", "mean")
+
+    def colours_of_first_row() -> int:
+        return page.evaluate(
+            """([labelW, plotW, rowH]) => { const c = document.querySelector('[data-testid=layer-matrix]');
+              const k = c.width / c.clientWidth, y = Math.floor(rowH / 2 * k);
+              const px = c.getContext('2d').getImageData(Math.ceil(labelW * k), y, Math.floor(plotW * k) - 2, 1).data;
+              const seen = new Set();
+              for (let i = 0; i < px.length; i += 4) seen.add(px[i] + ',' + px[i + 1] + ',' + px[i + 2]);
+              return seen.size; }""",
+            [o["labelW"], o["plotW"], o["rowH"]],
+        )
+
+    assert o["displayRows"][0] == "0"
+    one_scale = colours_of_first_row()  # one colour: its means are nothing beside the second layer's
+    page.get_by_label("Scale per row").check()
+    wait_for(page, "() => location.search.includes('rowscale=1')")
+    page.get_by_test_id("row-scale-note").wait_for()
+    page.wait_for_timeout(300)
+    assert colours_of_first_row() > 3 * max(1, one_scale)  # its own changes over the steps show

@@ -17,6 +17,7 @@ export interface MatrixPicture extends MatrixGeometry {
   values: Float32Array;
   steps: number[];
   scale: ColorScale;
+  rowScales?: ColorScale[]; // per display row, when each row has its own scale
   selectedRow: number; // -1: none
   selectedCol: number; // -1: none
 }
@@ -56,8 +57,9 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): { step:
   p.rows.forEach((row, r) => {
     const header = row.kind === "header";
     const vals = header ? null : rowValues(p.values, p.cols, row);
+    const scale = p.rowScales?.[r] ?? p.scale;
     for (let c = 0; c < p.cols; c++) {
-      const rgb = header ? [255, 255, 255] : (p.scale.color(vals![c]) ?? EMPTY);
+      const rgb = header ? [255, 255, 255] : (scale.color(vals![c]) ?? EMPTY);
       const o = (r * p.cols + c) * 4;
       img.data[o] = rgb[0];
       img.data[o + 1] = rgb[1];
@@ -81,7 +83,7 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): { step:
     const y = r * p.rowH + p.rowH / 2;
     ctx.fillStyle = row.kind === "layer" ? "#374151" : "#111827";
     ctx.font = row.kind === "layer" ? FONT : `600 ${FONT}`;
-    const x = row.indent ? 20 : 8;
+    const x = 8 + Math.min(row.depth, 6) * 10;
     const max = p.labelW - x - 8;
     const noteW = row.note ? Math.min(72, ctx.measureText(row.note).width + 8) : 0;
     fitText(ctx, row.label, x, y, max - noteW);

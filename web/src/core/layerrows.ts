@@ -1,52 +1,64 @@
-// Rows of the layer × step overview: layers in model order, grouped by their parent module's dotted path
-// (`features.0`, `features.1` … under `features`); a collapsed group is one row holding its members' mean.
+// Rows of the layer × step overview: layers in model order, nested by module path (`transformer` › `h.0` › `attn` ›
+// `c_attn`): a module holding two or more rows is a group, collapsible at any depth; a collapsed group is one row
+// holding its members' mean.
 
 export interface DisplayRow {
   kind: "header" | "layer" | "group";
   label: string;
-  group: string; // the group's prefix ("" for top-level layers)
+  group: string; // the path of the group this row heads or stands for, or that holds it ("" at the top)
   members: number[]; // matrix rows shown by this row (none for an expanded group's header)
   name: string | null; // the layer path of a "layer" row
-  indent: boolean;
+  depth: number; // nesting: how many groups hold this row
   note?: string; // e.g. the module type, drawn muted after the label
 }
 
-/** The module a row names: itself for modules, without the parameter name for parameters. */
-function moduleOf(name: string, isParam: boolean): string {
-  const i = name.lastIndexOf(".");
-  return isParam && i > 0 ? name.slice(0, i) : name;
+/** A name's path segments: module path segments; a parameter's name stays with its module's last segment
+ * (`c_attn.weight`), so that a module's weight and bias are rows of its parent's group, not a group each. */
+function segments(name: string, isParam: boolean): string[] {
+  const parts = name.split(".");
+  if (isParam && parts.length >= 2) parts.splice(parts.length - 2, 2, parts.slice(-2).join("."));
+  return parts;
 }
 
-function parentOf(path: string): string {
-  const i = path.lastIndexOf(".");
-  return i > 0 ? path.slice(0, i) : "";
-}
-
-/** Group consecutive rows with the same parent module; groups of one stay plain rows. */
+/** The rows, nested: consecutive names under the same child module of a group form a group of their own when they
+ * are two or more; a chain of groups with one child each reads as one (`h.0` rather than `h` › `0`). */
 export function groupRows(names: string[], isParam: boolean, collapsed: ReadonlySet<string>): DisplayRow[] {
+  const segs = names.map((n) => segments(n, isParam));
   const out: DisplayRow[] = [];
-  let i = 0;
-  while (i < names.length) {
-    const g = parentOf(moduleOf(names[i], isParam));
-    let j = i + 1;
-    while (j < names.length && parentOf(moduleOf(names[j], isParam)) === g) j++;
-    const members = Array.from({ length: j - i }, (_, k) => i + k);
-    if (!g || members.length < 2) {
-      for (const m of members) out.push({ kind: "layer", label: names[m], group: g, members: [m], name: names[m], indent: false });
-    } else if (collapsed.has(g)) {
-      out.push({ kind: "group", label: `▸ ${g}.* (${members.length})`, group: g, members, name: null, indent: false });
-    } else {
-      out.push({ kind: "header", label: `▾ ${g}`, group: g, members: [], name: null, indent: false });
-      for (const m of members) {
-        out.push({ kind: "layer", label: names[m].slice(g.length + 1), group: g, members: [m], name: names[m], indent: true });
+  const walk = (idx: number[], at: number, prefix: string, depth: number) => {
+    let i = 0;
+    while (i < idx.length) {
+      const head = segs[idx[i]][at];
+      let j = i + 1;
+      while (j < idx.length && segs[idx[j]][at] === head && segs[idx[j]].length > at + 1 === segs[idx[i]].length > at + 1) j++;
+      const run = idx.slice(i, j);
+      i = j;
+      const deeper = segs[run[0]].length > at + 1;
+      if (!deeper || run.length === 1) {
+        for (const m of run) {
+          const label = segs[m].slice(at).join(".");
+          out.push({ kind: "layer", label, group: prefix, members: [m], name: names[m], depth });
+        }
+        continue;
+      }
+      // a group: extend it through children that are all one module (a chain), then list or collapse it
+      let upto = at + 1;
+      while (run.every((m) => segs[m].length > upto + 1 && segs[m][upto] === segs[run[0]][upto])) upto++;
+      const label = segs[run[0]].slice(at, upto).join(".");
+      const path = prefix ? `${prefix}.${label}` : label;
+      if (collapsed.has(path)) {
+        out.push({ kind: "group", label: `▸ ${label} (${run.length})`, group: path, members: run, name: null, depth });
+      } else {
+        out.push({ kind: "header", label: `▾ ${label}`, group: path, members: [], name: null, depth });
+        walk(run, upto, path, depth + 1);
       }
     }
-    i = j;
-  }
+  };
+  walk(names.map((_, k) => k), 0, "", 0);
   return out;
 }
 
-/** Every group prefix with at least two members (for "collapse all"). */
+/** Every group path (for "collapse all": the outermost ones then hold everything). */
 export function groupsOf(names: string[], isParam: boolean): string[] {
   const rows = groupRows(names, isParam, new Set());
   return rows.filter((r) => r.kind === "header").map((r) => r.group);

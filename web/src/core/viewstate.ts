@@ -40,6 +40,7 @@ export interface ViewState {
   kind: LayerKind; // layer statistics kind
   stat: string; // layer statistic
   colorLog: boolean; // log colour scale in the layer × step overview
+  rowScale: boolean; // each overview row coloured on its own scale (rows of very different magnitudes)
   stepZoom: [number, number] | null; // visible step range of the layer × step overview
   /** The selected layer (module or parameter path), shared by every view that shows layers. */
   selectedLayer: string | null;
@@ -82,6 +83,7 @@ export const defaults: ViewState = {
   kind: "act",
   stat: "mean",
   colorLog: false,
+  rowScale: false,
   stepZoom: null,
   selectedLayer: null,
   selectedStep: null,
@@ -158,6 +160,7 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     stat: p.get("stat") ?? defaults.stat,
     // absent: the statistic's own default (norms log, shares linear), as choosing it in the view gives
     colorLog: p.has("clog") ? p.get("clog") === "1" : LOG_DEFAULT.has(p.get("stat") ?? defaults.stat),
+    rowScale: p.get("rowscale") === "1",
     stepZoom: sz.length === 2 && sz.every(Number.isFinite) && sz[0] <= sz[1] ? [sz[0], sz[1]] : null,
     selectedLayer: p.get("layer"),
     selectedStep: Number.isInteger(step) && step >= 0 ? step : null,
@@ -198,6 +201,7 @@ export function serialize(s: ViewState): string {
   if (s.kind !== defaults.kind) p.set("kind", s.kind);
   if (s.stat !== defaults.stat) p.set("stat", s.stat);
   if (s.colorLog !== LOG_DEFAULT.has(s.stat)) p.set("clog", s.colorLog ? "1" : "0");
+  if (s.rowScale) p.set("rowscale", "1");
   if (s.stepZoom) p.set("steps", s.stepZoom.join(","));
   if (s.selectedLayer) p.set("layer", s.selectedLayer);
   if (s.selectedStep !== null) p.set("step", String(s.selectedStep));
