@@ -581,3 +581,34 @@ def test_a_per_row_scale_shows_a_small_layer_beside_a_huge_one(page, serve, tmp_
     page.get_by_test_id("row-scale-note").wait_for()
     page.wait_for_timeout(300)
     assert colours_of_first_row() > 3 * max(1, one_scale)  # its own changes over the steps show
+
+
+def test_gradient_flow_leaves_norm_gains_and_embeddings_off_the_depth_axis(page, serve, tmp_path):
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc1, self.ln, self.fc2 = (
+                nn.Embedding(10, 8),
+                nn.Linear(8, 8),
+                nn.LayerNorm(8),
+                nn.Linear(8, 2),
+            )
+
+        def forward(self, ids):
+            return self.fc2(self.ln(self.fc1(self.emb(ids)).relu())).mean(1)
+
+    model = Tiny()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with deepscope.init(dir=tmp_path, name="tiny-lm") as run:
+        run.watch(model, opt, histograms_every=0, print_findings=False)
+        for _ in range(5):
+            loss = model(torch.randint(10, (4, 6))).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&panel=flow")
+    wait_for(page, "() => Object.keys(window.__deepscope.internals.flow?.runs ?? {}).length === 1")
+    assert held(page, "flow")["runs"][run.id]["names"] == ["fc1.weight", "fc2.weight"]
+    page.get_by_label("Norms and embeddings").check()
+    wait_for(page, "(id) => window.__deepscope.internals.flow.runs[id].names.length === 4", run.id)
+    assert held(page, "flow")["runs"][run.id]["names"] == ["emb.weight", "fc1.weight", "ln.weight", "fc2.weight"]

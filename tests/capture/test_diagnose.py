@@ -246,3 +246,25 @@ def test_an_early_spike_is_reported_at_its_own_step_and_value():
         d.observe_scalars(np.arange(80), ["train/loss"], np.zeros(80, np.int32), loss)
         assert [(f.rule, f.step) for f in found] == [("loss_spike", peak_step)]
         assert "spiked to 2.969" in found[0].text
+
+
+def test_norm_gains_and_embeddings_are_no_step_of_depth():
+    """A transformer's LayerNorm gains and embedding rows have gradients orders of magnitude off its matrices': they
+    are left out of the depth axis, or a healthy network read as one whose gradients vanish."""
+    from deepscope.capture.diagnose import depth_axis
+
+    layers = [
+        {"path": "wte", "type": "Embedding", "role": None, "params": ["wte.weight"]},
+        {"path": "h.0.ln_1", "type": "LayerNorm", "role": None, "params": ["h.0.ln_1.weight", "h.0.ln_1.bias"]},
+        {"path": "h.0.attn", "type": "Linear", "role": None, "params": ["h.0.attn.weight", "h.0.attn.bias"]},
+        {"path": "h.0.mlp", "type": "Conv1D", "role": None, "params": ["h.0.mlp.weight"]},
+        {"path": "head", "type": "Linear", "role": None, "params": ["head.weight"]},
+    ]
+    params = [p for la in layers for p in la["params"]]
+    assert [params[i] for i in depth_axis(layers, params)] == ["h.0.attn.weight", "h.0.mlp.weight", "head.weight"]
+    found = []
+    d = Diagnoser(layers, params, found.append, Thresholds(patience=3))
+    norms = np.array([1e-6, 1e-5, 0.1, 1.0, 1.0, 1.0, 1.0])  # embedding and gains tiny; the matrices healthy
+    for step in range(10):
+        d.observe(step, {"param_grad": {"norm": norms, "nonfinite_frac": np.zeros(7)}})
+    assert found == []

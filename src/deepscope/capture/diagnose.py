@@ -67,8 +67,7 @@ class Diagnoser:
         self._recent_losses: dict[str, deque[tuple[int, float]]] = {}
         self._loss_scale: dict[str, float] = {}  # the largest |loss| of the first full window
         self._norms: deque[float] = deque(maxlen=50)  # the total weight-gradient norm of recent healthy steps
-        # weight matrices in model order: the depth axis for gradient flow
-        self._depth = [i for i, p in enumerate(params) if p.endswith("weight")]
+        self._depth = depth_axis(layers, params)
 
     def observe(
         self, step: int, stats: dict[str, dict[str, np.ndarray]], skipped: bool = False, lr: float | None = None
@@ -238,6 +237,21 @@ class Diagnoser:
             return
         self._reported.add(key)
         self.emit(Finding(step, rule, severity, layer, text))
+
+
+# Layers whose weights are no step of depth: a norm's gains sit near 1 and an embedding's rows are read a few at a
+# time, so their gradients are orders of magnitude off the matrices' beside them (a transformer's gradient-flow line
+# zigzagged between them, and a vanishing-gradient ratio read them as depth).
+_NOT_DEPTH = ("Norm", "Embedding")
+
+
+def depth_axis(layers: list[dict], params: list[str]) -> list[int]:
+    """The weights, in model order, that make the depth axis of gradient flow: the weight matrices and kernels of
+    linear, convolutional and attention layers (every ``*weight`` when fewer than two of those)."""
+    owner = {p: la.get("type", "") for la in layers for p in la.get("params", ())}
+    weights = [i for i, p in enumerate(params) if p.endswith("weight")]
+    matrices = [i for i in weights if not any(t in owner.get(params[i], "") for t in _NOT_DEPTH)]
+    return matrices if len(matrices) >= 2 else weights
 
 
 def console_printer(run_name: str = "", stream=None) -> Emit:  # noqa: ANN001
