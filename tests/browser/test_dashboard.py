@@ -650,3 +650,20 @@ def test_runs_of_one_name_are_told_apart_by_their_start(page, serve, tmp_path):
     tip.wait_for()
     assert sorted(tip.locator(".tip-name").all_inner_texts()) == sorted(names)
     assert console.errors == []
+
+
+def test_a_schedule_that_holds_and_jumps_is_not_smoothed_into_a_ramp(page, serve, tmp_path):
+    run = deepscope.init(dir=tmp_path, name="schedule")
+    for s in range(200):
+        run.log({"lr": 0.05 if s < 100 else 0.005, "loss": 1.0 / (s + 1)}, step=s)
+    run.finish()
+    server = serve(tmp_path)
+    open_page(page, f"{server.url}?runs={run.id}&smooth=0.9")
+    for key in ("lr", "loss"):
+        chart_ready(page, key, run.id, 199)
+    for key, smoothed in (("lr", False), ("loss", True)):
+        plot = page.locator(f"figure[data-key='{key}'] .u-over").bounding_box()
+        page.mouse.move(plot["x"] + plot["width"] / 2, plot["y"] + plot["height"] / 2)
+        tip = page.locator(f"figure[data-key='{key}'] .tip")
+        tip.wait_for()
+        assert (tip.locator(".tip-cols").count() > 0) == smoothed  # "smoothed raw" columns only where smoothed

@@ -49,3 +49,18 @@ export function withoutOutliers(values: Float64Array): Float64Array {
   const reach = OUTLIER_REACH * (m.hi - m.lo);
   return values.map((v) => (v < m.lo - reach || v > m.hi + reach ? NaN : v));
 }
+
+/** Whether a series holds its value for most steps and jumps between (a learning-rate schedule, an epoch counter):
+ * at least 90 % of consecutive finite values are equal. Smoothing would draw its jumps as ramps. */
+export function isStepwise(values: ArrayLike<number>): boolean {
+  let same = 0;
+  let pairs = 0;
+  for (let i = 1; i < values.length; i++) {
+    const a = values[i - 1];
+    const b = values[i];
+    if (!Number.isFinite(a) || !Number.isFinite(b)) continue;
+    pairs++;
+    if (a === b) same++;
+  }
+  return pairs > 0 && same >= 0.9 * pairs;
+}
