@@ -612,3 +612,29 @@ def test_gradient_flow_leaves_norm_gains_and_embeddings_off_the_depth_axis(page,
     page.get_by_label("Norms and embeddings").check()
     wait_for(page, "(id) => window.__deepscope.internals.flow.runs[id].names.length === 4", run.id)
     assert held(page, "flow")["runs"][run.id]["names"] == ["emb.weight", "fc1.weight", "ln.weight", "fc2.weight"]
+
+
+def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tmp_path):
+    """Two learning rates of one model: the layer's statistics of both runs, each in its colour (which run made this
+    layer die, and when); a run of another model, without the layer, stays out."""
+    ids = []
+    for lr in (0.01, 0.5):
+        torch.manual_seed(0)
+        model = relu_net()
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        with deepscope.init(dir=tmp_path, name=f"lr {lr}") as run:
+            run.watch(model, opt, histograms_every=0, print_findings=False)  # no histogram asked for: no 404
+            for _ in range(15):
+                loss = model(torch.randn(8, 64)).square().mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        ids.append(run.id)
+    with deepscope.init(dir=tmp_path, name="other") as other:
+        tiny = nn.Sequential(nn.Linear(3, 2))
+        other.watch(tiny, histograms_every=0, print_findings=False)
+        tiny(torch.randn(2, 3)).sum().backward()
+    open_internals(page, serve(tmp_path).url, f"runs={ids[0]},{ids[1]},{other.id}&run={ids[0]}&panel=layer&layer=0.1")
+    wait_for(page, "() => (window.__deepscope.internals.layer?.runs ?? []).length === 2")
+    assert held(page, "layer")["runs"] == ids
+    assert page.get_by_test_id("layer-runs").inner_text().split("\n") == ["lr 0.01", "lr 0.5"]
