@@ -515,3 +515,19 @@ def test_a_hundred_classes_are_told_apart_and_their_confusion_matrix_is_drawn(pa
     )
     assert drawn["coloured"] > 400  # the 400 instances' cells, at least a pixel each
     assert drawn["width"] > drawn["panel"]  # wider than its panel: it scrolls
+
+
+def test_row_shares_under_half_a_percent_read_below_one_not_zero(page, serve, tmp_path):
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))
+        model.bias.zero_()
+    predicted = torch.tensor([0] * 200 + [1])  # one of 201 instances of class 0 taken for class 1: 0.5 %
+    x = torch.nn.functional.one_hot(predicted, 2).float() * 10
+    with deepscope.init(project="browser", name="rare", dir=tmp_path) as run:
+        deepscope.analyze(model, x, labels=np.zeros(201, np.int64), class_names=["a", "b"], run=run, progress=False)
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run.id}")
+    page.get_by_test_id("confusion-matrix").wait_for()
+    page.get_by_label("row %").check()
+    wait_for(page, "() => window.__deepscope.analysis.confusion()?.normalized === true")
+    assert held(page, "confusion")["texts"][0] == ["100", "<1"]

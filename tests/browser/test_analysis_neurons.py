@@ -4,6 +4,7 @@ projection coordinates, lasso subsets, and a UMAP computed in the background."""
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Iterator
 
@@ -110,6 +111,8 @@ def test_matrix_rows_sorting_and_top_instances(page, analysed, server_url, reade
     tip = page.locator(".tip").first
     tip.wait_for()
     assert f"neuron {neuron}: " in tip.inner_text() and " ± " in tip.inner_text()  # a class row: mean ± std
+    mean, std = re.search(r"neuron \d+: (\S+) ± (\S+)", tip.inner_text()).groups()  # to one decimal place
+    assert len(mean.partition(".")[2]) == len(std.partition(".")[2]) and len(std.replace(".", "").lstrip("0")) == 2
     wait_for(page, "(n) => window.__deepscope.analysis.matrixTop().neuron === n", neuron)
     top = held(page, "matrixTop")
     column = reader.matrix(LAYER)[:, neuron]

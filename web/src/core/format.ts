@@ -10,6 +10,14 @@ export function fmtNumber(v: number | null | undefined): string {
   return String(+v.toPrecision(5));
 }
 
+/** "41.5 ± 6.7": the spread to two significant digits, the mean to the same decimal place (not 41.452 ± 6.7479). */
+export function fmtMeanStd(mean: number, std: number): string {
+  if (!Number.isFinite(mean) || !Number.isFinite(std) || std <= 0) return `${fmtNumber(mean)} ± ${fmtNumber(std)}`;
+  const decimals = Math.max(0, Math.min(8, 1 - Math.floor(Math.log10(std))));
+  if (Math.abs(mean) >= 1e6 || (decimals > 6 && Math.abs(mean) < 1e-3)) return `${fmtNumber(mean)} ± ${fmtNumber(std)}`;
+  return `${mean.toFixed(decimals)} ± ${std.toFixed(decimals)}`;
+}
+
 export function fmtValue(v: unknown): string {
   if (typeof v === "number") return fmtNumber(v);
   if (v === null || v === undefined) return "";
