@@ -183,9 +183,12 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
     box = page.locator("[data-testid=neuron-matrix]").bounding_box()
     page.mouse.click(box["x"] + 5.5 * box["width"] / 128, box["y"] + 10)
     wait_for(page, "() => window.__deepscope.analysis.matrix().selectedNeuron === 5")
+    wait_for(page, "() => window.__deepscope.analysis.projection().focusCount > 0")  # its top instances, in focus
     page.get_by_label("Colour by").select_option("neuron")
     wait_for(page, "() => window.__deepscope.analysis.projection().colorBy === 'neuron'")
     assert page.locator(".proj [data-testid=color-legend]").is_visible()
+    # coloured by that neuron, no point fades: the colours are what is shown
+    wait_for(page, "() => window.__deepscope.analysis.projection().focusCount === 0")
     page.get_by_label("Colour by").select_option("label")
 
     # a lasso drawn with the mouse becomes a subset of exactly the points inside (once the layout has settled:
