@@ -324,3 +324,9 @@ def test_top_instances_of_the_default_layer(page, analysed, server_url, reader):
     wait_for(page, "(n) => window.__deepscope.analysis.matrixTop()?.neuron === n", neuron, timeout=15_000)
     column = reader.matrix(layer)[:, neuron]
     assert held(page, "matrixTop")["values"][0] == pytest.approx(column.max(), rel=1e-5)
+    # a strip wider than its panel fades at its right edge until scrolled to its end
+    page.set_viewport_size({"width": 1000, "height": 800})
+    strip = page.locator("[data-testid=neuron-top] .items")
+    wait_for(page, "() => document.querySelector('[data-testid=neuron-top] .items')?.dataset.more === 'true'")
+    strip.evaluate("(el) => { el.scrollLeft = el.scrollWidth; el.dispatchEvent(new Event('scroll')); }")
+    wait_for(page, "() => document.querySelector('[data-testid=neuron-top] .items').dataset.more === 'false'")
