@@ -499,3 +499,18 @@ def test_bad_labels_and_full_maps_are_refused_before_any_work_with_what_to_pass(
     with pytest.raises(ValueError, match="full_maps is 'auto', False, a number.*not 'lots'"):
         deepscope.analyze(TinyCNN(), x, full_maps="lots", run=tmp_path, progress=False)
     assert not (tmp_path / "artifacts").exists()  # refused before anything was written
+
+
+def test_a_tables_inputs_are_stored_as_given_and_images_or_tokens_are_not(tmp_path):
+    torch.manual_seed(0)
+    x = torch.randn(40, 13)
+    model = nn.Sequential(nn.Linear(13, 8), nn.ReLU(), nn.Linear(8, 3))
+    r = deepscope.analyze(model, torch.utils.data.TensorDataset(x, torch.arange(40) % 3), layers=["1"],
+                          run=new_dir(tmp_path / "table"), batch_size=16, progress=False)  # fmt: skip
+    assert r.has_features
+    np.testing.assert_array_equal(r.features(np.arange(40)), x.numpy())
+    np.testing.assert_array_equal(r.features(7), x[7].numpy())
+    images = deepscope.analyze(TinyCNN(), image_data(20), layers=["fc1"], run=new_dir(tmp_path / "img"), progress=False)
+    assert not images.has_features and images.features(0) is None
+    wide = deepscope.analyze(nn.Linear(65, 2), torch.randn(10, 65), run=new_dir(tmp_path / "wide"), progress=False)
+    assert not wide.has_features  # more than 64 numbers an instance (an embedding, a flattened image): not stored

@@ -434,10 +434,11 @@ def test_long_names_and_values_keep_their_counts_and_fold(page, serve, tmp_path)
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    inputs = torch.randn(60, 16)
     long_name = "source=" + "very long source name " * 8
     meta = {"source": ["a" if i % 2 else "b" for i in range(60)], "details": ["word " * 700] + ["short"] * 59}
     with deepscope.init(project="browser", name="long", dir=tmp_path) as run:
-        deepscope.analyze(model, torch.randn(60, 16), layers=["1"], metadata=meta, run=run, progress=False)
+        deepscope.analyze(model, inputs, layers=["1"], metadata=meta, run=run, progress=False)
     server = serve(tmp_path)
     subs = quote(json.dumps([{"name": long_name, "where": {"source": "a"}}]))
     page.goto(f"{server.url}?tab=analysis&runs={run.id}&inst=0&subs={subs}")
@@ -451,6 +452,10 @@ def test_long_names_and_values_keep_their_counts_and_fold(page, serve, tmp_path)
     assert fields.bounding_box()["height"] < 150
     more.click()
     assert fields.bounding_box()["height"] > 150
+    # a table's row of inputs: its 16 numbers, as given
+    features = page.get_by_test_id("instance-features")
+    assert features.locator(".feat").count() == 16
+    assert held(page, "detail")["features"] == pytest.approx(inputs[0].tolist(), rel=1e-6)
 
 
 def test_the_default_layer_is_the_last_one_that_is_not_the_output(page, analysed):

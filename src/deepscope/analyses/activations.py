@@ -187,6 +187,18 @@ def image_input(batch: Batch) -> torch.Tensor | None:
     return None
 
 
+MAX_STORED_FEATURES = 64  # a table's inputs up to this many numbers an instance are stored (wider: an embedding)
+
+
+def feature_input(batch: Batch) -> torch.Tensor | None:
+    """The batch's input when it is a row of numbers per instance (a table's features): the first positional input,
+    (B, F) floating with F ≤ ``MAX_STORED_FEATURES``; else None."""
+    x = batch.args[0] if batch.args else None
+    if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 2 and 0 < x.shape[1] <= MAX_STORED_FEATURES:
+        return x
+    return None
+
+
 def input_kind(batch: Batch) -> str:
     """What the model reads: ``"images"`` (see :func:`image_input`), ``"tokens"`` (integer ids: text) or
     ``"features"`` (numbers of a table, an embedding…)."""

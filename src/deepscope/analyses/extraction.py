@@ -22,6 +22,7 @@ from ..capture.scope import HookScope
 from .activations import (
     CHANNELS_FIRST_1D,
     ActivationsConfig,
+    feature_input,
     first_tensor,
     image_input,
     input_kind,
@@ -38,6 +39,7 @@ from .class_scores import softmax_rows
 LABELS = "outputs/labels.zarr"
 SCORES = "outputs/scores.zarr"
 IMAGES = "inputs/images.zarr"
+FEATURES = "inputs/features.zarr"  # a table's inputs, as given (narrow ones: ``MAX_STORED_FEATURES``)
 WRITER_THREAD: bool | None = None  # None: with an accelerator, or where chunks bypass the page cache (``_flush``)
 IN_FLIGHT = 2  # chunks handed to the writer thread and not yet on disk, at most: the disk's pace varies
 
@@ -266,6 +268,9 @@ class Extractor:
                 self.preview_shape = (*preview_size(*images.shape[2:]), images.shape[1])
             h, w, c = self.preview_shape
             extra[IMAGES] = preview(images, (h, w), c).cpu().numpy()
+        elif (self.cfg.previews and (FEATURES in self.state.arrays or not self.state.arrays)
+              and (features := feature_input(batch)) is not None):  # fmt: skip
+            extra[FEATURES] = features.detach().float().cpu().numpy()  # a table's row, as given
         extra[LABELS] = batch.labels.numpy() if batch.labels is not None else np.full(b, -1, np.int64)
         for key, values in extra.items():
             if len(values) != b:
@@ -288,7 +293,7 @@ class Extractor:
                                  f"outputs (classes 0…{classes - 1}); -1 marks an unlabelled instance")  # fmt: skip
         if self.rows is None:  # the first batch tells the widths
             widths = {n: int(self.pooled[n].shape[1]) for n, _ in self.layers}
-            dtypes = {LABELS: "int64", SCORES: "float32", IMAGES: "uint8"}
+            dtypes = {LABELS: "int64", SCORES: "float32", IMAGES: "uint8", FEATURES: "float32"}
             outputs = {k[:-5]: (tuple(v.shape[1:]), dtypes[k]) for k, v in extra.items()}
             self.state.inputs = input_kind(batch)
             specs = self.state.plan(widths, outputs, self.outputs)
@@ -354,7 +359,7 @@ class Extractor:
         if SCORES in rows.arrays and self.cfg.scores == "softmax":
             softmax_rows(rows.arrays[SCORES][:n])
         for key, a in rows.arrays.items():
-            if key not in self.summed or key in self.suspect:
+            if key != FEATURES and (key not in self.summed or key in self.suspect):  # inputs are stored as given
                 check_finite(key, a[:n], self.handed)
         if rows.n == n:  # a suspect's rows were all checked; with rows left over, they are checked with the next
             self.suspect.clear()

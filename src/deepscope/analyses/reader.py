@@ -17,6 +17,7 @@ from .neighbors import FAISS_MIN_ROWS, FlatIndex, faiss_available, nearest_neigh
 
 Where = Mapping[str, Any] | np.ndarray | None
 IMAGES = "inputs/images.zarr"
+FEATURES = "inputs/features.zarr"
 SCORES = "outputs/scores.zarr"
 # A string metadata column by one of these names (or with "text" in it) holds the inputs as text.
 TEXT_NAMES = ("text", "sentence", "prompt", "question", "document", "caption", "review", "content", "utterance",
@@ -181,6 +182,23 @@ class AnalysisReader:
         return self._scores
 
     # ---- inputs -----------------------------------------------------------------------------------
+    @property
+    def has_features(self) -> bool:
+        """Whether the inputs were stored as numbers (a table's rows: (N, F) float inputs of at most 64 features)."""
+        return FEATURES in self._progress.get("arrays", ())
+
+    def features(self, index: Any) -> np.ndarray | None:
+        """The stored input features of instance ``index`` (F,), or of several (k, F); None when not stored."""
+        if not self.has_features:
+            return None
+        import zarr
+
+        arr = zarr.open_array(str(self.dir / FEATURES), mode="r")
+        idx = np.asarray(index, dtype=np.int64)
+        return (
+            np.asarray(arr[int(idx)]) if idx.ndim == 0 else np.asarray(arr.get_orthogonal_selection((idx, slice(None))))
+        )
+
     @property
     def has_images(self) -> bool:
         """Whether image previews of the inputs were stored (image-like input tensors)."""

@@ -219,6 +219,12 @@ def instance(store: Store, run_id: str, index: int) -> schemas.InstanceDetail:
             h, w, c = pixels.shape
             data = base64.b64encode(np.ascontiguousarray(pixels).tobytes()).decode()
             image = schemas.InstanceImage(width=w, height=h, channels=c, data=data)
+    features = None
+    if r.has_features:
+        with e.lock:
+            values = r.features(index)
+        if values is not None:
+            features = [float(v) if np.isfinite(v) else None for v in values.tolist()]
     return schemas.InstanceDetail(
         index=index,
         label=label,
@@ -230,6 +236,7 @@ def instance(store: Store, run_id: str, index: int) -> schemas.InstanceDetail:
         fields={k: _json_value(v) for k, v in row.items()},
         text=text,
         image=image,
+        features=features,
     )
 
 

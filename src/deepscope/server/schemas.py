@@ -375,6 +375,7 @@ class InstanceDetail(BaseModel):
     fields: dict[str, Any]  # the metadata columns
     text: str | None  # the text input (``input_kind == "text"``)
     image: InstanceImage | None
+    features: list[float | None] | None = None  # the input's numbers, as given (a table's row); null: not stored
 
 
 class InstanceList(BaseModel):

@@ -807,6 +807,8 @@ export interface components {
         InstanceDetail: {
             /** Correct */
             correct: boolean | null;
+            /** Features */
+            features?: (number | null)[] | null;
             /** Fields */
             fields: {
                 [key: string]: unknown;
