@@ -105,13 +105,16 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): { step:
     ctx.strokeRect(p.labelW + 0.75, p.selectedRow * p.rowH + 0.75, p.plotW - 1.5, Math.max(1, p.rowH - 1.5));
   }
   if (p.selectedCol >= 0) {
-    ctx.strokeStyle = "rgba(17, 24, 39, 0.85)";
-    ctx.lineWidth = 1;
+    // a dark line in a white casing: seen on the dark end of the colour scale as on the light one
     const x = Math.round(p.labelW + (p.selectedCol + 0.5) * cw) + 0.5;
-    ctx.beginPath();
-    ctx.moveTo(x, 0);
-    ctx.lineTo(x, p.rows.length * p.rowH);
-    ctx.stroke();
+    for (const [style, width] of [["rgba(255, 255, 255, 0.95)", 3], ["rgba(17, 24, 39, 0.9)", 1]] as const) {
+      ctx.strokeStyle = style;
+      ctx.lineWidth = width;
+      ctx.beginPath();
+      ctx.moveTo(x, 0);
+      ctx.lineTo(x, p.rows.length * p.rowH);
+      ctx.stroke();
+    }
   }
 
   // Step axis.
