@@ -145,10 +145,13 @@ def test_grids_hold_each_class_correct_and_misclassified(page, analysed):
         assert members["wrong"] == wrong[np.lexsort((wrong, -score[wrong], pred[wrong]))].tolist()
 
     # a class name selects the class: its instances are highlighted in the grid and in the tab's focus
+    before = page.get_by_test_id("instance-grid").bounding_box()
     page.locator("[data-testid=instance-grid] ~ button[data-class='3']").click()
     wait_for(page, "(n) => window.__deepscope.analysis.grid().highlighted === n", int((label == 3).sum()))
     assert held(page, "state")["focus"] == "class three"
     assert "cls=3" in page.url
+    assert page.get_by_test_id("grid-highlighted").is_visible()
+    assert page.get_by_test_id("instance-grid").bounding_box() == before  # the count appears, no square moves
 
 
 def test_a_square_shows_its_instance_scores_image_and_neighbours(page, analysed):
