@@ -171,8 +171,8 @@ class Run:
                     known.add(fmt.validate_key(k))
                 if t is not float and t is not int and _check_scalar(k, v):
                     has_tensor = True
-                elif t is np.ndarray and v.ndim:
-                    data[k] = v.reshape(())  # a one-element array
+                elif t is np.ndarray:
+                    data[k] = v.item()  # a 0-d or one-element array, by value (the caller may change it in place)
             except (TypeError, ValueError) as e:  # in a training loop: one warning per key, the rest is logged
                 bad = bad or []
                 bad.append((k, str(e)))
@@ -289,6 +289,11 @@ class Run:
         """
         if self._finished:
             raise RuntimeError(f"deepscope: run {self.id!r} is finished; watch() after finish()")
+        # a watch closed by leaving its `with` block is over: it neither goes on nor blocks a new one
+        for w in self._watchers:
+            if w.scope.closed:
+                self._next_watch_step = max(self._next_watch_step, w.step)
+        self._watchers = [w for w in self._watchers if not w.scope.closed]
         watched = next((w for w in self._watchers if getattr(w, "model", None) is model), None)
         if watched is not None and watched.optimizer is optimizer:
             notice(f"deepscope.watch: run {self.id!r} already watches this model; the running watch goes on (to "

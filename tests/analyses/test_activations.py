@@ -464,7 +464,9 @@ def test_default_layers_stand_a_container_for_its_children_and_never_write_outsi
             return self.blocks["b"](torch.relu(self.blocks["a"](x)))
 
     data = torch.utils.data.TensorDataset(torch.randn(10, 4), torch.arange(10) % 3)
-    r = deepscope.analyze(Blocks(), data, run=new_dir(tmp_path / "a"), progress=False)
+    model = Blocks()
+    model.spare, model.scales = nn.ModuleList(), nn.ParameterList([nn.Parameter(torch.ones(1))])  # never called
+    r = deepscope.analyze(model, data, run=new_dir(tmp_path / "a"), progress=False)
     assert r.layers == ["blocks.a", "blocks.b"]
     escaping = nn.Sequential()
     escaping.add_module(str(tmp_path / "escaped"), nn.Linear(4, 3))  # add_module takes an absolute path as a name

@@ -618,13 +618,13 @@ def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tm
     """Two learning rates of one model: the layer's statistics of both runs, each in its colour (which run made this
     layer die, and when); a run of another model, without the layer, stays out."""
     ids = []
-    for lr in (0.01, 0.5):
+    for lr, steps in ((0.01, 10), (0.5, 15)):
         torch.manual_seed(0)
         model = relu_net()
         opt = torch.optim.SGD(model.parameters(), lr=lr)
         with deepscope.init(dir=tmp_path, name=f"lr {lr}") as run:
             run.watch(model, opt, histograms_every=0, print_findings=False)  # no histogram asked for: no 404
-            for _ in range(15):
+            for _ in range(steps):
                 loss = model(torch.randn(8, 64)).square().mean()
                 opt.zero_grad()
                 loss.backward()
@@ -638,3 +638,8 @@ def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tm
     wait_for(page, "() => (window.__deepscope.internals.layer?.runs ?? []).length === 2")
     assert held(page, "layer")["runs"] == ids
     assert page.get_by_test_id("layer-runs").inner_text().split("\n") == ["lr 0.01", "lr 0.5"]
+    # a click on a chart selects the step under it on the shared axis, past this run's own last step too
+    plot = page.locator("figure[data-stat='mean'] .u-over").bounding_box()
+    page.mouse.move(plot["x"] + plot["width"] - 2, plot["y"] + plot["height"] / 2)
+    page.mouse.click(plot["x"] + plot["width"] - 2, plot["y"] + plot["height"] / 2)
+    wait_for(page, "() => window.__deepscope.view().selectedStep === 14")

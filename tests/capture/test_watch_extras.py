@@ -102,9 +102,9 @@ def test_start_step_and_run_name_in_findings(root, capsys):
 @pytest.mark.parametrize(
     ("every", "window", "checked", "closed"),
     [
-        # recorded steps 0, 3, …, 39; a window of 10 steps is 3 parts of one recorded step each, checked on the first
-        # 4 inputs: each recorded step from the third part's end (9) on gives the share over its last 3 parts
-        (3, 10, 4, list(range(9, 40, 3))),
+        # recorded steps 0, 3, …, 39; a window of 10 steps is 4 parts of one recorded step (3 steps) each — at least
+        # the window —, checked on the first 4 inputs: from the fourth part's end (step 12) on, every recorded step
+        (3, 10, 4, list(range(12, 40, 3))),
         # every step recorded, windows of 20 in 4 parts of 5 steps, each with one check (every 5th step, on the first
         # 20 inputs): from the first whole window (step 19) on, every part's end (24, 29 …)
         (1, 20, 20, [19, 24, 29, 34, 39]),
@@ -353,3 +353,22 @@ def test_a_layer_that_dies_is_reported_a_window_after_it_died_not_at_the_next_fi
     s = r.layer_series("1", "act", "dead_frac")
     shares = {int(t): float(v) for t, v in zip(s.step, s.last) if v == v}
     assert shares[99] < 1.0 and shares[124] == 1.0 and list(shares) == list(range(99, 200, 25))
+
+
+def test_a_watch_left_by_its_with_block_is_over_and_a_new_one_records(root):
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def step():
+        model(torch.randn(2, 4)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+
+    run = deepscope.init(dir=root)
+    with run.watch(model, opt, diagnose=False):
+        step()
+    again = run.watch(model, opt, diagnose=False)  # no warning: the first one is over
+    assert not again.scope.closed
+    step()
+    run.finish()
+    assert reopen(root, run.id).layer_steps().tolist() == [0, 1]

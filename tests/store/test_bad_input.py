@@ -130,3 +130,15 @@ def test_none_tags_and_notes_are_none_and_a_bad_run_json_hides_no_other_run(root
     with TestClient(create_app(root)) as client:
         runs = client.get("/api/runs", headers={"host": "127.0.0.1"}).json()["runs"]
     assert sorted(r["id"] for r in runs) == ["a", "b"]
+
+
+def test_arrays_are_logged_by_value_not_by_reference(run, root):
+    acc, zero_d = np.zeros(1), np.zeros(())
+    for step in range(3):
+        acc[0] = step + 0.5
+        zero_d[()] = step
+        run.log({"acc": acc, "n": zero_d}, step=step)  # the caller changes both in place afterwards
+    run.flush()
+    r = reopen(root, run.id)
+    np.testing.assert_array_equal(r.series("acc").value, [0.5, 1.5, 2.5])
+    np.testing.assert_array_equal(r.series("n").value, [0, 1, 2])

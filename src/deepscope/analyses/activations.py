@@ -104,7 +104,7 @@ def default_layers(model: nn.Module) -> list[str]:
     def walk(prefix: str, module: nn.Module) -> None:
         for name, child in module.named_children():
             path = f"{prefix}.{name}" if prefix else name
-            if type(child).forward is nn.Module.forward and next(child.children(), None) is not None:
+            if type(child).forward is nn.Module.forward:  # never called (a ModuleList; an empty one adds nothing)
                 walk(path, child)
             else:
                 out.append(path)

@@ -9,6 +9,7 @@ window wholly after it). Everything stays on the device until a window's sums ar
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import torch
@@ -21,7 +22,7 @@ class DeadUnits:
 
     def __init__(self, window: int, start_step: int = 0, every: int = 1) -> None:
         self.part = max(every, window // PARTS)  # steps per part: a quarter window, or one recorded step
-        self.parts = max(1, round(window / self.part))  # parts per window
+        self.parts = max(1, math.ceil(window / self.part))  # parts per window: at least `window` steps
         self._counts: dict[int, torch.Tensor] = {}  # layer -> Σ per-unit maxima in the current part
         self._ring: dict[int, deque[torch.Tensor]] = {}  # layer -> the sums of its last parts
         self._seen: set[int] = set()  # layers checked in the current part

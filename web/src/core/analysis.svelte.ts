@@ -245,7 +245,6 @@ function focusLabel(): string {
   return focusState.label;
 }
 
-/** The display name of class `c` of the focused run. */
 /** A layer selected in another view (a box of the graph): the Instances tab shows it too, when the run analysed it. */
 export async function selectAnalysedLayer(run: string | null, layer: string | null): Promise<void> {
   if (!run || !layer) return;
@@ -257,6 +256,7 @@ export async function selectAnalysedLayer(run: string | null, layer: string | nu
   }
 }
 
+/** The display name of class `c` of the focused run. */
 export function className(c: number): string {
   const names = summaryOf(an.run)?.class_names;
   return c < 0 ? "—" : (names?.[c] ?? String(c));
@@ -293,14 +293,14 @@ export function elideShared(names: string[]): string[] {
   }
   // at a word's edge: "class_0" shared by class_000 … class_099 is elided as "class_", keeping "000" whole
   const SEP = /[_\-\s.:/]/;
-  const cutPre = [...first.slice(0, pre)].reverse().findIndex((ch) => SEP.test(ch));
-  if (cutPre > 0) pre -= cutPre;
-  const tail = first.slice(first.length - suf);
-  const cutSuf = [...tail].findIndex((ch) => SEP.test(ch));
-  if (cutSuf > 0) suf -= cutSuf;
+  const lastSep = Math.max(...[..."_- .:/\t"].map((c) => first.lastIndexOf(c, pre - 1)));
+  if (pre > 0 && lastSep >= 0 && lastSep + 1 < pre) pre = lastSep + 1;
+  const firstSep = first.slice(first.length - suf).search(SEP);
+  if (firstSep > 0) suf -= firstSep;
+  // every name keeps at least 2 characters of its own: else the suffix, then the prefix, is not elided at all
   const shortest = Math.min(...names.map((n) => n.length));
-  if (pre + suf > shortest - 2) suf = Math.max(0, shortest - 2 - pre); // keep at least 2 characters of each
-  if (pre + suf > shortest - 2) pre = Math.max(0, shortest - 2);
+  if (pre + suf > shortest - 2) suf = 0;
+  if (pre > shortest - 2) pre = 0;
   if (pre < 3) pre = 0;
   if (suf < 3) suf = 0;
   if (!pre && !suf) return names;
