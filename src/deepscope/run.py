@@ -290,10 +290,7 @@ class Run:
         if self._finished:
             raise RuntimeError(f"deepscope: run {self.id!r} is finished; watch() after finish()")
         # a watch closed by leaving its `with` block is over: it neither goes on nor blocks a new one
-        for w in self._watchers:
-            if w.scope.closed:
-                self._next_watch_step = max(self._next_watch_step, w.step)
-        self._watchers = [w for w in self._watchers if not w.scope.closed]
+        self._retire([w for w in self._watchers if w.scope.closed])
         watched = next((w for w in self._watchers if getattr(w, "model", None) is model), None)
         if watched is not None and watched.optimizer is optimizer:
             notice(f"deepscope.watch: run {self.id!r} already watches this model; the running watch goes on (to "
@@ -322,9 +319,14 @@ class Run:
 
     def unwatch(self) -> None:
         """Remove every hook that ``watch`` registered (the last step is recorded first)."""
-        watchers, self._watchers = self._watchers, []
+        self._retire(self._watchers)
+
+    def _retire(self, watchers: list[Any]) -> None:
+        """Close ``watchers`` (once: a closed one stays closed) and drop them; a later watch() goes on from their
+        step (the watcher's and the timer's ``step`` is the next step once closed)."""
+        self._watchers = [w for w in self._watchers if w not in watchers]
         for w in watchers:
-            w.close()  # the watcher's and the timer's `step` is then the next step: a later watch() goes on from it
+            w.close()
             self._next_watch_step = max(self._next_watch_step, w.step)
 
     # ---- lifecycle ---------------------------------------------------------------------------------

@@ -44,6 +44,20 @@ def relu_net() -> nn.Module:
     return nn.Sequential(nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 96), nn.ReLU()), nn.Linear(96, 10))
 
 
+def fit(root: Path, name: str, model: nn.Module, batch, steps: int, lr: float = 0.1) -> str:
+    """A watched run (no histograms) of ``steps`` SGD steps on ``batch()`` inputs, the outputs' mean square as the
+    loss; returns its id."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    with deepscope.init(dir=root, name=name) as run:
+        run.watch(model, opt, histograms_every=0, print_findings=False)
+        for _ in range(steps):
+            loss = model(batch()).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return run.id
+
+
 def train(root: Path, name: str, model: nn.Module, steps: int, *, lr=0.1, rank=0, world_size=1, run_id=None, delay=0.0):
     x = torch.randn(512, 64, generator=torch.Generator().manual_seed(rank))
     y = x[:, :10].argmax(1)
@@ -482,16 +496,8 @@ def test_exact_zeros_on_a_log_colour_scale_have_their_own_colour(page, serve, tm
         def forward(self, x):
             return self.live(x) + 0.0 * self.dead(x).sum()
 
-    model = CutOff()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with deepscope.init(dir=tmp_path, name="cut") as run:
-        run.watch(model, opt, histograms_every=0, print_findings=False)
-        for _ in range(12):
-            loss = model(torch.randn(8, 4)).square().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}&kind=param_grad&stat=norm")
+    run = fit(tmp_path, "cut", CutOff(), lambda: torch.randn(8, 4), 12)
+    open_internals(page, serve(tmp_path).url, f"runs={run}&run={run}&kind=param_grad&stat=norm")
     overview_ready(page, "param_grad", "norm")
     page.get_by_test_id("zero-swatch").wait_for()
     grey = page.evaluate(
@@ -532,16 +538,8 @@ def test_layers_nest_by_module_and_any_level_collapses(page, serve, tmp_path):
                 x = b(x)
             return self.head(x)
 
-    model = Net()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    with deepscope.init(dir=tmp_path, name="nested") as run:
-        run.watch(model, opt, histograms_every=0, print_findings=False)
-        for _ in range(5):
-            loss = model(torch.randn(4, 8)).square().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}")
+    run = fit(tmp_path, "nested", Net(), lambda: torch.randn(4, 8), 5, lr=0.01)
+    open_internals(page, serve(tmp_path).url, f"runs={run}&run={run}")
     o = overview_ready(page, "act", "mean")
     block = ["h.0", "h.0.ln_1", "h.0.attn", "h.0.attn.q", "h.0.attn.k", "h.0.ln_2", "h.0.mlp", "h.0.mlp.0", "h.0.mlp.1"]
     assert o["displayRows"] == ["h", *block, *[r.replace("h.0", "h.1") for r in block], "head"]
@@ -597,21 +595,13 @@ def test_gradient_flow_leaves_norm_gains_and_embeddings_off_the_depth_axis(page,
         def forward(self, ids):
             return self.fc2(self.ln(self.fc1(self.emb(ids)).relu())).mean(1)
 
-    model = Tiny()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    with deepscope.init(dir=tmp_path, name="tiny-lm") as run:
-        run.watch(model, opt, histograms_every=0, print_findings=False)
-        for _ in range(5):
-            loss = model(torch.randint(10, (4, 6))).square().mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    open_internals(page, serve(tmp_path).url, f"runs={run.id}&panel=flow")
+    run = fit(tmp_path, "tiny-lm", Tiny(), lambda: torch.randint(10, (4, 6)), 5)
+    open_internals(page, serve(tmp_path).url, f"runs={run}&panel=flow")
     wait_for(page, "() => Object.keys(window.__deepscope.internals.flow?.runs ?? {}).length === 1")
-    assert held(page, "flow")["runs"][run.id]["names"] == ["fc1.weight", "fc2.weight"]
+    assert held(page, "flow")["runs"][run]["names"] == ["fc1.weight", "fc2.weight"]
     page.get_by_label("Norms and embeddings").check()
-    wait_for(page, "(id) => window.__deepscope.internals.flow.runs[id].names.length === 4", run.id)
-    assert held(page, "flow")["runs"][run.id]["names"] == ["emb.weight", "fc1.weight", "ln.weight", "fc2.weight"]
+    wait_for(page, "(id) => window.__deepscope.internals.flow.runs[id].names.length === 4", run)
+    assert held(page, "flow")["runs"][run]["names"] == ["emb.weight", "fc1.weight", "ln.weight", "fc2.weight"]
 
 
 def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tmp_path):
@@ -619,17 +609,8 @@ def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tm
     layer die, and when); a run of another model, without the layer, stays out."""
     ids = []
     for lr, steps in ((0.01, 10), (0.5, 15)):
-        torch.manual_seed(0)
-        model = relu_net()
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
-        with deepscope.init(dir=tmp_path, name=f"lr {lr}") as run:
-            run.watch(model, opt, histograms_every=0, print_findings=False)  # no histogram asked for: no 404
-            for _ in range(steps):
-                loss = model(torch.randn(8, 64)).square().mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        ids.append(run.id)
+        torch.manual_seed(0)  # no histogram asked for (fit): no 404
+        ids.append(fit(tmp_path, f"lr {lr}", relu_net(), lambda: torch.randn(8, 64), steps, lr=lr))
     with deepscope.init(dir=tmp_path, name="other") as other:
         tiny = nn.Sequential(nn.Linear(3, 2))
         other.watch(tiny, histograms_every=0, print_findings=False)

@@ -166,13 +166,18 @@ class AnalysisReader:
         None when none were stored."""
         if self.classes is None:
             return None
+        return self._rows(self._scores_array(), index)
+
+    def _rows(self, arr: Any, index: Any) -> np.ndarray:
+        """Rows of a per-instance array (in memory or Zarr): one for an int index, (k, …) for several."""
         n = len(self)
         idx = np.asarray(index, dtype=np.int64)
         outside = idx[(idx < -n) | (idx >= n)]
         if outside.size:
             raise IndexError(f"deepscope: instance {outside.flat[0]} out of range for {n} instances")
-        arr = self._scores_array()
-        return np.asarray(arr[int(idx)]) if idx.ndim == 0 else np.asarray(arr.get_orthogonal_selection(idx % n))
+        if idx.ndim == 0:
+            return np.asarray(arr[int(idx)])
+        return arr[idx % n] if isinstance(arr, np.ndarray) else np.asarray(arr.get_orthogonal_selection(idx % n))
 
     def _scores_array(self) -> Any:
         if self._scores is None:
@@ -193,11 +198,7 @@ class AnalysisReader:
             return None
         import zarr
 
-        arr = zarr.open_array(str(self.dir / FEATURES), mode="r")
-        idx = np.asarray(index, dtype=np.int64)
-        return (
-            np.asarray(arr[int(idx)]) if idx.ndim == 0 else np.asarray(arr.get_orthogonal_selection((idx, slice(None))))
-        )
+        return self._rows(zarr.open_array(str(self.dir / FEATURES), mode="r"), index)
 
     @property
     def has_images(self) -> bool:
@@ -208,18 +209,13 @@ class AnalysisReader:
         """The stored preview of instance ``index``: (h, w, c) uint8, c = 1 or 3; None without previews."""
         if not self.has_images:
             return None
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(f"deepscope: instance {index} out of range for {n} instances")
-        return np.asarray(self._image_array()[index])
+        return self._rows(self._image_array(), index)
 
     def images(self, index: Any) -> np.ndarray | None:
         """Previews of several instances: (k, h, w, c) uint8; None without previews."""
         if not self.has_images:
             return None
-        idx = np.asarray(index, dtype=np.int64)
-        arr = self._image_array()
-        return arr[idx] if isinstance(arr, np.ndarray) else np.asarray(arr.get_orthogonal_selection(idx))
+        return self._rows(self._image_array(), index)
 
     def _image_array(self) -> Any:
         if self._images is None:

@@ -49,9 +49,7 @@ class DeadUnits:
             ring.append(self._counts[i].clone())
             self._counts[i].zero_()
             if len(ring) == self.parts:
-                total = ring[0].clone()
-                for c in list(ring)[1:]:
-                    total += c
+                total = torch.stack(tuple(ring)).sum(0)
                 out[i] = total if total.device.type == "cpu" else total.to("cpu", non_blocking=True)
         self._seen = set()
         self._part_end = ((step + 1) // self.part + 1) * self.part

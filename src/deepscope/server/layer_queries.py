@@ -9,6 +9,7 @@ from dataclasses import asdict
 import numpy as np
 import pyarrow as pa
 
+from ..capture.diagnose import depth_axis
 from ..store import Store
 from ..store.layerstats import LayerMatrix
 from ..store.ranks import gradient_divergence, rank_summaries
@@ -34,6 +35,7 @@ def layer_table(store: Store, run_id: str, rank: int = 0) -> schemas.LayerTable:
         rank=rank,
         layers=[schemas.WatchedLayer(**la) for la in manifest["layers"]],
         params=manifest["params"],
+        depth=[manifest["params"][i] for i in depth_axis(manifest["layers"], manifest["params"])],
         step_unit=manifest["step_unit"],
         every=manifest["every"],
         histograms_every=manifest["histograms_every"],

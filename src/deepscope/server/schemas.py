@@ -140,6 +140,7 @@ class LayerTable(BaseModel):
     rank: int
     layers: list[WatchedLayer]
     params: list[str]
+    depth: list[str]  # the weights making the depth axis of gradient flow (and of the vanishing/exploding diagnoses)
     step_unit: str
     every: int
     histograms_every: int

@@ -903,6 +903,8 @@ export interface components {
         LayerTable: {
             /** Dead Window */
             dead_window: number;
+            /** Depth */
+            depth: string[];
             /** Every */
             every: number;
             /** First Step */

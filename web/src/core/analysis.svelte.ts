@@ -203,6 +203,10 @@ export const focus = {
   get label(): string {
     return focusLabel();
   },
+  /** What the focus is: a subset, a class, or a neuron's top instances (null: nothing selected). */
+  get kind(): "subset" | "class" | "neuron" | null {
+    return focusState.kind;
+  },
 };
 
 function classMask(c: number): Uint8Array | null {
@@ -213,19 +217,20 @@ function classMask(c: number): Uint8Array | null {
   return m;
 }
 
-const focusState = $derived.by((): { mask: Uint8Array | null; label: string } => {
+type FocusKind = "subset" | "class" | "neuron";
+const focusState = $derived.by((): { mask: Uint8Array | null; label: string; kind: FocusKind | null } => {
   const t = instances;
-  if (!t) return { mask: null, label: "" };
-  const pick = (kind: typeof focusKind) => {
+  if (!t) return { mask: null, label: "", kind: null };
+  const pick = (kind: FocusKind | null) => {
     if (kind === "subset" && view.aSubset !== null) {
       const s = an.subsets.find((x) => x.name === view.aSubset);
-      if (s) return { mask: s.rows, label: `subset “${s.name}”` };
+      if (s) return { mask: s.rows, label: `subset “${s.name}”`, kind };
     }
-    if (kind === "class" && view.aClass !== null) return { mask: classMask(view.aClass), label: `class ${className(view.aClass)}` };
+    if (kind === "class" && view.aClass !== null) return { mask: classMask(view.aClass), label: `class ${className(view.aClass)}`, kind };
     if (kind === "neuron" && view.aNeuron !== null && an.top && an.top.neuron === view.aNeuron) {
       const m = new Uint8Array(t.n);
       for (const i of an.top.indices) m[i] = 1;
-      return { mask: m, label: `top instances of neuron ${view.aNeuron}` };
+      return { mask: m, label: `top instances of neuron ${view.aNeuron}`, kind };
     }
     return null;
   };
@@ -234,7 +239,7 @@ const focusState = $derived.by((): { mask: Uint8Array | null; label: string } =>
     const got = pick(kind);
     if (got) return got;
   }
-  return { mask: null, label: "" };
+  return { mask: null, label: "", kind: null };
 });
 
 function focusMask(): Uint8Array | null {
