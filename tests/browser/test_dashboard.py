@@ -9,6 +9,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 from browser_helpers import LONG_STEPS, SHORT_STEPS, XSS, Console, charts, wait_for
 
 import deepscope
@@ -111,8 +112,8 @@ def test_url_reproduces_the_view(context, page, server, store):
     other.close()
 
 
-def drag_zoom(page, key: str, frac0: float, frac1: float) -> None:
-    over = page.locator(f'figure[data-key="{key}"] .u-over')
+def drag_zoom(page, key: str, frac0: float, frac1: float, figure: str = "data-key") -> None:
+    over = page.locator(f'figure[{figure}="{key}"] .u-over')
     box = over.bounding_box()
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * frac0, y)
@@ -151,6 +152,42 @@ def test_zoom_refetches_finer_data_and_double_click_resets(page, server, store):
     reset = charts(page)["train/loss"][run]
     assert reset["points"] == before["points"] and reset["lastStep"] == LONG_STEPS - 1
     assert "zoom=" not in page.url
+
+
+def test_a_chart_enlarges_over_the_others_shares_their_zoom_and_closes(page, server, store):
+    run = store["long"]
+    console = Console(page)
+    open_page(page, f"{server}?runs={run}&smooth=0")
+    chart_ready(page, "train/loss", run, LONG_STEPS - 1)
+    small = page.locator('figure[data-key="train/loss"] .u-over').bounding_box()
+    page.get_by_role("button", name="Enlarge train/loss").click()
+    big = page.locator('figure[data-big-chart="train/loss"] .u-over')
+    big.wait_for()
+    box = big.bounding_box()
+    assert box["height"] > 2 * small["height"] and box["width"] > small["width"]
+    assert "chart=train%2Floss" in page.url
+    # a drag on the enlarged chart zooms every chart, as one on any chart does
+    drag_zoom(page, "train/loss", 0.3, 0.5, figure="data-big-chart")
+    wait_for(page, "(run) => window.__deepscope.charts['train/loss']?.[run]?.zoomed", run)
+    z0, z1 = page.evaluate("() => window.__deepscope.xRange['train/loss']")
+    assert 0 < z0 < z1 < LONG_STEPS
+    # the link opens it enlarged, zoomed
+    page.reload()
+    page.locator('figure[data-big-chart="train/loss"] .u-over').wait_for()
+    assert "zoom=" in page.url
+    page.keyboard.press("Escape")
+    expect(page.locator("[data-big-chart]")).to_have_count(0)
+    assert "chart=" not in page.url
+    # a click beside the chart closes it too
+    page.get_by_role("button", name="Enlarge train/loss").click()
+    page.locator("[data-big-chart]").wait_for()
+    page.mouse.click(5, 300)
+    expect(page.locator("[data-big-chart]")).to_have_count(0)
+    # a link to a metric these runs did not log shows the charts alone
+    open_page(page, f"{server}?runs={run}&chart=no/such")
+    chart_ready(page, "train/loss", run)
+    assert page.locator("[data-big-chart]").count() == 0
+    assert console.errors == []
 
 
 def test_x_axis_modes(page, server, store):

@@ -30,6 +30,7 @@ export interface ViewState {
   log: boolean;
   zoom: [number, number] | null; // visible x range, in the unit of `x`
   collapsed: string[]; // collapsed key groups
+  bigChart: string | null; // the metric shown enlarged over the charts
   filter: string; // runs table text filter
   cfgKey: string; // runs table config filter
   cfgValue: string;
@@ -74,6 +75,7 @@ export const defaults: ViewState = {
   log: false,
   zoom: null,
   collapsed: [],
+  bigChart: null,
   filter: "",
   cfgKey: "",
   metric: "",
@@ -150,6 +152,7 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     log: p.get("log") === "1",
     zoom: z.length === 2 && z.every(Number.isFinite) && z[0] < z[1] ? [z[0], z[1]] : null,
     collapsed: list(p.get("collapsed")),
+    bigChart: p.get("chart"),
     filter: p.get("filter") ?? "",
     cfgKey: p.get("cfg") ?? "",
     metric: p.get("metric") ?? "",
@@ -192,6 +195,7 @@ export function serialize(s: ViewState): string {
   if (s.log) p.set("log", "1");
   if (s.zoom) p.set("zoom", s.zoom.map((v) => +v.toPrecision(12)).join(","));
   if (s.collapsed.length) p.set("collapsed", s.collapsed.join(","));
+  if (s.bigChart) p.set("chart", s.bigChart);
   if (s.filter) p.set("filter", s.filter);
   if (s.cfgKey) p.set("cfg", s.cfgKey);
   if (s.metric) p.set("metric", s.metric);
