@@ -139,6 +139,22 @@ def test_url_reopens_expanded_modules(page, graph_server, graph_store):
     assert any(n["module_path"] == "features.0" and n["kind"] == "node" for n in st["nodes"])
 
 
+def test_zoomed_out_the_modules_wide_enough_keep_legible_names(page, graph_server, graph_store):
+    st = open_graph(page, graph_server, graph_store["cnn"], "&gx=features")
+    assert st["zoom"] >= 0.35 and st["overviewNames"] == []  # every box has its own text
+    for _ in range(12):
+        if state(page)["zoom"] < 0.3:
+            break
+        page.get_by_role("button", name="−").click()
+    st = state(page)
+    assert st["zoom"] < 0.3
+    names = st["overviewNames"]
+    assert names[0].startswith("feat")  # the container first, then the boxes
+    children = {n["label"] for n in st["nodes"] if n["kind"] == "module" and n["module_path"].startswith("features.")}
+    assert set(names[1:]) <= children | {"classifier"}
+    assert len(set(names) & children) >= 3  # the conv, norm and pool boxes among them
+
+
 def test_search_reveals_a_node(page, graph_server, graph_store):
     open_graph(page, graph_server, graph_store["cnn"])
     page.get_by_test_id("graph-search").fill("relu")

@@ -44,7 +44,9 @@ function clipText(ctx: CanvasRenderingContext2D, text: string, max: number): str
   return text.slice(0, lo) + "…";
 }
 
-export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, css: { w: number; h: number }, p: Paint): void {
+/** Draws the scene; returns the names drawn at a legible size over a zoomed-out view (none when zoomed in: then
+ * every box has its text). */
+export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, css: { w: number; h: number }, p: Paint): string[] {
   const dpr = window.devicePixelRatio || 1;
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, css.w, css.h);
@@ -157,6 +159,49 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
     }
     ctx.textAlign = "start";
   }
+  return text ? [] : overviewLabels(ctx, scene, t, css, dpr);
+}
+
+/** Zoomed out below legible text: the names of the modules wide enough on screen, at a legible size, with a
+ * halo, outer containers first, then collapsed modules; a name that would overlap one already drawn is left out.
+ * (A deep-opened transformer was an unlabelled maze at Fit.) Drawn in screen space. */
+function overviewLabels(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, css: { w: number; h: number }, dpr: number): string[] {
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  const drawn: string[] = [];
+  const placed: { x: number; y: number; w: number; h: number }[] = [];
+  const free = (r: { x: number; y: number; w: number; h: number }) =>
+    r.x >= 0 && r.y >= 0 && r.x + r.w <= css.w && r.y + r.h <= css.h && !placed.some((q) => r.x < q.x + q.w && r.x + r.w > q.x && r.y < q.y + q.h && r.y + r.h > q.y);
+  const put = (label: string, x: number, y: number, max: number, font: string, color: string, align: "left" | "center") => {
+    ctx.font = font;
+    const clipped = clipText(ctx, label, max);
+    if (clipped.length < 4 && clipped !== label) return; // "a…": no name
+    const w = ctx.measureText(clipped).width;
+    const r = { x: align === "center" ? x - w / 2 - 2 : x - 2, y: y - 7, w: w + 4, h: 14 };
+    if (!free(r)) return;
+    placed.push(r);
+    drawn.push(clipped);
+    ctx.textAlign = align;
+    ctx.lineWidth = 3;
+    ctx.strokeStyle = "rgba(255,255,255,0.9)";
+    ctx.strokeText(clipped, x, y);
+    ctx.fillStyle = color;
+    ctx.fillText(clipped, x, y);
+  };
+  ctx.textBaseline = "middle";
+  ctx.lineJoin = "round";
+  const containers = [...scene.containers].sort((a, b) => a.depth - b.depth);
+  for (const c of containers) {
+    const w = c.w * t.k;
+    if (w < 40) continue;
+    put(c.label, c.x * t.k + t.tx + 4, c.y * t.k + t.ty + 7, w - 8, `600 11px ${FONT}`, "#3b4a6b", "left");
+  }
+  for (const n of scene.nodes) {
+    const w = n.w * t.k;
+    if (n.node.kind !== "module" || w < 30) continue;
+    put(n.node.label, (n.x + n.w / 2) * t.k + t.tx, (n.y + n.h / 2) * t.k + t.ty, w + 24, `10.5px ${FONT}`, "#1d2433", "center");
+  }
+  ctx.textAlign = "start";
+  return drawn;
 }
 
 function arrowHead(ctx: CanvasRenderingContext2D, e: PlacedEdge, size: number) {
