@@ -9,8 +9,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from playwright.sync_api import expect
 from browser_helpers import LONG_STEPS, SHORT_STEPS, XSS, Console, charts, wait_for
+from playwright.sync_api import expect
 
 import deepscope
 
