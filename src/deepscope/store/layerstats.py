@@ -1,11 +1,18 @@
-"""Reader side of ``layerstats``: every row of one rank in growing columns, and the queries views need.
+"""Reader side of ``layerstats``: each kind's rows in growing columns, and the queries views need.
 
-Rows are kept as NumPy columns — step, layer id, kind code and a (rows × stats) float32 matrix — so a
-layer × step matrix or a depth profile is a few vectorised operations, not a loop over layers.
+Rows are kept per kind (act, grad, param_grad, weight) as NumPy columns — step, wall time, layer id and a
+(stats × rows) float32 matrix — in arrival order, which is step order: a step range is two binary searches and a
+step's rows lie together. A layer × step matrix over a wide range reads rollups instead of rows: level ``k``
+holds, per block of ``BLOCK**k`` consecutive recorded steps and per layer, the sum and count of one statistic.
+They are built for a (kind, statistic) when a query first needs them and extended as steps arrive, so a matrix
+costs about (buckets × layers), not (steps × layers): the overview of a million steps answers as fast as that of
+a thousand. Like the scalar rollups (``series.py``), a bucket takes whole blocks — the one its first step falls
+in — with at least two per bucket, and every row counts in exactly one bucket.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +24,9 @@ from .series import SeriesBuffer
 
 STAT_INDEX = {s: i for i, s in enumerate(fmt.LAYER_STATS)}
 KIND_INDEX = {k: i for i, k in enumerate(fmt.LAYER_KINDS)}
+BLOCK = 4  # recorded steps per rollup block at level 1; ×4 per level
+_MIN_BLOCKS_PER_BUCKET = 2
+_ROLLUPS_KEPT = 8  # (kind, statistic) pairs whose rollups stay in memory, most recently used
 
 
 @dataclass(frozen=True)
@@ -31,39 +41,217 @@ class LayerMatrix:
     exact: bool  # one bucket per recorded step
 
 
+@dataclass
+class _Level:
+    """Rollup blocks of one level: first and last step of each, and per (block, layer) sum and count."""
+
+    first: np.ndarray  # (nb,) int64
+    last: np.ndarray  # (nb,) int64
+    total: np.ndarray  # (nb, L) float64, finite values only
+    count: np.ndarray  # (nb, L) int32
+
+
+@dataclass
+class _Rows:
+    """One kind's rows, step-ordered: columns, the distinct steps and where each one's rows start."""
+
+    step: np.ndarray
+    layer: np.ndarray
+    stats: np.ndarray  # (S, n)
+    ustep: np.ndarray  # distinct steps, ascending
+    ustart: np.ndarray  # (len(ustep) + 1,) first row of each distinct step, then n
+
+
+class _KindRows:
+    """The rows of one kind in arrival order (steps non-decreasing unless a stream went back)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._step = np.empty(256, np.int64)
+        self._wall = np.empty(256, np.float64)
+        self._layer = np.empty(256, np.int32)
+        self._stats = np.empty((len(fmt.LAYER_STATS), 256), np.float32)
+        self._ordered = True
+        self._ustep = np.empty(64, np.int64)  # while ordered: distinct steps …
+        self._ustart = np.empty(64, np.int64)  # … and their first rows
+        self._nu = 0
+        self._sorted: _Rows | None = None  # when not ordered: a sorted copy, until the next append
+        self.rollups: OrderedDict[int, list[_Level]] = OrderedDict()
+
+    def append(self, step: np.ndarray, wall: np.ndarray, layer: np.ndarray, stats: np.ndarray) -> None:
+        m = len(step)
+        if not m:
+            return
+        a, b = self.n, self.n + m
+        self._grow(b)
+        if self._ordered and ((a and step[0] < self._step[a - 1]) or np.any(step[1:] < step[:-1])):
+            self._ordered = False
+            self.rollups.clear()
+        self._step[a:b] = step
+        self._wall[a:b] = wall
+        self._layer[a:b] = layer
+        self._stats[:, a:b] = stats
+        self.n = b
+        self._sorted = None
+        if not self._ordered:
+            self.rollups.clear()  # rebuilt from the sorted copy when asked for
+            return
+        new = np.flatnonzero(np.r_[not a or step[0] != self._step[a - 1], step[1:] != step[:-1]])
+        k = len(new)
+        if self._nu + k > len(self._ustep):
+            cap = max(self._nu + k, 2 * len(self._ustep))
+            self._ustep = np.resize(self._ustep, cap)
+            self._ustart = np.resize(self._ustart, cap)
+        self._ustep[self._nu : self._nu + k] = step[new]
+        self._ustart[self._nu : self._nu + k] = a + new
+        self._nu += k
+
+    def _grow(self, need: int) -> None:
+        if need <= len(self._step):
+            return
+        cap = max(need, 2 * len(self._step))
+        for attr in ("_step", "_wall", "_layer"):
+            old = getattr(self, attr)
+            new = np.empty(cap, old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, attr, new)
+        stats = np.empty((self._stats.shape[0], cap), np.float32)
+        stats[:, : self.n] = self._stats[:, : self.n]
+        self._stats = stats
+
+    def rows(self) -> _Rows:
+        """The rows in step order (a view while they arrived in order, else a sorted copy kept until the next append)."""
+        n = self.n
+        if self._ordered:
+            return _Rows(self._step[:n], self._layer[:n], self._stats[:, :n], self._ustep[: self._nu],
+                         np.r_[self._ustart[: self._nu], n])  # fmt: skip
+        if self._sorted is None:
+            o = np.argsort(self._step[:n], kind="stable")
+            step = self._step[:n][o]
+            starts = np.flatnonzero(np.r_[True, step[1:] != step[:-1]])
+            self._sorted = _Rows(step, self._layer[:n][o], self._stats[:, :n][:, o], step[starts], np.r_[starts, n])
+        return self._sorted
+
+    def arrival(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Step, wall time, layer id and stats columns in arrival order (what a layer's series extends from)."""
+        n = self.n
+        return self._step[:n], self._wall[:n], self._layer[:n], self._stats[:, :n]
+
+    def levels(self, j: int, n_layers: int) -> list[_Level]:
+        """Rollups of statistic ``j``, extended to the complete blocks before the last recorded step (which may
+        still be growing)."""
+        levels = self.rollups.pop(j, [])
+        self.rollups[j] = levels  # most recently used last
+        while len(self.rollups) > _ROLLUPS_KEPT:
+            self.rollups.popitem(last=False)
+        r = self.rows()
+        steps = max(len(r.ustep) - 1, 0)  # the last step is left to the raw rows
+        below: _Level | None = None
+        below_n = steps
+        for li in range(32):
+            full = below_n // BLOCK
+            if full == 0:
+                break
+            have = len(levels[li].first) if li < len(levels) else 0
+            if li < len(levels) and levels[li].total.shape[1] < n_layers:  # layers that appeared since
+                lv = levels[li]
+                pad = ((0, 0), (0, n_layers - lv.total.shape[1]))
+                levels[li] = _Level(lv.first, lv.last, np.pad(lv.total, pad), np.pad(lv.count, pad))
+            if full > have:
+                fresh = (
+                    _blocks_of_rows(r, j, have, full, n_layers)
+                    if below is None
+                    else _blocks_of_level(below, have, full)
+                )
+                if li < len(levels):
+                    lv = levels[li]
+                    levels[li] = _Level(*(np.concatenate([getattr(lv, f), getattr(fresh, f)]) for f in _LEVEL_FIELDS))
+                else:
+                    levels.append(fresh)
+            below = levels[li]
+            below_n = len(below.first)
+        return levels
+
+
+_LEVEL_FIELDS = ("first", "last", "total", "count")
+
+
+def _blocks_of_rows(r: _Rows, j: int, b0: int, b1: int, n_layers: int) -> _Level:
+    """Level-1 blocks ``b0 … b1 - 1`` (``BLOCK`` distinct steps each) from the rows."""
+    s0, s1 = b0 * BLOCK, b1 * BLOCK
+    a, b = int(r.ustart[s0]), int(r.ustart[s1])
+    per_step = np.diff(r.ustart[s0 : s1 + 1])
+    block = np.repeat(np.arange(b1 - b0), per_step.reshape(b1 - b0, BLOCK).sum(1))
+    val = r.stats[j, a:b].astype(np.float64)
+    fin = np.isfinite(val)
+    flat = (block * n_layers + r.layer[a:b])[fin]
+    size = (b1 - b0) * n_layers
+    total = np.bincount(flat, weights=val[fin], minlength=size).reshape(b1 - b0, n_layers)
+    count = np.bincount(flat, minlength=size).astype(np.int32).reshape(b1 - b0, n_layers)
+    return _Level(r.ustep[s0:s1:BLOCK].copy(), r.ustep[s0 + BLOCK - 1 : s1 : BLOCK].copy(), total, count)
+
+
+def _blocks_of_level(below: _Level, b0: int, b1: int) -> _Level:
+    """Blocks ``b0 … b1 - 1`` of the level above ``below`` (``BLOCK`` of its blocks each)."""
+    a, b = b0 * BLOCK, b1 * BLOCK
+    n_layers = below.total.shape[1]
+    return _Level(
+        below.first[a:b:BLOCK].copy(),
+        below.last[a + BLOCK - 1 : b : BLOCK].copy(),
+        below.total[a:b].reshape(b1 - b0, BLOCK, n_layers).sum(1),
+        below.count[a:b].reshape(b1 - b0, BLOCK, n_layers).sum(1, dtype=np.int32),
+    )
+
+
 class LayerStatsBuffer:
     def __init__(self) -> None:
         self.names: list[str] = []
         self._ids: dict[str, int] = {}
         self._n = 0
-        self._step = np.empty(1024, np.int64)
-        self._wall = np.empty(1024, np.float64)
-        self._layer = np.empty(1024, np.int32)
-        self._kind = np.empty(1024, np.int8)
-        self._stats = np.empty((1024, len(fmt.LAYER_STATS)), np.float32)
+        self._kinds = [_KindRows() for _ in fmt.LAYER_KINDS]
+        self._steps = np.empty(64, np.int64)  # distinct steps of every kind, ascending
+        self._n_steps = 0
         self._series: dict[tuple[str, str, str], tuple[SeriesBuffer, int]] = {}
 
     def __len__(self) -> int:
         return self._n
 
     def append(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            return
         layer = table["layer"].combine_chunks()
         kind = table["kind"].combine_chunks()
         remap = np.array([self._id(n) for n in layer.dictionary.to_pylist()], np.int32)
         kind_remap = np.array([KIND_INDEX.get(k, -1) for k in kind.dictionary.to_pylist()], np.int8)
-        m = table.num_rows
-        self._grow(self._n + m)
-        a, b = self._n, self._n + m
-        self._step[a:b] = table["step"].to_numpy()
-        self._wall[a:b] = table["wall_time"].to_numpy()
-        self._layer[a:b] = remap[layer.indices.to_numpy()]
-        self._kind[a:b] = kind_remap[kind.indices.to_numpy()]
+        lid = remap[layer.indices.to_numpy()]
+        code = kind_remap[kind.indices.to_numpy()]
+        step = table["step"].to_numpy()
+        wall = table["wall_time"].to_numpy()
+        stats = np.full((len(fmt.LAYER_STATS), table.num_rows), np.nan, np.float32)
         for s, j in STAT_INDEX.items():
             if s in table.column_names:
-                self._stats[a:b, j] = table[s].to_numpy()
-            else:
-                self._stats[a:b, j] = np.nan
-        self._n = b
+                stats[j] = table[s].to_numpy()
+        for k, rows in enumerate(self._kinds):
+            idx = np.flatnonzero(code == k)
+            if len(idx) == len(code):
+                rows.append(step, wall, lid, stats)
+            elif len(idx):
+                rows.append(step[idx], wall[idx], lid[idx], stats[:, idx])
+        self._n += table.num_rows
+        self._add_steps(step)
+
+    def _add_steps(self, step: np.ndarray) -> None:
+        new = np.unique(step)
+        n = self._n_steps
+        if n and new[0] <= self._steps[n - 1]:  # a stream that went back, or a step seen before
+            merged = np.union1d(self._steps[:n], new)
+            self._steps = np.resize(merged, max(64, 2 * len(merged)))
+            self._n_steps = len(merged)
+            return
+        if n + len(new) > len(self._steps):
+            self._steps = np.resize(self._steps, max(n + len(new), 2 * len(self._steps)))
+        self._steps[n : n + len(new)] = new
+        self._n_steps = n + len(new)
 
     def _id(self, name: str) -> int:
         i = self._ids.get(name)
@@ -72,94 +260,131 @@ class LayerStatsBuffer:
             self.names.append(name)
         return i
 
-    def _grow(self, need: int) -> None:
-        if need <= len(self._step):
-            return
-        cap = max(need, 2 * len(self._step))
-        for attr in ("_step", "_wall", "_layer", "_kind", "_stats"):
-            old = getattr(self, attr)
-            new = np.empty((cap, *old.shape[1:]), old.dtype)
-            new[: self._n] = old[: self._n]
-            setattr(self, attr, new)
-
-    def _select(self, kind: str, start: int | None, end: int | None) -> np.ndarray:
-        n = self._n
-        sel = self._kind[:n] == _kind_code(kind)
-        if start is not None:
-            sel &= self._step[:n] >= start
-        if end is not None:
-            sel &= self._step[:n] <= end
-        return np.flatnonzero(sel)
-
     def steps(self) -> np.ndarray:
-        return np.unique(self._step[: self._n])
+        return self._steps[: self._n_steps].copy()
+
+    def _positions(self, names: list[str]) -> np.ndarray:
+        """For each layer id, its row among ``names`` (-1: not shown)."""
+        order = np.full(len(self.names), -1, np.int64)
+        for pos, name in enumerate(names):
+            i = self._ids.get(name)
+            if i is not None:
+                order[i] = pos
+        return order
 
     def matrix(
         self, kind: str, stat: str, start: int | None, end: int | None, buckets: int, names: list[str]
     ) -> LayerMatrix:
         """Mean of ``stat`` per (layer, step bucket) for the layers ``names`` (in that order)."""
-        rows = self._select(kind, start, end)
-        col = self._stats[rows, _stat_index(stat)].astype(np.float64)
-        step = self._step[rows]
-        order = np.full(len(self.names), -1, np.int64)
-        for pos, name in enumerate(names):
-            if name in self._ids:
-                order[self._ids[name]] = pos
-        lrow = order[self._layer[rows]]
-        keep = (lrow >= 0) & np.isfinite(col)
-        if not len(step):
-            return LayerMatrix(kind, stat, names, np.zeros(0), np.full((len(names), 0), np.nan), True)
-        distinct = np.unique(step)
-        exact = len(distinct) <= buckets
-        if exact:
-            bucket = np.searchsorted(distinct, step)
-            n_b = len(distinct)
+        j = _stat_index(stat)
+        kr = self._kinds[_kind_code(kind)]
+        r = kr.rows()
+        d0 = 0 if start is None else int(np.searchsorted(r.ustep, start, "left"))
+        d1 = len(r.ustep) if end is None else int(np.searchsorted(r.ustep, end, "right"))
+        n_steps = d1 - d0
+        if n_steps <= 0:
+            return LayerMatrix(kind, stat, names, np.zeros(0, np.int64), np.full((len(names), 0), np.nan), True)
+        n_layers = len(self.names)
+        acc = _Buckets(buckets if n_steps > buckets else n_steps, n_layers)
+        if n_steps <= buckets:  # one bucket per recorded step
+            acc.add_rows(r, j, d0, d1, np.arange(n_steps))
         else:
-            lo, hi = int(distinct[0]), int(distinct[-1])
-            bucket = np.minimum(((step - lo) * buckets) // (hi - lo + 1), buckets - 1)
-            n_b = buckets
-        flat = lrow[keep] * n_b + bucket[keep]
-        total = np.bincount(flat, weights=col[keep], minlength=len(names) * n_b)
-        count = np.bincount(flat, minlength=len(names) * n_b)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = (total / count).reshape(len(names), n_b)
-        last = np.full(n_b, -1, np.int64)
-        np.maximum.at(last, bucket, step)
+            lo, hi = int(r.ustep[d0]), int(r.ustep[d1 - 1])
+            edges = lo + (hi - lo + 1) * np.arange(buckets + 1, dtype=np.float64) / buckets
+            bucket_of = lambda s: np.clip(np.searchsorted(edges, s, "right") - 1, 0, buckets - 1)  # noqa: E731
+            level, size = None, 1
+            if n_steps >= _MIN_BLOCKS_PER_BUCKET * buckets * BLOCK:
+                for li, lv in enumerate(kr.levels(j, n_layers)):
+                    bsize = BLOCK ** (li + 1)
+                    if n_steps // bsize >= _MIN_BLOCKS_PER_BUCKET * buckets and len(lv.first):
+                        level, size = lv, bsize
+            if level is None:
+                acc.add_rows(r, j, d0, d1, bucket_of(r.ustep[d0:d1]))
+            else:
+                # raw rows before the first whole block and after the last built one
+                b0 = min(-(-d0 // size), len(level.first))
+                b1 = max(min(d1 // size, len(level.first)), b0)
+                head = min(b0 * size, d1)
+                tail = min(max(head, b1 * size), d1)
+                acc.add_rows(r, j, d0, head, bucket_of(r.ustep[d0:head]))
+                acc.add_blocks(level, b0, b1, bucket_of(level.first[b0:b1]))
+                acc.add_rows(r, j, tail, d1, bucket_of(r.ustep[tail:d1]))
+        values, last = acc.means()
         used = last >= 0
-        return LayerMatrix(kind, stat, names, last[used], values[:, used], exact)
+        out = np.full((len(names), int(used.sum())), np.nan)
+        pos = self._positions(names)
+        shown = pos >= 0
+        out[pos[shown]] = values[used].T[shown]
+        return LayerMatrix(kind, stat, names, last[used], out, n_steps <= buckets)
 
     def profile(self, kind: str, stat: str, step: int | None, names: list[str]) -> tuple[int | None, np.ndarray]:
         """Values of ``stat`` across ``names`` at the last recorded step ≤ ``step`` (default: the latest)."""
-        rows = self._select(kind, None, step)
-        if not len(rows):
+        r = self._kinds[_kind_code(kind)].rows()
+        d = len(r.ustep) - 1 if step is None else int(np.searchsorted(r.ustep, step, "right")) - 1
+        if d < 0:
             return None, np.full(len(names), np.nan)
-        at = int(self._step[rows].max())
-        rows = rows[self._step[rows] == at]
+        a, b = int(r.ustart[d]), int(r.ustart[d + 1])
         out = np.full(len(names), np.nan)
-        pos = {n: i for i, n in enumerate(names)}
-        vals = self._stats[rows, _stat_index(stat)]
-        for lid, v in zip(self._layer[rows].tolist(), vals.tolist()):
-            p = pos.get(self.names[lid])
-            if p is not None:
-                out[p] = v
-        return at, out
+        pos = self._positions(names)[r.layer[a:b]]
+        shown = pos >= 0
+        out[pos[shown]] = r.stats[_stat_index(stat), a:b][shown]
+        return int(r.ustep[d]), out
 
     def series(self, name: str, kind: str, stat: str, start: int | None, end: int | None, buckets: int) -> Downsampled:
         """One statistic of one layer over time, downsampled like a scalar series (min/max band)."""
         key = (name, kind, stat)
+        kr = self._kinds[_kind_code(kind)]
         buf, seen = self._series.get(key, (None, 0))
         if buf is None:
             if name not in self._ids:
                 raise KeyError(f"no layer {name!r}")
             buf = SeriesBuffer(f"{kind}/{stat}/{name}")
-        if seen < self._n:  # extend with the rows that arrived since the last query
-            lid = self._ids[name]
-            sel = seen + np.flatnonzero(
-                (self._layer[seen : self._n] == lid) & (self._kind[seen : self._n] == _kind_code(kind))
-            )
-            buf.append(self._step[sel], self._wall[sel], self._stats[sel, _stat_index(stat)].astype(np.float64))
-            self._series[key] = (buf, self._n)
+        if seen < kr.n:  # extend with the rows that arrived since the last query
+            step, wall, layer, stats = kr.arrival()
+            sel = seen + np.flatnonzero(layer[seen:] == self._ids[name])
+            buf.append(step[sel], wall[sel], stats[_stat_index(stat), sel].astype(np.float64))
+            self._series[key] = (buf, kr.n)
         return buf.downsample(start, end, buckets)
+
+
+class _Buckets:
+    """Per (bucket, layer) sums and counts of finite values, and each bucket's last step."""
+
+    def __init__(self, buckets: int, n_layers: int) -> None:
+        self.n_layers = n_layers
+        self.total = np.zeros((buckets, n_layers))
+        self.count = np.zeros((buckets, n_layers), np.int64)
+        self.last = np.full(buckets, -1, np.int64)
+
+    def add_rows(self, r: _Rows, j: int, d0: int, d1: int, bucket_of_step: np.ndarray) -> None:
+        """The rows of distinct steps ``d0 … d1 - 1``; ``bucket_of_step`` gives each of those steps' bucket."""
+        if d1 <= d0:
+            return
+        a, b = int(r.ustart[d0]), int(r.ustart[d1])
+        bucket = np.repeat(bucket_of_step, np.diff(r.ustart[d0 : d1 + 1]))
+        val = r.stats[j, a:b].astype(np.float64)
+        fin = np.isfinite(val)
+        flat = (bucket * self.n_layers + r.layer[a:b])[fin]
+        size = self.total.size
+        self.total += np.bincount(flat, weights=val[fin], minlength=size).reshape(self.total.shape)
+        self.count += np.bincount(flat, minlength=size).reshape(self.count.shape)
+        np.maximum.at(self.last, bucket_of_step, r.ustep[d0:d1])
+
+    def add_blocks(self, level: _Level, b0: int, b1: int, bucket_of_block: np.ndarray) -> None:
+        if b1 <= b0:
+            return
+        starts = np.flatnonzero(np.r_[True, bucket_of_block[1:] != bucket_of_block[:-1]])
+        at = bucket_of_block[starts]
+        n_layers = level.total.shape[1]
+        self.total[at, :n_layers] += np.add.reduceat(level.total[b0:b1], starts, axis=0)
+        self.count[at, :n_layers] += np.add.reduceat(level.count[b0:b1], starts, axis=0)
+        ends = np.r_[starts[1:], b1 - b0] - 1
+        self.last[at] = np.maximum(self.last[at], level.last[b0:b1][ends])
+
+    def means(self) -> tuple[np.ndarray, np.ndarray]:
+        """(buckets × layers) means (NaN without a value) and each bucket's last step (-1: empty)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 0, self.total / np.maximum(self.count, 1), np.nan), self.last
 
 
 def _kind_code(kind: str) -> int:

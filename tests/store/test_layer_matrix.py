@@ -1,0 +1,127 @@
+"""The layer × step matrix against NumPy on the rows themselves: one bucket per step when they fit, otherwise each
+bucket the mean of exactly the rows whose steps it spans — whether read from the rows or from the rollups, for
+ranges that start and end anywhere, with NaNs, layers that appear late, several appends and a stream that went
+back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from deepscope.store import format as fmt
+from deepscope.store.layerstats import BLOCK, LayerStatsBuffer
+
+
+def rows_table(steps: np.ndarray, layers: list[str], kind: str, rng: np.random.Generator, nan: float = 0.0) -> pa.Table:
+    """One row per (step, layer) of ``kind``; random statistics, a share ``nan`` of them NaN."""
+    step = np.repeat(steps, len(layers))
+    layer = np.tile(np.arange(len(layers), dtype=np.int32), len(steps))
+    cols = {
+        "step": step,
+        "wall_time": step * 0.5,
+        "layer": pa.DictionaryArray.from_arrays(pa.array(layer), pa.array(layers)),
+        "kind": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(step), np.int8)), pa.array([kind], pa.string())),
+    }
+    for s in fmt.LAYER_STATS:
+        v = (rng.normal(size=len(step)) + layer).astype(np.float32)
+        v[rng.random(len(step)) < nan] = np.nan
+        cols[s] = v
+    return pa.table(cols)
+
+
+def oracle(tables: list[pa.Table], kind: str, stat: str, names: list[str], m, start=None) -> None:  # noqa: ANN001
+    """Each returned bucket is the mean, per layer, of the rows whose steps lie after the previous bucket's last
+    step (or from ``start``) and up to its own."""
+    t = pa.concat_tables(tables)
+    t = t.filter(pa.compute.equal(t["kind"].cast(pa.string()), kind))
+    step = t["step"].to_numpy()
+    layer = np.array(t["layer"].cast(pa.string()).to_pylist())
+    val = t[stat].to_numpy().astype(np.float64)
+    prev = -np.inf if start is None else start - 1
+    for b, last in enumerate(m.step):
+        inside = (step > prev) & (step <= last)
+        assert inside.any()
+        for li, name in enumerate(names):
+            v = val[inside & (layer == name)]
+            v = v[np.isfinite(v)]
+            expected = v.mean() if len(v) else np.nan
+            np.testing.assert_allclose(m.values[li, b], expected, rtol=1e-9, atol=1e-9, equal_nan=True)
+        prev = last
+
+
+@pytest.mark.parametrize("n_steps", [50, 3000, 40_000])
+def test_the_matrix_is_each_buckets_mean_of_its_rows(n_steps):
+    rng = np.random.default_rng(n_steps)
+    layers = [f"l{i}" for i in range(5)]
+    steps = np.sort(rng.choice(n_steps * 3, n_steps, replace=False))  # irregular recording
+    buf = LayerStatsBuffer()
+    tables = []
+    for part in np.array_split(steps, 7):  # appended as a live run is read
+        for kind in ("act", "grad"):
+            tables.append(rows_table(part, layers, kind, rng, nan=0.05))
+            buf.append(tables[-1])
+    names = [*layers[::-1], "absent"]  # the caller's order; a name without rows stays NaN
+    for start, end, buckets in [(None, None, 100), (None, None, 7), (int(steps[3]), int(steps[-5]), 50),
+                                (int(steps[n_steps // 3]) + 1, None, 64), (None, int(steps[n_steps // 2]), 1000)]:  # fmt: skip
+        m = buf.matrix("grad", "mean", start, end, buckets, names)
+        in_range = steps[(steps >= (start or 0)) & (steps <= (end if end is not None else np.inf))]
+        assert m.exact == (len(in_range) <= buckets)
+        assert len(m.step) == min(len(in_range), buckets) or not m.exact
+        assert 0 < len(m.step) <= buckets and m.step[-1] == in_range[-1]
+        assert np.isnan(m.values[-1]).all()
+        oracle(tables, "grad", "mean", names, m, start)
+
+
+def test_wide_ranges_read_the_rollups_and_agree_with_the_rows():
+    rng = np.random.default_rng(1)
+    layers = [f"l{i}" for i in range(3)]
+    steps = np.arange(0, 2 * BLOCK**3 * 300, 1)  # enough for two levels of rollups at 300 buckets
+    tables = [rows_table(part, layers, "act", rng) for part in np.array_split(steps, 5)]
+    buf = LayerStatsBuffer()
+    for t in tables:
+        buf.append(t)
+    m = buf.matrix("act", "rms", None, None, 300, layers)
+    assert buf._kinds[0].rollups  # the rollups answered
+    assert not m.exact and 150 <= len(m.step) <= 300
+    oracle(tables, "act", "rms", layers, m)
+    # a late layer, then more steps: the rollups grow with them and stay right
+    late = rows_table(steps[-1] + 1 + np.arange(BLOCK**3), [*layers, "late"], "act", rng)
+    buf.append(late)
+    tables.append(late)
+    m = buf.matrix("act", "rms", 17, None, 300, [*layers, "late"])
+    oracle(tables, "act", "rms", [*layers, "late"], m, 17)
+    assert np.isfinite(m.values[3]).sum() >= 1 and np.isnan(m.values[3, 0])
+
+
+def test_a_stream_that_went_back_is_read_in_step_order():
+    rng = np.random.default_rng(2)
+    layers = ["a", "b"]
+    first = rows_table(np.arange(1000, 3000), layers, "weight", rng)
+    back = rows_table(np.arange(0, 1000), layers, "weight", rng)
+    buf = LayerStatsBuffer()
+    buf.append(first)
+    buf.append(back)
+    m = buf.matrix("weight", "norm", None, None, 20, layers)
+    assert m.step[0] < 1000 and np.all(np.diff(m.step) > 0)
+    oracle([first, back], "weight", "norm", layers, m)
+    assert list(buf.steps()[:3]) == [0, 1, 2] and len(buf.steps()) == 3000
+    at, values = buf.profile("weight", "norm", 999, layers)
+    want = back.filter(pa.compute.equal(back["step"], 999))["norm"].to_numpy()
+    assert at == 999 and np.allclose(values, want)
+
+
+def test_profile_and_series_read_the_kind_they_are_asked():
+    rng = np.random.default_rng(3)
+    buf = LayerStatsBuffer()
+    act = rows_table(np.arange(10), ["x", "y"], "act", rng)
+    grad = rows_table(np.arange(0, 10, 2), ["x", "y"], "grad", rng)
+    buf.append(pa.concat_tables([act, grad]))
+    at, values = buf.profile("grad", "std", 5, ["y", "x"])
+    g4 = grad.filter(pa.compute.equal(grad["step"], 4))["std"].to_numpy()
+    assert at == 4 and np.allclose(values, g4[::-1])
+    assert buf.profile("grad", "std", -1, ["x"])[0] is None
+    s = buf.series("y", "act", "max", None, None, 100)
+    assert np.allclose(s.mean, act.filter(pa.compute.equal(act["layer"].cast(pa.string()), "y"))["max"].to_numpy())
+    with pytest.raises(ValueError, match="unknown statistic"):
+        buf.matrix("act", "nope", None, None, 10, ["x"])
