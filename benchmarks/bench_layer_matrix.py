@@ -4,7 +4,8 @@ layer's series), answered by the reader (rows per kind in step order, rollups) a
 (every row of the run masked by kind and range, the distinct steps sorted, at each query), in the same run and
 from the same files.
 
-    .venv/bin/python -m benchmarks.bench_layer_matrix [--steps 1000000 --layers 12] [--wide-layers 2000 --wide-steps 5000]
+    .venv/bin/python -m benchmarks.bench_layer_matrix [--steps 1000000 --layers 12]
+        [--wide-layers 2000 --wide-steps 5000]
 
 The runs are written by deepscope's own writer (one ZSTD chunk per flush) with one row per module (act, grad) and
 per parameter (param_grad, weight) at every step, as ``run.watch(model)`` records them.
@@ -160,17 +161,9 @@ def measure(root: Path, run_id: str, steps: int, title: str) -> list[tuple[str, 
     opened = time.perf_counter() - t0
     first = time.perf_counter() - first
     held = rss_mib() - before
-    new = {
-        "layer table (steps recorded)": timed(lambda: reader.layer_steps(), 3),
-        "whole run, another statistic (its rollups built)": timed(
-            lambda: reader.layer_matrix("act", "std", buckets=BUCKETS)
-        ),
-        "whole run, a statistic asked before": timed(lambda: reader.layer_matrix("act", "mean", buckets=BUCKETS), 3),
-        "zoomed to 1 % of the steps": timed(lambda: reader.layer_matrix("act", "mean", *zoom, buckets=BUCKETS), 3),
-        "depth profile at a step (gradient flow)": timed(lambda: reader.layer_profile("grad", "norm", mid), 3),
-    }
+    new = reader_times(reader, zoom, mid)
     assert m.values.shape == (len(names), min(BUCKETS, steps))
-    del store, reader, m
+    store = reader = m = None
     gc.collect()
     # the full scan, on the same files
     scan = ScanBuffer()
@@ -183,7 +176,36 @@ def measure(root: Path, run_id: str, steps: int, title: str) -> list[tuple[str, 
     scan.matrix("act", "mean", None, None, BUCKETS, names)
     scan_opened = time.perf_counter() - t0
     scan_first = time.perf_counter() - scan_first
-    old = {
+    old = scan_times(scan, names, zoom, mid)
+    scan = None
+    gc.collect()
+    ms = lambda s: f"{s * 1e3:,.0f} ms" if s >= 0.01 else f"{s * 1e3:.1f} ms"  # noqa: E731
+    rows = [
+        ("open (deepscope.open, every stream) + first whole-run matrix: reader", ms(opened), ""),
+        ("read the layerstats segments + first whole-run matrix: full scan", ms(scan_opened), ""),
+        ("of which the first matrix (rollups built): reader / full scan", f"{ms(first)} / {ms(scan_first)}", ""),
+    ]
+    for k in new:
+        rows.append((f"{k}: reader / full scan", f"{ms(new[k])} / {ms(old[k])} ({old[k] / new[k]:,.0f}× faster)", ""))
+    rows.append(("reader memory for the run's layer statistics (RSS growth)", f"{held:,.0f} MiB", ""))
+    table(title, rows)
+    return rows
+
+
+def reader_times(reader, zoom: tuple[int, int], mid: int) -> dict[str, float]:  # noqa: ANN001
+    return {
+        "layer table (steps recorded)": timed(lambda: reader.layer_steps(), 3),
+        "whole run, another statistic (its rollups built)": timed(
+            lambda: reader.layer_matrix("act", "std", buckets=BUCKETS)
+        ),
+        "whole run, a statistic asked before": timed(lambda: reader.layer_matrix("act", "mean", buckets=BUCKETS), 3),
+        "zoomed to 1 % of the steps": timed(lambda: reader.layer_matrix("act", "mean", *zoom, buckets=BUCKETS), 3),
+        "depth profile at a step (gradient flow)": timed(lambda: reader.layer_profile("grad", "norm", mid), 3),
+    }
+
+
+def scan_times(scan: ScanBuffer, names: list[str], zoom: tuple[int, int], mid: int) -> dict[str, float]:
+    return {
         "layer table (steps recorded)": timed(lambda: scan.steps(), 3),
         "whole run, another statistic (its rollups built)": timed(
             lambda: scan.matrix("act", "std", None, None, BUCKETS, names)
@@ -192,18 +214,6 @@ def measure(root: Path, run_id: str, steps: int, title: str) -> list[tuple[str, 
         "zoomed to 1 % of the steps": timed(lambda: scan.matrix("act", "mean", *zoom, BUCKETS, names), 3),
         "depth profile at a step (gradient flow)": timed(lambda: scan.profile("grad", "norm", mid), 3),
     }
-    del scan
-    gc.collect()
-    ms = lambda s: f"{s * 1e3:,.0f} ms" if s >= 0.01 else f"{s * 1e3:.1f} ms"  # noqa: E731
-    rows = [
-        ("open the run + first whole-run matrix: reader / full scan", f"{ms(opened)} / {ms(scan_opened)}", ""),
-        ("of which the first matrix (rollups built): reader / full scan", f"{ms(first)} / {ms(scan_first)}", ""),
-    ]
-    for k in new:
-        rows.append((f"{k}: reader / full scan", f"{ms(new[k])} / {ms(old[k])} ({old[k] / new[k]:,.0f}× faster)", ""))
-    rows.append(("reader memory for the run's layer statistics (RSS growth)", f"{held:,.0f} MiB", ""))
-    table(title, rows)
-    return rows
 
 
 def main() -> None:

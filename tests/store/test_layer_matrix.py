@@ -62,8 +62,9 @@ def test_the_matrix_is_each_buckets_mean_of_its_rows(n_steps):
             tables.append(rows_table(part, layers, kind, rng, nan=0.05))
             buf.append(tables[-1])
     names = [*layers[::-1], "absent"]  # the caller's order; a name without rows stays NaN
-    for start, end, buckets in [(None, None, 100), (None, None, 7), (int(steps[3]), int(steps[-5]), 50),
-                                (int(steps[n_steps // 3]) + 1, None, 64), (None, int(steps[n_steps // 2]), 1000)]:  # fmt: skip
+    ranges = [(None, None, 100), (None, None, 7), (int(steps[3]), int(steps[-5]), 50),
+              (int(steps[n_steps // 3]) + 1, None, 64), (None, int(steps[n_steps // 2]), 1000)]  # fmt: skip
+    for start, end, buckets in ranges:
         m = buf.matrix("grad", "mean", start, end, buckets, names)
         in_range = steps[(steps >= (start or 0)) & (steps <= (end if end is not None else np.inf))]
         assert m.exact == (len(in_range) <= buckets)

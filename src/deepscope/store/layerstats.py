@@ -120,7 +120,8 @@ class _KindRows:
         self._stats = stats
 
     def rows(self) -> _Rows:
-        """The rows in step order (a view while they arrived in order, else a sorted copy kept until the next append)."""
+        """The rows in step order: a view while they arrived in order, else a sorted copy kept until the next
+        append."""
         n = self.n
         if self._ordered:
             return _Rows(self._step[:n], self._layer[:n], self._stats[:, :n], self._ustep[: self._nu],
