@@ -606,7 +606,7 @@ def test_gradient_flow_leaves_norm_gains_and_embeddings_off_the_depth_axis(page,
 
 def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tmp_path):
     """Two learning rates of one model: the layer's statistics of both runs, each in its colour (which run made this
-    layer die, and when); a run of another model, without the layer, stays out."""
+    layer die, and when); a run of another model, without the layer or with another module at its path, stays out."""
     ids = []
     for lr, steps in ((0.01, 10), (0.5, 15)):
         torch.manual_seed(0)  # no histogram asked for (fit): no 404
@@ -615,10 +615,14 @@ def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tm
         tiny = nn.Sequential(nn.Linear(3, 2))
         other.watch(tiny, histograms_every=0, print_findings=False)
         tiny(torch.randn(2, 3)).sum().backward()
-    open_internals(page, serve(tmp_path).url, f"runs={ids[0]},{ids[1]},{other.id}&run={ids[0]}&panel=layer&layer=0.1")
+    # another model whose layer "0.1" is a Tanh, not a ReLU: the same path, not the same layer
+    tanh = fit(tmp_path, "tanh", nn.Sequential(nn.Sequential(nn.Linear(64, 8), nn.Tanh())), lambda: torch.randn(8, 64), 3)
+    runs = f"{ids[0]},{ids[1]},{other.id},{tanh}"
+    open_internals(page, serve(tmp_path).url, f"runs={runs}&run={ids[0]}&panel=layer&layer=0.1")
     wait_for(page, "() => (window.__deepscope.internals.layer?.runs ?? []).length === 2")
     assert held(page, "layer")["runs"] == ids
     assert page.get_by_test_id("layer-runs").inner_text().split("\n") == ["lr 0.01", "lr 0.5"]
+    assert page.get_by_test_id("layer-unlike").inner_text() == "not overlaid: tanh's 0.1 is a Tanh"
     # a click on a chart selects the step under it on the shared axis, past this run's own last step too
     plot = page.locator("figure[data-stat='mean'] .u-over").bounding_box()
     page.mouse.move(plot["x"] + plot["width"] - 2, plot["y"] + plot["height"] / 2)
