@@ -234,6 +234,15 @@ def test_layer_detail_distribution_holds_the_recorded_bins(page, watched, server
     assert [h["step"] for h in hists] == [0, 1, 2, 5] + list(range(10, STEPS, 10))
     assert d["steps"] == len(hists) and d["bins"] == len(hists[0]["counts"]) == 258
     assert d["edges"] == 259 and 0 < d["shownBins"] <= 258
+    # the hover box stays inside the panel at the right end too (it was cut off there)
+    canvas = page.get_by_test_id("distribution")
+    box = canvas.bounding_box()
+    panel = page.locator("section.dist").bounding_box()
+    for fx in (0.1, 0.99):
+        page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] / 2)
+        tip = page.get_by_test_id("distribution-tip").bounding_box()
+        assert panel["x"] <= tip["x"] and tip["x"] + tip["width"] <= panel["x"] + panel["width"]
+    page.mouse.move(0, 0)
     wait_for(page, "() => Object.keys(window.__deepscope.internals.layer?.series ?? {}).length >= 5")
     shot(page, "internals-layer.png", tmp_path)
 
