@@ -195,7 +195,7 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
                                    **extra)  # fmt: skip
     except BaseException as e:
         if run is not None and not run.finished:  # the run this command made says it failed, and why
-            run.finish("crashed", f"{type(e).__name__}: {e}")
+            run._finish_after(type(e), e)
         if isinstance(e, (OSError, ValueError, TypeError)):
             _fail(e)
         if isinstance(e, KeyboardInterrupt):

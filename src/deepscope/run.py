@@ -23,6 +23,7 @@ from .types import SEVERITIES
 
 DEFAULT_DIR = "deepscope-runs"
 _live_runs: list[Run] = []
+_finishing = 0  # runs being finished right now (their streams written out)
 _current: Run | None = None
 _lifecycle_lock = threading.RLock()  # reentrant: a signal handler finishing runs may interrupt a holder
 _handlers_installed = False
@@ -99,6 +100,7 @@ class Run:
         self._writer = StreamWriter(self._stream_dir, flush_interval=flush_interval, ensure_dir=self._write_meta)
 
         self._finished = False
+        self._interrupted: str | None = None  # a Ctrl-C reached the process while this run was live
         self._known_keys: set[str] = set()
         self._bad_keys: set[str] = set()  # keys whose values log() left out (warned once each)
         self._next_step = 0
@@ -339,18 +341,31 @@ class Run:
         """Flush, close the stream and mark the run ``finished`` (or ``crashed``). Idempotent."""
         if self._finished:
             return
+        global _finishing
+        _finishing += 1  # a Ctrl-C meanwhile waits: raised inside close(), it lost what the writer still held
         try:
-            self.unwatch()
+            try:
+                self.unwatch()
+            finally:
+                self._finished = True
+                self._writer.close()
+            self._meta.update(status=status, end_time=time.time(), exit_reason=exit_reason, **runmeta.environment())
+            try:
+                self._write_meta()
+            except OSError as e:
+                self._writer.warnings.append(f"deepscope: could not write run metadata: {e}")
+            _unregister(self)
         finally:
-            self._finished = True
-            self._writer.close()
-        self._meta.update(status=status, end_time=time.time(), exit_reason=exit_reason, **runmeta.environment())
-        try:
-            self._write_meta()
-        except OSError as e:
-            self._writer.warnings.append(f"deepscope: could not write run metadata: {e}")
-        _unregister(self)
+            _finishing -= 1
         self._emit_writer_warnings()
+
+    def _finish_after(self, exc_type: Any, exc: Any) -> None:
+        """Finish because ``exc`` ended the training: a KeyboardInterrupt is the user stopping it (finished,
+        interrupted), any other exception a crash."""
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.finish("finished", self._interrupted or "interrupted (KeyboardInterrupt)")
+        else:
+            self.finish("crashed", f"{exc_type.__name__}: {exc}")
 
     @property
     def finished(self) -> bool:
@@ -363,7 +378,7 @@ class Run:
         if exc_type is None:
             self.finish()
         else:
-            self.finish("crashed", f"{exc_type.__name__}: {exc}")
+            self._finish_after(exc_type, exc)
 
     def __repr__(self) -> str:
         return f"Run(id={self.id!r}, project={self.project!r}, dir={str(self.dir)!r}, rank={self.rank})"
@@ -497,25 +512,43 @@ def _finish_all(status: str, reason: str | None) -> None:
             pass
 
 
+def _finish_at_exit() -> None:
+    """The script ended with runs still open: finished — interrupted, when a Ctrl-C came and was caught."""
+    for run in list(_live_runs):
+        try:
+            run.finish("finished", run._interrupted)
+        except Exception:  # at exit there is nobody left to tell
+            pass
+
+
+def _mark_interrupted(reason: str) -> None:
+    for run in list(_live_runs):
+        run._interrupted = reason
+
+
 def _install_handlers() -> None:
     global _handlers_installed
     if _handlers_installed:
         return
     _handlers_installed = True
-    atexit.register(_finish_all, "finished", None)
+    atexit.register(_finish_at_exit)
     previous_hook = sys.excepthook
 
     def excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
-        # an uncaught exception ends the script: its runs crashed (atexit alone would say finished)
-        if not issubclass(exc_type, KeyboardInterrupt):
-            _finish_all("crashed", f"{exc_type.__name__}: {exc}")
+        # an uncaught exception ends the script: its runs crashed (atexit alone would say finished); an uncaught
+        # KeyboardInterrupt stopped them
+        for run in list(_live_runs):
+            try:
+                run._finish_after(exc_type, exc)
+            except Exception:
+                pass
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook
 
 
 def _install_signal_handlers() -> None:
-    """SIGTERM and SIGINT finish the live runs first, while there are any (main thread only, as Python requires)."""
+    """SIGTERM finishes the live runs first, SIGINT marks them interrupted (main thread only, as Python requires)."""
     if _signal_handlers or threading.current_thread() is not threading.main_thread():
         return
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -541,11 +574,22 @@ def _restore_signal_handlers() -> None:
 
 def _make_handler(sig: signal.Signals, previous: Any) -> Any:
     def handler(signum: int, frame: Any) -> None:
-        # Ctrl-C is the user stopping training: finished, with the reason; SIGTERM means killed.
+        if _finishing:
+            # a second Ctrl-C (or a SIGTERM) while runs are being written out: the process is ending anyway; cut
+            # short, the writer's last steps were lost and the run left "running"
+            print("deepscope: writing the runs out before stopping…", file=sys.stderr, flush=True)
+            return
+        if signum == signal.SIGINT and callable(previous):
+            # Ctrl-C raises KeyboardInterrupt, which the training code may catch (save a checkpoint, log, go on in a
+            # notebook): the runs stay open. Ended by it — uncaught at exit, or leaving a with-block — a run is
+            # finished with this reason.
+            _mark_interrupted("interrupted (SIGINT)")
+            previous(signum, frame)
+            return
         if signum == signal.SIGINT:
             _finish_all("finished", "interrupted (SIGINT)")
         else:
-            _finish_all("crashed", signal.Signals(signum).name)
+            _finish_all("crashed", signal.Signals(signum).name)  # SIGTERM: killed
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_DFL:

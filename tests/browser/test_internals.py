@@ -625,7 +625,9 @@ def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tm
         other.watch(tiny, histograms_every=0, print_findings=False)
         tiny(torch.randn(2, 3)).sum().backward()
     # another model whose layer "0.1" is a Tanh, not a ReLU: the same path, not the same layer
-    tanh = fit(tmp_path, "tanh", nn.Sequential(nn.Sequential(nn.Linear(64, 8), nn.Tanh())), lambda: torch.randn(8, 64), 3)
+    tanh = fit(
+        tmp_path, "tanh", nn.Sequential(nn.Sequential(nn.Linear(64, 8), nn.Tanh())), lambda: torch.randn(8, 64), 3
+    )
     runs = f"{ids[0]},{ids[1]},{other.id},{tanh}"
     open_internals(page, serve(tmp_path).url, f"runs={runs}&run={ids[0]}&panel=layer&layer=0.1")
     wait_for(page, "() => (window.__deepscope.internals.layer?.runs ?? []).length === 2")

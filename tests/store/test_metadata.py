@@ -159,3 +159,60 @@ def test_sigterm_marks_a_live_run_crashed_and_ends_the_process(root):
     info = deepscope.open(root).info("killed")
     assert info.status == "crashed" and info.exit_reason == "SIGTERM"
     assert deepscope.open(root).run("killed").series("x").value.tolist() == [1.0]
+
+
+def _ctrl_c_script(root, body: str, run_id: str = "r") -> str:
+    """A script with a live run that sends itself SIGINT (as Ctrl-C does) where ``body`` says ``ctrl_c()``."""
+    return (
+        "import os, signal, time, deepscope\n"
+        "ctrl_c = lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.5))\n"
+        f"run = deepscope.init(dir={str(root)!r}, id={run_id!r})\n" + body
+    )
+
+
+def _python(script: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+
+
+def test_a_caught_ctrl_c_leaves_the_run_open_and_it_ends_as_interrupted(root):
+    """Training code that catches KeyboardInterrupt (to save a checkpoint, or a notebook that goes on) can still log;
+    the run is marked interrupted when the script ends."""
+    body = (
+        "try:\n    run.log({'x': 1.0}, step=0)\n    ctrl_c()\nexcept KeyboardInterrupt:\n"
+        "    run.log({'saved': 1.0}, step=1)\nprint('after', run.finished, flush=True)\n"
+    )
+    out = _python(_ctrl_c_script(root, body))
+    assert out.returncode == 0 and "after False" in out.stdout, out.stderr
+    info = deepscope.open(root).info("r")
+    assert (info.status, info.exit_reason) == ("finished", "interrupted (SIGINT)")
+    assert deepscope.open(root).run("r").series("saved").value.tolist() == [1.0]
+
+
+def test_an_uncaught_ctrl_c_or_one_leaving_a_with_block_ends_the_run_as_interrupted(root):
+    out = _python(_ctrl_c_script(root, "run.log({'x': 1.0})\nctrl_c()\n"))
+    assert out.returncode == -2 and "KeyboardInterrupt" in out.stderr  # Python ends by the signal
+    assert deepscope.open(root).info("r").exit_reason == "interrupted (SIGINT)"
+    body = f"with deepscope.init(dir={str(root)!r}, id='w') as w:\n    w.log({{'x': 1.0}})\n    ctrl_c()\n"
+    _python(_ctrl_c_script(root, "run.finish()\n" + body, run_id="first"))
+    info = deepscope.open(root).info("w")
+    assert (info.status, info.exit_reason) == ("finished", "interrupted (SIGINT)")
+
+
+def test_a_second_ctrl_c_while_the_run_is_written_out_loses_nothing(root):
+    """A second Ctrl-C (or a process group's) during finish() used to raise inside the writer's close: the values it
+    still held were lost and the run stayed "running" (later read as crashed)."""
+    body = (
+        "for i in range(50):\n    run.log({'x': float(i)})\n"
+        "close = run._writer.close\n"
+        "def slow_close(timeout=30.0):\n    ctrl_c()\n    close(timeout)\n"
+        "run._writer.close = slow_close\n"
+        "ctrl_c()\n"
+    )
+    out = _python(_ctrl_c_script(root, body))
+    assert "writing the runs out" in out.stderr
+    info = deepscope.open(root).info("r")
+    assert (info.status, info.exit_reason) == ("finished", "interrupted (SIGINT)")
+    assert deepscope.open(root).run("r").series("x").value.tolist() == [float(i) for i in range(50)]

@@ -93,6 +93,10 @@ class DeepscopeCallback(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         reason = exit_reason(exception)
+        if isinstance(exception, KeyboardInterrupt):  # the user stopped the fit: finished, interrupted
+            self._binding.event("train_end", f"fit interrupted ({reason})", step=self._last(trainer))
+            self._binding.end("finished", "interrupted (KeyboardInterrupt)")
+            return
         self._binding.event("train_exception", reason, step=self._last(trainer), severity="error")
         self._binding.end("crashed", reason)
 
