@@ -34,6 +34,22 @@ def test_a_resumed_run_continues_its_steps(root):
     assert not [e for e in r.events() if e.kind == "step_regression"]
 
 
+@pytest.mark.parametrize("heartbeat", ["empty", "missing"])
+def test_a_resumed_run_whose_heartbeat_was_lost_counts_on_from_its_data(root, heartbeat):
+    """A process killed while it wrote its heartbeat left it empty: the steps on disk still say where to go on."""
+    run = deepscope.init(dir=root, id="h")
+    for i in range(6):
+        run.log({"x": float(i)})
+    run.finish()
+    beat = run.dir / "streams" / "0" / "heartbeat"
+    beat.write_text("") if heartbeat == "empty" else beat.unlink()
+    again = deepscope.init(dir=root, id="h", resume=True)
+    again.log({"x": 6.0})
+    again.finish()
+    assert reopen(root, "h").series("x").step.tolist() == list(range(7))
+    assert not (run.dir / "streams" / "0" / "heartbeat.tmp").exists()
+
+
 def test_resuming_from_an_earlier_checkpoint_is_flagged(root):
     """A training that resumes from an earlier checkpoint passes its own step: going back is an event."""
     torch.manual_seed(0)

@@ -316,8 +316,12 @@ class StreamWriter:
 
     def _touch_heartbeat(self) -> None:
         try:
-            # "<unix time> <highest step on disk>": lets a run listing show progress without reading data
-            self._heartbeat.write_text(f"{time.time():.3f} {self.flushed_step}\n")
+            # "<unix time> <highest step on disk>": lets a run listing show progress without reading data. Written
+            # beside and renamed over: a process killed mid-write left an empty heartbeat, and a resumed run
+            # counted its steps from 0 again.
+            tmp = self._heartbeat.with_name("heartbeat.tmp")
+            tmp.write_text(f"{time.time():.3f} {self.flushed_step}\n")
+            os.replace(tmp, self._heartbeat)
         except OSError:
             pass
 
@@ -521,8 +525,21 @@ def _event_batch(events: list[tuple]) -> pa.RecordBatch:
 
 
 def _heartbeat_step(path: Path) -> int:
-    """The highest step on disk an earlier writer of this stream recorded in its heartbeat; -1 if none."""
+    """The highest step on disk an earlier writer of this stream recorded in its heartbeat; read from the stream's
+    chunks when the heartbeat is missing or unreadable while data is there; -1 for a new stream."""
     try:
-        return runmeta.heartbeat_step(path.read_text(encoding="ascii", errors="replace").split())
+        step = runmeta.heartbeat_step(path.read_text(encoding="ascii", errors="replace").split())
     except OSError:
-        return -1
+        step = -1
+    if step >= 0:
+        return step
+    for seg in sorted(path.parent.glob("*.arrows")):
+        try:
+            for chunk in fmt.iter_chunks(seg.read_bytes()):
+                if "step" in chunk.table.column_names:
+                    steps = chunk.table["step"].drop_null().to_numpy()
+                    if len(steps):
+                        step = max(step, int(steps.max()))
+        except (OSError, pa.ArrowException):
+            continue  # a torn or foreign file: what the others hold
+    return step
