@@ -27,6 +27,7 @@ KIND_INDEX = {k: i for i, k in enumerate(fmt.LAYER_KINDS)}
 BLOCK = 4  # recorded steps per rollup block at level 1; ×4 per level
 _MIN_BLOCKS_PER_BUCKET = 2
 _ROLLUPS_KEPT = 8  # (kind, statistic) pairs whose rollups stay in memory, most recently used
+_SLICE = 1 << 20  # rows converted at a time
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ class _KindRows:
         self._sorted: _Rows | None = None  # when not ordered: a sorted copy, until the next append
         self.rollups: OrderedDict[int, list[_Level]] = OrderedDict()
 
-    def append(self, step: np.ndarray, wall: np.ndarray, layer: np.ndarray, stats: np.ndarray) -> None:
+    def append(self, step: np.ndarray, wall: np.ndarray, layer: np.ndarray, stats: list[np.ndarray | None]) -> None:
+        """Rows of this kind; ``stats``: one column per statistic (None: not recorded, NaN)."""
         m = len(step)
         if not m:
             return
@@ -90,7 +92,8 @@ class _KindRows:
         self._step[a:b] = step
         self._wall[a:b] = wall
         self._layer[a:b] = layer
-        self._stats[:, a:b] = stats
+        for j, col in enumerate(stats):
+            self._stats[j, a:b] = np.nan if col is None else col
         self.n = b
         self._sorted = None
         if not self._ordered:
@@ -218,8 +221,11 @@ class LayerStatsBuffer:
         return self._n
 
     def append(self, table: pa.Table) -> None:
-        if not table.num_rows:
-            return
+        # in slices: a whole segment's rows at once (a reader opening a run) made temporaries of gigabytes
+        for offset in range(0, table.num_rows, _SLICE):
+            self._append(table.slice(offset, _SLICE))
+
+    def _append(self, table: pa.Table) -> None:
         layer = table["layer"].combine_chunks()
         kind = table["kind"].combine_chunks()
         remap = np.array([self._id(n) for n in layer.dictionary.to_pylist()], np.int32)
@@ -228,16 +234,13 @@ class LayerStatsBuffer:
         code = kind_remap[kind.indices.to_numpy()]
         step = table["step"].to_numpy()
         wall = table["wall_time"].to_numpy()
-        stats = np.full((len(fmt.LAYER_STATS), table.num_rows), np.nan, np.float32)
-        for s, j in STAT_INDEX.items():
-            if s in table.column_names:
-                stats[j] = table[s].to_numpy()
+        cols = [table[s].to_numpy() if s in table.column_names else None for s in fmt.LAYER_STATS]
         for k, rows in enumerate(self._kinds):
             idx = np.flatnonzero(code == k)
             if len(idx) == len(code):
-                rows.append(step, wall, lid, stats)
+                rows.append(step, wall, lid, cols)
             elif len(idx):
-                rows.append(step[idx], wall[idx], lid[idx], stats[:, idx])
+                rows.append(step[idx], wall[idx], lid[idx], [None if c is None else c[idx] for c in cols])
         self._n += table.num_rows
         self._add_steps(step)
 
