@@ -93,6 +93,7 @@ def test_a_sudden_divergence_is_an_error_at_once():
     for step in range(30):
         d.observe(step, stats(param_grad__norm=np.array([1, 1, 1, 1, np.nan if step % 2 else 1.0])))
     assert found == []
+
     # a noisy but healthy norm is no finding
     found.clear()
     d = Diagnoser(LAYERS, PARAMS, found.append)
@@ -268,3 +269,19 @@ def test_norm_gains_and_embeddings_are_no_step_of_depth():
     for step in range(10):
         d.observe(step, {"param_grad": {"norm": norms, "nonfinite_frac": np.zeros(7)}})
     assert found == []
+
+
+def test_a_recurrent_layers_weights_are_steps_of_depth():
+    """An LSTM's and a GRU's matrices are named weight_ih_l0, weight_hh_l0…: vanishing gradients through them are
+    the classic recurrent problem, so they make the depth axis (the embedding stays off it)."""
+    from deepscope.capture.diagnose import depth_axis
+
+    lstm = ["rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.weight_ih_l1", "rnn.weight_hh_l1_reverse"]
+    layers = [
+        {"path": "emb", "type": "Embedding", "role": None, "params": ["emb.weight"]},
+        {"path": "rnn", "type": "LSTM", "role": None, "params": lstm},
+        {"path": "head", "type": "Linear", "role": None, "params": ["head.weight", "head.bias"]},
+    ]
+    params = [p for la in layers for p in la["params"]]
+    depth = [params[i] for i in depth_axis(layers, params)]
+    assert depth == [p for p in lstm if "weight" in p] + ["head.weight"]

@@ -245,11 +245,17 @@ class Diagnoser:
 _NOT_DEPTH = ("Norm", "Embedding")
 
 
+def _is_weight(param: str) -> bool:
+    """``weight``, an attention's ``in_proj_weight``, a recurrent layer's ``weight_ih_l0`` / ``weight_hh_l1_reverse``."""
+    name = param.rsplit(".", 1)[-1]
+    return name.endswith("weight") or name.startswith("weight_")
+
+
 def depth_axis(layers: list[dict], params: list[str]) -> list[int]:
     """The weights, in model order, that make the depth axis of gradient flow: the weight matrices and kernels of
-    linear, convolutional and attention layers (every ``*weight`` when fewer than two of those)."""
+    linear, convolutional, recurrent and attention layers (every weight when fewer than two of those)."""
     owner = {p: la.get("type", "") for la in layers for p in la.get("params", ())}
-    weights = [i for i, p in enumerate(params) if p.endswith("weight")]
+    weights = [i for i, p in enumerate(params) if _is_weight(p)]
     matrices = [i for i in weights if not any(t in owner.get(params[i], "") for t in _NOT_DEPTH)]
     return matrices if len(matrices) >= 2 else weights
 
