@@ -70,8 +70,11 @@ class Run:
         # an unnamed run's name already holds the time: its id does not repeat it
         self.id = fmt.validate_run_id(id or _shared_run_id(_new_run_id(name or "run", stamp)))
         if resume and id is None and "DEEPSCOPE_RUN_ID" not in os.environ:
-            notice("deepscope.init: resume=True without an id starts a new run; pass the id of the run to continue "
-                   "(its run.id, the name of its directory)", stacklevel=2)  # fmt: skip
+            notice(
+                "deepscope.init: resume=True without an id starts a new run; pass the id of the run to continue "
+                "(its run.id, the name of its directory)",
+                stacklevel=3,
+            )  # fmt: skip (the caller of init)
         self.root = Path(dir) if dir is not None else default_dir()
         self.dir = self.root / self.id
         if self.dir.exists() and not resume and self.rank == 0 and (self.dir / "run.json").exists():
@@ -452,7 +455,17 @@ def _shared_run_id(candidate: str) -> str:
     """Under ``torch.distributed`` every rank takes rank 0's id, so that all ranks write one run."""
     dist = sys.modules.get("torch.distributed")
     if dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
-        return os.environ.get("DEEPSCOPE_RUN_ID", candidate)
+        if "DEEPSCOPE_RUN_ID" in os.environ:
+            return os.environ["DEEPSCOPE_RUN_ID"]
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            notice(
+                f"deepscope.init: this process is rank {os.environ.get('RANK', '?')} of {os.environ['WORLD_SIZE']} "
+                "(RANK, WORLD_SIZE), but torch.distributed is not initialized yet: every rank starts a run of its "
+                "own. Call deepscope.init() after dist.init_process_group(), or give every rank the same id (id=, "
+                "or $DEEPSCOPE_RUN_ID)",
+                stacklevel=4,
+            )
+        return candidate
     box = [os.environ.get("DEEPSCOPE_RUN_ID", candidate)]
     dist.broadcast_object_list(box, src=0)
     return str(box[0])

@@ -90,9 +90,24 @@ def test_ranks_resume_from_the_highest_step_of_any_rank(root):
 
 
 def test_resume_without_an_id_warns_and_an_unnamed_run_id_holds_the_time_once(root):
-    with pytest.warns(RuntimeWarning, match="resume=True without an id"):
+    with pytest.warns(RuntimeWarning, match="resume=True without an id") as caught:
         run = deepscope.init(dir=root, resume=True)
+    assert caught[0].filename == __file__  # pointed at the caller's line
     run.finish()
     stamp = run.name.removeprefix("run-")  # YYYYmmdd-HHMMSS
     assert run.name.startswith("run-") and run.id.count(stamp) == 1
     assert run.id.startswith(run.name) and len(run.id) == len(run.name) + 5  # "-" and 4 hex digits
+
+
+def test_init_under_a_launcher_before_the_process_group_warns_that_ranks_would_split(root, monkeypatch):
+    """torchrun sets RANK and WORLD_SIZE: a run started before dist.init_process_group() cannot share rank 0's id."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.warns(RuntimeWarning, match=r"rank 1 of 2 .* after dist.init_process_group\(\)") as caught:
+        run = deepscope.init(dir=root)
+    assert caught[0].filename == __file__  # pointed at the caller's line
+    run.finish()
+    monkeypatch.setenv("DEEPSCOPE_RUN_ID", "shared")  # the way out it names: no warning
+    shared = deepscope.init(dir=root)
+    shared.finish()
+    assert shared.id == "shared" and shared.rank == 1
