@@ -246,7 +246,8 @@ _NOT_DEPTH = ("Norm", "Embedding")
 
 
 def _is_weight(param: str) -> bool:
-    """``weight``, an attention's ``in_proj_weight``, a recurrent layer's ``weight_ih_l0`` / ``weight_hh_l1_reverse``."""
+    """``weight``, an attention's ``in_proj_weight``, a recurrent layer's ``weight_ih_l0`` or
+    ``weight_hh_l1_reverse``."""
     name = param.rsplit(".", 1)[-1]
     return name.endswith("weight") or name.startswith("weight_")
 
