@@ -187,7 +187,13 @@ class Run:
                 return
         if has_tensor:
             _snapshot_tensors(data)
-        step = self._next_step if step is None else _check_step(step)
+        if step is None:
+            # while a watch runs, the step of the latest training forward pass: a loss and an lr logged apart,
+            # or once per micro-batch, line up with that step's layer statistics (each call took a step of its own)
+            watched = self._watchers[-1].log_step() if self._watchers else None
+            step = self._next_step if watched is None else max(watched, self._last_step)
+        else:
+            step = _check_step(step)
         if step < self._last_step:
             self._flag_regression(step)
         self._last_step = step

@@ -93,6 +93,35 @@ class Awkward(nn.Module):
         return self.shared(self.shared(h))  # one module, two calls per step
 
 
+def test_values_logged_without_a_step_while_watching_take_the_step_of_the_latest_forward_pass(root):
+    """A loss and a learning rate logged apart, or a loss per micro-batch, belong to the step whose layer statistics
+    they explain (each call took a step of its own: the loss at 0, 2, 4…, the statistics at 0, 1, 2…)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root, id="w")
+    run.log({"before": 1.0})  # nothing trained yet: the run's own count
+    run.watch(model, opt, histograms_every=0, print_findings=False)
+    for _ in range(4):
+        for _ in range(3):  # gradient accumulation: three micro-batches a step
+            loss = model(torch.randn(2, 4)).square().mean()
+            loss.backward()
+            run.log({"micro/loss": loss})  # before the optimizer's step
+        opt.step()
+        opt.zero_grad()
+        run.log({"train/loss": loss})  # after it
+        run.log({"lr": opt.param_groups[0]["lr"]})
+    run.unwatch()
+    run.log({"after": 1.0})  # the watch is over: the count goes on
+    run.finish()
+    r = reopen(root, "w")
+    steps = r.layer_steps().tolist()
+    assert steps == [1, 2, 3, 4]
+    assert r.series("train/loss").step.tolist() == steps and r.series("lr").step.tolist() == steps
+    assert r.series("micro/loss").step.tolist() == [s for s in steps for _ in range(3)]
+    assert r.series("before").step.tolist() == [0] and r.series("after").step.tolist() == [5]
+
+
 def test_awkward_modules_never_crash_training(root):
     model = Awkward()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -197,6 +197,17 @@ class Watcher:
             raise
 
     # ---- step boundaries ---------------------------------------------------------------------------
+    def log_step(self) -> int | None:
+        """The step a value logged now without one belongs to: that of the latest training forward pass (its loss);
+        None before the first."""
+        if self.scope.closed:
+            return None
+        if self.optimizer is not None:
+            if self._passes:  # between a forward pass and the optimizer's step
+                return self.step
+            return self.step - 1 if self.step > self.config.start_step else None  # after the step
+        return self.step if self._in_step else None
+
     def _set_flags(self) -> None:
         cfg = self.config
         self._recording = self.step % cfg.every == 0
