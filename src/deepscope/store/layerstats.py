@@ -109,6 +109,10 @@ class _KindRows:
         self._ustart[self._nu : self._nu + k] = a + new
         self._nu += k
 
+    def reserve(self, extra: int) -> None:
+        """Room for ``extra`` more rows."""
+        self._grow(self.n + extra)
+
     def _grow(self, need: int) -> None:
         if need <= len(self._step):
             return
@@ -208,10 +212,15 @@ def _blocks_of_level(below: _Level, b0: int, b1: int) -> _Level:
 
 
 class LayerStatsBuffer:
+    """A rank's layer statistics. Tables are kept as they arrive and converted when a query needs them, all that
+    arrived at once: opening a run sizes each kind's columns once instead of growing them segment by segment (the
+    copies took half of the time)."""
+
     def __init__(self) -> None:
-        self.names: list[str] = []
+        self._names: list[str] = []
         self._ids: dict[str, int] = {}
         self._n = 0
+        self._pending: list[pa.Table] = []
         self._kinds = [_KindRows() for _ in fmt.LAYER_KINDS]
         self._steps = np.empty(64, np.int64)  # distinct steps of every kind, ascending
         self._n_steps = 0
@@ -220,18 +229,39 @@ class LayerStatsBuffer:
     def __len__(self) -> int:
         return self._n
 
-    def append(self, table: pa.Table) -> None:
-        # in slices: a whole segment's rows at once (a reader opening a run) made temporaries of gigabytes
-        for offset in range(0, table.num_rows, _SLICE):
-            self._append(table.slice(offset, _SLICE))
+    @property
+    def names(self) -> list[str]:
+        """Every layer and parameter path seen, in order of first appearance."""
+        self._convert()
+        return self._names
 
-    def _append(self, table: pa.Table) -> None:
+    def append(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._pending.append(table)
+            self._n += table.num_rows
+
+    def _convert(self) -> None:
+        """The tables that arrived since the last query, into each kind's columns."""
+        if not self._pending:
+            return
+        tables, self._pending = self._pending, []
+        parts = []
+        for table in tables:
+            # in slices: a whole segment's rows at once made temporaries of gigabytes
+            for offset in range(0, table.num_rows, _SLICE):
+                part = table.slice(offset, _SLICE)
+                kind = part["kind"].combine_chunks()
+                kind_remap = np.array([KIND_INDEX.get(k, -1) for k in kind.dictionary.to_pylist()], np.int8)
+                parts.append((part, kind_remap[kind.indices.to_numpy()]))
+        for k, rows in enumerate(self._kinds):
+            rows.reserve(sum(int(np.count_nonzero(code == k)) for _, code in parts))
+        for part, code in parts:
+            self._convert_part(part, code)
+
+    def _convert_part(self, table: pa.Table, code: np.ndarray) -> None:
         layer = table["layer"].combine_chunks()
-        kind = table["kind"].combine_chunks()
         remap = np.array([self._id(n) for n in layer.dictionary.to_pylist()], np.int32)
-        kind_remap = np.array([KIND_INDEX.get(k, -1) for k in kind.dictionary.to_pylist()], np.int8)
         lid = remap[layer.indices.to_numpy()]
-        code = kind_remap[kind.indices.to_numpy()]
         step = table["step"].to_numpy()
         wall = table["wall_time"].to_numpy()
         cols = [table[s].to_numpy() if s in table.column_names else None for s in fmt.LAYER_STATS]
@@ -241,7 +271,6 @@ class LayerStatsBuffer:
                 rows.append(step, wall, lid, cols)
             elif len(idx):
                 rows.append(step[idx], wall[idx], lid[idx], [None if c is None else c[idx] for c in cols])
-        self._n += table.num_rows
         self._add_steps(step)
 
     def _add_steps(self, step: np.ndarray) -> None:
@@ -260,16 +289,17 @@ class LayerStatsBuffer:
     def _id(self, name: str) -> int:
         i = self._ids.get(name)
         if i is None:
-            i = self._ids[name] = len(self.names)
-            self.names.append(name)
+            i = self._ids[name] = len(self._names)
+            self._names.append(name)
         return i
 
     def steps(self) -> np.ndarray:
+        self._convert()
         return self._steps[: self._n_steps].copy()
 
     def _positions(self, names: list[str]) -> np.ndarray:
         """For each layer id, its row among ``names`` (-1: not shown)."""
-        order = np.full(len(self.names), -1, np.int64)
+        order = np.full(len(self._names), -1, np.int64)
         for pos, name in enumerate(names):
             i = self._ids.get(name)
             if i is not None:
@@ -280,6 +310,7 @@ class LayerStatsBuffer:
         self, kind: str, stat: str, start: int | None, end: int | None, buckets: int, names: list[str]
     ) -> LayerMatrix:
         """Mean of ``stat`` per (layer, step bucket) for the layers ``names`` (in that order)."""
+        self._convert()
         j = _stat_index(stat)
         kr = self._kinds[_kind_code(kind)]
         r = kr.rows()
@@ -288,7 +319,7 @@ class LayerStatsBuffer:
         n_steps = d1 - d0
         if n_steps <= 0:
             return LayerMatrix(kind, stat, names, np.zeros(0, np.int64), np.full((len(names), 0), np.nan), True)
-        n_layers = len(self.names)
+        n_layers = len(self._names)
         acc = _Buckets(buckets if n_steps > buckets else n_steps, n_layers)
         if n_steps <= buckets:  # one bucket per recorded step
             acc.add_rows(r, j, d0, d1, np.arange(n_steps))
@@ -323,6 +354,7 @@ class LayerStatsBuffer:
 
     def profile(self, kind: str, stat: str, step: int | None, names: list[str]) -> tuple[int | None, np.ndarray]:
         """Values of ``stat`` across ``names`` at the last recorded step ≤ ``step`` (default: the latest)."""
+        self._convert()
         r = self._kinds[_kind_code(kind)].rows()
         d = len(r.ustep) - 1 if step is None else int(np.searchsorted(r.ustep, step, "right")) - 1
         if d < 0:
@@ -336,6 +368,7 @@ class LayerStatsBuffer:
 
     def series(self, name: str, kind: str, stat: str, start: int | None, end: int | None, buckets: int) -> Downsampled:
         """One statistic of one layer over time, downsampled like a scalar series (min/max band)."""
+        self._convert()
         key = (name, kind, stat)
         kr = self._kinds[_kind_code(kind)]
         buf, seen = self._series.get(key, (None, 0))
