@@ -451,8 +451,9 @@ def test_a_metric_of_one_or_a_few_points_is_drawn(page, serve, tmp_path):
     """A final test metric (one point) draws no line: its point is shown. Two evaluations are not smoothed into a
     line that ends away from the last value."""
     run = deepscope.init(dir=tmp_path, name="sparse")
+    noise = np.random.default_rng(0).normal(0, 0.01, 100)  # a loss is noisy: smoothed
     for s in range(100):
-        run.log({"loss": 1.0 / (s + 1)}, step=s)
+        run.log({"loss": 1.0 / (s + 1) + noise[s]}, step=s)
         if s % 50 == 0:
             run.log({"eval/loss": 2.0 - s / 100}, step=s)
     run.log({"test/acc": 0.9}, step=99)
@@ -690,15 +691,20 @@ def test_runs_of_one_name_are_told_apart_by_their_start(page, serve, tmp_path):
 
 
 def test_a_schedule_that_holds_and_jumps_is_not_smoothed_into_a_ramp(page, serve, tmp_path):
+    """A learning rate that holds and jumps, one that follows a cosine and an epoch counter are drawn as they are
+    (smoothed, a jump became a ramp and a smooth schedule lagged behind its values); a noisy loss is smoothed."""
     run = deepscope.init(dir=tmp_path, name="schedule")
+    noise = np.random.default_rng(0).normal(0, 0.01, 200)
     for s in range(200):
-        run.log({"lr": 0.05 if s < 100 else 0.005, "loss": 1.0 / (s + 1)}, step=s)
+        cosine = 0.05 * (1 + np.cos(np.pi * s / 200)) / 2
+        run.log({"lr": 0.05 if s < 100 else 0.005, "cos": cosine, "epoch": s / 50, "loss": 1.0 / (s + 1) + noise[s]},
+                step=s)  # fmt: skip
     run.finish()
     server = serve(tmp_path)
     open_page(page, f"{server.url}?runs={run.id}&smooth=0.9")
-    for key in ("lr", "loss"):
+    for key in ("lr", "cos", "epoch", "loss"):
         chart_ready(page, key, run.id, 199)
-    for key, smoothed in (("lr", False), ("loss", True)):
+    for key, smoothed in (("lr", False), ("cos", False), ("epoch", False), ("loss", True)):
         plot = page.locator(f"figure[data-key='{key}'] .u-over").bounding_box()
         page.mouse.move(plot["x"] + plot["width"] / 2, plot["y"] + plot["height"] / 2)
         tip = page.locator(f"figure[data-key='{key}'] .tip")

@@ -64,3 +64,21 @@ export function isStepwise(values: ArrayLike<number>): boolean {
   }
   return pairs > 0 && same >= 0.9 * pairs;
 }
+
+/** Whether a series has no noise to smooth away: its direction changes at fewer than 5 % of its steps (a warm-up and
+ * cosine schedule, a counter, a monotone curve). Smoothing such a series only makes it lag behind its values. A
+ * noisy series (a loss) changes direction at about half of them. */
+export function isNoiseFree(values: ArrayLike<number>): boolean {
+  let flips = 0;
+  let moves = 0;
+  let prev = 0; // sign of the last non-zero change
+  for (let i = 1; i < values.length; i++) {
+    const d = values[i] - values[i - 1];
+    if (!Number.isFinite(d) || d === 0) continue;
+    const sign = d > 0 ? 1 : -1;
+    if (prev !== 0 && sign !== prev) flips++;
+    prev = sign;
+    moves++;
+  }
+  return moves > 0 && flips < 0.05 * moves;
+}
