@@ -307,3 +307,18 @@ def test_back_leaves_the_graph_tab(page, graph_server, graph_store):
     assert f"run={graph_store['cnn']}" in page.url
     page.go_back()
     wait_for(page, "() => new URLSearchParams(location.search).get('tab') === 'runs'")
+
+
+def test_back_after_opening_the_graph_tab_returns_to_the_tab_before(page, graph_server, graph_store):
+    """Opening the Graph tab is a history entry of its own, though the view puts its run in focus in the same tick."""
+    page.goto(f"{graph_server}?tab=runs&runs={graph_store['cnn']}")
+    page.get_by_role("button", name="Charts", exact=True).click()
+    wait_for(page, "() => window.__deepscope.view().tab === 'charts'")
+    page.get_by_role("button", name="Graph", exact=True).click()
+    wait_for(page, "() => window.__deepscope.graph && window.__deepscope.graph().status === 'ready'")
+    assert f"run={graph_store['cnn']}" in page.url and "tab=graph" in page.url
+    page.go_back()
+    wait_for(page, "() => window.__deepscope.view().tab === 'charts'")
+    assert "tab=graph" not in page.url and "tab=runs" not in page.url
+    page.go_back()
+    wait_for(page, "() => window.__deepscope.view().tab === 'runs'")
