@@ -210,6 +210,41 @@ def test_overlays_recolour_and_show_a_legend(page, graph_server, graph_store):
     assert "ov=stat" in page.url and "step=0" in page.url
 
 
+def pixel(page, x: float, y: float) -> tuple[int, int, int]:
+    """The canvas's colour at (x, y), in CSS pixels from its top-left corner."""
+    js = """([x, y]) => {
+        const c = document.querySelector("[data-testid=graph-canvas]");
+        const d = window.devicePixelRatio || 1;
+        return [...c.getContext("2d").getImageData(Math.round(x * d), Math.round(y * d), 1, 1).data].slice(0, 3);
+    }"""
+    return tuple(page.evaluate(js, [x, y]))
+
+
+def inside_left(st: dict, n: dict) -> tuple[float, float]:
+    """A point of the box's own fill: beside its left edge, at half height (its text is centred)."""
+    return n["sx"] - n["w"] * st["zoom"] / 2 + 6, n["sy"]
+
+
+def test_items_without_a_statistic_look_apart_from_a_value_of_zero(page, graph_server, graph_store):
+    """A diverging scale draws 0 near-white; a box without a value (a ReLU has no weights) is grey and dashed."""
+    open_graph(page, graph_server, graph_store["cnn"], "&gx=features&ov=stat&kind=weight&stat=mean")
+    wait_for(page, "() => window.__deepscope.graph().nodes.some((n) => n.fill)")
+    st = state(page)
+    relu, conv = node(st, id="m:features.2"), node(st, id="m:features.4")
+    assert relu["value"] is None and relu["noValue"] and relu["fill"] is None
+    assert abs(conv["value"]) < 0.05 and not conv["noValue"]  # a mean weight of about 0: near-white
+    assert not node(st, id="n:args_0")["noValue"]  # the input is never coloured: it keeps its look
+    empty, zero = pixel(page, *inside_left(st, relu)), pixel(page, *inside_left(st, conv))
+    assert zero == tuple(int(c) for c in conv["fill"][4:-1].split(","))
+    assert sum(abs(a - b) for a, b in zip(empty, zero, strict=True)) > 30, (empty, zero)
+    assert max(empty) - min(empty) < 12 and max(empty) < 240  # a grey, darker than the scale's white
+    assert "no value" in page.get_by_test_id("graph-legend-none").inner_text()
+    page.get_by_test_id("graph-overlay").select_option("params")
+    wait_for(page, "() => window.__deepscope.graph().overlay?.mode === 'params'")
+    assert node(state(page), id="m:features.2")["noValue"]
+    assert "no parameters" in page.get_by_test_id("graph-legend-none").inner_text()
+
+
 def test_edge_hover_shows_shape_and_dtype(page, graph_server, graph_store):
     st = open_graph(page, graph_server, graph_store["cnn"])
     e = next(e for e in st["edges"] if e["src"] == "m:features")

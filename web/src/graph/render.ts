@@ -11,6 +11,7 @@ export interface Transform {
 
 export interface Paint {
   fill(n: PlacedNode): string | null; // overlay colour, null: the default
+  noValue(n: PlacedNode): boolean; // an overlay is on and gives this item no value
   selected: string | null; // visible id
   selectedContainer: string | null; // module path
   hoverNode: string | null;
@@ -19,6 +20,10 @@ export interface Paint {
 }
 
 const FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif";
+
+/** How an item without an overlay value looks: grey behind a dashed outline, apart from every colour of a scale
+ * (a diverging scale's 0 is near-white, a box's default). The legend draws its swatch with the same colours. */
+export const NO_VALUE = { fill: "#e4e7ec", stroke: "#8e97a8", dash: [4, 3] };
 
 function luminance(css: string): number {
   const m = css.match(/\d+(\.\d+)?/g);
@@ -122,15 +127,19 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
     const box = n.node.kind === "module";
     const io = n.node.op === "input" || n.node.op === "output";
     const fill = p.fill(n);
+    const none = !fill && p.noValue(n);
     roundRect(ctx, n.x, n.y, n.w, n.h, box ? 6 : io ? n.h / 2 : 4);
-    ctx.fillStyle = fill ?? (box ? "#ffffff" : io ? "#eef1f6" : "#f7f8fa");
+    ctx.fillStyle = fill ?? (none ? NO_VALUE.fill : box ? "#ffffff" : io ? "#eef1f6" : "#f7f8fa");
     ctx.fill();
     const sel = p.selected === n.node.id;
     const hov = p.hoverNode === n.node.id;
     const hit = p.matches.has(n.node.id);
-    ctx.lineWidth = (sel ? 2.6 : hit || hov ? 2 : box ? 1.3 : 1) * px;
-    ctx.strokeStyle = sel ? "#1c3fcc" : hit ? "#f08c00" : hov ? "#5c7cfa" : box ? "#7b8aa8" : "#c3c9d4";
+    const plain = !sel && !hit && !hov;
+    ctx.lineWidth = (sel ? 2.6 : hit || hov ? 2 : box || none ? 1.3 : 1) * px;
+    ctx.strokeStyle = sel ? "#1c3fcc" : hit ? "#f08c00" : hov ? "#5c7cfa" : none ? NO_VALUE.stroke : box ? "#7b8aa8" : "#c3c9d4";
+    if (none && plain) ctx.setLineDash(NO_VALUE.dash.map((d) => d * px));
     ctx.stroke();
+    ctx.setLineDash([]);
     if (box && text) {
       // a stack edge: "there is more inside"
       ctx.beginPath();
