@@ -133,6 +133,28 @@ def test_top_level_paints_then_expands_and_collapses(page, graph_server, graph_s
     assert len(state(page)["nodes"]) == 4
 
 
+def test_an_opened_module_stays_in_view(page, graph_server, graph_store):
+    """Zoomed in on a box, a click opens it: the view zooms out (never in) and pans so the whole module shows."""
+    open_graph(page, graph_server, graph_store["cnn"])
+    for _ in range(3):
+        page.get_by_role("button", name="+", exact=True).click()
+    st = state(page)
+    features = node(st, id="m:features")
+    click_at(page, features["sx"], features["sy"])
+    wait_for(page, "() => window.__deepscope.graph().containers.some((c) => c.path === 'features')")
+    after = state(page)
+    assert after["zoom"] < st["zoom"]
+    box = next(c for c in after["containers"] if c["path"] == "features")["box"]
+    canvas = page.get_by_test_id("graph-canvas").bounding_box()
+    assert 0 <= box["left"] < box["right"] <= canvas["width"], box
+    assert 0 <= box["top"] < box["bottom"] <= canvas["height"], box
+    # closing it again from there keeps the zoom: only what no longer fits moves
+    c = next(c for c in after["containers"] if c["path"] == "features")
+    click_at(page, c["sx"], c["sy"])
+    wait_for(page, "() => window.__deepscope.graph().expanded.length === 0")
+    assert state(page)["zoom"] == after["zoom"]
+
+
 def test_url_reopens_expanded_modules(page, graph_server, graph_store):
     st = open_graph(page, graph_server, graph_store["cnn"], "&gx=features&gx=features.0")
     assert set(st["expanded"]) == {"features", "features.0"}

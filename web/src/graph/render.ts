@@ -19,6 +19,9 @@ export interface Paint {
   matches: Set<string>;
 }
 
+/** The zoom below which boxes draw no text of their own. */
+export const LEGIBLE = 0.35;
+
 const FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif";
 
 /** How an item without an overlay value looks: grey behind a dashed outline, apart from every colour of a scale
@@ -61,7 +64,7 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
   const vx1 = vx0 + css.w / t.k;
   const vy1 = vy0 + css.h / t.k;
   const inView = (x: number, y: number, w: number, h: number) => x < vx1 && x + w > vx0 && y < vy1 && y + h > vy0;
-  const text = t.k >= 0.35;
+  const text = t.k >= LEGIBLE;
   const px = 1 / t.k;
 
   // containers: nested tints, title bars
