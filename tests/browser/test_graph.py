@@ -35,6 +35,23 @@ def hostile_graph() -> Graph:
     return Graph(method="fx", nodes=nodes, edges=edges, modules=modules), odd
 
 
+LONG_NAME = "encoder_attention_projection"
+
+
+def long_titled_graph() -> Graph:
+    """A module whose name and class are both long: its title cannot hold them both."""
+    s, f = (1, 4), ("float32",)
+    kind = "pkg.blocks.MultiHeadSelfAttentionWithRotaryEmbeddings"
+    modules = (ModuleInfo("", "Model", 20, None, (LONG_NAME,)), ModuleInfo(LONG_NAME, kind, 20, "", ()))
+    nodes = (
+        Node("x", "x", "input", "", "", "", output_shapes=(s,), output_dtypes=f),
+        Node("lin", "linear", "call_function", "aten.linear.default", LONG_NAME, kind, (s,), f, (s,), f, 20),
+        Node("out", "output", "output", "output", "", "", (s,), f),
+    )
+    edges = (Edge("x", "lin", s, "float32"), Edge("lin", "out", s, "float32"))
+    return Graph(method="fx", nodes=nodes, edges=edges, modules=modules)
+
+
 def cnn_run(root: Path, steps: int = 40) -> str:
     import torch
     import torch.nn.functional as F
@@ -72,9 +89,19 @@ def graph_store(tmp_path_factory) -> dict:
     g, odd = hostile_graph()
     with deepscope.init(project="graph", name="hostile", dir=root) as run:
         write_graph(run.dir, g)
+    with deepscope.init(project="graph", name="long-titles", dir=root) as long_titles:
+        write_graph(long_titles.dir, long_titled_graph())
     with deepscope.init(project="graph", name="bare", dir=root) as bare:
         pass
-    return {"root": root, "cnn": cnn, "hostile": run.id, "odd": odd, "bare": bare.id, "residual": residual.id}
+    return {
+        "root": root,
+        "cnn": cnn,
+        "hostile": run.id,
+        "odd": odd,
+        "bare": bare.id,
+        "residual": residual.id,
+        "long": long_titles.id,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +180,53 @@ def test_an_opened_module_stays_in_view(page, graph_server, graph_store):
     click_at(page, c["sx"], c["sy"])
     wait_for(page, "() => window.__deepscope.graph().expanded.length === 0")
     assert state(page)["zoom"] == after["zoom"]
+
+
+def test_open_module_titles_keep_their_names_and_edges_pass_under_them(page, graph_server, graph_store):
+    st = open_graph(page, graph_server, graph_store["cnn"], "&gx=features&gx=features.0")
+    titles = {c["path"]: c["title"] for c in st["containers"]}
+    assert titles == {"features": "features Sequential", "features.0": "0 Conv2d"}  # wide enough for both
+    # the edge from the input into `features` leaves a gap across its title bar: the title is not struck through
+    x, first = node(st, id="n:args_0"), node(st, id="n:conv2d")
+    assert abs(x["sx"] - first["sx"]) < 1  # a straight edge down the middle
+    box = next(c for c in st["containers"] if c["path"] == "features")["box"]
+    for y in (box["top"] + 3 * st["zoom"], box["top"] + 23 * st["zoom"]):  # above and below the title's glyphs
+        bar = pixel(page, x["sx"] - 40, y)
+        for dx in (-1, 0, 1):
+            assert pixel(page, x["sx"] + dx, y) == bar, (dx, y)
+    # a title too long for its bar keeps the module's name whole and cuts its class
+    st = open_graph(page, graph_server, graph_store["long"], f"&gx={LONG_NAME}")
+    shown = next(c for c in st["containers"] if c["path"] == LONG_NAME)["title"]
+    assert shown == LONG_NAME or (shown.startswith(f"{LONG_NAME} Multi") and shown.endswith("…")), shown
+
+
+def test_details_wrap_between_words(page, graph_server, graph_store):
+    """A class path wraps after a dot, and no dtype or number is cut in two."""
+    open_graph(page, graph_server, graph_store["cnn"], "&gx=features&gnode=m:features")
+    details = page.get_by_test_id("graph-details")
+    wait_for(page, "() => document.querySelector('[data-testid=graph-details]').innerText.includes('float32')")
+    assert "torch.nn.modules.container.Sequential" in details.inner_text().replace("\n", "")
+    lines = """([word]) => {
+        const el = document.querySelector("[data-testid=graph-details]");
+        const walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+        for (let t = walk.nextNode(); t; t = walk.nextNode()) {
+            const i = t.data.indexOf(word);
+            if (i < 0) continue;
+            const r = document.createRange();
+            r.setStart(t, i);
+            r.setEnd(t, i + word.length);
+            return new Set([...r.getClientRects()].map((q) => Math.round(q.top))).size;
+        }
+        return null;
+    }"""
+    type_box = details.locator("dd").first.bounding_box()
+    assert type_box["height"] > 20  # the class path takes two lines here: the test is about where it wraps
+    for word in ("Sequential", "container.", "float32", "205,728"):
+        assert page.evaluate(lines, [word]) == 1, word
+    # an operation's tensors: the dtypes whole
+    page.goto(f"{graph_server}?tab=graph&run={graph_store['cnn']}&gx=features&gx=features.0&gnode=n:conv2d")
+    wait_for(page, "() => document.querySelector('[data-testid=graph-details]')?.innerText.includes('out 0')")
+    assert page.evaluate(lines, ["float32"]) == 1
 
 
 def test_url_reopens_expanded_modules(page, graph_server, graph_store):

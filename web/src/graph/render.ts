@@ -1,7 +1,7 @@
 // Draws a scene on a canvas (one draw call per kind of mark, culled to the viewport, text only when legible)
 // and answers what is under the pointer. Labels are drawn with fillText: user strings never become markup.
 import type { PlacedContainer, PlacedEdge, PlacedNode, Scene } from "./types";
-import { HEADER, shortType } from "./scene";
+import { CLOSE_W, HEADER, shortType, TITLE_GAP, TITLE_INSET } from "./scene";
 
 export interface Transform {
   k: number;
@@ -23,6 +23,8 @@ export interface Paint {
 export const LEGIBLE = 0.35;
 
 const FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif";
+const TITLE_FONT = `600 12px ${FONT}`;
+const TYPE_FONT = `11px ${FONT}`;
 
 /** How an item without an overlay value looks: grey behind a dashed outline, apart from every colour of a scale
  * (a diverging scale's 0 is near-white, a box's default). The legend draws its swatch with the same colours. */
@@ -52,9 +54,36 @@ function clipText(ctx: CanvasRenderingContext2D, text: string, max: number): str
   return text.slice(0, lo) + "…";
 }
 
-/** Draws the scene; returns the names drawn at a legible size over a zoomed-out view (none when zoomed in: then
- * every box has its text). */
-export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, css: { w: number; h: number }, p: Paint): string[] {
+/** An open module's title bar: its name whole where it fits, then its type in the room left (left out when only a
+ * letter or two would show), and the "−" that closes it. */
+function title(ctx: CanvasRenderingContext2D, c: PlacedContainer): string {
+  const y = c.y + HEADER / 2;
+  const room = c.w - TITLE_INSET - CLOSE_W;
+  ctx.textBaseline = "middle";
+  ctx.font = TITLE_FONT;
+  ctx.fillStyle = "#3b4a6b";
+  const label = clipText(ctx, c.label, room);
+  ctx.fillText(label, c.x + TITLE_INSET, y);
+  const lw = ctx.measureText(label).width;
+  ctx.font = TYPE_FONT;
+  ctx.fillStyle = "#8a93a6";
+  const type = clipText(ctx, shortType(c.type), room - lw - TITLE_GAP);
+  const shown = type && !/^.{0,2}…$/.test(type);
+  if (shown) ctx.fillText(type, c.x + TITLE_INSET + lw + TITLE_GAP, y);
+  ctx.font = `600 13px ${FONT}`;
+  ctx.fillText("−", c.x + c.w - 20, y);
+  return shown ? `${label} ${type}` : label;
+}
+
+/** What a draw wrote, for the tests: the open modules' titles (by path) and the names over a zoomed-out view. */
+export interface Drawn {
+  titles: Map<string, string>;
+  overview: string[];
+}
+
+/** Draws the scene; returns the titles drawn and the names drawn at a legible size over a zoomed-out view (none
+ * when zoomed in: then every box has its text). */
+export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, css: { w: number; h: number }, p: Paint): Drawn {
   const dpr = window.devicePixelRatio || 1;
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, css.w, css.h);
@@ -68,6 +97,7 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
   const px = 1 / t.k;
 
   // containers: nested tints, title bars
+  const titles = new Map<string, string>();
   for (const c of scene.containers) {
     if (!inView(c.x, c.y, c.w, c.h)) continue;
     const sel = p.selectedContainer === c.path;
@@ -77,24 +107,15 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
     ctx.lineWidth = (sel ? 2.2 : 1) * px;
     ctx.strokeStyle = sel ? "#3b5bdb" : "rgba(59,91,219,0.35)";
     ctx.stroke();
-    if (text) {
-      ctx.font = `600 12px ${FONT}`;
-      ctx.fillStyle = "#3b4a6b";
-      ctx.textBaseline = "middle";
-      const type = shortType(c.type);
-      const label = clipText(ctx, c.label, c.w - 60);
-      ctx.fillText(label, c.x + 10, c.y + HEADER / 2);
-      const lw = ctx.measureText(label).width;
-      ctx.font = `11px ${FONT}`;
-      ctx.fillStyle = "#8a93a6";
-      if (type) ctx.fillText(clipText(ctx, type, Math.max(0, c.w - lw - 48)), c.x + 16 + lw, c.y + HEADER / 2);
-      ctx.fillStyle = "#8a93a6";
-      ctx.font = `600 13px ${FONT}`;
-      ctx.fillText("−", c.x + c.w - 20, c.y + HEADER / 2);
-    }
+    if (text) titles.set(c.path, title(ctx, c));
   }
 
-  // edges
+  // edges, each with a gap across the title bars it passes (a title is never struck through)
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(vx0, vy0, vx1 - vx0, vy1 - vy0);
+  for (const c of scene.containers) if (inView(c.x, c.y, c.w, HEADER)) ctx.rect(c.x, c.y, c.w, HEADER);
+  ctx.clip("evenodd");
   ctx.lineWidth = 1.2 * px;
   ctx.strokeStyle = "#a9b1c0";
   ctx.beginPath();
@@ -123,6 +144,7 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
     arrowHead(ctx, e, 8);
     ctx.fill();
   }
+  ctx.restore();
 
   // nodes
   for (const n of scene.nodes) {
@@ -171,7 +193,7 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
     }
     ctx.textAlign = "start";
   }
-  return text ? [] : overviewLabels(ctx, scene, t, css, dpr);
+  return { titles, overview: text ? [] : overviewLabels(ctx, scene, t, css, dpr) };
 }
 
 /** Zoomed out below legible text: the names of the modules wide enough on screen, at a legible size, with a
