@@ -89,7 +89,7 @@ def graph_store(tmp_path_factory) -> dict:
     g, odd = hostile_graph()
     with deepscope.init(project="graph", name="hostile", dir=root) as run:
         write_graph(run.dir, g)
-    with deepscope.init(project="graph", name="long-titles", dir=root) as long_titles:
+    with deepscope.init(project="graph", name="long-module-and-run-names", dir=root) as long_titles:
         write_graph(long_titles.dir, long_titled_graph())
     with deepscope.init(project="graph", name="bare", dir=root) as bare:
         pass
@@ -339,6 +339,44 @@ def test_items_without_a_statistic_look_apart_from_a_value_of_zero(page, graph_s
     wait_for(page, "() => window.__deepscope.graph().overlay?.mode === 'params'")
     assert node(state(page), id="m:features.2")["noValue"]
     assert "no parameters" in page.get_by_test_id("graph-legend-none").inner_text()
+
+
+def toolbar_boxes(page) -> dict[str, dict]:
+    """The screen box of each toolbar control, by its name (or its first option's text)."""
+    js = """() => [...document.querySelectorAll("[data-testid=graph-toolbar] :is(select, input, button)")].map((el) => {
+        const r = el.getBoundingClientRect();
+        const name = el.getAttribute("aria-label") || el.dataset.testid || el.textContent.trim() || el.placeholder;
+        return [name || el.tagName, {left: r.left, right: r.right, top: r.top, bottom: r.bottom}];
+    })"""
+    return dict(page.evaluate(js))
+
+
+@pytest.mark.parametrize("width", [1500, 1100])
+def test_the_toolbar_fits_with_a_layer_statistic(browser, graph_server, graph_store, width):
+    """All of it on one row at 1500 px; at 1100 px the colour controls take a second row, the zoom buttons stay
+    at the top right; nothing overlaps or leaves the window at either width. (The run list holds a long name: the
+    run menu is as wide as its longest.)"""
+    ctx = browser.new_context(viewport={"width": width, "height": 800})
+    page = ctx.new_page()
+    extra = "&gx=features&ov=stat&kind=param_grad&stat=nonfinite_frac"  # the widest kind and statistic
+    open_graph(page, graph_server, graph_store["cnn"], extra)
+    page.get_by_test_id("graph-step").wait_for()
+    boxes = toolbar_boxes(page)
+    ctx.close()
+    assert {"graph-fit", "Collapse all", "kind", "statistic", "module aggregate", "graph-step"} <= boxes.keys()
+    mids = sorted((b["top"] + b["bottom"]) / 2 for b in boxes.values())
+    rows = 1 + sum(b - a > 10 for a, b in zip(mids, mids[1:], strict=False))
+    assert rows == (1 if width == 1500 else 2), boxes
+    if width == 1100:
+        assert boxes["graph-fit"]["top"] < boxes["kind"]["top"]  # the buttons on the first row, the statistic below
+    for name, b in boxes.items():
+        assert b["left"] >= 0 and b["right"] <= width, name
+    for a, p in boxes.items():
+        for b, q in boxes.items():
+            overlap = (
+                p["left"] < q["right"] and q["left"] < p["right"] and p["top"] < q["bottom"] and q["top"] < p["bottom"]
+            )
+            assert a == b or not overlap, (a, b)
 
 
 def test_edge_hover_shows_shape_and_dtype(page, graph_server, graph_store):
