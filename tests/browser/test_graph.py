@@ -35,6 +35,23 @@ def hostile_graph() -> Graph:
     return Graph(method="fx", nodes=nodes, edges=edges, modules=modules), odd
 
 
+LONG_NAME = "encoder_attention_projection"
+
+
+def long_titled_graph() -> Graph:
+    """A module whose name and class are both long: its title cannot hold them both."""
+    s, f = (1, 4), ("float32",)
+    kind = "pkg.blocks.MultiHeadSelfAttentionWithRotaryEmbeddings"
+    modules = (ModuleInfo("", "Model", 20, None, (LONG_NAME,)), ModuleInfo(LONG_NAME, kind, 20, "", ()))
+    nodes = (
+        Node("x", "x", "input", "", "", "", output_shapes=(s,), output_dtypes=f),
+        Node("lin", "linear", "call_function", "aten.linear.default", LONG_NAME, kind, (s,), f, (s,), f, 20),
+        Node("out", "output", "output", "output", "", "", (s,), f),
+    )
+    edges = (Edge("x", "lin", s, "float32"), Edge("lin", "out", s, "float32"))
+    return Graph(method="fx", nodes=nodes, edges=edges, modules=modules)
+
+
 def cnn_run(root: Path, steps: int = 40) -> str:
     import torch
     import torch.nn.functional as F
@@ -72,9 +89,19 @@ def graph_store(tmp_path_factory) -> dict:
     g, odd = hostile_graph()
     with deepscope.init(project="graph", name="hostile", dir=root) as run:
         write_graph(run.dir, g)
+    with deepscope.init(project="graph", name="long-module-and-run-names", dir=root) as long_titles:
+        write_graph(long_titles.dir, long_titled_graph())
     with deepscope.init(project="graph", name="bare", dir=root) as bare:
         pass
-    return {"root": root, "cnn": cnn, "hostile": run.id, "odd": odd, "bare": bare.id, "residual": residual.id}
+    return {
+        "root": root,
+        "cnn": cnn,
+        "hostile": run.id,
+        "odd": odd,
+        "bare": bare.id,
+        "residual": residual.id,
+        "long": long_titles.id,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +158,75 @@ def test_top_level_paints_then_expands_and_collapses(page, graph_server, graph_s
     click_at(page, c["sx"], c["sy"])
     wait_for(page, "() => window.__deepscope.graph().expanded.length === 0")
     assert len(state(page)["nodes"]) == 4
+
+
+def test_an_opened_module_stays_in_view(page, graph_server, graph_store):
+    """Zoomed in on a box, a click opens it: the view zooms out (never in) and pans so the whole module shows."""
+    open_graph(page, graph_server, graph_store["cnn"])
+    for _ in range(3):
+        page.get_by_role("button", name="+", exact=True).click()
+    st = state(page)
+    features = node(st, id="m:features")
+    click_at(page, features["sx"], features["sy"])
+    wait_for(page, "() => window.__deepscope.graph().containers.some((c) => c.path === 'features')")
+    after = state(page)
+    assert after["zoom"] < st["zoom"]
+    box = next(c for c in after["containers"] if c["path"] == "features")["box"]
+    canvas = page.get_by_test_id("graph-canvas").bounding_box()
+    assert 0 <= box["left"] < box["right"] <= canvas["width"], box
+    assert 0 <= box["top"] < box["bottom"] <= canvas["height"], box
+    # closing it again from there keeps the zoom: only what no longer fits moves
+    c = next(c for c in after["containers"] if c["path"] == "features")
+    click_at(page, c["sx"], c["sy"])
+    wait_for(page, "() => window.__deepscope.graph().expanded.length === 0")
+    assert state(page)["zoom"] == after["zoom"]
+
+
+def test_open_module_titles_keep_their_names_and_edges_pass_under_them(page, graph_server, graph_store):
+    st = open_graph(page, graph_server, graph_store["cnn"], "&gx=features&gx=features.0")
+    titles = {c["path"]: c["title"] for c in st["containers"]}
+    assert titles == {"features": "features Sequential", "features.0": "0 Conv2d"}  # wide enough for both
+    # the edge from the input into `features` leaves a gap across its title bar: the title is not struck through
+    x, first = node(st, id="n:args_0"), node(st, id="n:conv2d")
+    assert abs(x["sx"] - first["sx"]) < 1  # a straight edge down the middle
+    box = next(c for c in st["containers"] if c["path"] == "features")["box"]
+    for y in (box["top"] + 3 * st["zoom"], box["top"] + 23 * st["zoom"]):  # above and below the title's glyphs
+        bar = pixel(page, x["sx"] - 40, y)
+        for dx in (-1, 0, 1):
+            assert pixel(page, x["sx"] + dx, y) == bar, (dx, y)
+    # a title too long for its bar keeps the module's name whole and cuts its class
+    st = open_graph(page, graph_server, graph_store["long"], f"&gx={LONG_NAME}")
+    shown = next(c for c in st["containers"] if c["path"] == LONG_NAME)["title"]
+    assert shown == LONG_NAME or (shown.startswith(f"{LONG_NAME} Multi") and shown.endswith("…")), shown
+
+
+def test_details_wrap_between_words(page, graph_server, graph_store):
+    """A class path wraps after a dot, and no dtype or number is cut in two."""
+    open_graph(page, graph_server, graph_store["cnn"], "&gx=features&gnode=m:features")
+    details = page.get_by_test_id("graph-details")
+    wait_for(page, "() => document.querySelector('[data-testid=graph-details]').innerText.includes('float32')")
+    assert "torch.nn.modules.container.Sequential" in details.inner_text().replace("\n", "")
+    lines = """([word]) => {
+        const el = document.querySelector("[data-testid=graph-details]");
+        const walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+        for (let t = walk.nextNode(); t; t = walk.nextNode()) {
+            const i = t.data.indexOf(word);
+            if (i < 0) continue;
+            const r = document.createRange();
+            r.setStart(t, i);
+            r.setEnd(t, i + word.length);
+            return new Set([...r.getClientRects()].map((q) => Math.round(q.top))).size;
+        }
+        return null;
+    }"""
+    type_box = details.locator("dd").first.bounding_box()
+    assert type_box["height"] > 20  # the class path takes two lines here: the test is about where it wraps
+    for word in ("Sequential", "container.", "float32", "205,728"):
+        assert page.evaluate(lines, [word]) == 1, word
+    # an operation's tensors: the dtypes whole
+    page.goto(f"{graph_server}?tab=graph&run={graph_store['cnn']}&gx=features&gx=features.0&gnode=n:conv2d")
+    wait_for(page, "() => document.querySelector('[data-testid=graph-details]')?.innerText.includes('out 0')")
+    assert page.evaluate(lines, ["float32"]) == 1
 
 
 def test_url_reopens_expanded_modules(page, graph_server, graph_store):
@@ -208,6 +304,79 @@ def test_overlays_recolour_and_show_a_legend(page, graph_server, graph_store):
     after = {n["id"]: n["value"] for n in second["nodes"] if n["value"] is not None}
     assert before.keys() == after.keys() and before != after  # the values (and colours) follow the step
     assert "ov=stat" in page.url and "step=0" in page.url
+
+
+def pixel(page, x: float, y: float) -> tuple[int, int, int]:
+    """The canvas's colour at (x, y), in CSS pixels from its top-left corner."""
+    js = """([x, y]) => {
+        const c = document.querySelector("[data-testid=graph-canvas]");
+        const d = window.devicePixelRatio || 1;
+        return [...c.getContext("2d").getImageData(Math.round(x * d), Math.round(y * d), 1, 1).data].slice(0, 3);
+    }"""
+    return tuple(page.evaluate(js, [x, y]))
+
+
+def inside_left(st: dict, n: dict) -> tuple[float, float]:
+    """A point of the box's own fill: beside its left edge, at half height (its text is centred)."""
+    return n["sx"] - n["w"] * st["zoom"] / 2 + 6, n["sy"]
+
+
+def test_items_without_a_statistic_look_apart_from_a_value_of_zero(page, graph_server, graph_store):
+    """A diverging scale draws 0 near-white; a box without a value (a ReLU has no weights) is grey and dashed."""
+    open_graph(page, graph_server, graph_store["cnn"], "&gx=features&ov=stat&kind=weight&stat=mean")
+    wait_for(page, "() => window.__deepscope.graph().nodes.some((n) => n.fill)")
+    st = state(page)
+    relu, conv = node(st, id="m:features.2"), node(st, id="m:features.4")
+    assert relu["value"] is None and relu["noValue"] and relu["fill"] is None
+    assert abs(conv["value"]) < 0.05 and not conv["noValue"]  # a mean weight of about 0: near-white
+    assert not node(st, id="n:args_0")["noValue"]  # the input is never coloured: it keeps its look
+    empty, zero = pixel(page, *inside_left(st, relu)), pixel(page, *inside_left(st, conv))
+    assert zero == tuple(int(c) for c in conv["fill"][4:-1].split(","))
+    assert sum(abs(a - b) for a, b in zip(empty, zero, strict=True)) > 30, (empty, zero)
+    assert max(empty) - min(empty) < 12 and max(empty) < 240  # a grey, darker than the scale's white
+    assert "no value" in page.get_by_test_id("graph-legend-none").inner_text()
+    page.get_by_test_id("graph-overlay").select_option("params")
+    wait_for(page, "() => window.__deepscope.graph().overlay?.mode === 'params'")
+    assert node(state(page), id="m:features.2")["noValue"]
+    assert "no parameters" in page.get_by_test_id("graph-legend-none").inner_text()
+
+
+def toolbar_boxes(page) -> dict[str, dict]:
+    """The screen box of each toolbar control, by its name (or its first option's text)."""
+    js = """() => [...document.querySelectorAll("[data-testid=graph-toolbar] :is(select, input, button)")].map((el) => {
+        const r = el.getBoundingClientRect();
+        const name = el.getAttribute("aria-label") || el.dataset.testid || el.textContent.trim() || el.placeholder;
+        return [name || el.tagName, {left: r.left, right: r.right, top: r.top, bottom: r.bottom}];
+    })"""
+    return dict(page.evaluate(js))
+
+
+@pytest.mark.parametrize("width", [1500, 1100])
+def test_the_toolbar_fits_with_a_layer_statistic(browser, graph_server, graph_store, width):
+    """All of it on one row at 1500 px; at 1100 px the colour controls take a second row, the zoom buttons stay
+    at the top right; nothing overlaps or leaves the window at either width. (The run list holds a long name: the
+    run menu is as wide as its longest.)"""
+    ctx = browser.new_context(viewport={"width": width, "height": 800})
+    page = ctx.new_page()
+    extra = "&gx=features&ov=stat&kind=param_grad&stat=nonfinite_frac"  # the widest kind and statistic
+    open_graph(page, graph_server, graph_store["cnn"], extra)
+    page.get_by_test_id("graph-step").wait_for()
+    boxes = toolbar_boxes(page)
+    ctx.close()
+    assert {"graph-fit", "Collapse all", "kind", "statistic", "module aggregate", "graph-step"} <= boxes.keys()
+    mids = sorted((b["top"] + b["bottom"]) / 2 for b in boxes.values())
+    rows = 1 + sum(b - a > 10 for a, b in zip(mids, mids[1:], strict=False))
+    assert rows == (1 if width == 1500 else 2), boxes
+    if width == 1100:
+        assert boxes["graph-fit"]["top"] < boxes["kind"]["top"]  # the buttons on the first row, the statistic below
+    for name, b in boxes.items():
+        assert b["left"] >= 0 and b["right"] <= width, name
+    for a, p in boxes.items():
+        for b, q in boxes.items():
+            overlap = (
+                p["left"] < q["right"] and q["left"] < p["right"] and p["top"] < q["bottom"] and q["top"] < p["bottom"]
+            )
+            assert a == b or not overlap, (a, b)
 
 
 def test_edge_hover_shows_shape_and_dtype(page, graph_server, graph_store):
@@ -307,3 +476,18 @@ def test_back_leaves_the_graph_tab(page, graph_server, graph_store):
     assert f"run={graph_store['cnn']}" in page.url
     page.go_back()
     wait_for(page, "() => new URLSearchParams(location.search).get('tab') === 'runs'")
+
+
+def test_back_after_opening_the_graph_tab_returns_to_the_tab_before(page, graph_server, graph_store):
+    """Opening the Graph tab is a history entry of its own, though the view puts its run in focus in the same tick."""
+    page.goto(f"{graph_server}?tab=runs&runs={graph_store['cnn']}")
+    page.get_by_role("button", name="Charts", exact=True).click()
+    wait_for(page, "() => window.__deepscope.view().tab === 'charts'")
+    page.get_by_role("button", name="Graph", exact=True).click()
+    wait_for(page, "() => window.__deepscope.graph && window.__deepscope.graph().status === 'ready'")
+    assert f"run={graph_store['cnn']}" in page.url and "tab=graph" in page.url
+    page.go_back()
+    wait_for(page, "() => window.__deepscope.view().tab === 'charts'")
+    assert "tab=graph" not in page.url and "tab=runs" not in page.url
+    page.go_back()
+    wait_for(page, "() => window.__deepscope.view().tab === 'runs'")

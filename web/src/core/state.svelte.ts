@@ -124,9 +124,10 @@ function syncUrl() {
 }
 
 /** Put `id` in focus on behalf of the user — a view that picked a run by itself: the URL is updated in place, not
- * pushed as a new history entry (Back would land on the view, which would pick it again). */
+ * pushed as a new history entry (Back would land on the view, which would pick it again). A change of place the URL
+ * does not hold yet (the tab that opened the view, in the same tick) still gets its own entry, the run with it. */
 export function adoptDetail(id: string | null): void {
-  lastPlace = placeOf(id);
+  if (placeOf() === lastPlace) lastPlace = placeOf(id);
   view.detail = id;
 }
 

@@ -1,7 +1,7 @@
 // Draws a scene on a canvas (one draw call per kind of mark, culled to the viewport, text only when legible)
 // and answers what is under the pointer. Labels are drawn with fillText: user strings never become markup.
 import type { PlacedContainer, PlacedEdge, PlacedNode, Scene } from "./types";
-import { HEADER, shortType } from "./scene";
+import { CLOSE_W, HEADER, shortType, TITLE_GAP, TITLE_INSET } from "./scene";
 
 export interface Transform {
   k: number;
@@ -11,6 +11,7 @@ export interface Transform {
 
 export interface Paint {
   fill(n: PlacedNode): string | null; // overlay colour, null: the default
+  noValue(n: PlacedNode): boolean; // an overlay is on and gives this item no value
   selected: string | null; // visible id
   selectedContainer: string | null; // module path
   hoverNode: string | null;
@@ -18,7 +19,16 @@ export interface Paint {
   matches: Set<string>;
 }
 
+/** The zoom below which boxes draw no text of their own. */
+export const LEGIBLE = 0.35;
+
 const FONT = "system-ui, -apple-system, 'Segoe UI', sans-serif";
+const TITLE_FONT = `600 12px ${FONT}`;
+const TYPE_FONT = `11px ${FONT}`;
+
+/** How an item without an overlay value looks: grey behind a dashed outline, apart from every colour of a scale
+ * (a diverging scale's 0 is near-white, a box's default). The legend draws its swatch with the same colours. */
+export const NO_VALUE = { fill: "#e4e7ec", stroke: "#8e97a8", dash: [4, 3] };
 
 function luminance(css: string): number {
   const m = css.match(/\d+(\.\d+)?/g);
@@ -44,9 +54,36 @@ function clipText(ctx: CanvasRenderingContext2D, text: string, max: number): str
   return text.slice(0, lo) + "…";
 }
 
-/** Draws the scene; returns the names drawn at a legible size over a zoomed-out view (none when zoomed in: then
- * every box has its text). */
-export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, css: { w: number; h: number }, p: Paint): string[] {
+/** An open module's title bar: its name whole where it fits, then its type in the room left (left out when only a
+ * letter or two would show), and the "−" that closes it. */
+function title(ctx: CanvasRenderingContext2D, c: PlacedContainer): string {
+  const y = c.y + HEADER / 2;
+  const room = c.w - TITLE_INSET - CLOSE_W;
+  ctx.textBaseline = "middle";
+  ctx.font = TITLE_FONT;
+  ctx.fillStyle = "#3b4a6b";
+  const label = clipText(ctx, c.label, room);
+  ctx.fillText(label, c.x + TITLE_INSET, y);
+  const lw = ctx.measureText(label).width;
+  ctx.font = TYPE_FONT;
+  ctx.fillStyle = "#8a93a6";
+  const type = clipText(ctx, shortType(c.type), room - lw - TITLE_GAP);
+  const shown = type && !/^.{0,2}…$/.test(type);
+  if (shown) ctx.fillText(type, c.x + TITLE_INSET + lw + TITLE_GAP, y);
+  ctx.font = `600 13px ${FONT}`;
+  ctx.fillText("−", c.x + c.w - 20, y);
+  return shown ? `${label} ${type}` : label;
+}
+
+/** What a draw wrote, for the tests: the open modules' titles (by path) and the names over a zoomed-out view. */
+export interface Drawn {
+  titles: Map<string, string>;
+  overview: string[];
+}
+
+/** Draws the scene; returns the titles drawn and the names drawn at a legible size over a zoomed-out view (none
+ * when zoomed in: then every box has its text). */
+export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, css: { w: number; h: number }, p: Paint): Drawn {
   const dpr = window.devicePixelRatio || 1;
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, css.w, css.h);
@@ -56,10 +93,11 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
   const vx1 = vx0 + css.w / t.k;
   const vy1 = vy0 + css.h / t.k;
   const inView = (x: number, y: number, w: number, h: number) => x < vx1 && x + w > vx0 && y < vy1 && y + h > vy0;
-  const text = t.k >= 0.35;
+  const text = t.k >= LEGIBLE;
   const px = 1 / t.k;
 
   // containers: nested tints, title bars
+  const titles = new Map<string, string>();
   for (const c of scene.containers) {
     if (!inView(c.x, c.y, c.w, c.h)) continue;
     const sel = p.selectedContainer === c.path;
@@ -69,24 +107,15 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
     ctx.lineWidth = (sel ? 2.2 : 1) * px;
     ctx.strokeStyle = sel ? "#3b5bdb" : "rgba(59,91,219,0.35)";
     ctx.stroke();
-    if (text) {
-      ctx.font = `600 12px ${FONT}`;
-      ctx.fillStyle = "#3b4a6b";
-      ctx.textBaseline = "middle";
-      const type = shortType(c.type);
-      const label = clipText(ctx, c.label, c.w - 60);
-      ctx.fillText(label, c.x + 10, c.y + HEADER / 2);
-      const lw = ctx.measureText(label).width;
-      ctx.font = `11px ${FONT}`;
-      ctx.fillStyle = "#8a93a6";
-      if (type) ctx.fillText(clipText(ctx, type, Math.max(0, c.w - lw - 48)), c.x + 16 + lw, c.y + HEADER / 2);
-      ctx.fillStyle = "#8a93a6";
-      ctx.font = `600 13px ${FONT}`;
-      ctx.fillText("−", c.x + c.w - 20, c.y + HEADER / 2);
-    }
+    if (text) titles.set(c.path, title(ctx, c));
   }
 
-  // edges
+  // edges, each with a gap across the title bars it passes (a title is never struck through)
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(vx0, vy0, vx1 - vx0, vy1 - vy0);
+  for (const c of scene.containers) if (inView(c.x, c.y, c.w, HEADER)) ctx.rect(c.x, c.y, c.w, HEADER);
+  ctx.clip("evenodd");
   ctx.lineWidth = 1.2 * px;
   ctx.strokeStyle = "#a9b1c0";
   ctx.beginPath();
@@ -115,6 +144,7 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
     arrowHead(ctx, e, 8);
     ctx.fill();
   }
+  ctx.restore();
 
   // nodes
   for (const n of scene.nodes) {
@@ -122,15 +152,19 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
     const box = n.node.kind === "module";
     const io = n.node.op === "input" || n.node.op === "output";
     const fill = p.fill(n);
+    const none = !fill && p.noValue(n);
     roundRect(ctx, n.x, n.y, n.w, n.h, box ? 6 : io ? n.h / 2 : 4);
-    ctx.fillStyle = fill ?? (box ? "#ffffff" : io ? "#eef1f6" : "#f7f8fa");
+    ctx.fillStyle = fill ?? (none ? NO_VALUE.fill : box ? "#ffffff" : io ? "#eef1f6" : "#f7f8fa");
     ctx.fill();
     const sel = p.selected === n.node.id;
     const hov = p.hoverNode === n.node.id;
     const hit = p.matches.has(n.node.id);
-    ctx.lineWidth = (sel ? 2.6 : hit || hov ? 2 : box ? 1.3 : 1) * px;
-    ctx.strokeStyle = sel ? "#1c3fcc" : hit ? "#f08c00" : hov ? "#5c7cfa" : box ? "#7b8aa8" : "#c3c9d4";
+    const plain = !sel && !hit && !hov;
+    ctx.lineWidth = (sel ? 2.6 : hit || hov ? 2 : box || none ? 1.3 : 1) * px;
+    ctx.strokeStyle = sel ? "#1c3fcc" : hit ? "#f08c00" : hov ? "#5c7cfa" : none ? NO_VALUE.stroke : box ? "#7b8aa8" : "#c3c9d4";
+    if (none && plain) ctx.setLineDash(NO_VALUE.dash.map((d) => d * px));
     ctx.stroke();
+    ctx.setLineDash([]);
     if (box && text) {
       // a stack edge: "there is more inside"
       ctx.beginPath();
@@ -159,7 +193,7 @@ export function draw(ctx: CanvasRenderingContext2D, scene: Scene, t: Transform, 
     }
     ctx.textAlign = "start";
   }
-  return text ? [] : overviewLabels(ctx, scene, t, css, dpr);
+  return { titles, overview: text ? [] : overviewLabels(ctx, scene, t, css, dpr) };
 }
 
 /** Zoomed out below legible text: the names of the modules wide enough on screen, at a legible size, with a

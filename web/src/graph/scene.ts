@@ -5,14 +5,18 @@ import type { GEdge, GModule, GNode, GraphView, LevelInput, LevelLayout, PlacedC
 
 export const PAD = 14; // container padding
 export const HEADER = 26; // container title bar
+export const TITLE_INSET = 10; // the title's left margin
+export const TITLE_GAP = 6; // between the name and the type
+export const CLOSE_W = 30; // the "−" at the right of the title bar
 const NODE_H = 30;
 const BOX_H = 42;
 const CHAR_W = 6.6;
 
-/** Wide enough for the inner level and the title ("name  Type  −"). */
-function containerWidth(path: string, inner: number): number {
+/** Wide enough for the inner level and the title ("name  Type  −"; a very long one is cut, its type first). */
+function containerWidth(path: string, type: string, inner: number): number {
   const label = path.slice(path.lastIndexOf(".") + 1);
-  return Math.max(inner + 2 * PAD, Math.min(260, label.length * 7.5 + 44));
+  const title = TITLE_INSET + label.length * 7.5 + TITLE_GAP + shortType(type).length * 6.8 + CLOSE_W + 4;
+  return Math.max(inner + 2 * PAD, Math.min(300, title));
 }
 
 export function nodeSize(n: GNode): [number, number] {
@@ -118,6 +122,7 @@ const cache = new Map<string, LevelLayout>();
 /** Lay out and nest the view's levels; `stats` receives what was laid out (for the benchmark). */
 export async function makeScene(view: GraphView, tree: Tree, layout: LayoutFn, stats?: (l: LevelLayout[]) => void): Promise<Scene> {
   const { levels } = build(view, tree);
+  const typeOf = (path: string) => tree.byPath.get(path)?.type ?? "";
   const depth = (p: string) => (p === "" ? 0 : tree.chain(p).length - 1);
   const paths = [...levels.keys()].sort((a, b) => depth(b) - depth(a));
   const done = new Map<string, LevelLayout>();
@@ -133,7 +138,7 @@ export async function makeScene(view: GraphView, tree: Tree, layout: LayoutFn, s
       const sizes = l.items.map((id, k) => {
         if (!id.startsWith("c:")) return l.sizes[k];
         const inner = done.get(id.slice(2))!;
-        return [containerWidth(id.slice(2), inner.width), inner.height + HEADER + PAD] as [number, number];
+        return [containerWidth(id.slice(2), typeOf(id.slice(2)), inner.width), inner.height + HEADER + PAD] as [number, number];
       });
       const key = `${path}\u0000${l.items.map((id, k) => `${id}:${sizes[k][0]}x${sizes[k][1]}`).join("\u0001")}\u0000${l.edges.join(";")}`;
       const hit = cache.get(key);
@@ -170,7 +175,7 @@ export async function makeScene(view: GraphView, tree: Tree, layout: LayoutFn, s
     const l = levels.get(path)!;
     const r = done.get(path)!;
     l.items.forEach((id, k) => {
-      const w = id.startsWith("c:") ? containerWidth(id.slice(2), done.get(id.slice(2))!.width) : l.sizes[k][0];
+      const w = id.startsWith("c:") ? containerWidth(id.slice(2), typeOf(id.slice(2)), done.get(id.slice(2))!.width) : l.sizes[k][0];
       const h = id.startsWith("c:") ? done.get(id.slice(2))!.height + HEADER + PAD : l.sizes[k][1];
       const x = ox + r.x[k] - w / 2;
       const y = oy + r.y[k] - h / 2;
