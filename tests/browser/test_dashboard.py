@@ -532,6 +532,8 @@ def test_an_empty_directory_says_how_runs_get_there(page, serve, tmp_path):
     run.log({"loss": 1.0}, step=0)
     run.finish()
     empty.wait_for(state="detached", timeout=10_000)
+    chart_ready(page, "loss", run.id, 0)  # and the run is selected, as it would have been at load
+    assert f"runs={run.id}" in page.url
 
 
 def test_a_step_logged_twice_shows_its_last_value_in_the_tooltip_as_the_line_does(page, serve, tmp_path):

@@ -140,19 +140,31 @@ window.addEventListener("popstate", () => {
 });
 
 // ---- loading -----------------------------------------------------------------------------------------
+let selectFirst = false; // the page opened on no runs and without a selection in its link
+
+/** The newest run's project: its five newest runs (runs of another project rarely compare with them). */
+function defaultSelection(runs: RunSummary[]): string[] {
+  return runs.filter((r) => r.project === runs[0]?.project).slice(0, 5).map((r) => r.id);
+}
+
 export async function loadRuns(): Promise<void> {
   try {
     const runs = await api.runs();
     data.runs = runs;
     data.error = null;
+    if (data.loaded && selectFirst && runs.length) {
+      // opened on an empty directory: the first runs to appear are selected as they would have been at load
+      selectFirst = false;
+      if (!view.runs.length) view.runs = defaultSelection(runs);
+    }
     if (!data.loaded) {
       data.loaded = true;
       const known = new Set(runs.map((r) => r.id));
-      // the newest run's project: its five newest runs (runs of another project rarely compare with them)
       const missing = [...view.runs, ...(view.detail ? [view.detail] : [])].filter((id) => !known.has(id));
       data.missing = [...new Set(missing)];
-      if (!initial.hasRuns) view.runs = runs.filter((r) => r.project === runs[0]?.project).slice(0, 5).map((r) => r.id);
+      if (!initial.hasRuns) view.runs = defaultSelection(runs);
       else view.runs = view.runs.filter((id) => known.has(id));
+      selectFirst = !initial.hasRuns && !runs.length;
       if (view.detail && !known.has(view.detail)) {
         adoptDetail(null); // each view picks a run of its own, as without one in the link
         if (view.tab === "run") view.tab = "runs";
