@@ -223,6 +223,8 @@ def test_runs_table_sorts_and_filters(page, server, store):
     page.get_by_label("Config value").select_option("adam")
     assert shown() == [store["long"]]
     page.get_by_label("Config key").select_option("")
+    # an integer config value whole, with separators (it read 3.798e+6)
+    assert page.locator(f"tr[data-run='{store['long']}'] td.cfgval", has_text="3,798,010").count() == 1
     page.locator("th button.sort", has_text="Step").click()  # descending first
     assert shown()[0] == store["long"]
     page.locator("th button.sort", has_text="Name").click()
@@ -267,6 +269,8 @@ def test_metric_groups_put_the_users_first_and_sys_last(page, server, store):
     chart_ready(page, "sys/step_time", hostile)
     groups = page.locator(".group").evaluate_all("(els) => els.map((e) => e.dataset.group)")
     assert groups == ["train", "val", "", "sys"]  # named groups, then keys without one, then deepscope's timings
+    assert page.locator("figure[data-key='sys/step_time'] .unit").inner_text() == "seconds"
+    assert page.locator("figure[data-key='train/loss'] .unit").count() == 0
 
 
 def test_user_strings_render_as_text(page, server, store):
