@@ -256,6 +256,14 @@ def test_gradient_flow_overlays_runs_and_scrubs(page, watched, server_url, tmp_p
     assert flow["runs"][sig]["points"] == 5 and flow["runs"][relu]["points"] == 3  # one per weight parameter
     assert flow["runs"][sig]["names"] == ["0.0.weight", "0.2.weight", "0.4.weight", "0.6.weight", "1.weight"]
     assert flow["axis"] == "relative depth"  # two models: no run's values under another's parameter names
+    # hovering the input end names each run's first weight, with its value
+    plot = page.locator("figure[data-stat=norm] .u-over").bounding_box()
+    page.mouse.move(plot["x"] + plot["width"] * 0.05, plot["y"] + plot["height"] / 2)
+    tip = page.get_by_test_id("flow-tip")
+    tip.wait_for()
+    rows = tip.locator(".tip-row").all_inner_texts()
+    assert len(rows) == 2 and "0.0.weight" in rows[0] and "0.0.weight" in rows[1]
+    page.mouse.move(0, 0)
     shot(page, "internals-gradient-flow.png", tmp_path)
     slider = page.get_by_label("Step")
     slider.fill("20")
