@@ -51,7 +51,9 @@ def browser():
 def store(tmp_path_factory) -> dict:
     """Three finished runs, one of which carries hostile strings in every user-controlled field."""
     root = tmp_path_factory.mktemp("runs")
-    long = write_run(root, "baseline", LONG_STEPS, config={"lr": 0.001, "optimizer": "adam", "n_params": 3798010}, tags=["sweep"])
+    long = write_run(
+        root, "baseline", LONG_STEPS, config={"lr": 0.001, "optimizer": "adam", "n_params": 3798010}, tags=["sweep"]
+    )
     short = write_run(root, "short-sgd", SHORT_STEPS, config={"lr": 0.01, "optimizer": "sgd"}, seed=0.3)
     hostile = deepscope.init(project="browser", name=XSS, config={"note": XSS, "lr": 0.1}, dir=root, tags=[XSS])
     for s in range(50):

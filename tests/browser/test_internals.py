@@ -345,6 +345,11 @@ def test_ranks_view_flags_the_slow_rank(page, watched, server_url, tmp_path):
     assert all(r["points"] == DDP_STEPS for r in ranks)
     assert page.locator('[data-rank="1"] .flag').inner_text().strip().lower() == "straggler"
     assert page.locator('[data-rank="0"] .flag').count() == 0
+    # ranks have colours of their own: rank 0 is not drawn in another run's colour
+    swatches = [
+        page.locator(f'[data-rank="{r}"] .sw').evaluate("(e) => getComputedStyle(e).backgroundColor") for r in (0, 1)
+    ]
+    assert swatches == ["rgb(68, 1, 84)", "rgb(189, 223, 38)"]
     assert page.get_by_test_id("no-divergence").count() == 0  # two ranks: the divergence chart
     shot(page, "internals-ranks.png", tmp_path)
     one = watched["relu"]

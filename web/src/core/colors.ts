@@ -29,3 +29,24 @@ export function withAlpha(hex: string, alpha: number): string {
   const n = parseInt(hex.slice(1), 16);
   return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
 }
+
+// Ranks of one run: a sequence of their own (viridis, without its palest yellows), so that rank 0 is never drawn in
+// the colour of another run.
+const RANK_STOPS = [
+  [68, 1, 84],
+  [65, 68, 135],
+  [42, 120, 142],
+  [34, 168, 132],
+  [122, 209, 81],
+  [189, 223, 38],
+];
+
+/** The colour of `rank` among `world` ranks: from dark violet (rank 0) to green-yellow (the last). */
+export function rankColor(rank: number, world: number): string {
+  const t = world > 1 ? Math.min(1, Math.max(0, rank / (world - 1))) : 0;
+  const x = t * (RANK_STOPS.length - 1);
+  const i = Math.min(RANK_STOPS.length - 2, Math.floor(x));
+  const f = x - i;
+  const c = RANK_STOPS[i].map((v, k) => Math.round(v + (RANK_STOPS[i + 1][k] - v) * f));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
