@@ -652,3 +652,23 @@ def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tm
     page.mouse.move(plot["x"] + plot["width"] - 2, plot["y"] + plot["height"] / 2)
     page.mouse.click(plot["x"] + plot["width"] - 2, plot["y"] + plot["height"] / 2)
     wait_for(page, "() => window.__deepscope.view().selectedStep === 14")
+
+
+def test_a_finding_every_rank_made_is_one_card_naming_the_ranks(page, serve, tmp_path):
+    """Data parallelism averages the gradients: each rank finds the same thing at the same step. One card says
+    which ranks; a finding of one rank alone says that rank."""
+    model = relu_net()
+    ranks = [deepscope.init(dir=tmp_path, id="ddp", name="ddp", rank=r, world_size=2) for r in (0, 1)]
+    ranks[0].watch(model, histograms_every=0, print_findings=False)
+    model(torch.randn(4, 64)).sum().backward()
+    for run in ranks:
+        run.event("diagnosis/dead_units", "80% of 0.1's units never fired", step=0, severity="warning", key="0.1")
+    ranks[1].event("diagnosis/nonfinite", "NaN/Inf in activations of 0.3", step=0, severity="error", key="0.3")
+    for run in reversed(ranks):
+        run.finish()
+    open_internals(page, serve(tmp_path).url, "runs=ddp&run=ddp&panel=diagnoses")
+    wait_for(page, "() => (window.__deepscope.internals.diagnoses ?? []).length === 2")
+    cards = {d["kind"]: d["ranks"] for d in held(page, "diagnoses")}
+    assert sorted(cards["diagnosis/dead_units"]) == [0, 1] and cards["diagnosis/nonfinite"] == [1]
+    metas = page.locator(".diagnoses li .meta").all_inner_texts()
+    assert any("ranks 0, 1" in m for m in metas) and any("· rank 1" in m for m in metas)

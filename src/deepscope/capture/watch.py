@@ -172,7 +172,8 @@ class Watcher:
         writer = run._writer
         self._diagnoser = None
         if cfg.diagnose:
-            printer = console_printer(run.name) if cfg.print_findings else None
+            where = run.name if run.world_size <= 1 else f"{run.name} rank {run.rank}"  # each rank prints its own
+            printer = console_printer(where) if cfg.print_findings else None
             table = [la.to_json() for la in self.layers]
             emit = self._emit_finding(printer)
             self._diagnoser = Diagnoser(table, self.param_names, emit, thresholds, cfg.dead_window)
