@@ -307,6 +307,11 @@ class Run:
             notice(f"deepscope.watch: run {self.id!r} already watches this model; the running watch goes on (to "
                    "change its settings: run.unwatch(), then run.watch(...))", stacklevel=2)  # fmt: skip
             return watched
+        other = next((r for r in open_runs() if r is not self and any(
+            getattr(w, "model", None) is model and not w.scope.closed for w in r._watchers)), None)  # fmt: skip
+        if other is not None:  # a run left open (a notebook cell that raised): both would record, it on our steps
+            notice(f"deepscope.watch: this model is also watched by run {other.id!r}, which is not finished: both "
+                   "record every step (other.finish() or other.unwatch() ends its watch)", stacklevel=2)  # fmt: skip
         if self._watchers:
             raise RuntimeError(
                 f"deepscope.watch: run {self.id!r} already watches a model; call run.unwatch() first. To watch "

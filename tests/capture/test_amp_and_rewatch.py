@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -399,4 +401,25 @@ def test_watching_the_watched_model_again_keeps_the_running_watch_with_a_warning
     assert len(model[0]._forward_hooks) == 1  # no second set of hooks
     with pytest.raises(RuntimeError, match="already watches a model"):  # with another optimizer: another watch
         run.watch(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    run.finish()
+
+
+def test_a_model_still_watched_by_another_open_run_is_said_so(root):
+    """A notebook cell that raised leaves its run open and watching: a new run's watch of the same model would record
+    alongside it, the old run counting the new run's steps."""
+    model = _model()
+    left_open = deepscope.init(dir=root, name="left open")
+    left_open.watch(model, diagnose=False)
+    run = deepscope.init(dir=root, name="new")
+    with pytest.warns(RuntimeWarning, match=f"also watched by run '{left_open.id}', which is not finished"):
+        run.watch(model, diagnose=False)
+    left_open.finish()
+    other = _model()
+    run.unwatch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run.watch(model, diagnose=False)  # the other run is finished: nothing to say
+        third = deepscope.init(dir=root, name="third")
+        third.watch(other, diagnose=False)  # another model: nothing to say
+    third.finish()
     run.finish()
