@@ -125,6 +125,7 @@ def test_lightning_fit_is_recorded(root):
 
     info, reader = read(root)
     assert info.status == "finished" and info.world_size == 1
+    assert info.name == "TinyModule"  # the module's class, as the Hugging Face callback names its run
     assert info.config == {"lr": 0.05, "hidden": 8, "fail_at": None, "note": "from the user"}
     # one value per optimizer step, counted from 0 as run.watch counts: the losses training_step computed
     for key in ("train/loss", "train_loss"):

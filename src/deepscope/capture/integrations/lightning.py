@@ -70,7 +70,8 @@ class DeepscopeCallback(pl.Callback):
     # ---- lifecycle ---------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         binding = self._binding
-        binding.start(trainer.global_rank, trainer.world_size, dict(pl_module.hparams))
+        # the module's class names the run unless name= was given (it was "run-<time>")
+        binding.start(trainer.global_rank, trainer.world_size, dict(pl_module.hparams), type(pl_module).__name__)
         self._seen = dict(trainer.logged_metrics)  # what an earlier fit logged is not this fit's
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
