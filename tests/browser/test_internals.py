@@ -569,6 +569,14 @@ def test_layers_nest_by_module_and_any_level_collapses(page, serve, tmp_path):
     page.get_by_test_id("layer-matrix").click(position={"x": 30, "y": row * o["rowH"] + o["rowH"] / 2})
     wait_for(page, "() => window.__deepscope.internals.overview.displayRows.length === 12")
     assert held(page, "overview")["displayRows"] == ["h", *block, "h.1", "head"]
+    what = page.get_by_test_id("overview-what")
+    assert "13 layers\xa0in 12 rows" in what.inner_text()  # the header counts the rows shown too
+    page.get_by_role("button", name="Collapse all groups").click()
+    wait_for(page, "() => window.__deepscope.internals.overview.displayRows.length < 12")
+    assert page.get_by_role("button", name="Collapse all groups").is_disabled()
+    page.get_by_role("button", name="Expand all").click()
+    wait_for(page, "() => window.__deepscope.internals.overview.displayRows.length === 20")
+    assert page.get_by_role("button", name="Expand all").is_disabled() and " in " not in what.inner_text()
 
 
 def test_a_per_row_scale_shows_a_small_layer_beside_a_huge_one(page, serve, tmp_path):
