@@ -571,9 +571,9 @@ def test_layers_nest_by_module_and_any_level_collapses(page, serve, tmp_path):
     assert held(page, "overview")["displayRows"] == ["h", *block, "h.1", "head"]
     what = page.get_by_test_id("overview-what")
     assert "13 layers\xa0in 12 rows" in what.inner_text()  # the header counts the rows shown too
-    page.get_by_role("button", name="Collapse all groups").click()
+    page.get_by_role("button", name="Collapse all").click()
     wait_for(page, "() => window.__deepscope.internals.overview.displayRows.length < 12")
-    assert page.get_by_role("button", name="Collapse all groups").is_disabled()
+    assert page.get_by_role("button", name="Collapse all").is_disabled()
     page.get_by_role("button", name="Expand all").click()
     wait_for(page, "() => window.__deepscope.internals.overview.displayRows.length === 20")
     assert page.get_by_role("button", name="Expand all").is_disabled() and " in " not in what.inner_text()
@@ -595,10 +595,21 @@ def test_a_per_row_scale_shows_a_small_layer_beside_a_huge_one(page, serve, tmp_
         return page.evaluate(
             """([labelW, plotW, rowH]) => { const c = document.querySelector('[data-testid=layer-matrix]');
               const k = c.width / c.clientWidth, y = Math.floor(rowH / 2 * k);
-              const px = c.getContext('2d').getImageData(Math.ceil(labelW * k), y, Math.floor(plotW * k) - 2, 1).data;
+              const px = c.getContext('2d').getImageData(Math.ceil(labelW * k), y, Math.floor((plotW - 160) * k), 1).data;
               const seen = new Set();
               for (let i = 0; i < px.length; i += 4) seen.add(px[i] + ',' + px[i + 1] + ',' + px[i + 2]);
               return seen.size; }""",
+            [o["labelW"], o["plotW"], o["rowH"]],
+        )  # left of where a per-row range is written
+
+    def dark_pixels_at_the_end_of_the_first_row() -> int:
+        return page.evaluate(
+            """([labelW, plotW, rowH]) => { const c = document.querySelector('[data-testid=layer-matrix]');
+              const k = c.width / c.clientWidth, y = Math.floor(rowH / 2 * k);
+              const px = c.getContext('2d').getImageData(Math.floor((labelW + plotW - 90) * k), y, Math.floor(80 * k), 1).data;
+              let n = 0;
+              for (let i = 0; i < px.length; i += 4) n += px[i] + px[i + 1] + px[i + 2] < 300 ? 1 : 0;
+              return n; }""",
             [o["labelW"], o["plotW"], o["rowH"]],
         )
 
@@ -609,6 +620,10 @@ def test_a_per_row_scale_shows_a_small_layer_beside_a_huge_one(page, serve, tmp_
     page.get_by_test_id("row-scale-note").wait_for()
     page.wait_for_timeout(300)
     assert colours_of_first_row() > 3 * max(1, one_scale)  # its own changes over the steps show
+    assert dark_pixels_at_the_end_of_the_first_row() > 3  # and its range is written at its end
+    page.get_by_label("Scale per row").uncheck()
+    page.wait_for_timeout(300)
+    assert dark_pixels_at_the_end_of_the_first_row() == 0  # one scale: the legend says it, no row does
 
 
 def test_gradient_flow_leaves_norm_gains_and_embeddings_off_the_depth_axis(page, serve, tmp_path):

@@ -2,6 +2,7 @@
 // buckets scaled without smoothing), layer labels on the left, a step axis below, the selection on top.
 import type { ColorScale } from "../core/colorscale";
 import { rowValues, type DisplayRow } from "../core/layerrows";
+import { fmtNumber } from "../core/format";
 import { fmtStep } from "./lines";
 
 export interface MatrixGeometry {
@@ -94,6 +95,25 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): { step:
       ctx.textAlign = "left";
     }
   });
+
+  // Each row on its own scale: its range at the right end of the row, on a white tag (without it, no row said what
+  // its colours meant).
+  if (p.rowScales && p.rowH >= 11) {
+    ctx.font = FONT;
+    ctx.textAlign = "right";
+    p.rows.forEach((row, r) => {
+      const s = p.rowScales![r];
+      if (row.kind === "header" || !Number.isFinite(s.lo) || !Number.isFinite(s.hi)) return;
+      const text = `${fmtNumber(+s.lo.toPrecision(2))} … ${fmtNumber(+s.hi.toPrecision(2))}`;
+      const w = ctx.measureText(text).width + 8;
+      const y = r * p.rowH + p.rowH / 2;
+      ctx.fillStyle = "rgba(255, 255, 255, 0.85)";
+      ctx.fillRect(p.labelW + p.plotW - w - 2, y - 7, w, 14);
+      ctx.fillStyle = "#374151";
+      ctx.fillText(text, p.labelW + p.plotW - 6, y);
+    });
+    ctx.textAlign = "left";
+  }
 
   // Selection: the selected row framed, the selected step as a vertical line.
   const cw = p.plotW / p.cols;

@@ -76,8 +76,10 @@ function quantiles(values: ArrayLike<number>, log: boolean, abs: boolean): [numb
   return [q(0.01), q(0.99)];
 }
 
-export function makeScale(stat: string, values: ArrayLike<number>, logWanted: boolean): ColorScale {
-  const kind = scaleKind(stat);
+/** The scale of `stat` over `values`; `own`: a row's own scale, low → high over its values whatever the statistic (a
+ * sigmoid's mean, 0.49 to 0.5, was one dark red on a scale symmetric around 0). */
+export function makeScale(stat: string, values: ArrayLike<number>, logWanted: boolean, own = false): ColorScale {
+  const kind = own ? "sequential" : scaleKind(stat);
   const log = kind === "sequential" && logWanted;
   let lo: number;
   let hi: number;
