@@ -162,6 +162,20 @@ def non_white(png: bytes) -> int:
     return int((img.sum(-1) < 700).sum())
 
 
+def draw_lasso(page, path: list[tuple[float, float]]) -> None:
+    """Drags the mouse along `path` in lasso mode, slowly: the lasso samples the path at most every 10 ms."""
+    page.get_by_role("button", name="Lasso").click()
+    page.mouse.move(*path[0])
+    page.mouse.down()
+    at = path[0]
+    for corner in path[1:]:
+        for t in np.linspace(0, 1, 13)[1:]:
+            page.mouse.move(at[0] + (corner[0] - at[0]) * t, at[1] + (corner[1] - at[1]) * t)
+            page.wait_for_timeout(15)
+        at = corner
+    page.mouse.up()
+
+
 def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, reader):
     open_analysis(page, server_url, analysed.run)
     p = projection_ready(page)
@@ -200,16 +214,7 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
     top, bottom = cb["y"] + cb["height"] * 0.3, cb["y"] + cb["height"] * 0.7
     # where the points are now: the new subset adds a matrix row, which moves the projection afterwards
     screen = np.array(page.evaluate("() => window.__deepscope.analysis.projectionScreen([...Array(1000).keys()])"))
-    page.get_by_role("button", name="Lasso").click()
-    page.mouse.move(left, top)
-    page.mouse.down()
-    at = (left, top)
-    for corner in ((right, top), (right, bottom), (left, bottom), (left, top + 2)):
-        for t in np.linspace(0, 1, 13)[1:]:  # slowly: the lasso samples the path at most every 10 ms
-            page.mouse.move(at[0] + (corner[0] - at[0]) * t, at[1] + (corner[1] - at[1]) * t)
-            page.wait_for_timeout(15)
-        at = corner
-    page.mouse.up()
+    draw_lasso(page, [(left, top), (right, top), (right, bottom), (left, bottom), (left, top + 2)])
     wait_for(page, "() => window.__deepscope.analysis.projection().lassoCount > 0")
     p = held(page, "projection")
     margin = 3  # the lasso's path is sampled: points this close to its edge may fall either way
@@ -248,6 +253,22 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
         wait_for(page, "() => window.__deepscope.analysis.projection().selected !== null")
     j = held(page, "projection")["selected"]
     assert np.hypot(*(screen[j] - screen[i])) < 6  # the point under the pointer (or one drawn over it)
+
+
+def test_a_lasso_closed_on_a_point_makes_a_subset_and_selects_nothing(page, analysed, server_url):
+    """A loop that ends where it began, on a point of the dense cloud: its release is no click on that point."""
+    open_analysis(page, server_url, analysed.run)
+    projection_ready(page)
+    wait_for(page, "() => window.__deepscope.analysis.projection().indexed")
+    cb = settled(page, page.locator("[data-testid=projection]"))
+    screen = np.array(page.evaluate("() => window.__deepscope.analysis.projectionScreen([...Array(1000).keys()])"))
+    start = tuple(screen[np.argmin(np.hypot(*(screen - np.median(screen, 0)).T))])  # a point amid the cloud
+    w, h = cb["width"] * 0.15, cb["height"] * 0.15
+    draw_lasso(page, [start, (start[0] + w, start[1]), (start[0] + w, start[1] + h), (start[0], start[1] + h), start])
+    wait_for(page, "() => window.__deepscope.analysis.state().subsets.some((s) => s.name === 'lasso')")
+    page.wait_for_timeout(300)  # a click that selected the point would have done so by now
+    assert held(page, "projection")["selected"] is None
+    assert "inst=" not in page.url
 
 
 def test_umap_computes_in_the_background_and_shows_when_ready(page, analysed, server_url, reader):

@@ -69,6 +69,9 @@ export class ProjectionPlot {
   private lassoMode = false;
   private selected: number | null = null;
   private lassoing = false;
+  // this press drew a lasso: the click its release makes is no click on a point (a loop closed where it began
+  // would otherwise select the point under the pointer)
+  private lassoPress = false;
   // the points last drawn on the CPU; live while that picture is on the canvas (until the next WebGL frame)
   private raster: { key: string; pts: RasterPoints; live: boolean } | null = null;
   // the points as the plot holds them and the index it searches (a stand-in until the worker's is copied in)
@@ -131,6 +134,8 @@ export class ProjectionPlot {
 
   destroy(): void {
     this.dead = true;
+    this.canvas.removeEventListener("mousedown", this.onPress, true);
+    this.canvas.removeEventListener("click", this.onClick, true);
     this.plot?.destroy();
     this.renderer?.destroy();
     this.plot = null;
@@ -207,7 +212,13 @@ export class ProjectionPlot {
       this.on.unsupported();
       return;
     }
-    p.subscribe("lassoStart", () => (this.lassoing = true));
+    // before the plot's own listeners: a capturing listener on the canvas runs first
+    this.canvas.addEventListener("mousedown", this.onPress, true);
+    this.canvas.addEventListener("click", this.onClick, true);
+    p.subscribe("lassoStart", () => {
+      this.lassoing = true;
+      this.lassoPress = true;
+    });
     p.subscribe("lassoEnd", ({ coordinates }) => {
       this.lassoing = false;
       const polygon = pairs((coordinates ?? []) as unknown as number[] | [number, number][]);
@@ -231,6 +242,17 @@ export class ProjectionPlot {
     if (this.raster?.live) this.showRaster(IDENTITY); // sizing the canvas cleared it
     void this.paintQueued();
   }
+
+  private onPress = (): void => {
+    this.lassoPress = false;
+  };
+
+  /** The release of a press that drew a lasso: the plot would take it for a click on the point under it. */
+  private onClick = (ev: MouseEvent): void => {
+    if (!this.lassoPress) return;
+    this.lassoPress = false;
+    ev.stopImmediatePropagation();
+  };
 
   /** Draws the queued request, then any newer one (only the newest waits while a draw runs). */
   private async paintQueued(): Promise<void> {
