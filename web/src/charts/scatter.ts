@@ -39,12 +39,12 @@ export function indexInWorker(x: Float32Array, y: Float32Array): Promise<ArrayBu
 }
 
 /**
- * The points as regl-scatterplot keeps them (`[x, y, category]` each), made once per projection: the library
- * reads them for hover, click and the lasso, and a new colouring only rewrites the third entries.
+ * The points as regl-scatterplot keeps them (`[x, y, category, large]` each), made once per projection: the library
+ * reads them for hover, click and the lasso, and a new colouring only rewrites the last two entries.
  */
-export function pointArrays(x: Float32Array, y: Float32Array): [number, number, number][] {
-  const pts = new Array<[number, number, number]>(x.length);
-  for (let i = 0; i < x.length; i++) pts[i] = [x[i], y[i], 0];
+export function pointArrays(x: Float32Array, y: Float32Array): [number, number, number, number][] {
+  const pts = new Array<[number, number, number, number]>(x.length);
+  for (let i = 0; i < x.length; i++) pts[i] = [x[i], y[i], 0, 0];
   return pts;
 }
 
@@ -126,12 +126,14 @@ export function bins(values: Float32Array, scale: ColorScale): Int32Array {
 /**
  * Category per point (`palette[z]`): `cat[i]` for points in `focus` (or all, without a focus), `cat[i] + k`
  * for the others, where `palette` holds the k colours then their faded copies. Points outside the focus are
- * drawn first (`order`), so that the focus stays on top.
+ * drawn first (`order`), so that the focus stays on top. A focus of at most `FEW_FOCUSED` points is drawn
+ * large (`large[i]` = 1): a few 3-pixel dots among thousands are not found.
  */
 export function categories(cat: Int32Array, colors: string[], focus: Uint8Array | null) {
   const k = colors.length;
   const z = new Float32Array(cat.length);
   let order: number[] | null = null;
+  let large: Float32Array | null = null;
   if (focus) {
     const inside: number[] = [];
     order = [];
@@ -145,35 +147,50 @@ export function categories(cat: Int32Array, colors: string[], focus: Uint8Array 
       }
     }
     for (const i of inside) order.push(i);
+    if (inside.length <= FEW_FOCUSED) {
+      large = new Float32Array(cat.length);
+      for (const i of inside) large[i] = 1;
+    }
   } else for (let i = 0; i < cat.length; i++) z[i] = cat[i];
-  return { z, palette: [...colors, ...colors.map((c) => fade(c))], order };
+  return { z, palette: [...colors, ...colors.map((c) => fade(c))], order, large };
 }
+
+/** A highlighted set of at most this many points is drawn at `focusedSize`. */
+export const FEW_FOCUSED = 100;
 
 /** A point's size in pixels: large for a few hundred points, one pixel for a million. */
 export function pointSize(n: number): number {
   return n <= 2000 ? 5 : n <= 20000 ? 3.5 : n <= 200000 ? 2 : 1;
 }
 
+/** The size in pixels of the points of a small highlighted set among `n`: twice the others', at least 9. */
+export function focusedSize(n: number): number {
+  return Math.max(9, 2 * pointSize(n));
+}
+
 /** Projections this large are first drawn on the CPU (`rasterize`), then by WebGL, as squares without blending. */
 export const RASTER_MIN = 100_000;
 
-/** What `rasterize` draws: the points, a colour index per point (none: all `palette[0]`), the drawing order. */
+/** What `rasterize` draws: the points, a colour index per point (none: all `palette[0]`), the drawing order, and
+ * which points are drawn large (none: all at the one size). */
 export interface RasterPoints {
   x: Float32Array;
   y: Float32Array;
   z: Float32Array | null;
   palette: string[];
   order: number[] | null;
+  large: Float32Array | null;
 }
 
 /**
  * The picture of the points that the WebGL plot draws through its camera `view` (a column-major 4 × 4 matrix,
- * the plot's `cameraView`) on a `w` × `h` canvas: squares of `size` device pixels in the colour `palette[z[i]]`,
+ * the plot's `cameraView`) on a `w` × `h` canvas: squares of `size` device pixels (`largeSize` for the points
+ * marked `large`) in the colour `palette[z[i]]`,
  * in `order`, on a transparent background. Made on the CPU in one pass over the points — a million take tens of
  * milliseconds, where a software WebGL frame (no GPU) takes seconds — so that a large projection is on screen
  * while the plot's own frame, which replaces this picture, is still being rendered.
  */
-export function rasterize(w: number, h: number, pts: RasterPoints, view: ArrayLike<number>, size: number): ImageData {
+export function rasterize(w: number, h: number, pts: RasterPoints, view: ArrayLike<number>, size: number, largeSize = size): ImageData {
   const img = new ImageData(Math.max(1, w), Math.max(1, h));
   const px = new Uint32Array(img.data.buffer);
   const rgba = pts.palette.map((c) => {
@@ -183,10 +200,12 @@ export function rasterize(w: number, h: number, pts: RasterPoints, view: ArrayLi
   // clip = projection (x / aspect, y) · view · (x, y, 0, 1); pixels from the top left: x / aspect · w / 2 = x · h / 2
   const k = 0.5 * h;
   const [a, b, c, d, e, f] = [view[0], view[1], view[4], view[5], view[12], view[13]];
-  const s = Math.max(1, Math.round(size));
-  const off = 0.5 - s / 2; // a square covers the pixels whose centres it contains
-  const { x, y, z, order } = pts;
+  const small = Math.max(1, Math.round(size));
+  const big = Math.max(1, Math.round(largeSize));
+  const { x, y, z, order, large } = pts;
   const put = (i: number) => {
+    const s = large && large[i] ? big : small;
+    const off = 0.5 - s / 2; // a square covers the pixels whose centres it contains
     const col = Math.floor(0.5 * w + (a * x[i] + c * y[i] + e) * k + off);
     const row = Math.floor(0.5 * h - (b * x[i] + d * y[i] + f) * k + off);
     const colour = rgba[z ? z[i] : 0];
