@@ -4,6 +4,7 @@ projection coordinates, lasso subsets, and a UMAP computed in the background."""
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from browser_helpers import wait_for
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from deepscope.analyses import read
+from deepscope.analyses.lasso import inside_polygon
 from deepscope.server.launch import BackgroundServer
 
 pytestmark = pytest.mark.browser
@@ -235,6 +237,14 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
     # the subset is a row of the matrix too
     wait_for(page, "() => window.__deepscope.analysis.matrix().keys.includes('subset:lasso')")
     assert "lasso" in urllib.parse.unquote(page.url)  # kept in the link: a reload selects it again
+    # its polygon simplified (a few vertices of the many drawn, coordinates rounded), the same points inside it
+    subs = json.loads(urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)["subs"][0])
+    polygon = np.array(next(s["where"]["lasso"]["polygon"] for s in subs if s["name"] == "lasso"))
+    vertices = held(page, "projection")["lassoVertices"]
+    assert vertices["kept"] == len(polygon) <= vertices["drawn"] / 3, vertices
+    assert len(json.dumps(polygon.tolist(), separators=(",", ":"))) < 40 * len(polygon)  # rounded, not 7 digits
+    xy = reader.projection(LAYER, "pca")[:, :2]
+    assert np.flatnonzero(inside_polygon(xy, polygon)).tolist() == p["lasso"]
     page.reload()
     wait_for(page, "() => window.__deepscope.analysis?.state?.().subsets?.some((s) => s.name === 'lasso')")
     assert {"name": "lasso", "count": p["lassoCount"], "filter": True} in held(page, "state")["subsets"]

@@ -162,6 +162,13 @@ export class ProjectionPlot {
     return { point, large, largeCount, selected: SELECTED_SIZE + 2 * SELECTED_RING };
   }
 
+  /** The smaller side of the view, in the plot's coordinates (2 at first: the points' square). */
+  viewSpan(): number {
+    const v = this.view();
+    const aspect = this.size.width / this.size.height;
+    return Math.min(2 / v[5], (2 * aspect) / v[0]);
+  }
+
   /** Lassos the points inside `polygon` (the plot's coordinates) through the plot's own search. */
   lasso(polygon: [number, number][]): void {
     this.plot?.lassoSelect(polygon, { isGl: true });
