@@ -281,6 +281,24 @@ def test_a_lasso_closed_on_a_point_makes_a_subset_and_selects_nothing(page, anal
     assert "inst=" not in page.url
 
 
+def test_a_link_to_a_projection_not_computed_says_so_and_shows_pca(page, analysed, server_url):
+    """A link asks for t-SNE on a layer without one: PCA is shown, a note says so and offers to compute t-SNE, and
+    the link names what is shown."""
+    page.goto(f"{server_url}?tab=analysis&runs={analysed.run}&run={analysed.run}&alayer=features.4&proj=tsne")
+    wait_for(page, "() => window.__deepscope?.analysis?.projection?.()?.drawn", timeout=20_000)
+    note = page.get_by_test_id("projection-missing")
+    note.wait_for()
+    assert note.inner_text().startswith("No t-SNE of this layer yet: showing PCA.")
+    assert note.get_by_role("button", name="Compute t-SNE").is_visible()
+    p = held(page, "projection")
+    assert p["method"] == "pca" and p["wanted"] == "pca"
+    wait_for(page, "() => !location.search.includes('proj=')")
+    page.locator("[data-method=pca]").wait_for()
+    assert page.locator(".methods button.on").get_attribute("data-method") == "pca"
+    note.get_by_role("button", name="Dismiss").click()
+    assert note.count() == 0
+
+
 def test_umap_computes_in_the_background_and_shows_when_ready(page, analysed, server_url, reader):
     open_analysis(page, server_url, analysed.run)
     projection_ready(page)
