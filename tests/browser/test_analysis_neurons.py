@@ -94,6 +94,14 @@ def test_matrix_rows_sorting_and_top_instances(page, analysed, server_url, reade
     np.testing.assert_allclose(m["values"], means[0], rtol=1e-5, atol=1e-6)
     assert m["order"] == list(range(20)) and m["sortedBy"] is None
     assert page.locator("[data-testid=color-legend]").first.is_visible()
+    # the column of counts beside the row names says what it counts, in its header and in each count's tooltip
+    head = page.get_by_test_id("matrix-head")
+    assert head.inner_text().split() == ["row", "instances"]
+    assert "instances" in head.locator(".cnt").get_attribute("title")
+    count = page.locator("[data-row='class:3'] .cnt")
+    assert count.inner_text() == f"{counts[3]:,}" and count.get_attribute("title") == f"{counts[3]:,} instances"
+    name_box, head_box = count.bounding_box(), head.locator(".cnt").bounding_box()
+    assert abs((name_box["x"] + name_box["width"]) - (head_box["x"] + head_box["width"])) < 2  # right-aligned
 
     # a row header orders the neurons by that row, highest first; a second click restores model order
     page.locator("[data-row='class:3']").click()
