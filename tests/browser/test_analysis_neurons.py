@@ -381,9 +381,25 @@ def test_top_instances_of_the_default_layer(page, analysed, server_url, reader):
     wait_for(page, "(n) => window.__deepscope.analysis.matrixTop()?.neuron === n", neuron, timeout=15_000)
     column = reader.matrix(layer)[:, neuron]
     assert held(page, "matrixTop")["values"][0] == pytest.approx(column.max(), rel=1e-5)
-    # a strip wider than its panel fades at its right edge until scrolled to its end
+    # a strip wider than its panel fades at its right edge, and a button counts the cards not wholly in view and
+    # pages to them (the first of them becomes the first in view), until scrolled to its end
     page.set_viewport_size({"width": 1000, "height": 800})
     strip = page.locator("[data-testid=neuron-top] .items")
     wait_for(page, "() => document.querySelector('[data-testid=neuron-top] .items')?.dataset.more === 'true'")
+    cut = """(el) => [...el.children].map((c, k) => [c, k])
+        .filter(([c]) => c.offsetLeft + c.offsetWidth > el.scrollLeft + el.clientWidth + 1).map(([, k]) => k)"""
+    wait_for(page, "() => document.querySelectorAll('[data-testid=neuron-top] img').length >= 24", timeout=15_000)
+    beyond = strip.evaluate(cut)
+    assert beyond and beyond == list(range(beyond[0], TOP_K))
+    nxt = page.get_by_test_id("top-next")
+    wait_for(
+        page, "(n) => document.querySelector('[data-testid=top-next]')?.textContent.trim() === `+${n} ›`", len(beyond)
+    )
+    assert page.get_by_test_id("top-prev").count() == 0
+    nxt.click()
+    wait_for(page, "(k) => { const el = document.querySelector('[data-testid=neuron-top] .items');"
+                   " return Math.abs(el.children[k].offsetLeft - el.scrollLeft) < 1; }", beyond[0])  # fmt: skip
+    page.get_by_test_id("top-prev").wait_for()
     strip.evaluate("(el) => { el.scrollLeft = el.scrollWidth; el.dispatchEvent(new Event('scroll')); }")
     wait_for(page, "() => document.querySelector('[data-testid=neuron-top] .items').dataset.more === 'false'")
+    assert nxt.count() == 0
