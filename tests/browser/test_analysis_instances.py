@@ -539,3 +539,41 @@ def test_row_shares_under_half_a_percent_read_below_one_not_zero(page, serve, tm
     page.get_by_label("row %").check()
     wait_for(page, "() => window.__deepscope.analysis.confusion()?.normalized === true")
     assert held(page, "confusion")["texts"][0] == ["100", "<1"]
+
+
+def test_the_selected_instance_ring_leaves_its_cell_count_readable(page, serve, tmp_path):
+    """A cell of 300 (three digits as wide as the cell): the ring that marks the selected instance's cell is drawn
+    around the count, never over its digits — the pixels at and beside the digits are those of the cell unringed."""
+    model = torch.nn.Linear(10, 10)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(10))
+        model.bias.zero_()
+    labels = np.arange(3000) % 10
+    x = torch.nn.functional.one_hot(torch.from_numpy(labels), 10).float() * 10  # every instance predicted right
+    with deepscope.init(project="browser", name="ringed", dir=tmp_path) as run:
+        deepscope.analyze(model, x, labels=labels, run=run, progress=False)
+    base = f"{serve(tmp_path).url}?tab=analysis&runs={run.id}"
+
+    def cell(query: str) -> np.ndarray:
+        """The pixels of the cell (0, 0): labelled and predicted 0 (a device pixel ratio of 1)."""
+        page.goto(base + query)
+        wait_for(page, "(q) => { const c = window.__deepscope?.analysis?.confusion?.();"
+                       " return c && (q === '' || c.instanceCell !== null); }", query, timeout=15_000)  # fmt: skip
+        size = held(page, "confusion")["cell"]
+        at = page.evaluate("() => window.__deepscope.analysis.confusion().locate(0, 0)")
+        box = page.get_by_test_id("confusion-matrix").bounding_box()
+        x, y = round(at["x"] - box["x"] - size / 2), round(at["y"] - box["y"] - size / 2)
+        rgba = page.get_by_test_id("confusion-matrix").evaluate(
+            "(c, [x, y, s]) => Array.from(c.getContext('2d').getImageData(x, y, s, s).data)", [x, y, size]
+        )
+        return np.array(rgba).reshape(size, size, 4)[..., :3]
+
+    plain, ringed = cell(""), cell("&inst=0")
+    assert held(page, "confusion")["texts"][0][0] == "300"
+    assert (np.abs(ringed - plain).max(-1) > 60).sum() > 20  # the ring is drawn
+    digits = plain.sum(-1) > 500  # the white count on the dark green cell
+    assert digits.sum() > 20
+    near = digits.copy()  # the digits and the pixels beside them
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)):
+        near |= np.roll(np.roll(digits, dy, 0), dx, 1)
+    assert np.abs(ringed - plain)[near].max() < 60

@@ -102,6 +102,59 @@ def test_a_confusion_cell_becomes_a_subset_highlighted_in_every_view(page, analy
     assert held(page, "subsets")["chips"] == [{"name": name, "count": int(m[i, j]), "selected": True}]
 
 
+def canvas_pixels(page, locator) -> tuple[np.ndarray, dict]:
+    """The element's pixels (RGB, CSS pixels at a device pixel ratio of 1) and its box on the page."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    box = locator.bounding_box()
+    return np.asarray(Image.open(BytesIO(locator.screenshot())).convert("RGB")).astype(int), box
+
+
+def around(img: np.ndarray, box: dict, at, r: int) -> np.ndarray:
+    """The pixels within `r` of page position `at`, as (n, 3)."""
+    x, y = int(round(at[0] - box["x"])), int(round(at[1] - box["y"]))
+    return img[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1].reshape(-1, 3)
+
+
+def test_a_small_subset_and_the_selected_instance_stand_out_in_the_projection(page, analysed, server_url, table):
+    """A confusion cell of a few instances: their points are drawn several times larger than the faded others, in
+    full colour; the selected instance's point is a dark dot in a ring, whatever its class's colour."""
+    open_ready(page, analysed, server_url)
+    label, pred = table["label"], table["prediction"]
+    m = np.array([[int(((label == i) & (pred == j)).sum()) for j in range(10)] for i in range(10)])
+    off = np.where(m > 0, m, 10**9) + np.eye(10, dtype=int) * 10**9
+    i, j = (int(v) for v in np.unravel_index(off.argmin(), off.shape))  # the smallest non-empty error cell
+    members = np.flatnonzero((label == i) & (pred == j))
+    at = page.evaluate("([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [i, j])
+    page.mouse.click(at["x"], at["y"])
+    wait_for(page, "(n) => window.__deepscope.analysis.projection().sizes?.largeCount === n", len(members))
+    sizes = held(page, "projection")["sizes"]
+    assert sizes["large"] >= 2 * sizes["point"] and sizes["large"] >= 9, sizes
+    page.wait_for_timeout(300)  # the frame with the large points
+    canvas = page.locator("[data-testid=projection]")
+    screen = page.evaluate("(ix) => window.__deepscope.analysis.projectionScreen(ix)", members.tolist())
+    img, box = canvas_pixels(page, canvas)
+    for pos in screen:
+        px = around(img, box, pos, 7)
+        vivid = (px.max(1) - px.min(1)) > 60  # in full colour: the faded points are pale
+        assert vivid.sum() >= 40, vivid.sum()  # a 9-pixel disc, not a 3-pixel dot
+
+    # the selected instance: a dark dot in a white ring in a dark ring, larger than any point
+    target = int(members[0])
+    grid_at = page.evaluate("(i) => window.__deepscope.analysis.grid().locate(i)", target)
+    page.mouse.click(grid_at["x"], grid_at["y"])
+    wait_for(page, "(i) => window.__deepscope.analysis.projection().selected === i", target)
+    assert held(page, "projection")["sizes"]["selected"] >= 15
+    page.wait_for_timeout(300)
+    img, box = canvas_pixels(page, canvas)
+    pos = page.evaluate("(i) => window.__deepscope.analysis.projectionScreen([i])", [target])[0]
+    px = around(img, box, pos, 9)
+    dark = px.sum(1) < 150  # #111827, in no class's colour
+    assert dark.sum() >= 60, dark.sum()
+
+
 def test_a_neuron_picked_in_the_matrix_highlights_its_top_instances(page, analysed, server_url):
     open_ready(page, analysed, server_url)
     x = read(analysed.root / analysed.run).matrix(LAYER)

@@ -4,6 +4,7 @@ projection coordinates, lasso subsets, and a UMAP computed in the background."""
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.parse
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from browser_helpers import wait_for
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from deepscope.analyses import read
+from deepscope.analyses.lasso import inside_polygon
 from deepscope.server.launch import BackgroundServer
 
 pytestmark = pytest.mark.browser
@@ -92,6 +94,14 @@ def test_matrix_rows_sorting_and_top_instances(page, analysed, server_url, reade
     np.testing.assert_allclose(m["values"], means[0], rtol=1e-5, atol=1e-6)
     assert m["order"] == list(range(20)) and m["sortedBy"] is None
     assert page.locator("[data-testid=color-legend]").first.is_visible()
+    # the column of counts beside the row names says what it counts, in its header and in each count's tooltip
+    head = page.get_by_test_id("matrix-head")
+    assert head.inner_text().split() == ["row", "instances"]
+    assert "instances" in head.locator(".cnt").get_attribute("title")
+    count = page.locator("[data-row='class:3'] .cnt")
+    assert count.inner_text() == f"{counts[3]:,}" and count.get_attribute("title") == f"{counts[3]:,} instances"
+    name_box, head_box = count.bounding_box(), head.locator(".cnt").bounding_box()
+    assert abs((name_box["x"] + name_box["width"]) - (head_box["x"] + head_box["width"])) < 2  # right-aligned
 
     # a row header orders the neurons by that row, highest first; a second click restores model order
     page.locator("[data-row='class:3']").click()
@@ -162,6 +172,20 @@ def non_white(png: bytes) -> int:
     return int((img.sum(-1) < 700).sum())
 
 
+def draw_lasso(page, path: list[tuple[float, float]]) -> None:
+    """Drags the mouse along `path` in lasso mode, slowly: the lasso samples the path at most every 10 ms."""
+    page.get_by_role("button", name="Lasso").click()
+    page.mouse.move(*path[0])
+    page.mouse.down()
+    at = path[0]
+    for corner in path[1:]:
+        for t in np.linspace(0, 1, 13)[1:]:
+            page.mouse.move(at[0] + (corner[0] - at[0]) * t, at[1] + (corner[1] - at[1]) * t)
+            page.wait_for_timeout(15)
+        at = corner
+    page.mouse.up()
+
+
 def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, reader):
     open_analysis(page, server_url, analysed.run)
     p = projection_ready(page)
@@ -200,16 +224,7 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
     top, bottom = cb["y"] + cb["height"] * 0.3, cb["y"] + cb["height"] * 0.7
     # where the points are now: the new subset adds a matrix row, which moves the projection afterwards
     screen = np.array(page.evaluate("() => window.__deepscope.analysis.projectionScreen([...Array(1000).keys()])"))
-    page.get_by_role("button", name="Lasso").click()
-    page.mouse.move(left, top)
-    page.mouse.down()
-    at = (left, top)
-    for corner in ((right, top), (right, bottom), (left, bottom), (left, top + 2)):
-        for t in np.linspace(0, 1, 13)[1:]:  # slowly: the lasso samples the path at most every 10 ms
-            page.mouse.move(at[0] + (corner[0] - at[0]) * t, at[1] + (corner[1] - at[1]) * t)
-            page.wait_for_timeout(15)
-        at = corner
-    page.mouse.up()
+    draw_lasso(page, [(left, top), (right, top), (right, bottom), (left, bottom), (left, top + 2)])
     wait_for(page, "() => window.__deepscope.analysis.projection().lassoCount > 0")
     p = held(page, "projection")
     margin = 3  # the lasso's path is sampled: points this close to its edge may fall either way
@@ -230,6 +245,14 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
     # the subset is a row of the matrix too
     wait_for(page, "() => window.__deepscope.analysis.matrix().keys.includes('subset:lasso')")
     assert "lasso" in urllib.parse.unquote(page.url)  # kept in the link: a reload selects it again
+    # its polygon simplified (a few vertices of the many drawn, coordinates rounded), the same points inside it
+    subs = json.loads(urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)["subs"][0])
+    polygon = np.array(next(s["where"]["lasso"]["polygon"] for s in subs if s["name"] == "lasso"))
+    vertices = held(page, "projection")["lassoVertices"]
+    assert vertices["kept"] == len(polygon) <= vertices["drawn"] / 3, vertices
+    assert len(json.dumps(polygon.tolist(), separators=(",", ":"))) < 40 * len(polygon)  # rounded, not 7 digits
+    xy = reader.projection(LAYER, "pca")[:, :2]
+    assert np.flatnonzero(inside_polygon(xy, polygon)).tolist() == p["lasso"]
     page.reload()
     wait_for(page, "() => window.__deepscope.analysis?.state?.().subsets?.some((s) => s.name === 'lasso')")
     assert {"name": "lasso", "count": p["lassoCount"], "filter": True} in held(page, "state")["subsets"]
@@ -248,6 +271,40 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
         wait_for(page, "() => window.__deepscope.analysis.projection().selected !== null")
     j = held(page, "projection")["selected"]
     assert np.hypot(*(screen[j] - screen[i])) < 6  # the point under the pointer (or one drawn over it)
+
+
+def test_a_lasso_closed_on_a_point_makes_a_subset_and_selects_nothing(page, analysed, server_url):
+    """A loop that ends where it began, on a point of the dense cloud: its release is no click on that point."""
+    open_analysis(page, server_url, analysed.run)
+    projection_ready(page)
+    wait_for(page, "() => window.__deepscope.analysis.projection().indexed")
+    cb = settled(page, page.locator("[data-testid=projection]"))
+    screen = np.array(page.evaluate("() => window.__deepscope.analysis.projectionScreen([...Array(1000).keys()])"))
+    start = tuple(screen[np.argmin(np.hypot(*(screen - np.median(screen, 0)).T))])  # a point amid the cloud
+    w, h = cb["width"] * 0.15, cb["height"] * 0.15
+    draw_lasso(page, [start, (start[0] + w, start[1]), (start[0] + w, start[1] + h), (start[0], start[1] + h), start])
+    wait_for(page, "() => window.__deepscope.analysis.state().subsets.some((s) => s.name === 'lasso')")
+    page.wait_for_timeout(300)  # a click that selected the point would have done so by now
+    assert held(page, "projection")["selected"] is None
+    assert "inst=" not in page.url
+
+
+def test_a_link_to_a_projection_not_computed_says_so_and_shows_pca(page, analysed, server_url):
+    """A link asks for t-SNE on a layer without one: PCA is shown, a note says so and offers to compute t-SNE, and
+    the link names what is shown."""
+    page.goto(f"{server_url}?tab=analysis&runs={analysed.run}&run={analysed.run}&alayer=features.4&proj=tsne")
+    wait_for(page, "() => window.__deepscope?.analysis?.projection?.()?.drawn", timeout=20_000)
+    note = page.get_by_test_id("projection-missing")
+    note.wait_for()
+    assert note.inner_text().startswith("No t-SNE of this layer yet: showing PCA.")
+    assert note.get_by_role("button", name="Compute t-SNE").is_visible()
+    p = held(page, "projection")
+    assert p["method"] == "pca" and p["wanted"] == "pca"
+    wait_for(page, "() => !location.search.includes('proj=')")
+    page.locator("[data-method=pca]").wait_for()
+    assert page.locator(".methods button.on").get_attribute("data-method") == "pca"
+    note.get_by_role("button", name="Dismiss").click()
+    assert note.count() == 0
 
 
 def test_umap_computes_in_the_background_and_shows_when_ready(page, analysed, server_url, reader):
@@ -324,9 +381,25 @@ def test_top_instances_of_the_default_layer(page, analysed, server_url, reader):
     wait_for(page, "(n) => window.__deepscope.analysis.matrixTop()?.neuron === n", neuron, timeout=15_000)
     column = reader.matrix(layer)[:, neuron]
     assert held(page, "matrixTop")["values"][0] == pytest.approx(column.max(), rel=1e-5)
-    # a strip wider than its panel fades at its right edge until scrolled to its end
+    # a strip wider than its panel fades at its right edge, and a button counts the cards not wholly in view and
+    # pages to them (the first of them becomes the first in view), until scrolled to its end
     page.set_viewport_size({"width": 1000, "height": 800})
     strip = page.locator("[data-testid=neuron-top] .items")
     wait_for(page, "() => document.querySelector('[data-testid=neuron-top] .items')?.dataset.more === 'true'")
+    cut = """(el) => [...el.children].map((c, k) => [c, k])
+        .filter(([c]) => c.offsetLeft + c.offsetWidth > el.scrollLeft + el.clientWidth + 1).map(([, k]) => k)"""
+    wait_for(page, "() => document.querySelectorAll('[data-testid=neuron-top] img').length >= 24", timeout=15_000)
+    beyond = strip.evaluate(cut)
+    assert beyond and beyond == list(range(beyond[0], TOP_K))
+    nxt = page.get_by_test_id("top-next")
+    wait_for(
+        page, "(n) => document.querySelector('[data-testid=top-next]')?.textContent.trim() === `+${n} ›`", len(beyond)
+    )
+    assert page.get_by_test_id("top-prev").count() == 0
+    nxt.click()
+    wait_for(page, "(k) => { const el = document.querySelector('[data-testid=neuron-top] .items');"
+                   " return Math.abs(el.children[k].offsetLeft - el.scrollLeft) < 1; }", beyond[0])  # fmt: skip
+    page.get_by_test_id("top-prev").wait_for()
     strip.evaluate("(el) => { el.scrollLeft = el.scrollWidth; el.dispatchEvent(new Event('scroll')); }")
     wait_for(page, "() => document.querySelector('[data-testid=neuron-top] .items').dataset.more === 'false'")
+    assert nxt.count() == 0

@@ -5,6 +5,7 @@
 import { emptyIndex, fillIndex } from "./kdindex";
 import {
   categories,
+  focusedSize,
   indexInWorker,
   loadScatter,
   painted,
@@ -49,9 +50,12 @@ export interface PlotState {
   indexed: boolean; // hover, click and the lasso find them
 }
 
-type Paint = { c: PlotPoints; z: Float32Array | null; palette: string[]; order: number[] | null };
+type Paint = { c: PlotPoints; z: Float32Array | null; palette: string[]; order: number[] | null; large: Float32Array | null };
 type IndexJob = { key: string; index: ArrayBuffer | null; done: Promise<ArrayBuffer> };
 
+const SELECTED_SIZE = 7; // the selected point's dot, in pixels …
+const SELECTED_RING = 5; // … and the width of the white and dark rings around it (half each)
+const SELECTED_COLOR = "#111827";
 const IDENTITY = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1];
 
 export class ProjectionPlot {
@@ -69,10 +73,13 @@ export class ProjectionPlot {
   private lassoMode = false;
   private selected: number | null = null;
   private lassoing = false;
+  // this press drew a lasso: the click its release makes is no click on a point (a loop closed where it began
+  // would otherwise select the point under the pointer)
+  private lassoPress = false;
   // the points last drawn on the CPU; live while that picture is on the canvas (until the next WebGL frame)
   private raster: { key: string; pts: RasterPoints; live: boolean } | null = null;
   // the points as the plot holds them and the index it searches (a stand-in until the worker's is copied in)
-  private held: { key: string; pts: [number, number, number][]; index: ArrayBuffer; colored: boolean } | null = null;
+  private held: { key: string; pts: [number, number, number, number][]; index: ArrayBuffer; colored: boolean } | null = null;
   private indexJob: IndexJob | null = null;
   private queued: Paint | null = null;
   private lastPaint: Paint | null = null;
@@ -90,11 +97,11 @@ export class ProjectionPlot {
 
   /** Shows `c` in `colours` (none yet: grey), `mask` (the focus) vivid and on top. */
   show(c: PlotPoints, colours: PlotColours | null, mask: Uint8Array | null): void {
-    const { z, palette, order } =
+    const { z, palette, order, large } =
       colours && colours.cat.length === c.n
         ? categories(colours.cat, colours.colors, mask && mask.length === c.n ? mask : null)
-        : { z: null, palette: [PENDING_COLOR], order: null };
-    const req = { c, z, palette, order };
+        : { z: null, palette: [PENDING_COLOR], order: null, large: null };
+    const req = { c, z, palette, order, large };
     if (c.n >= RASTER_MIN) this.drawRaster(req);
     else this.raster = null;
     this.startIndex(c);
@@ -131,6 +138,8 @@ export class ProjectionPlot {
 
   destroy(): void {
     this.dead = true;
+    this.canvas.removeEventListener("mousedown", this.onPress, true);
+    this.canvas.removeEventListener("click", this.onClick, true);
     this.plot?.destroy();
     this.renderer?.destroy();
     this.plot = null;
@@ -141,6 +150,23 @@ export class ProjectionPlot {
     const p = this.plot;
     if (!p) return [];
     return indices.map((i) => (p.getScreenPosition(i) as [number, number] | undefined) ?? null);
+  }
+
+  /** The sizes points are drawn at (CSS pixels): most points, those drawn large (a small focus) and how many
+   * are, the selected point with its rings. */
+  sizes(): { point: number; large: number; largeCount: number; selected: number } | null {
+    const p = this.plot;
+    if (!p || !this.held) return null;
+    const [point, large] = p.get("pointSize") as number[];
+    const largeCount = this.held.pts.reduce((a, pt) => a + pt[3], 0);
+    return { point, large, largeCount, selected: SELECTED_SIZE + 2 * SELECTED_RING };
+  }
+
+  /** The smaller side of the view, in the plot's coordinates (2 at first: the points' square). */
+  viewSpan(): number {
+    const v = this.view();
+    const aspect = this.size.width / this.size.height;
+    return Math.min(2 / v[5], (2 * aspect) / v[0]);
   }
 
   /** Lassos the points inside `polygon` (the plot's coordinates) through the plot's own search. */
@@ -154,7 +180,8 @@ export class ProjectionPlot {
     const ctx = this.canvas.getContext("2d");
     if (!this.raster || !ctx || !this.plot || !this.held) return null;
     const { width: w, height: h } = this.canvas;
-    const cpu = rasterize(w, h, this.raster.pts, this.view(), this.rasterSize(this.raster.pts.x.length));
+    const n = this.raster.pts.x.length;
+    const cpu = rasterize(w, h, this.raster.pts, this.view(), this.rasterSize(pointSize(n)), this.rasterSize(focusedSize(n)));
     const a = new Uint32Array(cpu.data.buffer);
     const b = new Uint32Array(ctx.getImageData(0, 0, w, h).data.buffer);
     let [inA, inB, either, same] = [0, 0, 0, 0];
@@ -188,10 +215,11 @@ export class ProjectionPlot {
       height,
       backgroundColor: [1, 1, 1, 1],
       pointSize: pointSize(n),
-      pointSizeSelected: 4,
-      pointOutlineWidth: 2,
-      pointColorActive: "#111827",
-      pointColorHover: "#111827",
+      // the selected point: a dot in a white ring in a dark ring, larger than any other point
+      pointSizeSelected: SELECTED_SIZE,
+      pointOutlineWidth: SELECTED_RING,
+      pointColorActive: SELECTED_COLOR,
+      pointColorHover: SELECTED_COLOR,
       lassoColor: "#2f5bea",
       lassoMinDelay: 10,
       lassoMinDist: 2,
@@ -207,7 +235,13 @@ export class ProjectionPlot {
       this.on.unsupported();
       return;
     }
-    p.subscribe("lassoStart", () => (this.lassoing = true));
+    // before the plot's own listeners: a capturing listener on the canvas runs first
+    this.canvas.addEventListener("mousedown", this.onPress, true);
+    this.canvas.addEventListener("click", this.onClick, true);
+    p.subscribe("lassoStart", () => {
+      this.lassoing = true;
+      this.lassoPress = true;
+    });
     p.subscribe("lassoEnd", ({ coordinates }) => {
       this.lassoing = false;
       const polygon = pairs((coordinates ?? []) as unknown as number[] | [number, number][]);
@@ -232,6 +266,17 @@ export class ProjectionPlot {
     void this.paintQueued();
   }
 
+  private onPress = (): void => {
+    this.lassoPress = false;
+  };
+
+  /** The release of a press that drew a lasso: the plot would take it for a click on the point under it. */
+  private onClick = (ev: MouseEvent): void => {
+    if (!this.lassoPress) return;
+    this.lassoPress = false;
+    ev.stopImmediatePropagation();
+  };
+
   /** Draws the queued request, then any newer one (only the newest waits while a draw runs). */
   private async paintQueued(): Promise<void> {
     if (this.painting) return;
@@ -250,7 +295,7 @@ export class ProjectionPlot {
   }
 
   private async paint(p: Scatterplot, req: Paint): Promise<void> {
-    const { c, z, palette, order } = req;
+    const { c, z, palette, order, large } = req;
     this.lastPaint = req;
     if (c.n >= RASTER_MIN) await painted(); // the CPU picture goes to the screen before the work below
     const t0 = performance.now();
@@ -258,12 +303,25 @@ export class ProjectionPlot {
     const job = this.indexJob?.key === c.key ? this.indexJob : null;
     if (fresh) this.held = { key: c.key, pts: pointArrays(c.x, c.y), index: job?.index ?? emptyIndex(c.n), colored: false };
     const h = this.held!;
-    // the library keeps the arrays it is given: a new colouring rewrites their third entries
-    if (z) for (let i = 0; i < c.n; i++) h.pts[i][2] = z[i];
-    else if (!fresh) for (let i = 0; i < c.n; i++) h.pts[i][2] = 0;
-    await p.set({ colorBy: "valueA", pointColor: palette, pointOrder: order, pointSize: pointSize(c.n) });
+    // the library keeps the arrays it is given: a new colouring rewrites their third and fourth entries
+    for (let i = 0; i < c.n; i++) {
+      h.pts[i][2] = z ? z[i] : 0;
+      h.pts[i][3] = large ? large[i] : 0;
+    }
+    const sizes = [pointSize(c.n), focusedSize(c.n)]; // by the fourth entry: a small focus is drawn large
+    await p.set({
+      colorBy: "valueA",
+      sizeBy: "valueB",
+      pointColor: palette,
+      // one per colour, or the library draws a selected point in its own colour, lost among its class (its types
+      // say one colour; it takes a list as it does for `pointColor`)
+      pointColorActive: palette.map(() => SELECTED_COLOR) as unknown as string,
+      pointColorHover: palette as unknown as string,
+      pointOrder: order,
+      pointSize: sizes,
+    });
     if (fresh && this.state.key) void p.zoomToOrigin({ transition: false }); // other points: the whole view, same frame
-    await p.draw(h.pts, { zDataType: "categorical", spatialIndex: h.index, select: this.wantSelected() });
+    await p.draw(h.pts, { zDataType: "categorical", wDataType: "categorical", spatialIndex: h.index, select: this.wantSelected() });
     const now = performance.now();
     const t = this.timing;
     if (z && !h.colored) {
@@ -319,9 +377,9 @@ export class ProjectionPlot {
   // ---- the CPU picture ----------------------------------------------------------------------------------
 
   /** Draws the points on the CPU (`rasterize`) and notes when they, or their colours, are first on screen. */
-  private drawRaster({ c, z, palette, order }: Paint): void {
+  private drawRaster({ c, z, palette, order, large }: Paint): void {
     const fresh = this.raster?.key !== c.key;
-    this.raster = { key: c.key, pts: { x: c.x, y: c.y, z, palette, order }, live: true };
+    this.raster = { key: c.key, pts: { x: c.x, y: c.y, z, palette, order, large }, live: true };
     if (!this.plot) {
       // the plot sizes the canvas once it exists; until then, this does
       this.canvas.width = Math.max(1, Math.floor(this.size.width * devicePixelRatio));
@@ -343,11 +401,13 @@ export class ProjectionPlot {
     const ctx = this.canvas.getContext("2d");
     if (!this.raster || !ctx) return;
     const { width: w, height: h } = this.canvas;
-    ctx.putImageData(rasterize(w, h, this.raster.pts, view, this.rasterSize(this.raster.pts.x.length)), 0, 0);
+    const n = this.raster.pts.x.length;
+    ctx.putImageData(rasterize(w, h, this.raster.pts, view, this.rasterSize(pointSize(n)), this.rasterSize(focusedSize(n))), 0, 0);
   }
 
-  private rasterSize(n: number): number {
-    return pointSize(n) * devicePixelRatio;
+  /** A point's size on the CPU picture, in device pixels. */
+  private rasterSize(cssPixels: number): number {
+    return cssPixels * devicePixelRatio;
   }
 
   /** The plot's camera (before the plot exists: the whole view). */
