@@ -274,7 +274,10 @@ class LayerStatsBuffer:
         self._add_steps(step)
 
     def _add_steps(self, step: np.ndarray) -> None:
-        new = np.unique(step)
+        if len(step) and not np.any(step[1:] < step[:-1]):  # in order, as streams are: no sort
+            new = step[np.r_[True, step[1:] != step[:-1]]]
+        else:
+            new = np.unique(step)
         n = self._n_steps
         if n and new[0] <= self._steps[n - 1]:  # a stream that went back, or a step seen before
             merged = np.union1d(self._steps[:n], new)
