@@ -135,6 +135,13 @@ def test_grids_hold_each_class_correct_and_misclassified(page, analysed):
         rows = label == c["class"]
         assert (c["correct"], c["wrong"]) == (int((rows & correct).sum()), int((rows & ~correct).sum()))
     assert all(c["correct"] > 0 for c in grid["classes"]) and sum(c["wrong"] for c in grid["classes"]) > 20
+    # the blocks' headings are whole inside the panel (a narrow misclassified block cut its heading to "misclassifi")
+    heads = page.locator(".grid-view .heads span")
+    panel = page.locator(".grid-view").bounding_box()
+    last = heads.nth(1).evaluate(
+        "(e) => { const r = document.createRange(); r.selectNodeContents(e); return r.getBoundingClientRect().right; }"
+    )
+    assert last <= panel["x"] + panel["width"] + 0.5 and heads.nth(1).inner_text() in ("misclassified", "wrong")
     # drawing order: most confident first; the misclassified by predicted class, then most confident first
     score, pred = np.asarray(t["score"], dtype=np.float32), np.array(t["prediction"])
     for r, c in enumerate(grid["classes"]):
