@@ -337,6 +337,28 @@ def test_a_loss_spike_opens_the_chart_zoomed_onto_it(page, serve, tmp_path):
     assert page.get_by_test_id("spike-evidence").count() == 0
 
 
+def test_each_rank_of_a_distributed_run_can_be_shown(page, watched, server_url):
+    """Every rank records its own statistics (its own batches): the overview, the layer detail and gradient flow
+    show the chosen rank's, and the link keeps it."""
+    ddp = watched["ddp"]
+    open_internals(page, server_url, f"runs={ddp}&run={ddp}")
+    overview_ready(page, "act", "mean")
+    rank0 = held(page, "overview")
+    page.get_by_label("Rank").select_option("1")
+    wait_for(page, "() => (window.__deepscope.internals.matrixFetches ?? []).at(-1)?.rank === 1")
+    assert "rank=1" in page.url
+    base, _ = api(server_url, f"runs/{ddp}/layerstats/matrix?kind=act&stat=mean&rank=1&buckets=2000")
+    assert base  # the server has rank 1's rows
+    page.get_by_role("button", name="Layer detail").click()
+    wait_for(page, "() => window.__deepscope.internals.layer?.layer != null")
+    page.get_by_role("button", name="Gradient flow").click()
+    page.get_by_label("Rank").wait_for()  # the picker stays, for the runs shown
+    page.reload()
+    page.wait_for_function("() => window.__deepscope !== undefined")
+    assert page.evaluate("() => window.__deepscope.view().rank") == 1
+    assert rank0["displayRows"]
+
+
 def test_ranks_view_flags_the_slow_rank(page, watched, server_url, tmp_path):
     open_internals(page, server_url, f"runs={watched['ddp']}&run={watched['ddp']}&panel=ranks")
     wait_for(page, "() => window.__deepscope.internals.ranks?.ranks.length === 2")
@@ -595,7 +617,8 @@ def test_a_per_row_scale_shows_a_small_layer_beside_a_huge_one(page, serve, tmp_
         return page.evaluate(
             """([labelW, plotW, rowH]) => { const c = document.querySelector('[data-testid=layer-matrix]');
               const k = c.width / c.clientWidth, y = Math.floor(rowH / 2 * k);
-              const px = c.getContext('2d').getImageData(Math.ceil(labelW * k), y, Math.floor((plotW - 160) * k), 1).data;
+              const ctx = c.getContext('2d');
+              const px = ctx.getImageData(Math.ceil(labelW * k), y, Math.floor((plotW - 160) * k), 1).data;
               const seen = new Set();
               for (let i = 0; i < px.length; i += 4) seen.add(px[i] + ',' + px[i + 1] + ',' + px[i + 2]);
               return seen.size; }""",
@@ -606,7 +629,8 @@ def test_a_per_row_scale_shows_a_small_layer_beside_a_huge_one(page, serve, tmp_
         return page.evaluate(
             """([labelW, plotW, rowH]) => { const c = document.querySelector('[data-testid=layer-matrix]');
               const k = c.width / c.clientWidth, y = Math.floor(rowH / 2 * k);
-              const px = c.getContext('2d').getImageData(Math.floor((labelW + plotW - 90) * k), y, Math.floor(80 * k), 1).data;
+              const ctx = c.getContext('2d');
+              const px = ctx.getImageData(Math.floor((labelW + plotW - 90) * k), y, Math.floor(80 * k), 1).data;
               let n = 0;
               for (let i = 0; i < px.length; i += 4) n += px[i] + px[i + 1] + px[i + 2] < 300 ? 1 : 0;
               return n; }""",

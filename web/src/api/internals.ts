@@ -25,6 +25,7 @@ export interface MatrixQuery {
   start?: number;
   end?: number;
   buckets: number;
+  rank?: number;
 }
 
 const enc = encodeURIComponent;
@@ -45,7 +46,7 @@ export const internals = {
   layers: (run: string, rank = 0) => getJson<LayerTable>(`${base(run)}/layers?rank=${rank}`),
 
   async matrix(run: string, q: MatrixQuery, signal?: AbortSignal): Promise<LayerMatrix> {
-    const qs = query({ kind: q.kind, stat: q.stat, start: q.start, end: q.end, buckets: q.buckets });
+    const qs = query({ kind: q.kind, stat: q.stat, start: q.start, end: q.end, buckets: q.buckets, rank: q.rank || undefined });
     const table = await arrowTable(`${base(run)}/layerstats/matrix?${qs}`, signal);
     const meta = table.schema.metadata;
     const steps = JSON.parse(meta.get("steps") ?? "[]") as number[];
@@ -61,15 +62,16 @@ export const internals = {
     return { kind: q.kind, stat: q.stat, names: Array.from(names), steps, values, exact: meta.get("exact") === "true" };
   },
 
-  profile: (run: string, kind: string, stat: string, step: number | null) =>
-    getJson<LayerProfile>(`${base(run)}/layerstats/profile?${query({ kind, stat, step })}`),
+  profile: (run: string, kind: string, stat: string, step: number | null, rank = 0) =>
+    getJson<LayerProfile>(`${base(run)}/layerstats/profile?${query({ kind, stat, step, rank: rank || undefined })}`),
 
-  async series(run: string, layer: string, kind: string, stat: string, buckets = 1000): Promise<Columns> {
-    return seriesColumns(await arrowTable(`${base(run)}/layerstats/series?${query({ layer, kind, stat, buckets })}`));
+  async series(run: string, layer: string, kind: string, stat: string, buckets = 1000, rank = 0): Promise<Columns> {
+    const qs = query({ layer, kind, stat, buckets, rank: rank || undefined });
+    return seriesColumns(await arrowTable(`${base(run)}/layerstats/series?${qs}`));
   },
 
-  histograms: async (run: string, key: string) =>
-    (await getJson<{ histograms: HistogramPoint[] }>(`${base(run)}/histograms?${query({ key })}`)).histograms,
+  histograms: async (run: string, key: string, rank = 0) =>
+    (await getJson<{ histograms: HistogramPoint[] }>(`${base(run)}/histograms?${query({ key, rank: rank || undefined })}`)).histograms,
 
   ranks: (run: string) => getJson<RankReport>(`${base(run)}/ranks`),
 };

@@ -47,6 +47,7 @@ export interface ViewState {
   selectedLayer: string | null;
   /** The selected step, shared by every view that shows one step. */
   selectedStep: number | null;
+  rank: number; // the rank whose statistics the internals views show (a distributed run's)
   // Graph view (the run is `detail`; the statistic overlay uses `kind`, `stat` and `selectedStep`).
   expanded: string[]; // open module paths
   graphNode: string | null; // the selected visible item ("n:<node id>" or "m:<module path>")
@@ -87,6 +88,7 @@ export const defaults: ViewState = {
   colorLog: false,
   rowScale: false,
   stepZoom: null,
+  rank: 0,
   selectedLayer: null,
   selectedStep: null,
   expanded: [],
@@ -167,6 +169,7 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     stepZoom: sz.length === 2 && sz.every(Number.isFinite) && sz[0] <= sz[1] ? [sz[0], sz[1]] : null,
     selectedLayer: p.get("layer"),
     selectedStep: Number.isInteger(step) && step >= 0 ? step : null,
+    rank: Number.isInteger(Number(p.get("rank"))) && Number(p.get("rank")) > 0 ? Number(p.get("rank")) : 0,
     expanded: p.getAll("gx"), // repeated: a module path may hold a comma
     graphNode: p.get("gnode"),
     overlay: (["stat", "params", "size"] as const).find((o) => o === p.get("ov")) ?? "none",
@@ -209,6 +212,7 @@ export function serialize(s: ViewState): string {
   if (s.stepZoom) p.set("steps", s.stepZoom.join(","));
   if (s.selectedLayer) p.set("layer", s.selectedLayer);
   if (s.selectedStep !== null) p.set("step", String(s.selectedStep));
+  if (s.rank) p.set("rank", String(s.rank));
   for (const path of s.expanded) p.append("gx", path);
   if (s.graphNode) p.set("gnode", s.graphNode);
   if (s.overlay !== defaults.overlay) p.set("ov", s.overlay);
