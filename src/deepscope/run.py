@@ -24,6 +24,8 @@ from .types import SEVERITIES
 DEFAULT_DIR = "deepscope-runs"
 _live_runs: list[Run] = []
 _finishing = 0  # runs being finished right now (their streams written out)
+_exiting = False  # the interpreter is ending: the runs left are being finished
+_deferred_signals: list[int] = []  # signals that came while a run was finished, delivered after
 _current: Run | None = None
 _lifecycle_lock = threading.RLock()  # reentrant: a signal handler finishing runs may interrupt a holder
 _handlers_installed = False
@@ -371,6 +373,8 @@ class Run:
             _unregister(self)
         finally:
             _finishing -= 1
+            if not _finishing and _deferred_signals:
+                signal.raise_signal(_deferred_signals.pop(0))  # a signal that came meanwhile, now handled
         self._emit_writer_warnings()
 
     def _finish_after(self, exc_type: Any, exc: Any) -> None:
@@ -378,6 +382,9 @@ class Run:
         interrupted), any other exception a crash."""
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
             self.finish("finished", self._interrupted or "interrupted (KeyboardInterrupt)")
+        elif exc_type is not None and issubclass(exc_type, SystemExit) and (self._interrupted or not exc.code):
+            # sys.exit() after a caught Ctrl-C (or SIGTERM) — Lightning's way of stopping on one —, or a clean exit
+            self.finish("finished", self._interrupted)
         else:
             self.finish("crashed", f"{exc_type.__name__}: {exc}")
 
@@ -538,6 +545,8 @@ def _finish_all(status: str, reason: str | None) -> None:
 
 def _finish_at_exit() -> None:
     """The script ended with runs still open: finished — interrupted, when a Ctrl-C came and was caught."""
+    global _exiting
+    _exiting = True
     for run in list(_live_runs):
         try:
             run.finish("finished", run._interrupted)
@@ -561,6 +570,8 @@ def _install_handlers() -> None:
     def excepthook(exc_type: Any, exc: Any, tb: Any) -> None:
         # an uncaught exception ends the script: its runs crashed (atexit alone would say finished); an uncaught
         # KeyboardInterrupt stopped them
+        global _exiting
+        _exiting = True
         for run in list(_live_runs):
             try:
                 run._finish_after(exc_type, exc)
@@ -599,15 +610,18 @@ def _restore_signal_handlers() -> None:
 def _make_handler(sig: signal.Signals, previous: Any) -> Any:
     def handler(signum: int, frame: Any) -> None:
         if _finishing:
-            # a second Ctrl-C (or a SIGTERM) while runs are being written out: the process is ending anyway; cut
-            # short, the writer's last steps were lost and the run left "running"
+            # a signal while a run's stream is written out: raised inside the writer's close, it lost the last steps
+            # and left the run "running". At exit, the process is ending anyway: dropped. Otherwise it is handled
+            # once the run is written (finish() raises it again).
             print("deepscope: writing the runs out before stopping…", file=sys.stderr, flush=True)
+            if not _exiting and signum not in _deferred_signals:
+                _deferred_signals.append(signum)
             return
-        if signum == signal.SIGINT and callable(previous):
-            # Ctrl-C raises KeyboardInterrupt, which the training code may catch (save a checkpoint, log, go on in a
-            # notebook): the runs stay open. Ended by it — uncaught at exit, or leaving a with-block — a run is
-            # finished with this reason.
-            _mark_interrupted("interrupted (SIGINT)")
+        if callable(previous) and (signum == signal.SIGINT or previous is not signal.default_int_handler):
+            # Ctrl-C raises KeyboardInterrupt, and a SIGTERM the user handles (a preemption that saves a checkpoint)
+            # goes to their handler: the training code may go on, log, save; the runs stay open. Ended by it —
+            # uncaught at exit, sys.exit(), or leaving a with-block — a run is finished with this reason.
+            _mark_interrupted(f"interrupted ({signal.Signals(signum).name})")
             previous(signum, frame)
             return
         if signum == signal.SIGINT:

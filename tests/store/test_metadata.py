@@ -216,3 +216,58 @@ def test_a_second_ctrl_c_while_the_run_is_written_out_loses_nothing(root):
     info = deepscope.open(root).info("r")
     assert (info.status, info.exit_reason) == ("finished", "interrupted (SIGINT)")
     assert deepscope.open(root).run("r").series("x").value.tolist() == [float(i) for i in range(50)]
+
+
+def test_a_signal_while_a_run_is_written_out_is_handled_once_it_is(root):
+    """A sweep finishing one run when SIGTERM comes: that run is written out whole, then the signal does what it
+    does — the next run is marked crashed and the process ends (it was dropped: the sweep went on)."""
+    import signal
+
+    body = (
+        "close = run._writer.close\n"
+        "def slow_close(timeout=30.0):\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(0.3)\n"
+        "    close(timeout)\n"
+        "run._writer.close = slow_close\n"
+        "run.log({'x': 1.0})\n"
+        f"nxt = deepscope.init(dir={str(root)!r}, id='next')\n"
+        "run.finish()\n"
+        "print('went on', flush=True)\n"
+    )
+    out = _python(_ctrl_c_script(root, body))
+    assert out.returncode == -signal.SIGTERM and "went on" not in out.stdout, out.stderr
+    first = deepscope.open(root).info("r")
+    assert first.status == "finished" and deepscope.open(root).run("r").series("x").value.tolist() == [1.0]
+    assert (deepscope.open(root).info("next").status, deepscope.open(root).info("next").exit_reason) == (
+        "crashed",
+        "SIGTERM",
+    )
+
+
+def test_sys_exit_after_a_caught_ctrl_c_ends_the_run_as_interrupted(root):
+    """``except KeyboardInterrupt: save(); sys.exit(130)`` — Lightning stops on Ctrl-C the same way."""
+    body = (
+        f"with deepscope.init(dir={str(root)!r}, id='w') as w:\n"
+        "    try:\n        ctrl_c()\n    except KeyboardInterrupt:\n        w.log({'saved': 1.0})\n"
+        "        raise SystemExit(130)\n"
+    )
+    out = _python(_ctrl_c_script(root, "run.finish()\n" + body, run_id="first"))
+    assert out.returncode == 130, out.stderr
+    info = deepscope.open(root).info("w")
+    assert (info.status, info.exit_reason) == ("finished", "interrupted (SIGINT)")
+
+
+def test_a_sigterm_the_user_handles_leaves_the_runs_open_to_their_handler(root):
+    """A preemption handler that saves a checkpoint and logs it: the run is still open when it runs."""
+    body = (
+        "import sys\n"
+        "def preempted(signum, frame):\n    run.log({'checkpoint': 1.0})\n    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, preempted)\n"
+        f"run = deepscope.init(dir={str(root)!r}, id='p')\n"
+        "run.log({'x': 1.0})\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(1)\n"
+    )
+    out = _python(_ctrl_c_script(root, "run.finish()\n" + body, run_id="first"))
+    assert out.returncode == 0, out.stderr
+    info = deepscope.open(root).info("p")
+    assert (info.status, info.exit_reason) == ("finished", "interrupted (SIGTERM)")
+    assert deepscope.open(root).run("p").series("checkpoint").value.tolist() == [1.0]
