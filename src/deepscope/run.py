@@ -193,7 +193,7 @@ class Run:
             # while a watch runs, the step of the latest training forward pass: a loss and an lr logged apart,
             # or once per micro-batch, line up with that step's layer statistics (each call took a step of its own)
             watched = self._watchers[-1].log_step() if self._watchers else None
-            step = self._next_step if watched is None else max(watched, self._last_step)
+            step = self._next_step if watched is None else watched
         else:
             step = _check_step(step)
         if step < self._last_step:

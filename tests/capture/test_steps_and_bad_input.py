@@ -102,6 +102,8 @@ def test_values_logged_without_a_step_while_watching_take_the_step_of_the_latest
     run = deepscope.init(dir=root, id="w")
     run.log({"before": 1.0})  # nothing trained yet: the run's own count
     run.watch(model, opt, histograms_every=0, print_findings=False)
+    run.log({"val/loss": 2.0})  # an evaluation before training: the first step's, both of them
+    run.log({"val/acc": 0.1})
     for _ in range(4):
         for _ in range(3):  # gradient accumulation: three micro-batches a step
             loss = model(torch.randn(2, 4)).square().mean()
@@ -120,6 +122,7 @@ def test_values_logged_without_a_step_while_watching_take_the_step_of_the_latest
     assert r.series("train/loss").step.tolist() == steps and r.series("lr").step.tolist() == steps
     assert r.series("micro/loss").step.tolist() == [s for s in steps for _ in range(3)]
     assert r.series("before").step.tolist() == [0] and r.series("after").step.tolist() == [5]
+    assert r.series("val/loss").step.tolist() == r.series("val/acc").step.tolist() == [1]
 
 
 def test_awkward_modules_never_crash_training(root):

@@ -111,3 +111,31 @@ def test_init_under_a_launcher_before_the_process_group_warns_that_ranks_would_s
     shared = deepscope.init(dir=root)
     shared.finish()
     assert shared.id == "shared" and shared.rank == 1
+
+
+def test_a_resumed_run_without_a_heartbeat_and_with_a_torn_tail_counts_on_from_its_data(root):
+    """After a power loss the heartbeat may be gone and a segment's tail zero-filled: the steps before the tear count."""
+    run = deepscope.init(dir=root, id="t")
+    for i in range(10):
+        run.log({"x": float(i)})
+    run.finish()
+    stream = run.dir / "streams" / "0"
+    (stream / "heartbeat").unlink()
+    with open(next(stream.glob("scalars-*.arrows")), "ab") as f:
+        f.write(b"\0" * 4096)
+    again = deepscope.init(dir=root, id="t", resume=True)
+    again.log({"x": 10.0})
+    again.finish()
+    assert reopen(root, "t").series("x").step.tolist()[-1] == 10
+
+
+def test_values_logged_after_a_resume_from_an_earlier_checkpoint_keep_the_watchs_steps(root):
+    """Resumed with start_step=5 after steps 0–9: the loss of step 5 goes to step 5 (flagged as going back), not onto
+    step 9 with the four after it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    _train(deepscope.init(dir=root, id="c"), model, 10)
+    with pytest.warns(RuntimeWarning, match="step went backwards"):
+        _train(deepscope.init(dir=root, id="c", resume=True), model, 4, step0=5)
+    steps = reopen(root, "c").series("train/loss").step.tolist()
+    assert steps == sorted([*range(10), 5, 6, 7, 8])  # each of 5–8 twice: the first session and the resumed one

@@ -200,14 +200,12 @@ class Watcher:
     # ---- step boundaries ---------------------------------------------------------------------------
     def log_step(self) -> int | None:
         """The step a value logged now without one belongs to: that of the latest training forward pass (its loss);
-        None before the first."""
+        before the first, the first step (an evaluation before training). None once closed."""
         if self.scope.closed:
             return None
-        if self.optimizer is not None:
-            if self._passes:  # between a forward pass and the optimizer's step
-                return self.step
-            return self.step - 1 if self.step > self.config.start_step else None  # after the step
-        return self.step if self._in_step else None
+        if self.optimizer is not None and not self._passes:  # after an optimizer step
+            return max(self.step - 1, self.config.start_step)
+        return self.step
 
     def _set_flags(self) -> None:
         cfg = self.config

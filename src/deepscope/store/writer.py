@@ -540,6 +540,6 @@ def _heartbeat_step(path: Path) -> int:
                     steps = chunk.table["step"].drop_null().to_numpy()
                     if len(steps):
                         step = max(step, int(steps.max()))
-        except (OSError, pa.ArrowException):
-            continue  # a torn or foreign file: what the others hold
+        except (OSError, pa.ArrowException, fmt.CorruptChunk):
+            continue  # a torn tail (a power loss zero-fills it) or a foreign file: the steps read before it count
     return step
