@@ -126,3 +126,23 @@ def test_profile_and_series_read_the_kind_they_are_asked():
     assert np.allclose(s.mean, act.filter(pa.compute.equal(act["layer"].cast(pa.string()), "y"))["max"].to_numpy())
     with pytest.raises(ValueError, match="unknown statistic"):
         buf.matrix("act", "nope", None, None, 10, ["x"])
+
+
+def test_each_kind_counts_only_its_own_layers():
+    """Modules and parameters share the run's names: a kind's rollups and buckets are as wide as its own layers."""
+    rng = np.random.default_rng(4)
+    modules, params = [f"m{i}" for i in range(3)], [f"m{i}.weight" for i in range(40)]
+    steps = np.arange(4 * BLOCK**2 * 10)
+    act = rows_table(steps, modules, "act", rng)
+    weight = rows_table(steps, params, "weight", rng)
+    buf = LayerStatsBuffer()
+    buf.append(pa.concat_tables([act, weight]))
+    m = buf.matrix("act", "mean", None, None, 10, modules)
+    assert {lv.total.shape[1] for lv in buf._kinds[0].rollups[0]} == {3}
+    oracle([act], "act", "mean", modules, m)
+    w = buf.matrix("weight", "mean", None, None, 10, params[::-1])
+    oracle([weight], "weight", "mean", params[::-1], w)
+    at, values = buf.profile("weight", "mean", 7, params[:2])
+    want = weight.filter(pa.compute.equal(weight["step"], 7))["mean"].to_numpy()[:2]
+    assert at == 7 and np.allclose(values, want)
+    assert buf.series("m1.weight", "weight", "mean", None, None, 10).count.sum() == len(steps)

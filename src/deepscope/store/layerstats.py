@@ -78,6 +78,26 @@ class _KindRows:
         self._nu = 0
         self._sorted: _Rows | None = None  # when not ordered: a sorted copy, until the next append
         self.rollups: OrderedDict[int, list[_Level]] = OrderedDict()
+        # the layers of this kind get ids of their own (modules for act and grad, parameters for the others), so
+        # that rollups and buckets are as wide as the kind's layers, not as every name the run has
+        self.globals: list[int] = []  # local id -> the buffer's id
+        self._local = np.full(0, -1, np.int64)  # the buffer's id -> local id (-1: none)
+
+    def local_ids(self, layer: np.ndarray) -> np.ndarray:
+        """The buffer's layer ids as this kind's, new ones numbered in order of appearance."""
+        top = int(layer.max()) + 1 if len(layer) else 0
+        if top > len(self._local):
+            self._local = np.concatenate([self._local, np.full(top - len(self._local), -1, np.int64)])
+        if (self._local[layer] < 0).any():
+            _, first = np.unique(layer, return_index=True)
+            for g in layer[np.sort(first)].tolist():
+                if self._local[g] < 0:
+                    self._local[g] = len(self.globals)
+                    self.globals.append(g)
+        return self._local[layer].astype(np.int32)
+
+    def local_of(self, layer_id: int) -> int:
+        return int(self._local[layer_id]) if layer_id < len(self._local) else -1
 
     def append(self, step: np.ndarray, wall: np.ndarray, layer: np.ndarray, stats: list[np.ndarray | None]) -> None:
         """Rows of this kind; ``stats``: one column per statistic (None: not recorded, NaN)."""
@@ -91,7 +111,7 @@ class _KindRows:
             self.rollups.clear()
         self._step[a:b] = step
         self._wall[a:b] = wall
-        self._layer[a:b] = layer
+        self._layer[a:b] = self.local_ids(layer)
         for j, col in enumerate(stats):
             self._stats[j, a:b] = np.nan if col is None else col
         self.n = b
@@ -322,7 +342,7 @@ class LayerStatsBuffer:
         n_steps = d1 - d0
         if n_steps <= 0:
             return LayerMatrix(kind, stat, names, np.zeros(0, np.int64), np.full((len(names), 0), np.nan), True)
-        n_layers = len(self._names)
+        n_layers = len(kr.globals)
         acc = _Buckets(buckets if n_steps > buckets else n_steps, n_layers)
         if n_steps <= buckets:  # one bucket per recorded step
             acc.add_rows(r, j, d0, d1, np.arange(n_steps))
@@ -350,7 +370,7 @@ class LayerStatsBuffer:
         values, last = acc.means()
         used = last >= 0
         out = np.full((len(names), int(used.sum())), np.nan)
-        pos = self._positions(names)
+        pos = self._positions(names)[np.array(kr.globals, np.int64)]
         shown = pos >= 0
         out[pos[shown]] = values[used].T[shown]
         return LayerMatrix(kind, stat, names, last[used], out, n_steps <= buckets)
@@ -358,13 +378,14 @@ class LayerStatsBuffer:
     def profile(self, kind: str, stat: str, step: int | None, names: list[str]) -> tuple[int | None, np.ndarray]:
         """Values of ``stat`` across ``names`` at the last recorded step ≤ ``step`` (default: the latest)."""
         self._convert()
-        r = self._kinds[_kind_code(kind)].rows()
+        kr = self._kinds[_kind_code(kind)]
+        r = kr.rows()
         d = len(r.ustep) - 1 if step is None else int(np.searchsorted(r.ustep, step, "right")) - 1
         if d < 0:
             return None, np.full(len(names), np.nan)
         a, b = int(r.ustart[d]), int(r.ustart[d + 1])
         out = np.full(len(names), np.nan)
-        pos = self._positions(names)[r.layer[a:b]]
+        pos = self._positions(names)[np.array(kr.globals, np.int64)][r.layer[a:b]]
         shown = pos >= 0
         out[pos[shown]] = r.stats[_stat_index(stat), a:b][shown]
         return int(r.ustep[d]), out
@@ -381,7 +402,7 @@ class LayerStatsBuffer:
             buf = SeriesBuffer(f"{kind}/{stat}/{name}")
         if seen < kr.n:  # extend with the rows that arrived since the last query
             step, wall, layer, stats = kr.arrival()
-            sel = seen + np.flatnonzero(layer[seen:] == self._ids[name])
+            sel = seen + np.flatnonzero(layer[seen:] == kr.local_of(self._ids[name]))
             buf.append(step[sel], wall[sel], stats[_stat_index(stat), sel].astype(np.float64))
             self._series[key] = (buf, kr.n)
         return buf.downsample(start, end, buckets)

@@ -457,7 +457,8 @@ class RunReader:
             names = list(manifest.get("params", []))
         data = self._ranks.get(rank)
         if not names and data is not None:
-            names = list(data.layerstats.names)
+            with self._lock:  # reading them converts what arrived
+                names = list(data.layerstats.names)
         return names
 
     def layer_matrix(
