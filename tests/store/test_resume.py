@@ -114,7 +114,7 @@ def test_init_under_a_launcher_before_the_process_group_warns_that_ranks_would_s
 
 
 def test_a_resumed_run_without_a_heartbeat_and_with_a_torn_tail_counts_on_from_its_data(root):
-    """After a power loss the heartbeat may be gone and a segment's tail zero-filled: the steps before the tear count."""
+    """After a power loss the heartbeat may be gone and a segment's tail zero-filled: the steps before it count."""
     run = deepscope.init(dir=root, id="t")
     for i in range(10):
         run.log({"x": float(i)})
