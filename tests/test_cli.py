@@ -20,8 +20,15 @@ from deepscope.analyses import read as read_analyses
 def deepscope_command(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.Popen(
-        [sys.executable, "-m", "deepscope", *args], stdout=subprocess.PIPE, text=True, env=env, **kwargs
-    )
+        [sys.executable, "-m", "deepscope", *args], stdout=subprocess.PIPE, text=True, env=env,
+        preexec_fn=ctrl_c_as_at_a_terminal, **kwargs,
+    )  # fmt: skip
+
+
+def ctrl_c_as_at_a_terminal() -> None:
+    """In the child: SIGINT's default disposition, as a command started at a terminal has (a suite started in the
+    background inherits it ignored, and the child would never see the Ctrl-C the tests send)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def printed_urls(proc: subprocess.Popen, n: int, timeout: float = 30) -> list[str]:

@@ -174,7 +174,10 @@ def _python(script: str):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    from tests.test_cli import ctrl_c_as_at_a_terminal
+
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          preexec_fn=ctrl_c_as_at_a_terminal)  # fmt: skip
 
 
 def test_a_caught_ctrl_c_leaves_the_run_open_and_it_ends_as_interrupted(root):
