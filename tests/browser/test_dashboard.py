@@ -716,3 +716,23 @@ def test_a_schedule_that_holds_and_jumps_is_not_smoothed_into_a_ramp(page, serve
         tip = page.locator(f"figure[data-key='{key}'] .tip")
         tip.wait_for()
         assert (tip.locator(".tip-cols").count() > 0) == smoothed  # "smoothed raw" columns only where smoothed
+
+
+def test_a_metric_only_another_rank_logged_is_charted_with_its_rank(page, serve, tmp_path):
+    """Rank 0's scalars are the run's; a key rank 0 never logged (a per-rank throughput) was in no chart."""
+    ranks = [deepscope.init(dir=tmp_path, id="ddp", name="ddp", rank=r, world_size=2) for r in (0, 1)]
+    for s in range(20):
+        for r, run in enumerate(ranks):
+            run.log({"loss": 1.0 / (s + 1) + r}, step=s)
+        ranks[1].log({"io/throughput": 100.0 + s}, step=s)
+    for run in reversed(ranks):
+        run.finish()
+    server = serve(tmp_path)
+    open_page(page, f"{server.url}?runs=ddp&smooth=0")
+    chart_ready(page, "loss", "ddp", 19)
+    key = "io/throughput\u001f1"
+    chart_ready(page, key, "ddp", 19)
+    assert charts(page)[key]["ddp"]["lastY"] == 119.0  # rank 1's values
+    assert charts(page)["loss"]["ddp"]["lastY"] == pytest.approx(1 / 20)  # rank 0's, not rank 1's
+    titles = page.locator("figure.chart .title").all_inner_texts()
+    assert "io/throughput · rank 1" in titles and not any(t.startswith("loss · rank") for t in titles)

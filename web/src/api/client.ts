@@ -145,6 +145,8 @@ export const api = {
   runs: async () => (await getJson<Json<"/api/runs">>("api/runs")).runs,
   run: (id: string) => getJson<RunDetail>(`api/runs/${enc(id)}`),
   keys: async (id: string) => (await getJson<Json<"/api/runs/{run_id}/keys">>(`api/runs/${enc(id)}/keys?rank=0`)).keys,
+  /** Every rank's keys, each with its rank. */
+  allKeys: async (id: string) => (await getJson<Json<"/api/runs/{run_id}/keys">>(`api/runs/${enc(id)}/keys`)).keys,
   summary: async (id: string) =>
     (await getJson<Json<"/api/runs/{run_id}/summary">>(`api/runs/${enc(id)}/summary?rank=0`)).scalars,
   events: async (id: string) => (await getJson<Json<"/api/runs/{run_id}/events">>(`api/runs/${enc(id)}/events`)).events,

@@ -2,6 +2,7 @@
 // tails, and a finer copy of the zoomed range. Fetches go through a small queue so that the first charts on
 // the page fill first and the browser's connection pool (one connection is the live stream) stays free.
 import { api, type Columns } from "../api/client";
+import { splitRankKey } from "./rankkeys";
 import { record } from "./testhook";
 
 export const BUCKETS = 1000;
@@ -73,7 +74,8 @@ function pump() {
 
 async function fetchCols(run: string, key: string, start?: number, end?: number): Promise<Columns> {
   const t0 = performance.now();
-  const cols = await api.scalars(run, { key, start, end, buckets: BUCKETS });
+  const { key: logged, rank } = splitRankKey(key); // a key only other ranks logged: that rank's values
+  const cols = await api.scalars(run, { key: logged, start, end, buckets: BUCKETS, rank: rank || undefined });
   record({ run, key, start: start ?? null, end: end ?? null, rows: cols.step.length, exact: cols.exact, ms: performance.now() - t0 });
   return cols;
 }

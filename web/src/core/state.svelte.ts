@@ -1,6 +1,7 @@
 // Application state: the view state (mirrored in the URL) and the data the server gave us (runs, keys).
 import { api, HttpError, type KeyInfo, type LiveRun, type RunSummary } from "../api/client";
 import { distinctColors, runColor } from "./colors";
+import { chartKeys } from "./rankkeys";
 import * as series from "./series";
 import { hook } from "./testhook";
 import { parse, serialize, type ViewState } from "./viewstate";
@@ -182,8 +183,8 @@ const keysQueued = new Map<string, Promise<void>>();
 
 async function fetchKeys(run: string): Promise<void> {
   try {
-    const keys = await api.keys(run);
-    data.keys[run] = keys.filter((k) => k.kind === "scalar");
+    const keys = await api.allKeys(run);
+    data.keys[run] = chartKeys(keys.filter((k) => k.kind === "scalar"));
   } catch {
     // the run may have been removed; the runs list will drop it
   }
