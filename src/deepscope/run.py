@@ -192,7 +192,7 @@ class Run:
         if step is None:
             # while a watch runs, the step of the latest training forward pass: a loss and an lr logged apart,
             # or once per micro-batch, line up with that step's layer statistics (each call took a step of its own)
-            watched = self._watchers[-1].log_step() if self._watchers else None
+            watched = self._watchers[-1].log_step() if self._watchers else None  # [timer, watcher]
             step = self._next_step if watched is None else watched
         else:
             step = _check_step(step)
@@ -535,23 +535,24 @@ def _unregister(run: Run) -> None:
         _restore_signal_handlers()
 
 
-def _finish_all(status: str, reason: str | None) -> None:
+def _finish_each(end: Any) -> None:
+    """``end(run)`` for every live run; at exit or in a signal handler there is nobody left to tell of a failure."""
     for run in list(_live_runs):
         try:
-            run.finish(status, reason)
-        except Exception:  # at exit there is nobody left to tell
+            end(run)
+        except Exception:
             pass
+
+
+def _finish_all(status: str, reason: str | None) -> None:
+    _finish_each(lambda run: run.finish(status, reason))
 
 
 def _finish_at_exit() -> None:
     """The script ended with runs still open: finished — interrupted, when a Ctrl-C came and was caught."""
     global _exiting
     _exiting = True
-    for run in list(_live_runs):
-        try:
-            run.finish("finished", run._interrupted)
-        except Exception:  # at exit there is nobody left to tell
-            pass
+    _finish_each(lambda run: run.finish("finished", run._interrupted))
 
 
 def _mark_interrupted(reason: str) -> None:
@@ -572,11 +573,7 @@ def _install_handlers() -> None:
         # KeyboardInterrupt stopped them
         global _exiting
         _exiting = True
-        for run in list(_live_runs):
-            try:
-                run._finish_after(exc_type, exc)
-            except Exception:
-                pass
+        _finish_each(lambda run: run._finish_after(exc_type, exc))
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook

@@ -45,7 +45,7 @@ class AnalysisReader:
         self._cells: dict[str, Cells | None] = {}
         self._indices: dict[tuple[str, str], FlatIndex] = {}
         self._images: Any = None
-        self._scores: Any = None
+        self._opened: dict[str, Any] = {}  # stored arrays opened (_stored)
         self._text_column: str | None | bool = False  # False: not looked for yet
         self._cache_layers = cache_layers
         self._maps: tuple[Any, dict[str, FeatureMapInfo], dict[str, Any]] | None = None
@@ -159,14 +159,14 @@ class AnalysisReader:
         """How many classes the model scores (its output's width); None when no scores were stored."""
         if SCORES not in self._progress.get("arrays", ()):
             return None
-        return int(self._scores_array().shape[1])
+        return int(self._stored(SCORES).shape[1])
 
     def scores(self, index: Any) -> np.ndarray | None:
         """The stored class scores (softmax of the model's outputs) of one instance, (C,), or several, (k, C);
         None when none were stored."""
         if self.classes is None:
             return None
-        return self._rows(self._scores_array(), index)
+        return self._rows(self._stored(SCORES), index)
 
     def _rows(self, arr: Any, index: Any) -> np.ndarray:
         """Rows of a per-instance array (in memory or Zarr): one for an int index, (k, …) for several."""
@@ -179,12 +179,14 @@ class AnalysisReader:
             return np.asarray(arr[int(idx)])
         return arr[idx % n] if isinstance(arr, np.ndarray) else np.asarray(arr.get_orthogonal_selection(idx % n))
 
-    def _scores_array(self) -> Any:
-        if self._scores is None:
+    def _stored(self, name: str) -> Any:
+        """A stored Zarr array of the analysis (scores, input features), opened once."""
+        arr = self._opened.get(name)
+        if arr is None:
             import zarr
 
-            self._scores = zarr.open_array(str(self.dir / SCORES), mode="r")
-        return self._scores
+            arr = self._opened[name] = zarr.open_array(str(self.dir / name), mode="r")
+        return arr
 
     # ---- inputs -----------------------------------------------------------------------------------
     @property
@@ -196,9 +198,7 @@ class AnalysisReader:
         """The stored input features of instance ``index`` (F,), or of several (k, F); None when not stored."""
         if not self.has_features:
             return None
-        import zarr
-
-        return self._rows(zarr.open_array(str(self.dir / FEATURES), mode="r"), index)
+        return self._rows(self._stored(FEATURES), index)
 
     @property
     def has_images(self) -> bool:

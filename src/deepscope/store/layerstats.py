@@ -108,7 +108,6 @@ class _KindRows:
         self._grow(b)
         if self._ordered and ((a and step[0] < self._step[a - 1]) or np.any(step[1:] < step[:-1])):
             self._ordered = False
-            self.rollups.clear()
         self._step[a:b] = step
         self._wall[a:b] = wall
         self._layer[a:b] = self.local_ids(layer)
