@@ -43,7 +43,12 @@ def test_steps_converted_between_flushes_share_one_compressed_chunk(tmp_path):
     layer = t["layer"].to_pylist()
     mean = t["mean"].to_numpy()
     step = t["step"].to_numpy()
-    assert layer[:40] == names and layer[80:120] == params
+    kind = np.asarray(t["kind"].to_pylist())
+    # grouped by kind, each kind's rows in step order: readers split a chunk with a slice per kind
+    assert [k for i, k in enumerate(kind) if not i or kind[i - 1] != k] == list(fmt.LAYER_KINDS)
+    for k in fmt.LAYER_KINDS:
+        assert np.all(np.diff(step[kind == k]) >= 0) and np.count_nonzero(kind == k) == 30 * 40 + 1
+    assert layer[:40] == names and np.asarray(layer)[(kind == "param_grad") & (step == 0)].tolist() == params
     assert set(np.asarray(layer)[step == 30]) == {"other", "other.w"}
     np.testing.assert_array_equal(mean[step < 30], step[step < 30].astype(np.float32))
     np.testing.assert_array_equal(mean[step == 30], -1.0)

@@ -146,3 +146,32 @@ def test_each_kind_counts_only_its_own_layers():
     want = weight.filter(pa.compute.equal(weight["step"], 7))["mean"].to_numpy()[:2]
     assert at == 7 and np.allclose(values, want)
     assert buf.series("m1.weight", "weight", "mean", None, None, 10).count.sum() == len(steps)
+
+
+def test_kinds_interleaved_or_together_read_the_same():
+    """The writer groups a chunk's rows by kind (a slice each); chunks written before interleave them per step
+    (gathered by index). Both give the same rows, steps and answers."""
+    rng = np.random.default_rng(5)
+    steps = np.arange(0, 600, 3)
+    kinds = {k: rows_table(steps, ["p", "q", "r"], k, rng, nan=0.1) for k in fmt.LAYER_KINDS}
+    together = pa.concat_tables(kinds.values()).unify_dictionaries().combine_chunks()
+    order = np.lexsort((np.arange(together.num_rows), together["step"].to_numpy()))  # by step, kinds interleaved
+    interleaved = together.take(pa.array(order))
+    assert not np.all(np.diff(interleaved["kind"].combine_chunks().indices.to_numpy()) >= 0)
+    bufs = []
+    for t in (together, interleaved):
+        buf = LayerStatsBuffer()
+        for part in (t.slice(0, 500), t.slice(500)):  # one chunk's rows, then the next
+            buf.append(part)
+        bufs.append(buf)
+    a, b = bufs
+    assert np.array_equal(a.steps(), steps) and np.array_equal(b.steps(), steps)
+    for kind in fmt.LAYER_KINDS:
+        for buckets in (1000, 20):
+            ma, mb = (x.matrix(kind, "rms", None, None, buckets, ["r", "p"]) for x in bufs)
+            assert np.array_equal(ma.step, mb.step)
+            np.testing.assert_array_equal(ma.values, mb.values)
+            oracle([kinds[kind]], kind, "rms", ["r", "p"], ma)
+        assert np.array_equal(a.profile(kind, "max", 300, ["q"])[1], b.profile(kind, "max", 300, ["q"])[1])
+        sa, sb = (x.series("q", kind, "min", None, None, 10_000) for x in bufs)
+        np.testing.assert_array_equal(sa.mean, sb.mean)

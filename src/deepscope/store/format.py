@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 FORMAT_VERSION = 1
@@ -165,3 +166,21 @@ def iter_chunks(buf: memoryview | bytes, offset: int = 0) -> Iterator[Chunk]:
         table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
         offset = start + length
         yield Chunk(table, offset)
+
+
+_NUMPY_TYPES = {pa.int8(): np.int8, pa.int32(): np.int32, pa.int64(): np.int64, pa.float32(): np.float32,
+                pa.float64(): np.float64}  # fmt: skip
+
+
+def numpy_column(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A column of a decoded chunk as NumPy, without copying.
+
+    ``to_numpy`` would do, but its first call imports pandas (half a second): a cold server paid it on the
+    first query of every kind of record.
+    """
+    arr = column.chunk(0) if isinstance(column, pa.ChunkedArray) and column.num_chunks == 1 else column
+    dtype = _NUMPY_TYPES.get(arr.type) if isinstance(arr, pa.Array) and arr.null_count == 0 else None
+    if dtype is None:
+        return column.to_numpy()
+    itemsize = np.dtype(dtype).itemsize
+    return np.frombuffer(arr.buffers()[1], dtype, count=len(arr), offset=arr.offset * itemsize)

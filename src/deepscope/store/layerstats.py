@@ -99,20 +99,32 @@ class _KindRows:
     def local_of(self, layer_id: int) -> int:
         return int(self._local[layer_id]) if layer_id < len(self._local) else -1
 
-    def append(self, step: np.ndarray, wall: np.ndarray, layer: np.ndarray, stats: list[np.ndarray | None]) -> None:
-        """Rows of this kind; ``stats``: one column per statistic (None: not recorded, NaN)."""
-        m = len(step)
+    def append(
+        self,
+        step: np.ndarray,
+        wall: np.ndarray,
+        layer: np.ndarray,
+        stats: list[np.ndarray | None],
+        rows: np.ndarray | None = None,
+    ) -> None:
+        """Rows of this kind — all of the columns', or those at the indices ``rows`` (gathered straight into place:
+        one copy, not two); ``stats``: one column per statistic (None: not recorded, NaN)."""
+        m = len(step) if rows is None else len(rows)
         if not m:
             return
         a, b = self.n, self.n + m
         self._grow(b)
+        for dst, src in ((self._step, step), (self._wall, wall), *zip(self._stats, stats)):
+            if src is None:
+                dst[a:b] = np.nan
+            elif rows is None:
+                dst[a:b] = src
+            else:
+                np.take(src, rows, out=dst[a:b])
+        step = self._step[a:b]
+        self._layer[a:b] = self.local_ids(layer if rows is None else layer[rows])
         if self._ordered and ((a and step[0] < self._step[a - 1]) or np.any(step[1:] < step[:-1])):
             self._ordered = False
-        self._step[a:b] = step
-        self._wall[a:b] = wall
-        self._layer[a:b] = self.local_ids(layer)
-        for j, col in enumerate(stats):
-            self._stats[j, a:b] = np.nan if col is None else col
         self.n = b
         self._sorted = None
         if not self._ordered:
@@ -200,6 +212,13 @@ class _KindRows:
         return levels
 
 
+def _distinct(step: np.ndarray) -> np.ndarray:
+    """The distinct values of ``step``, ascending (no sort when they are in order already, as streams are)."""
+    if len(step) and not np.any(step[1:] < step[:-1]):
+        return step[np.r_[True, step[1:] != step[:-1]]]
+    return np.unique(step)
+
+
 _LEVEL_FIELDS = ("first", "last", "total", "count")
 
 
@@ -271,7 +290,7 @@ class LayerStatsBuffer:
                 part = table.slice(offset, _SLICE)
                 kind = part["kind"].combine_chunks()
                 kind_remap = np.array([KIND_INDEX.get(k, -1) for k in kind.dictionary.to_pylist()], np.int8)
-                parts.append((part, kind_remap[kind.indices.to_numpy()]))
+                parts.append((part, kind_remap[fmt.numpy_column(kind.indices)]))
         for k, rows in enumerate(self._kinds):
             rows.reserve(sum(int(np.count_nonzero(code == k)) for _, code in parts))
         for part, code in parts:
@@ -280,23 +299,31 @@ class LayerStatsBuffer:
     def _convert_part(self, table: pa.Table, code: np.ndarray) -> None:
         layer = table["layer"].combine_chunks()
         remap = np.array([self._id(n) for n in layer.dictionary.to_pylist()], np.int32)
-        lid = remap[layer.indices.to_numpy()]
-        step = table["step"].to_numpy()
-        wall = table["wall_time"].to_numpy()
-        cols = [table[s].to_numpy() if s in table.column_names else None for s in fmt.LAYER_STATS]
-        for k, rows in enumerate(self._kinds):
+        lid = remap[fmt.numpy_column(layer.indices)]
+        step = fmt.numpy_column(table["step"])
+        wall = fmt.numpy_column(table["wall_time"])
+        cols = [fmt.numpy_column(table[s]) if s in table.column_names else None for s in fmt.LAYER_STATS]
+        if not np.any(code[1:] < code[:-1]):  # kinds together, as the writer puts them: a slice each
+            bounds = np.searchsorted(code, np.arange(len(self._kinds) + 1)).tolist()
+            distinct = []
+            for k, rows in enumerate(self._kinds):
+                a, b = bounds[k], bounds[k + 1]
+                rows.append(step[a:b], wall[a:b], lid[a:b], [None if c is None else c[a:b] for c in cols])
+                distinct.append(_distinct(step[a:b]))
+            self._add_steps(np.unique(np.concatenate(distinct)))
+            return
+        for k, rows in enumerate(self._kinds):  # kinds interleaved (stores written before): gathered by index
             idx = np.flatnonzero(code == k)
             if len(idx) == len(code):
                 rows.append(step, wall, lid, cols)
             elif len(idx):
-                rows.append(step[idx], wall[idx], lid[idx], [None if c is None else c[idx] for c in cols])
+                rows.append(step, wall, lid, cols, idx)
         self._add_steps(step)
 
     def _add_steps(self, step: np.ndarray) -> None:
-        if len(step) and not np.any(step[1:] < step[:-1]):  # in order, as streams are: no sort
-            new = step[np.r_[True, step[1:] != step[:-1]]]
-        else:
-            new = np.unique(step)
+        new = _distinct(step)
+        if not len(new):
+            return
         n = self._n_steps
         if n and new[0] <= self._steps[n - 1]:  # a stream that went back, or a step seen before
             merged = np.union1d(self._steps[:n], new)

@@ -365,11 +365,11 @@ class RunReader:
                 )
                 data.histograms.setdefault(h.key, []).append(h)
                 changed.add(h.key)
-            self._bump(int(table["step"].to_numpy().max()))
+            self._bump(int(fmt.numpy_column(table["step"]).max()))
             return table.num_rows
         if kind == "layerstats":
             data.layerstats.append(table)
-            self._bump(int(table["step"].to_numpy().max()))
+            self._bump(int(fmt.numpy_column(table["step"]).max()))
             changed.add("layerstats")
             return table.num_rows
         if kind == "events":
@@ -385,9 +385,10 @@ class RunReader:
             return 0
         keycol = table["key"].combine_chunks()
         remap = np.array([_key_id(data, n) for n in keycol.dictionary.to_pylist()], np.int32)
-        kid = remap[_numpy(keycol.indices)]
-        step = _numpy(table["step"])
-        data.chunks.append(_ScalarChunk(step, _numpy(table["wall_time"]), _numpy(table["value"]), kid))
+        kid = remap[fmt.numpy_column(keycol.indices)]
+        step = fmt.numpy_column(table["step"])
+        wall, value = fmt.numpy_column(table["wall_time"]), fmt.numpy_column(table["value"])
+        data.chunks.append(_ScalarChunk(step, wall, value, kid))
         if count:
             _count(data, kid, step, changed)
             self._bump(int(step.max()))
@@ -527,23 +528,6 @@ def _key_id(data: _RankData, name: str) -> int:
         data.key_count.append(0)
         data.key_last.append(-1)
     return i
-
-
-_NUMPY_TYPES = {pa.int32(): np.int32, pa.int64(): np.int64, pa.float64(): np.float64}
-
-
-def _numpy(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A column of a decoded chunk as NumPy, without copying.
-
-    ``to_numpy`` would do, but its first call imports pandas (half a second): a cold server paid it on the
-    first query of every kind of record.
-    """
-    arr = column.chunk(0) if isinstance(column, pa.ChunkedArray) and column.num_chunks == 1 else column
-    dtype = _NUMPY_TYPES.get(arr.type) if isinstance(arr, pa.Array) and arr.null_count == 0 else None
-    if dtype is None:
-        return column.to_numpy()
-    itemsize = np.dtype(dtype).itemsize
-    return np.frombuffer(arr.buffers()[1], dtype, count=len(arr), offset=arr.offset * itemsize)
 
 
 def _count(data: _RankData, kid: np.ndarray, step: np.ndarray, changed: set[str]) -> None:

@@ -171,6 +171,8 @@ class StreamWriter:
         for kind, batches in by_kind.items():  # the steps converted since the last drain: one chunk per kind
             try:
                 batch = _concat(batches)
+                if kind == "layerstats":
+                    batch = _kinds_together(batch)
             except Exception as e:
                 self._warn(f"deepscope: could not convert recorded statistics: {type(e).__name__}: {e}")
                 continue
@@ -462,6 +464,15 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
         return batches[0]
     table = pa.Table.from_batches(batches).unify_dictionaries().combine_chunks()
     return table.to_batches()[0] if table.num_rows else batches[0]
+
+
+def _kinds_together(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``layerstats`` rows grouped by kind, each kind's in step order (a stable sort by the kind's code): a reader
+    splits a chunk into its kinds with four slices instead of gathering every column by index."""
+    code = batch.column(fmt.LAYERSTATS.get_field_index("kind")).indices.to_numpy(zero_copy_only=False)
+    if not len(code) or np.all(code[1:] >= code[:-1]):
+        return batch
+    return batch.take(pa.array(np.argsort(code, kind="stable")))
 
 
 def _take(q: deque) -> list:
