@@ -212,6 +212,19 @@ class _KindRows:
         return levels
 
 
+def _slices(tables: list[pa.Table]) -> list[tuple[pa.Table, np.ndarray]]:
+    """The tables in slices of at most ``_SLICE`` rows (a whole segment's rows at once made temporaries of
+    gigabytes), each with its rows' kind codes (``KIND_INDEX``; -1: a kind this reader does not know)."""
+    parts = []
+    for table in tables:
+        for offset in range(0, table.num_rows, _SLICE):
+            part = table.slice(offset, _SLICE)
+            kind = part["kind"].combine_chunks()
+            remap = np.array([KIND_INDEX.get(k, -1) for k in kind.dictionary.to_pylist()], np.int8)
+            parts.append((part, remap[fmt.numpy_column(kind.indices)]))
+    return parts
+
+
 def _distinct(step: np.ndarray) -> np.ndarray:
     """The distinct values of ``step``, ascending (no sort when they are in order already, as streams are)."""
     if len(step) and not np.any(step[1:] < step[:-1]):
@@ -282,19 +295,14 @@ class LayerStatsBuffer:
         """The tables that arrived since the last query, into each kind's columns."""
         if not self._pending:
             return
-        tables, self._pending = self._pending, []
-        parts = []
-        for table in tables:
-            # in slices: a whole segment's rows at once made temporaries of gigabytes
-            for offset in range(0, table.num_rows, _SLICE):
-                part = table.slice(offset, _SLICE)
-                kind = part["kind"].combine_chunks()
-                kind_remap = np.array([KIND_INDEX.get(k, -1) for k in kind.dictionary.to_pylist()], np.int8)
-                parts.append((part, kind_remap[fmt.numpy_column(kind.indices)]))
+        parts = _slices(self._pending)  # the only references left: each table goes once its last slice is converted
+        self._pending = []
         for k, rows in enumerate(self._kinds):
             rows.reserve(sum(int(np.count_nonzero(code == k)) for _, code in parts))
-        for part, code in parts:
-            self._convert_part(part, code)
+        parts.reverse()
+        while parts:
+            self._convert_part(*parts.pop())
+            pa.default_memory_pool().release_unused()  # to the system, for the columns' pages still untouched
 
     def _convert_part(self, table: pa.Table, code: np.ndarray) -> None:
         layer = table["layer"].combine_chunks()
