@@ -736,3 +736,34 @@ def test_a_metric_only_another_rank_logged_is_charted_with_its_rank(page, serve,
     assert charts(page)["loss"]["ddp"]["lastY"] == pytest.approx(1 / 20)  # rank 0's, not rank 1's
     titles = page.locator("figure.chart .title").all_inner_texts()
     assert "io/throughput · rank 1" in titles and not any(t.startswith("loss · rank") for t in titles)
+
+
+def test_each_rank_draws_a_line_per_rank_of_a_key_every_rank_logged(page, serve, tmp_path):
+    """A distributed run's ranks each log their local loss: rank 0's is the run's line; "Each rank" adds the others'
+    (in the Ranks view's colours), and the link keeps it."""
+    ranks = [deepscope.init(dir=tmp_path, id="ddp", name="ddp", rank=r, world_size=3) for r in (0, 1, 2)]
+    for s in range(20):
+        for r, run in enumerate(ranks):
+            run.log({"loss": 1.0 / (s + 1) + r}, step=s)
+    ranks[0].log({"val/acc": 0.9}, step=19)  # rank 0's alone: one line either way
+    for run in reversed(ranks):
+        run.finish()
+    server = serve(tmp_path)
+    open_page(page, f"{server.url}?runs=ddp&smooth=0")
+    chart_ready(page, "loss", "ddp", 19)
+    assert list(charts(page)["loss"]) == ["ddp"]
+    page.get_by_label("Each rank").check()
+    wait_for(page, "() => Object.keys(window.__deepscope.charts['loss'] || {}).length === 3")
+    wait_for(page, "() => Object.values(window.__deepscope.charts['loss']).every((c) => c.lastStep === 19)")
+    lines = charts(page)["loss"]
+    assert [lines[k]["lastY"] for k in ("ddp", "ddp\u001f1", "ddp\u001f2")] == pytest.approx([0.05, 1.05, 2.05])
+    assert list(charts(page)["val/acc"]) == ["ddp"]
+    assert "ranks=each" in page.url
+    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
+    page.mouse.move(plot["x"] + plot["width"] * 0.98, plot["y"] + plot["height"] / 2)
+    tip = page.locator("figure[data-key='loss'] .tip")
+    tip.wait_for()
+    assert all(f"ddp · rank {r}" in tip.inner_text() for r in (0, 1, 2))
+    page.reload()
+    wait_for(page, "() => Object.keys(window.__deepscope.charts['loss'] || {}).length === 3")
+    expect(page.get_by_label("Each rank")).to_be_checked()

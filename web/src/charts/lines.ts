@@ -10,6 +10,7 @@ export interface RunLine {
   id: string;
   name: string;
   color: string;
+  dash?: number[]; // a rank's line beside rank 0's of the same run
   x: Float64Array; // ascending
   y: Float64Array; // NaN = gap
   smooth: Float64Array | null;
@@ -179,10 +180,11 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         // faint behind its smoothed line; a series too short to smooth is drawn as it is, with its points
         stroke: (u) => (smoothing && hasValues(u.data[base + 1]) ? faint : l.color),
         width: smoothing ? 1 : 1.5,
+        dash: l.dash,
         spanGaps: false,
         points: { show: (u, si, i0, i1) => fewValues(u.data[si], i0, i1), size: 6, fill: l.color, stroke: l.color },
       },
-      { label: `${l.name} (smoothed)`, stroke: l.color, width: 1.75, spanGaps: false, points: { show: false }, show: smoothing },
+      { label: `${l.name} (smoothed)`, stroke: l.color, width: 1.75, dash: l.dash, spanGaps: false, points: { show: false }, show: smoothing },
       { label: `${l.name} min`, stroke: "transparent", width: 0, spanGaps: false, points: { show: false } },
       { label: `${l.name} max`, stroke: "transparent", width: 0, spanGaps: false, points: { show: false } },
     );

@@ -36,3 +36,16 @@ export function chartKeys(keys: KeyInfo[]): KeyInfo[] {
   }
   return out;
 }
+
+/** For each key rank 0 logged, the other ranks that logged it too (ascending); keys no other rank logged are left
+ * out. */
+export function otherRanks(keys: KeyInfo[]): Record<string, number[]> {
+  const onRank0 = new Set(keys.filter((k) => (k.rank ?? 0) === 0).map((k) => k.key));
+  const out: Record<string, number[]> = {};
+  for (const k of keys) {
+    const rank = k.rank ?? 0;
+    if (rank && onRank0.has(k.key)) (out[k.key] ??= []).push(rank);
+  }
+  for (const ranks of Object.values(out)) ranks.sort((a, b) => a - b);
+  return out;
+}

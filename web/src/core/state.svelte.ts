@@ -1,7 +1,7 @@
 // Application state: the view state (mirrored in the URL) and the data the server gave us (runs, keys).
 import { api, HttpError, type KeyInfo, type LiveRun, type RunSummary } from "../api/client";
 import { distinctColors, runColor } from "./colors";
-import { chartKeys } from "./rankkeys";
+import { chartKeys, otherRanks } from "./rankkeys";
 import * as series from "./series";
 import { hook } from "./testhook";
 import { parse, serialize, type ViewState } from "./viewstate";
@@ -15,6 +15,8 @@ hook.view = () => $state.snapshot(view);
 export const data = $state({
   runs: [] as RunSummary[],
   keys: {} as Record<string, KeyInfo[]>,
+  /** Per run, the ranks other than 0 that logged each of rank 0's keys too (a distributed run's local loss). */
+  otherRanks: {} as Record<string, Record<string, number[]>>,
   loaded: false,
   error: null as string | null,
   missing: [] as string[], // run ids of the link this store does not hold (left out of the view)
@@ -184,7 +186,9 @@ const keysQueued = new Map<string, Promise<void>>();
 async function fetchKeys(run: string): Promise<void> {
   try {
     const keys = await api.allKeys(run);
-    data.keys[run] = chartKeys(keys.filter((k) => k.kind === "scalar"));
+    const scalars = keys.filter((k) => k.kind === "scalar");
+    data.keys[run] = chartKeys(scalars);
+    data.otherRanks[run] = otherRanks(scalars);
   } catch {
     // the run may have been removed; the runs list will drop it
   }

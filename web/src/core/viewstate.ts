@@ -31,6 +31,7 @@ export interface ViewState {
   zoom: [number, number] | null; // visible x range, in the unit of `x`
   collapsed: string[]; // collapsed key groups
   bigChart: string | null; // the metric shown enlarged over the charts
+  eachRank: boolean; // a metric several ranks of a run logged: a line per rank (else rank 0's)
   filter: string; // runs table text filter
   cfgKey: string; // runs table config filter
   cfgValue: string;
@@ -77,6 +78,7 @@ export const defaults: ViewState = {
   zoom: null,
   collapsed: [],
   bigChart: null,
+  eachRank: false,
   filter: "",
   cfgKey: "",
   metric: "",
@@ -155,6 +157,7 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     zoom: z.length === 2 && z.every(Number.isFinite) && z[0] < z[1] ? [z[0], z[1]] : null,
     collapsed: list(p.get("collapsed")),
     bigChart: p.get("chart"),
+    eachRank: p.get("ranks") === "each",
     filter: p.get("filter") ?? "",
     cfgKey: p.get("cfg") ?? "",
     metric: p.get("metric") ?? "",
@@ -199,6 +202,7 @@ export function serialize(s: ViewState): string {
   if (s.zoom) p.set("zoom", s.zoom.map((v) => +v.toPrecision(12)).join(","));
   if (s.collapsed.length) p.set("collapsed", s.collapsed.join(","));
   if (s.bigChart) p.set("chart", s.bigChart);
+  if (s.eachRank) p.set("ranks", "each");
   if (s.filter) p.set("filter", s.filter);
   if (s.cfgKey) p.set("cfg", s.cfgKey);
   if (s.metric) p.set("metric", s.metric);
