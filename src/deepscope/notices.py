@@ -11,9 +11,27 @@ import os
 import sys
 import warnings
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
-def notice(message: str, stacklevel: int = 2) -> None:
-    """``warnings.warn(message, RuntimeWarning)`` that an ``error`` filter cannot turn into an exception."""
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of the caller's caller's first frame outside deepscope and torch (a hook's warning points at
+    the user's ``model(x)`` or ``loss.backward()``, not at the hook)."""
+    level, f = 1, sys._getframe(2)
+    while f is not None and (f.f_code.co_filename.startswith(_PACKAGE) or _is_torch(f.f_code.co_filename)):
+        level, f = level + 1, f.f_back
+    return level
+
+
+def _is_torch(filename: str) -> bool:
+    return f"{os.sep}torch{os.sep}" in filename or f"{os.sep}lightning{os.sep}" in filename
+
+
+def notice(message: str, stacklevel: int | None = 2) -> None:
+    """``warnings.warn(message, RuntimeWarning)`` that an ``error`` filter cannot turn into an exception.
+    ``stacklevel=None``: at the first frame of the user's code (outside deepscope and torch)."""
+    if stacklevel is None:
+        stacklevel = user_stacklevel()
     try:
         warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)
     except Warning:

@@ -210,7 +210,7 @@ class Run:
             key = k if isinstance(k, str) else repr(k)
             if key not in self._bad_keys:
                 self._bad_keys.add(key)
-                notice(f"{message} — not recorded (this warning is shown once per key)", stacklevel=4)
+                notice(f"{message} — not recorded (this warning is shown once per key)", stacklevel=3)
 
     def log_histogram(
         self,

@@ -326,6 +326,8 @@ def test_a_loss_spike_opens_the_chart_zoomed_onto_it(page, serve, tmp_path):
     assert view["runs"] == [run.id]  # the finding's run alone: another run's scale cannot flatten its spike
     wait_for(page, "() => (window.__deepscope.yScale['train/loss']?.max ?? 0) > 400")  # the spike, on the chart
     assert page.evaluate("() => window.__deepscope.yScale['train/loss'].max") < 1e4  # not the divergence after it
+    marker = page.evaluate("() => window.__deepscope.markers['train/loss']")
+    assert marker["x"] == 250 and marker["label"] == "loss spike"  # its step marked on the chart
     page.go_back()  # the findings again, of both runs
     wait_for(page, "() => window.__deepscope.view().tab === 'internals'")
     assert page.evaluate("() => window.__deepscope.view().runs") == [run.id, calm.id]
@@ -335,6 +337,7 @@ def test_a_loss_spike_opens_the_chart_zoomed_onto_it(page, serve, tmp_path):
     note.get_by_role("button", name="Show the 2 runs selected before").click()
     wait_for(page, f"() => window.__deepscope.view().runs.join() === '{run.id},{calm.id}'")
     assert page.get_by_test_id("spike-evidence").count() == 0
+    wait_for(page, "() => window.__deepscope.markers['train/loss'] === null")  # the runs back: no marker
 
 
 def test_each_rank_of_a_distributed_run_can_be_shown(page, watched, server_url):

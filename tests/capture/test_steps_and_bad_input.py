@@ -143,6 +143,10 @@ def test_awkward_modules_never_crash_training(root):
     messages = [str(w.message) for w in caught]
     for layer in ("none", "int", "bool", "cplx"):
         assert sum(f"layer {layer} returned" in m for m in messages) == 1, (layer, messages)
+    assert any("layer int returned an integer or boolean tensor (torch.int64)" in m for m in messages)
+    assert any("layer cplx returned a complex tensor" in m for m in messages)
+    # each points at the user's line that ran the hooks (here: model(...)), not at deepscope or torch
+    assert {w.filename for w in caught if "returned" in str(w.message)} == {__file__}
     r = reopen(root, run.id)
     recorded = set(r.layer_matrix("act", "mean").names)
     assert {"tup", "dct", "relu", "shared"} <= recorded

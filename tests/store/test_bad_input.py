@@ -22,7 +22,7 @@ def test_a_value_that_is_no_number_is_left_out_with_one_warning_naming_the_key(r
     with pytest.warns(RuntimeWarning, match="'train/loss'.*not recorded") as seen:
         for step in range(3):
             run.log({"train/loss": value, "lr": 0.1}, step=step)
-    assert len(seen) == 1  # once per key, not per step
+    assert len(seen) == 1 and seen[0].filename == __file__  # once per key, not per step; at the caller's line
     run.flush()
     r = reopen(root, run.id)
     assert [k.key for k in r.keys()] == ["lr"]

@@ -461,7 +461,10 @@ class Watcher:
             self._warn_once(where, f"deepscope.watch: {where} returned no tensor; its {what} is not recorded")
             return None
         if t.is_sparse or t.is_complex() or not t.is_floating_point():
-            self._warn_once(where, f"deepscope.watch: {where} returned a {t.dtype} {t.layout} tensor; skipped")
+            kind = "a sparse" if t.is_sparse else "a complex" if t.is_complex() else "an integer or boolean"
+            self._warn_once(
+                where, f"deepscope.watch: {where} returned {kind} tensor ({t.dtype}); its {what} is not recorded"
+            )
             return None
         return t
 
@@ -483,7 +486,7 @@ class Watcher:
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            notice(message, stacklevel=3)
+            notice(message, stacklevel=None)  # at the user's line that ran the hook (model(x), backward())
 
     # ---- writer thread -----------------------------------------------------------------------------
     def _convert_pending(self) -> list:

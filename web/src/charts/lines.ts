@@ -107,6 +107,31 @@ function drawNonFinite(u: uPlot, lines: RunLine[]): void {
   ctx.restore();
 }
 
+/** A dashed vertical line at `m.x`, labelled at its top. */
+function drawMarker(u: uPlot, m: { x: number; label: string } | null): void {
+  if (!m) return;
+  const { left, top, width, height } = u.bbox;
+  const x = Math.round(u.valToPos(m.x, "x", true));
+  if (x < left - 1 || x > left + width + 1) return;
+  const px = devicePixelRatio || 1;
+  const ctx = u.ctx;
+  ctx.save();
+  ctx.strokeStyle = "#c92a2a";
+  ctx.lineWidth = px;
+  ctx.setLineDash([4 * px, 3 * px]);
+  ctx.beginPath();
+  ctx.moveTo(x, top);
+  ctx.lineTo(x, top + height);
+  ctx.stroke();
+  ctx.font = `${11 * px}px system-ui, sans-serif`;
+  ctx.fillStyle = "#c92a2a";
+  ctx.textBaseline = "top";
+  const w = ctx.measureText(m.label).width;
+  ctx.textAlign = x + 4 * px + w > left + width ? "right" : "left"; // inside the plot, on the side with room
+  ctx.fillText(m.label, ctx.textAlign === "right" ? x - 4 * px : x + 4 * px, top + 8 * px);
+  ctx.restore();
+}
+
 function unionSorted(arrays: Float64Array[]): number[] {
   if (arrays.length === 1) return Array.from(arrays[0]);
   let n = 0;
@@ -133,6 +158,7 @@ export interface ChartConfig {
   xRange: () => [number, number] | null;
   onYScale?: (min: number | null, max: number | null, distr: number) => void;
   onYLabels?: (labels: string[]) => void; // the y axis's labels as drawn (for the browser tests)
+  marker?: () => { x: number; label: string } | null; // a step to point at (a diagnosed loss spike)
   lines?: () => RunLine[]; // the lines now (the options outlive the data they were made with)
 }
 
@@ -252,7 +278,12 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         },
       ],
       ready: [(u) => u.over.addEventListener("dblclick", () => cfg.onReset())],
-      draw: [(u) => drawNonFinite(u, cfg.lines?.() ?? lines)],
+      draw: [
+        (u) => {
+          drawNonFinite(u, cfg.lines?.() ?? lines);
+          drawMarker(u, cfg.marker?.() ?? null);
+        },
+      ],
     },
   };
 }

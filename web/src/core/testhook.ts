@@ -29,6 +29,7 @@ export interface Hook {
   /** Each chart's y scale as uPlot last set it: its range and distribution (1 linear, 3 logarithmic). */
   yScale: Record<string, { min: number | null; max: number | null; distr: number }>;
   yLabels: Record<string, string[]>;
+  markers: Record<string, { x: number; label: string } | null>;
   /** `performance.now()` when a chart first held data (first meaningful paint). */
   firstData: number | null;
   /** The view state (what the URL holds). */
@@ -42,6 +43,7 @@ export const hook: Hook = {
   xRange: {},
   yScale: {},
   yLabels: {},
+  markers: {},
   firstData: null,
   view: () => null,
 };
