@@ -294,9 +294,9 @@ class Run:
         ``scaler``: the ``torch.amp.GradScaler`` of mixed-precision training, so output gradients (which
         come from the scaled loss) are recorded unscaled and a step it skips stays a step of its own.
         Returns the watcher; ``run.unwatch()`` (or ``finish()``, or leaving ``with run.watch(...)``) removes
-        every hook. Watching the watched model again (same optimizer) keeps the running watch, with a warning. One model
-        at a time per run: give a second model watched at the same time (a GAN's
-        discriminator) a run of its own.
+        every hook. Watching the watched model again (same optimizer) keeps the running watch, with a warning; after
+        ``unwatch()``, another ``layers`` selection of the same model records beside the first. One model at a time
+        per run: give a second model watched at the same time (a GAN's discriminator) a run of its own.
 
         >>> run.watch(model, optimizer=opt)
         """

@@ -347,6 +347,35 @@ def test_watch_again_after_logged_steps_lines_up_with_them(root):
     assert r.layer_steps().tolist() == [*range(10), *range(20, 30)]
 
 
+def test_another_selection_of_the_same_model_later_is_recorded_beside_the_first(root):
+    """layers= changed between two watches of one model (narrowed to the output layer mid-training): no exception in
+    the training loop; the run lists both selections' layers and parameters, in model order, each with the steps
+    it recorded."""
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+
+    def train(steps) -> None:  # noqa: ANN001
+        for _ in steps:
+            model(torch.randn(8, 64)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+
+    run.watch(model, opt, layers="2", diagnose=False)
+    train(range(3))
+    run.unwatch()
+    run.watch(model, opt, layers=["0", "1"], diagnose=False)
+    train(range(3, 5))
+    run.finish()
+    r = reopen(root, run.id)
+    manifest = r.watch_manifest()
+    assert [(la["index"], la["path"]) for la in manifest["layers"]] == [(0, "0"), (1, "1"), (2, "2")]
+    assert manifest["params"] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert r.layer_series("2", "act", "mean").step.tolist() == [0, 1, 2]
+    assert r.layer_series("0", "act", "mean").step.tolist() == [3, 4]
+    assert r.layer_series("2.weight", "weight", "norm").step.tolist() == [0, 1, 2]
+
+
 def test_a_second_model_at_once_or_other_layers_later_are_refused(root):
     g, d = _model(), nn.Sequential(nn.Linear(3, 1))
     run = deepscope.init(dir=root)
@@ -354,7 +383,7 @@ def test_a_second_model_at_once_or_other_layers_later_are_refused(root):
     with pytest.raises(RuntimeError, match="already watches a model.*run of its own"):
         run.watch(d)
     run.unwatch()
-    with pytest.raises(ValueError, match="other layers.*new run"):
+    with pytest.raises(ValueError, match="another model.*new run"):
         run.watch(d)
     assert not g[0]._forward_hooks and not d[0]._forward_hooks  # a refused watch leaves no hook
     run.watch(g)  # the same model again is fine

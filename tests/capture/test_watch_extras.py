@@ -307,7 +307,7 @@ def test_a_run_watched_before_attention_was_one_layer_can_be_watched_again(root)
     again = deepscope.init(dir=root, id="old", resume=True)
     again.watch(model)
     again.unwatch()
-    with pytest.raises(ValueError, match="other layers"):
+    with pytest.raises(ValueError, match="another model"):
         again.watch(nn.Sequential(nn.Linear(2, 2)))
     again.finish()
 

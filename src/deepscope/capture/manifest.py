@@ -13,16 +13,31 @@ if TYPE_CHECKING:
     from ..run import Run
 
 
-def write_manifest(run: Run, layers: list[Layer], params: list[str], by_optimizer: bool, config: Any) -> None:
-    """Write the manifest; a run that recorded other layers (another model, another selection) is refused."""
+def write_manifest(
+    run: Run,
+    layers: list[Layer],
+    params: list[str],
+    by_optimizer: bool,
+    config: Any,
+    model_layers: list[Layer],
+    model_params: list[str],
+) -> None:
+    """Write the manifest. A run that recorded another selection of the same model's layers (``layers=`` changed
+    between two watches) lists both, in model order (``model_layers``, ``model_params``: all of the model's); a run
+    that recorded another model is refused."""
     path = run._stream_dir / fmt.WATCH_MANIFEST
     table = [la.to_json() for la in layers]
     old = runmeta.read_json(path)
     if old and not _same_model(old.get("layers", []), table):
-        raise ValueError(
-            f"deepscope.watch: run {run.id!r} has recorded the statistics of other layers (another model, "
-            "or another `layers` selection); watch this one in a new run: deepscope.init(...)"
-        )
+        merged = _merged(old.get("layers", []), table, [la.to_json() for la in model_layers])
+        if merged is None:
+            raise ValueError(
+                f"deepscope.watch: run {run.id!r} has recorded the statistics of another model's layers; watch "
+                "this one in a new run: deepscope.init(...)"
+            )
+        table = merged
+        recorded = set(old.get("params", [])) | set(params)
+        params = [n for n in model_params if n in recorded] + sorted(recorded - set(model_params))
     manifest = {
         "format_version": fmt.FORMAT_VERSION,
         "layers": table,
@@ -35,6 +50,16 @@ def write_manifest(run: Run, layers: list[Layer], params: list[str], by_optimize
         "histogram_edges": R.HIST_EDGES.tolist(),
     }
     runmeta.write_json_atomic(path, manifest)
+
+
+def _merged(old: list[dict], new: list[dict], model: list[dict]) -> list[dict] | None:
+    """The layers of both watches in the model's order, when every layer the run recorded is one of this model's
+    (same path, same type); else None."""
+    in_model = set(_signature(model))
+    if not set(_signature(old)) <= in_model or not set(_signature(new)) <= in_model:
+        return None
+    recorded = {la["path"] for la in old} | {la["path"] for la in new}
+    return [{**la, "index": i} for i, la in enumerate(la for la in model if la["path"] in recorded)]
 
 
 def _signature(layers: list[dict], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:

@@ -544,7 +544,11 @@ class Watcher:
         return emit
 
     def _write_manifest(self) -> None:
-        write_manifest(self.run, self.layers, self.param_names, self.optimizer is not None, self.config)
+        inner = unwrapped(self.model)
+        model_layers = [la for la, _ in select_layers(inner)]
+        model_params = [n for n, _ in inner.named_parameters()]
+        write_manifest(self.run, self.layers, self.param_names, self.optimizer is not None, self.config,
+                       model_layers, model_params)  # fmt: skip
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
