@@ -89,6 +89,10 @@ class TinyModule(pl.LightningModule):
         x, y = batch
         self.log("val_loss", nn.functional.mse_loss(self.net(x), y))
 
+    def test_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+        x, y = batch
+        self.log("test_loss", nn.functional.mse_loss(self.net(x), y))
+
     def configure_optimizers(self):  # noqa: ANN201
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
@@ -121,7 +125,11 @@ def test_lightning_fit_is_recorded(root):
     torch.manual_seed(0)
     module = TinyModule()
     callback = LightningCallback(dir=root, project="tiny", config={"note": "from the user"})
-    fit(callback, module)
+    trainer = fit(callback, module)
+    assert hook_count(module) == 0 and not callback.run.finished  # open for what comes after the fit
+    trainer.test(module, loaders()[1], verbose=False)  # a test after the fit: into the same run, at its last step
+    callback.run.log({"final/score": 1.0})
+    callback.run.finish()
 
     info, reader = read(root)
     assert info.status == "finished" and info.world_size == 1
@@ -133,6 +141,7 @@ def test_lightning_fit_is_recorded(root):
         assert series.step.tolist() == [0, 1, 2, 3, 4, 5]
         np.testing.assert_allclose(series.value, module.losses, rtol=1e-6)
     assert steps_of(reader, "val_loss") == [2, 5]  # after the 3rd and the 6th step, where Lightning logs it
+    assert steps_of(reader, "test_loss") == [5] and steps_of(reader, "final/score") == [6]
     acts = reader.layer_matrix("act", "mean")
     assert acts.names == ["net.0", "net.1", "net.2"]
     assert acts.step.tolist() == [0, 1, 2, 3, 4, 5] and np.isfinite(acts.values).all()
@@ -150,9 +159,10 @@ def test_lightning_accumulated_batches_log_one_loss_per_step(root):
     trainer = pl.Trainer(
         max_steps=3, accumulate_grad_batches=2, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[LightningCallback(dir=root)],
+        callbacks=[callback := LightningCallback(dir=root)],
     )  # fmt: skip
     trainer.fit(module, *loaders())
+    callback.run.finish()
     _, reader = read(root)
     loss = reader.series("train/loss")
     assert loss.step.tolist() == [0, 1, 2]
@@ -173,7 +183,8 @@ def test_lightning_fit_resumed_from_a_checkpoint_continues_its_steps(root, tmp_p
     ckpt = str(tmp_path / "epoch1.ckpt")
     first.save_checkpoint(ckpt)
     again = pl.Trainer(max_steps=9, callbacks=[LightningCallback(dir=root, id="pl", resume=True)], **kwargs)
-    again.fit(TinyModule(), *loaders(), ckpt_path=ckpt)
+    again.fit(TinyModule(), *loaders(), ckpt_path=ckpt)  # the first fit's run, left open, is finished first
+    again.callbacks[0].run.finish()
     _, reader = read(root)
     assert reader.layer_steps().tolist() == list(range(9))  # 6–8 after 0–5, not over them
     assert reader.series("train/loss").step.tolist() == list(range(9))
@@ -200,6 +211,7 @@ def test_lightning_mixed_precision_passes_its_grad_scaler(root):
         plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
     )  # fmt: skip
     trainer.fit(module, *loaders())
+    callback.run.finish()
     _, reader = read(root)
     steps = reader.layer_steps().tolist()
     assert steps == list(range(len(module.losses)))  # one watch step per training iteration, skipped ones too
@@ -302,12 +314,17 @@ def test_huggingface_trainer_is_recorded(root, tmp_path):
         model=model, args=args, train_dataset=TokenData(40), eval_dataset=TokenData(16), callbacks=[callback]
     )
     trainer.train()
+    assert hook_count(model) == 0 and not callback.run.finished  # open for what comes after the training
+    after = trainer.evaluate()  # an evaluation after training: into the same run, at its last step
+    callback.run.finish()
 
     info, reader = read(root)
     assert info.status == "finished" and info.name == "tiny-bert-lr5e-5"  # TrainingArguments.run_name
     assert info.config["model"]["hidden_size"] == 32 and info.config["training"]["max_steps"] == 5
     # the Trainer's own log history is the oracle; its step N (counted after the step) is our step N - 1
     history = trainer.state.log_history
+    assert reader.series("eval/loss").step.tolist()[-1] == 4
+    assert reader.series("eval/loss").value[-1] == pytest.approx(after["eval_loss"])
     for ours, theirs in (("train/loss", "loss"), ("train/learning_rate", "learning_rate"), ("eval/loss", "eval_loss")):
         series = reader.series(ours)
         assert series.step.tolist() == [h["step"] - 1 for h in history if theirs in h]
@@ -320,7 +337,6 @@ def test_huggingface_trainer_is_recorded(root, tmp_path):
     # the optimizer inside Accelerate's wrapper was watched: updates are measured
     assert np.isfinite(reader.layer_matrix("weight", "update_ratio").values).any()
     assert [e.kind for e in reader.events() if e.kind.startswith("train_")] == ["train_start", "train_end"]
-    assert hook_count(model) == 0 and callback.run.finished
 
 
 def test_huggingface_training_resumed_from_a_checkpoint_continues_its_steps(root, tmp_path):
@@ -337,7 +353,8 @@ def test_huggingface_training_resumed_from_a_checkpoint_continues_its_steps(root
     first.train()
     again = transformers.Trainer(model=tiny_bert(), args=args(5), train_dataset=TokenData(40),
                                  callbacks=[HFCallback(dir=root, id="hf", resume=True, watch=watch)])  # fmt: skip
-    again.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-3"))
+    again.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-3"))  # the first run is finished first
+    next(c for c in again.callback_handler.callbacks if isinstance(c, HFCallback)).run.finish()
     _, reader = read(root)
     assert reader.layer_steps().tolist() == [0, 1, 2, 3, 4]  # 3–4 after 0–2
     assert steps_of(reader, "train/loss") == [0, 1, 2, 3, 4]
@@ -352,6 +369,7 @@ def test_huggingface_on_log_keeps_numbers_only(root, tmp_path):
     logs = {"loss": 0.5, "eval_accuracy": np.float32(0.75), "grad_norm": torch.tensor(2.0), "note": "text", "x": [1]}
     callback.on_log(args, state, control, logs=logs)
     callback.on_train_end(args, state, control)
+    callback.run.finish()
 
     info, reader = read(root)
     assert info.status == "finished" and "model" not in info.config
@@ -369,6 +387,10 @@ def test_huggingface_unfinished_run_is_marked_crashed_by_the_next_train(root, tm
     callback.on_train_begin(args, state, control, model=None)  # the first train() raised: no on_train_end
     assert deepscope.open(root).info(first.id).status == "crashed"
     callback.on_train_end(args, state, control)
+    second = callback.run
+    callback.on_train_begin(args, state, control, model=None)  # after a training that ended: finished
+    assert deepscope.open(root).info(second.id).status == "finished" and not callback.run.finished
+    callback.run.finish()
 
 
 def test_huggingface_fp16_grad_scaler_is_handed_to_watch(root, tmp_path):
@@ -391,6 +413,7 @@ def test_huggingface_fp16_grad_scaler_is_handed_to_watch(root, tmp_path):
     trainer = FirstLossOverflows(model=model, args=args, train_dataset=TokenData(40), callbacks=[callback])
     scaler = trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**20)
     trainer.train()
+    callback.run.finish()
 
     _, reader = read(root)
     assert scaler.get_scale() < 2.0**20  # the scaler did skip a step

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,6 +18,10 @@ from ...store import format as fmt
 WATCH_KEYWORDS = frozenset(inspect.signature(Run.watch).parameters) - {"self", "model", "optimizer"}
 _SET_BY_ADAPTER = ("rank", "world_size")
 INIT_KEYWORDS = frozenset(inspect.signature(Run.__init__).parameters) - {"self", *_SET_BY_ADAPTER}
+
+
+# runs an adapter created whose training ended, kept open for the evaluations after it
+_ENDED_TRAININGS: weakref.WeakSet[Run] = weakref.WeakSet()
 
 
 def watch_keywords(watch: bool | Mapping[str, Any]) -> dict[str, Any] | None:
@@ -57,8 +62,12 @@ def is_number(value: Any) -> bool:
 
 
 class RunBinding:
-    """The deepscope run an adapter records into: one it creates for a training (and finishes with it),
-    or one the user gives (left open at the end, only the adapter's hooks are removed).
+    """The deepscope run an adapter records into: one it creates for a training, or one the user gives.
+
+    When the training ends its hooks are removed and the run stays open, as the peers' runs do: an evaluation or a
+    test after it (``trainer.evaluate()``, ``trainer.test()``) and the user's own ``callback.run.log(...)`` land in
+    it. A run the adapter created is finished by the next training of the same callback, by ``run.finish()``, or at
+    exit; a given run is the user's to finish.
 
     Every rank records into its own stream of the same run.
     Logging and events never raise into the training loop: a failure warns once and is skipped.
@@ -88,6 +97,7 @@ class RunBinding:
         self.run: Run | None = None
         self.last: Run | None = None  # the run of the last training, once it ended
         self.watcher: Any = None
+        self.trained = False  # the training ended (its run stays open for what comes after it)
         self._warned: set[str] = set()
 
     @property
@@ -100,10 +110,14 @@ class RunBinding:
         name for this training, used unless the user gave ``name=``."""
         if not self.active:
             self.run = self.given if self.given is not None else self._new_run(rank, world_size, config, name)
+        self.trained = False
         return self.run
 
     def _new_run(self, rank: int, world_size: int, config: Mapping[str, Any], name: str | None) -> Run:
         kwargs = dict(self.init_kwargs)
+        if kwargs.get("id") is not None:  # the same run resumed by another training in this process: finish it first
+            for ended in [r for r in _ENDED_TRAININGS if r.id == str(kwargs["id"]) and not r.finished]:
+                self._guard("finish the ended training's run", ended.finish)
         if name:
             kwargs.setdefault("name", name)
         merged = {**config, **(kwargs.pop("config", None) or {})}  # the user's config wins
@@ -136,6 +150,17 @@ class RunBinding:
         if self.active:
             self._guard(f"record the {kind} event", self.run.event, kind, text, step=step, severity=severity)
 
+    def training_ended(self) -> None:
+        """Remove the watch's hooks; the run stays open for what is logged after the training."""
+        watcher, self.watcher = self.watcher, None
+        self.trained = True
+        if watcher is not None and self.run is not None:  # the watch this binding started (and its step timer)
+            self._guard("remove its hooks", self.run.unwatch)
+        if self.run is not None:
+            self.last = self.run
+            if self.run is not self.given:
+                _ENDED_TRAININGS.add(self.run)
+
     def end(self, status: str = "finished", reason: str | None = None) -> None:
         """Finish a run the adapter created; for a given run, only remove the adapter's hooks."""
         run, watcher = self.run, self.watcher
@@ -145,7 +170,7 @@ class RunBinding:
             return
         if run is self.given:
             if watcher is not None:
-                self._guard("remove its hooks", watcher.close)
+                self._guard("remove its hooks", run.unwatch)
             return
         self._guard("finish the run", run.finish, status, reason)
 

@@ -11,8 +11,10 @@ Keys are renamed as the Trainer's other integrations rename them: ``eval_loss`` 
 Under ``fp16`` the GradScaler that Accelerate steps through is handed to ``watch`` (output gradients recorded
 unscaled; a step it skips stays a step of its own).
 
-The Trainer tells callbacks nothing when training raises: the run stays open until deepscope's exit
-handling finishes it, or until the next ``train()`` with the same callback marks it crashed.
+When training ends the hooks are removed and the run stays open: ``trainer.evaluate()`` or ``trainer.predict()``
+metrics after it, and ``callback.run.log(...)``, land in it. It is finished at exit, by ``callback.run.finish()``,
+or by the next ``train()`` with the same callback. The Trainer tells callbacks nothing when training raises: such
+a run is marked crashed by the next ``train()`` (or finished at exit).
 """
 
 from __future__ import annotations
@@ -62,7 +64,9 @@ class DeepscopeCallback(transformers.TrainerCallback):
         return self._binding.run or self._binding.last
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        if self._binding.active:  # the last train() raised: on_train_end never came
+        if self._binding.active and self._binding.trained:  # the last training's run, kept open for its evaluations
+            self._binding.end("finished")
+        elif self._binding.active:  # the last train() raised: on_train_end never came
             self._binding.end("crashed", "training stopped before on_train_end (an exception?)")
         config: dict[str, Any] = {"training": args.to_dict()}
         model_config = getattr(model, "config", None)
@@ -86,7 +90,7 @@ class DeepscopeCallback(transformers.TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._binding.event("train_end", f"training ended after {state.global_step} steps", step=_last(state))
-        self._binding.end("finished")
+        self._binding.training_ended()
 
 
 def _key(name: str) -> str:

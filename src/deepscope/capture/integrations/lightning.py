@@ -12,6 +12,10 @@ do: a step's metrics go at ``trainer.global_step`` read before its optimizer ste
 accumulated batches the loss is the mean of the micro-batches'), and validation or epoch metrics at the last
 step taken, so a loss spike and the layer statistics of its step line up. A fit resumed from a checkpoint
 watches from its restored step count on.
+
+When the fit ends the hooks are removed and the run stays open: ``trainer.test()`` or ``trainer.validate()`` after
+it, and ``callback.run.log(...)``, land in it at the last step. It is finished at exit, by
+``callback.run.finish()``, or by the next ``fit`` with the same callback.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ class DeepscopeCallback(pl.Callback):
     # ---- lifecycle ---------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         binding = self._binding
+        if binding.active and binding.trained:  # the last fit's run, kept open for its tests
+            binding.end("finished")
         # the module's class names the run unless name= was given (it was "run-<time>")
         binding.start(trainer.global_rank, trainer.world_size, dict(pl_module.hparams), type(pl_module).__name__)
         self._seen = dict(trainer.logged_metrics)  # what an earlier fit logged is not this fit's
@@ -87,10 +93,11 @@ class DeepscopeCallback(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._binding.event("train_end", f"fit ended after {trainer.global_step} steps", step=self._last(trainer))
-        self._binding.end("finished")
+        self._binding.training_ended()
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._binding.end("finished")  # a fit that stopped without on_fit_end (no-op after it)
+        if stage == "fit" and self._binding.active:  # a fit that stopped without on_fit_end (no-op after it)
+            self._binding.training_ended()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         reason = exit_reason(exception)
@@ -133,6 +140,9 @@ class DeepscopeCallback(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._log_new_metrics(trainer)
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_new_metrics(trainer)  # trainer.test() after the fit: at its last step
 
     def _log_new_metrics(self, trainer: pl.Trainer) -> None:
         if self._binding.active:
