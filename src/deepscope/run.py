@@ -157,7 +157,7 @@ class Run:
         Returns in microseconds: tensors are gathered and copied to the host later, in batches.
         """
         if self._finished:
-            raise RuntimeError(f"deepscope: run {self.id!r} is finished; log() after finish() is not allowed")
+            raise RuntimeError(self._finished_message("log"))
         if self._writer.warnings:
             self._emit_writer_warnings()
         if type(data) is dict:
@@ -202,6 +202,12 @@ class Run:
         self._next_step = step + 1
         self._writer.add_scalars((step, time.time(), data, has_tensor), len(data))
 
+    def _finished_message(self, call: str) -> str:
+        return (
+            f"deepscope: run {self.id!r} is finished; {call}() after finish(). To add to it, resume it: "
+            f"deepscope.init(id={self.id!r}, dir={str(self.root)!r}, resume=True)"
+        )
+
     def _skip_bad_values(self, data: dict[Any, Any], bad: list[tuple[Any, str]]) -> None:
         """Leave out what ``log`` cannot record, with one warning per key: a value that is no number (a string,
         None, a list, a tensor of several values), or an invalid key. One-element arrays are taken as scalars."""
@@ -224,7 +230,7 @@ class Run:
     ) -> None:
         """Record a distribution: raw ``values`` (tensor or array, binned on its device) or ``counts`` + ``edges``."""
         if self._finished:
-            raise RuntimeError(f"deepscope: run {self.id!r} is finished; log_histogram() after finish()")
+            raise RuntimeError(self._finished_message("log_histogram"))
         fmt.validate_key(key)
         from .store.histogram import from_counts, from_values
 
@@ -250,7 +256,7 @@ class Run:
     ) -> None:
         """Record a text event (a note, an alert) with a severity: debug, info, warning or error."""
         if self._finished:
-            raise RuntimeError(f"deepscope: run {self.id!r} is finished; event() after finish()")
+            raise RuntimeError(self._finished_message("event"))
         if not isinstance(kind, str) or not kind:
             raise TypeError("deepscope: event kind must be a non-empty str")
         if not isinstance(text, str):
@@ -301,7 +307,7 @@ class Run:
         >>> run.watch(model, optimizer=opt)
         """
         if self._finished:
-            raise RuntimeError(f"deepscope: run {self.id!r} is finished; watch() after finish()")
+            raise RuntimeError(self._finished_message("watch"))
         # a watch closed by leaving its `with` block is over: it neither goes on nor blocks a new one
         self._retire([w for w in self._watchers if w.scope.closed])
         watched = next((w for w in self._watchers if getattr(w, "model", None) is model), None)

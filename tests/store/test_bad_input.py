@@ -142,3 +142,18 @@ def test_arrays_are_logged_by_value_not_by_reference(run, root):
     r = reopen(root, run.id)
     np.testing.assert_array_equal(r.series("acc").value, [0.5, 1.5, 2.5])
     np.testing.assert_array_equal(r.series("n").value, [0, 1, 2])
+
+
+def test_log_after_finish_says_how_to_add_to_the_run_and_that_way_works(root):
+    run = deepscope.init(dir=root, name="done")
+    run.log({"loss": 1.0}, step=0)
+    run.finish()
+    with pytest.raises(RuntimeError, match=r"finished; log\(\) after finish\(\).*resume=True") as caught:
+        run.log({"test/acc": 0.9})
+    assert "log_histogram() after" in str(pytest.raises(RuntimeError, run.log_histogram, "h", [1.0]).value)
+    code = str(caught.value).split("resume it: ")[1]
+    again = eval(code, {"deepscope": deepscope})  # the advice, as given
+    again.log({"test/acc": 0.9})
+    again.finish()
+    r = reopen(root, run.id)
+    assert r.series("test/acc").step.tolist() == [1] and r.series("loss").step.tolist() == [0]
