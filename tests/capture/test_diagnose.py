@@ -271,6 +271,22 @@ def test_norm_gains_and_embeddings_are_no_step_of_depth():
     assert found == []
 
 
+def test_a_weight_tied_between_embedding_and_head_is_no_step_of_depth():
+    """GPT-2's output head shares the token embedding's weight (recorded once, under the embedding's name, at its
+    place in model order): its gradient is mostly the head's. At either end of the axis it would misplace a large
+    gradient, so it is left out."""
+    from deepscope.capture.diagnose import depth_axis
+
+    layers = [
+        {"path": "wte", "type": "Embedding", "role": None, "params": ["wte.weight"]},
+        {"path": "h.0.attn", "type": "Linear", "role": None, "params": ["h.0.attn.weight"]},
+        {"path": "h.1.attn", "type": "Linear", "role": None, "params": ["h.1.attn.weight"]},
+        {"path": "lm_head", "type": "Linear", "role": None, "params": ["wte.weight"]},  # tied
+    ]
+    params = ["wte.weight", "h.0.attn.weight", "h.1.attn.weight"]
+    assert [params[i] for i in depth_axis(layers, params)] == ["h.0.attn.weight", "h.1.attn.weight"]
+
+
 def test_a_recurrent_layers_weights_are_steps_of_depth():
     """An LSTM's and a GRU's matrices are named weight_ih_l0, weight_hh_l0…: vanishing gradients through them are
     the classic recurrent problem, so they make the depth axis (the embedding stays off it)."""

@@ -254,10 +254,19 @@ def _is_weight(param: str) -> bool:
 
 def depth_axis(layers: list[dict], params: list[str]) -> list[int]:
     """The weights, in model order, that make the depth axis of gradient flow: the weight matrices and kernels of
-    linear, convolutional, recurrent and attention layers (every weight when fewer than two of those)."""
-    owner = {p: la.get("type", "") for la in layers for p in la.get("params", ())}
+    linear, convolutional, recurrent and attention layers (every weight when fewer than two of those). A weight
+    several layers share (an embedding tied to the output head) has no one depth — its gradient is mostly the head's,
+    its place in model order the embedding's — and is left out."""
+    owners: dict[str, list[str]] = {}
+    for la in layers:
+        for p in la.get("params", ()):
+            owners.setdefault(p, []).append(la.get("type", ""))
     weights = [i for i, p in enumerate(params) if _is_weight(p)]
-    matrices = [i for i in weights if not any(t in owner.get(params[i], "") for t in _NOT_DEPTH)]
+    matrices = [
+        i
+        for i in weights
+        if len(owners.get(params[i], ())) <= 1 and not any(t in "".join(owners.get(params[i], ())) for t in _NOT_DEPTH)
+    ]
     return matrices if len(matrices) >= 2 else weights
 
 
