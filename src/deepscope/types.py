@@ -127,5 +127,5 @@ class Tail:
 # Scalar keys that ``watch`` records on every rank for every step (seconds, host wall clock).
 STEP_TIME = "sys/step_time"  # step end to step end
 DATA_TIME = "sys/data_time"  # previous step end to the first training forward (data loading, user code)
-FORWARD_TIME = "sys/forward_time"  # the forward pass
-BACKWARD_TIME = "sys/backward_time"  # forward end to step end: backward, optimizer, collective waits
+FORWARD_TIME = "sys/forward_time"  # the step's forward passes (summed over accumulated micro-batches)
+BACKWARD_TIME = "sys/backward_time"  # the rest of the step: backward passes, optimizer, collective waits

@@ -240,6 +240,37 @@ def test_accumulated_micro_batches_stay_one_step(root):
     assert reopen(root, run.id).layer_steps().tolist() == [0, 1, 2]
 
 
+def test_accumulated_micro_batches_time_their_forward_passes_alone(root):
+    """sys/forward_time is the step's forward passes (three of 20 ms), not the span from the first to the last (which
+    held two backward passes and waits: 160 ms); the rest of the step is backward_time."""
+    import time
+
+    class Slow(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            time.sleep(0.02)
+            return self.fc(x)
+
+    model = Slow()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, diagnose=False, graph=False)
+    for _ in range(2):
+        for _ in range(3):
+            model(torch.randn(2, 4)).sum().backward()
+            time.sleep(0.05)
+        opt.step()
+        opt.zero_grad()
+    run.finish()
+    r = reopen(root, run.id)
+    forward, backward = r.series("sys/forward_time").value, r.series("sys/backward_time").value
+    assert len(forward) == 2 and all(0.06 <= f < 0.13 for f in forward), forward
+    assert all(b >= 0.15 for b in backward), backward
+
+
 def test_an_optimizer_that_never_steps_draws_one_warning(root, monkeypatch):
     """The optimizer given to watch is not the one that trains (a new one was made): steps never end. One warning
     says so, instead of statistics silently pooled into a step that never comes."""

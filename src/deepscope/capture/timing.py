@@ -39,8 +39,10 @@ class StepTimer:
         self.writer = writer
         self.step = start_step
         self._step_end = time.perf_counter()
-        self._fwd_start: float | None = None
-        self._fwd_end: float | None = None
+        self._fwd_start: float | None = None  # the step's first forward pass began
+        self._fwd_end: float | None = None  # its last one ended
+        self._pass_start: float | None = None  # the forward pass running now began
+        self._fwd_sum = 0.0  # the step's forward passes (several with gradient accumulation)
         self._by_optimizer = optimizer is not None
         self._owns_scope = scope is None
         self.scope = scope if scope is not None else HookScope()  # share a watcher's scope: removed together
@@ -60,10 +62,13 @@ class StepTimer:
             self._end(now)
         if self._fwd_start is None:  # gradient accumulation: the step starts at its first forward
             self._fwd_start = now
+        self._pass_start = now
 
     def _post(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self._training(module) and self._fwd_start is not None:
+        if self._training(module) and self._pass_start is not None:
             self._fwd_end = time.perf_counter()
+            self._fwd_sum += self._fwd_end - self._pass_start
+            self._pass_start = None
 
     def end_step(self) -> None:
         """Close the current step now (an optimizer step that was skipped: no post-step hook comes)."""
@@ -72,17 +77,19 @@ class StepTimer:
     def _end(self, now: float | None = None) -> None:
         now = now or time.perf_counter()
         if self._fwd_start is not None and self._fwd_end is not None:
-            values = {
-                DATA: self._fwd_start - self._step_end,
-                FORWARD: self._fwd_end - self._fwd_start,
-                BACKWARD: now - self._fwd_end,
+            data = self._fwd_start - self._step_end
+            values = {  # the rest of the step is "backward": with accumulation, the micro-batches between too
+                DATA: data,
+                FORWARD: self._fwd_sum,
+                BACKWARD: now - self._step_end - data - self._fwd_sum,
             }
             try:
                 self.writer.add_scalars((self.step, time.time(), values, False), len(values))
             except Exception:  # timing is a nicety: never let it cost the training step
                 pass
         self._step_end = now
-        self._fwd_start = self._fwd_end = None
+        self._fwd_start = self._fwd_end = self._pass_start = None
+        self._fwd_sum = 0.0
         self.step += 1
 
     def close(self) -> None:
