@@ -153,6 +153,20 @@ def test_a_warming_up_or_decayed_learning_rate_is_no_low_update_finding():
         assert [f.rule for f in found] == expected, lrs
 
 
+def test_findings_a_rate_far_too_high_leads_to_name_a_learning_rate_that_grew_far():
+    """A learning rate that grew 1,500× (a schedule gone wrong) kills ReLU units: the dead-unit finding names it; a
+    rate that stayed where it began is not mentioned, nor one that grew less than 10×."""
+    dead = np.array([np.nan, 0.8, np.nan, np.nan])
+    for growth, noted in ((1.04, True), (1.0, False), (1.005, False)):
+        d = Diagnoser(LAYERS, PARAMS, (found := []).append, Thresholds(patience=3))
+        for step in range(200):
+            d.observe(step, stats(act__dead_frac=dead if step == 199 else np.full(4, np.nan)), lr=0.01 * growth**step)
+        (f,) = found
+        assert f.rule == "dead_units"
+        assert ("the learning rate is 2,453× its value at step 0 (0.01 → 24.5)" in f.text) == noted, (growth, f.text)
+        assert ("learning rate is" in f.text) == noted
+
+
 def test_all_zero_weight_gradients():
     (f,) = run_rule(5, param_grad__norm=np.array([0.0, 0.1, 0.0, 0.1, 0.0]))  # biases may still move
     assert f.rule == "zero_gradients" and "exactly 0" in f.text
