@@ -171,6 +171,54 @@ def test_lightning_accumulated_batches_log_one_loss_per_step(root):
     assert reader.layer_steps().tolist() == [0, 1, 2]
 
 
+class TwoOptimizers(pl.LightningModule):
+    """A GAN's shape: manual optimization, a generator and a discriminator step at every batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.gen, self.disc = nn.Linear(4, 4), nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.disc(self.gen(x))
+
+    def training_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+        g_opt, d_opt = self.optimizers()
+        x, _ = batch
+        g_loss = -self(x).mean()
+        g_opt.zero_grad()
+        self.manual_backward(g_loss)
+        g_opt.step()
+        d_loss = self.disc(self.gen(x).detach()).square().mean()
+        d_opt.zero_grad()
+        self.manual_backward(d_loss)
+        d_opt.step()
+        self.log_dict({"g_loss": g_loss, "d_loss": d_loss})
+
+    def configure_optimizers(self):  # noqa: ANN201
+        return torch.optim.SGD(self.gen.parameters(), lr=0.01), torch.optim.SGD(self.disc.parameters(), lr=0.01)
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_lightning_two_optimizers_count_one_step_per_batch_as_watch_does(root):
+    """global_step counts both optimizers' steps (0, 2, 4 …); the metrics go at the batches that stepped, as
+    Lightning's loggers put them and as watch counts the first optimizer's steps: a loss and its layer statistics
+    share a step."""
+    torch.manual_seed(0)
+    callback = LightningCallback(dir=root)
+    trainer = pl.Trainer(
+        max_epochs=1, limit_train_batches=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[callback],
+    )  # fmt: skip
+    trainer.fit(TwoOptimizers(), loaders()[0])
+    assert trainer.global_step == 8
+    callback.run.finish()
+    _, reader = read(root)
+    assert steps_of(reader, "g_loss") == [0, 1, 2, 3] == steps_of(reader, "d_loss")
+    assert reader.layer_steps().tolist() == [0, 1, 2, 3]
+    assert [(e.kind, e.step) for e in reader.events()] == [("train_start", 0), ("train_end", 3)]
+
+
 @pytest.mark.filterwarnings(LIGHTNING_PYTREE)
 def test_lightning_fit_resumed_from_a_checkpoint_continues_its_steps(root, tmp_path):
     torch.manual_seed(0)

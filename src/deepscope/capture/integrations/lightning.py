@@ -8,10 +8,11 @@ watches the module with its optimizer, and logs what Lightning would send to a l
 ``Logger`` would split one run's lifecycle over two objects that must find each other, for no gain.
 
 Steps are optimizer steps counted from 0, as ``run.watch`` counts them and as Lightning's own loggers
-do: a step's metrics go at ``trainer.global_step`` read before its optimizer step (logged once, after it: with
-accumulated batches the loss is the mean of the micro-batches'), and validation or epoch metrics at the last
-step taken, so a loss spike and the layer statistics of its step line up. A fit resumed from a checkpoint
-watches from its restored step count on.
+do: batches whose optimizers stepped (with several optimizers — a GAN's, manual optimization — one step per batch,
+the first optimizer's, which ``watch`` follows; ``global_step`` counts each optimizer's). A step's metrics are logged
+once, after its optimizer step (with accumulated batches the loss is the mean of the micro-batches'), and validation
+or epoch metrics at the last step taken, so a loss spike and the layer statistics of its step line up. A fit resumed
+from a checkpoint watches from its restored step count on.
 
 When the fit ends the hooks are removed and the run stays open: ``trainer.test()`` or ``trainer.validate()`` after
 it, and ``callback.run.log(...)``, land in it at the last step. It is finished at exit, by
@@ -62,7 +63,9 @@ class DeepscopeCallback(pl.Callback):
         super().__init__()
         self._binding = RunBinding("Lightning", run, watch, init_kwargs)
         self.log_loss = log_loss
-        self._step = 0
+        self._step = 0  # the step the current batch feeds
+        self._taken = 0  # steps taken (batches whose optimizers stepped)
+        self._global_step = 0  # trainer.global_step when the batch began: a change says the batch stepped
         self._losses: list[torch.Tensor] = []  # the losses of this step's micro-batches so far
         self._seen: dict[str, Any] = {}  # the metric objects already logged, by key
 
@@ -84,15 +87,15 @@ class DeepscopeCallback(pl.Callback):
         # Here, not in on_fit_start: a fit resumed from a checkpoint has restored its step count by now.
         binding = self._binding
         scaler = getattr(trainer.precision_plugin, "scaler", None)  # "16-mixed": a GradScaler
-        binding.watch(pl_module, trainer.optimizers[0] if trainer.optimizers else None, scaler, trainer.global_step)
-        self._step = trainer.global_step
+        self._taken = self._step = _steps_taken(trainer)
+        binding.watch(pl_module, trainer.optimizers[0] if trainer.optimizers else None, scaler, self._taken)
         self._losses = []
         name, world = type(pl_module).__name__, trainer.world_size
         text = f"fit started: {name}, max_steps={trainer.max_steps}, world_size={world}"
-        binding.event("train_start", text, step=trainer.global_step)
+        binding.event("train_start", text, step=self._taken)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._binding.event("train_end", f"fit ended after {trainer.global_step} steps", step=self._last(trainer))
+        self._binding.event("train_end", f"fit ended after {self._taken} steps", step=self._last(trainer))
         self._binding.training_ended()
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -110,7 +113,8 @@ class DeepscopeCallback(pl.Callback):
 
     # ---- metrics -----------------------------------------------------------------------------------
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
-        self._step = trainer.global_step  # the index of the optimizer step this batch feeds
+        self._step = self._taken  # the index of the optimizer step this batch feeds
+        self._global_step = trainer.global_step
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
@@ -122,8 +126,9 @@ class DeepscopeCallback(pl.Callback):
             if pl_module.automatic_optimization:  # Lightning divided it by the batches accumulated, for backward
                 loss = loss.detach() * trainer.accumulate_grad_batches
             self._losses.append(loss.detach())
-        if trainer.global_step == self._step:
+        if trainer.global_step == self._global_step:
             return  # gradients accumulate: the step is logged once, after its optimizer step
+        self._taken += 1
         values = self._new_metrics(trainer)
         if self._losses:  # the step's loss: the mean over its micro-batches
             values["train/loss"] = self._losses[0] if len(self._losses) == 1 else torch.stack(self._losses).mean()
@@ -159,9 +164,16 @@ class DeepscopeCallback(pl.Callback):
                 new[key] = value
         return new
 
-    @staticmethod
-    def _last(trainer: pl.Trainer) -> int:
-        return max(trainer.global_step - 1, 0)  # the last optimizer step taken
+    def _last(self, trainer: pl.Trainer) -> int:
+        return max(self._taken - 1, 0)  # the last optimizer step taken
+
+
+def _steps_taken(trainer: pl.Trainer) -> int:
+    """The steps a fit starts from (a fit resumed from a checkpoint: its restored count), as Lightning's loggers count
+    them: batches whose optimizers stepped — ``global_step`` with one optimizer."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    stepped = getattr(loop, "_batches_that_stepped", None)
+    return stepped if isinstance(stepped, int) else trainer.global_step
 
 
 def _same_value(old: Any, new: Any) -> bool:
