@@ -722,3 +722,123 @@ def test_a_finding_every_rank_made_is_one_card_naming_the_ranks(page, serve, tmp
     assert sorted(cards["diagnosis/dead_units"]) == [0, 1] and cards["diagnosis/nonfinite"] == [1]
     metas = page.locator(".diagnoses li .meta").all_inner_texts()
     assert any("ranks 0, 1" in m for m in metas) and any("· rank 1" in m for m in metas)
+
+
+def no_overprint(o: dict) -> None:
+    """Row labels at least 12 px apart (the font is 11 px); tick labels apart by half of both widths and more."""
+    ys = [label["y"] for label in o["labels"]]
+    assert all(b - a >= 12 - 1e-6 for a, b in zip(ys, ys[1:]))
+    for a, b in zip(o["ticks"], o["ticks"][1:]):
+        assert b["x"] - a["x"] >= (a["w"] + b["w"]) / 2
+
+
+def test_many_short_rows_label_the_outer_groups_without_overprinting(page, serve, tmp_path):
+    """150 layers (50 blocks of Linear, LayerNorm, GELU): rows a few pixels high get the block headers as labels, not
+    a jumble of every header and every k-th layer; a depth control shows one row per block, kept in the link."""
+    torch.manual_seed(0)
+    blocks = nn.ModuleList(nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8), nn.GELU()) for _ in range(50))
+
+    class Deep(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = blocks
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = b(x)
+            return x
+
+    run = fit(tmp_path, "deep", Deep(), lambda: torch.randn(4, 8), 4, lr=0.01)
+    open_internals(page, serve(tmp_path).url, f"runs={run}&run={run}")
+    o = overview_ready(page, "act", "mean")
+    assert o["rows"] == 150 and len(o["displayRows"]) == 201 and o["rowH"] < 6
+    no_overprint(o)
+    shown = [o["displayRows"][label["row"]] for label in o["labels"]]
+    assert shown[0] == "blocks" and len(shown) >= 40
+    assert all(s == "blocks" or s.count(".") == 1 for s in shown)  # the group and block headers, no layer
+    shot(page, "overview-150-layers.png", tmp_path)
+
+    page.get_by_role("button", name="Open to depth 1").click()
+    wait_for(page, "() => window.__deepscope.internals.overview.displayRows.length === 51")
+    assert "odepth=1" in page.url
+    page.reload()
+    wait_for(page, "() => window.__deepscope.internals.overview?.displayRows.length === 51")
+    o = held(page, "overview")
+    assert o["displayRows"] == ["blocks", *[f"blocks.{i}" for i in range(50)]]
+    no_overprint(o)
+    row = o["displayRows"].index("blocks.3")  # one block opened by a click, on top of the depth
+    page.get_by_test_id("layer-matrix").click(position={"x": 30, "y": row * o["rowH"] + o["rowH"] / 2})
+    wait_for(page, "() => window.__deepscope.internals.overview.displayRows.length === 54")
+    assert "ofold=blocks.3" in page.url
+    page.get_by_role("button", name="Expand all").click()
+    wait_for(page, "() => window.__deepscope.internals.overview.displayRows.length === 201")
+    assert "odepth" not in page.url and "ofold" not in page.url
+
+
+def test_a_gap_in_the_recorded_steps_is_marked_and_ticks_do_not_collide(page, serve, tmp_path):
+    """Watched for steps 0–29, not for 30–59, again from step 60 with every=2: the columns are the recorded steps, the
+    30 missing ones are marked where columns 29 and 60 meet, and the ticks 40 and 50, squeezed there, are left out
+    instead of printing over 60."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with deepscope.init(dir=tmp_path, name="gap") as run:
+        for step in range(200):
+            if step == 0:
+                run.watch(model, opt, histograms_every=0, print_findings=False)
+            elif step == 30:
+                run.unwatch()
+            elif step == 60:
+                run.watch(model, opt, every=2, histograms_every=0, print_findings=False)
+            loss = model(torch.randn(4, 8)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log({"train/loss": loss}, step=step)
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}")
+    o = overview_ready(page, "act", "mean")
+    assert o["exact"] and o["steps"][29:31] == [29, 60] and o["steps"][31] == 62
+    assert o["gaps"] == [{"col": 30, "after": 29, "before": 60}]
+    no_overprint(o)
+    ticks = [t["step"] for t in o["ticks"]]
+    assert 60 in ticks and not any(29 < s < 60 for s in ticks)
+    gaps = page.get_by_test_id("overview-gaps").inner_text()
+    assert gaps == "┆ steps 30–59 not recorded; every 2 since step 60"
+    shot(page, "overview-gap.png", tmp_path)
+
+
+def test_nan_and_inf_cells_have_their_own_colour(page, serve, tmp_path):
+    """A NaN input at step 20 makes the weights NaN: from step 21 the update ratios are NaN. Those cells are drawn in
+    the NaN/Inf colour the legend explains, not in the grey of steps without a value."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with deepscope.init(dir=tmp_path, name="diverged") as run:
+        run.watch(model, opt, histograms_every=0, print_findings=False)
+        for step in range(40):
+            x = torch.randn(4, 8)
+            if step == 20:
+                x[0, 0] = float("nan")
+            model(x).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}&kind=weight&stat=update_ratio")
+    o = overview_ready(page, "weight", "update_ratio")
+    assert page.evaluate("() => window.__deepscope.internals.overview.nonfinite('0.weight', 30)") == 1
+    assert page.evaluate("() => window.__deepscope.internals.overview.nonfinite('0.weight', 10)") == 0
+    assert page.get_by_test_id("nonfinite-swatch").inner_text().strip() == "NaN/Inf"
+    row = o["displayRows"].index("0.weight")
+    cw = o["plotW"] / o["cols"]
+
+    def pixel(col: int) -> list[int]:
+        x, y = o["labelW"] + (col + 0.5) * cw, (row + 0.7) * o["rowH"]
+        return page.evaluate(
+            """([x, y]) => { const c = document.querySelector('[data-testid=layer-matrix]');
+                const d = window.devicePixelRatio || 1, px = Math.round(x * d), py = Math.round(y * d);
+                return Array.from(c.getContext('2d').getImageData(px, py, 1, 1).data); }""",
+            [x, y],
+        )
+
+    assert pixel(30)[:3] == [232, 31, 200]  # NaN/Inf
+    assert pixel(10)[:3] not in ([232, 31, 200], [241, 243, 246])  # a value
+    shot(page, "overview-nonfinite.png", tmp_path)

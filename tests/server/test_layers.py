@@ -69,6 +69,7 @@ def test_matrix_matches_the_reader(watched):
     assert b.column("name").to_pylist() == want.names
     got = np.array(b.column("values").to_pylist(), dtype=np.float64)
     np.testing.assert_allclose(got, want.values, rtol=1e-6)
+    assert b.column("nonfinite").null_count == len(want.names)  # a healthy run: no layer with NaN/Inf
     coarse = arrow(client.get("/api/runs/w/layerstats/matrix", params={"stat": "max", "buckets": 3}))
     assert len(json.loads(coarse.schema.metadata[b"steps"])) == 3
     assert client.get("/api/runs/w/layerstats/matrix", params={"stat": "bogus"}).status_code == 422
@@ -101,3 +102,28 @@ def test_watch_histograms_are_served_with_their_recorded_bins(watched):
     h = client.get("/api/runs/w/histograms", params={"key": "watch/act/1"}).json()["histograms"]
     assert [x["step"] for x in h] == [0, 1, 2, 5, 10]  # every 5th step, and 1, 2 before the first
     assert len(h[0]["edges"]) == 259 and sum(h[0]["counts"]) > 0
+
+
+def test_matrix_counts_steps_that_were_not_finite(tmp_path):
+    """A NaN input at step 6 makes every weight NaN from step 7 on: the weights' update ratios there have no finite
+    value and count as not finite; the steps before, and a healthy run's layers, count none."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with deepscope.init(id="nan", dir=tmp_path) as run:
+        run.watch(model, opt, print_findings=False)
+        for step in range(STEPS):
+            x = torch.randn(4, 8)
+            if step == 6:
+                x[0, 0] = float("nan")
+            model(x).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    with make_client(create_app(tmp_path)) as client:
+        b = arrow(client.get("/api/runs/nan/layerstats/matrix", params={"kind": "weight", "stat": "update_ratio"}))
+    want = deepscope.open(tmp_path).run("nan").layer_matrix("weight", "update_ratio")
+    got = np.array([row or [0] * len(want.step) for row in b.column("nonfinite").to_pylist()])
+    np.testing.assert_array_equal(got, want.nonfinite)
+    weight = b.column("name").to_pylist().index("0.weight")
+    assert (got[weight, 7:] == 1).all() and not got[weight, :6].any()
+    assert np.isnan(np.array(b.column("values")[weight].as_py()[7:], dtype=float)).all()

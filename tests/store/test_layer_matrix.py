@@ -1,7 +1,7 @@
 """The layer × step matrix against NumPy on the rows themselves: one bucket per step when they fit, otherwise each
 bucket the mean of exactly the rows whose steps it spans — whether read from the rows or from the rollups, for
 ranges that start and end anywhere, with NaNs, layers that appear late, several appends and a stream that went
-back."""
+back. Beside each mean, the count of rows that were not finite (the tensor held NaN/Inf, or the statistic is ±Inf)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,16 @@ import pyarrow as pa
 import pytest
 
 from deepscope.store import format as fmt
-from deepscope.store.layerstats import BLOCK, LayerStatsBuffer
+from deepscope.store.layerstats import BLOCK, KIND_INDEX, LayerStatsBuffer
+
+KIND = KIND_INDEX["weight"]
 
 
-def rows_table(steps: np.ndarray, layers: list[str], kind: str, rng: np.random.Generator, nan: float = 0.0) -> pa.Table:
-    """One row per (step, layer) of ``kind``; random statistics, a share ``nan`` of them NaN."""
+def rows_table(
+    steps: np.ndarray, layers: list[str], kind: str, rng: np.random.Generator, nan: float = 0.0, inf: float = 0.0
+) -> pa.Table:
+    """One row per (step, layer) of ``kind``; random statistics, a share ``nan`` of them NaN and ``inf`` ±Inf (so
+    ``nonfinite_frac``, random as well, is > 0 in about half of the rows)."""
     step = np.repeat(steps, len(layers))
     layer = np.tile(np.arange(len(layers), dtype=np.int32), len(steps))
     cols = {
@@ -26,24 +31,28 @@ def rows_table(steps: np.ndarray, layers: list[str], kind: str, rng: np.random.G
     for s in fmt.LAYER_STATS:
         v = (rng.normal(size=len(step)) + layer).astype(np.float32)
         v[rng.random(len(step)) < nan] = np.nan
+        if inf:
+            v[rng.random(len(step)) < inf] = np.inf * rng.choice([-1, 1])
         cols[s] = v
     return pa.table(cols)
 
 
 def oracle(tables: list[pa.Table], kind: str, stat: str, names: list[str], m, start=None) -> None:  # noqa: ANN001
     """Each returned bucket is the mean, per layer, of the rows whose steps lie after the previous bucket's last
-    step (or from ``start``) and up to its own."""
+    step (or from ``start``) and up to its own, and counts those of them that are not finite."""
     t = pa.concat_tables(tables)
     t = t.filter(pa.compute.equal(t["kind"].cast(pa.string()), kind))
     step = t["step"].to_numpy()
     layer = np.array(t["layer"].cast(pa.string()).to_pylist())
     val = t[stat].to_numpy().astype(np.float64)
+    bad = (t["nonfinite_frac"].to_numpy() > 0) | np.isinf(val)
     prev = -np.inf if start is None else start - 1
     for b, last in enumerate(m.step):
         inside = (step > prev) & (step <= last)
         assert inside.any()
         for li, name in enumerate(names):
             v = val[inside & (layer == name)]
+            assert m.nonfinite[li, b] == bad[inside & (layer == name)].sum()
             v = v[np.isfinite(v)]
             expected = v.mean() if len(v) else np.nan
             np.testing.assert_allclose(m.values[li, b], expected, rtol=1e-9, atol=1e-9, equal_nan=True)
@@ -78,7 +87,7 @@ def test_wide_ranges_read_the_rollups_and_agree_with_the_rows():
     rng = np.random.default_rng(1)
     layers = [f"l{i}" for i in range(3)]
     steps = np.arange(0, 2 * BLOCK**3 * 300, 1)  # enough for two levels of rollups at 300 buckets
-    tables = [rows_table(part, layers, "act", rng) for part in np.array_split(steps, 5)]
+    tables = [rows_table(part, layers, "act", rng, nan=0.01, inf=0.01) for part in np.array_split(steps, 5)]
     buf = LayerStatsBuffer()
     for t in tables:
         buf.append(t)
@@ -175,3 +184,26 @@ def test_kinds_interleaved_or_together_read_the_same():
         assert np.array_equal(a.profile(kind, "max", 300, ["q"])[1], b.profile(kind, "max", 300, ["q"])[1])
         sa, sb = (x.series("q", kind, "min", None, None, 10_000) for x in bufs)
         np.testing.assert_array_equal(sa.mean, sb.mean)
+
+
+def test_a_layer_that_diverged_is_told_from_one_without_values():
+    """From step 65 a layer's statistic is NaN and its tensor held NaN; another layer's statistic does not apply (NaN,
+    tensor finite). Both have no finite value; only the first counts rows not finite, at one bucket per step and
+    through the rollups alike."""
+    n = 4 * BLOCK**2 * 20
+    steps = np.arange(n)
+    t = rows_table(steps, ["ok", "diverged", "na"], "weight", np.random.default_rng(6)).to_pandas()
+    layer = t["layer"].astype(str).to_numpy()
+    t["nonfinite_frac"] = np.where((layer == "diverged") & (t["step"] >= 65), 1.0, 0.0).astype(np.float32)
+    t.loc[(layer == "diverged") & (t["step"] >= 65), "update_ratio"] = np.nan
+    t.loc[layer == "na", "update_ratio"] = np.nan
+    table = pa.Table.from_pandas(t, preserve_index=False)
+    buf = LayerStatsBuffer()
+    buf.append(table)
+    for buckets in (n, 40):
+        m = buf.matrix("weight", "update_ratio", None, None, buckets, ["ok", "diverged", "na"])
+        oracle([table], "weight", "update_ratio", ["ok", "diverged", "na"], m)
+        after = m.step >= 65 + (0 if m.exact else n // buckets)
+        assert np.isnan(m.values[1, after]).all() and (m.nonfinite[1, after] > 0).all()
+        assert np.isnan(m.values[2]).all() and not m.nonfinite[2].any() and not m.nonfinite[0].any()
+    assert buf._kinds[KIND].rollups

@@ -58,7 +58,8 @@ def layer_matrix(
 
 
 def layer_matrix_table(m: LayerMatrix) -> pa.RecordBatch:
-    """One row per layer (model order): ``name`` and ``values`` (float32 per step bucket, NaN = no value).
+    """One row per layer (model order): ``name``, ``values`` (float32 per step bucket, NaN = no value) and
+    ``nonfinite`` (int32 per step bucket: rows not finite; null for a layer without any, as most are).
 
     The bucket steps travel in the schema metadata (``steps``, a JSON list) with ``kind``, ``stat``, ``exact``.
     """
@@ -73,8 +74,14 @@ def layer_matrix_table(m: LayerMatrix) -> pa.RecordBatch:
     values = (
         pa.FixedSizeListArray.from_arrays(flat, n_b) if n_b else pa.array([[]] * len(m.names), pa.list_(pa.float32()))
     )
+    any_bad = m.nonfinite.any(axis=1) if n_b else np.zeros(len(m.names), bool)
+    bad = pa.FixedSizeListArray.from_arrays(
+        pa.array(m.nonfinite.astype(np.int32).reshape(-1)), n_b, mask=pa.array(~any_bad)
+    )
     names = pa.array(m.names, pa.string())
-    return pa.RecordBatch.from_arrays([names, values], names=["name", "values"]).replace_schema_metadata(metadata)
+    return pa.RecordBatch.from_arrays(
+        [names, values, bad], names=["name", "values", "nonfinite"]
+    ).replace_schema_metadata(metadata)
 
 
 def layer_profile(store: Store, run_id: str, kind: str, stat: str, step: int | None, rank: int) -> schemas.LayerProfile:

@@ -3,11 +3,15 @@
 Rows are kept per kind (act, grad, param_grad, weight) as NumPy columns — step, wall time, layer id and a
 (stats × rows) float32 matrix — in arrival order, which is step order: a step range is two binary searches and a
 step's rows lie together. A layer × step matrix over a wide range reads rollups instead of rows: level ``k``
-holds, per block of ``BLOCK**k`` consecutive recorded steps and per layer, the sum and count of one statistic.
+holds, per block of ``BLOCK**k`` consecutive recorded steps and per layer, the sum and count of one statistic's
+finite values and how many rows were not finite (below).
 They are built for a (kind, statistic) when a query first needs them and extended as steps arrive, so a matrix
 costs about (buckets × layers), not (steps × layers): the overview of a million steps answers as fast as that of
 a thousand. Like the scalar rollups (``series.py``), a bucket takes whole blocks — the one its first step falls
 in — with at least two per bucket, and every row counts in exactly one bucket.
+
+A row is *not finite* when its tensor held NaN/±Inf (``nonfinite_frac`` > 0) or the statistic itself is ±Inf: a
+statistic that does not apply is NaN too, so a NaN value alone does not say that training went wrong.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from . import format as fmt
 from .series import SeriesBuffer
 
 STAT_INDEX = {s: i for i, s in enumerate(fmt.LAYER_STATS)}
+_NONFINITE = STAT_INDEX["nonfinite_frac"]
 KIND_INDEX = {k: i for i, k in enumerate(fmt.LAYER_KINDS)}
 BLOCK = 4  # recorded steps per rollup block at level 1; ×4 per level
 _MIN_BLOCKS_PER_BUCKET = 2
@@ -32,7 +37,9 @@ _SLICE = 1 << 20  # rows converted at a time
 
 @dataclass(frozen=True)
 class LayerMatrix:
-    """``values[l, b]``: the mean of one statistic for ``names[l]`` over the steps of bucket ``b``."""
+    """``values[l, b]``: the mean of one statistic for ``names[l]`` over the steps of bucket ``b`` (of its finite
+    values); ``nonfinite[l, b]``: how many of those steps' rows were not finite (NaN/±Inf in the tensor or the
+    statistic). A bucket with rows but no finite value is NaN in ``values`` and counts its NaN/Inf rows here."""
 
     kind: str
     stat: str
@@ -40,6 +47,7 @@ class LayerMatrix:
     step: np.ndarray  # (B,) last step that fell in each bucket (NaN-free: empty buckets dropped)
     values: np.ndarray  # (L, B) float64, NaN where a layer has no value in the bucket
     exact: bool  # one bucket per recorded step
+    nonfinite: np.ndarray  # (L, B) int64, rows not finite
 
 
 @dataclass
@@ -50,6 +58,7 @@ class _Level:
     last: np.ndarray  # (nb,) int64
     total: np.ndarray  # (nb, L) float64, finite values only
     count: np.ndarray  # (nb, L) int32
+    bad: np.ndarray  # (nb, L) int32, rows not finite
 
 
 @dataclass
@@ -195,7 +204,7 @@ class _KindRows:
             if li < len(levels) and levels[li].total.shape[1] < n_layers:  # layers that appeared since
                 lv = levels[li]
                 pad = ((0, 0), (0, n_layers - lv.total.shape[1]))
-                levels[li] = _Level(lv.first, lv.last, np.pad(lv.total, pad), np.pad(lv.count, pad))
+                levels[li] = _Level(lv.first, lv.last, *(np.pad(a, pad) for a in (lv.total, lv.count, lv.bad)))
             if full > have:
                 fresh = (
                     _blocks_of_rows(r, j, have, full, n_layers)
@@ -232,7 +241,12 @@ def _distinct(step: np.ndarray) -> np.ndarray:
     return np.unique(step)
 
 
-_LEVEL_FIELDS = ("first", "last", "total", "count")
+_LEVEL_FIELDS = ("first", "last", "total", "count", "bad")
+
+
+def _not_finite(r: _Rows, val: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Rows ``a … b - 1`` whose tensor held NaN/±Inf or whose statistic (``val``, their values) is ±Inf."""
+    return (r.stats[_NONFINITE, a:b] > 0) | np.isinf(val)
 
 
 def _blocks_of_rows(r: _Rows, j: int, b0: int, b1: int, n_layers: int) -> _Level:
@@ -247,7 +261,9 @@ def _blocks_of_rows(r: _Rows, j: int, b0: int, b1: int, n_layers: int) -> _Level
     size = (b1 - b0) * n_layers
     total = np.bincount(flat, weights=val[fin], minlength=size).reshape(b1 - b0, n_layers)
     count = np.bincount(flat, minlength=size).astype(np.int32).reshape(b1 - b0, n_layers)
-    return _Level(r.ustep[s0:s1:BLOCK].copy(), r.ustep[s0 + BLOCK - 1 : s1 : BLOCK].copy(), total, count)
+    cell = (block * n_layers + r.layer[a:b])[_not_finite(r, val, a, b)]
+    bad = np.bincount(cell, minlength=size).astype(np.int32).reshape(b1 - b0, n_layers)
+    return _Level(r.ustep[s0:s1:BLOCK].copy(), r.ustep[s0 + BLOCK - 1 : s1 : BLOCK].copy(), total, count, bad)
 
 
 def _blocks_of_level(below: _Level, b0: int, b1: int) -> _Level:
@@ -259,6 +275,7 @@ def _blocks_of_level(below: _Level, b0: int, b1: int) -> _Level:
         below.last[a + BLOCK - 1 : b : BLOCK].copy(),
         below.total[a:b].reshape(b1 - b0, BLOCK, n_layers).sum(1),
         below.count[a:b].reshape(b1 - b0, BLOCK, n_layers).sum(1, dtype=np.int32),
+        below.bad[a:b].reshape(b1 - b0, BLOCK, n_layers).sum(1, dtype=np.int32),
     )
 
 
@@ -375,7 +392,8 @@ class LayerStatsBuffer:
         d1 = len(r.ustep) if end is None else int(np.searchsorted(r.ustep, end, "right"))
         n_steps = d1 - d0
         if n_steps <= 0:
-            return LayerMatrix(kind, stat, names, np.zeros(0, np.int64), np.full((len(names), 0), np.nan), True)
+            empty = np.zeros((len(names), 0), np.int64)
+            return LayerMatrix(kind, stat, names, np.zeros(0, np.int64), empty + np.nan, True, empty)
         n_layers = len(kr.globals)
         acc = _Buckets(buckets if n_steps > buckets else n_steps, n_layers)
         if n_steps <= buckets:  # one bucket per recorded step
@@ -404,10 +422,12 @@ class LayerStatsBuffer:
         values, last = acc.means()
         used = last >= 0
         out = np.full((len(names), int(used.sum())), np.nan)
+        bad = np.zeros(out.shape, np.int64)
         pos = self._positions(names)[np.array(kr.globals, np.int64)]
         shown = pos >= 0
         out[pos[shown]] = values[used].T[shown]
-        return LayerMatrix(kind, stat, names, last[used], out, n_steps <= buckets)
+        bad[pos[shown]] = acc.bad[used].T[shown]
+        return LayerMatrix(kind, stat, names, last[used], out, n_steps <= buckets, bad)
 
     def profile(self, kind: str, stat: str, step: int | None, names: list[str]) -> tuple[int | None, np.ndarray]:
         """Values of ``stat`` across ``names`` at the last recorded step ≤ ``step`` (default: the latest)."""
@@ -443,12 +463,14 @@ class LayerStatsBuffer:
 
 
 class _Buckets:
-    """Per (bucket, layer) sums and counts of finite values, and each bucket's last step."""
+    """Per (bucket, layer) sums and counts of finite values and counts of rows not finite, and each bucket's last
+    step."""
 
     def __init__(self, buckets: int, n_layers: int) -> None:
         self.n_layers = n_layers
         self.total = np.zeros((buckets, n_layers))
         self.count = np.zeros((buckets, n_layers), np.int64)
+        self.bad = np.zeros((buckets, n_layers), np.int64)
         self.last = np.full(buckets, -1, np.int64)
 
     def add_rows(self, r: _Rows, j: int, d0: int, d1: int, bucket_of_step: np.ndarray) -> None:
@@ -463,6 +485,8 @@ class _Buckets:
         size = self.total.size
         self.total += np.bincount(flat, weights=val[fin], minlength=size).reshape(self.total.shape)
         self.count += np.bincount(flat, minlength=size).reshape(self.count.shape)
+        cell = (bucket * self.n_layers + r.layer[a:b])[_not_finite(r, val, a, b)]
+        self.bad += np.bincount(cell, minlength=size).reshape(self.bad.shape)
         np.maximum.at(self.last, bucket_of_step, r.ustep[d0:d1])
 
     def add_blocks(self, level: _Level, b0: int, b1: int, bucket_of_block: np.ndarray) -> None:
@@ -473,6 +497,7 @@ class _Buckets:
         n_layers = level.total.shape[1]
         self.total[at, :n_layers] += np.add.reduceat(level.total[b0:b1], starts, axis=0)
         self.count[at, :n_layers] += np.add.reduceat(level.count[b0:b1], starts, axis=0)
+        self.bad[at, :n_layers] += np.add.reduceat(level.bad[b0:b1], starts, axis=0)
         ends = np.r_[starts[1:], b1 - b0] - 1
         self.last[at] = np.maximum(self.last[at], level.last[b0:b1][ends])
 

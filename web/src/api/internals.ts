@@ -9,13 +9,15 @@ export type LayerProfile = components["schemas"]["LayerProfile"];
 export type RankReport = components["schemas"]["RankReport"];
 export type HistogramPoint = components["schemas"]["HistogramPoint"];
 
-/** Layers × step buckets of one statistic: `values[row * cols + col]`, NaN where a layer has no value. */
+/** Layers × step buckets of one statistic: `values[row * cols + col]`, NaN where a layer has no finite value;
+ * `nonfinite[row * cols + col]`: how many of the bucket's steps were NaN/Inf for the layer (null: none anywhere). */
 export interface LayerMatrix {
   kind: string;
   stat: string;
   names: string[];
   steps: number[]; // each bucket's last step
   values: Float32Array;
+  nonfinite: Int32Array | null;
   exact: boolean;
 }
 
@@ -58,8 +60,18 @@ export const internals = {
       const row = list.get(r);
       if (row) values.set((row.toArray() as Float32Array).subarray(0, cols), r * cols);
     }
+    // null rows (layers without NaN/Inf) are most or all of them: no array at all when every row is null
+    const bad = table.getChild("nonfinite");
+    let nonfinite: Int32Array | null = null;
+    if (bad && bad.nullCount < names.length) {
+      nonfinite = new Int32Array(names.length * cols);
+      for (let r = 0; r < names.length; r++) {
+        const row = bad.get(r);
+        if (row) nonfinite.set((row.toArray() as Int32Array).subarray(0, cols), r * cols);
+      }
+    }
     if (WINDOWED.has(q.stat)) fillWindows(values, names.length, cols);
-    return { kind: q.kind, stat: q.stat, names: Array.from(names), steps, values, exact: meta.get("exact") === "true" };
+    return { kind: q.kind, stat: q.stat, names: Array.from(names), steps, values, nonfinite, exact: meta.get("exact") === "true" };
   },
 
   profile: (run: string, kind: string, stat: string, step: number | null, rank = 0) =>

@@ -2054,7 +2054,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Arrow record batch, one row per layer: name, values (one float32 per step bucket); schema metadata: kind, stat, exact, steps (JSON list of each bucket's last step) */
+            /** @description Arrow record batch, one row per layer: name, values (one float32 per step bucket), nonfinite (one int32 per step bucket: rows that were NaN/Inf; null for a layer without any); schema metadata: kind, stat, exact, steps (JSON list of each bucket's last step) */
             200: {
                 headers: {
                     [name: string]: unknown;

@@ -1,7 +1,9 @@
 // Draws the layer × step overview on a canvas: one pixel column per step bucket (an ImageData of rows ×
-// buckets scaled without smoothing), layer labels on the left, a step axis below, the selection on top.
+// buckets scaled without smoothing), layer labels on the left, a step axis below, the selection on top. Labels
+// and ticks never overprint: those that do not fit are left out, the least important first; a stretch of steps
+// that was not recorded (a watch stopped and started again) is marked where its two columns meet.
 import type { ColorScale } from "../core/colorscale";
-import { rowValues, type DisplayRow } from "../core/layerrows";
+import { rowNonfinite, rowValues, type DisplayRow } from "../core/layerrows";
 import { fmtNumber } from "../core/format";
 import { fmtStep } from "./lines";
 
@@ -16,6 +18,7 @@ export interface MatrixGeometry {
 export interface MatrixPicture extends MatrixGeometry {
   rows: DisplayRow[];
   values: Float32Array;
+  nonfinite: Int32Array | null; // per (layer, bucket): steps that were NaN/Inf
   steps: number[];
   scale: ColorScale;
   rowScales?: ColorScale[]; // per display row, when each row has its own scale
@@ -25,6 +28,66 @@ export interface MatrixPicture extends MatrixGeometry {
 
 const FONT = '11px system-ui, -apple-system, "Segoe UI", sans-serif';
 const EMPTY: [number, number, number] = [241, 243, 246];
+/** Cells whose values were NaN/Inf: a magenta no colour scale uses (a grey would read as "no value"). */
+export const NONFINITE_COLOR = "#e81fc8";
+const NONFINITE: [number, number, number] = [232, 31, 200];
+const LABEL_GAP = 12; // px from one row label's centre to the next
+const TICK_PAD = 10; // px between two tick labels
+
+export interface MatrixDrawn {
+  ticks: { step: number; x: number; w: number }[]; // x: the tick's position, w: its label's width
+  labels: { row: number; y: number }[]; // the rows labelled, at their label's centre
+  gaps: StepGap[];
+}
+
+/** Where consecutive columns lie farther apart than the recording's stride: steps after `after` up to `before` were
+ * not recorded (or their buckets are empty); `col` is the first column after the gap. */
+export interface StepGap {
+  col: number;
+  after: number;
+  before: number;
+}
+
+/** Gaps between columns: a step difference more than twice the larger of its neighbours' (the stride on either
+ * side, which may differ when `every` changed) and more than twice the typical one. */
+export function stepGaps(steps: number[]): StepGap[] {
+  const n = steps.length;
+  if (n < 3) return [];
+  const d = steps.slice(1).map((s, i) => s - steps[i]);
+  const typical = [...d].sort((a, b) => a - b)[d.length >> 1];
+  const out: StepGap[] = [];
+  for (let i = 0; i < d.length; i++) {
+    const near = Math.max(i > 0 ? d[i - 1] : 0, i + 1 < d.length ? d[i + 1] : 0);
+    if (d[i] > 2 * near && d[i] > 2 * typical) out.push({ col: i + 1, after: steps[i], before: steps[i + 1] });
+  }
+  return out;
+}
+
+/** Where a row's label goes: its centre, kept inside the rows (a top row 3 px high would clip it). */
+export function labelY(r: number, rowH: number, rows: number): number {
+  return Math.min(Math.max(r * rowH + rowH / 2, 6), Math.max(6, rows * rowH - 6));
+}
+
+/** Rows to label, `minGap` px apart at least: the selected row first, then groups by depth (outermost first),
+ * then layers, each in order; a row is left out when a label already taken lies too close. */
+export function labelRows(rows: DisplayRow[], rowH: number, selected: number, minGap = LABEL_GAP): number[] {
+  const reach = Math.ceil((minGap + 6) / rowH) + 1; // rows whose labels could lie within minGap (clamped ones too)
+  const rank = (r: number) => (r === selected ? -1 : rows[r].kind === "layer" ? 1000 : rows[r].depth);
+  const order = rows.map((_, r) => r).sort((a, b) => rank(a) - rank(b) || a - b);
+  const taken = new Uint8Array(rows.length);
+  const out: number[] = [];
+  for (const r of order) {
+    const y = labelY(r, rowH, rows.length);
+    let free = true;
+    for (let k = Math.max(0, r - reach); k < Math.min(rows.length, r + reach + 1) && free; k++) {
+      free = !taken[k] || Math.abs(labelY(k, rowH, rows.length) - y) >= minGap;
+    }
+    if (!free) continue;
+    taken[r] = 1;
+    out.push(r);
+  }
+  return out.sort((a, b) => a - b);
+}
 
 /** The bucket holding `step`: the first whose last step is ≥ it (−1 if beyond the last). */
 export function columnOf(steps: number[], step: number): number {
@@ -38,8 +101,8 @@ export function columnOf(steps: number[], step: number): number {
   return lo < steps.length ? lo : -1;
 }
 
-/** Draws the picture; returns the step axis's ticks (step, x in CSS pixels). */
-export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): { step: number; x: number }[] {
+/** Draws the picture; returns what it drew: the step axis's ticks, the labelled rows and the gaps marked. */
+export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): MatrixDrawn {
   const dpr = window.devicePixelRatio || 1;
   const width = p.labelW + p.plotW;
   const height = p.rows.length * p.rowH + p.axisH;
@@ -51,16 +114,24 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): { step:
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, width, height);
-  if (!p.cols || !p.rows.length) return [];
+  if (!p.cols || !p.rows.length) return { ticks: [], labels: [], gaps: [] };
 
-  // Cells: one pixel per (row, bucket), scaled up.
+  // Cells: one pixel per (row, bucket), scaled up; NaN/Inf without a finite value in the bucket in their colour.
   const img = new ImageData(p.cols, p.rows.length);
+  const partly: [number, number, number][] = []; // (row, first column, end column): some steps NaN/Inf, some not
   p.rows.forEach((row, r) => {
     const header = row.kind === "header";
     const vals = header ? null : rowValues(p.values, p.cols, row);
+    const bad = header ? null : rowNonfinite(p.nonfinite, p.cols, row);
     const scale = p.rowScales?.[r] ?? p.scale;
     for (let c = 0; c < p.cols; c++) {
-      const rgb = header ? [255, 255, 255] : (scale.color(vals![c]) ?? EMPTY);
+      const nan = bad !== null && bad[c] > 0;
+      if (nan && Number.isFinite(vals![c])) {
+        const last = partly.at(-1);
+        if (last && last[0] === r && last[2] === c) last[2] = c + 1;
+        else partly.push([r, c, c + 1]);
+      }
+      const rgb = header ? [255, 255, 255] : (scale.color(vals![c]) ?? (nan ? NONFINITE : EMPTY));
       const o = (r * p.cols + c) * 4;
       img.data[o] = rgb[0];
       img.data[o + 1] = rgb[1];
@@ -74,14 +145,38 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): { step:
   off.getContext("2d")!.putImageData(img, 0, 0);
   ctx.imageSmoothingEnabled = false;
   ctx.drawImage(off, p.labelW, 0, p.plotW, p.rows.length * p.rowH);
+  const cw = p.plotW / p.cols;
+  // a cell with a finite mean whose bucket also held NaN/Inf steps: its top quarter in the NaN/Inf colour
+  ctx.fillStyle = NONFINITE_COLOR;
+  const mark = Math.max(1, Math.round(p.rowH / 4));
+  for (const [r, c0, c1] of partly) ctx.fillRect(p.labelW + c0 * cw, r * p.rowH, Math.max(1, (c1 - c0) * cw), mark);
 
-  // Labels: every row when rows are tall enough, else every k-th.
+  // Gaps in the recorded steps: a white cut with a dashed line down the cells.
+  const gaps = stepGaps(p.steps);
+  const rowsH = p.rows.length * p.rowH;
+  for (const g of gaps) {
+    const x = Math.round(p.labelW + g.col * cw) + 0.5;
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(x - 1.5, 0, 3, rowsH);
+    ctx.strokeStyle = "#6b7280";
+    ctx.lineWidth = 1;
+    ctx.setLineDash([3, 2]);
+    ctx.beginPath();
+    ctx.moveTo(x, 0);
+    ctx.lineTo(x, rowsH);
+    ctx.stroke();
+    ctx.setLineDash([]);
+  }
+
+  // Labels: as many as fit without overprinting, outer groups first.
   ctx.font = FONT;
   ctx.textBaseline = "middle";
-  const every = Math.max(1, Math.ceil(12 / p.rowH));
-  p.rows.forEach((row, r) => {
-    if (row.kind === "layer" && r % every) return;
-    const y = r * p.rowH + p.rowH / 2;
+  const labelled = labelRows(p.rows, p.rowH, p.selectedRow);
+  const labels: MatrixDrawn["labels"] = [];
+  for (const r of labelled) {
+    const row = p.rows[r];
+    const y = labelY(r, p.rowH, p.rows.length);
+    labels.push({ row: r, y });
     ctx.fillStyle = row.kind === "layer" ? "#374151" : "#111827";
     ctx.font = row.kind === "layer" ? FONT : `600 ${FONT}`;
     const x = 8 + Math.min(row.depth, 6) * 10;
@@ -94,7 +189,7 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): { step:
       fitText(ctx, row.note, p.labelW - 8, y, 64);
       ctx.textAlign = "left";
     }
-  });
+  }
 
   // Each row on its own scale: its range at the right end of the row, on a white tag (without it, no row said what
   // its colours meant).
@@ -116,7 +211,6 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): { step:
   }
 
   // Selection: the selected row framed, the selected step as a vertical line.
-  const cw = p.plotW / p.cols;
   if (p.selectedRow >= 0) {
     ctx.fillStyle = "rgba(47, 91, 234, 0.10)";
     ctx.fillRect(0, p.selectedRow * p.rowH, p.labelW, p.rowH);
@@ -144,19 +238,38 @@ export function drawMatrix(canvas: HTMLCanvasElement, p: MatrixPicture): { step:
   ctx.font = FONT;
   ctx.textBaseline = "top";
   ctx.textAlign = "center";
-  const ticks = stepTicks(p.steps[0], p.steps[p.cols - 1], Math.max(2, Math.floor(p.plotW / 90))).map((s) => ({
-    step: s,
-    x: p.labelW + stepColumn(p.steps, s) * cw,
-  }));
-  for (const { step: s, x } of ticks) {
+  // Ticks whose labels would overprint are left out: those inside a gap (squeezed between two columns) first.
+  const inGap = (s: number) => gaps.some((g) => s > g.after && s < g.before);
+  const candidates = stepTicks(p.steps[0], p.steps[p.cols - 1], Math.max(2, Math.floor(p.plotW / 90))).map((s) => {
+    const x = p.labelW + stepColumn(p.steps, s) * cw;
+    const w = ctx.measureText(fmtStep(s)).width;
+    return { step: s, x, w, at: Math.min(Math.max(x, p.labelW + w / 2), width - w / 2 - 2) };
+  });
+  const kept: typeof candidates = [];
+  for (const t of [...candidates.filter((t) => !inGap(t.step)), ...candidates.filter((t) => inGap(t.step))]) {
+    if (kept.every((k) => Math.abs(k.at - t.at) >= (k.w + t.w) / 2 + TICK_PAD)) kept.push(t);
+  }
+  kept.sort((a, b) => a.x - b.x);
+  for (const { step: s, x, at } of kept) {
     ctx.beginPath();
     ctx.moveTo(x, y0);
     ctx.lineTo(x, y0 + 4);
     ctx.stroke();
-    ctx.fillText(fmtStep(s), Math.min(Math.max(x, p.labelW + 12), width - 16), y0 + 6);
+    ctx.fillText(fmtStep(s), at, y0 + 6);
+  }
+  // a gap's place on the axis: a short break mark (two slanted strokes)
+  ctx.strokeStyle = "#6b7280";
+  for (const g of gaps) {
+    const x = Math.round(p.labelW + g.col * cw);
+    for (const dx of [-2, 2]) {
+      ctx.beginPath();
+      ctx.moveTo(x + dx - 2, y0 + 5);
+      ctx.lineTo(x + dx + 2, y0 - 1);
+      ctx.stroke();
+    }
   }
   ctx.textAlign = "left";
-  return ticks;
+  return { ticks: kept.map(({ step, x, w }) => ({ step, x, w })), labels, gaps };
 }
 
 /** Round steps for the axis: multiples of 1, 2 or 5 × 10^k (at least 1), at most about `count` of them. */

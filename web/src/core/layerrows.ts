@@ -58,10 +58,16 @@ export function groupRows(names: string[], isParam: boolean, collapsed: Readonly
   return out;
 }
 
-/** Every group path (for "collapse all": the outermost ones then hold everything). */
-export function groupsOf(names: string[], isParam: boolean): string[] {
+/** Every group, with its depth (0: outermost). */
+export function groupsOf(names: string[], isParam: boolean): { path: string; depth: number }[] {
   const rows = groupRows(names, isParam, new Set());
-  return rows.filter((r) => r.kind === "header").map((r) => r.group);
+  return rows.filter((r) => r.kind === "header").map((r) => ({ path: r.group, depth: r.depth }));
+}
+
+/** The collapsed groups: those at `depth` or deeper (none for null), each of `toggled` the other way. */
+export function collapsedGroups(groups: { path: string; depth: number }[], depth: number | null, toggled: readonly string[]): Set<string> {
+  const flip = new Set(toggled);
+  return new Set(groups.filter((g) => (depth !== null && g.depth >= depth) !== flip.has(g.path)).map((g) => g.path));
 }
 
 /** One value per column for a display row: the layer's own, or the mean of a collapsed group's members. */
@@ -80,5 +86,14 @@ export function rowValues(values: Float32Array, cols: number, row: DisplayRow): 
     }
     if (n) out[c] = s / n;
   }
+  return out;
+}
+
+/** Per column, how many steps were NaN/Inf for a display row (summed over a collapsed group's members); null: none. */
+export function rowNonfinite(nonfinite: Int32Array | null, cols: number, row: DisplayRow): Int32Array | null {
+  if (!nonfinite || !row.members.length) return null;
+  if (row.members.length === 1) return nonfinite.subarray(row.members[0] * cols, (row.members[0] + 1) * cols);
+  const out = new Int32Array(cols);
+  for (const m of row.members) for (let c = 0; c < cols; c++) out[c] += nonfinite[m * cols + c];
   return out;
 }

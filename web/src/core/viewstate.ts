@@ -44,6 +44,9 @@ export interface ViewState {
   colorLog: boolean; // log colour scale in the layer × step overview
   rowScale: boolean; // each overview row coloured on its own scale (rows of very different magnitudes)
   stepZoom: [number, number] | null; // visible step range of the layer × step overview
+  /** Overview rows: module groups this deep or deeper are collapsed (0: all; null: none), except those in `rowFold`. */
+  rowDepth: number | null;
+  rowFold: string[]; // overview groups toggled from what `rowDepth` gives (a click on a group's row)
   /** The selected layer (module or parameter path), shared by every view that shows layers. */
   selectedLayer: string | null;
   /** The selected step, shared by every view that shows one step. */
@@ -90,6 +93,8 @@ export const defaults: ViewState = {
   colorLog: false,
   rowScale: false,
   stepZoom: null,
+  rowDepth: null,
+  rowFold: [],
   rank: 0,
   selectedLayer: null,
   selectedStep: null,
@@ -170,6 +175,8 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     colorLog: p.has("clog") ? p.get("clog") === "1" : LOG_DEFAULT.has(p.get("stat") ?? defaults.stat),
     rowScale: p.get("rowscale") === "1",
     stepZoom: sz.length === 2 && sz.every(Number.isFinite) && sz[0] <= sz[1] ? [sz[0], sz[1]] : null,
+    rowDepth: intOrNull(p.get("odepth")),
+    rowFold: p.getAll("ofold"), // repeated: a module path may hold a comma
     selectedLayer: p.get("layer"),
     selectedStep: Number.isInteger(step) && step >= 0 ? step : null,
     rank: Number.isInteger(Number(p.get("rank"))) && Number(p.get("rank")) > 0 ? Number(p.get("rank")) : 0,
@@ -214,6 +221,8 @@ export function serialize(s: ViewState): string {
   if (s.colorLog !== LOG_DEFAULT.has(s.stat)) p.set("clog", s.colorLog ? "1" : "0");
   if (s.rowScale) p.set("rowscale", "1");
   if (s.stepZoom) p.set("steps", s.stepZoom.join(","));
+  if (s.rowDepth !== null) p.set("odepth", String(s.rowDepth));
+  for (const path of s.rowFold) p.append("ofold", path);
   if (s.selectedLayer) p.set("layer", s.selectedLayer);
   if (s.selectedStep !== null) p.set("step", String(s.selectedStep));
   if (s.rank) p.set("rank", String(s.rank));

@@ -11,7 +11,8 @@ router = APIRouter(prefix="/api/runs", tags=["layers"])
 NOT_FOUND = {404: {"description": "No such run, rank or layer, or the run was not watched"}}
 MATRIX_ANSWER = {
     200: {
-        "description": "Arrow record batch, one row per layer: name, values (one float32 per step bucket); "
+        "description": "Arrow record batch, one row per layer: name, values (one float32 per step bucket), "
+        "nonfinite (one int32 per step bucket: rows that were NaN/Inf; null for a layer without any); "
         "schema metadata: kind, stat, exact, steps (JSON list of each bucket's last step)",
         "content": {queries.ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
     },
