@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -224,6 +225,8 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
     accuracy = reader.accuracy
     scored = "" if accuracy is None else f", accuracy {accuracy:.1%}"
     typer.echo(f"{len(reader)} instances{scored}, layers {', '.join(reader.layers)} -> {reader.dir}")
+    rid = run.id if run is not None else run_id
+    typer.echo(f"run {rid}; to see it in the dashboard (Instances tab): deepscope serve {shlex.quote(str(root))}")
 
 
 def _fail(e: BaseException) -> NoReturn:

@@ -76,6 +76,7 @@ def test_analyze_command_with_a_checkpoint(tmp_path):
     r = read(runs / run.id)
     correct = r.instances().column("correct").to_numpy(zero_copy_only=False)
     assert f"90 instances, accuracy {correct.mean():.1%}, layers 2, 3" in done.stdout
+    assert f"run {run.id}; to see it in the dashboard (Instances tab): deepscope serve {runs}" in done.stdout
     assert repr(r).startswith("<AnalysisReader 90 instances, layers 2, 3: ")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(90, 4, 4, generator=g)

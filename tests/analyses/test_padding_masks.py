@@ -127,3 +127,4 @@ def test_the_command_takes_a_mask(tmp_path):
     model = Encoder().eval()
     got = read(runs / run.id).activations("enc")[:]
     np.testing.assert_allclose(got, alone(model, "mean"), rtol=1e-4, atol=1e-5)
+    assert f"run {run.id}; to see it in the dashboard (Instances tab): deepscope serve {runs}" in done.stdout
