@@ -31,11 +31,14 @@ class PaddingMask:
         return mask == 0 if self.marks == "padding" else mask != 0
 
 
+ATTENTION_MASK = PaddingMask()  # the default: ``attention_mask``, when a batch has one
+
+
 def padding_mask(option: Any) -> PaddingMask | None:
     """``deepscope.analyze(mask=...)``: None (``attention_mask`` when a batch has one), False (no padding mask), a
     dict key (its true values mark real tokens) or ``(key, "tokens" | "padding")``."""
     if option is None:
-        return PaddingMask()
+        return ATTENTION_MASK
     if option is False:
         return None
     if isinstance(option, str):
@@ -93,7 +96,7 @@ class Batch:
                      self.labels, move(self.mask), self.size, self.items)  # fmt: skip
 
 
-def to_batch(raw: Any, mask: PaddingMask | None = PaddingMask()) -> Batch:  # noqa: B008 — frozen: shared safely
+def to_batch(raw: Any, mask: PaddingMask | None = ATTENTION_MASK) -> Batch:
     """A collated batch as the canonical :class:`Batch`.
 
     A tensor is the input; a tuple/list is ``(input, label, ...)``; a dict is the model's keyword arguments,
@@ -170,7 +173,7 @@ class Source:
     map_style: bool
     batch_size: int
     collate: Callable[[list[Any]], Any] | None
-    mask: PaddingMask | None = PaddingMask()  # where dict batches hold their padding mask
+    mask: PaddingMask | None = ATTENTION_MASK  # where dict batches hold their padding mask
 
     def batches(self, start: int) -> Iterator[Batch]:
         """Batches from row ``start`` on (earlier rows are skipped, not computed)."""
@@ -204,7 +207,7 @@ def _tensor_columns(data: Any) -> tuple[torch.Tensor, ...] | None:
 
 
 def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any] | None = None,
-           mask: PaddingMask | None = PaddingMask()) -> Source:  # noqa: B008 — frozen: shared safely  # fmt: skip
+           mask: PaddingMask | None = ATTENTION_MASK) -> Source:  # fmt: skip
     """Classify ``data``: a tensor, a map-style Dataset, a list of labelled instances, a DataLoader, or any other
     iterable of batches; ``mask``: where dict batches hold their padding mask."""
     return replace(_source(data, batch_size, collate), mask=mask)
