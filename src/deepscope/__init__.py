@@ -103,13 +103,23 @@ def analyze(
 ) -> Any:
     """Record what ``layers`` of ``model`` do on every instance of ``data``, with predictions; return a reader.
 
-    ``data``: a Dataset, a DataLoader, or an iterable of batches (tensors, tuples or dicts — a dict's entries
-    are the model's keyword arguments, its ``attention_mask`` the padding mask); a list of labelled instances
-    (``[(x, 3), …]``, ``[{"x": x, "label": 3}, …]``) is batched here. ``labels`` (integer classes) default to
-    the batches' own; ``metadata`` is a table (one row per instance) to filter on. ``run``: a :class:`Run` or an
-    existing run directory (default: the current run). Written under ``artifacts/`` (activations, confusion,
-    projection); an interrupted call resumes; a run's finished analysis is replaced once a new one is complete. Other
-    keywords: ``batch_size``, ``collate_fn``, ``sequence_pooling`` (``"mean"`` or ``"last"``), ``projection``,
+    ``data``: a Dataset, a DataLoader, or an iterable of batches — a tensor is the input; a tuple is read as
+    ``(input, label, …)`` (its first item alone is passed to the model: several inputs go in a dict); a dict's
+    entries are the model's keyword arguments, less the label (``labels``, ``label``…). A list of labelled
+    instances (``[(x, 3), …]``, ``[{"x": x, "label": 3}, …]``) is batched here. ``labels`` (integer classes)
+    default to the batches' own; ``metadata`` is a table (one row per instance) to filter on. ``layers``: module
+    paths as in ``named_modules()`` (default: the model's children), ``""`` for the model itself. ``run``: a
+    :class:`Run` or an existing run directory (default: the current run). Written under ``artifacts/``
+    (activations, confusion, projection); an interrupted call resumes; a run's finished analysis is replaced once a
+    new one is complete.
+
+    ``mask``: which entry of dict batches is the padding mask, over which sequence outputs ``(B, T, D)`` are
+    pooled — ``None`` (default): ``attention_mask``, if present, 1 for a real token; ``"key"``: that entry, 1 or
+    True for a real token; ``("key", "padding")``: that entry, True for padding (PyTorch's
+    ``src_key_padding_mask``); ``False``: none. An unused entry that looks like a padding mask (``padding_mask``,
+    ``mask``, ``*_mask``) is warned about before any work.
+
+    Other keywords: ``batch_size``, ``collate_fn``, ``sequence_pooling`` (``"mean"`` or ``"last"``), ``projection``,
     ``resume``, ``progress``, ``previews`` (small images of image inputs, on by default), ``full_maps`` (the
     whole feature maps of convolutional layers for some instances: ``"auto"`` — a few per class, at most 16 MiB
     —, a number of instances, a list of indices, or ``False``), ``scores`` (``"softmax"`` of the outputs, ``"raw"``
@@ -119,6 +129,7 @@ def analyze(
 
     >>> r = deepscope.analyze(model, dataset, layers=["conv2", "fc1"], class_names=names)
     >>> r.aggregate("fc1", by="label").mean.shape  # (classes, neurons)
+    >>> deepscope.analyze(encoder, batches, mask=("padding_mask", "padding"))  # dicts {"input_ids", "padding_mask"}
     """
     from .analyses.pipeline import analyze as _analyze  # torch loads only when asked for
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -111,6 +112,15 @@ def analyze(
     sequence_pooling: Annotated[
         str, typer.Option(metavar="mean|last", help="How sequence outputs become one row per instance")
     ] = "mean",
+    mask: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KEY|KEY:padding|none",
+            help="The dict batches' padding mask: KEY (1 = real token), KEY:padding (True = padding, as "
+            "src_key_padding_mask), or none",
+            show_default="attention_mask, if present",
+        ),
+    ] = None,
     scores: Annotated[
         str,
         typer.Option(metavar="softmax|raw|none", help="The outputs as class scores: softmax, as they are, or none"),
@@ -132,7 +142,8 @@ def analyze(
     """
     with plain_warnings():
         _analyze(model, data, checkpoint, layers, directory, run_id, name, project, batch_size, full_maps, labels,
-                 class_names, metadata, sequence_pooling, scores, text_column, no_progress, no_previews)  # fmt: skip
+                 class_names, metadata, sequence_pooling, mask, scores, text_column, no_progress,
+                 no_previews)  # fmt: skip
 
 
 @contextmanager
@@ -146,7 +157,7 @@ def plain_warnings() -> Iterator[None]:
 
 def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None, directory: Path | None,
              run_id: str | None, name: str | None, project: str, batch_size: int, full_maps: str, labels: str | None,
-             class_names: str | None, metadata: str | None, sequence_pooling: str, scores: str,
+             class_names: str | None, metadata: str | None, sequence_pooling: str, mask: str | None, scores: str,
              text_column: str | None, no_progress: bool, no_previews: bool) -> None:  # fmt: skip
     import deepscope
     from deepscope.analyses.activations import Activations, ActivationsConfig
@@ -163,13 +174,15 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
             "metadata": load_object(metadata, "metadata", call=False) if metadata else None,
             "class_names": class_names_option(class_names),
             "sequence_pooling": sequence_pooling,
+            "mask": mask_option(mask),
             "text_column": False if text_column == "none" else text_column,
         }
         if checkpoint is not None:
             load_checkpoint(net, checkpoint)
         config = ActivationsConfig(layers=None if layer_list is None else tuple(layer_list), batch_size=batch_size,
-                                   sequence_pooling=sequence_pooling, scores=scores)  # fmt: skip
-        Activations(config, **{k: v for k, v in extra.items() if k != "sequence_pooling"}).check(net, dataset)
+                                   sequence_pooling=sequence_pooling, mask=extra["mask"], scores=scores)  # fmt: skip
+        given = {k: v for k, v in extra.items() if k not in ("sequence_pooling", "mask")}
+        Activations(config, **given).check(net, dataset)
         root = directory if directory is not None else default_dir()
         if run_id is not None and not (root / run_id / "run.json").exists():
             raise ValueError(f"no run {run_id!r} in {root}")
@@ -212,6 +225,8 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
     accuracy = reader.accuracy
     scored = "" if accuracy is None else f", accuracy {accuracy:.1%}"
     typer.echo(f"{len(reader)} instances{scored}, layers {', '.join(reader.layers)} -> {reader.dir}")
+    rid = run.id if run is not None else run_id
+    typer.echo(f"run {rid}; to see it in the dashboard (Instances tab): deepscope serve {shlex.quote(str(root))}")
 
 
 def _fail(e: BaseException) -> NoReturn:
@@ -219,6 +234,20 @@ def _fail(e: BaseException) -> NoReturn:
     text = str(e)
     typer.echo(text if text.startswith("deepscope") else f"deepscope: {text}", err=True)
     raise typer.Exit(1) from None
+
+
+def mask_option(value: str | None) -> str | tuple[str, str] | bool | None:
+    """``--mask``: ``KEY`` (1 = real token), ``KEY:padding`` or ``KEY:tokens``, or ``none``; as ``analyze(mask=)``."""
+    if value is None:
+        return None
+    if value == "none":
+        return False
+    key, sep, marks = value.rpartition(":")
+    if not sep:
+        return value
+    if marks not in ("padding", "tokens") or not key:
+        raise ValueError(f"--mask is KEY, KEY:padding, KEY:tokens or none, not {value!r}")
+    return (key, marks)
 
 
 def class_names_option(value: str | None) -> list[str] | None:

@@ -241,7 +241,7 @@ def test_a_loader_over_part_of_the_dataset_counts_that_part(tmp_path):
 def test_nan_activations_are_an_error(tmp_path):
     x = torch.randn(40, 1, 8, 8)
     x[17, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="NaN or infinite for instance 17"):
+    with pytest.raises(ValueError, match="layer 'fc1' is NaN or infinite for instance 17;"):
         deepscope.analyze(TinyCNN(), x, layers=["fc1"], run=tmp_path, batch_size=8, progress=False)
 
 
@@ -251,7 +251,7 @@ def test_nan_in_a_later_chunk_names_its_instance_and_keeps_the_chunks_before(tmp
     x = torch.randn(60, 1, 8, 8)
     x[37, 0, 0, 0] = float("inf")
     cfg = ActivationsConfig(layers=("fc1",), batch_size=8, chunk_rows=16, progress=False)
-    with pytest.raises(ValueError, match="fc1 is NaN or infinite for instance 37"):
+    with pytest.raises(ValueError, match="layer 'fc1' is NaN or infinite for instance 37;"):
         Activations(cfg).run(tmp_path, TinyCNN(), x)
     progress = json.loads((tmp_path / "artifacts/activations/progress.json").read_text())
     assert progress["rows_done"] == 32  # the two whole chunks before it
@@ -262,8 +262,34 @@ def test_nan_in_a_batch_that_straddles_two_chunks_is_found_in_the_second(tmp_pat
     x = torch.randn(48, 1, 8, 8)
     x[20, 0, 0, 0] = float("nan")
     cfg = ActivationsConfig(layers=("fc1",), batch_size=12, chunk_rows=16, progress=False)
-    with pytest.raises(ValueError, match="fc1 is NaN or infinite for instance 20"):
+    with pytest.raises(ValueError, match="layer 'fc1' is NaN or infinite for instance 20;"):
         Activations(cfg).run(tmp_path, TinyCNN(), x)
+
+
+def test_nan_names_the_layer_or_the_models_outputs_and_counts_the_instances(tmp_path):
+    """A Sequential's layer "1" is quoted as a layer; the scores are the model's outputs, not an array's name; every
+    affected instance of the chunk is counted and the first few named."""
+    x = torch.randn(40, 4)
+    x[[3, 9, 10, 11, 20, 30, 31], 0] = float("nan")
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.Linear(8, 3))
+    with pytest.raises(ValueError, match=r"layer '1' is NaN or infinite for 7 of the 40 instances 0–39 \(first: 3, 9, "
+                                         r"10, 11, 20, …\); fix the model"):  # fmt: skip
+        deepscope.analyze(model, x, layers=["1"], run=tmp_path, batch_size=8, progress=False)
+
+    class Overflows(nn.Module):  # finite features, infinite logits where the first input is positive
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.features(x) * torch.where(x[:, :1] > 0, float("inf"), 1.0)
+
+    x = torch.randn(40, 4)
+    x[:, 0] = -1.0
+    x[[5, 17], 0] = 1.0
+    with pytest.raises(ValueError, match=r"the model's outputs \(scores\) are NaN or infinite for 2 of the 40 "
+                                         r"instances 0–39 \(first: 5, 17\)"):  # fmt: skip
+        deepscope.analyze(Overflows(), x, layers=["features"], run=new_dir(tmp_path / "o"), progress=False)
 
 
 def test_activations_whose_sum_overflows_are_finite_and_stored(tmp_path):
@@ -516,3 +542,16 @@ def test_a_tables_inputs_are_stored_as_given_and_images_or_tokens_are_not(tmp_pa
     assert not images.has_features and images.features(0) is None
     wide = deepscope.analyze(nn.Linear(65, 2), torch.randn(10, 65), run=new_dir(tmp_path / "wide"), progress=False)
     assert not wide.has_features  # more than 64 numbers an instance (an embedding, a flattened image): not stored
+
+
+def test_the_layer_named_empty_is_the_model_itself_as_by_default_for_a_model_without_children(tmp_path):
+    model = nn.Linear(6, 3)
+    x = torch.randn(20, 6)
+    r = deepscope.analyze(model, x, layers=[""], run=tmp_path, progress=False)
+    with torch.no_grad():
+        np.testing.assert_allclose(r.activations("")[:], model(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert r.layers == [""]
+    with pytest.raises(ValueError, match=r"no layer named 'fc' in Linear; valid layers: none but the model, and '' "):
+        deepscope.analyze(model, x, layers=["fc"], run=new_dir(tmp_path / "bad"), progress=False)
+    with pytest.raises(ValueError, match=r"valid layers: conv1, conv2, fc1, out, and '' for the model itself"):
+        deepscope.analyze(TinyCNN(), image_data(4), layers=["fc9"], run=new_dir(tmp_path / "cnn"), progress=False)

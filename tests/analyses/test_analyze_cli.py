@@ -76,6 +76,7 @@ def test_analyze_command_with_a_checkpoint(tmp_path):
     r = read(runs / run.id)
     correct = r.instances().column("correct").to_numpy(zero_copy_only=False)
     assert f"90 instances, accuracy {correct.mean():.1%}, layers 2, 3" in done.stdout
+    assert f"run {run.id}; to see it in the dashboard (Instances tab): deepscope serve {runs}" in done.stdout
     assert repr(r).startswith("<AnalysisReader 90 instances, layers 2, 3: ")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(90, 4, 4, generator=g)
@@ -118,6 +119,9 @@ def test_analyze_command_errors(tmp_path):
     bad_labels = command("mymodels:build_model", "--data", "mymodels:dataset", "--labels", "mymodels:few_labels",
                          "--dir", str(tmp_path / "runs"), cwd=tmp_path)  # fmt: skip
     assert bad_labels.returncode == 1 and "10 labels for a dataset of 90 instances" in bad_labels.stderr
+    bad_mask = command("mymodels:build_model", "--data", "mymodels:dataset", "--mask", "padding_mask:true",
+                       "--dir", str(tmp_path / "runs"), cwd=tmp_path)  # fmt: skip
+    assert bad_mask.returncode == 1 and "--mask is KEY, KEY:padding, KEY:tokens or none" in bad_mask.stderr
     assert not (tmp_path / "runs").exists() or not deepscope.open(tmp_path / "runs").runs()  # no run made for these
     crash = command("mymodels:build_broken", "--data", "mymodels:dataset", "--dir", str(tmp_path / "runs"),
                     "--no-progress", cwd=tmp_path)  # fmt: skip

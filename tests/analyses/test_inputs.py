@@ -191,3 +191,27 @@ def test_a_type_error_inside_forward_is_not_blamed_on_the_data(tmp_path):
     with pytest.raises(TypeError) as e:
         deepscope.analyze(Typed(), items, run=new_dir(tmp_path / "t"), progress=False)
     assert "keyword arguments" not in str(e.value)
+
+
+def test_tuple_batches_of_several_inputs_say_how_tuples_are_read_before_any_work(tmp_path):
+    """(input_ids, attention_mask, labels) tuples for a forward(ids, mask): the tuple is (input, label, …), so the
+    error says so and how to pass several inputs, before anything is stored."""
+
+    class TwoInputs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = torch.nn.EmbeddingBag(20, 4, mode="sum")
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, ids, mask):
+            return self.fc(self.emb(ids, per_sample_weights=mask.float()))
+
+    ids, mask, labels = torch.randint(0, 20, (8, 5)), torch.ones(8, 5, dtype=torch.long), torch.randint(0, 2, (8,))
+    said = r"missing 1 required positional argument: 'mask' — the batches are tuples of 3 items; a tuple is read as "
+    with pytest.raises(TypeError, match=said + r"\(input, label, …\).*yield dicts") as e:
+        deepscope.analyze(TwoInputs(), [(ids, mask, labels)], run=tmp_path, progress=False)
+    assert "'attention_mask'" in str(e.value) and "wrapper" in str(e.value)
+    assert not (tmp_path / "artifacts" / "activations" / "instances.parquet").exists()
+    r = deepscope.analyze(TwoInputs(), [{"ids": ids, "mask": mask, "labels": labels}], run=new_dir(tmp_path / "d"),
+                          mask="mask", progress=False)  # fmt: skip
+    assert len(r) == 8  # as a dict, as the message says

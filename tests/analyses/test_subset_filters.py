@@ -33,7 +33,7 @@ def test_numeric_ranges_include_their_ends_and_skip_missing_values():
 
 
 def test_bad_ranges_say_why():
-    with pytest.raises(ValueError, match="numeric column"):
+    with pytest.raises(ValueError, match="numeric, date or time column"):
         subset_mask(table(), {"range": {"text": [0, 1]}})
     with pytest.raises(ValueError, match=r"\[low, high\]"):
         subset_mask(table(), {"range": {"n": 3}})
@@ -81,3 +81,33 @@ def test_classes_filter_by_name_or_index_and_an_unknown_name_says_which_there_ar
     np.testing.assert_array_equal(
         r.aggregate("fc1", where={"label": "dog"}).mean, r.aggregate("fc1", where={"label": 1}).mean
     )
+
+
+def test_date_and_time_columns_filter_as_times_and_contain_their_iso_text():
+    """A pandas-style timestamp column, a zoned one and a date column: ranges and equality compare times (ISO 8601
+    ends, an offset converted to UTC), ``contains`` reads the ISO text; missing values never match. Oracle: Python's
+    datetime comparisons."""
+    import datetime as dt
+
+    utc = dt.timezone.utc
+    when = [dt.datetime(2024, 3, d, h, 30) for d, h in ((1, 9), (5, 14), (5, 23), (20, 0))] + [None, None]
+    when[3] = when[3].replace(microsecond=250)
+    t = pa.table({
+        "taken": pa.array(when, pa.timestamp("us")),
+        "zoned": pa.array([None if w is None else w.replace(tzinfo=utc) for w in when], pa.timestamp("ns", tz="UTC")),
+        "day": pa.array([None if w is None else w.date() for w in when], pa.date32()),
+    })  # fmt: skip
+    low, high = dt.datetime(2024, 3, 5), dt.datetime(2024, 3, 5, 23, 59, 59)
+    want = np.array([w is not None and low <= w <= high for w in when])
+    np.testing.assert_array_equal(subset_mask(t, {"range": {"taken": ["2024-03-05", "2024-03-05T23:59:59"]}}), want)
+    np.testing.assert_array_equal(subset_mask(t, {"range": {"zoned": ["2024-03-05T01:00+01:00", high]}}), want)
+    np.testing.assert_array_equal(subset_mask(t, {"range": {"day": ["2024-03-05", "2024-03-05"]}}), want)
+    np.testing.assert_array_equal(subset_mask(t, {"range": {"taken": [None, "2024-03-01T09:30"]}}),
+                                  [True, False, False, False, False, False])  # fmt: skip
+    np.testing.assert_array_equal(subset_mask(t, {"taken": "2024-03-05T14:30:00"}), [0, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(subset_mask(t, {"day": ["2024-03-01", "2024-03-20"]}), [1, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(subset_mask(t, {"contains": {"taken": "2024-03-05T"}}), want)
+    np.testing.assert_array_equal(subset_mask(t, {"contains": {"taken": ".000250"}}), [0, 0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(subset_mask(t, {"contains": {"zoned": "T09:30:00+00:00"}}), [1, 0, 0, 0, 0, 0])
+    with pytest.raises(ValueError, match="'taken' holds dates or times: give ISO 8601 text"):
+        subset_mask(t, {"range": {"taken": ["last week", None]}})

@@ -252,7 +252,12 @@ def test_feature_maps_binary_match_the_layer_output(client, analysed):
     missing = next(i for i in range(N) if i not in maps["instances"])
     r = _maps(client, analysed, missing)
     assert r.status_code == 404 and "deepscope.feature_maps" in r.json()["detail"]
-    assert _maps(client, analysed, 0, "3").status_code == 404  # no maps of the logits
+    r = _maps(client, analysed, 0, "3")  # a Linear layer: its outputs are vectors, never maps
+    assert r.status_code == 404 and "deepscope.feature_maps" not in r.json()["detail"]
+    assert r.json()["detail"] == ("layer '3' has no feature maps: its output is a vector of 3 values per instance; "
+                                  "feature maps exist only for convolutional layers, whose outputs are (N, C, H, W) — "
+                                  "or (N, C, L) for 1-d convolutions")  # fmt: skip
+    assert "only for convolutional layers" in _maps(client, analysed, 0, "never").json()["detail"]
     assert _maps(client, analysed, 0, "../0").status_code == 404
     assert _maps(client, analysed, N).status_code == 404
     assert client.get(_url(analysed, "/instances/0/maps")).status_code == 422  # the layer is required
@@ -311,3 +316,26 @@ def test_a_head_of_many_classes_gives_rows_only_to_the_classes_with_instances(tm
         label, pred = t.column("label").to_numpy(), t.column("prediction").to_numpy()
         assert c["classes"] == sorted(set(label.tolist()) | set(pred.tolist())) and len(c["classes"]) < 60
         np.testing.assert_array_equal(c["matrix"], confusion_matrix(label, pred, labels=c["classes"]))
+
+
+def test_a_time_column_is_filtered_as_times_and_shown_as_iso_text(tmp_path):
+    """A pandas datetime64 column: listed as text (the subset form filters it), equality and ranges compare times,
+    ``contains`` and the instance detail read its ISO 8601 text."""
+    import pandas as pd
+
+    taken = pd.Series(pd.date_range("2024-03-01 09:00", periods=30, freq="12h"))
+    with deepscope.init(project="p", name="timed", dir=tmp_path) as run:
+        deepscope.analyze(torch.nn.Linear(5, 3), torch.randn(30, 5), run=run, metadata=pd.DataFrame({"taken": taken}),
+                          progress=False)  # fmt: skip
+    url = f"/api/runs/{run.id}/analysis"
+    rows = lambda answer: np.flatnonzero(_mask(answer.json()["mask"])[:30]).tolist()  # noqa: E731
+    with make_client(create_app(tmp_path)) as c:
+        assert {col["name"]: col["kind"] for col in c.get(url).json()["columns"]}["taken"] == "string"
+        assert c.get(f"{url}/instances/3").json()["fields"]["taken"] == "2024-03-02T21:00:00"
+        ranged = c.post(f"{url}/subset", json={"where": {"range": {"taken": ["2024-03-05", "2024-03-06T12:00"]}}})
+        want = ((taken >= "2024-03-05") & (taken <= "2024-03-06 12:00")).to_numpy()
+        assert ranged.status_code == 200 and rows(ranged) == np.flatnonzero(want).tolist() == [8, 9, 10]
+        assert rows(c.post(f"{url}/subset", json={"where": {"contains": {"taken": "2024-03-02"}}})) == [2, 3]
+        assert rows(c.post(f"{url}/subset", json={"where": {"taken": "2024-03-02T21:00:00"}})) == [3]
+        bad = c.post(f"{url}/subset", json={"where": {"range": {"taken": ["soon", None]}}})
+        assert bad.status_code == 400 and "ISO 8601" in bad.json()["detail"]

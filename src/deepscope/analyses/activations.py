@@ -26,7 +26,7 @@ from torch import nn
 from ..store.runmeta import write_json_atomic
 from .aggregates import SPECIAL_KEYS
 from .base import RESERVED_COLUMNS, artifact_dir, decoded, model_class, provenance, read_json, write_provenance
-from .batches import Batch, Source, current_length, source
+from .batches import Batch, PaddingMask, Source, current_length, padding_mask, source
 from .chunk_files import aligned_empty, write_chunk_file
 from .class_scores import top_class
 
@@ -48,17 +48,21 @@ def is_feature_map(t: torch.Tensor, module: nn.Module) -> bool:
 
 @dataclass(frozen=True)
 class ActivationsConfig:
-    """``layers``: module paths as in ``model.named_modules()`` (default: the model's children; a ``ModuleList`` or
-    ``ModuleDict`` child stands for its own).
+    """``layers``: module paths as in ``model.named_modules()``, ``""`` for the model itself (default: the model's
+    children; a ``ModuleList`` or ``ModuleDict`` child stands for its own; the model itself when it has none).
 
-    ``sequence_pooling``: ``"mean"`` (over real tokens when the batch has an ``attention_mask``) or ``"last"``
-    (the last real token). ``scores``: ``"softmax"`` of the output logits, ``"raw"`` outputs, or ``"none"``: the
-    outputs are no class scores (an embedding model, a regressor): no predictions, scores or accuracy.
+    ``sequence_pooling``: ``"mean"`` (over real tokens when the batch has a padding mask) or ``"last"``
+    (the last real token). ``mask``: the dict batches' padding mask — None for ``attention_mask`` when present, a
+    key whose true values mark real tokens, ``(key, "padding")`` for one whose true values mark padding (PyTorch's
+    ``src_key_padding_mask``), or False for none (:func:`.batches.padding_mask`). ``scores``: ``"softmax"`` of the
+    output logits, ``"raw"`` outputs, or ``"none"``: the outputs are no class scores (an embedding model, a
+    regressor): no predictions, scores or accuracy.
     """
 
     layers: tuple[str, ...] | None = None
     batch_size: int = 256
     sequence_pooling: str = "mean"
+    mask: str | tuple[str, str] | bool | None = None
     scores: str = "softmax"
     chunk_rows: int | None = None
     resume: bool = True
@@ -72,6 +76,12 @@ class ActivationsConfig:
             raise ValueError(f"deepscope.analyze: scores must be 'softmax', 'raw' or 'none', not {self.scores!r}")
         if self.batch_size < 1 or (self.chunk_rows is not None and self.chunk_rows < 1):
             raise ValueError("deepscope.analyze: batch_size and chunk_rows must be positive")
+        padding_mask(self.mask)  # a malformed one is refused here, before any work
+
+    @property
+    def padding(self) -> PaddingMask | None:
+        """Where dict batches hold their padding mask (None: nowhere)."""
+        return padding_mask(self.mask)
 
 
 def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
@@ -85,12 +95,13 @@ def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]
         shown = ", ".join(valid[:60]) + (", …" if len(valid) > 60 else "")
         raise ValueError(f"deepscope.analyze: no layers given; name some (valid layers: {shown}) or leave layers "
                          "out for the model's children")  # fmt: skip
-    known = set(valid)
+    known = {"", *valid}  # "": the model itself, as named_modules() names it
     unknown = [name for name in layers if name not in known]
     if unknown:
         shown = ", ".join(valid[:60]) + (f", … ({len(valid) - 60} more)" if len(valid) > 60 else "")
         raise ValueError(f"deepscope.analyze: no layer named {', '.join(map(repr, unknown))} in "
-                         f"{type(model).__name__}; valid layers: {shown}")  # fmt: skip
+                         f"{type(model).__name__}; valid layers: {shown or 'none but the model'}, and '' for the "
+                         "model itself")  # fmt: skip
     if len(set(layers)) != len(layers):
         raise ValueError("deepscope.analyze: a layer is named twice")
     return _unclashing(list(layers))
@@ -477,12 +488,12 @@ class Activations:
     def check(self, model: nn.Module, data: Any) -> list[str]:
         """What can be checked before any work (layers, counts of labels and metadata rows, class names); returns
         the layers."""
-        return self._check(model, source(data, self.config.batch_size, self.collate_fn))
+        return self._check(model, source(data, self.config.batch_size, self.collate_fn, self.config.padding))
 
     def run(self, run_dir: str | os.PathLike[str], model: nn.Module, data: Any) -> Path:
         """Compute (or resume) the activations; returns the artifact directory."""
         cfg = self.config
-        src = source(data, cfg.batch_size, self.collate_fn)
+        src = source(data, cfg.batch_size, self.collate_fn, cfg.padding)
         layers = self._check(model, src)
         out_dir = artifact_dir(run_dir, NAME)
         fingerprint = {
@@ -494,6 +505,8 @@ class Activations:
             "scores": cfg.scores,
             "previews": cfg.previews,
         }
+        if cfg.mask is not None:  # a padding mask other than the default changes every pooled sequence
+            fingerprint["mask"] = list(cfg.mask) if isinstance(cfg.mask, (tuple, list)) else cfg.mask
         # A finished analysis stays in place, and in the dashboard, until the new one is complete: the new one is
         # computed beside it (and resumed there after an interruption), then takes its place.
         final = out_dir

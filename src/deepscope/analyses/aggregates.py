@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .time_columns import as_time, is_time, time_text, time_values
+
 SPECIAL_KEYS = ("text_contains", "contains", "range", "index", "predicted", "lasso")  # lasso: AnalysisReader.mask
 
 
@@ -31,8 +33,9 @@ def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.
     Keys combine with *and*: a column name (``label``, ``prediction``/``predicted``, ``correct`` or any metadata
     column) equals a value, or is one of a list; ``text_contains`` — any text column contains the string;
     ``contains`` — ``{column: substring}`` (both ignore case); ``range`` — ``{column: [low, high]}``, both ends
-    included, either one ``None`` for no bound; ``index`` — a list of row indices (pinned instances); ``lasso`` —
-    a polygon on a stored projection (:meth:`AnalysisReader.mask`, which reads it).
+    included, either one ``None`` for no bound; a date or time column compares times given as ISO 8601 text, and
+    ``contains`` reads its ISO 8601 text (:mod:`.time_columns`); ``index`` — a list of row indices (pinned
+    instances); ``lasso`` — a polygon on a stored projection (:meth:`AnalysisReader.mask`, which reads it).
 
     >>> subset_mask(table, {"predicted": 3, "label": 8}).sum()
     """
@@ -57,7 +60,7 @@ def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.
             mask &= hit
         elif key == "contains":
             for col, sub in dict(value).items():
-                mask &= _bools(pc.match_substring(_column(table, col), str(sub), ignore_case=True))
+                mask &= _bools(pc.match_substring(_text(_column(table, col)), str(sub), ignore_case=True))
         elif key == "range":
             for col, bounds in dict(value).items():
                 mask &= _in_range(_column(table, col), col, bounds)
@@ -73,27 +76,44 @@ def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.
         else:
             col = _column(table, "prediction" if key == "predicted" else key)
             values = list(value) if isinstance(value, (list, tuple, set, np.ndarray)) else [value]
-            mask &= _bools(pc.is_in(col, value_set=pa.array(values, type=col.type)))
+            if is_time(col.type):
+                x = time_values(col)
+                mask &= np.isin(x, np.array([as_time(v, key) for v in values]))
+            else:
+                mask &= _bools(pc.is_in(col, value_set=pa.array(values, type=col.type)))
     return mask
 
 
 def _in_range(col: Any, name: str, bounds: Any) -> np.ndarray:
-    """Rows whose numeric value lies in ``[low, high]`` (a ``None`` end: unbounded); nulls and NaN never do."""
+    """Rows whose numeric value, or time, lies in ``[low, high]`` (a ``None`` end: unbounded); nulls and NaN never
+    do. A time column's ends are times (:mod:`.time_columns`)."""
     import pyarrow as pa
 
     t = col.type
-    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
-        raise ValueError(f"deepscope: a range needs a numeric column; {name!r} holds {t}")
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or is_time(t)):
+        raise ValueError(f"deepscope: a range needs a numeric, date or time column; {name!r} holds {t}")
     if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
         raise ValueError(f"deepscope: the range of {name!r} must be [low, high] (null for an open end)")
-    low, high = (None if b is None else float(b) for b in bounds)
-    x = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
-    hit = ~np.isnan(x)
+    if is_time(t):
+        x = time_values(col)
+        low, high = (None if b is None else as_time(b, name) for b in bounds)
+        hit = ~np.isnat(x)
+    else:
+        low, high = (None if b is None else float(b) for b in bounds)
+        x = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
+        hit = ~np.isnan(x)
     if low is not None:
         hit &= x >= low
     if high is not None:
         hit &= x <= high
     return hit
+
+
+def _text(col: Any) -> Any:
+    """A column ``contains`` reads: itself, or a time column's ISO 8601 text."""
+    import pyarrow as pa
+
+    return pa.array(time_text(col), pa.string()) if is_time(col.type) else col
 
 
 def _column(table: Any, name: str) -> Any:

@@ -5,14 +5,66 @@ from __future__ import annotations
 import itertools
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 LABEL_KEYS = ("labels", "label", "targets", "target", "y")
-MASK_KEY = "attention_mask"
+MASK_KEY = "attention_mask"  # read as the padding mask (1 = real token) unless ``mask=`` says otherwise
+MASK_MARKS = ("tokens", "padding")  # what a mask's true values mark
+
+
+@dataclass(frozen=True)
+class PaddingMask:
+    """Which entry of a dict batch is the padding mask, and what its true (non-zero) values mark: ``"tokens"`` —
+    1 for a real token, as Hugging Face's ``attention_mask`` — or ``"padding"`` — True for a padded position, as
+    PyTorch's ``src_key_padding_mask``."""
+
+    key: str = MASK_KEY
+    marks: str = "tokens"
+    given: bool = False  # named by the user (a batch without it is an error), not the default
+
+    def real_tokens(self, mask: torch.Tensor) -> torch.Tensor:
+        """``mask`` as True for real tokens. (B, T) -> (B, T) bool."""
+        return mask == 0 if self.marks == "padding" else mask != 0
+
+
+ATTENTION_MASK = PaddingMask()  # the default: ``attention_mask``, when a batch has one
+
+
+def padding_mask(option: Any) -> PaddingMask | None:
+    """``deepscope.analyze(mask=...)``: None (``attention_mask`` when a batch has one), False (no padding mask), a
+    dict key (its true values mark real tokens) or ``(key, "tokens" | "padding")``."""
+    if option is None:
+        return ATTENTION_MASK
+    if option is False:
+        return None
+    if isinstance(option, str):
+        option = (option, "tokens")
+    if (not isinstance(option, (tuple, list)) or len(option) != 2 or not isinstance(option[0], str) or not option[0]
+            or option[1] not in MASK_MARKS):  # fmt: skip
+        raise ValueError(f"deepscope.analyze: mask is a dict key of the batches (its true values mark real tokens), "
+                         f"(key, 'tokens' | 'padding'), or False for none; not {option!r}")  # fmt: skip
+    return PaddingMask(option[0], option[1], given=True)
+
+
+def unused_masks(batch: Batch) -> list[str]:
+    """Keyword inputs of a batch without a padding mask that look like one: named ``mask``, ``padding_mask`` or
+    ``*_mask``, holding a (B, T) bool or integer tensor whose T is the other inputs' sequence length."""
+    if batch.mask is not None:
+        return []
+    lengths = {int(v.shape[1]) for k, v in batch.kwargs.items() if isinstance(v, torch.Tensor) and v.ndim >= 2
+               and not _looks_like_mask_name(k)}  # fmt: skip
+    return [k for k, v in batch.kwargs.items() if _looks_like_mask_name(k) and isinstance(v, torch.Tensor)
+            and v.ndim == 2 and len(v) == batch.size and not v.is_floating_point() and not v.is_complex()
+            and (not lengths or int(v.shape[1]) in lengths)]  # fmt: skip
+
+
+def _looks_like_mask_name(key: str) -> bool:
+    k = key.lower()
+    return k == "mask" or k.endswith("_mask") or k.endswith("padding_mask")
 
 
 @dataclass
@@ -22,8 +74,9 @@ class Batch:
     args: tuple[Any, ...]
     kwargs: dict[str, Any] = field(default_factory=dict)
     labels: torch.Tensor | None = None
-    mask: torch.Tensor | None = None  # (B, T), 1 for real tokens
+    mask: torch.Tensor | None = None  # (B, T), True or 1 for real tokens
     size: int = 0
+    items: int | None = None  # a tuple batch's length (its first item is the input, its second the label)
 
     def slice(self, start: int, stop: int) -> Batch:
         """Rows ``start:stop`` of every tensor whose first dimension is the batch."""
@@ -34,40 +87,65 @@ class Batch:
             cut(self.labels),
             cut(self.mask),
             max(0, min(stop, self.size) - start),
+            self.items,
         )
 
     def to(self, device: torch.device) -> Batch:
         move = lambda v: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v  # noqa: E731
         return Batch(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()},
-                     self.labels, move(self.mask), self.size)  # fmt: skip
+                     self.labels, move(self.mask), self.size, self.items)  # fmt: skip
 
 
-def to_batch(raw: Any) -> Batch:
+def to_batch(raw: Any, mask: PaddingMask | None = ATTENTION_MASK) -> Batch:
     """A collated batch as the canonical :class:`Batch`.
 
     A tensor is the input; a tuple/list is ``(input, label, ...)``; a dict is the model's keyword arguments,
-    less the label key (``labels``, ``label``, ``targets``…), with ``attention_mask`` also kept as the mask.
+    less the label key (``labels``, ``label``, ``targets``…), with the entry ``mask`` names (``attention_mask``
+    by default) also kept as the padding mask, as True for real tokens.
     """
     if isinstance(raw, torch.Tensor):
+        _no_dict(mask)
         return Batch((raw,), size=_rows(raw))
     if isinstance(raw, Mapping):
         kwargs = dict(raw)
         labels = next((kwargs.pop(k) for k in LABEL_KEYS if k in kwargs), None)
-        mask = kwargs.get(MASK_KEY)
         first = next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
         if first is None:
             raise TypeError("deepscope.analyze: a dict batch needs at least one tensor input")
-        return Batch((), kwargs, _as_labels(labels), mask, _rows(first))
+        return Batch((), kwargs, _as_labels(labels), _mask_of(kwargs, mask), _rows(first))
     if isinstance(raw, (tuple, list)) and raw:
         x = raw[0]
         if isinstance(x, Mapping):  # (dict of inputs, labels)
-            b = to_batch(x)
+            b = to_batch(x, mask)
             b.labels = _as_labels(raw[1]) if len(raw) > 1 else b.labels
             return b
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"deepscope.analyze: the first item of a batch must be a tensor, got {type(x).__name__}")
-        return Batch((x,), labels=_as_labels(raw[1]) if len(raw) > 1 else None, size=_rows(x))
+        _no_dict(mask)
+        return Batch((x,), labels=_as_labels(raw[1]) if len(raw) > 1 else None, size=_rows(x), items=len(raw))
     raise TypeError(f"deepscope.analyze: cannot read a batch of type {type(raw).__name__} (tensor, tuple or dict)")
+
+
+def _mask_of(kwargs: dict[str, Any], mask: PaddingMask | None) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    m = kwargs.get(mask.key)
+    if m is None and mask.given:
+        raise ValueError(f"deepscope.analyze: mask={mask.key!r} names no entry of the batches (entries: "
+                         f"{', '.join(map(str, kwargs))})")  # fmt: skip
+    if m is None:
+        return None
+    if not isinstance(m, torch.Tensor) or m.ndim != 2:
+        raise ValueError(f"deepscope.analyze: the padding mask {mask.key!r} must be a (batch, tokens) tensor, got "
+                         f"{tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__}")  # fmt: skip
+    return mask.real_tokens(m)
+
+
+def _no_dict(mask: PaddingMask | None) -> None:
+    if mask is not None and mask.given:
+        raise ValueError(f"deepscope.analyze: mask={mask.key!r} names an entry of dict batches, but the batches are "
+                         "tensors or tuples; yield dicts ({'input_ids': …, " + repr(mask.key) + ": …}) to pass a "
+                         "padding mask")  # fmt: skip
 
 
 def _rows(x: torch.Tensor) -> int:
@@ -95,6 +173,7 @@ class Source:
     map_style: bool
     batch_size: int
     collate: Callable[[list[Any]], Any] | None
+    mask: PaddingMask | None = ATTENTION_MASK  # where dict batches hold their padding mask
 
     def batches(self, start: int) -> Iterator[Batch]:
         """Batches from row ``start`` on (earlier rows are skipped, not computed)."""
@@ -106,15 +185,16 @@ class Source:
             for lo in range(start, n, self.batch_size):
                 hi = min(lo + self.batch_size, n)
                 if tensors is not None:  # a TensorDataset: slice its tensors, no per-item calls
-                    yield to_batch(tuple(t[lo:hi] for t in tensors) if len(tensors) > 1 else tensors[0][lo:hi])
+                    yield to_batch(tuple(t[lo:hi] for t in tensors) if len(tensors) > 1 else tensors[0][lo:hi],
+                                   self.mask)  # fmt: skip
                 elif many is not None:  # the batched-fetch protocol DataLoader uses
-                    yield to_batch(collate(many(list(range(lo, hi)))))
+                    yield to_batch(collate(many(list(range(lo, hi)))), self.mask)
                 else:
-                    yield to_batch(collate([self.data[i] for i in range(lo, hi)]))
+                    yield to_batch(collate([self.data[i] for i in range(lo, hi)]), self.mask)
             return
         seen = 0
         for raw in self.data:
-            b = to_batch(raw)
+            b = to_batch(raw, self.mask)
             if seen + b.size > start:
                 yield b.slice(max(0, start - seen), b.size) if seen < start else b
             seen += b.size
@@ -126,9 +206,14 @@ def _tensor_columns(data: Any) -> tuple[torch.Tensor, ...] | None:
     return None
 
 
-def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any] | None = None) -> Source:
+def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any] | None = None,
+           mask: PaddingMask | None = ATTENTION_MASK) -> Source:  # fmt: skip
     """Classify ``data``: a tensor, a map-style Dataset, a list of labelled instances, a DataLoader, or any other
-    iterable of batches."""
+    iterable of batches; ``mask``: where dict batches hold their padding mask."""
+    return replace(_source(data, batch_size, collate), mask=mask)
+
+
+def _source(data: Any, batch_size: int, collate: Callable[[list[Any]], Any] | None) -> Source:
     if isinstance(data, torch.Tensor):
         data = torch.utils.data.TensorDataset(data)
         return Source(data, len(data), True, batch_size, lambda items: torch.stack([i[0] for i in items]))
@@ -147,7 +232,7 @@ def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any]
 
             kept = (n // data.batch_size) * data.batch_size
             warnings.warn(f"deepscope.analyze: the DataLoader drops its last, partial batch (drop_last=True): "
-                          f"{n - kept} of {n} instances are left out", RuntimeWarning, stacklevel=3)  # fmt: skip
+                          f"{n - kept} of {n} instances are left out", RuntimeWarning, stacklevel=4)  # fmt: skip
             n = kept
         return Source(data, n, False, batch_size, None)
     if isinstance(data, torch.utils.data.IterableDataset):  # instances (as a DataLoader expects) or batches

@@ -32,7 +32,7 @@ from .activations import (
     preview,
     preview_size,
 )
-from .batches import Batch, Source, current_length
+from .batches import Batch, Source, current_length, unused_masks
 from .chunk_files import aligned_empty, direct_io
 from .class_scores import softmax_rows
 
@@ -84,6 +84,7 @@ class Extractor:
         self.one_logit_is_binary = one_logit_is_binary
         self.binary: bool | None = None  # one output per instance: a binary classifier's logit (decided once)
         self.mask: torch.Tensor | None = None
+        self.masks_checked = False  # whether the first batch was looked at for a padding mask left unused
         self.batch_rows = 0
         self.pooled: dict[str, torch.Tensor] = {}  # rows not yet copied into ``rows`` (first batch, accelerators)
         self.called: set[str] = set()
@@ -116,7 +117,8 @@ class Extractor:
             t = padded(t.detach(), self.mask)
             pooled = pool(t, self.mask, channels_first, self.cfg.sequence_pooling)
             if len(pooled) != self.batch_rows:
-                raise ValueError(f"deepscope.analyze: {name} has {len(pooled)} rows for a batch of {self.batch_rows}")
+                raise ValueError(f"deepscope.analyze: layer {name!r} has {len(pooled)} rows for a batch of "
+                                 f"{self.batch_rows}")  # fmt: skip
             if name in self.called and name not in self.repeated:
                 self.repeated.add(name)
                 warnings.warn(
@@ -139,6 +141,22 @@ class Extractor:
                 self.pooled[name] = (pooled.clone() if aliased else pooled).float()
 
         return fn
+
+    def _warn_of_unused_masks(self, batch: Batch) -> None:
+        """Once, before the first forward pass: a dict entry that looks like a padding mask but is not used (its name
+        is not ``mask=``) leaves sequence outputs averaged over padding — said, never silently."""
+        if self.cfg.mask is False:
+            return  # the user says there is none
+        for key in unused_masks(batch):
+            warnings.warn(
+                f"deepscope.analyze: the batches hold {key!r}, which looks like a padding mask but is not used: "
+                "sequence outputs are pooled over every position, padding included. If it marks padding, name it: "
+                f"mask={key!r} (1 or True for a real token, as attention_mask) or mask=({key!r}, 'padding') (True "
+                "for padding, as src_key_padding_mask) — --mask on the command line; mask=False if it is no "
+                "padding mask",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def _sum(self, key: str, rows: torch.Tensor) -> None:
         """Check host rows for NaN and infinity while they are in the cache: a sum is NaN or infinite when a value
@@ -240,15 +258,15 @@ class Extractor:
         self.mask, self.batch_rows = batch.mask, b
         if self.rows is not None:
             self.rows.reserve(b)
+        if not self.masks_checked:
+            self.masks_checked = True
+            self._warn_of_unused_masks(batch)
         try:
             out = first_tensor(self.model(*batch.args, **batch.kwargs))
         except TypeError as e:
-            if not batch.kwargs or fits_signature(self.model, batch):
+            if fits_signature(self.model, batch):
                 raise  # the arguments fit forward(): an error inside the model, not in the data
-            keys = ", ".join(batch.kwargs)
-            raise TypeError(f"deepscope.analyze: {e} — the data's items are dicts, whose entries (here: {keys}) are "
-                            "forward()'s keyword arguments: name them as its parameters (the label as 'label' or "
-                            "'labels'), or give the items as (input, label) tuples") from e  # fmt: skip
+            raise TypeError(f"deepscope.analyze: {e} — {how_batches_are_read(batch)}") from e
         missing = [n for n, _ in self.layers if n not in self.called]
         if missing:
             raise ValueError(f"deepscope.analyze: layers {missing} were not called by the model's forward pass")
@@ -274,7 +292,7 @@ class Extractor:
         extra[LABELS] = batch.labels.numpy() if batch.labels is not None else np.full(b, -1, np.int64)
         for key, values in extra.items():
             if len(values) != b:
-                raise ValueError(f"deepscope.analyze: {key[:-5]} has {len(values)} rows for a batch of {b}")
+                raise ValueError(f"deepscope.analyze: {stored_name(key)} has {len(values)} rows for a batch of {b}")
         named = self.named_classes
         if named is not None and len(extra[LABELS]) and int(extra[LABELS].max()) >= named:
             i = int(np.argmax(extra[LABELS] >= named))
@@ -354,13 +372,13 @@ class Extractor:
         self.handed += n
 
     def _finished_rows(self, rows: ChunkRows, n: int) -> dict[str, np.ndarray]:
-        """The first ``n`` gathered rows as they are stored: scores made from the logits, every value checked for NaN
-        and infinity (the hooks' sums stand for the layers' exact check, unless one was not finite)."""
-        if SCORES in rows.arrays and self.cfg.scores == "softmax":
-            softmax_rows(rows.arrays[SCORES][:n])
+        """The first ``n`` gathered rows as they are stored: every value checked for NaN and infinity (the hooks' sums
+        stand for the layers' exact check, unless one was not finite), then scores made from the logits."""
         for key, a in rows.arrays.items():
             if key != FEATURES and (key not in self.summed or key in self.suspect):  # inputs are stored as given
                 check_finite(key, a[:n], self.handed)
+        if SCORES in rows.arrays and self.cfg.scores == "softmax":  # finite logits: finite scores
+            softmax_rows(rows.arrays[SCORES][:n])
         if rows.n == n:  # a suspect's rows were all checked; with rows left over, they are checked with the next
             self.suspect.clear()
         return {key: a[:n] for key, a in rows.arrays.items()}
@@ -392,13 +410,51 @@ def fits_signature(model: nn.Module, batch: Batch) -> bool:
     return True
 
 
+def how_batches_are_read(batch: Batch) -> str:
+    """Why the model's ``forward()`` does not take a batch: how deepscope reads it into arguments, and how to give
+    several inputs."""
+    if batch.kwargs:
+        keys = ", ".join(batch.kwargs)
+        return (f"the data's items are dicts, whose entries (here: {keys}) are forward()'s keyword arguments: name "
+                "them as its parameters (the label as 'label' or 'labels'), or give the items as (input, label) "
+                "tuples")  # fmt: skip
+    shape = f"tuples of {batch.items} items" if batch.items else "tensors"
+    return (
+        f"the batches are {shape}; a tuple is read as (input, label, …): its first item alone is passed to "
+        "forward(), its second is the label, and the items after it are not used. To pass several inputs (token "
+        "ids and an attention mask), yield dicts whose keys are forward()'s parameters — {'input_ids': …, "
+        "'attention_mask': …, 'labels': …} — or analyse a wrapper module whose forward() takes the one input"
+    )
+
+
+BAD_ROWS_SHOWN = 5  # the first instances named when values are NaN or infinite
+
+
+def stored_name(key: str) -> str:
+    """An array's key as the user knows it: ``layer 'fc1'``, ``the model's outputs (scores)``, ``the inputs
+    (images)``."""
+    name = key.removesuffix(".zarr")
+    if name.startswith("outputs/"):
+        return f"the model's outputs ({name.removeprefix('outputs/')})"
+    if name.startswith("inputs/"):
+        return f"the inputs ({name.removeprefix('inputs/')})"
+    return f"layer {name!r}"
+
+
 def check_finite(key: str, values: np.ndarray, row: int) -> None:
-    """A ``ValueError`` naming the first instance whose values are NaN or infinite."""
+    """A ``ValueError`` saying how many instances (rows from ``row`` on) have NaN or infinite values, and which."""
     # A sum is NaN or infinite when a value is (a sum that overflows is looked at closely, and passes):
     # one cheap reduction instead of an elementwise test and a boolean array per batch; torch's, threaded, takes
     # a third of NumPy's time on a (1024, 512) batch.
     if values.dtype.kind != "f" or math.isfinite(torch.from_numpy(values).sum()) or np.isfinite(values).all():
         return
-    bad = row + int(np.flatnonzero(~np.isfinite(values).all(axis=tuple(range(1, values.ndim))))[0])
-    raise ValueError(f"deepscope.analyze: {key[:-5]} is NaN or infinite for instance {bad}; "
-                     f"fix the model or the input before analysing it")  # fmt: skip
+    bad = row + np.flatnonzero(~np.isfinite(values).all(axis=tuple(range(1, values.ndim))))
+    first = ", ".join(str(int(i)) for i in bad[:BAD_ROWS_SHOWN]) + (", …" if len(bad) > BAD_ROWS_SHOWN else "")
+    which = (
+        f"instance {first}"
+        if len(bad) == 1
+        else f"{len(bad)} of the {len(values)} instances {row}–{row + len(values) - 1} (first: {first})"
+    )
+    verb = "are" if key.startswith(("outputs/", "inputs/")) else "is"  # the model's outputs, the inputs; a layer
+    raise ValueError(f"deepscope.analyze: {stored_name(key)} {verb} NaN or infinite for {which}; fix the model or "
+                     "the input before analysing it")  # fmt: skip

@@ -8,6 +8,7 @@ go through its lock: aggregates, neighbours and top instances take milliseconds 
 from __future__ import annotations
 
 import base64
+import datetime
 import math
 import threading
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ import pyarrow as pa
 from ..analyses import AnalysisReader
 from ..analyses.base import artifact_dir
 from ..analyses.feature_maps import analysis_key
+from ..analyses.time_columns import is_time, time_detail
 from ..store import Store
 from . import schemas
 from .queries import NotFound, run_info
@@ -86,8 +88,8 @@ def _kind(t: pa.DataType) -> str:
         return "int"
     if pa.types.is_floating(t):
         return "float"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "string"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or is_time(t):
+        return "string"  # a date or time travels as ISO 8601 text; filters compare it as a time
     return "other"
 
 
@@ -186,7 +188,9 @@ def _json_value(v: Any) -> Any:
         return {str(k): _json_value(x) for k, x in v.items()}
     if isinstance(v, (str, int, float, bool)) or v is None:
         return v
-    return str(v)  # dates, decimals…: shown as text
+    if isinstance(v, (datetime.date, datetime.datetime)):
+        return time_detail(v)  # ISO 8601, as subset filters read it
+    return str(v)  # decimals…: shown as text
 
 
 def instance(store: Store, run_id: str, index: int) -> schemas.InstanceDetail:
@@ -246,12 +250,28 @@ def feature_maps(store: Store, run_id: str, index: int, layer: str) -> tuple[byt
     r = entry(store, run_id).reader
     _check_index(r, index)
     info = r.feature_map_layers().get(layer)
+    store_more = f"deepscope.feature_maps(model, data, run=…, layer={layer!r}, indices=[…]) stores them"
     if info is None:
-        raise NotFound(f"no feature maps stored for layer {layer!r}; deepscope.feature_maps stores them")
+        raise NotFound(no_maps_reason(r, layer, store_more))
     if index not in info.indices:
-        raise NotFound(f"no feature maps of instance {index} in layer {layer!r}; deepscope.feature_maps stores them")
+        raise NotFound(f"no feature maps of instance {index} in layer {layer!r}; {store_more}")
     maps = r.feature_maps(layer, index)
     return np.ascontiguousarray(maps, dtype="<f4").tobytes(), tuple(maps.shape), info.dtype
+
+
+def no_maps_reason(reader: AnalysisReader, layer: str, store_more: str) -> str:
+    """Why a layer has no feature maps: its outputs are no maps (a vector layer), or none were stored yet."""
+    out = reader.outputs.get(layer, {})
+    if out.get("maps") is False:
+        shape = out.get("shape") or []
+        what = (f"its output is a vector of {shape[0]} values per instance" if len(shape) == 1
+                else f"its output per instance has shape {tuple(shape)}")  # fmt: skip
+        return (f"layer {layer!r} has no feature maps: {what}; feature maps exist only for convolutional layers, "
+                "whose outputs are (N, C, H, W) — or (N, C, L) for 1-d convolutions")  # fmt: skip
+    return (
+        f"no feature maps stored for layer {layer!r} (they exist only for convolutional layers, whose outputs "
+        f"are (N, C, H, W)); {store_more}"
+    )
 
 
 def subset_mask(reader: AnalysisReader, subset: schemas.Subset) -> np.ndarray:
