@@ -339,3 +339,23 @@ def test_a_time_column_is_filtered_as_times_and_shown_as_iso_text(tmp_path):
         assert rows(c.post(f"{url}/subset", json={"where": {"taken": "2024-03-02T21:00:00"}})) == [3]
         bad = c.post(f"{url}/subset", json={"where": {"range": {"taken": ["soon", None]}}})
         assert bad.status_code == 400 and "ISO 8601" in bad.json()["detail"]
+
+
+def test_layers_carry_their_module_type_where_the_run_watched_them(tmp_path):
+    """An analysis records no module types: the summary takes them from the run's watched layers, else none."""
+    model = _model()
+    x = torch.rand(16, 1, 8, 8)
+    with deepscope.init(project="p", name="watched", dir=tmp_path) as run:
+        run.watch(model)
+        model(x).sum().backward()
+        run.log({"loss": 1.0}, step=0)
+        deepscope.analyze(model, x, run=run, layers=["0", "3"], progress=False)
+        watched = run.id
+    with deepscope.init(project="p", name="unwatched", dir=tmp_path) as run:
+        deepscope.analyze(model, x, run=run, layers=["0", "3"], progress=False)
+        unwatched = run.id
+    with make_client(create_app(tmp_path)) as c:
+        types = {la["name"]: la["type"] for la in c.get(f"/api/runs/{watched}/analysis").json()["layers"]}
+        assert types == {"0": "Conv2d", "3": "Linear"}
+        layers = c.get(f"/api/runs/{unwatched}/analysis").json()["layers"]
+        assert [la["type"] for la in layers] == [None, None]

@@ -22,8 +22,11 @@ from ..analyses import AnalysisReader
 from ..analyses.base import artifact_dir
 from ..analyses.feature_maps import analysis_key
 from ..analyses.time_columns import is_time, time_detail
+from ..graphs.store import graph_path
 from ..store import Store
-from . import schemas
+from ..store import format as fmt
+from ..store.runmeta import read_json
+from . import graph_queries, schemas
 from .queries import NotFound, run_info
 
 INSTANCE_COLUMNS = ("label", "prediction", "correct", "score")  # the row number is the index
@@ -93,6 +96,19 @@ def _kind(t: pa.DataType) -> str:
     return "other"
 
 
+def _module_types(store: Store, run_id: str, paths: list[str]) -> dict[str, str]:
+    """The class of each analysed layer's module where the run knows it — its watched layers (``watch.json``), else
+    its graph: an analysis records no module types itself."""
+    manifest = read_json(store.root / run_id / "streams" / "0" / fmt.WATCH_MANIFEST) or {}
+    types = {la["path"]: la["type"] for la in manifest.get("layers", []) if la.get("type")}
+    if any(p not in types for p in paths) and graph_path(store.root / run_id).is_file():
+        try:
+            types = {**graph_queries.module_types(store, run_id), **types}
+        except NotFound:
+            pass
+    return types
+
+
 def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionStatus] = ()) -> schemas.AnalysisSummary:
     """The run's analysis at a glance; ``projections``: the background jobs' states, over what is on disk."""
     e = entry(store, run_id)
@@ -101,6 +117,7 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
     jobs = {(p.layer, p.method): p for p in projections}
     layers = []
     outputs = r.outputs
+    types = _module_types(store, run_id, list(r.layers))
     for name, width in ((n, r.widths[n]) for n in r.layers):
         stored = r.projection_info(name)
         statuses = []
@@ -118,7 +135,8 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
                                                          message=""))  # fmt: skip
         out = outputs.get(name, {})
         layers.append(schemas.AnalysisLayer(name=name, width=width, output_shape=out.get("shape"),
-                                            feature_maps=out.get("maps"), projections=statuses))  # fmt: skip
+                                            feature_maps=out.get("maps"), projections=statuses,
+                                            type=types.get(name)))  # fmt: skip
     return schemas.AnalysisSummary(
         complete=r.complete,
         rows=table.num_rows,

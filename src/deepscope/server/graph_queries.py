@@ -85,6 +85,11 @@ def _parse(store: Store, run_id: str, key: tuple[str, str], stamp: tuple[int, in
     return entry
 
 
+def module_types(store: Store, run_id: str) -> dict[str, str]:
+    """Each module's class by path, from the run's graph (cached); ``NotFound`` without a graph."""
+    return {m.path: m.type for m in _load(store, run_id).tree}
+
+
 def _tree(graph: Graph, idx: GraphIndex) -> list[schemas.GraphModule]:
     """Every module of the index (implicit ones included), parents before children, with the index's parents."""
     info = {m.path: m for m in graph.modules}

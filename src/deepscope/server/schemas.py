@@ -272,6 +272,7 @@ class AnalysisLayer(BaseModel):
     output_shape: list[int] | None = None  # one instance's output before pooling; null when not recorded
     feature_maps: bool | None = None  # whether that output is feature maps (C, H, W) or (C, L); null: not recorded
     projections: list[ProjectionStatus]
+    type: str | None = None  # the module's class ("Linear"), from the run's watched layers or graph; null: neither
 
 
 class FeatureMapLayer(BaseModel):

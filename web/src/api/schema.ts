@@ -551,6 +551,8 @@ export interface components {
             output_shape?: number[] | null;
             /** Projections */
             projections: components["schemas"]["ProjectionStatus"][];
+            /** Type */
+            type?: string | null;
             /** Width */
             width: number;
         };

@@ -8,7 +8,7 @@ import { untrack } from "svelte";
 import { analysis, packMask, unpackMask, type AnalysisSummary, type Instances, type SubsetRequest } from "../api/analysis";
 import { perRunLoader, view } from "./state.svelte";
 import { hook } from "./testhook";
-import type { ColorBy, SubsetDef } from "./viewstate";
+import type { SubsetDef } from "./viewstate";
 
 /** Ten categorical colours (Tableau 10), one per class; more classes repeat them. */
 const CLASS_PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
@@ -154,13 +154,16 @@ export function subsetRequest(s: LiveSubset): SubsetRequest {
 // ---- selections, shared by every view -----------------------------------------------------------------
 let focusKind = $state<"class" | "subset" | "neuron" | null>(null);
 
+/** Select class `c`, or deselect it when it is what is highlighted (chosen before a subset or a neuron, it is
+ * highlighted again). */
 export function selectClass(c: number | null): void {
-  view.aClass = view.aClass === c ? null : c;
+  view.aClass = view.aClass === c && focusState.kind === "class" ? null : c;
   focusKind = view.aClass === null ? null : "class";
 }
 
+/** Select a subset, or deselect it when it is what is highlighted. */
 export function selectSubset(name: string | null): void {
-  view.aSubset = view.aSubset === name ? null : name;
+  view.aSubset = view.aSubset === name && focusState.kind === "subset" ? null : name;
   focusKind = view.aSubset === null ? null : "subset";
 }
 
@@ -206,6 +209,14 @@ export const focus = {
   /** What the focus is: a subset, a class, or a neuron's top instances (null: nothing selected). */
   get kind(): "subset" | "class" | "neuron" | null {
     return focusState.kind;
+  },
+  /** The class highlighted now (null while a subset or a neuron is: a class chosen before it no longer looks chosen). */
+  get class(): number | null {
+    return focusState.kind === "class" ? view.aClass : null;
+  },
+  /** The subset highlighted now (null while a class or a neuron is). */
+  get subset(): string | null {
+    return focusState.kind === "subset" ? view.aSubset : null;
   },
 };
 
@@ -267,6 +278,18 @@ export function className(c: number): string {
   return c < 0 ? "—" : (names?.[c] ?? String(c));
 }
 
+/** The run's class names: its own, else "0" … "k-1" for the k classes its labels and predictions name (a run
+ * analysed without `class_names` still has classes to filter, pick and list). */
+export function classNames(summary: Pick<AnalysisSummary, "class_names"> | null): string[] {
+  return summary?.class_names?.length ? summary.class_names : numberedClasses;
+}
+const numberedClasses = $derived.by(() => {
+  const t = instances;
+  let k = 0;
+  if (t) for (let i = 0; i < t.n; i++) k = Math.max(k, t.label[i] + 1, t.prediction[i] + 1);
+  return Array.from({ length: k }, (_, c) => String(c));
+});
+
 /** Where names are long, the part every class name shares at its start or end ("class_", "_name") elided to "…":
  * cut at a fixed width, "class_017_name" and "class_018_name" both read "class_0…". Per class-name list. */
 const shortNames = new WeakMap<string[], string[]>();
@@ -282,7 +305,7 @@ export function shortClassName(c: number): string {
 }
 
 /** `names` with their common prefix and suffix (of 3 characters or more) replaced by "…", when the longest name has
- * more than 10 characters and at least 2 of its own would remain. */
+ * more than 10 characters and at least 1 of its own would remain. */
 export function elideShared(names: string[]): string[] {
   if (names.length < 2 || Math.max(...names.map((n) => n.length)) <= 10) return names;
   const first = names[0];
@@ -302,10 +325,11 @@ export function elideShared(names: string[]): string[] {
   if (pre > 0 && lastSep >= 0 && lastSep + 1 < pre) pre = lastSep + 1;
   const firstSep = first.slice(first.length - suf).search(SEP);
   if (firstSep > 0) suf -= firstSep;
-  // every name keeps at least 2 characters of its own: else the suffix, then the prefix, is not elided at all
+  // every name keeps at least 1 character of its own ("…0…" of "category 0 with a suffix"): else the suffix, then
+  // the prefix, is not elided at all
   const shortest = Math.min(...names.map((n) => n.length));
-  if (pre + suf > shortest - 2) suf = 0;
-  if (pre > shortest - 2) pre = 0;
+  if (pre + suf > shortest - 1) suf = 0;
+  if (pre > shortest - 1) pre = 0;
   if (pre < 3) pre = 0;
   if (suf < 3) suf = 0;
   if (!pre && !suf) return names;
@@ -337,13 +361,3 @@ analysisHook.state = () => ({
   top: an.top ? an.top.indices.slice() : null,
   error: an.error,
 });
-
-/** The colouring a choice gives for this analysis: what it lacks falls back — labels to predictions and the other
- * way round, correctness (which needs both) to whichever there is. */
-export function colorChoice(choice: ColorBy, summary: Pick<AnalysisSummary, "has_labels" | "has_scores">): ColorBy {
-  const { has_labels: labels, has_scores: scores } = summary;
-  if (choice === "correct" && !(labels && scores)) choice = labels ? "label" : "prediction";
-  if (choice === "label" && !labels && scores) return "prediction";
-  if (choice === "prediction" && !scores) return "label";
-  return choice;
-}

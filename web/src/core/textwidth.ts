@@ -9,3 +9,27 @@ export function textWidth(font: string, text: string): number {
   if (ctx.font !== font) ctx.font = font;
   return ctx.measureText(text).width;
 }
+
+/** `text` cut in the middle to fit `maxWidth` pixels in `font`: its start and its end kept around a "…" (class names
+ * that differ only near their end, "category 50 with a long suffix", stay told apart). */
+export function fitMiddle(font: string, text: string, maxWidth: number): string {
+  if (textWidth(font, text) <= maxWidth || text.length < 3) return text;
+  let lo = 0; // the most characters kept that fit
+  let hi = text.length - 1;
+  const cut = (keep: number) => {
+    const tail = Math.floor(keep / 2);
+    return text.slice(0, keep - tail) + "…" + text.slice(text.length - tail);
+  };
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (textWidth(font, cut(mid)) <= maxWidth) lo = mid;
+    else hi = mid - 1;
+  }
+  return cut(Math.max(lo, 2));
+}
+
+/** A canvas font string in the page's own font family (`style`: weight and size, "600 13px"): a bare "system-ui"
+ * can measure wider in a canvas than the text the page lays out. */
+export function pageFont(style: string): string {
+  return `${style} ${getComputedStyle(document.body).fontFamily}`;
+}

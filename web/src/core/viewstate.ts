@@ -6,7 +6,9 @@ export type Tab = "runs" | "charts" | "run" | "internals" | "graph" | "analysis"
 export type ProjMethod = "pca" | "umap" | "tsne";
 export const PROJ_METHODS: ProjMethod[] = ["pca", "umap", "tsne"];
 /** What colours instances in the analysis views. */
-export type ColorBy = "label" | "prediction" | "correct" | "neuron";
+/** How the projection colours its points: by a class, correctness, the selected neuron, a metadata column
+ * (`column:<name>`), or one colour ("none", for a run with neither labels nor predictions). */
+export type ColorBy = "label" | "prediction" | "correct" | "neuron" | "none" | `column:${string}`;
 /** A user-defined subset of instances: a filter over the instance table (see `Subset` in the API schema). */
 export interface SubsetDef {
   name: string;
@@ -114,7 +116,12 @@ export const defaults: ViewState = {
   aSort: null,
 };
 
-const COLOR_BY: ColorBy[] = ["label", "prediction", "correct", "neuron"];
+const COLOR_BY: ColorBy[] = ["label", "prediction", "correct", "neuron", "none"];
+
+function colorBy(v: string | null): ColorBy {
+  if (v?.startsWith("column:") && v.length > 7) return v as ColorBy;
+  return COLOR_BY.find((c) => c === v) ?? "label";
+}
 
 function intOrNull(v: string | null): number | null {
   const n = v === null ? NaN : Number(v);
@@ -192,7 +199,7 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     aPinned: list(p.get("pin")).map(Number).filter((n) => Number.isInteger(n) && n >= 0),
     aSubsets: subsets(p.get("subs")),
     aProj: PROJ_METHODS.find((m) => m === p.get("proj")) ?? "pca",
-    aColor: COLOR_BY.find((c) => c === p.get("color")) ?? "label",
+    aColor: colorBy(p.get("color")),
     aSort: p.get("asort"),
   };
 }

@@ -1,0 +1,245 @@
+"""The Instances tab over runs that lack something or have much of it: no labels, no class names, no class scores
+(a regressor), a hundred and twenty long class names, a table's inputs — each view says what the run has, names
+classes readably and offers only what applies; and the selected look follows what is highlighted."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+import torch
+from browser_helpers import wait_for
+
+import deepscope
+from deepscope.server.launch import BackgroundServer
+
+pytestmark = pytest.mark.browser
+
+LONG_CLASSES = 120
+
+
+def mlp(inputs: int, hidden: int, outputs: int, seed: int) -> torch.nn.Sequential:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, outputs))
+
+
+def write_runs(root) -> dict[str, str]:
+    runs = {}
+    x = torch.randn(300, 16)
+    with deepscope.init(project="kinds", name="unlabelled", dir=root) as run:  # predictions, no labels
+        deepscope.analyze(mlp(16, 32, 4, 0), x, layers=["1"], run=run, progress=False)
+        runs["unlabelled"] = run.id
+    with deepscope.init(project="kinds", name="unnamed", dir=root) as run:  # labels, no class names
+        model = mlp(16, 64, 4, 1)
+        run.watch(model)  # its layer table names the modules' types
+        model(x[:8]).sum().backward()
+        run.log({"loss": 1.0}, step=0)
+        labels = [i % 4 if i % 10 else 0 for i in range(300)]  # class 0 far larger than the others
+        deepscope.analyze(model, x, layers=["0", "2"], labels=labels, run=run, progress=False)
+        runs["unnamed"] = run.id
+    with deepscope.init(project="kinds", name="regressor", dir=root) as run:  # neither labels nor class scores
+        meta = {"size": np.linspace(0, 1, 300).round(3), "kind": ["small" if i % 3 else "large" for i in range(300)]}
+        deepscope.analyze(mlp(16, 32, 1, 2), x, layers=["1"], scores="none", metadata=meta, run=run, progress=False)
+        runs["regressor"] = run.id
+    with deepscope.init(project="kinds", name="long-names", dir=root) as run:
+        names = [f"category number {c} with a long suffix" for c in range(LONG_CLASSES)]
+        n = 4 * LONG_CLASSES
+        deepscope.analyze(mlp(16, 64, LONG_CLASSES, 3), torch.randn(n, 16), layers=["1"],
+                          labels=[i % LONG_CLASSES for i in range(n)], class_names=names, run=run,
+                          progress=False)  # fmt: skip
+        runs["long"] = run.id
+    return runs
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, built_app):
+    root = tmp_path_factory.mktemp("kinds")
+    runs = write_runs(root)
+    server = BackgroundServer(root, port=0).start()
+    yield {"url": server.url, **runs}
+    server.stop()
+
+
+def open_run(page, site, run: str, query: str = "") -> None:
+    page.goto(f"{site['url']}?tab=analysis&runs={site[run]}{query}")
+    wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
+
+
+def held(page, name: str, *args):
+    call = f"window.__deepscope.analysis.{name}({', '.join(json.dumps(a) for a in args)})"
+    return page.evaluate(f"() => JSON.parse(JSON.stringify({call} ?? null))")
+
+
+def matrix_rows(page) -> dict:
+    wait_for(page, "() => { const m = window.__deepscope.analysis.matrix?.(); return m && !m.loading && m.width > 0 "
+                   "&& m.rows.length > 0; }", timeout=15_000)  # fmt: skip
+    return held(page, "matrix")
+
+
+def test_without_labels_the_matrix_has_a_row_per_predicted_class(page, site):
+    open_run(page, site, "unlabelled")
+    m = matrix_rows(page)
+    predicted = {c["name"]: c["wrong"] for c in held(page, "grid")["classes"]}
+    assert m["groupBy"] == "prediction"
+    assert dict(zip(m["rows"], m["counts"])) == predicted
+    assert "predicted class" in page.get_by_test_id("matrix-head").inner_text()
+    assert page.get_by_text("No rows").count() == 0
+
+
+def test_without_class_names_classes_are_numbered_everywhere(page, site):
+    open_run(page, site, "unnamed")
+    chips = page.locator(".classes .cls")
+    chips.first.wait_for()
+    assert chips.all_inner_texts() == ["0", "1", "2", "3"]
+    page.get_by_role("button", name="+ Subset").click()
+    for select in ("Label is", "Predicted is"):
+        options = page.get_by_label(select).locator("option").all_inner_texts()
+        assert options == ["any", "0", "1", "2", "3"]
+    page.get_by_label("Label is").select_option("2")
+    page.get_by_role("button", name="Add subset").click()
+    wait_for(page, "() => window.__deepscope.analysis.state().subsets.some((s) => s.name === 'labelled 2')")
+
+
+def test_the_layer_picker_names_each_layers_module_type(page, site):
+    open_run(page, site, "unnamed")
+    options = page.get_by_label("Layer", exact=True).locator("option").all_inner_texts()
+    assert options == ["0 · Linear (64)", "2 · Linear (4)"]
+
+
+def test_colour_by_offers_only_what_the_run_has_and_metadata_columns(page, site):
+    open_run(page, site, "regressor")
+    colour = page.get_by_label("Colour by")
+    values = colour.locator("option").evaluate_all("(os) => os.map((o) => o.value)")
+    assert values == ["none", "neuron", "column:size", "column:kind"]
+    assert colour.input_value() == "none"
+    wait_for(page, "() => window.__deepscope.analysis.projection?.().drawn", timeout=20_000)
+    colour.select_option("column:kind")
+    wait_for(page, "() => window.__deepscope.analysis.projection().legend.includes('small')")
+    assert held(page, "projection")["legend"] == ["small", "large"]
+    assert "color=column%3Akind" in page.url or "color=column:kind" in page.url
+    colour.select_option("column:size")
+    wait_for(page, "() => window.__deepscope.analysis.projection().colorBy === 'column:size'")
+    page.get_by_test_id("projection-legend").get_by_test_id("color-legend").wait_for()
+    # a labelled run offers no "one colour" and colours by label at first
+    open_run(page, site, "unnamed")
+    values = page.get_by_label("Colour by").locator("option").evaluate_all("(os) => os.map((o) => o.value)")
+    assert values[:3] == ["label", "prediction", "correct"] and "none" not in values
+
+
+def test_an_empty_lasso_says_so_and_lasso_mode_stays_on(page, site):
+    open_run(page, site, "unnamed")
+    wait_for(page, "() => window.__deepscope.analysis.projection?.().indexed", timeout=20_000)
+    page.get_by_role("button", name="Lasso").click()
+    page.evaluate("() => window.__deepscope.analysis.projectionLasso([[40, 40], [41, 40], [41, 41], [40, 41]])")
+    note = page.get_by_test_id("lasso-note")
+    note.wait_for()
+    assert "enclosed no points" in note.inner_text()
+    p = held(page, "projection")
+    assert p["lassoCount"] == 0 and p["lassoMode"]
+    assert page.get_by_role("button", name="Lasso").get_attribute("aria-pressed") == "true"
+    assert held(page, "state")["subsets"] == []
+
+
+def test_the_selected_look_follows_the_highlight(page, site):
+    subs = quote(json.dumps([{"name": "first", "where": {"label": 1}}]))
+    open_run(page, site, "unnamed", f"&subs={subs}")
+    chip = page.locator("[data-subset='first']")
+    chip.locator(".pick").click()
+    wait_for(page, "() => window.__deepscope.analysis.subsets().chips[0].selected")
+    wait_for(page, "() => window.__deepscope.analysis.matrix().selectedRows.includes('first')")
+    assert "selected" in chip.get_attribute("class")
+    canvas = page.get_by_test_id("neuron-matrix")
+    box = canvas.bounding_box()
+    canvas.click(position={"x": box["width"] * 0.3, "y": 6})
+    page.get_by_test_id("focus-label").filter(has_text="top instances of neuron").wait_for()
+    wait_for(page, "() => !window.__deepscope.analysis.subsets().chips[0].selected")
+    assert "selected" not in chip.get_attribute("class")
+    assert "first" not in held(page, "matrix")["selectedRows"]
+    # the subset again: it looks chosen again
+    chip.locator(".pick").click()
+    page.get_by_test_id("focus-label").filter(has_text="subset").wait_for()
+    wait_for(page, "() => window.__deepscope.analysis.subsets().chips[0].selected")
+
+
+def test_grid_counts_sit_beside_their_names_in_big_and_small_rows(page, site):
+    open_run(page, site, "unnamed")
+    rows = page.locator(".grid-view .cls")
+    rows.first.wait_for()
+    heights = []
+    for r in range(rows.count()):
+        name = rows.nth(r).locator(".name").bounding_box()
+        counts = rows.nth(r).locator(".counts").bounding_box()
+        assert counts["x"] >= name["x"] + name["width"] - 1, "the count is right of the name"
+        assert abs((counts["y"] + counts["height"] / 2) - (name["y"] + name["height"] / 2)) <= 3
+        heights.append(rows.nth(r).bounding_box()["height"])
+    assert max(heights) - min(heights) <= 1
+
+
+def test_long_class_names_stay_readable_and_the_legend_keeps_to_its_room(page, site):
+    open_run(page, site, "long", "&inst=50")
+    wait_for(page, "() => window.__deepscope.analysis.projection?.().drawn", timeout=20_000)
+    legend = page.get_by_test_id("projection-legend").bounding_box()
+    plot = page.get_by_test_id("projection").bounding_box()
+    panel = page.get_by_test_id("projection").evaluate("(c) => c.closest('.panel').getBoundingClientRect().toJSON()")
+    assert legend["height"] <= 52 and plot["height"] >= 200
+    assert plot["y"] + plot["height"] <= panel["bottom"] + 1
+    key = page.locator("[data-testid=projection-legend] .key").nth(5)
+    assert key.get_attribute("title") == "category number 5 with a long suffix" and "5" in key.inner_text()
+    # the grid's names keep the number that tells them apart
+    grid = held(page, "grid")["classes"]
+    shown = [c["shown"] for c in grid]
+    assert len(set(shown)) == LONG_CLASSES and all(str(c["class"]) in c["shown"] for c in grid)
+    # the matrix rows too, cut in the middle where too long
+    m = matrix_rows(page)
+    classes = [(k, s) for k, s in zip(m["keys"], m["shownRows"]) if k.startswith("class:")]
+    assert len({s for _, s in classes}) == len(classes) == LONG_CLASSES
+    assert all(k.removeprefix("class:") in s for k, s in classes)
+    # and the score bars
+    page.get_by_test_id("detail-scores").wait_for()
+    names = page.locator("[data-testid=detail-scores] .cname").all_inner_texts()
+    indices = page.locator("[data-testid=detail-scores] .bar-row").evaluate_all(
+        "(rs) => rs.map((r) => r.dataset.class)"
+    )
+    assert all(i in n for i, n in zip(indices, names)) and len(set(names)) == len(names)
+
+
+def test_clipped_matrices_show_that_they_scroll(page, site):
+    page.set_viewport_size({"width": 1280, "height": 800})
+    open_run(page, site, "long", "&neuron=3")
+    matrix_rows(page)
+    scroller = page.get_by_test_id("matrix-scroller")
+    page.get_by_test_id("neuron-top").wait_for(timeout=10_000)
+    over = scroller.evaluate("(s) => ({x: s.scrollWidth > s.clientWidth + 2, y: s.scrollHeight > s.clientHeight + 2})")
+    assert over["y"], "120 class rows overflow the matrix panel at 1280×800"
+    hint = page.get_by_test_id("matrix-more-below")
+    hint.wait_for()
+    assert hint.is_visible() and "scroll" in hint.inner_text()
+    scroller.evaluate("(s) => { s.scrollTop = s.scrollHeight; s.scrollLeft = s.scrollWidth; }")
+    hint.wait_for(state="detached")
+    confusion = page.get_by_test_id("confusion-scroller")
+    c_over = confusion.evaluate(
+        "(s) => ({x: s.scrollWidth > s.clientWidth + 2, y: s.scrollHeight > s.clientHeight + 2})"
+    )
+    if c_over["x"]:
+        page.get_by_test_id("confusion-more-right").wait_for()
+    if c_over["y"]:
+        page.get_by_test_id("confusion-more-below").wait_for()
+    assert c_over["x"] or c_over["y"], "120 classes overflow the confusion panel"
+
+
+def test_a_table_rows_inputs_are_a_table_of_feature_and_value(page, site):
+    open_run(page, site, "unnamed", "&inst=0")
+    features = page.get_by_test_id("instance-features")
+    features.wait_for()
+    rows = features.locator("tr.feat")
+    assert rows.count() == 16
+    assert features.locator("thead").inner_text().split() == ["feature", "value"]
+    assert rows.nth(3).locator("th").inner_text() == "3"
+    styles = rows.nth(3).evaluate(
+        "(r) => [...r.children].map((c) => { const s = getComputedStyle(c); return [s.color, s.fontWeight]; })"
+    )
+    assert styles[0] != styles[1], "index and value look different"
+    value = float(rows.nth(3).locator("td").inner_text())
+    assert value == pytest.approx(held(page, "detail")["features"][3], abs=1e-2)

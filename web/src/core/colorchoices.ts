@@ -1,0 +1,40 @@
+// What the projection can be coloured by for one analysis: only what the run has — labels, predictions, their
+// correctness, the selected neuron, its metadata columns — and which of those a choice falls back to.
+import type { AnalysisSummary } from "../api/analysis";
+import type { ColorBy } from "./viewstate";
+
+type Summary = Pick<AnalysisSummary, "has_labels" | "has_scores" | "columns">;
+
+/** The instance table's own columns: never offered as metadata. */
+const CORE_COLUMNS = new Set(["index", "label", "prediction", "correct", "score", "scores"]);
+
+export interface ColorOption {
+  id: ColorBy;
+  label: string;
+}
+
+/** The metadata columns a colouring can use, numeric (`int`, `float`) or categorical (`bool`, `string`). */
+export function colorColumns(summary: Summary): { name: string; numeric: boolean }[] {
+  return summary.columns
+    .filter((c) => !CORE_COLUMNS.has(c.name) && c.kind !== "other")
+    .map((c) => ({ name: c.name, numeric: c.kind === "int" || c.kind === "float" }));
+}
+
+/** The colourings this analysis offers, the default first: classes and correctness only where the run has them,
+ * one colour where it has neither labels nor predictions (a regressor), then the neuron and the metadata. */
+export function colorOptions(summary: Summary): ColorOption[] {
+  const out: ColorOption[] = [];
+  if (summary.has_labels) out.push({ id: "label", label: "Label" });
+  if (summary.has_scores) out.push({ id: "prediction", label: "Prediction" });
+  if (summary.has_labels && summary.has_scores) out.push({ id: "correct", label: "Correctness" });
+  if (!out.length) out.push({ id: "none", label: "One colour" });
+  out.push({ id: "neuron", label: "Selected neuron" });
+  for (const c of colorColumns(summary)) out.push({ id: `column:${c.name}`, label: `${c.name} (${c.numeric ? "number" : "category"})` });
+  return out;
+}
+
+/** The colouring a choice gives for this analysis: a choice it does not offer falls back to the first it does. */
+export function colorChoice(choice: ColorBy, summary: Summary): ColorBy {
+  const options = colorOptions(summary);
+  return options.some((o) => o.id === choice) ? choice : options[0].id;
+}
