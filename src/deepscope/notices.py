@@ -15,21 +15,29 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def user_stacklevel() -> int:
-    """The ``stacklevel`` of the caller's caller's first frame outside deepscope and torch (a hook's warning points at
-    the user's ``model(x)`` or ``loss.backward()``, not at the hook)."""
+    """The ``stacklevel`` of the caller's caller's first frame outside deepscope and the frameworks that call into it
+    (a hook's warning points at the user's ``model(x)``, a callback's at ``trainer.fit(...)``)."""
     level, f = 1, sys._getframe(2)
-    while f is not None and (f.f_code.co_filename.startswith(_PACKAGE) or _is_torch(f.f_code.co_filename)):
+    while f is not None and (f.f_code.co_filename.startswith(_PACKAGE) or _in_framework(f.f_code.co_filename)):
         level, f = level + 1, f.f_back
     return level
 
 
-def _is_torch(filename: str) -> bool:
-    return f"{os.sep}torch{os.sep}" in filename or f"{os.sep}lightning{os.sep}" in filename
+_FRAMEWORKS = ("torch", "lightning", "pytorch_lightning", "lightning_fabric", "transformers", "accelerate")
+
+
+def _in_framework(filename: str) -> bool:
+    """Whether ``filename`` is a module of an installed framework (``…/site-packages/torch/…``)."""
+    parts = filename.split(os.sep)
+    for i, part in enumerate(parts[:-1]):
+        if part in ("site-packages", "dist-packages") and parts[i + 1] in _FRAMEWORKS:
+            return True
+    return False
 
 
 def notice(message: str, stacklevel: int | None = 2) -> None:
     """``warnings.warn(message, RuntimeWarning)`` that an ``error`` filter cannot turn into an exception.
-    ``stacklevel=None``: at the first frame of the user's code (outside deepscope and torch)."""
+    ``stacklevel=None``: at the first frame of the user's code (outside deepscope and the frameworks)."""
     if stacklevel is None:
         stacklevel = user_stacklevel()
     try:

@@ -106,6 +106,7 @@ class Run:
 
         self._finished = False
         self._interrupted: str | None = None  # a Ctrl-C reached the process while this run was live
+        self.training_ended = False  # set by a framework callback: an exception after it is no crash
         self._known_keys: set[str] = set()
         self._bad_keys: set[str] = set()  # keys whose values log() left out (warned once each)
         self._next_step = 0
@@ -391,6 +392,10 @@ class Run:
         elif exc_type is not None and issubclass(exc_type, SystemExit) and (self._interrupted or not exc.code):
             # sys.exit() after a caught Ctrl-C (or SIGTERM) — Lightning's way of stopping on one —, or a clean exit
             self.finish("finished", self._interrupted)
+        elif self.training_ended:  # the training it recorded ended well; a later step failed (a test, a save)
+            reason = f"{exc_type.__name__}: {exc}"
+            self.event("exception_after_training", f"after the training ended: {reason}", severity="error")
+            self.finish("finished", f"after the training ended: {reason}")
         else:
             self.finish("crashed", f"{exc_type.__name__}: {exc}")
 

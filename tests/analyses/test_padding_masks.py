@@ -128,3 +128,15 @@ def test_the_command_takes_a_mask(tmp_path):
     got = read(runs / run.id).activations("enc")[:]
     np.testing.assert_allclose(got, alone(model, "mean"), rtol=1e-4, atol=1e-5)
     assert f"run {run.id}; to see it in the dashboard (Instances tab): deepscope serve {runs}" in done.stdout
+
+
+def test_an_attention_mask_that_is_no_padding_mask_is_left_to_the_model_unless_named():
+    """A decoder's (batch, 1, tokens, tokens) causal mask under the default's name is the model's input, not a padding
+    mask: the batch is read as before; named with mask=, its shape is an error."""
+    from deepscope.analyses.batches import to_batch
+
+    causal = torch.ones(2, 1, 5, 5)
+    batch = to_batch({"input_ids": torch.zeros(2, 5, dtype=torch.long), "attention_mask": causal}, padding_mask(None))
+    assert batch.mask is None and batch.kwargs["attention_mask"] is causal
+    with pytest.raises(ValueError, match=r"must be a \(batch, tokens\) tensor, got \(2, 1, 5, 5\)"):
+        to_batch({"input_ids": torch.zeros(2, 5), "attention_mask": causal}, padding_mask("attention_mask"))

@@ -407,6 +407,31 @@ def test_another_selection_of_the_same_model_later_is_recorded_beside_the_first(
     assert r.layer_series("2.weight", "weight", "norm").step.tolist() == [0, 1, 2]
 
 
+def test_a_tied_weight_keeps_the_name_it_is_recorded_under_when_watches_merge(root):
+    """The head shares the embedding's weight: the layer table says the head's parameter is recorded as
+    'emb.weight' — also after a second watch of other layers adds them to the table."""
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.mid, self.head = nn.Embedding(10, 4), nn.Linear(4, 4), nn.Linear(4, 10, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.mid(self.emb(x)))
+
+    model = Tied()
+    run = deepscope.init(dir=root)
+    run.watch(model, layers=["emb", "head"], diagnose=False)
+    model(torch.tensor([1, 2])).sum().backward()
+    run.unwatch()
+    run.watch(model, layers=["mid"], diagnose=False)
+    model(torch.tensor([1, 2])).sum().backward()
+    run.finish()
+    layers = {la["path"]: la for la in reopen(root, run.id).watch_manifest()["layers"]}
+    assert list(layers) == ["emb", "mid", "head"] and layers["head"]["params"] == ["emb.weight"]
+
+
 def test_a_second_model_at_once_or_other_layers_later_are_refused(root):
     g, d = _model(), nn.Sequential(nn.Linear(3, 1))
     run = deepscope.init(dir=root)

@@ -154,17 +154,25 @@ def test_a_warming_up_or_decayed_learning_rate_is_no_low_update_finding():
 
 
 def test_findings_a_rate_far_too_high_leads_to_name_a_learning_rate_that_grew_far():
-    """A learning rate that grew 1,500× (a schedule gone wrong) kills ReLU units: the dead-unit finding names it; a
-    rate that stayed where it began is not mentioned, nor one that grew less than 10×."""
+    """A learning rate growing 4 % a step (a schedule gone wrong) kills ReLU units: the dead-unit finding names its
+    growth. One that stayed, grew little, or warmed up linearly from near 0 over 1,000 steps is not mentioned."""
     dead = np.array([np.nan, 0.8, np.nan, np.nan])
-    for growth, noted in ((1.04, True), (1.0, False), (1.005, False)):
+    schedules = {
+        "exploding": (lambda s: 0.01 * 1.04**s, True),
+        "constant": (lambda s: 0.01, False),
+        "slow": (lambda s: 0.01 * 1.005**s, False),
+        "warm-up": (lambda s: 1e-3 * (s + 1) / 1000, False),
+    }
+    for name, (lr_at, noted) in schedules.items():
         d = Diagnoser(LAYERS, PARAMS, (found := []).append, Thresholds(patience=3))
-        for step in range(200):
-            d.observe(step, stats(act__dead_frac=dead if step == 199 else np.full(4, np.nan)), lr=0.01 * growth**step)
+        for step in range(400):
+            d.observe(step, stats(act__dead_frac=dead if step == 399 else np.full(4, np.nan)), lr=lr_at(step))
         (f,) = found
         assert f.rule == "dead_units"
-        assert ("the learning rate is 2,453× its value at step 0 (0.01 → 24.5)" in f.text) == noted, (growth, f.text)
-        assert ("learning rate is" in f.text) == noted
+        assert ("the learning rate grew 49× over the last 99 steps (1.29e+03 → 6.26e+04)" in f.text) == (
+            name == "exploding"
+        ), (name, f.text)
+        assert ("learning rate grew" in f.text) == noted, (name, f.text)
 
 
 def test_all_zero_weight_gradients():

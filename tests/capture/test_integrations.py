@@ -151,6 +151,28 @@ def test_lightning_fit_is_recorded(root):
 
 
 @pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_an_exception_after_a_fit_that_ended_well_is_no_crash_of_its_run(root):
+    """A test() that raises after a good fit leaves the run open; the exception ending the process finishes it —
+    "finished", naming the exception, with an error event — not "crashed"."""
+
+    class FailingTest(TinyModule):
+        def test_step(self, batch, batch_idx):  # noqa: ANN001, ANN201
+            raise RuntimeError("bug in test_step")
+
+    callback = LightningCallback(dir=root)
+    trainer = fit(callback, FailingTest(), max_steps=3)
+    with pytest.raises(RuntimeError, match="bug in test_step") as caught:
+        trainer.test(trainer.lightning_module, loaders()[1], verbose=False)
+    assert not callback.run.finished
+    callback.run._finish_after(caught.type, caught.value)  # what the exit handling does with it
+    info, reader = read(root)
+    assert info.status == "finished" and info.exit_reason == "after the training ended: RuntimeError: bug in test_step"
+    assert [(e.kind, e.severity) for e in reader.events() if e.kind == "exception_after_training"] == [
+        ("exception_after_training", "error")
+    ]
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
 def test_lightning_accumulated_batches_log_one_loss_per_step(root):
     """Lightning divides the loss it hands back by the batches accumulated: the step's loss is the mean of its
     micro-batches' losses, as training_step computed them, logged once at the step."""
@@ -174,9 +196,10 @@ def test_lightning_accumulated_batches_log_one_loss_per_step(root):
 class TwoOptimizers(pl.LightningModule):
     """A GAN's shape: manual optimization, a generator and a discriminator step at every batch."""
 
-    def __init__(self) -> None:
+    def __init__(self, gen_every: int = 1) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.gen_every = gen_every  # the generator's steps: every batch, or every n-th (a critic that steps more)
         self.gen, self.disc = nn.Linear(4, 4), nn.Linear(4, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -186,9 +209,10 @@ class TwoOptimizers(pl.LightningModule):
         g_opt, d_opt = self.optimizers()
         x, _ = batch
         g_loss = -self(x).mean()
-        g_opt.zero_grad()
-        self.manual_backward(g_loss)
-        g_opt.step()
+        if batch_idx % self.gen_every == 0:
+            g_opt.zero_grad()
+            self.manual_backward(g_loss)
+            g_opt.step()
         d_loss = self.disc(self.gen(x).detach()).square().mean()
         d_opt.zero_grad()
         self.manual_backward(d_loss)
@@ -217,6 +241,21 @@ def test_lightning_two_optimizers_count_one_step_per_batch_as_watch_does(root):
     assert steps_of(reader, "g_loss") == [0, 1, 2, 3] == steps_of(reader, "d_loss")
     assert reader.layer_steps().tolist() == [0, 1, 2, 3]
     assert [(e.kind, e.step) for e in reader.events()] == [("train_start", 0), ("train_end", 3)]
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_lightning_a_first_optimizer_that_skips_batches_is_warned_about_once(root):
+    """A critic stepping at every batch and the generator (optimizers[0]) at every 2nd: the statistics count the
+    generator's steps, the metrics batches — said once, naming the way out."""
+    callback = LightningCallback(dir=root)
+    trainer = pl.Trainer(
+        max_epochs=1, limit_train_batches=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[callback],
+    )  # fmt: skip
+    with pytest.warns(RuntimeWarning, match=r"optimizers\[0\] did not step .* return the one that steps") as caught:
+        trainer.fit(TwoOptimizers(gen_every=2), loaders()[0])
+    assert len([w for w in caught if "did not step" in str(w.message)]) == 1
+    callback.run.finish()
 
 
 @pytest.mark.filterwarnings(LIGHTNING_PYTREE)

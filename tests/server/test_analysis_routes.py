@@ -339,6 +339,9 @@ def test_a_time_column_is_filtered_as_times_and_shown_as_iso_text(tmp_path):
         assert rows(c.post(f"{url}/subset", json={"where": {"taken": "2024-03-02T21:00:00"}})) == [3]
         bad = c.post(f"{url}/subset", json={"where": {"range": {"taken": ["soon", None]}}})
         assert bad.status_code == 400 and "ISO 8601" in bad.json()["detail"]
+        table = pa.ipc.open_stream(c.get(f"{url}/instances", params={"columns": "taken"}).content).read_all()
+        assert table.schema.field("taken").type == pa.string()  # as text, not epoch numbers the browser would show
+        assert table["taken"][3].as_py() == "2024-03-02T21:00:00"
 
 
 def test_layers_carry_their_module_type_where_the_run_watched_them(tmp_path):

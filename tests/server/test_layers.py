@@ -74,6 +74,10 @@ def test_matrix_matches_the_reader(watched):
     assert len(json.loads(coarse.schema.metadata[b"steps"])) == 3
     assert client.get("/api/runs/w/layerstats/matrix", params={"stat": "bogus"}).status_code == 422
     assert client.get("/api/runs/plain/layerstats/matrix").status_code == 404
+    # a range past the last step (a stale zoom in a link): no bucket, every layer's lists empty
+    empty = arrow(client.get("/api/runs/w/layerstats/matrix", params={"start": STEPS + 100}))
+    assert json.loads(empty.schema.metadata[b"steps"]) == [] and empty.num_rows == len(want.names)
+    assert empty.column("nonfinite").null_count == len(want.names)
 
 
 def test_profile_and_series(watched):

@@ -207,3 +207,18 @@ def test_a_layer_that_diverged_is_told_from_one_without_values():
         assert np.isnan(m.values[1, after]).all() and (m.nonfinite[1, after] > 0).all()
         assert np.isnan(m.values[2]).all() and not m.nonfinite[2].any() and not m.nonfinite[0].any()
     assert buf._kinds[KIND].rollups
+
+
+def test_a_kind_this_reader_does_not_know_adds_no_step_in_either_layout():
+    """A later writer's new kind, at a step only it recorded: skipped alike whether a chunk's kinds lie together or
+    interleaved."""
+    rng = np.random.default_rng(6)
+    known = rows_table(np.array([1, 2]), ["a"], "act", rng)
+    future = rows_table(np.array([5]), ["a"], "act", rng)
+    kind = pa.DictionaryArray.from_arrays(pa.array([0], pa.int8()), pa.array(["future"]))
+    future = future.set_column(3, "kind", kind)
+    both = pa.concat_tables([known, future]).unify_dictionaries().combine_chunks()
+    for t in (both, both.take(pa.array([2, 0, 1]))):  # kinds together (unknown last), then interleaved
+        buf = LayerStatsBuffer()
+        buf.append(t)
+        assert buf.steps().tolist() == [1, 2]

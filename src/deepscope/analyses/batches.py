@@ -135,6 +135,8 @@ def _mask_of(kwargs: dict[str, Any], mask: PaddingMask | None) -> torch.Tensor |
                          f"{', '.join(map(str, kwargs))})")  # fmt: skip
     if m is None:
         return None
+    if not mask.given and not (isinstance(m, torch.Tensor) and m.ndim == 2):
+        return None  # the default's name on something else (a decoder's 4-D attention mask): not a padding mask
     if not isinstance(m, torch.Tensor) or m.ndim != 2:
         raise ValueError(f"deepscope.analyze: the padding mask {mask.key!r} must be a (batch, tokens) tensor, got "
                          f"{tuple(m.shape) if isinstance(m, torch.Tensor) else type(m).__name__}")  # fmt: skip

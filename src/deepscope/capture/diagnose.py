@@ -58,7 +58,7 @@ class Diagnoser:
         self.params = params
         self.dead_window = dead_window
         self._lr: tuple[float, float] | None = None  # the learning rate at the last step, and the largest so far
-        self._lr_first: tuple[int, float] | None = None  # the first step with a known learning rate, and that rate
+        self._lr_recent: deque[tuple[int, float]] = deque(maxlen=LR_WINDOW)  # (step, rate) of recent steps
         self.emit = emit
         self.t = thresholds or Thresholds()
         self._reported: set[tuple[str, str | None]] = set()
@@ -77,8 +77,8 @@ class Diagnoser:
         non-finite and skipped it: the scaler's own remedy, so no NaN/Inf finding for the gradients); ``lr``: the
         optimizer's learning rate at the step, when known (a warm-up or a decayed schedule is no finding)."""
         steady_lr = self._steady_lr(lr)
-        if self._lr_first is None and lr is not None and np.isfinite(lr) and lr > 0:
-            self._lr_first = (step, float(lr))
+        if lr is not None and np.isfinite(lr) and lr > 0:
+            self._lr_recent.append((step, float(lr)))
         act, grad, pgrad, weight = (stats.get(k, {}) for k in ("act", "grad", "param_grad", "weight"))
         if skipped:
             self._report(step, "skipped_step", None, "info",
@@ -244,19 +244,22 @@ class Diagnoser:
         self.emit(Finding(step, rule, severity, layer, text))
 
     def _lr_note(self) -> str:
-        """When the learning rate has grown far beyond its first value (a schedule gone wrong, a warm-up to a rate far
-        too high), a finding that follows from a rate too high says so: the cause users look for last."""
-        if self._lr_first is None or self._lr is None:
+        """When the learning rate grew far within the last ``LR_WINDOW`` recorded steps (a schedule gone wrong, a
+        learning-rate range test), a finding that follows from a rate too high says so: the cause users look for
+        last. Over a whole window only: a warm-up from near 0 multiplies the rate by thousands from its first step,
+        but by less than 10 over any window of 100 steps past its first 110."""
+        if len(self._lr_recent) < LR_WINDOW:
             return ""
-        (s0, lr0), lr = self._lr_first, self._lr[0]
+        (s0, lr0), (s1, lr) = self._lr_recent[0], self._lr_recent[-1]
         if not lr >= LR_GROWTH_NOTED * lr0:
             return ""
-        return f"; the learning rate is {lr / lr0:,.0f}× its value at step {s0} ({lr0:.3g} → {lr:.3g})"
+        return f"; the learning rate grew {lr / lr0:,.0f}× over the last {s1 - s0} steps ({lr0:.3g} → {lr:.3g})"
 
 
 # Findings a learning rate far too high leads to, and how far it must have grown to be named in them.
 _SIGNS_OF_A_HIGH_RATE = {"dead_units", "zero_gradients", "nonfinite", "exploding_gradients", "update_ratio_high"}
 LR_GROWTH_NOTED = 10.0
+LR_WINDOW = 100  # recorded steps
 
 # Layers whose weights are no step of depth: a norm's gains sit near 1 and an embedding's rows are read a few at a
 # time, so their gradients are orders of magnitude off the matrices' beside them (a transformer's gradient-flow line

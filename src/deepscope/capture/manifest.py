@@ -58,8 +58,9 @@ def _merged(old: list[dict], new: list[dict], model: list[dict]) -> list[dict] |
     in_model = set(_signature(model))
     if not set(_signature(old)) <= in_model or not set(_signature(new)) <= in_model:
         return None
-    recorded = {la["path"] for la in old} | {la["path"] for la in new}
-    return [{**la, "index": i} for i, la in enumerate(la for la in model if la["path"] in recorded)]
+    # each layer as a watch wrote it (its params name where a tied weight is recorded), in the model's order
+    written = {la["path"]: la for la in old} | {la["path"]: la for la in new}
+    return [{**written[la["path"]], "index": i} for i, la in enumerate(la for la in model if la["path"] in written)]
 
 
 def _signature(layers: list[dict], skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:

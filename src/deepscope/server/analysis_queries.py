@@ -21,7 +21,7 @@ import pyarrow as pa
 from ..analyses import AnalysisReader
 from ..analyses.base import artifact_dir
 from ..analyses.feature_maps import analysis_key
-from ..analyses.time_columns import is_time, time_detail
+from ..analyses.time_columns import is_time, time_detail, time_text
 from ..graphs.store import graph_path
 from ..store import Store
 from ..store import format as fmt
@@ -104,7 +104,7 @@ def _module_types(store: Store, run_id: str, paths: list[str]) -> dict[str, str]
     if any(p not in types for p in paths) and graph_path(store.root / run_id).is_file():
         try:
             types = {**graph_queries.module_types(store, run_id), **types}
-        except NotFound:
+        except Exception:  # a nicety of the summary: a graph that cannot be read leaves the types out
             pass
     return types
 
@@ -170,6 +170,9 @@ def instances(store: Store, run_id: str, columns: list[str] | None = None) -> by
     for name in ("label", "prediction"):
         if name in wanted and pa.types.is_integer(picked.schema.field(name).type):
             picked = picked.set_column(picked.schema.get_field_index(name), name, narrow(picked.column(name)))
+    for i, column in enumerate(picked.schema):  # dates and times travel as the ISO 8601 text filters read
+        if is_time(column.type):
+            picked = picked.set_column(i, column.name, pa.array(time_text(picked.column(i)), pa.string()))
     batches = picked.to_batches()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, picked.schema) as writer:

@@ -74,10 +74,12 @@ def layer_matrix_table(m: LayerMatrix) -> pa.RecordBatch:
     values = (
         pa.FixedSizeListArray.from_arrays(flat, n_b) if n_b else pa.array([[]] * len(m.names), pa.list_(pa.float32()))
     )
-    any_bad = m.nonfinite.any(axis=1) if n_b else np.zeros(len(m.names), bool)
-    bad = pa.FixedSizeListArray.from_arrays(
-        pa.array(m.nonfinite.astype(np.int32).reshape(-1)), n_b, mask=pa.array(~any_bad)
-    )
+    if n_b:
+        any_bad = m.nonfinite.any(axis=1)
+        flat_bad = pa.array(m.nonfinite.astype(np.int32).reshape(-1))
+        bad = pa.FixedSizeListArray.from_arrays(flat_bad, n_b, mask=pa.array(~any_bad))
+    else:  # no step in the range (a kind with no rows yet, a zoom past the last step): like `values`
+        bad = pa.nulls(len(m.names), pa.list_(pa.int32()))
     names = pa.array(m.names, pa.string())
     return pa.RecordBatch.from_arrays(
         [names, values, bad], names=["name", "values", "nonfinite"]

@@ -343,7 +343,7 @@ class LayerStatsBuffer:
                 rows.append(step, wall, lid, cols)
             elif len(idx):
                 rows.append(step, wall, lid, cols, idx)
-        self._add_steps(step)
+        self._add_steps(step[code >= 0])  # a kind this reader does not know adds no step (as with slices)
 
     def _add_steps(self, step: np.ndarray) -> None:
         new = _distinct(step)

@@ -171,11 +171,14 @@ class StreamWriter:
         for kind, batches in by_kind.items():  # the steps converted since the last drain: one chunk per kind
             try:
                 batch = _concat(batches)
-                if kind == "layerstats":
-                    batch = _kinds_together(batch)
             except Exception as e:
                 self._warn(f"deepscope: could not convert recorded statistics: {type(e).__name__}: {e}")
                 continue
+            if kind == "layerstats":
+                try:
+                    batch = _kinds_together(batch)
+                except Exception:  # only an ordering: readers take the rows in any order
+                    pass
             if batch.num_rows:
                 max_step = int(pc.max(batch.column(0)).as_py())  # every kind starts with step
                 self._retain(kind, fmt.encode_chunk(batch, kind in fmt.COMPRESSED_KINDS), 0, max_step, None)
@@ -469,7 +472,7 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
 def _kinds_together(batch: pa.RecordBatch) -> pa.RecordBatch:
     """``layerstats`` rows grouped by kind, each kind's in step order (a stable sort by the kind's code): a reader
     splits a chunk into its kinds with four slices instead of gathering every column by index."""
-    code = batch.column(fmt.LAYERSTATS.get_field_index("kind")).indices.to_numpy(zero_copy_only=False)
+    code = fmt.numpy_column(batch.column(fmt.LAYERSTATS.get_field_index("kind")).indices)
     if not len(code) or np.all(code[1:] >= code[:-1]):
         return batch
     return batch.take(pa.array(np.argsort(code, kind="stable")))

@@ -160,6 +160,7 @@ class RunBinding:
             self.last = self.run
             if self.run is not self.given:
                 _ENDED_TRAININGS.add(self.run)
+                self.run.training_ended = True  # an exception after it (a failing test, at exit) is no crash
 
     def end(self, status: str = "finished", reason: str | None = None) -> None:
         """Finish a run the adapter created; for a given run, only remove the adapter's hooks."""
@@ -178,7 +179,7 @@ class RunBinding:
         try:
             fmt.validate_key(key)
         except (TypeError, ValueError) as e:
-            self._warn_once(f"key {key!r}", f"deepscope: {self.framework} metric skipped: {e}")
+            self.warn_once(f"key {key!r}", f"deepscope: {self.framework} metric skipped: {e}")
             return False
         return True
 
@@ -186,12 +187,13 @@ class RunBinding:
         try:
             fn(*args, **kwargs)
         except Exception as e:  # the training run never dies because of deepscope
-            self._warn_once(what, f"deepscope: {self.framework} integration could not {what}: {e}; training goes on")
+            self.warn_once(what, f"deepscope: {self.framework} integration could not {what}: {e}; training goes on")
 
-    def _warn_once(self, key: str, message: str) -> None:
+    def warn_once(self, key: str, message: str) -> None:
+        """One warning per ``key`` for this binding's lifetime, at the user's line."""
         if key not in self._warned:
             self._warned.add(key)
-            notice(message, stacklevel=3)
+            notice(message, stacklevel=None)
 
 
 def exit_reason(exception: BaseException) -> str:

@@ -66,6 +66,7 @@ class DeepscopeCallback(pl.Callback):
         self._step = 0  # the step the current batch feeds
         self._taken = 0  # steps taken (batches whose optimizers stepped)
         self._global_step = 0  # trainer.global_step when the batch began: a change says the batch stepped
+        self._watch_step: int | None = None  # the watch's step when the batch began
         self._losses: list[torch.Tensor] = []  # the losses of this step's micro-batches so far
         self._seen: dict[str, Any] = {}  # the metric objects already logged, by key
 
@@ -103,6 +104,8 @@ class DeepscopeCallback(pl.Callback):
             self._binding.training_ended()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self._binding.trained:  # in a test() or validate() after the fit, which ended well: the run stays open
+            return  # (an exception that ends the process finishes it, naming the exception)
         reason = exit_reason(exception)
         if isinstance(exception, KeyboardInterrupt):  # the user stopped the fit: finished, interrupted
             self._binding.event("train_end", f"fit interrupted ({reason})", step=self._last(trainer))
@@ -115,6 +118,8 @@ class DeepscopeCallback(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
         self._step = self._taken  # the index of the optimizer step this batch feeds
         self._global_step = trainer.global_step
+        watcher = self._binding.watcher
+        self._watch_step = getattr(watcher, "step", None)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
@@ -129,6 +134,13 @@ class DeepscopeCallback(pl.Callback):
         if trainer.global_step == self._global_step:
             return  # gradients accumulate: the step is logged once, after its optimizer step
         self._taken += 1
+        if self._watch_step is not None and getattr(self._binding.watcher, "step", None) == self._watch_step:
+            self._binding.warn_once(
+                "first optimizer",
+                "deepscope: trainer.optimizers[0] did not step in a batch where another optimizer did (a critic "
+                "stepped more often?): the layer statistics count its steps, the metrics count batches, so they no "
+                "longer share step numbers; configure_optimizers() can return the one that steps at every batch first",
+            )
         values = self._new_metrics(trainer)
         if self._losses:  # the step's loss: the mean over its micro-batches
             values["train/loss"] = self._losses[0] if len(self._losses) == 1 else torch.stack(self._losses).mean()
