@@ -278,7 +278,9 @@ def test_user_strings_render_as_text(page, server, store):
     open_page(page, f"{server}?runs={hostile}")
     chart_ready(page, f"val/{XSS}", hostile)
     assert page.locator(f'figure[data-key="val/{XSS}"] .title').inner_text() == f"val/{XSS}"
-    assert page.get_by_text(XSS, exact=True).first.is_visible()  # the run list
+    listed = page.locator(f'.picker li[data-run="{hostile}"] .name')  # the run list: as text (cut to fit), whole in
+    assert listed.get_attribute("title") == XSS and listed.locator("img").count() == 0  # its title, no element made
+    assert listed.inner_text().startswith(XSS[:8]) and listed.inner_text().endswith(XSS[-8:])
 
     page.locator("nav button", has_text="Runs").click()
     row = page.locator(f'tr[data-run="{hostile}"]')
@@ -736,6 +738,22 @@ def test_a_metric_only_another_rank_logged_is_charted_with_its_rank(page, serve,
     assert charts(page)["loss"]["ddp"]["lastY"] == pytest.approx(1 / 20)  # rank 0's, not rank 1's
     titles = page.locator("figure.chart .title").all_inner_texts()
     assert "io/throughput · rank 1" in titles and not any(t.startswith("loss · rank") for t in titles)
+
+
+def test_long_run_names_are_cut_in_the_middle_where_a_sweep_tells_them_apart(page, serve, tmp_path):
+    """A sweep's names share their start and differ at the end: cut at the end, both read the same."""
+    names = [f"sweep-resnet50-lr0.001-wd0.0001-bs256-warmup500-seed-{k}" for k in (1, 2)]
+    for name in names:
+        with deepscope.init(dir=tmp_path, name=name) as run:
+            run.log({"loss": 1.0}, step=0)
+    open_page(page, serve(tmp_path).url)
+    cells = page.locator(".picker li .name")
+    wait_for(page, "() => document.querySelectorAll('.picker li .name').length === 2")
+    shown = cells.all_inner_texts()
+    assert all("…" in t for t in shown) and sorted(t[-6:] for t in shown) == ["seed-1", "seed-2"], shown
+    assert sorted(cells.nth(i).get_attribute("title") for i in range(2)) == names  # the whole name on hover
+    for i in range(2):  # it fits its room
+        assert page.evaluate("(el) => el.scrollWidth <= el.clientWidth", cells.nth(i).element_handle())
 
 
 def test_each_rank_draws_a_line_per_rank_of_a_key_every_rank_logged(page, serve, tmp_path):

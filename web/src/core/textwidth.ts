@@ -33,3 +33,26 @@ export function fitMiddle(font: string, text: string, maxWidth: number): string 
 export function pageFont(style: string): string {
   return `${style} ${getComputedStyle(document.body).fontFamily}`;
 }
+
+/** A Svelte action: the element shows `text` cut in the middle to fit its width (in its own font), the whole of it in
+ * its title; refitted when the element is resized or the text or its look (`look`: anything that changes its font,
+ * a selected row's bold) changes. */
+export function middleText(node: HTMLElement, arg: { text: string; look?: unknown }) {
+  let text = arg.text;
+  const fit = () => {
+    node.title = text;
+    node.textContent = node.clientWidth > 0 ? fitMiddle(getComputedStyle(node).font, text, node.clientWidth - 1) : text;
+  };
+  const observer = new ResizeObserver(fit);
+  observer.observe(node);
+  fit();
+  return {
+    update(next: { text: string; look?: unknown }) {
+      text = next.text;
+      fit();
+    },
+    destroy() {
+      observer.disconnect();
+    },
+  };
+}
