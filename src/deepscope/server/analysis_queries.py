@@ -24,8 +24,7 @@ from ..analyses.feature_maps import analysis_key
 from ..analyses.time_columns import is_time, time_detail, time_text
 from ..graphs.store import graph_path
 from ..store import Store
-from ..store import format as fmt
-from ..store.runmeta import read_json
+from ..store.runmeta import read_watch_manifest
 from . import graph_queries, schemas
 from .queries import NotFound, run_info
 
@@ -99,7 +98,7 @@ def _kind(t: pa.DataType) -> str:
 def _module_types(store: Store, run_id: str, paths: list[str]) -> dict[str, str]:
     """The class of each analysed layer's module where the run knows it — its watched layers (``watch.json``), else
     its graph: an analysis records no module types itself."""
-    manifest = read_json(store.root / run_id / "streams" / "0" / fmt.WATCH_MANIFEST) or {}
+    manifest = read_watch_manifest(store.root / run_id) or {}
     types = {la["path"]: la["type"] for la in manifest.get("layers", []) if la.get("type")}
     if any(p not in types for p in paths) and graph_path(store.root / run_id).is_file():
         try:

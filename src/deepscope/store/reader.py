@@ -445,7 +445,7 @@ class RunReader:
     # ---- layer statistics (run.watch) ---------------------------------------------------------------
     def watch_manifest(self, rank: int = 0) -> dict | None:
         """The layer table ``watch`` wrote for ``rank`` (layers in model order, parameters, settings)."""
-        return runmeta.read_json(self.dir / "streams" / str(rank) / fmt.WATCH_MANIFEST)
+        return runmeta.read_watch_manifest(self.dir, rank)
 
     def layer_names(self, kind: str, rank: int = 0) -> list[str]:
         """Rows of a layer matrix in model order: module paths for act/grad, parameter paths otherwise."""

@@ -93,6 +93,11 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def read_watch_manifest(run_dir: Path, rank: int = 0) -> dict | None:
+    """The layer table ``run.watch`` wrote for ``rank`` (``streams/<rank>/watch.json``), or None."""
+    return read_json(Path(run_dir) / "streams" / str(rank) / fmt.WATCH_MANIFEST)
+
+
 def heartbeat(run_dir: Path) -> tuple[float | None, int | None, bool]:
     """Newest heartbeat of any rank (its file's modification time), the highest step on disk, and whether any
     rank was watched (its ``watch.json``)."""

@@ -22,8 +22,12 @@ export function displayKey(k: string): string {
 }
 
 /** The scalar keys to chart from every rank's: rank 0's, then each key no rank 0 logged, from each rank that did. */
+function rank0Keys(keys: KeyInfo[]): Set<string> {
+  return new Set(keys.filter((k) => (k.rank ?? 0) === 0).map((k) => k.key));
+}
+
 export function chartKeys(keys: KeyInfo[]): KeyInfo[] {
-  const onRank0 = new Set(keys.filter((k) => (k.rank ?? 0) === 0).map((k) => k.key));
+  const onRank0 = rank0Keys(keys);
   const others = new Map<string, number>();
   const out: KeyInfo[] = [];
   for (const k of keys) {
@@ -40,7 +44,7 @@ export function chartKeys(keys: KeyInfo[]): KeyInfo[] {
 /** For each key rank 0 logged, the other ranks that logged it too (ascending); keys no other rank logged are left
  * out. */
 export function otherRanks(keys: KeyInfo[]): Record<string, number[]> {
-  const onRank0 = new Set(keys.filter((k) => (k.rank ?? 0) === 0).map((k) => k.key));
+  const onRank0 = rank0Keys(keys);
   const out: Record<string, number[]> = {};
   for (const k of keys) {
     const rank = k.rank ?? 0;
