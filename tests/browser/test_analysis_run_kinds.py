@@ -18,6 +18,7 @@ from deepscope.server.launch import BackgroundServer
 pytestmark = pytest.mark.browser
 
 LONG_CLASSES = 120
+TAKEN = np.arange("2024-03-01T00", 300 * 6, 6, dtype="datetime64[h]").astype("datetime64[us]")  # 6 h apart, 75 days
 
 
 def mlp(inputs: int, hidden: int, outputs: int, seed: int) -> torch.nn.Sequential:
@@ -40,7 +41,8 @@ def write_runs(root) -> dict[str, str]:
         deepscope.analyze(model, x, layers=["0", "2"], labels=labels, run=run, progress=False)
         runs["unnamed"] = run.id
     with deepscope.init(project="kinds", name="regressor", dir=root) as run:  # neither labels nor class scores
-        meta = {"size": np.linspace(0, 1, 300).round(3), "kind": ["small" if i % 3 else "large" for i in range(300)]}
+        meta = {"size": np.linspace(0, 1, 300).round(3), "kind": ["small" if i % 3 else "large" for i in range(300)],
+                "taken": TAKEN}  # fmt: skip
         deepscope.analyze(mlp(16, 32, 1, 2), x, layers=["1"], scores="none", metadata=meta, run=run, progress=False)
         runs["regressor"] = run.id
     with deepscope.init(project="kinds", name="long-names", dir=root) as run:
@@ -112,7 +114,7 @@ def test_colour_by_offers_only_what_the_run_has_and_metadata_columns(page, site)
     open_run(page, site, "regressor")
     colour = page.get_by_label("Colour by")
     values = colour.locator("option").evaluate_all("(os) => os.map((o) => o.value)")
-    assert values == ["none", "neuron", "column:size", "column:kind"]
+    assert values == ["none", "neuron", "column:size", "column:kind", "column:taken"]
     assert colour.input_value() == "none"
     wait_for(page, "() => window.__deepscope.analysis.projection?.().drawn", timeout=20_000)
     colour.select_option("column:kind")
@@ -126,6 +128,45 @@ def test_colour_by_offers_only_what_the_run_has_and_metadata_columns(page, site)
     open_run(page, site, "unnamed")
     values = page.get_by_label("Colour by").locator("option").evaluate_all("(os) => os.map((o) => o.value)")
     assert values[:3] == ["label", "prediction", "correct"] and "none" not in values
+
+
+def test_a_time_column_colours_along_time_and_filters_by_days(page, site):
+    """A timestamp column: coloured along a time scale whose legend reads days; the subset form asks for days
+    (between two, both whole, or on one), bounded by the column's first and last day, which it shows."""
+    open_run(page, site, "regressor")
+    colour = page.get_by_label("Colour by")
+    assert "taken (time)" in colour.locator("option").all_inner_texts()
+    wait_for(page, "() => window.__deepscope.analysis.projection?.().drawn", timeout=20_000)
+    colour.select_option("column:taken")
+    legend = page.get_by_test_id("projection-legend").get_by_test_id("color-legend")
+    legend.wait_for()
+    ticks = [t.lstrip("≤≥") for t in legend.locator(".ticks span").all_inner_texts() if t]
+    assert ticks and all(len(t) == 10 and t.startswith("2024-") for t in ticks), ticks
+    assert "in time" in legend.inner_text()
+
+    page.get_by_role("button", name="+ Subset").click()
+    page.get_by_label("Column", exact=True).select_option("taken")
+    assert page.get_by_label("Column condition").input_value() == "range"
+    start = page.get_by_label("Column from")
+    assert start.get_attribute("type") == "date"
+    assert (start.get_attribute("min"), start.get_attribute("max")) == ("2024-03-01", "2024-05-14")
+    assert page.get_by_test_id("column-span").inner_text() == "2024-03-01 00:00 – 2024-05-14 18:00"
+    start.fill("2024-03-10")
+    page.get_by_label("Column to").fill("2024-03-12")
+    page.get_by_role("button", name="Add subset").click()
+    days = TAKEN.astype("datetime64[D]")
+    want = int(((days >= np.datetime64("2024-03-10")) & (days <= np.datetime64("2024-03-12"))).sum())
+    assert want == 12  # three whole days, four instances a day
+    wait_for(page, "() => window.__deepscope.analysis.state().subsets.length === 1")
+    assert held(page, "state")["subsets"][0] == {"name": "taken 2024-03-10 – 2024-03-12", "count": want, "filter": True}
+
+    page.get_by_role("button", name="+ Subset").click()
+    page.get_by_label("Column", exact=True).select_option("taken")
+    page.get_by_label("Column condition").select_option("on")
+    page.get_by_label("Column value").fill("2024-04-01")
+    page.get_by_role("button", name="Add subset").click()
+    wait_for(page, "() => window.__deepscope.analysis.state().subsets.length === 2")
+    assert held(page, "state")["subsets"][1] == {"name": "taken on 2024-04-01", "count": 4, "filter": True}
 
 
 def test_an_empty_lasso_says_so_and_lasso_mode_stays_on(page, site):

@@ -319,18 +319,24 @@ def test_a_head_of_many_classes_gives_rows_only_to_the_classes_with_instances(tm
 
 
 def test_a_time_column_is_filtered_as_times_and_shown_as_iso_text(tmp_path):
-    """A pandas datetime64 column: listed as text (the subset form filters it), equality and ranges compare times,
-    ``contains`` and the instance detail read its ISO 8601 text."""
+    """A pandas datetime64 column: listed as a time with its first and last value, equality and ranges compare
+    times, ``contains`` and the instance detail read its ISO 8601 text; a column of dates is listed as dates."""
     import pandas as pd
 
     taken = pd.Series(pd.date_range("2024-03-01 09:00", periods=30, freq="12h"))
     with deepscope.init(project="p", name="timed", dir=tmp_path) as run:
-        deepscope.analyze(torch.nn.Linear(5, 3), torch.randn(30, 5), run=run, metadata=pd.DataFrame({"taken": taken}),
-                          progress=False)  # fmt: skip
+        metadata = pd.DataFrame({"taken": taken, "day": taken.dt.date, "n": np.arange(30) - 4.5, "s": ["x"] * 30})
+        deepscope.analyze(torch.nn.Linear(5, 3), torch.randn(30, 5), run=run, metadata=metadata, progress=False)
     url = f"/api/runs/{run.id}/analysis"
     rows = lambda answer: np.flatnonzero(_mask(answer.json()["mask"])[:30]).tolist()  # noqa: E731
     with make_client(create_app(tmp_path)) as c:
-        assert {col["name"]: col["kind"] for col in c.get(url).json()["columns"]}["taken"] == "string"
+        columns = {col["name"]: col for col in c.get(url).json()["columns"]}
+        assert columns["taken"] == {"name": "taken", "kind": "time", "low": "2024-03-01T09:00:00",
+                                    "high": "2024-03-15T21:00:00"}  # fmt: skip
+        assert columns["day"] == {"name": "day", "kind": "date", "low": "2024-03-01", "high": "2024-03-15"}
+        assert columns["n"] == {"name": "n", "kind": "float", "low": -4.5, "high": 24.5}
+        assert columns["s"] == {"name": "s", "kind": "string", "low": None, "high": None}
+        assert rows(c.post(f"{url}/subset", json={"where": {"day": "2024-03-02"}})) == [2, 3]
         assert c.get(f"{url}/instances/3").json()["fields"]["taken"] == "2024-03-02T21:00:00"
         ranged = c.post(f"{url}/subset", json={"where": {"range": {"taken": ["2024-03-05", "2024-03-06T12:00"]}}})
         want = ((taken >= "2024-03-05") & (taken <= "2024-03-06 12:00")).to_numpy()

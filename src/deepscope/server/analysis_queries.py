@@ -90,9 +90,30 @@ def _kind(t: pa.DataType) -> str:
         return "int"
     if pa.types.is_floating(t):
         return "float"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or is_time(t):
-        return "string"  # a date or time travels as ISO 8601 text; filters compare it as a time
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    if pa.types.is_date(t):
+        return "date"  # dates and times travel as ISO 8601 text; filters compare them as times
+    if is_time(t):
+        return "time"
     return "other"
+
+
+def _column_info(table: pa.Table, field: pa.Field) -> schemas.InstanceColumn:
+    """A column's name, kind and, for numbers, dates and times, its smallest and largest value."""
+    kind = _kind(field.type)
+    low = high = None
+    if kind in ("int", "float", "date", "time"):
+        import pyarrow.compute as pc
+
+        col = table.column(field.name)
+        ends = pc.min_max(col)
+        lo, hi = ends["min"].as_py(), ends["max"].as_py()
+        if kind in ("date", "time") and lo is not None:
+            low, high = time_text(pa.chunked_array([pa.array([lo, hi], col.type)]))
+        elif kind in ("int", "float"):
+            low, high = (None if v is None or v != v else v for v in (lo, hi))  # all NaN: no bound to show
+    return schemas.InstanceColumn(name=field.name, kind=kind, low=low, high=high)
 
 
 def _module_types(store: Store, run_id: str, paths: list[str]) -> dict[str, str]:
@@ -141,7 +162,7 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
         rows=table.num_rows,
         layers=layers,
         class_names=r.class_names,
-        columns=[schemas.InstanceColumn(name=f.name, kind=_kind(f.type)) for f in table.schema],
+        columns=[_column_info(table, f) for f in table.schema],
         has_labels="label" in table.column_names,
         has_scores="prediction" in table.column_names,
         input_kind=r.input_kind,

@@ -285,10 +285,15 @@ class FeatureMapLayer(BaseModel):
 
 
 class InstanceColumn(BaseModel):
-    """A column of the instance table; ``kind`` says how it can be filtered."""
+    """A column of the instance table; ``kind`` says how it can be filtered: ``date`` (calendar days) and ``time``
+    (timestamps) compare as times, given and sent as ISO 8601 text."""
 
     name: str
-    kind: Literal["int", "float", "bool", "string", "other"]
+    kind: Literal["int", "float", "bool", "string", "date", "time", "other"]
+    # the smallest and largest value of a number, date or time column (ISO 8601 text for dates and times), for the
+    # subset form's hints; null for other kinds and for a column without values
+    low: float | str | None = None
+    high: float | str | None = None
 
 
 class AnalysisSummary(BaseModel):

@@ -794,14 +794,19 @@ export interface components {
         };
         /**
          * InstanceColumn
-         * @description A column of the instance table; ``kind`` says how it can be filtered.
+         * @description A column of the instance table; ``kind`` says how it can be filtered: ``date`` (calendar days) and ``time``
+         *     (timestamps) compare as times, given and sent as ISO 8601 text.
          */
         InstanceColumn: {
+            /** High */
+            high?: number | string | null;
             /**
              * Kind
              * @enum {string}
              */
-            kind: "int" | "float" | "bool" | "string" | "other";
+            kind: "int" | "float" | "bool" | "string" | "date" | "time" | "other";
+            /** Low */
+            low?: number | string | null;
             /** Name */
             name: string;
         };

@@ -13,11 +13,21 @@ export interface ColorOption {
   label: string;
 }
 
-/** The metadata columns a colouring can use, numeric (`int`, `float`) or categorical (`bool`, `string`). */
-export function colorColumns(summary: Summary): { name: string; numeric: boolean }[] {
+export interface ColorColumn {
+  name: string;
+  /** Numbers (`int`, `float`) and times (`date`, `time`) along a scale; the rest (`bool`, `string`) as categories. */
+  numeric: boolean;
+  time: boolean;
+}
+
+/** The metadata columns a colouring can use. */
+export function colorColumns(summary: Summary): ColorColumn[] {
   return summary.columns
     .filter((c) => !CORE_COLUMNS.has(c.name) && c.kind !== "other")
-    .map((c) => ({ name: c.name, numeric: c.kind === "int" || c.kind === "float" }));
+    .map((c) => {
+      const time = c.kind === "date" || c.kind === "time";
+      return { name: c.name, numeric: time || c.kind === "int" || c.kind === "float", time };
+    });
 }
 
 /** The colourings this analysis offers, the default first: classes and correctness only where the run has them,
@@ -29,7 +39,7 @@ export function colorOptions(summary: Summary): ColorOption[] {
   if (summary.has_labels && summary.has_scores) out.push({ id: "correct", label: "Correctness" });
   if (!out.length) out.push({ id: "none", label: "One colour" });
   out.push({ id: "neuron", label: "Selected neuron" });
-  for (const c of colorColumns(summary)) out.push({ id: `column:${c.name}`, label: `${c.name} (${c.numeric ? "number" : "category"})` });
+  for (const c of colorColumns(summary)) out.push({ id: `column:${c.name}`, label: `${c.name} (${c.time ? "time" : c.numeric ? "number" : "category"})` });
   return out;
 }
 

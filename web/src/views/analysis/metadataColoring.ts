@@ -10,8 +10,10 @@ export const MAX_CATEGORIES = 9;
 export interface MetadataColoring {
   cat: Int32Array;
   colors: string[];
-  /** Set for numbers: the scale its legend draws. */
+  /** Set for numbers and times: the scale its legend draws. */
   scale: ColorScale | null;
+  /** Set for times: how the legend writes a value of the scale (milliseconds since 1970, UTC). */
+  format?: (v: number) => string;
   /** Set for categories: each colour and its value, then "other" and "missing" where they occur. */
   legend: { color: string; name: string }[];
 }
@@ -25,6 +27,22 @@ export function numericColoring(raw: unknown[]): MetadataColoring {
   const colors = [...binPalette(scale), UNKNOWN_COLOR];
   for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i])) cat[i] = colors.length - 1;
   return { cat, colors, scale, legend: [] };
+}
+
+/** ISO 8601 text as milliseconds since 1970: a time without an offset is the column's own (UTC) time, as the
+ * server compares it (`Date.parse` would read it as the browser's local time). */
+export function timeMillis(v: unknown): number {
+  if (typeof v !== "string") return NaN;
+  const zoned = /(Z|[+-]\d\d:?\d\d)$/.test(v) || !v.includes("T");
+  return Date.parse(zoned ? v : v + "Z");
+}
+
+/** Times along a sequential scale, the legend in days — or in minutes when they span under three days. */
+export function timeColoring(raw: unknown[]): MetadataColoring {
+  const out = numericColoring(raw.map(timeMillis));
+  const { lo, hi } = out.scale!;
+  const chars = hi - lo < 3 * 86_400_000 ? 16 : 10;
+  return { ...out, format: (v) => (Number.isFinite(v) ? new Date(v).toISOString().slice(0, chars).replace("T", " ") : "–") };
 }
 
 /** Categories: the `MAX_CATEGORIES` most frequent values in the class palette, the others "other", none "missing". */
