@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import base64
 import time
 
@@ -350,8 +352,9 @@ def test_a_time_column_is_filtered_as_times_and_shown_as_iso_text(tmp_path):
         assert table["taken"][3].as_py() == "2024-03-02T21:00:00"
 
 
-def test_layers_carry_their_module_type_where_the_run_watched_them(tmp_path):
-    """An analysis records no module types: the summary takes them from the run's watched layers, else none."""
+def test_layers_carry_their_module_type(tmp_path):
+    """An analysis records its layers' module types; one recorded before it did takes them from the run's watched
+    layers, else has none."""
     model = _model()
     x = torch.rand(16, 1, 8, 8)
     with deepscope.init(project="p", name="watched", dir=tmp_path) as run:
@@ -363,8 +366,17 @@ def test_layers_carry_their_module_type_where_the_run_watched_them(tmp_path):
     with deepscope.init(project="p", name="unwatched", dir=tmp_path) as run:
         deepscope.analyze(model, x, run=run, layers=["0", "3"], progress=False)
         unwatched = run.id
+    summary = lambda c, run_id: {
+        la["name"]: la["type"] for la in c.get(f"/api/runs/{run_id}/analysis").json()["layers"]
+    }  # noqa: E731
     with make_client(create_app(tmp_path)) as c:
-        types = {la["name"]: la["type"] for la in c.get(f"/api/runs/{watched}/analysis").json()["layers"]}
-        assert types == {"0": "Conv2d", "3": "Linear"}
-        layers = c.get(f"/api/runs/{unwatched}/analysis").json()["layers"]
-        assert [la["type"] for la in layers] == [None, None]
+        assert summary(c, watched) == summary(c, unwatched) == {"0": "Conv2d", "3": "Linear"}
+    for run_id in (watched, unwatched):  # as an analysis written before the types were kept
+        progress = next((tmp_path / run_id).rglob("progress.json"))
+        state = json.loads(progress.read_text())
+        for out in state["outputs"].values():
+            del out["type"]
+        progress.write_text(json.dumps(state))
+    with make_client(create_app(tmp_path)) as c:
+        assert summary(c, watched) == {"0": "Conv2d", "3": "Linear"}
+        assert summary(c, unwatched) == {"0": None, "3": None}

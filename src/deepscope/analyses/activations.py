@@ -624,7 +624,7 @@ class _State:
         self.chunk_rows = chunk_rows
         self.rows_done = 0
         self.widths: dict[str, int] = {}
-        self.outputs: dict[str, dict[str, Any]] = {}  # layer -> {"shape": unpooled per-instance shape, "maps": bool}
+        self.outputs: dict[str, dict[str, Any]] = {}  # layer -> {"shape": per instance, unpooled; "maps": bool; "type"}
         self.inputs: str | None = None  # what the model read: "images", "tokens" (integer ids) or "features"
         self.arrays: dict[str, Any] = {}
         self._dirs: set[Path] = set()  # chunk directories known to exist

@@ -136,7 +136,8 @@ class Extractor:
                 self._sum(key, pooled)
             else:
                 if name not in self.outputs:
-                    self.outputs[name] = {"shape": list(t.shape[1:]), "maps": is_feature_map(t, module)}
+                    self.outputs[name] = {"shape": list(t.shape[1:]), "maps": is_feature_map(t, module),
+                                          "type": type(module).__name__}  # fmt: skip
                 aliased = pooled.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
                 self.pooled[name] = (pooled.clone() if aliased else pooled).float()
 

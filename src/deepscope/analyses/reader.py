@@ -65,7 +65,8 @@ class AnalysisReader:
 
     @property
     def outputs(self) -> dict[str, dict[str, Any]]:
-        """Each layer's output before pooling: ``{"shape": [...], "maps": bool}``; empty for older analyses."""
+        """Each layer's output before pooling and its module's class: ``{"shape": [...], "maps": bool, "type": str}``
+        (no ``type`` in analyses before it was recorded; empty for older ones)."""
         return dict(self._progress.get("outputs", {}))
 
     @property

@@ -118,7 +118,7 @@ def _column_info(table: pa.Table, field: pa.Field) -> schemas.InstanceColumn:
 
 def _module_types(store: Store, run_id: str, paths: list[str]) -> dict[str, str]:
     """The class of each analysed layer's module where the run knows it — its watched layers (``watch.json``), else
-    its graph: an analysis records no module types itself."""
+    its graph — for analyses recorded before they kept their layers' module types."""
     manifest = read_watch_manifest(store.root / run_id) or {}
     types = {la["path"]: la["type"] for la in manifest.get("layers", []) if la.get("type")}
     if any(p not in types for p in paths) and graph_path(store.root / run_id).is_file():
@@ -137,7 +137,9 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
     jobs = {(p.layer, p.method): p for p in projections}
     layers = []
     outputs = r.outputs
-    types = _module_types(store, run_id, list(r.layers))
+    types = {n: o["type"] for n, o in outputs.items() if isinstance(o.get("type"), str)}
+    if any(n not in types for n in r.layers):
+        types = {**_module_types(store, run_id, list(r.layers)), **types}
     for name, width in ((n, r.widths[n]) for n in r.layers):
         stored = r.projection_info(name)
         statuses = []
