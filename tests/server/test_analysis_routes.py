@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import base64
+import json
 import time
 
 import numpy as np
@@ -366,9 +365,10 @@ def test_layers_carry_their_module_type(tmp_path):
     with deepscope.init(project="p", name="unwatched", dir=tmp_path) as run:
         deepscope.analyze(model, x, run=run, layers=["0", "3"], progress=False)
         unwatched = run.id
-    summary = lambda c, run_id: {
-        la["name"]: la["type"] for la in c.get(f"/api/runs/{run_id}/analysis").json()["layers"]
-    }  # noqa: E731
+
+    def summary(c, run_id: str) -> dict:
+        return {la["name"]: la["type"] for la in c.get(f"/api/runs/{run_id}/analysis").json()["layers"]}
+
     with make_client(create_app(tmp_path)) as c:
         assert summary(c, watched) == summary(c, unwatched) == {"0": "Conv2d", "3": "Linear"}
     for run_id in (watched, unwatched):  # as an analysis written before the types were kept
