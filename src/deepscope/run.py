@@ -79,6 +79,7 @@ class Run:
             )  # fmt: skip (the caller of init)
         self.root = Path(dir) if dir is not None else default_dir()
         self.dir = self.root / self.id
+        _finish_ended_trainings(self.dir, self.rank)
         if self.dir.exists() and not resume and self.rank == 0 and (self.dir / "run.json").exists():
             raise FileExistsError(f"deepscope: run {self.id!r} exists in {self.root}; pass resume=True to continue it")
         self.config = dict(config or {})
@@ -107,6 +108,7 @@ class Run:
         self._finished = False
         self._interrupted: str | None = None  # a Ctrl-C reached the process while this run was live
         self.training_ended = False  # set by a framework callback: an exception after it is no crash
+        self._pid = os.getpid()  # a forked process's copy of this run is not its to finish
         self._known_keys: set[str] = set()
         self._bad_keys: set[str] = set()  # keys whose values log() left out (warned once each)
         self._next_step = 0
@@ -217,7 +219,7 @@ class Run:
             key = k if isinstance(k, str) else repr(k)
             if key not in self._bad_keys:
                 self._bad_keys.add(key)
-                notice(f"{message} — not recorded (this warning is shown once per key)", stacklevel=3)
+                notice(f"{message} — not recorded (this warning is shown once per key)", stacklevel=None)
 
     def log_histogram(
         self,
@@ -340,6 +342,7 @@ class Run:
         timer = StepTimer(self._writer, model, optimizer, scope=watcher.scope, start_step=start_step)
         watcher.on_skipped_step.append(timer.end_step)
         self._watchers += [timer, watcher]
+        self.training_ended = False  # training again (a second stage): an exception from here on is a crash
         return watcher
 
     def unwatch(self) -> None:
@@ -429,7 +432,7 @@ class Run:
         self._writer.add_event(step, time.time(), "step_regression", "warning", text, None)
         if not self._warned_regression:
             self._warned_regression = True
-            notice(f"deepscope: {text}", stacklevel=3)
+            notice(f"deepscope: {text}", stacklevel=None)
 
     def _emit_writer_warnings(self) -> None:
         while self._writer.warnings:
@@ -530,6 +533,44 @@ def _register(run: Run) -> None:
         _current = run
     _install_handlers()
     _install_signal_handlers()
+    _finish_at_child_end()
+
+
+def _finish_ended_trainings(run_dir: Path, rank: int) -> None:
+    """Finish this process's run of ``run_dir`` and ``rank`` that a framework callback kept open after its training:
+    a run that continues it (``deepscope.init(id=..., resume=True)``, the next training's callback) takes its stream.
+    One still training is left alone: the new run's writer then says the stream is taken."""
+    here = os.path.abspath(run_dir)
+    for other in list(_live_runs):
+        if other.training_ended and other.rank == rank and os.path.abspath(other.dir) == here:
+            other.finish()
+
+
+_child_finalizer_pid: int | None = None
+
+
+def _finish_at_child_end() -> None:
+    """In a ``multiprocessing`` child — a forked one never runs ``atexit`` (Lightning's ``ddp_fork``,
+    ``notebook_launcher``) —, finish its runs when its target returns or raises (``multiprocessing`` calls its
+    finalizers then), as ``atexit`` and the excepthook do in a main process."""
+    global _child_finalizer_pid
+    import multiprocessing
+
+    pid = os.getpid()
+    if _child_finalizer_pid == pid or multiprocessing.parent_process() is None:
+        return
+    _child_finalizer_pid = pid
+    from multiprocessing.util import Finalize
+
+    Finalize(None, _finish_at_child_exit, exitpriority=100)
+
+
+def _finish_at_child_exit() -> None:
+    exc_type, exc, _ = sys.exc_info()  # the exception ending the child's target, while it propagates
+    if exc_type is None:
+        _finish_at_exit()
+    else:
+        _finish_each(lambda run: run._finish_after(exc_type, exc))
 
 
 def _unregister(run: Run) -> None:
@@ -547,8 +588,12 @@ def _unregister(run: Run) -> None:
 
 
 def _finish_each(end: Any) -> None:
-    """``end(run)`` for every live run; at exit or in a signal handler there is nobody left to tell of a failure."""
+    """``end(run)`` for every live run this process created (a forked child's copies of its parent's runs are the
+    parent's); at exit or in a signal handler there is nobody left to tell of a failure."""
+    pid = os.getpid()
     for run in list(_live_runs):
+        if run._pid != pid:
+            continue
         try:
             end(run)
         except Exception:

@@ -282,6 +282,68 @@ def test_lightning_fit_resumed_from_a_checkpoint_continues_its_steps(root, tmp_p
 
 
 @pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+def test_lightning_fit_resumed_mid_epoch_starts_at_the_checkpoints_next_step(root, tmp_path):
+    """A checkpoint saved after step 4 of a 6-batch epoch: the resumed fit's first step is step 4, as Lightning's
+    loggers count (its epoch loop adds the step the checkpoint left out only as it starts, after on_train_start)."""
+    torch.manual_seed(0)
+    kwargs = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                  limit_val_batches=0, num_sanity_val_steps=0, default_root_dir=str(tmp_path))  # fmt: skip
+    every4 = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=4, save_top_k=-1)
+    first = pl.Trainer(max_steps=4, callbacks=[LightningCallback(dir=root, id="mid"), every4], **kwargs)
+    first.fit(TinyModule(), *loaders())  # 48 rows in batches of 8: stopped in the epoch's 4th batch
+    (ckpt,) = (tmp_path / "ck").glob("*.ckpt")
+    ckpt = ckpt.rename(tmp_path / "step4.ckpt")  # the callback given again (Lightning asks for it) saves beside it
+    again = pl.Trainer(max_steps=7, callbacks=[LightningCallback(dir=root, id="mid", resume=True), every4], **kwargs)
+    again.fit(TinyModule(), *loaders(), ckpt_path=str(ckpt))
+    again.callbacks[0].run.finish()
+    _, reader = read(root)
+    assert reader.series("train/loss").step.tolist() == list(range(7))
+    assert reader.layer_steps().tolist() == list(range(7))
+    assert not [e for e in reader.events() if e.kind == "step_regression"]
+    assert [e.step for e in reader.events() if e.kind == "train_start"] == [0, 4]
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_one_ended_trainings_run_stays_open_at_a_time(root):
+    """A sweep, a callback per trial: each trial's run is finished when the next one starts (no writer thread per
+    past trial); a metric for a finished one is warned about, once; resuming a run kept open takes it over."""
+    import threading
+
+    callbacks = [LightningCallback(dir=root, name=f"trial-{i}") for i in range(3)]
+    for callback in callbacks:
+        fit(callback, TinyModule(), max_steps=2)
+    assert [c.run.finished for c in callbacks] == [True, True, False]
+    assert len([t for t in threading.enumerate() if t.name.startswith("deepscope-writer")]) == 1
+    with pytest.warns(RuntimeWarning, match="was finished after its training .* pass run="):
+        callbacks[0]._binding.log({"test/acc": 1.0}, step=2)
+    last = callbacks[2].run
+    resumed = deepscope.init(dir=root, id=last.id, resume=True)  # the finished-run message's own advice
+    assert last.finished
+    resumed.log({"test/acc": 0.5})
+    resumed.finish()
+    store = deepscope.open(root)
+    assert sorted(store.info(r).status for r in store.run_ids()) == ["finished"] * 3
+    reader = store.run(last.id)
+    reader.refresh()
+    assert steps_of(reader, "test/acc") == [2]
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_a_crash_in_a_second_training_of_the_same_run_is_a_crash(root):
+    """Two stages in one run (the second callback given the first one's run): the first stage ended well, the
+    second one crashes — the run is crashed, not "finished after the training ended"."""
+    first = LightningCallback(dir=root)
+    fit(first, TinyModule(), max_steps=2)
+    with pytest.raises(ValueError, match="boom"), pytest.warns(RuntimeWarning, match="went backwards"):
+        fit(LightningCallback(run=first.run), TinyModule(fail_at=1), max_steps=4)  # its steps count from 0 again
+    assert not first.run.finished  # given to the second: the user's to finish
+    first.run._finish_after(ValueError, ValueError("boom in training_step"))  # what the exit handling does
+    info, _ = read(root)
+    assert info.status == "crashed"
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
 def test_lightning_mixed_precision_passes_its_grad_scaler(root):
     """ "16-mixed": Lightning steps through its GradScaler. The callback hands it to watch, so the step the scaler
     skips (its first: the scale overflows float16) stays a step of its own, and output gradients are unscaled."""
@@ -403,6 +465,7 @@ def test_huggingface_trainer_is_recorded(root, tmp_path):
     trainer.train()
     assert hook_count(model) == 0 and not callback.run.finished  # open for what comes after the training
     after = trainer.evaluate()  # an evaluation after training: into the same run, at its last step
+    predicted = trainer.predict(TokenData(16))  # its metrics come through on_predict, not on_log
     callback.run.finish()
 
     info, reader = read(root)
@@ -412,6 +475,8 @@ def test_huggingface_trainer_is_recorded(root, tmp_path):
     history = trainer.state.log_history
     assert reader.series("eval/loss").step.tolist()[-1] == 4
     assert reader.series("eval/loss").value[-1] == pytest.approx(after["eval_loss"])
+    assert steps_of(reader, "test/loss") == [4]
+    assert reader.series("test/loss").value[0] == pytest.approx(predicted.metrics["test_loss"])
     for ours, theirs in (("train/loss", "loss"), ("train/learning_rate", "learning_rate"), ("eval/loss", "eval_loss")):
         series = reader.series(ours)
         assert series.step.tolist() == [h["step"] - 1 for h in history if theirs in h]

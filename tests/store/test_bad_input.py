@@ -29,6 +29,15 @@ def test_a_value_that_is_no_number_is_left_out_with_one_warning_naming_the_key(r
     np.testing.assert_array_equal(r.series("lr").step, [0, 1, 2])
 
 
+def test_module_level_log_warns_at_the_callers_line_too(run):
+    with pytest.warns(RuntimeWarning, match="'bad'.*not recorded") as seen:
+        deepscope.log({"bad": "x"}, step=0)
+    with pytest.warns(RuntimeWarning, match="went backwards") as back:
+        deepscope.log({"fine": 1.0}, step=5)
+        deepscope.log({"fine": 2.0}, step=1)
+    assert seen[0].filename == back[0].filename == __file__
+
+
 def test_one_element_arrays_and_tensors_are_scalars_and_longer_ones_point_to_log_histogram(run, root):
     torch = pytest.importorskip("torch")
     run.log({"a": np.array([1.5]), "t": torch.tensor([[2.5]]), "n": np.float32(3)}, step=0)

@@ -111,13 +111,15 @@ class RunBinding:
         if not self.active:
             self.run = self.given if self.given is not None else self._new_run(rank, world_size, config, name)
         self.trained = False
+        self.run.training_ended = False  # training again: an exception from here on is a crash
         return self.run
 
     def _new_run(self, rank: int, world_size: int, config: Mapping[str, Any], name: str | None) -> Run:
         kwargs = dict(self.init_kwargs)
-        if kwargs.get("id") is not None:  # the same run resumed by another training in this process: finish it first
-            for ended in [r for r in _ENDED_TRAININGS if r.id == str(kwargs["id"]) and not r.finished]:
-                self._guard("finish the ended training's run", ended.finish)
+        # One run kept open after its training at a time, as W&B's init finishes the run before it: a sweep of
+        # trainings in one process would otherwise hold a writer thread and open files per trial until it exits.
+        for ended in [r for r in _ENDED_TRAININGS if not r.finished]:
+            self._guard("finish the ended training's run", ended.finish)
         if name:
             kwargs.setdefault("name", name)
         merged = {**config, **(kwargs.pop("config", None) or {})}  # the user's config wins
@@ -138,6 +140,7 @@ class RunBinding:
     def log(self, values: Mapping[str, Any], step: int) -> None:
         """Log the numbers in ``values`` at ``step``; other values (strings, lists) are skipped."""
         if not self.active:
+            self._warn_if_finished_meanwhile()
             return
         data = {}
         for key, value in values.items():
@@ -150,6 +153,16 @@ class RunBinding:
         if self.active:
             self._guard(f"record the {kind} event", self.run.event, kind, text, step=step, severity=severity)
 
+    def _warn_if_finished_meanwhile(self) -> None:
+        """Metrics after the training whose run was finished since — by another training's run, or by the user."""
+        if self.run is not None and self.run.finished and self.run is not self.given:
+            self.warn_once(
+                "finished meanwhile",
+                f"deepscope: run {self.run.id!r} was finished after its training (another training started a run, "
+                "or run.finish() was called); these metrics are not recorded — pass run= (a deepscope.init run) to "
+                "the callback to keep one run open across trainings",
+            )
+
     def training_ended(self) -> None:
         """Remove the watch's hooks; the run stays open for what is logged after the training."""
         watcher, self.watcher = self.watcher, None
@@ -161,6 +174,7 @@ class RunBinding:
             if self.run is not self.given:
                 _ENDED_TRAININGS.add(self.run)
                 self.run.training_ended = True  # an exception after it (a failing test, at exit) is no crash
+            self._guard("write what the training logged", self.run.flush)  # on disk, whatever ends the process
 
     def end(self, status: str = "finished", reason: str | None = None) -> None:
         """Finish a run the adapter created; for a given run, only remove the adapter's hooks."""

@@ -88,6 +88,11 @@ class DeepscopeCallback(transformers.TrainerCallback):
         if logs:
             self._binding.log({_key(k): v for k, v in logs.items()}, _last(state))
 
+    def on_predict(self, args: Any, state: Any, control: Any, metrics: Mapping[str, Any], **kwargs: Any) -> None:
+        # trainer.predict() reports its metrics (test_loss, test_runtime …) here, never through on_log
+        if metrics:
+            self._binding.log({_predict_key(k): v for k, v in metrics.items()}, _last(state))
+
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._binding.event("train_end", f"training ended after {state.global_step} steps", step=_last(state))
         self._binding.training_ended()
@@ -98,6 +103,12 @@ def _key(name: str) -> str:
         if name.startswith(prefix + "_"):
             return f"{prefix}/{name[len(prefix) + 1 :]}"
     return f"train/{name}"
+
+
+def _predict_key(name: str) -> str:
+    """``test_loss`` → ``test/loss``: a prediction's metrics carry its ``metric_key_prefix`` (``test`` by default)."""
+    prefix, _, rest = name.partition("_")
+    return f"{prefix}/{rest}" if rest else f"test/{name}"
 
 
 def _last(state: Any) -> int:

@@ -68,6 +68,7 @@ class DeepscopeCallback(pl.Callback):
         self._global_step = 0  # trainer.global_step when the batch began: a change says the batch stepped
         self._watch_step: int | None = None  # the watch's step when the batch began
         self._losses: list[torch.Tensor] = []  # the losses of this step's micro-batches so far
+        self._starting = False  # the fit's training started, its first batch not yet
         self._seen: dict[str, Any] = {}  # the metric objects already logged, by key
 
     @property
@@ -85,12 +86,21 @@ class DeepscopeCallback(pl.Callback):
         self._seen = dict(trainer.logged_metrics)  # what an earlier fit logged is not this fit's
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Here, not in on_fit_start: a fit resumed from a checkpoint has restored its step count by now.
+        # Here, not in on_fit_start: a fit resumed from a checkpoint has restored its step count by now. The
+        # watch starts at the first batch, where a fit resumed mid-epoch has its count right (see _start_training).
+        self._taken = self._step = _steps_taken(trainer)
+        self._losses = []
+        self._starting = True
+
+    def _start_training(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Watch from the steps taken so far. Lightning's epoch loop, restored mid-epoch, adds the step the checkpoint
+        did not count to its batches-that-stepped count only as it starts (after on_train_start): read here, at the
+        first batch, a resumed fit's first step is the checkpoint's next one, not its last again."""
+        self._starting = False
         binding = self._binding
         scaler = getattr(trainer.precision_plugin, "scaler", None)  # "16-mixed": a GradScaler
-        self._taken = self._step = _steps_taken(trainer)
+        self._taken = _steps_taken(trainer)
         binding.watch(pl_module, trainer.optimizers[0] if trainer.optimizers else None, scaler, self._taken)
-        self._losses = []
         name, world = type(pl_module).__name__, trainer.world_size
         text = f"fit started: {name}, max_steps={trainer.max_steps}, world_size={world}"
         binding.event("train_start", text, step=self._taken)
@@ -116,6 +126,8 @@ class DeepscopeCallback(pl.Callback):
 
     # ---- metrics -----------------------------------------------------------------------------------
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        if self._starting:
+            self._start_training(trainer, pl_module)
         self._step = self._taken  # the index of the optimizer step this batch feeds
         self._global_step = trainer.global_step
         watcher = self._binding.watcher
