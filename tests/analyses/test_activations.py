@@ -115,7 +115,9 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
         Activations(cfg).run(tmp_path / "cut", model, failing)
     finally:
         failing.__class__.__getitem__ = original
-    assert min(calls) == 144  # rows on disk were not computed again (the resume ends the part-written chunk first)
+    # rows on disk were not computed again (the resume ends the part-written chunk first); the first batch is read
+    # once more, to check the data is the one the interrupted analysis read
+    assert sorted(set(calls)) == list(range(16)) + list(range(144, 300))
     whole, cut = read(tmp_path / "whole"), read(tmp_path / "cut")
     assert cut.complete and len(cut) == 300
     for layer in ("conv1", "fc1"):
@@ -125,15 +127,69 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
 
 def test_other_weights_start_over(tmp_path):
     data = image_data(64)
-    cfg = ActivationsConfig(layers=("fc1",), chunk_rows=32, progress=False)
+    cfg = ActivationsConfig(layers=("fc1",), batch_size=16, chunk_rows=32, progress=False)
     model = TinyCNN()
     with pytest.raises(KeyboardInterrupt):
         Activations(cfg).run(tmp_path, model, FailingAt(data, 40))
     other = TinyCNN()
-    Activations(cfg).run(tmp_path, other, data)
-    _, _ = manual(other, data.tensors[0], ["fc1"])
+    with pytest.warns(RuntimeWarning, match="the weights changed since the interrupted analysis: starting over "
+                                            "instead of resuming after its 32 rows"):  # fmt: skip
+        Activations(cfg).run(tmp_path, other, data)
     seen, _ = manual(other, data.tensors[0], ["fc1"])
     np.testing.assert_allclose(read(tmp_path).activations("fc1")[:], seen["fc1"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_other_data_of_the_same_length_starts_over_and_says_why(tmp_path):
+    """Same model, same length, other images: resuming would mix two datasets in one result."""
+    torch.manual_seed(2)
+    model, first, second = TinyCNN(), image_data(64), image_data(64, seed=5)
+    cfg = ActivationsConfig(layers=("fc1",), batch_size=16, chunk_rows=16, progress=False)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        Activations(cfg).run(tmp_path, model, FailingAt(first, 40))
+    assert caught.value.__notes__ == [
+        "deepscope.analyze: 32 rows are kept: call it again the same way to resume after them"
+    ]
+    progress = json.loads((tmp_path / "artifacts/activations/progress.json").read_text())
+    assert progress["stopped"] == "interrupted" and progress["data"]
+    with pytest.warns(RuntimeWarning, match=r"the data \(its first rows\) changed .* after its 32 rows"):
+        Activations(cfg).run(tmp_path, model, second)
+    seen, _ = manual(model, second.tensors[0], ["fc1"])
+    np.testing.assert_allclose(read(tmp_path).activations("fc1")[:], seen["fc1"].numpy(), rtol=1e-5, atol=1e-6)
+    # other labels given for the same data: they change the result too
+    with pytest.raises(KeyboardInterrupt):
+        Activations(cfg, labels=np.arange(64) % 4).run(tmp_path / "labelled", model, FailingAt(second, 40))
+    with pytest.warns(RuntimeWarning, match="the labels changed"):
+        Activations(cfg, labels=(np.arange(64) + 1) % 4).run(tmp_path / "labelled", model, second)
+    assert read(tmp_path / "labelled").instances().column("label").to_pylist() == ((np.arange(64) + 1) % 4).tolist()
+
+
+def test_a_resume_without_a_progress_bar_says_where_it_starts(tmp_path, capsys):
+    model, data = TinyCNN(), image_data(64)
+    cfg = ActivationsConfig(layers=("fc1",), batch_size=16, chunk_rows=16, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        Activations(cfg).run(tmp_path, model, FailingAt(data, 40))
+    capsys.readouterr()
+    Activations(cfg).run(tmp_path, model, data)
+    assert "deepscope.analyze: resuming after 32 rows kept" in capsys.readouterr().err
+
+
+def test_a_failed_analysis_records_why(tmp_path):
+    model, data = TinyCNN(), image_data(64)
+    cfg = ActivationsConfig(layers=("fc1",), batch_size=16, chunk_rows=16, progress=False)
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, i):
+            if i >= 48:
+                raise OSError("disk gone")
+            return data[i]
+
+    with pytest.raises(OSError, match="disk gone"):
+        Activations(cfg).run(tmp_path, model, Broken())
+    progress = json.loads((tmp_path / "artifacts/activations/progress.json").read_text())
+    assert progress["stopped"] == "OSError: disk gone" and progress["rows_done"] == 48
 
 
 def test_no_layers_and_mixed_metadata_are_clear_errors_before_work(tmp_path):

@@ -75,9 +75,9 @@ def test_mnist_demo_cnn_on_1000_digits(tmp_path):
     assert r.run_dir == run.dir and len(r) == 1000
     assert r.widths == {"features.4": 32, "features.9": 128, "classifier": 10}
     assert r.outputs == {
-        "features.4": {"shape": [32, 14, 14], "maps": True},  # before pooling, from the model
-        "features.9": {"shape": [128], "maps": False},
-        "classifier": {"shape": [10], "maps": False},
+        "features.4": {"shape": [32, 14, 14], "maps": True, "type": "Conv2d"},  # before pooling, from the model
+        "features.9": {"shape": [128], "maps": False, "type": "Linear"},
+        "classifier": {"shape": [10], "maps": False, "type": "Linear"},
     }
     with torch.no_grad():
         conv = model.features[:5](digits.val_x)  # (N, 32, 14, 14)

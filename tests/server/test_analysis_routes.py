@@ -380,3 +380,25 @@ def test_layers_carry_their_module_type(tmp_path):
     with make_client(create_app(tmp_path)) as c:
         assert summary(c, watched) == {"0": "Conv2d", "3": "Linear"}
         assert summary(c, unwatched) == {"0": None, "3": None}
+
+
+def test_a_run_whose_analysis_stopped_says_why_and_how_to_go_on(tmp_path):
+    from tests.analyses.models import FailingAt, TinyCNN, image_data
+
+    from deepscope.analyses.activations import Activations, ActivationsConfig
+
+    with deepscope.init(project="p", name="cut", dir=tmp_path) as run:
+        cfg = ActivationsConfig(layers=("fc1",), batch_size=16, chunk_rows=16, progress=False)
+        with pytest.raises(KeyboardInterrupt):
+            Activations(cfg).run(run.dir, TinyCNN(), FailingAt(image_data(64), 40))
+    with deepscope.init(project="p", name="never", dir=tmp_path) as other:
+        other.log({"loss": 1.0}, step=0)
+    with make_client(create_app(tmp_path)) as c:
+        stopped = c.get(f"/api/runs/{run.id}/analysis")
+        assert stopped.status_code == 404
+        assert stopped.json()["detail"] == (
+            f"run {run.id!r} has no finished analysis: its analysis was interrupted after 32 of 64 rows: call "
+            "deepscope.analyze again the same way to resume it"
+        )
+        never = c.get(f"/api/runs/{other.id}/analysis")
+        assert never.status_code == 404 and never.json()["detail"].endswith("run deepscope.analyze on it")

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..notices import notice
 from ..store.runmeta import write_json_atomic
 from .aggregates import SPECIAL_KEYS
 from .base import RESERVED_COLUMNS, artifact_dir, decoded, model_class, provenance, read_json, write_provenance
@@ -293,6 +294,22 @@ def rows_kept(run_dir: str | os.PathLike[str]) -> int:
     return 0
 
 
+def unfinished_reason(run_dir: str | os.PathLike[str]) -> str | None:
+    """Why the run has no finished analysis, where an unfinished one lies on disk: stopped (interrupted, or failed:
+    the error), or still running — with its rows; ``None`` where there is none."""
+    progress = read_json(artifact_dir(run_dir, NAME) / "progress.json")
+    if not progress or progress.get("complete"):
+        return None
+    rows, length = int(progress.get("rows_done", 0)), progress.get("fingerprint", {}).get("length")
+    where = f"{rows:,} of {length:,} rows" if isinstance(length, int) else f"{rows:,} rows"
+    stopped = progress.get("stopped")
+    if stopped == "interrupted":
+        return f"its analysis was interrupted after {where}: call deepscope.analyze again the same way to resume it"
+    if stopped:
+        return f"its analysis failed after {where}: {stopped}"
+    return f"its analysis is under way or was stopped without a word (a killed process) after {where}"
+
+
 def recover_swap(final: Path) -> None:
     """After a crash inside ``replace_dir``: the complete new analysis, else the old one, back in place."""
     trash = final.with_name(final.name + OLD_SUFFIX)
@@ -312,6 +329,40 @@ def weights_digest(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(memoryview(t.detach().to("cpu", torch.float32).contiguous().numpy()).cast("B"))  # no copy
     return h.hexdigest()
+
+
+DIGEST_ROWS = 64  # the first rows of the data, whose digest tells a resume that the data is the same
+
+
+def batch_digest(batch: Batch) -> str:
+    """A digest of a batch's first rows — inputs, keyword inputs, labels —: an interrupted analysis resumes only over
+    the same data (same length and weights, other images would mix two datasets in one result)."""
+    part = batch.slice(0, DIGEST_ROWS)
+    h = hashlib.blake2b(digest_size=16)
+    values = [*part.args, *(part.kwargs[k] for k in sorted(part.kwargs)), part.labels]
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            t = v.detach().to("cpu").contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(memoryview(t.view(torch.uint8).numpy() if t.dtype == torch.bool else
+                                t.flatten().view(torch.uint8).numpy()).cast("B"))  # fmt: skip
+        else:
+            h.update(repr(type(v)).encode())
+    return h.hexdigest()
+
+
+def labels_digest(labels: np.ndarray | None) -> str | None:
+    return (
+        None if labels is None else hashlib.blake2b(np.ascontiguousarray(labels).tobytes(), digest_size=16).hexdigest()
+    )
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between an interrupted analysis's fingerprint and this one's, in words."""
+    words = {"model_class": "the model's class", "weights": "the weights", "layers": "the layers",
+             "length": "the data's length", "labels": "the labels", "sequence_pooling": "sequence_pooling",
+             "scores": "scores", "previews": "previews", "mask": "mask"}  # fmt: skip
+    return [words.get(k, k) for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
 
 
 # Keys of a subset filter that are not column names (aggregates.subset_mask): no metadata column may be one.
@@ -505,6 +556,8 @@ class Activations:
             "scores": cfg.scores,
             "previews": cfg.previews,
         }
+        if self.labels is not None:
+            fingerprint["labels"] = labels_digest(self.labels)
         if cfg.mask is not None:  # a padding mask other than the default changes every pooled sequence
             fingerprint["mask"] = list(cfg.mask) if isinstance(cfg.mask, (tuple, list)) else cfg.mask
         # A finished analysis stays in place, and in the dashboard, until the new one is complete: the new one is
@@ -515,8 +568,12 @@ class Activations:
         if done and done.get("complete"):
             out_dir = final.with_name(final.name + NEXT_SUFFIX)
         progress = read_json(out_dir / "progress.json") if cfg.resume else None
-        if progress and progress.get("fingerprint") == fingerprint and not progress.get("complete"):
+        if progress and not progress.get("complete") and not self._resumable(progress, fingerprint, src):
+            progress = None
+        if progress:
             state = _State.reopen(out_dir, progress)
+            if not cfg.progress:  # the progress bar says where it starts; without it, a line does
+                print(f"deepscope.analyze: resuming after {state.rows_done:,} rows kept", file=sys.stderr)
         else:
             if out_dir.exists():
                 shutil.rmtree(out_dir)
@@ -547,7 +604,15 @@ class Activations:
                 self._write_instances(out_dir, n, kept)
                 tabled.append(n)
 
-        extractor.extract(table_while_writing)
+        try:
+            extractor.extract(table_while_writing)
+        except BaseException as e:  # why it stopped, for the dashboard (and for the next call: resumed or not)
+            state.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"[:500]
+            state.save()
+            if isinstance(e, KeyboardInterrupt) and hasattr(e, "add_note"):  # shown under the traceback (3.11+)
+                e.add_note(f"deepscope.analyze: {state.rows_done:,} rows are kept: call it again the same way to "
+                           "resume after them")  # fmt: skip
+            raise
         n = state.rows_done
         if n == 0:
             raise ValueError("deepscope.analyze: the data has no instances")
@@ -561,6 +626,21 @@ class Activations:
         if out_dir != final:
             replace_dir(out_dir, final)
         return final
+
+    def _resumable(self, progress: dict[str, Any], fingerprint: dict[str, Any], src: Source) -> bool:
+        """Whether an interrupted analysis continues with this call: same fingerprint, and the same first rows of
+        data. Where it does not, one line says why it starts over."""
+        rows = int(progress.get("rows_done", 0))
+        old = progress.get("fingerprint") or {}
+        differ = _differences(old, fingerprint)
+        if not differ and progress.get("data") is not None:
+            first = next(iter(src.batches(0)), None)
+            if first is None or batch_digest(first) != progress["data"]:
+                differ = ["the data (its first rows)"]
+        if differ and rows:
+            notice(f"deepscope.analyze: {', '.join(differ)} changed since the interrupted analysis: starting over "
+                   f"instead of resuming after its {rows:,} rows", stacklevel=None)  # fmt: skip
+        return not differ
 
     def _check_rows(self, src: Source, n: int) -> None:
         """The ``n`` rows extracted are the dataset's length, and as many as the labels and metadata rows given."""
@@ -626,6 +706,8 @@ class _State:
         self.widths: dict[str, int] = {}
         self.outputs: dict[str, dict[str, Any]] = {}  # layer -> {"shape": per instance, unpooled; "maps": bool; "type"}
         self.inputs: str | None = None  # what the model read: "images", "tokens" (integer ids) or "features"
+        self.data: str | None = None  # the digest of the data's first rows (batch_digest)
+        self.stopped: str | None = None  # why the last call stopped before the end: "interrupted", or the error
         self.arrays: dict[str, Any] = {}
         self._dirs: set[Path] = set()  # chunk directories known to exist
         self._saved = 0.0  # when progress.json was last written (time.monotonic())
@@ -639,6 +721,7 @@ class _State:
         s.widths = dict(progress["widths"])
         s.outputs = dict(progress.get("outputs", {}))
         s.inputs = progress.get("inputs")
+        s.data = progress.get("data")
         for key in progress["arrays"]:
             arr = zarr.open_array(str(out_dir / key), mode="r+")
             arr.resize((s.rows_done, *arr.shape[1:]))  # rows written after the last progress record are redone
@@ -724,7 +807,7 @@ class _State:
         write_json_atomic(self.dir / "progress.json", {
             "version": 1, "fingerprint": self.fingerprint, "rows_done": self.rows_done, "complete": complete,
             "chunk_rows": self.chunk_rows, "widths": self.widths, "outputs": self.outputs,
-            "arrays": sorted(self.arrays), "inputs": self.inputs,
+            "arrays": sorted(self.arrays), "inputs": self.inputs, "data": self.data, "stopped": self.stopped,
         })  # fmt: skip
 
     def finish(self) -> None:

@@ -22,6 +22,7 @@ from ..capture.scope import HookScope
 from .activations import (
     CHANNELS_FIRST_1D,
     ActivationsConfig,
+    batch_digest,
     feature_input,
     first_tensor,
     image_input,
@@ -200,6 +201,8 @@ class Extractor:
                     if self.limit is not None and row + batch.size > self.limit:
                         raise ValueError(f"deepscope.analyze: the data yielded more instances than the {self.limit} "
                                          f"labels or metadata rows given")  # fmt: skip
+                    if row == 0:  # what a resume checks it continues over the same data
+                        state.data = batch_digest(batch)
                     self._step(batch.to(device), row)
                     row += batch.size
                     bar.update(batch.size)

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..analyses import AnalysisReader
+from ..analyses.activations import unfinished_reason
 from ..analyses.base import artifact_dir
 from ..analyses.feature_maps import analysis_key
 from ..analyses.time_columns import is_time, time_detail, time_text
@@ -70,7 +71,8 @@ def entry(store: Store, run_id: str) -> _Entry:
         reader = AnalysisReader(run_dir)
         reader.instances()
     except FileNotFoundError:
-        raise NotFound(f"run {run_id!r} has no finished analysis: run deepscope.analyze on it") from None
+        why = unfinished_reason(run_dir) or "run deepscope.analyze on it"
+        raise NotFound(f"run {run_id!r} has no finished analysis: {why}") from None
     with _lock:
         if len(_cache) >= _MAX_CACHED and key not in _cache:
             _cache.pop(next(iter(_cache)))
