@@ -611,3 +611,21 @@ def test_the_layer_named_empty_is_the_model_itself_as_by_default_for_a_model_wit
         deepscope.analyze(model, x, layers=["fc"], run=new_dir(tmp_path / "bad"), progress=False)
     with pytest.raises(ValueError, match=r"valid layers: conv1, conv2, fc1, out, and '' for the model itself"):
         deepscope.analyze(TinyCNN(), image_data(4), layers=["fc9"], run=new_dir(tmp_path / "cnn"), progress=False)
+
+
+def test_a_pandas_series_is_one_metadata_column(tmp_path):
+    pd = pytest.importorskip("pandas")
+    tags = pd.Series(["a", "b", "a", "c"], name="tag")
+    r = deepscope.analyze(TinyCNN(), image_data(4), metadata=tags, run=new_dir(tmp_path / "named"), progress=False)
+    assert r.instances().column("tag").to_pylist() == ["a", "b", "a", "c"]
+    r = deepscope.analyze(TinyCNN(), image_data(4), metadata=pd.Series([1.5, 2, 3, 4]), run=new_dir(tmp_path / "anon"),
+                          progress=False)  # fmt: skip
+    assert r.instances().column("value").to_pylist() == [1.5, 2, 3, 4]
+
+
+def test_a_list_of_single_images_says_how_batches_are_read(tmp_path):
+    images = [torch.rand(1, 8, 8) for _ in range(5)]  # single instances without labels: read as batches
+    with pytest.raises(ValueError, match=r"rows for a batch of 1; the data is read as batches (.|\n)* \(torch.stack\)"):
+        deepscope.analyze(TinyCNN(), images, layers=["conv1"], run=tmp_path, progress=False)
+    r = deepscope.analyze(TinyCNN(), torch.stack(images), layers=["conv1"], run=new_dir(tmp_path / "b"), progress=False)
+    assert len(r) == 5

@@ -39,6 +39,17 @@ def test_bad_ranges_say_why():
         subset_mask(table(), {"range": {"n": 3}})
 
 
+def test_an_equality_of_another_type_names_the_column_and_what_it_holds():
+    with pytest.raises(ValueError, match=r"column 'text' holds text; it cannot equal 5"):
+        subset_mask(table(), {"text": 5})
+    with pytest.raises(ValueError, match=r"column 'n' holds int64; it cannot equal 'three'"):
+        subset_mask(table(), {"n": "three"})
+    flags = pa.table({"odd": [True, False, True]})
+    with pytest.raises(ValueError, match="holds true or false"):
+        subset_mask(flags, {"odd": "yes"})
+    np.testing.assert_array_equal(subset_mask(table(), {"n": [2.0, 4]}), [False, True, False, True, False, False])
+
+
 def test_categorical_metadata_filters_as_text(tmp_path):
     """A pandas Categorical column (Arrow dictionary) is stored and filtered like the strings it holds."""
     import pandas as pd

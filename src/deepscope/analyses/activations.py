@@ -391,6 +391,8 @@ def metadata_table(metadata: Any) -> Any:
             table = metadata
         elif hasattr(metadata, "to_arrow"):
             table = metadata.to_arrow()
+        elif hasattr(metadata, "to_frame") and hasattr(metadata, "iloc"):  # a pandas Series: one column
+            table = pa.Table.from_pandas(metadata.to_frame(str(metadata.name or "value")), preserve_index=False)
         elif hasattr(metadata, "iloc"):  # a pandas DataFrame
             table = pa.Table.from_pandas(metadata, preserve_index=False)
         elif isinstance(metadata, dict):

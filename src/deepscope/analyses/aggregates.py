@@ -80,8 +80,26 @@ def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.
                 x = time_values(col)
                 mask &= np.isin(x, np.array([as_time(v, key) for v in values]))
             else:
-                mask &= _bools(pc.is_in(col, value_set=pa.array(values, type=col.type)))
+                mask &= _bools(pc.is_in(col, value_set=_values_of(col, key, values)))
     return mask
+
+
+def _values_of(col: Any, name: str, values: list[Any]) -> Any:
+    """The values an equality compares a column with, in its type; ``ValueError`` naming the column and what it holds
+    (not Arrow's "Expected bytes, got a 'int' object")."""
+    import pyarrow as pa
+
+    t = col.type
+    try:
+        if pa.types.is_string(t) or pa.types.is_large_string(t):
+            if not all(isinstance(v, str) for v in values):
+                raise TypeError
+        elif pa.types.is_boolean(t) and not all(isinstance(v, bool) for v in values):
+            raise TypeError
+        return pa.array(values, type=t)
+    except (TypeError, ValueError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        what = {"string": "text", "large_string": "text", "bool": "true or false"}.get(str(t), str(t))
+        raise ValueError(f"deepscope: column {name!r} holds {what}; it cannot equal {values[0]!r}") from None
 
 
 def _in_range(col: Any, name: str, bounds: Any) -> np.ndarray:

@@ -118,8 +118,12 @@ class Extractor:
             t = padded(t.detach(), self.mask)
             pooled = pool(t, self.mask, channels_first, self.cfg.sequence_pooling)
             if len(pooled) != self.batch_rows:
+                hint = "" if self.src.map_style else (
+                    "; the data is read as batches given as they are — the first dimension of an input counts its "
+                    "instances. A list of single unlabelled instances is such a list of batches: stack them "
+                    "(torch.stack) or wrap them in a TensorDataset")  # fmt: skip
                 raise ValueError(f"deepscope.analyze: layer {name!r} has {len(pooled)} rows for a batch of "
-                                 f"{self.batch_rows}")  # fmt: skip
+                                 f"{self.batch_rows}{hint}")  # fmt: skip
             if name in self.called and name not in self.repeated:
                 self.repeated.add(name)
                 warnings.warn(
