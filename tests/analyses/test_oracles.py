@@ -86,6 +86,16 @@ def test_top_instances_equal_a_full_sort(reader):
         top_instances(x, 12, 5)
 
 
+def test_top_instances_are_those_above_the_neurons_lowest_value():
+    """A ReLU unit that fires on three instances has three top instances; a dead one (0 everywhere) none."""
+    x = np.zeros((50, 2), np.float32)
+    x[[7, 3, 40], 0] = [0.5, 2.0, 0.5]
+    idx, vals = top_instances(x, 0, 10)
+    assert idx.tolist() == [3, 7, 40] and vals.tolist() == [2.0, 0.5, 0.5]
+    idx, vals = top_instances(x, 1, 10)
+    assert len(idx) == 0 and len(vals) == 0
+
+
 def test_pca_equals_sklearn_up_to_sign(reader):
     for layer in ("conv2", "fc1"):
         x = reader.activations(layer)[:]

@@ -402,3 +402,18 @@ def test_a_run_whose_analysis_stopped_says_why_and_how_to_go_on(tmp_path):
         )
         never = c.get(f"/api/runs/{other.id}/analysis")
         assert never.status_code == 404 and never.json()["detail"].endswith("run deepscope.analyze on it")
+
+
+def test_a_dead_units_top_instances_are_none_and_its_value_is_said(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.ReLU())
+    with torch.no_grad():
+        model[0].weight[1] = 0.0
+        model[0].bias[1] = -1.0  # unit 1 never fires
+    with deepscope.init(project="p", name="dead", dir=tmp_path) as run:
+        deepscope.analyze(model, torch.randn(40, 4), run=run, layers=["1"], scores="none", progress=False)
+    with make_client(create_app(tmp_path)) as c:
+        top = c.get(f"/api/runs/{run.id}/analysis/top", params={"layer": "1", "neuron": 1, "k": 5}).json()
+        assert top == {"indices": [], "values": [], "constant": 0.0}
+        live = c.get(f"/api/runs/{run.id}/analysis/top", params={"layer": "1", "neuron": 0, "k": 5}).json()
+        assert len(live["indices"]) == 5 and live["constant"] is None and min(live["values"]) > 0

@@ -294,12 +294,18 @@ def group_aggregate(
 def top_instances(
     x: np.ndarray, neuron: int, k: int = 10, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices and values of the ``k`` instances that activate ``neuron`` most (within ``mask``), highest first."""
+    """Row indices and values of the ``k`` instances that activate ``neuron`` most (within ``mask``), highest first.
+
+    Only instances above the neuron's lowest value there count: a ReLU unit that fires on three instances has three,
+    a dead one (0 everywhere) none — not ``k`` arbitrary ones among equal values."""
     if not 0 <= neuron < x.shape[1]:
         raise IndexError(f"deepscope: neuron {neuron} out of range for a layer of {x.shape[1]}")
     col = np.asarray(x[:, neuron])
     rows = np.flatnonzero(mask) if mask is not None else np.arange(len(col))
     vals = col[rows]
+    if len(vals):
+        above = vals > vals.min()
+        rows, vals = rows[above], vals[above]
     k = min(k, len(rows))
     if k == 0:
         return np.zeros(0, np.int64), np.zeros(0, col.dtype)

@@ -402,7 +402,10 @@ def top(store: Store, run_id: str, layer: str, neuron: int, k: int) -> schemas.I
         raise NotFound(f"no neuron {neuron} in layer {layer!r}: its neurons are 0…{e.reader.widths[layer] - 1}")
     with e.lock:
         idx, vals = e.reader.top_instances(layer, neuron, k)
-    return schemas.InstanceList(indices=idx.tolist(), values=_floats(vals))  # type: ignore[arg-type]
+        constant = None
+        if not len(idx) and len(e.reader):  # no instance above the others: its one value, said instead
+            constant = float(e.reader.matrix(layer)[0, neuron])
+    return schemas.InstanceList(indices=idx.tolist(), values=_floats(vals), constant=constant)  # type: ignore[arg-type]
 
 
 def column(store: Store, run_id: str, layer: str, neuron: int) -> bytes:

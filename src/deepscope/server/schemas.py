@@ -390,6 +390,8 @@ class InstanceList(BaseModel):
 
     indices: list[int]
     values: list[float]
+    # a neuron's top instances only: its one value on every instance when it has no other (a dead unit); else null
+    constant: float | None = None
 
 
 class ConfusionMatrix(BaseModel):

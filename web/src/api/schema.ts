@@ -855,6 +855,8 @@ export interface components {
          * @description Instances with one value each: a neuron's top activations, or an instance's nearest neighbours.
          */
         InstanceList: {
+            /** Constant */
+            constant?: number | null;
             /** Indices */
             indices: number[];
             /** Values */

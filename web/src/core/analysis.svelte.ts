@@ -53,7 +53,7 @@ export const an = $state({
   /** The version of the analysis the views loaded (a new `deepscope.analyze` of the run changes the summary's). */
   version: null as string | null,
   /** The selected neuron's top instances (of the layer the views show). */
-  top: null as { layer: string; neuron: number; indices: number[]; values: number[] } | null,
+  top: null as { layer: string; neuron: number; indices: number[]; values: number[]; constant?: number | null } | null,
 });
 /** The instance table's core columns (typed arrays: not deeply reactive). */
 let instances = $state.raw<Instances | null>(null);
