@@ -60,8 +60,8 @@ class Run:
         flush_interval: float = 0.5,
     ) -> None:
         tags, notes = tags or (), notes or ""  # None: none, as W&B takes them
-        if config is not None and not isinstance(config, Mapping):
-            raise TypeError(f"deepscope.init: config must be a dict, got {type(config).__name__}")
+        if config is not None:
+            config = runmeta.config_dict(config)
         for label, value in (("project", project), ("name", name), ("notes", notes)):
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"deepscope.init: {label} must be a str, got {type(value).__name__}")
@@ -341,9 +341,25 @@ class Run:
             record_graph_once(model, self.dir, watcher.scope)  # (a compiled model: traced as its inner module)
         timer = StepTimer(self._writer, model, optimizer, scope=watcher.scope, start_step=start_step)
         watcher.on_skipped_step.append(timer.end_step)
+        watcher.watch_kwargs = dict(layers=layers, every=every, histograms_every=histograms_every, sample=sample,
+                                    dead_window=dead_window, diagnose=diagnose, print_findings=print_findings,
+                                    scaler=scaler)  # fmt: skip
+        watcher.follow = lambda new: self._follow_optimizer(watcher, new)
         self._watchers += [timer, watcher]
         self.training_ended = False  # training again (a second stage): an exception from here on is a crash
         return watcher
+
+    def _follow_optimizer(self, old: Any, optimizer: Any) -> None:
+        """The watched model is stepped by another optimizer (a new one after unfreezing layers): a new watch of it
+        with that optimizer, from the step the old one reached — with the parameters that train now."""
+        if old not in self._watchers:
+            return
+        notice(f"deepscope.watch: another optimizer steps the watched model ({type(optimizer).__name__}, a new one "
+               f"after unfreezing layers?): the watch follows it from step {old.step}, with the parameters that "
+               "train now", stacklevel=None)  # fmt: skip
+        self._retire(list(self._watchers))
+        new = self.watch(old.model, optimizer, start_step=old.step, graph=False, **old.watch_kwargs)
+        new.opened_after_step = True
 
     def unwatch(self) -> None:
         """Remove every hook that ``watch`` registered (the last step is recorded first)."""
@@ -432,7 +448,12 @@ class Run:
         self._writer.add_event(step, time.time(), "step_regression", "warning", text, None)
         if not self._warned_regression:
             self._warned_regression = True
-            notice(f"deepscope: {text}", stacklevel=None)
+            watching = next((w for w in self._watchers if hasattr(w, "log_step") and not w.scope.closed), None)
+            hint = ""
+            if watching is not None and watching.step > step + 1:  # its layer statistics will not line up
+                hint = (f"; run.watch's layer statistics count on from step {watching.step}: a training resumed from "
+                        f"an earlier checkpoint passes its step, run.watch(..., start_step={step})")  # fmt: skip
+            notice(f"deepscope: {text}{hint}", stacklevel=None)
 
     def _emit_writer_warnings(self) -> None:
         while self._writer.warnings:

@@ -272,20 +272,22 @@ def test_accumulated_micro_batches_time_their_forward_passes_alone(root):
 
 
 def test_an_optimizer_that_never_steps_draws_one_warning(root, monkeypatch):
-    """The optimizer given to watch is not the one that trains (a new one was made): steps never end. One warning
-    says so, instead of statistics silently pooled into a step that never comes."""
+    """Nothing steps the model's parameters through a torch optimizer (the one given to watch is not used, and no
+    other replaces it — a hand-written update): steps never end. One warning says so, instead of statistics silently
+    pooled into a step that never comes. (An optimizer that does step them is followed: test_follow_optimizer.)"""
     from deepscope.capture import watch
 
     monkeypatch.setattr(watch, "STALLED_PASSES", 20)
     model = _model()
     run = deepscope.init(dir=root)
     run.watch(model, torch.optim.SGD(model.parameters(), lr=0.01), diagnose=False, every=10)  # unrecorded steps too
-    new = torch.optim.SGD(model.parameters(), lr=0.01)
     with pytest.warns(RuntimeWarning, match="20 training forward passes without a step") as caught:
         for _ in range(60):
             model(torch.randn(8, 64)).sum().backward()
-            new.step()
-            new.zero_grad()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.01 * p.grad
+                    p.grad = None
     assert len([w for w in caught if "forward passes" in str(w.message)]) == 1
     run.finish()
 

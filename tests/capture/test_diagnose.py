@@ -175,6 +175,20 @@ def test_findings_a_rate_far_too_high_leads_to_name_a_learning_rate_that_grew_fa
         assert ("learning rate grew" in f.text) == noted, (name, f.text)
 
 
+def test_a_range_test_growing_the_rate_is_named_before_a_whole_window_a_linear_warm_up_is_not():
+    """A learning-rate range test (×1.2 a step) diverges by step 60: its finding names the growth; a linear warm-up
+    from near 0 has grown as much by then, but is not named."""
+    dead = np.array([np.nan, 0.8, np.nan, np.nan])
+    for lr_at, noted in ((lambda s: 1e-7 * 1.2**s, True), (lambda s: 1e-3 * (s + 1) / 1000, False)):
+        d = Diagnoser(LAYERS, PARAMS, (found := []).append, Thresholds(patience=3))
+        for step in range(61):
+            d.observe(step, stats(act__dead_frac=dead if step == 60 else np.full(4, np.nan)), lr=lr_at(step))
+        (f,) = found
+        assert ("the learning rate grew" in f.text) == noted, f.text
+        if noted:
+            assert "grew 56,348× over the last 60 steps" in f.text, f.text
+
+
 def test_all_zero_weight_gradients():
     (f,) = run_rule(5, param_grad__norm=np.array([0.0, 0.1, 0.0, 0.1, 0.0]))  # biases may still move
     assert f.rule == "zero_gradients" and "exactly 0" in f.text

@@ -274,3 +274,27 @@ def test_a_sigterm_the_user_handles_leaves_the_runs_open_to_their_handler(root):
     info = deepscope.open(root).info("p")
     assert (info.status, info.exit_reason) == ("finished", "interrupted (SIGTERM)")
     assert deepscope.open(root).run("p").series("checkpoint").value.tolist() == [1.0]
+
+
+def test_a_config_may_be_a_namespace_or_a_dataclass_and_nested_ones_are_settings_of_their_own(root):
+    import argparse
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Optim:
+        lr: float = 1e-3
+        betas: tuple = (0.9, 0.99)
+
+    @dataclasses.dataclass
+    class Config:
+        model: str = "mlp"
+        optim: Optim = dataclasses.field(default_factory=Optim)
+
+    args = argparse.Namespace(epochs=3, config=Config(), tags=["a"])
+    run = deepscope.init(dir=root, config=args)
+    run.finish()
+    info = deepscope.open(root).info(run.id)
+    assert info.config == {"epochs": 3, "config": {"model": "mlp", "optim": {"lr": 1e-3, "betas": [0.9, 0.99]}},
+                           "tags": ["a"]}  # fmt: skip
+    meta = json.loads((root / run.id / "run.json").read_text())
+    assert meta["config_flat"]["config.optim.lr"] == 1e-3 and meta["config_flat"]["config.model"] == "mlp"

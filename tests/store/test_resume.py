@@ -139,3 +139,16 @@ def test_values_logged_after_a_resume_from_an_earlier_checkpoint_keep_the_watchs
         _train(deepscope.init(dir=root, id="c", resume=True), model, 4, step0=5)
     steps = reopen(root, "c").series("train/loss").step.tolist()
     assert steps == sorted([*range(10), 5, 6, 7, 8])  # each of 5–8 twice: the first session and the resumed one
+
+
+def test_a_resume_logging_earlier_steps_than_its_watch_counts_says_how_to_align_them(root):
+    """Resumed without start_step after steps 0–9, the loop logs its checkpoint's steps from 5: the warning says the
+    watch counts on from step 10 and how to give it the checkpoint's step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    _train(deepscope.init(dir=root, id="w"), model, 10)
+    run = deepscope.init(dir=root, id="w", resume=True)
+    run.watch(model, torch.optim.SGD(model.parameters(), lr=0.01), diagnose=False)
+    with pytest.warns(RuntimeWarning, match=r"count on from step 10: .* run.watch\(\.\.\., start_step=5\)"):
+        run.log({"train/loss": 1.0}, step=5)
+    run.finish()

@@ -246,12 +246,17 @@ class Diagnoser:
     def _lr_note(self) -> str:
         """When the learning rate grew far within the last ``LR_WINDOW`` recorded steps (a schedule gone wrong, a
         learning-rate range test), a finding that follows from a rate too high says so: the cause users look for
-        last. Over a whole window only: a warm-up from near 0 multiplies the rate by thousands from its first step,
-        but by less than 10 over any window of 100 steps past its first 110."""
-        if len(self._lr_recent) < LR_WINDOW:
+        last. A warm-up from near 0 multiplies the rate by thousands from its first step, but by less than 10 over
+        any window of 100 steps past its first 110; within the first window, only a rate growing faster than a line
+        is named (a range test's exponential: half-way through its growth it is still far below its end, where a
+        linear warm-up is at half of it)."""
+        recent = self._lr_recent
+        if len(recent) < LR_EARLY:
             return ""
-        (s0, lr0), (s1, lr) = self._lr_recent[0], self._lr_recent[-1]
+        (s0, lr0), (s1, lr) = recent[0], recent[-1]
         if not lr >= LR_GROWTH_NOTED * lr0:
+            return ""
+        if len(recent) < LR_WINDOW and not recent[len(recent) // 2][1] <= LR_CONVEX * lr:
             return ""
         return f"; the learning rate grew {lr / lr0:,.0f}× over the last {s1 - s0} steps ({lr0:.3g} → {lr:.3g})"
 
@@ -260,6 +265,8 @@ class Diagnoser:
 _SIGNS_OF_A_HIGH_RATE = {"dead_units", "zero_gradients", "nonfinite", "exploding_gradients", "update_ratio_high"}
 LR_GROWTH_NOTED = 10.0
 LR_WINDOW = 100  # recorded steps
+LR_EARLY = 20  # recorded steps before which no growth is named
+LR_CONVEX = 0.35  # within the first window: the rate half-way through, at most this share of the last one
 
 # Layers whose weights are no step of depth: a norm's gains sit near 1 and an embedding's rows are read a few at a
 # time, so their gradients are orders of magnitude off the matrices' beside them (a transformer's gradient-flow line

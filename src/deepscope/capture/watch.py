@@ -15,13 +15,16 @@ model; passes in eval mode or under ``no_grad`` are not recorded.
 from __future__ import annotations
 
 import time
+import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..notices import notice
 from . import reducers as R
@@ -67,6 +70,9 @@ WEIGHT_POSITIONS_STEPS = 16
 
 # With an optimizer, this many training forward passes in one step draw a warning: it seems never to step.
 STALLED_PASSES = 1000
+# Steps of another optimizer of the model in a row, without one of the watched optimizer, after which watch follows
+# it (a new optimizer after unfreezing layers). Two optimizers stepping one model in turn are left as they are.
+FOLLOW_AFTER = 2
 
 
 def histogram_step(step: int, every: int) -> bool:
@@ -165,6 +171,19 @@ class Watcher:
         self._has_data = False
         self._in_step = False
         self._passes = 0  # training forward passes of the model in this step (with an optimizer)
+        # Once a step was taken after passes in eval mode with gradients only (a model trained in eval mode, to
+        # freeze its BatchNorm statistics), every pass with gradients is a training pass.
+        self._trains_in_eval = False
+        self._eval_grad_passes = 0  # forward passes in eval mode with gradients in this step
+        # another optimizer that steps this model (a replaced one): followed once it keeps stepping alone
+        self.follow: Callable[[torch.optim.Optimizer], None] | None = None  # set by Run.watch
+        self.watch_kwargs: dict[str, Any] = {}  # what run.watch was given, for a watch that follows a new optimizer
+        self._model_params = {id(p) for p in model.parameters()}
+        self._trains_model: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+        self._foreign_steps = 0
+        self.opened_after_step = False  # made by following a new optimizer right after its step: a loss logged
+        # before the next forward pass is that step's
+        self._on_other_step = self._guard("follow", self._other_optimizer_step)
         self._last_end = time.perf_counter()
         self._set_flags()
 
@@ -191,6 +210,7 @@ class Watcher:
                 if scaler is not None:
                     self.scope.add(ScalerStepHook(scaler, self._scaler_step))
                 self.scope.add(model.register_forward_pre_hook(eager(self._guard("passes", self._count_pass))))
+                _follow_steps(self)
             else:
                 self.scope.add(model.register_forward_pre_hook(eager(self._guard("model", self._before_forward))))
         except BaseException:
@@ -204,7 +224,7 @@ class Watcher:
         if self.scope.closed:
             return None
         if self.optimizer is not None and not self._passes:  # after an optimizer step
-            return max(self.step - 1, self.config.start_step)
+            return max(self.step - 1, self.config.start_step - self.opened_after_step)
         return self.step
 
     def _set_flags(self) -> None:
@@ -253,6 +273,16 @@ class Watcher:
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._optimizer_steps += 1
+        self._foreign_steps = 0
+        if not self._passes and self._eval_grad_passes and not self._trains_in_eval:
+            self._trains_in_eval = True  # a step after passes in eval mode only: the model trains in eval mode
+            self._warn_once(
+                "eval training",
+                "deepscope.watch: the model is trained in eval mode (model.eval(), e.g. to freeze BatchNorm): its "
+                f"forward passes with gradients are recorded as training passes from step {self.step + 1} on (run "
+                "evaluations under torch.no_grad() to keep them out)",
+            )
+        self._eval_grad_passes = 0
         self._weights_stats()  # other rows than the side thread's: it is waited for in end_step
         self.end_step()
 
@@ -344,7 +374,8 @@ class Watcher:
         broken = self._broken
 
         def hook(mod: nn.Module, args: Any, output: Any) -> None:
-            if not (self._recording and mod.training) or where in broken or not torch.is_grad_enabled():
+            training = mod.training or self._trains_in_eval
+            if not (self._recording and training) or where in broken or not torch.is_grad_enabled():
                 return
             try:
                 t = output if type(output) is torch.Tensor else first_tensor(output)
@@ -426,10 +457,39 @@ class Watcher:
             b.rows[r][:k].mul_(scale)
         return k
 
+    def _other_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """Any optimizer's step (a global hook): one that trains this model's parameters — all those the watched one
+        trained, and maybe more (unfrozen since) —, stepping while the watched one does not, replaces it. Its steps
+        close this watch's steps, and a new watch follows it (``follow``), with the parameters that train now."""
+        if optimizer is self.optimizer or self.follow is None or self.scope.closed:
+            return
+        trains = self._trains_model.get(optimizer)
+        if trains is None:  # it trains what the watched one trained, and this model: it replaces it (another
+            # optimizer of other parameters — a GAN's discriminator, a critic stepping more often — does not)
+            ids = lambda o: {id(p) for g in getattr(o, "param_groups", []) for p in g.get("params", [])}  # noqa: E731
+            theirs = ids(optimizer)
+            trains = bool(theirs & self._model_params) and ids(self.optimizer) <= theirs
+            self._trains_model[optimizer] = trains
+        if not trains:
+            return
+        self._foreign_steps += 1
+        if self._foreign_steps < FOLLOW_AFTER:
+            return
+        for _ in range(self._foreign_steps):  # the steps it took: closed here, as the watched optimizer's would be
+            self._weights_stats()
+            self.end_step()
+            for f in self.on_skipped_step:  # the step timer's
+                f()
+        self._foreign_steps = 0
+        self.follow(optimizer)  # this watch closes; the new one starts at the next step
+
     def _count_pass(self, module: nn.Module, args: Any) -> None:
         """A training forward pass of the model (with an optimizer); warns once when the optimizer never seems to
         step. Counted on every step, recorded or not."""
-        if not (module.training and torch.is_grad_enabled()):
+        grad = torch.is_grad_enabled()
+        if grad and not module.training and not self._trains_in_eval:
+            self._eval_grad_passes += 1
+        if not (grad and (module.training or self._trains_in_eval)):
             return
         self._passes += 1
         if self._passes == STALLED_PASSES:
@@ -437,9 +497,9 @@ class Watcher:
                 "stalled",
                 f"deepscope.watch: {STALLED_PASSES} training forward passes without a step of the optimizer given to "
                 "watch: their statistics are pooled into one step, written when it steps. Is it the optimizer that "
-                "trains the model? A new optimizer needs a new watch (run.unwatch(), then run.watch(model, "
-                "optimizer=new)); a wrapper that does not call torch.optim.Optimizer.__init__ runs no step hooks: "
-                "pass the optimizer inside it.",
+                "trains the model? (A torch optimizer of all its parameters that steps instead is followed by "
+                "itself.) A wrapper that does not call torch.optim.Optimizer.__init__ runs no step hooks: pass the "
+                "optimizer inside it; updates written by hand need watch without an optimizer.",
             )
 
     def _count_units(self, i: int, t: torch.Tensor) -> None:
@@ -556,6 +616,7 @@ class Watcher:
 
         With an optimizer, passes after its last step (a training-mode forward to measure accuracy) are not a step:
         no optimizer step closed them."""
+        _followers.discard(self)
         try:
             self._p.close()
             if not self.scope.closed and self.optimizer is None and (self._has_data or self._in_step):
@@ -569,3 +630,22 @@ class Watcher:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+# Every optimizer's steps reach the watches that have an optimizer through one global hook, registered once: a
+# watch that follows a new optimizer is made inside it, where adding or removing a global hook would change the
+# hooks torch is iterating over.
+_followers: weakref.WeakSet[Watcher] = weakref.WeakSet()
+_global_hook: Any = None
+
+
+def _follow_steps(watcher: Watcher) -> None:
+    global _global_hook
+    if _global_hook is None:
+        _global_hook = register_optimizer_step_post_hook(_any_optimizer_step)
+    _followers.add(watcher)
+
+
+def _any_optimizer_step(optimizer: Any, args: Any, kwargs: Any) -> None:
+    for watcher in list(_followers):
+        watcher._on_other_step(optimizer, args, kwargs)

@@ -48,6 +48,51 @@ def _json_default(obj: Any) -> Any:
     return repr(obj)
 
 
+def config_dict(config: Any) -> dict[str, Any]:
+    """A run's config as a plain dict: a mapping (a dict, OmegaConf's DictConfig), an ``argparse.Namespace``, a
+    dataclass, or an object with ``to_dict()`` (a Hugging Face config) — and so, recursively, the values inside it,
+    which then filter and sort as settings of their own instead of their repr. ``TypeError`` for anything else."""
+    out = _as_mapping(config)
+    if out is None:
+        raise TypeError(f"deepscope.init: config must be a dict (or an argparse.Namespace, a dataclass, an object with "
+                        f"to_dict()), got {type(config).__name__}")  # fmt: skip
+    return out
+
+
+def _as_mapping(value: Any) -> dict[str, Any] | None:
+    import argparse
+    import dataclasses
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        items = dict(value)
+    elif isinstance(value, argparse.Namespace):
+        items = vars(value)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    elif callable(getattr(value, "to_dict", None)) and not isinstance(value, type):
+        try:
+            items = value.to_dict()
+        except Exception:  # a to_dict() that needs arguments, or fails: not a config
+            return None
+        if not isinstance(items, Mapping):
+            return None
+    else:
+        return None
+    return {str(k): _config_value(v) for k, v in items.items()}
+
+
+def _config_value(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    nested = _as_mapping(value)
+    if nested is not None:
+        return nested
+    if isinstance(value, (list, tuple)):
+        return [_config_value(v) for v in value]
+    return value
+
+
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"opt": {"lr": 1e-3}}`` → ``{"opt.lr": 1e-3}``; values that are not JSON scalars become their repr."""
     flat: dict[str, Any] = {}
