@@ -354,9 +354,13 @@ class Run:
         with that optimizer, from the step the old one reached — with the parameters that train now."""
         if old not in self._watchers:
             return
-        notice(f"deepscope.watch: another optimizer steps the watched model ({type(optimizer).__name__}, a new one "
-               f"after unfreezing layers?): the watch follows it from step {old.step}, with the parameters that "
-               "train now", stacklevel=None)  # fmt: skip
+        if optimizer is old.optimizer:
+            notice(f"deepscope.watch: the optimizer has new parameter groups (unfrozen layers?): the watch records the "
+                   f"parameters that train now from step {old.step}", stacklevel=None)  # fmt: skip
+        else:
+            notice(f"deepscope.watch: another optimizer steps the watched model ({type(optimizer).__name__}, a new "
+                   f"one after unfreezing layers?): the watch follows it from step {old.step}, with the parameters "
+                   "that train now", stacklevel=None)  # fmt: skip
         self._retire(list(self._watchers))
         new = self.watch(old.model, optimizer, start_step=old.step, graph=False, **old.watch_kwargs)
         new.opened_after_step = True

@@ -96,3 +96,29 @@ def test_a_model_trained_in_eval_mode_is_recorded_after_one_warning(root):
     acts = r.layer_matrix("act", "mean")
     assert acts.step.tolist() == [1, 2, 3, 4]
     assert np.isfinite(acts.values).all() and np.abs(acts.values[acts.names.index("0")]).max() < 5  # not x * 100
+
+
+def test_a_parameter_group_added_to_the_watched_optimizer_is_recorded_from_then_on(root):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.SGD(model[2].parameters(), lr=1e-2)
+    with deepscope.init(dir=root) as run:
+        run.watch(model, optimizer=opt, diagnose=False)
+        with pytest.warns(RuntimeWarning, match="new parameter groups .* from step 6"):
+            for step, (x, y) in enumerate(batches(10)):
+                if step == 5:  # unfreeze the first layer into the same optimizer
+                    for p in model[0].parameters():
+                        p.requires_grad_(True)
+                    opt.add_param_group({"params": list(model[0].parameters()), "lr": 1e-3})
+                loss = nn.functional.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                run.log({"train/loss": loss})
+    r = reopen(root, run.id)
+    assert r.series("train/loss").step.tolist() == list(range(10))
+    assert r.layer_steps().tolist() == list(range(10))
+    grads = r.layer_matrix("param_grad", "norm")
+    assert np.isfinite(grads.values[grads.names.index("0.weight")]).tolist() == [False] * 6 + [True] * 4

@@ -181,6 +181,9 @@ class Watcher:
         self._model_params = {id(p) for p in model.parameters()}
         self._trains_model: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
         self._foreign_steps = 0
+        # parameter groups the watched optimizer had (one added later — unfrozen layers — means a new watch)
+        self._groups = len(getattr(optimizer, "param_groups", ()))
+        self._regrouped = False
         self.opened_after_step = False  # made by following a new optimizer right after its step: a loss logged
         # before the next forward pass is that step's
         self._on_other_step = self._guard("follow", self._other_optimizer_step)
@@ -274,6 +277,8 @@ class Watcher:
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self._optimizer_steps += 1
         self._foreign_steps = 0
+        if len(optimizer.param_groups) != self._groups:
+            self._regrouped = True  # the watch is renewed by the global hook, once the optimizer's own hooks ran
         if not self._passes and self._eval_grad_passes and not self._trains_in_eval:
             self._trains_in_eval = True  # a step after passes in eval mode only: the model trains in eval mode
             self._warn_once(
@@ -461,7 +466,11 @@ class Watcher:
         """Any optimizer's step (a global hook): one that trains this model's parameters — all those the watched one
         trained, and maybe more (unfrozen since) —, stepping while the watched one does not, replaces it. Its steps
         close this watch's steps, and a new watch follows it (``follow``), with the parameters that train now."""
-        if optimizer is self.optimizer or self.follow is None or self.scope.closed:
+        if self.follow is None or self.scope.closed:
+            return
+        if optimizer is self.optimizer:
+            if self._regrouped:
+                self.follow(optimizer)  # the same optimizer, with the parameters it trains now
             return
         trains = self._trains_model.get(optimizer)
         if trains is None:  # it trains what the watched one trained, and this model: it replaces it (another
