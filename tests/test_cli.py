@@ -158,3 +158,18 @@ def test_version():
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"deepscope {deepscope.__version__}"
+
+
+def test_serving_a_runs_own_directory_serves_the_runs_directory_above_it(tmp_path, capsys):
+    from deepscope.server.launch import prepare
+
+    with deepscope.init(dir=tmp_path, id="one") as run:
+        run.log({"loss": 1.0}, step=0)
+    prepared = prepare(tmp_path / "one", "127.0.0.1", 0, None)
+    try:
+        assert prepared.root == tmp_path.resolve()
+        assert "is the directory of run 'one'; serving the runs directory that holds it" in capsys.readouterr().out
+        series = deepscope.open(tmp_path).run("one").series("loss")
+        assert repr(series) == "Series(key='loss', 1 values, steps 0–0, last 1)"
+    finally:
+        prepared.sock.close()

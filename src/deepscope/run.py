@@ -114,6 +114,7 @@ class Run:
         self._next_step = 0
         self._last_step = -1
         self._warned_regression = False
+        self._warned_pace = False  # steps given to log() and the watch's steps drifting apart (said once)
         self._watchers: list[Any] = []
         self._next_watch_step = 0
         last = max(self._writer.flushed_step, runmeta.heartbeat(self.dir)[1] or -1) if resume else -1
@@ -199,6 +200,8 @@ class Run:
             step = self._next_step if watched is None else watched
         else:
             step = _check_step(step)
+            if self._watchers and not self._warned_pace and step >= PACE_AFTER:
+                self._check_pace(step)
         if step < self._last_step:
             self._flag_regression(step)
         self._last_step = step
@@ -447,6 +450,21 @@ class Run:
         if self.rank == 0:
             runmeta.write_json_atomic(self.dir / "run.json", self._meta)
 
+    def _check_pace(self, step: int) -> None:
+        """Steps given to ``log`` while a watch without an optimizer counts training forward passes as its steps: with
+        several passes per step (micro-batches), their steps drift apart — said once, with the way to align them."""
+        watcher = self._watchers[-1]
+        if getattr(watcher, "optimizer", True) is not None or watcher.scope.closed:
+            self._warned_pace = getattr(watcher, "optimizer", True) is not None  # its steps are the optimizer's
+            return
+        done = watcher.step - watcher.config.start_step
+        if done >= PACE_RATIO * (step + 1 - watcher.config.start_step):
+            self._warned_pace = True
+            notice(f"deepscope.watch: the watch has counted {done} training forward passes as steps while the steps "
+                   f"logged reached {step}: without an optimizer each forward pass is a step (several per logged step "
+                   "with micro-batches); give the optimizer, run.watch(model, optimizer=opt), to count its steps, or "
+                   "log without step= to take the watch's", stacklevel=None)  # fmt: skip
+
     def _flag_regression(self, step: int) -> None:
         text = f"step went backwards from {self._last_step} to {step} (a restart?); values are kept"
         self._writer.add_event(step, time.time(), "step_regression", "warning", text, None)
@@ -462,6 +480,10 @@ class Run:
     def _emit_writer_warnings(self) -> None:
         while self._writer.warnings:
             notice(self._writer.warnings.popleft(), stacklevel=3)
+
+
+PACE_AFTER = 20  # logged steps before the watch's pace is compared with them
+PACE_RATIO = 1.8  # watch steps per logged step from which they are said to drift apart
 
 
 def _check_scalar(key: str, v: Any) -> bool:

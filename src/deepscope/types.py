@@ -53,6 +53,12 @@ class Series:
     def __len__(self) -> int:
         return len(self.step)
 
+    def __repr__(self) -> str:
+        if not len(self.step):
+            return f"Series(key={self.key!r}, no values)"
+        return (f"Series(key={self.key!r}, {len(self.step):,} values, steps {int(self.step[0])}–{int(self.step[-1])}, "
+                f"last {float(self.value[-1]):.6g})")  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Downsampled:

@@ -122,3 +122,23 @@ def test_a_parameter_group_added_to_the_watched_optimizer_is_recorded_from_then_
     assert r.layer_steps().tolist() == list(range(10))
     grads = r.layer_matrix("param_grad", "norm")
     assert np.isfinite(grads.values[grads.names.index("0.weight")]).tolist() == [False] * 6 + [True] * 4
+
+
+def test_logged_steps_that_drift_from_a_watch_without_an_optimizer_are_warned_about_once(root):
+    """No optimizer given, four micro-batches a step, the loop logs its own step: the watch counts four steps per
+    logged one — one warning names the way out."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    with deepscope.init(dir=root) as run:
+        run.watch(model, diagnose=False)
+        with pytest.warns(RuntimeWarning, match=r"counted \d+ training forward passes .* optimizer=opt") as seen:
+            data = batches(4 * 30)
+            for step in range(30):
+                for _ in range(4):
+                    x, y = next(data)
+                    (nn.functional.cross_entropy(model(x), y) / 4).backward()
+                opt.step()
+                opt.zero_grad()
+                run.log({"train/loss": 1.0}, step=step)
+        assert len([w for w in seen if "training forward passes" in str(w.message)]) == 1

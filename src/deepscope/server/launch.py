@@ -89,11 +89,16 @@ class Prepared:
     sock: socket.socket
     urls: list[str]
     token: str | None
+    root: Path  # the runs directory served
 
 
 def prepare(root: str | os.PathLike[str] | None, host: str, port: int | None, token: str | None) -> Prepared:
     """Everything short of running: the runs directory (created if missing), token, socket, app, URLs."""
     root = (Path(root) if root is not None else default_dir()).resolve()
+    if (root / "run.json").is_file():  # one run's directory: its runs directory is the one above it
+        print(f"deepscope: {root} is the directory of run {root.name!r}; serving the runs directory that holds it, "
+              f"{root.parent}", flush=True)  # fmt: skip
+        root = root.parent
     if not root.exists():
         print(f"deepscope: {root} does not exist yet; created it (runs written there will appear)", flush=True)
     root.mkdir(parents=True, exist_ok=True)
@@ -104,7 +109,7 @@ def prepare(root: str | os.PathLike[str] | None, host: str, port: int | None, to
         app, log_config=None, log_level="warning", access_log=False, ws="none", timeout_graceful_shutdown=3
     )
     bound_port = sock.getsockname()[1]
-    return Prepared(_Server(config, app.state.live), sock, urls(host, bound_port, token), token)
+    return Prepared(_Server(config, app.state.live), sock, urls(host, bound_port, token), token, root)
 
 
 def serve(
@@ -116,7 +121,7 @@ def serve(
 ) -> None:
     """Serve the dashboard for the runs in ``root`` until Ctrl-C (see ``deepscope.serve``)."""
     prepared = prepare(root, host, port, token)
-    print(f"deepscope: serving {Path(root or default_dir()).resolve()}", flush=True)
+    print(f"deepscope: serving {prepared.root}", flush=True)
     for url in prepared.urls:
         print(f"deepscope: open {url}", flush=True)
     if open_browser:
