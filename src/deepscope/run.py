@@ -99,8 +99,9 @@ class Run:
             "world_size": self.world_size,
             **runmeta.environment(),
         }
-        if resume and (old := runmeta.read_json(self.dir / "run.json")):
-            self._keep_metadata(old, project, name, config, tags, notes)
+        previous = runmeta.read_json(self.dir / "run.json") if resume else None
+        if previous:
+            self._keep_metadata(previous, project, name, config, tags, notes)
         self._stream_dir = self.dir / "streams" / str(self.rank)
         self._write_meta()
         self._writer = StreamWriter(self._stream_dir, flush_interval=flush_interval, ensure_dir=self._write_meta)
@@ -124,6 +125,13 @@ class Run:
             # own step; going back is flagged).
             self._last_step = last
             self._next_step = self._next_watch_step = last + 1
+        if previous and self.rank == 0:  # the history keeps how the run had ended, and where it went on
+            was = previous.get("status", "running")
+            why = previous.get("exit_reason")
+            if was == "running":  # never finished: its process was killed, or another one still writes it
+                was, why = "not finished", why or "its process died without finishing it?"
+            text = f"resumed; it was {was}" + (f" ({why})" if why else "")
+            self._writer.add_event(last + 1 if last >= 0 else None, time.time(), "resumed", "info", text, None)
         _register(self)
 
     def _keep_metadata(

@@ -152,3 +152,14 @@ def test_a_resume_logging_earlier_steps_than_its_watch_counts_says_how_to_align_
     with pytest.warns(RuntimeWarning, match=r"count on from step 10: .* run.watch\(\.\.\., start_step=5\)"):
         run.log({"train/loss": 1.0}, step=5)
     run.finish()
+
+
+def test_a_resume_records_how_the_run_had_ended(root):
+    run = deepscope.init(dir=root, id="e")
+    run.log({"x": 1.0}, step=3)
+    run.finish("crashed", "ValueError: boom")
+    again = deepscope.init(dir=root, id="e", resume=True)
+    again.log({"x": 2.0})
+    again.finish()
+    events = [(e.step, e.kind, e.text) for e in reopen(root, "e").events()]
+    assert events == [(4, "resumed", "resumed; it was crashed (ValueError: boom)")]
