@@ -676,6 +676,37 @@ def test_gradient_flow_leaves_norm_gains_and_embeddings_off_the_depth_axis(page,
     assert held(page, "flow")["runs"][run]["names"] == ["emb.weight", "fc1.weight", "ln.weight", "fc2.weight"]
 
 
+class RecurrentLM(nn.Module):
+    """An embedding, an LSTM, a multi-head attention and a head: weights named `weight_ih_l0`, `in_proj_weight`…"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.ln = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, ids):
+        x, _ = self.lstm(self.emb(ids))
+        a, _ = self.attn(x, x, x)
+        return self.head(self.ln(x + a)).mean(1)
+
+
+def test_gradient_flow_keeps_recurrent_and_attention_weights_beside_norms_and_embeddings(page, serve, tmp_path):
+    """An LSTM's `weight_ih_l0` and an attention's `in_proj_weight` are weights (the server's rule): ticking "norms &
+    embeddings" adds the embedding and the norm's gain to them, it does not take them away."""
+    torch.manual_seed(0)
+    run = fit(tmp_path, "lstm", RecurrentLM(), lambda: torch.randint(10, (4, 6)), 5)
+    open_internals(page, serve(tmp_path).url, f"runs={run}&panel=flow")
+    wait_for(page, "() => Object.keys(window.__deepscope.internals.flow?.runs ?? {}).length === 1")
+    depth = ["lstm.weight_ih_l0", "lstm.weight_hh_l0", "attn.in_proj_weight", "attn.out_proj.weight", "head.weight"]
+    assert held(page, "flow")["runs"][run]["names"] == depth
+    page.get_by_label("Norms and embeddings").check()
+    wait_for(page, "(id) => window.__deepscope.internals.flow.runs[id].names.length !== 5", run)
+    assert held(page, "flow")["runs"][run]["names"] == ["emb.weight", *depth[:4], "ln.weight", "head.weight"]
+
+
 def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tmp_path):
     """Two learning rates of one model: the layer's statistics of both runs, each in its colour (which run made this
     layer die, and when); a run of another model, without the layer or with another module at its path, stays out."""
