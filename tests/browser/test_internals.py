@@ -223,6 +223,19 @@ def test_zoom_refetches_the_range_and_a_cell_opens_the_layer(page, watched, serv
     assert "sample of 4,096" in caption.locator(".sampled").get_attribute("title")
 
 
+def test_a_double_click_on_the_overview_zooms_out_and_opens_no_layer(page, watched, server_url):
+    """The first click of a double-click is no click on a cell: the overview zooms out and stays."""
+    sig = watched["sig"]
+    open_internals(page, server_url, f"runs={sig}&run={sig}&steps=10,30")
+    o = overview_ready(page, "act", "mean", 21)
+    box = page.get_by_test_id("layer-matrix").bounding_box()
+    page.mouse.dblclick(box["x"] + o["labelW"] + o["plotW"] / 2, box["y"] + 2.5 * o["rowH"])
+    overview_ready(page, "act", "mean", STEPS)
+    page.wait_for_timeout(600)  # longer than a click waits for a second one
+    view = page.evaluate("() => window.__deepscope.view()")
+    assert view["panel"] == "overview" and view["stepZoom"] is None and view["selectedStep"] is None
+
+
 def test_layer_detail_distribution_holds_the_recorded_bins(page, watched, server_url, tmp_path):
     sig = watched["sig"]
     open_internals(page, server_url, f"runs={sig}&run={sig}&panel=layer&layer=0.7&step=30")
