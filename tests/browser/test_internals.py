@@ -720,6 +720,23 @@ def test_gradient_flow_keeps_recurrent_and_attention_weights_beside_norms_and_em
     assert held(page, "flow")["runs"][run]["names"] == ["emb.weight", *depth[:4], "ln.weight", "head.weight"]
 
 
+def test_parameters_are_rows_of_the_module_their_path_names(page, serve, tmp_path):
+    """An attention's own `in_proj_weight` sits in its group beside its `out_proj`'s parameters, and an LSTM's
+    `weight_ih_l0`… in the LSTM's group: every parameter under its module, whatever its name."""
+    torch.manual_seed(0)
+    run = fit(tmp_path, "lstm", RecurrentLM(), lambda: torch.randint(10, (4, 6)), 3)
+    open_internals(page, serve(tmp_path).url, f"runs={run}&run={run}&kind=param_grad&stat=norm")
+    o = overview_ready(page, "param_grad", "norm")
+    lstm = ["lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0"]
+    attn = ["attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj", "attn.out_proj.weight", "attn.out_proj.bias"]
+    assert o["displayRows"] == [
+        "emb.weight", "lstm", *lstm, "attn", *attn, "ln", "ln.weight", "ln.bias", "head", "head.weight", "head.bias"
+    ]  # fmt: skip
+    page.get_by_role("button", name="Collapse all").click()
+    wait_for(page, "() => window.__deepscope.internals.overview.displayRows.length === 5")
+    assert held(page, "overview")["displayRows"] == ["emb.weight", "lstm", "attn", "ln", "head"]
+
+
 def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tmp_path):
     """Two learning rates of one model: the layer's statistics of both runs, each in its colour (which run made this
     layer die, and when); a run of another model, without the layer or with another module at its path, stays out."""
