@@ -170,6 +170,30 @@ def test_overview_draws_the_server_matrix_and_switches_kind_and_stat(page, watch
     assert "stat=update_ratio" in page.url and "kind=weight" in page.url
 
 
+def test_a_kind_opens_on_its_own_statistic_unless_one_was_chosen(page, watched, server_url):
+    """Activations open on their mean; parameter gradients then open on their L2 norm, not on that mean. A statistic
+    picked in the menu stays as the kind changes, where the new kind records it."""
+    sig = watched["sig"]
+    open_internals(page, server_url, f"runs={sig}&run={sig}")
+    overview_ready(page, "act", "mean")
+
+    def choose(kind: str, stat: str) -> None:
+        page.locator(f"[data-kind={kind}]").click()
+        overview_ready(page, "weight" if kind == "update_ratio" else kind, stat)
+
+    choose("param_grad", "norm")
+    assert page.evaluate("() => window.__deepscope.view().colorLog") is True  # the norm's own scale
+    choose("act", "mean")
+    page.get_by_label("Statistic", exact=True).select_option("std")
+    overview_ready(page, "act", "std")
+    choose("weight", "std")
+    choose("update_ratio", "update_ratio")
+    choose("param_grad", "norm")
+    page.get_by_label("Statistic", exact=True).select_option("mean")  # the mean, picked: kept
+    overview_ready(page, "param_grad", "mean")
+    choose("weight", "mean")
+
+
 def test_the_colour_legend_says_what_lies_beyond_its_percentiles(page, watched, server_url):
     """The overview's colours span the 1st–99th percentile of what is shown; the legend marks its ends ≤ / ≥ and
     names the extremes the end colours stand for."""
