@@ -211,6 +211,52 @@ def test_the_colour_legend_says_what_lies_beyond_its_percentiles(page, watched, 
     assert "values up to" in legend.get_attribute("title")
 
 
+def test_a_divergence_takes_the_end_colours_and_the_steps_before_it_show(page, serve, tmp_path):
+    """Means up to 1e18 over the last quarter of the steps (weights multiplied by 80 a step): the diverging scale ends
+    where the steps before them show in colour, not at ±1e18 (which left every one of them white); the divergence
+    takes the end colours, and the legend says which values lie beyond."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with deepscope.init(dir=tmp_path, name="diverging") as run:
+        run.watch(model, opt, histograms_every=0, print_findings=False)
+        for step in range(40):
+            loss = model(torch.randn(16, 8)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step >= 30:
+                opt.param_groups[0]["lr"] = 0.0
+                with torch.no_grad():
+                    model[0].weight.mul_(80.0)
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}&stat=mean")
+    o = overview_ready(page, "act", "mean", 40)
+    legend = page.get_by_test_id("color-legend")
+    assert float(legend.get_attribute("data-above")) > 1e15  # the premise: diverged, finite
+    end = float(legend.locator(".ticks span").last.inner_text().lstrip("≥"))
+    assert 0 < end < 100  # the scale's end: the steps before the divergence
+    cw = o["plotW"] / o["cols"]
+
+    def pixels(row: int) -> list[list[int]]:
+        return page.evaluate(
+            """([x0, cw, y, n]) => { const c = document.querySelector('[data-testid=layer-matrix]');
+                const d = window.devicePixelRatio || 1, ctx = c.getContext('2d');
+                const at = (i) => ctx.getImageData(Math.round((x0 + (i + 0.5) * cw) * d), Math.round(y * d), 1, 1);
+                return Array.from({length: n}, (_, i) => Array.from(at(i).data));
+            }""",
+            [o["labelW"], cw, (row + 0.5) * o["rowH"], o["cols"]],
+        )
+
+    def white(px: list[int]) -> bool:
+        return max(abs(c - 247) for c in px[:3]) < 25
+
+    for row in (0, 2):  # the Linear layers: signed means
+        px = pixels(row)
+        assert sum(not white(p) for p in px[:30]) >= 15  # before the divergence: coloured, not white
+        assert all(not white(p) for p in px[33:])  # the divergence: end colours
+    assert "percentile" in legend.get_attribute("title")
+
+
 def test_zoom_refetches_the_range_and_a_cell_opens_the_layer(page, watched, server_url):
     sig = watched["sig"]
     open_internals(page, server_url, f"runs={sig}&run={sig}")
