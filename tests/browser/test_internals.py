@@ -355,6 +355,40 @@ def test_gradient_flow_overlays_runs_and_scrubs(page, watched, server_url, tmp_p
     assert "step=20" in page.url
 
 
+def flow_axes_apart(axes: dict) -> None:
+    """The gradient flow's tick labels never overprint: level ones apart by half of both widths and more, turned ones
+    by a line across their direction; a tick per label; the y axis's labels a line apart."""
+    xs = axes["x"]
+    assert axes["ticks"] == len(xs) and all(x["v"] == int(x["v"]) for x in xs)  # at weights, each labelled
+    sin = math.sin(math.radians(axes["tilt"]))
+    for a, b in zip(xs, xs[1:]):
+        dx = b["pos"] - a["pos"]
+        assert dx * sin >= 12 if axes["tilt"] else dx >= (a["w"] + b["w"]) / 2 + 4
+    ys = sorted(y["pos"] for y in axes["y"])
+    assert len(ys) >= 2 and all(b - a >= 12 for a, b in zip(ys, ys[1:]))
+
+
+def test_gradient_flow_axes_tick_each_weight_once_and_never_overprint(page, watched, server_url, serve, tmp_path):
+    """Three weights: three ticks, level labels (there were 25 ticks between them); forty: every k-th weight labelled,
+    as many as keep their labels apart."""
+    relu = watched["relu"]
+    open_internals(page, server_url, f"runs={relu}&panel=flow")
+    wait_for(page, "() => window.__deepscope.internals.flowAxes?.update_ratio?.x?.length === 3")
+    axes = held(page, "flowAxes")
+    for stat in ("norm", "update_ratio"):
+        assert [x["label"] for x in axes[stat]["x"]] == ["0.0", "0.2", "1"] and axes[stat]["tilt"] == 0
+        flow_axes_apart(axes[stat])
+
+    torch.manual_seed(0)
+    deep = nn.Sequential(*[m for _ in range(40) for m in (nn.Linear(8, 8), nn.Tanh())], nn.Linear(8, 2))
+    run = fit(tmp_path, "deep", deep, lambda: torch.randn(4, 8), 3, lr=0.01)
+    open_internals(page, serve(tmp_path).url, f"runs={run}&panel=flow")
+    wait_for(page, "() => window.__deepscope.internals.flowAxes?.norm?.x?.length >= 5")
+    axes = held(page, "flowAxes")["norm"]
+    assert 5 <= len(axes["x"]) < 41  # some of the 41 weights, evenly
+    flow_axes_apart(axes)
+
+
 def test_a_diagnosis_opens_its_evidence(page, watched, server_url, tmp_path):
     sig, relu = watched["sig"], watched["relu"]
     page.goto(f"{server_url}?runs={sig},{relu}")  # the first screen: charts with the run picker
