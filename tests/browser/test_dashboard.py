@@ -190,6 +190,24 @@ def test_a_chart_enlarges_over_the_others_shares_their_zoom_and_closes(page, ser
     assert console.errors == []
 
 
+def test_the_controls_stay_usable_over_an_enlarged_chart(page, server, store):
+    """The enlarged chart lies below the controls: Log y and Smoothing change it as it is shown (it covered them)."""
+    run = store["long"]
+    open_page(page, f"{server}?runs={run}&smooth=0&chart=train%2Floss")
+    big = page.locator('figure[data-big-chart="train/loss"]')
+    big.wait_for()
+    box = big.bounding_box()
+    for label in ("Log scale", "Smoothing", "Search metrics"):
+        ctl = page.get_by_label(label).bounding_box()
+        assert ctl["y"] + ctl["height"] <= box["y"]  # above the chart, not under it
+    page.get_by_label("Log scale").check(timeout=3000)
+    wait_for(page, "() => window.__deepscope.view().log === true")
+    page.get_by_label("Smoothing").fill("0.5", timeout=3000)
+    wait_for(page, "() => window.__deepscope.view().smoothing === 0.5")
+    assert "chart=train%2Floss" in page.url and big.is_visible()  # still enlarged
+    assert box["y"] + box["height"] <= page.viewport_size["height"]
+
+
 def test_x_axis_modes(page, server, store):
     run = store["short"]
     open_page(page, f"{server}?runs={run}")
