@@ -493,6 +493,11 @@ def test_ranks_view_flags_the_slow_rank(page, watched, server_url, tmp_path):
     ]
     assert swatches == ["rgb(68, 1, 84)", "rgb(189, 223, 38)"]
     assert page.get_by_test_id("no-divergence").count() == 0  # two ranks: the divergence chart
+    # what "busy" is, said once above the bars and on each rank's figure
+    note = " ".join(page.get_by_test_id("busy-note").inner_text().split())
+    assert note.startswith("busy = data + forward: the time before a rank reaches the gradient all-reduce")
+    assert "1.25× the fastest rank's" in note
+    assert page.locator('[data-rank="1"] .busy').get_attribute("title").startswith("busy = data + forward")
     shot(page, "internals-ranks.png", tmp_path)
     one = watched["relu"]
     open_internals(page, server_url, f"runs={one}&run={one}&panel=ranks")
