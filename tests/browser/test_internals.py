@@ -355,6 +355,48 @@ def test_gradient_flow_overlays_runs_and_scrubs(page, watched, server_url, tmp_p
     assert "step=20" in page.url
 
 
+def test_findings_of_one_kind_are_one_card_listing_them_with_a_likely_cause(page, serve, tmp_path):
+    """Six saturated layers are one card naming how many and when, its findings listed when opened, each with its
+    evidence; a card whose text names no cause says a likely one, one whose text asks its own ("learning rate too
+    high?") adds none."""
+    torch.manual_seed(0)
+    run = fit(tmp_path, "saturating", sigmoid_mlp(depth=6, hidden=16), lambda: torch.randn(4, 64), 3)
+    saturated = [("0.1", 2), ("0.3", 1), ("0.5", 2), ("0.7", 0), ("0.9", 1), ("0.11", 2)]
+    with deepscope.init(dir=tmp_path, id=run, resume=True) as r:  # findings written as the diagnoser writes them
+        for layer, step in saturated:
+            text = f"layer {layer} (Sigmoid): 90% of outputs saturated at the sigmoid's limits (mean activation 0.020)"
+            r.event("diagnosis/saturation", text, step=step, severity="warning", key=layer)
+        r.event(
+            "diagnosis/dead_units", "layer 0.1: 80% of its units never fired", step=2, severity="warning", key="0.1"
+        )
+        ratio = "median update/weight ratio is 3.0e-01 (healthy is about 1e-3): learning rate too high?"
+        r.event("diagnosis/update_ratio_high", ratio, step=2, severity="warning")
+    open_internals(page, serve(tmp_path).url, f"runs={run}&run={run}&panel=diagnoses")
+    wait_for(page, "() => (window.__deepscope.internals.diagnoses ?? []).length === 3")
+    cards = {d["kind"]: d for d in held(page, "diagnoses")}
+    sat = cards["diagnosis/saturation"]
+    assert [(i["key"], i["step"]) for i in sat["items"]] == sorted(saturated, key=lambda ls: (ls[1], float(ls[0][2:])))
+    assert (
+        sat["cause"]
+        and cards["diagnosis/dead_units"]["cause"]
+        and cards["diagnosis/update_ratio_high"]["cause"] is None
+    )
+    card = page.locator("li[data-rule=saturation]")
+    assert card.get_attribute("data-count") == "6"
+    assert " ".join(card.locator("button.title").inner_text().split()).lower() == "saturation 6 layers steps 0–2"
+    assert "Likely cause:" in card.get_by_test_id("finding-cause").inner_text()
+    assert page.locator("li[data-rule=update_ratio_high]").get_by_test_id("finding-cause").count() == 0
+    items = card.locator("li.item")
+    assert not items.first.is_visible()  # listed when opened
+    card.locator("summary").click()
+    assert items.count() == 6 and items.nth(4).is_visible()
+    item = card.locator('li.item[data-key="0.5"]')
+    item.get_by_role("button", name="evidence →").click()
+    overview_ready(page, "act", "sat_frac")
+    view = page.evaluate("() => window.__deepscope.view()")
+    assert view["panel"] == "overview" and view["selectedLayer"] == "0.5" and view["selectedStep"] == 2
+
+
 def flow_axes_apart(axes: dict) -> None:
     """The gradient flow's tick labels never overprint: level ones apart by half of both widths and more, turned ones
     by a line across their direction; a tick per label; the y axis's labels a line apart."""
