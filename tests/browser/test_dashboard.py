@@ -190,6 +190,24 @@ def test_a_chart_enlarges_over_the_others_shares_their_zoom_and_closes(page, ser
     assert console.errors == []
 
 
+def test_the_controls_stay_usable_over_an_enlarged_chart(page, server, store):
+    """The enlarged chart lies below the controls: Log y and Smoothing change it as it is shown (it covered them)."""
+    run = store["long"]
+    open_page(page, f"{server}?runs={run}&smooth=0&chart=train%2Floss")
+    big = page.locator('figure[data-big-chart="train/loss"]')
+    big.wait_for()
+    box = big.bounding_box()
+    for label in ("Log scale", "Smoothing", "Search metrics"):
+        ctl = page.get_by_label(label).bounding_box()
+        assert ctl["y"] + ctl["height"] <= box["y"]  # above the chart, not under it
+    page.get_by_label("Log scale").check(timeout=3000)
+    wait_for(page, "() => window.__deepscope.view().log === true")
+    page.get_by_label("Smoothing").fill("0.5", timeout=3000)
+    wait_for(page, "() => window.__deepscope.view().smoothing === 0.5")
+    assert "chart=train%2Floss" in page.url and big.is_visible()  # still enlarged
+    assert box["y"] + box["height"] <= page.viewport_size["height"]
+
+
 def test_x_axis_modes(page, server, store):
     run = store["short"]
     open_page(page, f"{server}?runs={run}")
@@ -434,6 +452,27 @@ def test_constant_metrics_draw_and_log_scale_toggles(page, serve, tmp_path):
     page.get_by_label("Log scale").uncheck()
     wait_for(page, "() => window.__deepscope.yScale['loss'].distr === 1")
     assert console.errors == []
+
+
+def test_a_log_axis_labels_the_whole_range_of_a_diverging_metric(page, serve, tmp_path):
+    """A loss growing to 8e29: the log axis's labels reach its top (they stopped at 1e22, uPlot's own splits drifting in
+    floating point), as exact powers of ten at an even stride that keeps them apart."""
+    run = deepscope.init(dir=tmp_path, name="diverging")
+    for s in range(300):
+        run.log({"loss": 10 ** (s / 10)}, step=s)
+    run.finish()
+    open_page(page, f"{serve(tmp_path).url}?runs={run.id}&smooth=0&log=1")
+    chart_ready(page, "loss", run.id, 299)
+    wait_for(page, "() => window.__deepscope.yScale['loss']?.distr === 3 && window.__deepscope.yLabels['loss']")
+    page.wait_for_timeout(200)
+    shown = [float(label) for label in page.evaluate("() => window.__deepscope.yLabels['loss']") if label]
+    exps = [round(np.log10(v)) for v in shown]
+    assert all(v == 10.0**e for v, e in zip(shown, exps))  # powers of ten
+    steps = {b - a for a, b in zip(exps, exps[1:])}
+    assert len(steps) == 1 and steps.pop() > 1  # evenly spaced, a few decades apart
+    assert min(exps) <= 1 and max(exps) >= 25  # from the bottom of the data to its top
+    box = page.locator('figure[data-key="loss"] .u-over').bounding_box()
+    assert box["height"] / (len(shown) - 1) >= 20  # apart: 11 px labels never touch
 
 
 def _coloured_pixels(page, key: str) -> int:

@@ -170,6 +170,30 @@ def test_overview_draws_the_server_matrix_and_switches_kind_and_stat(page, watch
     assert "stat=update_ratio" in page.url and "kind=weight" in page.url
 
 
+def test_a_kind_opens_on_its_own_statistic_unless_one_was_chosen(page, watched, server_url):
+    """Activations open on their mean; parameter gradients then open on their L2 norm, not on that mean. A statistic
+    picked in the menu stays as the kind changes, where the new kind records it."""
+    sig = watched["sig"]
+    open_internals(page, server_url, f"runs={sig}&run={sig}")
+    overview_ready(page, "act", "mean")
+
+    def choose(kind: str, stat: str) -> None:
+        page.locator(f"[data-kind={kind}]").click()
+        overview_ready(page, "weight" if kind == "update_ratio" else kind, stat)
+
+    choose("param_grad", "norm")
+    assert page.evaluate("() => window.__deepscope.view().colorLog") is True  # the norm's own scale
+    choose("act", "mean")
+    page.get_by_label("Statistic", exact=True).select_option("std")
+    overview_ready(page, "act", "std")
+    choose("weight", "std")
+    choose("update_ratio", "update_ratio")
+    choose("param_grad", "norm")
+    page.get_by_label("Statistic", exact=True).select_option("mean")  # the mean, picked: kept
+    overview_ready(page, "param_grad", "mean")
+    choose("weight", "mean")
+
+
 def test_the_colour_legend_says_what_lies_beyond_its_percentiles(page, watched, server_url):
     """The overview's colours span the 1st–99th percentile of what is shown; the legend marks its ends ≤ / ≥ and
     names the extremes the end colours stand for."""
@@ -185,6 +209,52 @@ def test_the_colour_legend_says_what_lies_beyond_its_percentiles(page, watched, 
     assert float(legend.get_attribute("data-above")) == pytest.approx(values[-1], rel=1e-6)
     assert legend.locator(".ticks span").last.inner_text().startswith("≥")
     assert "values up to" in legend.get_attribute("title")
+
+
+def test_a_divergence_takes_the_end_colours_and_the_steps_before_it_show(page, serve, tmp_path):
+    """Means up to 1e18 over the last quarter of the steps (weights multiplied by 80 a step): the diverging scale ends
+    where the steps before them show in colour, not at ±1e18 (which left every one of them white); the divergence
+    takes the end colours, and the legend says which values lie beyond."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with deepscope.init(dir=tmp_path, name="diverging") as run:
+        run.watch(model, opt, histograms_every=0, print_findings=False)
+        for step in range(40):
+            loss = model(torch.randn(16, 8)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step >= 30:
+                opt.param_groups[0]["lr"] = 0.0
+                with torch.no_grad():
+                    model[0].weight.mul_(80.0)
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}&stat=mean")
+    o = overview_ready(page, "act", "mean", 40)
+    legend = page.get_by_test_id("color-legend")
+    assert float(legend.get_attribute("data-above")) > 1e15  # the premise: diverged, finite
+    end = float(legend.locator(".ticks span").last.inner_text().lstrip("≥"))
+    assert 0 < end < 100  # the scale's end: the steps before the divergence
+    cw = o["plotW"] / o["cols"]
+
+    def pixels(row: int) -> list[list[int]]:
+        return page.evaluate(
+            """([x0, cw, y, n]) => { const c = document.querySelector('[data-testid=layer-matrix]');
+                const d = window.devicePixelRatio || 1, ctx = c.getContext('2d');
+                const at = (i) => ctx.getImageData(Math.round((x0 + (i + 0.5) * cw) * d), Math.round(y * d), 1, 1);
+                return Array.from({length: n}, (_, i) => Array.from(at(i).data));
+            }""",
+            [o["labelW"], cw, (row + 0.5) * o["rowH"], o["cols"]],
+        )
+
+    def white(px: list[int]) -> bool:
+        return max(abs(c - 247) for c in px[:3]) < 25
+
+    for row in (0, 2):  # the Linear layers: signed means
+        px = pixels(row)
+        assert sum(not white(p) for p in px[:30]) >= 15  # before the divergence: coloured, not white
+        assert all(not white(p) for p in px[33:])  # the divergence: end colours
+    assert "percentile" in legend.get_attribute("title")
 
 
 def test_zoom_refetches_the_range_and_a_cell_opens_the_layer(page, watched, server_url):
@@ -221,6 +291,19 @@ def test_zoom_refetches_the_range_and_a_cell_opens_the_layer(page, watched, serv
     caption = page.locator("figure[data-stat=max] figcaption")
     assert caption.inner_text().split() == ["max", "of", "the", "sample"]
     assert "sample of 4,096" in caption.locator(".sampled").get_attribute("title")
+
+
+def test_a_double_click_on_the_overview_zooms_out_and_opens_no_layer(page, watched, server_url):
+    """The first click of a double-click is no click on a cell: the overview zooms out and stays."""
+    sig = watched["sig"]
+    open_internals(page, server_url, f"runs={sig}&run={sig}&steps=10,30")
+    o = overview_ready(page, "act", "mean", 21)
+    box = page.get_by_test_id("layer-matrix").bounding_box()
+    page.mouse.dblclick(box["x"] + o["labelW"] + o["plotW"] / 2, box["y"] + 2.5 * o["rowH"])
+    overview_ready(page, "act", "mean", STEPS)
+    page.wait_for_timeout(600)  # longer than a click waits for a second one
+    view = page.evaluate("() => window.__deepscope.view()")
+    assert view["panel"] == "overview" and view["stepZoom"] is None and view["selectedStep"] is None
 
 
 def test_layer_detail_distribution_holds_the_recorded_bins(page, watched, server_url, tmp_path):
@@ -270,6 +353,82 @@ def test_gradient_flow_overlays_runs_and_scrubs(page, watched, server_url, tmp_p
     wait_for(page, "() => window.__deepscope.internals.flow?.step === 20")
     assert held(page, "flow")["runs"][sig]["step"] == 20
     assert "step=20" in page.url
+
+
+def test_findings_of_one_kind_are_one_card_listing_them_with_a_likely_cause(page, serve, tmp_path):
+    """Six saturated layers are one card naming how many and when, its findings listed when opened, each with its
+    evidence; a card whose text names no cause says a likely one, one whose text asks its own ("learning rate too
+    high?") adds none."""
+    torch.manual_seed(0)
+    run = fit(tmp_path, "saturating", sigmoid_mlp(depth=6, hidden=16), lambda: torch.randn(4, 64), 3)
+    saturated = [("0.1", 2), ("0.3", 1), ("0.5", 2), ("0.7", 0), ("0.9", 1), ("0.11", 2)]
+    with deepscope.init(dir=tmp_path, id=run, resume=True) as r:  # findings written as the diagnoser writes them
+        for layer, step in saturated:
+            text = f"layer {layer} (Sigmoid): 90% of outputs saturated at the sigmoid's limits (mean activation 0.020)"
+            r.event("diagnosis/saturation", text, step=step, severity="warning", key=layer)
+        r.event(
+            "diagnosis/dead_units", "layer 0.1: 80% of its units never fired", step=2, severity="warning", key="0.1"
+        )
+        ratio = "median update/weight ratio is 3.0e-01 (healthy is about 1e-3): learning rate too high?"
+        r.event("diagnosis/update_ratio_high", ratio, step=2, severity="warning")
+    open_internals(page, serve(tmp_path).url, f"runs={run}&run={run}&panel=diagnoses")
+    wait_for(page, "() => (window.__deepscope.internals.diagnoses ?? []).length === 3")
+    cards = {d["kind"]: d for d in held(page, "diagnoses")}
+    sat = cards["diagnosis/saturation"]
+    assert [(i["key"], i["step"]) for i in sat["items"]] == sorted(saturated, key=lambda ls: (ls[1], float(ls[0][2:])))
+    assert (
+        sat["cause"]
+        and cards["diagnosis/dead_units"]["cause"]
+        and cards["diagnosis/update_ratio_high"]["cause"] is None
+    )
+    card = page.locator("li[data-rule=saturation]")
+    assert card.get_attribute("data-count") == "6"
+    assert " ".join(card.locator("button.title").inner_text().split()).lower() == "saturation 6 layers steps 0–2"
+    assert "Likely cause:" in card.get_by_test_id("finding-cause").inner_text()
+    assert page.locator("li[data-rule=update_ratio_high]").get_by_test_id("finding-cause").count() == 0
+    items = card.locator("li.item")
+    assert not items.first.is_visible()  # listed when opened
+    card.locator("summary").click()
+    assert items.count() == 6 and items.nth(4).is_visible()
+    item = card.locator('li.item[data-key="0.5"]')
+    item.get_by_role("button", name="evidence →").click()
+    overview_ready(page, "act", "sat_frac")
+    view = page.evaluate("() => window.__deepscope.view()")
+    assert view["panel"] == "overview" and view["selectedLayer"] == "0.5" and view["selectedStep"] == 2
+
+
+def flow_axes_apart(axes: dict) -> None:
+    """The gradient flow's tick labels never overprint: level ones apart by half of both widths and more, turned ones
+    by a line across their direction; a tick per label; the y axis's labels a line apart."""
+    xs = axes["x"]
+    assert axes["ticks"] == len(xs) and all(x["v"] == int(x["v"]) for x in xs)  # at weights, each labelled
+    sin = math.sin(math.radians(axes["tilt"]))
+    for a, b in zip(xs, xs[1:]):
+        dx = b["pos"] - a["pos"]
+        assert dx * sin >= 12 if axes["tilt"] else dx >= (a["w"] + b["w"]) / 2 + 4
+    ys = sorted(y["pos"] for y in axes["y"])
+    assert len(ys) >= 2 and all(b - a >= 12 for a, b in zip(ys, ys[1:]))
+
+
+def test_gradient_flow_axes_tick_each_weight_once_and_never_overprint(page, watched, server_url, serve, tmp_path):
+    """Three weights: three ticks, level labels (there were 25 ticks between them); forty: every k-th weight labelled,
+    as many as keep their labels apart."""
+    relu = watched["relu"]
+    open_internals(page, server_url, f"runs={relu}&panel=flow")
+    wait_for(page, "() => window.__deepscope.internals.flowAxes?.update_ratio?.x?.length === 3")
+    axes = held(page, "flowAxes")
+    for stat in ("norm", "update_ratio"):
+        assert [x["label"] for x in axes[stat]["x"]] == ["0.0", "0.2", "1"] and axes[stat]["tilt"] == 0
+        flow_axes_apart(axes[stat])
+
+    torch.manual_seed(0)
+    deep = nn.Sequential(*[m for _ in range(40) for m in (nn.Linear(8, 8), nn.Tanh())], nn.Linear(8, 2))
+    run = fit(tmp_path, "deep", deep, lambda: torch.randn(4, 8), 3, lr=0.01)
+    open_internals(page, serve(tmp_path).url, f"runs={run}&panel=flow")
+    wait_for(page, "() => window.__deepscope.internals.flowAxes?.norm?.x?.length >= 5")
+    axes = held(page, "flowAxes")["norm"]
+    assert 5 <= len(axes["x"]) < 41  # some of the 41 weights, evenly
+    flow_axes_apart(axes)
 
 
 def test_a_diagnosis_opens_its_evidence(page, watched, server_url, tmp_path):
@@ -376,6 +535,11 @@ def test_ranks_view_flags_the_slow_rank(page, watched, server_url, tmp_path):
     ]
     assert swatches == ["rgb(68, 1, 84)", "rgb(189, 223, 38)"]
     assert page.get_by_test_id("no-divergence").count() == 0  # two ranks: the divergence chart
+    # what "busy" is, said once above the bars and on each rank's figure
+    note = " ".join(page.get_by_test_id("busy-note").inner_text().split())
+    assert note.startswith("busy = data + forward: the time before a rank reaches the gradient all-reduce")
+    assert "1.25× the fastest rank's" in note
+    assert page.locator('[data-rank="1"] .busy').get_attribute("title").startswith("busy = data + forward")
     shot(page, "internals-ranks.png", tmp_path)
     one = watched["relu"]
     open_internals(page, server_url, f"runs={one}&run={one}&panel=ranks")
@@ -674,6 +838,54 @@ def test_gradient_flow_leaves_norm_gains_and_embeddings_off_the_depth_axis(page,
     page.get_by_label("Norms and embeddings").check()
     wait_for(page, "(id) => window.__deepscope.internals.flow.runs[id].names.length === 4", run)
     assert held(page, "flow")["runs"][run]["names"] == ["emb.weight", "fc1.weight", "ln.weight", "fc2.weight"]
+
+
+class RecurrentLM(nn.Module):
+    """An embedding, an LSTM, a multi-head attention and a head: weights named `weight_ih_l0`, `in_proj_weight`…"""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.ln = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, ids):
+        x, _ = self.lstm(self.emb(ids))
+        a, _ = self.attn(x, x, x)
+        return self.head(self.ln(x + a)).mean(1)
+
+
+def test_gradient_flow_keeps_recurrent_and_attention_weights_beside_norms_and_embeddings(page, serve, tmp_path):
+    """An LSTM's `weight_ih_l0` and an attention's `in_proj_weight` are weights (the server's rule): ticking "norms &
+    embeddings" adds the embedding and the norm's gain to them, it does not take them away."""
+    torch.manual_seed(0)
+    run = fit(tmp_path, "lstm", RecurrentLM(), lambda: torch.randint(10, (4, 6)), 5)
+    open_internals(page, serve(tmp_path).url, f"runs={run}&panel=flow")
+    wait_for(page, "() => Object.keys(window.__deepscope.internals.flow?.runs ?? {}).length === 1")
+    depth = ["lstm.weight_ih_l0", "lstm.weight_hh_l0", "attn.in_proj_weight", "attn.out_proj.weight", "head.weight"]
+    assert held(page, "flow")["runs"][run]["names"] == depth
+    page.get_by_label("Norms and embeddings").check()
+    wait_for(page, "(id) => window.__deepscope.internals.flow.runs[id].names.length !== 5", run)
+    assert held(page, "flow")["runs"][run]["names"] == ["emb.weight", *depth[:4], "ln.weight", "head.weight"]
+
+
+def test_parameters_are_rows_of_the_module_their_path_names(page, serve, tmp_path):
+    """An attention's own `in_proj_weight` sits in its group beside its `out_proj`'s parameters, and an LSTM's
+    `weight_ih_l0`… in the LSTM's group: every parameter under its module, whatever its name."""
+    torch.manual_seed(0)
+    run = fit(tmp_path, "lstm", RecurrentLM(), lambda: torch.randint(10, (4, 6)), 3)
+    open_internals(page, serve(tmp_path).url, f"runs={run}&run={run}&kind=param_grad&stat=norm")
+    o = overview_ready(page, "param_grad", "norm")
+    lstm = ["lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0"]
+    attn = ["attn.in_proj_weight", "attn.in_proj_bias", "attn.out_proj", "attn.out_proj.weight", "attn.out_proj.bias"]
+    assert o["displayRows"] == [
+        "emb.weight", "lstm", *lstm, "attn", *attn, "ln", "ln.weight", "ln.bias", "head", "head.weight", "head.bias"
+    ]  # fmt: skip
+    page.get_by_role("button", name="Collapse all").click()
+    wait_for(page, "() => window.__deepscope.internals.overview.displayRows.length === 5")
+    assert held(page, "overview")["displayRows"] == ["emb.weight", "lstm", "attn", "ln", "head"]
 
 
 def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tmp_path):

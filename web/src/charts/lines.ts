@@ -47,8 +47,61 @@ function major(v: number, more: boolean): boolean {
 }
 
 
-/** A log axis's grid lines: at 1, 2 and 5 of each decade, not at every digit (at every split within a decade). */
-function logSplits(_u: uPlot, splits: number[]): (number | null)[] {
+/** Pixels from one log-axis label to the next at least (11 px text). */
+const LOG_SPACE = 24;
+
+/** How many pixels a decade spans on the axis's scale. */
+function decadePx(u: uPlot, axisIdx: number): number {
+  const key = u.axes[axisIdx].scale ?? "y";
+  return Math.abs(u.valToPos(10, key) - u.valToPos(1, key));
+}
+
+/** Every how many decades a log axis labels a power of ten: 1, 2, 3, 5, 10, 20… — as few as keep its labels apart. */
+function decadeStride(u: uPlot, axisIdx: number): number {
+  const px = decadePx(u, axisIdx);
+  const need = px > 0 ? LOG_SPACE / px : Infinity;
+  for (let k = 1; ; k *= 10) for (const m of [1, 2, 3, 5]) if (m * k >= need || m * k >= 1e3) return m * k;
+}
+
+/** A log axis's splits: each digit of each decade where a decade has room for labels between its ends, each power of
+ * ten otherwise, from the range's bottom to its top — exact (`5e29`, `1e30`): uPlot's own, summed in floating point,
+ * drifted past 1e16 and stopped labelling a loss that reached 1e30 at 1e22. */
+export function logAxisSplits(u: uPlot, axisIdx: number, min: number, max: number): number[] {
+  if (!(min > 0) || !(max >= min) || !Number.isFinite(max)) return [];
+  const digits = decadePx(u, axisIdx) * Math.log10(2) >= LOG_SPACE / 2 ? [1, 2, 3, 4, 5, 6, 7, 8, 9] : [1];
+  const out: number[] = [];
+  const e0 = Math.floor(Math.log10(min));
+  const e1 = Math.floor(Math.log10(max));
+  for (let e = e0; e <= e1; e++) {
+    for (const m of digits) {
+      const v = Number(`${m}e${e}`);
+      if (v >= min * (1 - 1e-12) && v <= max * (1 + 1e-12)) out.push(v);
+    }
+  }
+  return out;
+}
+
+/** The splits of a log axis that are labelled: powers of ten — every k-th decade (`decadeStride`) where decades lie
+ * closer than a label's room —, and of the digits between them those that leave each label its room (all of them, or
+ * 1 2 3 5 7, or 1 2 5). `logLabels` then writes them. */
+export function logAxisFilter(u: uPlot, splits: number[], axisIdx: number): (number | null)[] {
+  const px = decadePx(u, axisIdx);
+  const stride = decadeStride(u, axisIdx);
+  const room = (m: number) => px * Math.log10(10 / m) >= LOG_SPACE;
+  const digits = room(9) ? [1, 2, 3, 4, 5, 6, 7, 8, 9] : room(7) ? [1, 2, 3, 5, 7] : room(5) ? [1, 2, 5] : [1];
+  return splits.map((v) => {
+    if (!(v > 0)) return null;
+    const e = Math.floor(Math.log10(v) + 1e-9);
+    const m = Math.round(v / 10 ** e);
+    if (m === 1) return ((e % stride) + stride) % stride === 0 ? v : null;
+    return stride === 1 && digits.includes(m) ? v : null;
+  });
+}
+
+/** A log axis's grid lines: at 1, 2 and 5 of each decade, not at every digit (at every split within a decade); where
+ * decades lie closer than a label's room, at the labelled powers of ten only. */
+export function logGridFilter(u: uPlot, splits: number[], axisIdx: number): (number | null)[] {
+  if (decadeStride(u, axisIdx) > 1) return logAxisFilter(u, splits, axisIdx);
   const kept = splits.filter((v) => v > 0 && major(v, true));
   return kept.length < 2 ? splits : splits.map((v) => (v > 0 && major(v, true) ? v : null));
 }
@@ -241,10 +294,11 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
       {
         font: axisFont,
         stroke: "#6b7280",
-        grid: { stroke: "#eef0f4", width: 1, ...(cfg.log ? { filter: logSplits } : {}) }, // undefined would unset uPlot's own
+        grid: { stroke: "#eef0f4", width: 1, ...(cfg.log ? { filter: logGridFilter } : {}) }, // undefined would unset uPlot's own
         ticks: { show: false },
         size: 52,
         incrs: Y_INCRS, // uPlot's own stop near 1e16: a 1e35 spike left the axis without labels
+        ...(cfg.log ? { splits: logAxisSplits, filter: logAxisFilter } : {}),
         values: (u, splits) => {
           const labels = cfg.log ? logLabels(u, splits) : splits.map((v) => fmtNumber(v));
           cfg.onYLabels?.(labels);

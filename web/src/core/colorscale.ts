@@ -1,5 +1,6 @@
 // Colour scales of the layer × step overview: sequential (viridis) for magnitudes and shares, optionally on a
-// log axis, diverging (blue–white–red) around 0 for signed statistics. Domains come from the data held.
+// log axis, diverging (blue–white–red) around 0 for signed statistics. Domains come from the data held, from robust
+// percentiles: values beyond them take the end colours.
 
 export type ScaleKind = "sequential" | "diverging" | "share";
 
@@ -46,6 +47,8 @@ export interface ColorScale {
   /** The smallest and largest finite values, when they lie beyond the scale's ends (drawn in the end colours). */
   below: number | null;
   above: number | null;
+  /** What the ends are, for the legend: "from the 1st to the 99th percentile". */
+  span: string;
 }
 
 /** The finite values' smallest and largest — the positive ones' on a log scale — (NaN, NaN when there is none). */
@@ -61,12 +64,11 @@ function extent(values: ArrayLike<number>, positive: boolean): [number, number] 
   return min <= max ? [min, max] : [NaN, NaN];
 }
 
-function quantiles(values: ArrayLike<number>, log: boolean, abs: boolean): [number, number] {
+function quantiles(values: ArrayLike<number>, log: boolean): [number, number] {
   const xs: number[] = [];
   for (let i = 0; i < values.length; i++) {
-    let v = values[i];
+    const v = values[i];
     if (!Number.isFinite(v)) continue;
-    if (abs) v = Math.abs(v);
     if (log && v <= 0) continue;
     xs.push(v);
   }
@@ -76,6 +78,39 @@ function quantiles(values: ArrayLike<number>, log: boolean, abs: boolean): [numb
   return [q(0.01), q(0.99)];
 }
 
+/** Where a diverging scale ends (±`end`) and which percentile of the nonzero magnitudes that is: the 99th — or, where
+ * that leaves most cells white, the highest of the 98th, 95th … 50th under which a quarter of them at least take a
+ * visible colour (a tenth of the way to an end or more). A diverged run's last steps (values up to 1e19) made ±1e19
+ * the ends and every step before them white; now they take the end colours, and the steps before show. Exact zeros
+ * are white on any scale: they do not count. */
+function divergingEnd(values: ArrayLike<number>): { end: number; pct: number } {
+  const xs: number[] = [];
+  for (let i = 0; i < values.length; i++) {
+    const v = Math.abs(values[i]);
+    if (Number.isFinite(v) && v > 0) xs.push(v);
+  }
+  if (!xs.length) return { end: 1, pct: 99 };
+  xs.sort((a, b) => a - b);
+  const q = (p: number) => xs[Math.min(xs.length - 1, Math.max(0, Math.round(p * (xs.length - 1))))];
+  const atLeast = (v: number) => {
+    let lo = 0;
+    let hi = xs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (xs[mid] < v) lo = mid + 1;
+      else hi = mid;
+    }
+    return xs.length - lo;
+  };
+  for (const pct of [99, 98, 95, 90, 80, 70, 60, 50]) {
+    const end = q(pct / 100);
+    if (atLeast(0.1 * end) >= 0.25 * xs.length) return { end, pct };
+  }
+  return { end: q(0.5), pct: 50 };
+}
+
+const ordinal = (n: number) => `${n}${n % 10 === 1 && n !== 11 ? "st" : n % 10 === 2 && n !== 12 ? "nd" : n % 10 === 3 && n !== 13 ? "rd" : "th"}`;
+
 /** The scale of `stat` over `values`; `own`: a row's own scale, low → high over its values whatever the statistic (a
  * sigmoid's mean, 0.49 to 0.5, was one dark red on a scale symmetric around 0). */
 export function makeScale(stat: string, values: ArrayLike<number>, logWanted: boolean, own = false): ColorScale {
@@ -83,12 +118,14 @@ export function makeScale(stat: string, values: ArrayLike<number>, logWanted: bo
   const log = kind === "sequential" && logWanted;
   let lo: number;
   let hi: number;
+  let span = "from the 1st to the 99th percentile";
   if (kind === "share") [lo, hi] = [0, 1];
   else if (kind === "diverging") {
-    const m = quantiles(values, false, true)[1] || 1;
-    [lo, hi] = [-m, m];
+    const { end, pct } = divergingEnd(values);
+    [lo, hi] = [-end, end];
+    span = `± the ${ordinal(pct)} percentile of the magnitudes${pct < 99 ? " (larger ones would leave most cells white)" : ""}`;
   } else {
-    [lo, hi] = quantiles(values, log, false);
+    [lo, hi] = quantiles(values, log);
     if (lo === hi) [lo, hi] = log ? [lo / 2, hi * 2] : [lo - 0.5, hi + 0.5];
   }
   const tf = (v: number) => (log ? Math.log10(v) : v);
@@ -107,5 +144,5 @@ export function makeScale(stat: string, values: ArrayLike<number>, logWanted: bo
   const [min, max] = extent(values, log);
   const below = min < lo ? min : null;
   const above = max > hi ? max : null;
-  return { kind, log, lo, hi, color, gradient: `linear-gradient(to right, ${css.join(", ")})`, ticks, below, above };
+  return { kind, log, lo, hi, color, gradient: `linear-gradient(to right, ${css.join(", ")})`, ticks, below, above, span };
 }

@@ -24,6 +24,20 @@ export const STATS: Record<LayerKind, string[]> = {
   weight: ["norm", "update_ratio", ...COMMON],
 };
 
+/** The statistic last picked in the Statistic menu: a change of kind keeps it where the new kind records it. */
+export const statPick = $state<{ stat: string | null }>({ stat: null });
+
+/** The statistic to show on `kind` after a change of kind from `from` showing `stat` (`own`: the statistic a choice
+ * stands for, update ratio's). A statistic the user chose — picked in the menu, or another than its kind's default
+ * (a link, a finding's evidence) — is kept where `kind` records it; a kind's default is only that kind's: parameter
+ * gradients open on their L2 norm, not on the mean Activations opened on. */
+export function statForKind(kind: LayerKind, from: { kind: LayerKind; stat: string }, own?: string): string {
+  if (own) return own;
+  const fromDefault = from.stat === "update_ratio" && from.kind === "weight" ? "update_ratio" : STATS[from.kind][0];
+  const chosen = from.stat !== fromDefault || from.stat === statPick.stat;
+  return chosen && from.stat !== "update_ratio" && STATS[kind].includes(from.stat) ? from.stat : STATS[kind][0];
+}
+
 export const STAT_LABELS: Record<string, string> = {
   mean: "mean",
   std: "std",

@@ -12,18 +12,17 @@ export interface DisplayRow {
   note?: string; // e.g. the module type, drawn muted after the label
 }
 
-/** A name's path segments: module path segments; a parameter's name stays with its module's last segment
- * (`c_attn.weight`), so that a module's weight and bias are rows of its parent's group, not a group each. */
-function segments(name: string, isParam: boolean): string[] {
-  const parts = name.split(".");
-  if (isParam && parts.length >= 2) parts.splice(parts.length - 2, 2, parts.slice(-2).join("."));
-  return parts;
+/** A name's path segments. A parameter belongs to the module its path names (all before its last dot): an
+ * attention's own `attn.in_proj_weight` and its `attn.out_proj.weight` are rows of one group `attn`, an LSTM's
+ * `lstm.weight_ih_l0`, `lstm.bias_ih_l0`… rows of the group `lstm`. */
+function segments(name: string): string[] {
+  return name.split(".");
 }
 
 /** The rows, nested: consecutive names under the same child module of a group form a group of their own when they
  * are two or more; a chain of groups with one child each reads as one (`h.0` rather than `h` › `0`). */
-export function groupRows(names: string[], isParam: boolean, collapsed: ReadonlySet<string>): DisplayRow[] {
-  const segs = names.map((n) => segments(n, isParam));
+export function groupRows(names: string[], collapsed: ReadonlySet<string>): DisplayRow[] {
+  const segs = names.map(segments);
   const out: DisplayRow[] = [];
   const walk = (idx: number[], at: number, prefix: string, depth: number) => {
     let i = 0;
@@ -59,8 +58,8 @@ export function groupRows(names: string[], isParam: boolean, collapsed: Readonly
 }
 
 /** Every group, with its depth (0: outermost). */
-export function groupsOf(names: string[], isParam: boolean): { path: string; depth: number }[] {
-  const rows = groupRows(names, isParam, new Set());
+export function groupsOf(names: string[]): { path: string; depth: number }[] {
+  const rows = groupRows(names, new Set());
   return rows.filter((r) => r.kind === "header").map((r) => ({ path: r.group, depth: r.depth }));
 }
 
