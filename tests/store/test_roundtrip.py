@@ -164,7 +164,7 @@ def test_events_are_read_without_loading_the_run(root):
     assert store._event_readers[run.id]._ranks[0].key_ids == {}
     with deepscope.init(dir=root, id=run.id, resume=True) as again:
         again.event("note", "later")
-    assert [e.text for e in store.events(run.id)] == ["hi", "later"]  # tailed like any reader
+    assert [e.text for e in store.events(run.id)] == ["hi", "resumed; it was finished", "later"]  # tailed
 
 
 def test_store_and_reader_say_what_they_hold(root):
