@@ -355,10 +355,9 @@ def test_gradient_flow_overlays_runs_and_scrubs(page, watched, server_url, tmp_p
     assert "step=20" in page.url
 
 
-def test_findings_of_one_kind_are_one_card_listing_them_with_a_likely_cause(page, serve, tmp_path):
+def test_findings_of_one_kind_are_one_card_listing_them(page, serve, tmp_path):
     """Six saturated layers are one card naming how many and when, its findings listed when opened, each with its
-    evidence; a card whose text names no cause says a likely one, one whose text asks its own ("learning rate too
-    high?") adds none."""
+    evidence."""
     torch.manual_seed(0)
     run = fit(tmp_path, "saturating", sigmoid_mlp(depth=6, hidden=16), lambda: torch.randn(4, 64), 3)
     saturated = [("0.1", 2), ("0.3", 1), ("0.5", 2), ("0.7", 0), ("0.9", 1), ("0.11", 2)]
@@ -376,16 +375,9 @@ def test_findings_of_one_kind_are_one_card_listing_them_with_a_likely_cause(page
     cards = {d["kind"]: d for d in held(page, "diagnoses")}
     sat = cards["diagnosis/saturation"]
     assert [(i["key"], i["step"]) for i in sat["items"]] == sorted(saturated, key=lambda ls: (ls[1], float(ls[0][2:])))
-    assert (
-        sat["cause"]
-        and cards["diagnosis/dead_units"]["cause"]
-        and cards["diagnosis/update_ratio_high"]["cause"] is None
-    )
     card = page.locator("li[data-rule=saturation]")
     assert card.get_attribute("data-count") == "6"
     assert " ".join(card.locator("button.title").inner_text().split()).lower() == "saturation 6 layers steps 0–2"
-    assert "Likely cause:" in card.get_by_test_id("finding-cause").inner_text()
-    assert page.locator("li[data-rule=update_ratio_high]").get_by_test_id("finding-cause").count() == 0
     items = card.locator("li.item")
     assert not items.first.is_visible()  # listed when opened
     card.locator("summary").click()
@@ -415,7 +407,8 @@ def test_gradient_flow_axes_tick_each_weight_once_and_never_overprint(page, watc
     as many as keep their labels apart."""
     relu = watched["relu"]
     open_internals(page, server_url, f"runs={relu}&panel=flow")
-    wait_for(page, "() => window.__deepscope.internals.flowAxes?.update_ratio?.x?.length === 3")
+    wait_for(page, "() => ['norm', 'update_ratio'].every((s) => window.__deepscope.internals.flowAxes?.[s]?.x?.length "
+                   "=== 3)")  # fmt: skip
     axes = held(page, "flowAxes")
     for stat in ("norm", "update_ratio"):
         assert [x["label"] for x in axes[stat]["x"]] == ["0.0", "0.2", "1"] and axes[stat]["tilt"] == 0

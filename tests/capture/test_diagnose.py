@@ -55,7 +55,7 @@ def test_saturation_needs_patience_and_is_reported_once():
 def test_dead_units():
     (f,) = run_rule(5, act__dead_frac=np.array([np.nan, 0.8, np.nan, np.nan]))
     assert (f.rule, f.layer) == ("dead_units", "act1")
-    assert f.text == "layer act1 (ReLU): 80% of its units never fired in the last 100 steps"
+    assert f.text.startswith("layer act1 (ReLU): 80% of its units never fired in the last 100 steps: a learning rate")
 
 
 def test_vanishing_and_exploding_gradients_across_depth():

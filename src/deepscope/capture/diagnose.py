@@ -91,13 +91,16 @@ class Diagnoser:
                 self._sustained(
                     step, "saturation", path, bool(sat >= self.t.saturated_frac),
                     f"layer {path} ({layer['type']}): {sat:.0%} of outputs saturated at the {role}'s limits "
-                    f"(mean activation {mean:.3f})",
+                    f"(mean activation {mean:.3f}): pre-activations too large — weights initialised too large, a "
+                    "learning rate too high, inputs not normalised? (Xavier/Glorot initialisation, a normalisation "
+                    "layer before it, or a ReLU-family activation avoid it)",
                 )  # fmt: skip
             if role == "relu" and "dead_frac" in act and np.isfinite(act["dead_frac"][i]):
                 dead = act["dead_frac"][i]
                 if dead >= self.t.dead_frac:
                     text = (f"layer {path} ({layer['type']}): {dead:.0%} of its units never fired in the last "
-                            f"{self.dead_window} steps")  # fmt: skip
+                            f"{self.dead_window} steps: a learning rate too high, or a bad initialisation? (a lower "
+                            "rate, He initialisation or a LeakyReLU/GELU keep units alive)")  # fmt: skip
                     self._report(step, "dead_units", path, "warning", text)
         kinds = (("activations", act), ("output gradients", grad), ("parameter gradients", pgrad))
         for kind, s in kinds[:1] if skipped else kinds:
@@ -106,7 +109,10 @@ class Diagnoser:
                 names = self.params if kind == "parameter gradients" else [la["path"] for la in self.layers]
                 first = names[bad[0]]
                 where = "parameter" if kind == "parameter gradients" else "layer"
-                text = f"NaN/Inf in {kind}, first at {where} {first} (step {step})"
+                text = (
+                    f"NaN/Inf in {kind}, first at {where} {first} (step {step}): an overflow — a learning rate "
+                    "too high, a log or a division of 0 in the loss, half precision without a GradScaler?"
+                )
                 self._report(step, "nonfinite", first, "error", text, once=("nonfinite", None))
         zero = False  # every weight gradient is exactly 0 this step: then updates are momentum's, decaying
         if "norm" in pgrad and self._depth and not skipped:
@@ -130,11 +136,13 @@ class Diagnoser:
                 vanishing = ratio < self.t.vanishing_ratio
                 self._sustained(
                     step, "vanishing_gradients", None, ratio < self.t.vanishing_ratio,
-                    f"gradients vanish toward the input: bottom-layer weight gradients are {ratio:.1e}× the top's",
+                    f"gradients vanish toward the input: bottom-layer weight gradients are {ratio:.1e}× the top's "
+                    "(saturating activations, or a deep stack without residual connections or normalisation?)",
                 )  # fmt: skip
                 self._sustained(
                     step, "exploding_gradients", None, ratio > self.t.exploding_ratio,
-                    f"gradients explode toward the input: bottom-layer weight gradients are {ratio:.1e}× the top's",
+                    f"gradients explode toward the input: bottom-layer weight gradients are {ratio:.1e}× the top's "
+                    "(a learning rate too high, weights initialised too large, no gradient clipping?)",
                 )  # fmt: skip
         if "update_ratio" in weight and self._depth:
             r = weight["update_ratio"][self._depth]
@@ -189,7 +197,8 @@ class Diagnoser:
                         # enough (or its tail) is reported at its own step and value
                         peak_s, peak_v = max([*recent, (s, v)], key=lambda sv: sv[1] if spiked(sv[1]) else -np.inf)
                         self._last_spike[key] = peak_s
-                        text = f"{key} spiked to {peak_v:.4g} (recent median {med:.4g})" + self._lr_note()
+                        text = (f"{key} spiked to {peak_v:.4g} (recent median {med:.4g}){self._lr_note()}: a bad "
+                                "batch, or a learning rate too high for this point of training?")  # fmt: skip
                         self.emit(Finding(peak_s, "loss_spike", "warning", key, text))
                 if np.isfinite(v):
                     window.append(v)
