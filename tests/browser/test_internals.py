@@ -407,8 +407,11 @@ def test_gradient_flow_axes_tick_each_weight_once_and_never_overprint(page, watc
     as many as keep their labels apart."""
     relu = watched["relu"]
     open_internals(page, server_url, f"runs={relu}&panel=flow")
-    wait_for(page, "() => ['norm', 'update_ratio'].every((s) => window.__deepscope.internals.flowAxes?.[s]?.x?.length "
-                   "=== 3)")  # fmt: skip
+    wait_for(
+        page,
+        "() => ['norm', 'update_ratio'].every((s) => window.__deepscope.internals.flowAxes?.[s]?.x?.length "
+        "=== 3 && window.__deepscope.internals.flowAxes[s].y?.length >= 2)",
+    )  # fmt: skip (axes drawn apart)
     axes = held(page, "flowAxes")
     for stat in ("norm", "update_ratio"):
         assert [x["label"] for x in axes[stat]["x"]] == ["0.0", "0.2", "1"] and axes[stat]["tilt"] == 0
@@ -418,7 +421,8 @@ def test_gradient_flow_axes_tick_each_weight_once_and_never_overprint(page, watc
     deep = nn.Sequential(*[m for _ in range(40) for m in (nn.Linear(8, 8), nn.Tanh())], nn.Linear(8, 2))
     run = fit(tmp_path, "deep", deep, lambda: torch.randn(4, 8), 3, lr=0.01)
     open_internals(page, serve(tmp_path).url, f"runs={run}&panel=flow")
-    wait_for(page, "() => window.__deepscope.internals.flowAxes?.norm?.x?.length >= 5")
+    wait_for(page, "() => window.__deepscope.internals.flowAxes?.norm?.x?.length >= 5 "
+                   "&& window.__deepscope.internals.flowAxes.norm.y?.length >= 2")  # fmt: skip
     axes = held(page, "flowAxes")["norm"]
     assert 5 <= len(axes["x"]) < 41  # some of the 41 weights, evenly
     flow_axes_apart(axes)
