@@ -46,6 +46,10 @@ def held(page, name: str):
 def open_ready(page, analysed: Analysed, base: str) -> None:
     """The tab with every view drawn: the grid, the matrix (10 class rows), the confusion matrix, the projection."""
     page.goto(f"{base}?tab=analysis&runs={analysed.run}&run={analysed.run}&alayer={LAYER}")
+    views_ready(page)
+
+
+def views_ready(page) -> None:
     wait_for(
         page,
         "() => { const a = window.__deepscope?.analysis; if (!a?.matrix || !a.projection || !a.confusion) return false;"
@@ -227,3 +231,37 @@ def test_an_instance_picked_anywhere_is_selected_in_every_view(page, analysed, s
     page.mouse.click(at["x"], at["y"])
     selected_everywhere(wrong)
     assert held(page, "matrix")["rows"][-2:] == [f"#{nb}", f"#{wrong}"]
+
+
+def test_a_reload_or_a_shared_link_highlights_the_newest_selection(page, context, analysed, server_url, table):
+    """A class, then a neuron: the neuron's top instances are highlighted, and still are after a reload and in a
+    second page opened on the same link; then the class again — the reload highlights the class."""
+    open_ready(page, analysed, server_url)
+    c = 2
+    page.locator(f".grid-view button.cls[data-class='{c}']").click()
+    highlighted_everywhere(page, int((table["label"] == c).sum()), f"class {CLASS_NAMES[c]}")
+    box = page.locator("[data-testid=neuron-matrix]").bounding_box()
+    page.mouse.click(box["x"] + 9.5 * box["width"] / 128, box["y"] + 20)
+    neuron = held(page, "matrix")["selectedNeuron"]
+    assert neuron is not None
+    neuron_label = f"top instances of neuron {neuron}"
+    highlighted_everywhere(page, TOP_K, neuron_label)
+    assert f"cls={c}" in page.url and f"neuron={neuron}" in page.url
+
+    page.reload()
+    views_ready(page)
+    highlighted_everywhere(page, TOP_K, neuron_label)
+    assert page.evaluate("() => window.__deepscope.view().aClass") == c  # the class is still selected, not highlighted
+
+    shared = context.new_page()
+    shared.goto(page.url)
+    views_ready(shared)
+    highlighted_everywhere(shared, TOP_K, neuron_label)
+    shared.close()
+
+    # the class chosen again is the newest: a reload highlights it
+    page.locator(f".grid-view button.cls[data-class='{c}']").click()
+    highlighted_everywhere(page, int((table["label"] == c).sum()), f"class {CLASS_NAMES[c]}")
+    page.reload()
+    views_ready(page)
+    highlighted_everywhere(page, int((table["label"] == c).sum()), f"class {CLASS_NAMES[c]}")

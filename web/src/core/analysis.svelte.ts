@@ -3,12 +3,12 @@
 // resolved row masks, a neuron's top instances, and the *focus* — the instances every view highlights.
 //
 // Linking: a selection anywhere writes `view` (aClass, aSubset, aNeuron, aInstance); every view reads it. The
-// focus mask follows the newest of class / subset / neuron selections.
+// focus mask follows the newest of class / subset / neuron selections (`view.aFocus`, kept in the URL).
 import { untrack } from "svelte";
 import { analysis, packMask, unpackMask, type AnalysisSummary, type Instances, type SubsetRequest } from "../api/analysis";
 import { perRunLoader, view } from "./state.svelte";
 import { hook } from "./testhook";
-import type { SubsetDef } from "./viewstate";
+import type { FocusKind, SubsetDef } from "./viewstate";
 
 /** Ten categorical colours (Tableau 10), one per class; more classes repeat them. */
 const CLASS_PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
@@ -152,19 +152,19 @@ export function subsetRequest(s: LiveSubset): SubsetRequest {
 }
 
 // ---- selections, shared by every view -----------------------------------------------------------------
-let focusKind = $state<"class" | "subset" | "neuron" | null>(null);
+// Which of them is highlighted is `view.aFocus`, in the URL: a reload or a shared link highlights the same.
 
 /** Select class `c`, or deselect it when it is what is highlighted (chosen before a subset or a neuron, it is
  * highlighted again). */
 export function selectClass(c: number | null): void {
   view.aClass = view.aClass === c && focusState.kind === "class" ? null : c;
-  focusKind = view.aClass === null ? null : "class";
+  view.aFocus = view.aClass === null ? null : "class";
 }
 
 /** Select a subset, or deselect it when it is what is highlighted. */
 export function selectSubset(name: string | null): void {
   view.aSubset = view.aSubset === name && focusState.kind === "subset" ? null : name;
-  focusKind = view.aSubset === null ? null : "subset";
+  view.aFocus = view.aSubset === null ? null : "subset";
 }
 
 export function selectInstance(i: number | null): void {
@@ -173,7 +173,7 @@ export function selectInstance(i: number | null): void {
 
 export function selectNeuron(n: number | null): void {
   view.aNeuron = view.aNeuron === n ? null : n;
-  focusKind = view.aNeuron === null ? null : "neuron";
+  view.aFocus = view.aNeuron === null ? null : "neuron";
 }
 
 export function togglePin(i: number): void {
@@ -228,26 +228,34 @@ function classMask(c: number): Uint8Array | null {
   return m;
 }
 
-type FocusKind = "subset" | "class" | "neuron";
 const focusState = $derived.by((): { mask: Uint8Array | null; label: string; kind: FocusKind | null } => {
   const t = instances;
   if (!t) return { mask: null, label: "", kind: null };
-  const pick = (kind: FocusKind | null) => {
+  /** What selection `kind` highlights; `pending`: the URL's focus, whose rows are still on their way — nothing
+   * highlighted meanwhile rather than another selection. */
+  const pick = (kind: FocusKind | null, pending: boolean) => {
     if (kind === "subset" && view.aSubset !== null) {
       const s = an.subsets.find((x) => x.name === view.aSubset);
       if (s) return { mask: s.rows, label: `subset “${s.name}”`, kind };
+      if (pending && view.aSubsets.some((d) => d.name === view.aSubset)) return { mask: null, label: `subset “${view.aSubset}”`, kind };
     }
     if (kind === "class" && view.aClass !== null) return { mask: classMask(view.aClass), label: `class ${className(view.aClass)}`, kind };
-    if (kind === "neuron" && view.aNeuron !== null && an.top && an.top.neuron === view.aNeuron) {
-      const m = new Uint8Array(t.n);
-      for (const i of an.top.indices) m[i] = 1;
-      return { mask: m, label: `top instances of neuron ${view.aNeuron}`, kind };
+    if (kind === "neuron" && view.aNeuron !== null) {
+      const label = `top instances of neuron ${view.aNeuron}`;
+      if (an.top && an.top.neuron === view.aNeuron) {
+        const m = new Uint8Array(t.n);
+        for (const i of an.top.indices) m[i] = 1;
+        return { mask: m, label, kind };
+      }
+      if (pending) return { mask: null, label, kind };
     }
     return null;
   };
-  // the newest selection first, then the others (after a reload only the URL's selections are known)
-  for (const kind of [focusKind, "subset", "class", "neuron"] as const) {
-    const got = pick(kind);
+  // the newest selection (the URL's `focus`); a link without one: subset, class, neuron
+  const focused = pick(view.aFocus, true);
+  if (focused) return focused;
+  for (const kind of ["subset", "class", "neuron"] as const) {
+    const got = pick(kind, false);
     if (got) return got;
   }
   return { mask: null, label: "", kind: null };
