@@ -5,6 +5,7 @@ the analysis read back with ``deepscope.analyses.read``."""
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -67,6 +68,27 @@ def write_no_scores(root) -> str:
     return run.id
 
 
+class StopsPartWay(torch.utils.data.Dataset):
+    """300 vectors, of which the 131st is never read: the analysis stops there, as a Ctrl-C would stop it."""
+
+    def __len__(self) -> int:
+        return 300
+
+    def __getitem__(self, i: int):
+        if i >= 130:
+            raise KeyboardInterrupt
+        return torch.randn(16), i % 4
+
+
+def write_interrupted(root) -> str:
+    """An analysis stopped part-way (by KeyboardInterrupt): rows on disk, no finished analysis."""
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    with deepscope.init(project="browser", name="interrupted", dir=root) as run, pytest.raises(KeyboardInterrupt):
+        deepscope.analyze(model, StopsPartWay(), layers=["1"], batch_size=32, run=run, progress=False)
+    return run.id
+
+
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory, built_app):
     data = write_analysed(tmp_path_factory.mktemp("analysed"))
@@ -74,6 +96,7 @@ def analysed(tmp_path_factory, built_app):
     partly = write_partly_labelled(data.root)
     hidden_only = write_hidden_only(data.root)
     no_scores = write_no_scores(data.root)
+    interrupted = write_interrupted(data.root)
     server = BackgroundServer(data.root, port=0).start()
     table = read(data.root / data.run).instances().to_pydict()
     yield {
@@ -85,6 +108,7 @@ def analysed(tmp_path_factory, built_app):
         "partly": partly,
         "hidden_only": hidden_only,
         "no_scores": no_scores,
+        "interrupted": interrupted,
     }
     server.stop()
 
@@ -332,14 +356,29 @@ def test_the_url_reproduces_the_selection(page, analysed):
     assert grid["selected"] == index and grid["highlighted"] == sum(1 for y in t["label"] if y == 8)
 
 
-def test_a_run_without_analysis_says_so(page, analysed):
-    missing: list[str] = []
-    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
-    plain = analysed["data"].plain
-    page.goto(f"{analysed['url']}?tab=analysis&runs={plain}")
+def test_a_run_without_analysis_says_why_in_the_servers_words(page, analysed):
+    """A run never analysed and one whose analysis stopped part-way: the empty state gives each run's reason as the
+    server words it (its 404's detail), as text; the summary is asked for once per run, only for that."""
+    asked: list[str] = []
+    page.on("response", lambda r: asked.append(r.url) if r.status == 404 else None)
+    plain, interrupted = analysed["data"].plain, analysed["interrupted"]
+    page.goto(f"{analysed['url']}?tab=analysis&runs={plain},{interrupted}")
     page.get_by_text("None of the selected runs has an analysis.").wait_for()
+    reasons = page.get_by_test_id("analysis-reasons")
+    for run in (plain, interrupted):
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            api(analysed["url"], f"runs/{run}/analysis")
+        assert answer.value.code == 404
+        detail = json.loads(answer.value.read())["detail"]
+        item = reasons.locator(f"li[data-run='{run}'] .reason")
+        wait_for(page, "([run, d]) => document.querySelector(`li[data-run='${run}'] .reason`)?.textContent === d",
+                 [run, detail])  # fmt: skip
+        assert item.inner_text() == detail
+        assert reasons.locator(f"li[data-run='{run}'] b").inner_text() in ("not-analysed", "interrupted")
     assert page.evaluate("() => typeof window.__deepscope.analysis?.grid") == "undefined"
-    assert missing == []  # the run list says the plain run has no analysis: the summary is not asked for
+    assert sorted(asked) == sorted(f"{analysed['url']}api/runs/{run}/analysis" for run in (plain, interrupted))
+    assert len(page.console.take("/analysis")) == 2  # the two 404s asked for, nothing else failed
+    assert page.evaluate("() => window.__pwned") is None
 
 
 def test_the_runs_table_says_what_a_run_holds_and_opens_it(page, analysed):
