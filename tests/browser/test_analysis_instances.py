@@ -584,7 +584,29 @@ def test_row_shares_under_half_a_percent_read_below_one_not_zero(page, serve, tm
     page.get_by_test_id("confusion-matrix").wait_for()
     page.get_by_label("row %").check()
     wait_for(page, "() => window.__deepscope.analysis.confusion()?.normalized === true")
-    assert held(page, "confusion")["texts"][0] == ["100", "<1"]
+    assert held(page, "confusion")["texts"][0] == [">99", "<1"]  # 99.5 %: not all of the row, never "100"
+
+
+def test_an_accuracy_short_of_all_never_reads_100_percent(page, serve, tmp_path):
+    """2,999 of 3,000 right: the header says 99.97 %, not 100.0 %; a row's share of 300 of 301 is ">99", not 100."""
+    model = torch.nn.Linear(10, 10)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(10))
+        model.bias.zero_()
+    predicted = np.arange(3000) % 10
+    labels = predicted.copy()
+    labels[0] = 1  # one instance of class 1 taken for class 0
+    x = torch.nn.functional.one_hot(torch.from_numpy(predicted), 10).float() * 10
+    with deepscope.init(project="browser", name="almost", dir=tmp_path) as run:
+        deepscope.analyze(model, x, labels=labels, run=run, progress=False)
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run.id}")
+    accuracy = page.get_by_test_id("accuracy")
+    accuracy.wait_for()
+    assert accuracy.inner_text() == "accuracy 99.97 %"
+    page.get_by_test_id("confusion-matrix").wait_for()
+    page.get_by_label("row %").check()
+    wait_for(page, "() => window.__deepscope.analysis.confusion()?.normalized === true")
+    assert held(page, "confusion")["texts"][1][:2] == ["<1", ">99"]  # 300 of 301: not "100"
 
 
 def test_the_selected_instance_ring_leaves_its_cell_count_readable(page, serve, tmp_path):
