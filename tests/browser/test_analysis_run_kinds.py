@@ -13,6 +13,7 @@ import torch
 from browser_helpers import wait_for
 
 import deepscope
+from deepscope.analyses import read
 from deepscope.server.launch import BackgroundServer
 
 pytestmark = pytest.mark.browser
@@ -60,7 +61,7 @@ def site(tmp_path_factory, built_app):
     root = tmp_path_factory.mktemp("kinds")
     runs = write_runs(root)
     server = BackgroundServer(root, port=0).start()
-    yield {"url": server.url, **runs}
+    yield {"url": server.url, "root": root, **runs}
     server.stop()
 
 
@@ -284,3 +285,30 @@ def test_a_table_rows_inputs_are_a_table_of_feature_and_value(page, site):
     assert styles[0] != styles[1], "index and value look different"
     value = float(rows.nth(3).locator("td").inner_text())
     assert value == pytest.approx(held(page, "detail")["features"][3], abs=1e-2)
+
+
+PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2"]  # the first class colours (classColor)
+
+
+def test_neighbours_of_a_table_row_show_their_label_and_prediction(page, site):
+    """Table inputs have no preview: each neighbour still names its label and, where it differs, its prediction,
+    each beside its class's colour."""
+    open_run(page, site, "unnamed", "&inst=5")
+    wait_for(
+        page, "() => (window.__deepscope.analysis.detail?.()?.neighborClasses ?? []).length === 12", timeout=15_000
+    )
+    d = held(page, "detail")
+    assert d["features"] and not d["image"] and d["text"] is None  # a table's row
+    t = read(site["root"] / site["unnamed"]).instances().to_pydict()
+    assert any(t["label"][i] != t["prediction"][i] for i in d["neighbors"])  # some misclassified: both shown
+    for i, shown in zip(d["neighbors"], d["neighborClasses"]):
+        label, pred = t["label"][i], t["prediction"][i]
+        assert shown == ([label] if label == pred else [label, pred])
+        classes = page.locator(f"[data-testid=neighbors] button[data-index='{i}'] [data-testid=neighbor-classes]")
+        assert "".join(classes.inner_text().split()) == "→".join(map(str, shown))
+        colours = classes.locator("i").evaluate_all("(is) => is.map((i) => getComputedStyle(i).backgroundColor)")
+        assert colours == [rgb(PALETTE[c]) for c in shown]
+
+
+def rgb(hex_colour: str) -> str:
+    return "rgb({}, {}, {})".format(*(int(hex_colour[k : k + 2], 16) for k in (1, 3, 5)))
