@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pytest
@@ -475,6 +476,45 @@ def test_a_new_analysis_of_the_open_run_is_offered_for_reload(page, serve, tmp_p
     page.get_by_role("combobox", name="Layer").wait_for()
     assert page.get_by_test_id("analysis-stale").count() == 0
     assert "2 (4)" in page.get_by_role("combobox", name="Layer").inner_text()  # the new analysis' second layer
+
+
+def test_a_lasso_on_a_layer_a_new_analysis_dropped_leaves_the_link(page, serve, tmp_path):
+    """A lasso subset on layer "0"; the run is analysed again on layer "2" only, and the new analysis loaded: the
+    subset is removed with its reason, once, and leaves the URL — a reload asks nothing of it and says nothing."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    x, y = torch.randn(200, 16), torch.randint(0, 4, (200,))
+    with deepscope.init(project="browser", name="reanalysed", dir=tmp_path) as run:
+        deepscope.analyze(model, x, layers=["0", "2"], labels=y, run=run, progress=False)
+    lasso = {"layer": "0", "method": "pca", "polygon": [[-100, -100], [100, -100], [100, 100], [-100, 100]]}
+    kept = {"name": "class 1", "where": {"label": 1}}
+    subs = json.dumps([{"name": "lasso", "where": {"lasso": lasso}}, kept])
+    refused: list[str] = []
+    page.on("response", lambda r: refused.append(r.url) if r.status == 400 else None)
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run.id}&sub=lasso&focus=subset&subs={quote(subs)}")
+    wait_for(page, "() => window.__deepscope?.analysis?.state?.().subsets.length === 2", timeout=20_000)
+    assert held(page, "state")["focusCount"] == 200  # the lasso holds every instance
+
+    deepscope.analyze(model, x, layers=["2"], labels=y, run=tmp_path / run.id, progress=False)
+    page.get_by_test_id("analysis-stale").wait_for(timeout=15_000)
+    # until loaded, the views mix the two analyses (the banner says so): the server refuses what they ask of layer "0"
+    page.wait_for_timeout(1000)
+    refused.clear()
+    page.console.take("/analysis/")
+    page.get_by_role("button", name="Load the new analysis").click()
+    banner = page.locator(".banner", has_text="was removed")
+    banner.wait_for(timeout=20_000)
+    assert "Subset “lasso” was removed" in banner.inner_text() and "'0'" in banner.inner_text()
+    wait_for(page, "() => window.__deepscope.view().aSubsets.length === 1")
+    assert page.evaluate("() => window.__deepscope.view().aSubsets") == [kept]
+    assert "lasso" not in unquote(page.url) and held(page, "state")["subsets"][0]["name"] == "class 1"
+    assert [u.rsplit("/", 1)[1] for u in refused] == ["subset"]  # asked once, not once per view
+    assert len(page.console.take("/subset")) == 1
+
+    page.reload()
+    wait_for(page, "() => window.__deepscope?.analysis?.state?.().subsets.length === 1", timeout=20_000)
+    page.wait_for_timeout(500)
+    assert len(refused) == 1 and page.locator(".banner").count() == 0
 
 
 def test_long_names_and_values_keep_their_counts_and_fold(page, serve, tmp_path):

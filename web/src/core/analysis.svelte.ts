@@ -118,7 +118,9 @@ export async function focusRun(run: string | null): Promise<void> {
   }
 }
 
-/** Resolve every filter subset of the URL (server-side filters) and keep the lasso ones. */
+/** Resolve every filter subset of the URL (server-side filters) and keep the lasso ones. A filter the server refuses
+ * (a lasso on a layer a new analysis no longer has, a column gone) is dropped from the URL, its reason shown once:
+ * kept, every reload would repeat the error. */
 export async function resolveSubsets(): Promise<void> {
   const run = an.run;
   const table = instances;
@@ -127,6 +129,7 @@ export async function resolveSubsets(): Promise<void> {
   // read without tracking: an effect that calls this must not re-run because this writes `an.subsets`
   const held = untrack(() => an.subsets);
   const out: LiveSubset[] = [];
+  const refused: { def: SubsetDef; reason: string }[] = [];
   for (const [i, def] of defs.entries()) {
     const known = held.find((s) => s.name === def.name && JSON.stringify(s.where) === JSON.stringify(def.where));
     if (known) {
@@ -134,15 +137,40 @@ export async function resolveSubsets(): Promise<void> {
       continue;
     }
     try {
-      const res = await analysis.subset(run, { name: def.name, where: def.where });
+      const res = await subsetRows(run, def);
       out.push({ name: def.name, where: def.where, rows: unpackMask(res.mask, table.n), count: res.count, color: subsetColor(i) });
     } catch (e) {
-      an.error = `Subset “${def.name}”: ${(e as Error).message}`;
+      const reason = (e as Error).message;
+      if (e instanceof HttpError && (e.status === 400 || e.status === 422)) refused.push({ def, reason });
+      else if (an.run === run) an.error = `Subset “${def.name}”: ${reason}`; // the server unreachable: kept, tried again
     }
   }
   let i = out.length;
   for (const s of lasso.values()) out.push({ ...s, color: subsetColor(i++) });
-  if (an.run === run) an.subsets = out;
+  if (an.run !== run) return;
+  an.subsets = out;
+  if (refused.length) {
+    const keyOf = (d: SubsetDef) => JSON.stringify([d.name, d.where]);
+    const gone = new Set(refused.map((r) => keyOf(r.def)));
+    view.aSubsets = view.aSubsets.filter((d) => !gone.has(keyOf(d)));
+    for (const { def } of refused) {
+      if (view.aSubset === def.name) view.aSubset = null;
+      if (view.aSort === `subset:${def.name}`) view.aSort = null;
+    }
+    an.error = refused.map((r) => `Subset “${r.def.name}” was removed from the views and the link: ${r.reason}`).join(" · ");
+  }
+}
+
+/** One request per subset asked for at once (the tab resolves its subsets from several places as it opens). */
+const asking = new Map<string, Promise<{ mask: string; count: number }>>();
+function subsetRows(run: string, def: SubsetDef): Promise<{ mask: string; count: number }> {
+  const key = JSON.stringify([run, def.name, def.where]);
+  let p = asking.get(key);
+  if (!p) {
+    p = analysis.subset(run, { name: def.name, where: def.where }).finally(() => asking.delete(key));
+    asking.set(key, p);
+  }
+  return p;
 }
 
 function uniqueName(base: string): string {
