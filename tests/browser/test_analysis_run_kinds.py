@@ -53,6 +53,12 @@ def write_runs(root) -> dict[str, str]:
                           labels=[i % LONG_CLASSES for i in range(n)], class_names=names, run=run,
                           progress=False)  # fmt: skip
         runs["long"] = run.id
+    with deepscope.init(project="kinds", name="one-class", dir=root) as run:  # untrained: predicts class 1 of 5 only
+        model = mlp(16, 32, 5, 4)
+        with torch.no_grad():
+            model[2].bias.copy_(torch.tensor([0.0, 100.0, 0.0, 0.0, 0.0]))
+        deepscope.analyze(model, x, layers=["1"], run=run, progress=False)
+        runs["one-class"] = run.id
     return runs
 
 
@@ -89,6 +95,19 @@ def test_without_labels_the_matrix_has_a_row_per_predicted_class(page, site):
     assert dict(zip(m["rows"], m["counts"])) == predicted
     assert "predicted class" in page.get_by_test_id("matrix-head").inner_text()
     assert page.get_by_text("No rows").count() == 0
+
+
+def test_without_labels_the_grid_and_the_matrix_list_the_same_predicted_classes(page, site):
+    """A model that predicts only class 1 of its 5: one row in the grid and in the matrix, class 1's, and the matrix
+    says that 4 classes are never predicted (the grid listed 0 and 1, the matrix 0 to 4)."""
+    open_run(page, site, "one-class")
+    m = matrix_rows(page)
+    grid = held(page, "grid")["classes"]
+    assert [c["class"] for c in grid] == [1] and grid[0]["wrong"] == 300
+    assert [k for k in m["keys"] if k.startswith("class:")] == ["class:1"] and m["counts"] == [300]
+    assert m["unpredicted"] == [0, 2, 3, 4]
+    assert page.get_by_test_id("matrix-unpredicted").inner_text() == "4 classes never predicted: no rows"
+    assert "only those" in page.locator(".grid-view .bar").inner_text()
 
 
 def test_without_class_names_classes_are_numbered_everywhere(page, site):
