@@ -331,3 +331,30 @@ def test_neighbours_of_a_table_row_show_their_label_and_prediction(page, site):
 
 def rgb(hex_colour: str) -> str:
     return "rgb({}, {}, {})".format(*(int(hex_colour[k : k + 2], 16) for k in (1, 3, 5)))
+
+
+def test_the_grid_blocks_take_the_width_their_instances_need(page, serve, tmp_path):
+    """26 correct and 567 misclassified in each class: the correct block is as narrow as its heading allows, the
+    misclassified one takes the rest (it was held to two thirds, a third left mostly empty beside it)."""
+    labels = np.repeat(np.arange(4), 593)
+    rng = np.random.default_rng(0)
+    predicted = labels.copy()
+    for c in range(4):
+        wrong = np.flatnonzero(labels == c)[26:]
+        predicted[wrong] = (c + rng.integers(1, 4, len(wrong))) % 4
+    model = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(4))
+        model.bias.zero_()
+    x = torch.nn.functional.one_hot(torch.from_numpy(predicted), 4).float() * 5
+    with deepscope.init(project="kinds", name="mostly-wrong", dir=tmp_path) as run:
+        deepscope.analyze(model, x, labels=labels, run=run, progress=False)
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run.id}")
+    wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length === 4", timeout=20_000)
+    grid = held(page, "grid")
+    assert [(c["correct"], c["wrong"]) for c in grid["classes"]] == [(26, 567)] * 4
+    blocks = grid["blocks"]
+    assert blocks["correct"] <= 60 and blocks["wrong"] >= 3 * blocks["correct"], blocks
+    heads = page.locator(".grid-view .heads span").all_inner_texts()
+    assert heads == ["correct", "misclassified"]
