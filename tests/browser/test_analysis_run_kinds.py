@@ -5,12 +5,14 @@ classes readably and offers only what applies; and the selected look follows wha
 from __future__ import annotations
 
 import json
+from io import BytesIO
 from urllib.parse import quote
 
 import numpy as np
 import pytest
 import torch
 from browser_helpers import wait_for
+from PIL import Image
 
 import deepscope
 from deepscope.analyses import read
@@ -358,3 +360,34 @@ def test_the_grid_blocks_take_the_width_their_instances_need(page, serve, tmp_pa
     assert blocks["correct"] <= 60 and blocks["wrong"] >= 3 * blocks["correct"], blocks
     heads = page.locator(".grid-view .heads span").all_inner_texts()
     assert heads == ["correct", "misclassified"]
+
+
+def test_the_confusion_tooltip_is_whole_in_the_window(page, serve, tmp_path):
+    """At 1366 × 768 a 4 × 4 matrix sits at its panel's left: the tooltip of its last column ran past the panel's
+    right edge and was cut ("labelled tech · predicted spor"). It shows whole, inside the window, beside the pointer."""
+    torch.manual_seed(0)
+    x = torch.randn(400, 16)
+    names = ["world", "sports", "business", "technology"]
+    labels = [i % 4 for i in range(400)]
+    with deepscope.init(project="kinds", name="four", dir=tmp_path) as run:
+        deepscope.analyze(mlp(16, 32, 4, 5), x, layers=["1"], labels=labels, class_names=names, run=run, progress=False)
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run.id}")
+    page.get_by_test_id("confusion-matrix").wait_for()
+    for i, j in ((3, 3), (0, 3), (3, 0)):
+        at = held(page, "confusion().locate", i, j)
+        page.mouse.move(at["x"], at["y"])
+        tip = page.locator(".confusion .tip")
+        tip.wait_for()
+        text = tip.inner_text()
+        assert f"labelled {names[i]} · predicted {names[j]}" in text
+        box = tip.bounding_box()
+        right, bottom = box["x"] + box["width"], box["y"] + box["height"]
+        assert box["x"] >= 0 and box["y"] >= 0 and right <= 1366 and bottom <= 768
+        assert not (box["x"] <= at["x"] <= right and box["y"] <= at["y"] <= bottom)  # not under the pointer
+        # drawn whole: its dark background inside each of its edges, where the panel cut it off before
+        shot = page.screenshot(clip=box)
+        img = np.asarray(Image.open(BytesIO(shot)).convert("RGB")).astype(int)
+        h, w = img.shape[:2]
+        for y, x0 in ((h // 2, 4), (h // 2, w - 5), (4, w // 2), (h - 5, w // 2)):
+            assert img[y, x0].sum() < 200, (i, j, y, x0, img[y, x0])
