@@ -279,16 +279,22 @@ def test_clipped_matrices_show_that_they_scroll(page, site):
     hint = page.get_by_test_id("matrix-more-below")
     hint.wait_for()
     assert hint.is_visible() and "scroll" in hint.inner_text()
+    # beside the content, not over it: below the scroller's box
+    inner = scroller.bounding_box()
+    assert hint.bounding_box()["y"] >= inner["y"] + inner["height"] - 0.5
     scroller.evaluate("(s) => { s.scrollTop = s.scrollHeight; s.scrollLeft = s.scrollWidth; }")
     hint.wait_for(state="detached")
     confusion = page.get_by_test_id("confusion-scroller")
     c_over = confusion.evaluate(
         "(s) => ({x: s.scrollWidth > s.clientWidth + 2, y: s.scrollHeight > s.clientHeight + 2})"
     )
+    inner = confusion.bounding_box()
     if c_over["x"]:
         page.get_by_test_id("confusion-more-right").wait_for()
+        assert page.get_by_test_id("confusion-more-right").bounding_box()["x"] >= inner["x"] + inner["width"] - 0.5
     if c_over["y"]:
         page.get_by_test_id("confusion-more-below").wait_for()
+        assert page.get_by_test_id("confusion-more-below").bounding_box()["y"] >= inner["y"] + inner["height"] - 0.5
     assert c_over["x"] or c_over["y"], "120 classes overflow the confusion panel"
 
 
@@ -391,3 +397,80 @@ def test_the_confusion_tooltip_is_whole_in_the_window(page, serve, tmp_path):
         h, w = img.shape[:2]
         for y, x0 in ((h // 2, 4), (h // 2, w - 5), (4, w // 2), (h - 5, w // 2)):
             assert img[y, x0].sum() < 200, (i, j, y, x0, img[y, x0])
+
+
+def write_news(root) -> str:
+    """Four classes of 3,000 texts through a 32-neuron hidden layer: a matrix of 4 rows × 32, a 4 × 4 confusion."""
+    torch.manual_seed(6)
+    y = torch.arange(3000) % 4
+    x = torch.randn(3000, 16) + 2 * torch.nn.functional.one_hot(y, 16).float()
+    model = mlp(16, 32, 4, 6)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    names = ["world", "sports", "food", "tech"]
+    texts = [f"article {i} about {names[int(c)]}" for i, c in enumerate(y)]
+    with deepscope.init(project="kinds", name="news", dir=root) as run:
+        deepscope.analyze(model, x, layers=["1", "2"], labels=y, class_names=names, metadata={"text": texts}, run=run,
+                          progress=False)  # fmt: skip
+    return run.id
+
+
+def uncovered(page, testid: str, points: list[tuple[float, float]]) -> list[bool]:
+    """Whether the element under each page point is the element `testid` itself (nothing drawn over it)."""
+    return page.evaluate(
+        "([id, pts]) => pts.map(([x, y]) => document.elementFromPoint(x, y)?.dataset?.testid === id)", [testid, points]
+    )
+
+
+def test_at_1366_by_768_every_view_is_whole(page, serve, tmp_path):
+    """A 32-neuron matrix fits its panel's width with its whole legend ("no value"); the 4 × 4 confusion matrix shows
+    its 16 cells, none under a hint; the projection ends inside its panel, inside the window."""
+    run = write_news(tmp_path)
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run}&alayer=1&neuron=3")
+    wait_for(page, "() => window.__deepscope?.analysis?.projection?.().drawn", timeout=20_000)
+    page.get_by_test_id("neuron-top").wait_for()
+    matrix_rows(page)
+    page.wait_for_timeout(500)  # the hints measure after the views settle
+
+    scroller = page.get_by_test_id("matrix-scroller")
+    sizes = scroller.evaluate("(s) => [s.scrollWidth, s.clientWidth]")
+    assert sizes[0] <= sizes[1] + 1, f"the matrix scrolls sideways: {sizes}"
+    box = scroller.bounding_box()
+    legend = page.locator(".nm .legend").get_by_text("no value").bounding_box()
+    assert legend["x"] + legend["width"] <= box["x"] + box["width"]
+    canvas = page.get_by_test_id("neuron-matrix").bounding_box()
+    cells = [(canvas["x"] + canvas["width"] * (k + 0.5) / 32, canvas["y"] + canvas["height"] * (r + 0.5) / 4)
+             for k in range(32) for r in range(4)]  # fmt: skip
+    assert all(uncovered(page, "neuron-matrix", cells))
+
+    at = [held(page, "confusion().locate", i, j) for i in range(4) for j in range(4)]
+    assert all(uncovered(page, "confusion-matrix", [(p["x"], p["y"]) for p in at])), "a confusion cell is hidden"
+
+    plot = page.get_by_test_id("projection").bounding_box()
+    panel = page.get_by_test_id("projection").evaluate("(c) => c.closest('.panel').getBoundingClientRect().toJSON()")
+    assert plot["y"] + plot["height"] <= panel["bottom"] + 1 and panel["bottom"] <= 768
+    assert plot["height"] >= 200
+
+
+def test_at_1600_by_1000_the_neuron_panel_is_as_tall_as_what_it_shows(page, serve, tmp_path):
+    """4 rows and a neuron's top instances: the panel ends below them (it kept 46 % of the column, half of it empty)
+    and the projection has the rest."""
+    run = write_news(tmp_path)
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run}&alayer=1&neuron=3")
+    wait_for(page, "() => window.__deepscope?.analysis?.projection?.().drawn", timeout=20_000)
+    page.get_by_test_id("neuron-top").wait_for()
+    matrix_rows(page)
+    page.wait_for_timeout(300)
+    panel = page.get_by_test_id("matrix-scroller").evaluate(
+        "(s) => s.closest('.panel').getBoundingClientRect().toJSON()"
+    )
+    top = page.get_by_test_id("neuron-top").bounding_box()
+    assert panel["bottom"] - (top["y"] + top["height"]) <= 24, "empty room below the top instances"
+    plot = page.get_by_test_id("projection").bounding_box()
+    assert plot["height"] >= 420
