@@ -475,7 +475,7 @@ def test_a_new_analysis_of_the_open_run_is_offered_for_reload(page, serve, tmp_p
     wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
     page.get_by_role("combobox", name="Layer").wait_for()
     assert page.get_by_test_id("analysis-stale").count() == 0
-    assert "2 (4)" in page.get_by_role("combobox", name="Layer").inner_text()  # the new analysis' second layer
+    assert "2 · Linear (4)" in page.get_by_role("combobox", name="Layer").inner_text()  # the new analysis' second layer
 
 
 def test_a_lasso_on_a_layer_a_new_analysis_dropped_leaves_the_link(page, serve, tmp_path):
