@@ -23,9 +23,22 @@ class Console:
 
     def __init__(self, page) -> None:
         self.errors: list[str] = []
-        page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        page.on("console", self._console)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         page.on("requestfailed", self._failed)
+
+    def _console(self, m) -> None:
+        if m.type != "error":
+            return
+        # "Failed to load resource: … 404": which resource, so that a test can tell an answer it expects
+        where = m.location.get("url") if m.text.startswith("Failed to load resource") else None
+        self.errors.append(f"console.{m.type}: {m.text}" + (f" ({where})" if where else ""))
+
+    def take(self, url_part: str) -> list[str]:
+        """Remove and return the errors that name `url_part`: failed loads a test expects (a 404 it asked for)."""
+        taken = [e for e in self.errors if url_part in e]
+        self.errors[:] = [e for e in self.errors if url_part not in e]
+        return taken
 
     def _failed(self, request) -> None:
         # The live stream is cut when the page closes or navigates, and the app cancels requests whose answer is no

@@ -5,7 +5,9 @@ the analysis read back with ``deepscope.analyses.read``."""
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
+from urllib.parse import quote, unquote
 
 import numpy as np
 import pytest
@@ -67,6 +69,27 @@ def write_no_scores(root) -> str:
     return run.id
 
 
+class StopsPartWay(torch.utils.data.Dataset):
+    """300 vectors, of which the 131st is never read: the analysis stops there, as a Ctrl-C would stop it."""
+
+    def __len__(self) -> int:
+        return 300
+
+    def __getitem__(self, i: int):
+        if i >= 130:
+            raise KeyboardInterrupt
+        return torch.randn(16), i % 4
+
+
+def write_interrupted(root) -> str:
+    """An analysis stopped part-way (by KeyboardInterrupt): rows on disk, no finished analysis."""
+    torch.manual_seed(4)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    with deepscope.init(project="browser", name="interrupted", dir=root) as run, pytest.raises(KeyboardInterrupt):
+        deepscope.analyze(model, StopsPartWay(), layers=["1"], batch_size=32, run=run, progress=False)
+    return run.id
+
+
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory, built_app):
     data = write_analysed(tmp_path_factory.mktemp("analysed"))
@@ -74,6 +97,7 @@ def analysed(tmp_path_factory, built_app):
     partly = write_partly_labelled(data.root)
     hidden_only = write_hidden_only(data.root)
     no_scores = write_no_scores(data.root)
+    interrupted = write_interrupted(data.root)
     server = BackgroundServer(data.root, port=0).start()
     table = read(data.root / data.run).instances().to_pydict()
     yield {
@@ -85,6 +109,7 @@ def analysed(tmp_path_factory, built_app):
         "partly": partly,
         "hidden_only": hidden_only,
         "no_scores": no_scores,
+        "interrupted": interrupted,
     }
     server.stop()
 
@@ -332,14 +357,29 @@ def test_the_url_reproduces_the_selection(page, analysed):
     assert grid["selected"] == index and grid["highlighted"] == sum(1 for y in t["label"] if y == 8)
 
 
-def test_a_run_without_analysis_says_so(page, analysed):
-    missing: list[str] = []
-    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
-    plain = analysed["data"].plain
-    page.goto(f"{analysed['url']}?tab=analysis&runs={plain}")
+def test_a_run_without_analysis_says_why_in_the_servers_words(page, analysed):
+    """A run never analysed and one whose analysis stopped part-way: the empty state gives each run's reason as the
+    server words it (its 404's detail), as text; the summary is asked for once per run, only for that."""
+    asked: list[str] = []
+    page.on("response", lambda r: asked.append(r.url) if r.status == 404 else None)
+    plain, interrupted = analysed["data"].plain, analysed["interrupted"]
+    page.goto(f"{analysed['url']}?tab=analysis&runs={plain},{interrupted}")
     page.get_by_text("None of the selected runs has an analysis.").wait_for()
+    reasons = page.get_by_test_id("analysis-reasons")
+    for run in (plain, interrupted):
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            api(analysed["url"], f"runs/{run}/analysis")
+        assert answer.value.code == 404
+        detail = json.loads(answer.value.read())["detail"]
+        item = reasons.locator(f"li[data-run='{run}'] .reason")
+        wait_for(page, "([run, d]) => document.querySelector(`li[data-run='${run}'] .reason`)?.textContent === d",
+                 [run, detail])  # fmt: skip
+        assert item.inner_text() == detail
+        assert reasons.locator(f"li[data-run='{run}'] b").inner_text() in ("not-analysed", "interrupted")
     assert page.evaluate("() => typeof window.__deepscope.analysis?.grid") == "undefined"
-    assert missing == []  # the run list says the plain run has no analysis: the summary is not asked for
+    assert sorted(asked) == sorted(f"{analysed['url']}api/runs/{run}/analysis" for run in (plain, interrupted))
+    assert len(page.console.take("/analysis")) == 2  # the two 404s asked for, nothing else failed
+    assert page.evaluate("() => window.__pwned") is None
 
 
 def test_the_runs_table_says_what_a_run_holds_and_opens_it(page, analysed):
@@ -435,7 +475,46 @@ def test_a_new_analysis_of_the_open_run_is_offered_for_reload(page, serve, tmp_p
     wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
     page.get_by_role("combobox", name="Layer").wait_for()
     assert page.get_by_test_id("analysis-stale").count() == 0
-    assert "2 (4)" in page.get_by_role("combobox", name="Layer").inner_text()  # the new analysis' second layer
+    assert "2 · Linear (4)" in page.get_by_role("combobox", name="Layer").inner_text()  # the new analysis' second layer
+
+
+def test_a_lasso_on_a_layer_a_new_analysis_dropped_leaves_the_link(page, serve, tmp_path):
+    """A lasso subset on layer "0"; the run is analysed again on layer "2" only, and the new analysis loaded: the
+    subset is removed with its reason, once, and leaves the URL — a reload asks nothing of it and says nothing."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    x, y = torch.randn(200, 16), torch.randint(0, 4, (200,))
+    with deepscope.init(project="browser", name="reanalysed", dir=tmp_path) as run:
+        deepscope.analyze(model, x, layers=["0", "2"], labels=y, run=run, progress=False)
+    lasso = {"layer": "0", "method": "pca", "polygon": [[-100, -100], [100, -100], [100, 100], [-100, 100]]}
+    kept = {"name": "class 1", "where": {"label": 1}}
+    subs = json.dumps([{"name": "lasso", "where": {"lasso": lasso}}, kept])
+    refused: list[str] = []
+    page.on("response", lambda r: refused.append(r.url) if r.status == 400 else None)
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run.id}&sub=lasso&focus=subset&subs={quote(subs)}")
+    wait_for(page, "() => window.__deepscope?.analysis?.state?.().subsets.length === 2", timeout=20_000)
+    assert held(page, "state")["focusCount"] == 200  # the lasso holds every instance
+
+    deepscope.analyze(model, x, layers=["2"], labels=y, run=tmp_path / run.id, progress=False)
+    page.get_by_test_id("analysis-stale").wait_for(timeout=15_000)
+    # until loaded, the views mix the two analyses (the banner says so): the server refuses what they ask of layer "0"
+    page.wait_for_timeout(1000)
+    refused.clear()
+    page.console.take("/analysis/")
+    page.get_by_role("button", name="Load the new analysis").click()
+    banner = page.locator(".banner", has_text="was removed")
+    banner.wait_for(timeout=20_000)
+    assert "Subset “lasso” was removed" in banner.inner_text() and "'0'" in banner.inner_text()
+    wait_for(page, "() => window.__deepscope.view().aSubsets.length === 1")
+    assert page.evaluate("() => window.__deepscope.view().aSubsets") == [kept]
+    assert "lasso" not in unquote(page.url) and held(page, "state")["subsets"][0]["name"] == "class 1"
+    assert [u.rsplit("/", 1)[1] for u in refused] == ["subset"]  # asked once, not once per view
+    assert len(page.console.take("/subset")) == 1
+
+    page.reload()
+    wait_for(page, "() => window.__deepscope?.analysis?.state?.().subsets.length === 1", timeout=20_000)
+    page.wait_for_timeout(500)
+    assert len(refused) == 1 and page.locator(".banner").count() == 0
 
 
 def test_long_names_and_values_keep_their_counts_and_fold(page, serve, tmp_path):
@@ -545,7 +624,29 @@ def test_row_shares_under_half_a_percent_read_below_one_not_zero(page, serve, tm
     page.get_by_test_id("confusion-matrix").wait_for()
     page.get_by_label("row %").check()
     wait_for(page, "() => window.__deepscope.analysis.confusion()?.normalized === true")
-    assert held(page, "confusion")["texts"][0] == ["100", "<1"]
+    assert held(page, "confusion")["texts"][0] == [">99", "<1"]  # 99.5 %: not all of the row, never "100"
+
+
+def test_an_accuracy_short_of_all_never_reads_100_percent(page, serve, tmp_path):
+    """2,999 of 3,000 right: the header says 99.97 %, not 100.0 %; a row's share of 300 of 301 is ">99", not 100."""
+    model = torch.nn.Linear(10, 10)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(10))
+        model.bias.zero_()
+    predicted = np.arange(3000) % 10
+    labels = predicted.copy()
+    labels[0] = 1  # one instance of class 1 taken for class 0
+    x = torch.nn.functional.one_hot(torch.from_numpy(predicted), 10).float() * 10
+    with deepscope.init(project="browser", name="almost", dir=tmp_path) as run:
+        deepscope.analyze(model, x, labels=labels, run=run, progress=False)
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run.id}")
+    accuracy = page.get_by_test_id("accuracy")
+    accuracy.wait_for()
+    assert accuracy.inner_text() == "accuracy 99.97 %"
+    page.get_by_test_id("confusion-matrix").wait_for()
+    page.get_by_label("row %").check()
+    wait_for(page, "() => window.__deepscope.analysis.confusion()?.normalized === true")
+    assert held(page, "confusion")["texts"][1][:2] == ["<1", ">99"]  # 300 of 301: not "100"
 
 
 def test_the_selected_instance_ring_leaves_its_cell_count_readable(page, serve, tmp_path):

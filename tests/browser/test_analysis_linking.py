@@ -46,6 +46,10 @@ def held(page, name: str):
 def open_ready(page, analysed: Analysed, base: str) -> None:
     """The tab with every view drawn: the grid, the matrix (10 class rows), the confusion matrix, the projection."""
     page.goto(f"{base}?tab=analysis&runs={analysed.run}&run={analysed.run}&alayer={LAYER}")
+    views_ready(page)
+
+
+def views_ready(page) -> None:
     wait_for(
         page,
         "() => { const a = window.__deepscope?.analysis; if (!a?.matrix || !a.projection || !a.confusion) return false;"
@@ -227,3 +231,68 @@ def test_an_instance_picked_anywhere_is_selected_in_every_view(page, analysed, s
     page.mouse.click(at["x"], at["y"])
     selected_everywhere(wrong)
     assert held(page, "matrix")["rows"][-2:] == [f"#{nb}", f"#{wrong}"]
+
+
+def test_a_reload_or_a_shared_link_highlights_the_newest_selection(page, context, analysed, server_url, table):
+    """A class, then a neuron: the neuron's top instances are highlighted, and still are after a reload and in a
+    second page opened on the same link; then the class again — the reload highlights the class."""
+    open_ready(page, analysed, server_url)
+    c = 2
+    page.locator(f".grid-view button.cls[data-class='{c}']").click()
+    highlighted_everywhere(page, int((table["label"] == c).sum()), f"class {CLASS_NAMES[c]}")
+    box = page.locator("[data-testid=neuron-matrix]").bounding_box()
+    page.mouse.click(box["x"] + 9.5 * box["width"] / 128, box["y"] + 20)
+    neuron = held(page, "matrix")["selectedNeuron"]
+    assert neuron is not None
+    neuron_label = f"top instances of neuron {neuron}"
+    highlighted_everywhere(page, TOP_K, neuron_label)
+    assert f"cls={c}" in page.url and f"neuron={neuron}" in page.url
+
+    page.reload()
+    views_ready(page)
+    highlighted_everywhere(page, TOP_K, neuron_label)
+    assert page.evaluate("() => window.__deepscope.view().aClass") == c  # the class is still selected, not highlighted
+
+    shared = context.new_page()
+    shared.goto(page.url)
+    views_ready(shared)
+    highlighted_everywhere(shared, TOP_K, neuron_label)
+    shared.close()
+
+    # the class chosen again is the newest: a reload highlights it
+    page.locator(f".grid-view button.cls[data-class='{c}']").click()
+    highlighted_everywhere(page, int((table["label"] == c).sum()), f"class {CLASS_NAMES[c]}")
+    page.reload()
+    views_ready(page)
+    highlighted_everywhere(page, int((table["label"] == c).sum()), f"class {CLASS_NAMES[c]}")
+
+
+def test_a_small_highlight_is_ringed_in_the_instance_grid(page, analysed, server_url, table):
+    """A confusion cell of a few instances: in the grid each of their squares (a few pixels) gets a ring larger than
+    itself, in the highlight's colour — as many as the projection draws large (100)."""
+    open_ready(page, analysed, server_url)
+    label, pred = table["label"], table["prediction"]
+    m = np.array([[int(((label == i) & (pred == j)).sum()) for j in range(10)] for i in range(10)])
+    off = np.where(m > 0, m, 10**9) + np.eye(10, dtype=int) * 10**9
+    i, j = (int(v) for v in np.unravel_index(off.argmin(), off.shape))  # the smallest non-empty error cell
+    members = np.flatnonzero((label == i) & (pred == j))
+    at = page.evaluate("([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [i, j])
+    page.mouse.click(at["x"], at["y"])
+    wait_for(page, "(n) => window.__deepscope.analysis.grid().highlighted === n", len(members))
+    grid = held(page, "grid")
+    assert sorted(grid["ringed"]) == members.tolist() and grid["cell"] <= 6
+    page.wait_for_timeout(200)
+    canvas = page.get_by_test_id("instance-grid")
+    for k in members.tolist():
+        pos = page.evaluate("(i) => window.__deepscope.analysis.grid().locate(i)", k)
+        img, box = canvas_pixels(page, canvas)
+        px = around(img, box, (pos["x"], pos["y"]), 9)
+        amber = (np.abs(px - np.array([245, 159, 0])).max(1) < 40).sum()  # FOCUS_COLOR
+        assert amber >= 20, amber  # a ring some 12 pixels across, not a 3-pixel square
+    # a class of 100 digits: as many as the projection draws large, ringed too; with more, none would be
+    assert (label == 1).sum() == 100
+    page.locator(".grid-view button.cls[data-class='1']").click()
+    wait_for(page, "() => window.__deepscope.analysis.grid().highlighted === 100")
+    assert sorted(held(page, "grid")["ringed"]) == np.flatnonzero(label == 1).tolist()
+    page.locator(".grid-view button.cls[data-class='1']").click()  # deselected: the cell's subset again
+    wait_for(page, "(n) => window.__deepscope.analysis.grid().ringed.length === n", len(members))

@@ -5,14 +5,17 @@ classes readably and offers only what applies; and the selected look follows wha
 from __future__ import annotations
 
 import json
+from io import BytesIO
 from urllib.parse import quote
 
 import numpy as np
 import pytest
 import torch
 from browser_helpers import wait_for
+from PIL import Image
 
 import deepscope
+from deepscope.analyses import read
 from deepscope.server.launch import BackgroundServer
 
 pytestmark = pytest.mark.browser
@@ -52,6 +55,12 @@ def write_runs(root) -> dict[str, str]:
                           labels=[i % LONG_CLASSES for i in range(n)], class_names=names, run=run,
                           progress=False)  # fmt: skip
         runs["long"] = run.id
+    with deepscope.init(project="kinds", name="one-class", dir=root) as run:  # untrained: predicts class 1 of 5 only
+        model = mlp(16, 32, 5, 4)
+        with torch.no_grad():
+            model[2].bias.copy_(torch.tensor([0.0, 100.0, 0.0, 0.0, 0.0]))
+        deepscope.analyze(model, x, layers=["1"], run=run, progress=False)
+        runs["one-class"] = run.id
     return runs
 
 
@@ -60,7 +69,7 @@ def site(tmp_path_factory, built_app):
     root = tmp_path_factory.mktemp("kinds")
     runs = write_runs(root)
     server = BackgroundServer(root, port=0).start()
-    yield {"url": server.url, **runs}
+    yield {"url": server.url, "root": root, **runs}
     server.stop()
 
 
@@ -88,6 +97,19 @@ def test_without_labels_the_matrix_has_a_row_per_predicted_class(page, site):
     assert dict(zip(m["rows"], m["counts"])) == predicted
     assert "predicted class" in page.get_by_test_id("matrix-head").inner_text()
     assert page.get_by_text("No rows").count() == 0
+
+
+def test_without_labels_the_grid_and_the_matrix_list_the_same_predicted_classes(page, site):
+    """A model that predicts only class 1 of its 5: one row in the grid and in the matrix, class 1's, and the matrix
+    says that 4 classes are never predicted (the grid listed 0 and 1, the matrix 0 to 4)."""
+    open_run(page, site, "one-class")
+    m = matrix_rows(page)
+    grid = held(page, "grid")["classes"]
+    assert [c["class"] for c in grid] == [1] and grid[0]["wrong"] == 300
+    assert [k for k in m["keys"] if k.startswith("class:")] == ["class:1"] and m["counts"] == [300]
+    assert m["unpredicted"] == [0, 2, 3, 4]
+    assert page.get_by_test_id("matrix-unpredicted").inner_text() == "4 classes never predicted: no rows"
+    assert "only those" in page.locator(".grid-view .bar").inner_text()
 
 
 def test_without_class_names_classes_are_numbered_everywhere(page, site):
@@ -257,16 +279,22 @@ def test_clipped_matrices_show_that_they_scroll(page, site):
     hint = page.get_by_test_id("matrix-more-below")
     hint.wait_for()
     assert hint.is_visible() and "scroll" in hint.inner_text()
+    # beside the content, not over it: below the scroller's box
+    inner = scroller.bounding_box()
+    assert hint.bounding_box()["y"] >= inner["y"] + inner["height"] - 0.5
     scroller.evaluate("(s) => { s.scrollTop = s.scrollHeight; s.scrollLeft = s.scrollWidth; }")
     hint.wait_for(state="detached")
     confusion = page.get_by_test_id("confusion-scroller")
     c_over = confusion.evaluate(
         "(s) => ({x: s.scrollWidth > s.clientWidth + 2, y: s.scrollHeight > s.clientHeight + 2})"
     )
+    inner = confusion.bounding_box()
     if c_over["x"]:
         page.get_by_test_id("confusion-more-right").wait_for()
+        assert page.get_by_test_id("confusion-more-right").bounding_box()["x"] >= inner["x"] + inner["width"] - 0.5
     if c_over["y"]:
         page.get_by_test_id("confusion-more-below").wait_for()
+        assert page.get_by_test_id("confusion-more-below").bounding_box()["y"] >= inner["y"] + inner["height"] - 0.5
     assert c_over["x"] or c_over["y"], "120 classes overflow the confusion panel"
 
 
@@ -284,3 +312,165 @@ def test_a_table_rows_inputs_are_a_table_of_feature_and_value(page, site):
     assert styles[0] != styles[1], "index and value look different"
     value = float(rows.nth(3).locator("td").inner_text())
     assert value == pytest.approx(held(page, "detail")["features"][3], abs=1e-2)
+
+
+PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2"]  # the first class colours (classColor)
+
+
+def test_neighbours_of_a_table_row_show_their_label_and_prediction(page, site):
+    """Table inputs have no preview: each neighbour still names its label and, where it differs, its prediction,
+    each beside its class's colour."""
+    open_run(page, site, "unnamed", "&inst=5")
+    wait_for(
+        page, "() => (window.__deepscope.analysis.detail?.()?.neighborClasses ?? []).length === 12", timeout=15_000
+    )
+    d = held(page, "detail")
+    assert d["features"] and not d["image"] and d["text"] is None  # a table's row
+    t = read(site["root"] / site["unnamed"]).instances().to_pydict()
+    assert any(t["label"][i] != t["prediction"][i] for i in d["neighbors"])  # some misclassified: both shown
+    for i, shown in zip(d["neighbors"], d["neighborClasses"]):
+        label, pred = t["label"][i], t["prediction"][i]
+        assert shown == ([label] if label == pred else [label, pred])
+        classes = page.locator(f"[data-testid=neighbors] button[data-index='{i}'] [data-testid=neighbor-classes]")
+        assert "".join(classes.inner_text().split()) == "→".join(map(str, shown))
+        colours = classes.locator("i").evaluate_all("(is) => is.map((i) => getComputedStyle(i).backgroundColor)")
+        assert colours == [rgb(PALETTE[c]) for c in shown]
+
+
+def rgb(hex_colour: str) -> str:
+    return "rgb({}, {}, {})".format(*(int(hex_colour[k : k + 2], 16) for k in (1, 3, 5)))
+
+
+def test_the_grid_blocks_take_the_width_their_instances_need(page, serve, tmp_path):
+    """26 correct and 567 misclassified in each class: the correct block is as narrow as its heading allows, the
+    misclassified one takes the rest (it was held to two thirds, a third left mostly empty beside it)."""
+    labels = np.repeat(np.arange(4), 593)
+    rng = np.random.default_rng(0)
+    predicted = labels.copy()
+    for c in range(4):
+        wrong = np.flatnonzero(labels == c)[26:]
+        predicted[wrong] = (c + rng.integers(1, 4, len(wrong))) % 4
+    model = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(4))
+        model.bias.zero_()
+    x = torch.nn.functional.one_hot(torch.from_numpy(predicted), 4).float() * 5
+    with deepscope.init(project="kinds", name="mostly-wrong", dir=tmp_path) as run:
+        deepscope.analyze(model, x, labels=labels, run=run, progress=False)
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run.id}")
+    wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length === 4", timeout=20_000)
+    grid = held(page, "grid")
+    assert [(c["correct"], c["wrong"]) for c in grid["classes"]] == [(26, 567)] * 4
+    blocks = grid["blocks"]
+    assert blocks["correct"] <= 60 and blocks["wrong"] >= 3 * blocks["correct"], blocks
+    heads = page.locator(".grid-view .heads span").all_inner_texts()
+    assert heads == ["correct", "misclassified"]
+
+
+def test_the_confusion_tooltip_is_whole_in_the_window(page, serve, tmp_path):
+    """At 1366 × 768 a 4 × 4 matrix sits at its panel's left: the tooltip of its last column ran past the panel's
+    right edge and was cut ("labelled tech · predicted spor"). It shows whole, inside the window, beside the pointer."""
+    torch.manual_seed(0)
+    x = torch.randn(400, 16)
+    names = ["world", "sports", "business", "technology"]
+    labels = [i % 4 for i in range(400)]
+    with deepscope.init(project="kinds", name="four", dir=tmp_path) as run:
+        deepscope.analyze(mlp(16, 32, 4, 5), x, layers=["1"], labels=labels, class_names=names, run=run, progress=False)
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run.id}")
+    page.get_by_test_id("confusion-matrix").wait_for()
+    for i, j in ((3, 3), (0, 3), (3, 0)):
+        at = held(page, "confusion().locate", i, j)
+        page.mouse.move(at["x"], at["y"])
+        tip = page.locator(".confusion .tip")
+        tip.wait_for()
+        text = tip.inner_text()
+        assert f"labelled {names[i]} · predicted {names[j]}" in text
+        box = tip.bounding_box()
+        right, bottom = box["x"] + box["width"], box["y"] + box["height"]
+        assert box["x"] >= 0 and box["y"] >= 0 and right <= 1366 and bottom <= 768
+        assert not (box["x"] <= at["x"] <= right and box["y"] <= at["y"] <= bottom)  # not under the pointer
+        # drawn whole: its dark background inside each of its edges, where the panel cut it off before
+        shot = page.screenshot(clip=box)
+        img = np.asarray(Image.open(BytesIO(shot)).convert("RGB")).astype(int)
+        h, w = img.shape[:2]
+        for y, x0 in ((h // 2, 4), (h // 2, w - 5), (4, w // 2), (h - 5, w // 2)):
+            assert img[y, x0].sum() < 200, (i, j, y, x0, img[y, x0])
+
+
+def write_news(root) -> str:
+    """Four classes of 3,000 texts through a 32-neuron hidden layer: a matrix of 4 rows × 32, a 4 × 4 confusion."""
+    torch.manual_seed(6)
+    y = torch.arange(3000) % 4
+    x = torch.randn(3000, 16) + 2 * torch.nn.functional.one_hot(y, 16).float()
+    model = mlp(16, 32, 4, 6)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    names = ["world", "sports", "food", "tech"]
+    texts = [f"article {i} about {names[int(c)]}" for i, c in enumerate(y)]
+    with deepscope.init(project="kinds", name="news", dir=root) as run:
+        deepscope.analyze(model, x, layers=["1", "2"], labels=y, class_names=names, metadata={"text": texts}, run=run,
+                          progress=False)  # fmt: skip
+    return run.id
+
+
+def uncovered(page, testid: str, points: list[tuple[float, float]]) -> list[bool]:
+    """Whether the element under each page point is the element `testid` itself (nothing drawn over it)."""
+    return page.evaluate(
+        "([id, pts]) => pts.map(([x, y]) => document.elementFromPoint(x, y)?.dataset?.testid === id)", [testid, points]
+    )
+
+
+def test_at_1366_by_768_every_view_is_whole(page, serve, tmp_path):
+    """A 32-neuron matrix fits its panel's width with its whole legend ("no value"); the 4 × 4 confusion matrix shows
+    its 16 cells, none under a hint; the projection ends inside its panel, inside the window."""
+    run = write_news(tmp_path)
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run}&alayer=1&neuron=3")
+    wait_for(page, "() => window.__deepscope?.analysis?.projection?.().drawn", timeout=20_000)
+    page.get_by_test_id("neuron-top").wait_for()
+    matrix_rows(page)
+    page.wait_for_timeout(500)  # the hints measure after the views settle
+
+    scroller = page.get_by_test_id("matrix-scroller")
+    sizes = scroller.evaluate("(s) => [s.scrollWidth, s.clientWidth]")
+    assert sizes[0] <= sizes[1] + 1, f"the matrix scrolls sideways: {sizes}"
+    box = scroller.bounding_box()
+    legend = page.locator(".nm .legend").get_by_text("no value").bounding_box()
+    assert legend["x"] + legend["width"] <= box["x"] + box["width"]
+    canvas = page.get_by_test_id("neuron-matrix").bounding_box()
+    cells = [(canvas["x"] + canvas["width"] * (k + 0.5) / 32, canvas["y"] + canvas["height"] * (r + 0.5) / 4)
+             for k in range(32) for r in range(4)]  # fmt: skip
+    assert all(uncovered(page, "neuron-matrix", cells))
+
+    at = [held(page, "confusion().locate", i, j) for i in range(4) for j in range(4)]
+    assert all(uncovered(page, "confusion-matrix", [(p["x"], p["y"]) for p in at])), "a confusion cell is hidden"
+
+    plot = page.get_by_test_id("projection").bounding_box()
+    panel = page.get_by_test_id("projection").evaluate("(c) => c.closest('.panel').getBoundingClientRect().toJSON()")
+    assert plot["y"] + plot["height"] <= panel["bottom"] + 1 and panel["bottom"] <= 768
+    assert plot["height"] >= 200
+
+
+def test_at_1600_by_1000_the_neuron_panel_is_as_tall_as_what_it_shows(page, serve, tmp_path):
+    """4 rows and a neuron's top instances: the panel ends below them (it kept 46 % of the column, half of it empty)
+    and the projection has the rest."""
+    run = write_news(tmp_path)
+    page.set_viewport_size({"width": 1600, "height": 1000})
+    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run}&alayer=1&neuron=3")
+    wait_for(page, "() => window.__deepscope?.analysis?.projection?.().drawn", timeout=20_000)
+    page.get_by_test_id("neuron-top").wait_for()
+    matrix_rows(page)
+    page.wait_for_timeout(300)
+    panel = page.get_by_test_id("matrix-scroller").evaluate(
+        "(s) => s.closest('.panel').getBoundingClientRect().toJSON()"
+    )
+    top = page.get_by_test_id("neuron-top").bounding_box()
+    assert panel["bottom"] - (top["y"] + top["height"]) <= 24, "empty room below the top instances"
+    plot = page.get_by_test_id("projection").bounding_box()
+    assert plot["height"] >= 420

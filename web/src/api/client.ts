@@ -66,8 +66,19 @@ function headers(): HeadersInit {
 
 export async function get(path: string, signal?: AbortSignal): Promise<Response> {
   const res = await fetch(path, { headers: headers(), signal, credentials: "same-origin" });
-  if (!res.ok) throw new HttpError(res.status, path);
+  if (!res.ok) throw await failure(res, path);
   return res;
+}
+
+/** The error of an answer that is not OK: with the server's reason (its JSON `detail`) when it gave one. */
+async function failure(res: Response, path: string): Promise<HttpError> {
+  try {
+    const detail = ((await res.json()) as { detail?: unknown }).detail;
+    if (typeof detail === "string" && detail) return new ApiError(res.status, path, detail);
+  } catch {
+    /* not JSON */
+  }
+  return new HttpError(res.status, path);
 }
 
 export async function getJson<T>(path: string): Promise<T> {

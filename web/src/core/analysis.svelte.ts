@@ -3,12 +3,14 @@
 // resolved row masks, a neuron's top instances, and the *focus* — the instances every view highlights.
 //
 // Linking: a selection anywhere writes `view` (aClass, aSubset, aNeuron, aInstance); every view reads it. The
-// focus mask follows the newest of class / subset / neuron selections.
+// focus mask follows the newest of class / subset / neuron selections (`view.aFocus`, kept in the URL).
 import { untrack } from "svelte";
 import { analysis, packMask, unpackMask, type AnalysisSummary, type Instances, type SubsetRequest } from "../api/analysis";
-import { perRunLoader, view } from "./state.svelte";
+import { HttpError } from "../api/client";
+import { loadSummary, summaryOf } from "./analysissummaries.svelte";
+import { view } from "./state.svelte";
 import { hook } from "./testhook";
-import type { SubsetDef } from "./viewstate";
+import type { FocusKind, SubsetDef } from "./viewstate";
 
 /** Ten categorical colours (Tableau 10), one per class; more classes repeat them. */
 const CLASS_PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
@@ -35,14 +37,8 @@ export interface LiveSubset {
   color: string;
 }
 
-// ---- which runs have an analysis ---------------------------------------------------------------------
-export const summaries = $state<Record<string, AnalysisSummary | "none">>({});
-export const loadSummary = perRunLoader(summaries, "analysis", (run) => analysis.summary(run));
-
-export function summaryOf(run: string | null): AnalysisSummary | null {
-  const s = run ? summaries[run] : undefined;
-  return s && s !== "none" ? s : null;
-}
+// ---- which runs have an analysis (analysissummaries.svelte.ts) ----------------------------------------
+export { loadReason, loadSummary, reasons, summaries, summaryOf } from "./analysissummaries.svelte";
 
 // ---- the focused run's data --------------------------------------------------------------------------
 export const an = $state({
@@ -84,7 +80,9 @@ export async function focusRun(run: string | null): Promise<void> {
   }
 }
 
-/** Resolve every filter subset of the URL (server-side filters) and keep the lasso ones. */
+/** Resolve every filter subset of the URL (server-side filters) and keep the lasso ones. A filter the server refuses
+ * (a lasso on a layer a new analysis no longer has, a column gone) is dropped from the URL, its reason shown once:
+ * kept, every reload would repeat the error. */
 export async function resolveSubsets(): Promise<void> {
   const run = an.run;
   const table = instances;
@@ -93,6 +91,7 @@ export async function resolveSubsets(): Promise<void> {
   // read without tracking: an effect that calls this must not re-run because this writes `an.subsets`
   const held = untrack(() => an.subsets);
   const out: LiveSubset[] = [];
+  const refused: { def: SubsetDef; reason: string }[] = [];
   for (const [i, def] of defs.entries()) {
     const known = held.find((s) => s.name === def.name && JSON.stringify(s.where) === JSON.stringify(def.where));
     if (known) {
@@ -100,15 +99,40 @@ export async function resolveSubsets(): Promise<void> {
       continue;
     }
     try {
-      const res = await analysis.subset(run, { name: def.name, where: def.where });
+      const res = await subsetRows(run, def);
       out.push({ name: def.name, where: def.where, rows: unpackMask(res.mask, table.n), count: res.count, color: subsetColor(i) });
     } catch (e) {
-      an.error = `Subset “${def.name}”: ${(e as Error).message}`;
+      const reason = (e as Error).message;
+      if (e instanceof HttpError && (e.status === 400 || e.status === 422)) refused.push({ def, reason });
+      else if (an.run === run) an.error = `Subset “${def.name}”: ${reason}`; // the server unreachable: kept, tried again
     }
   }
   let i = out.length;
   for (const s of lasso.values()) out.push({ ...s, color: subsetColor(i++) });
-  if (an.run === run) an.subsets = out;
+  if (an.run !== run) return;
+  an.subsets = out;
+  if (refused.length) {
+    const keyOf = (d: SubsetDef) => JSON.stringify([d.name, d.where]);
+    const gone = new Set(refused.map((r) => keyOf(r.def)));
+    view.aSubsets = view.aSubsets.filter((d) => !gone.has(keyOf(d)));
+    for (const { def } of refused) {
+      if (view.aSubset === def.name) view.aSubset = null;
+      if (view.aSort === `subset:${def.name}`) view.aSort = null;
+    }
+    an.error = refused.map((r) => `Subset “${r.def.name}” was removed from the views and the link: ${r.reason}`).join(" · ");
+  }
+}
+
+/** One request per subset asked for at once (the tab resolves its subsets from several places as it opens). */
+const asking = new Map<string, Promise<{ mask: string; count: number }>>();
+function subsetRows(run: string, def: SubsetDef): Promise<{ mask: string; count: number }> {
+  const key = JSON.stringify([run, def.name, def.where]);
+  let p = asking.get(key);
+  if (!p) {
+    p = analysis.subset(run, { name: def.name, where: def.where }).finally(() => asking.delete(key));
+    asking.set(key, p);
+  }
+  return p;
 }
 
 function uniqueName(base: string): string {
@@ -152,19 +176,19 @@ export function subsetRequest(s: LiveSubset): SubsetRequest {
 }
 
 // ---- selections, shared by every view -----------------------------------------------------------------
-let focusKind = $state<"class" | "subset" | "neuron" | null>(null);
+// Which of them is highlighted is `view.aFocus`, in the URL: a reload or a shared link highlights the same.
 
 /** Select class `c`, or deselect it when it is what is highlighted (chosen before a subset or a neuron, it is
  * highlighted again). */
 export function selectClass(c: number | null): void {
   view.aClass = view.aClass === c && focusState.kind === "class" ? null : c;
-  focusKind = view.aClass === null ? null : "class";
+  view.aFocus = view.aClass === null ? null : "class";
 }
 
 /** Select a subset, or deselect it when it is what is highlighted. */
 export function selectSubset(name: string | null): void {
   view.aSubset = view.aSubset === name && focusState.kind === "subset" ? null : name;
-  focusKind = view.aSubset === null ? null : "subset";
+  view.aFocus = view.aSubset === null ? null : "subset";
 }
 
 export function selectInstance(i: number | null): void {
@@ -173,7 +197,7 @@ export function selectInstance(i: number | null): void {
 
 export function selectNeuron(n: number | null): void {
   view.aNeuron = view.aNeuron === n ? null : n;
-  focusKind = view.aNeuron === null ? null : "neuron";
+  view.aFocus = view.aNeuron === null ? null : "neuron";
 }
 
 export function togglePin(i: number): void {
@@ -228,26 +252,34 @@ function classMask(c: number): Uint8Array | null {
   return m;
 }
 
-type FocusKind = "subset" | "class" | "neuron";
 const focusState = $derived.by((): { mask: Uint8Array | null; label: string; kind: FocusKind | null } => {
   const t = instances;
   if (!t) return { mask: null, label: "", kind: null };
-  const pick = (kind: FocusKind | null) => {
+  /** What selection `kind` highlights; `pending`: the URL's focus, whose rows are still on their way — nothing
+   * highlighted meanwhile rather than another selection. */
+  const pick = (kind: FocusKind | null, pending: boolean) => {
     if (kind === "subset" && view.aSubset !== null) {
       const s = an.subsets.find((x) => x.name === view.aSubset);
       if (s) return { mask: s.rows, label: `subset “${s.name}”`, kind };
+      if (pending && view.aSubsets.some((d) => d.name === view.aSubset)) return { mask: null, label: `subset “${view.aSubset}”`, kind };
     }
     if (kind === "class" && view.aClass !== null) return { mask: classMask(view.aClass), label: `class ${className(view.aClass)}`, kind };
-    if (kind === "neuron" && view.aNeuron !== null && an.top && an.top.neuron === view.aNeuron) {
-      const m = new Uint8Array(t.n);
-      for (const i of an.top.indices) m[i] = 1;
-      return { mask: m, label: `top instances of neuron ${view.aNeuron}`, kind };
+    if (kind === "neuron" && view.aNeuron !== null) {
+      const label = `top instances of neuron ${view.aNeuron}`;
+      if (an.top && an.top.neuron === view.aNeuron) {
+        const m = new Uint8Array(t.n);
+        for (const i of an.top.indices) m[i] = 1;
+        return { mask: m, label, kind };
+      }
+      if (pending) return { mask: null, label, kind };
     }
     return null;
   };
-  // the newest selection first, then the others (after a reload only the URL's selections are known)
-  for (const kind of [focusKind, "subset", "class", "neuron"] as const) {
-    const got = pick(kind);
+  // the newest selection (the URL's `focus`); a link without one: subset, class, neuron
+  const focused = pick(view.aFocus, true);
+  if (focused) return focused;
+  for (const kind of ["subset", "class", "neuron"] as const) {
+    const got = pick(kind, false);
     if (got) return got;
   }
   return { mask: null, label: "", kind: null };

@@ -10,6 +10,18 @@ export function fmtNumber(v: number | null | undefined): string {
   return String(+v.toPrecision(5));
 }
 
+/** A share (0…1) in percent, with `digits` decimals — or as many more as it takes never to round a share short of 1
+ * up to 100 or one above 0 down to 0: 2,999 of 3,000 read "99.97", not "100.0". */
+export function fmtPercent(share: number, digits = 1): string {
+  if (!Number.isFinite(share)) return "–";
+  for (let d = digits; d <= 8; d++) {
+    const text = (share * 100).toFixed(d);
+    const v = Number(text);
+    if (!((v >= 100 && share < 1) || (v <= 0 && share > 0))) return text;
+  }
+  return share < 1 && share > 0.5 ? ">99.999999" : "<0.000001";
+}
+
 /** "41.5 ± 6.7": the spread to two significant digits, the mean to the same decimal place (not 41.452 ± 6.7479). */
 export function fmtMeanStd(mean: number, std: number): string {
   if (!Number.isFinite(mean) || !Number.isFinite(std) || std <= 0) return `${fmtNumber(mean)} ± ${fmtNumber(std)}`;

@@ -9,6 +9,9 @@ export const PROJ_METHODS: ProjMethod[] = ["pca", "umap", "tsne"];
 /** How the projection colours its points: by a class, correctness, the selected neuron, a metadata column
  * (`column:<name>`), or one colour ("none", for a run with neither labels nor predictions). */
 export type ColorBy = "label" | "prediction" | "correct" | "neuron" | "none" | `column:${string}`;
+/** Which selection the analysis views highlight: the newest of the class, subset and neuron selections. */
+export type FocusKind = "class" | "subset" | "neuron";
+const FOCUS_KINDS: FocusKind[] = ["class", "subset", "neuron"];
 /** A user-defined subset of instances: a filter over the instance table (see `Subset` in the API schema). */
 export interface SubsetDef {
   name: string;
@@ -65,6 +68,8 @@ export interface ViewState {
   aNeuron: number | null; // the selected neuron of `aLayer`
   aClass: number | null; // the selected class
   aSubset: string | null; // the selected subset (by name)
+  /** Which of aClass, aSubset and aNeuron is highlighted: the newest chosen (a link without it: subset, class, neuron). */
+  aFocus: FocusKind | null;
   aPinned: number[]; // instances pinned as rows of the activation matrix
   aSubsets: SubsetDef[]; // subsets defined by filters (a lasso's: its polygon on a projection)
   aProj: ProjMethod;
@@ -109,6 +114,7 @@ export const defaults: ViewState = {
   aNeuron: null,
   aClass: null,
   aSubset: null,
+  aFocus: null,
   aPinned: [],
   aSubsets: [],
   aProj: "pca",
@@ -196,6 +202,7 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     aNeuron: intOrNull(p.get("neuron")),
     aClass: intOrNull(p.get("cls")),
     aSubset: p.get("sub"),
+    aFocus: FOCUS_KINDS.find((k) => k === p.get("focus")) ?? null,
     aPinned: list(p.get("pin")).map(Number).filter((n) => Number.isInteger(n) && n >= 0),
     aSubsets: subsets(p.get("subs")),
     aProj: PROJ_METHODS.find((m) => m === p.get("proj")) ?? "pca",
@@ -242,6 +249,9 @@ export function serialize(s: ViewState): string {
   if (s.aNeuron !== null) p.set("neuron", String(s.aNeuron));
   if (s.aClass !== null) p.set("cls", String(s.aClass));
   if (s.aSubset) p.set("sub", s.aSubset);
+  // only while the selection it names is there: a cleared neuron leaves no stale "focus=neuron"
+  const chosen = { class: s.aClass !== null, subset: !!s.aSubset, neuron: s.aNeuron !== null };
+  if (s.aFocus && chosen[s.aFocus]) p.set("focus", s.aFocus);
   if (s.aPinned.length) p.set("pin", s.aPinned.join(","));
   if (s.aSubsets.length) p.set("subs", JSON.stringify(s.aSubsets));
   if (s.aProj !== defaults.aProj) p.set("proj", s.aProj);

@@ -1,0 +1,46 @@
+// Which runs have an analysis: each run's analysis summary, loaded when the run list says it has one, and — for a
+// run without one — why not, in the server's words (never analysed, or an analysis that stopped part-way).
+import { analysis, type AnalysisSummary } from "../api/analysis";
+import { ApiError, HttpError } from "../api/client";
+import { holds, perRunLoader, runById } from "./state.svelte";
+
+export const summaries = $state<Record<string, AnalysisSummary | "none">>({});
+/** Why a run has no analysis to show, in the server's words (its 404's `detail`: never analysed, or an analysis
+ * that stopped part-way and how to resume it). Text, never markup. */
+export const reasons = $state<Record<string, string>>({});
+export const loadSummary = perRunLoader(summaries, "analysis", summaryOrReason);
+
+async function summaryOrReason(run: string): Promise<AnalysisSummary> {
+  try {
+    const s = await analysis.summary(run);
+    delete reasons[run];
+    return s;
+  } catch (e) {
+    reasons[run] = reasonOf(e);
+    throw e;
+  }
+}
+
+function reasonOf(e: unknown): string {
+  if (e instanceof ApiError) return e.detail;
+  if (e instanceof HttpError) return `the server answered ${e.status}`;
+  return `the server could not be reached (${(e as Error).message ?? e})`;
+}
+
+const askedWhy = new Set<string>();
+/** Ask the server why run `id` has no analysis (once): the run list says only that it has no finished one, and an
+ * interrupted analysis is told apart from none at all by the server alone. For runs the list names. */
+export async function loadReason(id: string): Promise<void> {
+  if (askedWhy.has(id) || id in reasons || holds(id, "analysis") !== false || !runById(id)) return;
+  askedWhy.add(id);
+  try {
+    await summaryOrReason(id); // finished since the list was read: the list says so soon, and it is loaded then
+  } catch {
+    /* kept in `reasons` */
+  }
+}
+
+export function summaryOf(run: string | null): AnalysisSummary | null {
+  const s = run ? summaries[run] : undefined;
+  return s && s !== "none" ? s : null;
+}
