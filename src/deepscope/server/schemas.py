@@ -29,7 +29,7 @@ class RunSummary(BaseModel):
     world_size: int
     max_step: int | None
     exit_reason: str | None  # why a run crashed, or "interrupted (SIGINT)" for a finished one stopped with Ctrl-C
-    contents: list[str]  # what the run holds beside its logged values: "watch", "graph", "analysis"
+    contents: list[str]  # beside its logged values: "watch", "graph", "analysis", "analysis_unfinished"
 
 
 class RunDetail(RunSummary):

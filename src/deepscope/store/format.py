@@ -23,6 +23,7 @@ COMPRESSED_KINDS = frozenset({"histograms", "layerstats"})
 # What a run holds beside its streams, told by a file's presence (``RunInfo.contents``); "watch" is any rank's
 # ``streams/<rank>/watch.json``.
 CONTENT_FILES = {"graph": "artifacts/graph/graph.json", "analysis": "artifacts/activations/instances.parquet"}
+UNFINISHED_ANALYSIS = "artifacts/activations/progress.json"  # without the instance table: an analysis part-way
 WATCH_MANIFEST = "watch.json"
 MAX_KEY_LENGTH = 256
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

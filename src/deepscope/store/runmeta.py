@@ -189,6 +189,8 @@ def run_info(run_dir: Path, meta: dict[str, Any], now: float | None = None) -> R
     beat, max_step, watched = heartbeat(run_dir)
     contents = ("watch",) if watched else ()
     contents += tuple(name for name, path in fmt.CONTENT_FILES.items() if os.path.exists(os.path.join(run_dir, path)))
+    if "analysis" not in contents and os.path.exists(os.path.join(run_dir, fmt.UNFINISHED_ANALYSIS)):
+        contents += ("analysis_unfinished",)  # interrupted or failed part-way (or under way): the summary says why
     status = meta.get("status", "running")
     exit_reason = meta.get("exit_reason")
     now = time.time() if now is None else now

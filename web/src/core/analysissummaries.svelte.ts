@@ -28,10 +28,14 @@ function reasonOf(e: unknown): string {
 }
 
 const askedWhy = new Set<string>();
-/** Ask the server why run `id` has no analysis (once): the run list says only that it has no finished one, and an
- * interrupted analysis is told apart from none at all by the server alone. For runs the list names. */
+/** Why run `id` has no analysis: none recorded (the run list says so), or — asked of the server once, for a run the
+ * list marks `analysis_unfinished` — how far an analysis stopped part-way came, and why. */
 export async function loadReason(id: string): Promise<void> {
   if (askedWhy.has(id) || id in reasons || holds(id, "analysis") !== false || !runById(id)) return;
+  if (!holds(id, "analysis_unfinished")) {
+    reasons[id] = "no analysis recorded";
+    return;
+  }
   askedWhy.add(id);
   try {
     await summaryOrReason(id); // finished since the list was read: the list says so soon, and it is loaded then

@@ -48,7 +48,7 @@ export function holds(id: string, what: Holding): boolean | null {
   return r ? r.contents.includes(what) : false;
 }
 
-export type Holding = "watch" | "graph" | "analysis";
+export type Holding = "watch" | "graph" | "analysis" | "analysis_unfinished";
 
 /** A loader of what runs may hold into `store` (by run id): the server's answer, or "none" — not asked for when
  * the run list says the run holds no `what` (asked again once it says otherwise), nor before the list is in. */
