@@ -162,7 +162,7 @@ def test_without_maps_the_view_shows_the_call_that_stores_them(page, analysed):
     page.get_by_label("Layer").select_option("features.10")
     wait_for(page, "() => window.__deepscope.analysis.maps().layer === 'features.10'")
     width = reader.widths["features.10"]
-    assert reader.outputs["features.10"] == {"shape": [width], "maps": False}
+    assert reader.outputs["features.10"] == {"shape": [width], "maps": False, "type": "ReLU"}
     none = page.get_by_test_id("feature-maps-none")
     none.wait_for()
     assert f"outputs {width} per instance" in none.inner_text()

@@ -373,9 +373,11 @@ def test_top_instances_of_the_default_layer(page, analysed, server_url, reader):
     )
     layer = held(page, "matrix")["layer"]
     assert "alayer" not in page.url
-    width = reader.matrix(layer).shape[1]
+    x = reader.matrix(layer)
+    width = x.shape[1]
+    live = int(np.flatnonzero((x > x.min(0)).sum(0) >= 24)[2])  # a neuron with a strip of cards (a dead one: none)
     box = page.locator("[data-testid=neuron-matrix]").bounding_box()
-    page.mouse.click(box["x"] + 2.5 * box["width"] / min(width, 128), box["y"] + 20)
+    page.mouse.click(box["x"] + (live + 0.5) * box["width"] / min(width, 128), box["y"] + 20)
     wait_for(page, "() => window.__deepscope.analysis.matrix().selectedNeuron !== null")
     neuron = held(page, "matrix")["selectedNeuron"]
     wait_for(page, "(n) => window.__deepscope.analysis.matrixTop()?.neuron === n", neuron, timeout=15_000)
