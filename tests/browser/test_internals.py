@@ -1051,3 +1051,15 @@ def test_nan_and_inf_cells_have_their_own_colour(page, serve, tmp_path):
     assert pixel(30)[:3] == [232, 31, 200]  # NaN/Inf
     assert pixel(10)[:3] not in ([232, 31, 200], [241, 243, 246])  # a value
     shot(page, "overview-nonfinite.png", tmp_path)
+
+
+def test_a_link_to_a_kind_without_a_statistic_opens_on_that_kinds_own(page, watched, server_url):
+    """`kind=param_grad` alone opens on the L2 norm (not the activations' mean); the URL names no statistic while the
+    kind's own is shown, and one chosen otherwise."""
+    relu = watched["relu"]
+    open_internals(page, server_url, f"runs={relu}&run={relu}&kind=param_grad")
+    view = page.evaluate("() => window.__deepscope.view()")
+    assert view["kind"] == "param_grad" and view["stat"] == "norm" and view["colorLog"] is True
+    assert "stat=" not in page.url
+    open_internals(page, server_url, f"runs={relu}&run={relu}&kind=param_grad&stat=mean")
+    assert page.evaluate("() => window.__deepscope.view().stat") == "mean" and "stat=mean" in page.url

@@ -24,6 +24,8 @@ export type Panel = "overview" | "layer" | "flow" | "diagnoses" | "ranks";
 export const PANELS: Panel[] = ["overview", "layer", "flow", "diagnoses", "ranks"];
 export type LayerKind = "act" | "grad" | "param_grad" | "weight";
 export const LAYER_KINDS: LayerKind[] = ["act", "grad", "param_grad", "weight"];
+/** The statistic each kind opens on (a link without `stat`): a gradient's or a weight's L2 norm, not the mean. */
+export const KIND_DEFAULT_STAT: Record<LayerKind, string> = { act: "mean", grad: "mean", param_grad: "norm", weight: "norm" };
 
 export interface ViewState {
   tab: Tab;
@@ -183,9 +185,11 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     sort: p.get("sort") ?? defaults.sort,
     panel: PANELS.includes(panel) ? panel : defaults.panel,
     kind: LAYER_KINDS.includes(kind) ? kind : defaults.kind,
-    stat: p.get("stat") ?? defaults.stat,
+    stat: p.get("stat") ?? KIND_DEFAULT_STAT[LAYER_KINDS.includes(kind) ? kind : defaults.kind],
     // absent: the statistic's own default (norms log, shares linear), as choosing it in the view gives
-    colorLog: p.has("clog") ? p.get("clog") === "1" : LOG_DEFAULT.has(p.get("stat") ?? defaults.stat),
+    colorLog: p.has("clog")
+      ? p.get("clog") === "1"
+      : LOG_DEFAULT.has(p.get("stat") ?? KIND_DEFAULT_STAT[LAYER_KINDS.includes(kind) ? kind : defaults.kind]),
     rowScale: p.get("rowscale") === "1",
     stepZoom: sz.length === 2 && sz.every(Number.isFinite) && sz[0] <= sz[1] ? [sz[0], sz[1]] : null,
     rowDepth: intOrNull(p.get("odepth")),
@@ -231,7 +235,7 @@ export function serialize(s: ViewState): string {
   if (s.sort !== defaults.sort) p.set("sort", s.sort);
   if (s.panel !== defaults.panel) p.set("panel", s.panel);
   if (s.kind !== defaults.kind) p.set("kind", s.kind);
-  if (s.stat !== defaults.stat) p.set("stat", s.stat);
+  if (s.stat !== KIND_DEFAULT_STAT[s.kind]) p.set("stat", s.stat);
   if (s.colorLog !== LOG_DEFAULT.has(s.stat)) p.set("clog", s.colorLog ? "1" : "0");
   if (s.rowScale) p.set("rowscale", "1");
   if (s.stepZoom) p.set("steps", s.stepZoom.join(","));
