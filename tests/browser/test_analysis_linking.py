@@ -272,7 +272,7 @@ def test_a_reload_or_a_shared_link_highlights_the_newest_selection(page, context
 
 def test_a_small_highlight_is_ringed_in_the_instance_grid(page, analysed, server_url, table):
     """A confusion cell of a few instances: in the grid each of their squares (a few pixels) gets a ring larger than
-    itself, in the highlight's colour — as many as the projection draws large (100)."""
+    itself, in the highlight's colour — up to 24 of them."""
     open_ready(page, analysed, server_url)
     label, pred = table["label"], table["prediction"]
     m = np.array([[int(((label == i) & (pred == j)).sum()) for j in range(10)] for i in range(10)])
@@ -292,10 +292,11 @@ def test_a_small_highlight_is_ringed_in_the_instance_grid(page, analysed, server
         px = around(img, box, (pos["x"], pos["y"]), 9)
         amber = (np.abs(px - np.array([245, 159, 0])).max(1) < 40).sum()  # FOCUS_COLOR
         assert amber >= 20, amber  # a ring some 12 pixels across, not a 3-pixel square
-    # a class of 100 digits: as many as the projection draws large, ringed too; with more, none would be
+    # a class of 100 digits: its squares coloured among faded ones are found without rings (rings of so many would
+    # run together and hide them)
     assert (label == 1).sum() == 100
     page.locator(".grid-view button.cls[data-class='1']").click()
     wait_for(page, "() => window.__deepscope.analysis.grid().highlighted === 100")
-    assert sorted(held(page, "grid")["ringed"]) == np.flatnonzero(label == 1).tolist()
+    assert held(page, "grid")["ringed"] == []
     page.locator(".grid-view button.cls[data-class='1']").click()  # deselected: the cell's subset again
     wait_for(page, "(n) => window.__deepscope.analysis.grid().ringed.length === n", len(members))
