@@ -35,6 +35,12 @@ def write_runs(root) -> dict[str, str]:
     with deepscope.init(project="kinds", name="unlabelled", dir=root) as run:  # predictions, no labels
         deepscope.analyze(mlp(16, 32, 4, 0), x, layers=["1"], run=run, progress=False)
         runs["unlabelled"] = run.id
+    with deepscope.init(project="kinds", name="one-sided", dir=root) as run:  # no labels, predicts 2 of 4 classes
+        model = mlp(16, 32, 4, 4)
+        with torch.no_grad():
+            model[2].bias.copy_(torch.tensor([0.0, 50.0, 50.0, 0.0]))
+        deepscope.analyze(model, x, layers=["1"], run=run, progress=False)
+        runs["one-sided"] = run.id
     with deepscope.init(project="kinds", name="unnamed", dir=root) as run:  # labels, no class names
         model = mlp(16, 64, 4, 1)
         run.watch(model)  # its layer table names the modules' types
@@ -474,3 +480,18 @@ def test_at_1600_by_1000_the_neuron_panel_is_as_tall_as_what_it_shows(page, serv
     assert panel["bottom"] - (top["y"] + top["height"]) <= 24, "empty room below the top instances"
     plot = page.get_by_test_id("projection").bounding_box()
     assert plot["height"] >= 420
+
+
+def test_the_projection_legend_lists_the_classes_it_has_points_of(page, site):
+    """No labels: coloured by prediction, the legend names the classes predicted, not every class of the output."""
+    open_run(page, site, "one-sided")
+    wait_for(page, "() => window.__deepscope.analysis.projection?.().drawn", timeout=20_000)
+    import urllib.request
+
+    import pyarrow as pa
+
+    url = f"{site['url'].rstrip('/')}/api/runs/{site['one-sided']}/analysis/instances?columns=prediction"
+    with urllib.request.urlopen(url) as answer:
+        predicted = sorted(set(pa.ipc.open_stream(answer.read()).read_all()["prediction"].to_pylist()))
+    assert len(predicted) == 2  # the model predicts 2 of its 4 classes
+    assert held(page, "projection")["legend"] == [str(c) for c in predicted]
