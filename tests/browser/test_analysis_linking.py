@@ -122,17 +122,22 @@ def around(img: np.ndarray, box: dict, at, r: int) -> np.ndarray:
     return img[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1].reshape(-1, 3)
 
 
+def click_smallest_error_cell(page, table) -> np.ndarray:
+    """Click the smallest non-empty off-diagonal cell of the confusion matrix; its instances."""
+    label, pred = table["label"], table["prediction"]
+    m = np.array([[int(((label == i) & (pred == j)).sum()) for j in range(10)] for i in range(10)])
+    off = np.where(m > 0, m, 10**9) + np.eye(10, dtype=int) * 10**9
+    i, j = (int(v) for v in np.unravel_index(off.argmin(), off.shape))
+    at = page.evaluate("([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [i, j])
+    page.mouse.click(at["x"], at["y"])
+    return np.flatnonzero((label == i) & (pred == j))
+
+
 def test_a_small_subset_and_the_selected_instance_stand_out_in_the_projection(page, analysed, server_url, table):
     """A confusion cell of a few instances: their points are drawn several times larger than the faded others, in
     full colour; the selected instance's point is a dark dot in a ring, whatever its class's colour."""
     open_ready(page, analysed, server_url)
-    label, pred = table["label"], table["prediction"]
-    m = np.array([[int(((label == i) & (pred == j)).sum()) for j in range(10)] for i in range(10)])
-    off = np.where(m > 0, m, 10**9) + np.eye(10, dtype=int) * 10**9
-    i, j = (int(v) for v in np.unravel_index(off.argmin(), off.shape))  # the smallest non-empty error cell
-    members = np.flatnonzero((label == i) & (pred == j))
-    at = page.evaluate("([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [i, j])
-    page.mouse.click(at["x"], at["y"])
+    members = click_smallest_error_cell(page, table)
     wait_for(page, "(n) => window.__deepscope.analysis.projection().sizes?.largeCount === n", len(members))
     sizes = held(page, "projection")["sizes"]
     assert sizes["large"] >= 2 * sizes["point"] and sizes["large"] >= 9, sizes
@@ -274,13 +279,7 @@ def test_a_small_highlight_is_ringed_in_the_instance_grid(page, analysed, server
     """A confusion cell of a few instances: in the grid each of their squares (a few pixels) gets a ring larger than
     itself, in the highlight's colour — up to 24 of them."""
     open_ready(page, analysed, server_url)
-    label, pred = table["label"], table["prediction"]
-    m = np.array([[int(((label == i) & (pred == j)).sum()) for j in range(10)] for i in range(10)])
-    off = np.where(m > 0, m, 10**9) + np.eye(10, dtype=int) * 10**9
-    i, j = (int(v) for v in np.unravel_index(off.argmin(), off.shape))  # the smallest non-empty error cell
-    members = np.flatnonzero((label == i) & (pred == j))
-    at = page.evaluate("([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [i, j])
-    page.mouse.click(at["x"], at["y"])
+    members = click_smallest_error_cell(page, table)
     wait_for(page, "(n) => window.__deepscope.analysis.grid().highlighted === n", len(members))
     grid = held(page, "grid")
     assert sorted(grid["ringed"]) == members.tolist() and grid["cell"] <= 6
@@ -294,7 +293,7 @@ def test_a_small_highlight_is_ringed_in_the_instance_grid(page, analysed, server
         assert amber >= 20, amber  # a ring some 12 pixels across, not a 3-pixel square
     # a class of 100 digits: its squares coloured among faded ones are found without rings (rings of so many would
     # run together and hide them)
-    assert (label == 1).sum() == 100
+    assert (table["label"] == 1).sum() == 100
     page.locator(".grid-view button.cls[data-class='1']").click()
     wait_for(page, "() => window.__deepscope.analysis.grid().highlighted === 100")
     assert held(page, "grid")["ringed"] == []

@@ -432,15 +432,20 @@ def uncovered(page, testid: str, points: list[tuple[float, float]]) -> list[bool
     )
 
 
-def test_at_1366_by_768_every_view_is_whole(page, serve, tmp_path):
-    """A 32-neuron matrix fits its panel's width with its whole legend ("no value"); the 4 × 4 confusion matrix shows
-    its 16 cells, none under a hint; the projection ends inside its panel, inside the window."""
+def open_news(page, serve, tmp_path, width: int, height: int) -> None:
+    """The news run at width × height, its neuron 3 selected, once the projection, top instances and rows are in."""
     run = write_news(tmp_path)
-    page.set_viewport_size({"width": 1366, "height": 768})
+    page.set_viewport_size({"width": width, "height": height})
     page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run}&alayer=1&neuron=3")
     wait_for(page, "() => window.__deepscope?.analysis?.projection?.().drawn", timeout=20_000)
     page.get_by_test_id("neuron-top").wait_for()
     matrix_rows(page)
+
+
+def test_at_1366_by_768_every_view_is_whole(page, serve, tmp_path):
+    """A 32-neuron matrix fits its panel's width with its whole legend ("no value"); the 4 × 4 confusion matrix shows
+    its 16 cells, none under a hint; the projection ends inside its panel, inside the window."""
+    open_news(page, serve, tmp_path, 1366, 768)
     page.wait_for_timeout(500)  # the hints measure after the views settle
 
     scroller = page.get_by_test_id("matrix-scroller")
@@ -466,12 +471,7 @@ def test_at_1366_by_768_every_view_is_whole(page, serve, tmp_path):
 def test_at_1600_by_1000_the_neuron_panel_is_as_tall_as_what_it_shows(page, serve, tmp_path):
     """4 rows and a neuron's top instances: the panel ends below them (it kept 46 % of the column, half of it empty)
     and the projection has the rest."""
-    run = write_news(tmp_path)
-    page.set_viewport_size({"width": 1600, "height": 1000})
-    page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run}&alayer=1&neuron=3")
-    wait_for(page, "() => window.__deepscope?.analysis?.projection?.().drawn", timeout=20_000)
-    page.get_by_test_id("neuron-top").wait_for()
-    matrix_rows(page)
+    open_news(page, serve, tmp_path, 1600, 1000)
     page.wait_for_timeout(300)
     panel = page.get_by_test_id("matrix-scroller").evaluate(
         "(s) => s.closest('.panel').getBoundingClientRect().toJSON()"
