@@ -605,8 +605,10 @@ def test_the_layer_named_empty_is_the_model_itself_as_by_default_for_a_model_wit
     x = torch.randn(20, 6)
     r = deepscope.analyze(model, x, layers=[""], run=tmp_path, progress=False)
     with torch.no_grad():
-        np.testing.assert_allclose(r.activations("")[:], model(x).numpy(), rtol=1e-5, atol=1e-6)
-    assert r.layers == [""]
+        np.testing.assert_allclose(r.activations("(model)")[:], model(x).numpy(), rtol=1e-5, atol=1e-6)
+    assert r.layers == ["(model)"]  # recorded under a name a file and a query can hold
+    assert (r.dir / "(model).zarr").is_dir() and not (r.dir / ".zarr").exists()
+    assert deepscope.analyze(model, x, run=new_dir(tmp_path / "default"), progress=False).layers == ["(model)"]
     with pytest.raises(ValueError, match=r"no layer named 'fc' in Linear; valid layers: none but the model, and '' "):
         deepscope.analyze(model, x, layers=["fc"], run=new_dir(tmp_path / "bad"), progress=False)
     with pytest.raises(ValueError, match=r"valid layers: conv1, conv2, fc1, out, and '' for the model itself"):

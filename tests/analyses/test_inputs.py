@@ -215,3 +215,50 @@ def test_tuple_batches_of_several_inputs_say_how_tuples_are_read_before_any_work
     r = deepscope.analyze(TwoInputs(), [{"ids": ids, "mask": mask, "labels": labels}], run=new_dir(tmp_path / "d"),
                           mask="mask", progress=False)  # fmt: skip
     assert len(r) == 8  # as a dict, as the message says
+
+
+class _Keywords(torch.nn.Module):
+    """forward(input_ids, attention_mask): a text model's signature over numbers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 5)
+        self.out = torch.nn.Linear(5, 3)
+
+    def forward(self, input_ids, attention_mask):
+        return self.out(torch.relu(self.fc(input_ids * attention_mask)))
+
+
+class _OneInput(_Keywords):
+    def forward(self, x):
+        return super().forward(x, torch.ones_like(x))
+
+
+def test_a_whole_dataset_given_as_columns_is_read_in_slices(tmp_path):
+    """``(X, y)``, ``(X_np, y_np)``, ``{"input_ids": …, "attention_mask": …, "label": …}`` and
+    ``(tokenizer output, y)`` are whole datasets, not lists of two or three batches: every row is recorded with its
+    label, in the order given (before, a tuple (X, y) was read as two batches, and y crashed the model)."""
+    torch.manual_seed(3)
+    x, mask, y = torch.randn(70, 6), (torch.rand(70, 6) > 0.2).float(), torch.randint(0, 3, (70,))
+    model = _Keywords()
+    with torch.no_grad():
+        want = model(x, torch.ones_like(x)), model(x, mask)
+    wrapped = _OneInput()
+    wrapped.load_state_dict(model.state_dict())
+    given = {"tuple": (wrapped, (x, y), want[0]), "numpy": (wrapped, (x.numpy(), y.numpy()), want[0]),
+             "dict": (model, {"input_ids": x, "attention_mask": mask, "label": y}, want[1]),
+             "dict and labels": (model, ({"input_ids": x, "attention_mask": mask}, y.numpy()), want[1])}  # fmt: skip
+    for name, (m, data, out) in given.items():
+        r = deepscope.analyze(m, data, layers=["out"], run=new_dir(tmp_path / name), batch_size=32, mask=False,
+                              progress=False)  # fmt: skip
+        assert len(r) == 70, name
+        np.testing.assert_allclose(r.activations("out")[:], out.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+        assert r.instances().column("label").to_pylist() == y.tolist(), name
+
+
+def test_a_dict_of_columns_of_other_lengths_or_types_is_refused_with_what_it_holds(tmp_path):
+    x, y = torch.randn(10, 6), torch.arange(10) % 3
+    with pytest.raises(TypeError, match=r"whole dataset's columns.*holds input_ids: \(10, 6\), label: \(4,\)"):
+        deepscope.analyze(_Keywords(), {"input_ids": x, "label": y[:4]}, run=tmp_path, progress=False)
+    with pytest.raises(TypeError, match=r"holds input_ids: list"):
+        deepscope.analyze(_Keywords(), {"input_ids": [[1, 2]] * 10}, run=new_dir(tmp_path / "l"), progress=False)

@@ -67,6 +67,10 @@ def write_runs(root) -> dict[str, str]:
             model[2].bias.copy_(torch.tensor([0.0, 100.0, 0.0, 0.0, 0.0]))
         deepscope.analyze(model, x, layers=["1"], run=run, progress=False)
         runs["one-class"] = run.id
+    with deepscope.init(project="kinds", name="bare", dir=root) as run:  # a model without children: itself
+        torch.manual_seed(5)
+        deepscope.analyze(torch.nn.Linear(16, 4), (x, torch.arange(300) % 4), run=run, progress=False)
+        runs["bare"] = run.id
     return runs
 
 
@@ -495,3 +499,14 @@ def test_the_projection_legend_lists_the_classes_it_has_points_of(page, site):
         predicted = sorted(set(pa.ipc.open_stream(answer.read()).read_all()["prediction"].to_pylist()))
     assert len(predicted) == 2  # the model predicts 2 of its 4 classes
     assert held(page, "projection")["legend"] == [str(c) for c in predicted]
+
+
+def test_a_model_without_children_is_one_layer_with_neurons_and_a_projection(page, site):
+    """A bare ``nn.Linear`` is analysed as a whole: the layer is "(model)", not an empty name that no query takes —
+    its neurons, the matrix and the projection are drawn."""
+    open_run(page, site, "bare")
+    options = page.get_by_label("Layer", exact=True).locator("option").all_inner_texts()
+    assert options == ["(model) · Linear (4)"]
+    m = matrix_rows(page)
+    assert m["neurons"] == 4 and sum(m["counts"]) == 300
+    wait_for(page, "() => window.__deepscope.analysis.projection?.().drawn", timeout=20_000)

@@ -85,18 +85,29 @@ class ActivationsConfig:
         return padding_mask(self.mask)
 
 
+MODEL_LAYER = "(model)"  # how the model itself (``""`` in ``named_modules()``) is named once recorded: a module's
+# name holds no "." and is never empty, and the name must be a file's and a query's
+
+
+def layer_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The modules by their recorded names: ``named_modules()``'s, the model itself as :data:`MODEL_LAYER`."""
+    return {name or MODEL_LAYER: module for name, module in model.named_modules()}
+
+
 def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
-    """The layers to record; an unknown name raises ``ValueError`` listing the valid ones."""
+    """The layers to record, by their recorded names (the model itself, ``""``, is :data:`MODEL_LAYER`); an unknown
+    name raises ``ValueError`` listing the valid ones."""
     if layers is None:
-        return _unclashing(default_layers(model))
+        return _unclashing([name or MODEL_LAYER for name in default_layers(model)])
     if isinstance(layers, str):
         layers = [layers]
+    layers = [MODEL_LAYER if name == "" else name for name in layers]
     valid = [name for name, _ in model.named_modules() if name]
     if not layers:
         shown = ", ".join(valid[:60]) + (", …" if len(valid) > 60 else "")
         raise ValueError(f"deepscope.analyze: no layers given; name some (valid layers: {shown}) or leave layers "
                          "out for the model's children")  # fmt: skip
-    known = {"", *valid}  # "": the model itself, as named_modules() names it
+    known = {MODEL_LAYER, *valid}  # the model itself, "" as named_modules() names it
     unknown = [name for name in layers if name not in known]
     if unknown:
         shown = ", ".join(valid[:60]) + (f", … ({len(valid) - 60} more)" if len(valid) > 60 else "")
@@ -584,7 +595,7 @@ class Activations:
         started = time.time()
         from .extraction import Extractor
 
-        modules = dict(model.named_modules())
+        modules = layer_modules(model)
         limit = min(self._given_counts().values(), default=None)  # data of unknown length may not yield more
         names = None if self.class_names is None else len(self.class_names)
         extractor = Extractor(

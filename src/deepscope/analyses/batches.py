@@ -182,13 +182,12 @@ class Source:
         if self.map_style:
             collate = self.collate or torch.utils.data.default_collate
             n = len(self.data)
-            tensors = _tensor_columns(self.data) if self.collate is None else None
+            columns = columns_of(self.data) if self.collate is None else None
             many = getattr(self.data, "__getitems__", None)
             for lo in range(start, n, self.batch_size):
                 hi = min(lo + self.batch_size, n)
-                if tensors is not None:  # a TensorDataset: slice its tensors, no per-item calls
-                    yield to_batch(tuple(t[lo:hi] for t in tensors) if len(tensors) > 1 else tensors[0][lo:hi],
-                                   self.mask)  # fmt: skip
+                if columns is not None:  # slices of its columns, no per-item calls
+                    yield to_batch(columns.take(slice(lo, hi)), self.mask)
                 elif many is not None:  # the batched-fetch protocol DataLoader uses
                     yield to_batch(collate(many(list(range(lo, hi)))), self.mask)
                 else:
@@ -202,10 +201,74 @@ class Source:
             seen += b.size
 
 
-def _tensor_columns(data: Any) -> tuple[torch.Tensor, ...] | None:
+@dataclass(frozen=True)
+class Columns:
+    """A whole dataset given as columns of equal length — ``(X, y)``, ``{"input_ids": …, "label": …}``,
+    ``(tokenizer(texts, return_tensors="pt"), y)``, a TensorDataset's tensors —: a batch is a slice of each (no
+    per-instance calls), shaped as the columns are (one column alone: its tensor)."""
+
+    parts: Any  # a tuple of tensors and dicts of tensors, or a dict of tensors
+    n: int
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        return self.take(i)
+
+    def take(self, index: int | slice | torch.Tensor) -> Any:
+        """Rows ``index`` of every column."""
+        parts = self.parts[0] if isinstance(self.parts, tuple) and len(self.parts) == 1 else self.parts
+        return _rows_of(parts, index)
+
+
+def _rows_of(part: Any, index: int | slice | torch.Tensor) -> Any:
+    if isinstance(part, torch.Tensor):
+        return part[index]
+    if isinstance(part, Mapping):
+        return {k: _rows_of(v, index) for k, v in part.items()}
+    return tuple(_rows_of(v, index) for v in part)
+
+
+def columns_of(data: Any) -> Columns | None:
+    """``data`` as :class:`Columns` when it is a whole dataset of columns (a TensorDataset; a tuple of two or more
+    tensors or NumPy arrays of one length, its first maybe a dict of them; a dict of them), else None."""
+    if isinstance(data, Columns):
+        return data
     if type(data) is torch.utils.data.TensorDataset:
-        return tuple(data.tensors)
+        return Columns(tuple(data.tensors), len(data))
+    if isinstance(data, tuple) and len(data) > 1:
+        parts = tuple(_column_dict(p) if isinstance(p, Mapping) else _column(p) for p in data)
+    elif isinstance(data, Mapping):
+        parts = _column_dict(data)
+    else:
+        return None
+    leaves = _leaves(parts) if parts is not None else [None]
+    lengths = {len(t) for t in leaves} if all(t is not None for t in leaves) else set()
+    if len(lengths) != 1 or 0 in lengths:
+        return None
+    return Columns(parts, lengths.pop())
+
+
+def _column(x: Any) -> torch.Tensor | None:
+    """A tensor or numeric NumPy array with a first (instance) dimension, as a tensor; else None."""
+    if isinstance(x, torch.Tensor) and x.ndim > 0:
+        return x
+    if isinstance(x, np.ndarray) and x.ndim > 0 and x.dtype.kind in "biuf":
+        return torch.from_numpy(np.ascontiguousarray(x))
     return None
+
+
+def _column_dict(d: Mapping[Any, Any]) -> dict[Any, torch.Tensor | None] | None:
+    return {k: _column(v) for k, v in d.items()} if d else None
+
+
+def _leaves(parts: Any) -> list[Any]:
+    if isinstance(parts, Mapping):
+        return list(parts.values())
+    if isinstance(parts, tuple):
+        return [leaf for p in parts for leaf in (_leaves(p) if isinstance(p, Mapping) else [p])]
+    return [parts]
 
 
 def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any] | None = None,
@@ -217,8 +280,15 @@ def source(data: Any, batch_size: int = 256, collate: Callable[[list[Any]], Any]
 
 def _source(data: Any, batch_size: int, collate: Callable[[list[Any]], Any] | None) -> Source:
     if isinstance(data, torch.Tensor):
-        data = torch.utils.data.TensorDataset(data)
-        return Source(data, len(data), True, batch_size, lambda items: torch.stack([i[0] for i in items]))
+        if data.ndim == 0:
+            raise TypeError("deepscope.analyze: data is a single number; give a tensor of instances (first dimension)")
+        return Source(Columns((data,), len(data)), len(data), True, batch_size, None)
+    if (columns := columns_of(data)) is not None and not isinstance(data, torch.utils.data.Dataset):
+        return Source(columns, len(columns), True, batch_size, None)
+    if isinstance(data, Mapping):
+        raise TypeError("deepscope.analyze: a dict as data is read as the whole dataset's columns — tensors or NumPy "
+                        "arrays of one length (input_ids, attention_mask, label…, as a tokenizer returns with "
+                        "return_tensors='pt'); " + _columns_mismatch(data))  # fmt: skip
     if isinstance(data, torch.utils.data.DataLoader):
         random = (torch.utils.data.RandomSampler, torch.utils.data.SubsetRandomSampler,
                   torch.utils.data.WeightedRandomSampler)  # fmt: skip
@@ -293,6 +363,11 @@ def _is_instance(item: Any) -> bool:
     if isinstance(label, torch.Tensor):
         return label.ndim == 0
     return isinstance(label, (numbers.Number, np.generic)) or (isinstance(label, np.ndarray) and label.ndim == 0)
+
+
+def _columns_mismatch(d: Mapping[Any, Any]) -> str:
+    shapes = ", ".join(f"{k}: {tuple(v.shape) if hasattr(v, 'shape') else type(v).__name__}" for k, v in d.items())
+    return f"this one holds {shapes or 'nothing'}"
 
 
 def current_length(src: Source) -> int | None:

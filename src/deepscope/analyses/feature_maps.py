@@ -169,7 +169,7 @@ class FeatureMaps:
         """Compute the maps not stored yet; returns what is stored for the layers (``{}`` when none of the
         analysed layers outputs feature maps and none were named); ``self.chosen`` are the instances asked for.
         ``weights``: the model's digest when the caller already knows it (``deepscope.analyze`` just did)."""
-        from .activations import validate_layers, weights_digest
+        from .activations import layer_modules, validate_layers, weights_digest
         from .batches import source
         from .reader import AnalysisReader
 
@@ -198,7 +198,7 @@ class FeatureMaps:
         store = _MapStore(maps_dir(run_dir), analysis, model_class(model))
         if not wanted:
             return store.infos(layers)
-        computer = _Computer(model, dict(model.named_modules()), src, cfg)
+        computer = _Computer(model, layer_modules(model), src, cfg)
         shapes = computer.shapes(layers, wanted[0], named)
         if not shapes:
             return {}
@@ -403,22 +403,21 @@ def gather(src: Any, indices: list[int], batch_size: int) -> Iterator[tuple[list
     the dataset of a DataLoader that reads it in order), else by iterating until the last one has been seen."""
     import torch
 
-    from .batches import _tensor_columns, to_batch
+    from .batches import columns_of, to_batch
 
-    data, collate, tensors = src.data, src.collate, None
+    data, collate, columns = src.data, src.collate, None
     loader = data if isinstance(data, torch.utils.data.DataLoader) else None
     direct = src.map_style
     if loader is not None and isinstance(loader.sampler, torch.utils.data.SequentialSampler) and loader.batch_size:
         data, collate, direct = loader.dataset, loader.collate_fn, True  # the rows the loader yields, in order
     elif src.map_style and collate is None:
-        tensors = _tensor_columns(data)  # a TensorDataset: index its tensors
+        columns = columns_of(data)  # a TensorDataset or columns: index them
     if direct:
         many = getattr(data, "__getitems__", None)
         for lo in range(0, len(indices), batch_size):
             rows = indices[lo : lo + batch_size]
-            if tensors is not None:
-                idx = torch.as_tensor(rows)
-                yield rows, to_batch(tuple(t[idx] for t in tensors) if len(tensors) > 1 else tensors[0][idx])
+            if columns is not None:
+                yield rows, to_batch(columns.take(torch.as_tensor(rows)))
             else:
                 items = many(list(rows)) if many is not None else [data[i] for i in rows]
                 yield rows, to_batch((collate or torch.utils.data.default_collate)(items))
