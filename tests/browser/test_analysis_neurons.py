@@ -96,7 +96,9 @@ def test_matrix_rows_sorting_and_top_instances(page, analysed, server_url, reade
     assert page.locator("[data-testid=color-legend]").first.is_visible()
     # the column of counts beside the row names says what it counts, in its header and in each count's tooltip
     head = page.get_by_test_id("matrix-head")
-    assert head.inner_text().split() == ["row", "instances"]
+    rows_by = head.get_by_label("Rows")
+    assert rows_by.input_value() == "label" and head.locator(".cnt").inner_text() == "instances"
+    assert rows_by.locator("option").all_inner_texts() == ["true class", "predicted class", "note", "odd"]
     assert "instances" in head.locator(".cnt").get_attribute("title")
     count = page.locator("[data-row='class:3'] .cnt")
     assert count.inner_text() == f"{counts[3]:,}" and count.get_attribute("title") == f"{counts[3]:,} instances"
@@ -135,6 +137,33 @@ def test_matrix_rows_sorting_and_top_instances(page, analysed, server_url, reade
     items.nth(1).click()
     wait_for(page, "(i) => window.__deepscope.analysis.matrix && new URL(location.href).searchParams.get('inst') == i",
              second)  # fmt: skip
+
+
+def test_matrix_rows_per_value_of_a_metadata_column(page, analysed, server_url, reader):
+    """Rows → a metadata column: a row per value (most frequent first), each the mean of its instances; the choice
+    is in the URL, a row orders the neurons, and the class rows come back with the classes."""
+    open_analysis(page, server_url, analysed.run)
+    matrix_ready(page)
+    page.get_by_test_id("matrix-head").get_by_label("Rows").select_option("odd")
+    m = matrix_ready(page, rows=2)
+    odd = reader.instances().column("odd").to_numpy(zero_copy_only=False)
+    counts = {"true": int(odd.sum()), "false": int((~odd).sum())}
+    order = sorted(counts, key=lambda k: (-counts[k], k))
+    assert m["groupBy"] == "column:odd" and m["rows"] == order and m["counts"] == [counts[k] for k in order]
+    x = reader.matrix(LAYER).astype(np.float64)
+    np.testing.assert_allclose(m["values"], x[odd == (order[0] == "true")].mean(0), rtol=1e-5, atol=1e-6)
+    assert "arows=column%3Aodd" in page.url or "arows=column:odd" in page.url
+    key = m["keys"][1]
+    page.locator(f"[data-row='{key}']").click()
+    wait_for(page, "(k) => window.__deepscope.analysis.matrix().sortedBy === k", key)
+    assert page.locator(f"[data-row='{key}']").get_attribute("title").startswith(f"odd = {order[1]} · ")
+    page.reload()  # the URL keeps the rows
+    page.wait_for_function("() => window.__deepscope?.analysis?.matrix !== undefined", timeout=15_000)
+    m = matrix_ready(page, rows=2)
+    assert m["groupBy"] == "column:odd" and m["sortedBy"] == key
+    page.get_by_test_id("matrix-head").get_by_label("Rows").select_option("label")
+    m = matrix_ready(page)
+    assert m["rows"] == CLASS_NAMES and m["sortedBy"] is None and "arows" not in page.url
 
 
 def test_matrix_subset_and_pinned_rows(page, analysed, server_url, reader):

@@ -510,3 +510,13 @@ def test_a_model_without_children_is_one_layer_with_neurons_and_a_projection(pag
     m = matrix_rows(page)
     assert m["neurons"] == 4 and sum(m["counts"]) == 300
     wait_for(page, "() => window.__deepscope.analysis.projection?.().drawn", timeout=20_000)
+
+
+def test_a_run_without_classes_has_a_row_per_value_of_its_text_column(page, site):
+    """A regressor (no labels, no class scores) with a text column: the matrix's rows are its values — it had none
+    but subsets and pinned instances before."""
+    open_run(page, site, "regressor")
+    m = matrix_rows(page)
+    assert m["groupBy"] == "column:kind" and m["rows"] == ["small", "large"] and m["counts"] == [200, 100]
+    assert page.get_by_test_id("matrix-head").inner_text().split() == ["kind", "instances"]
+    assert page.get_by_text("No rows").count() == 0

@@ -18,6 +18,7 @@ from deepscope.server import create_app
 
 N = 240
 ODD = '<img src=x onerror="alert(1)">'
+SITE = [None if i % 5 == 0 else ("north" if i % 3 else "south") for i in range(N)]
 
 
 def _model() -> torch.nn.Module:
@@ -38,7 +39,8 @@ def analysed(tmp_path_factory):
     with deepscope.init(project="p", name="analysed", dir=root) as run:
         run.log({"loss": 1.0}, step=0)
         deepscope.analyze(_model(), data, run=run, layers=["0", "3"], labels=y, class_names=["a", "b", ODD],
-                          metadata={"note": note, "even": [i % 2 == 0 for i in range(N)]}, progress=False)  # fmt: skip
+                          metadata={"note": note, "even": [i % 2 == 0 for i in range(N)], "site": SITE},
+                          progress=False)  # fmt: skip
         run_id, run_dir = run.id, run.dir
     with deepscope.init(project="p", name="plain", dir=root) as run:
         run.log({"loss": 1.0}, step=0)
@@ -101,7 +103,7 @@ def test_instance_detail(client, analysed):
     assert [s["index"] for s in d["scores"]] == np.argsort(-scores, kind="stable").tolist()
     assert d["scores"][0]["score"] == pytest.approx(scores.max())
     assert d["label"] == table.column("label")[7].as_py()
-    assert d["fields"] == {"note": ODD, "even": False}  # a user string travels as data, unchanged
+    assert d["fields"] == {"note": ODD, "even": False, "site": "north"}  # a user string travels as data, unchanged
     img = d["image"]
     assert (img["height"], img["width"], img["channels"]) == (8, 8, 1)
     pixels = np.frombuffer(base64.b64decode(img["data"]), np.uint8).reshape(8, 8, 1)
@@ -171,6 +173,29 @@ def test_matrix_rows_match_numpy(client, analysed):
     assert [row["count"] for row in r.json()["rows"]] == np.bincount(pred, minlength=3).tolist()
     assert client.post(_url(analysed, "/matrix"), json={"layer": "nope"}).status_code == 404
     assert client.post(_url(analysed, "/matrix"), json={"layer": "0", "pinned": [N]}).status_code == 404
+
+
+def test_matrix_rows_per_value_of_a_metadata_column_match_numpy(client, analysed):
+    """``group_by: "column:<name>"``: a row per value, most frequent first (ties by value), then the other values
+    together beyond the 24 most frequent, then missing values — each the mean and std of its rows."""
+    x = read(analysed[2]).matrix("0")
+    site = np.array(SITE, dtype=object)
+    m = client.post(_url(analysed, "/matrix"), json={"layer": "0", "group_by": "column:site", "pinned": [4]}).json()
+    assert [(r["kind"], r["name"], r["index"]) for r in m["rows"]] == [
+        ("value", "north", 0), ("value", "south", 1), ("value", "missing", None), ("instance", "#4", None)]  # fmt: skip
+    for row, rows in zip(m["rows"], [site == "north", site == "south", site == None]):  # noqa: E711
+        assert row["count"] == rows.sum()
+        np.testing.assert_allclose(row["mean"], x[rows].mean(0), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(row["std"], x[rows].std(0), rtol=1e-3, atol=1e-5)
+    even = client.post(_url(analysed, "/matrix"), json={"layer": "0", "group_by": "column:even"}).json()["rows"]
+    assert [(r["name"], r["count"]) for r in even] == [("false", N // 2), ("true", N // 2)]  # a tie: by value
+    note = client.post(_url(analysed, "/matrix"), json={"layer": "0", "group_by": "column:note"}).json()["rows"]
+    assert len(note) == 25 and note[0]["name"] == ODD and note[0]["count"] == len(range(0, N, 7))
+    assert note[-1]["name"] == f"{N - len(range(0, N, 7)) - 23} other values" and note[-1]["index"] is None
+    assert sum(r["count"] for r in note) == N
+    for bad in ("column:nope", "column:label", "weather"):
+        r = client.post(_url(analysed, "/matrix"), json={"layer": "0", "group_by": bad})
+        assert r.status_code == 400, bad
 
 
 def test_top_and_neighbors_match_numpy(client, analysed):

@@ -12,6 +12,7 @@ import numpy as np
 
 from .aggregates import Aggregate, Cells, Moments, group_aggregate, subset_aggregate, subset_mask, top_instances
 from .base import RESERVED_COLUMNS, artifact_dir, decoded, read_json
+from .categories import Categories, categories
 from .feature_maps import INDEX, FeatureMapInfo, analysis_key, maps_dir, read_index, read_maps
 from .neighbors import FAISS_MIN_ROWS, FlatIndex, faiss_available, nearest_neighbors
 
@@ -47,6 +48,7 @@ class AnalysisReader:
         self._images: Any = None
         self._opened: dict[str, Any] = {}  # stored arrays opened (_stored)
         self._text_column: str | None | bool = False  # False: not looked for yet
+        self._categories: dict[str, Categories] = {}
         self._cache_layers = cache_layers
         self._maps: tuple[Any, dict[str, FeatureMapInfo], dict[str, Any]] | None = None
         self.faiss_min_rows = FAISS_MIN_ROWS
@@ -311,7 +313,8 @@ class AnalysisReader:
         return inside_polygon(xy[:, :2], polygon)
 
     def aggregate(self, layer: str, *, by: str | None = None, where: Where = None) -> Aggregate:
-        """Per-neuron mean and std: per class (``by="label"`` or ``"prediction"``), or of one subset (``where``)."""
+        """Per-neuron mean and std: per class (``by="label"`` or ``"prediction"``), per value of a metadata column
+        (``by=column``: :meth:`categories`), or of one subset (``where``)."""
         x = self.matrix(layer)
         if isinstance(where, Mapping):
             where = self._class_indices(where)
@@ -323,6 +326,8 @@ class AnalysisReader:
         table = self.instances()
         if by not in table.column_names:
             raise KeyError(f"deepscope: cannot group by {by!r}; columns: {', '.join(table.column_names)}")
+        if by not in ("label", "prediction"):
+            return self._by_value(x, by, where, layer)
         groups = table.column(by).fill_null(-1).to_numpy().astype(np.int64)
         names = self.class_names
         n_groups = max(len(names or []), int(groups.max(initial=-1)) + 1)
@@ -337,6 +342,27 @@ class AnalysisReader:
         if names:
             agg = Aggregate([names[g] if g < len(names) else str(g) for g in agg.groups], agg.mean, agg.std, agg.count)
         return agg
+
+    def categories(self, column: str) -> Categories:
+        """A metadata column's rows grouped by value (:func:`.categories.categories`), computed once."""
+        if column not in self._categories:
+            import pyarrow as pa
+
+            col = self.instances().column(column)
+            t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+            if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_boolean(t)
+                    or pa.types.is_integer(t)):  # fmt: skip
+                raise ValueError(f"deepscope: {column!r} holds {t}: only text, boolean and integer columns group "
+                                 "by value")  # fmt: skip
+            self._categories[column] = categories(col)
+        return self._categories[column]
+
+    def _by_value(self, x: np.ndarray, column: str, where: Where, layer: str) -> Aggregate:
+        """Per value of a metadata column (the most frequent apiece, the rest together, missing ones apart)."""
+        cats = self.categories(column)
+        codes = cats.codes if where is None else np.where(self.mask(where), cats.codes, -1)
+        agg = group_aggregate(x, codes, len(cats.names), self.moments(layer))
+        return Aggregate(list(cats.names), agg.mean, agg.std, agg.count)
 
     def top_instances(self, layer: str, neuron: int, k: int = 10, where: Where = None) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` instances (indices, values) that activate ``neuron`` most."""

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ..analyses import AnalysisReader
 from ..analyses.activations import unfinished_reason
-from ..analyses.base import artifact_dir
+from ..analyses.base import RESERVED_COLUMNS, artifact_dir
 from ..analyses.feature_maps import analysis_key
 from ..analyses.time_columns import is_time, time_detail, time_text
 from ..graphs.store import graph_path
@@ -372,7 +372,11 @@ def matrix(store: Store, run_id: str, req: schemas.MatrixRequest) -> schemas.Act
     rows: list[schemas.MatrixRow] = []
     with e.lock:
         table = r.instances()
-        if req.group_by is not None and req.group_by in table.column_names:
+        if req.group_by is not None and req.group_by.startswith("column:"):
+            rows += _value_rows(r, req.layer, req.group_by.removeprefix("column:"))
+        elif req.group_by not in ("label", "prediction", None):
+            raise BadRequest(f"group_by is 'label', 'prediction' or 'column:<name>', not {req.group_by!r}")
+        elif req.group_by in table.column_names:
             agg = r.aggregate(req.layer, by=req.group_by)
             many = len(agg.groups) > MANY_CLASSES  # a 5,000-class head over a few classes: 255 MB of empty rows
             for c, (g, mean, std, count) in enumerate(zip(agg.groups, agg.mean, agg.std, agg.count)):
@@ -390,6 +394,20 @@ def matrix(store: Store, run_id: str, req: schemas.MatrixRequest) -> schemas.Act
             for i, v in zip(req.pinned, values):
                 rows.append(schemas.MatrixRow(kind="instance", name=f"#{i}", count=1, mean=_floats(v), std=zeros))
     return schemas.ActivationMatrix(layer=req.layer, neurons=r.widths[req.layer], rows=rows)
+
+
+def _value_rows(r: Any, layer: str, column: str) -> list[schemas.MatrixRow]:
+    """A row per value of a metadata column (the most frequent apiece, then the others, then missing ones)."""
+    if column not in r.instances().column_names or column in RESERVED_COLUMNS:
+        raise BadRequest(f"no metadata column {column!r} to group by")
+    try:
+        cats = r.categories(column)
+    except ValueError as e:
+        raise BadRequest(str(e).removeprefix("deepscope: ")) from None
+    agg = r.aggregate(layer, by=column)
+    return [schemas.MatrixRow(kind="value", name=str(g), index=i if i < cats.named else None, count=int(count),
+                              mean=_floats(mean), std=_floats(std))
+            for i, (g, mean, std, count) in enumerate(zip(agg.groups, agg.mean, agg.std, agg.count))]  # fmt: skip
 
 
 MANY_CLASSES = 50  # above it, classes without instances get no row of the matrix

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 RunStatus = Literal["running", "finished", "crashed"]
 Severity = Literal["debug", "info", "warning", "error"]
@@ -333,18 +333,22 @@ class SubsetRows(BaseModel):
 
 
 class MatrixRequest(BaseModel):
-    """Rows of a neuron activation matrix: per class (``group_by``), per subset, per pinned instance."""
+    """Rows of a neuron activation matrix: per class or per value of a metadata column (``group_by``), per subset,
+    per pinned instance."""
 
     layer: str
-    group_by: Literal["label", "prediction"] | None = "label"
+    # "label", "prediction", or "column:<name>": a text, boolean or integer column's values (the 24 most frequent
+    # apiece, then the others together, then missing values)
+    group_by: str | None = Field("label", max_length=600)
     subsets: list[Subset] = []
     pinned: list[int] = []
 
 
 class MatrixRow(BaseModel):
-    kind: Literal["class", "subset", "instance"]
+    kind: Literal["class", "value", "subset", "instance"]
     name: str
-    index: int | None = None  # a class row's class
+    # a class row's class; a value row's rank among the column's values (null for its "other values" and "missing")
+    index: int | None = None
     count: int
     mean: list[float | None]  # one per neuron; null where undefined (an empty subset)
     std: list[float | None]

@@ -959,14 +959,15 @@ export interface components {
         LiveRuns: Record<string, never>;
         /**
          * MatrixRequest
-         * @description Rows of a neuron activation matrix: per class (``group_by``), per subset, per pinned instance.
+         * @description Rows of a neuron activation matrix: per class or per value of a metadata column (``group_by``), per subset,
+         *     per pinned instance.
          */
         MatrixRequest: {
             /**
              * Group By
              * @default label
              */
-            group_by: ("label" | "prediction") | null;
+            group_by: string | null;
             /** Layer */
             layer: string;
             /**
@@ -990,7 +991,7 @@ export interface components {
              * Kind
              * @enum {string}
              */
-            kind: "class" | "subset" | "instance";
+            kind: "class" | "value" | "subset" | "instance";
             /** Mean */
             mean: (number | null)[];
             /** Name */

@@ -48,3 +48,20 @@ export function colorChoice(choice: ColorBy, summary: Summary): ColorBy {
   const options = colorOptions(summary);
   return options.some((o) => o.id === choice) ? choice : options[0].id;
 }
+
+export interface RowGrouping {
+  id: string;
+  label: string;
+}
+
+/** What the neuron matrix's rows can be: the true classes, the predicted ones, or a text, boolean or integer
+ * metadata column's values (the most frequent apiece) — only what the run has, its classes first. */
+export function rowGroupings(summary: Summary): RowGrouping[] {
+  const out: RowGrouping[] = [];
+  if (summary.has_labels) out.push({ id: "label", label: "true class" });
+  if (summary.has_scores) out.push({ id: "prediction", label: "predicted class" });
+  for (const c of summary.columns) {
+    if (!CORE_COLUMNS.has(c.name) && (c.kind === "string" || c.kind === "bool" || c.kind === "int")) out.push({ id: `column:${c.name}`, label: c.name });
+  }
+  return out;
+}

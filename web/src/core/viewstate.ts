@@ -77,6 +77,7 @@ export interface ViewState {
   aProj: ProjMethod;
   aColor: ColorBy;
   aSort: string | null; // the matrix row whose values order the neuron columns
+  aRows: string | null; // the matrix's rows: "label", "prediction" or "column:<name>" (null: the run's classes)
 }
 
 export const defaults: ViewState = {
@@ -122,6 +123,7 @@ export const defaults: ViewState = {
   aProj: "pca",
   aColor: "label",
   aSort: null,
+  aRows: null,
 };
 
 const COLOR_BY: ColorBy[] = ["label", "prediction", "correct", "neuron", "none"];
@@ -212,6 +214,7 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
     aProj: PROJ_METHODS.find((m) => m === p.get("proj")) ?? "pca",
     aColor: colorBy(p.get("color")),
     aSort: p.get("asort"),
+    aRows: p.get("arows"),
   };
 }
 
@@ -261,5 +264,6 @@ export function serialize(s: ViewState): string {
   if (s.aProj !== defaults.aProj) p.set("proj", s.aProj);
   if (s.aColor !== defaults.aColor) p.set("color", s.aColor);
   if (s.aSort) p.set("asort", s.aSort);
+  if (s.aRows) p.set("arows", s.aRows);
   return p.toString().replace(/%2C/g, ",");
 }
