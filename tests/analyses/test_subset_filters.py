@@ -122,3 +122,15 @@ def test_date_and_time_columns_filter_as_times_and_contain_their_iso_text():
     np.testing.assert_array_equal(subset_mask(t, {"contains": {"zoned": "T09:30:00+00:00"}}), [1, 0, 0, 0, 0, 0])
     with pytest.raises(ValueError, match="'taken' holds dates or times: give ISO 8601 text"):
         subset_mask(t, {"range": {"taken": ["last week", None]}})
+
+
+def test_an_integer_column_groups_by_value_most_frequent_first_then_other_values_then_missing():
+    import pyarrow as pa
+
+    from deepscope.analyses.categories import categories
+
+    col = pa.chunked_array([[3, 1, 1, None, 7], [3, 3, 9, None, 1]])  # 3 ×3, 1 ×3 (a tie: by text), 7, 9, 2 missing
+    cats = categories(col, most=2)
+    assert cats.names == ["1", "3", "2 other values", "missing"] and cats.named == 2
+    assert cats.codes.tolist() == [1, 0, 0, 3, 2, 1, 1, 2, 3, 0]
+    assert categories(pa.chunked_array([[True, False, True]])).names == ["true", "false"]
