@@ -104,12 +104,14 @@ def analyze(
     """Record what ``layers`` of ``model`` do on every instance of ``data``, with predictions; return a reader.
 
     ``data``: a Dataset, a DataLoader, the whole dataset as columns of one length — a tensor, ``(X, y)``
-    (tensors or NumPy arrays), a dict of columns (a tokenizer's ``return_tensors="pt"`` output, alone or as
-    ``(encoding, y)``) — read in slices, or an iterable of batches: a tensor is the input; a tuple is read as
+    (tensors or NumPy arrays), a pandas DataFrame of numbers (its ``label`` column the labels), a dict of columns (a
+    tokenizer's ``return_tensors="pt"`` output, alone or as ``(encoding, y)``) — read in slices, or an iterable of
+    batches: a tensor is the input; a tuple is read as
     ``(input, label, …)`` (its first item alone is passed to the model: several inputs go in a dict); a dict's
     entries are the model's keyword arguments, less the label (``labels``, ``label``…). A list of labelled
     instances (``[(x, 3), …]``, ``[{"x": x, "label": 3}, …]``) is batched here. ``labels`` (integer classes)
-    default to the batches' own; ``metadata`` is a table (one row per instance) to filter on. ``layers``: module
+    default to the batches' own (given, they replace them); ``class_names``: a list, or a dict from class index to
+    name (a config's ``id2label``); ``metadata`` is a table (one row per instance) to filter on. ``layers``: module
     paths as in ``named_modules()`` (default: the model's children), ``""`` for the model itself (recorded as
     ``"(model)"``). ``run``: a :class:`Run` or an existing run directory (default: the current run). Written under
     ``artifacts/`` (activations, confusion, projection); an interrupted call resumes; a run's finished analysis is

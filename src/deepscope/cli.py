@@ -84,7 +84,10 @@ def analyze(
     checkpoint: Annotated[
         Path | None, typer.Option(help="Weights: .safetensors, or a torch.save file (read with weights_only)")
     ] = None,
-    layers: Annotated[str | None, typer.Option(help="Comma-separated module paths", show_default="children")] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated module paths ('' or (model): the model itself)", show_default="children"),
+    ] = None,
     directory: Annotated[
         Path | None, typer.Option("--dir", help="Runs directory", show_default="$DEEPSCOPE_DIR or ./deepscope-runs")
     ] = None,
@@ -167,6 +170,8 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
     try:  # everything that can be checked before a run is made
         maps = full_maps_option(full_maps)
         layer_list = [s.strip() for s in layers.split(",") if s.strip()] if layers else None
+        if layers is not None and not layers.strip():
+            layer_list = [""]  # --layers '': the model itself
         net = load_object(model, "model")
         dataset = load_object(data, "data")
         extra = {

@@ -218,7 +218,9 @@ def test_label_count_mismatch_fails_before_work(tmp_path):
     with pytest.raises(ValueError, match="11 metadata rows"):
         deepscope.analyze(TinyCNN(), image_data(10), metadata={"t": ["a"] * 11}, run=tmp_path, progress=False)
     with pytest.raises(ValueError, match="class names"):
-        deepscope.analyze(TinyCNN(), image_data(10), labels=[5] * 10, class_names="abcd", run=tmp_path, progress=False)
+        deepscope.analyze(
+            TinyCNN(), image_data(10), labels=[5] * 10, class_names=list("abcd"), run=tmp_path, progress=False
+        )
     assert not (tmp_path / "artifacts").exists()
 
 
@@ -226,7 +228,7 @@ def test_outputs_that_are_no_class_scores_give_no_predictions(tmp_path):
     """Class names or labels that do not fit the output width (an embedding model, a regressor, a padded head): one
     warning at the first batch, and no predictions, scores or accuracy — the activations all the same."""
     x = torch.randn(10, 1, 8, 8)  # TinyCNN: 4 outputs
-    for k, (labels, names, why) in enumerate((([0] * 10, "abc", "3 class names"),
+    for k, (labels, names, why) in enumerate((([0] * 10, list("abc"), "3 class names"),
                                               (list(range(10)), None, "labels up to 9"))):  # fmt: skip
         with pytest.warns(RuntimeWarning, match=f"4 outputs are no scores of its classes \\({why}\\)"):
             deepscope.analyze(TinyCNN(), x, labels=labels, class_names=names, run=new_dir(tmp_path / str(k)),
@@ -274,7 +276,9 @@ def test_unlabelled_instances(tmp_path):
     """-1 (or None) is an unlabelled instance, with class names too; all unlabelled is no labels at all."""
     x = torch.randn(6, 1, 8, 8)
     labels = [0, None, 3, -1, 2, 1]
-    deepscope.analyze(TinyCNN(), x, labels=labels, class_names="abcd", run=new_dir(tmp_path / "a"), progress=False)
+    deepscope.analyze(
+        TinyCNN(), x, labels=labels, class_names=list("abcd"), run=new_dir(tmp_path / "a"), progress=False
+    )
     table = read(tmp_path / "a").instances()
     assert table.column("label").to_pylist() == [0, None, 3, None, 2, 1]
     assert table.column("correct").null_count == 2

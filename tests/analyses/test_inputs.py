@@ -262,3 +262,69 @@ def test_a_dict_of_columns_of_other_lengths_or_types_is_refused_with_what_it_hol
         deepscope.analyze(_Keywords(), {"input_ids": x, "label": y[:4]}, run=tmp_path, progress=False)
     with pytest.raises(TypeError, match=r"holds input_ids: list"):
         deepscope.analyze(_Keywords(), {"input_ids": [[1, 2]] * 10}, run=new_dir(tmp_path / "l"), progress=False)
+
+
+def test_class_names_as_id2label_are_read_by_index_and_one_string_is_refused(tmp_path):
+    x, y = torch.randn(30, 6), torch.arange(30) % 3
+    for i, names in enumerate([{2: "pos", 0: "neg", 1: "neu"}, {"0": "neg", "1": "neu", "2": "pos"}]):
+        r = deepscope.analyze(_OneInput(), (x, y), class_names=names, run=new_dir(tmp_path / str(i)), progress=False)
+        assert r.class_names == ["neg", "neu", "pos"]
+    with pytest.raises(TypeError, match="class_names is one string"):
+        deepscope.analyze(_OneInput(), (x, y), class_names="abc", run=new_dir(tmp_path / "s"), progress=False)
+    with pytest.raises(ValueError, match="every class index from 0 to 1"):
+        deepscope.analyze(_OneInput(), (x, y), class_names={0: "a", 2: "c"}, run=new_dir(tmp_path / "g"),
+                          progress=False)  # fmt: skip
+
+
+def test_labels_given_replace_the_batches_own_unchecked(tmp_path):
+    """Relabelling three classes into two for a two-output model: the batches' labels (up to 2) are not checked
+    against the model's outputs — the given ones are stored and scored."""
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 6), torch.arange(40) % 3
+    model = torch.nn.Sequential(torch.nn.Linear(6, 2))
+    binary = (y > 0).long()
+    r = deepscope.analyze(model, torch.utils.data.TensorDataset(x, y), labels=binary, run=tmp_path, progress=False)
+    table = r.instances()
+    assert table.column("label").to_pylist() == binary.tolist()
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    assert table.column("correct").to_pylist() == (pred == binary).tolist()
+
+
+def test_a_dataframe_is_a_table_of_numbers_with_its_label_column(tmp_path):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(50, 6)), columns=list("abcdef"))  # float64
+    df["label"] = np.arange(50) % 3
+    model = _OneInput()
+    r = deepscope.analyze(model, df, layers=["out"], run=tmp_path, progress=False)
+    with torch.no_grad():
+        want = model(torch.tensor(df[list("abcdef")].to_numpy(), dtype=torch.float32))
+    np.testing.assert_allclose(r.activations("out")[:], want.numpy(), rtol=1e-5, atol=1e-6)
+    assert r.instances().column("label").to_pylist() == df["label"].tolist()
+    np.testing.assert_allclose(r.features(np.arange(50)), df[list("abcdef")].to_numpy(), rtol=1e-6)
+    df["city"] = ["x"] * 50
+    with pytest.raises(TypeError, match=r"city is no numbers — pass such columns as metadata"):
+        deepscope.analyze(model, df, run=new_dir(tmp_path / "text"), progress=False)
+    r = deepscope.analyze(model, (df[list("abcdef")].to_numpy(), df["label"].to_numpy()), run=new_dir(tmp_path / "np"),
+                          progress=False)  # fmt: skip (float64 NumPy inputs are read as float32)
+    assert len(r) == 50
+
+
+def test_a_sequence_models_3d_inputs_are_no_images(tmp_path):
+    class Recurrent(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.LSTM(6, 8, batch_first=True)
+            self.head = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0][:, -1])
+
+    r = deepscope.analyze(Recurrent(), (torch.randn(20, 12, 6), torch.arange(20) % 2), run=tmp_path, progress=False)
+    assert r.input_kind != "image" and not r.has_images
+
+
+def test_a_layer_named_twice_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"'fc' named twice in layers"):
+        deepscope.analyze(_OneInput(), torch.randn(4, 6), layers=["fc", "out", "fc"], run=tmp_path, progress=False)

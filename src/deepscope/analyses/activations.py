@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +94,29 @@ def layer_modules(model: nn.Module) -> dict[str, nn.Module]:
     return {name or MODEL_LAYER: module for name, module in model.named_modules()}
 
 
+def class_name_list(names: Any) -> list[str] | None:
+    """Class names as a list, class ``i`` at ``i``: a sequence, or a mapping from class index to name (a Hugging Face
+    config's ``id2label``, its keys integers or their text)."""
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)):
+        raise TypeError(f"deepscope.analyze: class_names is one string ({str(names)[:40]!r}); give a list of names, "
+                        "one per class")  # fmt: skip
+    if isinstance(names, Mapping):
+        try:
+            by_index = {int(k): str(v) for k, v in names.items()}
+        except (TypeError, ValueError):
+            raise TypeError(
+                "deepscope.analyze: class_names as a dict maps class indices (0, 1, … or '0', '1', …) "
+                f"to names, as a config's id2label does; its keys are {list(names)[:5]}"
+            ) from None
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(f"deepscope.analyze: class_names as a dict needs every class index from 0 to "
+                             f"{len(by_index) - 1}; it has {sorted(by_index)[:10]}")  # fmt: skip
+        return [by_index[i] for i in range(len(by_index))]
+    return [str(c) for c in names]
+
+
 def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
     """The layers to record, by their recorded names (the model itself, ``""``, is :data:`MODEL_LAYER`); an unknown
     name raises ``ValueError`` listing the valid ones."""
@@ -115,7 +138,8 @@ def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]
                          f"{type(model).__name__}; valid layers: {shown or 'none but the model'}, and '' for the "
                          "model itself")  # fmt: skip
     if len(set(layers)) != len(layers):
-        raise ValueError("deepscope.analyze: a layer is named twice")
+        twice = sorted({name for name in layers if layers.count(name) > 1})
+        raise ValueError(f"deepscope.analyze: {', '.join(map(repr, twice))} named twice in layers")
     return _unclashing(list(layers))
 
 
@@ -195,8 +219,19 @@ def first_tensor(out: Any) -> torch.Tensor | None:
     return None
 
 
-def image_input(batch: Batch) -> torch.Tensor | None:
-    """The batch's input when it looks like images: (B, C, H, W) with C of 1 or 3, or (B, H, W), of floats or bytes.
+# Modules that read (B, T, F) sequences: a model with one reads its 3-d inputs as sequences, not grey images.
+SEQUENCE_MODULES = (nn.RNNBase, nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer,
+                    nn.Conv1d)  # fmt: skip
+
+
+def reads_sequences(model: nn.Module) -> bool:
+    """Whether ``model`` holds a module that reads sequences (:data:`SEQUENCE_MODULES`)."""
+    return any(isinstance(m, SEQUENCE_MODULES) for m in model.modules())
+
+
+def image_input(batch: Batch, sequences: bool = False) -> torch.Tensor | None:
+    """The batch's input when it looks like images: (B, C, H, W) with C of 1 or 3, or (B, H, W), of floats or bytes
+    — unless ``sequences`` (the model reads sequences: a (B, T, F) input is one).
 
     The first positional input, else a keyword input named like ``pixel_values``; sides of at least 4 pixels.
     """
@@ -205,7 +240,7 @@ def image_input(batch: Batch) -> torch.Tensor | None:
         return None
     if x.ndim == 4 and x.shape[1] in (1, 3) and min(x.shape[2:]) >= 4:
         return x
-    if x.ndim == 3 and min(x.shape[1:]) >= 4:
+    if x.ndim == 3 and min(x.shape[1:]) >= 4 and not sequences:
         return x[:, None]  # (B, H, W) -> (B, 1, H, W)
     return None
 
@@ -222,10 +257,10 @@ def feature_input(batch: Batch) -> torch.Tensor | None:
     return None
 
 
-def input_kind(batch: Batch) -> str:
+def input_kind(batch: Batch, sequences: bool = False) -> str:
     """What the model reads: ``"images"`` (see :func:`image_input`), ``"tokens"`` (integer ids: text) or
-    ``"features"`` (numbers of a table, an embedding…)."""
-    if image_input(batch) is not None:
+    ``"features"`` (numbers of a table, an embedding, a sequence…)."""
+    if image_input(batch, sequences) is not None:
         return "images"
     x = batch.args[0] if batch.args else batch.kwargs.get("input_ids", next(iter(batch.kwargs.values()), None))
     if isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool:
@@ -472,7 +507,7 @@ class Activations:
         if self.labels is not None and len(self.labels) and (self.labels < 0).all():
             self.labels = None  # every instance unlabelled: no labels (-1 stands for "no label")
         self._unlabelled_only = labels is not None and self.labels is None
-        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.class_names = class_name_list(class_names)
         self.metadata = metadata_table(metadata)
         self.collate_fn = collate_fn
         self.text_column = checked_text_column(text_column, self.metadata)
@@ -608,6 +643,7 @@ class Activations:
             self._outputs_are_scores,
             names,
             self._one_logit_is_binary,
+            labels_given=self.labels is not None or self._unlabelled_only,
         )
         tabled: list[int] = []
 

@@ -255,8 +255,36 @@ def _column(x: Any) -> torch.Tensor | None:
     if isinstance(x, torch.Tensor) and x.ndim > 0:
         return x
     if isinstance(x, np.ndarray) and x.ndim > 0 and x.dtype.kind in "biuf":
-        return torch.from_numpy(np.ascontiguousarray(x))
+        # NumPy's float64 default is rarely a model's: as float32, as torch's default dtype
+        x = np.ascontiguousarray(x, np.float32 if x.dtype == np.float64 else None)
+        return torch.from_numpy(x if x.flags.writeable else x.copy())  # a read-only view (pandas) is copied
     return None
+
+
+def _frame_columns(df: Any) -> Columns:
+    """A pandas DataFrame as data: its number columns are the input (N, F) float32, a label column (``label``,
+    ``labels``, ``target``…) the labels; text or other columns belong in ``metadata=``."""
+    label = next((k for k in LABEL_KEYS if k in df.columns), None)
+    inputs = df.drop(columns=[label]) if label is not None else df
+    other = [str(c) for c, t in inputs.dtypes.items() if t.kind not in "biuf"]
+    if other or not len(inputs.columns):
+        raise TypeError("deepscope.analyze: a DataFrame as data is read as a table of numbers (its columns the "
+                        "model's input, a 'label' column the labels); "
+                        + (f"{', '.join(other[:5])} {'is' if len(other) == 1 else 'are'} no numbers — pass such "
+                           "columns as metadata=df[[…]] and the numbers as data" if other else "it has no input "
+                           "columns"))  # fmt: skip
+    x = torch.from_numpy(np.ascontiguousarray(inputs.to_numpy(np.float32)))
+    if label is None:
+        return Columns((x,), len(x))
+    y = _column(df[label].to_numpy())
+    if y is None:
+        raise TypeError(f"deepscope.analyze: the DataFrame's {label!r} column holds no integer classes; map them to "
+                        "0, 1, … and give their names as class_names")  # fmt: skip
+    return Columns((x, y), len(x))
+
+
+def _is_frame(data: Any) -> bool:
+    return type(data).__name__ == "DataFrame" and hasattr(data, "dtypes") and hasattr(data, "to_numpy")
 
 
 def _column_dict(d: Mapping[Any, Any]) -> dict[Any, torch.Tensor | None] | None:
@@ -283,6 +311,9 @@ def _source(data: Any, batch_size: int, collate: Callable[[list[Any]], Any] | No
         if data.ndim == 0:
             raise TypeError("deepscope.analyze: data is a single number; give a tensor of instances (first dimension)")
         return Source(Columns((data,), len(data)), len(data), True, batch_size, None)
+    if _is_frame(data):
+        columns = _frame_columns(data)
+        return Source(columns, len(columns), True, batch_size, None)
     if (columns := columns_of(data)) is not None and not isinstance(data, torch.utils.data.Dataset):
         return Source(columns, len(columns), True, batch_size, None)
     if isinstance(data, Mapping):

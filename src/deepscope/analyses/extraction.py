@@ -32,6 +32,7 @@ from .activations import (
     pool,
     preview,
     preview_size,
+    reads_sequences,
 )
 from .batches import Batch, Source, current_length, unused_masks
 from .chunk_files import aligned_empty, direct_io
@@ -76,13 +77,16 @@ class Extractor:
                  src: Source, state: Any, limit: int | None = None,
                  are_scores: Callable[[int, np.ndarray], bool] | None = None,
                  named_classes: int | None = None,
-                 one_logit_is_binary: Callable[[np.ndarray], bool] | None = None) -> None:  # fmt: skip
+                 one_logit_is_binary: Callable[[np.ndarray], bool] | None = None,
+                 labels_given: bool = False) -> None:  # fmt: skip
         self.model, self.layers, self.cfg, self.src, self.state = model, layers, cfg, src, state
         self.are_scores = are_scores  # (output width, the first batch's labels) -> whether outputs are class scores
         self.scores: bool | None = SCORES in state.arrays if state.arrays else None  # decided at the first batch
         self.limit = limit  # the labels or metadata rows given: data of unknown length may not yield more
         self.named_classes = named_classes  # class names given: the batches' labels must name one of them
         self.one_logit_is_binary = one_logit_is_binary
+        self.labels_given = labels_given  # labels= replaces the batches' own: theirs are not checked
+        self.sequences = reads_sequences(model)  # its 3-d inputs are sequences, not grey images
         self.binary: bool | None = None  # one output per instance: a binary classifier's logit (decided once)
         self.mask: torch.Tensor | None = None
         self.masks_checked = False  # whether the first batch was looked at for a padding mask left unused
@@ -289,7 +293,7 @@ class Extractor:
             if self.binary:
                 z = out.detach().float().reshape(b, 1).cpu().numpy()
                 extra[SCORES] = np.concatenate([np.zeros_like(z), z], 1)  # softmax of (0, z): (1 - σ(z), σ(z))
-        if self.cfg.previews and (images := image_input(batch)) is not None:
+        if self.cfg.previews and (images := image_input(batch, self.sequences)) is not None:
             if self.preview_shape is None:
                 self.preview_shape = (*preview_size(*images.shape[2:]), images.shape[1])
             h, w, c = self.preview_shape
@@ -301,7 +305,7 @@ class Extractor:
         for key, values in extra.items():
             if len(values) != b:
                 raise ValueError(f"deepscope.analyze: {stored_name(key)} has {len(values)} rows for a batch of {b}")
-        named = self.named_classes
+        named = None if self.labels_given else self.named_classes
         if named is not None and len(extra[LABELS]) and int(extra[LABELS].max()) >= named:
             i = int(np.argmax(extra[LABELS] >= named))
             raise ValueError(f"deepscope.analyze: instance {row + i} has label {extra[LABELS][i]}, but there are "
@@ -310,7 +314,7 @@ class Extractor:
             self.scores = self.are_scores is None or self.are_scores(extra[SCORES].shape[1], extra[LABELS])
         if SCORES in extra and not self.scores:
             del extra[SCORES]
-        if SCORES in extra:
+        if SCORES in extra and not self.labels_given:
             classes = extra[SCORES].shape[1]
             if len(extra[LABELS]) and int(extra[LABELS].max()) >= classes:
                 i = int(np.argmax(extra[LABELS] >= classes))
@@ -321,7 +325,7 @@ class Extractor:
             widths = {n: int(self.pooled[n].shape[1]) for n, _ in self.layers}
             dtypes = {LABELS: "int64", SCORES: "float32", IMAGES: "uint8", FEATURES: "float32"}
             outputs = {k[:-5]: (tuple(v.shape[1:]), dtypes[k]) for k, v in extra.items()}
-            self.state.inputs = input_kind(batch)
+            self.state.inputs = input_kind(batch, self.sequences)
             specs = self.state.plan(widths, outputs, self.outputs)
             if self.threaded:  # made while the next batches run (zarr's calls wait for its own thread)
                 self.creating = self.pool.submit(self.state.create, specs)

@@ -186,7 +186,9 @@ class FeatureMaps:
         if model_class(model) != reader.fingerprint["model_class"] or digest != analysis["weights"]:
             raise ValueError(f"deepscope.feature_maps: this {type(model).__name__} is not the model analysed in "
                              f"{run_dir} (other class or weights); analyse it again first")  # fmt: skip
-        src = source(data, cfg.batch_size, self.collate_fn)
+        with warnings.catch_warnings():  # what the data's reading warns of, the analysis before warned of once
+            warnings.simplefilter("ignore", RuntimeWarning)
+            src = source(data, cfg.batch_size, self.collate_fn)
         if src.length is not None and src.length != n:
             raise ValueError(f"deepscope.feature_maps: the dataset has {src.length} instances, the analysis {n}")
         named = cfg.layers is not None
