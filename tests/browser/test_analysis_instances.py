@@ -471,13 +471,20 @@ def test_a_new_analysis_of_the_open_run_is_offered_for_reload(page, serve, tmp_p
     assert page.get_by_test_id("analysis-stale").count() == 0
     with torch.no_grad():
         model[2].weight.mul_(-1)  # other weights: another analysis
-    deepscope.analyze(model, x, layers=["1", "2"], labels=y, run=tmp_path / run.id, progress=False)
-    page.get_by_test_id("analysis-stale").wait_for(timeout=15_000)
+    deepscope.analyze(model, x[:150], layers=["1", "2"], labels=y[:150], run=tmp_path / run.id, progress=False)
+    stale = page.get_by_test_id("analysis-stale")
+    stale.wait_for(timeout=15_000)
+    assert "(150 instances, 2 layers)" in stale.inner_text()
+    # until loaded, the views keep the analysis they loaded, whole and still: its layers, its counts
+    assert page.get_by_role("combobox", name="Layer").locator("option").all_inner_texts() == ["1 · ReLU (32)"]
+    assert "200 instances" in page.locator(".analysis").inner_text()
+    assert page.locator(".grid").get_attribute("inert") is not None
     page.get_by_role("button", name="Load the new analysis").click()
     wait_for(page, "() => window.__deepscope?.analysis?.grid?.().classes.length > 0", timeout=20_000)
     page.get_by_role("combobox", name="Layer").wait_for()
     assert page.get_by_test_id("analysis-stale").count() == 0
     assert "2 · Linear (4)" in page.get_by_role("combobox", name="Layer").inner_text()  # the new analysis' second layer
+    assert "150 instances" in page.locator(".analysis").inner_text()
 
 
 def test_a_lasso_on_a_layer_a_new_analysis_dropped_leaves_the_link(page, serve, tmp_path):
@@ -499,7 +506,7 @@ def test_a_lasso_on_a_layer_a_new_analysis_dropped_leaves_the_link(page, serve, 
 
     deepscope.analyze(model, x, layers=["2"], labels=y, run=tmp_path / run.id, progress=False)
     page.get_by_test_id("analysis-stale").wait_for(timeout=15_000)
-    # until loaded, the views mix the two analyses (the banner says so): the server refuses what they ask of layer "0"
+    # until loaded, the views keep the analysis they loaded, frozen: nothing is asked of the new one
     page.wait_for_timeout(1000)
     refused.clear()
     page.console.take("/analysis/")

@@ -38,7 +38,7 @@ export interface LiveSubset {
 }
 
 // ---- which runs have an analysis (analysissummaries.svelte.ts) ----------------------------------------
-export { loadReason, loadSummary, reasons, summaries, summaryOf } from "./analysissummaries.svelte";
+export { loadReason, loadSummary, newer, reasons, summaries, summaryOf } from "./analysissummaries.svelte";
 
 // ---- the focused run's data --------------------------------------------------------------------------
 export const an = $state({

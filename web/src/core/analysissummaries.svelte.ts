@@ -8,12 +8,20 @@ export const summaries = $state<Record<string, AnalysisSummary | "none">>({});
 /** Why a run has no analysis to show, in the server's words (its 404's `detail`: never analysed, or an analysis
  * that stopped part-way and how to resume it). Text, never markup. */
 export const reasons = $state<Record<string, string>>({});
+/** A newer analysis of a run whose views hold an older one: kept apart until the views load it (the page reloads),
+ * so that they never mix the two — one summary's layers and counts with the other's instance table. */
+export const newer = $state<Record<string, AnalysisSummary>>({});
 export const loadSummary = perRunLoader(summaries, "analysis", summaryOrReason);
 
 async function summaryOrReason(run: string): Promise<AnalysisSummary> {
   try {
     const s = await analysis.summary(run);
     delete reasons[run];
+    const held = summaries[run];
+    if (held && held !== "none" && held.version !== s.version) {
+      newer[run] = s;
+      return held;
+    }
     return s;
   } catch (e) {
     reasons[run] = reasonOf(e);
