@@ -306,8 +306,9 @@ def test_a_dataframe_is_a_table_of_numbers_with_its_label_column(tmp_path):
     df["city"] = ["x"] * 50
     with pytest.raises(TypeError, match=r"city is no numbers — pass such columns as metadata"):
         deepscope.analyze(model, df, run=new_dir(tmp_path / "text"), progress=False)
-    r = deepscope.analyze(model, (df[list("abcdef")].to_numpy(), df["label"].to_numpy()), run=new_dir(tmp_path / "np"),
-                          progress=False)  # fmt: skip (float64 NumPy inputs are read as float32)
+    r = deepscope.analyze(
+        model, (df[list("abcdef")].to_numpy(), df["label"].to_numpy()), run=new_dir(tmp_path / "np"), progress=False
+    )  # fmt: skip (float64 NumPy inputs are read as float32)
     assert len(r) == 50
 
 
@@ -328,3 +329,28 @@ def test_a_sequence_models_3d_inputs_are_no_images(tmp_path):
 def test_a_layer_named_twice_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"'fc' named twice in layers"):
         deepscope.analyze(_OneInput(), torch.randn(4, 6), layers=["fc", "out", "fc"], run=tmp_path, progress=False)
+
+
+def test_a_dict_batchs_texts_are_recorded_and_not_passed_to_a_forward_without_them(tmp_path):
+    """Batches as a Hugging Face dataset collates them — ``{"input_ids", "attention_mask", "label", "text"}`` —
+    for a ``forward(input_ids, attention_mask)``: the texts are the instance table's ``text`` column (the inputs are
+    shown as text), not an unexpected keyword argument; a forward that takes ``**kwargs`` still gets them."""
+    torch.manual_seed(0)
+    x, mask, y = torch.randn(40, 6), torch.ones(40, 6), torch.arange(40) % 3
+    texts = [f"review number {i}" for i in range(40)]
+    batches = [{"input_ids": x[i : i + 16], "attention_mask": mask[i : i + 16], "label": y[i : i + 16],
+                "text": texts[i : i + 16]} for i in range(0, 40, 16)]  # fmt: skip
+    r = deepscope.analyze(_Keywords(), batches, mask=False, run=tmp_path, progress=False)
+    assert r.instances().column("text").to_pylist() == texts and r.input_kind == "text"
+    seen: list[str] = []
+
+    class Open(_Keywords):
+        def forward(self, input_ids, attention_mask, **kwargs):
+            seen.extend(kwargs["text"])
+            return super().forward(input_ids, attention_mask)
+
+    r = deepscope.analyze(Open(), batches, mask=False, run=new_dir(tmp_path / "open"), progress=False)
+    assert seen[:40] == texts and r.instances().column("text").to_pylist() == texts  # (then a feature-map probe)
+    r = deepscope.analyze(_Keywords(), batches, mask=False, metadata={"text": ["given"] * 40},
+                          run=new_dir(tmp_path / "meta"), progress=False)  # fmt: skip
+    assert r.instances().column("text").to_pylist() == ["given"] * 40  # the metadata's own

@@ -730,6 +730,10 @@ class Activations:
         if self.metadata is not None:
             for name in self.metadata.column_names:
                 table = table.append_column(name, self.metadata.column(name))
+        for key, texts in (outputs or {}).items():  # the batches' texts (a dict entry), unless metadata holds them
+            name = key.removeprefix("text:")
+            if key.startswith("text:") and name not in table.column_names:
+                table = table.append_column(name, pa.array(texts.tolist(), pa.string()))
         meta = {"deepscope.class_names": json.dumps(self.class_names), "deepscope.version": "1"}
         if self.text_column is not None:  # the user's choice; else the reader finds one
             meta["deepscope.text_column"] = json.dumps(self.text_column)

@@ -79,8 +79,13 @@ class Batch:
     items: int | None = None  # a tuple batch's length (its first item is the input, its second the label)
 
     def slice(self, start: int, stop: int) -> Batch:
-        """Rows ``start:stop`` of every tensor whose first dimension is the batch."""
-        cut = lambda v: v[start:stop] if isinstance(v, torch.Tensor) and v.ndim and len(v) == self.size else v  # noqa: E731
+        """Rows ``start:stop`` of every tensor whose first dimension is the batch (and of a list of one item per
+        instance: texts)."""
+
+        def cut(v: Any) -> Any:
+            per_row = isinstance(v, torch.Tensor) and v.ndim or isinstance(v, (list, tuple))
+            return v[start:stop] if per_row and len(v) == self.size else v
+
         return Batch(
             tuple(cut(a) for a in self.args),
             {k: cut(v) for k, v in self.kwargs.items()},

@@ -86,6 +86,8 @@ class Extractor:
         self.named_classes = named_classes  # class names given: the batches' labels must name one of them
         self.one_logit_is_binary = one_logit_is_binary
         self.labels_given = labels_given  # labels= replaces the batches' own: theirs are not checked
+        self.text_keys: list[str] | None = None  # dict entries of texts, recorded (decided at the first batch)
+        self.text_dropped: set[str] = set()  # ...of them, those forward() does not take
         self.sequences = reads_sequences(model)  # its 3-d inputs are sequences, not grey images
         self.binary: bool | None = None  # one output per instance: a binary classifier's logit (decided once)
         self.mask: torch.Tensor | None = None
@@ -273,6 +275,18 @@ class Extractor:
         if not self.masks_checked:
             self.masks_checked = True
             self._warn_of_unused_masks(batch)
+        if self.text_keys is None:
+            self.text_keys, self.text_dropped = text_entries(self.model, batch)
+            if self.text_keys and self.kept is None:
+                warnings.warn(f"deepscope.analyze: the batches' texts ({', '.join(self.text_keys)}) are recorded by "
+                              "an analysis that runs whole, not by a resumed one; pass them as metadata= to keep "
+                              "them", RuntimeWarning, stacklevel=4)  # fmt: skip
+        if self.text_keys:
+            if self.kept is not None:
+                for key in self.text_keys:
+                    self.kept.setdefault(f"text:{key}", []).append(np.asarray(batch.kwargs[key], dtype=object))
+            if self.text_dropped:
+                batch.kwargs = {k: v for k, v in batch.kwargs.items() if k not in self.text_dropped}
         try:
             out = first_tensor(self.model(*batch.args, **batch.kwargs))
         except TypeError as e:
@@ -407,6 +421,24 @@ class Extractor:
             self.creating.result()  # its error, if any (the writes after it failed with it)
         while self.pending:
             self._wait_one()
+
+
+def text_entries(model: nn.Module, batch: Batch) -> tuple[list[str], set[str]]:
+    """A dict batch's entries that hold a text per instance (as a Hugging Face dataset's ``text`` column collates):
+    recorded as columns of the instance table; those ``forward()`` takes by no parameter are not passed to it."""
+    import inspect
+
+    texts = [k for k, v in batch.kwargs.items() if isinstance(v, (list, tuple)) and len(v) == batch.size
+             and len(v) and all(isinstance(t, str) for t in v)]  # fmt: skip
+    if not texts:
+        return [], set()
+    try:
+        params = inspect.signature(model.forward).parameters
+    except ValueError:  # no signature: pass everything
+        return texts, set()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return texts, set()
+    return texts, {k for k in texts if k not in params}
 
 
 def fits_signature(model: nn.Module, batch: Batch) -> bool:

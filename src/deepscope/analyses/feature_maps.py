@@ -372,6 +372,8 @@ class _Computer:
 
             return fn
 
+        from .extraction import text_entries
+
         was_training = model.training
         model.eval()
         try:
@@ -381,7 +383,8 @@ class _Computer:
                 for rows, batch in gather(self.src, indices, self.cfg.batch_size):
                     seen.clear()
                     b = batch.to(device)
-                    model(*b.args, **b.kwargs)
+                    dropped = text_entries(model, b)[1]  # texts forward() does not take, as the analysis left out
+                    model(*b.args, **{k: v for k, v in b.kwargs.items() if k not in dropped})
                     missing = [n for n in layers if n not in seen]
                     if missing:
                         raise ValueError(
