@@ -134,3 +134,18 @@ def test_an_integer_column_groups_by_value_most_frequent_first_then_other_values
     assert cats.names == ["1", "3", "2 other values", "missing"] and cats.named == 2
     assert cats.codes.tolist() == [1, 0, 0, 3, 2, 1, 1, 2, 3, 0]
     assert categories(pa.chunked_array([[True, False, True]])).names == ["true", "false"]
+
+
+def test_times_all_at_midnight_are_stored_as_dates_and_others_as_times():
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from deepscope.analyses.activations import metadata_table
+
+    days = np.array(["2024-01-24", "2024-02-01", "NaT"], dtype="datetime64[us]")  # a pandas column of dates
+    table = metadata_table({"signup": days, "seen": days + np.timedelta64(90, "m"), "none": days[2:].repeat(3)})
+    assert table.schema.field("signup").type == pa.date32()
+    assert table.column("signup").to_pylist()[:2] == [dt.date(2024, 1, 24), dt.date(2024, 2, 1)]
+    assert pa.types.is_timestamp(table.schema.field("seen").type)  # 01:30: times
+    assert pa.types.is_timestamp(table.schema.field("none").type)  # no value to tell

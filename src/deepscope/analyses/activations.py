@@ -454,13 +454,27 @@ def metadata_table(metadata: Any) -> Any:
         raise TypeError(f"deepscope.analyze: metadata cannot be stored as a table ({e}); each column needs one "
                         f"value per instance, all of one type (all numbers, or all strings)") from None  # fmt: skip
     if table is not None:
-        table = decoded(table)
+        table = midnights_as_dates(decoded(table))
     if table is not None and (clash := [c for c in table.column_names if c in RESERVED_COLUMNS]):
         raise ValueError(f"deepscope.analyze: metadata columns {clash} clash with the instance table's own "
                          f"columns {list(RESERVED_COLUMNS)}; rename them")  # fmt: skip
     if table is not None and (clash := [c for c in table.column_names if c in FILTER_WORDS]):
         raise ValueError(f"deepscope.analyze: metadata columns {clash} are words of subset filters "
                          f"({', '.join(FILTER_WORDS)}); rename them")  # fmt: skip
+    return table
+
+
+def midnights_as_dates(table: Any) -> Any:
+    """Columns of times without a zone that are all at midnight (a pandas column of dates is ``datetime64``) as
+    dates: shown as ``2024-01-24``, filtered with date inputs."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is None:
+            col = table.column(i)
+            if col.null_count < len(col) and pc.all(pc.equal(col, pc.floor_temporal(col, unit="day"))).as_py():
+                table = table.set_column(i, field.name, col.cast(pa.date32()))
     return table
 
 
