@@ -322,6 +322,11 @@ def test_a_table_rows_inputs_are_a_table_of_feature_and_value(page, site):
     assert styles[0] != styles[1], "index and value look different"
     value = float(rows.nth(3).locator("td").inner_text())
     assert value == pytest.approx(held(page, "detail")["features"][3], abs=1e-2)
+    # one count of decimals down the column (five significant digits for the largest value): the points line up
+    texts = rows.locator("td").all_inner_texts()
+    top = max(abs(v) for v in held(page, "detail")["features"])
+    decimals = 4 - int(np.floor(np.log10(top)))
+    assert all(len(t.partition(".")[2]) == decimals for t in texts), texts
 
 
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2"]  # the first class colours (classColor)

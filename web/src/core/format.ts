@@ -10,6 +10,17 @@ export function fmtNumber(v: number | null | undefined): string {
   return String(+v.toPrecision(5));
 }
 
+/** Numbers of one column, with one count of decimals: five significant digits for its largest magnitude (so the
+ * decimal points line up and 0.1049 stands as 0.1049 beside -0.2888, not beside -0.28879); `fmtNumber` each where
+ * the column spans magnitudes a fixed count cannot (≥ 1e6, or all under 1e-3). */
+export function fmtColumn(values: (number | null)[]): string[] {
+  const finite = values.filter((v): v is number => v !== null && Number.isFinite(v));
+  const top = finite.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  if (!finite.length || top >= 1e6 || top < 1e-3 || finite.every(Number.isInteger)) return values.map(fmtNumber);
+  const decimals = Math.max(0, Math.min(8, 4 - Math.floor(Math.log10(top))));
+  return values.map((v) => (v === null || !Number.isFinite(v) ? fmtNumber(v) : v.toFixed(decimals)));
+}
+
 /** A share (0…1) in percent, with `digits` decimals — or as many more as it takes never to round a share short of 1
  * up to 100 or one above 0 down to 0: 2,999 of 3,000 read "99.97", not "100.0". */
 export function fmtPercent(share: number, digits = 1): string {
