@@ -112,10 +112,11 @@ def analyze(
     instances (``[(x, 3), …]``, ``[{"x": x, "label": 3}, …]``) is batched here. ``labels`` (integer classes)
     default to the batches' own (given, they replace them); ``class_names``: a list, or a dict from class index to
     name (a config's ``id2label``); ``metadata`` is a table (one row per instance) to filter on. ``layers``: module
-    paths as in ``named_modules()`` (default: the model's children), ``""`` for the model itself (recorded as
-    ``"(model)"``). ``run``: a :class:`Run` or an existing run directory (default: the current run). Written under
-    ``artifacts/`` (activations, confusion, projection); an interrupted call resumes; a run's finished analysis is
-    replaced once a new one is complete.
+    paths as in ``named_modules()`` (default: the model's children), globs on them (``"encoder.*"``) or
+    ``f(path, module) -> bool``; ``""`` for the model itself (recorded as ``"(model)"``). ``run``: a :class:`Run`,
+    an existing run directory or the id of a run in the default runs directory (default: the current run).
+    Written under ``artifacts/`` (activations, confusion, projection); an interrupted call resumes; a run's finished
+    analysis is replaced once a new one is complete.
 
     ``mask``: which entry of dict batches is the padding mask, over which sequence outputs ``(B, T, D)`` are
     pooled — ``None`` (default): ``attention_mask``, if present, 1 for a real token; ``"key"``: that entry, 1 or
@@ -139,9 +140,13 @@ def analyze(
 
     target = run if run is not None else _require_run()
     run_dir = target.dir if isinstance(target, Run) else target
+    by_id = isinstance(run_dir, str) and os.sep not in run_dir and not os.path.isdir(run_dir)
+    if by_id and (default_dir() / run_dir).is_dir():
+        run_dir = default_dir() / run_dir  # a run's id, in the default runs directory
     if not isinstance(target, Run) and not os.path.isdir(run_dir):
-        raise FileNotFoundError(f"deepscope.analyze: no run directory {os.fspath(run_dir)!r}; pass a Run "
-                                "(deepscope.init(...)) or the directory of an existing run")  # fmt: skip
+        raise FileNotFoundError(f"deepscope.analyze: no run directory {os.fspath(run_dir)!r} (nor a run of that id "
+                                f"in {os.fspath(default_dir())}); pass a Run (deepscope.init(...)), the directory of "
+                                "an existing run or its id")  # fmt: skip
     return _analyze(model, data, run_dir, layers=layers, labels=labels, class_names=class_names,
                     metadata=metadata, **kwargs)  # fmt: skip
 

@@ -354,3 +354,28 @@ def test_a_dict_batchs_texts_are_recorded_and_not_passed_to_a_forward_without_th
     r = deepscope.analyze(_Keywords(), batches, mask=False, metadata={"text": ["given"] * 40},
                           run=new_dir(tmp_path / "meta"), progress=False)  # fmt: skip
     assert r.instances().column("text").to_pylist() == ["given"] * 40  # the metadata's own
+
+
+def test_layers_may_be_globs_or_a_function_as_watch_takes_them(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(8, 4),
+                                torch.nn.ReLU()), torch.nn.Linear(4, 3))  # fmt: skip
+    x = torch.randn(20, 6)
+    r = deepscope.analyze(model, x, layers="2.*", run=new_dir(tmp_path / "glob"), progress=False)
+    assert r.layers == ["2.0", "2.1"]
+    r = deepscope.analyze(model, x, layers=["3", "[01]"], run=new_dir(tmp_path / "list"), progress=False)
+    assert r.layers == ["3", "0", "1"]  # as listed; a glob's matches in model order
+    relu = lambda path, m: isinstance(m, torch.nn.ReLU)  # noqa: E731
+    assert deepscope.analyze(model, x, layers=relu, run=new_dir(tmp_path / "f"), progress=False).layers == ["1", "2.1"]
+    with pytest.raises(ValueError, match=r"no layer matches 'enc\*'; layers: 0, 1, 2, 2.0"):
+        deepscope.analyze(model, x, layers="enc*", run=new_dir(tmp_path / "none"), progress=False)
+
+
+def test_run_may_be_the_id_of_a_run_in_the_default_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPSCOPE_DIR", str(tmp_path))
+    with deepscope.init(project="p", name="by-id") as run:
+        run.log({"loss": 1.0}, step=0)
+    monkeypatch.chdir(tmp_path.parent)
+    r = deepscope.analyze(_OneInput(), torch.randn(8, 6), run=run.id, progress=False)
+    assert r.run_dir == tmp_path / run.id
+    with pytest.raises(FileNotFoundError, match="nor a run of that id"):
+        deepscope.analyze(_OneInput(), torch.randn(8, 6), run="no-such-run", progress=False)

@@ -6,6 +6,7 @@ in chunks; ``progress.json`` records the rows on disk, so a run interrupted at a
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import math
@@ -115,6 +116,37 @@ def class_name_list(names: Any) -> list[str] | None:
                              f"{len(by_index) - 1}; it has {sorted(by_index)[:10]}")  # fmt: skip
         return [by_index[i] for i in range(len(by_index))]
     return [str(c) for c in names]
+
+
+GLOB_CHARS = "*?["
+
+
+def expand_layers(model: nn.Module, layers: Any) -> list[str] | None:
+    """``layers`` as module paths: a path, a glob on paths (``"encoder.*"``: every module under ``encoder``), a list
+    of them, or ``f(path, module) -> bool`` — matches in the model's order. A glob or function that matches
+    nothing raises ``ValueError``."""
+    if layers is None:
+        return None
+    paths = [(name, module) for name, module in model.named_modules() if name] if isinstance(model, nn.Module) else []
+    if callable(layers) and not isinstance(layers, str):
+        chosen = [name for name, module in paths if layers(name, module)]
+        if not chosen:
+            raise ValueError("deepscope.analyze: the layers function chose no module")
+        return chosen
+    out: list[str] = []
+    for entry in [layers] if isinstance(layers, str) else list(layers):
+        if not isinstance(entry, str):
+            raise TypeError(f"deepscope.analyze: layers are module paths (text), globs or a function, not "
+                            f"{type(entry).__name__}")  # fmt: skip
+        if not any(c in entry for c in GLOB_CHARS):
+            out.append(entry)
+            continue
+        hits = [name for name, _ in paths if fnmatch.fnmatchcase(name, entry)]
+        if not hits:
+            raise ValueError(f"deepscope.analyze: no layer matches {entry!r}; layers: "
+                             f"{', '.join(n for n, _ in paths[:40])}{', …' if len(paths) > 40 else ''}")  # fmt: skip
+        out += [h for h in hits if h not in out]
+    return out
 
 
 def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .activations import Activations, ActivationsConfig
+from .activations import Activations, ActivationsConfig, expand_layers
 from .confusion import ConfusionMatrix
 from .feature_maps import analyze_maps
 from .projection import PCAConfig, PCAProjection
@@ -18,7 +18,7 @@ def analyze(
     data: Any,
     run_dir: str | os.PathLike[str],
     *,
-    layers: Sequence[str] | None = None,
+    layers: Sequence[str] | str | Callable[[str, Any], bool] | None = None,
     labels: Any = None,
     class_names: Sequence[str] | None = None,
     metadata: Any = None,
@@ -38,8 +38,9 @@ def analyze(
     if (isinstance(full_maps, str) and full_maps != "auto") or isinstance(full_maps, float):  # before the work
         raise ValueError(f"deepscope.analyze: full_maps is 'auto', False, a number of instances or a list of indices, "
                          f"not {full_maps!r}")  # fmt: skip
+    layers = expand_layers(model, layers)
     config = ActivationsConfig(
-        layers=None if layers is None else tuple([layers] if isinstance(layers, str) else layers),
+        layers=None if layers is None else tuple(layers),
         batch_size=batch_size,
         sequence_pooling=sequence_pooling,
         mask=mask,
