@@ -427,6 +427,11 @@ def test_a_run_whose_analysis_stopped_says_why_and_how_to_go_on(tmp_path):
         )
         never = c.get(f"/api/runs/{other.id}/analysis")
         assert never.status_code == 404 and never.json()["detail"].endswith("run deepscope.analyze on it")
+        progress = c.get(f"/api/runs/{run.id}/analysis/progress")  # the same, as a 200
+        assert progress.status_code == 200 and progress.json() == {
+            "complete": False, "rows_done": 32, "length": 64, "stopped": "interrupted",
+            "reason": stopped.json()["detail"]}  # fmt: skip
+        assert c.get(f"/api/runs/{other.id}/analysis/progress").status_code == 404
 
 
 def test_a_dead_units_top_instances_are_none_and_its_value_is_said(tmp_path):

@@ -372,10 +372,15 @@ def rows_kept(run_dir: str | os.PathLike[str]) -> int:
     return 0
 
 
+def read_progress(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The run's ``progress.json`` of its latest analysis, or None."""
+    return read_json(artifact_dir(run_dir, NAME) / "progress.json")
+
+
 def unfinished_reason(run_dir: str | os.PathLike[str]) -> str | None:
     """Why the run has no finished analysis, where an unfinished one lies on disk: stopped (interrupted, or failed:
     the error), or still running — with its rows; ``None`` where there is none."""
-    progress = read_json(artifact_dir(run_dir, NAME) / "progress.json")
+    progress = read_progress(run_dir)
     if not progress or progress.get("complete"):
         return None
     rows, length = int(progress.get("rows_done", 0)), progress.get("fingerprint", {}).get("length")

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..analyses import AnalysisReader
-from ..analyses.activations import unfinished_reason
+from ..analyses.activations import read_progress, unfinished_reason
 from ..analyses.base import RESERVED_COLUMNS, artifact_dir
 from ..analyses.feature_maps import analysis_key
 from ..analyses.time_columns import is_time, time_detail, time_text
@@ -78,6 +78,22 @@ def entry(store: Store, run_id: str) -> _Entry:
             _cache.pop(next(iter(_cache)))
         hit = _cache[key] = _Entry(stamp, reader)
     return hit
+
+
+def progress(store: Store, run_id: str) -> schemas.AnalysisProgress:
+    """The latest analysis' progress (``progress.json``); ``NotFound`` for a run never analysed."""
+    run_info(store, run_id)
+    run_dir = store.root / run_id
+    found = read_progress(run_dir)
+    if found is None:
+        raise NotFound(f"run {run_id!r} has no analysis: run deepscope.analyze on it")
+    complete = bool(found.get("complete"))
+    length = found.get("fingerprint", {}).get("length")
+    why = None if complete else unfinished_reason(run_dir)
+    reason = None if why is None else f"run {run_id!r} has no finished analysis: {why}"
+    return schemas.AnalysisProgress(complete=complete, rows_done=int(found.get("rows_done", 0)),
+                                    length=length if isinstance(length, int) else None, stopped=found.get("stopped"),
+                                    reason=reason)  # fmt: skip
 
 
 def check_layer(reader: AnalysisReader, layer: str) -> None:

@@ -296,6 +296,16 @@ class InstanceColumn(BaseModel):
     high: float | str | None = None
 
 
+class AnalysisProgress(BaseModel):
+    """How far the run's latest ``deepscope.analyze`` came: ``complete``, or the rows kept and why it stopped."""
+
+    complete: bool
+    rows_done: int
+    length: int | None  # the dataset's instances, when known before reading it
+    stopped: str | None  # "interrupted", the error, or null (finished, under way, or a killed process)
+    reason: str | None  # null when complete; else why there is no finished analysis, in words (the summary's 404)
+
+
 class AnalysisSummary(BaseModel):
     """What ``deepscope.analyze`` recorded for a run: layers, the instance table's columns, classes."""
 

@@ -6,6 +6,7 @@ import type { components } from "./schema";
 
 type S = components["schemas"];
 export type AnalysisSummary = S["AnalysisSummary"];
+export type AnalysisProgress = S["AnalysisProgress"];
 export type AnalysisLayer = S["AnalysisLayer"];
 export type ProjectionStatus = S["ProjectionStatus"];
 export type InstanceDetail = S["InstanceDetail"];
@@ -64,6 +65,8 @@ export function packMask(mask: Uint8Array): string {
 
 export const analysis = {
   summary: (run: string) => getJson<AnalysisSummary>(base(run)),
+  /** How far the latest analysis came: a 200 for an unfinished one (whose summary is a 404). */
+  progress: (run: string) => getJson<AnalysisProgress>(`${base(run)}/progress`),
 
   async instances(run: string): Promise<Instances> {
     const [res, { tableFromIPC }] = await Promise.all([get(`${base(run)}/instances`), loadArrow()]);

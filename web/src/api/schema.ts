@@ -244,6 +244,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/runs/{run_id}/analysis/progress": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Progress
+         * @description How far the latest analysis came (complete, or the rows kept and why it stopped) — 200 for an unfinished one,
+         *     whose summary is a 404.
+         */
+        get: operations["get_progress"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/runs/{run_id}/analysis/projection": {
         parameters: {
             query?: never;
@@ -555,6 +576,22 @@ export interface components {
             type?: string | null;
             /** Width */
             width: number;
+        };
+        /**
+         * AnalysisProgress
+         * @description How far the run's latest ``deepscope.analyze`` came: ``complete``, or the rows kept and why it stopped.
+         */
+        AnalysisProgress: {
+            /** Complete */
+            complete: boolean;
+            /** Length */
+            length: number | null;
+            /** Reason */
+            reason: string | null;
+            /** Rows Done */
+            rows_done: number;
+            /** Stopped */
+            stopped: string | null;
         };
         /**
          * AnalysisSummary
@@ -1649,6 +1686,44 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["InstanceList"];
+                };
+            };
+            /** @description No such run, no analysis, or no such layer / instance */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_progress: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AnalysisProgress"];
                 };
             };
             /** @description No such run, no analysis, or no such layer / instance */

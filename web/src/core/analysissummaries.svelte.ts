@@ -46,9 +46,11 @@ export async function loadReason(id: string): Promise<void> {
   }
   askedWhy.add(id);
   try {
-    await summaryOrReason(id); // finished since the list was read: the list says so soon, and it is loaded then
-  } catch {
-    /* kept in `reasons` */
+    const p = await analysis.progress(id); // a 200 either way: no failed request in the console
+    // finished since the list was read: the list says so soon, and the summary is loaded then
+    if (!p.complete) reasons[id] = p.reason ?? "its analysis is unfinished";
+  } catch (e) {
+    reasons[id] = reasonOf(e);
   }
 }
 

@@ -10,6 +10,7 @@ from ..projection_jobs import ProjectionJobs
 from ..queries import ARROW_STREAM
 from ..schemas import (
     ActivationMatrix,
+    AnalysisProgress,
     AnalysisSummary,
     ConfusionMatrix,
     InstanceDetail,
@@ -44,6 +45,13 @@ Layer = Annotated[str, Query(min_length=1, max_length=500)]
 def get_analysis(run_id: str, store: StoreDep, jobs: JobsDep) -> AnalysisSummary:
     """Layers, instance columns, classes and projection states of the run's ``deepscope.analyze`` results."""
     return q.summary(store, run_id, jobs.statuses(run_id))
+
+
+@router.get("/progress", response_model=AnalysisProgress, responses=NOT_FOUND)
+def get_progress(run_id: str, store: StoreDep) -> AnalysisProgress:
+    """How far the latest analysis came (complete, or the rows kept and why it stopped) — 200 for an unfinished one,
+    whose summary is a 404."""
+    return q.progress(store, run_id)
 
 
 @router.get(
