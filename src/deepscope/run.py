@@ -32,6 +32,24 @@ _handlers_installed = False
 _signal_handlers: dict[int, tuple[Any, Any]] = {}  # signal -> (the handler ours replaced, ours), while installed
 
 
+class RunningWatch:
+    """The running watch, as a second ``watch()`` of the watched model hands it back: its attributes are the watch's,
+    but leaving a ``with`` block of it leaves the watch running (as the warning says) — only ``unwatch()``,
+    ``finish()`` or the first watch's own block end it."""
+
+    def __init__(self, watcher: Any) -> None:
+        object.__setattr__(self, "watcher", watcher)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.watcher, name)
+
+    def __enter__(self) -> RunningWatch:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
 def default_dir() -> Path:
     return Path(os.environ.get("DEEPSCOPE_DIR", DEFAULT_DIR))
 
@@ -328,7 +346,7 @@ class Run:
         if watched is not None and watched.optimizer is optimizer:
             notice(f"deepscope.watch: run {self.id!r} already watches this model; the running watch goes on (to "
                    "change its settings: run.unwatch(), then run.watch(...))", stacklevel=2)  # fmt: skip
-            return watched
+            return RunningWatch(watched)
         other = next((r for r in open_runs() if r is not self and any(
             getattr(w, "model", None) is model and not w.scope.closed for w in r._watchers)), None)  # fmt: skip
         if other is not None:  # a run left open (a notebook cell that raised): both would record, it on our steps
