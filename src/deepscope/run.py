@@ -319,7 +319,8 @@ class Run:
         """Record per-layer statistics of activations, gradients and weights at every step.
 
         A step is an optimizer step when ``optimizer`` is given, else a training-mode forward pass.
-        ``layers`` selects leaf modules by glob (``"encoder.*"``), list of globs, or ``f(path, module)``; every
+        ``layers`` selects leaf modules by glob (``"encoder.*"``; ``"encoder"`` the same), list of globs, or
+        ``f(path, module)``; every
         parameter is recorded, those owned by containers (``pos_embed``) too, matched on their own path.
         ``start_step`` numbers the first step: by default the step after the last one this run recorded — on disk (a
         resumed run), by ``run.log``, or by an earlier ``watch`` of this run object —, else 0: a model watched again

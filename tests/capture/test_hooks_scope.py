@@ -91,3 +91,16 @@ def test_watch_argument_errors(root):
     with pytest.raises(TypeError, match="Optimizer"):
         run.watch(Net(), optimizer="sgd")
     run.finish()
+
+
+def test_a_containers_path_selects_the_layers_inside_it(root):
+    from deepscope.capture.layers import select_layers
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.Sequential(nn.Linear(8, 8), nn.ReLU()), nn.Linear(8, 2))
+    assert [la.path for la, _ in select_layers(model, "1")] == ["1.0", "1.1"]
+    assert [la.path for la, _ in select_layers(model, ["2", "1"])] == ["1.0", "1.1", "2"]
+    assert [la.path for la, _ in select_layers(model, "1.*")] == ["1.0", "1.1"]
+    run = deepscope.init(dir=root)
+    watcher = run.watch(model, layers="1")
+    assert [la.path for la in watcher.layers] == ["1.0", "1.1"]
+    run.finish()

@@ -114,9 +114,14 @@ def _matches(layers: LayerFilter, patterns: list[str] | None, path: str, module:
         return False
 
 
-def _patterns(layers: LayerFilter) -> list[str] | None:
-    """The globs of a filter (None for a callable or no filter)."""
-    return [layers] if isinstance(layers, str) else list(layers) if isinstance(layers, (list, tuple)) else None
+def _patterns(layers: LayerFilter, model: nn.Module | None = None) -> list[str] | None:
+    """The globs of a filter (None for a callable or no filter); a container's path (``"encoder"``) also stands for
+    the layers inside it (``"encoder.*"``), as a user naming it means."""
+    globs = [layers] if isinstance(layers, str) else list(layers) if isinstance(layers, (list, tuple)) else None
+    if globs is None or model is None:
+        return globs
+    containers = {n for n, m in model.named_modules() if n and next(m.children(), None) is not None}
+    return globs + [f"{g}.*" for g in globs if g in containers]
 
 
 def _inside_opaque(path: str, opaque: list[str]) -> bool:
@@ -127,12 +132,13 @@ def select_layers(model: nn.Module, layers: LayerFilter = None) -> list[tuple[La
     """Leaf modules of ``model`` (those without children) and opaque ones (``OPAQUE``), in definition order,
     filtered by ``layers``.
 
-    ``layers`` is a glob on module paths (``"encoder.*"``), a list of globs, or ``f(path, module) -> bool``.
+    ``layers`` is a glob on module paths (``"encoder.*"``; a container's path selects the layers inside it), a list
+    of globs, or ``f(path, module) -> bool``.
     The root module itself is used when it has no children.
     """
     if layers is not None and not (callable(layers) or isinstance(layers, (str, list, tuple))):
         raise TypeError(f"deepscope.watch: layers must be a glob, a list of globs or a callable, got {layers!r}")
-    patterns = _patterns(layers)
+    patterns = _patterns(layers, model)
     seen: set[int] = set()
     opaque: list[str] = []
     out: list[tuple[Layer, nn.Module]] = []
@@ -171,7 +177,7 @@ def loose_parameters(
 ) -> list[tuple[str, nn.Parameter]]:
     """Parameters no watched layer stands for: owned by a container (a ViT's ``pos_embed`` and ``cls_token``, a
     block's layer-scale ``gamma``), matched by ``layers`` on their own path (a callable sees the owner)."""
-    patterns = _patterns(layers)
+    patterns = _patterns(layers, model)
     chosen = {id(m) for m in selected}
     opaque = [path for path, m in model.named_modules() if isinstance(m, OPAQUE)]
     out = []
