@@ -169,7 +169,7 @@ def test_findings_a_rate_far_too_high_leads_to_name_a_learning_rate_that_grew_fa
             d.observe(step, stats(act__dead_frac=dead if step == 399 else np.full(4, np.nan)), lr=lr_at(step))
         (f,) = found
         assert f.rule == "dead_units"
-        assert ("the learning rate grew 49× over the last 99 steps (1.29e+03 → 6.26e+04)" in f.text) == (
+        assert ("The learning rate grew 49× over the last 99 steps (1.29e+03 → 6.26e+04)" in f.text) == (
             name == "exploding"
         ), (name, f.text)
         assert ("learning rate grew" in f.text) == noted, (name, f.text)
@@ -184,7 +184,7 @@ def test_a_range_test_growing_the_rate_is_named_before_a_whole_window_a_linear_w
         for step in range(61):
             d.observe(step, stats(act__dead_frac=dead if step == 60 else np.full(4, np.nan)), lr=lr_at(step))
         (f,) = found
-        assert ("the learning rate grew" in f.text) == noted, f.text
+        assert ("learning rate grew" in f.text) == noted, f.text
         if noted:
             assert "grew 56,348× over the last 60 steps" in f.text, f.text
 
@@ -192,12 +192,31 @@ def test_a_range_test_growing_the_rate_is_named_before_a_whole_window_a_linear_w
 def test_all_zero_weight_gradients():
     (f,) = run_rule(5, param_grad__norm=np.array([0.0, 0.1, 0.0, 0.1, 0.0]))  # biases may still move
     assert f.rule == "zero_gradients" and "exactly 0" in f.text
-    assert run_rule(5, param_grad__norm=np.array([0.0, 0.1, 1e-9, 0.1, 0.0])) == []
+    found = run_rule(5, param_grad__norm=np.array([0.0, 0.1, 1e-9, 0.1, 0.0]))  # not all: the layers that stopped
+    assert [(f.rule, f.layer, f.step) for f in found] == [("zero_gradient", "fc1.weight", 2),
+                                                          ("zero_gradient", "fc3.weight", 2)]  # fmt: skip
+    assert "fc1.weight is exactly 0: its layer no longer learns" in found[0].text
 
 
-def test_nonfinite_names_the_first_layer():
-    (f,) = run_rule(3, grad__nonfinite_frac=np.array([0, 0, 0.5, 1.0]))
-    assert f.rule == "nonfinite" and f.severity == "error" and "fc2" in f.text
+def test_nonfinite_names_where_it_began_and_a_finite_forward_pass_blames_the_loss():
+    """Activations run forward: the first layer in model order; gradients run backward: the layer nearest the output.
+    NaN gradients of a finite forward pass come from the loss — no learning-rate or gradient-growth finding."""
+    (f,) = run_rule(3, act__nonfinite_frac=np.array([0, 0, 0.5, 1.0]))
+    assert f.rule == "nonfinite" and f.severity == "error" and f.layer == "fc2" and "forward pass" in f.text
+    (f,) = run_rule(3, grad__nonfinite_frac=np.array([0.5, 1.0, 1.0, 0]))
+    assert f.layer == "fc2" and "from layer fc2 backward" in f.text and "the loss" in f.text
+    found = run_rule(12, param_grad__nonfinite_frac=np.array([0, 0, 1.0, 1.0, 1.0]),
+                     param_grad__norm=np.array([np.nan] * 5))  # fmt: skip
+    assert [f.rule for f in found] == ["nonfinite"] and "from parameter fc3.weight backward" in found[0].text
+
+
+def test_a_nonfinite_loss_is_a_finding_of_its_own():
+    d = Diagnoser(LAYERS, PARAMS, (found := []).append)
+    steps = np.arange(6)
+    d.observe_scalars(steps, ["train/loss"], np.zeros(6, np.int64), np.array([1.0, 0.9, 0.8, np.nan, np.nan, 0.7]))
+    (f,) = found
+    assert (f.rule, f.step, f.layer, f.severity) == ("loss_nonfinite", 3, "train/loss", "error")
+    assert f.text.startswith("train/loss is nan from step 3")
 
 
 def test_loss_spike_through_a_real_run(root):
@@ -337,3 +356,8 @@ def test_a_recurrent_layers_weights_are_steps_of_depth():
     params = [p for la in layers for p in la["params"]]
     depth = [params[i] for i in depth_axis(layers, params)]
     assert depth == [p for p in lstm if "weight" in p] + ["head.weight"]
+
+
+def test_a_diverging_update_ratio_is_reported_once_not_again_as_high():
+    found = run_rule(12, weight__update_ratio=np.full(5, 3.0))
+    assert [(f.rule, f.severity) for f in found] == [("update_ratio_high", "error")]

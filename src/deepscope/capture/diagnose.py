@@ -103,16 +103,23 @@ class Diagnoser:
                             "rate, He initialisation or a LeakyReLU/GELU keep units alive)")  # fmt: skip
                     self._report(step, "dead_units", path, "warning", text)
         kinds = (("activations", act), ("output gradients", grad), ("parameter gradients", pgrad))
+        forward_finite = not (np.nan_to_num(act.get("nonfinite_frac", np.zeros(0)), nan=0.0) > 0).any()
         for kind, s in kinds[:1] if skipped else kinds:
             bad = np.flatnonzero(np.nan_to_num(s.get("nonfinite_frac", np.zeros(0)), nan=0.0) > 0)
             if bad.size:
                 names = self.params if kind == "parameter gradients" else [la["path"] for la in self.layers]
-                first = names[bad[0]]
                 where = "parameter" if kind == "parameter gradients" else "layer"
-                text = (
-                    f"NaN/Inf in {kind}, first at {where} {first} (step {step}): an overflow — a learning rate "
-                    "too high, a log or a division of 0 in the loss, half precision without a GradScaler?"
-                )
+                if kind == "activations":
+                    first = names[bad[0]]  # the forward pass runs in model order
+                    text = (f"NaN/Inf in activations, first at layer {first} (step {step}): an overflow in the "
+                            "forward pass — a learning rate too high, inputs with NaN, half precision without a "
+                            "GradScaler?")  # fmt: skip
+                else:
+                    first = names[bad[-1]]  # gradients flow backward: the one nearest the output is where it began
+                    text = f"NaN/Inf in {kind} from {where} {first} backward (step {step})"
+                    text += (" while every activation is finite: the loss (or its gradient) is NaN/Inf — a log or a "
+                             "division of 0, a NaN target?" if forward_finite else
+                             ", after NaN/Inf in the activations")  # fmt: skip
                 self._report(step, "nonfinite", first, "error", text, once=("nonfinite", None))
         zero = False  # every weight gradient is exactly 0 this step: then updates are momentum's, decaying
         if "norm" in pgrad and self._depth and not skipped:
@@ -120,11 +127,20 @@ class Diagnoser:
             zero = bool((norms == 0).all())
             self._sustained(
                 step, "zero_gradients", None, zero,
-                "every weight gradient is exactly 0: the network no longer learns (every unit of a layer dead? "
-                "a detached graph?)",
+                "every weight matrix's gradient is exactly 0 (biases aside): the network's weights no longer learn "
+                "(every unit of a layer dead? a detached graph?)",
             )  # fmt: skip
+            for p, norm in zip(self._depth, norms.tolist()):  # one layer's weights that no longer learn
+                name = self.params[p]
+                self._sustained(
+                    step, "zero_gradient", name, norm == 0 and not zero,
+                    f"the gradient of {name} is exactly 0: its layer no longer learns (the units it feeds, or "
+                    "those after them, dead? a detached branch?)",
+                )  # fmt: skip
             bad = np.nan_to_num(pgrad.get("nonfinite_frac", np.zeros(len(self.params)))[self._depth], nan=0.0) > 0
-            self._watch_norm(step, norms, bool(bad.any()))
+            # non-finite gradients of a finite forward pass come from the loss (the NaN/Inf finding says so), not
+            # from gradients grown too large
+            self._watch_norm(step, norms, bool(bad.any()), blame_growth=not (bad.any() and forward_finite))
         vanishing = False  # this step: then small updates are the gradients', not the learning rate's
         if "norm" in pgrad and len(self._depth) >= 2:
             norms = pgrad["norm"][self._depth]
@@ -154,8 +170,9 @@ class Diagnoser:
                                  f"updates are larger than the weights themselves (median update/weight ratio "
                                  f"{med:.1e}; healthy is about 1e-3): training is diverging — learning rate far "
                                  "too high?", once=("diverging_update", None))  # fmt: skip
-                self._sustained(
-                    step, "update_ratio_high", None, med > self.t.update_high,
+                self._sustained(  # (not again once the same ratio was reported as diverging)
+                    step, "update_ratio_high", None,
+                    med > self.t.update_high and ("diverging_update", None) not in self._reported,
                     f"median update/weight ratio is {med:.1e} (healthy is about 1e-3): learning rate too high?",
                 )  # fmt: skip
                 # Too small only early on, and not while the learning rate warms up or has decayed: a schedule that
@@ -197,14 +214,20 @@ class Diagnoser:
                         # enough (or its tail) is reported at its own step and value
                         peak_s, peak_v = max([*recent, (s, v)], key=lambda sv: sv[1] if spiked(sv[1]) else -np.inf)
                         self._last_spike[key] = peak_s
-                        text = (f"{key} spiked to {peak_v:.4g} (recent median {med:.4g}){self._lr_note()}: a bad "
-                                "batch, or a learning rate too high for this point of training?")  # fmt: skip
+                        note = "; " + self._lr_note() if self._lr_note() else ""
+                        text = (f"{key} spiked to {peak_v:.4g} (recent median {med:.4g}){note}: a bad batch, or a "
+                                "learning rate too high for this point of training?")  # fmt: skip
                         self.emit(Finding(peak_s, "loss_spike", "warning", key, text))
                 if np.isfinite(v):
                     window.append(v)
                     recent.append((s, v))
+                elif ("loss_nonfinite", key) not in self._reported:
+                    self._report(s, "loss_nonfinite", key, "error",
+                                 f"{key} is {v} from step {s}: a log or a division of 0 in the loss, a NaN in the "
+                                 "inputs or targets — or the model's outputs overflowed (see the layers' "
+                                 "findings)")  # fmt: skip
 
-    def _watch_norm(self, step: int, norms: np.ndarray, nonfinite: bool) -> None:
+    def _watch_norm(self, step: int, norms: np.ndarray, nonfinite: bool, blame_growth: bool = True) -> None:
         """A sudden jump of the total weight-gradient norm (or its overflow: an infinite norm, non-finite values in
         the gradients) is reported at once, not after ``patience`` steps: a diverging training may have no ten steps
         left before everything is NaN. A NaN norm alone may only mean no gradient at this step (an unused head)."""
@@ -216,6 +239,8 @@ class Diagnoser:
         history = self._norms
         if len(history) >= 10:
             med = float(np.median(np.fromiter(history, float)))
+            if not np.isfinite(total) and not blame_growth:
+                return
             if not np.isfinite(total) or (med > 0 and total > self.t.norm_jump * med):
                 what = "overflowed (inf/NaN)" if not np.isfinite(total) else f"jumped to {total:.2e}"
                 self._report(step, "exploding_gradients", None, "error",
@@ -248,8 +273,8 @@ class Diagnoser:
         if key in self._reported:
             return
         self._reported.add(key)
-        if rule in _SIGNS_OF_A_HIGH_RATE:
-            text += self._lr_note()
+        if rule in _SIGNS_OF_A_HIGH_RATE and (note := self._lr_note()):  # a sentence of its own after the question
+            text += f" {note[0].upper()}{note[1:]}."
         self.emit(Finding(step, rule, severity, layer, text))
 
     def _lr_note(self) -> str:
@@ -267,11 +292,18 @@ class Diagnoser:
             return ""
         if len(recent) < LR_WINDOW and not recent[len(recent) // 2][1] <= LR_CONVEX * lr:
             return ""
-        return f"; the learning rate grew {lr / lr0:,.0f}× over the last {s1 - s0} steps ({lr0:.3g} → {lr:.3g})"
+        return f"the learning rate grew {lr / lr0:,.0f}× over the last {s1 - s0} steps ({lr0:.3g} → {lr:.3g})"
 
 
 # Findings a learning rate far too high leads to, and how far it must have grown to be named in them.
-_SIGNS_OF_A_HIGH_RATE = {"dead_units", "zero_gradients", "nonfinite", "exploding_gradients", "update_ratio_high"}
+_SIGNS_OF_A_HIGH_RATE = {
+    "dead_units",
+    "zero_gradients",
+    "zero_gradient",
+    "nonfinite",
+    "exploding_gradients",
+    "update_ratio_high",
+}
 LR_GROWTH_NOTED = 10.0
 LR_WINDOW = 100  # recorded steps
 LR_EARLY = 20  # recorded steps before which no growth is named
