@@ -372,3 +372,30 @@ def test_a_watch_left_by_its_with_block_is_over_and_a_new_one_records(root):
     step()
     run.finish()
     assert reopen(root, run.id).layer_steps().tolist() == [0, 1]
+
+
+def test_the_layers_order_of_calls_is_recorded_over_the_first_training_pass(root):
+    """A TransformerEncoderLayer declares linear1 before norm1 and runs self_attn, dropout1, norm1, linear1…: the
+    manifest says the order they ran in (from the first training pass; an evaluation pass before it counts for
+    nothing), and the hooks that learnt it are gone after that pass."""
+    torch.manual_seed(0)
+    model = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, diagnose=False)
+    hooks = len(model.linear1._forward_hooks)
+    with torch.no_grad():
+        model.eval()
+        model(torch.randn(2, 5, 16))
+        model.train()
+    for _ in range(2):
+        loss = model(torch.randn(4, 5, 16)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert len(model.linear1._forward_hooks) == hooks - 1  # the order's hook went after the first training pass
+    run.finish()
+    manifest = reopen(root, run.id).watch_manifest()
+    assert [la["path"] for la in manifest["layers"]][:3] == ["self_attn", "linear1", "dropout"]  # declared
+    assert manifest["call_order"] == ["self_attn", "dropout1", "norm1", "linear1", "dropout", "linear2", "dropout2",
+                                      "norm2"]  # fmt: skip

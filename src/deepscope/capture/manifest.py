@@ -21,10 +21,12 @@ def write_manifest(
     config: Any,
     model_layers: list[Layer],
     model_params: list[str],
+    call_order: list[str] | None = None,
 ) -> None:
     """Write the manifest. A run that recorded another selection of the same model's layers (``layers=`` changed
     between two watches) lists both, in model order (``model_layers``, ``model_params``: all of the model's); a run
-    that recorded another model is refused."""
+    that recorded another model is refused. ``call_order``: the layers' paths in the order they run, once known
+    (an earlier watch's order is kept for its layers this one lacks)."""
     path = run._stream_dir / fmt.WATCH_MANIFEST
     table = [la.to_json() for la in layers]
     old = runmeta.read_json(path)
@@ -49,6 +51,10 @@ def write_manifest(
         "dead_window": config.dead_window,
         "histogram_edges": R.HIST_EDGES.tolist(),
     }
+    before = (old or {}).get("call_order") or []
+    if call_order or before:
+        order = list(call_order or [])
+        manifest["call_order"] = order + [p for p in before if p not in order]
     runmeta.write_json_atomic(path, manifest)
 
 

@@ -41,6 +41,7 @@ from .layers import (
     unwrapped,
     watched_parameters,
 )
+from .call_order import record_call_order
 from .manifest import write_manifest
 from .param_stats import ParamStager
 from .sampling import Sampler
@@ -190,6 +191,7 @@ class Watcher:
         self._last_end = time.perf_counter()
         self._set_flags()
 
+        self.call_order: list[str] | None = None  # the layers' paths in the order they run (first training pass)
         self._write_manifest()  # first: it refuses a run that recorded other layers
         writer = run._writer
         self._diagnoser = None
@@ -205,6 +207,7 @@ class Watcher:
         try:
             for layer, module in selected:
                 self.scope.add(module.register_forward_hook(eager(self._forward_hook(layer.index, module))))
+            record_call_order(model, selected, self.scope, self._guard("call order", self._ordered))
             for j in self._p.hooked:
                 self.scope.add(self._params[j][1].register_post_accumulate_grad_hook(eager(self._param_hook(j))))
             if optimizer is not None:
@@ -617,7 +620,18 @@ class Watcher:
         model_layers = [la for la, _ in select_layers(inner)]
         model_params = [n for n, _ in inner.named_parameters()]
         write_manifest(self.run, self.layers, self.param_names, self.optimizer is not None, self.config,
-                       model_layers, model_params)  # fmt: skip
+                       model_layers, model_params, self.call_order)  # fmt: skip
+
+    def _ordered(self, paths: list[str]) -> None:
+        """The layers' order of calls is known (first training pass): the manifest says it, written by the writer
+        thread."""
+        self.call_order = paths
+
+        def job() -> list:
+            self._guard("call order", self._write_manifest)()
+            return []
+
+        self.run._writer.add_job(job)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:

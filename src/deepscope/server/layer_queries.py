@@ -42,6 +42,7 @@ def layer_table(store: Store, run_id: str, rank: int = 0) -> schemas.LayerTable:
         sample=manifest["sample"],
         dead_window=manifest["dead_window"],
         histogram_edges=manifest["histogram_edges"],
+        call_order=manifest.get("call_order"),
         steps=len(steps),
         first_step=int(steps[0]) if len(steps) else None,
         last_step=int(steps[-1]) if len(steps) else None,

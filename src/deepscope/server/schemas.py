@@ -147,6 +147,9 @@ class LayerTable(BaseModel):
     sample: int
     dead_window: int
     histogram_edges: list[float]
+    # the layers' paths in the order they run (recorded over the first training pass); null before it, or for runs
+    # recorded before deepscope wrote it: then model order
+    call_order: list[str] | None = None
     steps: int  # how many steps hold statistics
     first_step: int | None
     last_step: int | None
