@@ -28,6 +28,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..notices import notice
 from . import reducers as R
+from .call_order import record_call_order
 from .dead_units import DeadUnits
 from .diagnose import Diagnoser, Finding, Thresholds, console_printer
 from .layers import (
@@ -41,7 +42,6 @@ from .layers import (
     unwrapped,
     watched_parameters,
 )
-from .call_order import record_call_order
 from .manifest import write_manifest
 from .param_stats import ParamStager
 from .sampling import Sampler
