@@ -947,6 +947,8 @@ export interface components {
          * @description What ``run.watch`` recorded on one rank: layers, parameters and settings.
          */
         LayerTable: {
+            /** Call Order */
+            call_order?: string[] | null;
             /** Dead Window */
             dead_window: number;
             /** Depth */
