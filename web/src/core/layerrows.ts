@@ -1,4 +1,4 @@
-// Rows of the layer × step overview: layers in model order, nested by module path (`transformer` › `h.0` › `attn` ›
+// Rows of the layer × step overview: layers in the order they run (else model order), nested by module path (`transformer` › `h.0` › `attn` ›
 // `c_attn`): a module holding two or more rows is a group, collapsible at any depth; a collapsed group is one row
 // holding its members' mean.
 
@@ -21,7 +21,7 @@ function segments(name: string): string[] {
 
 /** The rows, nested: consecutive names under the same child module of a group form a group of their own when they
  * are two or more; a chain of groups with one child each reads as one (`h.0` rather than `h` › `0`). */
-export function groupRows(names: string[], collapsed: ReadonlySet<string>): DisplayRow[] {
+export function groupRows(names: string[], collapsed: ReadonlySet<string>, order?: number[]): DisplayRow[] {
   const segs = names.map(segments);
   const out: DisplayRow[] = [];
   const walk = (idx: number[], at: number, prefix: string, depth: number) => {
@@ -53,13 +53,41 @@ export function groupRows(names: string[], collapsed: ReadonlySet<string>): Disp
       }
     }
   };
-  walk(names.map((_, k) => k), 0, "", 0);
+  walk(order ?? names.map((_, k) => k), 0, "", 0);
   return out;
 }
 
+/** The order to list `names` (layer paths, or parameter paths) in: as the layers ran (`callOrder`: layer paths in the
+ * order of their first call), every group's rows kept together — a group sits where its first-run member does —,
+ * a parameter where the layer owning it ran; names the order does not know (a container's own parameter) after
+ * those it knows, in model order. Model order without a call order. */
+export function runOrder(names: string[], callOrder: readonly string[] | null | undefined): number[] {
+  const idx = names.map((_, k) => k);
+  if (!callOrder?.length) return idx;
+  const rank = new Map(callOrder.map((p, i) => [p, i]));
+  const segs = names.map(segments);
+  const own = names.map((n) => rank.get(n) ?? rank.get(n.slice(0, n.lastIndexOf("."))) ?? Infinity);
+  const first = new Map<string, number>(); // each module path: its earliest-run row
+  segs.forEach((s, k) => {
+    for (let d = 1; d <= s.length; d++) {
+      const p = s.slice(0, d).join(".");
+      first.set(p, Math.min(first.get(p) ?? Infinity, own[k]));
+    }
+  });
+  return idx.sort((a, b) => {
+    for (let d = 0; d < Math.min(segs[a].length, segs[b].length); d++) {
+      if (segs[a][d] === segs[b][d]) continue;
+      const ra = first.get(segs[a].slice(0, d + 1).join("."))!;
+      const rb = first.get(segs[b].slice(0, d + 1).join("."))!;
+      return ra !== rb ? ra - rb : a - b;
+    }
+    return a - b;
+  });
+}
+
 /** Every group, with its depth (0: outermost). */
-export function groupsOf(names: string[]): { path: string; depth: number }[] {
-  const rows = groupRows(names, new Set());
+export function groupsOf(names: string[], order?: number[]): { path: string; depth: number }[] {
+  const rows = groupRows(names, new Set(), order);
   return rows.filter((r) => r.kind === "header").map((r) => ({ path: r.group, depth: r.depth }));
 }
 
