@@ -41,6 +41,8 @@ class RunningWatch:
         object.__setattr__(self, "watcher", watcher)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "watcher":  # not set yet (a copy, an unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.watcher, name)
 
     def __enter__(self) -> RunningWatch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pyarrow as pa
@@ -326,9 +327,13 @@ def test_a_sequence_models_3d_inputs_are_no_images(tmp_path):
     assert r.input_kind != "image" and not r.has_images
 
 
-def test_a_layer_named_twice_is_named(tmp_path):
+def test_a_layer_named_twice_is_recorded_once_and_the_config_names_it(tmp_path):
+    from deepscope.analyses.activations import validate_layers
+
+    r = deepscope.analyze(_OneInput(), torch.randn(4, 6), layers=["fc", "out", "fc"], run=tmp_path, progress=False)
+    assert r.layers == ["fc", "out"]
     with pytest.raises(ValueError, match=r"'fc' named twice in layers"):
-        deepscope.analyze(_OneInput(), torch.randn(4, 6), layers=["fc", "out", "fc"], run=tmp_path, progress=False)
+        validate_layers(_OneInput(), ["fc", "out", "fc"])
 
 
 def test_a_dict_batchs_texts_are_recorded_and_not_passed_to_a_forward_without_them(tmp_path):
@@ -379,3 +384,75 @@ def test_run_may_be_the_id_of_a_run_in_the_default_directory(tmp_path, monkeypat
     assert r.run_dir == tmp_path / run.id
     with pytest.raises(FileNotFoundError, match="nor a run of that id"):
         deepscope.analyze(_OneInput(), torch.randn(8, 6), run="no-such-run", progress=False)
+
+
+def test_a_tuple_of_batches_is_still_batches_and_y_may_be_a_list_or_a_series(tmp_path):
+    """``torch.split(x, 64)`` is a tuple of batches (every row analysed), not ``(X, y)``; ``(X, y)`` takes labels as
+    a list or a pandas Series (nullable, missing ones unlabelled); text labels and other lengths are refused."""
+    pd = pytest.importorskip("pandas")
+    x = torch.randn(256, 6)
+    assert (
+        len(deepscope.analyze(_OneInput(), torch.split(x, 64), run=new_dir(tmp_path / "split"), progress=False)) == 256
+    )
+    assert len(deepscope.analyze(_OneInput(), (x[:128], x[128:]), run=new_dir(tmp_path / "two"), progress=False)) == 256
+    y = [i % 3 for i in range(256)]
+    for name, labels in (("list", y), ("series", pd.Series(y)), ("nullable", pd.array([None, *y[1:]], "Int64"))):
+        r = deepscope.analyze(_OneInput(), (x, labels), run=new_dir(tmp_path / name), batch_size=32, progress=False)
+        assert r.instances().column("label").to_pylist() == ([None] if name == "nullable" else [0]) + y[1:], name
+    with pytest.raises(TypeError, match="holds text labels.*np.unique"):
+        deepscope.analyze(_OneInput(), (x, ["cat"] * 256), run=new_dir(tmp_path / "text"), progress=False)
+    with pytest.raises(ValueError, match="lengths differ: 256, 255"):
+        deepscope.analyze(_OneInput(), (x, y[:-1]), run=new_dir(tmp_path / "short"), progress=False)
+
+
+def test_a_dataframes_labels_may_have_gaps_and_a_fractional_target_is_no_label(tmp_path):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(np.random.default_rng(1).normal(size=(6, 6)), columns=list("abcdef"))
+    df["label"] = pd.array([0, 1, None, 2, 1, 0], dtype="Int64")
+    r = deepscope.analyze(_OneInput(), df, run=new_dir(tmp_path / "gaps"), progress=False)
+    assert r.instances().column("label").to_pylist() == [0, 1, None, 2, 1, 0]
+    df["label"] = [0.5, 1.25, 2.0, 1.0, 0.0, 2.0]  # a regressor's target: neither labels nor an input
+    r = deepscope.analyze(_OneInput(), df, run=new_dir(tmp_path / "target"), progress=False)
+    assert "label" not in r.instances().column_names and r.features(0).shape == (6,)
+
+
+def test_text_labels_in_batches_need_labels_given_which_replace_them(tmp_path):
+    x = torch.randn(20, 6)
+    loader = torch.utils.data.DataLoader([(x[i], "pos" if i % 2 else "neg") for i in range(20)], batch_size=8)
+    with pytest.raises(ValueError, match=r"labels are text \('neg', 'pos'…\): pass labels="):
+        deepscope.analyze(_OneInput(), loader, run=new_dir(tmp_path / "text"), progress=False)
+    given = [i % 2 for i in range(20)]
+    r = deepscope.analyze(_OneInput(), loader, labels=given, class_names=["neg", "pos", "other"],
+                          run=new_dir(tmp_path / "g"), progress=False)  # fmt: skip
+    assert r.instances().column("label").to_pylist() == given
+
+
+def test_labels_all_unlabelled_leave_the_outputs_scores(tmp_path):
+    """``labels=[-1] * n`` says no instance has a label: the batches' labels (up to 2, for a 2-output model) do not
+    make the outputs "no class scores"."""
+    x, y = torch.randn(40, 6), torch.arange(40) % 3
+    model = torch.nn.Sequential(torch.nn.Linear(6, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        r = deepscope.analyze(model, torch.utils.data.TensorDataset(x, y), labels=[-1] * 40, run=tmp_path,
+                              progress=False)  # fmt: skip
+    assert "prediction" in r.instances().column_names and "label" not in r.instances().column_names
+
+
+def test_a_layers_function_that_raises_for_a_module_does_not_choose_it_and_a_layer_listed_twice_counts_once(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(8, 4)))
+    x = torch.randn(10, 6)
+    wide = lambda path, m: m.out_features >= 8  # noqa: E731 (ReLU and containers have none)
+    assert deepscope.analyze(model, x, layers=wide, run=new_dir(tmp_path / "f"), progress=False).layers == ["0"]
+    r = deepscope.analyze(model, x, layers=["2.*", "2.0"], run=new_dir(tmp_path / "twice"), progress=False)
+    assert r.layers == ["2.0"]
+
+
+def test_texts_reach_a_wrapped_model_as_its_own_forward_takes_them_and_gaps_are_missing(tmp_path):
+    x, mask = torch.randn(24, 6), torch.ones(24, 6)
+    texts = [None, *(f"t{i}" for i in range(1, 24))]
+    batches = [{"input_ids": x[i : i + 8], "attention_mask": mask[i : i + 8], "text": texts[i : i + 8]}
+               for i in range(0, 24, 8)]  # fmt: skip
+    del batches[2]["text"]  # the last batch has none
+    r = deepscope.analyze(torch.nn.DataParallel(_Keywords()), batches, mask=False, run=tmp_path, progress=False)
+    assert r.instances().column("text").to_pylist() == texts[:16] + [None] * 8

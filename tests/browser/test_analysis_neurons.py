@@ -98,7 +98,7 @@ def test_matrix_rows_sorting_and_top_instances(page, analysed, server_url, reade
     head = page.get_by_test_id("matrix-head")
     rows_by = head.get_by_label("Rows")
     assert rows_by.input_value() == "label" and head.locator(".cnt").inner_text() == "instances"
-    assert rows_by.locator("option").all_inner_texts() == ["true class", "predicted class", "note", "odd"]
+    assert rows_by.locator("option").all_inner_texts() == ["true class", "predicted class", "odd", "note"]
     assert "instances" in head.locator(".cnt").get_attribute("title")
     count = page.locator("[data-row='class:3'] .cnt")
     assert count.inner_text() == f"{counts[3]:,}" and count.get_attribute("title") == f"{counts[3]:,} instances"

@@ -513,3 +513,15 @@ def test_a_model_still_watched_by_another_open_run_is_said_so(root):
         third.watch(other, diagnose=False)  # another model: nothing to say
     third.finish()
     run.finish()
+
+
+def test_the_running_watch_handed_back_copies_without_recursion(root):
+    import copy
+
+    from deepscope.run import RunningWatch
+
+    model = _model()
+    run = deepscope.init(dir=root)
+    first = run.watch(model, diagnose=False)
+    assert copy.copy(RunningWatch(first)).watcher is first
+    run.finish()

@@ -361,3 +361,19 @@ def test_a_recurrent_layers_weights_are_steps_of_depth():
 def test_a_diverging_update_ratio_is_reported_once_not_again_as_high():
     found = run_rule(12, weight__update_ratio=np.full(5, 3.0))
     assert [(f.rule, f.severity) for f in found] == [("update_ratio_high", "error")]
+
+
+def test_after_a_nan_loss_the_nan_weights_are_not_blamed_on_gradient_growth():
+    """Step 3: a NaN loss (finite activations, NaN gradients); step 4 on, the weights it left NaN make every
+    activation NaN — still the loss's doing: no "overflowed … learning rate too high" finding follows."""
+    found = []
+    d = Diagnoser(LAYERS, PARAMS, found.append, Thresholds(patience=3))
+    for step in range(20):
+        over = {}
+        if step >= 10:
+            over = {"grad__nonfinite_frac": np.ones(4), "param_grad__nonfinite_frac": np.ones(5),
+                    "param_grad__norm": np.full(5, np.nan)}  # fmt: skip
+        if step >= 11:
+            over["act__nonfinite_frac"] = np.ones(4)
+        d.observe(step, stats(**over))
+    assert [f.rule for f in found] == ["nonfinite"] and "the loss" in found[0].text

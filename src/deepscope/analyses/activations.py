@@ -122,14 +122,15 @@ GLOB_CHARS = "*?["
 
 
 def expand_layers(model: nn.Module, layers: Any) -> list[str] | None:
-    """``layers`` as module paths: a path, a glob on paths (``"encoder.*"``: every module under ``encoder``), a list
-    of them, or ``f(path, module) -> bool`` — matches in the model's order. A glob or function that matches
+    """``layers`` as module paths: a path, a glob on paths (``"encoder.*"``: every module under ``encoder``,
+    containers too), a list of them, or ``f(path, module) -> bool`` (asked of every module; one it raises for is not
+    chosen) — matches in the model's order. A glob or function that matches
     nothing raises ``ValueError``."""
     if layers is None:
         return None
     paths = [(name, module) for name, module in model.named_modules() if name] if isinstance(model, nn.Module) else []
     if callable(layers) and not isinstance(layers, str):
-        chosen = [name for name, module in paths if layers(name, module)]
+        chosen = [name for name, module in paths if _chooses(layers, name, module)]
         if not chosen:
             raise ValueError("deepscope.analyze: the layers function chose no module")
         return chosen
@@ -139,7 +140,7 @@ def expand_layers(model: nn.Module, layers: Any) -> list[str] | None:
             raise TypeError(f"deepscope.analyze: layers are module paths (text), globs or a function, not "
                             f"{type(entry).__name__}")  # fmt: skip
         if not any(c in entry for c in GLOB_CHARS):
-            out.append(entry)
+            out += [entry] if entry not in out else []  # named again after a glob matched it: once
             continue
         hits = [name for name, _ in paths if fnmatch.fnmatchcase(name, entry)]
         if not hits:
@@ -147,6 +148,14 @@ def expand_layers(model: nn.Module, layers: Any) -> list[str] | None:
                              f"{', '.join(n for n, _ in paths[:40])}{', …' if len(paths) > 40 else ''}")  # fmt: skip
         out += [h for h in hits if h not in out]
     return out
+
+
+def _chooses(fn: Callable[[str, nn.Module], Any], name: str, module: nn.Module) -> bool:
+    """Whether a layers function chooses a module; one that raises (it expected a leaf: ``m.out_features``) does not."""
+    try:
+        return bool(fn(name, module))
+    except Exception:
+        return False
 
 
 def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
@@ -591,6 +600,13 @@ class Activations:
                              f"but there are {len(names)} class names")  # fmt: skip
         return layers
 
+    def _judged_labels(self, data_labels: np.ndarray | None) -> np.ndarray | None:
+        """The labels the outputs are judged by: those given (none when every given one is -1, "unlabelled"), else
+        the batches'."""
+        if self._unlabelled_only:
+            return np.zeros(0, np.int64)
+        return self.labels if self.labels is not None else data_labels
+
     def _one_logit_is_binary(self, data_labels: np.ndarray) -> bool:
         """At the first batch of a model with one output per instance: whether it is a binary classifier's logit
         (scores then 1 - σ(z) and σ(z)) — with two class names, or labels of 0 and 1 only —, not a regressor's value."""
@@ -598,7 +614,7 @@ class Activations:
             return False
         if self.class_names is not None:
             return len(self.class_names) == 2
-        y = self.labels if self.labels is not None else data_labels
+        y = self._judged_labels(data_labels)
         known = y[y >= 0]
         return bool(len(known)) and int(known.max()) <= 1
 
@@ -609,7 +625,7 @@ class Activations:
         if self.config.scores == "none":
             return False  # the user says so: no warning
         names = self.class_names
-        y = self.labels if self.labels is not None else data_labels
+        y = self._judged_labels(data_labels)
         why = None
         if names is not None and len(names) != width:
             why = f"{len(names)} class names"
@@ -625,7 +641,7 @@ class Activations:
         """Once every label is known: outputs taken as class scores that far outnumber the classes the labels name
         may be no class scores at all (an embedding) — one warning that names ``scores='none'``."""
         scores = None if outputs is None else outputs.get("scores")
-        y = self.labels if self.labels is not None else (None if outputs is None else outputs.get("labels"))
+        y = self._judged_labels(None if outputs is None else outputs.get("labels"))
         if scores is None or y is None or not len(y) or self.class_names is not None:
             return
         width, classes = scores.shape[1], int(y.max()) + 1  # the labels name classes 0 … classes - 1

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 LABEL_KEYS = ("labels", "label", "targets", "target", "y")
+FRAME_LABEL_KEYS = ("label", "labels", "target", "targets")  # a DataFrame's "y" is as often a coordinate
 MASK_KEY = "attention_mask"  # read as the padding mask (1 = real token) unless ``mask=`` says otherwise
 MASK_MARKS = ("tokens", "padding")  # what a mask's true values mark
 
@@ -77,6 +78,7 @@ class Batch:
     mask: torch.Tensor | None = None  # (B, T), True or 1 for real tokens
     size: int = 0
     items: int | None = None  # a tuple batch's length (its first item is the input, its second the label)
+    text_labels: list[str] | None = None  # the batch's labels, when they are text (no classes until mapped)
 
     def slice(self, start: int, stop: int) -> Batch:
         """Rows ``start:stop`` of every tensor whose first dimension is the batch (and of a list of one item per
@@ -93,12 +95,13 @@ class Batch:
             cut(self.mask),
             max(0, min(stop, self.size) - start),
             self.items,
+            cut(self.text_labels),
         )
 
     def to(self, device: torch.device) -> Batch:
         move = lambda v: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v  # noqa: E731
         return Batch(tuple(move(a) for a in self.args), {k: move(v) for k, v in self.kwargs.items()},
-                     self.labels, move(self.mask), self.size, self.items)  # fmt: skip
+                     self.labels, move(self.mask), self.size, self.items, self.text_labels)  # fmt: skip
 
 
 def to_batch(raw: Any, mask: PaddingMask | None = ATTENTION_MASK) -> Batch:
@@ -117,17 +120,20 @@ def to_batch(raw: Any, mask: PaddingMask | None = ATTENTION_MASK) -> Batch:
         first = next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
         if first is None:
             raise TypeError("deepscope.analyze: a dict batch needs at least one tensor input")
-        return Batch((), kwargs, _as_labels(labels), _mask_of(kwargs, mask), _rows(first))
+        return Batch((), kwargs, _as_labels(labels), _mask_of(kwargs, mask), _rows(first),
+                     text_labels=_text_labels(labels))  # fmt: skip
     if isinstance(raw, (tuple, list)) and raw:
         x = raw[0]
         if isinstance(x, Mapping):  # (dict of inputs, labels)
             b = to_batch(x, mask)
-            b.labels = _as_labels(raw[1]) if len(raw) > 1 else b.labels
+            if len(raw) > 1:
+                b.labels, b.text_labels = _as_labels(raw[1]), _text_labels(raw[1])
             return b
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"deepscope.analyze: the first item of a batch must be a tensor, got {type(x).__name__}")
         _no_dict(mask)
-        return Batch((x,), labels=_as_labels(raw[1]) if len(raw) > 1 else None, size=_rows(x), items=len(raw))
+        y = raw[1] if len(raw) > 1 else None
+        return Batch((x,), labels=_as_labels(y), size=_rows(x), items=len(raw), text_labels=_text_labels(y))
     raise TypeError(f"deepscope.analyze: cannot read a batch of type {type(raw).__name__} (tensor, tuple or dict)")
 
 
@@ -161,9 +167,18 @@ def _rows(x: torch.Tensor) -> int:
     return int(x.shape[0])
 
 
+def _text_labels(y: Any) -> list[str] | None:
+    """Labels given as text (``("pos", "neg", …)``, a NumPy array of strings), else None."""
+    if isinstance(y, np.ndarray) and y.dtype.kind in "US":
+        return [str(v) for v in y.tolist()]
+    if isinstance(y, (list, tuple)) and y and all(isinstance(v, str) for v in y):
+        return list(y)
+    return None
+
+
 def _as_labels(y: Any) -> torch.Tensor | None:
-    if y is None:
-        return None
+    if y is None or _text_labels(y) is not None:
+        return None  # text: no classes (labels= replaces them, or the analysis says how to map them)
     if not isinstance(y, torch.Tensor):
         y = torch.as_tensor(y)
     if y.ndim != 1 or y.is_floating_point():
@@ -243,8 +258,8 @@ def columns_of(data: Any) -> Columns | None:
     if type(data) is torch.utils.data.TensorDataset:
         return Columns(tuple(data.tensors), len(data))
     if isinstance(data, tuple) and len(data) > 1:
-        parts = tuple(_column_dict(p) if isinstance(p, Mapping) else _column(p) for p in data)
-    elif isinstance(data, Mapping):
+        return _tuple_columns(data)
+    if isinstance(data, Mapping):
         parts = _column_dict(data)
     else:
         return None
@@ -253,6 +268,50 @@ def columns_of(data: Any) -> Columns | None:
     if len(lengths) != 1 or 0 in lengths:
         return None
     return Columns(parts, lengths.pop())
+
+
+def _tuple_columns(data: tuple) -> Columns | None:
+    """``(X, y, …)`` as columns: ``X`` a tensor or array of instances (two or more dimensions) or a dict of them,
+    every later item one value per instance (labels: a tensor, an array, a list, a pandas Series). Anything else is
+    a tuple of batches (``torch.split``'s chunks), read as before."""
+    first, rest = data[0], data[1:]
+    if not (isinstance(first, Mapping) or getattr(first, "ndim", 0) >= 2):
+        return None
+    if any(getattr(r, "ndim", 1) != 1 for r in rest) or not all(
+        isinstance(r, (torch.Tensor, np.ndarray, list, tuple)) or hasattr(r, "to_numpy") for r in rest
+    ):
+        return None  # later items of several dimensions: batches
+    x = _column_dict(first) if isinstance(first, Mapping) else _column(first)
+    if x is None or (isinstance(x, dict) and any(v is None for v in x.values())):
+        return None
+    parts = [x, *(_label_column(r, i + 1) for i, r in enumerate(rest))]
+    lengths = [len(t) for t in _leaves(tuple(parts))]
+    if len(set(lengths)) != 1:
+        raise ValueError(f"deepscope.analyze: data (X, y, …) read as the whole dataset's columns, but their lengths "
+                         f"differ: {', '.join(map(str, lengths))}")  # fmt: skip
+    return Columns(tuple(parts), lengths[0]) if lengths[0] else None
+
+
+def _label_column(values: Any, item: int = 1) -> torch.Tensor:
+    """One value per instance as a tensor: integral floats (a pandas column with missing values) as int64, missing
+    ones -1 (unlabelled); text refused with how to map it."""
+    seq = list(values) if getattr(getattr(values, "dtype", None), "kind", "") == "O" else values  # object: strings?
+    if _text_labels(seq) is not None:
+        raise TypeError(f"deepscope.analyze: item {item} of (X, y) holds text labels: map them to classes 0, 1, "
+                        "… (classes, y = np.unique(texts, return_inverse=True)) and pass "
+                        "class_names=classes")  # fmt: skip
+    if isinstance(values, torch.Tensor):
+        return values
+    if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):  # a pandas Series (nullable dtypes too)
+        kind = getattr(values.dtype, "kind", "f")
+        values = values.to_numpy(dtype="float64", na_value=np.nan) if kind in "biuf" else values.to_numpy()
+    a = np.asarray(values)
+    if a.dtype.kind == "f" and len(a) and np.all(np.isnan(a) | (a == np.round(a))):
+        a = np.where(np.isnan(a), -1, a).astype(np.int64)  # whole numbers with gaps: classes, unlabelled where NaN
+    column = _column(a)
+    if column is None:
+        raise TypeError(f"deepscope.analyze: item {item} of (X, y) holds {a.dtype} values, not numbers")
+    return column
 
 
 def _column(x: Any) -> torch.Tensor | None:
@@ -268,8 +327,9 @@ def _column(x: Any) -> torch.Tensor | None:
 
 def _frame_columns(df: Any) -> Columns:
     """A pandas DataFrame as data: its number columns are the input (N, F) float32, a label column (``label``,
-    ``labels``, ``target``…) the labels; text or other columns belong in ``metadata=``."""
-    label = next((k for k in LABEL_KEYS if k in df.columns), None)
+    ``labels``, ``target``, ``targets``; whole numbers, missing ones unlabelled) the labels — a target of fractions is
+    a regressor's: left out, no labels —; text or other columns belong in ``metadata=``."""
+    label = next((k for k in FRAME_LABEL_KEYS if k in df.columns), None)
     inputs = df.drop(columns=[label]) if label is not None else df
     other = [str(c) for c, t in inputs.dtypes.items() if t.kind not in "biuf"]
     if other or not len(inputs.columns):
@@ -281,10 +341,13 @@ def _frame_columns(df: Any) -> Columns:
     x = torch.from_numpy(np.ascontiguousarray(inputs.to_numpy(np.float32)))
     if label is None:
         return Columns((x,), len(x))
-    y = _column(df[label].to_numpy())
-    if y is None:
+    try:
+        y = _label_column(df[label])
+    except TypeError:
         raise TypeError(f"deepscope.analyze: the DataFrame's {label!r} column holds no integer classes; map them to "
-                        "0, 1, … and give their names as class_names")  # fmt: skip
+                        "0, 1, … and give their names as class_names") from None  # fmt: skip
+    if y.is_floating_point():  # a regression target: no classes, and no input either
+        return Columns((x,), len(x))
     return Columns((x, y), len(x))
 
 

@@ -275,6 +275,10 @@ class Extractor:
         if not self.masks_checked:
             self.masks_checked = True
             self._warn_of_unused_masks(batch)
+        if batch.text_labels is not None and not self.labels_given:
+            shown = ", ".join(repr(t) for t in list(dict.fromkeys(batch.text_labels))[:4])
+            raise ValueError(f"deepscope.analyze: the batches' labels are text ({shown}…): pass labels= as "
+                             "integer classes (0, 1, …) and class_names= their names")  # fmt: skip
         if self.text_keys is None:
             self.text_keys, self.text_dropped = text_entries(self.model, batch)
             if self.text_keys and self.kept is None:
@@ -283,8 +287,9 @@ class Extractor:
                               "them", RuntimeWarning, stacklevel=4)  # fmt: skip
         if self.text_keys:
             if self.kept is not None:
-                for key in self.text_keys:
-                    self.kept.setdefault(f"text:{key}", []).append(np.asarray(batch.kwargs[key], dtype=object))
+                for key in self.text_keys:  # a batch without them: no text for its rows
+                    texts = batch.kwargs.get(key) or [None] * b
+                    self.kept.setdefault(f"text:{key}", []).append(np.asarray(texts, dtype=object))
             if self.text_dropped:
                 batch.kwargs = {k: v for k, v in batch.kwargs.items() if k not in self.text_dropped}
         try:
@@ -428,12 +433,17 @@ def text_entries(model: nn.Module, batch: Batch) -> tuple[list[str], set[str]]:
     recorded as columns of the instance table; those ``forward()`` takes by no parameter are not passed to it."""
     import inspect
 
-    texts = [k for k, v in batch.kwargs.items() if isinstance(v, (list, tuple)) and len(v) == batch.size
-             and len(v) and all(isinstance(t, str) for t in v)]  # fmt: skip
+    from ..capture.layers import unwrapped
+
+    texts = [
+        k
+        for k, v in batch.kwargs.items()
+        if isinstance(v, (list, tuple)) and len(v) == batch.size and all(t is None or isinstance(t, str) for t in v)
+    ]  # (a batch whose texts are all missing is still one of texts)
     if not texts:
         return [], set()
-    try:
-        params = inspect.signature(model.forward).parameters
+    try:  # the wrapped model's (DataParallel and torch.compile pass everything on)
+        params = inspect.signature(unwrapped(model).forward).parameters
     except ValueError:  # no signature: pass everything
         return texts, set()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):

@@ -68,6 +68,7 @@ class Diagnoser:
         self._recent_losses: dict[str, deque[tuple[int, float]]] = {}
         self._loss_scale: dict[str, float] = {}  # the largest |loss| of the first full window
         self._norms: deque[float] = deque(maxlen=50)  # the total weight-gradient norm of recent healthy steps
+        self._loss_blamed = False  # NaN/Inf gradients of a finite forward pass were found: the loss's, not growth's
         self._depth = depth_axis(layers, params)
 
     def observe(
@@ -116,6 +117,7 @@ class Diagnoser:
                             "GradScaler?")  # fmt: skip
                 else:
                     first = names[bad[-1]]  # gradients flow backward: the one nearest the output is where it began
+                    self._loss_blamed |= forward_finite  # the weights it leaves NaN are the loss's doing too
                     text = f"NaN/Inf in {kind} from {where} {first} backward (step {step})"
                     text += (" while every activation is finite: the loss (or its gradient) is NaN/Inf — a log or a "
                              "division of 0, a NaN target?" if forward_finite else
@@ -239,7 +241,7 @@ class Diagnoser:
         history = self._norms
         if len(history) >= 10:
             med = float(np.median(np.fromiter(history, float)))
-            if not np.isfinite(total) and not blame_growth:
+            if not np.isfinite(total) and (not blame_growth or self._loss_blamed):
                 return
             if not np.isfinite(total) or (med > 0 and total > self.t.norm_jump * med):
                 what = "overflowed (inf/NaN)" if not np.isfinite(total) else f"jumped to {total:.2e}"

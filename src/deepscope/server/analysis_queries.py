@@ -81,7 +81,8 @@ def entry(store: Store, run_id: str) -> _Entry:
 
 
 def progress(store: Store, run_id: str) -> schemas.AnalysisProgress:
-    """The latest analysis' progress (``progress.json``); ``NotFound`` for a run never analysed."""
+    """The progress (``progress.json``) of the analysis in the run's place — the one the views read, or the one that
+    stopped there; a new one under way beside a finished one is not it —; ``NotFound`` for a run never analysed."""
     run_info(store, run_id)
     run_dir = store.root / run_id
     found = read_progress(run_dir)
@@ -131,7 +132,12 @@ def _column_info(table: pa.Table, field: pa.Field) -> schemas.InstanceColumn:
             low, high = time_text(pa.chunked_array([pa.array([lo, hi], col.type)]))
         elif kind in ("int", "float"):
             low, high = (None if v is None or v != v else v for v in (lo, hi))  # all NaN: no bound to show
-    return schemas.InstanceColumn(name=field.name, kind=kind, low=low, high=high)
+    distinct = None
+    if kind in ("int", "bool", "string"):  # what a matrix row per value would make of it
+        import pyarrow.compute as pc
+
+        distinct = int(pc.count_distinct(table.column(field.name)).as_py())
+    return schemas.InstanceColumn(name=field.name, kind=kind, low=low, high=high, distinct=distinct)
 
 
 def _module_types(store: Store, run_id: str, paths: list[str]) -> dict[str, str]:

@@ -297,6 +297,7 @@ class InstanceColumn(BaseModel):
     # subset form's hints; null for other kinds and for a column without values
     low: float | str | None = None
     high: float | str | None = None
+    distinct: int | None = None  # how many values a text, boolean or integer column holds (missing ones aside)
 
 
 class AnalysisProgress(BaseModel):

@@ -253,7 +253,7 @@ export interface paths {
         };
         /**
          * Get Progress
-         * @description How far the latest analysis came (complete, or the rows kept and why it stopped) — 200 for an unfinished one,
+         * @description How far the run's analysis came (complete, or the rows kept and why it stopped) — 200 for an unfinished one,
          *     whose summary is a 404.
          */
         get: operations["get_progress"];
@@ -835,6 +835,8 @@ export interface components {
          *     (timestamps) compare as times, given and sent as ISO 8601 text.
          */
         InstanceColumn: {
+            /** Distinct */
+            distinct?: number | null;
             /** High */
             high?: number | string | null;
             /**

@@ -54,14 +54,18 @@ export interface RowGrouping {
   label: string;
 }
 
+/** Values a matrix row apiece; a column of more (texts, ids) is offered after those that are categories. */
+const FEW_VALUES = 24;
+
 /** What the neuron matrix's rows can be: the true classes, the predicted ones, or a text, boolean or integer
- * metadata column's values (the most frequent apiece) — only what the run has, its classes first. */
+ * metadata column's values (the most frequent apiece) — only what the run has, its classes first, then columns of
+ * few values (categories), then the others (a text per instance would be a row per instance). */
 export function rowGroupings(summary: Summary): RowGrouping[] {
   const out: RowGrouping[] = [];
   if (summary.has_labels) out.push({ id: "label", label: "true class" });
   if (summary.has_scores) out.push({ id: "prediction", label: "predicted class" });
-  for (const c of summary.columns) {
-    if (!CORE_COLUMNS.has(c.name) && (c.kind === "string" || c.kind === "bool" || c.kind === "int")) out.push({ id: `column:${c.name}`, label: c.name });
-  }
+  const columns = summary.columns.filter((c) => !CORE_COLUMNS.has(c.name) && (c.kind === "string" || c.kind === "bool" || c.kind === "int"));
+  const few = (c: (typeof columns)[number]) => (c.distinct ?? 0) <= FEW_VALUES;
+  for (const c of [...columns.filter(few), ...columns.filter((c) => !few(c))]) out.push({ id: `column:${c.name}`, label: c.name });
   return out;
 }

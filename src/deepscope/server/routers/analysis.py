@@ -49,7 +49,7 @@ def get_analysis(run_id: str, store: StoreDep, jobs: JobsDep) -> AnalysisSummary
 
 @router.get("/progress", response_model=AnalysisProgress, responses=NOT_FOUND)
 def get_progress(run_id: str, store: StoreDep) -> AnalysisProgress:
-    """How far the latest analysis came (complete, or the rows kept and why it stopped) — 200 for an unfinished one,
+    """How far the run's analysis came (complete, or the rows kept and why it stopped) — 200 for an unfinished one,
     whose summary is a 404."""
     return q.progress(store, run_id)
 
