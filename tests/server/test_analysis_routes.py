@@ -69,6 +69,9 @@ def test_summary(client, analysed):
     assert s["class_names"] == ["a", "b", ODD]
     cols = {c["name"]: c["kind"] for c in s["columns"]}
     assert cols["note"] == "string" and cols["even"] == "bool" and cols["label"] == "int"
+    distinct = {c["name"]: c["distinct"] for c in s["columns"]}  # what rows per value would make of each
+    assert distinct["note"] == N - len(range(0, N, 7)) + 1 and distinct["even"] == 2 and distinct["site"] == 2
+    assert distinct["label"] == 3 and distinct["score"] is None
     table = read(analysed[2]).instances()
     acc = np.mean(table.column("correct").to_numpy())
     assert s["accuracy"] == pytest.approx(acc)
@@ -358,10 +361,11 @@ def test_a_time_column_is_filtered_as_times_and_shown_as_iso_text(tmp_path):
     with make_client(create_app(tmp_path)) as c:
         columns = {col["name"]: col for col in c.get(url).json()["columns"]}
         assert columns["taken"] == {"name": "taken", "kind": "time", "low": "2024-03-01T09:00:00",
-                                    "high": "2024-03-15T21:00:00"}  # fmt: skip
-        assert columns["day"] == {"name": "day", "kind": "date", "low": "2024-03-01", "high": "2024-03-15"}
-        assert columns["n"] == {"name": "n", "kind": "float", "low": -4.5, "high": 24.5}
-        assert columns["s"] == {"name": "s", "kind": "string", "low": None, "high": None}
+                                    "high": "2024-03-15T21:00:00", "distinct": None}  # fmt: skip
+        assert columns["day"] == {"name": "day", "kind": "date", "low": "2024-03-01", "high": "2024-03-15",
+                                  "distinct": None}  # fmt: skip
+        assert columns["n"] == {"name": "n", "kind": "float", "low": -4.5, "high": 24.5, "distinct": None}
+        assert columns["s"] == {"name": "s", "kind": "string", "low": None, "high": None, "distinct": 1}
         assert rows(c.post(f"{url}/subset", json={"where": {"day": "2024-03-02"}})) == [2, 3]
         assert c.get(f"{url}/instances/3").json()["fields"]["taken"] == "2024-03-02T21:00:00"
         ranged = c.post(f"{url}/subset", json={"where": {"range": {"taken": ["2024-03-05", "2024-03-06T12:00"]}}})

@@ -42,6 +42,7 @@ def test_schema_describes_every_route_and_the_live_messages(tmp_path):
         "/api/runs/{run_id}/analysis/matrix",
         "/api/runs/{run_id}/analysis/top",
         "/api/runs/{run_id}/analysis/column",
+        "/api/runs/{run_id}/analysis/progress",
         "/api/runs/{run_id}/analysis/neighbors",
         "/api/runs/{run_id}/analysis/projection",
         "/api/runs/{run_id}/analysis/confusion",
