@@ -1016,6 +1016,38 @@ def test_a_gap_in_the_recorded_steps_is_marked_and_ticks_do_not_collide(page, se
     shot(page, "overview-gap.png", tmp_path)
 
 
+def test_each_watch_period_is_named_in_the_gap_note(page, serve, tmp_path):
+    """Watched every step for 0–39, not for 40–69, every 2 for 70–109, then every step of layer 2 alone from 110: the
+    note names each period — not "every 2 since step 70" over steps recorded every step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    quiet = {"histograms_every": 0, "print_findings": False}
+    with deepscope.init(dir=tmp_path, name="three-watches") as run:
+        for step in range(130):
+            if step == 0:
+                run.watch(model, optimizer=opt, **quiet)
+            elif step == 40:
+                run.unwatch()
+            elif step == 70:
+                run.watch(model, optimizer=opt, every=2, **quiet)
+            elif step == 110:
+                run.unwatch()
+                run.watch(model, optimizer=opt, layers="2", **quiet)
+            loss = model(torch.randn(4, 8)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log({"train/loss": loss}, step=step)
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}")
+    o = overview_ready(page, "act", "mean")
+    assert o["exact"] and o["steps"][39:42] == [39, 70, 72] and o["steps"][-21:-18] == [108, 110, 111]
+    assert o["gaps"] == [{"col": 40, "after": 39, "before": 70}]
+    note = page.get_by_test_id("overview-gaps").inner_text()
+    assert note == "┆ steps 40–69 not recorded; every 2 for steps 70–109, every step since step 110"
+    shot(page, "overview-periods.png", tmp_path)
+
+
 def test_nan_and_inf_cells_have_their_own_colour(page, serve, tmp_path):
     """A NaN input at step 20 makes the weights NaN: from step 21 the update ratios are NaN. Those cells are drawn in
     the NaN/Inf colour the legend explains, not in the grey of steps without a value."""
