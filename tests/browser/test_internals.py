@@ -389,6 +389,31 @@ def test_findings_of_one_kind_are_one_card_listing_them(page, serve, tmp_path):
     assert view["panel"] == "overview" and view["selectedLayer"] == "0.5" and view["selectedStep"] == 2
 
 
+def test_a_finding_names_its_layer_as_a_layer_not_a_count(page, serve, tmp_path):
+    """nn.Sequential names its layers "0", "2", "3": a card about layer 3 says "layer 3" in its chip, where a bare "3"
+    beside another card's "3 layers" read as a count; the count is plain text, not a name's chip."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    run = fit(tmp_path, "numbered", model, lambda: torch.randn(4, 64), 3)
+    with deepscope.init(dir=tmp_path, id=run, resume=True) as r:
+        for layer in ("0", "2", "3"):
+            r.event("diagnosis/saturation", f"layer {layer}: 90% saturated", step=2, severity="warning", key=layer)
+        r.event("diagnosis/dead_units", "layer 3: 80% of its units never fired", step=2, severity="warning", key="3")
+    open_internals(page, serve(tmp_path).url, f"runs={run}&run={run}&panel=diagnoses")
+    wait_for(page, "() => (window.__deepscope.internals.diagnoses ?? []).length === 2")
+    single = page.locator("li[data-rule=dead_units] button.title span").first  # the chip after the finding's kind
+    grouped = page.locator("li[data-rule=saturation] button.title span").first
+    assert single.inner_text() == "layer 3" and grouped.inner_text() == "3 layers"
+
+    def boxed(chip) -> bool:
+        return chip.evaluate("(e) => getComputedStyle(e).backgroundColor !== 'rgba(0, 0, 0, 0)'")
+
+    assert boxed(single) and not boxed(grouped)  # a name in a chip, a count as text
+    summary = page.locator("li[data-rule=saturation] summary").inner_text()
+    assert summary == "3 findings: layer 0, layer 2, layer 3"
+    shot(page, "diagnoses-layer-names.png", tmp_path)
+
+
 def flow_axes_apart(axes: dict) -> None:
     """The gradient flow's tick labels never overprint: level ones apart by half of both widths and more, turned ones
     by a line across their direction; a tick per label; the y axis's labels a line apart."""
