@@ -568,6 +568,41 @@ def test_ranks_view_flags_the_slow_rank(page, watched, server_url, tmp_path):
     assert page.get_by_test_id("no-divergence").inner_text() == "One rank: nothing to diverge from."
 
 
+def test_a_watched_run_loading_is_not_called_unwatched(page, watched, server_url, tmp_path):
+    """While the layer table is on its way the panel says it is loading — not, for a second, that none of the selected
+    runs was watched."""
+    held_back: list = []
+    page.route("**/api/runs/*/layers?*", lambda route: held_back.append(route))
+    sig = watched["sig"]
+    open_internals(page, server_url, f"runs={sig}&run={sig}")
+    page.locator(f'li[data-run="{sig}"]').wait_for()  # the run list is in; the table is not
+    while not held_back:
+        page.wait_for_timeout(20)
+    empty = page.locator(".panel .empty")
+    assert empty.inner_text() == "Loading…"
+    shot(page, "internals-loading.png", tmp_path)
+    for route in held_back:
+        route.continue_()
+    overview_ready(page, "act", "mean")
+    assert empty.count() == 0
+
+
+def test_the_ranks_of_a_run_never_watched_say_what_they_need(page, serve, tmp_path):
+    """A run that only logged metrics: the Ranks panel says it was not watched, in a sentence — no raw error, and no
+    request for step times it does not have (a 404 in the console)."""
+    with deepscope.init(dir=tmp_path, name="metrics-only") as run:
+        for step in range(20):
+            run.log({"train/loss": 1 / (step + 1)}, step=step)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/scalars" in r.url else None)
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}&panel=ranks")
+    note = page.get_by_test_id("ranks-empty")
+    assert note.inner_text().startswith("This run was not watched: the Ranks panel shows each rank's step times")
+    assert page.locator(".ranks .error").count() == 0 and asked == []
+    assert page.get_by_role("combobox", name="Run").input_value() == run.id  # the run picked, though not watched
+    shot(page, "ranks-unwatched.png", tmp_path)
+
+
 def test_a_live_step_appears_in_the_overview(page, serve, tmp_path):
     root = tmp_path / "live"
     model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
