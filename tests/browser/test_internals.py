@@ -503,10 +503,12 @@ def test_a_loss_spike_opens_the_chart_zoomed_onto_it(page, serve, tmp_path):
     finding.get_by_role("button", name="Show evidence →").click()
     wait_for(page, "() => window.__deepscope.view().tab === 'charts'")
     view = page.evaluate("() => window.__deepscope.view()")
-    assert view["zoom"] == [190, 250.5] and view["q"] == "train/loss" and view["x"] == "step"
+    # the spike in the middle: the steps that led to it and those after it (it sat clipped at the right edge)
+    assert view["zoom"] == [210, 290] and view["q"] == "train/loss" and view["x"] == "step"
     assert view["runs"] == [run.id]  # the finding's run alone: another run's scale cannot flatten its spike
     wait_for(page, "() => (window.__deepscope.yScale['train/loss']?.max ?? 0) > 400")  # the spike, on the chart
-    assert page.evaluate("() => window.__deepscope.yScale['train/loss'].max") < 1e4  # not the divergence after it
+    assert page.evaluate("() => window.__deepscope.yScale['train/loss'].max") < 1e4  # the divergence after it in view,
+    shot(page, "loss-spike-evidence.png", tmp_path)  # off the top edge: it does not flatten the spike
     marker = page.evaluate("() => window.__deepscope.markers['train/loss']")
     assert marker["x"] == 250 and marker["label"] == "loss spike"  # its step marked on the chart
     page.go_back()  # the findings again, of both runs

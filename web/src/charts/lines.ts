@@ -279,7 +279,7 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         time: cfg.x === "wall",
         range: (_u, min, max) => cfg.xRange() ?? (min === max ? [min - 1, max + 1] : [min, max]),
       },
-      y: cfg.log ? { distr: 3, log: 10 } : { range: (u, min, max) => robustRange(u, min, max, cfg.xRange()) },
+      y: cfg.log ? { distr: 3, log: 10 } : { range: (u, min, max) => robustRange(u, min, max, cfg.xRange(), cfg.marker?.()?.x ?? null) },
     },
     axes: [
       {
@@ -349,9 +349,16 @@ const Y_INCRS = Array.from({ length: 81 }, (_, k) => [1, 2, 5].map((m) => m * 10
  * scaler skipped) lie far beyond where 98 % of that run's values do (`middleRange`, judged run by run); then what
  * each run's 98 % span (and whatever the smoothed lines carry of the outliers) leaves the plot at its edge.
  * Ordinary curves, early losses included, stay whole. Only the points in view count: zoomed onto a spike (fewer
- * than 100 points of its run), the spike is the data.
+ * than 100 points of its run), the spike is the data — and with the spike's step `marked`, values far above it (a
+ * training that diverged after it) leave the plot at its top edge rather than flatten it (`markedTop`).
  */
-export function robustRange(u: uPlot, min: number, max: number, zoom: [number, number] | null = null): uPlot.Range.MinMax {
+export function robustRange(
+  u: uPlot,
+  min: number,
+  max: number,
+  zoom: [number, number] | null = null,
+  marked: number | null = null,
+): uPlot.Range.MinMax {
   if (!Number.isFinite(min) || !Number.isFinite(max) || max - min <= 0) return padRange(min, max);
   const xs = u.data[0] as number[];
   // the zoom, not u.scales.x: uPlot ranges y before it stores the new x range
@@ -372,7 +379,27 @@ export function robustRange(u: uPlot, min: number, max: number, zoom: [number, n
       for (const v of shown) if (v !== null && Number.isFinite(v)) (lo = Math.min(lo, v)), (hi = Math.max(hi, v));
     }
   }
+  const top = marked === null ? null : markedTop(u, marked, lo, hi);
+  if (top !== null) return padRange(lo, top);
   return clipped && hi >= lo ? padRange(lo, hi) : padRange(min, max);
+}
+
+/** How far above a marked spike (in multiples of its height over the lowest value shown) a value must lie to leave the
+ * plot: a loss of 1e16 two steps after a spike to 400 would draw the spike as flat as the rest. */
+const MARKED_REACH = 10;
+
+/** The top of the y range that keeps the marked step's highest value (`x` nearest `marked`) in view when values shown
+ * reach far above it (`MARKED_REACH`); null when none does. `lo`, `hi`: the values shown. */
+function markedTop(u: uPlot, marked: number, lo: number, hi: number): number | null {
+  const xs = u.data[0] as number[];
+  let at = -1;
+  for (let i = 0; i < xs.length; i++) if (at < 0 || Math.abs(xs[i] - marked) < Math.abs(xs[at] - marked)) at = i;
+  let peak = -Infinity;
+  for (let s = 1; s < u.data.length; s += SERIES_PER_RUN) {
+    const v = (u.data[s] as (number | null)[])[at];
+    if (v !== null && v !== undefined && Number.isFinite(v)) peak = Math.max(peak, v);
+  }
+  return peak > lo && hi > lo + MARKED_REACH * (peak - lo) ? peak : null;
 }
 
 export function padRange(min: number, max: number): uPlot.Range.MinMax {
