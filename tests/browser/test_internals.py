@@ -975,6 +975,43 @@ def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tm
     wait_for(page, "() => window.__deepscope.view().selectedStep === 14")
 
 
+def test_layer_detail_log_y_keeps_the_runs_beside_a_diverged_one_apart(page, serve, tmp_path):
+    """Three runs of one model, one whose layer-0 outputs grow tenfold a step to 1e35: on linear axes the other two lie
+    flat at 0; "log y" puts magnitudes on a log axis and signed statistics on a symmetric log one (linear near 0), and
+    their lines lie at their own level, moving."""
+    ids = []
+    for name, grow, seed in (("calm", 1.0, 0), ("steady", 1.0, 1), ("diverged", 10.0, 0)):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        with deepscope.init(dir=tmp_path, name=name) as run:
+            run.watch(model, opt, histograms_every=0, print_findings=False)
+            for _ in range(36):
+                model(torch.randn(4, 8)).mean().backward()
+                opt.step()
+                opt.zero_grad()
+                with torch.no_grad():
+                    model[0].weight.mul_(grow)
+                    model[0].bias.mul_(grow)
+        ids.append(run.id)
+    calm = ids[0]
+    open_internals(page, serve(tmp_path).url, f"runs={','.join(ids)}&run={calm}&panel=layer&layer=0")
+    charts = "window.__deepscope.internals.layerCharts"
+    wait_for(
+        page, f"() => ['mean', 'std', 'zero_frac'].every((s) => Object.keys({charts}?.[s]?.spans ?? {{}}).length === 3)"
+    )
+    flat = held(page, "layerCharts")
+    assert all(flat[s]["spans"][i] < 1 for s in ("mean", "std") for i in ids[:2])  # flat at 0, under a 1e35
+    page.get_by_role("checkbox", name="Log y").check()
+    wait_for(page, f"() => {charts}.mean.distr === 4 && {charts}.std.distr === 3")
+    logged = held(page, "layerCharts")
+    assert logged["zero_frac"]["distr"] == 1  # a share stays 0…1
+    # the calm runs' lines move again (35 decades share the chart's 80 px: a decade is 2 px)
+    assert all(logged["mean"]["spans"][i] > 2 and logged["std"]["spans"][i] > 0.3 for i in ids[:2])
+    assert "llog=1" in page.url
+    shot(page, "layer-log-y.png", tmp_path)
+
+
 def test_a_finding_every_rank_made_is_one_card_naming_the_ranks(page, serve, tmp_path):
     """Data parallelism averages the gradients: each rank finds the same thing at the same step. One card says
     which ranks; a finding of one rank alone says that rank."""
