@@ -389,6 +389,31 @@ def test_findings_of_one_kind_are_one_card_listing_them(page, serve, tmp_path):
     assert view["panel"] == "overview" and view["selectedLayer"] == "0.5" and view["selectedStep"] == 2
 
 
+def test_a_finding_names_its_layer_as_a_layer_not_a_count(page, serve, tmp_path):
+    """nn.Sequential names its layers "0", "2", "3": a card about layer 3 says "layer 3" in its chip, where a bare "3"
+    beside another card's "3 layers" read as a count; the count is plain text, not a name's chip."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    run = fit(tmp_path, "numbered", model, lambda: torch.randn(4, 64), 3)
+    with deepscope.init(dir=tmp_path, id=run, resume=True) as r:
+        for layer in ("0", "2", "3"):
+            r.event("diagnosis/saturation", f"layer {layer}: 90% saturated", step=2, severity="warning", key=layer)
+        r.event("diagnosis/dead_units", "layer 3: 80% of its units never fired", step=2, severity="warning", key="3")
+    open_internals(page, serve(tmp_path).url, f"runs={run}&run={run}&panel=diagnoses")
+    wait_for(page, "() => (window.__deepscope.internals.diagnoses ?? []).length === 2")
+    single = page.locator("li[data-rule=dead_units] button.title span").first  # the chip after the finding's kind
+    grouped = page.locator("li[data-rule=saturation] button.title span").first
+    assert single.inner_text() == "layer 3" and grouped.inner_text() == "3 layers"
+
+    def boxed(chip) -> bool:
+        return chip.evaluate("(e) => getComputedStyle(e).backgroundColor !== 'rgba(0, 0, 0, 0)'")
+
+    assert boxed(single) and not boxed(grouped)  # a name in a chip, a count as text
+    summary = page.locator("li[data-rule=saturation] summary").inner_text()
+    assert summary == "3 findings: layer 0, layer 2, layer 3"
+    shot(page, "diagnoses-layer-names.png", tmp_path)
+
+
 def flow_axes_apart(axes: dict) -> None:
     """The gradient flow's tick labels never overprint: level ones apart by half of both widths and more, turned ones
     by a line across their direction; a tick per label; the y axis's labels a line apart."""
@@ -478,10 +503,12 @@ def test_a_loss_spike_opens_the_chart_zoomed_onto_it(page, serve, tmp_path):
     finding.get_by_role("button", name="Show evidence →").click()
     wait_for(page, "() => window.__deepscope.view().tab === 'charts'")
     view = page.evaluate("() => window.__deepscope.view()")
-    assert view["zoom"] == [190, 250.5] and view["q"] == "train/loss" and view["x"] == "step"
+    # the spike in the middle: the steps that led to it and those after it (it sat clipped at the right edge)
+    assert view["zoom"] == [210, 290] and view["q"] == "train/loss" and view["x"] == "step"
     assert view["runs"] == [run.id]  # the finding's run alone: another run's scale cannot flatten its spike
     wait_for(page, "() => (window.__deepscope.yScale['train/loss']?.max ?? 0) > 400")  # the spike, on the chart
-    assert page.evaluate("() => window.__deepscope.yScale['train/loss'].max") < 1e4  # not the divergence after it
+    assert page.evaluate("() => window.__deepscope.yScale['train/loss'].max") < 1e4  # the divergence after it in view,
+    shot(page, "loss-spike-evidence.png", tmp_path)  # off the top edge: it does not flatten the spike
     marker = page.evaluate("() => window.__deepscope.markers['train/loss']")
     assert marker["x"] == 250 and marker["label"] == "loss spike"  # its step marked on the chart
     page.go_back()  # the findings again, of both runs
@@ -541,6 +568,41 @@ def test_ranks_view_flags_the_slow_rank(page, watched, server_url, tmp_path):
     one = watched["relu"]
     open_internals(page, server_url, f"runs={one}&run={one}&panel=ranks")
     assert page.get_by_test_id("no-divergence").inner_text() == "One rank: nothing to diverge from."
+
+
+def test_a_watched_run_loading_is_not_called_unwatched(page, watched, server_url, tmp_path):
+    """While the layer table is on its way the panel says it is loading — not, for a second, that none of the selected
+    runs was watched."""
+    held_back: list = []
+    page.route("**/api/runs/*/layers?*", lambda route: held_back.append(route))
+    sig = watched["sig"]
+    open_internals(page, server_url, f"runs={sig}&run={sig}")
+    page.locator(f'li[data-run="{sig}"]').wait_for()  # the run list is in; the table is not
+    while not held_back:
+        page.wait_for_timeout(20)
+    empty = page.locator(".panel .empty")
+    assert empty.inner_text() == "Loading…"
+    shot(page, "internals-loading.png", tmp_path)
+    for route in held_back:
+        route.continue_()
+    overview_ready(page, "act", "mean")
+    assert empty.count() == 0
+
+
+def test_the_ranks_of_a_run_never_watched_say_what_they_need(page, serve, tmp_path):
+    """A run that only logged metrics: the Ranks panel says it was not watched, in a sentence — no raw error, and no
+    request for step times it does not have (a 404 in the console)."""
+    with deepscope.init(dir=tmp_path, name="metrics-only") as run:
+        for step in range(20):
+            run.log({"train/loss": 1 / (step + 1)}, step=step)
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/scalars" in r.url else None)
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}&panel=ranks")
+    note = page.get_by_test_id("ranks-empty")
+    assert note.inner_text().startswith("This run was not watched: the Ranks panel shows each rank's step times")
+    assert page.locator(".ranks .error").count() == 0 and asked == []
+    assert page.get_by_role("combobox", name="Run").input_value() == run.id  # the run picked, though not watched
+    shot(page, "ranks-unwatched.png", tmp_path)
 
 
 def test_a_live_step_appears_in_the_overview(page, serve, tmp_path):
@@ -913,6 +975,43 @@ def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tm
     wait_for(page, "() => window.__deepscope.view().selectedStep === 14")
 
 
+def test_layer_detail_log_y_keeps_the_runs_beside_a_diverged_one_apart(page, serve, tmp_path):
+    """Three runs of one model, one whose layer-0 outputs grow tenfold a step to 1e35: on linear axes the other two lie
+    flat at 0; "log y" puts magnitudes on a log axis and signed statistics on a symmetric log one (linear near 0), and
+    their lines lie at their own level, moving."""
+    ids = []
+    for name, grow, seed in (("calm", 1.0, 0), ("steady", 1.0, 1), ("diverged", 10.0, 0)):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        with deepscope.init(dir=tmp_path, name=name) as run:
+            run.watch(model, opt, histograms_every=0, print_findings=False)
+            for _ in range(36):
+                model(torch.randn(4, 8)).mean().backward()
+                opt.step()
+                opt.zero_grad()
+                with torch.no_grad():
+                    model[0].weight.mul_(grow)
+                    model[0].bias.mul_(grow)
+        ids.append(run.id)
+    calm = ids[0]
+    open_internals(page, serve(tmp_path).url, f"runs={','.join(ids)}&run={calm}&panel=layer&layer=0")
+    charts = "window.__deepscope.internals.layerCharts"
+    wait_for(
+        page, f"() => ['mean', 'std', 'zero_frac'].every((s) => Object.keys({charts}?.[s]?.spans ?? {{}}).length === 3)"
+    )
+    flat = held(page, "layerCharts")
+    assert all(flat[s]["spans"][i] < 1 for s in ("mean", "std") for i in ids[:2])  # flat at 0, under a 1e35
+    page.get_by_role("checkbox", name="Log y").check()
+    wait_for(page, f"() => {charts}.mean.distr === 4 && {charts}.std.distr === 3")
+    logged = held(page, "layerCharts")
+    assert logged["zero_frac"]["distr"] == 1  # a share stays 0…1
+    # the calm runs' lines move again (35 decades share the chart's 80 px: a decade is 2 px)
+    assert all(logged["mean"]["spans"][i] > 2 and logged["std"]["spans"][i] > 0.3 for i in ids[:2])
+    assert "llog=1" in page.url
+    shot(page, "layer-log-y.png", tmp_path)
+
+
 def test_a_finding_every_rank_made_is_one_card_naming_the_ranks(page, serve, tmp_path):
     """Data parallelism averages the gradients: each rank finds the same thing at the same step. One card says
     which ranks; a finding of one rank alone says that rank."""
@@ -1014,6 +1113,38 @@ def test_a_gap_in_the_recorded_steps_is_marked_and_ticks_do_not_collide(page, se
     gaps = page.get_by_test_id("overview-gaps").inner_text()
     assert gaps == "┆ steps 30–59 not recorded; every 2 since step 60"
     shot(page, "overview-gap.png", tmp_path)
+
+
+def test_each_watch_period_is_named_in_the_gap_note(page, serve, tmp_path):
+    """Watched every step for 0–39, not for 40–69, every 2 for 70–109, then every step of layer 2 alone from 110: the
+    note names each period — not "every 2 since step 70" over steps recorded every step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    quiet = {"histograms_every": 0, "print_findings": False}
+    with deepscope.init(dir=tmp_path, name="three-watches") as run:
+        for step in range(130):
+            if step == 0:
+                run.watch(model, optimizer=opt, **quiet)
+            elif step == 40:
+                run.unwatch()
+            elif step == 70:
+                run.watch(model, optimizer=opt, every=2, **quiet)
+            elif step == 110:
+                run.unwatch()
+                run.watch(model, optimizer=opt, layers="2", **quiet)
+            loss = model(torch.randn(4, 8)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log({"train/loss": loss}, step=step)
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&run={run.id}")
+    o = overview_ready(page, "act", "mean")
+    assert o["exact"] and o["steps"][39:42] == [39, 70, 72] and o["steps"][-21:-18] == [108, 110, 111]
+    assert o["gaps"] == [{"col": 40, "after": 39, "before": 70}]
+    note = page.get_by_test_id("overview-gaps").inner_text()
+    assert note == "┆ steps 40–69 not recorded; every 2 for steps 70–109, every step since step 110"
+    shot(page, "overview-periods.png", tmp_path)
 
 
 def test_nan_and_inf_cells_have_their_own_colour(page, serve, tmp_path):

@@ -50,10 +50,12 @@ function major(v: number, more: boolean): boolean {
 /** Pixels from one log-axis label to the next at least (11 px text). */
 const LOG_SPACE = 24;
 
-/** How many pixels a decade spans on the axis's scale. */
+/** How many pixels a decade spans on the axis's scale (on a symmetric log one, where decades are even: well past its
+ * linear part). */
 function decadePx(u: uPlot, axisIdx: number): number {
   const key = u.axes[axisIdx].scale ?? "y";
-  return Math.abs(u.valToPos(10, key) - u.valToPos(1, key));
+  const base = u.scales[key].distr === 4 ? 10 * (u.scales[key].asinh ?? 1) : 1;
+  return Math.abs(u.valToPos(10 * base, key) - u.valToPos(base, key));
 }
 
 /** Every how many decades a log axis labels a power of ten: 1, 2, 3, 5, 10, 20… — as few as keep its labels apart. */
@@ -96,6 +98,42 @@ export function logAxisFilter(u: uPlot, splits: number[], axisIdx: number): (num
     if (m === 1) return ((e % stride) + stride) % stride === 0 ? v : null;
     return stride === 1 && digits.includes(m) ? v : null;
   });
+}
+
+/** A symmetric log axis (uPlot's asinh, linear within ± its `asinh`): a log axis's splits on each side of 0, and 0. */
+export function symlogAxisSplits(u: uPlot, axisIdx: number, min: number, max: number): number[] {
+  const t = u.scales[u.axes[axisIdx].scale ?? "y"].asinh ?? 1;
+  const neg = min < -t ? logAxisSplits(u, axisIdx, t, -min).map((v) => -v).reverse() : [];
+  const pos = max > t ? logAxisSplits(u, axisIdx, t, max) : [];
+  return [...neg, ...(min <= 0 && max >= 0 ? [0] : []), ...pos];
+}
+
+/** A log axis's filter (labels, grid lines) applied to the magnitudes of a symmetric log axis's splits: its two sides
+ * alike, and 0 kept — without the splits closer to it than a label's room (the linear part is a few pixels high). */
+function mirrored(filter: (u: uPlot, splits: number[], axisIdx: number) => (number | null)[]) {
+  return (u: uPlot, splits: number[], axisIdx: number) => {
+    const kept = filter(u, splits.map(Math.abs), axisIdx);
+    const key = u.axes[axisIdx].scale ?? "y";
+    const zero = u.valToPos(0, key);
+    const apart = (v: number) => Math.abs(u.valToPos(v, key) - zero) >= LOG_SPACE;
+    return splits.map((v, i) => (v === 0 ? 0 : kept[i] !== null && apart(v) ? v : null));
+  };
+}
+
+/** A symmetric log axis's labels: a log axis's, of the magnitudes, signed; and 0. */
+export function symlogLabels(u: unknown, splits: number[]): string[] {
+  const labels = logLabels(u, splits.map(Math.abs));
+  return splits.map((v, i) => (v === 0 ? "0" : v < 0 && labels[i] ? `-${labels[i]}` : labels[i]));
+}
+
+/** The linear part of a symmetric log axis over `values`: a power of ten at or below the 10th percentile of the nonzero
+ * magnitudes — the runs near 0 keep their shape beside one that diverged to 1e35. */
+export function symlogThreshold(values: Iterable<number>): number {
+  const mags: number[] = [];
+  for (const v of values) if (Number.isFinite(v) && v !== 0) mags.push(Math.abs(v));
+  if (!mags.length) return 1;
+  mags.sort((a, b) => a - b);
+  return 10 ** Math.floor(Math.log10(mags[Math.floor(mags.length * 0.1)]));
 }
 
 /** A log axis's grid lines: at 1, 2 and 5 of each decade, not at every digit (at every split within a decade); where
@@ -204,6 +242,7 @@ function unionSorted(arrays: Float64Array[]): number[] {
 export interface ChartConfig {
   x: XMode;
   log: boolean;
+  symlog?: number | null; // signed values on a symmetric log axis, linear within ± this (`log` false)
   smoothing: number;
   onZoom: (range: [number, number]) => void;
   onReset: () => void;
@@ -250,6 +289,7 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
   const series: uPlot.Series[] = [{}];
   const bands: uPlot.Band[] = [];
   const smoothing = cfg.smoothing > 0;
+  const sym = !cfg.log && cfg.symlog ? cfg.symlog : null;
   lines.forEach((l, i) => {
     const base = 1 + i * SERIES_PER_RUN;
     const faint = withAlpha(l.color, 0.28);
@@ -279,7 +319,11 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
         time: cfg.x === "wall",
         range: (_u, min, max) => cfg.xRange() ?? (min === max ? [min - 1, max + 1] : [min, max]),
       },
-      y: cfg.log ? { distr: 3, log: 10 } : { range: (u, min, max) => robustRange(u, min, max, cfg.xRange()) },
+      y: cfg.log
+        ? { distr: 3, log: 10 }
+        : sym
+          ? { distr: 4, asinh: sym }
+          : { range: (u, min, max) => robustRange(u, min, max, cfg.xRange(), cfg.marker?.()?.x ?? null) },
     },
     axes: [
       {
@@ -294,13 +338,14 @@ export function options(lines: RunLine[], cfg: ChartConfig): Omit<uPlot.Options,
       {
         font: axisFont,
         stroke: "#6b7280",
-        grid: { stroke: "#eef0f4", width: 1, ...(cfg.log ? { filter: logGridFilter } : {}) }, // undefined would unset uPlot's own
+        // undefined would unset uPlot's own
+        grid: { stroke: "#eef0f4", width: 1, ...(cfg.log ? { filter: logGridFilter } : sym ? { filter: mirrored(logGridFilter) } : {}) },
         ticks: { show: false },
         size: 52,
         incrs: Y_INCRS, // uPlot's own stop near 1e16: a 1e35 spike left the axis without labels
-        ...(cfg.log ? { splits: logAxisSplits, filter: logAxisFilter } : {}),
+        ...(cfg.log ? { splits: logAxisSplits, filter: logAxisFilter } : sym ? { splits: symlogAxisSplits, filter: mirrored(logAxisFilter) } : {}),
         values: (u, splits) => {
-          const labels = cfg.log ? logLabels(u, splits) : splits.map((v) => fmtNumber(v));
+          const labels = cfg.log ? logLabels(u, splits) : sym ? symlogLabels(u, splits) : splits.map((v) => fmtNumber(v));
           cfg.onYLabels?.(labels);
           return labels;
         },
@@ -349,9 +394,16 @@ const Y_INCRS = Array.from({ length: 81 }, (_, k) => [1, 2, 5].map((m) => m * 10
  * scaler skipped) lie far beyond where 98 % of that run's values do (`middleRange`, judged run by run); then what
  * each run's 98 % span (and whatever the smoothed lines carry of the outliers) leaves the plot at its edge.
  * Ordinary curves, early losses included, stay whole. Only the points in view count: zoomed onto a spike (fewer
- * than 100 points of its run), the spike is the data.
+ * than 100 points of its run), the spike is the data — and with the spike's step `marked`, values far above it (a
+ * training that diverged after it) leave the plot at its top edge rather than flatten it (`markedTop`).
  */
-export function robustRange(u: uPlot, min: number, max: number, zoom: [number, number] | null = null): uPlot.Range.MinMax {
+export function robustRange(
+  u: uPlot,
+  min: number,
+  max: number,
+  zoom: [number, number] | null = null,
+  marked: number | null = null,
+): uPlot.Range.MinMax {
   if (!Number.isFinite(min) || !Number.isFinite(max) || max - min <= 0) return padRange(min, max);
   const xs = u.data[0] as number[];
   // the zoom, not u.scales.x: uPlot ranges y before it stores the new x range
@@ -372,7 +424,27 @@ export function robustRange(u: uPlot, min: number, max: number, zoom: [number, n
       for (const v of shown) if (v !== null && Number.isFinite(v)) (lo = Math.min(lo, v)), (hi = Math.max(hi, v));
     }
   }
+  const top = marked === null ? null : markedTop(u, marked, lo, hi);
+  if (top !== null) return padRange(lo, top);
   return clipped && hi >= lo ? padRange(lo, hi) : padRange(min, max);
+}
+
+/** How far above a marked spike (in multiples of its height over the lowest value shown) a value must lie to leave the
+ * plot: a loss of 1e16 two steps after a spike to 400 would draw the spike as flat as the rest. */
+const MARKED_REACH = 10;
+
+/** The top of the y range that keeps the marked step's highest value (`x` nearest `marked`) in view when values shown
+ * reach far above it (`MARKED_REACH`); null when none does. `lo`, `hi`: the values shown. */
+function markedTop(u: uPlot, marked: number, lo: number, hi: number): number | null {
+  const xs = u.data[0] as number[];
+  let at = -1;
+  for (let i = 0; i < xs.length; i++) if (at < 0 || Math.abs(xs[i] - marked) < Math.abs(xs[at] - marked)) at = i;
+  let peak = -Infinity;
+  for (let s = 1; s < u.data.length; s += SERIES_PER_RUN) {
+    const v = (u.data[s] as (number | null)[])[at];
+    if (v !== null && v !== undefined && Number.isFinite(v)) peak = Math.max(peak, v);
+  }
+  return peak > lo && hi > lo + MARKED_REACH * (peak - lo) ? peak : null;
 }
 
 export function padRange(min: number, max: number): uPlot.Range.MinMax {

@@ -63,6 +63,40 @@ export function stepGaps(steps: number[]): StepGap[] {
   return out;
 }
 
+/** A stretch of columns recorded at one stride (one watch's `every`): steps `first`…`last`; `joined` when the next
+ * period follows it without a gap (a watch stopped and started again at once with another `every`). */
+export interface StepPeriod {
+  first: number;
+  last: number;
+  every: number;
+  joined: boolean;
+}
+
+/** The periods of one stride in `steps` (one step per column), split at `gaps` and where the stride changes. A stride
+ * that holds for a single difference only is the seam between two watches (the step a new watch started at), not a
+ * period of its own; a period starts at the first step of its stride. */
+export function stepPeriods(steps: number[], gaps: StepGap[]): StepPeriod[] {
+  const out: StepPeriod[] = [];
+  const ends = [...gaps.map((g) => g.col), steps.length];
+  let a = 0;
+  for (const b of ends) {
+    let i = a;
+    while (i < b - 1) {
+      const every = steps[i + 1] - steps[i];
+      let j = i + 1;
+      while (j + 1 < b && steps[j + 1] - steps[j] === every) j++;
+      const whole = i === a && j === b - 1; // a stretch between gaps of a single difference (two steps)
+      if (j - i >= 2 || whole) {
+        if (out.length && out[out.length - 1].last >= steps[a]) out[out.length - 1].joined = true;
+        out.push({ first: steps[i], last: steps[j], every, joined: false });
+      }
+      i = j;
+    }
+    a = b;
+  }
+  return out;
+}
+
 /** Where a row's label goes: its centre, kept inside the rows (a top row 3 px high would clip it). */
 export function labelY(r: number, rowH: number, rows: number): number {
   return Math.min(Math.max(r * rowH + rowH / 2, 6), Math.max(6, rows * rowH - 6));

@@ -50,6 +50,7 @@ export interface ViewState {
   stat: string; // layer statistic
   colorLog: boolean; // log colour scale in the layer × step overview
   rowScale: boolean; // each overview row coloured on its own scale (rows of very different magnitudes)
+  layerLog: boolean; // the layer detail's charts on log axes (symmetric for signed statistics)
   stepZoom: [number, number] | null; // visible step range of the layer × step overview
   /** Overview rows: module groups this deep or deeper are collapsed (0: all; null: none), except those in `rowFold`. */
   rowDepth: number | null;
@@ -102,6 +103,7 @@ export const defaults: ViewState = {
   stat: "mean",
   colorLog: false,
   rowScale: false,
+  layerLog: false,
   stepZoom: null,
   rowDepth: null,
   rowFold: [],
@@ -193,6 +195,7 @@ export function parse(search: string): ViewState & { hasRuns: boolean } {
       ? p.get("clog") === "1"
       : LOG_DEFAULT.has(p.get("stat") ?? KIND_DEFAULT_STAT[LAYER_KINDS.includes(kind) ? kind : defaults.kind]),
     rowScale: p.get("rowscale") === "1",
+    layerLog: p.get("llog") === "1",
     stepZoom: sz.length === 2 && sz.every(Number.isFinite) && sz[0] <= sz[1] ? [sz[0], sz[1]] : null,
     rowDepth: intOrNull(p.get("odepth")),
     rowFold: p.getAll("ofold"), // repeated: a module path may hold a comma
@@ -241,6 +244,7 @@ export function serialize(s: ViewState): string {
   if (s.stat !== KIND_DEFAULT_STAT[s.kind]) p.set("stat", s.stat);
   if (s.colorLog !== LOG_DEFAULT.has(s.stat)) p.set("clog", s.colorLog ? "1" : "0");
   if (s.rowScale) p.set("rowscale", "1");
+  if (s.layerLog) p.set("llog", "1");
   if (s.stepZoom) p.set("steps", s.stepZoom.join(","));
   if (s.rowDepth !== null) p.set("odepth", String(s.rowDepth));
   for (const path of s.rowFold) p.append("ofold", path);
