@@ -411,7 +411,7 @@ def test_a_finding_names_its_layer_as_a_layer_not_a_count(page, serve, tmp_path)
     assert boxed(single) and not boxed(grouped)  # a name in a chip, a count as text
     summary = page.locator("li[data-rule=saturation] summary").inner_text()
     assert summary == "3 findings: layer 0, layer 2, layer 3"
-    shot(page, "diagnoses-layer-names.png", tmp_path)
+    page.screenshot(path=str(tmp_path / "diagnoses-layer-names.png"))  # looked at, not a docs picture
 
 
 def flow_axes_apart(axes: dict) -> None:
@@ -582,7 +582,7 @@ def test_a_watched_run_loading_is_not_called_unwatched(page, watched, server_url
         page.wait_for_timeout(20)
     empty = page.locator(".panel .empty")
     assert empty.inner_text() == "Loading…"
-    shot(page, "internals-loading.png", tmp_path)
+    page.screenshot(path=str(tmp_path / "internals-loading.png"))  # looked at, not a docs picture
     for route in held_back:
         route.continue_()
     overview_ready(page, "act", "mean")
@@ -602,7 +602,7 @@ def test_the_ranks_of_a_run_never_watched_say_what_they_need(page, serve, tmp_pa
     assert note.inner_text().startswith("This run was not watched: the Ranks panel shows each rank's step times")
     assert page.locator(".ranks .error").count() == 0 and asked == []
     assert page.get_by_role("combobox", name="Run").input_value() == run.id  # the run picked, though not watched
-    shot(page, "ranks-unwatched.png", tmp_path)
+    page.screenshot(path=str(tmp_path / "ranks-unwatched.png"))  # looked at, not a docs picture
 
 
 def test_a_live_step_appears_in_the_overview(page, serve, tmp_path):

@@ -33,8 +33,10 @@ def test_a_nan_loss_is_named_as_the_cause_and_its_chart_is_the_evidence(page, se
             loss.backward()
             opt.step()
             run.log({"train/loss": loss.item()}, step=step)
-    page.goto(f"{serve(tmp_path).url}?tab=internals&runs={run.id}&run={run.id}&panel=diagnoses")
-    found = {d["kind"]: d for d in findings(page)}
+    with deepscope.init(dir=tmp_path, name="calm") as calm:  # another selected run: the evidence shows ours alone
+        calm.log({"train/loss": 1.0}, step=0)
+    page.goto(f"{serve(tmp_path).url}?tab=internals&runs={run.id},{calm.id}&run={run.id}&panel=diagnoses")
+    found = {d["kind"]: d for d in findings(page) if d["run"] == run.id}
     assert found["diagnosis/loss_nonfinite"]["key"] == "train/loss" and found["diagnosis/loss_nonfinite"]["step"] == 30
     assert found["diagnosis/nonfinite"]["key"] == "4" and found["diagnosis/nonfinite"]["step"] == 30  # the output end
     assert "diagnosis/exploding_gradients" not in found
@@ -46,3 +48,6 @@ def test_a_nan_loss_is_named_as_the_cause_and_its_chart_is_the_evidence(page, se
     wait_for(page, "() => window.__deepscope.view().tab === 'charts'")
     view = page.evaluate("() => window.__deepscope.view()")
     assert view["q"] == "train/loss" and view["runs"] == [run.id] and view["zoom"][0] <= 30 <= view["zoom"][1]
+    notice = page.get_by_test_id("spike-evidence")
+    notice.wait_for()
+    assert notice.inner_text().startswith("The NaN/Inf loss of nan-loss at step 30")

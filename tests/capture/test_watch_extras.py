@@ -399,3 +399,29 @@ def test_the_layers_order_of_calls_is_recorded_over_the_first_training_pass(root
     assert [la["path"] for la in manifest["layers"]][:3] == ["self_attn", "linear1", "dropout"]  # declared
     assert manifest["call_order"] == ["self_attn", "dropout1", "norm1", "linear1", "dropout", "linear2", "dropout2",
                                       "norm2"]  # fmt: skip
+
+
+def test_a_later_watch_of_fewer_layers_keeps_the_order_of_calls_learnt_before(root):
+    from deepscope.capture.manifest import _merged_order
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    run = deepscope.init(dir=root)
+
+    def train(steps: int) -> None:
+        for _ in range(steps):
+            opt.zero_grad()
+            model(torch.randn(3, 4)).sum().backward()
+            opt.step()
+
+    run.watch(model, opt, diagnose=False)
+    train(2)
+    run.unwatch()
+    run.watch(model, opt, layers="2", diagnose=False)  # its own order of calls: ["2"]
+    train(2)
+    run.finish()
+    assert reopen(root, run.id).watch_manifest()["call_order"] == ["0", "1", "2", "3", "4"]
+    # a layer only the later watch had goes after the one it ran after, else before the one it ran before
+    assert _merged_order(["a", "c"], ["b", "c"], ["a", "b", "c"]) == ["a", "b", "c"]
+    assert _merged_order(["b", "c"], ["a", "b"], ["a", "b", "c"]) == ["a", "b", "c"]
+    assert _merged_order(["a", "c"], ["b"], ["a", "b", "c"]) == ["a", "b", "c"]  # by the model's order

@@ -53,9 +53,29 @@ def write_manifest(
     }
     before = (old or {}).get("call_order") or []
     if call_order or before:
-        order = list(call_order or [])
-        manifest["call_order"] = order + [p for p in before if p not in order]
+        manifest["call_order"] = _merged_order(before, call_order or [], [la.path for la in model_layers])
     runmeta.write_json_atomic(path, manifest)
+
+
+def _merged_order(before: list[str], new: list[str], model: list[str]) -> list[str]:
+    """Two watches' orders of calls (each of the layers it watched) as one: the earlier's, with each layer only the
+    later one watched placed after the layer it ran after (else before the one it ran before, else where the model
+    declares it)."""
+    merged = list(before)
+    for i, p in enumerate(new):
+        if p in merged:
+            continue
+        prev = next((q for q in reversed(new[:i]) if q in merged), None)
+        after = next((q for q in new[i + 1 :] if q in merged), None)
+        if prev is not None:
+            at = merged.index(prev) + 1
+        elif after is not None:
+            at = merged.index(after)
+        else:
+            rank = {q: k for k, q in enumerate(model)}
+            at = next((k for k, q in enumerate(merged) if rank.get(q, -1) > rank.get(p, -1)), len(merged))
+        merged.insert(at, p)
+    return merged
 
 
 def _merged(old: list[dict], new: list[dict], model: list[dict]) -> list[dict] | None:

@@ -91,11 +91,12 @@ export const findings = $state<Record<string, RunEvent[]>>({});
 /** The run whose findings badge was clicked: the diagnoses list shows only its findings until asked for all. */
 export const findingsFocus = $state<{ run: string | null }>({ run: null });
 /** A loss spike's evidence shows its run alone: the runs selected before, to go back to them from the charts. */
-export const spikeEvidence = $state<{ run: string | null; key: string | null; step: number | null; before: string[] }>({
+export const spikeEvidence = $state<{ run: string | null; key: string | null; step: number | null; before: string[]; what: string }>({
   run: null,
   key: null,
   step: null,
   before: [],
+  what: "loss spike", // or "NaN/Inf loss": what the chart marks and the notice names
 });
 const findingsSeen = new Map<string, number | null>(); // max_step at the last load
 const findingsTimers = new Map<string, ReturnType<typeof setTimeout>>();
