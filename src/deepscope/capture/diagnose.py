@@ -68,6 +68,7 @@ class Diagnoser:
         self._recent_losses: dict[str, deque[tuple[int, float]]] = {}
         self._loss_scale: dict[str, float] = {}  # the largest |loss| of the first full window
         self._norms: deque[float] = deque(maxlen=50)  # the total weight-gradient norm of recent healthy steps
+        self._zero_streak = np.zeros(0, np.int64)  # per depth weight: recorded steps its gradient has been exactly 0
         self._loss_blamed = False  # NaN/Inf gradients of a finite forward pass were found: the loss's, not growth's
         self._depth = depth_axis(layers, params)
 
@@ -132,13 +133,15 @@ class Diagnoser:
                 "every weight matrix's gradient is exactly 0 (biases aside): the network's weights no longer learn "
                 "(every unit of a layer dead? a detached graph?)",
             )  # fmt: skip
-            for p, norm in zip(self._depth, norms.tolist()):  # one layer's weights that no longer learn
-                name = self.params[p]
-                self._sustained(
-                    step, "zero_gradient", name, norm == 0 and not zero,
-                    f"the gradient of {name} is exactly 0: its layer no longer learns (the units it feeds, or "
-                    "those after them, dead? a detached branch?)",
-                )  # fmt: skip
+            # one layer's weights that no longer learn: streaks kept as an array (thousands of layers, every step)
+            held = (norms == 0) & (not zero)
+            streak = self._zero_streak if self._zero_streak.shape == held.shape else np.zeros(held.shape, np.int64)
+            self._zero_streak = np.where(held, streak + 1, 0)
+            for k in np.flatnonzero(self._zero_streak == self.t.patience).tolist():
+                name = self.params[self._depth[k]]
+                self._report(step, "zero_gradient", name, "warning",
+                             f"the gradient of {name} is exactly 0: its layer no longer learns (the units it feeds, "
+                             "or those after them, dead? a detached branch?)")  # fmt: skip
             bad = np.nan_to_num(pgrad.get("nonfinite_frac", np.zeros(len(self.params)))[self._depth], nan=0.0) > 0
             # non-finite gradients of a finite forward pass come from the loss (the NaN/Inf finding says so), not
             # from gradients grown too large
