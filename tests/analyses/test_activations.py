@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -115,9 +116,9 @@ def test_resume_after_an_interruption_gives_the_uninterrupted_result(tmp_path):
         Activations(cfg).run(tmp_path / "cut", model, failing)
     finally:
         failing.__class__.__getitem__ = original
-    # rows on disk were not computed again (the resume ends the part-written chunk first); the first batch is read
-    # once more, to check the data is the one the interrupted analysis read
-    assert sorted(set(calls)) == list(range(16)) + list(range(144, 300))
+    # rows on disk were not computed again (the resume ends the part-written chunk first); the first batch and the
+    # 16 rows before the resume point are read once more, to check the data is the one the interrupted analysis read
+    assert sorted(set(calls)) == list(range(16)) + list(range(128, 300))
     whole, cut = read(tmp_path / "whole"), read(tmp_path / "cut")
     assert cut.complete and len(cut) == 300
     for layer in ("conv1", "fc1"):
@@ -161,6 +162,32 @@ def test_other_data_of_the_same_length_starts_over_and_says_why(tmp_path):
     with pytest.warns(RuntimeWarning, match="the labels changed"):
         Activations(cfg, labels=(np.arange(64) + 1) % 4).run(tmp_path / "labelled", model, second)
     assert read(tmp_path / "labelled").instances().column("label").to_pylist() == ((np.arange(64) + 1) % 4).tolist()
+
+
+def test_data_changed_after_its_first_rows_starts_over_and_says_where(tmp_path):
+    """The same first rows and length, other rows further in (before the resume point): resuming would keep the old
+    rows' activations beside the new rows' — the rows just before the resume point tell it."""
+    torch.manual_seed(3)
+    model, first = TinyCNN(), image_data(96)
+    x, y = first.tensors[0].clone(), first.tensors[1]
+    x[70:] = torch.randn(26, 1, 8, 8)  # rows 70 on differ: after the first 64, before the 80 kept
+    second = torch.utils.data.TensorDataset(x, y)
+    cfg = ActivationsConfig(layers=("fc1",), batch_size=16, chunk_rows=16, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        Activations(cfg).run(tmp_path, model, FailingAt(first, 85))
+    assert json.loads((tmp_path / "artifacts/activations/progress.json").read_text())["tail"]["stop"] == 80
+    with pytest.warns(RuntimeWarning, match=r"the data \(its rows before row 80\) changed .* after its 80 rows"):
+        Activations(cfg).run(tmp_path, model, second)
+    seen, _ = manual(model, x, ["fc1"])
+    np.testing.assert_allclose(read(tmp_path).activations("fc1")[:], seen["fc1"].numpy(), rtol=1e-5, atol=1e-6)
+    # the same data resumes, at any batch size (the digest is of rows, not of batches)
+    with pytest.raises(KeyboardInterrupt):
+        Activations(cfg).run(tmp_path / "same", model, FailingAt(first, 85))
+    cfg4 = ActivationsConfig(layers=("fc1",), batch_size=4, chunk_rows=16, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        Activations(cfg4).run(tmp_path / "same", model, first)
+    assert read(tmp_path / "same").complete
 
 
 def test_a_resume_without_a_progress_bar_says_where_it_starts(tmp_path, capsys):

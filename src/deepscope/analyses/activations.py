@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -424,6 +424,28 @@ def weights_digest(model: nn.Module) -> str:
 
 
 DIGEST_ROWS = 64  # the first rows of the data, whose digest tells a resume that the data is the same
+TAIL_ROWS = 16  # ... and the rows just before the resume point (data changed further in: not mixed in either)
+
+
+def rows_digest(batches: Iterable[Batch], n: int) -> str | None:
+    """A digest of the first ``n`` rows the batches hold, row by row (the same however they are batched); None when
+    they hold fewer."""
+    h = hashlib.blake2b(digest_size=16)
+    left = n
+    for batch in batches:
+        part = batch.slice(0, left)
+        values = [*part.args, *(part.kwargs[k] for k in sorted(part.kwargs)), part.labels]
+        tensors = [v.detach().to("cpu").contiguous() for v in values if isinstance(v, torch.Tensor)]
+        for i in range(part.size):
+            for t in tensors:
+                row = t[i]
+                h.update(f"{t.dtype}{tuple(row.shape)}".encode())
+                h.update(memoryview(row.reshape(-1).view(torch.uint8).numpy() if t.dtype != torch.bool else
+                                    row.reshape(-1).to(torch.uint8).numpy()).cast("B"))  # fmt: skip
+        left -= part.size
+        if left <= 0:
+            return h.hexdigest()
+    return None
 
 
 def batch_digest(batch: Batch) -> str:
@@ -745,14 +767,24 @@ class Activations:
 
     def _resumable(self, progress: dict[str, Any], fingerprint: dict[str, Any], src: Source) -> bool:
         """Whether an interrupted analysis continues with this call: same fingerprint, and the same first rows of
-        data. Where it does not, one line says why it starts over."""
+        data — and, for data read directly (a Dataset), the same rows just before the resume point. Where it does not,
+        one line says why it starts over."""
         rows = int(progress.get("rows_done", 0))
         old = progress.get("fingerprint") or {}
         differ = _differences(old, fingerprint)
         if not differ and progress.get("data") is not None:
-            first = next(iter(src.batches(0)), None)
-            if first is None or batch_digest(first) != progress["data"]:
+            k = progress.get("data_rows")
+            if k:  # a digest of rows: whatever the batch size now
+                same = rows_digest(src.batches(0), int(k)) == progress["data"]
+            else:  # recorded before: the first batch's rows
+                first = next(iter(src.batches(0)), None)
+                same = first is not None and batch_digest(first) == progress["data"]
+            if not same:
                 differ = ["the data (its first rows)"]
+        tail = progress.get("tail")
+        checked = not differ and tail and tail.get("stop") == rows and src.map_style  # read directly: a batch's worth
+        if checked and rows_digest(src.batches(int(tail["start"])), rows - int(tail["start"])) != tail.get("digest"):
+            differ = [f"the data (its rows before row {rows:,})"]
         if differ and rows:
             notice(f"deepscope.analyze: {', '.join(differ)} changed since the interrupted analysis: starting over "
                    f"instead of resuming after its {rows:,} rows", stacklevel=None)  # fmt: skip
@@ -826,7 +858,10 @@ class _State:
         self.widths: dict[str, int] = {}
         self.outputs: dict[str, dict[str, Any]] = {}  # layer -> {"shape": per instance, unpooled; "maps": bool; "type"}
         self.inputs: str | None = None  # what the model read: "images", "tokens" (integer ids) or "features"
-        self.data: str | None = None  # the digest of the data's first rows (batch_digest)
+        self.data: str | None = None  # the digest of the data's first rows (rows_digest of data_rows rows)
+        self.data_rows = 0
+        # the digest of the rows just before rows_done: {"start", "stop", "digest"} (rows_digest), or None
+        self.tail: dict[str, Any] | None = None
         self.stopped: str | None = None  # why the last call stopped before the end: "interrupted", or the error
         self.arrays: dict[str, Any] = {}
         self._dirs: set[Path] = set()  # chunk directories known to exist
@@ -842,6 +877,8 @@ class _State:
         s.outputs = dict(progress.get("outputs", {}))
         s.inputs = progress.get("inputs")
         s.data = progress.get("data")
+        s.data_rows = int(progress.get("data_rows") or 0)
+        s.tail = progress.get("tail")
         for key in progress["arrays"]:
             arr = zarr.open_array(str(out_dir / key), mode="r+")
             arr.resize((s.rows_done, *arr.shape[1:]))  # rows written after the last progress record are redone
@@ -927,7 +964,9 @@ class _State:
         write_json_atomic(self.dir / "progress.json", {
             "version": 1, "fingerprint": self.fingerprint, "rows_done": self.rows_done, "complete": complete,
             "chunk_rows": self.chunk_rows, "widths": self.widths, "outputs": self.outputs,
-            "arrays": sorted(self.arrays), "inputs": self.inputs, "data": self.data, "stopped": self.stopped,
+            "arrays": sorted(self.arrays), "inputs": self.inputs, "data": self.data, "data_rows": self.data_rows,
+            "stopped": self.stopped,
+            "tail": self.tail if self.tail and self.tail["stop"] == self.rows_done else None,
         })  # fmt: skip
 
     def finish(self) -> None:

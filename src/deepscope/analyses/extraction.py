@@ -21,8 +21,9 @@ from torch import nn
 from ..capture.scope import HookScope
 from .activations import (
     CHANNELS_FIRST_1D,
+    DIGEST_ROWS,
+    TAIL_ROWS,
     ActivationsConfig,
-    batch_digest,
     feature_input,
     first_tensor,
     image_input,
@@ -33,6 +34,7 @@ from .activations import (
     preview,
     preview_size,
     reads_sequences,
+    rows_digest,
 )
 from .batches import Batch, Source, current_length, unused_masks
 from .chunk_files import aligned_empty, direct_io
@@ -86,6 +88,10 @@ class Extractor:
         self.named_classes = named_classes  # class names given: the batches' labels must name one of them
         self.one_logit_is_binary = one_logit_is_binary
         self.labels_given = labels_given  # labels= replaces the batches' own: theirs are not checked
+        # the last batches stepped (first row, batch), and the digest of the rows before each chunk's end: a resume
+        # checks that the rows before it are still the data's
+        self.recent: deque[tuple[int, Batch]] = deque(maxlen=2)
+        self.tails: dict[int, dict[str, Any]] = {}
         self.text_keys: list[str] | None = None  # dict entries of texts, recorded (decided at the first batch)
         self.text_dropped: set[str] = set()  # ...of them, those forward() does not take
         self.sequences = reads_sequences(model)  # its 3-d inputs are sequences, not grey images
@@ -212,8 +218,10 @@ class Extractor:
                         raise ValueError(f"deepscope.analyze: the data yielded more instances than the {self.limit} "
                                          f"labels or metadata rows given")  # fmt: skip
                     if row == 0:  # what a resume checks it continues over the same data
-                        state.data = batch_digest(batch)
+                        state.data_rows = min(DIGEST_ROWS, batch.size)
+                        state.data = rows_digest([batch], state.data_rows)
                     self._step(batch.to(device), row)
+                    self.recent.append((row, batch))
                     row += batch.size
                     bar.update(batch.size)
                     while self.rows.n >= (due := self._chunk_left()):
@@ -257,9 +265,21 @@ class Extractor:
         try:
             self._wait()
             chunk = self._finished_rows(self.rows, self.rows.n)
+            self._note_tail(self.handed + self.rows.n)
             self.state.rows_done = self.handed = self.state.write(self.handed, chunk)
+            self.state.tail = self.tails.pop(self.state.rows_done, None)
         except Exception:  # noqa: BLE001 — NaN rows, a full disk: the rows on disk before them stay the ones kept
             pass
+
+    def _note_tail(self, stop: int) -> None:
+        """The digest of the rows just before row ``stop`` (a chunk's end: where a resume would start), from the
+        last batch stepped that holds them."""
+        for first, batch in self.recent:
+            if first < stop <= first + batch.size:
+                start = max(first, stop - TAIL_ROWS)
+                digest = rows_digest([batch.slice(start - first, stop - first)], stop - start)
+                self.tails[stop] = {"start": start, "stop": stop, "digest": digest}
+                return
 
     def _allocate(self, specs: dict[str, tuple[tuple[int, ...], Any]]) -> None:
         self.rows = ChunkRows(specs, self.state.chunk_rows + self.cfg.batch_size)
@@ -379,6 +399,7 @@ class Extractor:
             self._wait_one()
         full = self.rows
         chunk = self._finished_rows(full, n)
+        self._note_tail(self.handed + n)
         if self.kept is not None:
             for name, kept in self.kept.items():
                 if (key := f"outputs/{name}.zarr") in full.arrays:
@@ -396,6 +417,7 @@ class Extractor:
             # only interrupted them (measured: no faster, more CPU time). With an accelerator the host is idle
             # meanwhile; with O_DIRECT the disk copies the chunk, not a core: then the thread writes.
             self.state.rows_done = self.handed = self.state.write(self.state.rows_done, chunk)
+            self.state.tail = self.tails.pop(self.state.rows_done, None)
             self.state.save_progress()
             self.free.append(full)
             return
@@ -418,6 +440,7 @@ class Extractor:
         """The oldest chunk in flight is on disk (one writer thread: in order); its arrays are free."""
         future, rows = self.pending.popleft()
         self.state.rows_done = future.result()
+        self.state.tail = self.tails.pop(self.state.rows_done, None)
         self.state.save_progress()
         self.free.append(rows)
 
