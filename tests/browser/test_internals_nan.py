@@ -42,6 +42,7 @@ def test_a_nan_loss_is_named_as_the_cause_and_its_chart_is_the_evidence(page, se
     assert "diagnosis/exploding_gradients" not in found
     card = page.locator(f'li[data-rule=nonfinite][data-run="{run.id}"]')
     assert "the loss" in card.inner_text() and "learning rate" not in card.inner_text()
+    assert card.locator("button.title b").inner_text() == "NaN/Inf"  # the rule in words, not "Nonfinite"
     loss_card = page.locator(f'li[data-rule=loss_nonfinite][data-run="{run.id}"]')
     assert loss_card.get_by_role("button", name="Layer detail →").count() == 0  # a metric, not a layer
     loss_card.get_by_role("button", name="Show evidence →").click()
