@@ -120,20 +120,20 @@ def to_batch(raw: Any, mask: PaddingMask | None = ATTENTION_MASK) -> Batch:
         first = next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
         if first is None:
             raise TypeError("deepscope.analyze: a dict batch needs at least one tensor input")
-        return Batch((), kwargs, _as_labels(labels), _mask_of(kwargs, mask), _rows(first),
-                     text_labels=_text_labels(labels))  # fmt: skip
+        y, texts = _labels(labels)
+        return Batch((), kwargs, y, _mask_of(kwargs, mask), _rows(first), text_labels=texts)
     if isinstance(raw, (tuple, list)) and raw:
         x = raw[0]
         if isinstance(x, Mapping):  # (dict of inputs, labels)
             b = to_batch(x, mask)
             if len(raw) > 1:
-                b.labels, b.text_labels = _as_labels(raw[1]), _text_labels(raw[1])
+                b.labels, b.text_labels = _labels(raw[1])
             return b
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"deepscope.analyze: the first item of a batch must be a tensor, got {type(x).__name__}")
         _no_dict(mask)
-        y = raw[1] if len(raw) > 1 else None
-        return Batch((x,), labels=_as_labels(y), size=_rows(x), items=len(raw), text_labels=_text_labels(y))
+        y, texts = _labels(raw[1] if len(raw) > 1 else None)
+        return Batch((x,), labels=y, size=_rows(x), items=len(raw), text_labels=texts)
     raise TypeError(f"deepscope.analyze: cannot read a batch of type {type(raw).__name__} (tensor, tuple or dict)")
 
 
@@ -176,9 +176,16 @@ def _text_labels(y: Any) -> list[str] | None:
     return None
 
 
+def _labels(y: Any) -> tuple[torch.Tensor | None, list[str] | None]:
+    """A batch's labels as classes, or — given as text — as the texts (no classes: labels= replaces them, or the
+    analysis says how to map them)."""
+    texts = _text_labels(y)
+    return (None, texts) if texts is not None else (_as_labels(y), None)
+
+
 def _as_labels(y: Any) -> torch.Tensor | None:
-    if y is None or _text_labels(y) is not None:
-        return None  # text: no classes (labels= replaces them, or the analysis says how to map them)
+    if y is None:
+        return None
     if not isinstance(y, torch.Tensor):
         y = torch.as_tensor(y)
     if y.ndim != 1 or y.is_floating_point():

@@ -374,6 +374,7 @@ class _Computer:
 
         from .extraction import text_entries
 
+        dropped: set[str] | None = None
         was_training = model.training
         model.eval()
         try:
@@ -383,7 +384,8 @@ class _Computer:
                 for rows, batch in gather(self.src, indices, self.cfg.batch_size):
                     seen.clear()
                     b = batch.to(device)
-                    dropped = text_entries(model, b)[1]  # texts forward() does not take, as the analysis left out
+                    if dropped is None:  # texts forward() does not take, as the analysis left out (decided once)
+                        dropped = text_entries(model, b)[1]
                     model(*b.args, **{k: v for k, v in b.kwargs.items() if k not in dropped})
                     missing = [n for n in layers if n not in seen]
                     if missing:

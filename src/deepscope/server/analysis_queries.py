@@ -38,6 +38,9 @@ class _Entry:
     stamp: tuple[int, ...]
     reader: AnalysisReader
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # the instance table's columns with their ranges and counts of values: computed once per analysis, not at each
+    # summary request (the views poll it)
+    columns: list[schemas.InstanceColumn] | None = None
 
 
 _cache: dict[tuple[str, str], _Entry] = {}
@@ -118,6 +121,12 @@ def _kind(t: pa.DataType) -> str:
     return "other"
 
 
+def _columns(e: _Entry, table: pa.Table) -> list[schemas.InstanceColumn]:
+    if e.columns is None:
+        e.columns = [_column_info(table, f) for f in table.schema]
+    return e.columns
+
+
 def _column_info(table: pa.Table, field: pa.Field) -> schemas.InstanceColumn:
     """A column's name, kind and, for numbers, dates and times, its smallest and largest value."""
     kind = _kind(field.type)
@@ -188,7 +197,7 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
         rows=table.num_rows,
         layers=layers,
         class_names=r.class_names,
-        columns=[_column_info(table, f) for f in table.schema],
+        columns=_columns(e, table),
         has_labels="label" in table.column_names,
         has_scores="prediction" in table.column_names,
         input_kind=r.input_kind,
