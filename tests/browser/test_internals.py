@@ -88,7 +88,7 @@ def watched(tmp_path_factory):
         model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
         train(root, "ddp", model, DDP_STEPS, rank=rank, world_size=2, run_id="ddp-two-ranks", delay=0.02 * rank)
     server = BackgroundServer(root, port=0).start()
-    yield {"url": server.url, "sig": sig, "relu": relu, "ddp": "ddp-two-ranks"}
+    yield {"url": server.url, "sig": sig, "relu": relu, "ddp": "ddp-two-ranks", "root": str(root)}
     server.stop()
 
 
@@ -353,6 +353,28 @@ def test_gradient_flow_overlays_runs_and_scrubs(page, watched, server_url, tmp_p
     wait_for(page, "() => window.__deepscope.internals.flow?.step === 20")
     assert held(page, "flow")["runs"][sig]["step"] == 20
     assert "step=20" in page.url
+
+
+def test_the_global_gradient_norm_over_training_picks_the_flows_step(page, watched, server_url):
+    """Below the flow, each run's √(Σ ‖∇p‖²) at every step — the server's, which the per-parameter norms give — and
+    a click on it moves the flow to the step under the cursor."""
+    sig, relu = watched["sig"], watched["relu"]
+    open_internals(page, server_url, f"runs={sig},{relu}&panel=flow")
+    wait_for(page, "() => Object.keys(window.__deepscope.internals.totalNorm ?? {}).length === 2")
+    total = held(page, "totalNorm")
+    assert total[sig]["points"] == STEPS and total[relu]["points"] == RELU_STEPS and total[sig]["exact"]
+    norms = deepscope.open(Path(watched["root"])).run(sig).layer_profile("param_grad", "norm", STEPS - 1)[2]
+    assert total[sig]["last"] == pytest.approx(float(np.sqrt(np.sum(norms.astype(np.float64) ** 2))), rel=1e-6)
+    chart = page.get_by_test_id("total-norm")
+    box = chart.locator(".u-over").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)
+    tip = page.get_by_test_id("total-norm-tip")
+    tip.wait_for()
+    assert tip.locator(".tip-row").count() == 2 and tip.inner_text().startswith("step ")
+    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)
+    wait_for(page, "() => (window.__deepscope.internals.flow?.step ?? 49) < 25")
+    step = held(page, "flow")["step"]
+    assert 5 <= step < 25 and f"step={step}" in page.url
 
 
 def test_findings_of_one_kind_are_one_card_listing_them(page, serve, tmp_path):
@@ -689,6 +711,10 @@ def test_gradient_flow_says_which_values_are_not_finite(page, serve, tmp_path):
     assert f"{n} weights without a finite gradient norm (no gradient at this step, or NaN/Inf)" in " ".join(
         note.inner_text().split()
     )
+    end = page.get_by_test_id("total-norm-end")  # and where the global norm stopped being finite
+    end.wait_for()
+    first_bad = int(np.flatnonzero(~np.isfinite(r.total_norm("param_grad").last))[0])
+    assert f"not finite from step {first_bad}" in end.inner_text()
 
 
 def test_errors_lead_the_findings_and_a_shorter_run_is_named_in_the_flow(page, serve, tmp_path):

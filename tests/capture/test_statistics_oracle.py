@@ -192,3 +192,23 @@ def test_gradients_are_the_ones_the_optimizer_steps_with(root):
     r = reopen(root, run.id)
     for name, norms in want.items():
         np.testing.assert_allclose(r.layer_series(name, "param_grad", "norm").last, norms, rtol=1e-5)
+
+
+def test_total_gradient_norm_is_what_clipping_measures(root):
+    """The stored global gradient norm of each step against ``clip_grad_norm_``'s own, taken before the step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, print_findings=False)
+    truth = []
+    for _ in range(6):
+        loss = nn.functional.cross_entropy(model(torch.randn(16, 8)), torch.randint(0, 3, (16,)))
+        opt.zero_grad()
+        loss.backward()
+        truth.append(float(nn.utils.clip_grad_norm_(model.parameters(), float("inf"))))
+        opt.step()
+    run.finish()
+    total = reopen(root, run.id).total_norm("param_grad")
+    assert total.exact and total.step.tolist() == list(range(6))
+    np.testing.assert_allclose(total.last, truth, rtol=1e-5)

@@ -92,6 +92,20 @@ def test_profile_and_series(watched):
     assert client.get("/api/runs/w/layerstats/series", params={"layer": "nope"}).status_code == 404
 
 
+def test_total_norm_over_steps(watched):
+    """The global gradient norm at each step: √(Σ ‖∇p‖²) of the profile's per-parameter norms at that step."""
+    client, reader = watched
+    s = arrow(client.get("/api/runs/w/layerstats/total", params={"kind": "param_grad"}))
+    assert s.column("step").to_pylist() == list(range(STEPS))
+    for step in (0, 5, STEPS - 1):
+        _, _, norms = reader.layer_profile("param_grad", "norm", step)
+        np.testing.assert_allclose(s.column("last")[step].as_py(), np.sqrt(np.sum(norms.astype(np.float64) ** 2)))
+    rank1 = arrow(client.get("/api/runs/w/layerstats/total", params={"rank": 1, "buckets": 4}))
+    assert rank1.num_rows <= 4 and rank1.column("step")[rank1.num_rows - 1].as_py() == STEPS - 1
+    assert client.get("/api/runs/w/layerstats/total", params={"kind": "act"}).status_code == 422
+    assert client.get("/api/runs/plain/layerstats/total").status_code == 404
+
+
 def test_rank_report_flags_the_slow_rank(watched):
     client, _ = watched
     r = client.get("/api/runs/w/ranks").json()

@@ -222,3 +222,26 @@ def test_a_kind_this_reader_does_not_know_adds_no_step_in_either_layout():
         buf = LayerStatsBuffer()
         buf.append(t)
         assert buf.steps().tolist() == [1, 2]
+
+
+def test_total_norm_grows_with_appends_and_keeps_nonfinite_steps():
+    """Each step's √(Σ norm²) over its rows, extended as tables arrive; a step with a NaN/Inf norm is not finite."""
+    rng = np.random.default_rng(3)
+    layers = ["a.weight", "a.bias", "b.weight"]
+    first = rows_table(np.arange(0, 40), layers, "param_grad", rng)
+    second = rows_table(np.arange(40, 100), layers, "param_grad", rng, nan=0.05)
+    buf = LayerStatsBuffer()
+    buf.append(first)
+    assert len(buf.total_norm("param_grad", None, None, 1000)) == 40
+    buf.append(second)
+    got = buf.total_norm("param_grad", None, None, 1000)
+    norm = np.concatenate([t["norm"].to_numpy() for t in (first, second)]).astype(np.float64).reshape(100, 3)
+    want = np.sqrt((norm**2).sum(axis=1))
+    assert got.exact and got.step.tolist() == list(range(100))
+    np.testing.assert_allclose(got.last, want, rtol=1e-9, equal_nan=True)
+    assert got.nonfinite.sum() == np.isnan(want).sum() > 0
+    wide = buf.total_norm("param_grad", 10, 89, 8)  # buckets: min/max over the steps they merge
+    assert not wide.exact and len(wide) <= 8 and wide.step[-1] == 89
+    assert np.nanmax(wide.max) == np.nanmax(want[10:90])
+    with pytest.raises(ValueError, match="param_grad or weight"):
+        buf.total_norm("act", None, None, 10)

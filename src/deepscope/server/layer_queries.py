@@ -112,6 +112,15 @@ def layer_series(
         raise NotFound(str(e.args[0]) if e.args else layer) from None
 
 
+def total_norm(
+    store: Store, run_id: str, kind: str, start: int | None, end: int | None, buckets: int, rank: int
+) -> Downsampled:
+    try:
+        return reader(store, run_id).total_norm(kind, start, end, buckets, rank)
+    except KeyError as e:
+        raise NotFound(str(e.args[0]) if e.args else run_id) from None
+
+
 def rank_report(store: Store, run_id: str) -> schemas.RankReport:
     r = reader(store, run_id)
     rows = []

@@ -461,6 +461,29 @@ class LayerStatsBuffer:
             self._series[key] = (buf, kr.n)
         return buf.downsample(start, end, buckets)
 
+    def total_norm(self, kind: str, start: int | None, end: int | None, buckets: int) -> Downsampled:
+        """The norm of all of a kind's parameters together at each recorded step — √(Σ ‖p‖²) over the parameters
+        recorded at that step, the global gradient norm that clipping compares with its limit —, downsampled like
+        a scalar series. NaN/±Inf when any parameter's norm was. A step's rows arrive together (the writer puts
+        each step's statistics in one chunk); kept up to date as steps arrive, like a layer's series."""
+        if kind not in ("param_grad", "weight"):
+            raise ValueError(f"deepscope: a total norm is of param_grad or weight, not {kind!r}")
+        self._convert()
+        key = ("", kind, "total_norm")
+        kr = self._kinds[_kind_code(kind)]
+        buf, seen = self._series.get(key, (None, 0))
+        if buf is None:
+            buf = SeriesBuffer(f"{kind}/norm/(all parameters)")
+        if seen < kr.n:
+            step, wall, _, stats = kr.arrival()
+            s = step[seen:]
+            starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # each step's rows, in arrival order
+            ends = np.r_[starts[1:], len(s)] - 1
+            norm = stats[STAT_INDEX["norm"], seen:].astype(np.float64)
+            buf.append(s[starts], wall[seen:][ends], np.sqrt(np.add.reduceat(norm * norm, starts)))
+            self._series[key] = (buf, kr.n)
+        return buf.downsample(start, end, buckets)
+
 
 class _Buckets:
     """Per (bucket, layer) sums and counts of finite values and counts of rows not finite, and each bucket's last

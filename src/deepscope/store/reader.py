@@ -492,6 +492,18 @@ class RunReader:
         with self._lock:
             return self._layers(rank).series(layer, kind, stat, start, end, buckets)
 
+    def total_norm(
+        self,
+        kind: str = "param_grad",
+        start: int | None = None,
+        end: int | None = None,
+        buckets: int = 1000,
+        rank: int = 0,
+    ) -> Downsampled:
+        """The norm of all parameters' gradients (or weights) together at each recorded step, over time."""
+        with self._lock:
+            return self._layers(rank).total_norm(kind, start, end, buckets)
+
     def layer_steps(self, rank: int = 0) -> np.ndarray:
         with self._lock:
             return self._layers(rank).steps()

@@ -82,6 +82,12 @@ export const internals = {
     return seriesColumns(await arrowTable(`${base(run)}/layerstats/series?${qs}`));
   },
 
+  /** The norm of all parameters' gradients (or weights) together at each step, downsampled like a scalar. */
+  async total(run: string, kind: "param_grad" | "weight" = "param_grad", buckets = 1000, rank = 0, start?: number, end?: number): Promise<Columns> {
+    const qs = query({ kind, start, end, buckets, rank: rank || undefined });
+    return seriesColumns(await arrowTable(`${base(run)}/layerstats/total?${qs}`));
+  },
+
   histograms: async (run: string, key: string, rank = 0) =>
     (await getJson<{ histograms: HistogramPoint[] }>(`${base(run)}/histograms?${query({ key, rank: rank || undefined })}`)).histograms,
 

@@ -489,6 +489,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/runs/{run_id}/layerstats/total": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Total Norm
+         * @description The norm of all parameters' gradients (``param_grad``) or weights together, √(Σ ‖p‖²), at each recorded
+         *     step — the global gradient norm —, downsampled like a scalar series (same Arrow columns).
+         */
+        get: operations["get_total_norm"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/runs/{run_id}/ranks": {
         parameters: {
             query?: never;
@@ -2219,6 +2240,50 @@ export interface operations {
                 layer: string;
                 kind?: "act" | "grad" | "param_grad" | "weight";
                 stat?: "mean" | "std" | "rms" | "min" | "max" | "norm" | "zero_frac" | "sat_frac" | "nonfinite_frac" | "dead_frac" | "update_ratio";
+                start?: number | null;
+                end?: number | null;
+                buckets?: number;
+                rank?: number;
+            };
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description One Arrow record batch: step, wall_time, min, max, mean, last, count, nonfinite */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/vnd.apache.arrow.stream": string;
+                };
+            };
+            /** @description No such run, key or rank */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_total_norm: {
+        parameters: {
+            query?: {
+                kind?: "param_grad" | "weight";
                 start?: number | null;
                 end?: number | null;
                 buckets?: number;

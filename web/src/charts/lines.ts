@@ -198,8 +198,15 @@ function drawNonFinite(u: uPlot, lines: RunLine[]): void {
   ctx.restore();
 }
 
+/** A step a chart points at: red for a finding's, `color` for a chosen one. */
+export interface Marker {
+  x: number;
+  label: string;
+  color?: string;
+}
+
 /** A dashed vertical line at `m.x`, labelled at its top. */
-function drawMarker(u: uPlot, m: { x: number; label: string } | null): void {
+function drawMarker(u: uPlot, m: Marker | null): void {
   if (!m) return;
   const { left, top, width, height } = u.bbox;
   const x = Math.round(u.valToPos(m.x, "x", true));
@@ -207,7 +214,8 @@ function drawMarker(u: uPlot, m: { x: number; label: string } | null): void {
   const px = devicePixelRatio || 1;
   const ctx = u.ctx;
   ctx.save();
-  ctx.strokeStyle = "#c92a2a";
+  const color = m.color ?? "#c92a2a";
+  ctx.strokeStyle = color;
   ctx.lineWidth = px;
   ctx.setLineDash([4 * px, 3 * px]);
   ctx.beginPath();
@@ -215,7 +223,7 @@ function drawMarker(u: uPlot, m: { x: number; label: string } | null): void {
   ctx.lineTo(x, top + height);
   ctx.stroke();
   ctx.font = `${11 * px}px system-ui, sans-serif`;
-  ctx.fillStyle = "#c92a2a";
+  ctx.fillStyle = color;
   ctx.textBaseline = "top";
   const w = ctx.measureText(m.label).width;
   ctx.textAlign = x + 4 * px + w > left + width ? "right" : "left"; // inside the plot, on the side with room
@@ -250,7 +258,7 @@ export interface ChartConfig {
   xRange: () => [number, number] | null;
   onYScale?: (min: number | null, max: number | null, distr: number) => void;
   onYLabels?: (labels: string[]) => void; // the y axis's labels as drawn (for the browser tests)
-  marker?: () => { x: number; label: string } | null; // a step to point at (a diagnosed loss spike)
+  marker?: () => Marker | null; // a step to point at (a diagnosed loss spike; the step another view shows)
   lines?: () => RunLine[]; // the lines now (the options outlive the data they were made with)
 }
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Query, Response
 
 from .. import layer_queries, queries
@@ -69,4 +71,20 @@ def get_layer_series(
 ) -> Response:
     """One statistic of one layer over steps, downsampled like a scalar series (same Arrow columns)."""
     d = layer_queries.layer_series(store, run_id, layer, kind, stat, start, end, buckets, rank)
+    return Response(queries.arrow_stream(queries.scalars_table(d)), media_type=queries.ARROW_STREAM)
+
+
+@router.get("/{run_id}/layerstats/total", response_class=Response, responses=ARROW_ANSWER)
+def get_total_norm(
+    run_id: str,
+    store: StoreDep,
+    kind: Literal["param_grad", "weight"] = Query("param_grad"),
+    start: int | None = Query(None, ge=0),
+    end: int | None = Query(None, ge=0),
+    buckets: int = Query(1000, ge=1, le=queries.MAX_BUCKETS),
+    rank: int = Query(0, ge=0),
+) -> Response:
+    """The norm of all parameters' gradients (``param_grad``) or weights together, √(Σ ‖p‖²), at each recorded
+    step — the global gradient norm —, downsampled like a scalar series (same Arrow columns)."""
+    d = layer_queries.total_norm(store, run_id, kind, start, end, buckets, rank)
     return Response(queries.arrow_stream(queries.scalars_table(d)), media_type=queries.ARROW_STREAM)
