@@ -1220,3 +1220,30 @@ def test_a_link_to_a_kind_without_a_statistic_opens_on_that_kinds_own(page, watc
     assert "stat=" not in page.url
     open_internals(page, server_url, f"runs={relu}&run={relu}&kind=param_grad&stat=mean")
     assert page.evaluate("() => window.__deepscope.view().stat") == "mean" and "stat=mean" in page.url
+
+
+def test_a_clipped_runs_global_norm_is_drawn_before_clipping_with_its_limit(page, serve, tmp_path):
+    """Clipped at 0.05 every step, the gradients the flow shows have a global norm of 0.05 throughout: the chart
+    draws the norm clip_grad_norm_ returned instead, and says where the limit lies and how often it clipped."""
+    torch.manual_seed(0)
+    model = relu_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    with deepscope.init(dir=tmp_path, name="clipped") as run:
+        run.watch(model, opt, histograms_every=0, print_findings=False)
+        for _ in range(12):
+            loss = model(torch.randn(32, 64)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+            opt.step()
+    before = deepscope.open(tmp_path).run(run.id).series("watch/grad_norm").value
+    assert (before > 0.05).all()  # the premise: clipped at every step
+    open_internals(page, serve(tmp_path).url, f"runs={run.id}&panel=flow")
+    wait_for(page, "(id) => window.__deepscope.internals.totalNorm?.[id]?.points === 12", run.id)
+    total = held(page, "totalNorm")[run.id]
+    assert total["beforeClip"] and total["clip"] == 0.05 and total["last"] == pytest.approx(before[-1])
+    chart = page.get_by_test_id("total-norm")
+    assert "before clipping" in chart.locator("figcaption").inner_text()
+    note = " ".join(page.get_by_test_id("total-norm-clip").inner_text().split())
+    assert "to a norm of 0.05 (dashed), on 12 of 12 steps" in note
+    shot(page, "total-norm-clipped.png", tmp_path)

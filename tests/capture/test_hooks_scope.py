@@ -17,7 +17,7 @@ def hook_count(model: nn.Module, opt: torch.optim.Optimizer | None = None) -> in
         n += len(getattr(p, "_post_accumulate_grad_hooks", None) or {})
     if opt is not None:
         n += len(opt._optimizer_step_pre_hooks) + len(opt._optimizer_step_post_hooks)
-    return n
+    return n + bool(getattr(torch.nn.utils.clip_grad_norm_, "deepscope_wrapper", False))  # the clipping wrapper
 
 
 class FailsInBackward(torch.autograd.Function):

@@ -212,3 +212,37 @@ def test_total_gradient_norm_is_what_clipping_measures(root):
     total = reopen(root, run.id).total_norm("param_grad")
     assert total.exact and total.step.tolist() == list(range(6))
     np.testing.assert_allclose(total.last, truth, rtol=1e-5)
+
+
+def test_the_norm_before_clipping_is_kept_beside_the_clipped_one(root):
+    """With ``clip_grad_norm_`` the stored per-parameter norms are those the optimizer used (clipped); the norm
+    ``clip_grad_norm_`` returned — before clipping — and its limit are recorded at each step as well, and torch's
+    function is itself again once the watch ends."""
+    original = torch.nn.utils.clip_grad_norm_
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+    other = nn.Linear(4, 4)  # a model not watched: its clipping is not this run's
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, print_findings=False)
+    assert torch.nn.utils.clip_grad_norm_ is not original
+    before, after = [], []
+    for _ in range(5):
+        loss = nn.functional.cross_entropy(model(torch.randn(16, 8) * 10), torch.randint(0, 3, (16,)))
+        opt.zero_grad()
+        loss.backward()
+        other(torch.randn(2, 4)).sum().backward()
+        torch.nn.utils.clip_grad_norm_(other.parameters(), 0.01)
+        params = (p for p in model.parameters())  # a generator: read once, by torch
+        before.append(float(torch.nn.utils.clip_grad_norm_(params, max_norm=0.05)))
+        after.append(float(torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters()))))
+        opt.step()
+    run.finish()
+    assert torch.nn.utils.clip_grad_norm_ is original
+    r = reopen(root, run.id)
+    np.testing.assert_allclose(r.series("watch/grad_norm").value, before, rtol=1e-6)
+    assert r.series("watch/grad_norm").step.tolist() == list(range(5))
+    assert r.series("watch/grad_clip").value.tolist() == [0.05] * 5
+    assert min(before) > 0.05  # the premise: every step clipped
+    np.testing.assert_allclose(r.total_norm("param_grad").last, after, rtol=1e-5)
+    np.testing.assert_allclose(after, 0.05, rtol=1e-4)

@@ -32,6 +32,7 @@ def test_schema_describes_every_route_and_the_live_messages(tmp_path):
         "/api/runs/{run_id}/layerstats/matrix",
         "/api/runs/{run_id}/layerstats/profile",
         "/api/runs/{run_id}/layerstats/series",
+        "/api/runs/{run_id}/layerstats/total",
         "/api/runs/{run_id}/ranks",
         "/api/runs/{run_id}/graph",
         "/api/runs/{run_id}/analysis",

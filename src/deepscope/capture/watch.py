@@ -29,6 +29,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from ..notices import notice
 from . import reducers as R
 from .call_order import record_call_order
+from .clip_norm import wrap_clipping
 from .dead_units import DeadUnits
 from .diagnose import Diagnoser, Finding, Thresholds, console_printer
 from .layers import (
@@ -188,6 +189,7 @@ class Watcher:
         self.opened_after_step = False  # made by following a new optimizer right after its step: a loss logged
         # before the next forward pass is that step's
         self._on_other_step = self._guard("follow", self._other_optimizer_step)
+        self._clip: tuple[torch.Tensor, float] | None = None  # this step's norm before clipping, and max_norm
         self._last_end = time.perf_counter()
         self._set_flags()
 
@@ -208,6 +210,7 @@ class Watcher:
             for layer, module in selected:
                 self.scope.add(module.register_forward_hook(eager(self._forward_hook(layer.index, module))))
             record_call_order(model, selected, self.scope, self._guard("call order", self._ordered))
+            self.scope.add(wrap_clipping(self))
             for j in self._p.hooked:
                 self.scope.add(self._params[j][1].register_post_accumulate_grad_hook(eager(self._param_hook(j))))
             if optimizer is not None:
@@ -318,13 +321,32 @@ class Watcher:
                 self._job_queued = True
                 self.run._writer.add_job(self._convert_pending)
             self._wait_for_writer()
-        self.run._writer.add_scalars((self.step, time.time(), {"sys/step_time": now - self._last_end}, False), 1)
+        values: dict[str, Any] = {"sys/step_time": now - self._last_end}
+        if self._clip is not None:  # the tensor clip_grad_norm_ returned: read in the writer thread
+            values["watch/grad_norm"], values["watch/grad_clip"] = self._clip
+            self._clip = None
+        self.run._writer.add_scalars((self.step, time.time(), values, len(values) > 1), len(values))
         self._last_end = now
         self._has_data = self._skipped = False
         self._inv_scale = self._grad_scale = None
         self._passes = 0
         self.step += 1
         self._set_flags()
+
+    def clipped(self, params: list[Any], total: Any, max_norm: Any, norm_type: Any) -> None:
+        """``torch.nn.utils.clip_grad_norm_`` returned ``total``, the 2-norm of ``params``' gradients before it
+        clipped them to ``max_norm``: kept for this step when they are this model's (``clip_norm.py``)."""
+        try:
+            if (
+                isinstance(total, torch.Tensor)
+                and total.numel() == 1
+                and float(norm_type) == 2.0
+                and id(params[0]) in self._model_params
+                and not self.scope.closed
+            ):
+                self._clip = (total.detach(), float(max_norm))
+        except Exception as e:  # never the user's
+            self._warn_once("clip", f"deepscope.watch: the gradient norm before clipping is not recorded: {e}")
 
     def _unscale_param_grads(self, grad_scale: torch.Tensor) -> None:
         """Divide this step's parameter-gradient samples and norms by the loss scale they were read with."""
