@@ -377,3 +377,47 @@ def test_after_a_nan_loss_the_nan_weights_are_not_blamed_on_gradient_growth():
             over["act__nonfinite_frac"] = np.ones(4)
         d.observe(step, stats(**over))
     assert [f.rule for f in found] == ["nonfinite"] and "the loss" in found[0].text
+
+
+def test_depth_compares_each_kind_of_layer_of_repeated_blocks_with_itself():
+    """Two encoder blocks, their query and key projections' gradients 1e-2× the value and output projections' (as
+    at a transformer's initialisation), a pooler's and a classifier's above them all. Thirds of the axis read that
+    as vanishing gradients; each kind against itself, the blocks agree — and a real decay across blocks is found."""
+    from deepscope.capture.diagnose import depth_ratio, like_layers
+
+    kinds = {"attention.self.query": 1e-5, "attention.self.key": 1e-5, "attention.self.value": 1e-3,
+             "attention.output.dense": 1e-3, "intermediate.dense": 1e-2, "output.dense": 1e-2}  # fmt: skip
+    depth = [f"encoder.layer.{b}.{k}.weight" for b in range(2) for k in kinds] + [
+        "pooler.dense.weight",
+        "classifier.weight",
+    ]
+    like = like_layers(depth)
+    assert len(like) == 6 and all(len(g) == 2 for g in like)  # the pooler and the classifier, one of a kind, left out
+    healthy = np.array([v for _ in range(2) for v in kinds.values()] + [0.2, 0.2])
+    assert depth_ratio(healthy, like) == 1.0
+    assert depth_ratio(healthy, [list(range(len(depth)))]) < 1e-2  # what thirds of the axis read
+    decaying = np.array([v * (1e-3 if b == 0 else 1.0) for b in range(2) for v in kinds.values()] + [0.2, 0.2])
+    assert np.isclose(depth_ratio(decaying, like), 1e-3)
+    assert like_layers(["fc1.weight", "fc2.weight", "fc3.weight"]) == [[0, 1, 2]]  # no repeated blocks: one group
+
+
+def test_a_small_bert_gives_no_vanishing_gradients_finding(root):
+    """A two-block BERT classifier trained for 20 steps: residual connections and LayerNorm keep its gradients
+    level across depth; the finding its query/key projections once caused is not made."""
+    transformers = __import__("pytest").importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=32, num_labels=2)  # fmt: skip
+    model = transformers.BertForSequenceClassification(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, print_findings=False)
+    for _ in range(20):
+        ids = torch.randint(0, 100, (8, 16))
+        loss = model(input_ids=ids, labels=ids[:, 0] % 2).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    run.finish()
+    rules = [e.kind for e in reopen(root, run.id).events() if e.kind.startswith("diagnosis/")]
+    assert "diagnosis/vanishing_gradients" not in rules and "diagnosis/exploding_gradients" not in rules

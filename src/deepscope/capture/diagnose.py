@@ -71,6 +71,9 @@ class Diagnoser:
         self._zero_streak = np.zeros(0, np.int64)  # per depth weight: recorded steps its gradient has been exactly 0
         self._loss_blamed = False  # NaN/Inf gradients of a finite forward pass were found: the loss's, not growth's
         self._depth = depth_axis(layers, params)
+        self._like = like_layers([params[i] for i in self._depth])
+        whole = len(self._like) == 1 and len(self._like[0]) == len(self._depth)
+        self._like_note = "" if whole else ", each kind of layer of the repeated blocks against itself"
 
     def observe(
         self, step: int, stats: dict[str, dict[str, np.ndarray]], skipped: bool = False, lr: float | None = None
@@ -148,22 +151,20 @@ class Diagnoser:
             self._watch_norm(step, norms, bool(bad.any()), blame_growth=not (bad.any() and forward_finite))
         vanishing = False  # this step: then small updates are the gradients', not the learning rate's
         if "norm" in pgrad and len(self._depth) >= 2:
-            norms = pgrad["norm"][self._depth]
-            ok = np.isfinite(norms) & (norms > 0)
-            if ok.sum() >= 2:
-                n = norms[ok]
-                third = max(1, len(n) // 3)
-                ratio = float(np.median(n[:third]) / np.median(n[-third:]))
+            ratio = depth_ratio(pgrad["norm"][self._depth], self._like)
+            if ratio is not None:
                 vanishing = ratio < self.t.vanishing_ratio
                 self._sustained(
                     step, "vanishing_gradients", None, ratio < self.t.vanishing_ratio,
-                    f"gradients vanish toward the input: bottom-layer weight gradients are {ratio:.1e}× the top's "
-                    "(saturating activations, or a deep stack without residual connections or normalisation?)",
+                    f"gradients vanish toward the input: bottom-layer weight gradients are {ratio:.1e}× the top's"
+                    f"{self._like_note} (saturating activations, or a deep stack without residual connections or "
+                    "normalisation?)",
                 )  # fmt: skip
                 self._sustained(
                     step, "exploding_gradients", None, ratio > self.t.exploding_ratio,
-                    f"gradients explode toward the input: bottom-layer weight gradients are {ratio:.1e}× the top's "
-                    "(a learning rate too high, weights initialised too large, no gradient clipping?)",
+                    f"gradients explode toward the input: bottom-layer weight gradients are {ratio:.1e}× the top's"
+                    f"{self._like_note} (a learning rate too high, weights initialised too large, no gradient "
+                    "clipping?)",
                 )  # fmt: skip
         if "update_ratio" in weight and self._depth:
             r = weight["update_ratio"][self._depth]
@@ -343,6 +344,35 @@ def depth_axis(layers: list[dict], params: list[str]) -> list[int]:
         if len(owners.get(params[i], ())) <= 1 and not any(t in "".join(owners.get(params[i], ())) for t in _NOT_DEPTH)
     ]
     return matrices if len(matrices) >= 2 else weights
+
+
+def like_layers(depth: list[str]) -> list[list[int]]:
+    """Positions on the depth axis grouped by the kind of layer they are: the paths with their numbers taken out
+    (``encoder.layer.#.attention.self.query.weight``). A transformer's query and key projections have gradients
+    orders of magnitude below its value and output projections' at initialisation (attention near uniform), and a
+    pooler's or classifier's lie above them all: comparing the bottom third of the weights with the top third then
+    measured which kinds of layer sat where, not depth. So where blocks repeat, each kind is compared with itself
+    across depth, and the layers that do not repeat (a head, a stem) are left out; without repeated blocks (an MLP
+    of ``fc1``, ``fc2``…), the whole axis is one group."""
+    groups: dict[str, list[int]] = {}
+    for i, path in enumerate(depth):
+        role = ".".join("#" if part.isdigit() else part for part in path.split("."))
+        groups.setdefault(role, []).append(i)
+    repeated = [g for g in groups.values() if len(g) >= 2]
+    return repeated or [list(range(len(depth)))]
+
+
+def depth_ratio(norms: np.ndarray, like: list[list[int]]) -> float | None:
+    """The bottom third's median weight-gradient norm over the top third's, within each group of like layers; the
+    groups' geometric median (None: no group with two usable norms)."""
+    logs = []
+    for g in like:
+        n = norms[g].astype(np.float64)
+        n = n[np.isfinite(n) & (n > 0)]
+        if len(n) >= 2:
+            third = max(1, len(n) // 3)
+            logs.append(np.log(np.median(n[:third]) / np.median(n[-third:])))
+    return float(np.exp(np.median(logs))) if logs else None
 
 
 def console_printer(run_name: str = "", stream=None) -> Emit:  # noqa: ANN001
