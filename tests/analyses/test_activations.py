@@ -15,8 +15,9 @@ from torch import nn
 
 import deepscope
 from deepscope.analyses import extraction, read
-from deepscope.analyses.activations import Activations, ActivationsConfig, pool
+from deepscope.analyses.activations import Activations, ActivationsConfig
 from deepscope.analyses.class_scores import softmax_rows, top_class
+from deepscope.analyses.layer_outputs import pool
 
 
 def manual(model, x, names):
@@ -435,11 +436,11 @@ def test_direct_io_refused_at_the_first_chunk_keeps_every_row_in_place(tmp_path,
 
 
 def test_the_last_partial_chunk_is_stored_whole_as_zarr_stores_it(tmp_path, monkeypatch):
-    from deepscope.analyses import activations
+    from deepscope.analyses import analysis_state
 
     written = []
-    direct = activations.write_chunk_file
-    monkeypatch.setattr(activations, "write_chunk_file", lambda path, v: (written.append(path), direct(path, v)))
+    direct = analysis_state.write_chunk_file
+    monkeypatch.setattr(analysis_state, "write_chunk_file", lambda path, v: (written.append(path), direct(path, v)))
     torch.manual_seed(0)
     model, data = TinyCNN(), image_data(40)
     cfg = ActivationsConfig(layers=("fc1",), batch_size=8, chunk_rows=16, progress=False)

@@ -9,7 +9,7 @@ import torch
 from tests.analyses.models import WORDS, TextDataset, TokenModel, questions
 
 import deepscope
-from deepscope.analyses.activations import pool
+from deepscope.analyses.layer_outputs import pool
 
 
 def test_questions_with_padding_masks_and_text_metadata(tmp_path):

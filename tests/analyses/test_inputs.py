@@ -14,7 +14,8 @@ from tests.conftest import new_dir
 
 import deepscope
 from deepscope.analyses import read
-from deepscope.analyses.activations import Activations, ActivationsConfig, preview, preview_size
+from deepscope.analyses.activations import Activations, ActivationsConfig
+from deepscope.analyses.inputs import preview, preview_size
 
 
 def oracle_preview(img: np.ndarray) -> np.ndarray:
@@ -55,8 +56,8 @@ def test_constant_image_is_black_and_bhw_inputs_count_as_grey():
     p = preview(torch.full((2, 1, 5, 5), 3.0), (5, 5), 1)
     assert p.shape == (2, 5, 5, 1) and int(p.max()) == 0
     bhw = torch.rand(3, 10, 12)
-    from deepscope.analyses.activations import image_input
     from deepscope.analyses.batches import to_batch
+    from deepscope.analyses.inputs import image_input
 
     assert image_input(to_batch(bhw)).shape == (3, 1, 10, 12)
     assert image_input(to_batch(torch.rand(3, 16))) is None  # a table row
@@ -328,7 +329,7 @@ def test_a_sequence_models_3d_inputs_are_no_images(tmp_path):
 
 
 def test_a_layer_named_twice_is_recorded_once_and_the_config_names_it(tmp_path):
-    from deepscope.analyses.activations import validate_layers
+    from deepscope.analyses.layer_choice import validate_layers
 
     r = deepscope.analyze(_OneInput(), torch.randn(4, 6), layers=["fc", "out", "fc"], run=tmp_path, progress=False)
     assert r.layers == ["fc", "out"]

@@ -109,13 +109,13 @@ def test_groups_by_prediction_cover_every_class_and_duplicates_are_at_distance_0
 def test_a_crash_between_the_renames_is_recovered(tmp_path, monkeypatch):
     """``replace_dir`` renames the finished analysis away, then the new one into place: a crash between the two leaves
     no ``activations``; the next call puts the complete new one in place before anything else."""
-    from deepscope.analyses import activations
+    from deepscope.analyses import resume
 
     data = image_data(32)
     cfg = ActivationsConfig(layers=("fc1",), progress=False)
     Activations(cfg).run(tmp_path, TinyCNN(), data)
     renames = []
-    real = activations.os.rename
+    real = resume.os.rename
 
     def crash_on_second(src, dst):
         renames.append(dst)
@@ -123,13 +123,13 @@ def test_a_crash_between_the_renames_is_recovered(tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed between the renames")
         real(src, dst)
 
-    monkeypatch.setattr(activations.os, "rename", crash_on_second)
+    monkeypatch.setattr(resume.os, "rename", crash_on_second)
     new = TinyCNN()
     with pytest.raises(KeyboardInterrupt):
         Activations(cfg).run(tmp_path, new, data)
-    monkeypatch.setattr(activations.os, "rename", real)
+    monkeypatch.setattr(resume.os, "rename", real)
     assert not (tmp_path / "artifacts" / "activations").exists()
-    activations.recover_swap(tmp_path / "artifacts" / "activations")
+    resume.recover_swap(tmp_path / "artifacts" / "activations")
     r = read(tmp_path)
     got = r.scores(np.arange(len(r)))
     np.testing.assert_allclose(got, _forward(new, data.tensors[0]), rtol=1e-5)

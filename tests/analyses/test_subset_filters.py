@@ -141,7 +141,7 @@ def test_times_all_at_midnight_are_stored_as_dates_and_others_as_times():
 
     import pyarrow as pa
 
-    from deepscope.analyses.activations import metadata_table
+    from deepscope.analyses.metadata import metadata_table
 
     days = np.array(["2024-01-24", "2024-02-01", "NaT"], dtype="datetime64[us]")  # a pandas column of dates
     table = metadata_table({"signup": days, "seen": days + np.timedelta64(90, "m"), "none": days[2:].repeat(3)})

@@ -19,26 +19,13 @@ import torch
 from torch import nn
 
 from ..capture.scope import HookScope
-from .activations import (
-    CHANNELS_FIRST_1D,
-    DIGEST_ROWS,
-    TAIL_ROWS,
-    ActivationsConfig,
-    feature_input,
-    first_tensor,
-    image_input,
-    input_kind,
-    is_feature_map,
-    padded,
-    pool,
-    preview,
-    preview_size,
-    reads_sequences,
-    rows_digest,
-)
+from .activations import ActivationsConfig
 from .batches import Batch, Source, current_length, unused_masks
 from .chunk_files import aligned_empty, direct_io
 from .class_scores import softmax_rows
+from .inputs import feature_input, image_input, input_kind, preview, preview_size, reads_sequences
+from .layer_outputs import CHANNELS_FIRST_1D, first_tensor, is_feature_map, padded, pool
+from .resume import DIGEST_ROWS, TAIL_ROWS, rows_digest
 
 LABELS = "outputs/labels.zarr"
 SCORES = "outputs/scores.zarr"

@@ -169,9 +169,10 @@ class FeatureMaps:
         """Compute the maps not stored yet; returns what is stored for the layers (``{}`` when none of the
         analysed layers outputs feature maps and none were named); ``self.chosen`` are the instances asked for.
         ``weights``: the model's digest when the caller already knows it (``deepscope.analyze`` just did)."""
-        from .activations import layer_modules, validate_layers, weights_digest
         from .batches import source
+        from .layer_choice import layer_modules, validate_layers
         from .reader import AnalysisReader
+        from .resume import weights_digest
 
         cfg = self.config
         try:
@@ -327,7 +328,7 @@ class _Computer:
     def shapes(self, layers: list[str], probe: int, named: bool) -> dict[str, tuple[int, ...]]:
         """Each layer's map shape from one instance; layers without feature maps raise when ``named``, else
         are left out."""
-        from .activations import is_feature_map
+        from .layer_outputs import is_feature_map
 
         _, out = next(self._outputs(layers, [probe]))
         shapes = {}
@@ -356,7 +357,7 @@ class _Computer:
         import torch
 
         from ..capture.scope import HookScope
-        from .activations import first_tensor, padded
+        from .layer_outputs import first_tensor, padded
 
         model = self.model
         device = next((p.device for p in model.parameters()), torch.device("cpu"))

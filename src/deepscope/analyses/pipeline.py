@@ -6,9 +6,10 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .activations import Activations, ActivationsConfig, expand_layers
+from .activations import Activations, ActivationsConfig
 from .confusion import ConfusionMatrix
 from .feature_maps import analyze_maps
+from .layer_choice import expand_layers
 from .projection import PCAConfig, PCAProjection
 from .reader import AnalysisReader
 

@@ -1,0 +1,66 @@
+"""A layer's output as one vector per instance: the tensor a module returned, padded back when nested, then
+pooled — channel means of feature maps, a (masked) mean or the last token of sequences.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+# Modules whose 3-d outputs are (B, C, L) with channels first; other 3-d outputs are sequences (B, T, D).
+CHANNELS_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.MaxPool1d, nn.AvgPool1d,
+                     nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)  # fmt: skip
+
+
+def is_feature_map(t: torch.Tensor, module: nn.Module) -> bool:
+    """Feature maps: (B, C, H, W) outputs, and (B, C, L) outputs of 1-d convolutions, pooling and norms."""
+    return t.ndim == 4 or (t.ndim == 3 and isinstance(module, CHANNELS_FIRST_1D))
+
+
+def pool(x: torch.Tensor, mask: torch.Tensor | None, channels_first: bool, mode: str = "mean") -> torch.Tensor:
+    """One vector per instance: channel means of feature maps, a (masked) mean or last token of sequences.
+
+    >>> pool(torch.ones(8, 16, 7, 7), None, False).shape
+    torch.Size([8, 16])
+    """
+    if x.ndim == 1:
+        return x[:, None]  # (B,) -> (B, 1)
+    if x.ndim == 2:
+        return x
+    if x.ndim >= 4 or channels_first:
+        return x.flatten(2).mean(2)  # (B, C, H, W, ...) -> (B, C, H*W...) -> (B, C)
+    # (B, T, D): a sequence
+    if mask is not None and mask.shape == x.shape[:2]:
+        real = mask != 0
+        if mode == "last":
+            t = torch.arange(x.shape[1], device=x.device)
+            last = (t * real).argmax(1)  # index of the last real token, left or right padding alike
+            return x[torch.arange(x.shape[0], device=x.device), last]  # (B, T, D) -> (B, D)
+        m = real.to(x.dtype).unsqueeze(-1)  # (B, T) -> (B, T, 1)
+        return (x * m).sum(1) / m.sum(1).clamp(min=1)  # (B, T, D) -> (B, D)
+    return x[:, -1] if mode == "last" else x.mean(1)
+
+
+def padded(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``x`` as a regular tensor: a nested one (``nn.TransformerEncoder``'s fast path in eval mode drops the padding
+    tokens) padded back with zeros to the batch's ``(B, T)`` mask, so that its rows line up with the mask."""
+    if not x.is_nested:
+        return x
+    if mask is not None and mask.ndim == 2:
+        return x.to_padded_tensor(0.0, output_size=(mask.shape[0], mask.shape[1], x.size(-1)))
+    return x.to_padded_tensor(0.0)
+
+
+def first_tensor(out: Any) -> torch.Tensor | None:
+    """The tensor a module returned: itself, the first of a tuple, or ``logits`` / the first value of a dict."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return next((t for o in out if (t := first_tensor(o)) is not None), None)
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        if "logits" in out:
+            return first_tensor(out["logits"])
+        return next((t for k in out.keys() if (t := first_tensor(out[k])) is not None), None)
+    return None
