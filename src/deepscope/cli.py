@@ -217,7 +217,7 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
         if isinstance(e, (OSError, ValueError, TypeError)):
             _fail(e)
         if isinstance(e, KeyboardInterrupt):
-            from deepscope.analyses.resume import rows_kept
+            from deepscope.analyses.progress import rows_kept
 
             rid = run.id if run is not None else run_id
             how = f"--run {rid} in place of --name {name}" if name else f"--run {rid}"

@@ -109,7 +109,7 @@ def test_groups_by_prediction_cover_every_class_and_duplicates_are_at_distance_0
 def test_a_crash_between_the_renames_is_recovered(tmp_path, monkeypatch):
     """``replace_dir`` renames the finished analysis away, then the new one into place: a crash between the two leaves
     no ``activations``; the next call puts the complete new one in place before anything else."""
-    from deepscope.analyses import resume
+    from deepscope.analyses import progress as resume
 
     data = image_data(32)
     cfg = ActivationsConfig(layers=("fc1",), progress=False)

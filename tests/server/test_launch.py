@@ -52,3 +52,13 @@ def test_urls():
     assert launch.urls("::1", 6150, "t") == ["http://[::1]:6150/?token=t"]
     everywhere = launch.urls("0.0.0.0", 6151, "t")
     assert everywhere == [f"http://{socket.gethostname()}:6151/?token=t", "http://127.0.0.1:6151/?token=t"]
+
+
+def test_the_server_reads_runs_without_torch():
+    """The dashboard's app — every route's module, the analysis readers included — imports no torch: serving a
+    store needs none (a resume's digests, which do, live apart from where an analysis stands on disk)."""
+    import subprocess
+    import sys
+
+    code = "import sys, deepscope.server; deepscope.server.create_app('.'); assert 'torch' not in sys.modules, 'torch'"
+    subprocess.run([sys.executable, "-c", code], check=True)

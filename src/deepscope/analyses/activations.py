@@ -27,7 +27,8 @@ from .class_scores import top_class
 from .labels import class_name_list, integer_labels
 from .layer_choice import layer_modules, validate_layers
 from .metadata import checked_text_column, metadata_table
-from .resume import NAME, NEXT_SUFFIX, labels_digest, recover_swap, replace_dir, resumable, weights_digest
+from .progress import NAME, NEXT_SUFFIX, recover_swap, replace_dir
+from .resume import labels_digest, resumable, weights_digest
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import pyarrow as pa
 from ..analyses import AnalysisReader
 from ..analyses.base import RESERVED_COLUMNS, artifact_dir
 from ..analyses.feature_maps import analysis_key
-from ..analyses.resume import read_progress, unfinished_reason
+from ..analyses.progress import read_progress, unfinished_reason
 from ..analyses.time_columns import is_time, time_detail, time_text
 from ..graphs.store import graph_path
 from ..store import Store
