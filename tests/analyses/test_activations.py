@@ -229,6 +229,8 @@ def test_no_layers_and_mixed_metadata_are_clear_errors_before_work(tmp_path):
         deepscope.analyze(TinyCNN(), image_data(4), metadata={"range": [1, 2, 3, 4]}, run=tmp_path, progress=False)
     with pytest.raises(TypeError, match="metadata column 'grid' cannot be stored"):
         deepscope.analyze(TinyCNN(), image_data(4), metadata={"grid": np.zeros((4, 2))}, run=tmp_path, progress=False)
+    with pytest.raises(TypeError, match="got one string"):  # not a column of its characters
+        deepscope.analyze(TinyCNN(), image_data(4), metadata="abcd", run=tmp_path, progress=False)
     assert not (tmp_path / "artifacts").exists()
     r = deepscope.analyze(TinyCNN(), image_data(4), metadata={"t": torch.arange(4)}, run=tmp_path, progress=False)
     assert r.instances().column("t").to_pylist() == [0, 1, 2, 3]  # a tensor column is its values
@@ -655,6 +657,9 @@ def test_a_pandas_series_is_one_metadata_column(tmp_path):
     r = deepscope.analyze(TinyCNN(), image_data(4), metadata=pd.Series([1.5, 2, 3, 4]), run=new_dir(tmp_path / "anon"),
                           progress=False)  # fmt: skip
     assert r.instances().column("value").to_pylist() == [1.5, 2, 3, 4]
+    r = deepscope.analyze(TinyCNN(), image_data(4), metadata=pd.Series([1, 2, 3, 4], name=0),
+                          run=new_dir(tmp_path / "zero"), progress=False)  # fmt: skip
+    assert r.instances().column("0").to_pylist() == [1, 2, 3, 4]  # a name that is 0 is a name
 
 
 def test_a_list_of_single_images_says_how_batches_are_read(tmp_path):

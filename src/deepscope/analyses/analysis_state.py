@@ -106,10 +106,12 @@ class AnalysisState:
         ``arr[...] = values``, which competes with the forward pass for the same cores. False (nothing written) for
         anything else: zarr writes those."""
         rows = arr.chunks[0]
+        from zarr.codecs import BytesCodec
+
         codecs = arr.metadata.codecs
         n = len(values)
         edge = n < rows and start + n == arr.shape[0]  # the array's last chunk: stored whole, padded, as zarr does
-        if start % rows or (n != rows and not edge) or len(codecs) != 1 or type(codecs[0]).__name__ != "BytesCodec":
+        if start % rows or (n != rows and not edge) or len(codecs) != 1 or not isinstance(codecs[0], BytesCodec):
             return False
         endian = getattr(codecs[0].endian, "value", codecs[0].endian)
         if values.dtype.itemsize > 1 and endian != sys.byteorder:

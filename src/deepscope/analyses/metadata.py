@@ -35,12 +35,17 @@ def metadata_table(metadata: Any) -> Any:
     import pyarrow as pa
 
     try:
+        if isinstance(metadata, (str, bytes)):
+            raise TypeError("deepscope.analyze: metadata must be a table, a dict of columns or a list of rows, got "
+                            "one string (texts, one per instance: a list of strings)")  # fmt: skip
         if metadata is None or isinstance(metadata, pa.Table):
             table = metadata
         elif hasattr(metadata, "to_arrow"):
             table = metadata.to_arrow()
         elif hasattr(metadata, "to_frame") and hasattr(metadata, "iloc"):  # a pandas Series: one column
-            table = pa.Table.from_pandas(metadata.to_frame(str(metadata.name or "value")), preserve_index=False)
+            table = pa.Table.from_pandas(
+                metadata.to_frame(str("value" if metadata.name is None else metadata.name)), preserve_index=False
+            )
         elif hasattr(metadata, "iloc"):  # a pandas DataFrame
             table = pa.Table.from_pandas(metadata, preserve_index=False)
         elif isinstance(metadata, dict):
