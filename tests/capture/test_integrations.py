@@ -223,6 +223,27 @@ class TwoOptimizers(pl.LightningModule):
         return torch.optim.SGD(self.gen.parameters(), lr=0.01), torch.optim.SGD(self.disc.parameters(), lr=0.01)
 
 
+class Scheduled(TinyModule):
+    def configure_optimizers(self):  # noqa: ANN201
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 2, 0.1),
+                                                   "interval": "step"}}  # fmt: skip
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_lightning_logs_the_learning_rate_each_step_trained_with(root):
+    """A StepLR stepped every 2 batches, without a logger (LearningRateMonitor refuses to run without one): the
+    rate of each step, as the optimizer had it for that step's batch."""
+    torch.manual_seed(0)
+    callback = LightningCallback(dir=root)
+    fit(callback, Scheduled())
+    callback.run.finish()
+    _, reader = read(root)
+    lr = reader.series("train/lr")
+    assert lr.step.tolist() == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_allclose(lr.value, [0.05, 0.05, 0.005, 0.005, 0.0005, 0.0005])
+
+
 @pytest.mark.filterwarnings(LIGHTNING_PYTREE)
 def test_lightning_two_optimizers_count_one_step_per_batch_as_watch_does(root):
     """global_step counts both optimizers' steps (0, 2, 4 …); the metrics go at the batches that stepped, as
@@ -239,6 +260,8 @@ def test_lightning_two_optimizers_count_one_step_per_batch_as_watch_does(root):
     callback.run.finish()
     _, reader = read(root)
     assert steps_of(reader, "g_loss") == [0, 1, 2, 3] == steps_of(reader, "d_loss")
+    lrs = sorted(k.key for k in reader.keys() if k.key.startswith("train/lr"))
+    assert lrs == ["train/lr/SGD-0/pg0", "train/lr/SGD-1/pg0"]  # each optimizer's rate, named apart
     assert reader.layer_steps().tolist() == [0, 1, 2, 3]
     assert [(e.kind, e.step) for e in reader.events()] == [("train_start", 0), ("train_end", 3)]
 

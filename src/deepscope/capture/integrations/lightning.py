@@ -43,7 +43,9 @@ class DeepscopeCallback(pl.Callback):
     ``run``: record into this run (left open at the end) instead of creating one. ``watch``: ``True``
     (default settings), ``False`` (no layer statistics) or a dict of ``run.watch`` keywords
     (``layers``, ``every``, ``histograms_every`` …). ``log_loss``: log the returned loss as
-    ``train/loss``. Other keywords
+    ``train/loss``. ``log_lr``: log each optimizer's learning rate at every step, as Lightning's
+    ``LearningRateMonitor`` would to a logger (``train/lr``; ``train/lr/<optimizer>/pg<i>`` for several
+    optimizers or parameter groups) — a scheduler's steps in the charts without one. Other keywords
     go to :func:`deepscope.init` (``project``, ``name``, ``dir``, ``config``, ``tags`` …); the run's
     config is ``pl_module.hparams`` updated with ``config``.
 
@@ -58,11 +60,14 @@ class DeepscopeCallback(pl.Callback):
         *,
         watch: bool | Mapping[str, Any] = True,
         log_loss: bool = True,
+        log_lr: bool = True,
         **init_kwargs: Any,
     ) -> None:
         super().__init__()
         self._binding = RunBinding("Lightning", run, watch, init_kwargs)
         self.log_loss = log_loss
+        self.log_lr = log_lr
+        self._lrs: dict[str, float] = {}  # the learning rates when this step's first batch began
         self._step = 0  # the step the current batch feeds
         self._taken = 0  # steps taken (batches whose optimizers stepped)
         self._global_step = 0  # trainer.global_step when the batch began: a change says the batch stepped
@@ -129,6 +134,8 @@ class DeepscopeCallback(pl.Callback):
         if self._starting:
             self._start_training(trainer, pl_module)
         self._step = self._taken  # the index of the optimizer step this batch feeds
+        if self.log_lr and not self._lrs:  # the rates this step trains with (a scheduler steps after the batch)
+            self._lrs = _learning_rates(trainer.optimizers)
         self._global_step = trainer.global_step
         watcher = self._binding.watcher
         self._watch_step = getattr(watcher, "step", None)
@@ -157,6 +164,8 @@ class DeepscopeCallback(pl.Callback):
         if self._losses:  # the step's loss: the mean over its micro-batches
             values["train/loss"] = self._losses[0] if len(self._losses) == 1 else torch.stack(self._losses).mean()
             self._losses = []
+        values.update(self._lrs)
+        self._lrs = {}
         self._binding.log(values, self._step)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -190,6 +199,22 @@ class DeepscopeCallback(pl.Callback):
 
     def _last(self, trainer: pl.Trainer) -> int:
         return max(self._taken - 1, 0)  # the last optimizer step taken
+
+
+def _learning_rates(optimizers: list[Any]) -> dict[str, float]:
+    """Each parameter group's learning rate: ``train/lr`` for one optimizer with one group, else
+    ``train/lr/<optimizer class>/pg<i>`` (``<class>-<k>`` where two optimizers are of one class). A learning rate
+    that is no Python number — a tensor — is left out: reading it would wait for the device."""
+    classes = [type(o).__name__ for o in optimizers]
+    out: dict[str, float] = {}
+    for k, o in enumerate(optimizers):
+        tag = classes[k] if classes.count(classes[k]) == 1 else f"{classes[k]}-{k}"
+        for i, g in enumerate(o.param_groups):
+            if isinstance(g.get("lr"), (int, float)):
+                out[f"train/lr/{tag}/pg{i}"] = float(g["lr"])
+    if len(out) == 1 and len(optimizers) == 1 and len(optimizers[0].param_groups) == 1:
+        return {"train/lr": next(iter(out.values()))}
+    return out
 
 
 def _steps_taken(trainer: pl.Trainer) -> int:
