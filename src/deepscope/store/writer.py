@@ -335,8 +335,13 @@ class StreamWriter:
 
     # ---- conversion (writer thread) --------------------------------------------------------------
     def on_scalars(self, callback: Callable[[np.ndarray, list[str], np.ndarray, np.ndarray], None]) -> None:
-        """Call ``callback(step, keys, key_ids, values)`` in the writer thread for each scalar batch."""
-        self._scalar_callbacks.append(callback)
+        """Call ``callback(step, keys, key_ids, values)`` in the writer thread for each scalar batch (until
+        ``remove_on_scalars``). The list is replaced, never changed in place: the writer thread iterates it."""
+        self._scalar_callbacks = [*self._scalar_callbacks, callback]
+
+    def remove_on_scalars(self, callback: Callable[[np.ndarray, list[str], np.ndarray, np.ndarray], None]) -> None:
+        """Stop calling ``callback`` (a watch that ended: its diagnoser no longer reports, nor keeps it alive)."""
+        self._scalar_callbacks = [cb for cb in self._scalar_callbacks if cb != callback]
 
     def _scalar_batch(self, records: list[ScalarRecord]) -> tuple[pa.RecordBatch, int, KeyStats]:
         steps = np.empty(len(records), np.int64)
