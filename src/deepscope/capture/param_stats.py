@@ -54,10 +54,11 @@ class ParamStager:
         self._side_job: tuple[Future, list[int], list[torch.Tensor], list[int]] | None = None
         self._side_unsafe = False  # the optimizer changed gradients in place during its step: read them before
 
-    def before_step(self, side: bool = True) -> bool:
+    def before_step(self, side: bool = True, grads: bool = True) -> bool:
         """Weights and gradients just before the optimizer's step; whether any gradient was staged. ``side``: large
         gradients may be read in the side thread during the step (not when the step rewrites them in place without a
-        version bump, as a fused optimizer unscaling them does)."""
+        version bump, as a fused optimizer unscaling them does). ``grads``: False for a step given a closure (LBFGS),
+        whose gradients its closure computes during the step: ``grads_after_step`` reads them."""
         sampler, params, staged = self.sampler, self.params, False
         for j in self.large:
             p = params[j][1]
@@ -69,20 +70,37 @@ class ParamStager:
         with torch.no_grad():
             if self.small:
                 self._stage_small("before", self.small)
+            if not grads:
+                return False
+            if self.small:
                 staged = self._stage_small("param_grad", [j for j in self.small if _dense_grad(params[j][1])]) > 0
-            grads = [j for j in self.large if _dense_grad(params[j][1])]
-            if grads:
+            large = [j for j in self.large if _dense_grad(params[j][1])]
+            if large:
                 self.join()
-                if side and self._side_worth(grads):
+                tensors = [params[j][1].grad for j in large]
+                if side and self._side_worth(large):
                     # While the optimizer steps, on the other core: most optimizers only read the gradients. One that
-                    # changes them in place (Nesterov momentum) bumps their versions: see `join`.
-                    tensors = [params[j][1].grad for j in grads]
-                    job = self._side_pool().submit(self._stage_large_grads, grads)
-                    self._side_job = (job, grads, tensors, [g._version for g in tensors])
+                    # changes them in place (Nesterov momentum) bumps their versions, one that replaces or frees
+                    # them (set to None) leaves these ones unchanged and unread by it: see `join`.
+                    job = self._side_pool().submit(self._stage_large_grads, large, tensors)
+                    self._side_job = (job, large, tensors, [g._version for g in tensors])
                 else:  # an accelerator queues the kernels without waiting anyway
-                    self._stage_large_grads(grads)
+                    self._stage_large_grads(large, tensors)
                 staged = True
         return staged
+
+    def grads_after_step(self) -> bool:
+        """The gradients as a step given a closure left them (its last evaluation's); whether any was staged."""
+        params = self.params
+        with torch.no_grad():
+            staged = (
+                bool(self.small)
+                and self._stage_small("param_grad", [j for j in self.small if _dense_grad(params[j][1])]) > 0
+            )
+            large = [j for j in self.large if _dense_grad(params[j][1])]
+            if large:
+                self._stage_large_grads(large, [params[j][1].grad for j in large])
+        return staged or bool(large)
 
     def after_step(self) -> None:
         """The weights after the optimizer's step (or at the end of a step without one)."""
@@ -138,12 +156,14 @@ class ParamStager:
             self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepscope-watch")
         return self._side
 
-    def _stage_large_grads(self, js: list[int]) -> None:
-        """Samples and exact norms of the gradients of parameters ``js`` (one ``_foreach_norm`` per device)."""
+    def _stage_large_grads(self, js: list[int], tensors: list[torch.Tensor]) -> None:
+        """Samples and exact norms of gradients ``tensors`` of parameters ``js`` (one ``_foreach_norm`` per device):
+        the tensors taken before the step, not ``p.grad`` read again — the step may have set that to None."""
+        grad_of = dict(zip(js, tensors))
         with torch.no_grad():  # per thread: this may run in the side thread (a create_graph backward's gradients)
             for dev, group in self._by_device(js).items():
                 b = self.bufs(dev)
-                grads = [self.params[j][1].grad.detach() for j in group]
+                grads = [grad_of[j].detach() for j in group]
                 b.set_norms(group, torch._foreach_norm(grads))
                 pg = b.start["param_grad"]
                 for j, g in zip(group, grads):

@@ -15,6 +15,7 @@ size — read the same positions (the LayerNorm outputs of a transformer showed 
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -30,6 +31,9 @@ def largest_prime_at_most(m: int) -> int:
     return 2
 
 
+INDEX_SIZES_KEPT = 64  # tensor sizes whose gather positions are kept
+
+
 class Sampler:
     """Copies a sample of a tensor into a staging row; ``plan`` and the random starts are per size.
 
@@ -43,8 +47,9 @@ class Sampler:
         self.seed = seed
         self._random = random.Random(seed).random
         self._plans: dict[int, tuple[int, int]] = {}  # numel -> (stride, highest start); stride 0: index
-        self._index: dict[tuple[int, torch.device], torch.Tensor] = {}
-        self._rotated: dict[tuple[int, torch.device], torch.Tensor] = {}  # the index, rotated this call
+        # positions per (size, device), the sizes seen last (shapes that vary — sequence lengths, last batches —
+        # would fill it without bound: 64 KiB a size, on the device)
+        self._index: OrderedDict[tuple[int, torch.device], torch.Tensor] = OrderedDict()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (any shape) -> a new 1-D float32 tensor holding its sample."""
@@ -90,18 +95,21 @@ class Sampler:
     def _idx(self, n: int, device: torch.device, start: int | None = None) -> torch.Tensor:
         """The positions to gather: a random subset (sorted: gathered in memory order), rotated by ``start`` —
         a random one when None; 0 keeps a weight's positions between the samples before and after its update."""
-        idx = self._index.get((n, device))
+        key = (n, device)
+        idx = self._index.get(key)
         if idx is None:
             g = torch.Generator().manual_seed(self.seed + n)
             idx = torch.randperm(n, generator=g)[: self.sample].sort().values
-            idx = self._index[(n, device)] = idx.to(device)
-            self._rotated[(n, device)] = torch.empty_like(idx)
+            idx = self._index[key] = idx.to(device)
+            if len(self._index) > INDEX_SIZES_KEPT:
+                self._index.popitem(last=False)
+        else:
+            self._index.move_to_end(key)
         shift = int(self._random() * n) if start is None else start
         if not shift:
             return idx
-        rotated = self._rotated[(n, device)]
-        torch.add(idx, shift, out=rotated)
-        return torch.remainder(rotated, n, out=rotated)
+        # a new tensor each call: the training thread and the side thread may sample tensors of one size at once
+        return torch.remainder(idx + shift, n)
 
 
 _DENSE: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}

@@ -27,6 +27,9 @@ def rows_per_kind(n_layers: int, n_params: int) -> dict[str, int]:
     return {"act": n_layers, "grad": n_layers, "param_grad": n_params, "weight": n_params}
 
 
+NORM_INDEX_KEPT = 32  # subsets of parameters with gradients whose index tensors are kept
+
+
 class StepBuffers:
     """One step's staged samples on one device, and the rarer second calls of a row (``accumulate``)."""
 
@@ -101,6 +104,8 @@ class StepBuffers:
         key = tuple(js)
         idx = self._norm_index.get(key)
         if idx is None:
+            if len(self._norm_index) >= NORM_INDEX_KEPT:  # a routed model's experts: another subset each step
+                self._norm_index.clear()
             idx = self._norm_index[key] = torch.tensor(js, device=self.device)
         self.normsq.index_copy_(0, idx, torch.stack(norms).to(torch.float32).square_())
 

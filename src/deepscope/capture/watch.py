@@ -190,6 +190,9 @@ class Watcher:
         # before the next forward pass is that step's
         self._on_other_step = self._guard("follow", self._other_optimizer_step)
         self._clip: tuple[torch.Tensor, float] | None = None  # this step's norm before clipping, and max_norm
+        self._closure_step = False  # this optimizer step was given a closure
+        self._writer_behind = False  # the writer thread stalled: steps are dropped, not waited for
+        self._dropped = 0
         self._last_end = time.perf_counter()
         self._set_flags()
 
@@ -215,7 +218,7 @@ class Watcher:
                 self.scope.add(self._params[j][1].register_post_accumulate_grad_hook(eager(self._param_hook(j))))
             if optimizer is not None:
                 self.scope.add(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_optimizer_step)))
-                self.scope.add(optimizer.register_step_post_hook(self._guard("optimizer", self._after_optimizer_step)))
+                self.scope.add(optimizer.register_step_post_hook(self._optimizer_step_done))
                 if scaler is not None:
                     self.scope.add(ScalerStepHook(scaler, self._scaler_step))
                 self.scope.add(model.register_forward_pre_hook(eager(self._guard("passes", self._count_pass))))
@@ -224,6 +227,8 @@ class Watcher:
                 self.scope.add(model.register_forward_pre_hook(eager(self._guard("model", self._before_forward))))
         except BaseException:
             self.scope.close()
+            if self._diagnoser is not None:
+                writer.remove_on_scalars(self._diagnoser.observe_scalars)
             raise
 
     # ---- step boundaries ---------------------------------------------------------------------------
@@ -274,10 +279,13 @@ class Watcher:
             self._skipped = found_inf
             grad_scale = getattr(optimizer, "grad_scale", None)
             self._grad_scale = grad_scale if isinstance(grad_scale, torch.Tensor) else None
+        # a step given a closure (LBFGS) computes its gradients during the step: read after it
+        positional = args[1:] if args and args[0] is optimizer else args  # torch passes the optimizer first
+        self._closure_step = (positional[0] if positional else kwargs.get("closure")) is not None
         if not self._recording:
             return
         # a fused step unscales the gradients in place, without a version bump: read them before it, not during it
-        if self._p.before_step(side=not isinstance(found_inf, torch.Tensor)):
+        if self._p.before_step(side=not isinstance(found_inf, torch.Tensor), grads=not self._closure_step):
             self._has_data = True
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -294,8 +302,30 @@ class Watcher:
                 "evaluations under torch.no_grad() to keep them out)",
             )
         self._eval_grad_passes = 0
+        if self._closure_step and self._recording and self._p.grads_after_step():
+            self._has_data = True
         self._weights_stats()  # other rows than the side thread's: it is waited for in end_step
         self.end_step()
+
+    def _optimizer_step_done(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        """The watched optimizer stepped. After an error in its statistics (one warning) its steps still count:
+        the layer statistics go on, and a loss logged without a step still lands at its own step."""
+        try:
+            if "optimizer" not in self._broken:
+                return self._after_optimizer_step(optimizer, args, kwargs)
+        except Exception as e:
+            self._break("optimizer", e)
+        try:
+            self.end_step()
+        except Exception:  # never the user's: the step is counted without its statistics
+            try:
+                for b in self._buffers.values():
+                    b.reset()
+            finally:
+                self._has_data = self._skipped = False
+                self._passes = 0
+                self.step += 1
+                self._set_flags()
 
     def _weights_stats(self) -> None:
         if self._recording:
@@ -363,13 +393,37 @@ class Watcher:
         return float(lr) if isinstance(lr, (int, float)) else None
 
     def _wait_for_writer(self) -> None:
-        """Backpressure: a model whose steps take less time than their conversion (a tiny one) waits for
-        the writer thread past ``MAX_PENDING`` steps, so memory stays bounded; never more than 5 s."""
-        if len(self._pending) <= MAX_PENDING:
+        """Backpressure: a model whose steps take less time than their conversion (a tiny one) waits for the
+        writer thread past ``MAX_PENDING`` steps, so memory stays bounded — never more than 5 s. A writer that
+        did not catch up in 5 s has stalled (a hung file system): until it does, the oldest waiting steps'
+        statistics are dropped instead (one warning), and training goes on at its own pace."""
+        n = len(self._pending)
+        if n <= MAX_PENDING // 2:
+            self._writer_behind = False
+        if n <= MAX_PENDING:
             return
-        deadline = time.monotonic() + 5.0
-        while len(self._pending) > MAX_PENDING // 2 and time.monotonic() < deadline:
-            time.sleep(0.002)
+        if not self._writer_behind:
+            deadline = time.monotonic() + 5.0
+            while len(self._pending) > MAX_PENDING // 2 and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if len(self._pending) <= MAX_PENDING // 2:
+                return
+            self._writer_behind = True
+            self._warn_once(
+                "writer behind",
+                "deepscope.watch: the writer thread has not kept up for 5 s (a slow or stalled disk?): while it is "
+                "behind, the layer statistics of the oldest waiting steps are dropped rather than holding training up",
+            )
+        while len(self._pending) > MAX_PENDING:
+            try:
+                payload = self._pending.popleft()[2]
+            except IndexError:  # the writer thread took them meanwhile
+                break
+            for _, p in payload:
+                b = p.pop("buffers", None)
+                if b is not None:
+                    self._pool.give_back(b)
+            self._dropped += 1
 
     def _collect(self, dev: torch.device, b: StepBuffers, hist: bool, offload: bool) -> dict[str, Any]:
         """The step's statistics of one device; stages the next step into clean buffers."""
@@ -417,7 +471,9 @@ class Watcher:
                 self._stage(self._bufs(t.device), "act", i, d, sat)
                 if relu and self._dead_check and d.ndim >= 1:
                     self._count_units(i, d)
-                if t.requires_grad:
+                # a non-leaf only: a leaf output (a module returning its own parameter) lives across steps, and a
+                # hook on it would stay, one more each step; its gradient is recorded as the parameter's
+                if t.requires_grad and t.grad_fn is not None:
                     t.register_hook(grad_hook)
                 self._has_data = True
             except Exception as e:  # never crash training
@@ -589,8 +645,12 @@ class Watcher:
         # Diverged values (inf, NaN, beyond float32) are data to record, not numpy warnings: overflows in sums and
         # casts are expected here (errstate is per thread: the training thread's settings are untouched).
         with np.errstate(all="ignore"):
-            while self._pending:
-                out += self._convert(*self._pending.popleft())
+            while True:
+                try:
+                    item = self._pending.popleft()
+                except IndexError:  # empty (the training thread may drop steps when this thread stalled)
+                    break
+                out += self._convert(*item)
         return out
 
     def _convert(
@@ -667,8 +727,16 @@ class Watcher:
             if not self.scope.closed and self.optimizer is None and (self._has_data or self._in_step):
                 self._weights_stats()
                 self.end_step()
+        except Exception as e:  # the last step's statistics are lost, never the user's training or finish()
+            self._break("the last step", e)
         finally:
             self.scope.close()
+            if self._diagnoser is not None:  # a watch that ended reports nothing more, and is not kept alive —
+                # once the values logged before its end were judged (a loss spike just before finish())
+                try:
+                    self.run._writer.flush(timeout=5.0)
+                finally:
+                    self.run._writer.remove_on_scalars(self._diagnoser.observe_scalars)
 
     def __enter__(self) -> Watcher:
         return self
