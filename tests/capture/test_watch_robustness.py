@@ -196,3 +196,28 @@ def test_an_error_while_the_last_step_is_recorded_does_not_escape_finish(root):
     with pytest.warns(RuntimeWarning, match="the last step"):
         run.finish()
     assert deepscope.open(root).info(run.id).status == "finished"
+
+
+def test_a_frozen_batchnorm_inside_a_training_model_is_recorded(root):
+    """Fine-tuning with BatchNorm frozen (``bn.eval()`` after ``model.train()``): its outputs are recorded like
+    every other layer's; the model's evaluation passes (``model.eval()``, no gradients) still are not."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    run = deepscope.init(dir=root)
+    run.watch(model, opt, print_findings=False)
+    for _ in range(4):
+        model.train()
+        model[1].eval()
+        loss = model(torch.randn(32, 8)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.eval()
+        with torch.no_grad():
+            model(torch.randn(4, 8) * 1e6)  # an evaluation pass: not recorded
+    run.finish()
+    m = reopen(root, run.id).layer_matrix("act", "mean")
+    assert m.step.tolist() == [0, 1, 2, 3]
+    assert np.isfinite(m.values[m.names.index("1")]).all()
+    assert np.abs(m.values[m.names.index("0")]).max() < 1e3  # the evaluation's huge inputs left out

@@ -403,6 +403,7 @@ class Watcher:
         if n <= MAX_PENDING:
             return
         if not self._writer_behind:
+            self.run._writer.add_job(self._convert_pending)  # in case none is queued (one interrupted in between)
             deadline = time.monotonic() + 5.0
             while len(self._pending) > MAX_PENDING // 2 and time.monotonic() < deadline:
                 time.sleep(0.002)
@@ -456,9 +457,11 @@ class Watcher:
         grad_hook = eager(self._grad_hook(i, where))
         sat = self._sat[i]
         broken = self._broken
+        model = self.model
 
         def hook(mod: nn.Module, args: Any, output: Any) -> None:
-            training = mod.training or self._trains_in_eval
+            # a layer kept in eval mode inside a model that trains (a frozen BatchNorm while fine-tuning) is recorded
+            training = mod.training or model.training or self._trains_in_eval
             if not (self._recording and training) or where in broken or not torch.is_grad_enabled():
                 return
             try:
