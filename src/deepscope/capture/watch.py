@@ -565,14 +565,15 @@ class Watcher:
             self._trains_model[optimizer] = trains
         if not trains:
             return
-        self._foreign_steps += 1
-        if self._foreign_steps < FOLLOW_AFTER:
-            return
-        for _ in range(self._foreign_steps):  # the steps it took: closed here, as the watched optimizer's would be
+        if self._passes:  # it ends training passes the watched one did not: closed at once, as its own step would be
+            # (one that steps right after the watched one — both training this model — closes nothing)
             self._weights_stats()
             self.end_step()
             for f in self.on_skipped_step:  # the step timer's
                 f()
+            self._foreign_steps += 1
+        if self._foreign_steps < FOLLOW_AFTER:
+            return
         self._foreign_steps = 0
         self.follow(optimizer)  # this watch closes; the new one starts at the next step
 
