@@ -128,6 +128,15 @@ class ScanBuffer:
     def steps(self) -> np.ndarray:
         return np.unique(self.step)
 
+    def total_norm(self, buckets: int) -> np.ndarray:
+        """√(Σ norm²) of the parameters' gradients at each step, then the mean over each of ``buckets``."""
+        rows = self._select("param_grad", None, None)
+        norm = self.stats[rows, fmt.LAYER_STATS.index("norm")].astype(np.float64)
+        distinct, at = np.unique(self.step[rows], return_inverse=True)
+        total = np.sqrt(np.bincount(at, weights=norm * norm))
+        bucket = (np.arange(len(distinct)) * buckets) // max(len(distinct), 1)
+        return np.bincount(bucket, weights=total) / np.maximum(np.bincount(bucket), 1)
+
 
 def timed(fn, repeat: int = 1) -> float:  # noqa: ANN001
     best = float("inf")
@@ -201,6 +210,12 @@ def reader_times(reader, zoom: tuple[int, int], mid: int) -> dict[str, float]:  
         "whole run, a statistic asked before": timed(lambda: reader.layer_matrix("act", "mean", buckets=BUCKETS), 3),
         "zoomed to 1 % of the steps": timed(lambda: reader.layer_matrix("act", "mean", *zoom, buckets=BUCKETS), 3),
         "depth profile at a step (gradient flow)": timed(lambda: reader.layer_profile("grad", "norm", mid), 3),
+        "global gradient norm over the run, first asked (its series built)": timed(
+            lambda: reader.total_norm("param_grad", buckets=BUCKETS)
+        ),
+        "global gradient norm over the run, asked before": timed(
+            lambda: reader.total_norm("param_grad", buckets=BUCKETS), 3
+        ),
     }
 
 
@@ -213,6 +228,8 @@ def scan_times(scan: ScanBuffer, names: list[str], zoom: tuple[int, int], mid: i
         "whole run, a statistic asked before": timed(lambda: scan.matrix("act", "mean", None, None, BUCKETS, names), 3),
         "zoomed to 1 % of the steps": timed(lambda: scan.matrix("act", "mean", *zoom, BUCKETS, names), 3),
         "depth profile at a step (gradient flow)": timed(lambda: scan.profile("grad", "norm", mid), 3),
+        "global gradient norm over the run, first asked (its series built)": timed(lambda: scan.total_norm(BUCKETS)),
+        "global gradient norm over the run, asked before": timed(lambda: scan.total_norm(BUCKETS), 3),
     }
 
 

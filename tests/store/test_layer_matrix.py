@@ -224,8 +224,13 @@ def test_a_kind_this_reader_does_not_know_adds_no_step_in_either_layout():
         assert buf.steps().tolist() == [1, 2]
 
 
-def test_total_norm_grows_with_appends_and_keeps_nonfinite_steps():
-    """Each step's √(Σ norm²) over its rows, extended as tables arrive; a step with a NaN/Inf norm is not finite."""
+@pytest.mark.parametrize("slice_rows", [7, 1 << 20])
+def test_total_norm_grows_with_appends_and_keeps_nonfinite_steps(monkeypatch, slice_rows):
+    """Each step's √(Σ norm²) over its rows, extended as tables arrive (read a slice of whole steps at a time);
+    a step with a NaN/Inf norm is not finite."""
+    from deepscope.store import layerstats
+
+    monkeypatch.setattr(layerstats, "_SLICE", slice_rows)
     rng = np.random.default_rng(3)
     layers = ["a.weight", "a.bias", "b.weight"]
     first = rows_table(np.arange(0, 40), layers, "param_grad", rng)

@@ -474,14 +474,19 @@ class LayerStatsBuffer:
         buf, seen = self._series.get(key, (None, 0))
         if buf is None:
             buf = SeriesBuffer(f"{kind}/norm/(all parameters)")
-        if seen < kr.n:
-            step, wall, _, stats = kr.arrival()
-            s = step[seen:]
+        step, wall, _, stats = kr.arrival()
+        while seen < kr.n:  # in slices of whole steps: a million steps' rows at once made gigabytes of temporaries
+            b = min(kr.n, seen + _SLICE)
+            if b < kr.n:
+                cut = np.flatnonzero(step[seen + 1 : b + 1] != step[seen:b])
+                b = seen + 1 + int(cut[-1]) if len(cut) else b  # the end of the last whole step in the slice
+            s = step[seen:b]
             starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # each step's rows, in arrival order
             ends = np.r_[starts[1:], len(s)] - 1
-            norm = stats[STAT_INDEX["norm"], seen:].astype(np.float64)
-            buf.append(s[starts], wall[seen:][ends], np.sqrt(np.add.reduceat(norm * norm, starts)))
-            self._series[key] = (buf, kr.n)
+            norm = stats[STAT_INDEX["norm"], seen:b].astype(np.float64)
+            buf.append(s[starts], wall[seen:b][ends], np.sqrt(np.add.reduceat(norm * norm, starts)))
+            seen = b
+            self._series[key] = (buf, seen)
         return buf.downsample(start, end, buckets)
 
 
