@@ -245,6 +245,25 @@ def test_lightning_logs_the_learning_rate_each_step_trained_with(root):
 
 
 @pytest.mark.filterwarnings(LIGHTNING_PYTREE)
+def test_lightning_gradient_clipping_records_the_norm_before_clipping(root):
+    """``gradient_clip_val``: Lightning clips through torch.nn.utils.clip_grad_norm_, whose result — the global norm
+    before clipping — and limit are recorded at each step."""
+    torch.manual_seed(0)
+    callback = LightningCallback(dir=root)
+    trainer = pl.Trainer(
+        max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, gradient_clip_val=1e-3, callbacks=[callback],
+    )  # fmt: skip
+    trainer.fit(TinyModule(), *loaders())
+    callback.run.finish()
+    _, reader = read(root)
+    assert steps_of(reader, "watch/grad_norm") == [0, 1, 2, 3]
+    assert (reader.series("watch/grad_norm").value > 1e-3).all()  # clipped at every step
+    assert reader.series("watch/grad_clip").value.tolist() == [1e-3] * 4
+    np.testing.assert_allclose(reader.total_norm("param_grad").last, 1e-3, rtol=1e-4)  # what the optimizer got
+
+
+@pytest.mark.filterwarnings(LIGHTNING_PYTREE)
 def test_lightning_two_optimizers_count_one_step_per_batch_as_watch_does(root):
     """global_step counts both optimizers' steps (0, 2, 4 …); the metrics go at the batches that stepped, as
     Lightning's loggers put them and as watch counts the first optimizer's steps: a loss and its layer statistics
