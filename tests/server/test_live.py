@@ -49,6 +49,48 @@ def test_poller_announces_new_data_status_changes_and_new_runs(root):
         assert [parse(m) for m in hub.poll_runs()] == [("runs", {})]
 
 
+def test_a_rank_writing_after_rank_0_finished_is_still_followed(root):
+    """Rank 0 finishes first — the run's status is its — while rank 1 writes on: its steps still reach the reader
+    the server answers from, until its writer stops beating."""
+    r0 = deepscope.init(project="p", id="ddp", dir=root, rank=0, world_size=2, flush_interval=0.05)
+    r1 = deepscope.init(project="p", id="ddp", dir=root, rank=1, world_size=2, flush_interval=0.05)
+    for s in range(5):
+        r0.log({"loss": 1.0}, step=s)
+        r1.log({"loss": 1.0}, step=s)
+    r0.flush()
+    r1.flush()
+    store = deepscope.open(root)
+    hub = LiveHub(store)
+    hub.poll_runs()
+    hub.poll_tails()
+    r0.finish()
+    hub.poll_runs()
+    for s in range(5, 100):
+        r1.log({"loss": 1.0}, step=s)
+    r1.finish()
+    hub.poll_runs()
+    hub.poll_tails()
+    assert store.run("ddp").series("loss", rank=1).step[-1] == 99
+
+
+def test_a_run_deleted_and_made_again_is_read_anew(root):
+    import shutil
+
+    with deepscope.init(project="p", id="same", dir=root) as run:
+        for s in range(1000):
+            run.log({"loss": 1.0, "acc": 0.5}, step=s)
+    store = deepscope.open(root)
+    assert len(store.run("same").series("loss")) == 1000
+    shutil.rmtree(root / "same")
+    time.sleep(0.01)  # another start time
+    with deepscope.init(project="p", id="same", dir=root) as run:
+        for s in range(10):
+            run.log({"loss": 7.0}, step=s)
+    reader = store.run("same")
+    assert reader.series("loss").value.tolist() == [7.0] * 10
+    assert [k.key for k in reader.keys()] == ["loss"]
+
+
 def test_subscribers_get_events_keepalives_and_an_end():
     async def scenario():
         hub = LiveHub(store=None, keepalive_interval=0.05)  # no store needed to fan out messages

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from ..store import Store
@@ -17,6 +18,7 @@ from ..store import Store
 log = logging.getLogger("deepscope.server")
 
 QUEUE_SIZE = 256
+WRITERS_BEAT = 5.0  # s: a run whose newest heartbeat is younger is still written by some rank (they beat each second)
 _CLOSED = b""  # put in a subscriber's queue when the hub closes; no event is empty
 
 
@@ -43,6 +45,7 @@ class LiveHub:
         self._subscribers: set[asyncio.Queue[bytes]] = set()
         self._status: dict[str, str] | None = None  # run id -> status at the last run-list check
         self._contents: dict[str, tuple[str, ...]] = {}  # run id -> what it held at the last run-list check
+        self._beats: dict[str, float | None] = {}  # run id -> its newest heartbeat at the last run-list check
         self._announced: dict[str, int | None] = {}  # run id -> max_step last announced
         self._closed = False
         self._failing = False
@@ -52,6 +55,7 @@ class LiveHub:
         """Re-read the run list: a new, vanished or re-statused run, or one that now holds more (a watch, a graph,
         an analysis), gives one ``runs`` event."""
         infos = self.store.runs()
+        self._beats = {info.id: info.heartbeat for info in infos}
         status = {info.id: info.status for info in infos}
         contents = {info.id: info.contents for info in infos}
         previous, self._status = self._status, status
@@ -65,10 +69,13 @@ class LiveHub:
         return [*messages, sse("runs", {})]
 
     def poll_tails(self) -> list[bytes]:
-        """Refresh the readers of running runs: one ``run`` event for each that got new data."""
+        """Refresh the readers of running runs — and of runs whose writers still beat: rank 0 finishing first ends a
+        distributed run's status while the other ranks write on —: one ``run`` event for each that got new data."""
         messages = []
+        now = time.time()
         for run_id, status in (self._status or {}).items():
-            if status == "running":
+            beat = self._beats.get(run_id)
+            if status == "running" or (beat is not None and now - beat < WRITERS_BEAT):
                 messages += self._tail(run_id, status)
         return messages
 

@@ -10,12 +10,14 @@ Stores without indexes, or with data the index does not describe yet, are read w
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +29,9 @@ from .layerstats import LayerMatrix, LayerStatsBuffer
 from .series import SeriesBuffer
 
 log = logging.getLogger("deepscope")
+
+
+_GENERATIONS = itertools.count(1)  # every reader's data generations: never one number for two states
 
 
 class Store:
@@ -80,19 +85,23 @@ class Store:
         return runmeta.run_info(self.root / run_id, meta)
 
     def run(self, run_id: str) -> RunReader:
-        """The reader of one run (cached): ``run_id`` must name an existing run of this store."""
+        """The reader of one run (cached): ``run_id`` must name an existing run of this store. A run deleted and
+        made again under the same id (another start time in its ``run.json``) gets a new reader."""
         self._check(run_id)
+        born = self._born(run_id)
         with self._lock:
             reader = self._readers.get(run_id)
-            if reader is not None:
+            if reader is not None and reader.born == born:
                 return reader
             run_lock = self._run_locks.setdefault(run_id, threading.Lock())
         with run_lock:  # opening one run (reading its files) never holds up requests for another
             reader = self._readers.get(run_id)
-            if reader is None:
+            if reader is None or reader.born != born:
                 reader = RunReader(self, run_id)
+                reader.born = born
                 with self._lock:
                     self._readers[run_id] = reader
+                    self._event_readers.pop(run_id, None)
         return reader
 
     def is_open(self, run_id: str) -> bool:
@@ -103,13 +112,20 @@ class Store:
     def events(self, run_id: str, rank: int | None = None) -> list[Event]:
         """A run's events without loading its other data (a runs table asks this of every run)."""
         self._check(run_id)
+        born = self._born(run_id)
         with self._lock:
             reader = self._readers.get(run_id) or self._event_readers.get(run_id)
-            if reader is None:
+            if reader is None or reader.born != born:
                 reader = self._event_readers[run_id] = RunReader(self, run_id, kinds=("events",))
+                reader.born = born
                 return reader.events(rank)
         reader.refresh()
         return reader.events(rank)
+
+    def _born(self, run_id: str) -> Any:
+        """What tells this run from an earlier one of the same id: its start time (``run.json``)."""
+        meta = self._meta(run_id)
+        return None if meta is None else meta.get("start_time")
 
     def _check(self, run_id: str) -> str:
         # Client strings never become paths unchecked: the id must match the pattern *and* exist.
@@ -180,6 +196,7 @@ class RunReader:
         self.kinds = kinds  # the record kinds this reader reads (all, or only events for a cheap listing)
         self.id = run_id
         self.dir = store.root / run_id
+        self.born: Any = None  # the start time of the run it reads (Store.run tells a run made again apart)
         self._ranks: dict[int, _RankData] = {}
         # Two locks: ``_refresh`` orders the readers of files (one refresh or load at a time) and is never
         # taken under ``_lock``; ``_lock`` guards the in-memory data and is held only while it changes or is
@@ -187,7 +204,9 @@ class RunReader:
         self._refresh = threading.Lock()
         self._lock = threading.RLock()
         self._deferred = True  # scalar values are still only known from key indexes
-        self.generation = 0  # grows whenever a refresh finds new data: answers computed before are stale
+        # grows whenever a refresh finds new data: answers computed before are stale. Unique across readers: a run
+        # deleted and made again under its id gets a new reader, whose answers never pass for the old one's
+        self.generation = next(_GENERATIONS)
         self.corrupt_chunks = 0
         self.max_step: int | None = None
         self.refresh()
@@ -245,7 +264,7 @@ class RunReader:
             if not complete:  # an old store, or data not indexed (yet): read the values now
                 new_values += self._load(changed)
             if new_values or changed:
-                self.generation += 1
+                self.generation = next(_GENERATIONS)
             return Tail(self.id, self.max_step, new_values, tuple(sorted(changed)))
 
     def _read_index(self, seg: _Segment) -> tuple[list[pa.Table], bool]:
