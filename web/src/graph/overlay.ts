@@ -1,6 +1,10 @@
 // Overlay values per visible item: a layer statistic at one step (a collapsed module aggregates its layers),
-// the parameter count, or the output size (elements of the first output tensor).
-import type { GEdge, GNode } from "./types";
+// the parameter count, or the output size (elements of the first output tensor); the colour scale over them, the
+// legend's words, and the text of a tensor's shape.
+import { LOG_DEFAULT, makeScale, type ColorScale } from "../core/colorscale";
+import { KIND_LABELS, STAT_LABELS } from "../core/internals.svelte";
+import type { LayerKind } from "../core/viewstate";
+import type { GEdge, GNode, GraphView, PlacedEdge } from "./types";
 
 export type OverlayMode = "none" | "stat" | "params" | "size";
 export type Aggregate = "max" | "mean" | "min";
@@ -47,6 +51,65 @@ export function sizeValues(nodes: GNode[], edges: GEdge[]): Map<string, number> 
   return out;
 }
 
+/** A layer statistic at one step, as the server profiles it: a value (or none) per layer name. */
+export interface StatProfile {
+  names: string[];
+  values: (number | null)[];
+  step: number | null;
+}
+
+/** The colours over the graph: each item's value, their scale, the legend's title, and what the legend calls an
+ * item without a value. */
+export interface Overlay {
+  values: Map<string, number>;
+  scale: ColorScale;
+  label: string;
+  missing: string;
+}
+
+/** Which layer statistic colours the graph, and how a collapsed module combines its layers' values. */
+export interface StatChoice {
+  kind: LayerKind;
+  stat: string;
+  overlayAgg: Aggregate;
+}
+
+/** The overlay a mode gives the visible graph; none while a statistic's profile has not come. */
+export function makeOverlay(mode: OverlayMode, graph: GraphView, profile: StatProfile | null, choice: StatChoice): Overlay | null {
+  if (mode === "params") {
+    const v = paramValues(graph.nodes);
+    return { values: v, scale: makeScale("n_params", [...v.values()], true), label: "parameters", missing: "no parameters" };
+  }
+  if (mode === "size") {
+    const v = sizeValues(graph.nodes, graph.edges);
+    return { values: v, scale: makeScale("numel", [...v.values()], true), label: "output elements", missing: "size unknown" };
+  }
+  if (mode === "stat" && profile) {
+    const { kind, stat } = choice;
+    const v = statValues(graph.nodes, profile.names, profile.values, choice.overlayAgg);
+    const all = profile.values.filter((x): x is number => x !== null);
+    const scale = makeScale(stat, all, LOG_DEFAULT.has(stat));
+    const label = `${KIND_LABELS[kind] ?? kind} · ${STAT_LABELS[stat] ?? stat}`;
+    return { values: v, scale, label, missing: "no value (not a watched layer, or none at this step)" };
+  }
+  return null;
+}
+
+/** The fill of each item the overlay colours, as CSS. */
+export function overlayFills(overlay: Overlay | null): Map<string, string> {
+  const m = new Map<string, string>();
+  if (!overlay) return m;
+  for (const [id, v] of overlay.values) {
+    const c = overlay.scale.color(v);
+    if (c) m.set(id, `rgb(${c.map((x) => Math.round(x)).join(",")})`);
+  }
+  return m;
+}
+
+/** Under an overlay, an item it gives no value (the graph's input and output take none: they keep their look). */
+export const lacksValue = (overlay: Overlay | null, n: GNode) =>
+  overlay !== null && !overlay.values.has(n.id) && n.op !== "input" && n.op !== "output";
+
 export function formatCount(v: number): string {
   if (!Number.isFinite(v)) return "–";
   const a = Math.abs(v);
@@ -64,3 +127,6 @@ export function formatBytes(b: number): string {
 }
 
 export const shapeText = (s: (number | string)[] | null | undefined) => (s ? `[${s.join(", ")}]` : "–");
+
+/** What a tensor on an edge is: its shape, and its dtype when known. */
+export const edgeLabel = (e: PlacedEdge) => `${shapeText(e.edge.shape)}${e.edge.dtype ? ` · ${e.edge.dtype}` : ""}`;
