@@ -183,8 +183,9 @@ class Run:
     def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
         """Record scalars (floats, ints, bools, NumPy scalars, 0-d or one-element tensors and arrays) at ``step``.
 
-        A value that is none of these (a string, None, a tensor of several values) or an invalid key is left out with
-        one warning per key — a training loop never stops for it; the other values are recorded.
+        A value that is none of these (a string, None, a tensor of several values, a complex number, an int beyond
+        float64's range) or an invalid key is left out with one warning per key — a training loop never stops for it;
+        the other values are recorded.
 
         Returns in microseconds: tensors are gathered and copied to the host later, in batches.
         """
@@ -208,7 +209,7 @@ class Run:
             try:
                 if k not in known:
                     known.add(fmt.validate_key(k))
-                if t is not float and t is not int and _check_scalar(k, v):
+                if t is not float and (t is not int or not -_FLOAT_MAX <= v <= _FLOAT_MAX) and _check_scalar(k, v):
                     has_tensor = True
                 elif t is np.ndarray:
                     data[k] = v.item()  # a 0-d or one-element array, by value (the caller may change it in place)
@@ -516,25 +517,51 @@ PACE_RATIO = 1.8  # watch steps per logged step from which they are said to drif
 
 
 def _check_scalar(key: str, v: Any) -> bool:
-    """Accept a number-like ``v`` (True when it is a tensor to snapshot); raise ``TypeError`` naming ``key``."""
-    if isinstance(v, (bool, np.number, np.bool_)):
+    """Accept a real number-like ``v`` (True when it is a tensor to snapshot); raise ``TypeError`` or ``ValueError``
+    naming ``key``. What passes here the writer can store as a float64: a value it could not convert would cost it
+    every other value converted with it."""
+    if isinstance(v, (bool, np.bool_)):
         return False
-    if isinstance(v, np.ndarray) and v.ndim == 0 and np.issubdtype(v.dtype, np.number):
-        return False
+    if isinstance(v, int):  # an int beyond float64's range comes here (and an int subclass: an IntEnum)
+        if -_FLOAT_MAX <= v <= _FLOAT_MAX:
+            return False
+        raise ValueError(f"deepscope: value for key {key!r} is an int beyond float64's range (about ±1.8e308); "
+                         "log() records float64 values")  # fmt: skip
+    if isinstance(v, complex):
+        raise TypeError(_complex_message(key))
+    if isinstance(v, (np.number, np.ndarray)):
+        if isinstance(v, np.ndarray) and (v.size != 1 or not np.issubdtype(v.dtype, np.number)):
+            raise TypeError(f"deepscope: value for key {key!r} is an array of shape {v.shape}; log() takes scalars "
+                            "(use log_histogram for distributions)")  # fmt: skip
+        if v.dtype.kind == "c":
+            raise TypeError(_complex_message(key))
+        if v.dtype.kind not in "iuf":  # a timedelta64: a number of a unit
+            raise TypeError(f"deepscope: value for key {key!r} is a NumPy {v.dtype}; log() takes real numbers")
+        if v.dtype.kind == "f" and v.dtype.itemsize > 8 and np.isfinite(v).all() and (np.abs(v) > _FLOAT_MAX).any():
+            raise ValueError(
+                f"deepscope: value for key {key!r} is beyond float64's range (about ±1.8e308); "
+                "log() records float64 values"
+            )  # fmt: skip (a long double)
+        return False  # a one-element array: a scalar (``log`` takes it as its 0-d view)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(v, torch.Tensor):
-        if v.numel() != 1 or v.is_complex():
+        if v.is_complex():
+            raise TypeError(_complex_message(key))
+        if v.numel() != 1:
             raise TypeError(
                 f"deepscope: value for key {key!r} is a tensor of shape {tuple(v.shape)}; log() takes scalars "
                 "(use log_histogram for distributions)"
             )
         return True  # a one-element tensor of any shape: a scalar (``_snapshot_tensors``)
-    if isinstance(v, np.ndarray):
-        if v.size == 1 and np.issubdtype(v.dtype, np.number):
-            return False  # a one-element array: a scalar (``log`` takes it as its 0-d view)
-        raise TypeError(f"deepscope: value for key {key!r} is an array of shape {v.shape}; log() takes scalars "
-                        "(use log_histogram for distributions)")  # fmt: skip
     raise TypeError(f"deepscope: value for key {key!r} must be a number or 0-d tensor, got {type(v).__name__}")
+
+
+_FLOAT_MAX = sys.float_info.max
+
+
+def _complex_message(key: str) -> str:
+    return (f"deepscope: value for key {key!r} is complex; log() records real numbers (log its .real, .imag or "
+            "abs() under keys of their own)")  # fmt: skip
 
 
 def _snapshot_tensors(data: dict[str, Any]) -> None:
