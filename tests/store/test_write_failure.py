@@ -79,3 +79,29 @@ def test_run_directory_deleted_while_writing(root):
     run.finish()
     # what was logged after the deletion is written into the recreated directory
     np.testing.assert_array_equal(deepscope.open(root).run(run.id).series("x").value, np.arange(100, 200))
+
+
+def test_a_record_the_writer_cannot_convert_loses_only_itself(root):
+    """What log() lets through the writer can store; the watch hands the writer records of its own. One it cannot
+    convert is left out with one warning; the rest of its batch, and the histograms and events beside it, are
+    written."""
+    run = deepscope.init(dir=root, flush_interval=60)  # one drain takes everything: at finish()
+    writer = run._writer
+    for step in range(10):
+        bad = 1 + 2j if step in (3, 7) else 1.0
+        writer.add_scalars((step, 0.0, {"a": float(step), "b": bad}, False), 2)
+    writer.add_histogram("h", 1, 0.0, np.array([0.0, 1.0]), np.array([2.0]))
+    writer.add_histogram("h", 2, 0.0, np.array(["x", "y"]), np.array([2.0]))
+    writer.add_event(1, 0.0, "note", "info", "kept", None)
+    writer.add_event(2, 0.0, "note", "info", 5, None)  # no str
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.finish()
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 3, messages  # one per kind of failure, not one per record
+    assert "'a', 'b' at step 3" in messages[0] and "complex" in messages[0]
+    assert writer.unconvertible == {"scalars": 4, "histograms": 1, "events": 1}
+    r = deepscope.open(root).run(run.id)
+    assert r.series("a").step.tolist() == [0, 1, 2, 4, 5, 6, 8, 9]
+    assert [h.step for h in r.histograms("h")] == [1]
+    assert [e.text for e in r.events()] == ["kept"]

@@ -81,6 +81,8 @@ class StreamWriter:
         self.flushed_values = 0  # scalar values known to be on disk
         self.flushed_step = -1  # highest step known to be on disk (a resumed stream's: from its heartbeat)
         self.write_errors = 0
+        self.unconvertible: dict[str, int] = {}  # kind -> values (scalars) or records left out: not convertible
+        self._conversion_errors: set[str] = set()
 
         self._heartbeat = self.dir / "heartbeat"
         self.flushed_step = _heartbeat_step(self._heartbeat)
@@ -186,14 +188,51 @@ class StreamWriter:
         hists = _take(self._histograms)
         events = _take(self._events)
         self._taken_values += sum(len(r[2]) for r in scalars)
+        # each kind on its own: a record that cannot be converted costs neither the other kinds nor its own kind's rest
         if scalars:
-            batch, max_step, stats = self._scalar_batch(scalars)
-            self._retain("scalars", fmt.encode_chunk(batch), batch.num_rows, max_step, stats)
+            batch = self._convert("scalars", scalars, self._scalar_batch)
+            if batch is not None:
+                batch, max_step, stats = batch
+                self._retain("scalars", fmt.encode_chunk(batch), batch.num_rows, max_step, stats)
         if hists:
-            self._retain("histograms", fmt.encode_chunk(_histogram_batch(hists), compress=True), 0, None, None)
+            batch = self._convert("histograms", hists, _histogram_batch)
+            if batch is not None:
+                self._retain("histograms", fmt.encode_chunk(batch, compress=True), 0, None, None)
         if events:
-            self._retain("events", fmt.encode_chunk(_event_batch(events)), 0, None, None)
+            batch = self._convert("events", events, _event_batch)
+            if batch is not None:
+                self._retain("events", fmt.encode_chunk(batch), 0, None, None)
         self._write_retained()
+
+    def _convert(self, kind: str, records: list, convert: Callable[[list], Any]) -> Any:
+        """``convert(records)``; where that fails, ``convert`` of the records that convert on their own (None: none
+        do). Each record left out is counted in ``unconvertible``; each kind of failure is said once."""
+        try:
+            return convert(records)
+        except Exception:
+            pass
+        check = _scalar_values if kind == "scalars" else convert  # conversion alone: no observer sees a value twice
+        good = []
+        for record in records:
+            try:
+                check([record])
+            except Exception as e:
+                self._left_out(kind, record, e)
+            else:
+                good.append(record)
+        return convert(good) if good else None
+
+    def _left_out(self, kind: str, record: tuple, error: Exception) -> None:
+        if kind == "scalars":
+            n, what = len(record[2]), f"the values of {', '.join(map(repr, record[2]))} at step {record[0]}"
+        else:
+            n, what = 1, f"histogram {record[0]!r} at step {record[1]}" if kind == "histograms" else "an event"
+        self.unconvertible[kind] = self.unconvertible.get(kind, 0) + n
+        reason = f"{kind} {type(error).__name__}: {error}"
+        if reason not in self._conversion_errors and len(self._conversion_errors) < 20:
+            self._conversion_errors.add(reason)
+            self._warn(f"deepscope: could not convert {what} ({type(error).__name__}: {error}); not recorded, the "
+                       "rest is (this warning is shown once per kind of failure)")  # fmt: skip
 
     def _retain(self, kind: str, chunk: bytes, n_values: int, max_step: int | None, stats: KeyStats | None) -> None:
         self._retained.append((kind, chunk, n_values, max_step, stats))
@@ -344,13 +383,12 @@ class StreamWriter:
         self._scalar_callbacks = [cb for cb in self._scalar_callbacks if cb != callback]
 
     def _scalar_batch(self, records: list[ScalarRecord]) -> tuple[pa.RecordBatch, int, KeyStats]:
+        value_arr = _scalar_values(records)  # first: a record it cannot convert has changed nothing yet
         steps = np.empty(len(records), np.int64)
         walls = np.empty(len(records), np.float64)
         lengths = np.empty(len(records), np.int64)
         ids: list[np.ndarray] = []
-        values: list[Any] = []
-        tensor_slots: list[tuple[int, Any]] = []
-        for i, (step, wall, data, has_tensor) in enumerate(records):
+        for i, (step, wall, data, _) in enumerate(records):
             steps[i] = step
             walls[i] = wall
             lengths[i] = len(data)
@@ -359,23 +397,7 @@ class StreamWriter:
             if key_ids is None:
                 key_ids = self._ids_by_keyset[keyset] = np.array([self._key_id(k) for k in keyset], np.int32)
             ids.append(key_ids)
-            if has_tensor:
-                base = len(values)
-                for j, v in enumerate(data.values()):
-                    if not isinstance(v, (int, float)):
-                        tensor_slots.append((base + j, v))
-            values.extend(data.values())
-        if tensor_slots:
-            for slot, v in zip((s for s, _ in tensor_slots), _tensors_to_floats([t for _, t in tensor_slots])):
-                values[slot] = v
-        value_arr = np.array(values, dtype=np.float64)
         step_col, id_col = np.repeat(steps, lengths), np.concatenate(ids)
-        if self._scalar_callbacks:
-            for cb in self._scalar_callbacks:
-                try:
-                    cb(step_col, self._keys, id_col, value_arr)
-                except Exception as e:  # an observer must never cost the user's values
-                    self._warn(f"deepscope: scalar observer failed: {type(e).__name__}: {e}")
         batch = pa.record_batch(
             [
                 pa.array(step_col),
@@ -385,6 +407,12 @@ class StreamWriter:
             ],
             schema=fmt.SCALARS,
         )
+        if self._scalar_callbacks:  # last: once the batch is sure to be written
+            for cb in self._scalar_callbacks:
+                try:
+                    cb(step_col, self._keys, id_col, value_arr)
+                except Exception as e:  # an observer must never cost the user's values
+                    self._warn(f"deepscope: scalar observer failed: {type(e).__name__}: {e}")
         return batch, int(steps.max()), _key_stats(self._keys, id_col, step_col)
 
     def _key_id(self, key: str) -> int:
@@ -393,6 +421,23 @@ class StreamWriter:
             kid = self._key_ids[key] = len(self._keys)
             self._keys.append(key)
         return kid
+
+
+def _scalar_values(records: list[ScalarRecord]) -> np.ndarray:
+    """The values of ``records`` in order, as float64 (tensors brought to the host in one copy per device)."""
+    values: list[Any] = []
+    tensor_slots: list[tuple[int, Any]] = []
+    for _, _, data, has_tensor in records:
+        if has_tensor:
+            base = len(values)
+            for j, v in enumerate(data.values()):
+                if not isinstance(v, (int, float)):
+                    tensor_slots.append((base + j, v))
+        values.extend(data.values())
+    if tensor_slots:
+        for slot, v in zip((s for s, _ in tensor_slots), _tensors_to_floats([t for _, t in tensor_slots])):
+            values[slot] = v
+    return np.array(values, dtype=np.float64)
 
 
 def _key_stats(keys: list[str], id_col: np.ndarray, step_col: np.ndarray) -> KeyStats:
