@@ -18,7 +18,7 @@ import numpy as np
 from .notices import notice
 from .store import format as fmt
 from .store import runmeta
-from .store.writer import StreamWriter
+from .store.writer import StreamWriter, last_step_on_disk
 from .types import SEVERITIES
 
 DEFAULT_DIR = "deepscope-runs"
@@ -138,7 +138,7 @@ class Run:
         self._warned_pace = False  # steps given to log() and the watch's steps drifting apart (said once)
         self._watchers: list[Any] = []
         self._next_watch_step = 0
-        last = max(self._writer.flushed_step, runmeta.heartbeat(self.dir)[1] or -1) if resume else -1
+        last = max([self._writer.flushed_step, *map(last_step_on_disk, self._other_streams())]) if resume else -1
         if last >= 0:
             # A resumed run continues its steps: run.log without a step, and watch, count on from the last one on
             # disk, of any rank — ranks stay aligned (a training that resumes from an earlier checkpoint passes its
@@ -153,6 +153,13 @@ class Run:
             text = f"resumed; it was {was}" + (f" ({why})" if why else "")
             self._writer.add_event(last + 1 if last >= 0 else None, time.time(), "resumed", "info", text, None)
         _register(self)
+
+    def _other_streams(self) -> list[Path]:
+        """The stream directories of this run's other ranks."""
+        try:
+            return [Path(e.path) for e in os.scandir(self.dir / "streams") if e.is_dir() and e.name != str(self.rank)]
+        except OSError:
+            return []
 
     def _keep_metadata(
         self,

@@ -70,7 +70,6 @@ class StreamWriter:
         self._ids_by_keyset: dict[tuple[str, ...], np.ndarray] = {}
         self._files: dict[str, Any] = {}
         self._indexes: dict[str, Any] = {}  # kind -> key index of the open segment (None: given up on it)
-        self._seq = self._first_free_seq()
         # kind, chunk, values, max step, key stats (scalars)
         self._retained: deque[tuple[str, bytes, int, int | None, KeyStats | None]] = deque()
         self._retained_bytes = 0
@@ -79,13 +78,13 @@ class StreamWriter:
         self.warnings: deque[str] = deque()
         self.dropped_values = 0
         self.flushed_values = 0  # scalar values known to be on disk
-        self.flushed_step = -1  # highest step known to be on disk (a resumed stream's: from its heartbeat)
         self.write_errors = 0
         self.unconvertible: dict[str, int] = {}  # kind -> values (scalars) or records left out: not convertible
         self._conversion_errors: set[str] = set()
 
         self._heartbeat = self.dir / "heartbeat"
-        self.flushed_step = _heartbeat_step(self._heartbeat)
+        self._seq = self._first_free_seq()
+        self.flushed_step = last_step_on_disk(self.dir)  # highest step known to be on disk (-1: none)
         _warm_up()
         self._ensure_dir()
         self._lock_fd = _lock_stream(self.dir)
@@ -266,8 +265,11 @@ class StreamWriter:
             if stats is not None:
                 self._append_index(kind, offset, len(chunk), stats)
             self.flushed_values += n
-            if max_step is not None:
-                self.flushed_step = max(self.flushed_step, max_step)
+            if max_step is not None and max_step > self.flushed_step:
+                self.flushed_step = max_step
+                # at once, not with the next second's beat: a resume after a SIGKILL counts on from the heartbeat
+                # (it reads only the last chunks written after it)
+                self._touch_heartbeat()
             if self._failing:
                 self._failing = False
                 self._warn(f"deepscope: writing to {self.dir} works again; buffered data written")
@@ -360,9 +362,9 @@ class StreamWriter:
 
     def _touch_heartbeat(self) -> None:
         try:
-            # "<unix time> <highest step on disk>": lets a run listing show progress without reading data. Written
-            # beside and renamed over: a process killed mid-write left an empty heartbeat, and a resumed run
-            # counted its steps from 0 again.
+            # "<unix time> <highest step on disk>": lets a run listing show progress without reading data, and a
+            # resumed run count on. Written after the chunk that raised the step, beside and renamed over: a process
+            # killed mid-write left an empty heartbeat, and a resumed run counted its steps from 0 again.
             tmp = self._heartbeat.with_name("heartbeat.tmp")
             tmp.write_text(f"{time.time():.3f} {self.flushed_step}\n")
             os.replace(tmp, self._heartbeat)
@@ -588,18 +590,30 @@ def _event_batch(events: list[tuple]) -> pa.RecordBatch:
     )
 
 
-def _heartbeat_step(path: Path) -> int:
-    """The highest step on disk an earlier writer of this stream recorded in its heartbeat; read from the stream's
-    chunks when the heartbeat is missing or unreadable while data is there; -1 for a new stream."""
+TAIL_CHUNKS = 4  # chunks read from the end of a segment written after its stream's heartbeat
+
+
+def last_step_on_disk(stream_dir: Path) -> int:
+    """The highest step in a stream's files, -1 for none: its heartbeat's, or a higher one in the last chunks of a
+    segment written after it (the heartbeat follows each chunk that raises the step: a process killed between the
+    two left one chunk past it); every chunk's when the heartbeat is missing or unreadable."""
     try:
-        step = runmeta.heartbeat_step(path.read_text(encoding="ascii", errors="replace").split())
+        fd = os.open(stream_dir / "heartbeat", os.O_RDONLY)
+        try:
+            since: int | None = os.fstat(fd).st_mtime_ns
+            step = runmeta.heartbeat_step(os.read(fd, 64).decode("ascii", "replace").split())
+        finally:
+            os.close(fd)
     except OSError:
         step = -1
-    if step >= 0:
-        return step
-    for seg in sorted(path.parent.glob("*.arrows")):
+    if step < 0:
+        since = None  # read them all
+    for seg in sorted(stream_dir.glob("*.arrows")):
         try:
-            for chunk in fmt.iter_chunks(seg.read_bytes()):
+            # same mtime: written in the same clock tick as the heartbeat, before or after it
+            if since is not None and seg.stat().st_mtime_ns < since:
+                continue
+            for chunk in fmt.iter_chunks(_last_chunks(seg, TAIL_CHUNKS if since is not None else None)):
                 if "step" in chunk.table.column_names:
                     steps = chunk.table["step"].drop_null().to_numpy()
                     if len(steps):
@@ -607,3 +621,23 @@ def _heartbeat_step(path: Path) -> int:
         except (OSError, pa.ArrowException, fmt.CorruptChunk):
             continue  # a torn tail (a power loss zero-fills it) or a foreign file: the steps read before it count
     return step
+
+
+def _last_chunks(path: Path, n: int | None) -> bytes:
+    """The bytes of the last ``n`` chunks of a segment (all with None), found by reading only the chunk headers."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if n is None:
+            return os.pread(fd, size, 0)
+        starts: deque[int] = deque(maxlen=n)
+        offset = 0
+        while offset + fmt.HEADER.size <= size:
+            magic, length, _ = fmt.HEADER.unpack(os.pread(fd, fmt.HEADER.size, offset))
+            if magic != fmt.MAGIC:
+                break  # a zero-filled tail: the chunks before it
+            starts.append(offset)
+            offset += fmt.HEADER.size + length
+        return os.pread(fd, size - starts[0], starts[0]) if starts else b""
+    finally:
+        os.close(fd)
