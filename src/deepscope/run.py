@@ -123,7 +123,7 @@ class Run:
         if previous:
             self._keep_metadata(previous, project, name, config, tags, notes)
         self._stream_dir = self.dir / "streams" / str(self.rank)
-        self._write_meta()
+        # writes run.json once it holds the stream: a resume while another process writes it changes nothing
         self._writer = StreamWriter(self._stream_dir, flush_interval=flush_interval, ensure_dir=self._write_meta)
 
         self._finished = False

@@ -222,3 +222,33 @@ def test_a_step_0_of_another_rank_counts_on_resume(root):
     run.log({"x": 1.0})
     run.finish()
     assert reopen(root, "z").series("x", rank=0).step.tolist() == [1]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock: POSIX only")
+def test_resuming_a_run_another_process_writes_is_refused_before_it_changes_a_file(root):
+    child = _child(
+        """
+        import sys, deepscope
+        run = deepscope.init(dir=sys.argv[1], id="live", name="first", config={"lr": 1})
+        run.log({"x": 1.0}, step=0)
+        run.flush()
+        print("ready", flush=True)
+        sys.stdin.read()  # until the test is done
+        run.finish()
+        """,
+        root,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "ready\n"
+        stream = root / "live" / "streams" / "0"
+        before = {p: p.read_bytes() for p in (root / "live" / "run.json", stream / "stream.json")}
+        with pytest.raises(RuntimeError, match="another live process"):
+            deepscope.init(dir=root, id="live", resume=True, name="second", config={"lr": 2})
+        assert {p: p.read_bytes() for p in before} == before
+    finally:
+        child.communicate("", timeout=60)
+    info = deepscope.open(root).info("live")
+    assert (info.status, info.name, info.config) == ("finished", "first", {"lr": 1})

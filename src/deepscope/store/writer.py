@@ -83,11 +83,18 @@ class StreamWriter:
         self._conversion_errors: set[str] = set()
 
         self._heartbeat = self.dir / "heartbeat"
+        _warm_up()
+        # the lock first: a second writer of a live stream is refused before it changes any file (the caller's
+        # ensure_dir writes the run's metadata)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = _lock_stream(self.dir)
+        try:
+            self._ensure_dir()
+        except BaseException:
+            _unlock_stream(self._lock_fd)
+            raise
         self._seq = self._first_free_seq()
         self.flushed_step = last_step_on_disk(self.dir)  # highest step known to be on disk (-1: none)
-        _warm_up()
-        self._ensure_dir()
-        self._lock_fd = _lock_stream(self.dir)
         self._touch_heartbeat()
         self._thread = threading.Thread(target=self._loop, name=f"deepscope-writer-{self.dir.name}", daemon=True)
         self._thread.start()
