@@ -61,9 +61,43 @@ def test_beyond_the_bound_oldest_data_is_dropped_and_counted(root, monkeypatch):
             run.flush()
         run.finish()
     messages = [str(w.message) for w in caught]
-    assert any("dropped the oldest" in m for m in messages)
+    assert any("dropping the oldest" in m for m in messages)
     assert run._writer.dropped_values > 0
     assert run._writer._retained_bytes <= 20_000 or len(run._writer._retained) == 1
+
+
+def test_a_disk_that_stays_full_is_said_once_then_every_few_minutes_and_finish_says_how_much_is_lost(root, monkeypatch):
+    """Each dropped chunk was a warning of its own (with a running count: never de-duplicated), queued without bound
+    while nothing emitted them (a watch alone calls no log()); at finish the values still held were lost unsaid."""
+    monkeypatch.setattr(writer_mod, "open", FailingDisk(), raising=False)
+    run = deepscope.init(dir=root, flush_interval=60)
+    writer = run._writer
+    writer.max_retained_bytes = 20_000
+    row = {f"k{j}": float(j) for j in range(100)}
+    for step in range(50):  # as a watch records: into the writer, no log() to emit its warnings
+        writer.add_scalars((step, 0.0, row, False), len(row))
+        writer.flush()
+    assert writer.dropped_values > 0
+    assert len(writer.warnings) == 2 and "dropping the oldest" in writer.warnings[1], list(writer.warnings)
+    monkeypatch.setattr(writer_mod, "DROP_REPORT_INTERVAL", 0.0)  # the next report is due
+    writer.add_scalars((50, 0.0, row, False), len(row))
+    writer.flush()
+    assert "values dropped so far" in writer.warnings[-1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.finish()
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 4, messages
+    assert "5,100 logged values are lost" in messages[-1]  # all of them: nothing reached the disk
+
+
+def test_the_warnings_the_writer_queues_are_bounded(root):
+    run = deepscope.init(dir=root)
+    for i in range(10 * writer_mod.MAX_QUEUED_WARNINGS):
+        run._writer._warn(f"problem {i}")
+    assert len(run._writer.warnings) == writer_mod.MAX_QUEUED_WARNINGS
+    run._writer.warnings.clear()
+    run.finish()
 
 
 def test_run_directory_deleted_while_writing(root):

@@ -25,6 +25,9 @@ import pyarrow.compute as pc
 from . import format as fmt
 from . import runmeta
 
+DROP_REPORT_INTERVAL = 300.0  # seconds between the reports of what a failing disk costs
+MAX_QUEUED_WARNINGS = 100  # warnings the writer keeps for the training thread to emit
+
 # A scalar record as the training thread leaves it: (step, wall_time, {key: value}, holds_tensors)
 ScalarRecord = tuple[int, float, dict[str, Any], bool]
 # What the key index says of one scalars chunk: (keys, count, max_step, last_step), one item per key
@@ -70,13 +73,16 @@ class StreamWriter:
         self._ids_by_keyset: dict[tuple[str, ...], np.ndarray] = {}
         self._files: dict[str, Any] = {}
         self._indexes: dict[str, Any] = {}  # kind -> key index of the open segment (None: given up on it)
-        # kind, chunk, values, max step, key stats (scalars)
+        # kind, chunk, rows (scalars: values), max step, key stats (scalars)
         self._retained: deque[tuple[str, bytes, int, int | None, KeyStats | None]] = deque()
         self._retained_bytes = 0
         self._failing = False
+        self._write_error = ""  # the last write failure, as the OS said it
+        self._drops_said_at: float | None = None  # when dropping was last reported, in this failure (monotonic)
 
-        self.warnings: deque[str] = deque()
-        self.dropped_values = 0
+        self.warnings: deque[str] = deque()  # at most MAX_QUEUED_WARNINGS while nobody emits them
+        self.dropped_values = 0  # logged (scalar) values dropped while writing failed
+        self.dropped_rows = 0  # and rows of the other kinds (layer statistics, histograms, events)
         self.flushed_values = 0  # scalar values known to be on disk
         self.write_errors = 0
         self.unconvertible: dict[str, int] = {}  # kind -> values (scalars) or records left out: not convertible
@@ -163,6 +169,8 @@ class StreamWriter:
             for w in waiters:
                 w.set()
             if closing:
+                if self._retained:
+                    self._say_lost_at_close()
                 self._close_files()
                 self._touch_heartbeat()
                 _unlock_stream(self._lock_fd)
@@ -189,7 +197,7 @@ class StreamWriter:
                     pass
             if batch.num_rows:
                 max_step = int(pc.max(batch.column(0)).as_py())  # every kind starts with step
-                self._retain(kind, fmt.encode_chunk(batch, kind in fmt.COMPRESSED_KINDS), 0, max_step, None)
+                self._retain(kind, fmt.encode_chunk(batch, kind in fmt.COMPRESSED_KINDS), batch.num_rows, max_step)
         scalars = _take(self._scalars)
         hists = _take(self._histograms)
         events = _take(self._events)
@@ -203,11 +211,11 @@ class StreamWriter:
         if hists:
             batch = self._convert("histograms", hists, _histogram_batch)
             if batch is not None:
-                self._retain("histograms", fmt.encode_chunk(batch, compress=True), 0, None, None)
+                self._retain("histograms", fmt.encode_chunk(batch, compress=True), batch.num_rows, None)
         if events:
             batch = self._convert("events", events, _event_batch)
             if batch is not None:
-                self._retain("events", fmt.encode_chunk(batch), 0, None, None)
+                self._retain("events", fmt.encode_chunk(batch), batch.num_rows, None)
         self._write_retained()
 
     def _convert(self, kind: str, records: list, convert: Callable[[list], Any]) -> Any:
@@ -240,17 +248,38 @@ class StreamWriter:
             self._warn(f"deepscope: could not convert {what} ({type(error).__name__}: {error}); not recorded, the "
                        "rest is (this warning is shown once per kind of failure)")  # fmt: skip
 
-    def _retain(self, kind: str, chunk: bytes, n_values: int, max_step: int | None, stats: KeyStats | None) -> None:
-        self._retained.append((kind, chunk, n_values, max_step, stats))
+    def _retain(
+        self, kind: str, chunk: bytes, n_rows: int, max_step: int | None, stats: KeyStats | None = None
+    ) -> None:
+        self._retained.append((kind, chunk, n_rows, max_step, stats))
         self._retained_bytes += len(chunk)
         while self._retained_bytes > self.max_retained_bytes and len(self._retained) > 1:
-            _, old, n, _, _ = self._retained.popleft()
+            old_kind, old, n, _, _ = self._retained.popleft()
             self._retained_bytes -= len(old)
-            self.dropped_values += max(n, 1)
-            self._warn(
-                f"deepscope: could not write for a while; dropped the oldest {n} buffered values "
-                f"({self.dropped_values} dropped so far)"
-            )
+            if old_kind == "scalars":
+                self.dropped_values += n
+            else:
+                self.dropped_rows += n
+            # said when it starts, then every few minutes with the totals: a full disk is no stream of warnings
+            now = time.monotonic()
+            if self._drops_said_at is None:
+                self._drops_said_at = now
+                self._warn(f"deepscope: still cannot write to {self.dir}: dropping the oldest buffered data to stay "
+                           f"within {self.max_retained_bytes >> 20} MiB of memory (how much is said every "
+                           f"{DROP_REPORT_INTERVAL / 60:.0f} minutes while it lasts, and at finish)")  # fmt: skip
+            elif now - self._drops_said_at >= DROP_REPORT_INTERVAL:
+                self._drops_said_at = now
+                self._warn(f"deepscope: still cannot write to {self.dir} ({self._write_error}): "
+                           f"{_amount(self.dropped_values, self.dropped_rows)} dropped so far")  # fmt: skip
+
+    def _say_lost_at_close(self) -> None:
+        """What could not be written before the stream closed: lost with the process, said once with the totals."""
+        values = sum(n for kind, _, n, _, _ in self._retained if kind == "scalars")
+        rows = sum(n for kind, _, n, _, _ in self._retained if kind != "scalars")
+        lost = _amount(values + self.dropped_values, rows + self.dropped_rows)
+        self._warn(f"deepscope: could not write to {self.dir} ({self._write_error}) before the run finished: {lost} "
+                   f"are lost ({_amount(values, rows)} still held in memory, the rest dropped while writing failed)",
+                   always=True)  # fmt: skip
 
     def _write_retained(self) -> None:
         while self._retained:
@@ -259,6 +288,7 @@ class StreamWriter:
                 offset = self._append(kind, chunk)
             except OSError as e:
                 self.write_errors += 1
+                self._write_error = e.strerror or str(e)
                 if not self._failing:
                     self._failing = True
                     self._warn(
@@ -271,7 +301,8 @@ class StreamWriter:
             self._retained_bytes -= len(chunk)
             if stats is not None:
                 self._append_index(kind, offset, len(chunk), stats)
-            self.flushed_values += n
+            if kind == "scalars":
+                self.flushed_values += n
             if max_step is not None and max_step > self.flushed_step:
                 self.flushed_step = max_step
                 # at once, not with the next second's beat: a resume after a SIGKILL counts on from the heartbeat
@@ -279,7 +310,11 @@ class StreamWriter:
                 self._touch_heartbeat()
             if self._failing:
                 self._failing = False
-                self._warn(f"deepscope: writing to {self.dir} works again; buffered data written")
+                dropped = ""
+                if self._drops_said_at is not None:
+                    self._drops_said_at = None
+                    dropped = f" ({_amount(self.dropped_values, self.dropped_rows)} dropped while it failed)"
+                self._warn(f"deepscope: writing to {self.dir} works again; buffered data written{dropped}")
 
     def _append(self, kind: str, chunk: bytes) -> int:
         """Append ``chunk`` to the open segment of ``kind`` (a new one when needed); return its offset."""
@@ -378,8 +413,10 @@ class StreamWriter:
         except OSError:
             pass
 
-    def _warn(self, message: str) -> None:
-        self.warnings.append(message)
+    def _warn(self, message: str, always: bool = False) -> None:
+        # bounded: a script that never calls log() (a watch alone) emits none of them
+        if always or len(self.warnings) < MAX_QUEUED_WARNINGS:
+            self.warnings.append(message)
 
     # ---- conversion (writer thread) --------------------------------------------------------------
     def on_scalars(self, callback: Callable[[np.ndarray, list[str], np.ndarray, np.ndarray], None]) -> None:
@@ -447,6 +484,12 @@ def _scalar_values(records: list[ScalarRecord]) -> np.ndarray:
         for slot, v in zip((s for s, _ in tensor_slots), _tensors_to_floats([t for _, t in tensor_slots])):
             values[slot] = v
     return np.array(values, dtype=np.float64)
+
+
+def _amount(values: int, rows: int) -> str:
+    """``"1,200 logged values"``, with the rows of the other kinds when there are any."""
+    text = f"{values:,} logged values"
+    return text + (f" and {rows:,} rows of layer statistics, histograms or events" if rows else "")
 
 
 def _key_stats(keys: list[str], id_col: np.ndarray, step_col: np.ndarray) -> KeyStats:
