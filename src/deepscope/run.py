@@ -413,9 +413,15 @@ class Run:
         """Close ``watchers`` (once: a closed one stays closed) and drop them; a later watch() goes on from their
         step (the watcher's and the timer's ``step`` is the next step once closed)."""
         self._watchers = [w for w in self._watchers if w not in watchers]
+        error = None
         for w in watchers:
-            w.close()
+            try:
+                w.close()
+            except Exception as e:  # the others are closed all the same: no hook outlives its watch
+                error = error or e
             self._next_watch_step = max(self._next_watch_step, w.step)
+        if error is not None:
+            raise error
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -429,22 +435,29 @@ class Run:
             return
         global _finishing
         _finishing += 1  # a Ctrl-C meanwhile waits: raised inside close(), it lost what the writer still held
+        watch_error = None
         try:
             try:
                 self.unwatch()
-            finally:
+            except Exception as e:  # deepscope's own failure: the end of a training is no place to raise it
+                watch_error = e
+            finally:  # whatever happened above, the run's end is written and it leaves the live runs
                 self._finished = True
                 self._writer.close()
-            self._meta.update(status=status, end_time=time.time(), exit_reason=exit_reason, **runmeta.environment())
-            try:
-                self._write_meta()
-            except OSError as e:
-                self._writer.warnings.append(f"deepscope: could not write run metadata: {e}")
-            _unregister(self)
+                self._meta.update(status=status, end_time=time.time(), exit_reason=exit_reason, **runmeta.environment())
+                try:
+                    self._write_meta()
+                except OSError as e:
+                    self._writer.warnings.append(f"deepscope: could not write run metadata: {e}")
+                _unregister(self)
         finally:
             _finishing -= 1
             if not _finishing and _deferred_signals:
                 signal.raise_signal(_deferred_signals.pop(0))  # a signal that came meanwhile, now handled
+        if watch_error is not None:
+            notice(f"deepscope: ending the watch of run {self.id!r} failed ({type(watch_error).__name__}: "
+                   f"{watch_error}); its last step may be missing. The run is {status}, every hook removed",
+                   stacklevel=None)  # fmt: skip
         self._emit_writer_warnings()
 
     def _finish_after(self, exc_type: Any, exc: Any) -> None:
