@@ -23,6 +23,7 @@ from .types import SEVERITIES
 
 DEFAULT_DIR = "deepscope-runs"
 _live_runs: list[Run] = []
+_lingering: list[Run] = []  # finished runs whose writer still writes (a slow disk): the process's exit waits for them
 _finishing = 0  # runs being finished right now (their streams written out)
 _exiting = False  # the interpreter is ending: the runs left are being finished
 _deferred_signals: list[int] = []  # signals that came while a run was finished, delivered after
@@ -127,6 +128,7 @@ class Run:
         self._writer = StreamWriter(self._stream_dir, flush_interval=flush_interval, ensure_dir=self._write_meta)
 
         self._finished = False
+        self._late = ""  # "writing" while the writer goes on after finish(), then "written" or "lost"
         self._interrupted: str | None = None  # a Ctrl-C reached the process while this run was live
         self.training_ended = False  # set by a framework callback: an exception after it is no crash
         self._pid = os.getpid()  # a forked process's copy of this run is not its to finish
@@ -443,22 +445,70 @@ class Run:
                 watch_error = e
             finally:  # whatever happened above, the run's end is written and it leaves the live runs
                 self._finished = True
-                self._writer.close()
+                written = self._writer.close(CLOSE_TIMEOUT)
+                self._exit_reason = exit_reason
+                if not written:  # run.json says so until the writer is done (or the process ended before it)
+                    pending = self._writer.pending_values
+                    exit_reason = _with_note(exit_reason, f"still writing at finish: {pending:,} logged values were "
+                                                          "not on disk yet")  # fmt: skip
                 self._meta.update(status=status, end_time=time.time(), exit_reason=exit_reason, **runmeta.environment())
                 try:
                     self._write_meta()
                 except OSError as e:
                     self._writer.warnings.append(f"deepscope: could not write run metadata: {e}")
                 _unregister(self)
+                if not written:
+                    self._write_on_after_finish()
         finally:
             _finishing -= 1
             if not _finishing and _deferred_signals:
                 signal.raise_signal(_deferred_signals.pop(0))  # a signal that came meanwhile, now handled
+        if not written and self._late == "writing":
+            notice(f"deepscope: run {self.id!r} is {status}, but its writer has not finished writing after "
+                   f"{CLOSE_TIMEOUT:g} s (a slow or stalled disk?): {pending:,} logged values are not on disk yet. "
+                   f"They go on being written while this process lives, and its exit waits up to {EXIT_WAIT:g} s "
+                   "more for them; until they are written the run's exit_reason says so", stacklevel=None)  # fmt: skip
         if watch_error is not None:
             notice(f"deepscope: ending the watch of run {self.id!r} failed ({type(watch_error).__name__}: "
                    f"{watch_error}); its last step may be missing. The run is {status}, every hook removed",
                    stacklevel=None)  # fmt: skip
         self._emit_writer_warnings()
+
+    def _write_on_after_finish(self) -> None:
+        """The writer did not finish within ``CLOSE_TIMEOUT`` (a slow or stalled disk): it goes on while the process
+        lives, and the process's exit waits for it up to ``EXIT_WAIT`` more. run.json's ``exit_reason`` says so until
+        the writer is done (then it is put back), or the process ended first (then it says what was lost)."""
+        self._late = "writing"
+        with _lifecycle_lock:
+            _lingering.append(self)
+        self._writer.on_closed = self._written_after_finish
+        if not self._writer.alive:  # done meanwhile, maybe before on_closed was set
+            self._written_after_finish()
+
+    def _written_after_finish(self) -> None:
+        """The writer is done after finish() returned: run.json's exit_reason is put back (in the writer's thread)."""
+        self._late_end("written", self._exit_reason)
+
+    def _never_written(self) -> None:
+        """The process ends while the writer still writes: what it held is lost, and run.json says so."""
+        pending = self._writer.pending_values
+        note = f"{pending:,} logged values were never written: the writer had not finished when the process ended"
+        if self._late_end("lost", _with_note(self._exit_reason, note)):
+            print(f"deepscope: run {self.id!r}: {note}", file=sys.stderr, flush=True)
+
+    def _late_end(self, state: str, exit_reason: str | None) -> bool:
+        with _lifecycle_lock:
+            if self._late != "writing":
+                return False
+            self._late = state
+            if self in _lingering:
+                _lingering.remove(self)
+        self._meta["exit_reason"] = exit_reason
+        try:
+            self._write_meta()
+        except OSError:
+            pass
+        return True
 
     def _finish_after(self, exc_type: Any, exc: Any) -> None:
         """Finish because ``exc`` ended the training: a KeyboardInterrupt is the user stopping it (finished,
@@ -532,6 +582,8 @@ class Run:
             notice(self._writer.warnings.popleft(), stacklevel=3)
 
 
+CLOSE_TIMEOUT = 30.0  # seconds finish() waits for the writer to write out what it holds
+EXIT_WAIT = 30.0  # seconds the process's exit waits more for writers still writing after finish()
 PACE_AFTER = 20  # logged steps before the watch's pace is compared with them
 PACE_RATIO = 1.8  # watch steps per logged step from which they are said to drift apart
 
@@ -582,6 +634,10 @@ _FLOAT_MAX = sys.float_info.max
 def _complex_message(key: str) -> str:
     return (f"deepscope: value for key {key!r} is complex; log() records real numbers (log its .real, .imag or "
             "abs() under keys of their own)")  # fmt: skip
+
+
+def _with_note(reason: str | None, note: str) -> str:
+    return f"{reason}; {note}" if reason else note
 
 
 def _snapshot_tensors(data: dict[str, Any]) -> None:
@@ -694,6 +750,7 @@ def _finish_at_child_exit() -> None:
         _finish_at_exit()
     else:
         _finish_each(lambda run: run._finish_after(exc_type, exc))
+        _wait_for_writers()
 
 
 def _unregister(run: Run) -> None:
@@ -732,6 +789,22 @@ def _finish_at_exit() -> None:
     global _exiting
     _exiting = True
     _finish_each(lambda run: run.finish("finished", run._interrupted))
+    _wait_for_writers()
+
+
+def _wait_for_writers() -> None:
+    """Up to ``EXIT_WAIT`` for the writers still writing after their run's finish (a daemon thread dies with the
+    process, and what it held with it); those not done by then are said to have lost it."""
+    deadline = time.monotonic() + EXIT_WAIT
+    for run in list(_lingering):
+        if run._pid != os.getpid():
+            continue  # a forked child's copy: the parent's to wait for
+        if run._writer.alive:
+            print(f"deepscope: waiting up to {max(0, deadline - time.monotonic()):.0f} s for run {run.id!r} to be "
+                  f"written ({run._writer.pending_values:,} logged values not on disk yet)…", file=sys.stderr,
+                  flush=True)  # fmt: skip
+        if not run._writer.join(max(0.0, deadline - time.monotonic())):
+            run._never_written()
 
 
 def _mark_interrupted(reason: str) -> None:

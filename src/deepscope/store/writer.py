@@ -67,6 +67,7 @@ class StreamWriter:
         self._closing = False
         self._flush_waiters: list[threading.Event] = []
         self._scalar_callbacks: list[Callable] = []
+        self.on_closed: Callable[[], None] | None = None  # called in this thread once it has closed the stream
 
         self._key_ids: dict[str, int] = {}
         self._keys: list[str] = []
@@ -133,10 +134,28 @@ class StreamWriter:
         self._wake.set()
         done.wait(timeout)
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 30.0) -> bool:
+        """Write out what is left and close the files; False when that takes longer than ``timeout`` (a stalled
+        disk): the thread goes on and calls ``on_closed`` when done."""
         self._closing = True
         self._wake.set()
         self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a closing writer to finish; False while it has not."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def pending_values(self) -> int:
+        """Logged (scalar) values neither on disk, nor dropped, nor left out as unconvertible: still to be written."""
+        lost = self.dropped_values + self.unconvertible.get("scalars", 0)
+        return max(0, self._added_values - self.flushed_values - lost)
 
     def _wait_for_room(self) -> None:
         # Backpressure only when conversion falls behind ingestion; bounded so a stuck disk cannot hang us.
@@ -174,6 +193,11 @@ class StreamWriter:
                 self._close_files()
                 self._touch_heartbeat()
                 _unlock_stream(self._lock_fd)
+                if self.on_closed is not None:
+                    try:
+                        self.on_closed()
+                    except Exception:
+                        pass
                 return
 
     def _drain(self) -> None:
