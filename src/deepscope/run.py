@@ -132,6 +132,7 @@ class Run:
         self._interrupted: str | None = None  # a Ctrl-C reached the process while this run was live
         self.training_ended = False  # set by a framework callback: an exception after it is no crash
         self._pid = os.getpid()  # a forked process's copy of this run is not its to finish
+        self._thread = threading.current_thread()  # an uncaught exception ending this thread crashed the run
         self._known_keys: set[str] = set()
         self._bad_keys: set[str] = set()  # keys whose values log() left out (warned once each)
         self._next_step = 0
@@ -767,12 +768,13 @@ def _unregister(run: Run) -> None:
         _restore_signal_handlers()
 
 
-def _finish_each(end: Any) -> None:
+def _finish_each(end: Any, thread: threading.Thread | None = None) -> None:
     """``end(run)`` for every live run this process created (a forked child's copies of its parent's runs are the
-    parent's); at exit or in a signal handler there is nobody left to tell of a failure."""
+    parent's) — those ``thread`` created, when given; at exit or in a signal handler there is nobody left to tell of
+    a failure."""
     pid = os.getpid()
     for run in list(_live_runs):
-        if run._pid != pid:
+        if run._pid != pid or (thread is not None and run._thread is not thread):
             continue
         try:
             end(run)
@@ -829,6 +831,17 @@ def _install_handlers() -> None:
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook
+    previous_thread_hook = threading.excepthook
+
+    def thread_excepthook(args: Any) -> None:
+        # an uncaught exception ends a thread other than the main one (a training run in a thread, a worker): the runs
+        # that thread created crashed. The process goes on, and so do the other threads' runs (atexit would have
+        # called them all finished).
+        if args.thread is not None:
+            _finish_each(lambda run: run._finish_after(args.exc_type, args.exc_value), thread=args.thread)
+        previous_thread_hook(args)
+
+    threading.excepthook = thread_excepthook
 
 
 def _install_signal_handlers() -> None:
