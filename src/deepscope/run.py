@@ -18,11 +18,12 @@ import numpy as np
 from .notices import notice
 from .store import format as fmt
 from .store import runmeta
-from .store.writer import StreamWriter
+from .store.writer import StreamWriter, last_step_on_disk
 from .types import SEVERITIES
 
 DEFAULT_DIR = "deepscope-runs"
 _live_runs: list[Run] = []
+_lingering: list[Run] = []  # finished runs whose writer still writes (a slow disk): the process's exit waits for them
 _finishing = 0  # runs being finished right now (their streams written out)
 _exiting = False  # the interpreter is ending: the runs left are being finished
 _deferred_signals: list[int] = []  # signals that came while a run was finished, delivered after
@@ -123,13 +124,15 @@ class Run:
         if previous:
             self._keep_metadata(previous, project, name, config, tags, notes)
         self._stream_dir = self.dir / "streams" / str(self.rank)
-        self._write_meta()
+        # writes run.json once it holds the stream: a resume while another process writes it changes nothing
         self._writer = StreamWriter(self._stream_dir, flush_interval=flush_interval, ensure_dir=self._write_meta)
 
         self._finished = False
+        self._late = ""  # "writing" while the writer goes on after finish(), then "written" or "lost"
         self._interrupted: str | None = None  # a Ctrl-C reached the process while this run was live
         self.training_ended = False  # set by a framework callback: an exception after it is no crash
         self._pid = os.getpid()  # a forked process's copy of this run is not its to finish
+        self._thread = threading.current_thread()  # an uncaught exception ending this thread crashed the run
         self._known_keys: set[str] = set()
         self._bad_keys: set[str] = set()  # keys whose values log() left out (warned once each)
         self._next_step = 0
@@ -138,7 +141,7 @@ class Run:
         self._warned_pace = False  # steps given to log() and the watch's steps drifting apart (said once)
         self._watchers: list[Any] = []
         self._next_watch_step = 0
-        last = max(self._writer.flushed_step, runmeta.heartbeat(self.dir)[1] or -1) if resume else -1
+        last = max([self._writer.flushed_step, *map(last_step_on_disk, self._other_streams())]) if resume else -1
         if last >= 0:
             # A resumed run continues its steps: run.log without a step, and watch, count on from the last one on
             # disk, of any rank — ranks stay aligned (a training that resumes from an earlier checkpoint passes its
@@ -153,6 +156,13 @@ class Run:
             text = f"resumed; it was {was}" + (f" ({why})" if why else "")
             self._writer.add_event(last + 1 if last >= 0 else None, time.time(), "resumed", "info", text, None)
         _register(self)
+
+    def _other_streams(self) -> list[Path]:
+        """The stream directories of this run's other ranks."""
+        try:
+            return [Path(e.path) for e in os.scandir(self.dir / "streams") if e.is_dir() and e.name != str(self.rank)]
+        except OSError:
+            return []
 
     def _keep_metadata(
         self,
@@ -183,8 +193,9 @@ class Run:
     def log(self, data: Mapping[str, Any], step: int | None = None) -> None:
         """Record scalars (floats, ints, bools, NumPy scalars, 0-d or one-element tensors and arrays) at ``step``.
 
-        A value that is none of these (a string, None, a tensor of several values) or an invalid key is left out with
-        one warning per key — a training loop never stops for it; the other values are recorded.
+        A value that is none of these (a string, None, a tensor of several values, a complex number, an int beyond
+        float64's range) or an invalid key is left out with one warning per key — a training loop never stops for it;
+        the other values are recorded.
 
         Returns in microseconds: tensors are gathered and copied to the host later, in batches.
         """
@@ -208,7 +219,7 @@ class Run:
             try:
                 if k not in known:
                     known.add(fmt.validate_key(k))
-                if t is not float and t is not int and _check_scalar(k, v):
+                if t is not float and (t is not int or not -_FLOAT_MAX <= v <= _FLOAT_MAX) and _check_scalar(k, v):
                     has_tensor = True
                 elif t is np.ndarray:
                     data[k] = v.item()  # a 0-d or one-element array, by value (the caller may change it in place)
@@ -405,9 +416,15 @@ class Run:
         """Close ``watchers`` (once: a closed one stays closed) and drop them; a later watch() goes on from their
         step (the watcher's and the timer's ``step`` is the next step once closed)."""
         self._watchers = [w for w in self._watchers if w not in watchers]
+        error = None
         for w in watchers:
-            w.close()
+            try:
+                w.close()
+            except Exception as e:  # the others are closed all the same: no hook outlives its watch
+                error = error or e
             self._next_watch_step = max(self._next_watch_step, w.step)
+        if error is not None:
+            raise error
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -421,23 +438,78 @@ class Run:
             return
         global _finishing
         _finishing += 1  # a Ctrl-C meanwhile waits: raised inside close(), it lost what the writer still held
+        watch_error = None
         try:
             try:
                 self.unwatch()
-            finally:
+            except Exception as e:  # deepscope's own failure: the end of a training is no place to raise it
+                watch_error = e
+            finally:  # whatever happened above, the run's end is written and it leaves the live runs
                 self._finished = True
-                self._writer.close()
-            self._meta.update(status=status, end_time=time.time(), exit_reason=exit_reason, **runmeta.environment())
-            try:
-                self._write_meta()
-            except OSError as e:
-                self._writer.warnings.append(f"deepscope: could not write run metadata: {e}")
-            _unregister(self)
+                written = self._writer.close(CLOSE_TIMEOUT)
+                self._exit_reason = exit_reason
+                if not written:  # run.json says so until the writer is done (or the process ended before it)
+                    pending = self._writer.pending_values
+                    exit_reason = _with_note(exit_reason, f"still writing at finish: {pending:,} logged values were "
+                                                          "not on disk yet")  # fmt: skip
+                self._meta.update(status=status, end_time=time.time(), exit_reason=exit_reason, **runmeta.environment())
+                try:
+                    self._write_meta()
+                except OSError as e:
+                    self._writer.warnings.append(f"deepscope: could not write run metadata: {e}")
+                _unregister(self)
+                if not written:
+                    self._write_on_after_finish()
         finally:
             _finishing -= 1
             if not _finishing and _deferred_signals:
                 signal.raise_signal(_deferred_signals.pop(0))  # a signal that came meanwhile, now handled
+        if not written and self._late == "writing":
+            notice(f"deepscope: run {self.id!r} is {status}, but its writer has not finished writing after "
+                   f"{CLOSE_TIMEOUT:g} s (a slow or stalled disk?): {pending:,} logged values are not on disk yet. "
+                   f"They go on being written while this process lives, and its exit waits up to {EXIT_WAIT:g} s "
+                   "more for them; until they are written the run's exit_reason says so", stacklevel=None)  # fmt: skip
+        if watch_error is not None:
+            notice(f"deepscope: ending the watch of run {self.id!r} failed ({type(watch_error).__name__}: "
+                   f"{watch_error}); its last step may be missing. The run is {status}, every hook removed",
+                   stacklevel=None)  # fmt: skip
         self._emit_writer_warnings()
+
+    def _write_on_after_finish(self) -> None:
+        """The writer did not finish within ``CLOSE_TIMEOUT`` (a slow or stalled disk): it goes on while the process
+        lives, and the process's exit waits for it up to ``EXIT_WAIT`` more. run.json's ``exit_reason`` says so until
+        the writer is done (then it is put back), or the process ended first (then it says what was lost)."""
+        self._late = "writing"
+        with _lifecycle_lock:
+            _lingering.append(self)
+        self._writer.on_closed = self._written_after_finish
+        if not self._writer.alive:  # done meanwhile, maybe before on_closed was set
+            self._written_after_finish()
+
+    def _written_after_finish(self) -> None:
+        """The writer is done after finish() returned: run.json's exit_reason is put back (in the writer's thread)."""
+        self._late_end("written", self._exit_reason)
+
+    def _never_written(self) -> None:
+        """The process ends while the writer still writes: what it held is lost, and run.json says so."""
+        pending = self._writer.pending_values
+        note = f"{pending:,} logged values were never written: the writer had not finished when the process ended"
+        if self._late_end("lost", _with_note(self._exit_reason, note)):
+            print(f"deepscope: run {self.id!r}: {note}", file=sys.stderr, flush=True)
+
+    def _late_end(self, state: str, exit_reason: str | None) -> bool:
+        with _lifecycle_lock:
+            if self._late != "writing":
+                return False
+            self._late = state
+            if self in _lingering:
+                _lingering.remove(self)
+        self._meta["exit_reason"] = exit_reason
+        try:
+            self._write_meta()
+        except OSError:
+            pass
+        return True
 
     def _finish_after(self, exc_type: Any, exc: Any) -> None:
         """Finish because ``exc`` ended the training: a KeyboardInterrupt is the user stopping it (finished,
@@ -511,30 +583,62 @@ class Run:
             notice(self._writer.warnings.popleft(), stacklevel=3)
 
 
+CLOSE_TIMEOUT = 30.0  # seconds finish() waits for the writer to write out what it holds
+EXIT_WAIT = 30.0  # seconds the process's exit waits more for writers still writing after finish()
 PACE_AFTER = 20  # logged steps before the watch's pace is compared with them
 PACE_RATIO = 1.8  # watch steps per logged step from which they are said to drift apart
 
 
 def _check_scalar(key: str, v: Any) -> bool:
-    """Accept a number-like ``v`` (True when it is a tensor to snapshot); raise ``TypeError`` naming ``key``."""
-    if isinstance(v, (bool, np.number, np.bool_)):
+    """Accept a real number-like ``v`` (True when it is a tensor to snapshot); raise ``TypeError`` or ``ValueError``
+    naming ``key``. What passes here the writer can store as a float64: a value it could not convert would cost it
+    every other value converted with it."""
+    if isinstance(v, (bool, np.bool_)):
         return False
-    if isinstance(v, np.ndarray) and v.ndim == 0 and np.issubdtype(v.dtype, np.number):
-        return False
+    if isinstance(v, int):  # an int beyond float64's range comes here (and an int subclass: an IntEnum)
+        if -_FLOAT_MAX <= v <= _FLOAT_MAX:
+            return False
+        raise ValueError(f"deepscope: value for key {key!r} is an int beyond float64's range (about ±1.8e308); "
+                         "log() records float64 values")  # fmt: skip
+    if isinstance(v, complex):
+        raise TypeError(_complex_message(key))
+    if isinstance(v, (np.number, np.ndarray)):
+        if isinstance(v, np.ndarray) and (v.size != 1 or not np.issubdtype(v.dtype, np.number)):
+            raise TypeError(f"deepscope: value for key {key!r} is an array of shape {v.shape}; log() takes scalars "
+                            "(use log_histogram for distributions)")  # fmt: skip
+        if v.dtype.kind == "c":
+            raise TypeError(_complex_message(key))
+        if v.dtype.kind not in "iuf":  # a timedelta64: a number of a unit
+            raise TypeError(f"deepscope: value for key {key!r} is a NumPy {v.dtype}; log() takes real numbers")
+        if v.dtype.kind == "f" and v.dtype.itemsize > 8 and np.isfinite(v).all() and (np.abs(v) > _FLOAT_MAX).any():
+            raise ValueError(
+                f"deepscope: value for key {key!r} is beyond float64's range (about ±1.8e308); "
+                "log() records float64 values"
+            )  # fmt: skip (a long double)
+        return False  # a one-element array: a scalar (``log`` takes it as its 0-d view)
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(v, torch.Tensor):
-        if v.numel() != 1 or v.is_complex():
+        if v.is_complex():
+            raise TypeError(_complex_message(key))
+        if v.numel() != 1:
             raise TypeError(
                 f"deepscope: value for key {key!r} is a tensor of shape {tuple(v.shape)}; log() takes scalars "
                 "(use log_histogram for distributions)"
             )
         return True  # a one-element tensor of any shape: a scalar (``_snapshot_tensors``)
-    if isinstance(v, np.ndarray):
-        if v.size == 1 and np.issubdtype(v.dtype, np.number):
-            return False  # a one-element array: a scalar (``log`` takes it as its 0-d view)
-        raise TypeError(f"deepscope: value for key {key!r} is an array of shape {v.shape}; log() takes scalars "
-                        "(use log_histogram for distributions)")  # fmt: skip
     raise TypeError(f"deepscope: value for key {key!r} must be a number or 0-d tensor, got {type(v).__name__}")
+
+
+_FLOAT_MAX = sys.float_info.max
+
+
+def _complex_message(key: str) -> str:
+    return (f"deepscope: value for key {key!r} is complex; log() records real numbers (log its .real, .imag or "
+            "abs() under keys of their own)")  # fmt: skip
+
+
+def _with_note(reason: str | None, note: str) -> str:
+    return f"{reason}; {note}" if reason else note
 
 
 def _snapshot_tensors(data: dict[str, Any]) -> None:
@@ -647,6 +751,7 @@ def _finish_at_child_exit() -> None:
         _finish_at_exit()
     else:
         _finish_each(lambda run: run._finish_after(exc_type, exc))
+        _wait_for_writers()
 
 
 def _unregister(run: Run) -> None:
@@ -663,12 +768,13 @@ def _unregister(run: Run) -> None:
         _restore_signal_handlers()
 
 
-def _finish_each(end: Any) -> None:
+def _finish_each(end: Any, thread: threading.Thread | None = None) -> None:
     """``end(run)`` for every live run this process created (a forked child's copies of its parent's runs are the
-    parent's); at exit or in a signal handler there is nobody left to tell of a failure."""
+    parent's) — those ``thread`` created, when given; at exit or in a signal handler there is nobody left to tell of
+    a failure."""
     pid = os.getpid()
     for run in list(_live_runs):
-        if run._pid != pid:
+        if run._pid != pid or (thread is not None and run._thread is not thread):
             continue
         try:
             end(run)
@@ -685,6 +791,22 @@ def _finish_at_exit() -> None:
     global _exiting
     _exiting = True
     _finish_each(lambda run: run.finish("finished", run._interrupted))
+    _wait_for_writers()
+
+
+def _wait_for_writers() -> None:
+    """Up to ``EXIT_WAIT`` for the writers still writing after their run's finish (a daemon thread dies with the
+    process, and what it held with it); those not done by then are said to have lost it."""
+    deadline = time.monotonic() + EXIT_WAIT
+    for run in list(_lingering):
+        if run._pid != os.getpid():
+            continue  # a forked child's copy: the parent's to wait for
+        if run._writer.alive:
+            print(f"deepscope: waiting up to {max(0, deadline - time.monotonic()):.0f} s for run {run.id!r} to be "
+                  f"written ({run._writer.pending_values:,} logged values not on disk yet)…", file=sys.stderr,
+                  flush=True)  # fmt: skip
+        if not run._writer.join(max(0.0, deadline - time.monotonic())):
+            run._never_written()
 
 
 def _mark_interrupted(reason: str) -> None:
@@ -709,6 +831,17 @@ def _install_handlers() -> None:
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook
+    previous_thread_hook = threading.excepthook
+
+    def thread_excepthook(args: Any) -> None:
+        # an uncaught exception ends a thread other than the main one (a training run in a thread, a worker): the runs
+        # that thread created crashed. The process goes on, and so do the other threads' runs (atexit would have
+        # called them all finished).
+        if args.thread is not None:
+            _finish_each(lambda run: run._finish_after(args.exc_type, args.exc_value), thread=args.thread)
+        previous_thread_hook(args)
+
+    threading.excepthook = thread_excepthook
 
 
 def _install_signal_handlers() -> None:

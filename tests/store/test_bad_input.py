@@ -29,6 +29,48 @@ def test_a_value_that_is_no_number_is_left_out_with_one_warning_naming_the_key(r
     np.testing.assert_array_equal(r.series("lr").step, [0, 1, 2])
 
 
+def _unstorable_values():
+    torch = pytest.importorskip("torch")
+    values = [np.array(1 + 2j), np.complex64(1), 1 + 2j, torch.tensor(1 + 2j), 10**400, -(10**400),
+              np.array(np.timedelta64(3, "s"))]  # fmt: skip
+    if np.finfo(np.longdouble).max > np.finfo(np.float64).max:
+        values.append(np.longdouble("1e400"))  # a long double beyond float64
+    return values
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_a_number_that_is_no_float64_is_left_out_with_one_warning_and_costs_no_other_value(run, root, index):
+    """Complex numbers, ints beyond float64's range: the writer cannot store them — and one it tried to convert lost
+    every value, histogram and event taken with it. log() leaves them out like any other bad value."""
+    values = _unstorable_values()
+    if index >= len(values):
+        pytest.skip("no long double beyond float64 here")
+    run.log({"loss": 0.5}, step=0)
+    run.event("note", "kept", step=0)
+    with pytest.warns(RuntimeWarning, match="'v'.*(complex|float64|real numbers).*not recorded") as seen:
+        for step in range(1, 4):
+            run.log({"v": values[index], "loss": 1.0 / step}, step=step)
+    assert len(seen) == 1
+    run.log({"v": 2.0}, step=4)  # the key itself is fine
+    run.finish()
+    r = reopen(root, run.id)
+    assert r.series("loss").step.tolist() == [0, 1, 2, 3]
+    assert r.series("v").step.tolist() == [4]
+    assert [e.text for e in r.events()] == ["kept"]
+
+
+def test_ints_within_float64_and_int_enums_are_numbers(run, root):
+    import enum
+
+    class Phase(enum.IntEnum):
+        TRAIN = 2
+
+    run.log({"n": 10**300, "big": 2**64, "phase": Phase.TRAIN}, step=0)
+    run.finish()
+    r = reopen(root, run.id)
+    assert (r.series("n").value[0], r.series("big").value[0], r.series("phase").value[0]) == (1e300, 2.0**64, 2.0)
+
+
 def test_module_level_log_warns_at_the_callers_line_too(run):
     with pytest.warns(RuntimeWarning, match="'bad'.*not recorded") as seen:
         deepscope.log({"bad": "x"}, step=0)

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 from tests.conftest import reopen
@@ -163,3 +169,86 @@ def test_a_resume_records_how_the_run_had_ended(root):
     again.finish()
     events = [(e.step, e.kind, e.text) for e in reopen(root, "e").events()]
     assert events == [(4, "resumed", "resumed; it was crashed (ValueError: boom)")]
+
+
+def _child(code: str, *args: str, **popen: object) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *map(str, args)], env=env, **popen)
+
+
+KILLED_AFTER_A_FLUSH = """
+    import os, signal, sys
+    import deepscope
+    from deepscope.store.writer import StreamWriter
+    if sys.argv[2] == "between":  # killed after the chunk of steps 100-199 is written, before its heartbeat
+        touch = StreamWriter._touch_heartbeat
+        def touch_or_die(self):
+            if self.flushed_step >= 150:
+                os.kill(os.getpid(), signal.SIGKILL)
+            touch(self)
+        StreamWriter._touch_heartbeat = touch_or_die
+    run = deepscope.init(dir=sys.argv[1], id="k", flush_interval=60)
+    for step in range(100):
+        run.log({"x": float(step)})
+    run.flush()
+    for step in range(100, 200):
+        run.log({"x": float(step)})
+    run.flush()  # on disk: an OOM killer or a preemption comes now
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL: POSIX only")
+@pytest.mark.parametrize("moment", ["after", "between"])
+def test_a_run_killed_with_sigkill_resumes_after_the_last_step_on_disk(root, moment):
+    """The heartbeat went at most once a second: a run killed (OOM, SIGKILL) resumed below steps it had written
+    and recorded them twice. "between": killed after a chunk was written, before the heartbeat that follows it."""
+    child = _child(KILLED_AFTER_A_FLUSH, root, moment)
+    assert child.wait(60) == -signal.SIGKILL
+    assert reopen(root, "k").series("x").step.tolist() == list(range(200))
+    run = deepscope.init(dir=root, id="k", resume=True)
+    run.log({"x": 200.0})
+    run.finish()
+    assert reopen(root, "k").series("x").step.tolist() == list(range(201))  # none twice
+
+
+def test_a_step_0_of_another_rank_counts_on_resume(root):
+    """Rank 1 recorded step 0 only: rank 0, resumed, goes on at step 1 (a heartbeat's 0 was taken for none)."""
+    deepscope.init(dir=root, id="z", rank=0, world_size=2).finish()
+    other = deepscope.init(dir=root, id="z", rank=1, world_size=2)
+    other.log({"x": 0.0}, step=0)
+    other.finish()
+    run = deepscope.init(dir=root, id="z", rank=0, world_size=2, resume=True)
+    run.log({"x": 1.0})
+    run.finish()
+    assert reopen(root, "z").series("x", rank=0).step.tolist() == [1]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock: POSIX only")
+def test_resuming_a_run_another_process_writes_is_refused_before_it_changes_a_file(root):
+    child = _child(
+        """
+        import sys, deepscope
+        run = deepscope.init(dir=sys.argv[1], id="live", name="first", config={"lr": 1})
+        run.log({"x": 1.0}, step=0)
+        run.flush()
+        print("ready", flush=True)
+        sys.stdin.read()  # until the test is done
+        run.finish()
+        """,
+        root,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout.readline() == "ready\n"
+        stream = root / "live" / "streams" / "0"
+        before = {p: p.read_bytes() for p in (root / "live" / "run.json", stream / "stream.json")}
+        with pytest.raises(RuntimeError, match="another live process"):
+            deepscope.init(dir=root, id="live", resume=True, name="second", config={"lr": 2})
+        assert {p: p.read_bytes() for p in before} == before
+    finally:
+        child.communicate("", timeout=60)
+    info = deepscope.open(root).info("live")
+    assert (info.status, info.name, info.config) == ("finished", "first", {"lr": 1})

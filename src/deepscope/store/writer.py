@@ -25,6 +25,9 @@ import pyarrow.compute as pc
 from . import format as fmt
 from . import runmeta
 
+DROP_REPORT_INTERVAL = 300.0  # seconds between the reports of what a failing disk costs
+MAX_QUEUED_WARNINGS = 100  # warnings the writer keeps for the training thread to emit
+
 # A scalar record as the training thread leaves it: (step, wall_time, {key: value}, holds_tensors)
 ScalarRecord = tuple[int, float, dict[str, Any], bool]
 # What the key index says of one scalars chunk: (keys, count, max_step, last_step), one item per key
@@ -64,29 +67,41 @@ class StreamWriter:
         self._closing = False
         self._flush_waiters: list[threading.Event] = []
         self._scalar_callbacks: list[Callable] = []
+        self.on_closed: Callable[[], None] | None = None  # called in this thread once it has closed the stream
 
         self._key_ids: dict[str, int] = {}
         self._keys: list[str] = []
         self._ids_by_keyset: dict[tuple[str, ...], np.ndarray] = {}
         self._files: dict[str, Any] = {}
         self._indexes: dict[str, Any] = {}  # kind -> key index of the open segment (None: given up on it)
-        self._seq = self._first_free_seq()
-        # kind, chunk, values, max step, key stats (scalars)
+        # kind, chunk, rows (scalars: values), max step, key stats (scalars)
         self._retained: deque[tuple[str, bytes, int, int | None, KeyStats | None]] = deque()
         self._retained_bytes = 0
         self._failing = False
+        self._write_error = ""  # the last write failure, as the OS said it
+        self._drops_said_at: float | None = None  # when dropping was last reported, in this failure (monotonic)
 
-        self.warnings: deque[str] = deque()
-        self.dropped_values = 0
+        self.warnings: deque[str] = deque()  # at most MAX_QUEUED_WARNINGS while nobody emits them
+        self.dropped_values = 0  # logged (scalar) values dropped while writing failed
+        self.dropped_rows = 0  # and rows of the other kinds (layer statistics, histograms, events)
         self.flushed_values = 0  # scalar values known to be on disk
-        self.flushed_step = -1  # highest step known to be on disk (a resumed stream's: from its heartbeat)
         self.write_errors = 0
+        self.unconvertible: dict[str, int] = {}  # kind -> values (scalars) or records left out: not convertible
+        self._conversion_errors: set[str] = set()
 
         self._heartbeat = self.dir / "heartbeat"
-        self.flushed_step = _heartbeat_step(self._heartbeat)
         _warm_up()
-        self._ensure_dir()
+        # the lock first: a second writer of a live stream is refused before it changes any file (the caller's
+        # ensure_dir writes the run's metadata)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_fd = _lock_stream(self.dir)
+        try:
+            self._ensure_dir()
+        except BaseException:
+            _unlock_stream(self._lock_fd)
+            raise
+        self._seq = self._first_free_seq()
+        self.flushed_step = last_step_on_disk(self.dir)  # highest step known to be on disk (-1: none)
         self._touch_heartbeat()
         self._thread = threading.Thread(target=self._loop, name=f"deepscope-writer-{self.dir.name}", daemon=True)
         self._thread.start()
@@ -119,10 +134,28 @@ class StreamWriter:
         self._wake.set()
         done.wait(timeout)
 
-    def close(self, timeout: float = 30.0) -> None:
+    def close(self, timeout: float = 30.0) -> bool:
+        """Write out what is left and close the files; False when that takes longer than ``timeout`` (a stalled
+        disk): the thread goes on and calls ``on_closed`` when done."""
         self._closing = True
         self._wake.set()
         self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a closing writer to finish; False while it has not."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def pending_values(self) -> int:
+        """Logged (scalar) values neither on disk, nor dropped, nor left out as unconvertible: still to be written."""
+        lost = self.dropped_values + self.unconvertible.get("scalars", 0)
+        return max(0, self._added_values - self.flushed_values - lost)
 
     def _wait_for_room(self) -> None:
         # Backpressure only when conversion falls behind ingestion; bounded so a stuck disk cannot hang us.
@@ -155,9 +188,16 @@ class StreamWriter:
             for w in waiters:
                 w.set()
             if closing:
+                if self._retained:
+                    self._say_lost_at_close()
                 self._close_files()
                 self._touch_heartbeat()
                 _unlock_stream(self._lock_fd)
+                if self.on_closed is not None:
+                    try:
+                        self.on_closed()
+                    except Exception:
+                        pass
                 return
 
     def _drain(self) -> None:
@@ -181,31 +221,89 @@ class StreamWriter:
                     pass
             if batch.num_rows:
                 max_step = int(pc.max(batch.column(0)).as_py())  # every kind starts with step
-                self._retain(kind, fmt.encode_chunk(batch, kind in fmt.COMPRESSED_KINDS), 0, max_step, None)
+                self._retain(kind, fmt.encode_chunk(batch, kind in fmt.COMPRESSED_KINDS), batch.num_rows, max_step)
         scalars = _take(self._scalars)
         hists = _take(self._histograms)
         events = _take(self._events)
         self._taken_values += sum(len(r[2]) for r in scalars)
+        # each kind on its own: a record that cannot be converted costs neither the other kinds nor its own kind's rest
         if scalars:
-            batch, max_step, stats = self._scalar_batch(scalars)
-            self._retain("scalars", fmt.encode_chunk(batch), batch.num_rows, max_step, stats)
+            batch = self._convert("scalars", scalars, self._scalar_batch)
+            if batch is not None:
+                batch, max_step, stats = batch
+                self._retain("scalars", fmt.encode_chunk(batch), batch.num_rows, max_step, stats)
         if hists:
-            self._retain("histograms", fmt.encode_chunk(_histogram_batch(hists), compress=True), 0, None, None)
+            batch = self._convert("histograms", hists, _histogram_batch)
+            if batch is not None:
+                self._retain("histograms", fmt.encode_chunk(batch, compress=True), batch.num_rows, None)
         if events:
-            self._retain("events", fmt.encode_chunk(_event_batch(events)), 0, None, None)
+            batch = self._convert("events", events, _event_batch)
+            if batch is not None:
+                self._retain("events", fmt.encode_chunk(batch), batch.num_rows, None)
         self._write_retained()
 
-    def _retain(self, kind: str, chunk: bytes, n_values: int, max_step: int | None, stats: KeyStats | None) -> None:
-        self._retained.append((kind, chunk, n_values, max_step, stats))
+    def _convert(self, kind: str, records: list, convert: Callable[[list], Any]) -> Any:
+        """``convert(records)``; where that fails, ``convert`` of the records that convert on their own (None: none
+        do). Each record left out is counted in ``unconvertible``; each kind of failure is said once."""
+        try:
+            return convert(records)
+        except Exception:
+            pass
+        check = _scalar_values if kind == "scalars" else convert  # conversion alone: no observer sees a value twice
+        good = []
+        for record in records:
+            try:
+                check([record])
+            except Exception as e:
+                self._left_out(kind, record, e)
+            else:
+                good.append(record)
+        return convert(good) if good else None
+
+    def _left_out(self, kind: str, record: tuple, error: Exception) -> None:
+        if kind == "scalars":
+            n, what = len(record[2]), f"the values of {', '.join(map(repr, record[2]))} at step {record[0]}"
+        else:
+            n, what = 1, f"histogram {record[0]!r} at step {record[1]}" if kind == "histograms" else "an event"
+        self.unconvertible[kind] = self.unconvertible.get(kind, 0) + n
+        reason = f"{kind} {type(error).__name__}: {error}"
+        if reason not in self._conversion_errors and len(self._conversion_errors) < 20:
+            self._conversion_errors.add(reason)
+            self._warn(f"deepscope: could not convert {what} ({type(error).__name__}: {error}); not recorded, the "
+                       "rest is (this warning is shown once per kind of failure)")  # fmt: skip
+
+    def _retain(
+        self, kind: str, chunk: bytes, n_rows: int, max_step: int | None, stats: KeyStats | None = None
+    ) -> None:
+        self._retained.append((kind, chunk, n_rows, max_step, stats))
         self._retained_bytes += len(chunk)
         while self._retained_bytes > self.max_retained_bytes and len(self._retained) > 1:
-            _, old, n, _, _ = self._retained.popleft()
+            old_kind, old, n, _, _ = self._retained.popleft()
             self._retained_bytes -= len(old)
-            self.dropped_values += max(n, 1)
-            self._warn(
-                f"deepscope: could not write for a while; dropped the oldest {n} buffered values "
-                f"({self.dropped_values} dropped so far)"
-            )
+            if old_kind == "scalars":
+                self.dropped_values += n
+            else:
+                self.dropped_rows += n
+            # said when it starts, then every few minutes with the totals: a full disk is no stream of warnings
+            now = time.monotonic()
+            if self._drops_said_at is None:
+                self._drops_said_at = now
+                self._warn(f"deepscope: still cannot write to {self.dir}: dropping the oldest buffered data to stay "
+                           f"within {self.max_retained_bytes >> 20} MiB of memory (how much is said every "
+                           f"{DROP_REPORT_INTERVAL / 60:.0f} minutes while it lasts, and at finish)")  # fmt: skip
+            elif now - self._drops_said_at >= DROP_REPORT_INTERVAL:
+                self._drops_said_at = now
+                self._warn(f"deepscope: still cannot write to {self.dir} ({self._write_error}): "
+                           f"{_amount(self.dropped_values, self.dropped_rows)} dropped so far")  # fmt: skip
+
+    def _say_lost_at_close(self) -> None:
+        """What could not be written before the stream closed: lost with the process, said once with the totals."""
+        values = sum(n for kind, _, n, _, _ in self._retained if kind == "scalars")
+        rows = sum(n for kind, _, n, _, _ in self._retained if kind != "scalars")
+        lost = _amount(values + self.dropped_values, rows + self.dropped_rows)
+        self._warn(f"deepscope: could not write to {self.dir} ({self._write_error}) before the run finished: {lost} "
+                   f"are lost ({_amount(values, rows)} still held in memory, the rest dropped while writing failed)",
+                   always=True)  # fmt: skip
 
     def _write_retained(self) -> None:
         while self._retained:
@@ -214,6 +312,7 @@ class StreamWriter:
                 offset = self._append(kind, chunk)
             except OSError as e:
                 self.write_errors += 1
+                self._write_error = e.strerror or str(e)
                 if not self._failing:
                     self._failing = True
                     self._warn(
@@ -226,12 +325,20 @@ class StreamWriter:
             self._retained_bytes -= len(chunk)
             if stats is not None:
                 self._append_index(kind, offset, len(chunk), stats)
-            self.flushed_values += n
-            if max_step is not None:
-                self.flushed_step = max(self.flushed_step, max_step)
+            if kind == "scalars":
+                self.flushed_values += n
+            if max_step is not None and max_step > self.flushed_step:
+                self.flushed_step = max_step
+                # at once, not with the next second's beat: a resume after a SIGKILL counts on from the heartbeat
+                # (it reads only the last chunks written after it)
+                self._touch_heartbeat()
             if self._failing:
                 self._failing = False
-                self._warn(f"deepscope: writing to {self.dir} works again; buffered data written")
+                dropped = ""
+                if self._drops_said_at is not None:
+                    self._drops_said_at = None
+                    dropped = f" ({_amount(self.dropped_values, self.dropped_rows)} dropped while it failed)"
+                self._warn(f"deepscope: writing to {self.dir} works again; buffered data written{dropped}")
 
     def _append(self, kind: str, chunk: bytes) -> int:
         """Append ``chunk`` to the open segment of ``kind`` (a new one when needed); return its offset."""
@@ -321,17 +428,19 @@ class StreamWriter:
 
     def _touch_heartbeat(self) -> None:
         try:
-            # "<unix time> <highest step on disk>": lets a run listing show progress without reading data. Written
-            # beside and renamed over: a process killed mid-write left an empty heartbeat, and a resumed run
-            # counted its steps from 0 again.
+            # "<unix time> <highest step on disk>": lets a run listing show progress without reading data, and a
+            # resumed run count on. Written after the chunk that raised the step, beside and renamed over: a process
+            # killed mid-write left an empty heartbeat, and a resumed run counted its steps from 0 again.
             tmp = self._heartbeat.with_name("heartbeat.tmp")
             tmp.write_text(f"{time.time():.3f} {self.flushed_step}\n")
             os.replace(tmp, self._heartbeat)
         except OSError:
             pass
 
-    def _warn(self, message: str) -> None:
-        self.warnings.append(message)
+    def _warn(self, message: str, always: bool = False) -> None:
+        # bounded: a script that never calls log() (a watch alone) emits none of them
+        if always or len(self.warnings) < MAX_QUEUED_WARNINGS:
+            self.warnings.append(message)
 
     # ---- conversion (writer thread) --------------------------------------------------------------
     def on_scalars(self, callback: Callable[[np.ndarray, list[str], np.ndarray, np.ndarray], None]) -> None:
@@ -344,13 +453,12 @@ class StreamWriter:
         self._scalar_callbacks = [cb for cb in self._scalar_callbacks if cb != callback]
 
     def _scalar_batch(self, records: list[ScalarRecord]) -> tuple[pa.RecordBatch, int, KeyStats]:
+        value_arr = _scalar_values(records)  # first: a record it cannot convert has changed nothing yet
         steps = np.empty(len(records), np.int64)
         walls = np.empty(len(records), np.float64)
         lengths = np.empty(len(records), np.int64)
         ids: list[np.ndarray] = []
-        values: list[Any] = []
-        tensor_slots: list[tuple[int, Any]] = []
-        for i, (step, wall, data, has_tensor) in enumerate(records):
+        for i, (step, wall, data, _) in enumerate(records):
             steps[i] = step
             walls[i] = wall
             lengths[i] = len(data)
@@ -359,23 +467,7 @@ class StreamWriter:
             if key_ids is None:
                 key_ids = self._ids_by_keyset[keyset] = np.array([self._key_id(k) for k in keyset], np.int32)
             ids.append(key_ids)
-            if has_tensor:
-                base = len(values)
-                for j, v in enumerate(data.values()):
-                    if not isinstance(v, (int, float)):
-                        tensor_slots.append((base + j, v))
-            values.extend(data.values())
-        if tensor_slots:
-            for slot, v in zip((s for s, _ in tensor_slots), _tensors_to_floats([t for _, t in tensor_slots])):
-                values[slot] = v
-        value_arr = np.array(values, dtype=np.float64)
         step_col, id_col = np.repeat(steps, lengths), np.concatenate(ids)
-        if self._scalar_callbacks:
-            for cb in self._scalar_callbacks:
-                try:
-                    cb(step_col, self._keys, id_col, value_arr)
-                except Exception as e:  # an observer must never cost the user's values
-                    self._warn(f"deepscope: scalar observer failed: {type(e).__name__}: {e}")
         batch = pa.record_batch(
             [
                 pa.array(step_col),
@@ -385,6 +477,12 @@ class StreamWriter:
             ],
             schema=fmt.SCALARS,
         )
+        if self._scalar_callbacks:  # last: once the batch is sure to be written
+            for cb in self._scalar_callbacks:
+                try:
+                    cb(step_col, self._keys, id_col, value_arr)
+                except Exception as e:  # an observer must never cost the user's values
+                    self._warn(f"deepscope: scalar observer failed: {type(e).__name__}: {e}")
         return batch, int(steps.max()), _key_stats(self._keys, id_col, step_col)
 
     def _key_id(self, key: str) -> int:
@@ -393,6 +491,29 @@ class StreamWriter:
             kid = self._key_ids[key] = len(self._keys)
             self._keys.append(key)
         return kid
+
+
+def _scalar_values(records: list[ScalarRecord]) -> np.ndarray:
+    """The values of ``records`` in order, as float64 (tensors brought to the host in one copy per device)."""
+    values: list[Any] = []
+    tensor_slots: list[tuple[int, Any]] = []
+    for _, _, data, has_tensor in records:
+        if has_tensor:
+            base = len(values)
+            for j, v in enumerate(data.values()):
+                if not isinstance(v, (int, float)):
+                    tensor_slots.append((base + j, v))
+        values.extend(data.values())
+    if tensor_slots:
+        for slot, v in zip((s for s, _ in tensor_slots), _tensors_to_floats([t for _, t in tensor_slots])):
+            values[slot] = v
+    return np.array(values, dtype=np.float64)
+
+
+def _amount(values: int, rows: int) -> str:
+    """``"1,200 logged values"``, with the rows of the other kinds when there are any."""
+    text = f"{values:,} logged values"
+    return text + (f" and {rows:,} rows of layer statistics, histograms or events" if rows else "")
 
 
 def _key_stats(keys: list[str], id_col: np.ndarray, step_col: np.ndarray) -> KeyStats:
@@ -543,18 +664,30 @@ def _event_batch(events: list[tuple]) -> pa.RecordBatch:
     )
 
 
-def _heartbeat_step(path: Path) -> int:
-    """The highest step on disk an earlier writer of this stream recorded in its heartbeat; read from the stream's
-    chunks when the heartbeat is missing or unreadable while data is there; -1 for a new stream."""
+TAIL_CHUNKS = 4  # chunks read from the end of a segment written after its stream's heartbeat
+
+
+def last_step_on_disk(stream_dir: Path) -> int:
+    """The highest step in a stream's files, -1 for none: its heartbeat's, or a higher one in the last chunks of a
+    segment written after it (the heartbeat follows each chunk that raises the step: a process killed between the
+    two left one chunk past it); every chunk's when the heartbeat is missing or unreadable."""
     try:
-        step = runmeta.heartbeat_step(path.read_text(encoding="ascii", errors="replace").split())
+        fd = os.open(stream_dir / "heartbeat", os.O_RDONLY)
+        try:
+            since: int | None = os.fstat(fd).st_mtime_ns
+            step = runmeta.heartbeat_step(os.read(fd, 64).decode("ascii", "replace").split())
+        finally:
+            os.close(fd)
     except OSError:
         step = -1
-    if step >= 0:
-        return step
-    for seg in sorted(path.parent.glob("*.arrows")):
+    if step < 0:
+        since = None  # read them all
+    for seg in sorted(stream_dir.glob("*.arrows")):
         try:
-            for chunk in fmt.iter_chunks(seg.read_bytes()):
+            # same mtime: written in the same clock tick as the heartbeat, before or after it
+            if since is not None and seg.stat().st_mtime_ns < since:
+                continue
+            for chunk in fmt.iter_chunks(_last_chunks(seg, TAIL_CHUNKS if since is not None else None)):
                 if "step" in chunk.table.column_names:
                     steps = chunk.table["step"].drop_null().to_numpy()
                     if len(steps):
@@ -562,3 +695,23 @@ def _heartbeat_step(path: Path) -> int:
         except (OSError, pa.ArrowException, fmt.CorruptChunk):
             continue  # a torn tail (a power loss zero-fills it) or a foreign file: the steps read before it count
     return step
+
+
+def _last_chunks(path: Path, n: int | None) -> bytes:
+    """The bytes of the last ``n`` chunks of a segment (all with None), found by reading only the chunk headers."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        if n is None:
+            return os.pread(fd, size, 0)
+        starts: deque[int] = deque(maxlen=n)
+        offset = 0
+        while offset + fmt.HEADER.size <= size:
+            magic, length, _ = fmt.HEADER.unpack(os.pread(fd, fmt.HEADER.size, offset))
+            if magic != fmt.MAGIC:
+                break  # a zero-filled tail: the chunks before it
+            starts.append(offset)
+            offset += fmt.HEADER.size + length
+        return os.pread(fd, size - starts[0], starts[0]) if starts else b""
+    finally:
+        os.close(fd)
