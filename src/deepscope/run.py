@@ -18,7 +18,8 @@ import numpy as np
 from .notices import notice
 from .store import format as fmt
 from .store import runmeta
-from .store.writer import StreamWriter, last_step_on_disk
+from .store.stream_files import last_step_on_disk
+from .store.writer import StreamWriter
 from .types import SEVERITIES
 
 DEFAULT_DIR = "deepscope-runs"

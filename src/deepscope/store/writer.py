@@ -10,7 +10,6 @@ and retries; past the bound the oldest chunks are dropped and counted. Problems 
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from collections import deque
@@ -23,15 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import format as fmt
-from . import runmeta
+from . import record_batches as rb
+from . import stream_files
+from .record_batches import KeyStats, ScalarRecord
 
 DROP_REPORT_INTERVAL = 300.0  # seconds between the reports of what a failing disk costs
 MAX_QUEUED_WARNINGS = 100  # warnings the writer keeps for the training thread to emit
-
-# A scalar record as the training thread leaves it: (step, wall_time, {key: value}, holds_tensors)
-ScalarRecord = tuple[int, float, dict[str, Any], bool]
-# What the key index says of one scalars chunk: (keys, count, max_step, last_step), one item per key
-KeyStats = tuple[list[str], np.ndarray, np.ndarray, np.ndarray]
 
 
 class StreamWriter:
@@ -94,14 +90,14 @@ class StreamWriter:
         # the lock first: a second writer of a live stream is refused before it changes any file (the caller's
         # ensure_dir writes the run's metadata)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = _lock_stream(self.dir)
+        self._lock_fd = stream_files.lock_stream(self.dir)
         try:
             self._ensure_dir()
         except BaseException:
-            _unlock_stream(self._lock_fd)
+            stream_files.unlock_stream(self._lock_fd)
             raise
         self._seq = self._first_free_seq()
-        self.flushed_step = last_step_on_disk(self.dir)  # highest step known to be on disk (-1: none)
+        self.flushed_step = stream_files.last_step_on_disk(self.dir)  # highest step known to be on disk (-1: none)
         self._touch_heartbeat()
         self._thread = threading.Thread(target=self._loop, name=f"deepscope-writer-{self.dir.name}", daemon=True)
         self._thread.start()
@@ -192,7 +188,7 @@ class StreamWriter:
                     self._say_lost_at_close()
                 self._close_files()
                 self._touch_heartbeat()
-                _unlock_stream(self._lock_fd)
+                stream_files.unlock_stream(self._lock_fd)
                 if self.on_closed is not None:
                     try:
                         self.on_closed()
@@ -210,13 +206,13 @@ class StreamWriter:
                 self._warn(f"deepscope: could not convert recorded statistics: {type(e).__name__}: {e}")
         for kind, batches in by_kind.items():  # the steps converted since the last drain: one chunk per kind
             try:
-                batch = _concat(batches)
+                batch = rb.concat(batches)
             except Exception as e:
                 self._warn(f"deepscope: could not convert recorded statistics: {type(e).__name__}: {e}")
                 continue
             if kind == "layerstats":
                 try:
-                    batch = _kinds_together(batch)
+                    batch = rb.kinds_together(batch)
                 except Exception:  # only an ordering: readers take the rows in any order
                     pass
             if batch.num_rows:
@@ -233,11 +229,11 @@ class StreamWriter:
                 batch, max_step, stats = batch
                 self._retain("scalars", fmt.encode_chunk(batch), batch.num_rows, max_step, stats)
         if hists:
-            batch = self._convert("histograms", hists, _histogram_batch)
+            batch = self._convert("histograms", hists, rb.histogram_batch)
             if batch is not None:
                 self._retain("histograms", fmt.encode_chunk(batch, compress=True), batch.num_rows, None)
         if events:
-            batch = self._convert("events", events, _event_batch)
+            batch = self._convert("events", events, rb.event_batch)
             if batch is not None:
                 self._retain("events", fmt.encode_chunk(batch), batch.num_rows, None)
         self._write_retained()
@@ -249,7 +245,7 @@ class StreamWriter:
             return convert(records)
         except Exception:
             pass
-        check = _scalar_values if kind == "scalars" else convert  # conversion alone: no observer sees a value twice
+        check = rb.scalar_values if kind == "scalars" else convert  # conversion alone: no observer sees a value twice
         good = []
         for record in records:
             try:
@@ -453,7 +449,7 @@ class StreamWriter:
         self._scalar_callbacks = [cb for cb in self._scalar_callbacks if cb != callback]
 
     def _scalar_batch(self, records: list[ScalarRecord]) -> tuple[pa.RecordBatch, int, KeyStats]:
-        value_arr = _scalar_values(records)  # first: a record it cannot convert has changed nothing yet
+        value_arr = rb.scalar_values(records)  # first: a record it cannot convert has changed nothing yet
         steps = np.empty(len(records), np.int64)
         walls = np.empty(len(records), np.float64)
         lengths = np.empty(len(records), np.int64)
@@ -483,7 +479,7 @@ class StreamWriter:
                     cb(step_col, self._keys, id_col, value_arr)
                 except Exception as e:  # an observer must never cost the user's values
                     self._warn(f"deepscope: scalar observer failed: {type(e).__name__}: {e}")
-        return batch, int(steps.max()), _key_stats(self._keys, id_col, step_col)
+        return batch, int(steps.max()), rb.key_stats(self._keys, id_col, step_col)
 
     def _key_id(self, key: str) -> int:
         kid = self._key_ids.get(key)
@@ -493,71 +489,10 @@ class StreamWriter:
         return kid
 
 
-def _scalar_values(records: list[ScalarRecord]) -> np.ndarray:
-    """The values of ``records`` in order, as float64 (tensors brought to the host in one copy per device)."""
-    values: list[Any] = []
-    tensor_slots: list[tuple[int, Any]] = []
-    for _, _, data, has_tensor in records:
-        if has_tensor:
-            base = len(values)
-            for j, v in enumerate(data.values()):
-                if not isinstance(v, (int, float)):
-                    tensor_slots.append((base + j, v))
-        values.extend(data.values())
-    if tensor_slots:
-        for slot, v in zip((s for s, _ in tensor_slots), _tensors_to_floats([t for _, t in tensor_slots])):
-            values[slot] = v
-    return np.array(values, dtype=np.float64)
-
-
 def _amount(values: int, rows: int) -> str:
     """``"1,200 logged values"``, with the rows of the other kinds when there are any."""
     text = f"{values:,} logged values"
     return text + (f" and {rows:,} rows of layer statistics, histograms or events" if rows else "")
-
-
-def _key_stats(keys: list[str], id_col: np.ndarray, step_col: np.ndarray) -> KeyStats:
-    """Per key of one chunk: how many values, the highest step, the step of the last value logged."""
-    n = len(keys)
-    count = np.bincount(id_col, minlength=n)
-    max_step = np.full(n, np.iinfo(np.int64).min, np.int64)
-    np.maximum.at(max_step, id_col, step_col)
-    last = np.zeros(n, np.int64)
-    last[id_col] = np.arange(len(id_col))  # with repeated indices the last assignment wins: the last row
-    present = np.flatnonzero(count)
-    return [keys[i] for i in present], count[present], max_step[present], step_col[last[present]]
-
-
-def _lock_stream(stream_dir: Path) -> int | None:
-    """Hold ``writer.lock`` for the writer's lifetime: a second live writer of the stream is an error.
-
-    ``flock`` locks die with their process, so a crashed writer never blocks the next one.
-    """
-    try:
-        import fcntl
-    except ImportError:  # not on POSIX: no lock, one writer per stream is then the caller's promise
-        return None
-    fd = os.open(stream_dir / "writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
-        os.close(fd)
-        raise RuntimeError(
-            f"deepscope: {stream_dir} is being written by another live process (pid {holder}); "
-            "each (run, rank) has one writer — use another run id or rank"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
-
-
-def _unlock_stream(fd: int | None) -> None:
-    if fd is not None:
-        try:
-            os.close(fd)  # closing the descriptor releases the flock
-        except OSError:
-            pass
 
 
 _warmed_up = False
@@ -577,141 +512,16 @@ def _warm_up() -> None:
     )  # fmt: skip
     for b in (
         batch,
-        _histogram_batch([("k", 0, 0.0, np.zeros(2), np.zeros(1))]),
-        _event_batch([(0, 0.0, "k", "info", "t", None)]),
+        rb.histogram_batch([("k", 0, 0.0, np.zeros(2), np.zeros(1))]),
+        rb.event_batch([(0, 0.0, "k", "info", "t", None)]),
     ):
         for compress in (False, True):
             list(fmt.iter_chunks(fmt.encode_chunk(b, compress)))
     pc.max(batch.column(0))
-    _concat([batch, batch])
+    rb.concat([batch, batch])
     _warmed_up = True
-
-
-def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-    """One record batch of ``batches`` (same schema; dictionary columns unified)."""
-    if len(batches) == 1:
-        return batches[0]
-    table = pa.Table.from_batches(batches).unify_dictionaries().combine_chunks()
-    return table.to_batches()[0] if table.num_rows else batches[0]
-
-
-def _kinds_together(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """``layerstats`` rows grouped by kind, each kind's in step order (a stable sort by the kind's code): a reader
-    splits a chunk into its kinds with four slices instead of gathering every column by index."""
-    code = fmt.numpy_column(batch.column(fmt.LAYERSTATS.get_field_index("kind")).indices)
-    if not len(code) or np.all(code[1:] >= code[:-1]):
-        return batch
-    return batch.take(pa.array(np.argsort(code, kind="stable")))
 
 
 def _take(q: deque) -> list:
     """Pop what is in ``q`` now; items appended meanwhile stay for the next drain."""
     return [q.popleft() for _ in range(len(q))]
-
-
-def _tensors_to_floats(tensors: list[Any]) -> list[float]:
-    """Bring many 0-d tensors to the host with one copy per device instead of one sync per value."""
-    torch = sys.modules["torch"]
-    out: list[float] = [0.0] * len(tensors)
-    by_device: dict[Any, list[int]] = {}
-    for i, t in enumerate(tensors):
-        if isinstance(t, torch.Tensor):
-            by_device.setdefault(t.device, []).append(i)
-        else:
-            out[i] = float(t)
-    for idx in by_device.values():
-        stacked = torch.stack([tensors[i].reshape(()).to(torch.float64) for i in idx]).cpu().numpy()
-        for i, v in zip(idx, stacked.tolist()):
-            out[i] = v
-    return out
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x.astype(np.float64, copy=False)
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
-        return x.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(x, dtype=np.float64)
-
-
-def _histogram_batch(hists: list[tuple]) -> pa.RecordBatch:
-    keys, steps, walls, edges, counts = zip(*hists)
-    return pa.record_batch(
-        [
-            pa.array(steps, pa.int64()),
-            pa.array(walls, pa.float64()),
-            pa.array(keys, pa.string()),
-            pa.array([_to_numpy(e) for e in edges], pa.list_(pa.float64())),
-            pa.array([_to_numpy(c) for c in counts], pa.list_(pa.float64())),
-        ],
-        schema=fmt.HISTOGRAMS,
-    )
-
-
-def _event_batch(events: list[tuple]) -> pa.RecordBatch:
-    steps, walls, kinds, severities, texts, keys = zip(*events)
-    return pa.record_batch(
-        [
-            pa.array(steps, pa.int64()),
-            pa.array(walls, pa.float64()),
-            pa.array(kinds, pa.string()),
-            pa.array(severities, pa.string()),
-            pa.array(texts, pa.string()),
-            pa.array(keys, pa.string()),
-        ],
-        schema=fmt.EVENTS,
-    )
-
-
-TAIL_CHUNKS = 4  # chunks read from the end of a segment written after its stream's heartbeat
-
-
-def last_step_on_disk(stream_dir: Path) -> int:
-    """The highest step in a stream's files, -1 for none: its heartbeat's, or a higher one in the last chunks of a
-    segment written after it (the heartbeat follows each chunk that raises the step: a process killed between the
-    two left one chunk past it); every chunk's when the heartbeat is missing or unreadable."""
-    try:
-        fd = os.open(stream_dir / "heartbeat", os.O_RDONLY)
-        try:
-            since: int | None = os.fstat(fd).st_mtime_ns
-            step = runmeta.heartbeat_step(os.read(fd, 64).decode("ascii", "replace").split())
-        finally:
-            os.close(fd)
-    except OSError:
-        step = -1
-    if step < 0:
-        since = None  # read them all
-    for seg in sorted(stream_dir.glob("*.arrows")):
-        try:
-            # same mtime: written in the same clock tick as the heartbeat, before or after it
-            if since is not None and seg.stat().st_mtime_ns < since:
-                continue
-            for chunk in fmt.iter_chunks(_last_chunks(seg, TAIL_CHUNKS if since is not None else None)):
-                if "step" in chunk.table.column_names:
-                    steps = chunk.table["step"].drop_null().to_numpy()
-                    if len(steps):
-                        step = max(step, int(steps.max()))
-        except (OSError, pa.ArrowException, fmt.CorruptChunk):
-            continue  # a torn tail (a power loss zero-fills it) or a foreign file: the steps read before it count
-    return step
-
-
-def _last_chunks(path: Path, n: int | None) -> bytes:
-    """The bytes of the last ``n`` chunks of a segment (all with None), found by reading only the chunk headers."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        if n is None:
-            return os.pread(fd, size, 0)
-        starts: deque[int] = deque(maxlen=n)
-        offset = 0
-        while offset + fmt.HEADER.size <= size:
-            magic, length, _ = fmt.HEADER.unpack(os.pread(fd, fmt.HEADER.size, offset))
-            if magic != fmt.MAGIC:
-                break  # a zero-filled tail: the chunks before it
-            starts.append(offset)
-            offset += fmt.HEADER.size + length
-        return os.pread(fd, size - starts[0], starts[0]) if starts else b""
-    finally:
-        os.close(fd)
