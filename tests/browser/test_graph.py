@@ -491,3 +491,101 @@ def test_back_after_opening_the_graph_tab_returns_to_the_tab_before(page, graph_
     assert "tab=graph" not in page.url and "tab=runs" not in page.url
     page.go_back()
     wait_for(page, "() => window.__deepscope.view().tab === 'runs'")
+
+
+# ---- where the view stands: a layout that comes late, a breadcrumb, a link, a resize ------------------------------
+
+
+def canvas_size(page) -> tuple[float, float]:
+    box = page.get_by_test_id("graph-canvas").bounding_box()
+    return box["width"], box["height"]
+
+
+def top_left(st: dict, n: dict) -> tuple[float, float]:
+    """A box's top-left corner on screen."""
+    return n["sx"] - n["w"] * st["zoom"] / 2, n["sy"] - n["h"] * st["zoom"] / 2
+
+
+def drag(page, dx: float, dy: float) -> None:
+    """The canvas dragged by (dx, dy) from its centre."""
+    box = page.get_by_test_id("graph-canvas").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y + dy, steps=6)
+    page.mouse.up()
+
+
+def resize(page, width: int, height: int) -> None:
+    before = canvas_size(page)
+    page.set_viewport_size({"width": width, "height": height})
+    wait_for(page, "(w) => document.querySelector('[data-testid=graph-canvas]').getBoundingClientRect().width !== w",
+             before[0])  # fmt: skip
+    page.wait_for_timeout(50)
+
+
+def refit_elsewhere(page, graph_server, run: str, extra: str) -> dict:
+    """The view as fitted on a page of this one's size, opened afresh."""
+    other = page.context.new_page()
+    other.set_viewport_size(page.viewport_size)
+    st = open_graph(other, graph_server, run, extra)
+    other.close()
+    return st
+
+
+class HeldGraphs:
+    """A page's graph requests held until `release` (a layout that takes its time); those after it pass at once."""
+
+    def __init__(self, page) -> None:
+        self.routes: list = []
+        self.released = False
+        page.route(lambda url: "/graph?" in url, self._hold)
+
+    def _hold(self, route) -> None:
+        if self.released:
+            route.continue_()
+        else:
+            self.routes.append(route)
+
+    def release(self) -> None:
+        self.released = True
+        for route in self.routes:
+            route.continue_()
+
+
+def test_a_run_picked_while_the_view_is_moved_is_fitted(page, graph_server, graph_store):
+    """The run's graph is fitted when it comes, though the previous run's was dragged and the window resized."""
+    open_graph(page, graph_server, graph_store["cnn"])
+    held = HeldGraphs(page)
+    page.get_by_test_id("graph-toolbar").locator(".run select").select_option(graph_store["residual"])
+    wait_for(page, "() => window.__deepscope.graph().status === 'loading'")
+    page.wait_for_timeout(50)
+    assert held.routes
+    drag(page, 80, 50)
+    resize(page, 1300, 860)
+    held.release()
+    wait_for(page, "(run) => window.__deepscope.graph().run === run && window.__deepscope.graph().status === 'ready'",
+             graph_store["residual"])  # fmt: skip
+    st, fitted = state(page), refit_elsewhere(page, graph_server, graph_store["residual"], "")
+    assert st["zoom"] == fitted["zoom"]
+    assert [(n["id"], n["sx"], n["sy"]) for n in st["nodes"]] == [(n["id"], n["sx"], n["sy"]) for n in fitted["nodes"]]
+
+
+def test_a_module_opened_while_the_view_is_moved_opens_where_its_box_was_moved_to(page, graph_server, graph_store):
+    st = open_graph(page, graph_server, graph_store["cnn"], "&gx=features")
+    box = node(st, id="m:features.4")
+    w, h = canvas_size(page)
+    held = HeldGraphs(page)
+    click_at(page, box["sx"], box["sy"])
+    wait_for(page, "() => window.__deepscope.graph().selected === 'm:features.4'")
+    page.wait_for_timeout(50)
+    assert held.routes
+    drag(page, 60 if box["sx"] < w / 2 else -60, 40 if box["sy"] < h / 2 else -40)  # towards the middle
+    resize(page, 1300, 860)
+    st = state(page)  # the box, where it is now
+    held.release()
+    wait_for(page, "() => window.__deepscope.graph().containers.some((c) => c.path === 'features.4')")
+    after = state(page)
+    opened = next(c for c in after["containers"] if c["path"] == "features.4")["box"]
+    assert after["zoom"] == st["zoom"]
+    assert (opened["left"], opened["top"]) == pytest.approx(top_left(st, node(st, id="m:features.4")), abs=1)
