@@ -589,3 +589,48 @@ def test_a_module_opened_while_the_view_is_moved_opens_where_its_box_was_moved_t
     opened = next(c for c in after["containers"] if c["path"] == "features.4")["box"]
     assert after["zoom"] == st["zoom"]
     assert (opened["left"], opened["top"]) == pytest.approx(top_left(st, node(st, id="m:features.4")), abs=1)
+
+
+def opens_in_place(page, module: str) -> None:
+    """A click on `module`'s box opens it where the box stood, at the same zoom."""
+    st = state(page)
+    box = node(st, id=f"m:{module}")
+    click_at(page, box["sx"], box["sy"])
+    wait_for(page, "(p) => window.__deepscope.graph().containers.some((c) => c.path === p)", module)
+    after = state(page)
+    opened = next(c for c in after["containers"] if c["path"] == module)["box"]
+    assert after["zoom"] == st["zoom"]
+    assert (opened["left"], opened["top"]) == pytest.approx(top_left(st, box), abs=1)
+
+
+def test_a_breadcrumb_click_centres_its_module_and_leaves_nothing_pending(page, graph_server, graph_store):
+    open_graph(page, graph_server, graph_store["cnn"], "&gx=features&gnode=m:features.4")
+    page.get_by_test_id("graph-breadcrumb").get_by_role("button", name="features", exact=True).click()
+    st = state(page)
+    assert st["selected"] == "m:features"
+    box = next(c for c in st["containers"] if c["path"] == "features")["box"]
+    w, h = canvas_size(page)
+    assert ((box["left"] + box["right"]) / 2, (box["top"] + box["bottom"]) / 2) == pytest.approx((w / 2, h / 2), abs=1)
+    # the next module opened stays where it was: the breadcrumb's module is not centred again
+    opens_in_place(page, "features.4")
+
+
+def test_a_layer_selected_elsewhere_is_centred_at_once_when_its_box_is_shown(page, graph_server, graph_store):
+    """Forward to a link to another layer of the same graph, whose box is laid out: the view centres it then, without
+    waiting for the graph to be asked for again."""
+    open_graph(page, graph_server, graph_store["cnn"], "&gx=features&layer=features.0")
+    page.evaluate("""() => {
+        const u = new URL(location.href);
+        u.searchParams.set("layer", "features.6");
+        history.pushState(null, "", u);
+    }""")
+    held = HeldGraphs(page)  # Back and Forward ask for the graph again: no layout comes until the test is done
+    page.go_back()
+    page.go_forward()
+    wait_for(page, "() => window.__deepscope.graph().selected === 'm:features.6'")
+    w, h = canvas_size(page)
+    relu = node(state(page), id="m:features.6")
+    assert (relu["sx"], relu["sy"]) == pytest.approx((w / 2, h / 2), abs=1)
+    held.release()
+    page.wait_for_timeout(300)
+    opens_in_place(page, "features.4")
