@@ -379,6 +379,26 @@ def test_the_toolbar_fits_with_a_layer_statistic(browser, graph_server, graph_st
             assert a == b or not overlap, (a, b)
 
 
+def test_below_860px_the_colour_controls_take_a_row_of_their_own(browser, graph_server, graph_store):
+    ctx = browser.new_context(viewport={"width": 800, "height": 700})
+    page = ctx.new_page()
+    open_graph(page, graph_server, graph_store["cnn"], "&ov=params")
+    rows = page.evaluate("""() => {
+        const bar = document.querySelector("[data-testid=graph-toolbar]");
+        const box = (el) => el.getBoundingClientRect().toJSON();
+        const [run, fit, overlay] = [".run", "[data-testid=graph-fit]", ".overlay"].map((q) => bar.querySelector(q));
+        return {bar: box(bar), run: box(run), fit: box(fit), overlay: box(overlay)};
+    }""")
+    boxes = toolbar_boxes(page)
+    ctx.close()
+    run, fit, overlay = rows["run"], rows["fit"], rows["overlay"]
+    assert abs((run["top"] + run["bottom"]) / 2 - (fit["top"] + fit["bottom"]) / 2) < 10  # run and buttons: one row
+    assert overlay["top"] >= max(run["bottom"], fit["bottom"])  # the colour controls below them
+    assert overlay["right"] - overlay["left"] > 0.9 * (rows["bar"]["right"] - rows["bar"]["left"] - 32)  # the row whole
+    for name, b in boxes.items():
+        assert b["left"] >= 0 and b["right"] <= 800, name
+
+
 def test_edge_hover_shows_shape_and_dtype(page, graph_server, graph_store):
     st = open_graph(page, graph_server, graph_store["cnn"])
     e = next(e for e in st["edges"] if e["src"] == "m:features")
