@@ -654,3 +654,40 @@ def test_a_layer_selected_elsewhere_is_centred_at_once_when_its_box_is_shown(pag
     held.release()
     page.wait_for_timeout(300)
     opens_in_place(page, "features.4")
+
+
+def on_screen(st: dict) -> list[float]:
+    """Where each box is on the canvas: x, y, x, y…"""
+    return [v for n in st["nodes"] for v in (n["sx"], n["sy"])]
+
+
+def at_centre(page, st: dict) -> tuple[float, float]:
+    """The graph point at the centre of the canvas."""
+    n, k = st["nodes"][0], st["zoom"]
+    tx, ty = n["sx"] - (n["x"] + n["w"] / 2) * k, n["sy"] - (n["y"] + n["h"] / 2) * k
+    w, h = canvas_size(page)
+    return (w / 2 - tx) / k, (h / 2 - ty) / k
+
+
+def test_a_resize_refits_until_the_view_is_moved_then_keeps_its_centre(page, graph_server, graph_store):
+    run, extra = graph_store["cnn"], "&gx=features"
+    open_graph(page, graph_server, run, extra)
+    resize(page, 800, 700)
+    st, fitted = state(page), refit_elsewhere(page, graph_server, run, extra)
+    assert st["zoom"] == pytest.approx(fitted["zoom"])
+    assert on_screen(st) == pytest.approx(on_screen(fitted))
+    # moved by the user: a resize keeps the point at the middle of the view in the middle
+    drag(page, 70, -40)
+    page.get_by_role("button", name="+", exact=True).click()
+    st = state(page)
+    middle = at_centre(page, st)
+    resize(page, 1200, 820)
+    after = state(page)
+    assert after["zoom"] == st["zoom"]
+    assert at_centre(page, after) == pytest.approx(middle, abs=0.5)
+    # fitted again by the user: a resize refits again
+    page.get_by_test_id("graph-fit").click()
+    resize(page, 1000, 760)
+    st, fitted = state(page), refit_elsewhere(page, graph_server, run, extra)
+    assert st["zoom"] == pytest.approx(fitted["zoom"])
+    assert on_screen(st) == pytest.approx(on_screen(fitted))
