@@ -379,6 +379,26 @@ def test_the_toolbar_fits_with_a_layer_statistic(browser, graph_server, graph_st
             assert a == b or not overlap, (a, b)
 
 
+def test_below_860px_the_colour_controls_take_a_row_of_their_own(browser, graph_server, graph_store):
+    ctx = browser.new_context(viewport={"width": 800, "height": 700})
+    page = ctx.new_page()
+    open_graph(page, graph_server, graph_store["cnn"], "&ov=params")
+    rows = page.evaluate("""() => {
+        const bar = document.querySelector("[data-testid=graph-toolbar]");
+        const box = (el) => el.getBoundingClientRect().toJSON();
+        const [run, fit, overlay] = [".run", "[data-testid=graph-fit]", ".overlay"].map((q) => bar.querySelector(q));
+        return {bar: box(bar), run: box(run), fit: box(fit), overlay: box(overlay)};
+    }""")
+    boxes = toolbar_boxes(page)
+    ctx.close()
+    run, fit, overlay = rows["run"], rows["fit"], rows["overlay"]
+    assert abs((run["top"] + run["bottom"]) / 2 - (fit["top"] + fit["bottom"]) / 2) < 10  # run and buttons: one row
+    assert overlay["top"] >= max(run["bottom"], fit["bottom"])  # the colour controls below them
+    assert overlay["right"] - overlay["left"] > 0.9 * (rows["bar"]["right"] - rows["bar"]["left"] - 32)  # the row whole
+    for name, b in boxes.items():
+        assert b["left"] >= 0 and b["right"] <= 800, name
+
+
 def test_edge_hover_shows_shape_and_dtype(page, graph_server, graph_store):
     st = open_graph(page, graph_server, graph_store["cnn"])
     e = next(e for e in st["edges"] if e["src"] == "m:features")
@@ -491,3 +511,183 @@ def test_back_after_opening_the_graph_tab_returns_to_the_tab_before(page, graph_
     assert "tab=graph" not in page.url and "tab=runs" not in page.url
     page.go_back()
     wait_for(page, "() => window.__deepscope.view().tab === 'runs'")
+
+
+# ---- where the view stands: a layout that comes late, a breadcrumb, a link, a resize ------------------------------
+
+
+def canvas_size(page) -> tuple[float, float]:
+    box = page.get_by_test_id("graph-canvas").bounding_box()
+    return box["width"], box["height"]
+
+
+def top_left(st: dict, n: dict) -> tuple[float, float]:
+    """A box's top-left corner on screen."""
+    return n["sx"] - n["w"] * st["zoom"] / 2, n["sy"] - n["h"] * st["zoom"] / 2
+
+
+def drag(page, dx: float, dy: float) -> None:
+    """The canvas dragged by (dx, dy) from its centre."""
+    box = page.get_by_test_id("graph-canvas").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y + dy, steps=6)
+    page.mouse.up()
+
+
+def resize(page, width: int, height: int) -> None:
+    before = canvas_size(page)
+    page.set_viewport_size({"width": width, "height": height})
+    wait_for(page, "(w) => document.querySelector('[data-testid=graph-canvas]').getBoundingClientRect().width !== w",
+             before[0])  # fmt: skip
+    page.wait_for_timeout(50)
+
+
+def refit_elsewhere(page, graph_server, run: str, extra: str) -> dict:
+    """The view as fitted on a page of this one's size, opened afresh."""
+    other = page.context.new_page()
+    other.set_viewport_size(page.viewport_size)
+    st = open_graph(other, graph_server, run, extra)
+    other.close()
+    return st
+
+
+class HeldGraphs:
+    """A page's graph requests held until `release` (a layout that takes its time); those after it pass at once."""
+
+    def __init__(self, page) -> None:
+        self.routes: list = []
+        self.released = False
+        page.route(lambda url: "/graph?" in url, self._hold)
+
+    def _hold(self, route) -> None:
+        if self.released:
+            route.continue_()
+        else:
+            self.routes.append(route)
+
+    def release(self) -> None:
+        self.released = True
+        for route in self.routes:
+            route.continue_()
+
+
+def test_a_run_picked_while_the_view_is_moved_is_fitted(page, graph_server, graph_store):
+    """The run's graph is fitted when it comes, though the previous run's was dragged and the window resized."""
+    open_graph(page, graph_server, graph_store["cnn"])
+    held = HeldGraphs(page)
+    page.get_by_test_id("graph-toolbar").locator(".run select").select_option(graph_store["residual"])
+    wait_for(page, "() => window.__deepscope.graph().status === 'loading'")
+    page.wait_for_timeout(50)
+    assert held.routes
+    drag(page, 80, 50)
+    resize(page, 1300, 860)
+    held.release()
+    wait_for(page, "(run) => window.__deepscope.graph().run === run && window.__deepscope.graph().status === 'ready'",
+             graph_store["residual"])  # fmt: skip
+    st, fitted = state(page), refit_elsewhere(page, graph_server, graph_store["residual"], "")
+    assert st["zoom"] == fitted["zoom"]
+    assert [(n["id"], n["sx"], n["sy"]) for n in st["nodes"]] == [(n["id"], n["sx"], n["sy"]) for n in fitted["nodes"]]
+
+
+def test_a_module_opened_while_the_view_is_moved_opens_where_its_box_was_moved_to(page, graph_server, graph_store):
+    st = open_graph(page, graph_server, graph_store["cnn"], "&gx=features")
+    box = node(st, id="m:features.4")
+    w, h = canvas_size(page)
+    held = HeldGraphs(page)
+    click_at(page, box["sx"], box["sy"])
+    wait_for(page, "() => window.__deepscope.graph().selected === 'm:features.4'")
+    page.wait_for_timeout(50)
+    assert held.routes
+    drag(page, 60 if box["sx"] < w / 2 else -60, 40 if box["sy"] < h / 2 else -40)  # towards the middle
+    resize(page, 1300, 860)
+    st = state(page)  # the box, where it is now
+    held.release()
+    wait_for(page, "() => window.__deepscope.graph().containers.some((c) => c.path === 'features.4')")
+    after = state(page)
+    opened = next(c for c in after["containers"] if c["path"] == "features.4")["box"]
+    assert after["zoom"] == st["zoom"]
+    assert (opened["left"], opened["top"]) == pytest.approx(top_left(st, node(st, id="m:features.4")), abs=1)
+
+
+def opens_in_place(page, module: str) -> None:
+    """A click on `module`'s box opens it where the box stood, at the same zoom."""
+    st = state(page)
+    box = node(st, id=f"m:{module}")
+    click_at(page, box["sx"], box["sy"])
+    wait_for(page, "(p) => window.__deepscope.graph().containers.some((c) => c.path === p)", module)
+    after = state(page)
+    opened = next(c for c in after["containers"] if c["path"] == module)["box"]
+    assert after["zoom"] == st["zoom"]
+    assert (opened["left"], opened["top"]) == pytest.approx(top_left(st, box), abs=1)
+
+
+def test_a_breadcrumb_click_centres_its_module_and_leaves_nothing_pending(page, graph_server, graph_store):
+    open_graph(page, graph_server, graph_store["cnn"], "&gx=features&gnode=m:features.4")
+    page.get_by_test_id("graph-breadcrumb").get_by_role("button", name="features", exact=True).click()
+    st = state(page)
+    assert st["selected"] == "m:features"
+    box = next(c for c in st["containers"] if c["path"] == "features")["box"]
+    w, h = canvas_size(page)
+    assert ((box["left"] + box["right"]) / 2, (box["top"] + box["bottom"]) / 2) == pytest.approx((w / 2, h / 2), abs=1)
+    # the next module opened stays where it was: the breadcrumb's module is not centred again
+    opens_in_place(page, "features.4")
+
+
+def test_a_layer_selected_elsewhere_is_centred_at_once_when_its_box_is_shown(page, graph_server, graph_store):
+    """Forward to a link to another layer of the same graph, whose box is laid out: the view centres it then, without
+    waiting for the graph to be asked for again."""
+    open_graph(page, graph_server, graph_store["cnn"], "&gx=features&layer=features.0")
+    page.evaluate("""() => {
+        const u = new URL(location.href);
+        u.searchParams.set("layer", "features.6");
+        history.pushState(null, "", u);
+    }""")
+    held = HeldGraphs(page)  # Back and Forward ask for the graph again: no layout comes until the test is done
+    page.go_back()
+    page.go_forward()
+    wait_for(page, "() => window.__deepscope.graph().selected === 'm:features.6'")
+    w, h = canvas_size(page)
+    relu = node(state(page), id="m:features.6")
+    assert (relu["sx"], relu["sy"]) == pytest.approx((w / 2, h / 2), abs=1)
+    held.release()
+    page.wait_for_timeout(300)
+    opens_in_place(page, "features.4")
+
+
+def on_screen(st: dict) -> list[float]:
+    """Where each box is on the canvas: x, y, x, y…"""
+    return [v for n in st["nodes"] for v in (n["sx"], n["sy"])]
+
+
+def at_centre(page, st: dict) -> tuple[float, float]:
+    """The graph point at the centre of the canvas."""
+    n, k = st["nodes"][0], st["zoom"]
+    tx, ty = n["sx"] - (n["x"] + n["w"] / 2) * k, n["sy"] - (n["y"] + n["h"] / 2) * k
+    w, h = canvas_size(page)
+    return (w / 2 - tx) / k, (h / 2 - ty) / k
+
+
+def test_a_resize_refits_until_the_view_is_moved_then_keeps_its_centre(page, graph_server, graph_store):
+    run, extra = graph_store["cnn"], "&gx=features"
+    open_graph(page, graph_server, run, extra)
+    resize(page, 800, 700)
+    st, fitted = state(page), refit_elsewhere(page, graph_server, run, extra)
+    assert st["zoom"] == pytest.approx(fitted["zoom"])
+    assert on_screen(st) == pytest.approx(on_screen(fitted))
+    # moved by the user: a resize keeps the point at the middle of the view in the middle
+    drag(page, 70, -40)
+    page.get_by_role("button", name="+", exact=True).click()
+    st = state(page)
+    middle = at_centre(page, st)
+    resize(page, 1200, 820)
+    after = state(page)
+    assert after["zoom"] == st["zoom"]
+    assert at_centre(page, after) == pytest.approx(middle, abs=0.5)
+    # fitted again by the user: a resize refits again
+    page.get_by_test_id("graph-fit").click()
+    resize(page, 1000, 760)
+    st, fitted = state(page), refit_elsewhere(page, graph_server, run, extra)
+    assert st["zoom"] == pytest.approx(fitted["zoom"])
+    assert on_screen(st) == pytest.approx(on_screen(fitted))

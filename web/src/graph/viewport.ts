@@ -1,5 +1,6 @@
 // Where the graph view's canvas shows the laid-out graph: the whole graph fitted, a zoom about a point, a module
-// just opened or closed kept in sight, an item centred, and points carried between the graph and the screen.
+// just opened or closed kept in sight, an item centred, a centre kept through a resize, and points carried between
+// the graph and the screen.
 import { LEGIBLE, type Transform } from "./render";
 import type { Rect } from "./types";
 
@@ -43,6 +44,13 @@ export function centreOn(r: Rect, t: Transform, size: Size): Transform {
   const k = Math.max(t.k, 0.8);
   return { k, tx: size.w / 2 - (r.x + r.w / 2) * k, ty: size.h / 2 - (r.y + r.h / 2) * k };
 }
+
+/** `t` for a canvas resized from `from` to `to`: the graph point at the centre of the one at the centre of the other. */
+export const keepCentre = (t: Transform, from: Size, to: Size): Transform => ({
+  k: t.k,
+  tx: t.tx + (to.w - from.w) / 2,
+  ty: t.ty + (to.h - from.h) / 2,
+});
 
 /** The graph point under the screen point (sx, sy). */
 export const toGraph = (t: Transform, sx: number, sy: number): [number, number] => [(sx - t.tx) / t.k, (sy - t.ty) / t.k];
