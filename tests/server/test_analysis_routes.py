@@ -409,6 +409,13 @@ def test_layers_carry_their_module_type(tmp_path):
     with make_client(create_app(tmp_path)) as c:
         assert summary(c, watched) == {"0": "Conv2d", "3": "Linear"}
         assert summary(c, unwatched) == {"0": None, "3": None}
+    manifest = tmp_path / watched / "streams" / "0" / "watch.json"
+    layers = json.loads(manifest.read_text())["layers"]
+    from_graph = {"0": "torch.nn.modules.conv.Conv2d", "3": "torch.nn.modules.linear.Linear"}
+    for odd in ([layers], {"layers": {"0": layers[0]}}, {"layers": [{"type": "Conv2d"}, "3"]}):  # not run.watch's
+        manifest.write_text(json.dumps(odd))
+        with make_client(create_app(tmp_path)) as c:
+            assert summary(c, watched) == from_graph  # the watched layers unreadable: the graph's
 
 
 def test_a_run_whose_analysis_stopped_says_why_and_how_to_go_on(tmp_path):

@@ -152,8 +152,13 @@ def _column_info(table: pa.Table, field: pa.Field) -> schemas.InstanceColumn:
 def _module_types(store: Store, run_id: str, paths: list[str]) -> dict[str, str]:
     """The class of each analysed layer's module where the run knows it — its watched layers (``watch.json``), else
     its graph — for analyses recorded before they kept their layers' module types."""
-    manifest = read_watch_manifest(store.root / run_id) or {}
-    types = {la["path"]: la["type"] for la in manifest.get("layers", []) if la.get("type")}
+    manifest = read_watch_manifest(store.root / run_id)
+    layers = manifest.get("layers") if isinstance(manifest, dict) else None
+    types = {
+        la["path"]: la["type"]
+        for la in (layers if isinstance(layers, list) else [])
+        if isinstance(la, dict) and isinstance(la.get("path"), str) and isinstance(la.get("type"), str) and la["type"]
+    }  # a watch.json not as run.watch writes it (by hand, by another program) gives no types
     if any(p not in types for p in paths) and graph_path(store.root / run_id).is_file():
         try:
             types = {**graph_queries.module_types(store, run_id), **types}
