@@ -97,6 +97,8 @@ def test_instances_arrow(client, analysed):
     r = client.get(_url(analysed, "/instances"), params={"columns": ["index", "note"]})
     assert pa.ipc.open_stream(r.content).read_all().column("note").to_pylist()[0] == ODD
     assert client.get(_url(analysed, "/instances"), params={"columns": ["nope"]}).status_code == 404
+    r = client.get(_url(analysed, "/instances"), params={"columns": ["note", "label", "note", "label"]})  # once each
+    assert r.status_code == 200 and pa.ipc.open_stream(r.content).read_all().column_names == ["note", "label"]
 
 
 def test_instance_detail(client, analysed):

@@ -222,7 +222,8 @@ def instances(store: Store, run_id: str, columns: list[str] | None = None) -> by
     Labels and predictions (class indices) travel in the narrowest integer type that holds them: for a million
     instances of under 128 classes, 6 MB instead of 28 with int64 and the index column."""
     table = entry(store, run_id).reader.instances()
-    wanted = columns or [c for c in INSTANCE_COLUMNS if c in table.column_names]
+    # a column asked for twice travels once (Arrow's select would make two columns of one name)
+    wanted = list(dict.fromkeys(columns)) if columns else [c for c in INSTANCE_COLUMNS if c in table.column_names]
     missing = [c for c in wanted if c not in table.column_names]
     if missing:
         raise NotFound(f"no instance column {missing[0]!r}; columns: {', '.join(table.column_names)}")
