@@ -136,6 +136,11 @@ def test_subset_filters_and_masks(client, analysed):
     r = client.post(_url(analysed, "/subset"), json={"where": {"text_contains": "onerror"}, "mask": _pack(lasso)})
     assert r.json()["count"] == sum(1 for i in range(50) if i % 7 == 0)
     assert client.post(_url(analysed, "/subset"), json={"where": {"nope": 1}}).status_code == 400
+    odd = [{"index": [10**20]}, {"index": [-1]}, {"index": [1.5]}, {"label": 10**30},
+           {"range": {"label": [0, 10**400]}}, {"contains": {"label": "1"}}, {"contains": ["note"]}]  # fmt: skip
+    for where in odd:  # each a 400 that names the filter (an OverflowError or an Arrow error was a 500)
+        r = client.post(_url(analysed, "/subset"), json={"where": where})
+        assert r.status_code == 400 and any(k in r.json()["detail"] for k in ("index", "label", "contains")), where
     # a lasso: a polygon on a stored projection, the instances inside it
     xy = read(analysed[2]).projection("3", "pca")[:, :2].astype(np.float64)
     (x0, y0), (x1, y1) = np.percentile(xy, 20, axis=0), np.percentile(xy, 70, axis=0)

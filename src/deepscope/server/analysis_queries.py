@@ -361,7 +361,7 @@ def subset_mask(reader: AnalysisReader, subset: schemas.Subset) -> np.ndarray:
     n = len(reader)
     try:
         mask = reader.mask(subset.where) if subset.where else np.ones(n, dtype=bool)
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, OverflowError, pa.ArrowException) as e:  # the filter's fault, said
         raise BadRequest(str(e.args[0]) if e.args else str(e)) from None
     if subset.mask is not None:
         mask &= unpack_mask(subset.mask, n)
