@@ -185,6 +185,15 @@ def test_matrix_rows_match_numpy(client, analysed):
     assert client.post(_url(analysed, "/matrix"), json={"layer": "0", "pinned": [N]}).status_code == 404
 
 
+def test_matrix_subsets_are_at_most_64(client, analysed):
+    """Each subset is a pass over the layer under the run's lock: a 1 MiB body held 20,000 of them (20 minutes)."""
+    one = {"name": "n", "where": {"label": 1}}
+    r = client.post(_url(analysed, "/matrix"), json={"layer": "0", "group_by": None, "subsets": [one] * 64})
+    assert r.status_code == 200 and len(r.json()["rows"]) == 64
+    r = client.post(_url(analysed, "/matrix"), json={"layer": "0", "group_by": None, "subsets": [one] * 65})
+    assert r.status_code == 422 and "at most 64" in r.json()["detail"][0]["msg"]
+
+
 def test_matrix_rows_per_value_of_a_metadata_column_match_numpy(client, analysed):
     """``group_by: "column:<name>"``: a row per value, most frequent first (ties by value), then the other values
     together beyond the 24 most frequent, then missing values — each the mean and std of its rows."""
