@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 
+from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -107,8 +108,12 @@ class LoopbackHostOnly:
         await self.app(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised by the counting ``receive``: an ``HTTPException``, so that FastAPI, which answers any other error while
+    reading a body with 400 "There was an error parsing the body", lets it through to be answered 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request bodies are limited to {limit} bytes")
 
 
 class BodyLimit:
@@ -139,7 +144,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -149,7 +154,7 @@ class BodyLimit:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
+        except _BodyTooLarge as e:  # an app without Starlette's handling of HTTPException
             if started:
                 raise
-            await _send_json(send, 413, f"request bodies are limited to {self.limit} bytes")
+            await _send_json(send, 413, e.detail)
