@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -14,7 +15,7 @@ from tests.server.helpers import make_client, raw_get
 
 from deepscope.server import create_app
 from deepscope.server.launch import BackgroundServer
-from deepscope.server.security import TOKEN_COOKIE, BodyLimit, check_token, is_loopback_host
+from deepscope.server.security import BodyLimit, check_token, is_loopback_host, token_cookie
 
 TOKEN = "s3cret-token_1"
 
@@ -45,7 +46,7 @@ def test_a_wrong_token_is_401(protected, how):
 
 
 def test_a_wrong_cookie_is_401(protected):
-    protected.cookies.set(TOKEN_COOKIE, "wrong")
+    protected.cookies.set(token_cookie(TOKEN), "wrong")
     assert protected.get("/api/runs").status_code == 401
 
 
@@ -53,7 +54,7 @@ def test_the_token_as_header_cookie_or_parameter_is_200(protected):
     assert protected.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     assert protected.get("/api/runs", params={"token": TOKEN}).status_code == 200
     protected.cookies.clear()
-    protected.cookies.set(TOKEN_COOKIE, TOKEN)
+    protected.cookies.set(token_cookie(TOKEN), TOKEN)
     assert protected.get("/api/runs").status_code == 200
 
 
@@ -61,9 +62,24 @@ def test_opening_the_page_with_the_token_sets_the_cookie(protected):
     r = protected.get("/", params={"token": TOKEN})
     assert r.status_code == 200
     cookie = r.headers["set-cookie"]
-    assert cookie.startswith(f"{TOKEN_COOKIE}={TOKEN};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert cookie.startswith(f"{token_cookie(TOKEN)}={TOKEN};") and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert protected.get("/api/runs").status_code == 200  # the client sends the cookie back
     assert "set-cookie" not in protected.get("/api/runs").headers
+
+
+def test_two_token_servers_on_one_host_keep_their_own_cookies(store):
+    """A browser keeps cookies per host, not per port: opening a second server must not log the first one out."""
+    with (
+        BackgroundServer(store.root, port=0, token="token-a") as a,
+        BackgroundServer(store.root, port=0, token="token-b") as b,
+        httpx.Client() as browser,  # one cookie jar for 127.0.0.1, whatever the port
+    ):
+        assert browser.get(a.url).status_code == 200  # the printed URL, ?token= and all
+        assert browser.get(b.url).status_code == 200
+        for server in (a, b):
+            assert browser.get(server.url.partition("?")[0] + "api/runs").status_code == 200  # by its cookie
+        assert token_cookie("token-a") != token_cookie("token-b")
+        assert {c.name for c in browser.cookies.jar} == {token_cookie("token-a"), token_cookie("token-b")}
 
 
 def test_tokens_must_be_url_safe():

@@ -6,6 +6,7 @@ through untouched.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
@@ -15,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-TOKEN_COOKIE = "deepscope_token"
+TOKEN_COOKIE = "deepscope_token"  # the cookie's name begins so: see ``token_cookie``
 MAX_BODY_BYTES = 1 << 20  # 1 MiB
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,256}")
 
@@ -29,6 +30,15 @@ def check_token(token: str) -> str:
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         raise ValueError("deepscope: a token is 1-256 characters of A-Z a-z 0-9 . _ ~ -")
     return token
+
+
+def token_cookie(token: str) -> str:
+    """The name of the cookie that carries ``token``: ``deepscope_token_`` and 12 hex digits of its SHA-256.
+
+    Browsers keep cookies per host, not per port: with one name for every server, opening a second token server on
+    the same host replaced the first one's cookie (its page got 401). One name per token keeps them apart, as Jupyter
+    does."""
+    return f"{TOKEN_COOKIE}_{hashlib.sha256(token.encode()).hexdigest()[:12]}"
 
 
 async def _send_json(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
@@ -47,6 +57,7 @@ class TokenAuth:
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.token = check_token(token).encode()
+        self.cookie = token_cookie(token)
 
     def _matches(self, presented: str | None) -> bool:
         return presented is not None and secrets.compare_digest(presented.encode("utf-8", "replace"), self.token)
@@ -58,7 +69,7 @@ class TokenAuth:
         conn = HTTPConnection(scope)
         auth = conn.headers.get("authorization", "")
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        if self._matches(bearer) or self._matches(conn.cookies.get(TOKEN_COOKIE)):
+        if self._matches(bearer) or self._matches(conn.cookies.get(self.cookie)):
             await self.app(scope, receive, send)
         elif self._matches(conn.query_params.get("token")):
             await self.app(scope, receive, self._setting_cookie(send))
@@ -66,7 +77,7 @@ class TokenAuth:
             await _send_json(send, 401, "a token is required", [(b"www-authenticate", b"Bearer")])
 
     def _setting_cookie(self, send: Send) -> Send:
-        cookie = f"{TOKEN_COOKIE}={self.token.decode()}; Path=/; HttpOnly; SameSite=Strict".encode()
+        cookie = f"{self.cookie}={self.token.decode()}; Path=/; HttpOnly; SameSite=Strict".encode()
 
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
