@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
-from tests.server.helpers import make_client, raw_get
+from tests.server.helpers import LOCAL, make_client, raw_get
 
 from deepscope.server import create_app
 from deepscope.server.launch import BackgroundServer
@@ -140,6 +140,42 @@ def test_a_streamed_body_over_one_mib_is_413_from_a_route_that_reads_json(client
     headers = {"content-type": "application/json"}
     r = client.post(f"/api/runs/{store.main}/analysis/subset", content=chunks(), headers=headers)
     assert r.status_code == 413 and r.json() == {"detail": f"request bodies are limited to {1 << 20} bytes"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "http://127.0.0.1:8888"},  # another server of the same host: another origin
+        {"Origin": "null"},  # a sandboxed frame, a file: page
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ],
+)
+def test_writes_from_another_origin_are_403(store, headers):
+    """A page anywhere can POST to 127.0.0.1 without a preflight (``mode: "no-cors"``) and start projection jobs."""
+    with make_client(create_app(store.root)) as c:
+        r = c.post(f"/api/runs/{store.main}/analysis/projection", params={"layer": "fc"}, headers=headers)
+        assert r.status_code == 403 and "own pages" in r.json()["detail"]
+        assert c.get("/api/runs", headers=headers).status_code == 200  # reading needs no origin: CORS keeps it
+    with make_client(create_app(store.root, token=TOKEN), base_url="http://example.org") as c:  # a token too
+        r = c.post("/api/runs/x/analysis/subset", params={"token": TOKEN}, headers=headers, json={})
+        assert r.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("base_url", "headers"),
+    [
+        (LOCAL, {}),  # a program: no Origin
+        (LOCAL, {"Origin": LOCAL, "Sec-Fetch-Site": "same-origin"}),  # the dashboard
+        ("http://localhost:6150", {"Origin": "http://localhost:6150"}),
+        ("http://localhost:6150", {"Origin": "http://127.0.0.1:5173", "X-Forwarded-Host": "127.0.0.1:5173"}),  # proxied
+    ],
+)
+def test_writes_from_the_servers_own_pages_are_answered(store, base_url, headers):
+    with make_client(create_app(store.root), base_url=base_url) as c:
+        r = c.post(f"/api/runs/{store.main}/analysis/subset", headers=headers, json={})
+    assert r.status_code == 404 and "no finished analysis" in r.json()["detail"]  # routed: the run has no analysis
 
 
 def test_cors_is_closed(client):

@@ -1,4 +1,4 @@
-"""Safe-by-default middleware: token auth, loopback-only Host without a token, a request body limit.
+"""Safe-by-default middleware: token auth, loopback-only Host without a token, same-origin writes, a body limit.
 
 Pure ASGI middleware (not ``BaseHTTPMiddleware``) so that streamed answers such as ``/api/live`` pass
 through untouched.
@@ -11,7 +11,9 @@ import ipaddress
 import json
 import re
 import secrets
+from urllib.parse import urlsplit
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -116,6 +118,42 @@ class LoopbackHostOnly:
             if host is not None and not is_loopback_host(host):
                 await _send_json(send, 400, "this server answers only requests to a loopback address")
                 return
+        await self.app(scope, receive, send)
+
+
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def is_same_origin(headers: Headers) -> bool:
+    """Whether a request comes from a page of this server, as far as a browser says: its ``Origin`` names the host it
+    was sent to (``Host``, or ``X-Forwarded-Host`` behind a proxy — a cross-origin page cannot set that header
+    without a preflight, which fails), or without ``Origin``, ``Sec-Fetch-Site`` is absent, ``same-origin`` or
+    ``none``. Requests from programs (curl, scripts) carry neither header."""
+    origin = headers.get("origin")
+    if origin is None:
+        return headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    parts = urlsplit(origin)  # "null" (a sandboxed frame, a file: page) has no host: never ours
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    ours = {h.strip().lower() for h in (headers.get("host"), headers.get("x-forwarded-host")) if h}
+    return parts.netloc.lower() in ours
+
+
+class SameOriginWrites:
+    """Requests that change state (POST, PUT, PATCH, DELETE) from another origin get 403.
+
+    A page anywhere can send a POST to ``127.0.0.1`` without a preflight (``fetch(url, {method: "POST", mode:
+    "no-cors"})``): without this, any site a user visits could start projection jobs, which take CPU for minutes and
+    write files. The dashboard's own requests are same-origin.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _WRITES and not is_same_origin(Headers(scope=scope)):
+            await _send_json(send, 403, "requests that change state are answered only from this server's own pages")
+            return
         await self.app(scope, receive, send)
 
 
