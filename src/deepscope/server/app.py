@@ -54,7 +54,7 @@ def create_app(
             yield
         finally:
             hub.close()
-            jobs.close()
+            await asyncio.to_thread(jobs.close)  # a running projection stops at its next progress report
             poller.cancel()
             warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
