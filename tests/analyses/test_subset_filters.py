@@ -50,6 +50,37 @@ def test_an_equality_of_another_type_names_the_column_and_what_it_holds():
     np.testing.assert_array_equal(subset_mask(table(), {"n": [2.0, 4]}), [False, True, False, True, False, False])
 
 
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ({"index": [10**20]}, r"'index' 100000000000000000000 is no row of the table: it has 6 rows"),
+        ({"index": [-1]}, r"'index' -1 is no row"),  # once the last row
+        ({"index": [1.5]}, r"'index' takes row numbers \(whole numbers from 0\), not 1.5"),  # once row 1
+        ({"index": [True]}, r"'index' takes row numbers"),
+        ({"n": 10**20}, r"column 'n' holds int64; it cannot equal 100000000000000000000"),
+        ({"n": 1.5}, r"column 'n' holds int64; it cannot equal 1.5"),  # once n == 1
+        ({"brightness": 10**400}, r"column 'brightness' holds double"),
+        ({"range": {"n": [0, 10**400]}}, r"the range of 'n' takes numbers \(or null for an open end\)"),
+        ({"range": {"n": ["low", None]}}, r"the range of 'n' takes numbers"),
+        ({"range": {"n": [True, None]}}, r"the range of 'n' takes numbers"),
+        ({"contains": {"n": "1"}}, r"'contains' reads a text, date or time column; 'n' holds int64"),
+        ({"contains": "how"}, r"'contains' is \{column: …\}, not 'how'"),
+        ({"range": [0, 1]}, r"'range' is \{column: …\}"),
+    ],
+)
+def test_odd_filters_are_value_errors_that_name_the_filter(where, message):
+    """What the server answers with a 400 (an OverflowError or an Arrow error was a 500; -1 and 1.5 chose rows)."""
+    with pytest.raises(ValueError, match=message):
+        subset_mask(table(), where)
+
+
+def test_index_takes_row_numbers():
+    np.testing.assert_array_equal(subset_mask(table(), {"index": [5, 0]}), [True, False, False, False, False, True])
+    np.testing.assert_array_equal(subset_mask(table(), {"index": 3}), np.arange(6) == 3)
+    np.testing.assert_array_equal(subset_mask(table(), {"index": np.array([2])}), np.arange(6) == 2)
+    assert not subset_mask(table(), {"index": []}).any()
+
+
 def test_categorical_metadata_filters_as_text(tmp_path):
     """A pandas Categorical column (Arrow dictionary) is stored and filtered like the strings it holds."""
     import pandas as pd

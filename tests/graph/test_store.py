@@ -78,6 +78,30 @@ def test_versions_and_damage(tmp_path):
         read_graph(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda g: g["nodes"][0].pop("op"), r"nodes\[0\] has no 'op'"),
+        (lambda g: g["edges"][0].pop("dst"), r"edges\[0\] has no 'dst'"),
+        (lambda g: g["modules"][0].pop("path"), r"modules\[0\] has no 'path'"),
+        (lambda g: g.update(nodes={"a": 1}), r"'nodes' must be a list, not dict"),
+        (lambda g: g["nodes"].__setitem__(0, "x"), r"nodes\[0\] must be an object, not str"),
+        (lambda g: g["nodes"][1].update(output_shapes=[[2, {"d": 1}]]), r"nodes\[1\]: a shape is a list"),
+        (lambda g: g["nodes"][1].update(input_shapes=[7]), r"nodes\[1\]: a shape is a list"),
+        (lambda g: g["nodes"][1].update(n_params="many"), r"nodes\[1\]: 'n_params' must be an integer"),
+        (lambda g: g["modules"][0].update(children="enc"), r"modules\[0\]: 'children' must be a list of strings"),
+        (lambda g: g["modules"][1].update(parent=3), r"modules\[1\]: 'parent' must be a string or null"),
+        (lambda g: g.update(notes="none"), r"'notes' must be a list of strings"),
+    ],
+)
+def test_missing_or_mistyped_fields_are_value_errors(damage, message):
+    """What the graph route turns into a 404 "unreadable graph" (a KeyError or TypeError was a 500)."""
+    data = json.loads(to_json(models.synthetic_transformer(layers=1)))
+    damage(data)
+    with pytest.raises(ValueError, match=message):
+        from_json(json.dumps(data))
+
+
 def test_import_order_keeps_the_function():
     import deepscope.graphs.hierarchy  # noqa: F401 - a later import of the package must not shadow it
 

@@ -97,6 +97,8 @@ def test_instances_arrow(client, analysed):
     r = client.get(_url(analysed, "/instances"), params={"columns": ["index", "note"]})
     assert pa.ipc.open_stream(r.content).read_all().column("note").to_pylist()[0] == ODD
     assert client.get(_url(analysed, "/instances"), params={"columns": ["nope"]}).status_code == 404
+    r = client.get(_url(analysed, "/instances"), params={"columns": ["note", "label", "note", "label"]})  # once each
+    assert r.status_code == 200 and pa.ipc.open_stream(r.content).read_all().column_names == ["note", "label"]
 
 
 def test_instance_detail(client, analysed):
@@ -134,6 +136,11 @@ def test_subset_filters_and_masks(client, analysed):
     r = client.post(_url(analysed, "/subset"), json={"where": {"text_contains": "onerror"}, "mask": _pack(lasso)})
     assert r.json()["count"] == sum(1 for i in range(50) if i % 7 == 0)
     assert client.post(_url(analysed, "/subset"), json={"where": {"nope": 1}}).status_code == 400
+    odd = [{"index": [10**20]}, {"index": [-1]}, {"index": [1.5]}, {"label": 10**30},
+           {"range": {"label": [0, 10**400]}}, {"contains": {"label": "1"}}, {"contains": ["note"]}]  # fmt: skip
+    for where in odd:  # each a 400 that names the filter (an OverflowError or an Arrow error was a 500)
+        r = client.post(_url(analysed, "/subset"), json={"where": where})
+        assert r.status_code == 400 and any(k in r.json()["detail"] for k in ("index", "label", "contains")), where
     # a lasso: a polygon on a stored projection, the instances inside it
     xy = read(analysed[2]).projection("3", "pca")[:, :2].astype(np.float64)
     (x0, y0), (x1, y1) = np.percentile(xy, 20, axis=0), np.percentile(xy, 70, axis=0)
@@ -176,6 +183,15 @@ def test_matrix_rows_match_numpy(client, analysed):
     assert [row["count"] for row in r.json()["rows"]] == np.bincount(pred, minlength=3).tolist()
     assert client.post(_url(analysed, "/matrix"), json={"layer": "nope"}).status_code == 404
     assert client.post(_url(analysed, "/matrix"), json={"layer": "0", "pinned": [N]}).status_code == 404
+
+
+def test_matrix_subsets_are_at_most_64(client, analysed):
+    """Each subset is a pass over the layer under the run's lock: a 1 MiB body held 20,000 of them (20 minutes)."""
+    one = {"name": "n", "where": {"label": 1}}
+    r = client.post(_url(analysed, "/matrix"), json={"layer": "0", "group_by": None, "subsets": [one] * 64})
+    assert r.status_code == 200 and len(r.json()["rows"]) == 64
+    r = client.post(_url(analysed, "/matrix"), json={"layer": "0", "group_by": None, "subsets": [one] * 65})
+    assert r.status_code == 422 and "at most 64" in r.json()["detail"][0]["msg"]
 
 
 def test_matrix_rows_per_value_of_a_metadata_column_match_numpy(client, analysed):
@@ -409,6 +425,13 @@ def test_layers_carry_their_module_type(tmp_path):
     with make_client(create_app(tmp_path)) as c:
         assert summary(c, watched) == {"0": "Conv2d", "3": "Linear"}
         assert summary(c, unwatched) == {"0": None, "3": None}
+    manifest = tmp_path / watched / "streams" / "0" / "watch.json"
+    layers = json.loads(manifest.read_text())["layers"]
+    from_graph = {"0": "torch.nn.modules.conv.Conv2d", "3": "torch.nn.modules.linear.Linear"}
+    for odd in ([layers], {"layers": {"0": layers[0]}}, {"layers": [{"type": "Conv2d"}, "3"]}):  # not run.watch's
+        manifest.write_text(json.dumps(odd))
+        with make_client(create_app(tmp_path)) as c:
+            assert summary(c, watched) == from_graph  # the watched layers unreadable: the graph's
 
 
 def test_a_run_whose_analysis_stopped_says_why_and_how_to_go_on(tmp_path):

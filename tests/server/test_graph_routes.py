@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -125,6 +126,18 @@ def test_404s(client, root):
     assert client.get(f"/api/runs/{root[2]}/graph").status_code == 404
     assert client.get("/api/runs/nope/graph").status_code == 404
     assert client.get("/api/runs/..%2F..%2Fetc/graph").status_code == 404
+
+
+def test_a_graph_with_a_node_without_op_is_404(tmp_path):
+    with deepscope.init(project="g", name="odd", dir=tmp_path) as run:
+        path = write_graph(run.dir, toy_graph())
+    data = json.loads(path.read_text())
+    del data["nodes"][1]["op"]
+    path.write_text(json.dumps(data))
+    r = make_client(create_app(tmp_path)).get(f"/api/runs/{run.id}/graph")
+    assert r.status_code == 404 and r.json()["detail"].endswith(
+        "unreadable graph: deepscope: graph nodes[1] has no 'op'"
+    )
 
 
 def test_cache_follows_the_file(root):

@@ -145,3 +145,27 @@ def test_matrix_counts_steps_that_were_not_finite(tmp_path):
     weight = b.column("name").to_pylist().index("0.weight")
     assert (got[weight, 7:] == 1).all() and not got[weight, :6].any()
     assert np.isnan(np.array(b.column("values")[weight].as_py()[7:], dtype=float)).all()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda m: {k: v for k, v in m.items() if k != "sample"}, "sample: Field required"),
+        (lambda m: m | {"layers": [{"index": 0, "type": "Linear"}]}, "layers.0.path: Field required"),
+        (lambda m: m | {"params": "0.weight"}, "params: Input should be a valid list"),
+        (lambda m: m | {"layers": [["0", "Linear"]]}, "layers.0: Input should be a valid dictionary"),
+        (lambda m: m | {"every": "often"}, "every: Input should be a valid integer"),
+        (lambda m: [m], "not a JSON object"),
+    ],
+)
+def test_a_damaged_watch_manifest_is_404_with_the_field(watched, tmp_path, damage, reason):
+    """A watch.json written by hand or by another program: the layer table says what is wrong with it (not a 500)."""
+    with deepscope.init(id="odd", dir=tmp_path) as run:
+        run.log({"x": 1.0}, step=0)
+    manifest = json.loads((watched[1].dir / "streams" / "0" / "watch.json").read_text())
+    (tmp_path / "odd" / "streams" / "0" / "watch.json").write_text(json.dumps(damage(manifest)))
+    with make_client(create_app(tmp_path)) as client:
+        r = client.get("/api/runs/odd/layers")
+    assert r.status_code == 404 and r.json()["detail"].startswith(
+        f"run 'odd': unreadable watch.json on rank 0: {reason}"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from tests.server.helpers import STEPS
 
 import deepscope
 from deepscope.server import queries
@@ -63,3 +64,49 @@ def test_the_poller_reads_the_values_of_running_runs_ahead_of_queries(root):
     assert store.is_open(run.id)  # tails of a running run are answered from memory at once
     assert not store.is_open(done.id)  # a finished run is read when asked
     run.finish()
+
+
+def test_answers_are_bounded_by_bytes_oldest_first():
+    answers = queries._Answers(size=100, max_bytes=1000)
+    for i in range(10):
+        answers.put(("run", "a", i), 0, bytes(300))
+    assert answers.nbytes == 900 and [answers.get(("run", "a", i), 0) is not None for i in (6, 7, 8, 9)] == [
+        False, True, True, True]  # fmt: skip
+    answers.put(("run", "a", 9), 0, bytes(50))  # replaced: counted once
+    assert answers.nbytes == 650
+    answers.put(("run", "big"), 0, bytes(1001))  # larger than the whole cache: not kept, nothing dropped
+    assert answers.get(("run", "big"), 0) is None and answers.nbytes == 650
+    small = queries._Answers(size=3)
+    for i in range(5):
+        small.put((i,), 0, b"x")
+    assert [small.get((i,), 0) for i in range(5)] == [None, None, b"x", b"x", b"x"]
+
+
+def test_an_answer_not_shared_yet_is_computed_off_the_event_loop_unless_a_live_tail(store, client, monkeypatch):
+    """Even of a run in memory: a 10,000-bucket zoom into a million points held /api/health and /api/live up. A
+    tail of a few steps costs less than the thread hop: answered at once."""
+    import asyncio
+
+    on_loop: list[bool] = []
+    scalars = queries.scalars
+
+    def recording(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return scalars(*args, **kwargs)
+
+    monkeypatch.setattr(queries, "scalars", recording)
+    monkeypatch.setattr(queries, "TAIL_STEPS", 100, raising=False)
+    client.app.state.store.run(store.main).load()
+    assert client.app.state.store.is_open(store.main)
+    url = f"/api/runs/{store.main}/scalars"
+    whole = {"key": "train/loss", "buckets": 7}
+    first = client.get(url, params=whole)
+    again = client.get(url, params=whole)  # shared: from the event loop, no work
+    assert first.status_code == again.status_code == 200 and first.content == again.content
+    assert client.get(url, params=whole | {"start": STEPS - 1 - queries.TAIL_STEPS}).status_code == 200
+    assert client.get(url, params=whole | {"start": STEPS - 10}).status_code == 200  # a live tail
+    assert on_loop == [False, False, True]

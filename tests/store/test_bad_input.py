@@ -148,6 +148,8 @@ def test_init_bad_arguments(root):
         deepscope.init(dir=root, config=[1, 2])
     with pytest.raises(ValueError, match="invalid run id"):
         deepscope.init(dir=root, id="../escape")
+    with pytest.raises(ValueError, match="invalid run id"):
+        deepscope.init(dir=root, id="run\n")  # a directory name ending in a newline
     with pytest.raises(ValueError, match="rank"):
         deepscope.init(dir=root, rank=3, world_size=2)
 

@@ -34,7 +34,7 @@ def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.
     column) equals a value, or is one of a list; ``text_contains`` — any text column contains the string;
     ``contains`` — ``{column: substring}`` (both ignore case); ``range`` — ``{column: [low, high]}``, both ends
     included, either one ``None`` for no bound; a date or time column compares times given as ISO 8601 text, and
-    ``contains`` reads its ISO 8601 text (:mod:`.time_columns`); ``index`` — a list of row indices (pinned
+    ``contains`` reads its ISO 8601 text (:mod:`.time_columns`); ``index`` — a list of row numbers from 0 (pinned
     instances); ``lasso`` — a polygon on a stored projection (:meth:`AnalysisReader.mask`, which reads it).
 
     >>> subset_mask(table, {"predicted": 3, "label": 8}).sum()
@@ -59,20 +59,15 @@ def subset_mask(table: Any, where: Mapping[str, Any] | np.ndarray | None) -> np.
                 hit |= _bools(pc.match_substring(table.column(c), str(value), ignore_case=True))
             mask &= hit
         elif key == "contains":
-            for col, sub in dict(value).items():
-                mask &= _bools(pc.match_substring(_text(_column(table, col)), str(sub), ignore_case=True))
+            for col, sub in _per_column(key, value).items():
+                mask &= _bools(pc.match_substring(_text(_column(table, col), col), str(sub), ignore_case=True))
         elif key == "range":
-            for col, bounds in dict(value).items():
+            for col, bounds in _per_column(key, value).items():
                 mask &= _in_range(_column(table, col), col, bounds)
         elif key == "lasso":
             raise ValueError("deepscope: a lasso is read with the projection it was drawn on: AnalysisReader.mask")
         elif key == "index":
-            rows = np.zeros(n, dtype=bool)
-            idx = np.asarray(value if isinstance(value, (list, tuple, np.ndarray)) else [value], dtype=np.int64)
-            if len(idx) and (idx.min() < -n or idx.max() >= n):
-                raise ValueError(f"deepscope: index out of range for {n} instances")
-            rows[idx] = True
-            mask &= rows
+            mask &= _rows(value, n)
         else:
             col = _column(table, "prediction" if key == "predicted" else key)
             values = list(value) if isinstance(value, (list, tuple, set, np.ndarray)) else [value]
@@ -96,8 +91,10 @@ def _values_of(col: Any, name: str, values: list[Any]) -> Any:
                 raise TypeError
         elif pa.types.is_boolean(t) and not all(isinstance(v, bool) for v in values):
             raise TypeError
+        elif pa.types.is_integer(t) and any(isinstance(v, float) and not v.is_integer() for v in values):
+            raise TypeError  # Arrow would truncate 1.5 to 1
         return pa.array(values, type=t)
-    except (TypeError, ValueError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+    except (TypeError, ValueError, OverflowError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         what = {"string": "text", "large_string": "text", "bool": "true or false"}.get(str(t), str(t))
         raise ValueError(f"deepscope: column {name!r} holds {what}; it cannot equal {values[0]!r}") from None
 
@@ -117,7 +114,7 @@ def _in_range(col: Any, name: str, bounds: Any) -> np.ndarray:
         low, high = (None if b is None else as_time(b, name) for b in bounds)
         hit = ~np.isnat(x)
     else:
-        low, high = (None if b is None else float(b) for b in bounds)
+        low, high = (None if b is None else _number(b, name) for b in bounds)
         x = col.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls become NaN
         hit = ~np.isnan(x)
     if low is not None:
@@ -127,11 +124,46 @@ def _in_range(col: Any, name: str, bounds: Any) -> np.ndarray:
     return hit
 
 
-def _text(col: Any) -> Any:
-    """A column ``contains`` reads: itself, or a time column's ISO 8601 text."""
+def _number(bound: Any, name: str) -> float:
+    """A numeric range's end as a float; ``ValueError`` for one that is none (text, a list) or beyond float64."""
+    try:
+        if isinstance(bound, bool):
+            raise TypeError
+        return float(bound)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"deepscope: the range of {name!r} takes numbers (or null for an open end), "
+                         f"not {bound!r:.40}") from None  # fmt: skip
+
+
+def _per_column(key: str, value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"deepscope: {key!r} is {{column: …}}, not {value!r:.40}")
+    return value
+
+
+def _rows(value: Any, n: int) -> np.ndarray:
+    """The rows ``index`` names, as a mask; ``ValueError`` for a number that is no row (-1 once meant the last row,
+    1.5 row 1)."""
+    values = value.tolist() if isinstance(value, np.ndarray) else value if isinstance(value, (list, tuple)) else [value]
+    for i in values:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise ValueError(f"deepscope: 'index' takes row numbers (whole numbers from 0), not {i!r:.40}")
+        if not 0 <= i < n:
+            raise ValueError(f"deepscope: 'index' {i} is no row of the table: it has {n} rows, numbered from 0")
+    rows = np.zeros(n, dtype=bool)
+    rows[np.asarray(values, dtype=np.int64)] = True
+    return rows
+
+
+def _text(col: Any, name: str) -> Any:
+    """A column ``contains`` reads: a text column, or a time column's ISO 8601 text; ``ValueError`` for another."""
     import pyarrow as pa
 
-    return pa.array(time_text(col), pa.string()) if is_time(col.type) else col
+    if is_time(col.type):
+        return pa.array(time_text(col), pa.string())
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        raise ValueError(f"deepscope: 'contains' reads a text, date or time column; {name!r} holds {col.type}")
+    return col
 
 
 def _column(table: Any, name: str) -> Any:

@@ -123,11 +123,86 @@ def to_json(graph: Graph) -> str:
 
 
 def _shape(s: Any) -> Shape | None:
-    return None if s is None else tuple(d if isinstance(d, str) else int(d) for d in s)
+    if s is None:
+        return None
+    if not isinstance(s, list) or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in s):
+        raise ValueError(f"a shape is a list of integers and names, not {s!r:.60}")
+    return tuple(s)
+
+
+def _texts(v: Any, what: str, *, nullable: bool = False) -> tuple[Any, ...]:
+    """A list of strings (``None`` among them where ``nullable``) as a tuple; ``ValueError`` naming ``what``."""
+    if not isinstance(v, list) or not all(isinstance(x, str) or (nullable and x is None) for x in v):
+        raise ValueError(f"{what} must be a list of strings, not {v!r:.60}")
+    return tuple(v)
+
+
+def _int(v: Any, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ValueError(f"{what} must be an integer, not {v!r:.60}")
+    return v
+
+
+def _module(m: dict[str, Any]) -> ModuleInfo:
+    parent = m.get("parent")
+    if parent is not None and not isinstance(parent, str):
+        raise ValueError(f"'parent' must be a string or null, not {parent!r:.60}")
+    return ModuleInfo(
+        path=str(m["path"]),
+        type=str(m.get("type", "")),
+        n_params=_int(m.get("n_params", 0), "'n_params'"),
+        parent=parent,
+        children=_texts(m.get("children", []), "'children'"),
+    )
+
+
+def _node(n: dict[str, Any]) -> Node:
+    return Node(
+        id=str(n["id"]),
+        name=str(n.get("name", n["id"])),
+        op=str(n["op"]),
+        target=str(n.get("target", "")),
+        module_path=str(n.get("module_path", "")),
+        module_type=str(n.get("module_type", "")),
+        input_shapes=tuple(_shape(s) for s in _list(n.get("input_shapes", []), "'input_shapes'")),
+        input_dtypes=_texts(n.get("input_dtypes", []), "'input_dtypes'", nullable=True),
+        output_shapes=tuple(_shape(s) for s in _list(n.get("output_shapes", []), "'output_shapes'")),
+        output_dtypes=_texts(n.get("output_dtypes", []), "'output_dtypes'"),
+        n_params=_int(n.get("n_params", 0), "'n_params'"),
+    )
+
+
+def _edge(e: dict[str, Any]) -> Edge:
+    dtype = e.get("dtype")
+    if dtype is not None and not isinstance(dtype, str):
+        raise ValueError(f"'dtype' must be a string or null, not {dtype!r:.60}")
+    return Edge(src=str(e["src"]), dst=str(e["dst"]), shape=_shape(e.get("shape")), dtype=dtype)
+
+
+def _list(v: Any, what: str) -> list[Any]:
+    if not isinstance(v, list):
+        raise ValueError(f"{what} must be a list, not {type(v).__name__}")
+    return v
+
+
+def _each(data: dict[str, Any], name: str, parse: Any) -> tuple[Any, ...]:
+    """``parse`` of each object of the list ``data[name]``; ``ValueError`` naming the entry and the field at fault."""
+    out = []
+    for i, item in enumerate(_list(data.get(name, []), f"deepscope: graph {name!r}")):
+        if not isinstance(item, dict):
+            raise ValueError(f"deepscope: graph {name}[{i}] must be an object, not {type(item).__name__}")
+        try:
+            out.append(parse(item))
+        except KeyError as e:
+            raise ValueError(f"deepscope: graph {name}[{i}] has no {e.args[0]!r}") from None
+        except ValueError as e:
+            raise ValueError(f"deepscope: graph {name}[{i}]: {e}") from None
+    return tuple(out)
 
 
 def from_dict(data: dict[str, Any]) -> Graph:
-    """Parse a stored graph; a newer version than this code knows is refused with both versions named."""
+    """Parse a stored graph; a newer version than this code knows is refused with both versions named, a missing or
+    mistyped field with the entry that holds it (``ValueError``)."""
     if not isinstance(data, dict):
         raise ValueError(f"deepscope: a graph is a JSON object, got {type(data).__name__}")
     version = data.get("version")
@@ -140,37 +215,11 @@ def from_dict(data: dict[str, Any]) -> Graph:
     method = data.get("method")
     if method not in METHODS:
         raise ValueError(f"deepscope: graph method must be one of {METHODS}, got {method!r}")
-    modules = tuple(
-        ModuleInfo(
-            path=str(m["path"]),
-            type=str(m.get("type", "")),
-            n_params=int(m.get("n_params", 0)),
-            parent=m.get("parent"),
-            children=tuple(m.get("children", ())),
-        )
-        for m in data.get("modules", ())
-    )
-    nodes = tuple(
-        Node(
-            id=str(n["id"]),
-            name=str(n.get("name", n["id"])),
-            op=str(n["op"]),
-            target=str(n.get("target", "")),
-            module_path=str(n.get("module_path", "")),
-            module_type=str(n.get("module_type", "")),
-            input_shapes=tuple(_shape(s) for s in n.get("input_shapes", ())),
-            input_dtypes=tuple(n.get("input_dtypes", ())),
-            output_shapes=tuple(_shape(s) for s in n.get("output_shapes", ())),
-            output_dtypes=tuple(n.get("output_dtypes", ())),
-            n_params=int(n.get("n_params", 0)),
-        )
-        for n in data.get("nodes", ())
-    )
-    edges = tuple(
-        Edge(src=str(e["src"]), dst=str(e["dst"]), shape=_shape(e.get("shape")), dtype=e.get("dtype"))
-        for e in data.get("edges", ())
-    )
-    return Graph(method=method, nodes=nodes, edges=edges, modules=modules, notes=tuple(data.get("notes", ())))
+    modules = _each(data, "modules", _module)
+    nodes = _each(data, "nodes", _node)
+    edges = _each(data, "edges", _edge)
+    notes = _texts(data.get("notes", []), "deepscope: graph 'notes'")
+    return Graph(method=method, nodes=nodes, edges=edges, modules=modules, notes=notes)
 
 
 def from_json(text: str | bytes) -> Graph:

@@ -152,8 +152,13 @@ def _column_info(table: pa.Table, field: pa.Field) -> schemas.InstanceColumn:
 def _module_types(store: Store, run_id: str, paths: list[str]) -> dict[str, str]:
     """The class of each analysed layer's module where the run knows it — its watched layers (``watch.json``), else
     its graph — for analyses recorded before they kept their layers' module types."""
-    manifest = read_watch_manifest(store.root / run_id) or {}
-    types = {la["path"]: la["type"] for la in manifest.get("layers", []) if la.get("type")}
+    manifest = read_watch_manifest(store.root / run_id)
+    layers = manifest.get("layers") if isinstance(manifest, dict) else None
+    types = {
+        la["path"]: la["type"]
+        for la in (layers if isinstance(layers, list) else [])
+        if isinstance(la, dict) and isinstance(la.get("path"), str) and isinstance(la.get("type"), str) and la["type"]
+    }  # a watch.json not as run.watch writes it (by hand, by another program) gives no types
     if any(p not in types for p in paths) and graph_path(store.root / run_id).is_file():
         try:
             types = {**graph_queries.module_types(store, run_id), **types}
@@ -217,7 +222,8 @@ def instances(store: Store, run_id: str, columns: list[str] | None = None) -> by
     Labels and predictions (class indices) travel in the narrowest integer type that holds them: for a million
     instances of under 128 classes, 6 MB instead of 28 with int64 and the index column."""
     table = entry(store, run_id).reader.instances()
-    wanted = columns or [c for c in INSTANCE_COLUMNS if c in table.column_names]
+    # a column asked for twice travels once (Arrow's select would make two columns of one name)
+    wanted = list(dict.fromkeys(columns)) if columns else [c for c in INSTANCE_COLUMNS if c in table.column_names]
     missing = [c for c in wanted if c not in table.column_names]
     if missing:
         raise NotFound(f"no instance column {missing[0]!r}; columns: {', '.join(table.column_names)}")
@@ -355,7 +361,7 @@ def subset_mask(reader: AnalysisReader, subset: schemas.Subset) -> np.ndarray:
     n = len(reader)
     try:
         mask = reader.mask(subset.where) if subset.where else np.ones(n, dtype=bool)
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, OverflowError, pa.ArrowException) as e:  # the filter's fault, said
         raise BadRequest(str(e.args[0]) if e.args else str(e)) from None
     if subset.mask is not None:
         mask &= unpack_mask(subset.mask, n)

@@ -22,7 +22,7 @@ from .live import LiveHub
 from .projection_jobs import ProjectionJobs
 from .queries import NotFound
 from .routers import analysis, events, graph, health, histograms, layers, live, ranks, runs, scalars
-from .security import BodyLimit, LoopbackHostOnly, TokenAuth
+from .security import BodyLimit, LoopbackHostOnly, SameOriginWrites, TokenAuth
 from .static_site import STATIC_DIR, StaticSite
 
 
@@ -54,7 +54,7 @@ def create_app(
             yield
         finally:
             hub.close()
-            jobs.close()
+            await asyncio.to_thread(jobs.close)  # a running projection stops at its next progress report
             poller.cancel()
             warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -79,7 +79,8 @@ def create_app(
     _add_fallbacks(app, StaticSite(Path(static_dir) if static_dir is not None else STATIC_DIR))
     app.openapi = lambda: _openapi_with_live_messages(app)
 
-    # The last added middleware runs first: body limit, then host check / auth.
+    # The last added middleware runs first: body limit, then host check / auth, then the origin of writes.
+    app.add_middleware(SameOriginWrites)
     if token is not None:
         app.add_middleware(TokenAuth, token=token)
     else:

@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
+from pydantic import ValidationError
 
 from ..capture.diagnose import depth_axis
 from ..store import Store
@@ -22,31 +23,38 @@ def _finite_or_none(values: np.ndarray) -> list[float | None]:
     return [float(v) if math.isfinite(v) else None for v in values.tolist()]
 
 
+_MANIFEST_FIELDS = ("layers", "params", "step_unit", "every", "histograms_every", "sample", "dead_window",
+                    "histogram_edges", "call_order")  # fmt: skip
+
+
 def layer_table(store: Store, run_id: str, rank: int = 0) -> schemas.LayerTable:
+    """The rank's ``watch.json`` as a ``LayerTable``; ``NotFound`` for a rank never watched, or a manifest that is
+    not the shape ``run.watch`` writes (one written by hand, or by another program) — saying which field is wrong."""
     r = reader(store, run_id)
     manifest = r.watch_manifest(rank)
     if manifest is None:
         raise NotFound(f"run {run_id!r} has no watched layers on rank {rank}")
+    unreadable = f"run {run_id!r}: unreadable watch.json on rank {rank}"
+    if not isinstance(manifest, dict):
+        raise NotFound(f"{unreadable}: not a JSON object")
     try:
         steps = r.layer_steps(rank)
     except KeyError:
         steps = np.zeros(0, np.int64)
-    return schemas.LayerTable(
-        rank=rank,
-        layers=[schemas.WatchedLayer(**la) for la in manifest["layers"]],
-        params=manifest["params"],
-        depth=[manifest["params"][i] for i in depth_axis(manifest["layers"], manifest["params"])],
-        step_unit=manifest["step_unit"],
-        every=manifest["every"],
-        histograms_every=manifest["histograms_every"],
-        sample=manifest["sample"],
-        dead_window=manifest["dead_window"],
-        histogram_edges=manifest["histogram_edges"],
-        call_order=manifest.get("call_order"),
-        steps=len(steps),
-        first_step=int(steps[0]) if len(steps) else None,
-        last_step=int(steps[-1]) if len(steps) else None,
-    )
+    try:
+        table = schemas.LayerTable(
+            **{k: manifest[k] for k in _MANIFEST_FIELDS if k in manifest},
+            rank=rank,
+            depth=[],
+            steps=len(steps),
+            first_step=int(steps[0]) if len(steps) else None,
+            last_step=int(steps[-1]) if len(steps) else None,
+        )
+    except ValidationError as e:
+        error = e.errors()[0]
+        raise NotFound(f"{unreadable}: {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+    depth = depth_axis([la.model_dump() for la in table.layers], table.params)
+    return table.model_copy(update={"depth": [table.params[i] for i in depth]})
 
 
 def layer_matrix(

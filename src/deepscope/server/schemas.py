@@ -346,6 +346,9 @@ class SubsetRows(BaseModel):
     mask: str
 
 
+MAX_SUBSETS = 64  # subsets of one matrix request (422 beyond)
+
+
 class MatrixRequest(BaseModel):
     """Rows of a neuron activation matrix: per class or per value of a metadata column (``group_by``), per subset,
     per pinned instance."""
@@ -354,7 +357,8 @@ class MatrixRequest(BaseModel):
     # "label", "prediction", or "column:<name>": a text, boolean or integer column's values (the 24 most frequent
     # apiece, then the others together, then missing values)
     group_by: str | None = Field("label", max_length=600)
-    subsets: list[Subset] = []
+    # each subset is a pass over the layer's matrix, under the run's analysis lock: a 1 MiB body held 20,000 of them
+    subsets: list[Subset] = Field([], max_length=MAX_SUBSETS)
     pinned: list[int] = []
 
 

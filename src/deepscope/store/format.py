@@ -26,7 +26,7 @@ CONTENT_FILES = {"graph": "artifacts/graph/graph.json", "analysis": "artifacts/a
 UNFINISHED_ANALYSIS = "artifacts/activations/progress.json"  # without the instance table: an analysis part-way
 WATCH_MANIFEST = "watch.json"
 MAX_KEY_LENGTH = 256
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" also matches before a final newline
 _SEGMENT = re.compile(r"^(scalars|histograms|events|layerstats)-(\d{6,})\.arrows$")
 
 
@@ -101,7 +101,7 @@ def validate_key(key: object) -> str:
 
 def validate_run_id(run_id: str) -> str:
     """Run ids become directory names, so they are restricted to ``[A-Za-z0-9._-]``, 1–128 characters."""
-    if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or run_id in (".", ".."):
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or run_id in (".", ".."):
         raise ValueError(f"deepscope: invalid run id {run_id!r}: use letters, digits, '.', '_' or '-'")
     return run_id
 

@@ -1,9 +1,10 @@
 """One growing scalar series in memory, with min/max/mean/last rollups for fast downsampled queries.
 
 Rollup level L summarises blocks of ``BLOCK**L`` consecutive points (in step order). A query over many
-points reduces whole blocks of the coarsest level that still gives ≥ 2 blocks per bucket, plus the raw
-points at both ends, so its cost depends on the bucket count, not the series length. Extremes are never
-lost: every point sits in exactly one block and every block in exactly one bucket.
+points reduces whole blocks of the coarsest level that still gives as many blocks as buckets — each block then
+narrower than a bucket when steps are evenly spaced, so no bucket is left without one —, with finer blocks toward
+both ends and raw points only at the very ends, so its cost depends on the bucket count, not the series length.
+Extremes are never lost: every point sits in exactly one block and every block in exactly one bucket.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from ..types import Downsampled, Series
 
 BLOCK = 64
-_MIN_BLOCKS_PER_BUCKET = 2
+_MIN_BLOCKS_PER_BUCKET = 1
 
 
 class _Units:
@@ -175,16 +176,26 @@ class SeriesBuffer:
     def _units_for(self, step, wall, value, i0: int, i1: int, buckets: int) -> _Units:  # noqa: ANN001
         n = i1 - i0
         levels = self._rollups(step, wall, value) if n >= BLOCK * _MIN_BLOCKS_PER_BUCKET * buckets else []
-        level, size = None, 1
+        coarsest = 0
         for li, lv in enumerate(levels):
-            bsize = BLOCK ** (li + 1)
-            if n // bsize >= _MIN_BLOCKS_PER_BUCKET * buckets and len(lv):
-                level, size = lv, bsize
-        if level is None:
-            return _Units.of_points(step[i0:i1], wall[i0:i1], value[i0:i1])
-        b0 = -(-i0 // size)
-        b1 = min(i1 // size, len(level))
-        parts = [_Units.of_points(step[i0 : b0 * size], wall[i0 : b0 * size], value[i0 : b0 * size])]
-        parts.append(level.slice(b0, b1))
-        parts.append(_Units.of_points(step[b1 * size : i1], wall[b1 * size : i1], value[b1 * size : i1]))
-        return _Units.concat(parts)
+            if n // BLOCK ** (li + 1) >= _MIN_BLOCKS_PER_BUCKET * buckets and len(lv):
+                coarsest = li + 1
+        parts = _cover(levels, step, wall, value, i0, i1, coarsest)
+        return parts[0] if len(parts) == 1 else _Units.concat(parts)  # raw points alone: no copy
+
+
+def _cover(levels: list[_Units], step, wall, value, i0: int, i1: int, level: int) -> list[_Units]:  # noqa: ANN001
+    """Units covering points ``[i0, i1)`` in order: whole blocks of ``level`` in the middle, each end covered by the
+    next finer level (raw points last), so that a query reads at most ``2 * BLOCK`` units of each finer level."""
+    if level == 0:
+        return [_Units.of_points(step[i0:i1], wall[i0:i1], value[i0:i1])]
+    size, blocks = BLOCK**level, levels[level - 1]
+    b0 = -(-i0 // size)
+    b1 = min(i1 // size, len(blocks))
+    if b0 >= b1:
+        return _cover(levels, step, wall, value, i0, i1, level - 1)
+    return [
+        *_cover(levels, step, wall, value, i0, b0 * size, level - 1),
+        blocks.slice(b0, b1),
+        *_cover(levels, step, wall, value, b1 * size, i1, level - 1),
+    ]
