@@ -470,7 +470,8 @@ class RunReader:
         """Rows of a layer matrix in model order: module paths for act/grad, parameter paths otherwise."""
         if kind not in fmt.LAYER_KINDS:
             raise ValueError(f"deepscope: no layer statistics of kind {kind!r}; kinds: {', '.join(fmt.LAYER_KINDS)}")
-        manifest = self.watch_manifest(rank) or {}
+        manifest = self.watch_manifest(rank)
+        manifest = manifest if isinstance(manifest, dict) else {}  # a damaged watch.json: names from the rows
         if kind in ("act", "grad"):
             names = [la["path"] for la in manifest.get("layers", [])]
         else:

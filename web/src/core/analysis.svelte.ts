@@ -143,9 +143,17 @@ function uniqueName(base: string): string {
   return `${base} ${k}`;
 }
 
+/** Subsets a run's views hold at once: the neuron matrix averages each (the server answers at most 64). */
+export const MAX_SUBSETS = 64;
+
+function checkRoom(): void {
+  if (view.aSubsets.length + lasso.size >= MAX_SUBSETS) throw new Error(`At most ${MAX_SUBSETS} subsets: remove one first`);
+}
+
 /** Add a subset defined by a filter (checked by the server first); it becomes the selected subset. */
 export async function addFilterSubset(name: string, where: Record<string, unknown>): Promise<void> {
   if (!an.run) return;
+  checkRoom();
   const rows = await analysis.subset(an.run, { name, where }); // throws the server's reason for a bad filter
   if (rows.count === 0) throw new Error("No instance matches these conditions");
   const def: SubsetDef = { name: uniqueName(name || "subset"), where };
@@ -154,8 +162,10 @@ export async function addFilterSubset(name: string, where: Record<string, unknow
   selectSubset(def.name);
 }
 
-/** Add a subset of explicit rows (a lasso selection, a confusion cell's instances, …). */
+/** Add a subset of explicit rows (a lasso selection, a confusion cell's instances, …); throws when there are
+ * `MAX_SUBSETS` already. */
 export function addRowsSubset(name: string, rows: Uint8Array): string {
+  checkRoom();
   const s: LiveSubset = { name: uniqueName(name), where: null, rows, count: rows.reduce((a, b) => a + b, 0), color: "" };
   lasso.set(s.name, s);
   void resolveSubsets().then(() => selectSubset(s.name));
