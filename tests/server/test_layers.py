@@ -166,6 +166,8 @@ def test_a_damaged_watch_manifest_is_404_with_the_field(watched, tmp_path, damag
     (tmp_path / "odd" / "streams" / "0" / "watch.json").write_text(json.dumps(damage(manifest)))
     with make_client(create_app(tmp_path)) as client:
         r = client.get("/api/runs/odd/layers")
+        matrix = client.get("/api/runs/odd/layerstats/matrix")
     assert r.status_code == 404 and r.json()["detail"].startswith(
         f"run 'odd': unreadable watch.json on rank 0: {reason}"
     )
+    assert matrix.status_code == 404  # a run without layer statistics, whatever its watch.json holds

@@ -472,10 +472,10 @@ class RunReader:
             raise ValueError(f"deepscope: no layer statistics of kind {kind!r}; kinds: {', '.join(fmt.LAYER_KINDS)}")
         manifest = self.watch_manifest(rank)
         manifest = manifest if isinstance(manifest, dict) else {}  # a damaged watch.json: names from the rows
-        if kind in ("act", "grad"):
-            names = [la["path"] for la in manifest.get("layers", [])]
-        else:
-            names = list(manifest.get("params", []))
+        entries = manifest.get("layers" if kind in ("act", "grad") else "params")
+        entries = entries if isinstance(entries, list) else []
+        paths = (e.get("path") if isinstance(e, dict) else e for e in entries)  # layers are dicts, params names
+        names = [p for p in paths if isinstance(p, str)]
         data = self._ranks.get(rank)
         if not names and data is not None:
             with self._lock:  # reading them converts what arrived
