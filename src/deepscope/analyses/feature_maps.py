@@ -210,8 +210,29 @@ class FeatureMaps:
             self.chosen = wanted = wanted[: max(1, cfg.max_bytes // per_instance)]
         store.open(shapes, cfg.dtype)
         todo = sorted({i for layer in shapes for i in wanted if i not in store.stored(layer)})
+        varying: dict[str, str] = {}  # layers whose maps differ in size between instances: why
         for rows, maps in computer.maps(list(shapes), todo):
+            for layer in list(maps):
+                got = tuple(maps[layer].shape[1:])
+                if layer not in varying and got != shapes[layer]:
+                    varying[layer] = (f"layer {layer!r} gives maps {got} for instance {rows[0]} but "
+                                      f"{shapes[layer]} for instance {wanted[0]}")  # fmt: skip
+                    if cfg.indices != "auto":
+                        raise ValueError(f"deepscope.feature_maps: {varying[layer]}: the inputs differ in length "
+                                         f"or size, and the maps of a layer are stored at one size; ask for "
+                                         f"instances of one size")  # fmt: skip
+                if layer in varying:
+                    del maps[layer]
             store.append(rows, maps)
+        if varying:  # "auto": those layers are left without maps, the others keep theirs
+            for layer in varying:
+                store.drop(layer)
+                del shapes[layer]
+            warnings.warn(f"deepscope: no feature maps were stored for {len(varying)} layer(s): "
+                          f"{'; '.join(varying.values())} (inputs of different lengths or sizes; the maps of a "
+                          f"layer are stored at one size)", RuntimeWarning, stacklevel=2)  # fmt: skip
+            if not shapes:
+                return {}
         write_provenance(store.dir, provenance(NAME, asdict(cfg), model_class=model_class(model),
                                                layers={k: list(v) for k, v in shapes.items()}))  # fmt: skip
         return store.infos(list(shapes))
@@ -306,6 +327,9 @@ class _MapStore:
             if not new:
                 continue
             arr = self.arrays[layer]
+            if values.shape[1:] != arr.shape[1:]:  # zarr would cut larger maps to size without a word
+                raise ValueError(f"deepscope.feature_maps: layer {layer!r} gives maps {values.shape[1:]}, stored "
+                                 f"at {arr.shape[1:]}")  # fmt: skip
             if arr.dtype == np.float16 and np.abs(values[new]).max(initial=0) > FLOAT16_MAX:
                 raise ValueError(f"deepscope.feature_maps: layer {layer!r} has values beyond float16's range; "
                                  f"store it with dtype='float32'")  # fmt: skip
@@ -313,6 +337,13 @@ class _MapStore:
             arr.resize((start + len(new), *arr.shape[1:]))
             arr[start:] = values[new].astype(arr.dtype)
             entry["indices"] += [rows[k] for k in new]
+        self.save()
+
+    def drop(self, layer: str) -> None:
+        """Forget a layer's maps (its array and its entry)."""
+        self.index["layers"].pop(layer, None)
+        self.arrays.pop(layer, None)
+        shutil.rmtree(self.dir / f"{layer}.zarr", ignore_errors=True)
         self.save()
 
     def save(self) -> None:
@@ -324,6 +355,9 @@ class _Computer:
 
     def __init__(self, model: Any, modules: dict[str, Any], src: Any, cfg: FeatureMapsConfig) -> None:
         self.model, self.modules, self.src, self.cfg = model, modules, src, cfg
+        # Data that may pad (its own collate_fn, or batches as given) is read one instance at a time: in a batch,
+        # an instance's maps would take in the padding its longer neighbours need.
+        self.batch_size = 1 if may_pad(src) else cfg.batch_size
 
     def shapes(self, layers: list[str], probe: int, named: bool) -> dict[str, tuple[int, ...]]:
         """Each layer's map shape from one instance; layers without feature maps raise when ``named``, else
@@ -382,7 +416,7 @@ class _Computer:
             with HookScope() as scope, torch.inference_mode():
                 for name in layers:
                     scope.add(self.modules[name].register_forward_hook(hook(name)))
-                for rows, batch in gather(self.src, indices, self.cfg.batch_size):
+                for rows, batch in gather(self.src, indices, self.batch_size):
                     seen.clear()
                     b = batch.to(device)
                     if dropped is None:  # texts forward() does not take, as the analysis left out (decided once)
@@ -404,6 +438,21 @@ class _Computer:
 
 def _shape(t: Any) -> str:
     return "(B, " + ", ".join(str(s) for s in t.shape[1:]) + ")"
+
+
+def may_pad(src: Any) -> bool:
+    """Whether batches of the data may pad their instances to a common size: not when a map-style dataset (or a
+    DataLoader reading one in order) is collated by PyTorch's ``default_collate``, which only stacks."""
+    import torch
+
+    data, collate = src.data, src.collate
+    if isinstance(data, torch.utils.data.DataLoader):
+        if not (isinstance(data.sampler, torch.utils.data.SequentialSampler) and data.batch_size):
+            return True
+        collate = data.collate_fn
+    elif not src.map_style:
+        return True
+    return collate not in (None, torch.utils.data.default_collate)
 
 
 def gather(src: Any, indices: list[int], batch_size: int) -> Iterator[tuple[list[int], Any]]:
@@ -492,4 +541,9 @@ def analyze_maps(run_dir: str | os.PathLike[str], model: Any, data: Any, full_ma
             raise
         warnings.warn(f"deepscope.analyze: no feature maps were stored: the data could not be read again ({e})",
                       RuntimeWarning, stacklevel=3)  # fmt: skip
+        return {}
+    except (ValueError, RuntimeError, TypeError) as e:  # "auto" never costs the analysis its activations
+        if full_maps != "auto":
+            raise
+        warnings.warn(f"deepscope.analyze: no feature maps were stored: {e}", RuntimeWarning, stacklevel=3)
         return {}
