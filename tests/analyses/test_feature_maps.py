@@ -285,3 +285,30 @@ def test_a_padding_collate_never_truncates_maps(tmp_path):
     with torch.no_grad():
         want = [model.conv(model.emb(seqs[i][None]).transpose(1, 2))[0].numpy() for i in (1, 3, 9)]
     np.testing.assert_allclose(got["conv"], np.stack(want), rtol=1e-5, atol=1e-6)
+
+
+def test_maps_of_another_size_than_those_stored_are_refused_and_keep_them(tmp_path):
+    torch.manual_seed(0)
+    model = TextCNN()
+    seqs = [torch.randint(1, 50, (t,)) for t in [3, 8, 3, 8] * 5]
+    data = [(s, i % 2) for i, s in enumerate(seqs)]
+
+    def collate(items):
+        ids = torch.nn.utils.rnn.pad_sequence([s for s, _ in items], batch_first=True)
+        return {"input_ids": ids, "label": torch.tensor([y for _, y in items])}
+
+    class Texts(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(data)
+
+        def __getitem__(self, i):
+            return data[i]
+
+    deepscope.analyze(model, Texts(), layers=["conv"], run=tmp_path, collate_fn=collate, progress=False,
+                      full_maps=False)  # fmt: skip
+    first = deepscope.feature_maps(model, Texts(), run=tmp_path, layer="conv", indices=[1, 3], collate_fn=collate)
+    with pytest.raises(ValueError, match=r"gives maps \(6, 3\) for instance 0 but holds maps \(6, 8\) of instance 1"):
+        deepscope.feature_maps(model, Texts(), run=tmp_path, layer="conv", indices=[0], collate_fn=collate)
+    r = read(tmp_path)  # the maps stored before are kept, as they were
+    assert r.feature_map_layers()["conv"].indices == (1, 3)
+    np.testing.assert_array_equal(r.feature_maps("conv", 3), first["conv"][1])

@@ -208,31 +208,41 @@ class FeatureMaps:
         if cfg.indices == "auto":
             per_instance = sum(int(np.prod(s)) for s in shapes.values()) * np.dtype(cfg.dtype).itemsize
             self.chosen = wanted = wanted[: max(1, cfg.max_bytes // per_instance)]
+        auto = cfg.indices == "auto"
+        kept: dict[str, str] = {}  # layers holding maps of another size (of other instances): left as they are
+        for layer, shape in list(shapes.items()):
+            stored = store.index["layers"].get(layer)
+            if stored and stored["indices"] and tuple(stored["shape"]) != shape:
+                kept[layer] = (f"layer {layer!r} gives maps {shape} for instance {wanted[0]} but holds maps "
+                               f"{tuple(stored['shape'])} of instance {stored['indices'][0]}")  # fmt: skip
+                _refuse_unless(auto, kept[layer])
+                del shapes[layer]
         store.open(shapes, cfg.dtype)
         todo = sorted({i for layer in shapes for i in wanted if i not in store.stored(layer)})
-        varying: dict[str, str] = {}  # layers whose maps differ in size between instances: why
+        varying: dict[str, str] = {}  # layers whose maps differ in size between the instances asked for: why
+        before = {layer: len(store.stored(layer)) for layer in shapes}
         for rows, maps in computer.maps(list(shapes), todo):
             for layer in list(maps):
                 got = tuple(maps[layer].shape[1:])
                 if layer not in varying and got != shapes[layer]:
                     varying[layer] = (f"layer {layer!r} gives maps {got} for instance {rows[0]} but "
                                       f"{shapes[layer]} for instance {wanted[0]}")  # fmt: skip
-                    if cfg.indices != "auto":
-                        raise ValueError(f"deepscope.feature_maps: {varying[layer]}: the inputs differ in length "
-                                         f"or size, and the maps of a layer are stored at one size; ask for "
-                                         f"instances of one size")  # fmt: skip
+                    if not auto:
+                        store.cut(before)  # the store as it was before this request
+                        _refuse_unless(auto, varying[layer])
                 if layer in varying:
                     del maps[layer]
             store.append(rows, maps)
-        if varying:  # "auto": those layers are left without maps, the others keep theirs
-            for layer in varying:
-                store.drop(layer)
-                del shapes[layer]
-            warnings.warn(f"deepscope: no feature maps were stored for {len(varying)} layer(s): "
-                          f"{'; '.join(varying.values())} (inputs of different lengths or sizes; the maps of a "
-                          f"layer are stored at one size)", RuntimeWarning, stacklevel=2)  # fmt: skip
-            if not shapes:
-                return {}
+        for layer in varying:  # "auto": those layers are left without maps, the others keep theirs
+            store.drop(layer)
+            del shapes[layer]
+        if varying or kept:
+            why = "; ".join([*varying.values(), *kept.values()])
+            warnings.warn(f"deepscope: no feature maps were stored for {len(varying) + len(kept)} layer(s): {why} "
+                          f"(inputs of different lengths or sizes; the maps of a layer are stored at one size)",
+                          RuntimeWarning, stacklevel=2)  # fmt: skip
+        if not shapes:
+            return {}
         write_provenance(store.dir, provenance(NAME, asdict(cfg), model_class=model_class(model),
                                                layers={k: list(v) for k, v in shapes.items()}))  # fmt: skip
         return store.infos(list(shapes))
@@ -250,6 +260,12 @@ class FeatureMaps:
         if bad:
             raise IndexError(f"deepscope.feature_maps: instance {bad[0]} out of range for {n} instances")
         return list(dict.fromkeys(int(i) for i in indices))
+
+
+def _refuse_unless(auto: bool, why: str) -> None:
+    if not auto:
+        raise ValueError(f"deepscope.feature_maps: {why}: the inputs differ in length or size, and the maps of a "
+                         f"layer are stored at one size; ask for instances of one size")  # fmt: skip
 
 
 def analysis_key(reader: Any) -> dict[str, Any]:
@@ -312,7 +328,7 @@ class _MapStore:
             if entry is not None and tuple(entry["shape"]) == shape:
                 arr = zarr.open_array(path, mode="r+")
                 arr.resize((len(entry["indices"]), *shape))  # rows of an interrupted append are dropped
-            else:  # new, or a layer whose shape changed (other input sizes): replaced
+            else:  # new, or a layer that holds no maps yet
                 arr = zarr.create_array(store=path, shape=(0, *shape), dtype=dtype, chunks=(1, *shape),
                                         compressors=None, overwrite=True)  # fmt: skip
                 self.index["layers"][layer] = {"shape": list(shape), "dtype": dtype, "indices": []}
@@ -337,6 +353,13 @@ class _MapStore:
             arr.resize((start + len(new), *arr.shape[1:]))
             arr[start:] = values[new].astype(arr.dtype)
             entry["indices"] += [rows[k] for k in new]
+        self.save()
+
+    def cut(self, rows: dict[str, int]) -> None:
+        """Keep only the first ``rows[layer]`` instances of each layer named."""
+        for layer, k in rows.items():
+            self.index["layers"][layer]["indices"][k:] = []
+            self.arrays[layer].resize((k, *self.arrays[layer].shape[1:]))
         self.save()
 
     def drop(self, layer: str) -> None:
