@@ -222,3 +222,93 @@ def test_conv1d_maps_and_a_one_shot_iterator(tmp_path):
     with pytest.warns(UserWarning, match="one-shot iterator"):
         deepscope.analyze(model, iter([x[:30], x[30:]]), layers=["0"], run=new_dir(tmp_path / "it"), progress=False,
                           full_maps=[1])  # fmt: skip
+
+
+class TextCNN(torch.nn.Module):
+    """Token ids -> embeddings -> Conv1d: maps (B, 6, T) whose length T is each input's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(50, 8)
+        self.conv = torch.nn.Conv1d(8, 6, 3, padding=1)
+        self.head = torch.nn.Linear(6, 2)
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.head(self.conv(self.emb(input_ids).transpose(1, 2)).mean(2))  # (B, 6, T) -> (B, 6)
+
+
+def test_batches_padded_to_different_lengths_keep_their_activations_without_maps(tmp_path):
+    torch.manual_seed(0)
+    model = TextCNN()
+    batches = [{"input_ids": torch.randint(1, 50, (4, t)), "attention_mask": torch.ones(4, t, dtype=torch.long),
+                "label": torch.tensor([0, 1, 0, 1])} for t in (5, 9, 7)]  # fmt: skip
+    with pytest.warns(RuntimeWarning, match=r"no feature maps were stored for 1 layer.*'conv' gives maps \(6, 9\)"):
+        r = deepscope.analyze(model, batches, layers=["conv", "head"], run=tmp_path, progress=False)
+    assert len(r) == 12 and r.feature_map_layers() == {}
+    with pytest.raises(ValueError, match="inputs differ in length or size"):
+        deepscope.feature_maps(model, batches, run=tmp_path, layer="conv", indices=[0, 4])
+    got = deepscope.feature_maps(model, batches, run=tmp_path, layer="conv", indices=[4, 6])  # one length: stored
+    with torch.no_grad():
+        want = model.conv(model.emb(batches[1]["input_ids"][[0, 2]]).transpose(1, 2)).numpy()
+    np.testing.assert_allclose(got["conv"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_a_padding_collate_never_truncates_maps(tmp_path):
+    torch.manual_seed(0)
+    model = TextCNN()
+    lengths = [3, 8, 3, 8, 5, 3] * 5
+    seqs = [torch.randint(1, 50, (t,)) for t in lengths]
+
+    class Texts(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(seqs)
+
+        def __getitem__(self, i):
+            return {"input_ids": seqs[i], "label": i % 2}
+
+    def collate(items):  # pads to the longest of the batch
+        ids = torch.nn.utils.rnn.pad_sequence([it["input_ids"] for it in items], batch_first=True)
+        return {
+            "input_ids": ids,
+            "attention_mask": (ids != 0).long(),
+            "label": torch.tensor([it["label"] for it in items]),
+        }
+
+    with pytest.warns(RuntimeWarning, match="'conv' gives maps"):
+        r = deepscope.analyze(model, Texts(), layers=["conv"], run=tmp_path, collate_fn=collate, batch_size=8,
+                              progress=False)  # fmt: skip
+    assert len(r) == 30 and r.feature_map_layers() == {}  # the maps were once cut to the first instance's length
+    with pytest.raises(ValueError, match=r"'conv' gives maps \(6, 8\) for instance 1 but \(6, 3\) for instance 0"):
+        deepscope.feature_maps(model, Texts(), run=tmp_path, layer="conv", indices=[0, 1], collate_fn=collate)
+    # instances of one length, each computed alone (a batch would pad it to its neighbours' length): as a plain pass
+    got = deepscope.feature_maps(model, Texts(), run=tmp_path, layer="conv", indices=[1, 3, 9], collate_fn=collate)
+    with torch.no_grad():
+        want = [model.conv(model.emb(seqs[i][None]).transpose(1, 2))[0].numpy() for i in (1, 3, 9)]
+    np.testing.assert_allclose(got["conv"], np.stack(want), rtol=1e-5, atol=1e-6)
+
+
+def test_maps_of_another_size_than_those_stored_are_refused_and_keep_them(tmp_path):
+    torch.manual_seed(0)
+    model = TextCNN()
+    seqs = [torch.randint(1, 50, (t,)) for t in [3, 8, 3, 8] * 5]
+    data = [(s, i % 2) for i, s in enumerate(seqs)]
+
+    def collate(items):
+        ids = torch.nn.utils.rnn.pad_sequence([s for s, _ in items], batch_first=True)
+        return {"input_ids": ids, "label": torch.tensor([y for _, y in items])}
+
+    class Texts(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(data)
+
+        def __getitem__(self, i):
+            return data[i]
+
+    deepscope.analyze(model, Texts(), layers=["conv"], run=tmp_path, collate_fn=collate, progress=False,
+                      full_maps=False)  # fmt: skip
+    first = deepscope.feature_maps(model, Texts(), run=tmp_path, layer="conv", indices=[1, 3], collate_fn=collate)
+    with pytest.raises(ValueError, match=r"gives maps \(6, 3\) for instance 0 but holds maps \(6, 8\) of instance 1"):
+        deepscope.feature_maps(model, Texts(), run=tmp_path, layer="conv", indices=[0], collate_fn=collate)
+    r = read(tmp_path)  # the maps stored before are kept, as they were
+    assert r.feature_map_layers()["conv"].indices == (1, 3)
+    np.testing.assert_array_equal(r.feature_maps("conv", 3), first["conv"][1])

@@ -80,3 +80,23 @@ def test_a_lasso_needs_its_projection(reader):
         subset_mask(
             reader.instances(), {"lasso": {"layer": "fc1", "method": "pca", "polygon": [[0, 0], [1, 0], [1, 1]]}}
         )
+
+
+def test_a_lasso_on_a_one_component_projection_reads_y_as_zero():
+    square = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    x = np.array([[-2.0], [0.0], [0.5], [3.0]])
+    np.testing.assert_array_equal(inside_polygon(x, square), inside_polygon(np.hstack([x, 0 * x]), square))
+    np.testing.assert_array_equal(inside_polygon(x, square), [False, True, True, False])
+
+
+def test_a_lasso_on_the_pca_of_a_one_neuron_layer(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
+    data = torch.utils.data.TensorDataset(torch.randn(50, 4), torch.randint(0, 2, (50,)))
+    r = deepscope.analyze(model, data, layers=["2"], run=tmp_path, progress=False, full_maps=False)
+    xy = r.projection("2", "pca")
+    assert xy.shape == (50, 2)
+    lo, hi = np.quantile(xy[:, 0], [0.25, 0.75])
+    box = [[lo, -1.0], [hi, -1.0], [hi, 1.0], [lo, 1.0]]
+    got = r.mask({"lasso": {"layer": "2", "method": "pca", "polygon": box}})
+    np.testing.assert_array_equal(got, (xy[:, 0] > lo) & (xy[:, 0] < hi))

@@ -97,3 +97,69 @@ def _neighbour_purity(coords: np.ndarray, groups: np.ndarray, k: int = 5) -> flo
     np.fill_diagonal(d, np.inf)
     nearest = np.argsort(d, 1)[:, :k]
     return float((groups[nearest] == groups[:, None]).mean())
+
+
+class _Binary(torch.nn.Module):
+    """A binary head ``Linear(h, 1)`` after a ReLU that never fires (a constant layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(8, 16)
+        self.dead = torch.nn.ReLU()
+        self.head = torch.nn.Linear(16, 1)
+        with torch.no_grad():
+            self.fc1.bias.fill_(-100.0)  # every pre-activation negative: the ReLU outputs 0 for every instance
+
+    def forward(self, x):
+        return self.head(self.dead(self.fc1(x)) + x.repeat(1, 2))
+
+
+@pytest.fixture(scope="module")
+def degenerate(tmp_path_factory):
+    torch.manual_seed(0)
+    x = torch.randn(60, 8)
+    data = torch.utils.data.TensorDataset(x, torch.randint(0, 2, (60,)))
+    r = deepscope.analyze(_Binary(), data, layers=["dead", "head"], run=tmp_path_factory.mktemp("flat"),
+                          progress=False, full_maps=False)  # fmt: skip
+    return r
+
+
+def _strict_json(path):
+    def refuse(name):
+        raise AssertionError(f"{path.name} holds {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_one_neuron_layer_is_laid_out_against_a_zero_axis(degenerate, method):
+    """The oracle: scikit-learn's first principal component of the one column (up to its sign), and zeros."""
+    from sklearn.decomposition import PCA
+
+    x = degenerate.matrix("head")
+    assert x.shape[1] == 1
+    coords = np.load(compute_projection(degenerate.run_dir, "head", method))
+    want = PCA(1).fit_transform(x.astype(np.float64))[:, 0]
+    assert coords.shape == (60, 2) and np.isfinite(coords).all()
+    np.testing.assert_allclose(np.abs(coords[:, 0]), np.abs(want), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(coords[:, 1], 0)
+    info = _strict_json(degenerate.run_dir / f"artifacts/projection/head/{method}.json")
+    assert "1 dimension" in info["note"] and info["components"] == 2
+    if method == "pca":
+        assert info["explained_variance_ratio"] == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_constant_layer_is_a_point_said_so_and_never_nan(degenerate, method):
+    assert np.ptp(degenerate.matrix("dead"), axis=0).max() == 0
+    coords = np.load(compute_projection(degenerate.run_dir, "dead", method))
+    np.testing.assert_array_equal(coords, np.zeros((60, 2), np.float32))
+    info = _strict_json(degenerate.run_dir / f"artifacts/projection/dead/{method}.json")
+    assert "same activations" in info["note"]
+    if method == "pca":
+        assert info["explained_variance_ratio"] == [0.0, 0.0]
+
+
+def test_pca_written_by_analyze_is_strict_json_for_constant_layers(degenerate):
+    info = _strict_json(degenerate.run_dir / "artifacts/projection/dead/pca.json")
+    assert info["explained_variance_ratio"] == [0.0, 0.0] and "same activations" in info["note"]

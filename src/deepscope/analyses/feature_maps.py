@@ -208,10 +208,41 @@ class FeatureMaps:
         if cfg.indices == "auto":
             per_instance = sum(int(np.prod(s)) for s in shapes.values()) * np.dtype(cfg.dtype).itemsize
             self.chosen = wanted = wanted[: max(1, cfg.max_bytes // per_instance)]
+        auto = cfg.indices == "auto"
+        kept: dict[str, str] = {}  # layers holding maps of another size (of other instances): left as they are
+        for layer, shape in list(shapes.items()):
+            stored = store.index["layers"].get(layer)
+            if stored and stored["indices"] and tuple(stored["shape"]) != shape:
+                kept[layer] = (f"layer {layer!r} gives maps {shape} for instance {wanted[0]} but holds maps "
+                               f"{tuple(stored['shape'])} of instance {stored['indices'][0]}")  # fmt: skip
+                _refuse_unless(auto, kept[layer])
+                del shapes[layer]
         store.open(shapes, cfg.dtype)
         todo = sorted({i for layer in shapes for i in wanted if i not in store.stored(layer)})
+        varying: dict[str, str] = {}  # layers whose maps differ in size between the instances asked for: why
+        before = {layer: len(store.stored(layer)) for layer in shapes}
         for rows, maps in computer.maps(list(shapes), todo):
+            for layer in list(maps):
+                got = tuple(maps[layer].shape[1:])
+                if layer not in varying and got != shapes[layer]:
+                    varying[layer] = (f"layer {layer!r} gives maps {got} for instance {rows[0]} but "
+                                      f"{shapes[layer]} for instance {wanted[0]}")  # fmt: skip
+                    if not auto:
+                        store.cut(before)  # the store as it was before this request
+                        _refuse_unless(auto, varying[layer])
+                if layer in varying:
+                    del maps[layer]
             store.append(rows, maps)
+        for layer in varying:  # "auto": those layers are left without maps, the others keep theirs
+            store.drop(layer)
+            del shapes[layer]
+        if varying or kept:
+            why = "; ".join([*varying.values(), *kept.values()])
+            warnings.warn(f"deepscope: no feature maps were stored for {len(varying) + len(kept)} layer(s): {why} "
+                          f"(inputs of different lengths or sizes; the maps of a layer are stored at one size)",
+                          RuntimeWarning, stacklevel=2)  # fmt: skip
+        if not shapes:
+            return {}
         write_provenance(store.dir, provenance(NAME, asdict(cfg), model_class=model_class(model),
                                                layers={k: list(v) for k, v in shapes.items()}))  # fmt: skip
         return store.infos(list(shapes))
@@ -229,6 +260,12 @@ class FeatureMaps:
         if bad:
             raise IndexError(f"deepscope.feature_maps: instance {bad[0]} out of range for {n} instances")
         return list(dict.fromkeys(int(i) for i in indices))
+
+
+def _refuse_unless(auto: bool, why: str) -> None:
+    if not auto:
+        raise ValueError(f"deepscope.feature_maps: {why}: the inputs differ in length or size, and the maps of a "
+                         f"layer are stored at one size; ask for instances of one size")  # fmt: skip
 
 
 def analysis_key(reader: Any) -> dict[str, Any]:
@@ -291,7 +328,7 @@ class _MapStore:
             if entry is not None and tuple(entry["shape"]) == shape:
                 arr = zarr.open_array(path, mode="r+")
                 arr.resize((len(entry["indices"]), *shape))  # rows of an interrupted append are dropped
-            else:  # new, or a layer whose shape changed (other input sizes): replaced
+            else:  # new, or a layer that holds no maps yet
                 arr = zarr.create_array(store=path, shape=(0, *shape), dtype=dtype, chunks=(1, *shape),
                                         compressors=None, overwrite=True)  # fmt: skip
                 self.index["layers"][layer] = {"shape": list(shape), "dtype": dtype, "indices": []}
@@ -306,6 +343,9 @@ class _MapStore:
             if not new:
                 continue
             arr = self.arrays[layer]
+            if values.shape[1:] != arr.shape[1:]:  # zarr would cut larger maps to size without a word
+                raise ValueError(f"deepscope.feature_maps: layer {layer!r} gives maps {values.shape[1:]}, stored "
+                                 f"at {arr.shape[1:]}")  # fmt: skip
             if arr.dtype == np.float16 and np.abs(values[new]).max(initial=0) > FLOAT16_MAX:
                 raise ValueError(f"deepscope.feature_maps: layer {layer!r} has values beyond float16's range; "
                                  f"store it with dtype='float32'")  # fmt: skip
@@ -313,6 +353,20 @@ class _MapStore:
             arr.resize((start + len(new), *arr.shape[1:]))
             arr[start:] = values[new].astype(arr.dtype)
             entry["indices"] += [rows[k] for k in new]
+        self.save()
+
+    def cut(self, rows: dict[str, int]) -> None:
+        """Keep only the first ``rows[layer]`` instances of each layer named."""
+        for layer, k in rows.items():
+            self.index["layers"][layer]["indices"][k:] = []
+            self.arrays[layer].resize((k, *self.arrays[layer].shape[1:]))
+        self.save()
+
+    def drop(self, layer: str) -> None:
+        """Forget a layer's maps (its array and its entry)."""
+        self.index["layers"].pop(layer, None)
+        self.arrays.pop(layer, None)
+        shutil.rmtree(self.dir / f"{layer}.zarr", ignore_errors=True)
         self.save()
 
     def save(self) -> None:
@@ -324,6 +378,9 @@ class _Computer:
 
     def __init__(self, model: Any, modules: dict[str, Any], src: Any, cfg: FeatureMapsConfig) -> None:
         self.model, self.modules, self.src, self.cfg = model, modules, src, cfg
+        # Data that may pad (its own collate_fn, or batches as given) is read one instance at a time: in a batch,
+        # an instance's maps would take in the padding its longer neighbours need.
+        self.batch_size = 1 if may_pad(src) else cfg.batch_size
 
     def shapes(self, layers: list[str], probe: int, named: bool) -> dict[str, tuple[int, ...]]:
         """Each layer's map shape from one instance; layers without feature maps raise when ``named``, else
@@ -382,7 +439,7 @@ class _Computer:
             with HookScope() as scope, torch.inference_mode():
                 for name in layers:
                     scope.add(self.modules[name].register_forward_hook(hook(name)))
-                for rows, batch in gather(self.src, indices, self.cfg.batch_size):
+                for rows, batch in gather(self.src, indices, self.batch_size):
                     seen.clear()
                     b = batch.to(device)
                     if dropped is None:  # texts forward() does not take, as the analysis left out (decided once)
@@ -404,6 +461,21 @@ class _Computer:
 
 def _shape(t: Any) -> str:
     return "(B, " + ", ".join(str(s) for s in t.shape[1:]) + ")"
+
+
+def may_pad(src: Any) -> bool:
+    """Whether batches of the data may pad their instances to a common size: not when a map-style dataset (or a
+    DataLoader reading one in order) is collated by PyTorch's ``default_collate``, which only stacks."""
+    import torch
+
+    data, collate = src.data, src.collate
+    if isinstance(data, torch.utils.data.DataLoader):
+        if not (isinstance(data.sampler, torch.utils.data.SequentialSampler) and data.batch_size):
+            return True
+        collate = data.collate_fn
+    elif not src.map_style:
+        return True
+    return collate not in (None, torch.utils.data.default_collate)
 
 
 def gather(src: Any, indices: list[int], batch_size: int) -> Iterator[tuple[list[int], Any]]:
@@ -492,4 +564,9 @@ def analyze_maps(run_dir: str | os.PathLike[str], model: Any, data: Any, full_ma
             raise
         warnings.warn(f"deepscope.analyze: no feature maps were stored: the data could not be read again ({e})",
                       RuntimeWarning, stacklevel=3)  # fmt: skip
+        return {}
+    except (ValueError, RuntimeError, TypeError) as e:  # "auto" never costs the analysis its activations
+        if full_maps != "auto":
+            raise
+        warnings.warn(f"deepscope.analyze: no feature maps were stored: {e}", RuntimeWarning, stacklevel=3)
         return {}

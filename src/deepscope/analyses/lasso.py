@@ -41,7 +41,10 @@ def inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     >>> inside_polygon(np.array([[0.5, 0.5], [2, 2]]), np.array([[0, 0], [1, 0], [1, 1], [0, 1]]))
     array([ True, False])
     """
-    px, py = points[:, 0].astype(np.float64), points[:, 1].astype(np.float64)
+    points = np.asarray(points).reshape(len(points), -1)
+    px = points[:, 0].astype(np.float64)
+    # a projection of one component (a one-neuron layer) is drawn against a zero axis: y is 0
+    py = points[:, 1].astype(np.float64) if points.shape[1] > 1 else np.zeros(len(points))
     lo, hi = polygon.min(0), polygon.max(0)
     near = np.flatnonzero((px >= lo[0]) & (px <= hi[0]) & (py >= lo[1]) & (py <= hi[1]))  # NaN: never
     x, y = px[near], py[near]

@@ -35,12 +35,42 @@ class PCAConfig:
 
 
 def pca(x: np.ndarray, components: int = 2, seed: int = 0) -> tuple[np.ndarray, Any]:
-    """The projected rows (N, components) float32, and the fitted ``sklearn.decomposition.PCA``."""
+    """The projected rows (N, components) float32, and the fitted ``sklearn.decomposition.PCA``; a layer narrower
+    than ``components`` (one neuron) gets zero columns after its own, so that a 2-D view always has an x and a y."""
     from sklearn.decomposition import PCA
 
     k = min(components, x.shape[0], x.shape[1])
     model = PCA(n_components=k, random_state=seed)
-    return np.asarray(model.fit_transform(x), dtype=np.float32), model  # float32 in, float32 out: no copy
+    with np.errstate(invalid="ignore", divide="ignore"):  # a layer without variance: its ratios are 0 / 0
+        coords = np.asarray(model.fit_transform(x), dtype=np.float32)  # float32 in, float32 out: no copy
+    if k < components:  # (N, k) -> (N, components): the missing axes are zero, said so by ``pca_info``
+        coords = np.pad(coords, ((0, 0), (0, components - k)))
+    return coords, model
+
+
+def pca_info(fitted: Any, components: int) -> dict[str, Any]:
+    """What the JSON of a PCA says: ``explained_variance_ratio`` (0 for a padded axis, and for every axis of a
+    layer without variance, where scikit-learn divides 0 by 0), and a ``note`` when the layout is degenerate."""
+    ratio = np.nan_to_num(np.asarray(fitted.explained_variance_ratio_, dtype=np.float64), nan=0.0).tolist()
+    info: dict[str, Any] = {"explained_variance_ratio": ratio + [0.0] * (components - len(ratio))}
+    if not float(np.sum(fitted.explained_variance_)) > 0:
+        info["note"] = "every instance has the same activations in this layer: all points lie at the origin"
+    elif len(ratio) < components:
+        info["note"] = f"the layer has {len(ratio)} dimension(s): the other axes are zero"
+    return info
+
+
+def flat_layout(z: np.ndarray, method: str) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """The honest layout of rows that UMAP and t-SNE cannot embed — fewer than 2 dimensions, or no variance at all
+    (those libraries fail or return NaN): the rows' principal components, zero where there are none, with a
+    ``note`` saying so; ``None`` for rows they can embed."""
+    if z.shape[1] >= 2 and np.ptp(z, axis=0).max(initial=0) > 0:
+        return None
+    coords, fitted = pca(z, 2)
+    info = pca_info(fitted, 2)
+    info["note"] = f"{info['note']}; {method} needs two varying dimensions, so this is the layer's PCA"
+    del info["explained_variance_ratio"]
+    return coords, info | {"input_dims": int(z.shape[1]), "fallback": "pca"}
 
 
 def reduce_dims(x: np.ndarray, dims: int | None, seed: int = 0) -> np.ndarray:
@@ -115,8 +145,7 @@ class PCAProjection:
             coords, fitted = pca(x, self.config.components, self.config.seed)
             path = write_projection(
                 run_dir, layer, "pca", coords, asdict(self.config) | {"layers": None}, analysis=analysis_key(reader),
-                seconds=time.perf_counter() - started,
-                explained_variance_ratio=fitted.explained_variance_ratio_.tolist(),
+                seconds=time.perf_counter() - started, **pca_info(fitted, self.config.components),
             )  # fmt: skip
             written.append(path.parent)
         return written
@@ -152,7 +181,7 @@ def compute_projection(
     started = time.perf_counter()
     if method == "pca":
         coords, fitted = pca(x, 2, seed or 0)
-        info: dict[str, Any] = {"explained_variance_ratio": fitted.explained_variance_ratio_.tolist()}
+        info: dict[str, Any] = pca_info(fitted, 2)
         config: dict[str, Any] = asdict(PCAConfig(seed=seed or 0)) | {"layers": None}
     elif method == "umap":
         from .umap_projection import UMAPConfig, umap

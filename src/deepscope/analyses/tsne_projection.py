@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .projection import reduce_dims, write_projection
+from .projection import flat_layout, reduce_dims, write_projection
 
 NAME = "tsne"
 
@@ -38,6 +38,8 @@ def tsne(
     report = report or (lambda fraction, message: None)
     report(0.02, "reducing to principal components")
     z = reduce_dims(x, cfg.pca_dims, cfg.seed or 0)
+    if (flat := flat_layout(z, "t-SNE")) is not None:  # one neuron, or none that varies
+        return flat
     total = cfg.early_exaggeration_iter + cfg.n_iter
     done = [0]
 

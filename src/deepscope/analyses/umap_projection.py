@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .projection import reduce_dims, write_projection
+from .projection import flat_layout, reduce_dims, write_projection
 
 NAME = "umap"
 
@@ -58,6 +58,8 @@ def umap(
     report = report or (lambda fraction, message: None)
     report(0.02, "reducing to principal components")
     z = reduce_dims(x, cfg.pca_dims, cfg.seed or 0)
+    if (flat := flat_layout(z, "UMAP")) is not None:  # one neuron, or none that varies
+        return flat
     report(0.1, f"nearest neighbours of {len(z):,} rows in {z.shape[1]} dimensions")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImportWarning)  # "Tensorflow not installed" (ParametricUMAP is not used)
