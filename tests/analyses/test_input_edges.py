@@ -40,3 +40,51 @@ def test_a_half_precision_masked_mean_does_not_overflow():
     assert pooled.dtype == torch.float16
     expected = (x.float() * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
     torch.testing.assert_close(pooled.float(), expected)
+
+
+def test_a_shuffling_batch_sampler_is_refused(tmp_path):
+    torch.manual_seed(0)
+    x, y = data()
+    ds = TensorDataset(x, y)
+    with pytest.raises(ValueError, match="the DataLoader shuffles"):
+        analyze(MLP(), DataLoader(ds, batch_sampler=BatchSampler(RandomSampler(ds), 32, False)), tmp_path / "a")
+    assert not any((tmp_path / "a").iterdir())  # refused before any work
+    model = MLP().eval()
+    r = analyze(model, DataLoader(ds, batch_sampler=BatchSampler(SequentialSampler(ds), 32, False)), tmp_path / "b",
+                layers=["fc1"])  # fmt: skip
+    np.testing.assert_allclose(r.matrix("fc1"), model.fc1(x).detach().numpy(), atol=1e-6)
+
+
+def test_a_batch_sampler_of_its_own_is_warned_of(tmp_path):
+    x, y = data()
+
+    class Halves:  # no sampler deepscope knows: its order is taken as it comes
+        def __iter__(self):
+            yield from (list(range(0, 50)), list(range(50, 100)))
+
+        def __len__(self):
+            return 2
+
+    model = MLP().eval()
+    with pytest.warns(RuntimeWarning, match="no sampler deepscope knows"):
+        r = analyze(model, DataLoader(TensorDataset(x, y), batch_sampler=Halves()), tmp_path, layers=["fc1"])
+    np.testing.assert_allclose(r.matrix("fc1"), model.fc1(x).detach().numpy(), atol=1e-6)
+
+
+def test_a_loader_of_batches_made_by_the_dataset(tmp_path):
+    x, y = data()
+
+    class Shards(Dataset):  # each item is already a batch of 10 instances
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return x[i * 10 : (i + 1) * 10], y[i * 10 : (i + 1) * 10]
+
+    model = MLP().eval()
+    loader = DataLoader(Shards(), batch_size=None)
+    r = analyze(model, loader, tmp_path / "a", layers=["fc1"])
+    assert len(r) == 100
+    np.testing.assert_allclose(r.matrix("fc1"), model.fc1(x).detach().numpy(), atol=1e-6)
+    r = analyze(model, loader, tmp_path / "b", layers=["fc1"], labels=(y + 1) % 3)
+    np.testing.assert_array_equal(r.instances().column("label").to_numpy(), ((y + 1) % 3).numpy())

@@ -396,19 +396,13 @@ def _source(data: Any, batch_size: int, collate: Callable[[list[Any]], Any] | No
                         "arrays of one length (input_ids, attention_mask, label…, as a tokenizer returns with "
                         "return_tensors='pt'); " + _columns_mismatch(data))  # fmt: skip
     if isinstance(data, torch.utils.data.DataLoader):
-        random = (torch.utils.data.RandomSampler, torch.utils.data.SubsetRandomSampler,
-                  torch.utils.data.WeightedRandomSampler)  # fmt: skip
-        shuffled = isinstance(data.sampler, torch.utils.data.DistributedSampler) and data.sampler.shuffle
-        if isinstance(data.sampler, random) or shuffled:
-            raise ValueError("deepscope.analyze: the DataLoader shuffles; rows must come in order (shuffle=False)")
-        ds = data.dataset
-        n = len(ds) if hasattr(ds, "__len__") and not isinstance(ds, torch.utils.data.IterableDataset) else None
-        if n is not None and hasattr(data.sampler, "__len__"):
-            n = len(data.sampler)  # a sampler over part of the dataset yields that part
-        if n is not None and data.drop_last and data.batch_size and n % data.batch_size:
+        _check_order(data)
+        n = _loader_length(data)
+        bs = data.batch_sampler
+        if n is not None and bs.drop_last and n % bs.batch_size:
             import warnings
 
-            kept = (n // data.batch_size) * data.batch_size
+            kept = (n // bs.batch_size) * bs.batch_size
             warnings.warn(f"deepscope.analyze: the DataLoader drops its last, partial batch (drop_last=True): "
                           f"{n - kept} of {n} instances are left out", RuntimeWarning, stacklevel=4)  # fmt: skip
             n = kept
@@ -425,6 +419,49 @@ def _source(data: Any, batch_size: int, collate: Callable[[list[Any]], Any] | No
         return Source(data, None, False, batch_size, None)
     raise TypeError(f"deepscope.analyze: data must be a Dataset, a DataLoader or an iterable of batches, "
                     f"got {type(data).__name__}")  # fmt: skip
+
+
+RANDOM_SAMPLERS = (torch.utils.data.RandomSampler, torch.utils.data.SubsetRandomSampler,
+                   torch.utils.data.WeightedRandomSampler)  # fmt: skip
+ORDERED_SAMPLERS = (torch.utils.data.SequentialSampler, range, list, tuple)  # the same order on every pass
+
+
+def _check_order(loader: torch.utils.data.DataLoader) -> None:
+    """Refuse a DataLoader whose sampler or batch sampler shuffles (rows would be stored as other instances, and each
+    pass over the data — resumes, feature maps — would read another order); warn of a sampler deepscope does not
+    know."""
+    if isinstance(loader.dataset, torch.utils.data.IterableDataset):
+        return  # no sampler: the dataset's own order
+    bs = loader.batch_sampler
+    samplers = [loader.sampler] if bs is None else [getattr(bs, "sampler", None)]
+    unknown = [] if bs is None or type(bs) is torch.utils.data.BatchSampler else [bs]
+    for s in samplers:
+        if isinstance(s, RANDOM_SAMPLERS) or (isinstance(s, torch.utils.data.DistributedSampler) and s.shuffle):
+            raise ValueError("deepscope.analyze: the DataLoader shuffles; rows must come in order (shuffle=False, "
+                             f"and no {type(s).__name__} in its sampler or batch_sampler)")  # fmt: skip
+        if s is not None and not isinstance(s, (*ORDERED_SAMPLERS, torch.utils.data.DistributedSampler)):
+            unknown.append(s)
+    if unknown:
+        import warnings
+
+        warnings.warn(f"deepscope.analyze: the DataLoader's {type(unknown[0]).__name__} is no sampler deepscope "
+                      "knows to keep one order; its rows are stored in the order it yields them, which must be the "
+                      "same on every pass (a resume, feature maps) and that of labels= and metadata=",
+                      RuntimeWarning, stacklevel=5)  # fmt: skip
+
+
+def _loader_length(loader: torch.utils.data.DataLoader) -> int | None:
+    """How many instances a DataLoader yields before its drop_last (see :func:`source`), when known: None for an
+    iterable dataset, for batches made by the dataset itself (``batch_size=None``: each item is a batch) and for a
+    batch sampler of its own sizes."""
+    ds = loader.dataset
+    if not hasattr(ds, "__len__") or isinstance(ds, torch.utils.data.IterableDataset):
+        return None
+    bs = loader.batch_sampler
+    if bs is None or type(bs) is not torch.utils.data.BatchSampler:
+        return None
+    sampler = bs.sampler
+    return len(sampler) if hasattr(sampler, "__len__") else len(ds)  # a sampler over part of the dataset: that part
 
 
 class _Batched:
