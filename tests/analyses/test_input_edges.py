@@ -88,3 +88,21 @@ def test_a_loader_of_batches_made_by_the_dataset(tmp_path):
     np.testing.assert_allclose(r.matrix("fc1"), model.fc1(x).detach().numpy(), atol=1e-6)
     r = analyze(model, loader, tmp_path / "b", layers=["fc1"], labels=(y + 1) % 3)
     np.testing.assert_array_equal(r.instances().column("label").to_numpy(), ((y + 1) % 3).numpy())
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch.compile's own
+@pytest.mark.parametrize("wrap", [torch.compile, nn.DataParallel], ids=["compile", "DataParallel"])
+def test_a_wrapped_model_is_named_as_the_model_inside(tmp_path, wrap):
+    torch._dynamo.reset()
+    x, y = data()
+    model = MLP().eval()
+    r = analyze(wrap(model), (x, y), tmp_path / "a", layers=["fc1"])
+    assert r.layers == ["fc1"]
+    np.testing.assert_allclose(r.matrix("fc1"), model.fc1(x).detach().numpy(), atol=1e-5)
+    torch._dynamo.reset()
+    r = analyze(wrap(model), (x, y), tmp_path / "b", layers="fc*")
+    assert r.layers == ["fc1", "fc2"]
+    torch._dynamo.reset()
+    r = analyze(wrap(model), (x, y), tmp_path / "c")
+    assert r.layers == ["fc1", "act", "fc2"]
+    np.testing.assert_allclose(r.matrix("fc2"), model(x).detach().numpy(), atol=1e-5)
