@@ -106,3 +106,50 @@ def test_a_wrapped_model_is_named_as_the_model_inside(tmp_path, wrap):
     r = analyze(wrap(model), (x, y), tmp_path / "c")
     assert r.layers == ["fc1", "act", "fc2"]
     np.testing.assert_allclose(r.matrix("fc2"), model(x).detach().numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x, y: TensorDataset(x, y.float()),
+        lambda x, y: (x, y.float()),
+        lambda x, y: TensorDataset(x, y.float()[:, None]),  # BCEWithLogitsLoss's (B, 1) targets
+        lambda x, y: [{"x": x[i : i + 25], "label": y[i : i + 25].double()} for i in range(0, 100, 25)],
+    ],
+    ids=["TensorDataset", "tuple", "column", "dicts"],
+)
+def test_float_labels_of_whole_numbers_are_classes(tmp_path, make):
+    x, y = data()
+    model = MLP().eval()
+    if isinstance(make(x, y), list):
+        model = Kw(model)
+    r = analyze(model, make(x, y), tmp_path)
+    np.testing.assert_array_equal(r.instances().column("label").to_numpy(), y.numpy())
+    expected = (MLP.forward(model.inner if isinstance(model, Kw) else model, x).argmax(1) == y).float().mean()
+    assert r.accuracy == pytest.approx(float(expected))
+
+
+class Kw(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def test_float_labels_with_gaps_are_unlabelled_where_nan(tmp_path):
+    x, y = data()
+    gaps = y.float()
+    gaps[::7] = float("nan")
+    expected = np.where(np.arange(100) % 7 == 0, np.nan, y.numpy())  # unlabelled: no label in the table
+    r = analyze(MLP().eval(), (x, gaps), tmp_path / "a")
+    np.testing.assert_array_equal(r.instances().column("label").to_numpy(), expected)
+    r = analyze(MLP().eval(), x, tmp_path / "b", labels=gaps.numpy())  # labels= as data (X, y) reads them
+    np.testing.assert_array_equal(r.instances().column("label").to_numpy(), expected)
+
+
+def test_float_labels_with_fractions_are_no_classes(tmp_path):
+    x, _ = data()
+    r = analyze(MLP().eval(), (x, torch.rand(100)), tmp_path)  # a regression target
+    assert r.accuracy is None

@@ -188,9 +188,25 @@ def _as_labels(y: Any) -> torch.Tensor | None:
         return None
     if not isinstance(y, torch.Tensor):
         y = torch.as_tensor(y)
-    if y.ndim != 1 or y.is_floating_point():
-        return None  # not class labels (a regression target, a sequence): correctness does not apply
-    return y.detach().cpu().to(torch.int64)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # (B, 1) -> (B,): the targets of a model with one output (BCEWithLogitsLoss)
+    if y.ndim != 1:
+        return None  # not class labels (a sequence's, a one-hot or soft target): correctness does not apply
+    y = y.detach().cpu()
+    return float_classes(y) if y.is_floating_point() else y.to(torch.int64)
+
+
+def float_classes(y: torch.Tensor) -> torch.Tensor | None:
+    """Float labels as classes (int64) when all are whole numbers — ``y.float()``, as a binary classifier trained
+    with BCE reads them —, NaN as -1 (unlabelled); None when some have fractions (a regression target: no classes).
+
+    >>> float_classes(torch.tensor([0.0, 1.0, float("nan")]))
+    tensor([ 0,  1, -1])
+    """
+    nan = torch.isnan(y)
+    if not (nan | (torch.isfinite(y) & (y == y.round()))).all():
+        return None
+    return torch.where(nan, -1, y).to(torch.int64)
 
 
 @dataclass(frozen=True)
@@ -307,8 +323,9 @@ def _label_column(values: Any, item: int = 1) -> torch.Tensor:
         raise TypeError(f"deepscope.analyze: item {item} of (X, y) holds text labels: map them to classes 0, 1, "
                         "… (classes, y = np.unique(texts, return_inverse=True)) and pass "
                         "class_names=classes")  # fmt: skip
-    if isinstance(values, torch.Tensor):
-        return values
+    if isinstance(values, torch.Tensor):  # whole numbers as classes, as an array's below
+        classes = float_classes(values.detach().cpu()) if values.is_floating_point() and values.ndim == 1 else None
+        return values if classes is None else classes
     if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):  # a pandas Series (nullable dtypes too)
         kind = getattr(values.dtype, "kind", "f")
         values = values.to_numpy(dtype="float64", na_value=np.nan) if kind in "biuf" else values.to_numpy()
