@@ -153,3 +153,10 @@ def test_float_labels_with_fractions_are_no_classes(tmp_path):
     x, _ = data()
     r = analyze(MLP().eval(), (x, torch.rand(100)), tmp_path)  # a regression target
     assert r.accuracy is None
+
+
+def test_a_list_of_inputs_and_labels_says_to_pass_a_tuple(tmp_path):
+    x, y = data()
+    with pytest.raises(TypeError, match=r"as a tuple \(X, y\)"):
+        analyze(MLP(), [x, y], tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -429,6 +429,9 @@ def _source(data: Any, batch_size: int, collate: Callable[[list[Any]], Any] | No
     if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (Sequence, Mapping)):
         return Source(data, len(data), True, batch_size, collate)
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        if _is_listed_columns(data):
+            raise TypeError("deepscope.analyze: data [X, y] is a list, read as a list of batches (X the first, y the "
+                            "second); pass the whole dataset as a tuple (X, y)")  # fmt: skip
         if len(data) and _is_instance(data[0]):  # batched here, as a DataLoader would
             return Source(data, len(data), True, batch_size, collate)
         return Source(data, None, False, batch_size, None)  # a list of batches
@@ -509,6 +512,15 @@ class _Batched:
 
 
 _END = object()
+
+
+def _is_listed_columns(data: Sequence[Any]) -> bool:
+    """Whether a list is ``[X, y]``: inputs of two or more dimensions and one label per row of them."""
+    if not isinstance(data, list) or len(data) != 2:
+        return False
+    x, y = data
+    arrays = (torch.Tensor, np.ndarray)
+    return isinstance(x, arrays) and isinstance(y, arrays) and x.ndim >= 2 and y.ndim == 1 and len(x) == len(y)
 
 
 def _is_instance(item: Any) -> bool:
