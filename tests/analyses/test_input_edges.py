@@ -147,6 +147,10 @@ def test_float_labels_with_gaps_are_unlabelled_where_nan(tmp_path):
     np.testing.assert_array_equal(r.instances().column("label").to_numpy(), expected)
     r = analyze(MLP().eval(), x, tmp_path / "b", labels=gaps.numpy())  # labels= as data (X, y) reads them
     np.testing.assert_array_equal(r.instances().column("label").to_numpy(), expected)
+    pd = pytest.importorskip("pandas")
+    column = pd.Series(y.numpy(), dtype="Int64").mask(np.arange(100) % 7 == 0)  # a nullable column with gaps
+    r = analyze(MLP().eval(), x, tmp_path / "c", labels=column)
+    np.testing.assert_array_equal(r.instances().column("label").to_numpy(), expected)
 
 
 def test_float_labels_with_fractions_are_no_classes(tmp_path):

@@ -42,6 +42,8 @@ def integer_labels(labels: Any) -> np.ndarray:
     if isinstance(labels, (list, tuple)) and any(isinstance(v, str) for v in labels):
         raise ValueError("deepscope.analyze: labels must be integer class indices, got strings (class names?): pass "
                          "the indices as labels and the names as class_names")  # fmt: skip
+    if hasattr(labels, "to_numpy") and getattr(labels.dtype, "kind", "") in "biuf":  # a pandas column, nullable too
+        labels = labels.to_numpy(dtype="float64", na_value=np.nan)
     try:
         y = np.asarray(torch.as_tensor(labels).cpu())
     except (TypeError, ValueError) as e:
