@@ -443,7 +443,7 @@ def _source(data: Any, batch_size: int, collate: Callable[[list[Any]], Any] | No
 
 RANDOM_SAMPLERS = (torch.utils.data.RandomSampler, torch.utils.data.SubsetRandomSampler,
                    torch.utils.data.WeightedRandomSampler)  # fmt: skip
-ORDERED_SAMPLERS = (torch.utils.data.SequentialSampler, range, list, tuple)  # the same order on every pass
+ORDERED_SAMPLERS = (torch.utils.data.SequentialSampler, range, list, tuple, np.ndarray)  # the same order on every pass
 
 
 def _check_order(loader: torch.utils.data.DataLoader) -> None:
