@@ -164,6 +164,7 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
              text_column: str | None, no_progress: bool, no_previews: bool) -> None:  # fmt: skip
     import deepscope
     from deepscope.analyses.activations import Activations, ActivationsConfig
+    from deepscope.analyses.layer_choice import expand_layers
     from deepscope.analyses.loading import load_checkpoint, load_object
     from deepscope.run import default_dir
 
@@ -184,6 +185,7 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
         }
         if checkpoint is not None:
             load_checkpoint(net, checkpoint)
+        layer_list = expand_layers(net, layer_list)  # globs ("encoder.*") as deepscope.analyze reads them
         config = ActivationsConfig(layers=None if layer_list is None else tuple(layer_list), batch_size=batch_size,
                                    sequence_pooling=sequence_pooling, mask=extra["mask"], scores=scores)  # fmt: skip
         given = {k: v for k, v in extra.items() if k not in ("sequence_pooling", "mask")}

@@ -209,3 +209,16 @@ def test_analyze_command_without_previews(tmp_path):
     assert read(runs / first.id).has_images and not read(runs / second.id).has_images
     assert (first.name, first.project) == ("with-previews", "analyze")
     assert (second.name, second.project) == ("build_image_model", "images")
+
+
+def test_analyze_command_layers_as_globs(tmp_path):
+    (tmp_path / "mymodels.py").write_text(MODULE)
+    runs = tmp_path / "runs"
+    done = command("mymodels:build_model", "--data", "mymodels:dataset", "--layers", "[13],2", "--dir", str(runs),
+                   "--no-progress", "--no-previews", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (run,) = deepscope.open(runs).runs()
+    assert read(runs / run.id).layers == ["1", "3", "2"]  # the glob's matches in the model's order, then "2"
+    none = command("mymodels:build_model", "--data", "mymodels:dataset", "--layers", "fc*", "--dir", str(runs),
+                   cwd=tmp_path)  # fmt: skip
+    assert none.returncode == 1 and "no layer matches 'fc*'" in none.stderr and "Traceback" not in none.stderr

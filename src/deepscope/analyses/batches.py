@@ -188,9 +188,25 @@ def _as_labels(y: Any) -> torch.Tensor | None:
         return None
     if not isinstance(y, torch.Tensor):
         y = torch.as_tensor(y)
-    if y.ndim != 1 or y.is_floating_point():
-        return None  # not class labels (a regression target, a sequence): correctness does not apply
-    return y.detach().cpu().to(torch.int64)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # (B, 1) -> (B,): the targets of a model with one output (BCEWithLogitsLoss)
+    if y.ndim != 1:
+        return None  # not class labels (a sequence's, a one-hot or soft target): correctness does not apply
+    y = y.detach().cpu()
+    return float_classes(y) if y.is_floating_point() else y.to(torch.int64)
+
+
+def float_classes(y: torch.Tensor) -> torch.Tensor | None:
+    """Float labels as classes (int64) when all are whole numbers — ``y.float()``, as a binary classifier trained
+    with BCE reads them —, NaN as -1 (unlabelled); None when some have fractions (a regression target: no classes).
+
+    >>> float_classes(torch.tensor([0.0, 1.0, float("nan")]))
+    tensor([ 0,  1, -1])
+    """
+    nan = torch.isnan(y)
+    if not (nan | (torch.isfinite(y) & (y == y.round()))).all():
+        return None
+    return torch.where(nan, -1, y).to(torch.int64)
 
 
 @dataclass(frozen=True)
@@ -307,8 +323,9 @@ def _label_column(values: Any, item: int = 1) -> torch.Tensor:
         raise TypeError(f"deepscope.analyze: item {item} of (X, y) holds text labels: map them to classes 0, 1, "
                         "… (classes, y = np.unique(texts, return_inverse=True)) and pass "
                         "class_names=classes")  # fmt: skip
-    if isinstance(values, torch.Tensor):
-        return values
+    if isinstance(values, torch.Tensor):  # whole numbers as classes, as an array's below
+        classes = float_classes(values.detach().cpu()) if values.is_floating_point() and values.ndim == 1 else None
+        return values if classes is None else classes
     if hasattr(values, "to_numpy") and not isinstance(values, np.ndarray):  # a pandas Series (nullable dtypes too)
         kind = getattr(values.dtype, "kind", "f")
         values = values.to_numpy(dtype="float64", na_value=np.nan) if kind in "biuf" else values.to_numpy()
@@ -396,19 +413,13 @@ def _source(data: Any, batch_size: int, collate: Callable[[list[Any]], Any] | No
                         "arrays of one length (input_ids, attention_mask, label…, as a tokenizer returns with "
                         "return_tensors='pt'); " + _columns_mismatch(data))  # fmt: skip
     if isinstance(data, torch.utils.data.DataLoader):
-        random = (torch.utils.data.RandomSampler, torch.utils.data.SubsetRandomSampler,
-                  torch.utils.data.WeightedRandomSampler)  # fmt: skip
-        shuffled = isinstance(data.sampler, torch.utils.data.DistributedSampler) and data.sampler.shuffle
-        if isinstance(data.sampler, random) or shuffled:
-            raise ValueError("deepscope.analyze: the DataLoader shuffles; rows must come in order (shuffle=False)")
-        ds = data.dataset
-        n = len(ds) if hasattr(ds, "__len__") and not isinstance(ds, torch.utils.data.IterableDataset) else None
-        if n is not None and hasattr(data.sampler, "__len__"):
-            n = len(data.sampler)  # a sampler over part of the dataset yields that part
-        if n is not None and data.drop_last and data.batch_size and n % data.batch_size:
+        _check_order(data)
+        n = _loader_length(data)
+        bs = data.batch_sampler
+        if n is not None and bs.drop_last and n % bs.batch_size:
             import warnings
 
-            kept = (n // data.batch_size) * data.batch_size
+            kept = (n // bs.batch_size) * bs.batch_size
             warnings.warn(f"deepscope.analyze: the DataLoader drops its last, partial batch (drop_last=True): "
                           f"{n - kept} of {n} instances are left out", RuntimeWarning, stacklevel=4)  # fmt: skip
             n = kept
@@ -418,6 +429,9 @@ def _source(data: Any, batch_size: int, collate: Callable[[list[Any]], Any] | No
     if hasattr(data, "__getitem__") and hasattr(data, "__len__") and not isinstance(data, (Sequence, Mapping)):
         return Source(data, len(data), True, batch_size, collate)
     if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        if _is_listed_columns(data):
+            raise TypeError("deepscope.analyze: data [X, y] is a list, read as a list of batches (X the first, y the "
+                            "second); pass the whole dataset as a tuple (X, y)")  # fmt: skip
         if len(data) and _is_instance(data[0]):  # batched here, as a DataLoader would
             return Source(data, len(data), True, batch_size, collate)
         return Source(data, None, False, batch_size, None)  # a list of batches
@@ -425,6 +439,49 @@ def _source(data: Any, batch_size: int, collate: Callable[[list[Any]], Any] | No
         return Source(data, None, False, batch_size, None)
     raise TypeError(f"deepscope.analyze: data must be a Dataset, a DataLoader or an iterable of batches, "
                     f"got {type(data).__name__}")  # fmt: skip
+
+
+RANDOM_SAMPLERS = (torch.utils.data.RandomSampler, torch.utils.data.SubsetRandomSampler,
+                   torch.utils.data.WeightedRandomSampler)  # fmt: skip
+ORDERED_SAMPLERS = (torch.utils.data.SequentialSampler, range, list, tuple, np.ndarray)  # the same order on every pass
+
+
+def _check_order(loader: torch.utils.data.DataLoader) -> None:
+    """Refuse a DataLoader whose sampler or batch sampler shuffles (rows would be stored as other instances, and each
+    pass over the data — resumes, feature maps — would read another order); warn of a sampler deepscope does not
+    know."""
+    if isinstance(loader.dataset, torch.utils.data.IterableDataset):
+        return  # no sampler: the dataset's own order
+    bs = loader.batch_sampler
+    samplers = [loader.sampler] if bs is None else [getattr(bs, "sampler", None)]
+    unknown = [] if bs is None or type(bs) is torch.utils.data.BatchSampler else [bs]
+    for s in samplers:
+        if isinstance(s, RANDOM_SAMPLERS) or (isinstance(s, torch.utils.data.DistributedSampler) and s.shuffle):
+            raise ValueError("deepscope.analyze: the DataLoader shuffles; rows must come in order (shuffle=False, "
+                             f"and no {type(s).__name__} in its sampler or batch_sampler)")  # fmt: skip
+        if s is not None and not isinstance(s, (*ORDERED_SAMPLERS, torch.utils.data.DistributedSampler)):
+            unknown.append(s)
+    if unknown:
+        import warnings
+
+        warnings.warn(f"deepscope.analyze: the DataLoader's {type(unknown[0]).__name__} is no sampler deepscope "
+                      "knows to keep one order; its rows are stored in the order it yields them, which must be the "
+                      "same on every pass (a resume, feature maps) and that of labels= and metadata=",
+                      RuntimeWarning, stacklevel=5)  # fmt: skip
+
+
+def _loader_length(loader: torch.utils.data.DataLoader) -> int | None:
+    """How many instances a DataLoader yields before its drop_last (see :func:`source`), when known: None for an
+    iterable dataset, for batches made by the dataset itself (``batch_size=None``: each item is a batch) and for a
+    batch sampler of its own sizes."""
+    ds = loader.dataset
+    if not hasattr(ds, "__len__") or isinstance(ds, torch.utils.data.IterableDataset):
+        return None
+    bs = loader.batch_sampler
+    if bs is None or type(bs) is not torch.utils.data.BatchSampler:
+        return None
+    sampler = bs.sampler
+    return len(sampler) if hasattr(sampler, "__len__") else len(ds)  # a sampler over part of the dataset: that part
 
 
 class _Batched:
@@ -455,6 +512,15 @@ class _Batched:
 
 
 _END = object()
+
+
+def _is_listed_columns(data: Sequence[Any]) -> bool:
+    """Whether a list is ``[X, y]``: inputs of two or more dimensions and one label per row of them."""
+    if not isinstance(data, list) or len(data) != 2:
+        return False
+    x, y = data
+    arrays = (torch.Tensor, np.ndarray)
+    return isinstance(x, arrays) and isinstance(y, arrays) and x.ndim >= 2 and y.ndim == 1 and len(x) == len(y)
 
 
 def _is_instance(item: Any) -> bool:

@@ -35,13 +35,15 @@ def class_name_list(names: Any) -> list[str] | None:
 
 
 def integer_labels(labels: Any) -> np.ndarray:
-    """One integer class per instance (int64; -1, or None in a list, for an unlabelled instance), or a ``ValueError``
-    (floats with fractions are not classes)."""
+    """One integer class per instance (int64; -1, NaN, or None in a list, for an unlabelled instance), or a
+    ``ValueError`` (floats with fractions are not classes)."""
     if isinstance(labels, (list, tuple)) and any(v is None for v in labels):
         labels = [-1 if v is None else v for v in labels]
     if isinstance(labels, (list, tuple)) and any(isinstance(v, str) for v in labels):
         raise ValueError("deepscope.analyze: labels must be integer class indices, got strings (class names?): pass "
                          "the indices as labels and the names as class_names")  # fmt: skip
+    if hasattr(labels, "to_numpy") and getattr(labels.dtype, "kind", "") in "biuf":  # a pandas column, nullable too
+        labels = labels.to_numpy(dtype="float64", na_value=np.nan)
     try:
         y = np.asarray(torch.as_tensor(labels).cpu())
     except (TypeError, ValueError) as e:
@@ -49,6 +51,7 @@ def integer_labels(labels: Any) -> np.ndarray:
     if y.ndim != 1:
         raise ValueError(f"deepscope.analyze: labels must be one integer per instance, not an array of shape {y.shape}")
     if y.dtype.kind == "f":
+        y = np.where(np.isnan(y), -1, y)  # missing (a pandas column with gaps): unlabelled, as in data (X, y)
         if not np.isfinite(y).all() or (y != np.round(y)).any():
             raise ValueError("deepscope.analyze: labels must be integer class indices; got non-integer floats "
                              "(a regression target is no class: leave labels out, or pass it as metadata)")  # fmt: skip

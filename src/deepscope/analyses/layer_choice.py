@@ -1,5 +1,8 @@
 """Which layers an analysis records: module paths, globs or a function over ``named_modules()``, checked against
 the model; by default the model's children. The model itself is recorded as :data:`MODEL_LAYER`.
+
+A wrapped model (``torch.compile``, ``DataParallel``, ``DistributedDataParallel``) is named as the model inside it,
+as ``run.watch`` names it: ``fc1``, not ``_orig_mod.fc1`` or ``module.fc1``; the wrapper is still what is called.
 """
 
 from __future__ import annotations
@@ -10,13 +13,16 @@ from typing import Any
 
 from torch import nn
 
+from ..capture.layers import unwrapped
+
 MODEL_LAYER = "(model)"  # how the model itself (``""`` in ``named_modules()``) is named once recorded: a module's
 # name holds no "." and is never empty, and the name must be a file's and a query's
 
 
 def layer_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """The modules by their recorded names: ``named_modules()``'s, the model itself as :data:`MODEL_LAYER`."""
-    return {name or MODEL_LAYER: module for name, module in model.named_modules()}
+    """The modules by their recorded names: ``named_modules()``'s of the unwrapped model, itself as
+    :data:`MODEL_LAYER`."""
+    return {name or MODEL_LAYER: module for name, module in unwrapped(model).named_modules()}
 
 
 GLOB_CHARS = "*?["
@@ -29,7 +35,8 @@ def expand_layers(model: nn.Module, layers: Any) -> list[str] | None:
     nothing raises ``ValueError``."""
     if layers is None:
         return None
-    paths = [(name, module) for name, module in model.named_modules() if name] if isinstance(model, nn.Module) else []
+    inner = unwrapped(model) if isinstance(model, nn.Module) else None
+    paths = [(name, module) for name, module in inner.named_modules() if name] if inner is not None else []
     if callable(layers) and not isinstance(layers, str):
         chosen = [name for name, module in paths if _chooses(layers, name, module)]
         if not chosen:
@@ -62,6 +69,7 @@ def _chooses(fn: Callable[[str, nn.Module], Any], name: str, module: nn.Module) 
 def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]:
     """The layers to record, by their recorded names (the model itself, ``""``, is :data:`MODEL_LAYER`); an unknown
     name raises ``ValueError`` listing the valid ones."""
+    model = unwrapped(model)
     if layers is None:
         return _unclashing([name or MODEL_LAYER for name in default_layers(model)])
     if isinstance(layers, str):
@@ -88,6 +96,7 @@ def validate_layers(model: nn.Module, layers: Sequence[str] | None) -> list[str]
 def default_layers(model: nn.Module) -> list[str]:
     """The model's children — a container that is never called itself (``ModuleList``, ``ModuleDict``) stands for its
     own children, recursively —, or the model itself (``""``) when it has none."""
+    model = unwrapped(model)
     out: list[str] = []
 
     def walk(prefix: str, module: nn.Module) -> None:

@@ -38,8 +38,11 @@ def pool(x: torch.Tensor, mask: torch.Tensor | None, channels_first: bool, mode:
             t = torch.arange(x.shape[1], device=x.device)
             last = (t * real).argmax(1)  # index of the last real token, left or right padding alike
             return x[torch.arange(x.shape[0], device=x.device), last]  # (B, T, D) -> (B, D)
-        m = real.to(x.dtype).unsqueeze(-1)  # (B, T) -> (B, T, 1)
-        return (x * m).sum(1) / m.sum(1).clamp(min=1)  # (B, T, D) -> (B, D)
+        # summed in float32, as torch's own means accumulate: a half-precision sum of many tokens overflows
+        acc = torch.promote_types(x.dtype, torch.float32)
+        m = real.to(acc).unsqueeze(-1)  # (B, T) -> (B, T, 1)
+        mean = (x.to(acc) * m).sum(1) / m.sum(1).clamp(min=1)  # (B, T, D) -> (B, D)
+        return mean.to(x.dtype)
     return x[:, -1] if mode == "last" else x.mean(1)
 
 
