@@ -1,0 +1,169 @@
+"""An interrupted or failed activations analysis keeps only rows that are on disk and are their own instances'.
+
+Each test stops a run where a chunk is written (the write patched, as Ctrl-C or a full disk would stop it), resumes
+it, and checks every stored row against a forward pass of the same instances (the oracle), never a count.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deepscope.analyses import extraction, read
+from deepscope.analyses.activations import Activations, ActivationsConfig
+from deepscope.analyses.analysis_state import AnalysisState
+
+N = 1000
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(N, 8, generator=g), torch.randint(0, 3, (N,), generator=g)
+
+
+def model() -> MLP:
+    torch.manual_seed(0)
+    return MLP().eval()
+
+
+def assert_rows_are_their_own(run_dir, m: MLP, x: torch.Tensor) -> None:
+    """Every stored activation and score is the forward pass's of the instance at that row."""
+    r = read(run_dir)
+    with torch.no_grad():
+        fc1 = m.fc1(x).numpy()
+        scores = torch.softmax(m(x), 1).numpy()
+    np.testing.assert_allclose(r.matrix("fc1"), fc1, atol=1e-5)
+    np.testing.assert_allclose(r.matrix("fc2"), m(x).detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(r.scores(np.arange(N)), scores, atol=1e-5)
+    np.testing.assert_array_equal(r.instances()["prediction"].to_numpy(), scores.argmax(1))
+
+
+def progress(run_dir) -> dict:
+    return json.loads((run_dir / "artifacts" / "activations" / "progress.json").read_text())
+
+
+def failing_write(monkeypatch, fail_at: int, error: BaseException) -> None:
+    """``AnalysisState.write`` raises ``error`` at its ``fail_at``-th call (1-based), after writing half the chunk."""
+    real, calls = AnalysisState.write, []
+
+    def write(self, start, chunk):
+        calls.append(start)
+        if len(calls) == fail_at:
+            half = {k: v[: len(v) // 2] for k, v in chunk.items()}
+            real(self, start, half)  # part of it on disk, as an interrupted write leaves it
+            raise error
+        return real(self, start, chunk)
+
+    monkeypatch.setattr(AnalysisState, "write", write)
+
+
+CFG = ActivationsConfig(layers=("fc1", "fc2"), batch_size=100, chunk_rows=256, progress=False)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_ctrl_c_while_a_chunk_is_written_keeps_every_row_its_own(tmp_path, monkeypatch, threaded):
+    monkeypatch.setattr(extraction, "WRITER_THREAD", threaded)
+    m, (x, y) = model(), data()
+    failing_write(monkeypatch, 2, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        Activations(CFG).run(tmp_path, m, (x, y))
+    kept = progress(tmp_path)["rows_done"]
+    assert kept >= 256  # the first chunk is kept
+    monkeypatch.undo()
+    monkeypatch.setattr(extraction, "WRITER_THREAD", threaded)
+    Activations(CFG).run(tmp_path, m, (x, y))
+    assert_rows_are_their_own(tmp_path, m, x)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_a_full_disk_keeps_only_the_rows_before_the_failed_chunk_and_says_so(tmp_path, monkeypatch, threaded):
+    monkeypatch.setattr(extraction, "WRITER_THREAD", threaded)
+    m, (x, y) = model(), data()
+    failing_write(monkeypatch, 1, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(OSError, match=r"no space is left.*the 0 rows before it are kept.*call it again") as e:
+        Activations(CFG).run(tmp_path, m, (x, y))
+    assert e.value.errno == errno.ENOSPC
+    assert progress(tmp_path)["rows_done"] == 0  # later chunks landed, but not the first
+    monkeypatch.undo()
+    Activations(CFG).run(tmp_path, m, (x, y))
+    assert_rows_are_their_own(tmp_path, m, x)
+
+
+def test_a_failed_write_after_some_chunks_keeps_those_before_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(extraction, "WRITER_THREAD", True)
+    m, (x, y) = model(), data()
+    failing_write(monkeypatch, 2, OSError(errno.EIO, "Input/output error"))
+    with pytest.raises(OSError, match=r"from row 256 failed.*the 256 rows before it are kept"):
+        Activations(CFG).run(tmp_path, m, (x, y))
+    assert progress(tmp_path)["rows_done"] == 256
+    monkeypatch.undo()
+    Activations(CFG).run(tmp_path, m, (x, y))
+    assert_rows_are_their_own(tmp_path, m, x)
+
+
+class StopsAt(MLP):
+    """Raises KeyboardInterrupt at its ``stop_at``-th forward pass."""
+
+    stop_at: int | None = None
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        if type(self).stop_at == type(self).calls:
+            raise KeyboardInterrupt
+        return super().forward(x)
+
+
+def loader(x, y, batch_size=90):
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size)
+
+
+def test_the_data_check_takes_the_first_rows_across_small_batches(tmp_path):
+    torch.manual_seed(0)
+    m = StopsAt().eval()
+    x, y = data()
+    changed = x.clone()
+    changed[1:64] = data(1)[0][1:64]  # the first row alone is the same
+    StopsAt.calls, StopsAt.stop_at = 0, 300
+    with pytest.raises(KeyboardInterrupt):
+        Activations(CFG).run(tmp_path, m, loader(x, y, batch_size=1))
+    assert progress(tmp_path)["data_rows"] == 64
+    StopsAt.stop_at = None
+    with pytest.warns(RuntimeWarning, match="the data"):
+        Activations(CFG).run(tmp_path, m, loader(changed, y, batch_size=1))
+    assert_rows_are_their_own(tmp_path, m, changed)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_ctrl_c_between_handing_a_chunk_over_and_taking_its_leftover_rows(tmp_path, monkeypatch, threaded):
+    monkeypatch.setattr(extraction, "WRITER_THREAD", threaded)
+    m, (x, y) = model(), data()
+    real, calls = extraction.Extractor._leftover, []
+
+    def leftover(self, full, n):
+        calls.append(n)
+        if len(calls) == 2:  # the chunk written (or in flight), the arrays not yet swapped
+            raise KeyboardInterrupt
+        return real(self, full, n)
+
+    monkeypatch.setattr(extraction.Extractor, "_leftover", leftover)
+    with pytest.raises(KeyboardInterrupt):
+        Activations(CFG).run(tmp_path, m, (x, y))
+    assert progress(tmp_path)["rows_done"] == 600  # two chunks and the rows gathered after them
+    monkeypatch.undo()
+    Activations(CFG).run(tmp_path, m, (x, y))
+    assert_rows_are_their_own(tmp_path, m, x)
