@@ -132,6 +132,22 @@ def loader(x, y, batch_size=90):
     return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size)
 
 
+def test_a_dataloader_whose_data_changed_before_the_resume_point_starts_over(tmp_path):
+    torch.manual_seed(0)
+    m = StopsAt().eval()
+    x, y = data()
+    changed = x.clone()
+    changed[100:] = data(1)[0][100:]  # the same first rows, other rows after them
+    StopsAt.calls, StopsAt.stop_at = 0, 6
+    with pytest.raises(KeyboardInterrupt):
+        Activations(CFG).run(tmp_path, m, loader(x, y))
+    assert progress(tmp_path)["rows_done"] == 450
+    StopsAt.stop_at = None
+    with pytest.warns(RuntimeWarning, match="its rows before row 450"):
+        Activations(CFG).run(tmp_path, m, loader(changed, y))
+    assert_rows_are_their_own(tmp_path, m, changed)
+
+
 def test_the_data_check_takes_the_first_rows_across_small_batches(tmp_path):
     torch.manual_seed(0)
     m = StopsAt().eval()
@@ -146,6 +162,20 @@ def test_the_data_check_takes_the_first_rows_across_small_batches(tmp_path):
     with pytest.warns(RuntimeWarning, match="the data"):
         Activations(CFG).run(tmp_path, m, loader(changed, y, batch_size=1))
     assert_rows_are_their_own(tmp_path, m, changed)
+
+
+def test_an_iterator_read_once_starts_over_rather_than_misplace_its_rows(tmp_path):
+    torch.manual_seed(0)
+    m = StopsAt().eval()
+    x, y = data()
+    batches = lambda: ((x[i : i + 90], y[i : i + 90]) for i in range(0, N, 90))  # noqa: E731
+    StopsAt.calls, StopsAt.stop_at = 0, 6
+    with pytest.raises(KeyboardInterrupt):
+        Activations(CFG).run(tmp_path, m, batches())
+    StopsAt.stop_at = None
+    with pytest.warns(RuntimeWarning, match="an iterator, read once"):
+        Activations(CFG).run(tmp_path, m, batches())
+    assert_rows_are_their_own(tmp_path, m, x)
 
 
 @pytest.mark.parametrize("threaded", [False, True])
