@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -164,17 +165,20 @@ def test_the_data_check_takes_the_first_rows_across_small_batches(tmp_path):
     assert_rows_are_their_own(tmp_path, m, changed)
 
 
-def test_an_iterator_read_once_starts_over_rather_than_misplace_its_rows(tmp_path):
+@pytest.mark.parametrize("stop_at", [1, 6])  # before any row is kept, and after 450
+def test_an_iterator_read_once_starts_over_rather_than_misplace_its_rows(tmp_path, stop_at):
     torch.manual_seed(0)
     m = StopsAt().eval()
     x, y = data()
     batches = lambda: ((x[i : i + 90], y[i : i + 90]) for i in range(0, N, 90))  # noqa: E731
-    StopsAt.calls, StopsAt.stop_at = 0, 6
+    StopsAt.calls, StopsAt.stop_at = 0, stop_at
     with pytest.raises(KeyboardInterrupt):
         Activations(CFG).run(tmp_path, m, batches())
     StopsAt.stop_at = None
-    with pytest.warns(RuntimeWarning, match="an iterator, read once"):
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
         Activations(CFG).run(tmp_path, m, batches())
+    assert any("an iterator, read once" in str(w.message) for w in said) == (stop_at > 1)  # said where rows are lost
     assert_rows_are_their_own(tmp_path, m, x)
 
 

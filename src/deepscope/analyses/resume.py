@@ -108,7 +108,7 @@ def resumable(progress: dict[str, Any], fingerprint: dict[str, Any], src: Source
     rows = int(progress.get("rows_done", 0))
     old = progress.get("fingerprint") or {}
     differ = _differences(old, fingerprint)
-    if not differ and rows and isinstance(src.data, Iterator):  # checked, its first rows would be gone
+    if not differ and isinstance(src.data, Iterator):  # checked, its first rows would be gone
         differ = ["the data (an iterator, read once: it cannot be checked and skipped)"]
     if not differ and progress.get("data") is not None:
         k = progress.get("data_rows")
