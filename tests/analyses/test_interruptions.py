@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import warnings
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from deepscope.analyses import extraction, read
+from deepscope.analyses import analysis_state, extraction, read
 from deepscope.analyses.activations import Activations, ActivationsConfig
 from deepscope.analyses.analysis_state import AnalysisState
 
@@ -200,4 +201,40 @@ def test_ctrl_c_between_handing_a_chunk_over_and_taking_its_leftover_rows(tmp_pa
     assert progress(tmp_path)["rows_done"] == 600  # two chunks and the rows gathered after them
     monkeypatch.undo()
     Activations(CFG).run(tmp_path, m, (x, y))
+    assert_rows_are_their_own(tmp_path, m, x)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names an open file through /proc")
+@pytest.mark.parametrize("threaded", [False, True])
+def test_the_last_progress_counts_only_rows_flushed_to_the_disk(tmp_path, monkeypatch, threaded):
+    """Before the last ``progress.json`` (done, interrupted) claims rows, their chunk files were fsynced: a machine's
+    crash loses none of them."""
+    monkeypatch.setattr(extraction, "WRITER_THREAD", threaded)
+    synced, claims = set(), {}
+    real_fsync, real_save, real_write = os.fsync, analysis_state.write_json_atomic, AnalysisState.write
+
+    def fsync(fd):
+        synced.add(os.path.realpath(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def save(path, record):
+        rows, done = record["chunk_rows"], record["rows_done"]
+        claims.clear()
+        for key in record["arrays"] if path.name == "progress.json" else []:
+            for f in (path.parent / key).glob("c.*"):
+                if int(f.name.split(".")[1]) * rows < done:  # a chunk holding rows it claims
+                    claims[str(f)] = str(f.resolve()) in synced
+        real_save(path, record)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(analysis_state, "write_json_atomic", save)
+    m, (x, y) = model(), data()
+    failing_write(monkeypatch, 3, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        Activations(CFG).run(tmp_path, m, (x, y))
+    assert progress(tmp_path)["rows_done"] >= 512
+    assert claims and all(claims.values())  # interrupted: the chunks it counts
+    monkeypatch.setattr(AnalysisState, "write", real_write)
+    Activations(CFG).run(tmp_path, m, (x, y))
+    assert claims and all(claims.values())  # done
     assert_rows_are_their_own(tmp_path, m, x)
