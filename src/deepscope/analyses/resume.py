@@ -109,7 +109,11 @@ def resumable(progress: dict[str, Any], fingerprint: dict[str, Any], src: Source
     old = progress.get("fingerprint") or {}
     differ = _differences(old, fingerprint)
     if not differ and isinstance(src.data, Iterator):  # checked, its first rows would be gone
-        differ = ["the data (an iterator, read once: it cannot be checked and skipped)"]
+        if rows:
+            notice(f"deepscope.analyze: the data is an iterator, read once: the rows of the interrupted analysis "
+                   f"cannot be checked and skipped, so it starts over instead of resuming after its {rows:,} rows",
+                   stacklevel=None)  # fmt: skip
+        return False
     if not differ and progress.get("data") is not None:
         k = progress.get("data_rows")
         if k:  # a digest of rows: whatever the batch size now
