@@ -7,11 +7,13 @@ second thread writes chunks (up to ``IN_FLIGHT`` at once) while the next one fil
 
 from __future__ import annotations
 
+import errno
 import math
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from typing import Any
 
 import numpy as np
@@ -36,13 +38,14 @@ IN_FLIGHT = 2  # chunks handed to the writer thread and not yet on disk, at most
 
 
 class ChunkRows:
-    """Host arrays (one per stored array) that gather rows until a chunk is full; they grow only for big batches."""
+    """Host arrays (one per stored array) that gather rows until a chunk is full; they grow only for big batches.
+    ``start``: the data's row of their first row — where they are written, whatever was interrupted."""
 
-    def __init__(self, specs: dict[str, tuple[tuple[int, ...], Any]], capacity: int) -> None:
+    def __init__(self, specs: dict[str, tuple[tuple[int, ...], Any]], capacity: int, start: int = 0) -> None:
         self.specs = specs
         self.arrays = {k: aligned_empty((capacity, *tail), dtype) for k, (tail, dtype) in specs.items()}
         self.tensors = {k: torch.from_numpy(a) for k, a in self.arrays.items()}  # the same memory, for copy_
-        self.capacity, self.n = capacity, 0
+        self.capacity, self.n, self.start = capacity, 0, start
 
     def reserve(self, rows: int) -> None:
         """Room for ``rows`` more rows after the ``n`` gathered."""
@@ -95,8 +98,12 @@ class Extractor:
         self.suspect: set[str] = set()  # ...and whose sum was not finite: the gathered rows get the exact check
         self.rows: ChunkRows | None = None
         self.free: list[ChunkRows] = []  # sets of arrays no chunk is gathered in or written from
-        self.pending: deque[tuple[Future[int], ChunkRows]] = deque()  # chunks being written, oldest first
-        self.handed = 0  # rows handed to the writer so far (``state.rows_done`` once they are on disk)
+        # chunks being written, oldest first: (first row, the write, the arrays it is written from)
+        self.pending: deque[tuple[int, Future[int], ChunkRows]] = deque()
+        # the first chunk whose write failed, and why: the rows from it on are not on disk, whatever came after
+        self.failed: tuple[int, BaseException] | None = None
+        self.failure_raised = False
+        self.first: list[Batch] = []  # the first batches, until they hold the DIGEST_ROWS a resume checks
         self.pool: ThreadPoolExecutor | None = None  # the writer thread
         self.threaded = False  # whether it writes (decided once: ``_flush``), else the loop does
         self.creating: Future[None] | None = None  # the arrays being created by the writer thread
@@ -182,7 +189,7 @@ class Extractor:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         was_training = model.training
         model.eval()
-        start = self.handed = state.rows_done
+        start = state.rows_done
         self.device = device
         # With an accelerator, or where chunks bypass the page cache. Decided once: a chunk written here while
         # others are in flight would land at the wrong rows (if O_DIRECT is refused later, the thread writes through
@@ -204,9 +211,10 @@ class Extractor:
                     if self.limit is not None and row + batch.size > self.limit:
                         raise ValueError(f"deepscope.analyze: the data yielded more instances than the {self.limit} "
                                          f"labels or metadata rows given")  # fmt: skip
-                    if row == 0:  # what a resume checks it continues over the same data
-                        state.data_rows = min(DIGEST_ROWS, batch.size)
-                        state.data = rows_digest([batch], state.data_rows)
+                    if row < DIGEST_ROWS and start == 0:  # what a resume checks it continues over the same data
+                        self.first.append(batch)  # the first rows across batches (a first batch of one says little)
+                        state.data_rows = min(DIGEST_ROWS, row + batch.size)
+                        state.data = rows_digest(self.first, state.data_rows)
                     self._step(batch.to(device), row)
                     self.recent.append((row, batch))
                     row += batch.size
@@ -222,8 +230,10 @@ class Extractor:
             raise
         finally:
             try:
-                self._wait()
-                self.state.save()  # interrupted or done: the rows on disk, for a resume
+                try:
+                    self._wait()
+                finally:
+                    self.state.save()  # interrupted, failed or done: the rows on disk, for a resume
             finally:
                 self.pool.shutdown(wait=True)
                 bar.close()
@@ -239,6 +249,11 @@ class Extractor:
                                  f"while it was read") from e  # fmt: skip
             raise
 
+    @property
+    def handed(self) -> int:
+        """Rows handed to the writer so far (``state.rows_done`` once they are on disk)."""
+        return self.rows.start if self.rows is not None else self.state.rows_done
+
     def _chunk_left(self) -> int:
         """Rows that complete the chunk being gathered (a whole chunk, unless a run resumed mid-chunk)."""
         rows = self.state.chunk_rows
@@ -251,9 +266,18 @@ class Extractor:
             return
         try:
             self._wait()
-            chunk = self._finished_rows(self.rows, self.rows.n)
-            self._note_tail(self.handed + self.rows.n)
-            self.state.rows_done = self.handed = self.state.write(self.handed, chunk)
+        except Exception:  # noqa: BLE001 — a write failed: the rows before it are the ones kept
+            return
+        # A chunk handed over just as the interrupt came may be in flight untracked: on disk before these rows are
+        # written over it (the same values).
+        self.pool.shutdown(wait=True)
+        rows = self.rows
+        if self.failed is not None or self.state.rows_done < rows.start:
+            return  # rows before these are not on disk: kept after them, they would claim a gap
+        try:
+            chunk = self._finished_rows(rows, rows.n)
+            self._note_tail(rows.start + rows.n)
+            self.state.rows_done = self.state.write(rows.start, chunk)
             self.state.tail = self.tails.pop(self.state.rows_done, None)
         except Exception:  # noqa: BLE001 — NaN rows, a full disk: the rows on disk before them stay the ones kept
             pass
@@ -269,7 +293,7 @@ class Extractor:
                 return
 
     def _allocate(self, specs: dict[str, tuple[tuple[int, ...], Any]]) -> None:
-        self.rows = ChunkRows(specs, self.state.chunk_rows + self.cfg.batch_size)
+        self.rows = ChunkRows(specs, self.state.chunk_rows + self.cfg.batch_size, self.state.rows_done)
         self.direct = self.device.type == "cpu"
 
     def _step(self, batch: Batch, row: int) -> None:
@@ -381,61 +405,106 @@ class Extractor:
 
     def _flush(self, n: int) -> None:
         """Hand the first ``n`` gathered rows to the writer (scores made, checked for NaN: a chunk at a time, not
-        a batch, costs a quarter of the calls); rows past them move to a free set of arrays."""
+        a batch, costs a quarter of the calls); rows past them move to a free set of arrays.
+
+        Interrupted anywhere, ``self.rows`` still says where its rows go: it is replaced by the rows left over only
+        once the chunk is written (here) or tracked in ``pending`` (the writer thread)."""
         while len(self.pending) >= IN_FLIGHT:  # its arrays are free again once written
             self._wait_one()
+        self._raise_failure()
         full = self.rows
         chunk = self._finished_rows(full, n)
-        self._note_tail(self.handed + n)
+        self._note_tail(full.start + n)
         if self.kept is not None:
             for name, kept in self.kept.items():
-                if (key := f"outputs/{name}.zarr") in full.arrays:
-                    kept.append(full.arrays[key][:n].copy())
+                if (key := f"outputs/{name}.zarr") in chunk:
+                    kept.append(chunk[key].copy())
+        if not self.threaded:
+            # torch's threads already keep every core busy: a writer thread copying chunks into the page cache
+            # only interrupted them (measured: no faster, more CPU time). With an accelerator the host is idle
+            # meanwhile; with O_DIRECT the disk copies the chunk, not a core: then the thread writes.
+            try:
+                done = self.state.write(full.start, chunk)
+            except Exception as e:
+                self.failed = (full.start, e)
+                self._raise_failure()
+                raise
+            self.rows = self._leftover(full, n)
+            self.state.rows_done = done
+            self.state.tail = self.tails.pop(done, None)
+            self.state.save_progress()
+            self.free.append(full)
+            return
+        self.pending.append((full.start, self.pool.submit(self.state.write, full.start, chunk), full))
+        self.rows = self._leftover(full, n)
+
+    def _leftover(self, full: ChunkRows, n: int) -> ChunkRows:
+        """A free set of arrays holding the rows of ``full`` past its first ``n``."""
         spare = self.free.pop() if self.free else ChunkRows(full.specs, full.capacity)
         left = full.n - n
         spare.n = 0
         spare.reserve(left)
         for key, a in full.arrays.items():
             spare.arrays[key][:left] = a[n : full.n]
-        spare.n = left
-        self.rows = spare
-        if not self.threaded:
-            # torch's threads already keep every core busy: a writer thread copying chunks into the page cache
-            # only interrupted them (measured: no faster, more CPU time). With an accelerator the host is idle
-            # meanwhile; with O_DIRECT the disk copies the chunk, not a core: then the thread writes.
-            self.state.rows_done = self.handed = self.state.write(self.state.rows_done, chunk)
-            self.state.tail = self.tails.pop(self.state.rows_done, None)
-            self.state.save_progress()
-            self.free.append(full)
-            return
-        self.pending.append((self.pool.submit(self.state.write, self.handed, chunk), full))
-        self.handed += n
+        spare.n, spare.start = left, full.start + n
+        return spare
 
     def _finished_rows(self, rows: ChunkRows, n: int) -> dict[str, np.ndarray]:
         """The first ``n`` gathered rows as they are stored: every value checked for NaN and infinity (the hooks' sums
-        stand for the layers' exact check, unless one was not finite), then scores made from the logits."""
+        stand for the layers' exact check, unless one was not finite), then scores made from the logits — in arrays
+        of their own: the gathered rows stay as they are, and an interrupted chunk is made again from them."""
         for key, a in rows.arrays.items():
             if key != FEATURES and (key not in self.summed or key in self.suspect):  # inputs are stored as given
-                check_finite(key, a[:n], self.handed)
-        if SCORES in rows.arrays and self.cfg.scores == "softmax":  # finite logits: finite scores
-            softmax_rows(rows.arrays[SCORES][:n])
+                check_finite(key, a[:n], rows.start)
+        chunk = {key: a[:n] for key, a in rows.arrays.items()}
+        if SCORES in chunk and self.cfg.scores == "softmax":  # finite logits: finite scores
+            scores = aligned_empty(chunk[SCORES].shape, chunk[SCORES].dtype)  # a whole chunk: written with O_DIRECT
+            scores[...] = chunk[SCORES]
+            softmax_rows(scores)
+            chunk[SCORES] = scores
         if rows.n == n:  # a suspect's rows were all checked; with rows left over, they are checked with the next
             self.suspect.clear()
-        return {key: a[:n] for key, a in rows.arrays.items()}
+        return chunk
 
     def _wait_one(self) -> None:
-        """The oldest chunk in flight is on disk (one writer thread: in order); its arrays are free."""
-        future, rows = self.pending.popleft()
-        self.state.rows_done = future.result()
-        self.state.tail = self.tails.pop(self.state.rows_done, None)
-        self.state.save_progress()
-        self.free.append(rows)
+        """The oldest chunk in flight is on disk, or its write failed (one writer thread: in order); its arrays are
+        free. Rows on disk advance only up to the first failed chunk: the chunks after it are waited for, not
+        counted. The entry leaves ``pending`` last: interrupted while waiting, it is waited for again."""
+        start, future, rows = self.pending[0]
+        wait_for([future])
+        error = future.exception()
+        if error is not None and self.failed is None:
+            self.failed = (start, error)
+        if self.failed is None and start <= self.state.rows_done:
+            self.state.rows_done = future.result()
+            self.state.tail = self.tails.pop(self.state.rows_done, None)
+            self.state.save_progress()
+        self.pending.popleft()
+        if error is None:
+            self.free.append(rows)
+
+    def _raise_failure(self) -> None:
+        """A failed chunk write, once: an error that says which rows are kept, and that a new call resumes."""
+        if self.failed is None or self.failure_raised:
+            return
+        self.failure_raised = True
+        start, error = self.failed
+        if not isinstance(error, OSError):
+            raise error
+        why = "no space is left on the device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        kept = self.state.rows_done
+        raise OSError(error.errno, f"deepscope.analyze: writing the activations from row {start:,} failed ({why}): "
+                      f"the {kept:,} rows before it are kept in {self.state.dir}; "
+                      f"{'free some space and ' if error.errno == errno.ENOSPC else ''}"
+                      "call it again the same way to resume after them") from error  # fmt: skip
 
     def _wait(self) -> None:
+        """Every chunk in flight on disk (or failed: the failure raised)."""
         if self.creating is not None:
             self.creating.result()  # its error, if any (the writes after it failed with it)
         while self.pending:
             self._wait_one()
+        self._raise_failure()
 
 
 def text_entries(model: nn.Module, batch: Batch) -> tuple[list[str], set[str]]:

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..notices import notice
-from .batches import Batch, Source
+from .batches import Batch, Source, to_batch
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -81,13 +81,39 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [words.get(k, k) for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
 
 
+def tail_batches(src: Source, start: int) -> Iterable[Batch]:
+    """The data's batches from row ``start`` on, as directly as it allows: a dataset's rows read at ``start``; a
+    DataLoader that reads its dataset in order, the one batch that holds it (collated as the loader collates it:
+    the same padding); any other iterable of batches, read from its start."""
+    import torch.utils.data as tud
+
+    loader = src.data if isinstance(src.data, tud.DataLoader) else None
+    if (
+        src.map_style
+        or loader is None
+        or not isinstance(loader.sampler, tud.SequentialSampler)
+        or not (loader.batch_size and hasattr(loader.dataset, "__getitem__"))
+    ):
+        return src.batches(start)
+    lo = start - start % loader.batch_size  # the loader's batches start at multiples of its batch size
+    hi = min(lo + loader.batch_size, len(loader.dataset))
+    one = tud.DataLoader(loader.dataset, batch_sampler=[list(range(lo, hi))], collate_fn=loader.collate_fn)
+    return [to_batch(raw, src.mask).slice(start - lo, hi - lo) for raw in one]
+
+
 def resumable(progress: dict[str, Any], fingerprint: dict[str, Any], src: Source) -> bool:
     """Whether an interrupted analysis continues with this call: same fingerprint, and the same first rows of
-    data — and, for data read directly (a Dataset), the same rows just before the resume point. Where it does not,
-    one line says why it starts over."""
+    data and rows just before the resume point (:func:`tail_batches`). Where it does not, one line says why it
+    starts over."""
     rows = int(progress.get("rows_done", 0))
     old = progress.get("fingerprint") or {}
     differ = _differences(old, fingerprint)
+    if not differ and isinstance(src.data, Iterator):  # checked, its first rows would be gone
+        if rows:
+            notice(f"deepscope.analyze: the data is an iterator, read once: the rows of the interrupted analysis "
+                   f"cannot be checked and skipped, so it starts over instead of resuming after its {rows:,} rows",
+                   stacklevel=None)  # fmt: skip
+        return False
     if not differ and progress.get("data") is not None:
         k = progress.get("data_rows")
         if k:  # a digest of rows: whatever the batch size now
@@ -98,8 +124,8 @@ def resumable(progress: dict[str, Any], fingerprint: dict[str, Any], src: Source
         if not same:
             differ = ["the data (its first rows)"]
     tail = progress.get("tail")
-    checked = not differ and tail and tail.get("stop") == rows and src.map_style  # read directly: a batch's worth
-    if checked and rows_digest(src.batches(int(tail["start"])), rows - int(tail["start"])) != tail.get("digest"):
+    checked = not differ and tail and tail.get("stop") == rows
+    if checked and rows_digest(tail_batches(src, int(tail["start"])), rows - int(tail["start"])) != tail.get("digest"):
         differ = [f"the data (its rows before row {rows:,})"]
     if differ and rows:
         notice(f"deepscope.analyze: {', '.join(differ)} changed since the interrupted analysis: starting over "
