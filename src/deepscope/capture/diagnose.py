@@ -72,8 +72,8 @@ class Diagnoser:
         self._loss_blamed = False  # NaN/Inf gradients of a finite forward pass were found: the loss's, not growth's
         self._depth = depth_axis(layers, params)
         self._like = like_layers([params[i] for i in self._depth])
-        whole = len(self._like) == 1 and len(self._like[0]) == len(self._depth)
-        self._like_note = "" if whole else ", each kind of layer of the repeated blocks against itself"
+        # said where kinds of layer were compared apart (a plain stack is one kind: its head merely left out)
+        self._like_note = "" if len(self._like) == 1 else ", each kind of layer of the repeated blocks against itself"
 
     def observe(
         self, step: int, stats: dict[str, dict[str, np.ndarray]], skipped: bool = False, lr: float | None = None

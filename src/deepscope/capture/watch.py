@@ -192,7 +192,6 @@ class Watcher:
         self._clip: tuple[torch.Tensor, float] | None = None  # this step's norm before clipping, and max_norm
         self._closure_step = False  # this optimizer step was given a closure
         self._writer_behind = False  # the writer thread stalled: steps are dropped, not waited for
-        self._dropped = 0
         self._last_end = time.perf_counter()
         self._set_flags()
 
@@ -424,7 +423,6 @@ class Watcher:
                 b = p.pop("buffers", None)
                 if b is not None:
                     self._pool.give_back(b)
-            self._dropped += 1
 
     def _collect(self, dev: torch.device, b: StepBuffers, hist: bool, offload: bool) -> dict[str, Any]:
         """The step's statistics of one device; stages the next step into clean buffers."""

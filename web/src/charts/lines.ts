@@ -198,6 +198,15 @@ function drawNonFinite(u: uPlot, lines: RunLine[]): void {
   ctx.restore();
 }
 
+/** The first x from which every y is NaN/±Inf (a training that diverged leaves every later value so; its line ends
+ * there), or null when the last y is finite. */
+export function notFiniteFrom(x: ArrayLike<number>, y: ArrayLike<number>): number | null {
+  let i = y.length - 1;
+  if (i < 0 || Number.isFinite(y[i])) return null;
+  while (i >= 0 && !Number.isFinite(y[i])) i--;
+  return x[i + 1];
+}
+
 /** A step a chart points at: red for a finding's, `color` for a chosen one. */
 export interface Marker {
   x: number;
