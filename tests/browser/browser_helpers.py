@@ -54,3 +54,28 @@ def charts(page) -> dict:
 
 def wait_for(page, predicate: str, arg=None, timeout: float = 10_000) -> None:
     page.wait_for_function(predicate, arg=arg, timeout=timeout, polling=20)
+
+
+def point_until(page, locate: str, arg, done: str, *, click: bool = True, tries: int = 4) -> None:
+    """Click (or hover) the page position ``locate(arg)`` returns until ``done(arg)`` holds.
+
+    The panels around a view may still be settling — loading, growing a line — when the pointer arrives, so that
+    it lands beside its target: each try locates the target anew. ``locate`` returns ``{x, y}`` or ``[x, y]``.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        at = page.evaluate(locate, arg)
+        assert at is not None, f"{locate} found nothing for {arg!r}"
+        x, y = (at["x"], at["y"]) if isinstance(at, dict) else at
+        if click:
+            page.mouse.click(x, y)
+        else:
+            page.mouse.move(0, 0)  # away first, so that arriving is a move even at the same spot
+            page.mouse.move(x, y)
+        try:
+            wait_for(page, done, arg, timeout=3_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise

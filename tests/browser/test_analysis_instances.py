@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from analysis_data import CLASS_NAMES, write_analysed
-from browser_helpers import XSS, wait_for
+from browser_helpers import XSS, point_until, wait_for
 
 import deepscope
 from deepscope.analyses import read
@@ -22,6 +22,7 @@ from deepscope.server.launch import BackgroundServer
 pytestmark = pytest.mark.browser
 
 LAYER = "features.10"  # the default layer: the last one before the output
+GRID_AT = "(i) => window.__deepscope.analysis.grid().locate(i)"
 
 
 def write_unlabelled(root) -> str:
@@ -131,17 +132,7 @@ def held(page, name: str, *args):
 
 
 def click_instance(page, index: int) -> None:
-    """Click the instance's square; once more if the panels were still settling (a moved layout) when clicked."""
-    for attempt in range(3):
-        at = held(page, "grid().locate", index)
-        assert at is not None, f"instance {index} is not in the grid"
-        page.mouse.click(at["x"], at["y"])
-        try:
-            wait_for(page, "(i) => window.__deepscope.view().aInstance === i", index, timeout=3_000)
-            return
-        except Exception:
-            if attempt == 2:
-                raise
+    point_until(page, GRID_AT, index, "(i) => window.__deepscope.view().aInstance === i")
 
 
 def detail_of(page, index: int) -> dict:
@@ -191,8 +182,8 @@ def test_a_square_shows_its_instance_scores_image_and_neighbours(page, analysed)
     t = analysed["table"]
     wrong = [i for i, ok in enumerate(t["correct"]) if not ok]
     index = wrong[3]
-    at = held(page, "grid().locate", index)
-    page.mouse.move(at["x"], at["y"])
+    tip_shows = "(i) => document.querySelector('.grid-view .tip')?.innerText.split(/\\s/)[0] === '#' + i"
+    point_until(page, GRID_AT, index, tip_shows, click=False)
     tip = page.locator(".grid-view .tip")
     label, pred, score = t["label"][index], t["prediction"][index], t["score"][index]
     assert (
@@ -313,9 +304,8 @@ def test_subsets_from_the_form_and_from_a_confusion_cell(page, analysed):
     assert m.tolist() == [[int(((label == i) & (pred == j)).sum()) for j in range(10)] for i in range(10)]
     off = m - np.diag(np.diag(m))
     i, j = np.unravel_index(off.argmax(), off.shape)
-    at = held(page, "confusion().locate", int(i), int(j))
-    page.mouse.click(at["x"], at["y"])
-    wait_for(page, "() => window.__deepscope.analysis.state().subsets.length === 3")
+    point_until(page, "([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [int(i), int(j)],
+                "() => window.__deepscope.analysis.state().subsets.length === 3")  # fmt: skip
     s = held(page, "state")["subsets"][2]
     assert s == {
         "name": f"labelled {CLASS_NAMES[i]}, predicted {CLASS_NAMES[j]}",

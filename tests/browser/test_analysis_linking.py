@@ -9,8 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from analysis_data import CLASS_NAMES, Analysed, write_analysed
-from browser_helpers import wait_for
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from browser_helpers import point_until, wait_for
 
 from deepscope.analyses import read
 from deepscope.server.launch import BackgroundServer
@@ -18,6 +17,9 @@ from deepscope.server.launch import BackgroundServer
 pytestmark = pytest.mark.browser
 
 LAYER = "features.10"  # the hidden ReLU layer: 128 neurons
+GRID_AT = "(i) => window.__deepscope.analysis.grid().locate(i)"
+CELL_AT = "([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)"
+SELECTED = "(i) => window.__deepscope.analysis.grid().selected === i"
 TOP_K = 24  # the neuron's top instances the matrix asks for
 
 
@@ -94,8 +96,7 @@ def test_a_confusion_cell_becomes_a_subset_highlighted_in_every_view(page, analy
     m = np.array([[int(((label == i) & (pred == j)).sum()) for j in range(10)] for i in range(10)])
     off = m - np.diag(np.diag(m))
     i, j = (int(v) for v in np.unravel_index(off.argmax(), off.shape))
-    at = page.evaluate("([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [i, j])
-    page.mouse.click(at["x"], at["y"])
+    point_until(page, CELL_AT, [i, j], "() => window.__deepscope.analysis.state().subsets.length > 0")
     name = f"labelled {CLASS_NAMES[i]}, predicted {CLASS_NAMES[j]}"
     highlighted_everywhere(page, int(m[i, j]), f"subset “{name}”")
     # the subset is a row of the neuron matrix, selected there; the confusion matrix outlines its cell
@@ -128,8 +129,7 @@ def click_smallest_error_cell(page, table) -> np.ndarray:
     m = np.array([[int(((label == i) & (pred == j)).sum()) for j in range(10)] for i in range(10)])
     off = np.where(m > 0, m, 10**9) + np.eye(10, dtype=int) * 10**9
     i, j = (int(v) for v in np.unravel_index(off.argmin(), off.shape))
-    at = page.evaluate("([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [i, j])
-    page.mouse.click(at["x"], at["y"])
+    point_until(page, CELL_AT, [i, j], "() => window.__deepscope.analysis.state().subsets.length > 0")
     return np.flatnonzero((label == i) & (pred == j))
 
 
@@ -152,8 +152,7 @@ def test_a_small_subset_and_the_selected_instance_stand_out_in_the_projection(pa
 
     # the selected instance: a dark dot in a white ring in a dark ring, larger than any point
     target = int(members[0])
-    grid_at = page.evaluate("(i) => window.__deepscope.analysis.grid().locate(i)", target)
-    page.mouse.click(grid_at["x"], grid_at["y"])
+    point_until(page, GRID_AT, target, SELECTED)
     wait_for(page, "(i) => window.__deepscope.analysis.projection().selected === i", target)
     assert held(page, "projection")["sizes"]["selected"] >= 15
     page.wait_for_timeout(300)
@@ -207,12 +206,10 @@ def test_an_instance_picked_anywhere_is_selected_in_every_view(page, analysed, s
     inside = (screen[:, 0] > box["x"] + 20) & (screen[:, 0] < box["x"] + box["width"] - 20)
     inside &= (screen[:, 1] > box["y"] + 20) & (screen[:, 1] < box["y"] + box["height"] - 20)
     target = int(np.flatnonzero(inside)[0])
-    page.mouse.click(*screen[target])
-    try:
-        wait_for(page, "() => window.__deepscope.analysis.projection().selected !== null", timeout=3000)
-    except PlaywrightTimeout:  # a click that lands while the points are being redrawn is ignored: click again
-        page.mouse.click(*screen[target])
-    wait_for(page, "() => window.__deepscope.analysis.projection().selected !== null")
+    # a click that lands while the points are being redrawn is ignored: click again
+    point_until(page, "(i) => window.__deepscope.analysis.projectionScreen([i])[0]", target,
+                "() => window.__deepscope.analysis.projection().selected !== null")  # fmt: skip
+    screen = np.array(page.evaluate("() => window.__deepscope.analysis.projectionScreen([...Array(1000).keys()])"))
     i = held(page, "projection")["selected"]
     assert np.hypot(*(screen[i] - screen[target])) < 6  # the point under the pointer (or one drawn over it)
     selected_everywhere(i)
@@ -221,8 +218,7 @@ def test_an_instance_picked_anywhere_is_selected_in_every_view(page, analysed, s
 
     # from the grid: a misclassified square
     wrong = int(np.flatnonzero(~table["correct"].astype(bool))[5])
-    at = page.evaluate("(i) => window.__deepscope.analysis.grid().locate(i)", wrong)
-    page.mouse.click(at["x"], at["y"])
+    point_until(page, GRID_AT, wrong, SELECTED)
     selected_everywhere(wrong)
 
     # from the detail: a neighbour; pinning keeps its matrix row after the selection moves on
@@ -232,8 +228,7 @@ def test_an_instance_picked_anywhere_is_selected_in_every_view(page, analysed, s
     selected_everywhere(nb)
     assert f"#{wrong}" not in held(page, "matrix")["rows"]  # the previous selection's row is gone
     page.get_by_role("button", name="Pin as matrix row").click()
-    at = page.evaluate("(i) => window.__deepscope.analysis.grid().locate(i)", wrong)
-    page.mouse.click(at["x"], at["y"])
+    point_until(page, GRID_AT, wrong, SELECTED)
     selected_everywhere(wrong)
     assert held(page, "matrix")["rows"][-2:] == [f"#{nb}", f"#{wrong}"]
 
