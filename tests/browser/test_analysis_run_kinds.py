@@ -71,6 +71,12 @@ def write_runs(root) -> dict[str, str]:
         torch.manual_seed(5)
         deepscope.analyze(torch.nn.Linear(16, 4), (x, torch.arange(300) % 4), run=run, progress=False)
         runs["bare"] = run.id
+    with deepscope.init(project="kinds", name="dead-layer", dir=root) as run:  # a ReLU that never fires
+        model = mlp(16, 32, 4, 6)
+        with torch.no_grad():
+            model[0].bias.fill_(-1e3)
+        deepscope.analyze(model, (x, torch.arange(300) % 4), layers=["1"], run=run, progress=False)
+        runs["dead-layer"] = run.id
     return runs
 
 
@@ -525,3 +531,17 @@ def test_a_run_without_classes_has_a_row_per_value_of_its_text_column(page, site
     assert m["groupBy"] == "column:kind" and m["rows"] == ["small", "large"] and m["counts"] == [200, 100]
     assert page.get_by_test_id("matrix-head").inner_text().split() == ["kind", "instances"]
     assert page.get_by_text("No rows").count() == 0
+
+
+def test_a_layout_that_cannot_show_the_layer_says_why(page, site):
+    """A layer whose every unit is 0 on every instance: its PCA puts all points at the origin, and the panel says so
+    (not an empty-looking plot)."""
+    open_run(page, site, "dead-layer")
+    wait_for(page, "() => window.__deepscope.analysis.projection?.().drawn", timeout=20_000)
+    note = page.get_by_test_id("projection-note")
+    assert (
+        note.inner_text() == "PCA: every instance has the same activations in this layer: all points lie at the origin."
+    )
+    open_run(page, site, "bare")
+    wait_for(page, "() => window.__deepscope.analysis.projection?.().drawn", timeout=20_000)
+    assert page.get_by_test_id("projection-note").count() == 0

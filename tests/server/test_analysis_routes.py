@@ -474,3 +474,19 @@ def test_a_dead_units_top_instances_are_none_and_its_value_is_said(tmp_path):
         assert top == {"indices": [], "values": [], "constant": 0.0}
         live = c.get(f"/api/runs/{run.id}/analysis/top", params={"layer": "1", "neuron": 0, "k": 5}).json()
         assert len(live["indices"]) == 5 and live["constant"] is None and min(live["values"]) > 0
+
+
+def test_a_projection_that_cannot_show_the_layer_carries_its_note(tmp_path):
+    """A layer that never varies: its stored PCA says why every point is at the origin, and the summary passes that
+    on; a layer that varies has no note."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].bias.fill_(-1e3)  # the ReLU never fires
+    with deepscope.init(project="p", name="flat", dir=tmp_path) as run:
+        deepscope.analyze(model, torch.randn(50, 4), run=run, layers=["0", "1"], scores="none", progress=False)
+    with make_client(create_app(tmp_path)) as c:
+        layers = {la["name"]: la for la in c.get(f"/api/runs/{run.id}/analysis").json()["layers"]}
+    pca = {la: next(p for p in layers[la]["projections"] if p["method"] == "pca") for la in layers}
+    assert pca["1"]["note"] == "every instance has the same activations in this layer: all points lie at the origin"
+    assert pca["0"]["note"] is None

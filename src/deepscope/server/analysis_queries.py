@@ -186,8 +186,10 @@ def summary(store: Store, run_id: str, projections: Iterable[schemas.ProjectionS
             if method in stored:
                 ratio = stored[method].get("explained_variance_ratio")
                 explained = [float(v) for v in ratio] if isinstance(ratio, list) else None
+                note = stored[method].get("note")
                 statuses.append(schemas.ProjectionStatus(layer=name, method=method, state="ready", progress=1.0,
-                                                         message="", explained=explained))  # fmt: skip
+                                                         message="", explained=explained,
+                                                         note=note if isinstance(note, str) else None))  # fmt: skip
             elif job is not None:
                 statuses.append(job)
             else:

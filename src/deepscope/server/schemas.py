@@ -267,6 +267,9 @@ class ProjectionStatus(BaseModel):
     message: str
     # PCA, ready: the share of the layer's variance each component explains (a flat cloud is PC1 explaining ~all)
     explained: list[float] | None = None
+    # ready: what the layout cannot show — all points at the origin, axes that are zero, a PCA standing in for a
+    # UMAP or t-SNE of a layer with fewer than two varying dimensions; null when nothing needs saying
+    note: str | None = None
 
 
 class AnalysisLayer(BaseModel):

@@ -1077,6 +1077,8 @@ export interface components {
              * @enum {string}
              */
             method: "pca" | "umap" | "tsne";
+            /** Note */
+            note?: string | null;
             /** Progress */
             progress: number;
             /**
