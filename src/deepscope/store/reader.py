@@ -32,6 +32,11 @@ log = logging.getLogger("deepscope")
 
 
 _GENERATIONS = itertools.count(1)  # every reader's data generations: never one number for two states
+# A server left running holds the data of every run a user looked at (a million-step run with 50 keys: ~850 MB).
+# The most recently asked-for readers stay; beyond them, a reader not asked for in a while is dropped — its run is
+# read again if asked for. Running runs are refreshed every 200 ms by the live loop, so they never go idle.
+READERS_KEPT = 8
+READER_IDLE_S = 600.0
 
 
 class Store:
@@ -49,6 +54,8 @@ class Store:
         self._readers: dict[str, RunReader] = {}
         self._event_readers: dict[str, RunReader] = {}
         self._run_locks: dict[str, threading.Lock] = {}
+        self._used: dict[str, float] = {}  # run id -> when its reader was last asked for (``_clock``)
+        self._clock = time.monotonic
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -90,6 +97,7 @@ class Store:
         self._check(run_id)
         born = self._born(run_id)
         with self._lock:
+            self._used[run_id] = self._clock()
             reader = self._readers.get(run_id)
             if reader is not None and reader.born == born:
                 return reader
@@ -102,7 +110,20 @@ class Store:
                 with self._lock:
                     self._readers[run_id] = reader
                     self._event_readers.pop(run_id, None)
+                    self._drop_idle_readers()
         return reader
+
+    def _drop_idle_readers(self) -> None:
+        """Forget the readers (and their data) beyond the ``READERS_KEPT`` most recently asked for that nobody asked
+        for in ``READER_IDLE_S``. A query still running on one keeps its own reference. Called under ``_lock``."""
+        if len(self._readers) <= READERS_KEPT:
+            return
+        now = self._clock()
+        by_use = sorted(self._readers, key=lambda rid: self._used.get(rid, 0.0), reverse=True)
+        for rid in by_use[READERS_KEPT:]:
+            if now - self._used.get(rid, 0.0) > READER_IDLE_S:
+                del self._readers[rid]
+                self._used.pop(rid, None)
 
     def is_open(self, run_id: str) -> bool:
         """Whether a reader of ``run_id`` is in memory with its values read (queries on it are cheap)."""
