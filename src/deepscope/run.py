@@ -196,7 +196,9 @@ class Run:
 
         A value that is none of these (a string, None, a tensor of several values, a complex number, an int beyond
         float64's range) or an invalid key is left out with one warning per key — a training loop never stops for it;
-        the other values are recorded.
+        the other values are recorded. ``step``: an int, or a one-element integer tensor or array; another (a float,
+        a negative number) is said once and the values are recorded at the next step. Something other than a dict is
+        left out with one warning.
 
         Returns in microseconds: tensors are gathered and copied to the host later, in batches.
         """
@@ -208,8 +210,11 @@ class Run:
             data = data.copy()
         elif isinstance(data, Mapping):
             data = dict(data)
-        else:
-            raise TypeError(f"deepscope: log() takes a dict of key → number, got {type(data).__name__}")
+        else:  # in a training loop: said once, the loop goes on
+            got = type(data).__name__
+            self._warn_once(f"data:{got}", f"deepscope: log() takes a dict of key → number, got {got} — not recorded. "
+                            "Name the value: run.log({'loss': loss})")  # fmt: skip
+            return
         if not data:
             return
         known = self._known_keys
@@ -239,7 +244,11 @@ class Run:
             watched = self._watchers[-1].log_step() if self._watchers else None  # [timer, watcher]
             step = self._next_step if watched is None else watched
         else:
-            step = _check_step(step)
+            try:
+                step = _check_step(step)
+            except (TypeError, ValueError) as e:  # in a training loop: the values are kept, at the next step
+                step = self._next_step
+                self._warn_once("step", f"{e} — logged at the next step ({step}) instead (said once)")
             if self._watchers and not self._warned_pace and step >= PACE_AFTER:
                 self._check_pace(step)
         if step < self._last_step:
@@ -253,6 +262,11 @@ class Run:
             f"deepscope: run {self.id!r} is finished; {call}() after finish(). To add to it, resume it: "
             f"deepscope.init(id={self.id!r}, dir={str(self.root)!r}, resume=True)"
         )
+
+    def _warn_once(self, what: str, message: str) -> None:
+        if what not in self._bad_keys:
+            self._bad_keys.add(what)
+            notice(message, stacklevel=None)
 
     def _skip_bad_values(self, data: dict[Any, Any], bad: list[tuple[Any, str]]) -> None:
         """Leave out what ``log`` cannot record, with one warning per key: a value that is no number (a string,
@@ -652,6 +666,14 @@ def _snapshot_tensors(data: dict[str, Any]) -> None:
 
 
 def _check_step(step: Any) -> int:
+    """``step`` as an int: a Python or NumPy integer, or a one-element integer tensor or array (a ``global_step``
+    kept as a tensor — read once here, a device sync for one on an accelerator)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(step, torch.Tensor):
+        if step.numel() == 1 and not step.is_floating_point() and not step.is_complex() and step.dtype != torch.bool:
+            step = step.item()
+    elif isinstance(step, np.ndarray) and step.size == 1 and np.issubdtype(step.dtype, np.integer):
+        step = step.item()
     if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
         if step < 0:
             raise ValueError(f"deepscope: step must be >= 0, got {step}")

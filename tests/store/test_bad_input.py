@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+import torch
 from tests.conftest import reopen
 
 import deepscope
@@ -107,11 +110,22 @@ def test_non_string_key(run):
         run.log({1: 1.0})
 
 
-def test_bad_step(run):
+def test_a_bad_step_keeps_the_values_at_the_next_step_with_one_warning(run, root):
+    run.log({"x": 1.0}, step=3)
+    with pytest.warns(RuntimeWarning, match=r"step must be an int.*logged at the next step \(4\)"):
+        run.log({"x": 2.0}, step=1.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        run.log({"x": 3.0}, step=-1)
+    run.log({"x": 4.0}, step=torch.tensor(9))  # a global_step kept as a tensor
+    run.log({"x": 5.0}, step=np.array([10]))
+    run.log({"x": 6.0}, step=torch.tensor(11, dtype=torch.int32))
     with pytest.raises(TypeError, match="step must be an int"):
-        run.log({"x": 1.0}, step=1.5)
-    with pytest.raises(ValueError, match=">= 0"):
-        run.log({"x": 1.0}, step=-1)
+        run.log_histogram("h", [1.0, 2.0], step=torch.tensor(1.5))
+    run.finish()
+    r = reopen(root, run.id)
+    assert r.series("x").step.tolist() == [3, 4, 5, 9, 10, 11]
+    assert r.series("x").value.tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
 
 
 def test_log_after_finish_raises(run):
@@ -122,9 +136,17 @@ def test_log_after_finish_raises(run):
         run.event("note", "late")
 
 
-def test_not_a_dict(run):
-    with pytest.raises(TypeError, match="dict"):
+def test_not_a_dict_is_left_out_with_one_warning_and_the_loop_goes_on(run, root):
+    with pytest.warns(RuntimeWarning, match=r"log\(\) takes a dict of key → number, got Tensor.*'loss': loss"):
+        run.log(torch.tensor(0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per kind of thing
+        run.log(torch.tensor(0.4))
+    with pytest.warns(RuntimeWarning, match="got list"):
         run.log([("x", 1.0)])
+    run.log({"x": 1.0})
+    run.finish()
+    assert reopen(root, run.id).series("x").value.tolist() == [1.0]
 
 
 def test_histogram_bad_input(run):
