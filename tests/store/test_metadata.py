@@ -298,3 +298,34 @@ def test_a_config_may_be_a_namespace_or_a_dataclass_and_nested_ones_are_settings
                            "tags": ["a"]}  # fmt: skip
     meta = json.loads((root / run.id / "run.json").read_text())
     assert meta["config_flat"]["config.optim.lr"] == 1e-3 and meta["config_flat"]["config.model"] == "mlp"
+
+
+def test_config_values_without_a_json_form_are_kept_as_a_person_would_write_them(root):
+    """Two runs of one config store the same text (no memory address), numbers stay numbers."""
+    import enum
+
+    import numpy as np
+    import torch
+
+    class Mode(enum.Enum):
+        FAST = 1
+
+    class Plain:
+        pass
+
+    def config():
+        return {"fn": lambda x: x, "obj": Plain(), "small": torch.ones(2), "big": torch.zeros(10, 10),
+                "one": torch.tensor(0.5), "arr": np.arange(3), "mode": Mode.FAST, "act": torch.relu,
+                "module": torch.nn.ReLU, "dtype": torch.float16, "device": torch.device("cpu")}  # fmt: skip
+
+    stored = []
+    for _ in range(2):
+        with deepscope.init(project="p", dir=root, config=config()) as run:
+            pass
+        stored.append(json.loads((root / run.id / "run.json").read_text())["config"])
+    assert stored[0] == stored[1]
+    c = stored[0]
+    assert c["fn"].endswith(".<lambda>") and " at 0x" not in c["obj"] and c["obj"].endswith("Plain object>")
+    assert (c["small"], c["big"], c["one"], c["arr"]) == ([1.0, 1.0], "Tensor of shape (10, 10)", 0.5, [0, 1, 2])
+    assert (c["mode"], c["act"], c["module"]) == ("Mode.FAST", "torch.relu", "torch.nn.modules.activation.ReLU")
+    assert (c["dtype"], c["device"]) == ("torch.float16", "cpu")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -90,7 +92,45 @@ def _config_value(value: Any) -> Any:
         return nested
     if isinstance(value, (list, tuple)):
         return [_config_value(v) for v in value]
-    return value
+    return config_text(value)
+
+
+ELEMENTS_LISTED = 16  # a tensor or array in a config up to this size is kept as its values, a larger one as its shape
+
+
+def config_text(value: Any) -> Any:
+    """A config value that JSON has no form for, as what a person would write: a number for a one-element tensor
+    or array, the values of a small one, the shape of a large one; a function or class by its qualified name; an
+    enum member by its name; anything else by its repr without a memory address — two runs of one config give
+    the same text, so they filter and compare alike."""
+    import enum
+    import inspect
+
+    if isinstance(value, enum.Enum):
+        return f"{type(value).__name__}.{value.name}"
+    if inspect.isroutine(value) or inspect.isclass(value):
+        module = getattr(value, "__module__", None)
+        if not module:  # a builtin bound to a hidden class (torch.relu): its own name
+            return getattr(value, "__name__", None) or ADDRESS.sub("", repr(value))
+        name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None) or repr(value)
+        if any(part.startswith("_") for part in name.split(".")[:-1]):  # torch.relu: not "_VariableFunctionsClass"
+            name = getattr(value, "__name__", name)
+        return f"{module}.{name}" if module != "builtins" else name
+    shape, tolist = getattr(value, "shape", None), getattr(value, "tolist", None)
+    if isinstance(shape, tuple) and callable(tolist):  # a tensor or an array
+        try:
+            n = math.prod(int(d) for d in shape)
+            if n <= ELEMENTS_LISTED:
+                listed = tolist()
+                return listed if not isinstance(listed, list) or n > 1 or not listed else listed[0]
+            return f"{type(value).__name__} of shape {tuple(int(d) for d in shape)}"
+        except Exception:  # a tensor without data (meta, fake): its repr
+            pass
+    text = str(value) if type(value).__str__ is not object.__str__ else repr(value)  # torch.device: "cuda:0"
+    return ADDRESS.sub("", text)
+
+
+ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
