@@ -20,13 +20,22 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..capture.layers import unwrapped
 from ..capture.scope import HookScope
 from .activations import ActivationsConfig
 from .batches import Batch, Source, current_length, unused_masks
 from .chunk_files import aligned_empty, direct_io
 from .class_scores import softmax_rows
 from .inputs import feature_input, image_input, input_kind, preview, preview_size, reads_sequences
-from .layer_outputs import CHANNELS_FIRST_1D, first_tensor, is_feature_map, padded, pool
+from .layer_outputs import (
+    CHANNELS_FIRST_1D,
+    batch_second_modules,
+    first_tensor,
+    is_feature_map,
+    padded,
+    pool,
+    sequence_batch_dim,
+)
 from .resume import DIGEST_ROWS, TAIL_ROWS, rows_digest
 
 LABELS = "outputs/labels.zarr"
@@ -85,6 +94,8 @@ class Extractor:
         self.text_keys: list[str] | None = None  # dict entries of texts, recorded (decided at the first batch)
         self.text_dropped: set[str] = set()  # ...of them, those forward() does not take
         self.sequences = reads_sequences(model)  # its 3-d inputs are sequences, not grey images
+        self.batch_second = batch_second_modules(unwrapped(model))  # their sequences are (T, B, D)
+        self.batch_dims: dict[str, int] = {}  # where a layer's sequences hold their instances, once a batch told
         self.binary: bool | None = None  # one output per instance: a binary classifier's logit (decided once)
         self.mask: torch.Tensor | None = None
         self.masks_checked = False  # whether the first batch was looked at for a padding mask left unused
@@ -121,7 +132,7 @@ class Extractor:
             t = first_tensor(out)
             if t is None:
                 raise TypeError(f"deepscope.analyze: layer {name!r} returned {type(out).__name__}, not a tensor")
-            t = padded(t.detach(), self.mask)
+            t = self._batch_first(name, padded(t.detach(), self.mask), channels_first, module)
             pooled = pool(t, self.mask, channels_first, self.cfg.sequence_pooling)
             if len(pooled) != self.batch_rows:
                 hint = "" if self.src.map_style else (
@@ -153,6 +164,17 @@ class Extractor:
                 self.pooled[name] = (pooled.clone() if aliased else pooled).float()
 
         return fn
+
+    def _batch_first(self, name: str, t: torch.Tensor, channels_first: bool, module: nn.Module) -> torch.Tensor:
+        """A sequence output as ``(B, T, D)``: a ``(T, B, D)`` one (``batch_first=False``) transposed, so that it is
+        pooled over its positions, not over the batch, and a padding mask ``(B, T)`` lines up with it."""
+        if t.ndim != 3 or channels_first:
+            return t
+        dim = sequence_batch_dim(name, tuple(t.shape), self.batch_rows, module in self.batch_second,
+                                 self.batch_dims.get(name))  # fmt: skip
+        if (t.shape[0] == self.batch_rows) != (t.shape[1] == self.batch_rows):  # the shape told: kept for T == B
+            self.batch_dims[name] = dim
+        return t.transpose(0, 1) if dim else t
 
     def _warn_of_unused_masks(self, batch: Batch) -> None:
         """Once, before the first forward pass: a dict entry that looks like a padding mask but is not used (its name
@@ -511,8 +533,6 @@ def text_entries(model: nn.Module, batch: Batch) -> tuple[list[str], set[str]]:
     """A dict batch's entries that hold a text per instance (as a Hugging Face dataset's ``text`` column collates):
     recorded as columns of the instance table; those ``forward()`` takes by no parameter are not passed to it."""
     import inspect
-
-    from ..capture.layers import unwrapped
 
     texts = [
         k

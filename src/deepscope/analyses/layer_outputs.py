@@ -1,5 +1,6 @@
-"""A layer's output as one vector per instance: the tensor a module returned, padded back when nested, then
-pooled — channel means of feature maps, a (masked) mean or the last token of sequences.
+"""A layer's output as one vector per instance: the tensor a module returned, padded back when nested, turned batch
+first when the module's sequences are ``(T, B, D)``, then pooled — channel means of feature maps, a (masked) mean or
+the last token of sequences.
 """
 
 from __future__ import annotations
@@ -12,6 +13,63 @@ from torch import nn
 # Modules whose 3-d outputs are (B, C, L) with channels first; other 3-d outputs are sequences (B, T, D).
 CHANNELS_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.MaxPool1d, nn.AvgPool1d,
                      nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)  # fmt: skip
+
+
+# torch's modules that declare no ``batch_first`` of their own but hold attention layers that do: theirs is their
+# outputs' layout (a TransformerEncoderLayer(batch_first=False) returns (T, B, D), and so does its encoder).
+HOLDS_ITS_LAYOUT = (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, nn.TransformerEncoder,
+                    nn.TransformerDecoder)  # fmt: skip
+
+
+def declared_batch_first(module: nn.Module) -> bool | None:
+    """Whether a module says its sequences are batch first: its own ``batch_first`` (``MultiheadAttention``, RNNs,
+    ``nn.Transformer``, or any module that sets the attribute), or for :data:`HOLDS_ITS_LAYOUT` the one their
+    attention layers agree on; None when it says nothing."""
+    own = getattr(module, "batch_first", None)
+    if isinstance(own, bool):
+        return own
+    if isinstance(module, HOLDS_ITS_LAYOUT):
+        inner = {m.batch_first for m in module.modules() if isinstance(getattr(m, "batch_first", None), bool)}
+        return inner.pop() if len(inner) == 1 else None
+    return None
+
+
+def batch_second_modules(model: nn.Module) -> set[nn.Module]:
+    """The modules whose sequence outputs are ``(T, B, …)``: those that declare ``batch_first=False``, and those inside
+    one that does (the Linear, LayerNorm and Dropout layers of a ``TransformerEncoderLayer(batch_first=False)`` see
+    its ``(T, B, D)`` sequences), unless they declare otherwise themselves."""
+    out: set[nn.Module] = set()
+
+    def walk(module: nn.Module, inherited: bool) -> None:
+        declared = declared_batch_first(module)
+        second = inherited if declared is None else not declared
+        if second:
+            out.add(module)
+        for child in module.children():
+            walk(child, second)
+
+    walk(model, False)
+    return out
+
+
+def sequence_batch_dim(name: str, shape: tuple[int, ...], rows: int, batch_second: bool, known: int | None) -> int:
+    """Where the instances of a sequence output ``(B, T, D)`` or ``(T, B, D)`` are: dim 0 or dim 1.
+
+    The shape tells when only one of its first two sizes is the batch's ``rows``; when both are (``T == B``), the
+    layer's layout once a batch told it (``known``), else the module's own (``batch_second``: it, or a module holding
+    it, declares ``batch_first=False``). Instances along dim 1 of a module that declares nothing raise: they may be
+    ``(T, B, D)`` or something else entirely, and a guess would store wrong rows without a word."""
+    first, second = shape[0] == rows, shape[1] == rows
+    if first and second:
+        return known if known is not None else int(batch_second)
+    if second and not batch_second:
+        raise ValueError(f"deepscope.analyze: layer {name!r} outputs {tuple(shape)} for a batch of {rows}: its "
+                         "instances are along dim 1, as in the (T, B, D) sequences of modules with "
+                         "batch_first=False, but neither it nor a module holding it declares batch_first=False. "
+                         "Build the model with batch_first=True, or set `batch_first = False` on the module whose "
+                         "every sequence output is (T, B, …) — deepscope then pools them over dim 0 —, or record "
+                         "other layers")  # fmt: skip
+    return int(second)  # neither: the rows are counted (and refused) as they are
 
 
 def is_feature_map(t: torch.Tensor, module: nn.Module) -> bool:
