@@ -146,3 +146,26 @@ def test_feature_maps_are_stored_beside_a_batch_second_lstm(tmp_path):
     assert indices
     for i in indices:
         np.testing.assert_allclose(r.feature_maps("conv", i), conv[i].numpy(), rtol=1e-5, atol=1e-6)
+
+
+class SaysSecondGivesFirst(TransposesItself):
+    """Declares ``batch_first=False`` but gives its sequences batch first: the declaration is wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batch_first = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(x).mean(1))
+
+
+def test_a_wrong_declaration_met_first_by_a_batch_as_long_as_wide_is_an_error_once_a_batch_tells(tmp_path):
+    model = SaysSecondGivesFirst().eval()
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(8, 5, 4, generator=g), torch.randint(0, 3, (8,), generator=g)  # batches of 5, then 3
+    with pytest.raises(ValueError, match=r"layer 'block' outputs \(3, 5, 8\) for a batch of 3: its instances are "
+                                         r"along dim 0, but an earlier batch.*batch_first=False"):  # fmt: skip
+        analyze(model, (x, y), tmp_path, layers=["block"], batch_size=5)
+    r = analyze(model, (x, y), tmp_path / "told first", layers=["block"], batch_size=3)  # 3 ≠ 5: the shape decides
+    with torch.no_grad():
+        np.testing.assert_allclose(r.matrix("block"), model.block(x).mean(1).numpy(), rtol=1e-5, atol=1e-6)

@@ -96,6 +96,7 @@ class Extractor:
         self.sequences = reads_sequences(model)  # its 3-d inputs are sequences, not grey images
         self.batch_second = batch_second_modules(unwrapped(model))  # their sequences are (T, B, D)
         self.batch_dims: dict[str, int] = {}  # where a layer's sequences hold their instances, once a batch told
+        self.declared_dims: dict[str, int] = {}  # ...and where its first batches of T == B were taken to hold them
         self.binary: bool | None = None  # one output per instance: a binary classifier's logit (decided once)
         self.mask: torch.Tensor | None = None
         self.masks_checked = False  # whether the first batch was looked at for a padding mask left unused
@@ -170,10 +171,18 @@ class Extractor:
         pooled over its positions, not over the batch, and a padding mask ``(B, T)`` lines up with it."""
         if t.ndim != 3 or channels_first:
             return t
-        dim = sequence_batch_dim(name, tuple(t.shape), self.batch_rows, module in self.batch_second,
-                                 self.batch_dims.get(name))  # fmt: skip
-        if (t.shape[0] == self.batch_rows) != (t.shape[1] == self.batch_rows):  # the shape told: kept for T == B
+        b = self.batch_rows
+        dim = sequence_batch_dim(name, tuple(t.shape), b, module in self.batch_second, self.batch_dims.get(name))
+        if (t.shape[0] == b) != (t.shape[1] == b):  # the shape told: kept for batches where T == B
+            guessed = self.declared_dims.pop(name, None)
+            if guessed is not None and guessed != dim:
+                raise ValueError(f"deepscope.analyze: layer {name!r} outputs {tuple(t.shape)} for a batch of {b}: "
+                                 f"its instances are along dim {dim}, but an earlier batch as long as it was wide "
+                                 f"was pooled with them along dim {guessed}, as batch_first={not guessed} of its "
+                                 f"module (or one holding it) says; correct that batch_first")  # fmt: skip
             self.batch_dims[name] = dim
+        elif name not in self.batch_dims:
+            self.declared_dims[name] = dim  # the declaration decided: a later batch's shape must agree
         return t.transpose(0, 1) if dim else t
 
     def _warn_of_unused_masks(self, batch: Batch) -> None:
