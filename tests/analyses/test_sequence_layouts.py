@@ -169,3 +169,37 @@ def test_a_wrong_declaration_met_first_by_a_batch_as_long_as_wide_is_an_error_on
     r = analyze(model, (x, y), tmp_path / "told first", layers=["block"], batch_size=3)  # 3 ≠ 5: the shape decides
     with torch.no_grad():
         np.testing.assert_allclose(r.matrix("block"), model.block(x).mean(1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+class Packs(nn.Module):
+    """A GRU over packed sequences of several lengths, in either layout, unsorted (``enforce_sorted=False``)."""
+
+    def __init__(self, batch_first: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = nn.GRU(4, 6, batch_first=batch_first)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = x if self.rnn.batch_first else x.transpose(0, 1)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=self.rnn.batch_first, enforce_sorted=False)
+        return self.head(self.rnn(packed)[1][-1])
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_an_rnn_over_packed_sequences_pools_each_instances_own_steps(tmp_path, batch_first, pooling):
+    model = Packs(batch_first).eval()
+    lengths = [4, 1, 3, 2]  # as many steps as instances at most: either layout fits the padded output
+    x = torch.randn(4, 4, 4, generator=torch.Generator().manual_seed(6))
+    data = [{"x": x, "lengths": torch.tensor(lengths)}]
+    r = deepscope.analyze(model, data, layers=["rnn"], sequence_pooling=pooling, run=new_dir(tmp_path),
+                          progress=False, full_maps=False, projection=False)  # fmt: skip
+    with torch.no_grad():  # each sequence alone, unpadded
+        alone = [
+            model.rnn(x[i, :n][:, None] if not batch_first else x[i : i + 1, :n])[0] for i, n in enumerate(lengths)
+        ]
+        want = np.stack(
+            [(h.flatten(0, 1).mean(0) if pooling == "mean" else h.flatten(0, 1)[-1]).numpy() for h in alone]
+        )
+    np.testing.assert_allclose(r.matrix("rnn"), want, rtol=1e-5, atol=1e-6)

@@ -35,6 +35,7 @@ from .layer_outputs import (
     padded,
     pool,
     sequence_batch_dim,
+    unpacked,
 )
 from .resume import DIGEST_ROWS, TAIL_ROWS, rows_digest
 
@@ -130,11 +131,14 @@ class Extractor:
         key = f"{name}.zarr"
 
         def fn(_m: nn.Module, _inputs: Any, out: Any) -> None:
-            t = first_tensor(out)
-            if t is None:
+            mask = self.mask
+            if (steps := unpacked(out)) is not None:  # an RNN given a packed sequence: pooled over its real steps
+                t, mask = steps  # batch first, whatever the RNN's batch_first
+            elif (t := first_tensor(out)) is None:
                 raise TypeError(f"deepscope.analyze: layer {name!r} returned {type(out).__name__}, not a tensor")
-            t = self._batch_first(name, padded(t.detach(), self.mask), channels_first, module)
-            pooled = pool(t, self.mask, channels_first, self.cfg.sequence_pooling)
+            else:
+                t = self._batch_first(name, padded(t.detach(), mask), channels_first, module)
+            pooled = pool(t, mask, channels_first, self.cfg.sequence_pooling)
             if len(pooled) != self.batch_rows:
                 hint = "" if self.src.map_style else (
                     "; the data is read as batches given as they are — the first dimension of an input counts its "

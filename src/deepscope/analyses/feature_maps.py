@@ -415,7 +415,14 @@ class _Computer:
 
         from ..capture.layers import unwrapped
         from ..capture.scope import HookScope
-        from .layer_outputs import CHANNELS_FIRST_1D, batch_second_modules, first_tensor, padded, sequence_batch_dim
+        from .layer_outputs import (
+            CHANNELS_FIRST_1D,
+            batch_second_modules,
+            first_tensor,
+            padded,
+            sequence_batch_dim,
+            unpacked,
+        )
 
         model = self.model
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -427,12 +434,15 @@ class _Computer:
             module = self.modules[name]
 
             def fn(_m: Any, _inputs: Any, output: Any) -> None:
-                t = first_tensor(output)
+                steps = unpacked(output)  # an RNN's over a packed sequence: no map, but a row per instance
+                t = steps[0] if steps is not None else first_tensor(output)
                 if t is None:
                     raise TypeError(f"deepscope.feature_maps: layer {name!r} returned {type(output).__name__}, "
                                     f"not a tensor")  # fmt: skip
                 t = padded(t.detach(), None)  # a nested tensor (no feature map) gets a shape
-                if t.ndim == 3 and not isinstance(module, CHANNELS_FIRST_1D):  # a (T, B, D) sequence: no map, rows
+                if (
+                    t.ndim == 3 and steps is None and not isinstance(module, CHANNELS_FIRST_1D)
+                ):  # a (T, B, D) sequence: no map, rows
                     dim = sequence_batch_dim(name, tuple(t.shape), instances[0], module in batch_second, None)
                     t = t.transpose(0, 1) if dim else t
                 seen[name] = t

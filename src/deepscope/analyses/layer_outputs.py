@@ -114,6 +114,22 @@ def padded(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x.to_padded_tensor(0.0)
 
 
+def unpacked(out: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """An RNN's output over a ``PackedSequence`` (returned as such, or first of a tuple) as ``(B, T, H)`` in the
+    batch's order, zeros past each sequence's end, and its ``(B, T)`` mask of real steps — a packed sequence's own
+    padding mask. None for any other output. (Its ``data``, the steps of all sequences one after another, is no
+    row per instance.)"""
+    from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+    if isinstance(out, (tuple, list)) and not isinstance(out, PackedSequence) and out:
+        out = out[0]
+    if not isinstance(out, PackedSequence):
+        return None
+    x, lengths = pad_packed_sequence(out, batch_first=True)
+    real = torch.arange(x.shape[1])[None, :] < lengths[:, None]
+    return x, real.to(x.device)
+
+
 def first_tensor(out: Any) -> torch.Tensor | None:
     """The tensor a module returned: itself, the first of a tuple, or ``logits`` / the first value of a dict."""
     if isinstance(out, torch.Tensor):
