@@ -14,13 +14,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..capture.layers import unwrapped
+from ..capture.layers import uncompiled, unwrapped
 from ..capture.scope import HookScope
 from .activations import ActivationsConfig
 from .batches import Batch, Source, current_length, unused_masks
@@ -81,7 +82,8 @@ class Extractor:
                  named_classes: int | None = None,
                  one_logit_is_binary: Callable[[np.ndarray], bool] | None = None,
                  labels_given: bool = False) -> None:  # fmt: skip
-        self.model, self.layers, self.cfg, self.src, self.state = model, layers, cfg, src, state
+        # called as the module torch.compile wraps: hooks see every call (eager_forward), whatever the torch
+        self.model, self.layers, self.cfg, self.src, self.state = uncompiled(model), layers, cfg, src, state
         self.are_scores = are_scores  # (output width, the first batch's labels) -> whether outputs are class scores
         self.scores: bool | None = SCORES in state.arrays if state.arrays else None  # decided at the first batch
         self.limit = limit  # the labels or metadata rows given: data of unknown length may not yield more
@@ -236,7 +238,7 @@ class Extractor:
         row = start
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepscope-analyze")
         try:
-            with HookScope() as scope, torch.inference_mode():
+            with HookScope() as scope, torch.inference_mode(), eager_forward():
                 for name, module in self.layers:
                     scope.add(module.register_forward_hook(self.hook(name, module)))
                 for batch in self._batches(start):
@@ -540,6 +542,15 @@ class Extractor:
         while self.pending:
             self._wait_one()
         self._raise_failure()
+
+
+def eager_forward() -> AbstractContextManager[Any]:
+    """``torch.compile`` set aside while a model is analysed: a graph it compiled, cached from an earlier forward
+    pass, runs without the hooks registered since (another analysis's layers: their outputs were missed). An analysis
+    is one pass in inference mode, which the compile time would not repay. (Before torch 2.6, which cannot set it
+    aside, ``Extractor`` calls the module ``torch.compile`` wraps.)"""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else nullcontext()
 
 
 def text_entries(model: nn.Module, batch: Batch) -> tuple[list[str], set[str]]:

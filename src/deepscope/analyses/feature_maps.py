@@ -413,7 +413,7 @@ class _Computer:
     def _outputs(self, layers: list[str], indices: list[int]) -> Iterator[tuple[list[int], dict[str, Any]]]:
         import torch
 
-        from ..capture.layers import unwrapped
+        from ..capture.layers import uncompiled, unwrapped
         from ..capture.scope import HookScope
         from .layer_outputs import (
             CHANNELS_FIRST_1D,
@@ -424,7 +424,7 @@ class _Computer:
             unpacked,
         )
 
-        model = self.model
+        model = uncompiled(self.model)  # with eager_forward: every call seen by the hooks, whatever the torch
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         seen: dict[str, Any] = {}
         batch_second = batch_second_modules(unwrapped(model))
@@ -449,13 +449,13 @@ class _Computer:
 
             return fn
 
-        from .extraction import text_entries
+        from .extraction import eager_forward, text_entries
 
         dropped: set[str] | None = None
         was_training = model.training
         model.eval()
         try:
-            with HookScope() as scope, torch.inference_mode():
+            with HookScope() as scope, torch.inference_mode(), eager_forward():
                 for name in layers:
                     scope.add(self.modules[name].register_forward_hook(hook(name)))
                 for rows, batch in gather(self.src, indices, self.batch_size):
