@@ -30,6 +30,7 @@ from .class_scores import softmax_rows
 from .inputs import feature_input, image_input, input_kind, preview, preview_size, reads_sequences
 from .layer_outputs import (
     CHANNELS_FIRST_1D,
+    ChannelsFirstOutputs,
     batch_second_modules,
     first_tensor,
     is_feature_map,
@@ -100,6 +101,8 @@ class Extractor:
         self.batch_second = batch_second_modules(unwrapped(model))  # their sequences are (T, B, D)
         self.batch_dims: dict[str, int] = {}  # where a layer's sequences hold their instances, once a batch told
         self.declared_dims: dict[str, int] = {}  # ...and where its first batches of T == B were taken to hold them
+        self.channels_first: dict[str, bool] = {}  # whether a layer's 3-d outputs are (B, C, L), once called
+        self.learning: ChannelsFirstOutputs | None = None  # ...learnt from the first forward pass
         self.binary: bool | None = None  # one output per instance: a binary classifier's logit (decided once)
         self.mask: torch.Tensor | None = None
         self.masks_checked = False  # whether the first batch was looked at for a padding mask left unused
@@ -129,16 +132,16 @@ class Extractor:
         self.preview_shape: tuple[int, int, int] | None = None if images is None else tuple(images.shape[1:])
 
     def hook(self, name: str, module: nn.Module) -> Callable[..., None]:
-        channels_first = isinstance(module, CHANNELS_FIRST_1D)
         key = f"{name}.zarr"
 
-        def fn(_m: nn.Module, _inputs: Any, out: Any) -> None:
-            mask = self.mask
+        def fn(_m: nn.Module, inputs: Any, out: Any) -> None:
+            mask, channels_first = self.mask, False
             if (steps := unpacked(out)) is not None:  # an RNN given a packed sequence: pooled over its real steps
                 t, mask = steps  # batch first, whatever the RNN's batch_first
             elif (t := first_tensor(out)) is None:
                 raise TypeError(f"deepscope.analyze: layer {name!r} returned {type(out).__name__}, not a tensor")
             else:
+                channels_first = self._channels_first(name, module, inputs, t)
                 t = self._batch_first(name, padded(t.detach(), mask), channels_first, module)
             pooled = pool(t, mask, channels_first, self.cfg.sequence_pooling)
             if len(pooled) != self.batch_rows:
@@ -171,6 +174,14 @@ class Extractor:
                 self.pooled[name] = (pooled.clone() if aliased else pooled).float()
 
         return fn
+
+    def _channels_first(self, name: str, module: nn.Module, inputs: Any, t: torch.Tensor) -> bool:
+        """Whether a layer's 3-d outputs are (B, C, L), decided at its first call: by its module's kind, or in the
+        first forward pass by where its output came from (``ChannelsFirstOutputs``)."""
+        if name not in self.channels_first:
+            learnt = self.learning is not None and self.learning.is_channels_first(module, inputs, t)
+            self.channels_first[name] = learnt or isinstance(module, CHANNELS_FIRST_1D)
+        return self.channels_first[name]
 
     def _batch_first(self, name: str, t: torch.Tensor, channels_first: bool, module: nn.Module) -> torch.Tensor:
         """A sequence output as ``(B, T, D)``: a ``(T, B, D)`` one (``batch_first=False``) transposed, so that it is
@@ -238,7 +249,10 @@ class Extractor:
         row = start
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepscope-analyze")
         try:
-            with HookScope() as scope, torch.inference_mode(), eager_forward():
+            with HookScope() as scope, HookScope() as learning, torch.inference_mode(), eager_forward():
+                self.learning = ChannelsFirstOutputs()
+                for module in unwrapped(model).modules():  # the first pass only: which outputs are (B, C, L)
+                    learning.add(module.register_forward_hook(self.learning.note))
                 for name, module in self.layers:
                     scope.add(module.register_forward_hook(self.hook(name, module)))
                 for batch in self._batches(start):
@@ -253,6 +267,8 @@ class Extractor:
                         state.data_rows = min(DIGEST_ROWS, row + batch.size)
                         state.data = rows_digest(self.first, state.data_rows)
                     self._step(batch.to(device), row)
+                    learning.close()
+                    self.learning = None
                     self.recent.append((row, batch))
                     row += batch.size
                     bar.update(batch.size)

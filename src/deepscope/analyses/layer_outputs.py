@@ -5,14 +5,44 @@ the last token of sequences.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
 from torch import nn
 
-# Modules whose 3-d outputs are (B, C, L) with channels first; other 3-d outputs are sequences (B, T, D).
+# Modules whose 3-d outputs are (B, C, L) with channels first; other 3-d outputs are sequences (B, T, D). Their
+# documented input is (N, C, L) when 3-d: norms over channels, padding and resampling of the length, channel dropout,
+# unfolded blocks (N, C × kernel, L).
 CHANNELS_FIRST_1D = (nn.Conv1d, nn.ConvTranspose1d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.MaxPool1d, nn.AvgPool1d,
-                     nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d)  # fmt: skip
+                     nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, nn.LazyBatchNorm1d, nn.LazyInstanceNorm1d,
+                     nn.SyncBatchNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.LPPool1d, nn.MaxUnpool1d,
+                     nn.ConstantPad1d, nn.ReflectionPad1d, nn.ReplicationPad1d, nn.CircularPad1d, nn.Dropout1d,
+                     nn.FeatureAlphaDropout, nn.ChannelShuffle, nn.Upsample, nn.Unfold)  # fmt: skip
+
+
+class ChannelsFirstOutputs:
+    """Which layers' 3-d outputs are (B, C, L) though their modules do not say so, learnt in a forward pass: a
+    ReLU, a Dropout or a block of them after a 1-d convolution (elementwise: ``Conv1d → ReLU`` is no sequence of C
+    positions of L features). A tensor is channels first when a :data:`CHANNELS_FIRST_1D` module returned it, or a
+    module returned it whose first input was one, in the same shape (an activation, a residual block); a container
+    returning its last child's output returns the very tensor."""
+
+    def __init__(self) -> None:
+        # by id; an entry leaves with its tensor (whose id a new tensor may then take), none is kept alive
+        self.tensors: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+
+    def note(self, module: nn.Module, inputs: Any, out: Any) -> None:
+        """A forward hook for every module of the model."""
+        t = first_tensor(out)
+        if t is not None and t.ndim == 3 and self.is_channels_first(module, inputs, t):
+            self.tensors[id(t)] = t
+
+    def is_channels_first(self, module: nn.Module, inputs: Any, t: torch.Tensor) -> bool:
+        if isinstance(module, CHANNELS_FIRST_1D) or id(t) in self.tensors:
+            return True
+        x = inputs[0] if isinstance(inputs, tuple) and inputs else None
+        return isinstance(x, torch.Tensor) and id(x) in self.tensors and x.shape == t.shape
 
 
 # torch's modules that declare no ``batch_first`` of their own but hold attention layers that do: theirs is their
