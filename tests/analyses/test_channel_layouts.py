@@ -56,3 +56,27 @@ def test_the_outputs_of_1d_convolutions_and_what_follows_them_are_pooled_to_chan
     for name, whole in outputs(model, x, LAYERS).items():
         assert whole.ndim == 3
         np.testing.assert_allclose(r.matrix(name), whole.mean(2), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+class Codes(nn.Module):
+    """A layer of integer codes (a quantizer's indices, per position) and one of boolean flags."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.codes = nn.Identity()
+        self.flags = nn.Identity()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        codes = self.codes((x * 3).round().long())  # (B, T, 4) integers
+        self.flags(x > 0)
+        return self.head(codes.float().mean(1))
+
+
+def test_integer_and_boolean_outputs_are_pooled_to_their_means(tmp_path):
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(30, 6, 4, generator=g), torch.randint(0, 2, (30,), generator=g)
+    r = deepscope.analyze(Codes().eval(), (x, y), layers=["codes", "flags"], run=new_dir(tmp_path), progress=False,
+                          projection=False, full_maps=False)  # fmt: skip
+    np.testing.assert_allclose(r.matrix("codes"), (x * 3).round().numpy().mean(1), rtol=1e-6)
+    np.testing.assert_allclose(r.matrix("flags"), (x > 0).numpy().mean(1), rtol=1e-6)

@@ -117,6 +117,8 @@ def pool(x: torch.Tensor, mask: torch.Tensor | None, channels_first: bool, mode:
         return x[:, None]  # (B,) -> (B, 1)
     if x.ndim == 2:
         return x
+    if not (x.is_floating_point() or x.is_complex()):
+        x = x.float()  # integer codes, a boolean mask: their means (torch takes no mean of them)
     if x.ndim >= 4 or channels_first:
         return x.flatten(2).mean(2)  # (B, C, H, W, ...) -> (B, C, H*W...) -> (B, C)
     # (B, T, D): a sequence
