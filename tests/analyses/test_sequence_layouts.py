@@ -12,7 +12,7 @@ from torch import nn
 
 import deepscope
 
-LAYERS = ["emb", "attn", "enc", "enc.linear1", "enc.norm2", "rnn", "head"]
+LAYERS = ["emb", "attn", "enc", "enc.linear1", "enc.norm2", "dec", "dec.dropout3", "rnn", "head"]
 
 
 class Sequences(nn.Module):
@@ -26,6 +26,7 @@ class Sequences(nn.Module):
         self.emb = nn.Linear(4, 8)
         self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first)
         self.enc = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=batch_first)
+        self.dec = nn.TransformerDecoderLayer(8, 2, 16, dropout=0.0, batch_first=batch_first)
         self.rnn = nn.GRU(8, 6, batch_first=batch_first)
         self.head = nn.Linear(6, 3)
 
@@ -34,6 +35,7 @@ class Sequences(nn.Module):
         h = h if self.layout_first else h.transpose(0, 1)
         h = self.attn(h, h, h, key_padding_mask=pad, need_weights=False)[0]
         h = self.enc(h, src_key_padding_mask=pad)
+        h = self.dec(h, h, tgt_key_padding_mask=pad, memory_key_padding_mask=pad)
         out, _ = self.rnn(h)
         out = out if self.layout_first else out.transpose(0, 1)
         return self.head(out[:, -1])
@@ -51,19 +53,23 @@ def analyze(model, data, run, layers=LAYERS, **kw):
                              projection=False, **kw)  # fmt: skip
 
 
+@pytest.mark.parametrize("pooling", ["mean", "last"])
 @pytest.mark.parametrize(("n", "length", "batch_size"), [(13, 5, 8), (6, 6, 6)], ids=["T<B, then T=B", "T=B"])
-def test_batch_second_sequences_store_the_rows_of_the_same_model_batch_first(tmp_path, n, length, batch_size):
+def test_batch_second_sequences_store_the_rows_of_the_same_model_batch_first(tmp_path, n, length, batch_size,
+                                                                             pooling):  # fmt: skip
     second, first = both_layouts()
     g = torch.Generator().manual_seed(1)
     data = (torch.randn(n, length, 4, generator=g), torch.randint(0, 3, (n,), generator=g))
-    got = analyze(second, data, tmp_path / "second", batch_size=batch_size)
-    want = analyze(first, data, tmp_path / "first", batch_size=batch_size)
+    kw = {"batch_size": batch_size, "sequence_pooling": pooling}
+    got = analyze(second, data, tmp_path / "second", **kw)
+    want = analyze(first, data, tmp_path / "first", **kw)
     for layer in LAYERS:
         assert got.matrix(layer).shape[0] == n
         np.testing.assert_allclose(got.matrix(layer), want.matrix(layer), rtol=1e-4, atol=1e-5, err_msg=layer)
-    with torch.no_grad():  # and the oracle itself: the encoder's output averaged over each instance's positions
-        h = first.attn(*[first.emb(data[0])] * 3, need_weights=False)[0]
-        np.testing.assert_allclose(got.matrix("enc"), first.enc(h).mean(1).numpy(), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # and the oracle itself: the encoder's output over each instance's positions
+        h = first.enc(first.attn(*[first.emb(data[0])] * 3, need_weights=False)[0])
+        np.testing.assert_allclose(got.matrix("enc"), (h.mean(1) if pooling == "mean" else h[:, -1]).numpy(),
+                                   rtol=1e-4, atol=1e-5)  # fmt: skip
 
 
 @pytest.mark.parametrize("pooling", ["mean", "last"])
