@@ -440,9 +440,8 @@ class _Computer:
                     raise TypeError(f"deepscope.feature_maps: layer {name!r} returned {type(output).__name__}, "
                                     f"not a tensor")  # fmt: skip
                 t = padded(t.detach(), None)  # a nested tensor (no feature map) gets a shape
-                if (
-                    t.ndim == 3 and steps is None and not isinstance(module, CHANNELS_FIRST_1D)
-                ):  # a (T, B, D) sequence: no map, rows
+                sequence = t.ndim == 3 and steps is None and not isinstance(module, CHANNELS_FIRST_1D)
+                if sequence:  # perhaps (T, B, D): no map, but its rows are counted
                     dim = sequence_batch_dim(name, tuple(t.shape), instances[0], module in batch_second, None)
                     t = t.transpose(0, 1) if dim else t
                 seen[name] = t
