@@ -34,6 +34,12 @@ def artifact_dir(run_dir: str | os.PathLike[str], *parts: str) -> Path:
 
 
 def model_class(model: Any) -> str:
+    """The model's class, a wrapper's (``torch.compile``, ``DataParallel``, ``DistributedDataParallel``) being the
+    model's inside it: the same model, compiled or wrapped for training or not, is recognised as the one analysed."""
+    if hasattr(model, "named_modules"):
+        from ..capture.layers import unwrapped
+
+        model = unwrapped(model)
     t = type(model)
     return f"{t.__module__}.{t.__qualname__}"
 

@@ -14,19 +14,31 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..capture.layers import uncompiled, unwrapped
 from ..capture.scope import HookScope
 from .activations import ActivationsConfig
 from .batches import Batch, Source, current_length, unused_masks
 from .chunk_files import aligned_empty, direct_io
 from .class_scores import softmax_rows
 from .inputs import feature_input, image_input, input_kind, preview, preview_size, reads_sequences
-from .layer_outputs import CHANNELS_FIRST_1D, first_tensor, is_feature_map, padded, pool
+from .layer_outputs import (
+    CHANNELS_FIRST_1D,
+    ChannelsFirstOutputs,
+    batch_second_modules,
+    first_tensor,
+    is_feature_map,
+    padded,
+    pool,
+    sequence_batch_dim,
+    unpacked,
+)
 from .resume import DIGEST_ROWS, TAIL_ROWS, rows_digest
 
 LABELS = "outputs/labels.zarr"
@@ -71,7 +83,8 @@ class Extractor:
                  named_classes: int | None = None,
                  one_logit_is_binary: Callable[[np.ndarray], bool] | None = None,
                  labels_given: bool = False) -> None:  # fmt: skip
-        self.model, self.layers, self.cfg, self.src, self.state = model, layers, cfg, src, state
+        # called as the module torch.compile wraps: hooks see every call (eager_forward), whatever the torch
+        self.model, self.layers, self.cfg, self.src, self.state = uncompiled(model), layers, cfg, src, state
         self.are_scores = are_scores  # (output width, the first batch's labels) -> whether outputs are class scores
         self.scores: bool | None = SCORES in state.arrays if state.arrays else None  # decided at the first batch
         self.limit = limit  # the labels or metadata rows given: data of unknown length may not yield more
@@ -85,6 +98,11 @@ class Extractor:
         self.text_keys: list[str] | None = None  # dict entries of texts, recorded (decided at the first batch)
         self.text_dropped: set[str] = set()  # ...of them, those forward() does not take
         self.sequences = reads_sequences(model)  # its 3-d inputs are sequences, not grey images
+        self.batch_second = batch_second_modules(unwrapped(model))  # their sequences are (T, B, D)
+        self.batch_dims: dict[str, int] = {}  # where a layer's sequences hold their instances, once a batch told
+        self.declared_dims: dict[str, int] = {}  # ...and where its first batches of T == B were taken to hold them
+        self.channels_first: dict[str, bool] = {}  # whether a layer's 3-d outputs are (B, C, L), once called
+        self.learning: ChannelsFirstOutputs | None = None  # ...learnt from the first forward pass
         self.binary: bool | None = None  # one output per instance: a binary classifier's logit (decided once)
         self.mask: torch.Tensor | None = None
         self.masks_checked = False  # whether the first batch was looked at for a padding mask left unused
@@ -114,15 +132,18 @@ class Extractor:
         self.preview_shape: tuple[int, int, int] | None = None if images is None else tuple(images.shape[1:])
 
     def hook(self, name: str, module: nn.Module) -> Callable[..., None]:
-        channels_first = isinstance(module, CHANNELS_FIRST_1D)
         key = f"{name}.zarr"
 
-        def fn(_m: nn.Module, _inputs: Any, out: Any) -> None:
-            t = first_tensor(out)
-            if t is None:
+        def fn(_m: nn.Module, inputs: Any, out: Any) -> None:
+            mask, channels_first = self.mask, False
+            if (steps := unpacked(out)) is not None:  # an RNN given a packed sequence: pooled over its real steps
+                t, mask = steps  # batch first, whatever the RNN's batch_first
+            elif (t := first_tensor(out)) is None:
                 raise TypeError(f"deepscope.analyze: layer {name!r} returned {type(out).__name__}, not a tensor")
-            t = padded(t.detach(), self.mask)
-            pooled = pool(t, self.mask, channels_first, self.cfg.sequence_pooling)
+            else:
+                channels_first = self._channels_first(name, module, inputs, t)
+                t = self._batch_first(name, padded(t.detach(), mask), channels_first, module)
+            pooled = pool(t, mask, channels_first, self.cfg.sequence_pooling)
             if len(pooled) != self.batch_rows:
                 hint = "" if self.src.map_style else (
                     "; the data is read as batches given as they are — the first dimension of an input counts its "
@@ -153,6 +174,33 @@ class Extractor:
                 self.pooled[name] = (pooled.clone() if aliased else pooled).float()
 
         return fn
+
+    def _channels_first(self, name: str, module: nn.Module, inputs: Any, t: torch.Tensor) -> bool:
+        """Whether a layer's 3-d outputs are (B, C, L), decided at its first call: by its module's kind, or in the
+        first forward pass by where its output came from (``ChannelsFirstOutputs``)."""
+        if name not in self.channels_first:
+            learnt = self.learning is not None and self.learning.is_channels_first(module, inputs, t)
+            self.channels_first[name] = learnt or isinstance(module, CHANNELS_FIRST_1D)
+        return self.channels_first[name]
+
+    def _batch_first(self, name: str, t: torch.Tensor, channels_first: bool, module: nn.Module) -> torch.Tensor:
+        """A sequence output as ``(B, T, D)``: a ``(T, B, D)`` one (``batch_first=False``) transposed, so that it is
+        pooled over its positions, not over the batch, and a padding mask ``(B, T)`` lines up with it."""
+        if t.ndim != 3 or channels_first:
+            return t
+        b = self.batch_rows
+        dim = sequence_batch_dim(name, tuple(t.shape), b, module in self.batch_second, self.batch_dims.get(name))
+        if (t.shape[0] == b) != (t.shape[1] == b):  # the shape told: kept for batches where T == B
+            guessed = self.declared_dims.pop(name, None)
+            if guessed is not None and guessed != dim:
+                raise ValueError(f"deepscope.analyze: layer {name!r} outputs {tuple(t.shape)} for a batch of {b}: "
+                                 f"its instances are along dim {dim}, but an earlier batch as long as it was wide "
+                                 f"was pooled with them along dim {guessed}, as batch_first={not guessed} of its "
+                                 f"module (or one holding it) says; correct that batch_first")  # fmt: skip
+            self.batch_dims[name] = dim
+        elif name not in self.batch_dims:
+            self.declared_dims[name] = dim  # the declaration decided: a later batch's shape must agree
+        return t.transpose(0, 1) if dim else t
 
     def _warn_of_unused_masks(self, batch: Batch) -> None:
         """Once, before the first forward pass: a dict entry that looks like a padding mask but is not used (its name
@@ -201,7 +249,10 @@ class Extractor:
         row = start
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepscope-analyze")
         try:
-            with HookScope() as scope, torch.inference_mode():
+            with HookScope() as scope, HookScope() as learning, torch.inference_mode(), eager_forward():
+                self.learning = ChannelsFirstOutputs()
+                for module in unwrapped(model).modules():  # the first pass only: which outputs are (B, C, L)
+                    learning.add(module.register_forward_hook(self.learning.note))
                 for name, module in self.layers:
                     scope.add(module.register_forward_hook(self.hook(name, module)))
                 for batch in self._batches(start):
@@ -216,6 +267,8 @@ class Extractor:
                         state.data_rows = min(DIGEST_ROWS, row + batch.size)
                         state.data = rows_digest(self.first, state.data_rows)
                     self._step(batch.to(device), row)
+                    learning.close()
+                    self.learning = None
                     self.recent.append((row, batch))
                     row += batch.size
                     bar.update(batch.size)
@@ -507,12 +560,19 @@ class Extractor:
         self._raise_failure()
 
 
+def eager_forward() -> AbstractContextManager[Any]:
+    """``torch.compile`` set aside while a model is analysed: a graph it compiled, cached from an earlier forward
+    pass, runs without the hooks registered since (another analysis's layers: their outputs were missed). An analysis
+    is one pass in inference mode, which the compile time would not repay. (Before torch 2.6, which cannot set it
+    aside, ``Extractor`` calls the module ``torch.compile`` wraps.)"""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else nullcontext()
+
+
 def text_entries(model: nn.Module, batch: Batch) -> tuple[list[str], set[str]]:
     """A dict batch's entries that hold a text per instance (as a Hugging Face dataset's ``text`` column collates):
     recorded as columns of the instance table; those ``forward()`` takes by no parameter are not passed to it."""
     import inspect
-
-    from ..capture.layers import unwrapped
 
     texts = [
         k

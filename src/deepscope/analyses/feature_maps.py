@@ -413,34 +413,53 @@ class _Computer:
     def _outputs(self, layers: list[str], indices: list[int]) -> Iterator[tuple[list[int], dict[str, Any]]]:
         import torch
 
+        from ..capture.layers import uncompiled, unwrapped
         from ..capture.scope import HookScope
-        from .layer_outputs import first_tensor, padded
+        from .layer_outputs import (
+            CHANNELS_FIRST_1D,
+            batch_second_modules,
+            first_tensor,
+            padded,
+            sequence_batch_dim,
+            unpacked,
+        )
 
-        model = self.model
+        model = uncompiled(self.model)  # with eager_forward: every call seen by the hooks, whatever the torch
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         seen: dict[str, Any] = {}
+        batch_second = batch_second_modules(unwrapped(model))
+        instances = [0]  # how many the batch being run holds
 
         def hook(name: str) -> Any:
+            module = self.modules[name]
+
             def fn(_m: Any, _inputs: Any, output: Any) -> None:
-                t = first_tensor(output)
+                steps = unpacked(output)  # an RNN's over a packed sequence: no map, but a row per instance
+                t = steps[0] if steps is not None else first_tensor(output)
                 if t is None:
                     raise TypeError(f"deepscope.feature_maps: layer {name!r} returned {type(output).__name__}, "
                                     f"not a tensor")  # fmt: skip
-                seen[name] = padded(t.detach(), None)  # a nested tensor (no feature map) gets a shape
+                t = padded(t.detach(), None)  # a nested tensor (no feature map) gets a shape
+                sequence = t.ndim == 3 and steps is None and not isinstance(module, CHANNELS_FIRST_1D)
+                if sequence:  # perhaps (T, B, D): no map, but its rows are counted
+                    dim = sequence_batch_dim(name, tuple(t.shape), instances[0], module in batch_second, None)
+                    t = t.transpose(0, 1) if dim else t
+                seen[name] = t
 
             return fn
 
-        from .extraction import text_entries
+        from .extraction import eager_forward, text_entries
 
         dropped: set[str] | None = None
         was_training = model.training
         model.eval()
         try:
-            with HookScope() as scope, torch.inference_mode():
+            with HookScope() as scope, torch.inference_mode(), eager_forward():
                 for name in layers:
                     scope.add(self.modules[name].register_forward_hook(hook(name)))
                 for rows, batch in gather(self.src, indices, self.batch_size):
                     seen.clear()
+                    instances[0] = len(rows)
                     b = batch.to(device)
                     if dropped is None:  # texts forward() does not take, as the analysis left out (decided once)
                         dropped = text_entries(model, b)[1]

@@ -17,7 +17,12 @@ from .batches import Batch, Source, to_batch
 
 
 def weights_digest(model: nn.Module) -> str:
-    """A digest of the parameters and buffers: a resume with other weights starts over."""
+    """A digest of the parameters and buffers: a resume with other weights starts over. Named as in the model inside
+    a wrapper (``fc1.weight``, not ``_orig_mod.fc1.weight`` or ``module.fc1.weight``): the same weights, compiled or
+    wrapped or not, have one digest."""
+    from ..capture.layers import unwrapped
+
+    model = unwrapped(model)
     h = hashlib.blake2b(digest_size=16)
     for name, t in list(model.named_parameters()) + list(model.named_buffers()):
         h.update(name.encode())
