@@ -421,3 +421,65 @@ def test_a_small_bert_gives_no_vanishing_gradients_finding(root):
     run.finish()
     rules = [e.kind for e in reopen(root, run.id).events() if e.kind.startswith("diagnosis/")]
     assert "diagnosis/vanishing_gradients" not in rules and "diagnosis/exploding_gradients" not in rules
+
+
+def plateau_diagnoser():
+    found = []
+    return Diagnoser(LAYERS, PARAMS, found.append, Thresholds()), found
+
+
+def test_a_loss_that_does_not_fall_is_reported_once_at_its_200th_value():
+    d, found = plateau_diagnoser()
+    rng = np.random.default_rng(0)
+    values = np.log(10) + 0.05 * rng.normal(size=400)  # cross-entropy at chance, 10 classes
+    d.observe_scalars(np.arange(400), ["train/loss"], np.zeros(400, np.int32), values)
+    (f,) = found
+    assert (f.rule, f.step, f.layer, f.severity) == ("loss_plateau", 199, "train/loss", "warning")
+    start, latest = np.median(values[:20]), np.median(values[100:200])
+    assert f.text.startswith(f"train/loss has not fallen: over 200 values (steps 0–199) from {start:.4g} to a "
+                             f"median of {latest:.4g} lately")  # fmt: skip
+
+
+def test_a_falling_loss_a_slow_one_and_one_during_a_warm_up_are_not_plateaus():
+    d, found = plateau_diagnoser()
+    steps = np.arange(1000)
+    d.observe_scalars(steps, ["train/loss"], np.zeros(1000, np.int32), 2.3 * np.exp(-steps / 300))
+    d.observe_scalars(steps, ["slow/loss"], np.zeros(1000, np.int32), 2.3 - 0.0005 * steps)  # 3 % by step 199
+    fast = 0.05 + 0.01 * np.random.default_rng(2).random(1000)
+    fast[:40] = np.linspace(2.3, 0.05, 40)  # learned in 40 steps, flat since: converged, not stuck
+    d.observe_scalars(steps, ["fast/loss"], np.zeros(1000, np.int32), fast)
+    d.observe_scalars(steps, ["rl/policy_loss"], np.zeros(1000, np.int32), np.ones(1000))  # not the objective
+    assert found == []
+    # a warm-up: the rate still rising when the 200th value comes; the loss falls once it is high enough
+    d, found = plateau_diagnoser()
+    for s in range(400):
+        d._lr_recent.append((s, 1e-5 * min(s + 1, 300)))
+        loss = 2.3 if s < 300 else 2.3 - 0.01 * (s - 300)
+        d.observe_scalars(np.array([s]), ["train/loss"], np.zeros(1, np.int32), np.array([loss]))
+    assert found == []
+
+
+def test_a_stuck_sigmoid_network_is_reported_through_a_real_run(root):
+    """Glorot & Bengio's deep sigmoid network with its naive initialisation and a small learning rate: the loss sits
+    at chance; the run's events say so."""
+    torch.manual_seed(0)
+    layers = []
+    for i in range(5):
+        lin = nn.Linear(64 if i == 0 else 256, 256)
+        nn.init.uniform_(lin.weight, -1 / 16, 1 / 16)
+        layers += [lin, nn.Sigmoid()]
+    model = nn.Sequential(*layers, nn.Linear(256, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    x, y = torch.randn(512, 64), torch.randint(0, 10, (512,))
+    with deepscope.init(dir=root) as run:
+        run.watch(model, opt, print_findings=False)
+        for _ in range(400):
+            i = torch.randint(0, 512, (32,))
+            loss = nn.functional.cross_entropy(model(x[i]), y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log({"train/loss": loss.item()})
+    found = [e for e in reopen(root, run.id).events() if e.kind == "diagnosis/loss_plateau"]
+    assert [e.key for e in found] == ["train/loss"] and 199 <= found[0].step < 400
+    assert "stopped falling early" in found[0].text  # from above chance, to chance

@@ -2,11 +2,12 @@
 
 Each rule looks at one step's statistics (and a little memory of earlier steps) and reports a finding at
 most once per (rule, layer): saturated units, dead units, vanishing or exploding gradients across depth,
-update-to-weight ratios far from ~1e-3, NaN/Inf, and loss spikes.
+update-to-weight ratios far from ~1e-3, NaN/Inf, loss spikes, and a loss that does not fall.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +30,9 @@ class Thresholds:
     spike_min_share: float = 0.05  # … and above it by at least this share of the loss's early scale
     norm_jump: float = 1e2  # the weight-gradient norm above this many times its recent median: diverging, at once
     diverging_update: float = 1.0  # a median update/weight ratio above this: each step rewrites the weights
+    plateau_values: int = 200  # loss values logged before a loss that has not fallen is reported …
+    plateau_share: float = 0.02  # … having fallen by less than this share of its start since
+    plateau_until: int = 1000  # loss values after which a loss still falling is no longer judged
 
 
 SPIKE_HISTORY = 20  # loss values before one is judged a spike against them
@@ -39,7 +43,7 @@ SPIKE_LOOKBACK = 5  # values before the one judged that may be the spike's peak
 class Finding:
     step: int
     # saturation, dead_units, vanishing/exploding_gradients, zero_gradients, update_ratio_low/high, nonfinite,
-    # loss_spike, skipped_step
+    # loss_spike, loss_plateau, skipped_step
     rule: str
     severity: str
     layer: str | None
@@ -67,6 +71,8 @@ class Diagnoser:
         self._last_spike: dict[str, int] = {}
         self._recent_losses: dict[str, deque[tuple[int, float]]] = {}
         self._loss_scale: dict[str, float] = {}  # the largest |loss| of the first full window
+        self._loss_start: dict[str, tuple[int, float]] = {}  # the first step and the median of the first window
+        self._loss_count: dict[str, int] = {}  # finite values seen, until the loss fell or was reported not to
         self._norms: deque[float] = deque(maxlen=50)  # the total weight-gradient norm of recent healthy steps
         self._zero_streak = np.zeros(0, np.int64)  # per depth weight: recorded steps its gradient has been exactly 0
         self._loss_blamed = False  # NaN/Inf gradients of a finite forward pass were found: the loss's, not growth's
@@ -200,6 +206,8 @@ class Diagnoser:
             key = keys[kid]
             if not key.rsplit("/", 1)[-1].endswith("loss"):
                 continue
+            if key not in self._losses and _is_training_loss(key):
+                self._loss_count[key] = 0  # judged until it falls, or is reported not to
             window = self._losses.setdefault(key, deque(maxlen=200))
             recent = self._recent_losses.setdefault(key, deque(maxlen=SPIKE_LOOKBACK))  # (step, value)
             sel = np.flatnonzero(key_ids == kid)
@@ -227,11 +235,47 @@ class Diagnoser:
                 if np.isfinite(v):
                     window.append(v)
                     recent.append((s, v))
+                    if key in self._loss_count:
+                        self._judge_progress(key, s, window)
                 elif ("loss_nonfinite", key) not in self._reported:
                     self._report(s, "loss_nonfinite", key, "error",
                                  f"{key} is {v} from step {s}: a log or a division of 0 in the loss, a NaN in the "
                                  "inputs or targets — or the model's outputs overflowed (see the layers' "
                                  "findings)")  # fmt: skip
+
+    def _judge_progress(self, key: str, step: int, window: deque[float]) -> None:
+        """A loss that does not learn, reported once between ``plateau_values`` and ``plateau_until`` values: one
+        that has not fallen
+        (its latest values' median within ``plateau_share`` of its first values'), or one that fell a little at
+        first and then stopped — by less than half of its start, and flat over its last ``plateau_values`` (a
+        classifier that learned its classes' frequencies and no more: cross-entropy at chance). A learning rate far
+        too low, a network stuck (saturated or dead units, Glorot & Bengio's plateau), inputs that do not match
+        their labels. Not judged while the learning rate still rises (a warm-up), nor again once the loss fell."""
+        n = self._loss_count[key] = self._loss_count[key] + 1
+        if n == SPIKE_HISTORY:
+            self._loss_start[key] = (step - n + 1, float(np.median(np.fromiter(window, float))))
+        if n < self.t.plateau_values:
+            return
+        first, start = self._loss_start[key]
+        half = len(window) // 2
+        earlier = float(np.median(np.fromiter(itertools.islice(window, 0, half), float)))
+        latest = float(np.median(np.fromiter(itertools.islice(window, half, None), float)))
+        scale = abs(start) or 1.0
+        not_fallen = start - latest < self.t.plateau_share * scale
+        stopped = start - latest < 0.5 * scale and earlier - latest < 0.25 * self.t.plateau_share * scale
+        if not (not_fallen or stopped):
+            if start - latest >= 0.5 * scale or n >= self.t.plateau_until:
+                del self._loss_count[key]  # it fell far, or for long: learning
+            return
+        recent_lr = self._lr_recent
+        if len(recent_lr) >= 2 and recent_lr[-1][1] > 1.01 * recent_lr[0][1]:
+            return  # a warm-up: judged again when the rate holds
+        del self._loss_count[key]
+        how = "has not fallen" if not_fallen else "stopped falling early"
+        self._report(step, "loss_plateau", key, "warning",
+                     f"{key} {how}: over {n} values (steps {first}–{step}) from {start:.4g} to a median of "
+                     f"{latest:.4g} lately — a learning rate too low, units saturated or dead (see the layers' "
+                     "findings), or inputs that do not match their labels?")  # fmt: skip
 
     def _watch_norm(self, step: int, norms: np.ndarray, nonfinite: bool, blame_growth: bool = True) -> None:
         """A sudden jump of the total weight-gradient norm (or its overflow: an infinite norm, non-finite values in
@@ -319,6 +363,13 @@ LR_CONVEX = 0.35  # within the first window: the rate half-way through, at most 
 # time, so their gradients are orders of magnitude off the matrices' beside them (a transformer's gradient-flow line
 # zigzagged between them, and a vanishing-gradient ratio read them as depth).
 _NOT_DEPTH = ("Norm", "Embedding")
+
+
+def _is_training_loss(key: str) -> bool:
+    """The objective itself (``loss``, ``train/loss``, ``train_loss``, ``total_loss``), not a part of it that may
+    rightly stay flat or rise (a policy's loss, a regulariser's, a validation loss logged now and then)."""
+    last = key.rsplit("/", 1)[-1].lower()
+    return last in ("loss", "train_loss", "training_loss", "total_loss")
 
 
 def _is_weight(param: str) -> bool:
