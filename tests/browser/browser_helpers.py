@@ -58,6 +58,11 @@ def wait_for(page, predicate: str, arg=None, timeout: float = 10_000) -> None:
     page.wait_for_function(predicate, arg=arg, timeout=timeout, polling=20)
 
 
+def found(page, locate: str, arg, timeout: float = 10_000) -> None:
+    """Once ``locate(arg)`` finds its target: a view being drawn anew may be without it for a moment."""
+    wait_for(page, f"(arg) => ({locate})(arg) != null", arg, timeout=timeout)
+
+
 def point_until(page, locate: str, arg, done: str, *, click: bool = True, tries: int = 4) -> tuple[float, float]:
     """Click (or hover) the page position ``locate(arg)`` returns until ``done(arg)`` holds; that position.
 
@@ -67,6 +72,7 @@ def point_until(page, locate: str, arg, done: str, *, click: bool = True, tries:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(tries):
+        found(page, locate, arg)
         at = page.evaluate(locate, arg)
         assert at is not None, f"{locate} found nothing for {arg!r}"
         x, y = (at["x"], at["y"]) if isinstance(at, dict) else at
@@ -86,7 +92,7 @@ def point_until(page, locate: str, arg, done: str, *, click: bool = True, tries:
 # The page position at fractions (fx, fy) of the first element matching a selector, plus (dx, dy) pixels:
 # ``[selector, fx, fy]`` or ``[selector, fx, fy, dx, dy]``, for ``point_until``.
 ELEMENT_AT = """([sel, fx, fy, dx, dy]) => { const e = document.querySelector(sel); if (!e) return null;
-    const r = e.getBoundingClientRect();
+    const r = e.getBoundingClientRect(); if (!r.width || !r.height) return null;
     return [r.left + r.width * fx + (dx ?? 0), r.top + r.height * fy + (dy ?? 0)]; }"""
 
 
@@ -144,6 +150,7 @@ def drag_until(page, locate: str, arg, done: str, *, steps: int = 4, tries: int 
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(tries):
+        found(page, locate, arg)
         path = page.evaluate(locate, arg)
         assert path, f"{locate} found nothing for {arg!r}"
         page.mouse.move(*path[0])

@@ -128,7 +128,7 @@ def test_url_reproduces_the_view(context, page, server, store):
 
 
 DRAG_PATH = """([sel, f0, f1]) => { const e = document.querySelector(sel); if (!e) return null;
-    const r = e.getBoundingClientRect(), y = r.top + r.height / 2;
+    const r = e.getBoundingClientRect(), y = r.top + r.height / 2; if (!r.width) return null;
     return [f0, (f0 + f1) / 2, f1].map((f) => [r.left + r.width * f, y]); }"""
 
 
