@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -56,8 +58,13 @@ def wait_for(page, predicate: str, arg=None, timeout: float = 10_000) -> None:
     page.wait_for_function(predicate, arg=arg, timeout=timeout, polling=20)
 
 
-def point_until(page, locate: str, arg, done: str, *, click: bool = True, tries: int = 4) -> None:
-    """Click (or hover) the page position ``locate(arg)`` returns until ``done(arg)`` holds.
+def found(page, locate: str, arg, timeout: float = 10_000) -> None:
+    """Once ``locate(arg)`` finds its target: a view being drawn anew may be without it for a moment."""
+    wait_for(page, f"(arg) => ({locate})(arg) != null", arg, timeout=timeout)
+
+
+def point_until(page, locate: str, arg, done: str, *, click: bool = True, tries: int = 4) -> tuple[float, float]:
+    """Click (or hover) the page position ``locate(arg)`` returns until ``done(arg)`` holds; that position.
 
     The panels around a view may still be settling — loading, growing a line — when the pointer arrives, so that
     it lands beside its target: each try locates the target anew. ``locate`` returns ``{x, y}`` or ``[x, y]``.
@@ -65,6 +72,7 @@ def point_until(page, locate: str, arg, done: str, *, click: bool = True, tries:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     for attempt in range(tries):
+        found(page, locate, arg)
         at = page.evaluate(locate, arg)
         assert at is not None, f"{locate} found nothing for {arg!r}"
         x, y = (at["x"], at["y"]) if isinstance(at, dict) else at
@@ -73,6 +81,83 @@ def point_until(page, locate: str, arg, done: str, *, click: bool = True, tries:
         else:
             page.mouse.move(0, 0)  # away first, so that arriving is a move even at the same spot
             page.mouse.move(x, y)
+        try:
+            wait_for(page, done, arg, timeout=3_000)
+            return x, y
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
+
+
+# The page position at fractions (fx, fy) of the first element matching a selector, plus (dx, dy) pixels:
+# ``[selector, fx, fy]`` or ``[selector, fx, fy, dx, dy]``, for ``point_until``.
+ELEMENT_AT = """([sel, fx, fy, dx, dy]) => { const e = document.querySelector(sel); if (!e) return null;
+    const r = e.getBoundingClientRect(); if (!r.width || !r.height) return null;
+    return [r.left + r.width * fx + (dx ?? 0), r.top + r.height * fy + (dy ?? 0)]; }"""
+
+
+def showing(selector: str, text: str = "") -> str:
+    """A predicate for ``wait_for`` and ``point_until``: an element ``selector`` matches is shown, holding ``text``."""
+    return f"() => (document.querySelector({json.dumps(selector)})?.textContent ?? null)?.includes({json.dumps(text)})"
+
+
+def point_at(page, selector: str, fx: float, fy: float, done: str, *, dx: float = 0, dy: float = 0,
+             click: bool = True) -> tuple[float, float]:  # fmt: skip
+    """``point_until`` at fractions (fx, fy) of ``selector``'s box, plus (dx, dy) pixels, until ``done()`` holds."""
+    return point_until(page, ELEMENT_AT, [selector, fx, fy, dx, dy], done, click=click)
+
+
+def settled(page, *selectors: str, still_ms: float = 300, timeout: float = 15_000) -> None:
+    """Once the boxes of ``selectors`` have not moved for ``still_ms`` (views above them may still be growing)."""
+    wait_for(
+        page,
+        """([sels, ms]) => { const now = performance.now();
+            const key = JSON.stringify(sels.map((s) => { const e = document.querySelector(s); if (!e) return null;
+                const r = e.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; }));
+            const held = (window.__settled ??= {}), id = sels.join('|');
+            if (held[id]?.key !== key) { held[id] = { key, since: now }; return false; }
+            return now - held[id].since >= ms; }""",
+        [list(selectors), still_ms],
+        timeout=timeout,
+    )
+
+
+# The page position of neuron ``n``'s column of the neuron matrix (``cols`` columns wide), ``dy`` below its top.
+NEURON_AT = """([n, cols, dy]) => { const e = document.querySelector('[data-testid=neuron-matrix]');
+    if (!e) return null;
+    const r = e.getBoundingClientRect(); return [r.left + (n + 0.5) * r.width / cols, r.top + dy]; }"""
+
+
+def eventually(check, timeout: float = 10.0, every: float = 0.2):
+    """``check()``'s value once it raises no AssertionError: for what a test sees only in pixels, drawn in a frame
+    of its own after the state it waited for. Its last AssertionError past ``timeout`` seconds."""
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(every)
+
+
+def drag_until(page, locate: str, arg, done: str, *, steps: int = 4, tries: int = 4) -> None:
+    """Drag the mouse along the page positions ``locate(arg)`` returns (``[[x, y], …]``) until ``done(arg)`` holds.
+
+    As ``point_until``: each try locates the path anew, the panels around it having perhaps moved it."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(tries):
+        found(page, locate, arg)
+        path = page.evaluate(locate, arg)
+        assert path, f"{locate} found nothing for {arg!r}"
+        page.mouse.move(*path[0])
+        page.mouse.down()
+        for x, y in path[1:]:
+            page.mouse.move(x, y, steps=steps)
+        page.mouse.up()
         try:
             wait_for(page, done, arg, timeout=3_000)
             return

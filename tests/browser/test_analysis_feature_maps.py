@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from analysis_data import write_analysed
-from browser_helpers import wait_for
+from browser_helpers import point_until, wait_for
 
 import deepscope
 from deepscope.analyses import read
@@ -24,6 +24,9 @@ pytestmark = pytest.mark.browser
 CONV = "features.4"  # the second convolution: 32 channels of 14 × 14
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"]
+MAP_AT = "([c, row, col]) => window.__deepscope.analysis.maps().locate(c, row, col)"
+HOVERED = """([c, row, col]) => { const h = window.__deepscope.analysis.maps().hover;
+    return h?.channel === c && h.row === row && h.col === col; }"""
 DIVERGING = ["#2166ac", "#4393c3", "#92c5de", "#d1e5f0", "#f7f7f7", "#fddbc7", "#f4a582", "#d6604d", "#b2182b"]
 
 
@@ -100,8 +103,7 @@ def test_tiles_show_the_stored_maps(page, analysed):
 
     # hovering a tile names the channel and the value under the pointer
     c, row, col = spots[0]
-    at = held(page, "maps().locate", c, row, col)
-    page.mouse.move(at["x"], at["y"])
+    point_until(page, MAP_AT, [c, row, col], HOVERED, click=False)
     tip = page.get_by_test_id("feature-map-tip")
     tip.wait_for()
     assert held(page, "maps")["hover"] == {"channel": c, "row": row, "col": col,
@@ -109,8 +111,7 @@ def test_tiles_show_the_stored_maps(page, analysed):
     assert f"channel {c}" in tip.inner_text() and f"({row}, {col}) = {maps[c, row, col]:.3f}" in tip.inner_text()
 
     # a click selects the channel as the neuron of every view; its tile is outlined
-    page.mouse.click(at["x"], at["y"])
-    wait_for(page, "(c) => window.__deepscope.analysis.maps().selected === c", c)
+    point_until(page, MAP_AT, [c, row, col], "([c]) => window.__deepscope.analysis.maps().selected === c")
     assert f"neuron={c}" in page.url
     # channel order
     page.get_by_label("Feature map order").select_option("channel")
@@ -136,8 +137,9 @@ def test_tiles_show_the_stored_maps(page, analysed):
 
     out = DOCS if os.environ.get("DEEPSCOPE_SCREENSHOTS") == "docs" else Path(data.root)
     page.get_by_label("Feature map order").select_option("mean")
-    page.mouse.move(*(lambda p: (p["x"], p["y"]))(held(page, "maps().locate", c, row, col)))
+    wait_for(page, "(s) => window.__deepscope.analysis.maps().shown.join() === s.join()", m["shown"])
     page.get_by_test_id("feature-maps").scroll_into_view_if_needed()
+    point_until(page, MAP_AT, [c, row, col], HOVERED, click=False)
     page.wait_for_timeout(300)
     page.screenshot(path=str(out / "analysis-feature-maps.png"))
 

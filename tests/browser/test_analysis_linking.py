@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from analysis_data import CLASS_NAMES, Analysed, write_analysed
-from browser_helpers import point_until, wait_for
+from browser_helpers import NEURON_AT, eventually, point_until, wait_for
 
 from deepscope.analyses import read
 from deepscope.server.launch import BackgroundServer
@@ -83,9 +83,9 @@ def test_a_class_picked_in_the_grid_is_highlighted_in_every_view(page, analysed,
     assert held(page, "confusion")["selectedClass"] == c
 
     # the other way round: a class picked in the confusion matrix (a row label) is the grid's selection
-    box = page.locator(".confusion canvas").bounding_box()
-    at = page.evaluate("([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [2, 0])
-    page.mouse.click(box["x"] + 10, at["y"])  # in the label column, level with row 2
+    label_at = """(i) => { const box = document.querySelector('.confusion canvas').getBoundingClientRect();
+        return [box.left + 10, window.__deepscope.analysis.confusion().locate(i, 0).y]; }"""  # in the label column
+    point_until(page, label_at, 2, "(i) => window.__deepscope.analysis.confusion().selectedClass === i")
     highlighted_everywhere(page, int((table["label"] == 2).sum()), f"class {CLASS_NAMES[2]}")
     wait_for(page, "() => window.__deepscope.analysis.matrix().selectedRows.join() === 'two'")
 
@@ -141,35 +141,41 @@ def test_a_small_subset_and_the_selected_instance_stand_out_in_the_projection(pa
     wait_for(page, "(n) => window.__deepscope.analysis.projection().sizes?.largeCount === n", len(members))
     sizes = held(page, "projection")["sizes"]
     assert sizes["large"] >= 2 * sizes["point"] and sizes["large"] >= 9, sizes
-    page.wait_for_timeout(300)  # the frame with the large points
     canvas = page.locator("[data-testid=projection]")
-    screen = page.evaluate("(ix) => window.__deepscope.analysis.projectionScreen(ix)", members.tolist())
-    img, box = canvas_pixels(page, canvas)
-    for pos in screen:
-        px = around(img, box, pos, 7)
-        vivid = (px.max(1) - px.min(1)) > 60  # in full colour: the faded points are pale
-        assert vivid.sum() >= 40, vivid.sum()  # a 9-pixel disc, not a 3-pixel dot
+
+    def large_points_drawn() -> None:  # in the frame that follows the sizes
+        screen = page.evaluate("(ix) => window.__deepscope.analysis.projectionScreen(ix)", members.tolist())
+        img, box = canvas_pixels(page, canvas)
+        for pos in screen:
+            px = around(img, box, pos, 7)
+            vivid = (px.max(1) - px.min(1)) > 60  # in full colour: the faded points are pale
+            assert vivid.sum() >= 40, vivid.sum()  # a 9-pixel disc, not a 3-pixel dot
+
+    eventually(large_points_drawn)
 
     # the selected instance: a dark dot in a white ring in a dark ring, larger than any point
     target = int(members[0])
     point_until(page, GRID_AT, target, SELECTED)
     wait_for(page, "(i) => window.__deepscope.analysis.projection().selected === i", target)
     assert held(page, "projection")["sizes"]["selected"] >= 15
-    page.wait_for_timeout(300)
-    img, box = canvas_pixels(page, canvas)
-    pos = page.evaluate("(i) => window.__deepscope.analysis.projectionScreen([i])", [target])[0]
-    px = around(img, box, pos, 9)
-    dark = px.sum(1) < 150  # #111827, in no class's colour
-    assert dark.sum() >= 60, dark.sum()
+
+    def selected_drawn() -> None:  # in the frame that follows the selection
+        img, box = canvas_pixels(page, canvas)
+        pos = page.evaluate("(i) => window.__deepscope.analysis.projectionScreen([i])", [target])[0]
+        px = around(img, box, pos, 9)
+        dark = px.sum(1) < 150  # #111827, in no class's colour
+        assert dark.sum() >= 60, dark.sum()
+
+    eventually(selected_drawn)
 
 
 def test_a_neuron_picked_in_the_matrix_highlights_its_top_instances(page, analysed, server_url):
     open_ready(page, analysed, server_url)
     x = read(analysed.root / analysed.run).matrix(LAYER)
     neuron = int(np.argmax((x > 0).sum(0)))  # the most often active neuron: no ties among its top instances
-    box = page.locator("[data-testid=neuron-matrix]").bounding_box()
-    page.mouse.click(box["x"] + (neuron + 0.5) * box["width"] / 128, box["y"] + 20)
-    wait_for(page, "(n) => window.__deepscope.analysis.matrix().selectedNeuron === n", neuron)
+    point_until(
+        page, NEURON_AT, [neuron, 128, 20], "([n]) => window.__deepscope.analysis.matrix().selectedNeuron === n"
+    )
     highlighted_everywhere(page, TOP_K, f"top instances of neuron {neuron}")
     want = np.argsort(-x[:, neuron], kind="stable")[:TOP_K]
     assert held(page, "state")["top"] == want.tolist()
@@ -243,8 +249,7 @@ def test_a_reload_or_a_shared_link_highlights_the_newest_selection(page, context
     x = read(analysed.root / analysed.run).matrix(LAYER)
     # a neuron above its lowest value on TOP_K instances at least (a dead one has no top instances)
     live = int(np.flatnonzero((x > x.min(0)).sum(0) >= TOP_K)[5])
-    box = page.locator("[data-testid=neuron-matrix]").bounding_box()
-    page.mouse.click(box["x"] + (live + 0.5) * box["width"] / 128, box["y"] + 20)
+    point_until(page, NEURON_AT, [live, 128, 20], "([n]) => window.__deepscope.analysis.matrix().selectedNeuron === n")
     neuron = held(page, "matrix")["selectedNeuron"]
     assert neuron == live
     neuron_label = f"top instances of neuron {neuron}"
@@ -278,14 +283,17 @@ def test_a_small_highlight_is_ringed_in_the_instance_grid(page, analysed, server
     wait_for(page, "(n) => window.__deepscope.analysis.grid().highlighted === n", len(members))
     grid = held(page, "grid")
     assert sorted(grid["ringed"]) == members.tolist() and grid["cell"] <= 6
-    page.wait_for_timeout(200)
     canvas = page.get_by_test_id("instance-grid")
-    for k in members.tolist():
+
+    def ringed(k: int) -> None:  # in the frame that follows the highlight
         pos = page.evaluate("(i) => window.__deepscope.analysis.grid().locate(i)", k)
         img, box = canvas_pixels(page, canvas)
         px = around(img, box, (pos["x"], pos["y"]), 9)
         amber = (np.abs(px - np.array([245, 159, 0])).max(1) < 40).sum()  # FOCUS_COLOR
         assert amber >= 20, amber  # a ring some 12 pixels across, not a 3-pixel square
+
+    for k in members.tolist():
+        eventually(lambda: ringed(k))  # noqa: B023 - called at once
     # a class of 100 digits: its squares coloured among faded ones are found without rings (rings of so many would
     # run together and hide them)
     assert (table["label"] == 1).sum() == 100

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from analysis_data import CLASS_NAMES, Analysed, write_analysed
-from browser_helpers import wait_for
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from browser_helpers import NEURON_AT, point_until, wait_for
 
 from deepscope.analyses import read
 from deepscope.analyses.lasso import inside_polygon
@@ -23,6 +22,7 @@ pytestmark = pytest.mark.browser
 
 LAYER = "features.10"  # the hidden ReLU layer: 128 neurons
 TOP_K = 24  # what the matrix asks for
+SELECTED_NEURON = "([n]) => window.__deepscope.analysis.matrix().selectedNeuron === n"
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +117,7 @@ def test_matrix_rows_sorting_and_top_instances(page, analysed, server_url, reade
 
     # a cell selects its neuron; the neuron's top instances are listed, highest first, with their digits
     neuron = int(np.argmax((reader.matrix(LAYER) > 0).sum(0)))  # the most active one: no ties among its top
-    box = page.locator("[data-testid=neuron-matrix]").bounding_box()
-    page.mouse.click(box["x"] + (neuron + 0.5) * box["width"] / 128, box["y"] + 20)
-    wait_for(page, "(n) => window.__deepscope.analysis.matrix().selectedNeuron === n", neuron)
+    point_until(page, NEURON_AT, [neuron, 128, 20], SELECTED_NEURON)
     tip = page.locator(".tip").first
     tip.wait_for()
     assert f"neuron {neuron}: " in tip.inner_text() and " ± " in tip.inner_text()  # a class row: mean ± std
@@ -233,9 +231,7 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
         wait_for(page, "(c) => window.__deepscope.analysis.projection().colorBy === c", colour)
     # by neuron: select one in the matrix, then colour by its activation
     matrix_ready(page)
-    box = page.locator("[data-testid=neuron-matrix]").bounding_box()
-    page.mouse.click(box["x"] + 5.5 * box["width"] / 128, box["y"] + 10)
-    wait_for(page, "() => window.__deepscope.analysis.matrix().selectedNeuron === 5")
+    point_until(page, NEURON_AT, [5, 128, 10], SELECTED_NEURON)
     wait_for(page, "() => window.__deepscope.analysis.projection().focusCount > 0")  # its top instances, in focus
     page.get_by_label("Colour by").select_option("neuron")
     wait_for(page, "() => window.__deepscope.analysis.projection().colorBy === 'neuron'")
@@ -292,12 +288,10 @@ def test_projection_draws_pca_colours_and_lasso(page, analysed, server_url, read
     screen = np.array(page.evaluate("() => window.__deepscope.analysis.projectionScreen([...Array(1000).keys()])"))
     assert screen[:, 1].max() < page.viewport_size["height"]  # the projection fits the window
     i = int(np.flatnonzero(inside)[0])
-    page.mouse.click(*screen[i])
-    try:
-        wait_for(page, "() => window.__deepscope.analysis.projection().selected !== null", timeout=3000)
-    except PlaywrightTimeout:  # a click that lands while the points are being redrawn is ignored: click again
-        page.mouse.click(*screen[i])
-        wait_for(page, "() => window.__deepscope.analysis.projection().selected !== null")
+    # a click that lands while the points are being redrawn is ignored: click again
+    point_until(page, "(i) => window.__deepscope.analysis.projectionScreen([i])[0]", i,
+                "() => window.__deepscope.analysis.projection().selected !== null")  # fmt: skip
+    screen = np.array(page.evaluate("() => window.__deepscope.analysis.projectionScreen([...Array(1000).keys()])"))
     j = held(page, "projection")["selected"]
     assert np.hypot(*(screen[j] - screen[i])) < 6  # the point under the pointer (or one drawn over it)
 
@@ -405,9 +399,7 @@ def test_top_instances_of_the_default_layer(page, analysed, server_url, reader):
     x = reader.matrix(layer)
     width = x.shape[1]
     live = int(np.flatnonzero((x > x.min(0)).sum(0) >= 24)[2])  # a neuron with a strip of cards (a dead one: none)
-    box = page.locator("[data-testid=neuron-matrix]").bounding_box()
-    page.mouse.click(box["x"] + (live + 0.5) * box["width"] / min(width, 128), box["y"] + 20)
-    wait_for(page, "() => window.__deepscope.analysis.matrix().selectedNeuron !== null")
+    point_until(page, NEURON_AT, [live, min(width, 128), 20], SELECTED_NEURON)
     neuron = held(page, "matrix")["selectedNeuron"]
     wait_for(page, "(n) => window.__deepscope.analysis.matrixTop()?.neuron === n", neuron, timeout=15_000)
     column = reader.matrix(layer)[:, neuron]

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import numpy as np
 import pytest
 import torch
-from browser_helpers import wait_for
+from browser_helpers import point_until, settled, showing, wait_for
 from PIL import Image
 
 import deepscope
@@ -289,7 +289,7 @@ def test_clipped_matrices_show_that_they_scroll(page, site):
     open_run(page, site, "long", "&neuron=3")
     matrix_rows(page)
     scroller = page.get_by_test_id("matrix-scroller")
-    page.get_by_test_id("neuron-top").wait_for(timeout=10_000)
+    page.get_by_test_id("neuron-top").wait_for(timeout=20_000)
     over = scroller.evaluate("(s) => ({x: s.scrollWidth > s.clientWidth + 2, y: s.scrollHeight > s.clientHeight + 2})")
     assert over["y"], "120 class rows overflow the matrix panel at 1280×800"
     hint = page.get_by_test_id("matrix-more-below")
@@ -402,12 +402,13 @@ def test_the_confusion_tooltip_is_whole_in_the_window(page, serve, tmp_path):
     page.goto(f"{serve(tmp_path).url}?tab=analysis&runs={run.id}")
     page.get_by_test_id("confusion-matrix").wait_for()
     for i, j in ((3, 3), (0, 3), (3, 0)):
-        at = held(page, "confusion().locate", i, j)
-        page.mouse.move(at["x"], at["y"])
+        said = f"labelled {names[i]} · predicted {names[j]}"
+        x, y = point_until(page, "([i, j]) => window.__deepscope.analysis.confusion().locate(i, j)", [i, j],
+                           showing(".confusion .tip", said), click=False)  # fmt: skip
+        at = {"x": x, "y": y}
         tip = page.locator(".confusion .tip")
-        tip.wait_for()
         text = tip.inner_text()
-        assert f"labelled {names[i]} · predicted {names[j]}" in text
+        assert said in text
         box = tip.bounding_box()
         right, bottom = box["x"] + box["width"], box["y"] + box["height"]
         assert box["x"] >= 0 and box["y"] >= 0 and right <= 1366 and bottom <= 768
@@ -457,11 +458,15 @@ def open_news(page, serve, tmp_path, width: int, height: int) -> None:
     matrix_rows(page)
 
 
+VIEWS = ("[data-testid=matrix-scroller]", "[data-testid=neuron-top]", "[data-testid=confusion-matrix]",
+         "[data-testid=projection]")  # fmt: skip
+
+
 def test_at_1366_by_768_every_view_is_whole(page, serve, tmp_path):
     """A 32-neuron matrix fits its panel's width with its whole legend ("no value"); the 4 × 4 confusion matrix shows
     its 16 cells, none under a hint; the projection ends inside its panel, inside the window."""
     open_news(page, serve, tmp_path, 1366, 768)
-    page.wait_for_timeout(500)  # the hints measure after the views settle
+    settled(page, *VIEWS, still_ms=500)  # the hints measure after the views settle
 
     scroller = page.get_by_test_id("matrix-scroller")
     sizes = scroller.evaluate("(s) => [s.scrollWidth, s.clientWidth]")
@@ -487,7 +492,7 @@ def test_at_1600_by_1000_the_neuron_panel_is_as_tall_as_what_it_shows(page, serv
     """4 rows and a neuron's top instances: the panel ends below them (it kept 46 % of the column, half of it empty)
     and the projection has the rest."""
     open_news(page, serve, tmp_path, 1600, 1000)
-    page.wait_for_timeout(300)
+    settled(page, *VIEWS)
     panel = page.get_by_test_id("matrix-scroller").evaluate(
         "(s) => s.closest('.panel').getBoundingClientRect().toJSON()"
     )

@@ -9,7 +9,18 @@ import urllib.request
 
 import numpy as np
 import pytest
-from browser_helpers import LONG_STEPS, SHORT_STEPS, XSS, Console, charts, wait_for
+from browser_helpers import (
+    LONG_STEPS,
+    SHORT_STEPS,
+    XSS,
+    Console,
+    charts,
+    drag_until,
+    eventually,
+    point_at,
+    showing,
+    wait_for,
+)
 from playwright.sync_api import expect
 
 import deepscope
@@ -116,15 +127,22 @@ def test_url_reproduces_the_view(context, page, server, store):
     other.close()
 
 
+DRAG_PATH = """([sel, f0, f1]) => { const e = document.querySelector(sel); if (!e) return null;
+    const r = e.getBoundingClientRect(), y = r.top + r.height / 2; if (!r.width) return null;
+    return [f0, (f0 + f1) / 2, f1].map((f) => [r.left + r.width * f, y]); }"""
+
+
 def drag_zoom(page, key: str, frac0: float, frac1: float, figure: str = "data-key") -> None:
-    over = page.locator(f'figure[{figure}="{key}"] .u-over')
-    box = over.bounding_box()
-    y = box["y"] + box["height"] / 2
-    page.mouse.move(box["x"] + box["width"] * frac0, y)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * (frac0 + frac1) / 2, y, steps=4)
-    page.mouse.move(box["x"] + box["width"] * frac1, y, steps=4)
-    page.mouse.up()
+    """A drag across the chart from ``frac0`` to ``frac1`` of its width, until the view holds a zoom."""
+    over = f'figure[{figure}="{key}"] .u-over'
+    drag_until(page, DRAG_PATH, [over, frac0, frac1], "() => !!window.__deepscope.view().zoom")
+
+
+def hover_chart(page, key: str, fx: float, text: str = "", dx: float = 0):
+    """The pointer over chart ``key`` at ``fx`` of its width (plus ``dx`` pixels), once its tooltip shows ``text``."""
+    point_at(page, f"figure[data-key='{key}'] .u-over", fx, 0.5, showing(f"figure[data-key='{key}'] .tip", text),
+             dx=dx, click=False)  # fmt: skip
+    return page.locator(f"figure[data-key='{key}'] .tip")
 
 
 def test_zoom_refetches_finer_data_and_double_click_resets(page, server, store):
@@ -468,15 +486,18 @@ def test_a_log_axis_labels_the_whole_range_of_a_diverging_metric(page, serve, tm
     open_page(page, f"{serve(tmp_path).url}?runs={run.id}&smooth=0&log=1")
     chart_ready(page, "loss", run.id, 299)
     wait_for(page, "() => window.__deepscope.yScale['loss']?.distr === 3 && window.__deepscope.yLabels['loss']")
-    page.wait_for_timeout(200)
-    shown = [float(label) for label in page.evaluate("() => window.__deepscope.yLabels['loss']") if label]
-    exps = [round(np.log10(v)) for v in shown]
-    assert all(v == 10.0**e for v, e in zip(shown, exps))  # powers of ten
-    steps = {b - a for a, b in zip(exps, exps[1:])}
-    assert len(steps) == 1 and steps.pop() > 1  # evenly spaced, a few decades apart
-    assert min(exps) <= 1 and max(exps) >= 25  # from the bottom of the data to its top
-    box = page.locator('figure[data-key="loss"] .u-over').bounding_box()
-    assert box["height"] / (len(shown) - 1) >= 20  # apart: 11 px labels never touch
+
+    def labelled() -> None:  # as the axis is drawn once the chart has its size
+        shown = [float(label) for label in page.evaluate("() => window.__deepscope.yLabels['loss']") if label]
+        exps = [round(np.log10(v)) for v in shown]
+        assert all(v == 10.0**e for v, e in zip(shown, exps))  # powers of ten
+        steps = {b - a for a, b in zip(exps, exps[1:])}
+        assert len(steps) == 1 and steps.pop() > 1  # evenly spaced, a few decades apart
+        assert min(exps) <= 1 and max(exps) >= 25  # from the bottom of the data to its top
+        box = page.locator('figure[data-key="loss"] .u-over').bounding_box()
+        assert box["height"] / (len(shown) - 1) >= 20  # apart: 11 px labels never touch
+
+    eventually(labelled)
 
 
 def _coloured_pixels(page, key: str) -> int:
@@ -511,17 +532,14 @@ def test_a_metric_of_one_or_a_few_points_is_drawn(page, serve, tmp_path):
     open_page(page, f"{server.url}?runs={run.id}&smooth=0.6")
     for key, last in (("loss", 99), ("eval/loss", 50), ("test/acc", 99)):
         chart_ready(page, key, run.id, last)
-    page.wait_for_timeout(300)
-    assert _coloured_pixels(page, "test/acc") > 10  # the one point, drawn
-    plot = page.locator("figure[data-key='test/acc'] .u-over").bounding_box()
-    page.mouse.move(plot["x"] + plot["width"] - 3, plot["y"] + plot["height"] / 2)  # near the point, at step 99
-    tip = page.locator("figure[data-key='test/acc'] .tip")
-    tip.wait_for()
+
+    def point_drawn() -> None:
+        assert _coloured_pixels(page, "test/acc") > 10  # the one point, drawn
+
+    eventually(point_drawn)
+    tip = hover_chart(page, "test/acc", 1, "0.9", dx=-3)  # near the point, at step 99
     assert "0.9" in tip.inner_text()  # a single point is listed when the cursor is near it
-    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
-    page.mouse.move(plot["x"] + plot["width"] / 2, plot["y"] + plot["height"] / 2)
-    tip = page.locator("figure[data-key='loss'] .tip")
-    tip.wait_for()
+    tip = hover_chart(page, "loss", 0.5)
     assert tip.locator(".tip-cols").inner_text().split() == ["smoothed", "raw"]  # a smoothed line: both, named
     assert _coloured_pixels(page, "eval/loss") > 10
     assert _coloured_pixels(page, "loss") > 10
@@ -546,10 +564,7 @@ def test_comparing_many_runs_colours_hover_and_interrupted(page, serve, tmp_path
     chart_ready(page, "loss", ids[12], 19)
     swatch = "(id) => getComputedStyle(document.querySelector(`li[data-run='${id}'] .swatch`)).backgroundColor"
     assert page.evaluate(swatch, ids[0]) != page.evaluate(swatch, ids[12])  # run 12 would repeat run 0's colour
-    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
-    page.mouse.move(plot["x"] + plot["width"] * 0.9, plot["y"] + plot["height"] / 2)  # step ≈ 90: r12 ended at 19
-    tip = page.locator("figure[data-key='loss'] .tip")
-    tip.wait_for()
+    tip = hover_chart(page, "loss", 0.9, "r0")  # step ≈ 90: r12 ended at 19
     assert "r0" in tip.inner_text() and "r12" not in tip.inner_text()
     open_page(page, f"{server.url}?tab=runs")
     page.locator(f"tr[data-run='{ids[1]}']").get_by_text("interrupted").wait_for()
@@ -595,10 +610,7 @@ def test_a_step_logged_twice_shows_its_last_value_in_the_tooltip_as_the_line_doe
     server = serve(tmp_path)
     open_page(page, f"{server.url}?runs={run.id}&smooth=0")
     chart_ready(page, "loss", run.id, 20)
-    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
-    page.mouse.move(plot["x"] + plot["width"] * 0.5, plot["y"] + plot["height"] / 2)  # step 10 of 0…20
-    tip = page.locator("figure[data-key='loss'] .tip")
-    tip.wait_for()
+    tip = hover_chart(page, "loss", 0.5, "step 10")  # step 10 of 0…20
     assert "step 10" in tip.inner_text() and "7.25" in tip.inner_text()
 
 
@@ -640,22 +652,22 @@ def test_nan_and_inf_values_break_the_line_and_are_marked(page, serve, tmp_path)
     console = Console(page)
     open_page(page, f"{server.url}?runs={run.id}&smooth=0")
     chart_ready(page, "loss", run.id, 40)
-    page.wait_for_timeout(300)
-    assert _column_has_line(page, "loss", 10 / 40) and _column_has_line(page, "loss", 25 / 40)
-    assert not _column_has_line(page, "loss", 20 / 40) and not _column_has_line(page, "loss", 30 / 40)
+
+    def broken_at_20_and_30() -> None:  # in the frame drawn after the data came
+        assert _column_has_line(page, "loss", 10 / 40) and _column_has_line(page, "loss", 25 / 40)
+        assert not _column_has_line(page, "loss", 20 / 40) and not _column_has_line(page, "loss", 30 / 40)
+
+    eventually(broken_at_20_and_30)
     assert page.evaluate(f"() => window.__deepscope.charts['loss']['{run.id}'].nonfinite") == 2
-    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
-    tip = page.locator("figure[data-key='loss'] .tip")
     for frac, said in ((20 / 40, "NaN"), (30 / 40, "+Inf")):
-        page.mouse.move(plot["x"] + plot["width"] * frac, plot["y"] + plot["height"] / 2)
-        tip.wait_for()
-        wait_for(
-            page, "([s]) => document.querySelector(\"figure[data-key='loss'] .tip\")?.innerText.includes(s)", [said]
-        )
+        hover_chart(page, "loss", frac, said)
     open_page(page, f"{server.url}?runs={other.id}&smooth=0")
     chart_ready(page, "loss", other.id, 40)
-    page.wait_for_timeout(300)
-    assert _column_has_line(page, "loss", 21 / 40)  # between its points: joined
+
+    def joined() -> None:
+        assert _column_has_line(page, "loss", 21 / 40)  # between its points: joined
+
+    eventually(joined)
     assert console.errors == []
 
 
@@ -733,10 +745,7 @@ def test_runs_of_one_name_are_told_apart_by_their_start(page, serve, tmp_path):
         chart_ready(page, "loss", rid, 19)
     names = page.locator(".picker li .name").all_inner_texts()
     assert len(set(names)) == 2 and all(n.startswith("hf-bf16 · ") for n in names)
-    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
-    page.mouse.move(plot["x"] + plot["width"] / 2, plot["y"] + plot["height"] / 2)
-    tip = page.locator("figure[data-key='loss'] .tip")
-    tip.wait_for()
+    tip = hover_chart(page, "loss", 0.5)
     assert sorted(tip.locator(".tip-name").all_inner_texts()) == sorted(names)
     assert console.errors == []
 
@@ -756,10 +765,7 @@ def test_a_schedule_that_holds_and_jumps_is_not_smoothed_into_a_ramp(page, serve
     for key in ("lr", "cos", "epoch", "loss"):
         chart_ready(page, key, run.id, 199)
     for key, smoothed in (("lr", False), ("cos", False), ("epoch", False), ("loss", True)):
-        plot = page.locator(f"figure[data-key='{key}'] .u-over").bounding_box()
-        page.mouse.move(plot["x"] + plot["width"] / 2, plot["y"] + plot["height"] / 2)
-        tip = page.locator(f"figure[data-key='{key}'] .tip")
-        tip.wait_for()
+        tip = hover_chart(page, key, 0.5)
         assert (tip.locator(".tip-cols").count() > 0) == smoothed  # "smoothed raw" columns only where smoothed
 
 
@@ -820,10 +826,7 @@ def test_each_rank_draws_a_line_per_rank_of_a_key_every_rank_logged(page, serve,
     assert [lines[k]["lastY"] for k in ("ddp", "ddp\u001f1", "ddp\u001f2")] == pytest.approx([0.05, 1.05, 2.05])
     assert list(charts(page)["val/acc"]) == ["ddp"]
     assert "ranks=each" in page.url
-    plot = page.locator("figure[data-key='loss'] .u-over").bounding_box()
-    page.mouse.move(plot["x"] + plot["width"] * 0.98, plot["y"] + plot["height"] / 2)
-    tip = page.locator("figure[data-key='loss'] .tip")
-    tip.wait_for()
+    tip = hover_chart(page, "loss", 0.98, "ddp · rank 2")
     assert all(f"ddp · rank {r}" in tip.inner_text() for r in (0, 1, 2))
     page.reload()
     wait_for(page, "() => Object.keys(window.__deepscope.charts['loss'] || {}).length === 3")

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import pytest
 import torch
-from browser_helpers import XSS, wait_for
+from browser_helpers import XSS, point_until, showing, wait_for
 from tests.graph.models import ReusedReLU
 from torch import nn
 
@@ -402,10 +402,11 @@ def test_below_860px_the_colour_controls_take_a_row_of_their_own(browser, graph_
 def test_edge_hover_shows_shape_and_dtype(page, graph_server, graph_store):
     st = open_graph(page, graph_server, graph_store["cnn"])
     e = next(e for e in st["edges"] if e["src"] == "m:features")
-    box = page.get_by_test_id("graph-canvas").bounding_box()
-    page.mouse.move(box["x"] + e["mx"], box["y"] + e["my"])
+    edge_at = """(src) => { const e = window.__deepscope.graph().edges.find((e) => e.src === src);
+        const r = document.querySelector('[data-testid=graph-canvas]').getBoundingClientRect();
+        return e && [r.left + e.mx, r.top + e.my]; }"""
+    point_until(page, edge_at, "m:features", showing("[data-testid=graph-tooltip]"), click=False)
     tip = page.get_by_test_id("graph-tooltip")
-    tip.wait_for()
     assert f"[{', '.join(map(str, e['shape']))}]" in tip.inner_text() and "float32" in tip.inner_text()
 
 

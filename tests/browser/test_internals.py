@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from browser_helpers import wait_for
+from browser_helpers import drag_until, eventually, point_at, point_until, showing, wait_for
 from torch import nn
 
 import deepscope
@@ -261,15 +261,12 @@ def test_zoom_refetches_the_range_and_a_cell_opens_the_layer(page, watched, serv
     sig = watched["sig"]
     open_internals(page, server_url, f"runs={sig}&run={sig}")
     o = overview_ready(page, "act", "mean")
-    canvas = page.locator("[data-testid=layer-matrix]")
-    box = canvas.bounding_box()
-    y = box["y"] + 3 * o["rowH"] + o["rowH"] / 2
-    x0 = box["x"] + o["labelW"] + o["plotW"] * 0.25
-    page.mouse.move(x0, y)
-    page.mouse.down()
-    page.mouse.move(x0 + o["plotW"] * 0.25, y, steps=5)
-    page.mouse.up()
-    wait_for(page, "(n) => window.__deepscope.internals.overview?.steps.at(-1) < n", STEPS * 0.75)
+    # across row 3 from a quarter to a half of the steps
+    path = """(o) => { const r = document.querySelector('[data-testid=layer-matrix]').getBoundingClientRect();
+        const y = r.top + 3.5 * o.rowH, x0 = r.left + o.labelW + o.plotW * 0.25;
+        return [[x0, y], [x0 + o.plotW * 0.25, y]]; }"""
+    zoomed = f"() => window.__deepscope.internals.overview?.steps.at(-1) < {STEPS * 0.75}"
+    drag_until(page, path, {k: o[k] for k in ("rowH", "labelW", "plotW")}, zoomed, steps=5)
     z = held(page, "overview")
     last = held(page, "matrixFetches")[-1]
     assert last["start"] is not None and last["end"] is not None and last["end"] - last["start"] < STEPS / 2
@@ -279,9 +276,10 @@ def test_zoom_refetches_the_range_and_a_cell_opens_the_layer(page, watched, serv
     # Click the row of layer 0.7 in the middle of the zoomed range: the layer detail of that layer and step.
     row = z["displayRows"].index("0.7")
     col = len(z["steps"]) // 2
-    x = box["x"] + o["labelW"] + (col + 0.5) * z["plotW"] / len(z["steps"])
-    page.mouse.click(x, box["y"] + (row + 0.5) * z["rowH"])
-    wait_for(page, "() => window.__deepscope.internals.layer?.layer === '0.7'")
+    cell = """([row, col, n]) => { const o = window.__deepscope.internals.overview;
+        const r = document.querySelector('[data-testid=layer-matrix]').getBoundingClientRect();
+        return [r.left + o.labelW + (col + 0.5) * o.plotW / n, r.top + (row + 0.5) * o.rowH]; }"""
+    point_until(page, cell, [row, col, len(z["steps"])], "() => window.__deepscope.internals.layer?.layer === '0.7'")
     view = page.evaluate("() => window.__deepscope.view()")
     assert view["panel"] == "layer" and view["selectedLayer"] == "0.7" and view["selectedStep"] == z["steps"][col]
     series = held(page, "layer")["series"]
@@ -318,11 +316,12 @@ def test_layer_detail_distribution_holds_the_recorded_bins(page, watched, server
     assert d["steps"] == len(hists) and d["bins"] == len(hists[0]["counts"]) == 258
     assert d["edges"] == 259 and 0 < d["shownBins"] <= 258
     # the hover box stays inside the panel at the right end too (it was cut off there)
-    canvas = page.get_by_test_id("distribution")
-    box = canvas.bounding_box()
-    panel = page.locator("section.dist").bounding_box()
+    # (the tip of this position: on the pointer's right at the left end, on its left at the right end)
+    this_tip = """([, fx]) => { const t = document.querySelector('[data-testid=distribution-tip]');
+        return !!t && (fx < 0.5 ? t.style.left : t.style.right) !== ''; }"""
     for fx in (0.1, 0.99):
-        page.mouse.move(box["x"] + box["width"] * fx, box["y"] + box["height"] / 2)
+        point_at(page, "[data-testid=distribution]", fx, 0.5, this_tip, click=False)
+        panel = page.locator("section.dist").bounding_box()
         tip = page.get_by_test_id("distribution-tip").bounding_box()
         assert panel["x"] <= tip["x"] and tip["x"] + tip["width"] <= panel["x"] + panel["width"]
     page.mouse.move(0, 0)
@@ -340,10 +339,8 @@ def test_gradient_flow_overlays_runs_and_scrubs(page, watched, server_url, tmp_p
     assert flow["runs"][sig]["names"] == ["0.0.weight", "0.2.weight", "0.4.weight", "0.6.weight", "1.weight"]
     assert flow["axis"] == "relative depth"  # two models: no run's values under another's parameter names
     # hovering the input end names each run's first weight, with its value
-    plot = page.locator("figure[data-stat=norm] .u-over").bounding_box()
-    page.mouse.move(plot["x"] + plot["width"] * 0.05, plot["y"] + plot["height"] / 2)
+    point_at(page, "figure[data-stat=norm] .u-over", 0.05, 0.5, showing("[data-testid=flow-tip]"), click=False)
     tip = page.get_by_test_id("flow-tip")
-    tip.wait_for()
     rows = tip.locator(".tip-row").all_inner_texts()
     assert len(rows) == 2 and "0.0.weight" in rows[0] and "0.0.weight" in rows[1]
     page.mouse.move(0, 0)
@@ -365,14 +362,11 @@ def test_the_global_gradient_norm_over_training_picks_the_flows_step(page, watch
     assert total[sig]["points"] == STEPS and total[relu]["points"] == RELU_STEPS and total[sig]["exact"]
     norms = deepscope.open(Path(watched["root"])).run(sig).layer_profile("param_grad", "norm", STEPS - 1)[2]
     assert total[sig]["last"] == pytest.approx(float(np.sqrt(np.sum(norms.astype(np.float64) ** 2))), rel=1e-6)
-    chart = page.get_by_test_id("total-norm")
-    box = chart.locator(".u-over").bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)
+    over = "[data-testid=total-norm] .u-over"
+    point_at(page, over, 0.25, 0.5, showing("[data-testid=total-norm-tip]"), click=False)
     tip = page.get_by_test_id("total-norm-tip")
-    tip.wait_for()
     assert tip.locator(".tip-row").count() == 2 and tip.inner_text().startswith("step ")
-    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2)
-    wait_for(page, "() => (window.__deepscope.internals.flow?.step ?? 49) < 25")
+    point_at(page, over, 0.25, 0.5, "() => (window.__deepscope.internals.flow?.step ?? 49) < 25")
     step = held(page, "flow")["step"]
     assert 5 <= step < 25 and f"step={step}" in page.url
 
@@ -894,12 +888,19 @@ def test_a_per_row_scale_shows_a_small_layer_beside_a_huge_one(page, serve, tmp_
     page.get_by_label("Scale per row").check()
     wait_for(page, "() => location.search.includes('rowscale=1')")
     page.get_by_test_id("row-scale-note").wait_for()
-    page.wait_for_timeout(300)
-    assert colours_of_first_row() > 3 * max(1, one_scale)  # its own changes over the steps show
-    assert dark_pixels_at_the_end_of_the_first_row() > 3  # and its range is written at its end
+
+    def own_scale_drawn() -> None:  # in the frame drawn after the change
+        assert colours_of_first_row() > 3 * max(1, one_scale)  # its own changes over the steps show
+        assert dark_pixels_at_the_end_of_the_first_row() > 3  # and its range is written at its end
+
+    eventually(own_scale_drawn)
     page.get_by_label("Scale per row").uncheck()
-    page.wait_for_timeout(300)
-    assert dark_pixels_at_the_end_of_the_first_row() == 0  # one scale: the legend says it, no row does
+    wait_for(page, "() => !location.search.includes('rowscale=1')")
+
+    def one_scale_drawn() -> None:
+        assert dark_pixels_at_the_end_of_the_first_row() == 0  # one scale: the legend says it, no row does
+
+    eventually(one_scale_drawn)
 
 
 def test_gradient_flow_leaves_norm_gains_and_embeddings_off_the_depth_axis(page, serve, tmp_path):
@@ -995,10 +996,8 @@ def test_a_layer_is_compared_across_the_selected_runs_of_a_sweep(page, serve, tm
     assert page.get_by_test_id("layer-runs").inner_text().split("\n") == ["lr 0.01", "lr 0.5"]
     assert page.get_by_test_id("layer-unlike").inner_text() == "not overlaid: tanh's 0.1 is a Tanh"
     # a click on a chart selects the step under it on the shared axis, past this run's own last step too
-    plot = page.locator("figure[data-stat='mean'] .u-over").bounding_box()
-    page.mouse.move(plot["x"] + plot["width"] - 2, plot["y"] + plot["height"] / 2)
-    page.mouse.click(plot["x"] + plot["width"] - 2, plot["y"] + plot["height"] / 2)
-    wait_for(page, "() => window.__deepscope.view().selectedStep === 14")
+    point_at(page, "figure[data-stat='mean'] .u-over", 1, 0.5, "() => window.__deepscope.view().selectedStep === 14",
+             dx=-2)  # fmt: skip
 
 
 def test_layer_detail_log_y_keeps_the_runs_beside_a_diverged_one_apart(page, serve, tmp_path):

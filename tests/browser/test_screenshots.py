@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 
 import pytest
-from browser_helpers import Console, wait_for
+from browser_helpers import Console, point_at, showing, wait_for
 
 import deepscope
 
@@ -95,10 +95,8 @@ def test_screenshots(context, serve, tmp_path):
         "() => Object.keys(window.__deepscope.charts).length >= 6 && "
         "Object.values(window.__deepscope.charts).every(c => Object.values(c).every(r => r.points > 0))",
     )
-    page.wait_for_timeout(300)
-    over = page.locator('figure[data-key="train/loss"] .u-over')
-    box = over.bounding_box()
-    page.mouse.move(box["x"] + box["width"] * 0.58, box["y"] + box["height"] * 0.5)
+    over = 'figure[data-key="train/loss"]'
+    point_at(page, f"{over} .u-over", 0.58, 0.5, showing(f"{over} .tip"), click=False)
     page.wait_for_timeout(150)
     page.screenshot(path=str(out / "dashboard-charts.png"))
 
