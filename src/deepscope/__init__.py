@@ -98,7 +98,11 @@ def analyze(
     labels: Any = None,
     class_names: Any = None,
     metadata: Any = None,
+    output: Any = None,
     run: Run | str | os.PathLike[str] | None = None,
+    project: str | None = None,
+    name: str | None = None,
+    dir: str | os.PathLike[str] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Record what ``layers`` of ``model`` do on every instance of ``data``, with predictions; return a reader.
@@ -113,8 +117,20 @@ def analyze(
     default to the batches' own (given, they replace them); ``class_names``: a list, or a dict from class index to
     name (a config's ``id2label``); ``metadata`` is a table (one row per instance) to filter on. ``layers``: module
     paths as in ``named_modules()`` (default: the model's children), globs on them (``"encoder.*"``) or
-    ``f(path, module) -> bool``; ``""`` for the model itself (recorded as ``"(model)"``). ``run``: a :class:`Run`,
-    an existing run directory or the id of a run in the default runs directory (default: the current run).
+    ``f(path, module) -> bool``; ``""`` for the model itself (recorded as ``"(model)"``).
+
+    ``output``: which of the model's outputs are the class scores, when it returns several — a dict key or a
+    ``ModelOutput`` field (``"logits"``), a tuple index (``1``) or a function of the whole output
+    (``lambda out: out["out"]``). Left out: a single tensor; of several, the one as wide as the classes (class
+    names, or the labels' largest + 1) when only one is (for two classes, else the one single logit), else a
+    ``logits`` entry, else the first — with a warning that names the one taken. A key or index the output lacks is
+    an error naming what it holds.
+
+    ``run``: a :class:`Run`, an existing run directory or the id of a run in ``dir`` (default: the current run).
+    With no run given and none active (after training, a checkpoint loaded), analyze starts a run of its own —
+    ``project`` (default ``"analyze"``), ``name`` (default: the model's class), in ``dir`` (default: as
+    :func:`init`) —, finishes it when the analysis ends and prints its id (the reader's ``run_id``); an analysis
+    that fails before any row is kept leaves no such run behind.
     Written under ``artifacts/`` (activations, confusion, projection); an interrupted call resumes; a run's finished
     analysis is replaced once a new one is complete.
 
@@ -130,25 +146,17 @@ def analyze(
     —, a number of instances, a list of indices, or ``False``), ``scores`` (``"softmax"`` of the outputs, ``"raw"``
     outputs, or ``"none"`` for a model whose outputs are no class scores: no predictions or accuracy),
     ``text_column`` (the metadata column of texts the inputs are shown as — found by name or content when left out
-    —, or ``False`` when they are no text).
+    —, or ``False`` when they are no text). Any other keyword is a ``TypeError``.
 
     >>> r = deepscope.analyze(model, dataset, layers=["conv2", "fc1"], class_names=names)
     >>> r.aggregate("fc1", by="label").mean.shape  # (classes, neurons)
     >>> deepscope.analyze(encoder, batches, mask=("padding_mask", "padding"))  # dicts {"input_ids", "padding_mask"}
+    >>> deepscope.analyze(model, dataset, output="out")  # forward() returns {"hidden": h, "out": logits}
     """
-    from .analyses.pipeline import analyze as _analyze  # torch loads only when asked for
+    from .analyses.pipeline import analyze_in_run  # torch loads only when asked for
 
-    target = run if run is not None else _require_run()
-    run_dir = target.dir if isinstance(target, Run) else target
-    by_id = isinstance(run_dir, str) and os.sep not in run_dir and not os.path.isdir(run_dir)
-    if by_id and (default_dir() / run_dir).is_dir():
-        run_dir = default_dir() / run_dir  # a run's id, in the default runs directory
-    if not isinstance(target, Run) and not os.path.isdir(run_dir):
-        raise FileNotFoundError(f"deepscope.analyze: no run directory {os.fspath(run_dir)!r} (nor a run of that id "
-                                f"in {os.fspath(default_dir())}); pass a Run (deepscope.init(...)), the directory of "
-                                "an existing run or its id")  # fmt: skip
-    return _analyze(model, data, run_dir, layers=layers, labels=labels, class_names=class_names,
-                    metadata=metadata, **kwargs)  # fmt: skip
+    return analyze_in_run(model, data, run=run, project=project, name=name, dir=dir, layers=layers, labels=labels,
+                          class_names=class_names, metadata=metadata, output=output, **kwargs)  # fmt: skip
 
 
 def feature_maps(

@@ -128,6 +128,14 @@ def analyze(
         str,
         typer.Option(metavar="softmax|raw|none", help="The outputs as class scores: softmax, as they are, or none"),
     ] = "softmax",
+    output: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KEY|INDEX",
+            help="Which of the model's outputs are the class scores, when it returns several: a dict key or an index",
+            show_default="the one as wide as the classes, else logits, else the first",
+        ),
+    ] = None,
     text_column: Annotated[
         str | None,
         typer.Option(
@@ -145,7 +153,7 @@ def analyze(
     """
     with plain_warnings():
         _analyze(model, data, checkpoint, layers, directory, run_id, name, project, batch_size, full_maps, labels,
-                 class_names, metadata, sequence_pooling, mask, scores, text_column, no_progress,
+                 class_names, metadata, sequence_pooling, mask, scores, output, text_column, no_progress,
                  no_previews)  # fmt: skip
 
 
@@ -161,11 +169,13 @@ def plain_warnings() -> Iterator[None]:
 def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None, directory: Path | None,
              run_id: str | None, name: str | None, project: str, batch_size: int, full_maps: str, labels: str | None,
              class_names: str | None, metadata: str | None, sequence_pooling: str, mask: str | None, scores: str,
-             text_column: str | None, no_progress: bool, no_previews: bool) -> None:  # fmt: skip
+             output: str | None, text_column: str | None, no_progress: bool,
+             no_previews: bool) -> None:  # fmt: skip
     import deepscope
     from deepscope.analyses.activations import Activations, ActivationsConfig
     from deepscope.analyses.layer_choice import expand_layers
     from deepscope.analyses.loading import load_checkpoint, load_object
+    from deepscope.analyses.own_run import end_after_failure
     from deepscope.run import default_dir
 
     try:  # everything that can be checked before a run is made
@@ -181,14 +191,16 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
             "class_names": class_names_option(class_names),
             "sequence_pooling": sequence_pooling,
             "mask": mask_option(mask),
+            "output": output_option(output),
             "text_column": False if text_column == "none" else text_column,
         }
         if checkpoint is not None:
             load_checkpoint(net, checkpoint)
         layer_list = expand_layers(net, layer_list)  # globs ("encoder.*") as deepscope.analyze reads them
         config = ActivationsConfig(layers=None if layer_list is None else tuple(layer_list), batch_size=batch_size,
-                                   sequence_pooling=sequence_pooling, mask=extra["mask"], scores=scores)  # fmt: skip
-        given = {k: v for k, v in extra.items() if k not in ("sequence_pooling", "mask")}
+                                   sequence_pooling=sequence_pooling, mask=extra["mask"], scores=scores,
+                                   output=extra["output"])  # fmt: skip
+        given = {k: v for k, v in extra.items() if k not in ("sequence_pooling", "mask", "output")}
         Activations(config, **given).check(net, dataset)
         root = directory if directory is not None else default_dir()
         if run_id is not None and not (root / run_id / "run.json").exists():
@@ -214,11 +226,16 @@ def _analyze(model: str, data: str, checkpoint: Path | None, layers: str | None,
                                    full_maps=maps, progress=not no_progress, previews=not no_previews, scores=scores,
                                    **extra)  # fmt: skip
     except BaseException as e:
-        if run is not None and not run.finished:  # the run this command made says it failed, and why
+        removed = False
+        if run_id is None and not run.finished:  # its new run: removed if it kept nothing, else says why it ended
+            removed = end_after_failure(run, e, note=False)
+        elif run is not None and not run.finished:  # the run this command made before says it failed, and why
             run._finish_after(type(e), e)
         if isinstance(e, (OSError, ValueError, TypeError)):
             _fail(e)
-        if isinstance(e, KeyboardInterrupt):
+        if isinstance(e, KeyboardInterrupt) and removed:
+            typer.echo("deepscope: interrupted before any row was kept", err=True)
+        elif isinstance(e, KeyboardInterrupt):
             from deepscope.analyses.progress import rows_kept
 
             rid = run.id if run is not None else run_id
@@ -255,6 +272,13 @@ def mask_option(value: str | None) -> str | tuple[str, str] | bool | None:
     if marks not in ("padding", "tokens") or not key:
         raise ValueError(f"--mask is KEY, KEY:padding, KEY:tokens or none, not {value!r}")
     return (key, marks)
+
+
+def output_option(value: str | None) -> str | int | None:
+    """``--output``: a dict key, or a tuple index (a whole number, negative from the end); as ``analyze(output=)``."""
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
 
 
 def class_names_option(value: str | None) -> list[str] | None:

@@ -126,8 +126,7 @@ def test_analyze_command_errors(tmp_path):
     crash = command("mymodels:build_broken", "--data", "mymodels:dataset", "--dir", str(tmp_path / "runs"),
                     "--no-progress", cwd=tmp_path)  # fmt: skip
     assert crash.returncode != 0 and "mat1 and mat2 shapes cannot be multiplied" in crash.stderr
-    (run,) = deepscope.open(tmp_path / "runs").runs()
-    assert run.status == "crashed" and "RuntimeError" in run.exit_reason  # not "finished"
+    assert not deepscope.open(tmp_path / "runs").runs()  # its new run kept nothing: not left empty in the list
 
 
 def test_analyze_command_full_maps(tmp_path):
@@ -222,3 +221,54 @@ def test_analyze_command_layers_as_globs(tmp_path):
     none = command("mymodels:build_model", "--data", "mymodels:dataset", "--layers", "fc*", "--dir", str(runs),
                    cwd=tmp_path)  # fmt: skip
     assert none.returncode == 1 and "no layer matches 'fc*'" in none.stderr and "Traceback" not in none.stderr
+
+
+TWO_HEADS = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class TwoHeads(nn.Module):  # its hidden features and its logits, both 3 wide: the widths tell nothing
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.body, self.head = nn.Linear(16, 3), nn.Linear(3, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.body(x.flatten(1)))
+            return {"hidden": h, "out": self.head(h)}
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(90, 4, 4, generator=g), torch.randint(0, 3, (90,), generator=g)
+    dataset = torch.utils.data.TensorDataset(x, y)
+    """
+)
+
+
+def test_analyze_command_output_chooses_the_class_scores(tmp_path):
+    (tmp_path / "heads.py").write_text(TWO_HEADS)
+    runs = tmp_path / "runs"
+    done = command("heads:TwoHeads", "--data", "heads:dataset", "--output", "out", "--dir", str(runs), "--no-progress",
+                   "--full-maps", "off", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "outputs" not in done.stderr  # chosen: no warning of a guess
+    (run,) = deepscope.open(runs).runs()
+    r = read(runs / run.id)
+    scope: dict = {}
+    exec(TWO_HEADS, scope)
+    with torch.no_grad():
+        logits = scope["TwoHeads"]()(scope["x"])["out"].double().numpy()
+    want = np.exp(logits - logits.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    np.testing.assert_allclose(r.scores(np.arange(90)), want, rtol=1e-5, atol=1e-6)
+    assert r.provenance["scores_output"] == "output['out']"
+
+    guessed = command("heads:TwoHeads", "--data", "heads:dataset", "--dir", str(tmp_path / "guessed"),
+                      "--no-progress", "--full-maps", "off", cwd=tmp_path)  # fmt: skip
+    assert guessed.returncode == 0 and "took output['hidden'], the first, as the class scores" in guessed.stderr
+
+    wrong = command("heads:TwoHeads", "--data", "heads:dataset", "--output", "logits", "--dir", str(runs),
+                    "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert wrong.returncode == 1 and "output='logits' names none of the model's outputs" in wrong.stderr
+    assert "a dict of 'hidden', 'out'" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert [i.id for i in deepscope.open(runs).runs()] == [run.id]  # the failed one left no run

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ..notices import user_stacklevel
 from .analysis_state import AnalysisState
 from .base import artifact_dir, model_class, provenance, read_json, write_provenance
 from .batches import PaddingMask, Source, current_length, padding_mask, source
@@ -27,6 +28,7 @@ from .class_scores import top_class
 from .labels import class_name_list, integer_labels
 from .layer_choice import layer_modules, validate_layers
 from .metadata import checked_text_column, metadata_table
+from .model_outputs import OutputChoice, ScoresOutput, checked_output_choice, described_choice
 from .progress import NAME, NEXT_SUFFIX, recover_swap, replace_dir
 from .resume import labels_digest, resumable, weights_digest
 
@@ -41,7 +43,9 @@ class ActivationsConfig:
     key whose true values mark real tokens, ``(key, "padding")`` for one whose true values mark padding (PyTorch's
     ``src_key_padding_mask``), or False for none (:func:`.batches.padding_mask`). ``scores``: ``"softmax"`` of the
     output logits, ``"raw"`` outputs, or ``"none"``: the outputs are no class scores (an embedding model, a
-    regressor): no predictions, scores or accuracy.
+    regressor): no predictions, scores or accuracy. ``output``: which of the model's outputs holds the class scores
+    when it returns several — a dict key or a ``ModelOutput`` field (``"logits"``), a tuple index (``1``) or a
+    function of the whole output; None: the only tensor, else guessed (:mod:`.model_outputs`) and said.
     """
 
     layers: tuple[str, ...] | None = None
@@ -49,6 +53,7 @@ class ActivationsConfig:
     sequence_pooling: str = "mean"
     mask: str | tuple[str, str] | bool | None = None
     scores: str = "softmax"
+    output: OutputChoice = None
     chunk_rows: int | None = None
     resume: bool = True
     progress: bool = True
@@ -59,6 +64,10 @@ class ActivationsConfig:
             raise ValueError(f"deepscope.analyze: sequence_pooling is 'mean' or 'last', not {self.sequence_pooling!r}")
         if self.scores not in ("softmax", "raw", "none"):
             raise ValueError(f"deepscope.analyze: scores must be 'softmax', 'raw' or 'none', not {self.scores!r}")
+        checked_output_choice(self.output)
+        if self.output is not None and self.scores == "none":
+            raise ValueError("deepscope.analyze: output= names the model's output of class scores, but scores='none' "
+                             "says it has none: give one of them")  # fmt: skip
         if self.batch_size < 1 or (self.chunk_rows is not None and self.chunk_rows < 1):
             raise ValueError("deepscope.analyze: batch_size and chunk_rows must be positive")
         padding_mask(self.mask)  # a malformed one is refused here, before any work
@@ -96,6 +105,7 @@ class Activations:
         self.metadata = metadata_table(metadata)
         self.collate_fn = collate_fn
         self.text_column = checked_text_column(text_column, self.metadata)
+        self.scores_output: ScoresOutput | None = None  # which model output the scores are taken from (run)
 
     @classmethod
     def is_compatible(cls, model: Any, data: Any) -> bool:
@@ -143,6 +153,30 @@ class Activations:
         known = y[y >= 0]
         return bool(len(known)) and int(known.max()) <= 1
 
+    def _class_count(self, data_labels: np.ndarray | None) -> int | None:
+        """How many classes there are, as the class names tell, else the labels (given, or the first batch's): which
+        of several outputs is as wide is taken as the class scores."""
+        if self.class_names is not None:
+            return len(self.class_names)
+        y = self._judged_labels(data_labels)
+        known = None if y is None else y[y >= 0]
+        return int(known.max()) + 1 if known is not None and len(known) else None
+
+    def _scores_named(self, width: int) -> str:
+        """The outputs taken as class scores, as a message names them: ``the model's 32 outputs``, or the entry of
+        several (``the model's output['hidden'], 32 wide,``)."""
+        picked = self.scores_output
+        if picked is None or not picked.several:
+            return f"the model's {width} outputs"
+        return f"the model's {picked.label}, {width} wide,"
+
+    def _choose_hint(self) -> str:
+        """How to take other outputs as the class scores, when the model returned several and none was chosen."""
+        picked = self.scores_output
+        if picked is None or not picked.several or self.config.output is not None:
+            return ""
+        return " (or choose another of the model's outputs with output=, a key or an index)"
+
     def _outputs_are_scores(self, width: int, data_labels: np.ndarray) -> bool:
         """At the first batch, once the model's output width is known: whether its outputs are scores of the classes
         (one per class name, one for every label). If not (an embedding model, a regressor, a padded head), one
@@ -158,8 +192,9 @@ class Activations:
             why = f"labels up to {y.max()}"
         if why is None:
             return True
-        warnings.warn(f"deepscope.analyze: the model's {width} outputs are no scores of its classes ({why}): "
-                      "predictions, scores and accuracy are left out", RuntimeWarning, stacklevel=2)  # fmt: skip
+        warnings.warn(f"deepscope.analyze: {self._scores_named(width)} are no scores of its classes ({why}): "
+                      f"predictions, scores and accuracy are left out{self._choose_hint()}", RuntimeWarning,
+                      stacklevel=user_stacklevel() + 1)  # fmt: skip
         return False
 
     def _warn_if_wide(self, outputs: dict[str, np.ndarray] | None) -> None:
@@ -171,10 +206,10 @@ class Activations:
             return
         width, classes = scores.shape[1], int(y.max()) + 1  # the labels name classes 0 … classes - 1
         if classes >= 2 and width >= 2 * classes:
-            warnings.warn(f"deepscope.analyze: the model's {width} outputs were taken as scores of classes, though "
+            warnings.warn(f"deepscope.analyze: {self._scores_named(width)} were taken as scores of classes, though "
                           f"the labels name only {classes} (0 to {classes - 1}); if they are no class scores (an "
-                          "embedding), analyse with scores='none' (--scores none)", RuntimeWarning,
-                          stacklevel=3)  # fmt: skip
+                          f"embedding), analyse with scores='none' (--scores none){self._choose_hint()}",
+                          RuntimeWarning, stacklevel=user_stacklevel() + 1)  # fmt: skip
 
     def check(self, model: nn.Module, data: Any) -> list[str]:
         """What can be checked before any work (layers, counts of labels and metadata rows, class names); returns
@@ -200,6 +235,8 @@ class Activations:
             fingerprint["labels"] = labels_digest(self.labels)
         if cfg.mask is not None:  # a padding mask other than the default changes every pooled sequence
             fingerprint["mask"] = list(cfg.mask) if isinstance(cfg.mask, (tuple, list)) else cfg.mask
+        if cfg.output is not None:  # another output's scores: other predictions
+            fingerprint["output"] = described_choice(cfg.output)
         # A finished analysis stays in place, and in the dashboard, until the new one is complete: the new one is
         # computed beside it (and resumed there after an interruption), then takes its place.
         final = out_dir
@@ -225,6 +262,7 @@ class Activations:
         modules = layer_modules(model)
         limit = min(self._given_counts().values(), default=None)  # data of unknown length may not yield more
         names = None if self.class_names is None else len(self.class_names)
+        self.scores_output = ScoresOutput(cfg.output, self._class_count)
         extractor = Extractor(
             model,
             [(n, modules[n]) for n in layers],
@@ -236,6 +274,7 @@ class Activations:
             names,
             self._one_logit_is_binary,
             labels_given=self.labels is not None or self._unlabelled_only,
+            scores_output=self.scores_output,
         )
         tabled: list[int] = []
 
@@ -260,9 +299,11 @@ class Activations:
         self._warn_if_wide(extractor.outputs_in_memory())
         if tabled != [n]:
             self._write_instances(out_dir, n)
-        write_provenance(out_dir, provenance(NAME, asdict(cfg) | {"layers": layers}, model_class=model_class(model),
-                                             layers={k: state.widths[k] for k in layers}, length=n,
-                                             started=started, class_names=self.class_names))  # fmt: skip
+        config = asdict(cfg) | {"layers": layers, "output": described_choice(cfg.output)}
+        scored_by = self.scores_output.label if extractor.scores else None  # the output the scores were taken from
+        write_provenance(out_dir, provenance(NAME, config, model_class=model_class(model),
+                                             layers={k: state.widths[k] for k in layers}, length=n, started=started,
+                                             class_names=self.class_names, scores_output=scored_by))  # fmt: skip
         state.finish()
         if out_dir != final:
             replace_dir(out_dir, final)

@@ -39,6 +39,7 @@ from .layer_outputs import (
     sequence_batch_dim,
     unpacked,
 )
+from .model_outputs import ScoresOutput
 from .resume import DIGEST_ROWS, TAIL_ROWS, rows_digest
 
 LABELS = "outputs/labels.zarr"
@@ -82,7 +83,7 @@ class Extractor:
                  are_scores: Callable[[int, np.ndarray], bool] | None = None,
                  named_classes: int | None = None,
                  one_logit_is_binary: Callable[[np.ndarray], bool] | None = None,
-                 labels_given: bool = False) -> None:  # fmt: skip
+                 labels_given: bool = False, scores_output: ScoresOutput | None = None) -> None:  # fmt: skip
         # called as the module torch.compile wraps: hooks see every call (eager_forward), whatever the torch
         self.model, self.layers, self.cfg, self.src, self.state = uncompiled(model), layers, cfg, src, state
         self.are_scores = are_scores  # (output width, the first batch's labels) -> whether outputs are class scores
@@ -91,6 +92,8 @@ class Extractor:
         self.named_classes = named_classes  # class names given: the batches' labels must name one of them
         self.one_logit_is_binary = one_logit_is_binary
         self.labels_given = labels_given  # labels= replaces the batches' own: theirs are not checked
+        # which of the model's outputs holds the class scores (output=, or guessed at the first batch)
+        self.scores_output = scores_output if scores_output is not None else ScoresOutput(None, lambda _labels: None)
         # the last batches stepped (first row, batch), and the digest of the rows before each chunk's end: a resume
         # checks that the rows before it are still the data's
         self.recent: deque[tuple[int, Batch]] = deque(maxlen=2)
@@ -377,11 +380,12 @@ class Extractor:
             if self.text_dropped:
                 batch.kwargs = {k: v for k, v in batch.kwargs.items() if k not in self.text_dropped}
         try:
-            out = first_tensor(self.model(*batch.args, **batch.kwargs))
+            returned = self.model(*batch.args, **batch.kwargs)
         except TypeError as e:
             if fits_signature(self.model, batch):
                 raise  # the arguments fit forward(): an error inside the model, not in the data
             raise TypeError(f"deepscope.analyze: {e} — {how_batches_are_read(batch)}") from e
+        out = self.scores_output.pick(returned, batch.labels.numpy() if batch.labels is not None else None)
         missing = [n for n, _ in self.layers if n not in self.called]
         if missing:
             raise ValueError(f"deepscope.analyze: layers {missing} were not called by the model's forward pass")
@@ -417,6 +421,8 @@ class Extractor:
             self.scores = self.are_scores is None or self.are_scores(extra[SCORES].shape[1], extra[LABELS])
         if SCORES in extra and not self.scores:
             del extra[SCORES]
+        if SCORES in extra:
+            self.scores_output.warn_if_guessed()  # at the first batch: which of several outputs was taken
         if SCORES in extra and not self.labels_given:
             classes = extra[SCORES].shape[1]
             if len(extra[LABELS]) and int(extra[LABELS].max()) >= classes:

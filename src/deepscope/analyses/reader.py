@@ -54,6 +54,11 @@ class AnalysisReader:
         self.faiss_min_rows = FAISS_MIN_ROWS
 
     @property
+    def run_id(self) -> str:
+        """The id of the analysed run (its directory's name): ``deepscope serve`` lists it under this id."""
+        return self.run_dir.name
+
+    @property
     def complete(self) -> bool:
         return bool(self._progress.get("complete"))
 
