@@ -1,0 +1,82 @@
+"""Details of the views a first look at the dashboard trips over: what a cell or a column claims where nothing was
+measured, empty states, labels that must read whole, what a click on a run's name does, a chart's zoom reset."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from browser_helpers import wait_for
+from torch import nn
+
+import deepscope
+from deepscope.server.launch import BackgroundServer
+
+pytestmark = pytest.mark.browser
+
+RELU_STEPS = 200  # two histogram intervals; dead-unit shares from step 99 (the end of the first 100-step window)
+
+
+def relu_run(root: Path) -> str:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with deepscope.init(project="details", name="relu", dir=root) as run:
+        run.watch(model, opt, print_findings=False)  # histograms every 100 steps, a 100-step dead-unit window
+        for step in range(RELU_STEPS):
+            loss = model(torch.randn(32, 16)).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            run.log({"train/loss": loss}, step=step)
+    return run.id
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory, built_app):
+    root = tmp_path_factory.mktemp("details-watched")
+    relu = relu_run(root)
+    server = BackgroundServer(root, port=0).start()
+    yield {"url": server.url, "relu": relu, "root": root}
+    server.stop()
+
+
+def held(page, name: str):
+    return page.evaluate(f"() => JSON.parse(JSON.stringify(window.__deepscope.internals.{name} ?? null))")
+
+
+def test_dead_unit_shares_before_the_first_window_ended_are_no_value(page, watched, tmp_path):
+    """The dead-unit share is measured at the end of each quarter of a 100-step window, once a whole window has
+    passed (step 99): the steps before hold no value, and are drawn as such — not as the first value (0 % dead)."""
+    run = watched["relu"]
+    page.goto(f"{watched['url']}?tab=internals&runs={run}&run={run}&kind=act&stat=dead_frac")
+    wait_for(page, "() => window.__deepscope.internals?.overview?.stat === 'dead_frac'")
+    shown = page.evaluate(
+        """() => { const o = window.__deepscope.internals.overview;
+            return o.steps.map((s, c) => [s, o.value('1', c)]); }"""
+    )
+    before = [v for s, v in shown if s < 99]
+    since = [v for s, v in shown if s >= 99]
+    assert before and all(math.isnan(v) for v in before)  # "no value"
+    assert since and not any(math.isnan(v) for v in since)  # each value spread over its quarter window
+    page.screenshot(path=str(tmp_path / "dead-frac.png"))
+
+
+def test_the_last_histogram_spans_to_the_runs_end(page, watched, tmp_path):
+    """Histograms at steps 0, 1, 2, 5, 10, 20, 50 and 100 of a 200-step run: the last column reaches the run's end
+    (one recording interval after it), not 50 steps after it (the spacing of the two before) — a blank to step 199
+    read as "recording stopped at 150"."""
+    run = watched["relu"]
+    page.goto(f"{watched['url']}?tab=internals&runs={run}&run={run}&panel=layer&kind=act&layer=1")
+    wait_for(page, "() => window.__deepscope.internals?.distribution?.columns?.length === 8")
+    d = held(page, "distribution")
+    steps = [c["step"] for c in d["columns"]]
+    assert steps == [0, 1, 2, 5, 10, 20, 50, 100]
+    for a, b in zip(d["columns"], d["columns"][1:]):
+        assert a["x1"] == pytest.approx(b["x0"])  # each column to the next one's step
+    assert d["columns"][-1]["x1"] == pytest.approx(d["plotW"])  # the last to the run's end
+    assert d["columns"][-1]["x0"] == pytest.approx(d["plotW"] / 2)
+    assert "the last at step" not in page.locator("section.dist h3").inner_text()
+    page.screenshot(path=str(tmp_path / "distribution.png"))
