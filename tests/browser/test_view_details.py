@@ -80,3 +80,57 @@ def test_the_last_histogram_spans_to_the_runs_end(page, watched, tmp_path):
     assert d["columns"][-1]["x0"] == pytest.approx(d["plotW"] / 2)
     assert "the last at step" not in page.locator("section.dist h3").inner_text()
     page.screenshot(path=str(tmp_path / "distribution.png"))
+
+
+def sequential_cnn() -> nn.Module:
+    """Layers named by index, as an ``nn.Sequential``'s are: "0" (feature maps), "3" (the logits)."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory, built_app):
+    """An untrained ``nn.Sequential`` analysed on 200 random 8 × 8 images (most predictions wrong: the neighbours
+    read "label → prediction"), and a run without analysis."""
+    root = tmp_path_factory.mktemp("details-analysed")
+    torch.manual_seed(0)
+    x, y = torch.randn(200, 1, 8, 8), torch.randint(0, 10, (200,))
+    with deepscope.init(project="details", name="sequential", dir=root) as run:
+        run.log({"train/loss": 1.0}, step=0)
+        deepscope.analyze(sequential_cnn().eval(), torch.utils.data.TensorDataset(x, y), layers=["0", "3"], labels=y,
+                          run=run, progress=False)  # fmt: skip
+    with deepscope.init(project="details", name="not-analysed", dir=root) as plain:
+        plain.log({"train/loss": 1.0}, step=0)
+    server = BackgroundServer(root, port=0).start()
+    yield {"url": server.url, "run": run.id, "plain": plain.id}
+    server.stop()
+
+
+def test_no_analysed_run_shows_how_to_make_one_and_no_empty_run_menu(page, analysed, tmp_path):
+    page.goto(f"{analysed['url']}?tab=analysis&runs={analysed['plain']}")
+    page.get_by_text("None of the selected runs has an analysis.").wait_for()
+    assert "deepscope.analyze(model," in page.locator(".analysis .empty").inner_text()
+    assert page.get_by_role("combobox", name="Analysed run").count() == 0  # an empty menu said nothing
+    page.screenshot(path=str(tmp_path / "instances-empty.png"))
+
+
+def test_numeric_layers_read_as_layers_and_neighbours_read_whole(page, analysed, tmp_path):
+    """An ``nn.Sequential``'s layer "3" is "layer 3" in the panels' titles ("Neurons of 3" read as a count), and each
+    nearest neighbour's "label → prediction" is shown whole at 1440 px, not cut to "0 →…"."""
+    run = analysed["run"]
+    page.goto(f"{analysed['url']}?tab=analysis&runs={run}&alayer=3&inst=0")
+    wait_for(page, "() => window.__deepscope.analysis?.detail?.()?.neighbors?.length > 0", timeout=20_000)
+    titles = page.locator(".analysis h4, .analysis .what").all_inner_texts()
+    assert any(t.startswith("Neurons of layer 3") for t in titles), titles
+    assert any(t.startswith("Nearest neighbours layer 3") for t in titles), titles
+    classes = page.get_by_test_id("neighbor-classes")
+    wait_for(page, "() => document.querySelectorAll('[data-testid=neighbor-classes]').length > 0")
+    assert any("→" in t for t in classes.all_inner_texts())  # untrained: predictions differ from labels
+    cut = page.evaluate(
+        """() => [...document.querySelectorAll('[data-testid=neighbors] .nb')].filter((b) =>
+            [...b.querySelectorAll('*')].some((e) => e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > b.getBoundingClientRect().right + 0.5)).length"""
+    )
+    page.locator("[data-testid=neighbors]").screenshot(path=str(tmp_path / "neighbours.png"))
+    page.screenshot(path=str(tmp_path / "instances.png"))
+    assert cut == 0
+    page.goto(f"{analysed['url']}?tab=analysis&runs={run}&alayer=0&inst=0")
+    page.get_by_text("Feature maps layer 0").wait_for()

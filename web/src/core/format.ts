@@ -86,3 +86,9 @@ export function fmtDate(unix: number | null | undefined): string {
 export function fmtDateFull(unix: number | null | undefined): string {
   return unix ? new Date(unix * 1000).toLocaleString() : "–";
 }
+
+/** A layer's path as text: an `nn.Sequential`'s bare index ("3", "0.7") is written "layer 3" — a bare "3" reads as
+ * a count beside "3 layers", or as part of a title ("Neurons of 3"). */
+export function layerName(path: string): string {
+  return /^\d+(\.\d+)*$/.test(path) ? `layer ${path}` : path;
+}
