@@ -127,10 +127,84 @@ def test_numeric_layers_read_as_layers_and_neighbours_read_whole(page, analysed,
     assert any("→" in t for t in classes.all_inner_texts())  # untrained: predictions differ from labels
     cut = page.evaluate(
         """() => [...document.querySelectorAll('[data-testid=neighbors] .nb')].filter((b) =>
-            [...b.querySelectorAll('*')].some((e) => e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > b.getBoundingClientRect().right + 0.5)).length"""
+            [...b.querySelectorAll('*')].some((e) => e.scrollWidth > e.clientWidth + 1
+                || e.getBoundingClientRect().right > b.getBoundingClientRect().right + 0.5)).length"""
     )
     page.locator("[data-testid=neighbors]").screenshot(path=str(tmp_path / "neighbours.png"))
     page.screenshot(path=str(tmp_path / "instances.png"))
     assert cut == 0
     page.goto(f"{analysed['url']}?tab=analysis&runs={run}&alayer=0&inst=0")
     page.get_by_text("Feature maps layer 0").wait_for()
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, built_app):
+    """Two runs whose configs hold parameter counts of six and seven digits, each with a loss over 100 steps."""
+    root = tmp_path_factory.mktemp("details-runs")
+    ids = []
+    for name, params in (("small", 207018), ("large", 3798010)):
+        with deepscope.init(
+            project="details", name=name, dir=root, config={"parameters": params, "batch": 1024}
+        ) as run:
+            for step in range(100):
+                run.log({"train/loss": 1.0 / (step + 1)}, step=step)
+        ids.append(run.id)
+    server = BackgroundServer(root, port=0).start()
+    yield {"url": server.url, "small": ids[0], "large": ids[1]}
+    server.stop()
+
+
+def test_the_runs_table_writes_its_numbers_alike(page, two_runs, tmp_path):
+    """207018 beside 3,798,010 read as two formats: every integer of five digits or more is grouped, shorter ones
+    (a batch of 1024) are written as they are."""
+    page.goto(f"{two_runs['url']}?tab=runs")
+    cells = {}
+    for run in ("small", "large"):
+        row = page.locator(f"tr[data-run='{two_runs[run]}']")
+        row.wait_for()
+        cells[run] = row.locator("td.cfgval").all_inner_texts()
+    assert "207,018" in cells["small"] and "3,798,010" in cells["large"]
+    assert "1024" in cells["small"]
+    page.screenshot(path=str(tmp_path / "runs-table.png"))
+
+
+def test_one_reset_for_the_charts_zoom_and_no_layout_jump(page, two_runs, tmp_path):
+    """The charts zoom together: the toolbar's "Reset zoom" resets them all, and no chart has a button of its own.
+    It takes the hint's place while zoomed: beside it, it pushed the hint onto a second line."""
+    run = two_runs["small"]
+    page.goto(f"{two_runs['url']}?tab=charts&runs={run}")
+    wait_for(page, "(run) => window.__deepscope.charts['train/loss']?.[run]?.points > 0", run)
+    hint = page.locator(".controls .hint")
+    before = hint.bounding_box()
+    zoom_to = """() => { const u = new URL(location.href); u.searchParams.set('zoom', '10,50');
+        history.pushState({}, '', u); dispatchEvent(new PopStateEvent('popstate')); }"""
+    page.evaluate(zoom_to)
+    wait_for(page, "() => window.__deepscope.xRange['train/loss']?.[0] === 10")
+    assert hint.bounding_box()["y"] == before["y"]  # on the same line
+    assert page.locator("figure.chart button", has_text="reset").count() == 0
+    page.screenshot(path=str(tmp_path / "charts-zoomed.png"))
+    page.get_by_role("button", name="Reset zoom").click()
+    wait_for(page, "() => window.__deepscope.xRange['train/loss'] === null")
+    assert page.locator(".controls button.reset").count() == 0
+    assert hint.bounding_box()["y"] == before["y"]
+
+
+def test_a_run_name_in_the_run_list_opens_the_run_and_keeps_it_ticked(page, two_runs, tmp_path):
+    """A click on a run's name opens its detail, as in the runs table — it toggled the tick box, dropping the run
+    from the comparison unnoticed. The tick box alone ticks."""
+    small, large = two_runs["small"], two_runs["large"]
+    page.goto(f"{two_runs['url']}?tab=charts&runs={small},{large}")
+    item = page.locator(f".picker li[data-run='{small}']")
+    item.locator(".name").wait_for()
+    assert item.locator("button.open").evaluate("(b) => getComputedStyle(b).cursor") == "pointer"
+    page.screenshot(path=str(tmp_path / "run-list.png"))
+    item.get_by_role("checkbox").click()
+    wait_for(page, "(run) => !window.__deepscope.view().runs.includes(run)", small)
+    item.get_by_role("checkbox").click()
+    wait_for(page, "(run) => window.__deepscope.view().runs.includes(run)", small)
+    item.locator(".name").click()
+    wait_for(
+        page, "(run) => window.__deepscope.view().tab === 'run' && window.__deepscope.view().detail === run", small
+    )
+    assert sorted(page.evaluate("() => window.__deepscope.view().runs")) == sorted([small, large])  # still compared
+    page.screenshot(path=str(tmp_path / "run-opened.png"))
