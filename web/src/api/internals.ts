@@ -28,6 +28,8 @@ export interface MatrixQuery {
   end?: number;
   buckets: number;
   rank?: number;
+  /** The first step a windowed statistic can hold a value at (the end of the watch's first window). */
+  firstWindowEnd?: number;
 }
 
 const enc = encodeURIComponent;
@@ -70,7 +72,7 @@ export const internals = {
         if (row) nonfinite.set((row.toArray() as Int32Array).subarray(0, cols), r * cols);
       }
     }
-    if (WINDOWED.has(q.stat)) fillWindows(values, names.length, cols);
+    if (WINDOWED.has(q.stat)) fillWindows(values, names.length, steps, q.firstWindowEnd ?? Infinity);
     return { kind: q.kind, stat: q.stat, names: Array.from(names), steps, values, nonfinite, exact: meta.get("exact") === "true" };
   },
 
@@ -98,15 +100,18 @@ export const internals = {
 const WINDOWED = new Set(["dead_frac"]);
 
 /** Each row's windowed values spread over the buckets of their window — from the previous value's bucket on —, so
- * that zoomed in a value is a band, not a one-bucket line on an empty row; the window in progress stays empty. */
-export function fillWindows(values: Float32Array, rows: number, cols: number): void {
+ * that zoomed in a value is a band, not a one-bucket line on an empty row. The window in progress stays empty, and so
+ * do the steps before `firstWindowEnd` (the first window was still filling there: nothing was measured); a zoom that
+ * starts later has its first value spread back to its start. `steps`: each column's last step. */
+export function fillWindows(values: Float32Array, rows: number, steps: number[], firstWindowEnd: number): void {
+  const cols = steps.length;
   for (let r = 0; r < rows; r++) {
-    const o = r * cols;
+    const row = values.subarray(r * cols, (r + 1) * cols);
+    const first = row.findIndex((v) => !Number.isNaN(v));
     let next = NaN;
     for (let c = cols - 1; c >= 0; c--) {
-      const v = values[o + c];
-      if (Number.isNaN(v)) values[o + c] = next;
-      else next = v;
+      if (!Number.isNaN(row[c])) next = row[c];
+      else if (c > first || steps[c] >= firstWindowEnd) row[c] = next;
     }
   }
 }

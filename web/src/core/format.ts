@@ -41,10 +41,11 @@ export function fmtMeanStd(mean: number, std: number): string {
   return `${mean.toFixed(decimals)} ± ${std.toFixed(decimals)}`;
 }
 
-/** A config or metadata value as text: an integer whole ("3,798,010" parameters, not "3.798e+6"), other numbers as
- * `fmtNumber` writes them. */
+/** A config or metadata value as text: an integer whole, its digits grouped from five on ("207,018" and "3,798,010"
+ * parameters alike — not "3.798e+6", nor one grouped and the other not; a batch of 1024 or a year stay as written),
+ * other numbers as `fmtNumber` writes them. */
 export function fmtValue(v: unknown): string {
-  if (typeof v === "number" && Number.isSafeInteger(v)) return Math.abs(v) >= 1e6 ? v.toLocaleString("en-US") : String(v);
+  if (typeof v === "number" && Number.isSafeInteger(v)) return Math.abs(v) >= 1e4 ? v.toLocaleString("en-US") : String(v);
   if (typeof v === "number") return fmtNumber(v);
   if (v === null || v === undefined) return "";
   if (typeof v === "object") return JSON.stringify(v);
@@ -85,4 +86,10 @@ export function fmtDate(unix: number | null | undefined): string {
 
 export function fmtDateFull(unix: number | null | undefined): string {
   return unix ? new Date(unix * 1000).toLocaleString() : "–";
+}
+
+/** A layer's path as text: an `nn.Sequential`'s bare index ("3", "0.7") is written "layer 3" — a bare "3" reads as
+ * a count beside "3 layers", or as part of a title ("Neurons of 3"). */
+export function layerName(path: string): string {
+  return /^\d+(\.\d+)*$/.test(path) ? `layer ${path}` : path;
 }

@@ -126,6 +126,13 @@ function syncUrl() {
   lastPlace = place;
 }
 
+/** Open a run's detail (its config, summary and events), as a click on its name does in the runs table and the run
+ * list. */
+export function openRunDetail(id: string): void {
+  view.detail = id;
+  view.tab = "run";
+}
+
 /** Put `id` in focus on behalf of the user — a view that picked a run by itself: the URL is updated in place, not
  * pushed as a new history entry (Back would land on the view, which would pick it again). A change of place the URL
  * does not hold yet (the tab that opened the view, in the same tick) still gets its own entry, the run with it. */
