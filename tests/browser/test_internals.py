@@ -745,7 +745,7 @@ def test_a_link_to_norms_opens_their_log_colour_scale(page, watched, server_url)
 def test_dead_unit_shares_fill_their_window_in_the_overview(page, serve, tmp_path):
     """The dead-unit share is recorded at the end of each quarter of the (sliding) window, about the whole window: the
     overview spreads each value over the columns since the one before (it was one column in ten, a faint line on an
-    empty row)."""
+    empty row) — but not back before the first window's end, where nothing was measured."""
     root = tmp_path / "dead"
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
@@ -771,8 +771,9 @@ def test_dead_unit_shares_fill_their_window_in_the_overview(page, serve, tmp_pat
     row = recorded.values[recorded.names.index("1")]
     at = np.flatnonzero(np.isfinite(row))
     assert at.tolist() == list(range(9, 40, 2))  # a value per quarter window (2 steps) once a window has passed
-    assert o["cols"] == 40 and np.isfinite(values).all()  # shown: every column, each value back to the one before
-    np.testing.assert_array_equal(values, [row[at[at >= c][0]] for c in range(40)])
+    # shown: no value before the first window ends (step 9); after it, each value back to the one before
+    assert o["cols"] == 40 and np.isnan(values[:9]).all() and np.isfinite(values[9:]).all()
+    np.testing.assert_array_equal(values[9:], [row[at[at >= c][0]] for c in range(9, 40)])
 
 
 def test_exact_zeros_on_a_log_colour_scale_have_their_own_colour(page, serve, tmp_path):
