@@ -86,6 +86,7 @@ def test_an_interrupted_analysis_keeps_its_run_and_resumes_into_it(root):
     assert info.status == "finished" and "interrupted" in info.exit_reason
     run_dir = root / info.id
     assert any(f"run={str(run_dir)!r}" in note for note in caught.value.__notes__)
+    assert not any("again the same way" in note for note in caught.value.__notes__)  # that would start another run
     data.armed = False
     r = deepscope.analyze(model, data, layers=["fc1"], run=str(run_dir), batch_size=16, **quiet())
     assert len(r) == 96 and [i.id for i in deepscope.open(root).runs()] == [info.id]

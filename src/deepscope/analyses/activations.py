@@ -29,7 +29,7 @@ from .labels import class_name_list, integer_labels
 from .layer_choice import layer_modules, validate_layers
 from .metadata import checked_text_column, metadata_table
 from .model_outputs import OutputChoice, ScoresOutput, checked_output_choice, described_choice
-from .progress import NAME, NEXT_SUFFIX, recover_swap, replace_dir
+from .progress import NAME, NEXT_SUFFIX, SAME_CALL_RESUMES, recover_swap, replace_dir
 from .resume import labels_digest, resumable, weights_digest
 
 
@@ -290,8 +290,7 @@ class Activations:
             state.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"[:500]
             state.save()
             if isinstance(e, KeyboardInterrupt) and hasattr(e, "add_note"):  # shown under the traceback (3.11+)
-                e.add_note(f"deepscope.analyze: {state.rows_done:,} rows are kept: call it again the same way to "
-                           "resume after them")  # fmt: skip
+                e.add_note(f"deepscope.analyze: {state.rows_done:,} rows are kept: {SAME_CALL_RESUMES}")
             raise
         n = state.rows_done
         if n == 0:

@@ -40,6 +40,7 @@ from .layer_outputs import (
     unpacked,
 )
 from .model_outputs import ScoresOutput
+from .progress import SAME_CALL_RESUMES
 from .resume import DIGEST_ROWS, TAIL_ROWS, rows_digest
 
 LABELS = "outputs/labels.zarr"
@@ -555,7 +556,7 @@ class Extractor:
         raise OSError(error.errno, f"deepscope.analyze: writing the activations from row {start:,} failed ({why}): "
                       f"the {kept:,} rows before it are kept in {self.state.dir}; "
                       f"{'free some space and ' if error.errno == errno.ENOSPC else ''}"
-                      "call it again the same way to resume after them") from error  # fmt: skip
+                      f"{SAME_CALL_RESUMES}") from error  # fmt: skip
 
     def _wait(self) -> None:
         """Every chunk in flight on disk (or failed: the failure raised)."""

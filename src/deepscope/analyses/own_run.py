@@ -18,7 +18,7 @@ from typing import Any
 
 from ..run import Run, current, default_dir
 from .base import model_class
-from .progress import read_progress
+from .progress import SAME_CALL_RESUMES, read_progress
 
 PROJECT = "analyze"  # the project of the runs analyze starts, as of those ``deepscope analyze`` starts
 
@@ -89,6 +89,8 @@ def end_after_failure(run: Run, error: BaseException, note: bool = True) -> bool
     if removed:
         shutil.rmtree(run.dir, ignore_errors=True)
     elif note and hasattr(error, "add_note"):  # shown under the traceback (3.11+)
+        # the same call would start another run: not how to resume into this one
+        error.__notes__ = [n for n in getattr(error, "__notes__", []) if SAME_CALL_RESUMES not in n]
         error.add_note(f"deepscope.analyze: what was analysed is kept in the run it started, {run.id!r}: pass "
                        f"run={os.fspath(run.dir)!r} to resume into it (called again without run=, analyze starts "
                        "another run)")  # fmt: skip

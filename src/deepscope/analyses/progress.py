@@ -16,6 +16,9 @@ NAME = "activations"  # the analysis resumed here: its name, and its artifact di
 NEXT_SUFFIX = ".next"  # a new analysis computed beside a finished one, which it replaces when complete
 OLD_SUFFIX = ".old"  # the finished one, between the renames that swap the new one in
 
+# how an analysis stopped part-way is resumed — true of a run given to it, not of one it started (see own_run)
+SAME_CALL_RESUMES = "call it again the same way to resume after them"
+
 
 def replace_dir(new: Path, old: Path) -> None:
     """Put directory ``new`` in the place of ``old``: renames, then the old one is removed (``recover_swap`` finishes
