@@ -166,6 +166,7 @@ def feature_maps(
     layer: str | list[str] | None = None,
     indices: Any = "auto",
     run: Run | str | os.PathLike[str] | None = None,
+    dir: str | os.PathLike[str] | None = None,
     **kwargs: Any,
 ) -> Any:
     """Store the full feature maps (C × H × W) of a convolutional ``layer`` for instances ``indices`` of an analysed
@@ -174,14 +175,19 @@ def feature_maps(
     ``model`` and ``data`` are those given to :func:`analyze`; ``layer`` defaults to every analysed layer whose
     output is a feature map; ``indices`` is a list of instance indices, a number of instances spread over the
     classes, or ``"auto"``. Other keywords: ``dtype`` (``"float32"`` or ``"float16"``), ``batch_size``,
-    ``collate_fn``. The dashboard's instance view shows them.
+    ``collate_fn``. The dashboard's instance view shows them. ``run``: the analysed run — a :class:`Run`, its
+    directory, or its id in ``dir`` (default: the current run).
 
     >>> deepscope.feature_maps(model, dataset, run="runs/abc123", layer="features.4", indices=[7, 42])
     """
     from .analyses.feature_maps import feature_maps as _feature_maps
+    from .analyses.own_run import existing_run_dir
 
-    target = run if run is not None else _require_run()
-    run_dir = target.dir if isinstance(target, Run) else target
+    if run is None and current() is None:
+        raise RuntimeError("deepscope.feature_maps: which analysed run? Pass run= — the Run, its directory, or its "
+                           "id (the run_id of the reader deepscope.analyze returned) — or call it while that run is "
+                           "active")  # fmt: skip
+    run_dir = existing_run_dir(run, dir) if run is not None else _require_run().dir
     return _feature_maps(model, data, run_dir, layer=layer, indices=indices, **kwargs)
 
 

@@ -117,3 +117,14 @@ def test_a_runs_id_is_looked_up_in_dir(root):
     assert r.run_dir == root / run.id
     with pytest.raises(FileNotFoundError, match="nor a run of that id in"):
         deepscope.analyze(TinyCNN(), image_data(32), run="nope", dir=root, **quiet())
+
+
+def test_feature_maps_of_a_run_analyze_started_are_asked_for_by_its_id(root):
+    model, data = TinyCNN().eval(), image_data(32)
+    r = deepscope.analyze(model, data, layers=["conv2"], dir=root, batch_size=16, **quiet())
+    with pytest.raises(RuntimeError, match="which analysed run\\? Pass run="):
+        deepscope.feature_maps(model, data, layer="conv2", indices=[3])
+    maps = deepscope.feature_maps(model, data, run=r.run_id, dir=root, layer="conv2", indices=[3])
+    with torch.no_grad():
+        want = model.conv2(torch.relu(model.conv1(data[3][0][None])))  # the hooked module's output: before the relu
+    np.testing.assert_allclose(maps["conv2"][0], want[0].numpy(), rtol=1e-5, atol=1e-6)
