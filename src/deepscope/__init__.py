@@ -141,9 +141,10 @@ def analyze(
     ``mask``, ``*_mask``) is warned about before any work.
 
     Other keywords: ``batch_size``, ``collate_fn``, ``sequence_pooling`` (``"mean"`` or ``"last"``), ``projection``,
-    ``resume``, ``progress``, ``previews`` (small images of image inputs, on by default), ``full_maps`` (the
-    whole feature maps of convolutional layers for some instances: ``"auto"`` — a few per class, at most 16 MiB
-    —, a number of instances, a list of indices, or ``False``), ``scores`` (``"softmax"`` of the outputs, ``"raw"``
+    ``resume``, ``progress``, ``previews`` (small images of image inputs, on by default), ``image_shape`` (``(C, H,
+    W)`` or ``(H, W)``: the inputs are images given as rows of numbers, previewed as images), ``full_maps`` (the
+    whole feature maps of convolutional layers for some instances: ``"auto"`` — a few per class, at most 16 MiB —, a
+    number of instances, a list of indices, or ``False``), ``scores`` (``"softmax"`` of the outputs, ``"raw"``
     outputs, or ``"none"`` for a model whose outputs are no class scores: no predictions or accuracy),
     ``text_column`` (the metadata column of texts the inputs are shown as — found by name or content when left out
     —, or ``False`` when they are no text). Any other keyword is a ``TypeError``.

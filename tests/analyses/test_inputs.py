@@ -457,3 +457,32 @@ def test_texts_reach_a_wrapped_model_as_its_own_forward_takes_them_and_gaps_are_
     del batches[2]["text"]  # the last batch has none
     r = deepscope.analyze(torch.nn.DataParallel(_Keywords()), batches, mask=False, run=tmp_path, progress=False)
     assert r.instances().column("text").to_pylist() == texts[:16] + [None] * 8
+
+
+def test_rows_of_numbers_said_to_be_images_are_previewed_as_images(tmp_path):
+    """MNIST as rows of 784 numbers through an MLP: with image_shape, the previews are the digits."""
+    torch.manual_seed(0)
+    x = torch.rand(40, 784)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    r = deepscope.analyze(model, x, layers=["1"], run=new_dir(tmp_path / "flat"), image_shape=(28, 28), progress=False)
+    assert r.has_images and r.input_kind == "image"
+    for i in (0, 39):
+        np.testing.assert_allclose(r.image(i).astype(int), oracle_preview(x[i].reshape(1, 28, 28).numpy()).astype(int),
+                                   atol=1)  # fmt: skip
+    colour = torch.rand(10, 3 * 8 * 8)
+    r = deepscope.analyze(torch.nn.Linear(192, 2), colour, run=new_dir(tmp_path / "colour"), image_shape=[3, 8, 8],
+                          progress=False)  # fmt: skip
+    assert r.image(4).shape == (8, 8, 3)
+    np.testing.assert_allclose(r.image(4).astype(int), oracle_preview(colour[4].reshape(3, 8, 8).numpy()).astype(int),
+                               atol=1)  # fmt: skip
+    plain = deepscope.analyze(model, x, layers=["1"], run=new_dir(tmp_path / "plain"), progress=False)
+    assert not plain.has_images  # left out: a table's row (too wide to store)
+
+
+@pytest.mark.parametrize(("shape", "match"), [((27, 28), "holds 756 numbers, but each input holds 784"),
+                                               ((2, 28, 28), "1 or 3 channels"), ("28x28", "1 or 3 channels"),
+                                               ((28.5, 28), "1 or 3 channels")])  # fmt: skip
+def test_an_image_shape_that_does_not_fit_is_refused(tmp_path, shape, match):
+    model = torch.nn.Sequential(torch.nn.Linear(784, 3))
+    with pytest.raises(ValueError, match=match):
+        deepscope.analyze(model, torch.rand(8, 784), run=tmp_path, image_shape=shape, progress=False)

@@ -25,6 +25,7 @@ from .analysis_state import AnalysisState
 from .base import artifact_dir, model_class, provenance, read_json, write_provenance
 from .batches import PaddingMask, Source, current_length, padding_mask, source
 from .class_scores import top_class
+from .inputs import checked_image_shape
 from .labels import class_name_list, integer_labels
 from .layer_choice import layer_modules, validate_layers
 from .metadata import checked_text_column, metadata_table
@@ -46,6 +47,8 @@ class ActivationsConfig:
     regressor): no predictions, scores or accuracy. ``output``: which of the model's outputs holds the class scores
     when it returns several — a dict key or a ``ModelOutput`` field (``"logits"``), a tuple index (``1``) or a
     function of the whole output; None: the only tensor, else guessed (:mod:`.model_outputs`) and said.
+    ``image_shape``: (C, H, W) or (H, W) — the inputs are images given as rows of numbers (MNIST as 784), previewed
+    as images; None: told from the inputs' own shape (:func:`.inputs.image_input`).
     """
 
     layers: tuple[str, ...] | None = None
@@ -58,6 +61,7 @@ class ActivationsConfig:
     resume: bool = True
     progress: bool = True
     previews: bool = True
+    image_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.sequence_pooling not in ("mean", "last"):
@@ -71,6 +75,7 @@ class ActivationsConfig:
         if self.batch_size < 1 or (self.chunk_rows is not None and self.chunk_rows < 1):
             raise ValueError("deepscope.analyze: batch_size and chunk_rows must be positive")
         padding_mask(self.mask)  # a malformed one is refused here, before any work
+        object.__setattr__(self, "image_shape", checked_image_shape(self.image_shape))
 
     @property
     def padding(self) -> PaddingMask | None:
@@ -231,6 +236,8 @@ class Activations:
             "scores": cfg.scores,
             "previews": cfg.previews,
         }
+        if cfg.image_shape is not None:  # the previews' shape: a resume with another starts over
+            fingerprint["image_shape"] = list(cfg.image_shape)
         if self.labels is not None:
             fingerprint["labels"] = labels_digest(self.labels)
         if cfg.mask is not None:  # a padding mask other than the default changes every pooled sequence

@@ -401,7 +401,7 @@ class Extractor:
             if self.binary:
                 z = out.detach().float().reshape(b, 1).cpu().numpy()
                 extra[SCORES] = np.concatenate([np.zeros_like(z), z], 1)  # softmax of (0, z): (1 - σ(z), σ(z))
-        if self.cfg.previews and (images := image_input(batch, self.sequences)) is not None:
+        if self.cfg.previews and (images := image_input(batch, self.sequences, self.cfg.image_shape)) is not None:
             if self.preview_shape is None:
                 self.preview_shape = (*preview_size(*images.shape[2:]), images.shape[1])
             h, w, c = self.preview_shape
@@ -435,7 +435,7 @@ class Extractor:
             widths = {n: int(self.pooled[n].shape[1]) for n, _ in self.layers}
             dtypes = {LABELS: "int64", SCORES: "float32", IMAGES: "uint8", FEATURES: "float32"}
             outputs = {k[:-5]: (tuple(v.shape[1:]), dtypes[k]) for k, v in extra.items()}
-            self.state.inputs = input_kind(batch, self.sequences)
+            self.state.inputs = input_kind(batch, self.sequences, self.cfg.image_shape)
             specs = self.state.plan(widths, outputs, self.outputs)
             if self.threaded:  # made while the next batches run (zarr's calls wait for its own thread)
                 self.creating = self.pool.submit(self.state.create, specs)

@@ -4,6 +4,9 @@ previews deepscope stores of image inputs.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -22,15 +25,27 @@ def reads_sequences(model: nn.Module) -> bool:
     return any(isinstance(m, SEQUENCE_MODULES) for m in model.modules())
 
 
-def image_input(batch: Batch, sequences: bool = False) -> torch.Tensor | None:
+def image_input(batch: Batch, sequences: bool = False, shape: tuple[int, ...] | None = None) -> torch.Tensor | None:
     """The batch's input when it looks like images: (B, C, H, W) with C of 1 or 3, or (B, H, W), of floats or bytes
-    — unless ``sequences`` (the model reads sequences: a (B, T, F) input is one).
+    — unless ``sequences`` (the model reads sequences: a (B, T, F) input is one). ``shape``: the (C, H, W) or (H, W)
+    that the user said each instance's numbers are (MNIST as rows of 784): the input reshaped to it, whatever its
+    own shape; a ``ValueError`` when the numbers do not fill it.
 
     The first positional input, else a keyword input named like ``pixel_values``; sides of at least 4 pixels.
     """
     x = batch.args[0] if batch.args else next((batch.kwargs[k] for k in PREVIEW_KWARGS if k in batch.kwargs), None)
     if not isinstance(x, torch.Tensor) or not (x.is_floating_point() or x.dtype == torch.uint8):
+        if shape is not None:
+            got = f"{type(x).__name__} of {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"deepscope.analyze: image_shape={shape} was given, but the inputs are no tensor of "
+                             f"floats or bytes ({got})")  # fmt: skip
         return None
+    if shape is not None:
+        per_instance = x[0].numel() if len(x) else math.prod(shape)
+        if per_instance != math.prod(shape):
+            raise ValueError(f"deepscope.analyze: image_shape={shape} holds {math.prod(shape)} numbers, but each "
+                             f"input holds {per_instance} (shape {tuple(x.shape[1:])})")  # fmt: skip
+        return x.reshape(len(x), *((1, *shape) if len(shape) == 2 else shape))  # (B, ...) -> (B, C, H, W)
     if x.ndim == 4 and x.shape[1] in (1, 3) and min(x.shape[2:]) >= 4:
         return x
     if x.ndim == 3 and min(x.shape[1:]) >= 4 and not sequences:
@@ -50,15 +65,30 @@ def feature_input(batch: Batch) -> torch.Tensor | None:
     return None
 
 
-def input_kind(batch: Batch, sequences: bool = False) -> str:
+def input_kind(batch: Batch, sequences: bool = False, shape: tuple[int, ...] | None = None) -> str:
     """What the model reads: ``"images"`` (see :func:`image_input`), ``"tokens"`` (integer ids: text) or
     ``"features"`` (numbers of a table, an embedding, a sequence…)."""
-    if image_input(batch, sequences) is not None:
+    if image_input(batch, sequences, shape) is not None:
         return "images"
     x = batch.args[0] if batch.args else batch.kwargs.get("input_ids", next(iter(batch.kwargs.values()), None))
     if isinstance(x, torch.Tensor) and not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool:
         return "tokens"
     return "features"
+
+
+def checked_image_shape(shape: Any) -> tuple[int, ...] | None:
+    """``image_shape`` as a tuple: (C, H, W) with C of 1 or 3, or (H, W) — sides of at least 1; None for none."""
+    if shape is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in shape)
+        whole = all(int(d) == d for d in shape)
+    except (TypeError, ValueError):
+        dims, whole = (), False
+    if not whole or len(dims) not in (2, 3) or min(dims) < 1 or (len(dims) == 3 and dims[0] not in (1, 3)):
+        raise ValueError(f"deepscope.analyze: image_shape is (channels, height, width) with 1 or 3 channels, or "
+                         f"(height, width), not {shape!r}")  # fmt: skip
+    return dims
 
 
 def preview_size(height: int, width: int, side: int = PREVIEW_SIDE) -> tuple[int, int]:

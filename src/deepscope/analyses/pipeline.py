@@ -53,6 +53,7 @@ def plan_analysis(
     resume: bool = True,
     progress: bool = True,
     previews: bool = True,
+    image_shape: Sequence[int] | None = None,
     scores: str = "softmax",
     text_column: str | bool | None = None,
 ) -> AnalysisPlan:
@@ -69,6 +70,7 @@ def plan_analysis(
         resume=resume,
         progress=progress,
         previews=previews,
+        image_shape=image_shape,
         scores=scores,
         output=output,
     )
