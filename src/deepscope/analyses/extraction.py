@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import math
+import sys
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -571,7 +572,10 @@ def eager_forward() -> AbstractContextManager[Any]:
     """``torch.compile`` set aside while a model is analysed: a graph it compiled, cached from an earlier forward
     pass, runs without the hooks registered since (another analysis's layers: their outputs were missed). An analysis
     is one pass in inference mode, which the compile time would not repay. (Before torch 2.6, which cannot set it
-    aside, ``Extractor`` calls the module ``torch.compile`` wraps.)"""
+    aside, ``Extractor`` calls the module ``torch.compile`` wraps.) Nothing was compiled in a process that never
+    imported dynamo — and importing it (1.3 s) for nothing would be most of a small analysis's time."""
+    if "torch._dynamo" not in sys.modules:
+        return nullcontext()
     set_stance = getattr(torch.compiler, "set_stance", None)
     return set_stance("force_eager") if set_stance is not None else nullcontext()
 
