@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..notices import user_stacklevel
+
 LABEL_KEYS = ("labels", "label", "targets", "target", "y")
 FRAME_LABEL_KEYS = ("label", "labels", "target", "targets")  # a DataFrame's "y" is as often a coordinate
 MASK_KEY = "attention_mask"  # read as the padding mask (1 = real token) unless ``mask=`` says otherwise
@@ -421,7 +423,8 @@ def _source(data: Any, batch_size: int, collate: Callable[[list[Any]], Any] | No
 
             kept = (n // bs.batch_size) * bs.batch_size
             warnings.warn(f"deepscope.analyze: the DataLoader drops its last, partial batch (drop_last=True): "
-                          f"{n - kept} of {n} instances are left out", RuntimeWarning, stacklevel=4)  # fmt: skip
+                          f"{n - kept} of {n} instances are left out", RuntimeWarning,
+                          stacklevel=user_stacklevel() + 1)  # fmt: skip
             n = kept
         return Source(data, n, False, batch_size, None)
     if isinstance(data, torch.utils.data.IterableDataset):  # instances (as a DataLoader expects) or batches
@@ -467,7 +470,7 @@ def _check_order(loader: torch.utils.data.DataLoader) -> None:
         warnings.warn(f"deepscope.analyze: the DataLoader's {type(unknown[0]).__name__} is no sampler deepscope "
                       "knows to keep one order; its rows are stored in the order it yields them, which must be the "
                       "same on every pass (a resume, feature maps) and that of labels= and metadata=",
-                      RuntimeWarning, stacklevel=5)  # fmt: skip
+                      RuntimeWarning, stacklevel=user_stacklevel() + 1)  # fmt: skip
 
 
 def _loader_length(loader: torch.utils.data.DataLoader) -> int | None:

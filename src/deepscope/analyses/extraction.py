@@ -24,6 +24,7 @@ from torch import nn
 
 from ..capture.layers import uncompiled, unwrapped
 from ..capture.scope import HookScope
+from ..notices import user_stacklevel
 from .activations import ActivationsConfig
 from .batches import Batch, Source, current_length, unused_masks
 from .chunk_files import aligned_empty, direct_io
@@ -161,7 +162,7 @@ class Extractor:
                 warnings.warn(
                     f"deepscope.analyze: layer {name!r} is called more than once in a forward pass (a shared "
                     "module, a recurrent cell); its last call's output is recorded",
-                    stacklevel=2,
+                    stacklevel=user_stacklevel() + 1,
                 )
             self.called.add(name)
             if self.direct:
@@ -220,7 +221,7 @@ class Extractor:
                 "for padding, as src_key_padding_mask) — --mask on the command line; mask=False if it is no "
                 "padding mask",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel() + 1,
             )
 
     def _sum(self, key: str, rows: torch.Tensor) -> None:
@@ -373,7 +374,7 @@ class Extractor:
             if self.text_keys and self.kept is None:
                 warnings.warn(f"deepscope.analyze: the batches' texts ({', '.join(self.text_keys)}) are recorded by "
                               "an analysis that runs whole, not by a resumed one; pass them as metadata= to keep "
-                              "them", RuntimeWarning, stacklevel=4)  # fmt: skip
+                              "them", RuntimeWarning, stacklevel=user_stacklevel() + 1)  # fmt: skip
         if self.text_keys:
             if self.kept is not None:
                 for key in self.text_keys:  # a batch without them: no text for its rows

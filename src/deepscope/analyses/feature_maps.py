@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..notices import user_stacklevel
 from ..store.runmeta import write_json_atomic
 from .base import artifact_dir, model_class, provenance, read_json, write_provenance
 
@@ -240,7 +241,7 @@ class FeatureMaps:
             why = "; ".join([*varying.values(), *kept.values()])
             warnings.warn(f"deepscope: no feature maps were stored for {len(varying) + len(kept)} layer(s): {why} "
                           f"(inputs of different lengths or sizes; the maps of a layer are stored at one size)",
-                          RuntimeWarning, stacklevel=2)  # fmt: skip
+                          RuntimeWarning, stacklevel=user_stacklevel() + 1)  # fmt: skip
         if not shapes:
             return {}
         write_provenance(store.dir, provenance(NAME, asdict(cfg), model_class=model_class(model),
@@ -570,7 +571,8 @@ def analyze_maps(run_dir: str | os.PathLike[str], model: Any, data: Any, full_ma
     if iter(data) is data if hasattr(data, "__iter__") else False:  # a one-shot iterator, used up by now
         if full_maps != "auto":
             warnings.warn("deepscope.analyze: full_maps needs data that can be read again (a Dataset, a DataLoader "
-                          "or a list), not a one-shot iterator; no feature maps were stored", stacklevel=3)  # fmt: skip
+                          "or a list), not a one-shot iterator; no feature maps were stored",
+                          stacklevel=user_stacklevel() + 1)  # fmt: skip
         return {}
     from .reader import AnalysisReader
 
@@ -582,10 +584,12 @@ def analyze_maps(run_dir: str | os.PathLike[str], model: Any, data: Any, full_ma
         if full_maps != "auto":
             raise
         warnings.warn(f"deepscope.analyze: no feature maps were stored: the data could not be read again ({e})",
-                      RuntimeWarning, stacklevel=3)  # fmt: skip
+                      RuntimeWarning, stacklevel=user_stacklevel() + 1)  # fmt: skip
         return {}
     except (ValueError, RuntimeError, TypeError) as e:  # "auto" never costs the analysis its activations
         if full_maps != "auto":
             raise
-        warnings.warn(f"deepscope.analyze: no feature maps were stored: {e}", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"deepscope.analyze: no feature maps were stored: {e}", RuntimeWarning, stacklevel=user_stacklevel() + 1
+        )
         return {}
