@@ -182,15 +182,13 @@ def feature_maps(
     >>> deepscope.feature_maps(model, dataset, run="runs/abc123", layer="features.4", indices=[7, 42])
     """
     from .analyses.feature_maps import feature_maps as _feature_maps
+    from .analyses.own_run import run_dir_of
 
     if run is None and current() is None:
         raise RuntimeError("deepscope.feature_maps: which analysed run? Pass run= — the Run, its directory, or its "
                            "id (the run_id of the reader deepscope.analyze returned) — or call it while that run is "
                            "active")  # fmt: skip
-    run_dir = _require_run().dir if run is None else run.dir if isinstance(run, Run) else run
-    by_id = isinstance(run, str) and os.sep not in run and not os.path.isdir(run)
-    if by_id and os.path.isdir(in_root := os.path.join(dir if dir is not None else default_dir(), run)):
-        run_dir = in_root  # a run's id, in the runs directory
+    run_dir = _require_run().dir if run is None else run_dir_of(run, dir)  # a missing one: refused by _feature_maps
     return _feature_maps(model, data, run_dir, layer=layer, indices=indices, **kwargs)
 
 

@@ -274,9 +274,7 @@ class Run:
         for k, message in bad:
             del data[k]
             key = k if isinstance(k, str) else repr(k)
-            if key not in self._bad_keys:
-                self._bad_keys.add(key)
-                notice(f"{message} — not recorded (this warning is shown once per key)", stacklevel=None)
+            self._warn_once(key, f"{message} — not recorded (this warning is shown once per key)")
 
     def log_histogram(
         self,
@@ -668,6 +666,8 @@ def _snapshot_tensors(data: dict[str, Any]) -> None:
 def _check_step(step: Any) -> int:
     """``step`` as an int: a Python or NumPy integer, or a one-element integer tensor or array (a ``global_step``
     kept as a tensor — read once here, a device sync for one on an accelerator)."""
+    if type(step) is int and step >= 0:
+        return step  # the common case, first: run.log is called every step
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(step, torch.Tensor):
         if step.numel() == 1 and not step.is_floating_point() and not step.is_complex() and step.dtype != torch.bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 # Modules whose 3-d outputs are (B, C, L) with channels first; other 3-d outputs are sequences (B, T, D). Their
 # documented input is (N, C, L) when 3-d: norms over channels, padding and resampling of the length, channel dropout,
@@ -151,8 +152,6 @@ def unpacked(out: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
     batch's order, zeros past each sequence's end, and its ``(B, T)`` mask of real steps — a packed sequence's own
     padding mask. None for any other output. (Its ``data``, the steps of all sequences one after another, is no
     row per instance.)"""
-    from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
-
     if isinstance(out, (tuple, list)) and not isinstance(out, PackedSequence) and out:
         out = out[0]
     if not isinstance(out, PackedSequence):

@@ -58,17 +58,24 @@ def analysis_target(run: Any, project: str | None, name: str | None, dir: Any) -
     return active.dir
 
 
-def existing_run_dir(run: Any, dir: Any = None) -> Path:
-    """The directory of ``run``: a :class:`Run`'s, an existing run directory, or the id of a run in ``dir`` (default:
-    the default runs directory)."""
+def run_dir_of(run: Any, dir: Any = None) -> Path:
+    """Where ``run`` is: a :class:`Run`'s directory, ``run`` itself when it is a directory, or the run of that id in
+    ``dir`` (default: the default runs directory) when there is one — else ``run`` as given, for callers to refuse."""
     if isinstance(run, Run):
         return Path(run.dir)
-    root = Path(dir) if dir is not None else default_dir()
     run_dir = Path(run)
-    by_id = isinstance(run, str) and os.sep not in run and not run_dir.is_dir()
-    if by_id and (root / run).is_dir():
-        return root / run  # a run's id, in the runs directory
+    if isinstance(run, str) and os.sep not in run and not run_dir.is_dir():
+        in_root = (Path(dir) if dir is not None else default_dir()) / run
+        if in_root.is_dir():
+            return in_root  # a run's id, in the runs directory
+    return run_dir
+
+
+def existing_run_dir(run: Any, dir: Any = None) -> Path:
+    """The directory of ``run`` (:func:`run_dir_of`), which must exist."""
+    run_dir = run_dir_of(run, dir)
     if not run_dir.is_dir():
+        root = Path(dir) if dir is not None else default_dir()
         raise FileNotFoundError(f"deepscope.analyze: no run directory {os.fspath(run)!r} (nor a run of that id in "
                                 f"{os.fspath(root)}); pass a Run (deepscope.init(...)), the directory of an existing "
                                 "run or its id — or leave run= out for a new run")  # fmt: skip
